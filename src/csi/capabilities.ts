@@ -1,0 +1,66 @@
+import type { VolumeCapability__Output } from '../gen/csi/v1/VolumeCapability.js';
+import { invalidArgument } from '../errors.js';
+
+export const FS_TYPES = ['ext4', 'xfs'] as const;
+export type FsType = (typeof FS_TYPES)[number];
+export const DEFAULT_FS: FsType = 'ext4';
+
+export type AccessModeName =
+  | 'SINGLE_NODE_WRITER'
+  | 'SINGLE_NODE_READER_ONLY'
+  | 'SINGLE_NODE_SINGLE_WRITER'
+  | 'SINGLE_NODE_MULTI_WRITER'
+  | 'MULTI_NODE_READER_ONLY';
+
+const SINGLE_NODE: readonly string[] = ['SINGLE_NODE_WRITER', 'SINGLE_NODE_READER_ONLY', 'SINGLE_NODE_SINGLE_WRITER', 'SINGLE_NODE_MULTI_WRITER'];
+const READ_ONLY: readonly string[] = ['SINGLE_NODE_READER_ONLY', 'MULTI_NODE_READER_ONLY'];
+
+/** A volume capability after validation: what the node must do and what it must refuse. */
+export type Capability =
+  | { access: 'block'; mode: AccessModeName; readOnly: boolean }
+  | { access: 'mount'; mode: AccessModeName; readOnly: boolean; fsType: FsType | ''; mountFlags: string[] };
+
+// Options a CO could use to turn our mount into something else entirely.
+const FORBIDDEN_FLAGS = new Set(['bind', 'rbind', 'remount', 'move', 'make-shared', 'make-private', 'loop']);
+const FLAG_RE = /^[A-Za-z0-9_.:=+-]{1,128}$/;
+
+export function isFsType(v: string): v is FsType {
+  return (FS_TYPES as readonly string[]).includes(v);
+}
+
+/** Why this driver cannot serve a capability, or null when it can. */
+export function capabilityProblem(cap: VolumeCapability__Output | null | undefined): string | null {
+  if (!cap) return 'a volume capability is required';
+  const mode = cap.access_mode?.mode ?? 'UNKNOWN';
+  if (cap.access_type !== 'block' && cap.access_type !== 'mount') return 'volume capability needs an access type (block or mount)';
+  const isSingle = SINGLE_NODE.includes(mode);
+  const blockMultiRead = cap.access_type === 'block' && mode === 'MULTI_NODE_READER_ONLY';
+  if (!isSingle && !blockMultiRead) {
+    return `access mode ${mode} is not supported for ${cap.access_type} volumes (node-local pool: SINGLE_NODE_* modes${cap.access_type === 'block' ? ' and MULTI_NODE_READER_ONLY' : ''})`;
+  }
+  if (cap.access_type === 'mount' && cap.mount) {
+    const fs = cap.mount.fs_type;
+    if (fs && !isFsType(fs)) return `fs_type ${JSON.stringify(fs)} is not supported (use ${FS_TYPES.join(' or ')})`;
+    for (const flag of cap.mount.mount_flags) {
+      if (!FLAG_RE.test(flag)) return `mount flag ${JSON.stringify(flag)} has characters a mount option cannot have`;
+      if (FORBIDDEN_FLAGS.has(flag)) return `mount flag ${JSON.stringify(flag)} is not allowed`;
+    }
+    if (cap.mount.volume_mount_group) return 'volume_mount_group is not supported (no VOLUME_MOUNT_GROUP capability)';
+  }
+  return null;
+}
+
+export function parseCapability(cap: VolumeCapability__Output | null | undefined, field = 'volume_capability'): Capability {
+  const problem = capabilityProblem(cap);
+  if (problem || !cap) throw invalidArgument(`${field}: ${problem ?? 'missing'}`);
+  const mode = (cap.access_mode?.mode ?? 'UNKNOWN') as AccessModeName;
+  const readOnly = READ_ONLY.includes(mode);
+  if (cap.access_type === 'block') return { access: 'block', mode, readOnly };
+  const fs = cap.mount?.fs_type ?? '';
+  return { access: 'mount', mode, readOnly, fsType: isFsType(fs) ? fs : '', mountFlags: [...(cap.mount?.mount_flags ?? [])] };
+}
+
+export function parseCapabilities(caps: VolumeCapability__Output[], field = 'volume_capabilities'): Capability[] {
+  if (!caps || caps.length === 0) throw invalidArgument(`${field} is required`);
+  return caps.map((c, i) => parseCapability(c, `${field}[${i}]`));
+}

@@ -1,0 +1,56 @@
+import * as grpc from '@grpc/grpc-js';
+import { loadCsi } from './proto.js';
+import { socketPath } from './server.js';
+
+type Callback<Res> = grpc.requestCallback<Res>;
+
+function promisify<Req, Res>(fn: (argument: Req, callback: Callback<Res>) => grpc.ClientUnaryCall): (req: Req) => Promise<Res> {
+  return (req) => new Promise<Res>((resolve, reject) => fn(req, (err, res) => (err ? reject(err) : resolve(res as Res))));
+}
+
+/** A typed CSI client over a unix socket, for the CLI, the tests and the benchmarks. */
+export function connectCsi(endpoint: string) {
+  const csi = loadCsi().csi.v1;
+  const address = `unix://${socketPath(endpoint)}`;
+  const creds = grpc.credentials.createInsecure();
+  const id = new csi.Identity(address, creds);
+  const ctl = new csi.Controller(address, creds);
+  const node = new csi.Node(address, creds);
+  return {
+    getPluginInfo: promisify(id.GetPluginInfo.bind(id)),
+    getPluginCapabilities: promisify(id.GetPluginCapabilities.bind(id)),
+    probe: promisify(id.Probe.bind(id)),
+    createVolume: promisify(ctl.CreateVolume.bind(ctl)),
+    deleteVolume: promisify(ctl.DeleteVolume.bind(ctl)),
+    validateVolumeCapabilities: promisify(ctl.ValidateVolumeCapabilities.bind(ctl)),
+    listVolumes: promisify(ctl.ListVolumes.bind(ctl)),
+    getCapacity: promisify(ctl.GetCapacity.bind(ctl)),
+    controllerGetCapabilities: promisify(ctl.ControllerGetCapabilities.bind(ctl)),
+    controllerGetVolume: promisify(ctl.ControllerGetVolume.bind(ctl)),
+    controllerPublishVolume: promisify(ctl.ControllerPublishVolume.bind(ctl)),
+    controllerExpandVolume: promisify(ctl.ControllerExpandVolume.bind(ctl)),
+    createSnapshot: promisify(ctl.CreateSnapshot.bind(ctl)),
+    deleteSnapshot: promisify(ctl.DeleteSnapshot.bind(ctl)),
+    listSnapshots: promisify(ctl.ListSnapshots.bind(ctl)),
+    getSnapshot: promisify(ctl.GetSnapshot.bind(ctl)),
+    nodeStageVolume: promisify(node.NodeStageVolume.bind(node)),
+    nodeUnstageVolume: promisify(node.NodeUnstageVolume.bind(node)),
+    nodePublishVolume: promisify(node.NodePublishVolume.bind(node)),
+    nodeUnpublishVolume: promisify(node.NodeUnpublishVolume.bind(node)),
+    nodeGetVolumeStats: promisify(node.NodeGetVolumeStats.bind(node)),
+    nodeExpandVolume: promisify(node.NodeExpandVolume.bind(node)),
+    nodeGetCapabilities: promisify(node.NodeGetCapabilities.bind(node)),
+    nodeGetInfo: promisify(node.NodeGetInfo.bind(node)),
+    close(): void {
+      id.close();
+      ctl.close();
+      node.close();
+    },
+  };
+}
+
+export type CsiClient = ReturnType<typeof connectCsi>;
+
+export function isServiceError(err: unknown): err is grpc.ServiceError {
+  return err instanceof Error && 'code' in err && 'details' in err;
+}

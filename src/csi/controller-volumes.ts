@@ -1,0 +1,138 @@
+import type { CreateVolumeRequest__Output } from '../gen/csi/v1/CreateVolumeRequest.js';
+import type { CreateVolumeResponse } from '../gen/csi/v1/CreateVolumeResponse.js';
+import type { DeleteVolumeRequest__Output } from '../gen/csi/v1/DeleteVolumeRequest.js';
+import type { DeleteVolumeResponse } from '../gen/csi/v1/DeleteVolumeResponse.js';
+import type { GetCapacityRequest__Output } from '../gen/csi/v1/GetCapacityRequest.js';
+import type { GetCapacityResponse } from '../gen/csi/v1/GetCapacityResponse.js';
+import type { Topology__Output } from '../gen/csi/v1/Topology.js';
+import type { TopologyRequirement__Output } from '../gen/csi/v1/TopologyRequirement.js';
+import type { Volume } from '../gen/csi/v1/Volume.js';
+import { alreadyExists, failedPrecondition, notFound, outOfRange, resourceExhausted } from '../errors.js';
+import { MIN_FS_BYTES } from '../node/filesystem.js';
+import type { ContentSource, VolumeRecord } from '../pool/backend.js';
+import { capabilityProblem, DEFAULT_FS, isFsType, parseCapabilities, type Capability } from './capabilities.js';
+import { snapshotLock, topologySegments, TOPOLOGY_KEY, volumeLock, type DriverContext } from './context.js';
+import { idFor, parseId, validateName } from './ids.js';
+import { identityParameters, parseVolumeParameters } from './parameters.js';
+import { chooseSize, fitsRange, parseRange } from './sizing.js';
+
+export function toCsiVolume(ctx: DriverContext, v: VolumeRecord): Volume {
+  return {
+    volume_id: v.id,
+    capacity_bytes: String(v.capacityBytes),
+    volume_context: v.parameters.fsType ? { fsType: v.parameters.fsType } : {},
+    content_source: v.source
+      ? v.source.kind === 'snapshot'
+        ? { snapshot: { snapshot_id: v.source.id } }
+        : { volume: { volume_id: v.source.id } }
+      : null,
+    accessible_topology: [{ segments: topologySegments(ctx) }],
+  };
+}
+
+/** Whether a topology term names this node (a term with other keys or another node does not). */
+function matchesNode(ctx: DriverContext, t: Topology__Output): boolean {
+  const segs = t.segments ?? {};
+  return Object.entries(segs).every(([k, v]) => k === TOPOLOGY_KEY && v === ctx.nodeId) && segs[TOPOLOGY_KEY] === ctx.nodeId;
+}
+
+function checkTopology(ctx: DriverContext, req: TopologyRequirement__Output | null): void {
+  if (!req) return;
+  const terms = req.requisite.length ? req.requisite : req.preferred;
+  if (terms.length && !terms.some((t) => matchesNode(ctx, t))) {
+    throw resourceExhausted(`this pool serves only ${TOPOLOGY_KEY}=${ctx.nodeId}, which the accessibility requirements exclude`);
+  }
+}
+
+function contentSource(req: CreateVolumeRequest__Output): ContentSource | undefined {
+  const src = req.volume_content_source;
+  if (!src) return undefined;
+  if (src.type === 'snapshot') {
+    const id = parseId('snap', 'volume_content_source.snapshot.snapshot_id', src.snapshot?.snapshot_id ?? '');
+    if (!id) throw notFound(`source snapshot ${src.snapshot?.snapshot_id} does not exist`);
+    return { kind: 'snapshot', id };
+  }
+  if (src.type === 'volume') {
+    const id = parseId('vol', 'volume_content_source.volume.volume_id', src.volume?.volume_id ?? '');
+    if (!id) throw notFound(`source volume ${src.volume?.volume_id} does not exist`);
+    return { kind: 'volume', id };
+  }
+  return undefined;
+}
+
+function sameSource(a: ContentSource | undefined, b: ContentSource | undefined): boolean {
+  return (a?.kind ?? '') === (b?.kind ?? '') && (a?.id ?? '') === (b?.id ?? '');
+}
+
+function minimumFor(caps: Capability[], fsParam: string | undefined): number {
+  let min = 0;
+  for (const c of caps) {
+    if (c.access !== 'mount') continue;
+    const fs = c.fsType || (fsParam && isFsType(fsParam) ? fsParam : DEFAULT_FS);
+    min = Math.max(min, MIN_FS_BYTES[fs]);
+  }
+  return min;
+}
+
+export async function createVolume(ctx: DriverContext, req: CreateVolumeRequest__Output): Promise<CreateVolumeResponse> {
+  const name = validateName('name', req.name);
+  const caps = parseCapabilities(req.volume_capabilities);
+  const params = parseVolumeParameters(req.parameters);
+  const range = parseRange(req.capacity_range);
+  const source = contentSource(req);
+  checkTopology(ctx, req.accessibility_requirements);
+  const id = idFor('vol', name);
+  const lockKeys = [volumeLock(id), ...(source ? [source.kind === 'snapshot' ? snapshotLock(source.id) : volumeLock(source.id)] : [])];
+
+  return ctx.locks.with(lockKeys, async () => {
+    const existing = await ctx.backend.getVolume(id);
+    if (existing) {
+      if (!fitsRange(existing.capacityBytes, range)) throw alreadyExists(`volume ${name} exists with ${existing.capacityBytes} bytes, outside the requested range`);
+      if (!sameSource(existing.source, source)) throw alreadyExists(`volume ${name} exists with another content source`);
+      if ((existing.parameters.fsType ?? '') !== (params.fsType ?? '')) throw alreadyExists(`volume ${name} exists with fsType ${existing.parameters.fsType ?? '(default)'}`);
+      return { volume: toCsiVolume(ctx, existing) };
+    }
+
+    let minBytes = minimumFor(caps, params.fsType);
+    if (source) {
+      const sourceBytes = source.kind === 'snapshot' ? (await ctx.backend.getSnapshot(source.id))?.sizeBytes : (await ctx.backend.getVolume(source.id))?.capacityBytes;
+      if (sourceBytes === undefined) throw notFound(`source ${source.kind} ${source.id} does not exist`);
+      if (range.limit && range.limit < sourceBytes) throw outOfRange(`the source ${source.kind} is ${sourceBytes} bytes, more than limit_bytes ${range.limit}`);
+      minBytes = Math.max(minBytes, sourceBytes);
+    }
+    const size = Math.max(chooseSize(range, ctx.sizing), minBytes);
+    if (range.limit && size > range.limit) throw outOfRange(`the volume needs at least ${size} bytes (filesystem or source minimum), more than limit_bytes ${range.limit}`);
+    const parameters: Record<string, string> = { ...identityParameters(params) };
+    if (params.pvcName) parameters.pvcName = params.pvcName;
+    if (params.pvcNamespace) parameters.pvcNamespace = params.pvcNamespace;
+    if (params.pvName) parameters.pvName = params.pvName;
+    const created = await ctx.backend.createVolume({ id, name, capacityBytes: size, source, parameters });
+    return { volume: toCsiVolume(ctx, created) };
+  });
+}
+
+export async function deleteVolume(ctx: DriverContext, req: DeleteVolumeRequest__Output): Promise<DeleteVolumeResponse> {
+  const id = parseId('vol', 'volume_id', req.volume_id);
+  if (!id) return {}; // never ours, so already gone
+  return ctx.locks.with([volumeLock(id)], async () => {
+    const busy = await ctx.backend.volumeBusy(id);
+    if (busy) throw failedPrecondition(busy);
+    await ctx.backend.deleteVolume(id);
+    return {};
+  });
+}
+
+export async function getCapacity(ctx: DriverContext, req: GetCapacityRequest__Output): Promise<GetCapacityResponse> {
+  parseVolumeParameters(req.parameters);
+  const zero = { available_capacity: '0', maximum_volume_size: null, minimum_volume_size: null };
+  if (req.accessible_topology && !matchesNode(ctx, req.accessible_topology)) return zero;
+  if (req.volume_capabilities.some((c) => capabilityProblem(c) !== null)) return zero;
+  const { availableBytes } = await ctx.backend.capacity();
+  const g = ctx.sizing.granularity;
+  const max = Math.min(Math.floor(availableBytes / g) * g, ctx.sizing.maxBytes);
+  return {
+    available_capacity: String(availableBytes),
+    maximum_volume_size: { value: String(max) },
+    minimum_volume_size: { value: String(g) },
+  };
+}

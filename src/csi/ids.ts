@@ -1,0 +1,51 @@
+import { createHash } from 'node:crypto';
+import { invalidArgument } from '../errors.js';
+
+/**
+ * Volume and snapshot IDs are derived from the CSI name alone, so a retried CreateVolume lands on
+ * the volume it made before, and the result is always a safe file or LV name:
+ *   vol-<slug of the name, ≤48>-<16 hex of sha256(kind, name)>
+ * The slug is for people reading `ls` or `lvs`; the hash makes it unique.
+ */
+export type IdKind = 'vol' | 'snap';
+
+const MAX_BYTES = 128;
+const ID_RE = { vol: /^vol-[a-z0-9-]{0,48}-[0-9a-f]{16}$/, snap: /^snap-[a-z0-9-]{0,48}-[0-9a-f]{16}$/ };
+// Characters a CO-supplied ID may carry at all; anything else is hostile, not merely unknown.
+const PLAUSIBLE_ID = /^[A-Za-z0-9._:-]+$/;
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+function slug(name: string): string {
+  return name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 48).replace(/-+$/, '');
+}
+
+export function idFor(kind: IdKind, name: string): string {
+  const hash = createHash('sha256').update(`${kind}\0${name}`).digest('hex').slice(0, 16);
+  return `${kind}-${slug(name)}-${hash}`;
+}
+
+/** A CSI name (CreateVolume/CreateSnapshot): required, ≤128 bytes, no path or shell characters. */
+export function validateName(field: string, name: string): string {
+  if (!name) throw invalidArgument(`${field} is required`);
+  if (Buffer.byteLength(name) > MAX_BYTES) throw invalidArgument(`${field} is longer than ${MAX_BYTES} bytes`);
+  if (!NAME_RE.test(name) || name.includes('..')) {
+    throw invalidArgument(`${field} ${JSON.stringify(name)} may hold only letters, digits, '.', '_' and '-', must start with a letter or digit and must not contain '..'`);
+  }
+  return name;
+}
+
+/**
+ * Checks an ID from the CO. Returns it when it is one of ours, null when it is well-formed but
+ * cannot be ours (the caller answers NOT_FOUND, or OK for deletes), and throws INVALID_ARGUMENT
+ * for an ID that no driver could have issued (empty, too long, path or control characters).
+ */
+export function parseId(kind: IdKind, field: string, id: string): string | null {
+  if (!id) throw invalidArgument(`${field} is required`);
+  if (Buffer.byteLength(id) > MAX_BYTES) throw invalidArgument(`${field} is longer than ${MAX_BYTES} bytes`);
+  if (!PLAUSIBLE_ID.test(id) || id.includes('..')) throw invalidArgument(`${field} ${JSON.stringify(id)} contains characters no volume or snapshot ID has`);
+  return ID_RE[kind].test(id) ? id : null;
+}
+
+export function isId(kind: IdKind, id: string): boolean {
+  return ID_RE[kind].test(id);
+}

@@ -1,0 +1,91 @@
+import { lstat, mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
+import type { NodePublishVolumeRequest__Output } from '../gen/csi/v1/NodePublishVolumeRequest.js';
+import type { NodePublishVolumeResponse } from '../gen/csi/v1/NodePublishVolumeResponse.js';
+import type { NodeUnpublishVolumeRequest__Output } from '../gen/csi/v1/NodeUnpublishVolumeRequest.js';
+import type { NodeUnpublishVolumeResponse } from '../gen/csi/v1/NodeUnpublishVolumeResponse.js';
+import { alreadyExists, errno, failedPrecondition, notFound } from '../errors.js';
+import { log } from '../log.js';
+import { bindMount, readMounts, unmount } from '../node/mounts.js';
+import { blockMarker, stateAt } from '../node/staging.js';
+import { parseCapability } from './capabilities.js';
+import { volumeLock, type DriverContext } from './context.js';
+import { parseId } from './ids.js';
+import { fsTypeFor, requireVolume } from './node-stage.js';
+
+export async function nodePublishVolume(ctx: DriverContext, req: NodePublishVolumeRequest__Output): Promise<NodePublishVolumeResponse> {
+  parseId('vol', 'volume_id', req.volume_id);
+  const target = await ctx.paths.resolve('target_path', req.target_path);
+  if (!req.staging_target_path) throw failedPrecondition('staging_target_path is required: this driver stages volumes (STAGE_UNSTAGE_VOLUME)');
+  const staging = await ctx.paths.resolve('staging_target_path', req.staging_target_path);
+  const cap = parseCapability(req.volume_capability);
+  const readOnly = req.readonly || cap.readOnly;
+  return ctx.locks.with([volumeLock(req.volume_id)], async () => {
+    const vol = await requireVolume(ctx, 'volume_id', req.volume_id);
+    const devices = await ctx.attacher.findAllDevices(vol.id);
+    const mounts = await readMounts();
+    const atTarget = await stateAt(mounts, target, devices);
+    if (atTarget.kind === 'foreign') throw failedPrecondition(`target_path is already a mount point of ${atTarget.mount.source}`);
+
+    if (cap.access === 'mount') {
+      const staged = await stateAt(mounts, staging, devices);
+      if (staged.kind !== 'filesystem') throw failedPrecondition(`volume ${vol.id} is not staged with a filesystem at ${staging}; call NodeStageVolume first`);
+      if (staged.fsType !== fsTypeFor(cap, vol)) throw alreadyExists(`volume ${vol.id} is staged as ${staged.fsType}`);
+      if (atTarget.kind === 'filesystem') {
+        if (atTarget.readOnly !== readOnly) throw alreadyExists(`volume ${vol.id} is published at ${target} ${atTarget.readOnly ? 'read-only' : 'read-write'}`);
+        return {};
+      }
+      if (atTarget.kind === 'block') throw alreadyExists(`volume ${vol.id} is published at ${target} as a raw block device`);
+      await mkdir(target, { recursive: true, mode: 0o750 });
+      try {
+        await bindMount(staging, target, readOnly);
+      } catch (err) {
+        await rmdir(target).catch(() => undefined);
+        throw err;
+      }
+      return {};
+    }
+
+    const staged = await stateAt(mounts, blockMarker(staging), devices);
+    if (staged.kind !== 'block') throw failedPrecondition(`volume ${vol.id} is not staged as a raw block device at ${staging}; call NodeStageVolume first`);
+    if (atTarget.kind === 'block') {
+      if (atTarget.readOnly !== readOnly) throw alreadyExists(`volume ${vol.id} is published at ${target} ${atTarget.readOnly ? 'read-only' : 'read-write'}`);
+      return {};
+    }
+    if (atTarget.kind === 'filesystem') throw alreadyExists(`volume ${vol.id} is published at ${target} with a filesystem`);
+    // A read-only mount does not stop writes through a device node, so a read-only publish gets its own read-only device.
+    const device = readOnly ? await ctx.attacher.attachReadOnly(vol.id) : staged.device;
+    const existed = await lstat(target).then(() => true, () => false);
+    try {
+      await writeFile(target, '', { flag: 'a', mode: 0o600 });
+      await bindMount(device, target, readOnly);
+    } catch (err) {
+      if (!existed) await rm(target, { force: true });
+      if (readOnly) await ctx.attacher.detach(vol.id, device).catch((e) => log.error('rollback detach failed', { device, err: String(e) }));
+      throw err;
+    }
+    return {};
+  });
+}
+
+export async function nodeUnpublishVolume(ctx: DriverContext, req: NodeUnpublishVolumeRequest__Output): Promise<NodeUnpublishVolumeResponse> {
+  const id = parseId('vol', 'volume_id', req.volume_id);
+  const target = await ctx.paths.resolve('target_path', req.target_path);
+  if (!id) throw notFound(`volume ${req.volume_id} does not exist`);
+  return ctx.locks.with([volumeLock(id)], async () => {
+    const devices = await ctx.attacher.findAllDevices(id);
+    const staged = await ctx.attacher.findDevice(id);
+    const state = await stateAt(await readMounts(), target, devices);
+    if (state.kind === 'foreign') throw failedPrecondition(`target_path is a mount point of ${state.mount.source}, not of volume ${id}`);
+    if (state.kind !== 'empty') await unmount(target);
+    if (state.kind === 'block' && state.device !== staged) await ctx.attacher.detach(id, state.device);
+    // Remove what NodePublishVolume created: an empty directory or the device file.
+    const st = await lstat(target).catch((err) => {
+      if (errno(err) === 'ENOENT') return null;
+      throw err;
+    });
+    if (st?.isDirectory()) await rmdir(target);
+    else if (st?.isFile() && st.size === 0) await rm(target);
+    else if (st) throw failedPrecondition(`target_path ${target} is not what NodePublishVolume created; leaving it alone`);
+    return {};
+  });
+}

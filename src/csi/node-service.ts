@@ -1,0 +1,78 @@
+import { statfs } from 'node:fs/promises';
+import type { NodeExpandVolumeRequest__Output } from '../gen/csi/v1/NodeExpandVolumeRequest.js';
+import type { NodeExpandVolumeResponse } from '../gen/csi/v1/NodeExpandVolumeResponse.js';
+import type { NodeGetCapabilitiesResponse } from '../gen/csi/v1/NodeGetCapabilitiesResponse.js';
+import type { NodeGetInfoResponse } from '../gen/csi/v1/NodeGetInfoResponse.js';
+import type { NodeGetVolumeStatsRequest__Output } from '../gen/csi/v1/NodeGetVolumeStatsRequest.js';
+import type { NodeGetVolumeStatsResponse } from '../gen/csi/v1/NodeGetVolumeStatsResponse.js';
+import { invalidArgument, notFound } from '../errors.js';
+import { growFilesystem } from '../node/filesystem.js';
+import { blockDeviceSize } from '../node/loop.js';
+import { readMounts } from '../node/mounts.js';
+import { stateAt, type PathState } from '../node/staging.js';
+import { parseCapability } from './capabilities.js';
+import { topologySegments, volumeLock, type DriverContext } from './context.js';
+import { parseId } from './ids.js';
+import { requireVolume } from './node-stage.js';
+import { chooseSize, parseRange } from './sizing.js';
+import { isFsType } from './capabilities.js';
+
+export function nodeGetInfo(ctx: DriverContext): NodeGetInfoResponse {
+  return {
+    node_id: ctx.nodeId,
+    max_volumes_per_node: String(ctx.maxVolumesPerNode),
+    accessible_topology: { segments: topologySegments(ctx) },
+  };
+}
+
+export function nodeGetCapabilities(): NodeGetCapabilitiesResponse {
+  const types = ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER'] as const;
+  return { capabilities: types.map((type) => ({ rpc: { type } })) };
+}
+
+/** Where the volume is usable at `volumePath` (a staging or publish path), from the kernel. */
+async function volumeAt(ctx: DriverContext, volumeId: string, volumePath: string): Promise<PathState & { kind: 'filesystem' | 'block' }> {
+  const devices = await ctx.attacher.findAllDevices(volumeId);
+  const state = await stateAt(await readMounts(), volumePath, devices);
+  if (state.kind === 'filesystem' || state.kind === 'block') return state;
+  throw notFound(`volume ${volumeId} is not staged or published at ${volumePath}`);
+}
+
+export async function nodeGetVolumeStats(ctx: DriverContext, req: NodeGetVolumeStatsRequest__Output): Promise<NodeGetVolumeStatsResponse> {
+  parseId('vol', 'volume_id', req.volume_id);
+  if (!req.volume_path) throw invalidArgument('volume_path is required');
+  const volumePath = await ctx.paths.resolve('volume_path', req.volume_path);
+  const vol = await requireVolume(ctx, 'volume_id', req.volume_id);
+  const state = await volumeAt(ctx, vol.id, volumePath);
+  const problem = await ctx.attacher.deviceProblem(vol.id, state.device);
+  const volume_condition = { abnormal: problem !== null, message: problem ?? 'volume is healthy' };
+  if (state.kind === 'block') {
+    return { usage: [{ unit: 'BYTES', total: String(await blockDeviceSize(state.device)) }], volume_condition };
+  }
+  const fs = await statfs(volumePath);
+  return {
+    usage: [
+      { unit: 'BYTES', total: String(fs.blocks * fs.bsize), available: String(fs.bavail * fs.bsize), used: String((fs.blocks - fs.bfree) * fs.bsize) },
+      { unit: 'INODES', total: String(fs.files), available: String(fs.ffree), used: String(fs.files - fs.ffree) },
+    ],
+    volume_condition,
+  };
+}
+
+export async function nodeExpandVolume(ctx: DriverContext, req: NodeExpandVolumeRequest__Output): Promise<NodeExpandVolumeResponse> {
+  parseId('vol', 'volume_id', req.volume_id);
+  if (!req.volume_path) throw invalidArgument('volume_path is required');
+  const volumePath = await ctx.paths.resolve('volume_path', req.volume_path);
+  const range = parseRange(req.capacity_range);
+  if (!range.required && !range.limit) throw invalidArgument('capacity_range is required');
+  if (req.volume_capability) parseCapability(req.volume_capability);
+  return ctx.locks.with([volumeLock(req.volume_id)], async () => {
+    const vol = await requireVolume(ctx, 'volume_id', req.volume_id);
+    const state = await volumeAt(ctx, vol.id, volumePath);
+    const size = Math.max(vol.capacityBytes, chooseSize(range, ctx.sizing));
+    const grown = await ctx.backend.expandVolume(vol.id, size);
+    for (const device of await ctx.attacher.findAllDevices(vol.id)) await ctx.attacher.refreshSize(device);
+    if (state.kind === 'filesystem' && isFsType(state.fsType)) await growFilesystem(state.fsType, state.device, volumePath);
+    return { capacity_bytes: String(grown.capacityBytes) };
+  });
+}

@@ -1,0 +1,134 @@
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import type { NodeStageVolumeRequest__Output } from '../gen/csi/v1/NodeStageVolumeRequest.js';
+import type { NodeStageVolumeResponse } from '../gen/csi/v1/NodeStageVolumeResponse.js';
+import type { NodeUnstageVolumeRequest__Output } from '../gen/csi/v1/NodeUnstageVolumeRequest.js';
+import type { NodeUnstageVolumeResponse } from '../gen/csi/v1/NodeUnstageVolumeResponse.js';
+import { alreadyExists, failedPrecondition, notFound } from '../errors.js';
+import { log } from '../log.js';
+import { extFilesystemBytes, growExtOffline, makeFilesystem, probeSignature } from '../node/filesystem.js';
+import { bindMount, mountFilesystem, readMounts, unmount } from '../node/mounts.js';
+import { blockDeviceSize } from '../node/loop.js';
+import { blockMarker, stateAt, usesOf, type PathState } from '../node/staging.js';
+import type { VolumeRecord } from '../pool/backend.js';
+import { DEFAULT_FS, isFsType, parseCapability, type Capability, type FsType } from './capabilities.js';
+import { volumeLock, type DriverContext } from './context.js';
+import { parseId } from './ids.js';
+import { MiB } from '../units.js';
+
+/** The filesystem a mount volume gets: the capability's fs_type, else the StorageClass fsType, else ext4. */
+export function fsTypeFor(cap: Capability, vol: VolumeRecord): FsType {
+  const fromClass = vol.parameters.fsType;
+  if (cap.access === 'mount' && cap.fsType) {
+    if (fromClass && fromClass !== cap.fsType) throw failedPrecondition(`volume was created for ${fromClass}, the capability asks for ${cap.fsType}`);
+    return cap.fsType;
+  }
+  return fromClass && isFsType(fromClass) ? fromClass : DEFAULT_FS;
+}
+
+export async function requireVolume(ctx: DriverContext, field: string, id: string): Promise<VolumeRecord> {
+  const known = parseId('vol', field, id);
+  const vol = known ? await ctx.backend.getVolume(known) : null;
+  if (!vol) throw notFound(`volume ${id} does not exist`);
+  return vol;
+}
+
+function describe(state: PathState): string {
+  return state.kind === 'foreign' ? `${state.mount.source} (${state.mount.fsType})` : state.kind;
+}
+
+export async function nodeStageVolume(ctx: DriverContext, req: NodeStageVolumeRequest__Output): Promise<NodeStageVolumeResponse> {
+  parseId('vol', 'volume_id', req.volume_id);
+  const staging = await ctx.paths.resolve('staging_target_path', req.staging_target_path);
+  const cap = parseCapability(req.volume_capability);
+  return ctx.locks.with([volumeLock(req.volume_id)], async () => {
+    const vol = await requireVolume(ctx, 'volume_id', req.volume_id);
+    const fsType = cap.access === 'mount' ? fsTypeFor(cap, vol) : undefined;
+    const devices = await ctx.attacher.findAllDevices(vol.id);
+    const mounts = await readMounts();
+    const atStaging = await stateAt(mounts, staging, devices);
+    const atMarker = await stateAt(mounts, blockMarker(staging), devices);
+
+    if (atStaging.kind === 'foreign') throw failedPrecondition(`staging_target_path is already a mount point of ${describe(atStaging)}`);
+    if (cap.access === 'mount') {
+      if (atMarker.kind === 'block') throw alreadyExists(`volume ${vol.id} is staged at ${staging} as a raw block device`);
+      if (atStaging.kind === 'filesystem') {
+        if (atStaging.fsType !== fsType || atStaging.readOnly !== cap.readOnly) {
+          throw alreadyExists(`volume ${vol.id} is staged at ${staging} as ${atStaging.fsType}${atStaging.readOnly ? ' read-only' : ''}`);
+        }
+        return {};
+      }
+    } else {
+      if (atStaging.kind === 'filesystem') throw alreadyExists(`volume ${vol.id} is staged at ${staging} with a filesystem`);
+      if (atMarker.kind === 'block') return {};
+      if (atMarker.kind === 'foreign') throw failedPrecondition(`${blockMarker(staging)} is already a mount point of ${describe(atMarker)}`);
+    }
+
+    await mkdir(staging, { recursive: true, mode: 0o750 });
+    const wasAttached = (await ctx.attacher.findDevice(vol.id)) !== null;
+    const device = await ctx.attacher.attach(vol.id);
+    try {
+      if (cap.access === 'mount' && fsType) await stageFilesystem(device, staging, fsType, cap);
+      else await stageBlock(device, staging);
+    } catch (err) {
+      // Leave nothing behind: the next attempt starts from the same clean state.
+      await rm(blockMarker(staging), { force: true }).catch(() => undefined);
+      if (!wasAttached) await ctx.attacher.detach(vol.id, device).catch((e) => log.error('rollback detach failed', { device, err: String(e) }));
+      throw err;
+    }
+    return {};
+  });
+}
+
+async function stageFilesystem(device: string, staging: string, fsType: FsType, cap: Capability & { access: 'mount' }): Promise<void> {
+  const sig = await probeSignature(device);
+  if (!sig) {
+    await makeFilesystem(device, fsType);
+  } else if (sig.type !== fsType) {
+    // Never format over data: a volume restored from a snapshot of another filesystem, or a disk with a partition table.
+    throw failedPrecondition(`the volume holds ${sig.type ?? `a ${sig.ptType} partition table`}, not ${fsType}; refusing to format it`);
+  } else if (fsType === 'ext4') {
+    await growExtIfSmaller(device);
+  }
+  const options = [...(cap.readOnly ? ['ro'] : []), ...cap.mountFlags];
+  await mountFilesystem(device, staging, fsType, options);
+}
+
+/** Catches up an ext4 whose device grew while online growth was not permitted. */
+async function growExtIfSmaller(device: string): Promise<void> {
+  const fsBytes = await extFilesystemBytes(device);
+  const devBytes = await blockDeviceSize(device);
+  if (fsBytes !== null && fsBytes + MiB <= devBytes) {
+    log.info('growing ext4 offline before mounting', { device, fsBytes, devBytes });
+    await growExtOffline(device);
+  }
+}
+
+async function stageBlock(device: string, staging: string): Promise<void> {
+  const marker = blockMarker(staging);
+  await writeFile(marker, '', { flag: 'a', mode: 0o600 });
+  await bindMount(device, marker, false);
+}
+
+export async function nodeUnstageVolume(ctx: DriverContext, req: NodeUnstageVolumeRequest__Output): Promise<NodeUnstageVolumeResponse> {
+  const id = parseId('vol', 'volume_id', req.volume_id);
+  const staging = await ctx.paths.resolve('staging_target_path', req.staging_target_path);
+  if (!id) throw notFound(`volume ${req.volume_id} does not exist`);
+  return ctx.locks.with([volumeLock(id)], async () => {
+    const devices = await ctx.attacher.findAllDevices(id);
+    let mounts = await readMounts();
+    const marker = blockMarker(staging);
+    const atMarker = await stateAt(mounts, marker, devices);
+    const atStaging = await stateAt(mounts, staging, devices);
+    if (atStaging.kind === 'foreign') throw failedPrecondition(`staging_target_path is a mount point of ${describe(atStaging)}, not of volume ${id}`);
+    if (atMarker.kind === 'foreign') throw failedPrecondition(`${marker} is a mount point of ${describe(atMarker)}, not of volume ${id}`);
+    if (atMarker.kind === 'block') await unmount(marker);
+    await rm(marker, { force: true });
+    if (atStaging.kind === 'filesystem') await unmount(staging);
+    if (devices.length === 0) return {};
+    mounts = await readMounts();
+    const stillUsed = await usesOf(mounts, devices, []);
+    if (stillUsed.length) throw failedPrecondition(`volume ${id} is still published at ${stillUsed.join(', ')}; unpublish it first`);
+    await ctx.attacher.detach(id);
+    return {};
+  });
+}

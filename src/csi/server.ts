@@ -1,0 +1,125 @@
+import * as grpc from '@grpc/grpc-js';
+import { chmod, lstat, unlink } from 'node:fs/promises';
+import net from 'node:net';
+import type { ControllerHandlers } from '../gen/csi/v1/Controller.js';
+import type { IdentityHandlers } from '../gen/csi/v1/Identity.js';
+import type { NodeHandlers } from '../gen/csi/v1/Node.js';
+import { errno, unimplemented } from '../errors.js';
+import type { DriverContext } from './context.js';
+import { controllerGetCapabilities, controllerGetVolume, listVolumes, validateVolumeCapabilities } from './controller-queries.js';
+import { createSnapshot, deleteSnapshot, getSnapshot, listSnapshots } from './controller-snapshots.js';
+import { createVolume, deleteVolume, getCapacity } from './controller-volumes.js';
+import { getPluginCapabilities, getPluginInfo, probe } from './identity.js';
+import { nodePublishVolume, nodeUnpublishVolume } from './node-publish.js';
+import { nodeExpandVolume, nodeGetCapabilities, nodeGetInfo, nodeGetVolumeStats } from './node-service.js';
+import { nodeStageVolume, nodeUnstageVolume } from './node-stage.js';
+import { loadCsi } from './proto.js';
+import { unary } from './rpc.js';
+
+export type Mode = 'all' | 'controller' | 'node';
+
+const notSupported = (what: string) => () => {
+  throw unimplemented(`${what} is not supported by this driver`);
+};
+
+function identityHandlers(ctx: DriverContext, mode: Mode): IdentityHandlers {
+  return {
+    GetPluginInfo: unary('GetPluginInfo', () => getPluginInfo(ctx)),
+    GetPluginCapabilities: unary('GetPluginCapabilities', () => getPluginCapabilities(mode !== 'node')),
+    Probe: unary('Probe', () => probe(ctx)),
+  };
+}
+
+function controllerHandlers(ctx: DriverContext): ControllerHandlers {
+  return {
+    CreateVolume: unary('CreateVolume', (r) => createVolume(ctx, r)),
+    DeleteVolume: unary('DeleteVolume', (r) => deleteVolume(ctx, r)),
+    ValidateVolumeCapabilities: unary('ValidateVolumeCapabilities', (r) => validateVolumeCapabilities(ctx, r)),
+    ListVolumes: unary('ListVolumes', (r) => listVolumes(ctx, r)),
+    GetCapacity: unary('GetCapacity', (r) => getCapacity(ctx, r)),
+    ControllerGetCapabilities: unary('ControllerGetCapabilities', () => controllerGetCapabilities()),
+    ControllerGetVolume: unary('ControllerGetVolume', (r) => controllerGetVolume(ctx, r)),
+    CreateSnapshot: unary('CreateSnapshot', (r) => createSnapshot(ctx, r)),
+    DeleteSnapshot: unary('DeleteSnapshot', (r) => deleteSnapshot(ctx, r)),
+    ListSnapshots: unary('ListSnapshots', (r) => listSnapshots(ctx, r)),
+    GetSnapshot: unary('GetSnapshot', (r) => getSnapshot(ctx, r)),
+    ControllerPublishVolume: unary('ControllerPublishVolume', notSupported('ControllerPublishVolume (node-local pool)')),
+    ControllerUnpublishVolume: unary('ControllerUnpublishVolume', notSupported('ControllerUnpublishVolume (node-local pool)')),
+    ControllerExpandVolume: unary('ControllerExpandVolume', notSupported('ControllerExpandVolume (expansion is node-side: NodeExpandVolume)')),
+    ControllerModifyVolume: unary('ControllerModifyVolume', notSupported('ControllerModifyVolume')),
+  };
+}
+
+function nodeHandlers(ctx: DriverContext): NodeHandlers {
+  return {
+    NodeStageVolume: unary('NodeStageVolume', (r) => nodeStageVolume(ctx, r)),
+    NodeUnstageVolume: unary('NodeUnstageVolume', (r) => nodeUnstageVolume(ctx, r)),
+    NodePublishVolume: unary('NodePublishVolume', (r) => nodePublishVolume(ctx, r)),
+    NodeUnpublishVolume: unary('NodeUnpublishVolume', (r) => nodeUnpublishVolume(ctx, r)),
+    NodeGetVolumeStats: unary('NodeGetVolumeStats', (r) => nodeGetVolumeStats(ctx, r)),
+    NodeExpandVolume: unary('NodeExpandVolume', (r) => nodeExpandVolume(ctx, r)),
+    NodeGetCapabilities: unary('NodeGetCapabilities', () => nodeGetCapabilities()),
+    NodeGetInfo: unary('NodeGetInfo', () => nodeGetInfo(ctx)),
+  };
+}
+
+/** `unix:///run/csi.sock`, `unix:/run/csi.sock` or a bare absolute path → the socket path. */
+export function socketPath(endpoint: string): string {
+  const p = endpoint.replace(/^unix:\/\//, '').replace(/^unix:/, '');
+  if (!p.startsWith('/')) throw new Error(`--endpoint must be unix:///absolute/path (got ${endpoint})`);
+  return p;
+}
+
+/** Removes a socket left by a crashed driver; refuses to steal one that a live process answers on. */
+async function clearStaleSocket(p: string): Promise<void> {
+  const st = await lstat(p).catch((err) => {
+    if (errno(err) === 'ENOENT') return null;
+    throw err;
+  });
+  if (!st) return;
+  if (!st.isSocket()) throw new Error(`${p} exists and is not a socket; refusing to replace it`);
+  const live = await new Promise<boolean>((resolve) => {
+    const s = net.connect(p);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+  if (live) throw new Error(`another process is serving on ${p}`);
+  await unlink(p);
+}
+
+export interface RunningServer {
+  socket: string;
+  /** Stops accepting calls, lets in-flight ones finish, removes the socket. */
+  shutdown(): Promise<void>;
+}
+
+export async function startServer(ctx: DriverContext, mode: Mode, endpoint: string): Promise<RunningServer> {
+  const csi = loadCsi().csi.v1;
+  const server = new grpc.Server();
+  server.addService(csi.Identity.service, identityHandlers(ctx, mode));
+  if (mode !== 'node') server.addService(csi.Controller.service, controllerHandlers(ctx));
+  if (mode !== 'controller') server.addService(csi.Node.service, nodeHandlers(ctx));
+
+  const socket = socketPath(endpoint);
+  await clearStaleSocket(socket);
+  // Create the socket 0660 from the start rather than chmod-ing a window open after bind.
+  const umask = process.umask(0o117);
+  try {
+    await new Promise<number>((resolve, reject) => server.bindAsync(`unix://${socket}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))));
+  } finally {
+    process.umask(umask);
+  }
+  await chmod(socket, 0o660);
+  return {
+    socket,
+    shutdown: () =>
+      new Promise<void>((resolve) => {
+        server.tryShutdown(() => {
+          unlink(socket).catch(() => undefined).finally(resolve);
+        });
+      }),
+  };
+}

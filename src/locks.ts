@@ -1,0 +1,75 @@
+import { Mutex } from 'async-mutex';
+import { aborted } from './errors.js';
+
+interface Slot {
+  mutex: Mutex;
+  holdersAndWaiters: number;
+}
+
+/**
+ * Named locks for volumes and snapshots. Calls on one key queue, up to a bound; past the bound
+ * (or after waiting too long) they get ABORTED, which every CSI sidecar retries. Several keys are
+ * always taken in sorted order, so two calls can never hold one each and wait for the other.
+ */
+export class KeyedLocks {
+  private readonly slots = new Map<string, Slot>();
+
+  constructor(
+    private readonly maxQueue = 32,
+    private readonly maxWaitMs = 120_000,
+  ) {}
+
+  async with<T>(keys: readonly string[], fn: () => Promise<T>): Promise<T> {
+    const sorted = [...new Set(keys)].sort();
+    const taken: Array<() => void> = [];
+    try {
+      for (const key of sorted) taken.push(await this.acquire(key));
+      return await fn();
+    } finally {
+      for (const release of taken.reverse()) release();
+    }
+  }
+
+  /** Keys with a call holding or waiting for them (for tests and diagnostics). */
+  busyKeys(): string[] {
+    return [...this.slots.keys()];
+  }
+
+  private async acquire(key: string): Promise<() => void> {
+    let slot = this.slots.get(key);
+    if (!slot) {
+      slot = { mutex: new Mutex(), holdersAndWaiters: 0 };
+      this.slots.set(key, slot);
+    }
+    if (slot.holdersAndWaiters > this.maxQueue) {
+      throw aborted(`too many operations pending on ${key}; retry later`);
+    }
+    slot.holdersAndWaiters++;
+    const s = slot;
+    const done = () => {
+      s.holdersAndWaiters--;
+      if (s.holdersAndWaiters === 0 && this.slots.get(key) === s) this.slots.delete(key);
+    };
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(aborted(`an operation on ${key} is still in progress; retry later`)), this.maxWaitMs);
+    });
+    const acquiring = s.mutex.acquire();
+    try {
+      const release = await Promise.race([acquiring, timeout]);
+      clearTimeout(timer);
+      return () => {
+        release();
+        done();
+      };
+    } catch (err) {
+      clearTimeout(timer);
+      // The acquire is still queued: release as soon as it is granted, so the queue moves on.
+      void acquiring.then((release) => {
+        release();
+        done();
+      });
+      throw err;
+    }
+  }
+}

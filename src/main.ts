@@ -1,0 +1,33 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander';
+import { addClientCommands } from './cli/client.js';
+import { packageVersion, serve } from './cli/serve.js';
+
+const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
+
+const program = new Command('vpool-csi').description('CSI driver serving block volumes from a node-local pool').version(packageVersion());
+
+program
+  .command('serve')
+  .description('serve the CSI Identity, Controller and Node services on a unix socket')
+  .option('--endpoint <unix:///path>', 'CSI socket', 'unix:///run/vpool-csi/csi.sock')
+  .option('--driver-name <name>', 'CSI driver name', 'vpool.csi.dev')
+  .option('--node-id <id>', 'this node\'s ID (default: the hostname)')
+  .addOption(new Option('--backend <kind>', 'pool backend').choices(['file']).default('file'))
+  .option('--pool-dir <dir>', 'file backend: directory that holds the volume files')
+  .addOption(new Option('--mode <mode>', 'which services to serve').choices(['all', 'controller', 'node']).default('all'))
+  .option('--reserve <bytes>', 'free space the pool never hands out (e.g. 1Gi)', '0')
+  .option('--default-size <bytes>', 'size of a volume created without a capacity range', '1Gi')
+  .option('--allowed-root <dir>', 'directory under which staging and target paths must lie (repeatable)', collect)
+  .option('--max-volumes-per-node <n>', 'reported in NodeGetInfo; 0 means no limit', '0')
+  .option('--log-level <level>', 'error, warn, info or debug', 'info')
+  .action(async (opts: Parameters<typeof serve>[0]) => {
+    await serve({ ...opts, allowedRoot: opts.allowedRoot?.length ? opts.allowedRoot : ['/var/lib/kubelet'] });
+  });
+
+addClientCommands(program);
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  process.stderr.write(`vpool-csi: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

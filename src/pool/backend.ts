@@ -1,0 +1,89 @@
+/**
+ * The seam between CSI semantics (above) and where the bytes live (below). Implementations are
+ * unlocked and trust their arguments: the CSI layer validates, locks and decides idempotency.
+ */
+export type ContentSource = { kind: 'snapshot'; id: string } | { kind: 'volume'; id: string };
+
+export interface VolumeRecord {
+  id: string;
+  name: string;
+  capacityBytes: number;
+  /** Milliseconds since the epoch. */
+  createdAt: number;
+  source?: ContentSource;
+  /** Parameters that shape the volume (fsType) and provenance (pvc name), as given at creation. */
+  parameters: Record<string, string>;
+}
+
+export interface SnapshotRecord {
+  id: string;
+  name: string;
+  sourceVolumeId: string;
+  sizeBytes: number;
+  createdAt: number;
+  readyToUse: boolean;
+}
+
+export interface Condition {
+  abnormal: boolean;
+  message: string;
+}
+
+export interface PoolCapacity {
+  totalBytes: number;
+  /** What a new volume can still be given, after the reserve and what existing volumes may yet use. */
+  availableBytes: number;
+}
+
+export interface CreateVolumeSpec {
+  id: string;
+  name: string;
+  capacityBytes: number;
+  source?: ContentSource;
+  parameters: Record<string, string>;
+}
+
+export interface CreateSnapshotSpec {
+  id: string;
+  name: string;
+  sourceVolumeId: string;
+}
+
+export interface PoolBackend {
+  readonly kind: string;
+  /** Throws with the reason when the pool cannot serve requests. */
+  probe(): Promise<void>;
+  capacity(): Promise<PoolCapacity>;
+
+  getVolume(id: string): Promise<VolumeRecord | null>;
+  listVolumes(): Promise<VolumeRecord[]>;
+  createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord>;
+  deleteVolume(id: string): Promise<void>;
+  expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord>;
+  volumeCondition(volume: VolumeRecord): Promise<Condition>;
+  /** A reason the volume must not be deleted now (attached somewhere), or null. */
+  volumeBusy(id: string): Promise<string | null>;
+
+  getSnapshot(id: string): Promise<SnapshotRecord | null>;
+  listSnapshots(): Promise<SnapshotRecord[]>;
+  createSnapshot(spec: CreateSnapshotSpec): Promise<SnapshotRecord>;
+  deleteSnapshot(id: string): Promise<void>;
+}
+
+/** Node side: turns a volume into a block device on this node and back. */
+export interface Attacher {
+  /** The writable device already attached for this volume, found from the kernel, or null. */
+  findDevice(volumeId: string): Promise<string | null>;
+  /** Every device attached for this volume (the writable one and read-only views). */
+  findAllDevices(volumeId: string): Promise<string[]>;
+  /** Attaches (or returns the existing attachment) and returns the device path. */
+  attach(volumeId: string): Promise<string>;
+  /** A new read-only view of the volume, for a read-only raw block publish. */
+  attachReadOnly(volumeId: string): Promise<string>;
+  /** Detaches one device, or every device of the volume. */
+  detach(volumeId: string, device?: string): Promise<void>;
+  /** Makes the kernel see a new size of the backing store. */
+  refreshSize(device: string): Promise<void>;
+  /** A reason the backing store is unhealthy (deleted, truncated), or null. */
+  deviceProblem(volumeId: string, device: string): Promise<string | null>;
+}

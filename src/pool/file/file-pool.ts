@@ -1,0 +1,250 @@
+import { constants } from 'node:fs';
+import { access, mkdir, open, readdir, readFile, realpath, rename, rm, stat, statfs, truncate } from 'node:fs/promises';
+import path from 'node:path';
+import { errno } from '../../errors.js';
+import { run } from '../../exec.js';
+import { isId } from '../../csi/ids.js';
+import { findLoopDevices } from '../../node/loop.js';
+import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, PoolBackend, PoolCapacity, SnapshotRecord, VolumeRecord } from '../backend.js';
+import { syncDir, writeFileAtomic } from './atomic.js';
+import { PoolSpaceError, SourceMissingError } from '../errors.js';
+import { log } from '../../log.js';
+import { Mutex } from 'async-mutex';
+
+/**
+ * The embedded pool: one sparse file per volume in `<pool>/volumes`, one copy per snapshot in
+ * `<pool>/snapshots`, each beside a JSON metadata file. The metadata file is the commit point: a
+ * volume exists exactly when its `<id>.json` does, so a crash mid-create leaves at most an image
+ * with no metadata, which the next create of that name overwrites and startup sweeps away.
+ */
+export class FilePool implements PoolBackend {
+  readonly kind = 'file';
+  private readonly volumesDir: string;
+  private readonly snapshotsDir: string;
+  private readonly tmpDir: string;
+  /** Bytes promised to creates that are still copying, so two of them cannot both take the last space. */
+  private pendingBytes = 0;
+  private readonly spaceCheck = new Mutex();
+
+  private constructor(
+    readonly root: string,
+    private readonly reserveBytes: number,
+  ) {
+    this.volumesDir = path.join(root, 'volumes');
+    this.snapshotsDir = path.join(root, 'snapshots');
+    this.tmpDir = path.join(root, '.tmp');
+  }
+
+  /** Creates the pool layout if needed; paths are resolved so they match what the kernel reports for loop devices. */
+  static async open(dir: string, reserveBytes: number): Promise<FilePool> {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const pool = new FilePool(await realpath(dir), reserveBytes);
+    for (const d of [pool.volumesDir, pool.snapshotsDir, pool.tmpDir]) await mkdir(d, { recursive: true, mode: 0o700 });
+    await pool.sweep();
+    return pool;
+  }
+
+  volumeImage(id: string): string {
+    return path.join(this.volumesDir, `${id}.img`);
+  }
+
+  private volumeMeta(id: string): string {
+    return path.join(this.volumesDir, `${id}.json`);
+  }
+
+  private snapshotImage(id: string): string {
+    return path.join(this.snapshotsDir, `${id}.img`);
+  }
+
+  private snapshotMeta(id: string): string {
+    return path.join(this.snapshotsDir, `${id}.json`);
+  }
+
+  async probe(): Promise<void> {
+    await access(this.volumesDir, constants.W_OK | constants.R_OK | constants.X_OK);
+    await access(this.tmpDir, constants.W_OK);
+  }
+
+  async capacity(): Promise<PoolCapacity> {
+    const fs = await statfs(this.root);
+    const total = fs.blocks * fs.bsize;
+    const free = fs.bavail * fs.bsize;
+    // Sparse volumes may still grow to their full size: count that as used, so the pool never overcommits.
+    let promised = this.pendingBytes;
+    for (const v of await this.listVolumes()) {
+      const st = await stat(this.volumeImage(v.id)).catch(() => null);
+      const allocated = st ? st.blocks * 512 : 0;
+      promised += Math.max(0, v.capacityBytes - allocated);
+    }
+    return { totalBytes: total, availableBytes: Math.max(0, free - this.reserveBytes - promised) };
+  }
+
+  async getVolume(id: string): Promise<VolumeRecord | null> {
+    return readJson<VolumeRecord>(this.volumeMeta(id));
+  }
+
+  async listVolumes(): Promise<VolumeRecord[]> {
+    return this.listRecords<VolumeRecord>(this.volumesDir, 'vol');
+  }
+
+  async createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord> {
+    const image = this.volumeImage(spec.id);
+    const tmp = path.join(this.tmpDir, `${spec.id}.img`);
+    const record: VolumeRecord = {
+      id: spec.id,
+      name: spec.name,
+      capacityBytes: spec.capacityBytes,
+      createdAt: Date.now(),
+      ...(spec.source ? { source: spec.source } : {}),
+      parameters: spec.parameters,
+    };
+    // Metadata is committed inside the space reservation, so no other create counts space twice.
+    await this.withSpace(spec.capacityBytes, async () => {
+      try {
+        if (spec.source) {
+          const from = spec.source.kind === 'snapshot' ? this.snapshotImage(spec.source.id) : this.volumeImage(spec.source.id);
+          await this.copyImage(from, tmp, spec.source);
+        } else {
+          await (await open(tmp, 'w', 0o600)).close();
+        }
+        await truncate(tmp, spec.capacityBytes);
+        await rename(tmp, image);
+        await writeFileAtomic(this.volumeMeta(spec.id), JSON.stringify(record), this.tmpDir);
+      } catch (err) {
+        await rm(tmp, { force: true });
+        await rm(image, { force: true });
+        throw err;
+      }
+    });
+    return record;
+  }
+
+  async deleteVolume(id: string): Promise<void> {
+    // Uncommit first: from here on the volume does not exist, whatever happens to the image.
+    await rm(this.volumeMeta(id), { force: true });
+    await syncDir(this.volumesDir);
+    await rm(this.volumeImage(id), { force: true });
+  }
+
+  async expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord> {
+    const rec = await this.getVolume(id);
+    if (!rec) throw new SourceMissingError(`volume ${id} does not exist`);
+    if (capacityBytes <= rec.capacityBytes) return rec;
+    await this.withSpace(capacityBytes - rec.capacityBytes, () => truncate(this.volumeImage(id), capacityBytes));
+    const grown = { ...rec, capacityBytes };
+    await writeFileAtomic(this.volumeMeta(id), JSON.stringify(grown), this.tmpDir);
+    return grown;
+  }
+
+  async volumeCondition(v: VolumeRecord): Promise<Condition> {
+    const st = await stat(this.volumeImage(v.id)).catch((err) => {
+      if (errno(err) === 'ENOENT') return null;
+      throw err;
+    });
+    if (!st) return { abnormal: true, message: `backing file ${this.volumeImage(v.id)} is missing` };
+    if (st.size !== v.capacityBytes) return { abnormal: true, message: `backing file is ${st.size} bytes, the volume should be ${v.capacityBytes}` };
+    return { abnormal: false, message: 'volume is healthy' };
+  }
+
+  async volumeBusy(id: string): Promise<string | null> {
+    const loops = await findLoopDevices(this.volumeImage(id));
+    return loops.length ? `volume ${id} is still attached as ${loops.map((l) => l.device).join(', ')}; unstage it first` : null;
+  }
+
+  async getSnapshot(id: string): Promise<SnapshotRecord | null> {
+    return readJson<SnapshotRecord>(this.snapshotMeta(id));
+  }
+
+  async listSnapshots(): Promise<SnapshotRecord[]> {
+    return this.listRecords<SnapshotRecord>(this.snapshotsDir, 'snap');
+  }
+
+  async createSnapshot(spec: CreateSnapshotSpec): Promise<SnapshotRecord> {
+    const source = await this.getVolume(spec.sourceVolumeId);
+    if (!source) throw new SourceMissingError(`source volume ${spec.sourceVolumeId} does not exist`);
+    const tmp = path.join(this.tmpDir, `${spec.id}.img`);
+    const image = this.snapshotImage(spec.id);
+    const from = this.volumeImage(source.id);
+    const allocated = ((await stat(from)).blocks ?? 0) * 512;
+    const record: SnapshotRecord = {
+      id: spec.id,
+      name: spec.name,
+      sourceVolumeId: source.id,
+      sizeBytes: source.capacityBytes,
+      createdAt: Date.now(),
+      readyToUse: true,
+    };
+    await this.withSpace(allocated, async () => {
+      try {
+        await this.copyImage(from, tmp, { kind: 'volume', id: source.id });
+        await rename(tmp, image);
+        await writeFileAtomic(this.snapshotMeta(spec.id), JSON.stringify(record), this.tmpDir);
+      } catch (err) {
+        await rm(tmp, { force: true });
+        await rm(image, { force: true });
+        throw err;
+      }
+    });
+    return record;
+  }
+
+  async deleteSnapshot(id: string): Promise<void> {
+    await rm(this.snapshotMeta(id), { force: true });
+    await syncDir(this.snapshotsDir);
+    await rm(this.snapshotImage(id), { force: true });
+  }
+
+  /** Reflinks where the pool's filesystem can (XFS, btrfs: instant), else a sparse copy. */
+  private async copyImage(from: string, to: string, source: { kind: string; id: string }): Promise<void> {
+    try {
+      await access(from, constants.R_OK);
+    } catch {
+      throw new SourceMissingError(`${source.kind} ${source.id} has no image`);
+    }
+    await run('cp', ['--reflink=auto', '--sparse=always', '--', from, to], { timeoutMs: 30 * 60_000 });
+  }
+
+  private async withSpace<T>(bytes: number, fn: () => Promise<T>): Promise<T> {
+    await this.spaceCheck.runExclusive(async () => {
+      const { availableBytes } = await this.capacity();
+      if (bytes > availableBytes) throw new PoolSpaceError(`the pool has ${availableBytes} bytes available, ${bytes} are needed`);
+      this.pendingBytes += bytes;
+    });
+    try {
+      return await fn();
+    } finally {
+      this.pendingBytes -= bytes;
+    }
+  }
+
+  private async listRecords<T extends { id: string }>(dir: string, kind: 'vol' | 'snap'): Promise<T[]> {
+    const files = (await readdir(dir)).filter((f) => f.endsWith('.json') && isId(kind, f.slice(0, -5))).sort();
+    const records: Array<T | null> = await Promise.all(files.map((f) => readJson<T>(path.join(dir, f))));
+    return records.filter((r): r is T => r !== null);
+  }
+
+  /** Removes what a crash left half-made: temporaries, and images whose metadata was never committed. */
+  private async sweep(): Promise<void> {
+    for (const f of await readdir(this.tmpDir)) await rm(path.join(this.tmpDir, f), { force: true });
+    for (const [dir, kind] of [[this.volumesDir, 'vol'], [this.snapshotsDir, 'snap']] as const) {
+      const names = new Set(await readdir(dir));
+      for (const f of names) {
+        const id = f.slice(0, -4);
+        if (!f.endsWith('.img') || !isId(kind, id) || names.has(`${id}.json`)) continue;
+        const image = path.join(dir, f);
+        if ((await findLoopDevices(image)).length) continue;
+        log.warn('removing an image a crash left without metadata', { image });
+        await rm(image, { force: true });
+      }
+    }
+  }
+}
+
+async function readJson<T>(file: string): Promise<T | null> {
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as T;
+  } catch (err) {
+    if (errno(err) === 'ENOENT') return null;
+    throw err;
+  }
+}
