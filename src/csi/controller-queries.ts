@@ -16,6 +16,7 @@ import { requireVolume } from './node-stage.js';
 
 export function controllerGetCapabilities(): ControllerGetCapabilitiesResponse {
   // No EXPAND_VOLUME: node-local pools grow on the node (NodeExpandVolume). No PUBLISH_UNPUBLISH: nothing to attach remotely.
+  // GetSnapshot is served but GET_SNAPSHOT is not advertised: CSI clients built before v1.10 reject capabilities they do not know.
   const types = [
     'CREATE_DELETE_VOLUME',
     'CREATE_DELETE_SNAPSHOT',
@@ -24,7 +25,6 @@ export function controllerGetCapabilities(): ControllerGetCapabilitiesResponse {
     'GET_CAPACITY',
     'CLONE_VOLUME',
     'GET_VOLUME',
-    'GET_SNAPSHOT',
     'VOLUME_CONDITION',
     'SINGLE_NODE_MULTI_WRITER',
   ] as const;

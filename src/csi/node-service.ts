@@ -30,20 +30,28 @@ export function nodeGetCapabilities(): NodeGetCapabilitiesResponse {
   return { capabilities: types.map((type) => ({ rpc: { type } })) };
 }
 
-/** Where the volume is usable at `volumePath` (a staging or publish path), from the kernel. */
-async function volumeAt(ctx: DriverContext, volumeId: string, volumePath: string): Promise<PathState & { kind: 'filesystem' | 'block' }> {
+/**
+ * Where the volume is usable at `volumePath` (a staging or publish path), from the kernel. A path
+ * this driver could never have published to cannot hold the volume: NOT_FOUND, as the spec reads.
+ */
+async function volumeAt(ctx: DriverContext, volumeId: string, rawPath: string): Promise<{ path: string; state: PathState & { kind: 'filesystem' | 'block' } }> {
+  let volumePath: string;
+  try {
+    volumePath = await ctx.paths.resolve('volume_path', rawPath);
+  } catch (err) {
+    throw notFound(`volume ${volumeId} is not at ${JSON.stringify(rawPath)}: ${(err as Error).message}`);
+  }
   const devices = await ctx.attacher.findAllDevices(volumeId);
   const state = await stateAt(await readMounts(), volumePath, devices);
-  if (state.kind === 'filesystem' || state.kind === 'block') return state;
+  if (state.kind === 'filesystem' || state.kind === 'block') return { path: volumePath, state };
   throw notFound(`volume ${volumeId} is not staged or published at ${volumePath}`);
 }
 
 export async function nodeGetVolumeStats(ctx: DriverContext, req: NodeGetVolumeStatsRequest__Output): Promise<NodeGetVolumeStatsResponse> {
   parseId('vol', 'volume_id', req.volume_id);
   if (!req.volume_path) throw invalidArgument('volume_path is required');
-  const volumePath = await ctx.paths.resolve('volume_path', req.volume_path);
   const vol = await requireVolume(ctx, 'volume_id', req.volume_id);
-  const state = await volumeAt(ctx, vol.id, volumePath);
+  const { path: volumePath, state } = await volumeAt(ctx, vol.id, req.volume_path);
   const problem = await ctx.attacher.deviceProblem(vol.id, state.device);
   const volume_condition = { abnormal: problem !== null, message: problem ?? 'volume is healthy' };
   if (state.kind === 'block') {
@@ -62,14 +70,13 @@ export async function nodeGetVolumeStats(ctx: DriverContext, req: NodeGetVolumeS
 export async function nodeExpandVolume(ctx: DriverContext, req: NodeExpandVolumeRequest__Output): Promise<NodeExpandVolumeResponse> {
   parseId('vol', 'volume_id', req.volume_id);
   if (!req.volume_path) throw invalidArgument('volume_path is required');
-  const volumePath = await ctx.paths.resolve('volume_path', req.volume_path);
   const range = parseRange(req.capacity_range);
-  if (!range.required && !range.limit) throw invalidArgument('capacity_range is required');
   if (req.volume_capability) parseCapability(req.volume_capability);
   return ctx.locks.with([volumeLock(req.volume_id)], async () => {
     const vol = await requireVolume(ctx, 'volume_id', req.volume_id);
-    const state = await volumeAt(ctx, vol.id, volumePath);
-    const size = Math.max(vol.capacityBytes, chooseSize(range, ctx.sizing));
+    const { path: volumePath, state } = await volumeAt(ctx, vol.id, req.volume_path);
+    // Without a capacity range the filesystem grows to fill the volume as it is (the spec allows either).
+    const size = range.required || range.limit ? Math.max(vol.capacityBytes, chooseSize(range, ctx.sizing)) : vol.capacityBytes;
     const grown = await ctx.backend.expandVolume(vol.id, size);
     for (const device of await ctx.attacher.findAllDevices(vol.id)) await ctx.attacher.refreshSize(device);
     if (state.kind === 'filesystem' && isFsType(state.fsType)) await growFilesystem(state.fsType, state.device, volumePath);
