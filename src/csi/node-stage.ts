@@ -89,7 +89,8 @@ async function stageFilesystem(device: string, staging: string, fsType: FsType, 
   } else if (fsType === 'ext4') {
     await growExtIfSmaller(device);
   }
-  const options = [...(cap.readOnly ? ['ro'] : []), ...cap.mountFlags];
+  // Restores and clones of an XFS volume carry its UUID; XFS refuses a second mount of one UUID without nouuid.
+  const options = [...(cap.readOnly ? ['ro'] : []), ...(fsType === 'xfs' ? ['nouuid'] : []), ...cap.mountFlags];
   await mountFilesystem(device, staging, fsType, options);
 }
 

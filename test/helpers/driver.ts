@@ -1,0 +1,151 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtemp, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { connectCsi, type CsiClient } from '../../src/csi/client.js';
+import { PROJECT_ROOT } from '../../src/csi/proto.js';
+import { listLoopDevices } from '../../src/node/loop.js';
+import { readMounts } from '../../src/node/mounts.js';
+
+const execFileP = promisify(execFile);
+
+export const MAIN = path.join(PROJECT_ROOT, 'dist', 'src', 'main.js');
+
+/** Privileged tests skip when not root, except in CI (VPOOL_TEST_REQUIRE_ROOT=1), where they must run. */
+export function needsRoot(): { skip: string | false } {
+  if (process.getuid?.() === 0) return { skip: false };
+  if (process.env.VPOOL_TEST_REQUIRE_ROOT === '1') throw new Error('these tests need root and VPOOL_TEST_REQUIRE_ROOT=1 forbids skipping them');
+  return { skip: 'needs root (loop devices, mount)' };
+}
+
+export interface Driver {
+  dir: string;
+  poolDir: string;
+  mntDir: string;
+  socket: string;
+  endpoint: string;
+  client: CsiClient;
+  proc: ChildProcess;
+  logs: string[];
+  exited: Promise<number | null>;
+  /** Stops the driver with a signal and waits for it. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /** Starts a fresh process on the same pool and socket (after a crash or stop). */
+  restart(): Promise<Driver>;
+}
+
+export interface DriverOptions {
+  dir?: string;
+  args?: string[];
+}
+
+/** Starts the real binary on a real unix socket with its own pool and mount root. */
+export async function startDriver(opts: DriverOptions = {}): Promise<Driver> {
+  // Not tmpfs: loop devices with direct I/O need a real filesystem under the pool.
+  const base = process.env.VPOOL_TEST_DIR ?? '/var/tmp';
+  await mkdir(base, { recursive: true });
+  const dir = opts.dir ?? (await mkdtemp(path.join(base, 'vpool-test-')));
+  const poolDir = path.join(dir, 'pool');
+  const mntDir = path.join(dir, 'mnt');
+  await mkdir(mntDir, { recursive: true });
+  const socket = path.join(dir, 'csi.sock');
+  const endpoint = `unix://${socket}`;
+  const args = [MAIN, 'serve', '--endpoint', endpoint, '--pool-dir', poolDir, '--allowed-root', mntDir, '--node-id', 'test-node', ...(opts.args ?? [])];
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const logs: string[] = [];
+  let buf = '';
+  proc.stderr?.on('data', (d: Buffer) => {
+    buf += d.toString();
+    const lines = buf.split('\n');
+    buf = lines.pop() ?? '';
+    logs.push(...lines);
+  });
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  const client = connectCsi(endpoint);
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      await stat(socket);
+      await client.probe({});
+      break;
+    } catch {
+      if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`driver did not start:\n${logs.join('\n')}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  const driver: Driver = {
+    dir, poolDir, mntDir, socket, endpoint, client, proc, logs, exited,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      client.close();
+      if (proc.exitCode === null) proc.kill(signal);
+      return exited;
+    },
+    async restart() {
+      return startDriver({ dir, args: opts.args });
+    },
+  };
+  return driver;
+}
+
+/** What a test may leave behind: nothing. Loop devices on the pool, mounts under the test dir, images. */
+export async function leftovers(d: Driver): Promise<string[]> {
+  const found: string[] = [];
+  for (const l of await listLoopDevices()) if (l.backingFile.startsWith(d.dir + '/')) found.push(`loop ${l.device} -> ${l.backingFile}`);
+  for (const m of await readMounts()) if (m.mountPoint.startsWith(d.dir + '/')) found.push(`mount ${m.mountPoint}`);
+  for (const sub of ['volumes', 'snapshots', '.tmp']) {
+    for (const f of await readdir(path.join(d.poolDir, sub)).catch(() => [])) found.push(`pool file ${sub}/${f}`);
+  }
+  return found;
+}
+
+/**
+ * Stops the driver and returns what it left behind (the caller asserts it is nothing), then
+ * clears even a failed test's mounts and loop devices so the next test starts clean.
+ */
+export async function finish(d: Driver): Promise<string[]> {
+  const left = await leftovers(d);
+  await d.stop();
+  const mounts = (await readMounts()).filter((m) => m.mountPoint.startsWith(d.dir + '/')).reverse();
+  for (const m of mounts) await execFileP('umount', ['-l', m.mountPoint]).catch(() => undefined);
+  for (const l of await listLoopDevices()) {
+    if (l.backingFile.startsWith(d.dir + '/')) await execFileP('losetup', ['-d', l.device]).catch(() => undefined);
+  }
+  await rm(d.dir, { recursive: true, force: true });
+  return left;
+}
+
+export async function sha256File(file: string): Promise<string> {
+  return createHash('sha256').update(await readFile(file)).digest('hex');
+}
+
+export async function tempDir(prefix: string): Promise<string> {
+  return mkdtemp(path.join(os.tmpdir(), prefix));
+}
+
+/** A deterministic pattern of `bytes` bytes, different for each seed. */
+export function pattern(seed: string, bytes: number): Buffer {
+  const out = Buffer.alloc(bytes);
+  let block = createHash('sha256').update(seed).digest();
+  for (let off = 0; off < bytes; off += block.length) {
+    block.copy(out, off);
+    block = createHash('sha256').update(block).digest();
+  }
+  return out;
+}
+
+/** The gRPC status name an RPC failed with (or 'OK'), for asserting exact codes. */
+export async function codeOf(p: Promise<unknown>): Promise<string> {
+  const { status } = await import('@grpc/grpc-js');
+  try {
+    await p;
+    return 'OK';
+  } catch (err) {
+    const code = (err as { code?: number }).code;
+    return code === undefined ? `not a gRPC error: ${String(err)}` : status[code];
+  }
+}
+
+export const MiB = 1024 * 1024;
