@@ -21,7 +21,7 @@ export async function nodePublishVolume(ctx: DriverContext, req: NodePublishVolu
   const readOnly = req.readonly || cap.readOnly;
   return ctx.locks.with([volumeLock(req.volume_id)], async () => {
     const vol = await requireVolume(ctx, 'volume_id', req.volume_id);
-    const devices = await ctx.attacher.findAllDevices(vol.id);
+    const devices = (await ctx.attacher.devices(vol.id)).map((a) => a.device);
     const mounts = await readMounts();
     const atTarget = await stateAt(mounts, target, devices);
     if (atTarget.kind === 'foreign') throw failedPrecondition(`target_path is already a mount point of ${atTarget.mount.source}`);
@@ -72,8 +72,9 @@ export async function nodeUnpublishVolume(ctx: DriverContext, req: NodeUnpublish
   const target = await ctx.paths.resolve('target_path', req.target_path);
   if (!id) throw notFound(`volume ${req.volume_id} does not exist`);
   return ctx.locks.with([volumeLock(id)], async () => {
-    const devices = await ctx.attacher.findAllDevices(id);
-    const staged = await ctx.attacher.findDevice(id);
+    const attached = await ctx.attacher.devices(id);
+    const devices = attached.map((a) => a.device);
+    const staged = attached.find((a) => !a.readOnly)?.device;
     const state = await stateAt(await readMounts(), target, devices);
     if (state.kind === 'foreign') throw failedPrecondition(`target_path is a mount point of ${state.mount.source}, not of volume ${id}`);
     if (state.kind !== 'empty') await unmount(target);

@@ -41,7 +41,7 @@ async function volumeAt(ctx: DriverContext, volumeId: string, rawPath: string): 
   } catch (err) {
     throw notFound(`volume ${volumeId} is not at ${JSON.stringify(rawPath)}: ${(err as Error).message}`);
   }
-  const devices = await ctx.attacher.findAllDevices(volumeId);
+  const devices = (await ctx.attacher.devices(volumeId)).map((a) => a.device);
   const state = await stateAt(await readMounts(), volumePath, devices);
   if (state.kind === 'filesystem' || state.kind === 'block') return { path: volumePath, state };
   throw notFound(`volume ${volumeId} is not staged or published at ${volumePath}`);
@@ -78,7 +78,7 @@ export async function nodeExpandVolume(ctx: DriverContext, req: NodeExpandVolume
     // Without a capacity range the filesystem grows to fill the volume as it is (the spec allows either).
     const size = range.required || range.limit ? Math.max(vol.capacityBytes, chooseSize(range, ctx.sizing)) : vol.capacityBytes;
     const grown = await ctx.backend.expandVolume(vol.id, size);
-    for (const device of await ctx.attacher.findAllDevices(vol.id)) await ctx.attacher.refreshSize(device);
+    for (const { device } of await ctx.attacher.devices(vol.id)) await ctx.attacher.refreshSize(device);
     if (state.kind === 'filesystem' && isFsType(state.fsType)) await growFilesystem(state.fsType, state.device, volumePath);
     return { capacity_bytes: String(grown.capacityBytes) };
   });

@@ -43,7 +43,8 @@ export async function nodeStageVolume(ctx: DriverContext, req: NodeStageVolumeRe
   return ctx.locks.with([volumeLock(req.volume_id)], async () => {
     const vol = await requireVolume(ctx, 'volume_id', req.volume_id);
     const fsType = cap.access === 'mount' ? fsTypeFor(cap, vol) : undefined;
-    const devices = await ctx.attacher.findAllDevices(vol.id);
+    const attached = await ctx.attacher.devices(vol.id);
+    const devices = attached.map((a) => a.device);
     const mounts = await readMounts();
     const atStaging = await stateAt(mounts, staging, devices);
     const atMarker = await stateAt(mounts, blockMarker(staging), devices);
@@ -64,10 +65,10 @@ export async function nodeStageVolume(ctx: DriverContext, req: NodeStageVolumeRe
     }
 
     await mkdir(staging, { recursive: true, mode: 0o750 });
-    const wasAttached = (await ctx.attacher.findDevice(vol.id)) !== null;
+    const wasAttached = attached.some((a) => !a.readOnly);
     const device = await ctx.attacher.attach(vol.id);
     try {
-      if (cap.access === 'mount' && fsType) await stageFilesystem(device, staging, fsType, cap);
+      if (cap.access === 'mount' && fsType) await stageFilesystem(device, staging, fsType, cap, await ctx.attacher.neverWritten(vol.id));
       else await stageBlock(device, staging);
     } catch (err) {
       // Leave nothing behind: the next attempt starts from the same clean state.
@@ -79,8 +80,9 @@ export async function nodeStageVolume(ctx: DriverContext, req: NodeStageVolumeRe
   });
 }
 
-async function stageFilesystem(device: string, staging: string, fsType: FsType, cap: Capability & { access: 'mount' }): Promise<void> {
-  const sig = await probeSignature(device);
+async function stageFilesystem(device: string, staging: string, fsType: FsType, cap: Capability & { access: 'mount' }, neverWritten: boolean): Promise<void> {
+  // A volume that never had a byte written carries no signature; anything else is asked of blkid.
+  const sig = neverWritten ? null : await probeSignature(device);
   if (!sig) {
     await makeFilesystem(device, fsType);
   } else if (sig.type !== fsType) {
@@ -115,7 +117,7 @@ export async function nodeUnstageVolume(ctx: DriverContext, req: NodeUnstageVolu
   const staging = await ctx.paths.resolve('staging_target_path', req.staging_target_path);
   if (!id) throw notFound(`volume ${req.volume_id} does not exist`);
   return ctx.locks.with([volumeLock(id)], async () => {
-    const devices = await ctx.attacher.findAllDevices(id);
+    const devices = (await ctx.attacher.devices(id)).map((a) => a.device);
     let mounts = await readMounts();
     const marker = blockMarker(staging);
     const atMarker = await stateAt(mounts, marker, devices);

@@ -1,8 +1,9 @@
-import { stat } from 'node:fs/promises';
+import { statSync } from 'node:fs';
 
 /** "major:minor" of a device node, as /proc/self/mountinfo writes it; null when not a block device. */
 export async function deviceNumber(devicePath: string): Promise<string | null> {
-  const st = await stat(devicePath).catch(() => null);
+  // Device nodes live on devtmpfs: a synchronous stat is a memory lookup.
+  const st = statSync(devicePath, { throwIfNoEntry: false });
   if (!st || !st.isBlockDevice()) return null;
   const rdev = st.rdev;
   const major = Math.floor(rdev / 256) & 0xfff;

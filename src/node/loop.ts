@@ -1,4 +1,4 @@
-import { readdir, readFile } from 'node:fs/promises';
+import { readdirSync, readFileSync } from 'node:fs';
 import { errno } from '../errors.js';
 import { run } from '../exec.js';
 
@@ -14,28 +14,35 @@ export interface LoopDevice {
 const SYS = '/sys/block';
 const DELETED = ' (deleted)';
 
-export async function listLoopDevices(): Promise<LoopDevice[]> {
-  const names = (await readdir(SYS)).filter((n) => /^loop[0-9]+$/.test(n));
+// sysfs is memory-backed and never blocks: read it synchronously rather than paying a threadpool hop per file.
+function readSys(file: string): string | null {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    if (errno(err) === 'ENOENT' || errno(err) === 'ENXIO') return null;
+    throw err;
+  }
+}
+
+/** Attached loop devices, optionally only those backed by `file`. */
+export async function listLoopDevices(file?: string): Promise<LoopDevice[]> {
   const found: LoopDevice[] = [];
-  await Promise.all(
-    names.map(async (name) => {
-      let backing: string;
-      try {
-        backing = (await readFile(`${SYS}/${name}/loop/backing_file`, 'utf8')).replace(/\n$/, '');
-      } catch (err) {
-        if (errno(err) === 'ENOENT') return; // not attached
-        throw err;
-      }
-      const deleted = backing.endsWith(DELETED);
-      const readOnly = (await readFile(`${SYS}/${name}/ro`, 'utf8').catch(() => '0')).trim() === '1';
-      found.push({ device: `/dev/${name}`, backingFile: deleted ? backing.slice(0, -DELETED.length) : backing, deleted, readOnly });
-    }),
-  );
-  return found.sort((a, b) => a.device.localeCompare(b.device, 'en', { numeric: true }));
+  for (const name of readdirSync(SYS)) {
+    if (!name.startsWith('loop')) continue;
+    const raw = readSys(`${SYS}/${name}/loop/backing_file`);
+    if (raw === null) continue; // not attached
+    const backing = raw.replace(/\n$/, '');
+    const deleted = backing.endsWith(DELETED);
+    const backingFile = deleted ? backing.slice(0, -DELETED.length) : backing;
+    if (file !== undefined && backingFile !== file) continue;
+    const readOnly = readSys(`${SYS}/${name}/ro`)?.trim() === '1';
+    found.push({ device: `/dev/${name}`, backingFile, deleted, readOnly });
+  }
+  return found.sort((a, b) => Number(a.readOnly) - Number(b.readOnly) || a.device.localeCompare(b.device, 'en', { numeric: true }));
 }
 
 export async function findLoopDevices(file: string): Promise<LoopDevice[]> {
-  return (await listLoopDevices()).filter((l) => l.backingFile === file);
+  return listLoopDevices(file);
 }
 
 /** Attaches with direct I/O (no double caching of volume data in the host page cache). */
@@ -58,6 +65,7 @@ export async function refreshLoopSize(device: string): Promise<void> {
 export async function blockDeviceSize(device: string): Promise<number> {
   const name = device.replace(/^\/dev\//, '');
   if (!/^[a-z0-9]+$/.test(name)) throw new Error(`not a whole block device: ${device}`);
-  const sectors = await readFile(`${SYS}/${name}/size`, 'utf8');
+  const sectors = readSys(`${SYS}/${name}/size`);
+  if (sectors === null) throw new Error(`no such block device: ${device}`);
   return Number(sectors.trim()) * 512;
 }

@@ -70,18 +70,23 @@ export interface PoolBackend {
   deleteSnapshot(id: string): Promise<void>;
 }
 
+export interface AttachedDevice {
+  device: string;
+  readOnly: boolean;
+}
+
 /** Node side: turns a volume into a block device on this node and back. */
 export interface Attacher {
-  /** The writable device already attached for this volume, found from the kernel, or null. */
-  findDevice(volumeId: string): Promise<string | null>;
-  /** Every device attached for this volume (the writable one and read-only views). */
-  findAllDevices(volumeId: string): Promise<string[]>;
+  /** Every device attached for this volume, found from the kernel: the writable one first, then read-only views. */
+  devices(volumeId: string): Promise<AttachedDevice[]>;
   /** Attaches (or returns the existing attachment) and returns the device path. */
   attach(volumeId: string): Promise<string>;
   /** A new read-only view of the volume, for a read-only raw block publish. */
   attachReadOnly(volumeId: string): Promise<string>;
   /** Detaches one device, or every device of the volume. */
   detach(volumeId: string, device?: string): Promise<void>;
+  /** True only when the backing store provably never held data (so it carries no filesystem signature). */
+  neverWritten(volumeId: string): Promise<boolean>;
   /** Makes the kernel see a new size of the backing store. */
   refreshSize(device: string): Promise<void>;
   /** A reason the backing store is unhealthy (deleted, truncated), or null. */

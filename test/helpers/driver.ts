@@ -12,7 +12,8 @@ import { readMounts } from '../../src/node/mounts.js';
 
 const execFileP = promisify(execFile);
 
-export const MAIN = path.join(PROJECT_ROOT, 'dist', 'src', 'main.js');
+/** The launcher operators use (node flags included), so tests measure and run what ships. */
+export const BIN = path.join(PROJECT_ROOT, 'vpool-csi');
 
 /** Privileged tests skip when not root, except in CI (VPOOL_TEST_REQUIRE_ROOT=1), where they must run. */
 export function needsRoot(): { skip: string | false } {
@@ -53,8 +54,8 @@ export async function startDriver(opts: DriverOptions = {}): Promise<Driver> {
   await mkdir(mntDir, { recursive: true });
   const socket = path.join(dir, 'csi.sock');
   const endpoint = `unix://${socket}`;
-  const args = [MAIN, 'serve', '--endpoint', endpoint, '--pool-dir', poolDir, '--allowed-root', mntDir, '--node-id', 'test-node', ...(opts.args ?? [])];
-  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const args = ['serve', '--endpoint', endpoint, '--pool-dir', poolDir, '--allowed-root', mntDir, '--node-id', 'test-node', ...(opts.args ?? [])];
+  const proc = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   const logs: string[] = [];
   let buf = '';
   proc.stderr?.on('data', (d: Buffer) => {

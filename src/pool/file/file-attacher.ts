@@ -1,5 +1,5 @@
-import { access } from 'node:fs/promises';
-import type { Attacher } from '../backend.js';
+import { access, stat } from 'node:fs/promises';
+import type { AttachedDevice, Attacher } from '../backend.js';
 import { SourceMissingError } from '../errors.js';
 import { attachLoop, detachLoop, findLoopDevices, refreshLoopSize } from '../../node/loop.js';
 import type { FilePool } from './file-pool.js';
@@ -8,17 +8,13 @@ import type { FilePool } from './file-pool.js';
 export class FileAttacher implements Attacher {
   constructor(private readonly pool: FilePool) {}
 
-  async findDevice(volumeId: string): Promise<string | null> {
-    const loops = await findLoopDevices(this.pool.volumeImage(volumeId));
-    return loops.find((l) => !l.readOnly)?.device ?? null;
-  }
-
-  async findAllDevices(volumeId: string): Promise<string[]> {
-    return (await findLoopDevices(this.pool.volumeImage(volumeId))).map((l) => l.device);
+  async devices(volumeId: string): Promise<AttachedDevice[]> {
+    return (await findLoopDevices(this.pool.volumeImage(volumeId))).map((l) => ({ device: l.device, readOnly: l.readOnly }));
   }
 
   async attach(volumeId: string): Promise<string> {
-    return (await this.findDevice(volumeId)) ?? attachLoop(await this.image(volumeId));
+    const writable = (await this.devices(volumeId)).find((d) => !d.readOnly);
+    return writable?.device ?? attachLoop(await this.image(volumeId));
   }
 
   async attachReadOnly(volumeId: string): Promise<string> {
@@ -29,6 +25,12 @@ export class FileAttacher implements Attacher {
     for (const loop of await findLoopDevices(this.pool.volumeImage(volumeId))) {
       if (!device || loop.device === device) await detachLoop(loop.device);
     }
+  }
+
+  /** A sparse image with no allocated block reads as zeros throughout. */
+  async neverWritten(volumeId: string): Promise<boolean> {
+    const st = await stat(this.pool.volumeImage(volumeId)).catch(() => null);
+    return st !== null && st.blocks === 0;
   }
 
   async refreshSize(device: string): Promise<void> {

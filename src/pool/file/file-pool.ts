@@ -6,7 +6,7 @@ import { run } from '../../exec.js';
 import { isId } from '../../csi/ids.js';
 import { findLoopDevices } from '../../node/loop.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, PoolBackend, PoolCapacity, SnapshotRecord, VolumeRecord } from '../backend.js';
-import { syncDir, writeFileAtomic } from './atomic.js';
+import { syncDir, syncFile, writeFileAtomic, writeTempSynced } from './atomic.js';
 import { PoolSpaceError, SourceMissingError } from '../errors.js';
 import { log } from '../../log.js';
 import { Mutex } from 'async-mutex';
@@ -70,12 +70,11 @@ export class FilePool implements PoolBackend {
     const total = fs.blocks * fs.bsize;
     const free = fs.bavail * fs.bsize;
     // Sparse volumes may still grow to their full size: count that as used, so the pool never overcommits.
+    // An image's apparent size is its capacity, so one stat per volume is enough (no metadata reads).
     let promised = this.pendingBytes;
-    for (const v of await this.listVolumes()) {
-      const st = await stat(this.volumeImage(v.id)).catch(() => null);
-      const allocated = st ? st.blocks * 512 : 0;
-      promised += Math.max(0, v.capacityBytes - allocated);
-    }
+    const images = (await readdir(this.volumesDir)).filter((f) => f.endsWith('.img'));
+    const sizes = await Promise.all(images.map((f) => stat(path.join(this.volumesDir, f)).catch(() => null)));
+    for (const st of sizes) if (st) promised += Math.max(0, st.size - st.blocks * 512);
     return { totalBytes: total, availableBytes: Math.max(0, free - this.reserveBytes - promised) };
   }
 
@@ -88,7 +87,7 @@ export class FilePool implements PoolBackend {
   }
 
   async createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord> {
-    const image = this.volumeImage(spec.id);
+    const imagePath = this.volumeImage(spec.id);
     const tmp = path.join(this.tmpDir, `${spec.id}.img`);
     const record: VolumeRecord = {
       id: spec.id,
@@ -100,19 +99,28 @@ export class FilePool implements PoolBackend {
     };
     // Metadata is committed inside the space reservation, so no other create counts space twice.
     await this.withSpace(spec.capacityBytes, async () => {
+      let metaTmp: string | undefined;
       try {
-        if (spec.source) {
-          const from = spec.source.kind === 'snapshot' ? this.snapshotImage(spec.source.id) : this.volumeImage(spec.source.id);
-          await this.copyImage(from, tmp, spec.source);
-        } else {
-          await (await open(tmp, 'w', 0o600)).close();
-        }
-        await truncate(tmp, spec.capacityBytes);
-        await rename(tmp, image);
-        await writeFileAtomic(this.volumeMeta(spec.id), JSON.stringify(record), this.tmpDir);
+        const image = async () => {
+          if (spec.source) {
+            const from = spec.source.kind === 'snapshot' ? this.snapshotImage(spec.source.id) : this.volumeImage(spec.source.id);
+            await this.copyImage(from, tmp, spec.source);
+            await truncate(tmp, spec.capacityBytes);
+            await syncFile(tmp);
+          } else {
+            const fh = await open(tmp, 'w', 0o600);
+            await fh.truncate(spec.capacityBytes).finally(() => fh.close());
+          }
+        };
+        const meta = async () => {
+          metaTmp = await writeTempSynced(`${spec.id}.json`, JSON.stringify(record), this.tmpDir);
+        };
+        await Promise.all([image(), meta()]);
+        await rename(tmp, imagePath);
+        await rename(metaTmp!, this.volumeMeta(spec.id)); // the commit point
+        await syncDir(this.volumesDir);
       } catch (err) {
-        await rm(tmp, { force: true });
-        await rm(image, { force: true });
+        await Promise.all([tmp, imagePath, metaTmp].map((f) => (f ? rm(f, { force: true }) : undefined)));
         throw err;
       }
     });
@@ -177,6 +185,7 @@ export class FilePool implements PoolBackend {
     await this.withSpace(allocated, async () => {
       try {
         await this.copyImage(from, tmp, { kind: 'volume', id: source.id });
+        await syncFile(tmp);
         await rename(tmp, image);
         await writeFileAtomic(this.snapshotMeta(spec.id), JSON.stringify(record), this.tmpDir);
       } catch (err) {
