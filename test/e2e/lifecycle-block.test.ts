@@ -9,9 +9,12 @@ import { finish, MiB, needsRoot, pattern, startDriver, type Driver } from '../he
 
 async function writeAt(dev: string, offset: number, data: Buffer): Promise<void> {
   const fh = await open(dev, 'r+');
-  await fh.write(data, 0, data.length, offset);
-  await fh.sync();
-  await fh.close();
+  try {
+    await fh.write(data, 0, data.length, offset);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
 }
 
 async function sumAt(dev: string, offset: number, length: number): Promise<string> {

@@ -8,9 +8,12 @@ import { listLoopDevices } from '../../src/node/loop.js';
 
 async function writeSynced(file: string, data: Buffer): Promise<void> {
   const fh = await open(file, 'w');
-  await fh.writeFile(data);
-  await fh.sync();
-  await fh.close();
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
 }
 
 async function fsBytes(dir: string): Promise<number> {
