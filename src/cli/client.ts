@@ -107,6 +107,8 @@ export function addClientCommands(program: Command): void {
     (c, o) => c.listSnapshots({ snapshot_id: o.id ?? '', source_volume_id: o.source ?? '', max_entries: Number(o.max ?? 0), starting_token: o.token ?? '' }),
   );
 
+  add<{ id: string }>('get-snapshot', 'GetSnapshot', (c) => c.requiredOption('--id <snapshot-id>'), (c, o) => c.getSnapshot({ snapshot_id: o.id }));
+
   add('node-info', 'NodeGetInfo', (c) => c, (c) => c.nodeGetInfo({}));
   add('node-capabilities', 'NodeGetCapabilities', (c) => c, (c) => c.nodeGetCapabilities({}));
   add<CapabilityFlags & { id: string; stagingPath: string }>('stage', 'NodeStageVolume', (c) => capFlags(c.requiredOption('--id <volume-id>').requiredOption('--staging-path <dir>')), (c, o) =>

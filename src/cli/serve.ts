@@ -37,7 +37,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   if (!opts.poolDir) throw new Error('--pool-dir is required with --backend file');
   if (!/^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/.test(opts.driverName)) throw new Error(`--driver-name ${opts.driverName} is not a valid CSI driver name`);
   const nodeId = opts.nodeId || os.hostname();
-  const pool = await FilePool.open(path.resolve(opts.poolDir), parseQuantity(opts.reserve));
+  const pool = await FilePool.open(path.resolve(opts.poolDir), parseQuantity(opts.reserve), { sweep: opts.mode !== 'node' });
   const ctx: DriverContext = {
     driverName: opts.driverName,
     version: packageVersion(),

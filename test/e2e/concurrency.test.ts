@@ -1,14 +1,17 @@
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { blockCap, mountCap, paths } from '../helpers/csi.js';
-import { finish, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
+import { finish, leftovers, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
 
 describe('concurrency', needsRoot(), () => {
   let d: Driver;
   before(async () => {
     d = await startDriver();
+  });
+  afterEach(async () => {
+    assert.deepEqual(await leftovers(d), [], 'each test leaves no loop device, mount or pool file');
   });
   after(async () => {
     assert.deepEqual(await finish(d), []);

@@ -2,11 +2,11 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { listLoopDevices } from '../../src/node/loop.js';
 import { readMounts } from '../../src/node/mounts.js';
 import { blockCap, createVolume, mountCap, paths } from '../helpers/csi.js';
-import { codeOf, finish, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
+import { codeOf, finish, leftovers, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
 
 const HOSTILE_IDS = ['..', '../../../etc', 'vol/../../x', '/etc/passwd', 'a\0b', 'x'.repeat(300), 'v; rm -rf /', '$(touch /tmp/pwned)', '`id`', 'a|b', 'a b'];
 
@@ -18,6 +18,9 @@ describe('hostile input', needsRoot(), () => {
     outside = path.join(d.dir, 'outside');
     await mkdir(outside);
     await writeFile(path.join(outside, 'canary'), 'untouched');
+  });
+  afterEach(async () => {
+    assert.deepEqual(await leftovers(d), [], 'each test leaves no loop device, mount or pool file');
   });
   after(async () => {
     assert.equal(await readFile(path.join(outside, 'canary'), 'utf8'), 'untouched', 'nothing outside the pool is touched');

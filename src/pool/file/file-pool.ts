@@ -35,12 +35,16 @@ export class FilePool implements PoolBackend {
     this.tmpDir = path.join(root, '.tmp');
   }
 
-  /** Creates the pool layout if needed; paths are resolved so they match what the kernel reports for loop devices. */
-  static async open(dir: string, reserveBytes: number): Promise<FilePool> {
+  /**
+   * Creates the pool layout if needed; paths are resolved so they match what the kernel reports for
+   * loop devices. Only a process that creates volumes sweeps crash leftovers: a node-only process
+   * beside a controller on the same directory must not remove a create in progress.
+   */
+  static async open(dir: string, reserveBytes: number, opts: { sweep: boolean }): Promise<FilePool> {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const pool = new FilePool(await realpath(dir), reserveBytes);
     for (const d of [pool.volumesDir, pool.snapshotsDir, pool.tmpDir]) await mkdir(d, { recursive: true, mode: 0o700 });
-    await pool.sweep();
+    if (opts.sweep) await pool.sweep();
     return pool;
   }
 

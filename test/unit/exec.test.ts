@@ -1,0 +1,33 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { CommandError, onCommand, run } from '../../src/exec.js';
+
+describe('command runner', () => {
+  it('passes arguments verbatim, never through a shell', async () => {
+    const { stdout } = await run('printf', ['%s|', '$(id)', '`id`', 'a;b', '*']);
+    assert.equal(stdout, '$(id)|`id`|a;b|*|');
+  });
+  it('puts the exit code and stderr in the error', async () => {
+    await assert.rejects(run('sh', ['-c', 'echo boom >&2; exit 3']), (err: unknown) => err instanceof CommandError && err.exitCode === 3 && err.stderr.trim() === 'boom' && /exited 3: boom/.test(err.message));
+  });
+  it('treats listed exit codes as answers', async () => {
+    assert.equal((await run('sh', ['-c', 'exit 2'], { okExitCodes: [2] })).exitCode, 2);
+  });
+  it('kills a command at its timeout', async () => {
+    const started = Date.now();
+    await assert.rejects(run('sleep', ['10'], { timeoutMs: 200 }), (err: unknown) => err instanceof CommandError && err.timedOut && /timed out/.test(err.message));
+    assert.ok(Date.now() - started < 5000);
+  });
+  it('reports a missing program clearly', async () => {
+    await assert.rejects(run('/nonexistent/tool', []), (err: unknown) => err instanceof CommandError && /ENOENT/.test(err.message));
+  });
+  it('runs with a C locale and tells listeners how long each command took', async () => {
+    const seen: Array<[string, boolean]> = [];
+    onCommand((c, s, ok) => {
+      assert.ok(s >= 0);
+      seen.push([c, ok]);
+    });
+    assert.equal((await run('sh', ['-c', 'echo $LC_ALL'])).stdout.trim(), 'C');
+    assert.deepEqual(seen, [['sh', true]]);
+  });
+});
