@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { paths } from '../helpers/csi.js';
-import { finish, BIN, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
+import { BIN, type Driver, needsRoot, useDriver } from '../helpers/driver.js';
 
 const execFileP = promisify(execFile);
 
@@ -11,12 +11,7 @@ describe('vpool-csi client', needsRoot(), () => {
   let d: Driver;
   const cli = async (...args: string[]) => (await execFileP(BIN, ['client', '--endpoint', d.endpoint, ...args])).stdout;
   const json = async (...args: string[]) => JSON.parse(await cli(...args)) as Record<string, unknown>;
-  before(async () => {
-    d = await startDriver();
-  });
-  after(async () => {
-    assert.deepEqual(await finish(d), []);
-  });
+  useDriver((x) => (d = x));
 
   it('drives a whole lifecycle from the command line, JSON by default and tables on request', async () => {
     assert.equal((await json('info')).name, 'vpool.csi.dev');

@@ -1,21 +1,13 @@
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { blockCap, mountCap, paths } from '../helpers/csi.js';
-import { finish, leftovers, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
+import { type Driver, MiB, needsRoot, useDriver } from '../helpers/driver.js';
 
 describe('concurrency', needsRoot(), () => {
   let d: Driver;
-  before(async () => {
-    d = await startDriver();
-  });
-  afterEach(async () => {
-    assert.deepEqual(await leftovers(d), [], 'each test leaves no loop device, mount or pool file');
-  });
-  after(async () => {
-    assert.deepEqual(await finish(d), []);
-  });
+  useDriver((x) => (d = x));
 
   it('20 concurrent CreateVolume calls with one name make exactly one volume', async () => {
     const calls = Array.from({ length: 20 }, () => d.client.createVolume({ name: 'same', capacity_range: { required_bytes: String(4 * MiB) }, volume_capabilities: [mountCap()] }));

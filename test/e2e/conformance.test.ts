@@ -1,22 +1,14 @@
 import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { after, afterEach, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { blockCap, createVolume, mountCap, paths } from '../helpers/csi.js';
-import { codeOf, finish, leftovers, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
+import { codeOf, type Driver, MiB, needsRoot, useDriver } from '../helpers/driver.js';
 
 // Each `it` is a MUST (or an error-code table row) of the CSI v1.12 spec for the RPCs this driver serves.
 describe('CSI conformance over the socket', needsRoot(), () => {
   let d: Driver;
-  before(async () => {
-    d = await startDriver();
-  });
-  afterEach(async () => {
-    assert.deepEqual(await leftovers(d), [], 'each test leaves no loop device, mount or pool file');
-  });
-  after(async () => {
-    assert.deepEqual(await finish(d), []);
-  });
+  useDriver((x) => (d = x));
 
   it('Identity: name, version, capabilities and a ready probe', async () => {
     const info = await d.client.getPluginInfo({});

@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { open, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { blockDeviceSize } from '../../src/node/loop.js';
 import { blockCap, createVolume, paths, stageAndPublish, unpublishAndUnstage } from '../helpers/csi.js';
-import { finish, MiB, needsRoot, pattern, startDriver, type Driver } from '../helpers/driver.js';
+import { type Driver, MiB, needsRoot, pattern, useDriver } from '../helpers/driver.js';
 
 async function writeAt(dev: string, offset: number, data: Buffer): Promise<void> {
   const fh = await open(dev, 'r+');
@@ -27,12 +27,7 @@ async function sumAt(dev: string, offset: number, length: number): Promise<strin
 
 describe('raw block lifecycle', needsRoot(), () => {
   let d: Driver;
-  before(async () => {
-    d = await startDriver();
-  });
-  after(async () => {
-    assert.deepEqual(await finish(d), [], 'nothing may be left behind');
-  });
+  useDriver((x) => (d = x));
 
   it('publishes the device node as a file, keeps data across restage, snapshots, restores, clones and grows', async () => {
     const cap = blockCap();

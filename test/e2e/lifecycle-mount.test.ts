@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { open, readFile, stat, statfs } from 'node:fs/promises';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { codeOf, finish, MiB, needsRoot, pattern, sha256File, startDriver, type Driver } from '../helpers/driver.js';
+import { describe, it } from 'node:test';
+import { codeOf, type Driver, MiB, needsRoot, pattern, sha256File, useDriver } from '../helpers/driver.js';
 import { createVolume, mountCap, paths, stageAndPublish, unpublishAndUnstage } from '../helpers/csi.js';
 import { listLoopDevices } from '../../src/node/loop.js';
 
@@ -24,13 +24,7 @@ async function fsBytes(dir: string): Promise<number> {
 for (const fsType of ['ext4', 'xfs'] as const) {
   describe(`mount lifecycle on ${fsType}`, needsRoot(), () => {
     let d: Driver;
-    before(async () => {
-      d = await startDriver();
-    });
-    after(async () => {
-      const left = await finish(d);
-      assert.deepEqual(left, [], 'nothing may be left behind');
-    });
+    useDriver((x) => (d = x));
 
     it('creates, stages, publishes, restages, snapshots, restores, clones, expands and deletes', async () => {
       const size = fsType === 'xfs' ? 320 * MiB : 64 * MiB;

@@ -5,6 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import assert from 'node:assert/strict';
+import { after, afterEach, before } from 'node:test';
 import { connectCsi, type CsiClient } from '../../src/csi/client.js';
 import { PROJECT_ROOT } from '../../src/csi/proto.js';
 import { listLoopDevices } from '../../src/node/loop.js';
@@ -150,3 +152,21 @@ export async function codeOf(p: Promise<unknown>): Promise<string> {
 }
 
 export const MiB = 1024 * 1024;
+
+/**
+ * The hooks of a suite that shares one driver: started before its tests, checked after each test
+ * for anything left behind, stopped and checked again at the end.
+ */
+export function useDriver(set: (d: Driver) => void, opts: DriverOptions = {}): void {
+  let d: Driver;
+  before(async () => {
+    d = await startDriver(opts);
+    set(d);
+  });
+  afterEach(async () => {
+    assert.deepEqual(await leftovers(d), [], 'each test leaves no loop device, mount or pool file');
+  });
+  after(async () => {
+    assert.deepEqual(await finish(d), [], 'nothing may be left behind');
+  });
+}
