@@ -38,7 +38,7 @@ export async function validateVolumeCapabilities(ctx: DriverContext, req: Valida
   const problems = req.volume_capabilities.map((c) => capabilityProblem(c)).filter((p): p is string => p !== null);
   let params: ReturnType<typeof parseVolumeParameters>;
   try {
-    params = parseVolumeParameters(req.parameters);
+    params = parseVolumeParameters(req.parameters, ctx.backend.volumeParameters);
   } catch (err) {
     return { confirmed: null, message: (err as Error).message };
   }

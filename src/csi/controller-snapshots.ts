@@ -12,6 +12,7 @@ import type { SnapshotRecord } from '../pool/backend.js';
 import { snapshotLock, volumeLock, type DriverContext } from './context.js';
 import { idFor, isId, parseId, validateName } from './ids.js';
 import { paginate } from './pagination.js';
+import { parseSnapshotParameters } from './parameters.js';
 
 function toCsiSnapshot(s: SnapshotRecord): Snapshot {
   return {
@@ -28,7 +29,7 @@ export async function createSnapshot(ctx: DriverContext, req: CreateSnapshotRequ
   const name = validateName('name', req.name);
   if (!req.source_volume_id) throw invalidArgument('source_volume_id is required');
   const source = parseId('vol', 'source_volume_id', req.source_volume_id);
-  if (Object.keys(req.parameters).length) throw invalidArgument(`unknown parameter ${JSON.stringify(Object.keys(req.parameters)[0])} (snapshots take no parameters)`);
+  const parameters = parseSnapshotParameters(req.parameters, ctx.backend.snapshotParameters);
   const id = idFor('snap', name);
   return ctx.locks.with([snapshotLock(id), ...(source ? [volumeLock(source)] : [])], async () => {
     const existing = await ctx.backend.getSnapshot(id);
@@ -37,7 +38,7 @@ export async function createSnapshot(ctx: DriverContext, req: CreateSnapshotRequ
       return { snapshot: toCsiSnapshot(existing) };
     }
     if (!source || !(await ctx.backend.getVolume(source))) throw notFound(`source volume ${req.source_volume_id} does not exist`);
-    return { snapshot: toCsiSnapshot(await ctx.backend.createSnapshot({ id, name, sourceVolumeId: source })) };
+    return { snapshot: toCsiSnapshot(await ctx.backend.createSnapshot({ id, name, sourceVolumeId: source, parameters })) };
   });
 }
 

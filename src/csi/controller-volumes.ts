@@ -13,8 +13,9 @@ import type { ContentSource, VolumeRecord } from '../pool/backend.js';
 import { capabilityProblem, DEFAULT_FS, isFsType, parseCapabilities, type Capability } from './capabilities.js';
 import { snapshotLock, topologySegments, TOPOLOGY_KEY, volumeLock, type DriverContext } from './context.js';
 import { idFor, parseId, validateName } from './ids.js';
-import { identityParameters, parseVolumeParameters } from './parameters.js';
+import { identityParameters, parseVolumeParameters, sameParameters } from './parameters.js';
 import { chooseSize, fitsRange, parseRange } from './sizing.js';
+import { roundUp } from '../units.js';
 
 export function toCsiVolume(ctx: DriverContext, v: VolumeRecord): Volume {
   return {
@@ -77,7 +78,7 @@ function minimumFor(caps: Capability[], fsParam: string | undefined): number {
 export async function createVolume(ctx: DriverContext, req: CreateVolumeRequest__Output): Promise<CreateVolumeResponse> {
   const name = validateName('name', req.name);
   const caps = parseCapabilities(req.volume_capabilities);
-  const params = parseVolumeParameters(req.parameters);
+  const params = parseVolumeParameters(req.parameters, ctx.backend.volumeParameters);
   const range = parseRange(req.capacity_range);
   const source = contentSource(req);
   checkTopology(ctx, req.accessibility_requirements);
@@ -89,7 +90,7 @@ export async function createVolume(ctx: DriverContext, req: CreateVolumeRequest_
     if (existing) {
       if (!fitsRange(existing.capacityBytes, range)) throw alreadyExists(`volume ${name} exists with ${existing.capacityBytes} bytes, outside the requested range`);
       if (!sameSource(existing.source, source)) throw alreadyExists(`volume ${name} exists with another content source`);
-      if ((existing.parameters.fsType ?? '') !== (params.fsType ?? '')) throw alreadyExists(`volume ${name} exists with fsType ${existing.parameters.fsType ?? '(default)'}`);
+      if (!sameParameters(existing.parameters, identityParameters(params))) throw alreadyExists(`volume ${name} exists with other parameters (${JSON.stringify(existing.parameters)})`);
       return { volume: toCsiVolume(ctx, existing) };
     }
 
@@ -100,7 +101,7 @@ export async function createVolume(ctx: DriverContext, req: CreateVolumeRequest_
       if (range.limit && range.limit < sourceBytes) throw outOfRange(`the source ${source.kind} is ${sourceBytes} bytes, more than limit_bytes ${range.limit}`);
       minBytes = Math.max(minBytes, sourceBytes);
     }
-    const size = Math.max(chooseSize(range, ctx.sizing), minBytes);
+    const size = Math.max(chooseSize(range, { ...ctx.sizing, granularity: ctx.backend.granularity }), roundUp(minBytes, ctx.backend.granularity));
     if (range.limit && size > range.limit) throw outOfRange(`the volume needs at least ${size} bytes (filesystem or source minimum), more than limit_bytes ${range.limit}`);
     const parameters: Record<string, string> = { ...identityParameters(params) };
     if (params.pvcName) parameters.pvcName = params.pvcName;
@@ -123,12 +124,12 @@ export async function deleteVolume(ctx: DriverContext, req: DeleteVolumeRequest_
 }
 
 export async function getCapacity(ctx: DriverContext, req: GetCapacityRequest__Output): Promise<GetCapacityResponse> {
-  parseVolumeParameters(req.parameters);
+  const params = parseVolumeParameters(req.parameters, ctx.backend.volumeParameters);
   const zero = { available_capacity: '0', maximum_volume_size: null, minimum_volume_size: null };
   if (req.accessible_topology && !matchesNode(ctx, req.accessible_topology)) return zero;
   if (req.volume_capabilities.some((c) => capabilityProblem(c) !== null)) return zero;
-  const { availableBytes } = await ctx.backend.capacity();
-  const g = ctx.sizing.granularity;
+  const { availableBytes } = await ctx.backend.capacity(params.backend);
+  const g = ctx.backend.granularity;
   const max = Math.min(Math.floor(availableBytes / g) * g, ctx.sizing.maxBytes);
   return {
     available_capacity: String(availableBytes),

@@ -76,7 +76,7 @@ export async function nodeExpandVolume(ctx: DriverContext, req: NodeExpandVolume
     const vol = await requireVolume(ctx, 'volume_id', req.volume_id);
     const { path: volumePath, state } = await volumeAt(ctx, vol.id, req.volume_path);
     // Without a capacity range the filesystem grows to fill the volume as it is (the spec allows either).
-    const size = range.required || range.limit ? Math.max(vol.capacityBytes, chooseSize(range, ctx.sizing)) : vol.capacityBytes;
+    const size = range.required || range.limit ? Math.max(vol.capacityBytes, chooseSize(range, { ...ctx.sizing, granularity: ctx.backend.granularity })) : vol.capacityBytes;
     const grown = await ctx.backend.expandVolume(vol.id, size);
     for (const { device } of await ctx.attacher.devices(vol.id)) await ctx.attacher.refreshSize(device);
     if (state.kind === 'filesystem' && isFsType(state.fsType)) await growFilesystem(state.fsType, state.device, volumePath);

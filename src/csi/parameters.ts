@@ -1,41 +1,71 @@
 import { invalidArgument } from '../errors.js';
+import type { ParameterCheck } from '../pool/backend.js';
 import { FS_TYPES, isFsType, type FsType } from './capabilities.js';
 
-/** StorageClass parameters the file pool understands. */
+/** StorageClass parameters after validation. */
 export interface VolumeParameters {
   fsType?: FsType;
+  /** The backend's own parameters (thin/thick, stripes, ...), as given. */
+  backend: Record<string, string>;
   /** PVC/PV identity passed by external-provisioner --extra-create-metadata, kept for people and reconcilers. */
   pvcName?: string;
   pvcNamespace?: string;
   pvName?: string;
 }
 
-const K8S_KEYS: Record<string, keyof VolumeParameters> = {
+const K8S_KEYS: Record<string, 'pvcName' | 'pvcNamespace' | 'pvName'> = {
   'csi.storage.k8s.io/pvc/name': 'pvcName',
   'csi.storage.k8s.io/pvc/namespace': 'pvcNamespace',
   'csi.storage.k8s.io/pv/name': 'pvName',
 };
 const K8S_VALUE = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
 
-export function parseVolumeParameters(params: Record<string, string> | undefined): VolumeParameters {
-  const out: VolumeParameters = {};
+function supported(spec: Readonly<Record<string, ParameterCheck>>, extra: string[]): string {
+  return [...extra, ...Object.keys(spec)].join(', ') || 'none';
+}
+
+export function parseVolumeParameters(params: Record<string, string> | undefined, spec: Readonly<Record<string, ParameterCheck>>): VolumeParameters {
+  const out: VolumeParameters = { backend: {} };
   for (const [key, value] of Object.entries(params ?? {})) {
     if (key === 'fsType') {
       if (!isFsType(value)) throw invalidArgument(`parameter fsType=${JSON.stringify(value)} is not supported (use ${FS_TYPES.join(' or ')})`);
       out.fsType = value;
     } else if (key in K8S_KEYS) {
       if (!K8S_VALUE.test(value)) throw invalidArgument(`parameter ${key} is not a Kubernetes object name`);
-      out[K8S_KEYS[key] as 'pvcName'] = value;
+      out[K8S_KEYS[key]] = value;
     } else if (key.startsWith('csi.storage.k8s.io/')) {
-      // Sidecar-owned keys (secret references and the like) carry nothing for this pool.
+      // Sidecar-owned keys (secret references and the like) carry nothing for the pool.
+    } else if (Object.hasOwn(spec, key)) {
+      const problem = spec[key](value);
+      if (problem) throw invalidArgument(`parameter ${key}=${JSON.stringify(value)}: ${problem}`);
+      out.backend[key] = value;
     } else {
-      throw invalidArgument(`unknown parameter ${JSON.stringify(key)} (supported: fsType)`);
+      throw invalidArgument(`unknown parameter ${JSON.stringify(key)} (supported: ${supported(spec, ['fsType'])})`);
     }
+  }
+  return out;
+}
+
+export function parseSnapshotParameters(params: Record<string, string> | undefined, spec: Readonly<Record<string, ParameterCheck>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(params ?? {})) {
+    if (key.startsWith('csi.storage.k8s.io/')) continue;
+    if (!Object.hasOwn(spec, key)) throw invalidArgument(`unknown parameter ${JSON.stringify(key)} (supported: ${supported(spec, [])})`);
+    const problem = spec[key](value);
+    if (problem) throw invalidArgument(`parameter ${key}=${JSON.stringify(value)}: ${problem}`);
+    out[key] = value;
   }
   return out;
 }
 
 /** Parameters that change what the volume is (compared on an idempotent CreateVolume retry). */
 export function identityParameters(p: VolumeParameters): Record<string, string> {
-  return p.fsType ? { fsType: p.fsType } : {};
+  return { ...p.backend, ...(p.fsType ? { fsType: p.fsType } : {}) };
+}
+
+export function sameParameters(a: Record<string, string>, b: Record<string, string>): boolean {
+  const keys = (r: Record<string, string>) => Object.keys(r).filter((k) => !['pvcName', 'pvcNamespace', 'pvName'].includes(k)).sort();
+  const ka = keys(a);
+  const kb = keys(b);
+  return ka.length === kb.length && ka.every((k, i) => k === kb[i] && a[k] === b[k]);
 }

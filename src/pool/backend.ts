@@ -47,13 +47,25 @@ export interface CreateSnapshotSpec {
   id: string;
   name: string;
   sourceVolumeId: string;
+  /** VolumeSnapshotClass parameters, already validated against snapshotParameters. */
+  parameters: Record<string, string>;
 }
+
+/** A parameter the backend accepts: returns why a value is wrong, or null. */
+export type ParameterCheck = (value: string) => string | null;
 
 export interface PoolBackend {
   readonly kind: string;
+  /** Volume sizes are whole multiples of this (1 MiB for files, the extent size for LVM). */
+  readonly granularity: number;
+  /** StorageClass parameters beyond fsType and the provisioner's own keys. */
+  readonly volumeParameters: Readonly<Record<string, ParameterCheck>>;
+  /** VolumeSnapshotClass parameters. */
+  readonly snapshotParameters: Readonly<Record<string, ParameterCheck>>;
   /** Throws with the reason when the pool cannot serve requests. */
   probe(): Promise<void>;
-  capacity(): Promise<PoolCapacity>;
+  /** Space for new volumes made with these (validated) parameters. */
+  capacity(parameters?: Record<string, string>): Promise<PoolCapacity>;
 
   getVolume(id: string): Promise<VolumeRecord | null>;
   listVolumes(): Promise<VolumeRecord[]>;

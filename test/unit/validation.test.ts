@@ -98,9 +98,13 @@ describe('capabilities and parameters', () => {
     assert.equal(code(() => parseCapability(null)), 'INVALID_ARGUMENT');
   });
   it('names the unknown parameter, and accepts the provisioner\'s own keys', () => {
-    assert.deepEqual(parseVolumeParameters({ fsType: 'xfs', 'csi.storage.k8s.io/pvc/name': 'data', 'csi.storage.k8s.io/pvc/namespace': 'apps' }), { fsType: 'xfs', pvcName: 'data', pvcNamespace: 'apps' });
-    assert.throws(() => parseVolumeParameters({ thinPool: 'x' }), /unknown parameter "thinPool"/);
-    assert.throws(() => parseVolumeParameters({ fsType: 'ntfs' }), /ntfs/);
+    assert.deepEqual(parseVolumeParameters({ fsType: 'xfs', 'csi.storage.k8s.io/pvc/name': 'data', 'csi.storage.k8s.io/pvc/namespace': 'apps' }, {}), { backend: {}, fsType: 'xfs', pvcName: 'data', pvcNamespace: 'apps' });
+    assert.throws(() => parseVolumeParameters({ thinPool: 'x' }, {}), /unknown parameter "thinPool" \(supported: fsType\)/);
+    assert.throws(() => parseVolumeParameters({ fsType: 'ntfs' }, {}), /ntfs/);
+    const spec = { type: (v: string) => (['thin', 'thick'].includes(v) ? null : 'use thin or thick') };
+    assert.deepEqual(parseVolumeParameters({ type: 'thick' }, spec).backend, { type: 'thick' });
+    assert.throws(() => parseVolumeParameters({ type: 'fat' }, spec), /type="fat": use thin or thick/);
+    assert.throws(() => parseVolumeParameters({ toString: 'x' }, spec), /unknown parameter "toString"/);
   });
 });
 

@@ -10,6 +10,7 @@ import { syncDir, syncFile, writeFileAtomic, writeTempSynced } from './atomic.js
 import { PoolSpaceError, SourceMissingError } from '../errors.js';
 import { log } from '../../log.js';
 import { Mutex } from 'async-mutex';
+import { MiB } from '../../units.js';
 
 /**
  * The embedded pool: one sparse file per volume in `<pool>/volumes`, one copy per snapshot in
@@ -19,6 +20,9 @@ import { Mutex } from 'async-mutex';
  */
 export class FilePool implements PoolBackend {
   readonly kind = 'file';
+  readonly granularity = MiB;
+  readonly volumeParameters = {};
+  readonly snapshotParameters = {};
   private readonly volumesDir: string;
   private readonly snapshotsDir: string;
   private readonly tmpDir: string;

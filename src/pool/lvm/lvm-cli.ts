@@ -1,0 +1,84 @@
+import { existsSync } from 'node:fs';
+import { run } from '../../exec.js';
+
+/** One row of an LVM JSON report: every field is a string, as lvm prints it with --units b --nosuffix. */
+export type Row = Record<string, string>;
+
+export interface LvmCliOptions {
+  /**
+   * False where the kernel has no device-mapper (this project's test machines): metadata commands
+   * then run with activation disabled, enough for the controller side; the node side needs it on.
+   */
+  activation: boolean;
+  timeoutMs?: number;
+}
+
+/** Whether this kernel can activate LVs (device-mapper present). */
+export function deviceMapperAvailable(): boolean {
+  return existsSync('/dev/mapper/control');
+}
+
+const REPORT_FIELDS = {
+  lv: ['lv_name', 'vg_name', 'lv_size', 'lv_tags', 'lv_attr', 'origin', 'pool_lv', 'data_percent', 'metadata_percent', 'lv_path', 'segtype', 'lv_time', 'stripes'],
+  vg: ['vg_name', 'vg_size', 'vg_free', 'vg_extent_size', 'vg_extent_count', 'vg_free_count', 'vg_tags', 'pv_count', 'lv_count'],
+  pv: ['pv_name', 'vg_name', 'pv_size', 'pv_free', 'pv_attr', 'pv_tags'],
+};
+
+/**
+ * The lvm2 tools through the one command runner: JSON reports in bytes, a timeout, no fd-leak
+ * warnings, and activation disabled when the kernel cannot do it.
+ */
+export class LvmCli {
+  constructor(private readonly opts: LvmCliOptions) {}
+
+  get activation(): boolean {
+    return this.opts.activation;
+  }
+
+  private config(): string[] {
+    return this.opts.activation ? [] : ['--config', 'global{activation=0}'];
+  }
+
+  async exec(command: string, args: readonly string[], timeoutMs?: number): Promise<string> {
+    const { stdout } = await run(command, [...this.config(), ...args], { timeoutMs: timeoutMs ?? this.opts.timeoutMs ?? 120_000 });
+    return stdout;
+  }
+
+  private async report(command: 'lvs' | 'vgs' | 'pvs', kind: 'lv' | 'vg' | 'pv', args: readonly string[]): Promise<Row[]> {
+    const out = await this.exec(command, ['--reportformat', 'json', '--units', 'b', '--nosuffix', '-o', REPORT_FIELDS[kind].join(','), ...args]);
+    const parsed = JSON.parse(out) as { report: Array<Record<string, Row[]>> };
+    return parsed.report.flatMap((r) => r[kind] ?? []);
+  }
+
+  lvs(vg: string): Promise<Row[]> {
+    return this.report('lvs', 'lv', ['-a', vg]);
+  }
+
+  /** One LV, or null when it does not exist. */
+  async lv(vg: string, name: string): Promise<Row | null> {
+    return (await this.lvs(vg)).find((r) => r.lv_name === name) ?? null;
+  }
+
+  async vg(vg: string): Promise<Row | null> {
+    const rows = await this.report('vgs', 'vg', []);
+    return rows.find((r) => r.vg_name === vg) ?? null;
+  }
+
+  vgsAll(): Promise<Row[]> {
+    return this.report('vgs', 'vg', []);
+  }
+
+  pvs(): Promise<Row[]> {
+    return this.report('pvs', 'pv', []);
+  }
+}
+
+export function tagsOf(row: Row, field = 'lv_tags'): string[] {
+  return row[field] ? row[field].split(',') : [];
+}
+
+/** Value of a `key=value` tag, or undefined. */
+export function tagValue(tags: readonly string[], key: string): string | undefined {
+  const t = tags.find((x) => x.startsWith(`${key}=`));
+  return t === undefined ? undefined : t.slice(key.length + 1);
+}
