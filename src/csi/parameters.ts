@@ -30,7 +30,7 @@ export function parseVolumeParameters(params: Record<string, string> | undefined
     if (key === 'fsType') {
       if (!isFsType(value)) throw invalidArgument(`parameter fsType=${JSON.stringify(value)} is not supported (use ${FS_TYPES.join(' or ')})`);
       out.fsType = value;
-    } else if (key in K8S_KEYS) {
+    } else if (Object.hasOwn(K8S_KEYS, key)) {
       if (!K8S_VALUE.test(value)) throw invalidArgument(`parameter ${key} is not a Kubernetes object name`);
       out[K8S_KEYS[key]] = value;
     } else if (key.startsWith('csi.storage.k8s.io/')) {
