@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander';
 import { addClientCommands } from './cli/client.js';
+import { addPoolCommands } from './cli/pool.js';
 import { packageVersion, serve } from './cli/serve.js';
 
 const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
@@ -13,8 +14,10 @@ program
   .option('--endpoint <unix:///path>', 'CSI socket', 'unix:///run/vpool-csi/csi.sock')
   .option('--driver-name <name>', 'CSI driver name', 'vpool.csi.dev')
   .option('--node-id <id>', 'this node\'s ID (default: the hostname)')
-  .addOption(new Option('--backend <kind>', 'pool backend').choices(['file']).default('file'))
+  .addOption(new Option('--backend <kind>', 'pool backend').choices(['file', 'lvm']).default('file'))
   .option('--pool-dir <dir>', 'file backend: directory that holds the volume files')
+  .option('--vg <name>', 'lvm backend: the volume group made by `vpool-csi pool init`')
+  .option('--overprovision-ratio <ratio>', 'lvm backend: thin pools promise up to this many times their size', '1.0')
   .addOption(new Option('--mode <mode>', 'which services to serve').choices(['all', 'controller', 'node']).default('all'))
   .option('--reserve <bytes>', 'free space the pool never hands out (e.g. 1Gi)', '0')
   .option('--default-size <bytes>', 'size of a volume created without a capacity range', '1Gi')
@@ -26,6 +29,7 @@ program
   });
 
 addClientCommands(program);
+addPoolCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`vpool-csi: ${err instanceof Error ? err.message : String(err)}\n`);

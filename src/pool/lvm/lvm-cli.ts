@@ -35,12 +35,14 @@ export class LvmCli {
     return this.opts.activation;
   }
 
-  private config(): string[] {
-    return this.opts.activation ? [] : ['--config', 'global{activation=0}'];
+  /** lvm takes one --config: the activation switch and any per-command settings go in together. */
+  private config(extra?: string): string[] {
+    const parts = [...(this.opts.activation ? [] : ['global{activation=0}']), ...(extra ? [extra] : [])];
+    return parts.length ? ['--config', parts.join(' ')] : [];
   }
 
-  async exec(command: string, args: readonly string[], timeoutMs?: number): Promise<string> {
-    const { stdout } = await run(command, [...this.config(), ...args], { timeoutMs: timeoutMs ?? this.opts.timeoutMs ?? 120_000 });
+  async exec(command: string, args: readonly string[], opts: { timeoutMs?: number; config?: string } = {}): Promise<string> {
+    const { stdout } = await run(command, [...this.config(opts.config), ...args], { timeoutMs: opts.timeoutMs ?? this.opts.timeoutMs ?? 120_000 });
     return stdout;
   }
 

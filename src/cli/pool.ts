@@ -1,0 +1,67 @@
+import type { Command } from 'commander';
+import { deviceMapperAvailable, LvmCli } from '../pool/lvm/lvm-cli.js';
+import { destroyPool, extendPool, initPool, listPools, poolStatus, type PoolStatus } from '../pool/lvm/pool-admin.js';
+import { printResult } from './output.js';
+
+function cli(): LvmCli {
+  return new LvmCli({ activation: deviceMapperAvailable() });
+}
+
+const GiB = 1024 ** 3;
+const gib = (b: number) => `${(b / GiB).toFixed(2)}Gi`;
+
+function statusTable(s: PoolStatus): unknown {
+  return {
+    entries: [
+      { what: 'vg', name: s.vg, size: gib(s.sizeBytes), free: gib(s.freeBytes), detail: `${s.volumes.length} volumes, ${s.snapshots} snapshots` },
+      ...s.devices.map((d) => ({ what: 'device', name: d.name, size: gib(d.sizeBytes), free: gib(d.freeBytes), detail: d.missing ? 'MISSING' : 'ok' })),
+      ...s.thinPools.map((t) => ({ what: 'thin-pool', name: t.name, size: gib(t.sizeBytes), free: '', detail: `data ${t.dataPercent}%, metadata ${t.metadataPercent}%` })),
+    ],
+  };
+}
+
+/** `vpool-csi pool init|extend|status|destroy`: the LVM pool the lvm backend serves volumes from. */
+export function addPoolCommands(program: Command): void {
+  const pool = program.command('pool').description('build, grow, inspect and remove an LVM pool');
+  pool
+    .command('init')
+    .description('make DEVICEs into a tagged volume group (and a thin pool)')
+    .requiredOption('--vg <name>', 'volume group name')
+    .option('--thin-pool <name>', 'create a thin pool of this name')
+    .option('--thin-size <percent>', 'share of the VG for the thin pool', '90%')
+    .option('--wipe', 'erase existing signatures on the devices (destroys their data)')
+    .argument('<device...>')
+    .action(async (devices: string[], o: { vg: string; thinPool?: string; thinSize: string; wipe?: boolean }) => {
+      console.log(await initPool(cli(), { vg: o.vg, devices, thinPool: o.thinPool, thinSize: o.thinSize, wipe: !!o.wipe }));
+    });
+  pool
+    .command('extend')
+    .description('add DEVICEs to the pool')
+    .requiredOption('--vg <name>', 'volume group name')
+    .option('--grow-thin-pool', 'give the thin pool all the new free space')
+    .option('--wipe', 'erase existing signatures on the new devices')
+    .argument('<device...>')
+    .action(async (devices: string[], o: { vg: string; growThinPool?: boolean; wipe?: boolean }) => {
+      console.log(await extendPool(cli(), { vg: o.vg, devices, wipe: !!o.wipe, growThinPool: !!o.growThinPool }));
+    });
+  pool
+    .command('status')
+    .description('devices, size, free space, thin pool fill, volumes')
+    .option('--vg <name>', 'one pool (default: every vpool pool on this host)')
+    .option('-o, --output <format>', 'json or table', 'json')
+    .action(async (o: { vg?: string; output: 'json' | 'table' }) => {
+      const lvm = cli();
+      const vgs = o.vg ? [o.vg] : await listPools(lvm);
+      const all = await Promise.all(vgs.map((vg) => poolStatus(lvm, vg)));
+      if (o.output === 'table') for (const s of all) printResult(statusTable(s), 'table');
+      else printResult(o.vg ? all[0] : all, 'json');
+    });
+  pool
+    .command('destroy')
+    .description('remove the pool and release its devices')
+    .requiredOption('--vg <name>', 'volume group name')
+    .option('--force', 'also destroy the volumes and snapshots it still holds')
+    .action(async (o: { vg: string; force?: boolean }) => {
+      console.log(await destroyPool(cli(), { vg: o.vg, force: !!o.force }));
+    });
+}

@@ -1,0 +1,266 @@
+import { invalidArgument, failedPrecondition } from '../../errors.js';
+import { CommandError } from '../../exec.js';
+import { log } from '../../log.js';
+import { roundUp } from '../../units.js';
+import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, SnapshotRecord, VolumeRecord } from '../backend.js';
+import { PoolSpaceError, SourceMissingError } from '../errors.js';
+import { copyBlockDevice } from './copy.js';
+import { tagsOf, tagValue, type LvmCli, type Row } from './lvm-cli.js';
+import { INCOMPLETE_TAG, isIncomplete, isSnapshotRow, isVolumeRow, POOL_TAG, snapshotFromRow, snapshotTags, THIN_POOL_TAG, volumeFromRow, volumeTags } from './tags.js';
+
+export interface LvmPoolOptions {
+  vg: string;
+  reserveBytes: number;
+  /** Thin pools may promise this many times their size to thin volumes. */
+  overprovisionRatio: number;
+}
+
+const LV_NAME = /^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$/;
+const FULL_PERCENT = 95;
+
+/** Health characters of lv_attr position 9, as lvs(8) documents them. */
+const HEALTH: Record<string, string> = {
+  p: 'partial: a PV of the LV is missing',
+  r: 'needs refresh',
+  m: 'RAID mismatches',
+  w: 'writemostly',
+  X: 'unknown',
+  F: 'failed',
+  D: 'thin pool data space is full',
+  M: 'thin pool metadata is read-only',
+  E: 'thin pool error',
+};
+
+/**
+ * Volumes as logical volumes of one VG (thick, or thin in a thin pool), snapshots as thin or COW
+ * snapshot LVs, all facts in LV tags. The VG must carry the vpool tag: the driver never touches a
+ * VG it was not given by `vpool-csi pool init`.
+ */
+export class LvmPool implements PoolBackend {
+  readonly kind = 'lvm';
+  readonly volumeParameters: Record<string, ParameterCheck> = {
+    type: (v) => (v === 'thin' || v === 'thick' ? null : 'use thin or thick'),
+    thinPool: (v) => (LV_NAME.test(v) ? null : 'not an LV name'),
+    stripes: (v) => (/^[1-9][0-9]?$/.test(v) ? null : 'a number of stripes from 1 to 99'),
+  };
+  readonly snapshotParameters: Record<string, ParameterCheck> = {
+    snapshotReserve: (v) => (/^(100|[1-9][0-9]?)%$/.test(v) || v === '0' || v === 'none' ? null : 'a percentage of the source (1% to 100%), or none'),
+  };
+
+  private constructor(
+    private readonly lvm: LvmCli,
+    private readonly opts: LvmPoolOptions,
+    readonly granularity: number,
+    private readonly defaultThinPool: string | undefined,
+  ) {}
+
+  static async open(lvm: LvmCli, opts: LvmPoolOptions): Promise<LvmPool> {
+    const vg = await lvm.vg(opts.vg);
+    if (!vg) throw new Error(`volume group ${opts.vg} does not exist; create it with \`vpool-csi pool init --vg ${opts.vg} DEVICE...\``);
+    const tags = tagsOf(vg, 'vg_tags');
+    if (!tags.includes(POOL_TAG)) throw new Error(`volume group ${opts.vg} is not a vpool pool (no ${POOL_TAG} tag); the driver does not touch it`);
+    return new LvmPool(lvm, opts, Number(vg.vg_extent_size), tagValue(tags, THIN_POOL_TAG));
+  }
+
+  get vg(): string {
+    return this.opts.vg;
+  }
+
+  async probe(): Promise<void> {
+    const vg = await this.lvm.vg(this.opts.vg);
+    if (!vg || !tagsOf(vg, 'vg_tags').includes(POOL_TAG)) throw new Error(`volume group ${this.opts.vg} is gone or no longer tagged ${POOL_TAG}`);
+  }
+
+  private typeOf(params: Record<string, string>): { type: 'thin' | 'thick'; thinPool?: string } {
+    const type = (params.type as 'thin' | 'thick' | undefined) ?? (this.defaultThinPool ? 'thin' : 'thick');
+    if (type === 'thick') return { type };
+    const thinPool = params.thinPool ?? this.defaultThinPool;
+    if (!thinPool) throw invalidArgument(`type=thin needs a thin pool: this VG has none (pass thinPool, or create one with \`vpool-csi pool init --thin-pool\`)`);
+    return { type, thinPool };
+  }
+
+  async capacity(parameters: Record<string, string> = {}): Promise<PoolCapacity> {
+    const { type, thinPool } = this.typeOf(parameters);
+    const [vg, rows] = await Promise.all([this.lvm.vg(this.opts.vg), this.lvm.lvs(this.opts.vg)]);
+    if (!vg) throw new Error(`volume group ${this.opts.vg} is gone`);
+    if (type === 'thick') {
+      const free = Number(vg.vg_free);
+      return { totalBytes: Number(vg.vg_size), availableBytes: Math.max(0, free - this.opts.reserveBytes) };
+    }
+    const pool = rows.find((r) => r.lv_name === thinPool && r.segtype === 'thin-pool');
+    if (!pool) throw invalidArgument(`thin pool ${thinPool} does not exist in ${this.opts.vg}`);
+    const promised = rows.filter((r) => r.segtype === 'thin' && r.pool_lv === thinPool).reduce((sum, r) => sum + Number(r.lv_size), 0);
+    const size = Number(pool.lv_size);
+    const free = size * this.opts.overprovisionRatio - promised - this.opts.reserveBytes;
+    return { totalBytes: size, availableBytes: Math.max(0, Math.floor(free)) };
+  }
+
+  async getVolume(id: string): Promise<VolumeRecord | null> {
+    const row = await this.lvm.lv(this.opts.vg, id);
+    return row && isVolumeRow(row) && !isIncomplete(row) ? volumeFromRow(row) : null;
+  }
+
+  async listVolumes(): Promise<VolumeRecord[]> {
+    const rows = await this.lvm.lvs(this.opts.vg);
+    return rows.filter((r) => isVolumeRow(r) && !isIncomplete(r)).map(volumeFromRow).sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  private lvPath(name: string): string {
+    return `${this.opts.vg}/${name}`;
+  }
+
+  /** Runs an lvcreate-like command, turning LVM's out-of-space answers into the pool's sentinel. */
+  private async lvmChange(command: string, args: string[]): Promise<void> {
+    try {
+      await this.lvm.exec(command, args);
+    } catch (err) {
+      if (err instanceof CommandError && /insufficient free|not enough free|Insufficient suitable|exceeds the size of thin pool|would exceed/i.test(err.stderr)) {
+        throw new PoolSpaceError(`${this.opts.vg}: ${err.stderr.trim().split('\n').pop()}`);
+      }
+      throw err;
+    }
+  }
+
+  private activationArgs(thick: boolean): string[] {
+    // Without device-mapper nothing can be activated or zeroed: create the metadata only.
+    return this.lvm.activation ? [] : ['-an', ...(thick ? ['-Zn'] : [])];
+  }
+
+  async createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord> {
+    const { type, thinPool } = this.typeOf(spec.parameters);
+    const rows = await this.lvm.lvs(this.opts.vg);
+    const leftover = rows.find((r) => r.lv_name === spec.id);
+    if (leftover && isIncomplete(leftover)) {
+      // A clone or restore interrupted by a crash or a timeout: start it over from nothing.
+      log.warn('removing an unfinished clone or restore before retrying it', { volume: spec.id });
+      await this.lvm.exec('lvremove', ['-y', this.lvPath(spec.id)]);
+    } else if (leftover) {
+      throw new Error(`LV ${spec.id} exists but is not a vpool volume`);
+    }
+    const { availableBytes } = await this.capacity(spec.parameters);
+    if (spec.capacityBytes > availableBytes) throw new PoolSpaceError(`the pool has ${availableBytes} bytes available for ${type} volumes, ${spec.capacityBytes} are needed`);
+    const createdAt = Date.now();
+    const tags = volumeTags({ ...spec, createdAt });
+    const tagArgs = tags.flatMap((t) => ['--addtag', t]);
+    const size = `${spec.capacityBytes}b`;
+
+    const src = spec.source ? rows.find((r) => r.lv_name === spec.source!.id && (spec.source!.kind === 'snapshot' ? isSnapshotRow(r) : isVolumeRow(r))) : undefined;
+    if (spec.source && !src) throw new SourceMissingError(`source ${spec.source.kind} ${spec.source.id} does not exist`);
+
+    if (src && type === 'thin' && src.segtype === 'thin' && src.pool_lv === thinPool) {
+      // Thin from thin: a writable thin snapshot shares every block with its source.
+      await this.lvmChange('lvcreate', ['-y', '-s', '-kn', '-prw', '-n', spec.id, ...tagArgs, '--addtag', INCOMPLETE_TAG, this.lvPath(src.lv_name)]);
+      return this.finishCopy((await this.lvm.lv(this.opts.vg, spec.id))!, spec);
+    }
+    if (type === 'thin') {
+      await this.lvmChange('lvcreate', ['-y', '-V', size, '--thinpool', this.lvPath(thinPool!), '-n', spec.id, ...tagArgs, ...(src ? ['--addtag', INCOMPLETE_TAG] : []), ...this.activationArgs(false), this.opts.vg]);
+    } else {
+      const stripes = spec.parameters.stripes ? ['-i', spec.parameters.stripes] : [];
+      await this.lvmChange('lvcreate', ['-y', '-L', size, ...stripes, '-n', spec.id, ...tagArgs, ...(src ? ['--addtag', INCOMPLETE_TAG] : []), ...this.activationArgs(true), this.opts.vg]);
+    }
+    if (!src) return (await this.getVolume(spec.id))!;
+    return this.finishCopy((await this.lvm.lv(this.opts.vg, spec.id))!, spec);
+  }
+
+  /** Completes a clone or restore: grow a thin snapshot to size, or copy the source block by block; idempotent. */
+  private async finishCopy(row: Row, spec: CreateVolumeSpec): Promise<VolumeRecord> {
+    const source = spec.source;
+    if (!source) throw new Error(`LV ${row.lv_name} is marked incomplete but has no source`);
+    try {
+      if (row.origin && row.origin === source.id) {
+        if (Number(row.lv_size) < spec.capacityBytes) await this.lvmChange('lvextend', ['-y', '-L', `${spec.capacityBytes}b`, this.lvPath(row.lv_name)]);
+      } else {
+        if (!this.lvm.activation) throw failedPrecondition('copying a volume needs device-mapper (LV activation), which this kernel lacks');
+        await this.lvm.exec('lvchange', ['-ay', '-K', this.lvPath(source.id)]);
+        await this.lvm.exec('lvchange', ['-ay', this.lvPath(row.lv_name)]);
+        await copyBlockDevice(`/dev/${this.opts.vg}/${source.id}`, `/dev/${this.opts.vg}/${row.lv_name}`);
+      }
+      await this.lvm.exec('lvchange', ['--deltag', INCOMPLETE_TAG, this.lvPath(row.lv_name)]);
+    } catch (err) {
+      // Leave nothing half-made behind: the CO retries and starts over.
+      log.warn('clone or restore failed; removing the partial volume', { volume: row.lv_name, error: String(err) });
+      await this.lvm.exec('lvremove', ['-y', this.lvPath(row.lv_name)]).catch(() => undefined);
+      throw err;
+    }
+    return (await this.getVolume(row.lv_name))!;
+  }
+
+  async deleteVolume(id: string): Promise<void> {
+    const row = await this.lvm.lv(this.opts.vg, id);
+    if (!row) return;
+    if (!isVolumeRow(row)) throw new Error(`LV ${id} is not a vpool volume`);
+    // Thick extents are reused by later volumes: discard them on removal where the devices support it.
+    await this.lvm.exec('lvremove', ['-y', this.lvPath(id)], { config: 'devices{issue_discards=1}' });
+  }
+
+  async expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord> {
+    const row = await this.lvm.lv(this.opts.vg, id);
+    if (!row || !isVolumeRow(row)) throw new SourceMissingError(`volume ${id} does not exist`);
+    const target = roundUp(capacityBytes, this.granularity);
+    if (target > Number(row.lv_size)) {
+      const params = volumeFromRow(row).parameters;
+      const { availableBytes } = await this.capacity(params);
+      if (target - Number(row.lv_size) > availableBytes) throw new PoolSpaceError(`the pool has ${availableBytes} bytes available, growing needs ${target - Number(row.lv_size)}`);
+      await this.lvmChange('lvextend', ['-y', '-L', `${target}b`, this.lvPath(id)]);
+    }
+    return (await this.getVolume(id))!;
+  }
+
+  async volumeCondition(v: VolumeRecord): Promise<Condition> {
+    const rows = await this.lvm.lvs(this.opts.vg);
+    const row = rows.find((r) => r.lv_name === v.id);
+    if (!row) return { abnormal: true, message: `LV ${this.lvPath(v.id)} is missing` };
+    const health = row.lv_attr?.[8] ?? '-';
+    if (health !== '-' && health !== 'X') return { abnormal: true, message: `LV ${this.lvPath(v.id)}: ${HEALTH[health] ?? `health flag ${health}`}` };
+    if (row.pool_lv) {
+      const pool = rows.find((r) => r.lv_name === row.pool_lv);
+      const data = Number(pool?.data_percent || 0);
+      const meta = Number(pool?.metadata_percent || 0);
+      if (data > FULL_PERCENT || meta > FULL_PERCENT) return { abnormal: true, message: `thin pool ${row.pool_lv} is ${data}% data and ${meta}% metadata full` };
+    }
+    return { abnormal: false, message: 'volume is healthy' };
+  }
+
+  async volumeBusy(id: string): Promise<string | null> {
+    const rows = await this.lvm.lvs(this.opts.vg);
+    const row = rows.find((r) => r.lv_name === id);
+    if (!row) return null;
+    if (row.lv_attr?.[5] === 'o') return `volume ${id} is open (staged or in use); unstage it first`;
+    const cow = rows.filter((r) => r.origin === id && r.segtype !== 'thin' && isSnapshotRow(r)).map((r) => r.lv_name);
+    if (cow.length) return `volume ${id} has copy-on-write snapshots (${cow.join(', ')}) that would be lost; delete them first`;
+    return null;
+  }
+
+  async getSnapshot(id: string): Promise<SnapshotRecord | null> {
+    const row = await this.lvm.lv(this.opts.vg, id);
+    return row && isSnapshotRow(row) ? snapshotFromRow(row) : null;
+  }
+
+  async listSnapshots(): Promise<SnapshotRecord[]> {
+    return (await this.lvm.lvs(this.opts.vg)).filter(isSnapshotRow).map(snapshotFromRow).sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  async createSnapshot(spec: CreateSnapshotSpec): Promise<SnapshotRecord> {
+    const src = await this.lvm.lv(this.opts.vg, spec.sourceVolumeId);
+    if (!src || !isVolumeRow(src)) throw new SourceMissingError(`source volume ${spec.sourceVolumeId} does not exist`);
+    const sizeBytes = Number(src.lv_size);
+    const tags = snapshotTags({ name: spec.name, createdAt: Date.now(), sourceVolumeId: src.lv_name, sizeBytes }).flatMap((t) => ['--addtag', t]);
+    if (src.segtype === 'thin') {
+      // Thin snapshots are skipped at activation and read-only: a point in time, not a volume.
+      await this.lvmChange('lvcreate', ['-y', '-s', '-ky', '-pr', '-n', spec.id, ...tags, this.lvPath(src.lv_name)]);
+    } else {
+      const reserve = spec.parameters.snapshotReserve ?? '20%';
+      if (reserve === '0' || reserve === 'none') throw invalidArgument(`volume ${src.lv_name} is thick: its snapshots need a copy-on-write reserve (snapshotReserve), which this class disables`);
+      const cow = roundUp(Math.ceil((sizeBytes * Number(reserve.replace('%', ''))) / 100), this.granularity);
+      await this.lvmChange('lvcreate', ['-y', '-s', '-pr', '-L', `${cow}b`, '-n', spec.id, ...tags, this.lvPath(src.lv_name)]);
+    }
+    return (await this.getSnapshot(spec.id))!;
+  }
+
+  async deleteSnapshot(id: string): Promise<void> {
+    const row = await this.lvm.lv(this.opts.vg, id);
+    if (!row) return;
+    if (!isSnapshotRow(row)) throw new Error(`LV ${id} is not a vpool snapshot`);
+    await this.lvm.exec('lvremove', ['-y', this.lvPath(id)]);
+  }
+}

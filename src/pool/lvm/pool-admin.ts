@@ -1,0 +1,222 @@
+import { readFileSync } from 'node:fs';
+import { realpath, stat } from 'node:fs/promises';
+import { readdirSync } from 'node:fs';
+import { run } from '../../exec.js';
+import { deviceNumber } from '../../node/devices.js';
+import { probeSignature } from '../../node/filesystem.js';
+import { readMounts } from '../../node/mounts.js';
+import { tagsOf, tagValue, type LvmCli } from './lvm-cli.js';
+import { isSnapshotRow, isVolumeRow, POOL_TAG, THIN_POOL_TAG } from './tags.js';
+
+/** Building, growing, inspecting and removing the pool itself: devices → PVs → a tagged VG (→ a thin pool). */
+
+const VG_NAME = /^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$/;
+
+export class PoolAdminError extends Error {
+  override name = 'PoolAdminError';
+}
+
+export function validateVgName(vg: string): string {
+  if (!VG_NAME.test(vg) || vg === '.' || vg === '..' || vg.includes('..')) {
+    throw new PoolAdminError(`invalid VG name ${JSON.stringify(vg)}: letters, digits and + _ . - only, no '/' or '..'`);
+  }
+  return vg;
+}
+
+export function validateLvName(lv: string): string {
+  if (!VG_NAME.test(lv) || lv.includes('..') || /^(snapshot|pvmove)/.test(lv)) throw new PoolAdminError(`invalid thin pool name ${JSON.stringify(lv)}`);
+  return lv;
+}
+
+/** Resolves device paths and refuses anything that could destroy data the operator did not offer. */
+export async function checkDevices(lvm: LvmCli, devices: readonly string[], opts: { wipe: boolean; allowPvOf?: string }): Promise<string[]> {
+  if (devices.length === 0) throw new PoolAdminError('name at least one device');
+  const resolved: string[] = [];
+  const problems: string[] = [];
+  const mounts = await readMounts();
+  const swaps = readFileSync('/proc/swaps', 'utf8').split('\n').slice(1).map((l) => l.split(/\s+/)[0]).filter(Boolean);
+  const pvs = await lvm.pvs();
+  for (const dev of devices) {
+    if (!dev.startsWith('/') || dev.includes('..') || dev.includes('\0')) {
+      problems.push(`${JSON.stringify(dev)}: give an absolute device path without '..'`);
+      continue;
+    }
+    let real: string;
+    try {
+      real = await realpath(dev);
+    } catch {
+      problems.push(`${dev}: no such device`);
+      continue;
+    }
+    const st = await stat(real);
+    if (!st.isBlockDevice()) {
+      problems.push(`${dev}: not a block device`);
+      continue;
+    }
+    if (resolved.includes(real)) {
+      problems.push(`${dev}: listed twice (${real})`);
+      continue;
+    }
+    resolved.push(real);
+    const num = await deviceNumber(real);
+    const name = real.replace('/dev/', '');
+    const parts = partitionsOf(name);
+    const partNums = await Promise.all(parts.map((p) => deviceNumber(`/dev/${p}`)));
+    const mounted = mounts.filter((m) => m.majorMinor === num || partNums.includes(m.majorMinor)).map((m) => m.mountPoint);
+    if (mounted.length) {
+      problems.push(`${dev}: mounted at ${mounted.join(', ')}`);
+      continue;
+    }
+    if (swaps.some((s) => s === real || parts.some((p) => s === `/dev/${p}`))) {
+      problems.push(`${dev}: in use as swap`);
+      continue;
+    }
+    const pv = pvs.find((p) => p.pv_name === real || p.pv_name === dev);
+    if (pv && opts.allowPvOf !== undefined && pv.vg_name === opts.allowPvOf) continue;
+    const holders = holdersOf(name);
+    if (holders.length) {
+      problems.push(`${dev}: in use by ${holders.join(', ')}`);
+      continue;
+    }
+    if (pv) {
+      problems.push(`${dev}: already an LVM physical volume${pv.vg_name ? ` of VG ${pv.vg_name}` : ''}`);
+      continue;
+    }
+    const sig = await probeSignature(real);
+    if ((sig || parts.length) && !opts.wipe) {
+      problems.push(`${dev}: carries ${sig?.type ?? (sig?.ptType ? `a ${sig.ptType} partition table` : 'partitions')}; pass --wipe to erase it`);
+    }
+  }
+  if (problems.length) throw new PoolAdminError(`refusing to touch these devices:\n  ${problems.join('\n  ')}`);
+  return resolved;
+}
+
+function partitionsOf(name: string): string[] {
+  try {
+    return readdirSync(`/sys/class/block/${name}`).filter((e) => e.startsWith(name));
+  } catch {
+    return [];
+  }
+}
+
+function holdersOf(name: string): string[] {
+  try {
+    return readdirSync(`/sys/class/block/${name}/holders`);
+  } catch {
+    return [];
+  }
+}
+
+export interface InitOptions {
+  vg: string;
+  devices: string[];
+  thinPool?: string;
+  /** Share of the VG for the thin pool, e.g. "90%". */
+  thinSize: string;
+  wipe: boolean;
+}
+
+export async function initPool(lvm: LvmCli, o: InitOptions): Promise<string> {
+  validateVgName(o.vg);
+  if (o.thinPool) validateLvName(o.thinPool);
+  if (!/^(100|[1-9][0-9]?)%$/.test(o.thinSize)) throw new PoolAdminError(`--thin-size must be a percentage of the VG (e.g. 90%), got ${o.thinSize}`);
+  const existing = await lvm.vg(o.vg);
+  if (existing) {
+    if (!tagsOf(existing, 'vg_tags').includes(POOL_TAG)) throw new PoolAdminError(`VG ${o.vg} exists and is not a vpool pool; refusing to adopt it`);
+    const have = (await lvm.pvs()).filter((p) => p.vg_name === o.vg).map((p) => p.pv_name).sort();
+    const want = (await Promise.all(o.devices.map((d) => realpath(d).catch(() => d)))).sort();
+    if (have.join() !== want.join()) {
+      const missing = want.filter((d) => !have.includes(d));
+      const extra = have.filter((d) => !want.includes(d));
+      throw new PoolAdminError(`VG ${o.vg} already exists with other devices${missing.length ? `; not in it: ${missing.join(', ')} (use pool extend)` : ''}${extra.length ? `; in it but not named: ${extra.join(', ')}` : ''}`);
+    }
+    await ensureThinPool(lvm, o);
+    return `VG ${o.vg} already holds ${have.join(', ')}: nothing to do`;
+  }
+  const devices = await checkDevices(lvm, o.devices, { wipe: o.wipe });
+  if (o.wipe) for (const d of devices) await run('wipefs', ['--all', '--', d]);
+  await lvm.exec('pvcreate', ['-y', ...devices]);
+  await lvm.exec('vgcreate', ['-y', '--addtag', POOL_TAG, ...(o.thinPool ? ['--addtag', `${THIN_POOL_TAG}=${o.thinPool}`] : []), o.vg, ...devices]);
+  await ensureThinPool(lvm, o);
+  return `VG ${o.vg} created on ${devices.join(', ')}${o.thinPool ? ` with thin pool ${o.thinPool} (${o.thinSize} of it)` : ''}`;
+}
+
+async function ensureThinPool(lvm: LvmCli, o: { vg: string; thinPool?: string; thinSize: string }): Promise<void> {
+  if (!o.thinPool) return;
+  if (await lvm.lv(o.vg, o.thinPool)) return;
+  await lvm.exec('lvcreate', ['-y', '--type', 'thin-pool', '-l', `${o.thinSize}VG`, '-n', o.thinPool, o.vg]);
+  const vg = await lvm.vg(o.vg);
+  if (vg && tagValue(tagsOf(vg, 'vg_tags'), THIN_POOL_TAG) !== o.thinPool) await lvm.exec('vgchange', ['--addtag', `${THIN_POOL_TAG}=${o.thinPool}`, o.vg]);
+}
+
+async function requirePool(lvm: LvmCli, vg: string) {
+  validateVgName(vg);
+  const row = await lvm.vg(vg);
+  if (!row) throw new PoolAdminError(`VG ${vg} does not exist`);
+  if (!tagsOf(row, 'vg_tags').includes(POOL_TAG)) throw new PoolAdminError(`VG ${vg} is not a vpool pool (no ${POOL_TAG} tag); refusing to touch it`);
+  return row;
+}
+
+export async function extendPool(lvm: LvmCli, o: { vg: string; devices: string[]; wipe: boolean; growThinPool: boolean }): Promise<string> {
+  const row = await requirePool(lvm, o.vg);
+  const resolved = await checkDevices(lvm, o.devices, { wipe: o.wipe, allowPvOf: o.vg });
+  const inVg = (await lvm.pvs()).filter((p) => p.vg_name === o.vg).map((p) => p.pv_name);
+  const fresh = resolved.filter((d) => !inVg.includes(d));
+  if (fresh.length) {
+    if (o.wipe) for (const d of fresh) await run('wipefs', ['--all', '--', d]);
+    await lvm.exec('pvcreate', ['-y', ...fresh]);
+    await lvm.exec('vgextend', ['-y', o.vg, ...fresh]);
+  }
+  const thin = tagValue(tagsOf(row, 'vg_tags'), THIN_POOL_TAG);
+  if (o.growThinPool) {
+    if (!thin) throw new PoolAdminError(`VG ${o.vg} has no thin pool to grow`);
+    const free = Number((await lvm.vg(o.vg))?.vg_free_count ?? 0);
+    if (free > 0) await lvm.exec('lvextend', ['-y', '-l', `+${free}`, `${o.vg}/${thin}`]);
+  }
+  return fresh.length ? `VG ${o.vg} extended with ${fresh.join(', ')}` : `VG ${o.vg} already holds ${resolved.join(', ')}`;
+}
+
+export interface PoolStatus {
+  vg: string;
+  sizeBytes: number;
+  freeBytes: number;
+  extentBytes: number;
+  devices: Array<{ name: string; sizeBytes: number; freeBytes: number; missing: boolean }>;
+  thinPools: Array<{ name: string; sizeBytes: number; dataPercent: number; metadataPercent: number }>;
+  volumes: Array<{ id: string; name: string; sizeBytes: number; type: string }>;
+  snapshots: number;
+}
+
+export async function poolStatus(lvm: LvmCli, vg: string): Promise<PoolStatus> {
+  const row = await requirePool(lvm, vg);
+  const [pvs, lvs] = await Promise.all([lvm.pvs(), lvm.lvs(vg)]);
+  return {
+    vg,
+    sizeBytes: Number(row.vg_size),
+    freeBytes: Number(row.vg_free),
+    extentBytes: Number(row.vg_extent_size),
+    devices: pvs.filter((p) => p.vg_name === vg).map((p) => ({ name: p.pv_name, sizeBytes: Number(p.pv_size), freeBytes: Number(p.pv_free), missing: p.pv_attr?.[2] === 'm' })),
+    thinPools: lvs.filter((l) => l.segtype === 'thin-pool').map((l) => ({ name: l.lv_name, sizeBytes: Number(l.lv_size), dataPercent: Number(l.data_percent || 0), metadataPercent: Number(l.metadata_percent || 0) })),
+    volumes: lvs.filter(isVolumeRow).map((l) => ({ id: l.lv_name, name: tagValue(tagsOf(l), 'vpool.name') ?? l.lv_name, sizeBytes: Number(l.lv_size), type: l.segtype === 'thin' ? 'thin' : 'thick' })),
+    snapshots: lvs.filter(isSnapshotRow).length,
+  };
+}
+
+/** All vpool pools on this host (VGs with the pool tag). */
+export async function listPools(lvm: LvmCli): Promise<string[]> {
+  return (await lvm.vgsAll()).filter((v) => tagsOf(v, 'vg_tags').includes(POOL_TAG)).map((v) => v.vg_name);
+}
+
+export async function destroyPool(lvm: LvmCli, o: { vg: string; force: boolean }): Promise<string> {
+  await requirePool(lvm, o.vg);
+  const status = await poolStatus(lvm, o.vg);
+  if ((status.volumes.length || status.snapshots) && !o.force) {
+    throw new PoolAdminError(`VG ${o.vg} still holds ${status.volumes.length} volume(s) and ${status.snapshots} snapshot(s); pass --force to destroy them`);
+  }
+  const lvCount = (await lvm.lvs(o.vg)).length;
+  if (lvCount) await lvm.exec('lvremove', ['-y', o.vg]);
+  await lvm.exec('vgremove', ['-y', o.vg]);
+  const devices = status.devices.map((d) => d.name);
+  if (devices.length) await lvm.exec('pvremove', ['-y', ...devices]);
+  return `VG ${o.vg} destroyed; ${devices.join(', ')} released`;
+}

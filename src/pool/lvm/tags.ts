@@ -1,0 +1,85 @@
+import type { ContentSource, SnapshotRecord, VolumeRecord } from '../backend.js';
+import { tagsOf, tagValue, type Row } from './lvm-cli.js';
+
+/**
+ * Everything the driver must remember about an LV is kept on the LV itself, as LVM tags written by
+ * the same lvcreate that makes it: the backend stays the only source of truth.
+ */
+export const POOL_TAG = 'vpool.pool';
+export const THIN_POOL_TAG = 'vpool.thinpool';
+const KIND = 'vpool.kind';
+const NAME = 'vpool.name';
+const CREATED = 'vpool.created';
+const SOURCE = 'vpool.src';
+const SOURCE_VOLUME = 'vpool.srcvol';
+const SIZE = 'vpool.size';
+const PARAM = 'vpool.p.';
+/** Set while a clone or restore is still being filled; a retried CreateVolume finishes the job. */
+export const INCOMPLETE_TAG = 'vpool.incomplete';
+
+// LVM tags may hold [A-Za-z0-9_+.-/=!:&#]; CSI names and our parameter values are a subset.
+const TAG_SAFE = /^[A-Za-z0-9_+.\-/=!:&#]{1,1024}$/;
+
+function tag(key: string, value: string): string {
+  const t = `${key}=${value}`;
+  if (!TAG_SAFE.test(t)) throw new Error(`cannot store ${JSON.stringify(t)} as an LVM tag`);
+  return t;
+}
+
+export function volumeTags(v: { name: string; createdAt: number; source?: ContentSource; parameters: Record<string, string> }): string[] {
+  return [
+    tag(KIND, 'vol'),
+    tag(NAME, v.name),
+    tag(CREATED, String(v.createdAt)),
+    ...(v.source ? [tag(SOURCE, `${v.source.kind}:${v.source.id}`)] : []),
+    ...Object.entries(v.parameters).map(([k, val]) => tag(`${PARAM}${k}`, val)),
+  ];
+}
+
+export function snapshotTags(s: { name: string; createdAt: number; sourceVolumeId: string; sizeBytes: number }): string[] {
+  return [tag(KIND, 'snap'), tag(NAME, s.name), tag(CREATED, String(s.createdAt)), tag(SOURCE_VOLUME, s.sourceVolumeId), tag(SIZE, String(s.sizeBytes))];
+}
+
+export function isVolumeRow(row: Row): boolean {
+  return tagValue(tagsOf(row), KIND) === 'vol';
+}
+
+export function isSnapshotRow(row: Row): boolean {
+  return tagValue(tagsOf(row), KIND) === 'snap';
+}
+
+export function isIncomplete(row: Row): boolean {
+  return tagsOf(row).includes(INCOMPLETE_TAG);
+}
+
+export function volumeFromRow(row: Row): VolumeRecord {
+  const tags = tagsOf(row);
+  const src = tagValue(tags, SOURCE);
+  const parameters: Record<string, string> = {};
+  for (const t of tags) if (t.startsWith(PARAM)) parameters[t.slice(PARAM.length, t.indexOf('='))] = t.slice(t.indexOf('=') + 1);
+  let source: ContentSource | undefined;
+  if (src) {
+    const [kind, id] = [src.slice(0, src.indexOf(':')), src.slice(src.indexOf(':') + 1)];
+    source = kind === 'snapshot' ? { kind: 'snapshot', id } : { kind: 'volume', id };
+  }
+  return {
+    id: row.lv_name,
+    name: tagValue(tags, NAME) ?? row.lv_name,
+    capacityBytes: Number(row.lv_size),
+    createdAt: Number(tagValue(tags, CREATED) ?? 0),
+    ...(source ? { source } : {}),
+    parameters,
+  };
+}
+
+export function snapshotFromRow(row: Row): SnapshotRecord {
+  const tags = tagsOf(row);
+  return {
+    id: row.lv_name,
+    name: tagValue(tags, NAME) ?? row.lv_name,
+    sourceVolumeId: tagValue(tags, SOURCE_VOLUME) ?? row.origin,
+    sizeBytes: Number(tagValue(tags, SIZE) ?? row.lv_size),
+    createdAt: Number(tagValue(tags, CREATED) ?? 0),
+    readyToUse: true,
+  };
+}
