@@ -5,8 +5,10 @@ import { aborted, invalidArgument } from '../errors.js';
  * items are created or deleted between calls; a token that is no key of ours gets ABORTED, as the
  * spec asks for an invalid starting_token.
  */
-export function paginate<T>(items: readonly T[], key: (t: T) => string, maxEntries: number, token: string, isValidKey: (k: string) => boolean) {
+export function paginate<T>(unsorted: readonly T[], key: (t: T) => string, maxEntries: number, token: string, isValidKey: (k: string) => boolean) {
   if (maxEntries < 0) throw invalidArgument('max_entries must not be negative');
+  // Code-unit order, the same order the token comparison below uses (not locale order).
+  const items = [...unsorted].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
   let start = 0;
   if (token) {
     if (!isValidKey(token)) throw aborted(`starting_token ${JSON.stringify(token.slice(0, 64))} is not a token this driver issued`);

@@ -119,6 +119,12 @@ describe('pagination', () => {
     assert.deepEqual(paginate(items, (x) => x, 2, p2.nextToken, valid), { page: ['a5'], nextToken: '' });
     assert.deepEqual(paginate(items, (x) => x, 0, '', valid).page.length, 5);
   });
+  it('orders by code unit whatever order the backend lists in', () => {
+    const ids = ['vol-pvc-second-f', 'vol-filler-8', 'vol-pvc-one-f'];
+    const p1 = paginate(ids, (x) => x, 2, '', () => true);
+    const p2 = paginate(ids, (x) => x, 2, p1.nextToken, () => true);
+    assert.deepEqual([...p1.page, ...p2.page], ['vol-filler-8', 'vol-pvc-one-f', 'vol-pvc-second-f']);
+  });
   it('keeps its place when the item behind the token is deleted', () => {
     assert.deepEqual(paginate(['a1', 'a3', 'a4'], (x) => x, 2, 'a2', valid).page, ['a3', 'a4']);
   });

@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { run } from '../../exec.js';
 
 /** One row of an LVM JSON report: every field is a string, as lvm prints it with --units b --nosuffix. */
@@ -13,13 +13,20 @@ export interface LvmCliOptions {
   timeoutMs?: number;
 }
 
-/** Whether this kernel can activate LVs (device-mapper present). */
+/**
+ * Whether this kernel can activate LVs. The kernel's own list of misc devices says; the
+ * /dev/mapper/control node alone does not, as lvm creates it even where the driver is absent.
+ */
 export function deviceMapperAvailable(): boolean {
-  return existsSync('/dev/mapper/control');
+  try {
+    return /\bdevice-mapper\b/.test(readFileSync('/proc/misc', 'utf8'));
+  } catch {
+    return false;
+  }
 }
 
 const REPORT_FIELDS = {
-  lv: ['lv_name', 'vg_name', 'lv_size', 'lv_tags', 'lv_attr', 'origin', 'pool_lv', 'data_percent', 'metadata_percent', 'lv_path', 'segtype', 'lv_time', 'stripes'],
+  lv: ['lv_name', 'vg_name', 'lv_size', 'lv_tags', 'lv_attr', 'origin', 'pool_lv', 'data_percent', 'metadata_percent', 'lv_path', 'lv_layout', 'lv_time'],
   vg: ['vg_name', 'vg_size', 'vg_free', 'vg_extent_size', 'vg_extent_count', 'vg_free_count', 'vg_tags', 'pv_count', 'lv_count'],
   pv: ['pv_name', 'vg_name', 'pv_size', 'pv_free', 'pv_attr', 'pv_tags'],
 };
@@ -52,8 +59,14 @@ export class LvmCli {
     return parsed.report.flatMap((r) => r[kind] ?? []);
   }
 
-  lvs(vg: string): Promise<Row[]> {
-    return this.report('lvs', 'lv', ['-a', vg]);
+  /**
+   * One row per LV. Only LV-level fields are asked for: a segment field (segtype, stripes) would
+   * make lvs print a row per segment. `segtype` is derived from lv_layout for the callers.
+   */
+  async lvs(vg: string): Promise<Row[]> {
+    const rows = await this.report('lvs', 'lv', ['-a', vg]);
+    const seen = new Set<string>();
+    return rows.filter((r) => !seen.has(r.lv_name) && seen.add(r.lv_name)).map((r) => ({ ...r, segtype: segtypeOf(r.lv_layout ?? '') }));
   }
 
   /** One LV, or null when it does not exist. */
@@ -83,4 +96,10 @@ export function tagsOf(row: Row, field = 'lv_tags'): string[] {
 export function tagValue(tags: readonly string[], key: string): string | undefined {
   const t = tags.find((x) => x.startsWith(`${key}=`));
   return t === undefined ? undefined : t.slice(key.length + 1);
+}
+
+function segtypeOf(layout: string): string {
+  const parts = layout.split(',');
+  if (parts.includes('thin')) return parts.includes('pool') ? 'thin-pool' : 'thin';
+  return parts[0] ?? '';
 }

@@ -1,0 +1,185 @@
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { after, before, describe, it } from 'node:test';
+import type { PoolStatus } from '../../src/pool/lvm/pool-admin.js';
+import { blockCap, mountCap } from '../helpers/csi.js';
+import { codeOf, finish, MiB, needsRoot, startDriver, BIN } from '../helpers/driver.js';
+import { forgetVg, loopDisks, poolCmd, uniqueVg, vgNames, type LoopDisks } from '../helpers/lvm.js';
+
+// Controller side of the lvm backend against real lvm2 on loop-device PVs. This kernel has no
+// device-mapper, so LVs are created with activation disabled (metadata only); the data path runs
+// in the QEMU VM suite (test/vm).
+describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
+  let disks: LoopDisks;
+  const vg = uniqueVg('vpt');
+  before(async () => {
+    disks = await loopDisks(4, 512 * MiB);
+  });
+  after(async () => {
+    await forgetVg(vg, disks.devices);
+    await disks.release();
+  });
+
+  it('pool init makes a tagged VG, is idempotent, says what differs, and extend adds a device', async () => {
+    const [a, b, c] = disks.devices;
+    const init = await poolCmd('init', '--vg', vg, a, b);
+    assert.equal(init.code, 0, init.stderr);
+    assert.match(init.stdout, new RegExp(`VG ${vg} created on ${a}, ${b}`));
+    assert.equal((await poolCmd('init', '--vg', vg, b, a)).code, 0, 'the same devices again: nothing to do');
+    const other = await poolCmd('init', '--vg', vg, a, c);
+    assert.equal(other.code, 1);
+    assert.match(other.stderr, new RegExp(`not in it: ${c} \\(use pool extend\\); in it but not named: ${b}`));
+    const ext = await poolCmd('extend', '--vg', vg, c);
+    assert.equal(ext.code, 0, ext.stderr);
+    assert.equal((await poolCmd('extend', '--vg', vg, c)).code, 0, 'extend is idempotent');
+    const status = JSON.parse((await poolCmd('status', '--vg', vg)).stdout) as PoolStatus;
+    assert.deepEqual(status.devices.map((d) => d.name).sort(), [a, b, c].sort());
+    assert.ok(status.sizeBytes > 1400 * MiB && status.freeBytes === status.sizeBytes);
+    assert.equal(status.extentBytes, 4 * MiB);
+    assert.match((await poolCmd('status', '--vg', vg, '-o', 'table')).stdout, /^vg\s+vpt/m);
+    const all = JSON.parse((await poolCmd('status')).stdout) as PoolStatus[];
+    assert.ok(all.some((s) => s.vg === vg));
+  });
+
+  it('the driver serves thick volumes: sizes in extents, idempotency, conflicts, capacity, exhaustion, pagination', async () => {
+    const d = await startDriver({ args: ['--backend', 'lvm', '--vg', vg] });
+    try {
+      const info = await d.client.getPluginInfo({});
+      assert.equal(info.manifest.backend, 'lvm');
+      const create = (name: string, bytes: number, parameters: Record<string, string> = {}) =>
+        d.client.createVolume({ name, capacity_range: { required_bytes: String(bytes) }, volume_capabilities: [blockCap()], parameters });
+      const v1 = (await create('pvc-one', 10 * MiB, { 'csi.storage.k8s.io/pvc/name': 'one', 'csi.storage.k8s.io/pvc/namespace': 'apps' })).volume!;
+      assert.equal(v1.capacity_bytes, String(12 * MiB), 'rounded up to whole 4 MiB extents');
+      assert.deepEqual((await create('pvc-one', 10 * MiB, { 'csi.storage.k8s.io/pvc/name': 'one' })).volume, v1, 'same name, compatible: the same volume');
+      assert.equal(await codeOf(create('pvc-one', 64 * MiB)), 'ALREADY_EXISTS');
+      assert.equal(await codeOf(create('pvc-one', 10 * MiB, { type: 'thick', stripes: '2' })), 'ALREADY_EXISTS');
+      const tags = lvsField('lv_tags', `${vg}/${v1.volume_id}`);
+      assert.match(tags, /vpool\.name=pvc-one/);
+      assert.match(tags, /vpool\.p\.pvcNamespace=apps/);
+
+      // Striped LVs need device-mapper even for metadata: the VM suite creates them.
+      const striped = (await create('pvc-second', 64 * MiB, { type: 'thick' })).volume!;
+      assert.match(String(await create('x', MiB, { type: 'thin' }).catch((e: Error) => e.message)), /needs a thin pool/);
+      await assert.rejects(create('x', MiB, { thinpool: 'p' }), /unknown parameter "thinpool" \(supported: fsType, type, thinPool, stripes\)/);
+      await assert.rejects(create('x', MiB, { stripes: '0' }), /stripes="0"/);
+
+      const cap = Number((await d.client.getCapacity({ parameters: { type: 'thick' } })).available_capacity);
+      assert.ok(cap > 1000 * MiB && cap < 1600 * MiB, `VG free space: ${cap}`);
+      assert.equal(await codeOf(create('too-big', cap + 8 * MiB)), 'RESOURCE_EXHAUSTED');
+      const filler = (await create('filler', cap)).volume!;
+      assert.equal((await d.client.getCapacity({})).available_capacity, '0');
+      assert.equal(await codeOf(create('one-more', 4 * MiB)), 'RESOURCE_EXHAUSTED');
+
+      const p1 = await d.client.listVolumes({ max_entries: 2 });
+      const p2 = await d.client.listVolumes({ max_entries: 2, starting_token: p1.next_token });
+      assert.deepEqual([...p1.entries, ...p2.entries].map((e) => e.volume!.volume_id).sort(), [v1, striped, filler].map((v) => v.volume_id).sort());
+      assert.equal(p2.next_token, '');
+
+      // The LV tags are the whole state: a new process lists the same volumes.
+      await d.stop('SIGKILL');
+      const again = await d.restart();
+      assert.equal((await again.client.listVolumes({})).entries.length, 3);
+      assert.equal((await again.client.controllerGetVolume({ volume_id: v1.volume_id })).status?.volume_condition?.abnormal, false);
+      for (const v of [v1, striped, filler]) await again.client.deleteVolume({ volume_id: v.volume_id });
+      await again.client.deleteVolume({ volume_id: v1.volume_id });
+      assert.equal((await again.client.listVolumes({})).entries.length, 0);
+      assert.equal(await codeOf(again.client.createVolume({ name: 'mnt', volume_capabilities: [mountCap('', 'MULTI_NODE_MULTI_WRITER')] })), 'INVALID_ARGUMENT');
+      assert.deepEqual(await finish(again), []);
+    } finally {
+      if (d.proc.exitCode === null) await d.stop();
+    }
+  });
+
+  it('the driver refuses a VG without the vpool tag, and a missing one', async () => {
+    const plain = uniqueVg('plain');
+    execFileSync('vgcreate', ['--config', 'global{activation=0}', plain, disks.devices[3]], { stdio: 'ignore' });
+    try {
+      const dir = await mkdtemp('/var/tmp/vpool-untagged-');
+      for (const [name, why] of [[plain, /is not a vpool pool/], ['nosuchvg', /does not exist/]] as const) {
+        const res = await new Promise<{ code: number | null; err: string }>((resolve) => {
+          const p = spawn(BIN, ['serve', '--backend', 'lvm', '--vg', name, '--endpoint', `unix://${dir}/s.sock`, '--allowed-root', dir], { stdio: ['ignore', 'ignore', 'pipe'] });
+          let err = '';
+          p.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+          p.on('exit', (code) => resolve({ code, err }));
+        });
+        assert.equal(res.code, 1);
+        assert.match(res.err, why);
+      }
+      await rm(dir, { recursive: true });
+      const extend = await poolCmd('extend', '--vg', plain, disks.devices[3]);
+      assert.equal(extend.code, 1);
+      assert.match(extend.stderr, /not a vpool pool/);
+      assert.equal((await poolCmd('destroy', '--vg', plain)).code, 1, 'destroy never touches a VG it did not make');
+      assert.ok((await vgNames()).includes(plain));
+    } finally {
+      await forgetVg(plain, [disks.devices[3]]);
+    }
+  });
+
+  it('pool commands refuse hostile input and touch nothing', async () => {
+    const before = await vgNames();
+    const [, , , d] = disks.devices;
+    const cases: Array<[string[], RegExp]> = [
+      [['init', '--vg', 'bad/name', d], /invalid VG name/],
+      [['init', '--vg', '..', d], /invalid VG name/],
+      [['init', '--vg', 'a..b', d], /invalid VG name/],
+      [['init', '--vg', 'okname', '/dev/does-not-exist'], /no such device/],
+      [['init', '--vg', 'okname', d, d], /listed twice/],
+      [['init', '--vg', 'okname', '/etc/passwd'], /not a block device/],
+      [['init', '--vg', 'okname', 'relative/dev'], /absolute device path/],
+      [['init', '--vg', 'okname', '--thin-pool', 'p', '--thin-size', '150%', d], /--thin-size/],
+      [['init', '--vg', 'okname', disks.devices[0]], /already an LVM physical volume of VG vpt/],
+    ];
+    for (const [args, why] of cases) {
+      const res = await poolCmd(...args);
+      assert.equal(res.code, 1, args.join(' '));
+      assert.match(res.stderr, why, args.join(' '));
+    }
+    // A device with a filesystem, then the same device mounted.
+    execFileSync('mkfs.ext4', ['-q', '-F', d]);
+    const withFs = await poolCmd('init', '--vg', 'okname', d);
+    assert.equal(withFs.code, 1);
+    assert.match(withFs.stderr, /carries ext4; pass --wipe/);
+    const mnt = await mkdtemp('/var/tmp/vpool-mnt-');
+    execFileSync('mount', [d, mnt]);
+    try {
+      const mounted = await poolCmd('init', '--vg', 'okname', '--wipe', d);
+      assert.equal(mounted.code, 1);
+      assert.match(mounted.stderr, new RegExp(`mounted at ${mnt}`));
+    } finally {
+      execFileSync('umount', [mnt]);
+      await rm(mnt, { recursive: true });
+    }
+    assert.deepEqual(await vgNames(), before, 'no VG was created');
+    assert.match(execFileSync('blkid', ['-p', '-o', 'value', '-s', 'TYPE', d], { encoding: 'utf8' }), /ext4/, 'the filesystem is intact');
+    // With --wipe, an unmounted device with a filesystem is accepted.
+    const wiped = uniqueVg('wiped');
+    const ok = await poolCmd('init', '--vg', wiped, '--wipe', d);
+    assert.equal(ok.code, 0, ok.stderr);
+    await poolCmd('destroy', '--vg', wiped);
+  });
+
+  it('destroy refuses while volumes exist, unless --force, and releases the devices', async () => {
+    const d = await startDriver({ args: ['--backend', 'lvm', '--vg', vg] });
+    try {
+      await d.client.createVolume({ name: 'keep', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [blockCap()] });
+    } finally {
+      assert.deepEqual(await finish(d), []);
+    }
+    const refused = await poolCmd('destroy', '--vg', vg);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /still holds 1 volume\(s\) and 0 snapshot\(s\); pass --force/);
+    assert.ok((await vgNames()).includes(vg));
+    const forced = await poolCmd('destroy', '--vg', vg, '--force');
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.ok(!(await vgNames()).includes(vg));
+    const pvs = execFileSync('pvs', ['--config', 'global{activation=0}', '--noheadings', '-o', 'pv_name'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    for (const dev of disks.devices.slice(0, 3)) assert.ok(!pvs.includes(dev), `${dev} released`);
+  });
+});
+
+
+function lvsField(field: string, lv: string): string {
+  return execFileSync('lvs', ['--config', 'global{activation=0}', '--noheadings', '-o', field, lv], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+}
