@@ -48,7 +48,7 @@ const COMMAND_ENV = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
 export async function run(command: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const started = process.hrtime.bigint();
   const res = await new Promise<{ stdout: string; stderr: string; exitCode?: number; timedOut: boolean; spawnError?: string }>((resolve) => {
-    execFile(
+    const child = execFile(
       command,
       args,
       { timeout: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, killSignal: 'SIGKILL', env: COMMAND_ENV, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8', shell: false },
@@ -59,6 +59,8 @@ export async function run(command: string, args: readonly string[], opts: RunOpt
         resolve({ stdout, stderr, exitCode: typeof e.code === 'number' ? e.code : undefined, timedOut, spawnError: typeof e.code === 'string' ? `${e.code}: ${e.message}` : undefined });
       },
     );
+    // Nothing is ever typed into a command: a prompt reads end-of-file and fails at once instead of hanging.
+    child.stdin?.end();
   });
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   const { exitCode, stdout } = res;

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { errno } from '../errors.js';
 import { run } from '../exec.js';
 
@@ -61,11 +61,13 @@ export async function refreshLoopSize(device: string): Promise<void> {
   await run('losetup', ['--set-capacity', device]);
 }
 
-/** Size in bytes of any block device, from sysfs. */
+/** Size in bytes of any block device (a loop device, /dev/<vg>/<lv>, /dev/mapper/...), from sysfs by device number. */
 export async function blockDeviceSize(device: string): Promise<number> {
-  const name = device.replace(/^\/dev\//, '');
-  if (!/^[a-z0-9]+$/.test(name)) throw new Error(`not a whole block device: ${device}`);
-  const sectors = readSys(`${SYS}/${name}/size`);
-  if (sectors === null) throw new Error(`no such block device: ${device}`);
+  const st = statSync(device, { throwIfNoEntry: false });
+  if (!st?.isBlockDevice()) throw new Error(`not a block device: ${device}`);
+  const major = Math.floor(st.rdev / 256) & 0xfff;
+  const minor = (st.rdev & 0xff) | (Math.floor(st.rdev / 2 ** 20) & 0xfff00);
+  const sectors = readSys(`/sys/dev/block/${major}:${minor}/size`);
+  if (sectors === null) throw new Error(`no sysfs entry for ${device} (${major}:${minor})`);
   return Number(sectors.trim()) * 512;
 }

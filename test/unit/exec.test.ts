@@ -18,6 +18,12 @@ describe('command runner', () => {
     await assert.rejects(run('sleep', ['10'], { timeoutMs: 200 }), (err: unknown) => err instanceof CommandError && err.timedOut && /timed out/.test(err.message));
     assert.ok(Date.now() - started < 5000);
   });
+  it('gives a command no input, so a prompt fails fast instead of waiting for the timeout', async () => {
+    const started = Date.now();
+    const { stdout } = await run('sh', ['-c', 'read answer; echo "got:$answer:$?"'], { timeoutMs: 5000 });
+    assert.equal(stdout.trim(), 'got::1');
+    assert.ok(Date.now() - started < 2000);
+  });
   it('reports a missing program clearly', async () => {
     await assert.rejects(run('/nonexistent/tool', []), (err: unknown) => err instanceof CommandError && /ENOENT/.test(err.message));
   });

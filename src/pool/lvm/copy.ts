@@ -1,5 +1,6 @@
 import { open } from 'node:fs/promises';
 import { log } from '../../log.js';
+import { blockDeviceSize } from '../../node/loop.js';
 
 const CHUNK = 4 * 1024 * 1024;
 
@@ -12,7 +13,7 @@ export async function copyBlockDevice(from: string, to: string): Promise<void> {
   try {
     const dst = await open(to, 'r+');
     try {
-      const size = (await src.stat()).size || (await sizeBySeek(from));
+      const size = await blockDeviceSize(from);
       const buf = Buffer.alloc(CHUNK);
       let done = 0;
       let lastLogged = 0;
@@ -37,9 +38,3 @@ export async function copyBlockDevice(from: string, to: string): Promise<void> {
   }
 }
 
-/** Block devices report size 0 from fstat: ask sysfs through the device's name. */
-async function sizeBySeek(device: string): Promise<number> {
-  const { realpath, readFile } = await import('node:fs/promises');
-  const name = (await realpath(device)).replace('/dev/', '');
-  return Number((await readFile(`/sys/class/block/${name}/size`, 'utf8')).trim()) * 512;
-}

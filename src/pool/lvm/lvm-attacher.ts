@@ -35,7 +35,7 @@ export class LvmAttacher implements Attacher {
   async attach(volumeId: string): Promise<string> {
     if (await this.activeDevice(volumeId)) return this.node(volumeId);
     try {
-      await this.lvm.exec('lvchange', ['-ay', '-K', `${this.vg}/${volumeId}`]);
+      await this.lvm.exec('lvchange', ['-y', '-ay', '-K', `${this.vg}/${volumeId}`]);
     } catch (err) {
       if (!(await this.lvm.lv(this.vg, volumeId))) throw new SourceMissingError(`volume ${volumeId} has no LV in ${this.vg}`);
       throw err;
@@ -52,7 +52,7 @@ export class LvmAttacher implements Attacher {
     const dm = await this.activeDevice(volumeId);
     if (!dm) return;
     for (const loop of await findLoopDevices(dm)) if (!device || loop.device === device) await detachLoop(loop.device);
-    if (!device || device === this.node(volumeId)) await this.lvm.exec('lvchange', ['-an', `${this.vg}/${volumeId}`]);
+    if (!device || device === this.node(volumeId)) await this.lvm.exec('lvchange', ['-y', '-an', `${this.vg}/${volumeId}`]);
   }
 
   /** A thin LV that has no data mapped, and is no snapshot, reads as zeros. */

@@ -171,11 +171,19 @@ export class LvmPool implements PoolBackend {
         if (Number(row.lv_size) < spec.capacityBytes) await this.lvmChange('lvextend', ['-y', '-L', `${spec.capacityBytes}b`, this.lvPath(row.lv_name)]);
       } else {
         if (!this.lvm.activation) throw failedPrecondition('copying a volume needs device-mapper (LV activation), which this kernel lacks');
-        await this.lvm.exec('lvchange', ['-ay', '-K', this.lvPath(source.id)]);
-        await this.lvm.exec('lvchange', ['-ay', this.lvPath(row.lv_name)]);
-        await copyBlockDevice(`/dev/${this.opts.vg}/${source.id}`, `/dev/${this.opts.vg}/${row.lv_name}`);
+        const srcRow = await this.lvm.lv(this.opts.vg, source.id);
+        const srcWasActive = srcRow?.lv_attr?.[4] === 'a';
+        await this.lvm.exec('lvchange', ['-y', '-ay', '-K', this.lvPath(source.id)]);
+        try {
+          await this.lvm.exec('lvchange', ['-y', '-ay', this.lvPath(row.lv_name)]);
+          await copyBlockDevice(`/dev/${this.opts.vg}/${source.id}`, `/dev/${this.opts.vg}/${row.lv_name}`);
+          await this.lvm.exec('lvchange', ['-y', '-an', this.lvPath(row.lv_name)]);
+        } finally {
+          // Leave the source as it was found: active only if something had it staged.
+          if (!srcWasActive) await this.lvm.exec('lvchange', ['-y', '-an', this.lvPath(source.id)]).catch(() => undefined);
+        }
       }
-      await this.lvm.exec('lvchange', ['--deltag', INCOMPLETE_TAG, this.lvPath(row.lv_name)]);
+      await this.lvm.exec('lvchange', ['-y', '--deltag', INCOMPLETE_TAG, this.lvPath(row.lv_name)]);
     } catch (err) {
       // Leave nothing half-made behind: the CO retries and starts over.
       log.warn('clone or restore failed; removing the partial volume', { volume: row.lv_name, error: String(err) });
@@ -198,6 +206,8 @@ export class LvmPool implements PoolBackend {
     if (!row || !isVolumeRow(row)) throw new SourceMissingError(`volume ${id} does not exist`);
     const target = roundUp(capacityBytes, this.granularity);
     if (target > Number(row.lv_size)) {
+      const cow = (await this.lvm.lvs(this.opts.vg)).filter((r) => r.origin === id && r.segtype !== 'thin' && isSnapshotRow(r)).map((r) => r.lv_name);
+      if (cow.length) throw failedPrecondition(`thick volume ${id} has copy-on-write snapshots (${cow.join(', ')}); LVM cannot grow the origin of one while it is active: delete them first`);
       const params = volumeFromRow(row).parameters;
       const { availableBytes } = await this.capacity(params);
       if (target - Number(row.lv_size) > availableBytes) throw new PoolSpaceError(`the pool has ${availableBytes} bytes available, growing needs ${target - Number(row.lv_size)}`);
