@@ -8,7 +8,7 @@ TOOLS := losetup:mount blkid:util-linux wipefs:util-linux lvm:lvm2 mkfs.ext4:e2f
 VAR := $(CURDIR)/var
 ENDPOINT := unix://$(VAR)/csi.sock
 
-.PHONY: deps system-deps build run test bench clean
+.PHONY: deps system-deps build run test bench bench-vm clean
 
 system-deps:
 	@missing=""; for t in $(TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
@@ -41,6 +41,11 @@ test: build
 
 bench: build
 	node dist/bench/lifecycle.js
+	node dist/bench/lvm.js
+
+# The lvm node path needs device-mapper: measured inside the QEMU VM (test/vm/vm-run.sh).
+bench-vm: build
+	bash test/vm/vm-run.sh --smp 2 --disk 4G --disk 4G -- node dist/bench/lvm-vm.js
 
 clean:
 	rm -rf dist src/gen var

@@ -10,18 +10,20 @@ import { blockMarker, stateAt } from '../node/staging.js';
 import { parseCapability } from './capabilities.js';
 import { volumeLock, type DriverContext } from './context.js';
 import { parseId } from './ids.js';
-import { fsTypeFor, requireVolume } from './node-stage.js';
+import { requireVolume } from './node-stage.js';
 
 export async function nodePublishVolume(ctx: DriverContext, req: NodePublishVolumeRequest__Output): Promise<NodePublishVolumeResponse> {
-  parseId('vol', 'volume_id', req.volume_id);
+  const known = parseId('vol', 'volume_id', req.volume_id);
   const target = await ctx.paths.resolve('target_path', req.target_path);
   const cap = parseCapability(req.volume_capability);
   if (!req.staging_target_path) throw failedPrecondition('staging_target_path is required: this driver stages volumes (STAGE_UNSTAGE_VOLUME)');
   const staging = await ctx.paths.resolve('staging_target_path', req.staging_target_path);
   const readOnly = req.readonly || cap.readOnly;
   return ctx.locks.with([volumeLock(req.volume_id)], async () => {
-    const vol = await requireVolume(ctx, 'volume_id', req.volume_id);
-    const devices = (await ctx.attacher.devices(vol.id)).map((a) => a.device);
+    // A staged volume exists; only an unstaged one is looked up, to tell NOT_FOUND from "stage it first".
+    const attached = known ? await ctx.attacher.devices(known) : [];
+    const vol = attached.length ? { id: req.volume_id } : await requireVolume(ctx, 'volume_id', req.volume_id);
+    const devices = attached.map((a) => a.device);
     const mounts = await readMounts();
     const atTarget = await stateAt(mounts, target, devices);
     if (atTarget.kind === 'foreign') throw failedPrecondition(`target_path is already a mount point of ${atTarget.mount.source}`);
@@ -29,7 +31,7 @@ export async function nodePublishVolume(ctx: DriverContext, req: NodePublishVolu
     if (cap.access === 'mount') {
       const staged = await stateAt(mounts, staging, devices);
       if (staged.kind !== 'filesystem') throw failedPrecondition(`volume ${vol.id} is not staged with a filesystem at ${staging}; call NodeStageVolume first`);
-      if (staged.fsType !== fsTypeFor(cap, vol)) throw alreadyExists(`volume ${vol.id} is staged as ${staged.fsType}`);
+      if (cap.fsType && staged.fsType !== cap.fsType) throw alreadyExists(`volume ${vol.id} is staged as ${staged.fsType}, not ${cap.fsType}`);
       if (atTarget.kind === 'filesystem') {
         if (atTarget.readOnly !== readOnly) throw alreadyExists(`volume ${vol.id} is published at ${target} ${atTarget.readOnly ? 'read-only' : 'read-write'}`);
         return {};

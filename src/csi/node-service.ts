@@ -48,11 +48,13 @@ async function volumeAt(ctx: DriverContext, volumeId: string, rawPath: string): 
 }
 
 export async function nodeGetVolumeStats(ctx: DriverContext, req: NodeGetVolumeStatsRequest__Output): Promise<NodeGetVolumeStatsResponse> {
-  parseId('vol', 'volume_id', req.volume_id);
+  const known = parseId('vol', 'volume_id', req.volume_id);
   if (!req.volume_path) throw invalidArgument('volume_path is required');
-  const vol = await requireVolume(ctx, 'volume_id', req.volume_id);
-  const { path: volumePath, state } = await volumeAt(ctx, vol.id, req.volume_path);
-  const problem = await ctx.attacher.deviceProblem(vol.id, state.device);
+  // No backend lookup: a volume that does not exist has no device, so volumeAt answers NOT_FOUND.
+  if (!known) throw notFound(`volume ${req.volume_id} does not exist`);
+  const id = known;
+  const { path: volumePath, state } = await volumeAt(ctx, id, req.volume_path);
+  const problem = await ctx.attacher.deviceProblem(id, state.device);
   const volume_condition = { abnormal: problem !== null, message: problem ?? 'volume is healthy' };
   if (state.kind === 'block') {
     return { usage: [{ unit: 'BYTES', total: String(await blockDeviceSize(state.device)) }], volume_condition };

@@ -7,10 +7,10 @@ import { needsRoot } from '../helpers/driver.js';
 
 // The lvm data path needs device-mapper, which this kernel lacks: the suite runs inside a QEMU (TCG)
 // VM booted from Debian's kernel (test/vm/vm-run.sh), with two blank virtio disks for the pool.
-it('lvm data path inside the QEMU VM (test/vm/lvm-datapath.vm-test.ts)', { ...needsRoot(), timeout: 15 * 60_000 }, async () => {
+it('lvm data path inside the QEMU VM (test/vm/lvm-datapath.vm-test.ts)', { ...needsRoot(), timeout: 10 * 60_000 }, async () => {
   const script = path.join(PROJECT_ROOT, 'test', 'vm', 'vm-run.sh');
   const inner = path.join(PROJECT_ROOT, 'dist', 'test', 'vm', 'lvm-datapath.vm-test.js');
-  const vm = spawn('bash', [script, '--smp', '2', '--disk', '4G', '--disk', '4G', '--mem', '2048', '--timeout', '840', '--', 'node', '--test', '--test-reporter=spec', inner], {
+  const vm = spawn('bash', [script, '--smp', '2', '--disk', '4G', '--disk', '4G', '--mem', '2048', '--timeout', '480', '--', 'node', '--test', '--test-reporter=spec', inner], {
     cwd: PROJECT_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -68,14 +68,19 @@ export async function startDriver(opts: DriverOptions = {}): Promise<Driver> {
   });
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   const client = connectCsi(endpoint);
-  const deadline = Date.now() + 15_000;
+  // Generous: under QEMU's TCG emulation node alone takes seconds to load the driver.
+  const deadline = Date.now() + 90_000;
   for (;;) {
     try {
       await stat(socket);
       await client.probe({});
       break;
     } catch {
-      if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`driver did not start:\n${logs.join('\n')}`);
+      if (proc.exitCode !== null || Date.now() > deadline) {
+        client.close();
+        if (proc.exitCode === null) proc.kill('SIGKILL');
+        throw new Error(`driver did not start (exit ${proc.exitCode}):\n${[...logs, buf].join('\n')}`);
+      }
       await new Promise((r) => setTimeout(r, 50));
     }
   }

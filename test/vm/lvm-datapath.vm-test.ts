@@ -19,7 +19,7 @@ const fsBytes = async (dir: string) => {
   return s.blocks * s.bsize;
 };
 
-describe('lvm data path on real device-mapper', () => {
+describe('lvm data path on real device-mapper', { timeout: 360_000 }, () => {
   let d: Driver;
   before(async () => {
     execFileSync('modprobe', ['-a', 'dm_thin_pool', 'dm_snapshot']);
@@ -28,6 +28,7 @@ describe('lvm data path on real device-mapper', () => {
     d = await startDriver({ args: ['--backend', 'lvm', '--vg', VG, '--overprovision-ratio', '3', '--log-level', 'warn'] });
   });
   after(async () => {
+    if (!d) return;
     // The driver's own account of anything that went wrong, for the report.
     for (const l of d.logs) if (/"level":"(error|warn)"/.test(l)) console.log(`driver: ${l.slice(0, 1500)}`);
     assert.deepEqual(await finish(d), []);

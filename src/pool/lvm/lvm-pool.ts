@@ -79,9 +79,9 @@ export class LvmPool implements PoolBackend {
     return { type, thinPool };
   }
 
-  async capacity(parameters: Record<string, string> = {}): Promise<PoolCapacity> {
+  async capacity(parameters: Record<string, string> = {}, knownRows?: Row[], knownVg?: Row | null): Promise<PoolCapacity> {
     const { type, thinPool } = this.typeOf(parameters);
-    const [vg, rows] = await Promise.all([this.lvm.vg(this.opts.vg), this.lvm.lvs(this.opts.vg)]);
+    const [vg, rows] = await Promise.all([knownVg ?? this.lvm.vg(this.opts.vg), knownRows ?? (type === 'thin' ? this.lvm.lvs(this.opts.vg) : [])]);
     if (!vg) throw new Error(`volume group ${this.opts.vg} is gone`);
     if (type === 'thick') {
       const free = Number(vg.vg_free);
@@ -128,7 +128,8 @@ export class LvmPool implements PoolBackend {
 
   async createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord> {
     const { type, thinPool } = this.typeOf(spec.parameters);
-    const rows = await this.lvm.lvs(this.opts.vg);
+    // Each lvm report costs a device scan: ask for the LVs and the VG at once, and reuse both.
+    const [rows, vgRow] = await Promise.all([this.lvm.lvs(this.opts.vg), this.lvm.vg(this.opts.vg)]);
     const leftover = rows.find((r) => r.lv_name === spec.id);
     if (leftover && isIncomplete(leftover)) {
       // A clone or restore interrupted by a crash or a timeout: start it over from nothing.
@@ -137,7 +138,7 @@ export class LvmPool implements PoolBackend {
     } else if (leftover) {
       throw new Error(`LV ${spec.id} exists but is not a vpool volume`);
     }
-    const { availableBytes } = await this.capacity(spec.parameters);
+    const { availableBytes } = await this.capacity(spec.parameters, rows, vgRow);
     if (spec.capacityBytes > availableBytes) throw new PoolSpaceError(`the pool has ${availableBytes} bytes available for ${type} volumes, ${spec.capacityBytes} are needed`);
     const createdAt = Date.now();
     const tags = volumeTags({ ...spec, createdAt });
@@ -158,7 +159,8 @@ export class LvmPool implements PoolBackend {
       const stripes = spec.parameters.stripes ? ['-i', spec.parameters.stripes] : [];
       await this.lvmChange('lvcreate', ['-y', '-L', size, ...stripes, '-n', spec.id, ...tagArgs, ...(src ? ['--addtag', INCOMPLETE_TAG] : []), ...this.activationArgs(true), this.opts.vg]);
     }
-    if (!src) return (await this.getVolume(spec.id))!;
+    // The size is already a whole number of extents, so the record is known without asking lvs again.
+    if (!src) return { id: spec.id, name: spec.name, capacityBytes: spec.capacityBytes, createdAt, parameters: spec.parameters };
     return this.finishCopy((await this.lvm.lv(this.opts.vg, spec.id))!, spec);
   }
 
@@ -193,12 +195,15 @@ export class LvmPool implements PoolBackend {
     return (await this.getVolume(row.lv_name))!;
   }
 
+  /** Called after volumeBusy, which has checked that the LV is a free vpool volume. */
   async deleteVolume(id: string): Promise<void> {
-    const row = await this.lvm.lv(this.opts.vg, id);
-    if (!row) return;
-    if (!isVolumeRow(row)) throw new Error(`LV ${id} is not a vpool volume`);
-    // Thick extents are reused by later volumes: discard them on removal where the devices support it.
-    await this.lvm.exec('lvremove', ['-y', this.lvPath(id)], { config: 'devices{issue_discards=1}' });
+    try {
+      // Thick extents are reused by later volumes: discard them on removal where the devices support it.
+      await this.lvm.exec('lvremove', ['-y', this.lvPath(id)], { config: 'devices{issue_discards=1}' });
+    } catch (err) {
+      if (err instanceof CommandError && /Failed to find logical volume/.test(err.stderr)) return;
+      throw err;
+    }
   }
 
   async expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord> {
@@ -235,6 +240,7 @@ export class LvmPool implements PoolBackend {
     const rows = await this.lvm.lvs(this.opts.vg);
     const row = rows.find((r) => r.lv_name === id);
     if (!row) return null;
+    if (!isVolumeRow(row)) return `LV ${this.lvPath(id)} is not a vpool volume; the driver does not touch it`;
     if (row.lv_attr?.[5] === 'o') return `volume ${id} is open (staged or in use); unstage it first`;
     const cow = rows.filter((r) => r.origin === id && r.segtype !== 'thin' && isSnapshotRow(r)).map((r) => r.lv_name);
     if (cow.length) return `volume ${id} has copy-on-write snapshots (${cow.join(', ')}) that would be lost; delete them first`;
