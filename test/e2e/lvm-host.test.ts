@@ -64,6 +64,17 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
       await assert.rejects(create('x', MiB, { thinpool: 'p' }), /unknown parameter "thinpool" \(supported: fsType, type, thinPool, stripes\)/);
       await assert.rejects(create('x', MiB, { stripes: '0' }), /stripes="0"/);
 
+      // Missing sources: NOT_FOUND and no LV left behind; snapshot parameters checked before any LVM call.
+      const lvCount = lvsCount(vg);
+      assert.equal(await codeOf(d.client.createVolume({ name: 'from-gone', volume_capabilities: [blockCap()], volume_content_source: { snapshot: { snapshot_id: 'snap-gone-0123456789abcdef' } } })), 'NOT_FOUND');
+      assert.equal(await codeOf(d.client.createVolume({ name: 'clone-gone', volume_capabilities: [blockCap()], volume_content_source: { volume: { volume_id: 'vol-gone-0123456789abcdef' } } })), 'NOT_FOUND');
+      assert.equal(lvsCount(vg), lvCount);
+      await assert.rejects(d.client.createSnapshot({ name: 'no-reserve', source_volume_id: v1.volume_id, parameters: { snapshotReserve: 'none' } }), /thick: its snapshots need a copy-on-write reserve/);
+      await assert.rejects(d.client.createSnapshot({ name: 'bad-reserve', source_volume_id: v1.volume_id, parameters: { snapshotReserve: '250%' } }), /snapshotReserve="250%"/);
+      await assert.rejects(d.client.createSnapshot({ name: 'bad-param', source_volume_id: v1.volume_id, parameters: { cow: '1' } }), /unknown parameter "cow" \(supported: snapshotReserve\)/);
+      assert.equal(await codeOf(d.client.createSnapshot({ name: 'of-gone', source_volume_id: 'vol-gone-0123456789abcdef' })), 'NOT_FOUND');
+      assert.equal(lvsCount(vg), lvCount, 'refused snapshots create no LV');
+
       const cap = Number((await d.client.getCapacity({ parameters: { type: 'thick' } })).available_capacity);
       assert.ok(cap > 1000 * MiB && cap < 1600 * MiB, `VG free space: ${cap}`);
       assert.equal(await codeOf(create('too-big', cap + 8 * MiB)), 'RESOURCE_EXHAUSTED');
@@ -182,4 +193,8 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
 
 function lvsField(field: string, lv: string): string {
   return execFileSync('lvs', ['--config', 'global{activation=0}', '--noheadings', '-o', field, lv], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+}
+
+function lvsCount(vg: string): number {
+  return execFileSync('lvs', ['--config', 'global{activation=0}', '--noheadings', '-o', 'lv_name', vg], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n').filter((l) => l.trim()).length;
 }

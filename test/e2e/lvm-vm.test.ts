@@ -10,7 +10,7 @@ import { needsRoot } from '../helpers/driver.js';
 it('lvm data path inside the QEMU VM (test/vm/lvm-datapath.vm-test.ts)', { ...needsRoot(), timeout: 10 * 60_000 }, async () => {
   const script = path.join(PROJECT_ROOT, 'test', 'vm', 'vm-run.sh');
   const inner = path.join(PROJECT_ROOT, 'dist', 'test', 'vm', 'lvm-datapath.vm-test.js');
-  const vm = spawn('bash', [script, '--smp', '2', '--disk', '4G', '--disk', '4G', '--mem', '2048', '--timeout', '480', '--', 'node', '--test', '--test-reporter=spec', inner], {
+  const vm = spawn('bash', [script, '--smp', '2', '--disk', '4G', '--disk', '4G', '--disk', '1G', '--mem', '2048', '--timeout', '480', '--', 'node', '--test', '--test-reporter=spec', inner], {
     cwd: PROJECT_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

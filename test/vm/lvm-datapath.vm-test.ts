@@ -124,9 +124,15 @@ describe('lvm data path on real device-mapper', { timeout: 360_000 }, () => {
     const big = await createVolume(d, 'thin-big', 1024 * MiB, blockCap(), { parameters: { type: 'thin' } });
     const after = Number((await d.client.getCapacity({ parameters: { type: 'thin' } })).available_capacity);
     assert.equal(thinCap - after, 1024 * MiB, 'a thin volume counts its full virtual size (overprovision ratio 1)');
-    const status = JSON.parse(sh(BIN, ['pool', 'status', '--vg', VG])) as { volumes: unknown[]; thinPools: Array<{ name: string; dataPercent: number }> };
+    type Status = { volumes: unknown[]; devices: unknown[]; thinPools: Array<{ name: string; sizeBytes: number; dataPercent: number }> };
+    const status = JSON.parse(sh(BIN, ['pool', 'status', '--vg', VG])) as Status;
     assert.equal(status.volumes.length, 2);
     assert.equal(status.thinPools[0].name, 'thin');
+    // A third disk joins the pool and the thin pool takes the new space.
+    assert.match(sh(BIN, ['pool', 'extend', '--vg', VG, '--grow-thin-pool', '/dev/disk/by-id/virtio-data2']), /extended with/);
+    const grown = JSON.parse(sh(BIN, ['pool', 'status', '--vg', VG])) as Status;
+    assert.equal(grown.devices.length, 3);
+    assert.ok(grown.thinPools[0].sizeBytes > status.thinPools[0].sizeBytes + 900 * MiB, 'the thin pool grew by the new disk');
     for (const v of [striped, big]) await d.client.deleteVolume({ volume_id: v.volume_id });
   });
 
