@@ -38,7 +38,7 @@ export function addPoolCommands(program: Command): void {
     .command('extend')
     .description('add DEVICEs to the pool')
     .requiredOption('--vg <name>', 'volume group name')
-    .option('--grow-thin-pool', 'give the thin pool all the new free space')
+    .option('--grow-thin-pool', 'then give the thin pool all the free space of the VG')
     .option('--wipe', 'erase existing signatures on the new devices')
     .argument('<device...>')
     .action(async (devices: string[], o: { vg: string; growThinPool?: boolean; wipe?: boolean }) => {

@@ -171,7 +171,8 @@ export async function extendPool(lvm: LvmCli, o: { vg: string; devices: string[]
   if (o.growThinPool) {
     if (!thin) throw new PoolAdminError(`VG ${o.vg} has no thin pool to grow`);
     const free = Number((await lvm.vg(o.vg))?.vg_free_count ?? 0);
-    if (free > 0) await lvm.exec('lvextend', ['-y', '-l', `+${free}`, `${o.vg}/${thin}`]);
+    // +100%FREE lets LVM keep what the pool's metadata (and its spare) must grow by.
+    if (free > 0) await lvm.exec('lvextend', ['-y', '-l', '+100%FREE', `${o.vg}/${thin}`]);
   }
   return fresh.length ? `VG ${o.vg} extended with ${fresh.join(', ')}` : `VG ${o.vg} already holds ${resolved.join(', ')}`;
 }
