@@ -123,25 +123,6 @@ describe('lvm data path on real device-mapper', { timeout: 360_000 }, () => {
     await d.client.deleteVolume({ volume_id: vol.volume_id });
   });
 
-  it('striped thick volumes, thin capacity accounting, and pool status from the same data', async () => {
-    const striped = await createVolume(d, 'striped', 64 * MiB, blockCap(), { parameters: { type: 'thick', stripes: '2' } });
-    assert.equal(sh('lvs', ['--noheadings', '-o', 'stripes', `${VG}/${striped.volume_id}`]).trim(), '2');
-    const thinCap = Number((await d.client.getCapacity({ parameters: { type: 'thin' } })).available_capacity);
-    const big = await createVolume(d, 'thin-big', 1024 * MiB, blockCap(), { parameters: { type: 'thin' } });
-    const after = Number((await d.client.getCapacity({ parameters: { type: 'thin' } })).available_capacity);
-    assert.equal(thinCap - after, 1024 * MiB, 'a thin volume counts its full virtual size (overprovision ratio 1)');
-    type Status = { volumes: unknown[]; devices: unknown[]; thinPools: Array<{ name: string; sizeBytes: number; dataPercent: number }> };
-    const status = JSON.parse(sh(BIN, ['pool', 'status', '--vg', VG])) as Status;
-    assert.equal(status.volumes.length, 2);
-    assert.equal(status.thinPools[0].name, 'thin');
-    // A third disk joins the pool and the thin pool takes the new space.
-    assert.match(sh(BIN, ['pool', 'extend', '--vg', VG, '--grow-thin-pool', '/dev/disk/by-id/virtio-data2']), /extended with/);
-    const grown = JSON.parse(sh(BIN, ['pool', 'status', '--vg', VG])) as Status;
-    assert.equal(grown.devices.length, 3);
-    assert.ok(grown.thinPools[0].sizeBytes > status.thinPools[0].sizeBytes + 900 * MiB, 'the thin pool grew by the new disk');
-    for (const v of [striped, big]) await d.client.deleteVolume({ volume_id: v.volume_id });
-  });
-
   it('a clone interrupted half-way (marked incomplete) is removed and redone by the retry', async () => {
     const src = await createVolume(d, 'src-thick', 32 * MiB, blockCap(), { parameters: { type: 'thick' } });
     const p = await paths(d, 'src-thick');
@@ -159,6 +140,26 @@ describe('lvm data path on real device-mapper', { timeout: 360_000 }, () => {
     assert.equal(await sumAt(cp.target, 0, MiB), sha256(pattern('interrupted', MiB)));
     await unpublishAndUnstage(d, id, cp);
     for (const v of [id, src.volume_id]) await d.client.deleteVolume({ volume_id: v });
+  });
+
+  // Last: growing the thin pool takes all the VG's free space, which thick volumes need.
+  it('striped thick volumes, thin capacity accounting, and pool status from the same data', async () => {
+    const striped = await createVolume(d, 'striped', 64 * MiB, blockCap(), { parameters: { type: 'thick', stripes: '2' } });
+    assert.equal(sh('lvs', ['--noheadings', '-o', 'stripes', `${VG}/${striped.volume_id}`]).trim(), '2');
+    const thinCap = Number((await d.client.getCapacity({ parameters: { type: 'thin' } })).available_capacity);
+    const big = await createVolume(d, 'thin-big', 1024 * MiB, blockCap(), { parameters: { type: 'thin' } });
+    const after = Number((await d.client.getCapacity({ parameters: { type: 'thin' } })).available_capacity);
+    assert.equal(thinCap - after, 1024 * MiB, 'a thin volume counts its full virtual size (overprovision ratio 1)');
+    type Status = { volumes: unknown[]; devices: unknown[]; thinPools: Array<{ name: string; sizeBytes: number; dataPercent: number }> };
+    const status = JSON.parse(sh(BIN, ['pool', 'status', '--vg', VG])) as Status;
+    assert.equal(status.volumes.length, 2);
+    assert.equal(status.thinPools[0].name, 'thin');
+    // A third disk joins the pool and the thin pool takes the new space.
+    assert.match(sh(BIN, ['pool', 'extend', '--vg', VG, '--grow-thin-pool', '/dev/disk/by-id/virtio-data2']), /extended with/);
+    const grown = JSON.parse(sh(BIN, ['pool', 'status', '--vg', VG])) as Status;
+    assert.equal(grown.devices.length, 3);
+    assert.ok(grown.thinPools[0].sizeBytes > status.thinPools[0].sizeBytes + 900 * MiB, 'the thin pool grew by the new disk');
+    for (const v of [striped, big]) await d.client.deleteVolume({ volume_id: v.volume_id });
   });
 });
 
