@@ -20,5 +20,6 @@ if (selected.length === 0) {
   console.error('no test files found under dist/test');
   process.exit(1);
 }
-const res = spawnSync(process.execPath, ['--test', '--test-reporter=spec', ...selected], { stdio: 'inherit' });
+// A bound on every test, so a hang fails the run instead of eating CI's time.
+const res = spawnSync(process.execPath, ['--test', '--test-reporter=spec', '--test-timeout=900000', ...selected], { stdio: 'inherit' });
 process.exit(res.status ?? 1);

@@ -153,7 +153,8 @@ describe('hostile input', needsRoot(), () => {
     await d.client.createVolume({ name: 'with-secret', volume_capabilities: [blockCap()], capacity_range: { required_bytes: String(MiB) }, secrets: { password: secret } });
     const v = (await d.client.createVolume({ name: 'with-secret', volume_capabilities: [blockCap()], capacity_range: { required_bytes: String(MiB) }, secrets: { password: secret } })).volume!;
     await d.client.deleteVolume({ volume_id: v.volume_id, secrets: { password: secret } });
-    await new Promise((r) => setTimeout(r, 100));
+    // The log lines arrive over a pipe: wait (bounded) for the last one.
+    for (let i = 0; i < 100 && !d.logs.some((l) => l.includes('"method":"DeleteVolume"') && l.includes(v.volume_id)); i++) await new Promise((r) => setTimeout(r, 50));
     assert.ok(!d.logs.some((l) => l.includes(secret)));
     const lines = d.logs.filter((l) => l.includes('"message":"rpc"')).map((l) => JSON.parse(l) as Record<string, unknown>);
     const creates = lines.filter((l) => l.method === 'CreateVolume' && l.volume === 'with-secret');
