@@ -36,7 +36,7 @@ export function chooseSize(range: Range, policy: SizingPolicy = DEFAULT_SIZING):
   const { required, limit } = range;
   const g = policy.granularity;
   let size = required ? roundUp(required, g) : policy.defaultBytes;
-  if (limit && size > limit) size = required ? roundDown(limit, g) : roundDown(limit, g);
+  if (limit && size > limit) size = roundDown(limit, g);
   if (!required && limit && size === 0) throw outOfRange(`capacity_range.limit_bytes ${limit} is below the smallest volume (${g} bytes)`);
   if (required && size < required) throw outOfRange(`no multiple of ${g} bytes lies between required_bytes ${required} and limit_bytes ${limit}`);
   if (size > policy.maxBytes) throw outOfRange(`${size} bytes is more than the largest volume this pool supports (${policy.maxBytes})`);
