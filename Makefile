@@ -24,7 +24,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 deps: system-deps node_modules/.package-lock.json
 
 build: deps
-	rm -rf src/gen dist
+	rm -rf gen dist
 	npm run --silent gen
 	npm run --silent build
 
@@ -48,4 +48,4 @@ bench-vm: build
 	bash test/vm/vm-run.sh --smp 2 --disk 4G --disk 4G -- node dist/bench/lvm-vm.js
 
 clean:
-	rm -rf dist src/gen var
+	rm -rf dist gen var

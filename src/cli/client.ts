@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { connectCsi, isServiceError, type CsiClient } from '../csi/client.js';
-import type { VolumeCapability } from '../gen/csi/v1/VolumeCapability.js';
+import type { VolumeCapability } from '../../gen/csi/v1/VolumeCapability.js';
 import { parseQuantity } from '../units.js';
 import { printResult } from './output.js';
 

@@ -1,4 +1,4 @@
-import type { VolumeCapability__Output } from '../gen/csi/v1/VolumeCapability.js';
+import type { VolumeCapability__Output } from '../../gen/csi/v1/VolumeCapability.js';
 import { invalidArgument } from '../errors.js';
 
 export const FS_TYPES = ['ext4', 'xfs'] as const;

@@ -1,10 +1,10 @@
-import type { ControllerGetCapabilitiesResponse } from '../gen/csi/v1/ControllerGetCapabilitiesResponse.js';
-import type { ControllerGetVolumeRequest__Output } from '../gen/csi/v1/ControllerGetVolumeRequest.js';
-import type { ControllerGetVolumeResponse } from '../gen/csi/v1/ControllerGetVolumeResponse.js';
-import type { ListVolumesRequest__Output } from '../gen/csi/v1/ListVolumesRequest.js';
-import type { ListVolumesResponse } from '../gen/csi/v1/ListVolumesResponse.js';
-import type { ValidateVolumeCapabilitiesRequest__Output } from '../gen/csi/v1/ValidateVolumeCapabilitiesRequest.js';
-import type { ValidateVolumeCapabilitiesResponse } from '../gen/csi/v1/ValidateVolumeCapabilitiesResponse.js';
+import type { ControllerGetCapabilitiesResponse } from '../../gen/csi/v1/ControllerGetCapabilitiesResponse.js';
+import type { ControllerGetVolumeRequest__Output } from '../../gen/csi/v1/ControllerGetVolumeRequest.js';
+import type { ControllerGetVolumeResponse } from '../../gen/csi/v1/ControllerGetVolumeResponse.js';
+import type { ListVolumesRequest__Output } from '../../gen/csi/v1/ListVolumesRequest.js';
+import type { ListVolumesResponse } from '../../gen/csi/v1/ListVolumesResponse.js';
+import type { ValidateVolumeCapabilitiesRequest__Output } from '../../gen/csi/v1/ValidateVolumeCapabilitiesRequest.js';
+import type { ValidateVolumeCapabilitiesResponse } from '../../gen/csi/v1/ValidateVolumeCapabilitiesResponse.js';
 import { invalidArgument, notFound } from '../errors.js';
 import { capabilityProblem } from './capabilities.js';
 import type { DriverContext } from './context.js';

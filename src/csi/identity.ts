@@ -1,6 +1,6 @@
-import type { GetPluginCapabilitiesResponse } from '../gen/csi/v1/GetPluginCapabilitiesResponse.js';
-import type { GetPluginInfoResponse } from '../gen/csi/v1/GetPluginInfoResponse.js';
-import type { ProbeResponse } from '../gen/csi/v1/ProbeResponse.js';
+import type { GetPluginCapabilitiesResponse } from '../../gen/csi/v1/GetPluginCapabilitiesResponse.js';
+import type { GetPluginInfoResponse } from '../../gen/csi/v1/GetPluginInfoResponse.js';
+import type { ProbeResponse } from '../../gen/csi/v1/ProbeResponse.js';
 import { log } from '../log.js';
 import type { DriverContext } from './context.js';
 

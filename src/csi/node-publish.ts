@@ -1,8 +1,8 @@
 import { lstat, mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
-import type { NodePublishVolumeRequest__Output } from '../gen/csi/v1/NodePublishVolumeRequest.js';
-import type { NodePublishVolumeResponse } from '../gen/csi/v1/NodePublishVolumeResponse.js';
-import type { NodeUnpublishVolumeRequest__Output } from '../gen/csi/v1/NodeUnpublishVolumeRequest.js';
-import type { NodeUnpublishVolumeResponse } from '../gen/csi/v1/NodeUnpublishVolumeResponse.js';
+import type { NodePublishVolumeRequest__Output } from '../../gen/csi/v1/NodePublishVolumeRequest.js';
+import type { NodePublishVolumeResponse } from '../../gen/csi/v1/NodePublishVolumeResponse.js';
+import type { NodeUnpublishVolumeRequest__Output } from '../../gen/csi/v1/NodeUnpublishVolumeRequest.js';
+import type { NodeUnpublishVolumeResponse } from '../../gen/csi/v1/NodeUnpublishVolumeResponse.js';
 import { alreadyExists, errno, failedPrecondition, notFound } from '../errors.js';
 import { log } from '../log.js';
 import { bindMount, readMounts, unmount } from '../node/mounts.js';

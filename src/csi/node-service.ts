@@ -1,10 +1,10 @@
 import { statfs } from 'node:fs/promises';
-import type { NodeExpandVolumeRequest__Output } from '../gen/csi/v1/NodeExpandVolumeRequest.js';
-import type { NodeExpandVolumeResponse } from '../gen/csi/v1/NodeExpandVolumeResponse.js';
-import type { NodeGetCapabilitiesResponse } from '../gen/csi/v1/NodeGetCapabilitiesResponse.js';
-import type { NodeGetInfoResponse } from '../gen/csi/v1/NodeGetInfoResponse.js';
-import type { NodeGetVolumeStatsRequest__Output } from '../gen/csi/v1/NodeGetVolumeStatsRequest.js';
-import type { NodeGetVolumeStatsResponse } from '../gen/csi/v1/NodeGetVolumeStatsResponse.js';
+import type { NodeExpandVolumeRequest__Output } from '../../gen/csi/v1/NodeExpandVolumeRequest.js';
+import type { NodeExpandVolumeResponse } from '../../gen/csi/v1/NodeExpandVolumeResponse.js';
+import type { NodeGetCapabilitiesResponse } from '../../gen/csi/v1/NodeGetCapabilitiesResponse.js';
+import type { NodeGetInfoResponse } from '../../gen/csi/v1/NodeGetInfoResponse.js';
+import type { NodeGetVolumeStatsRequest__Output } from '../../gen/csi/v1/NodeGetVolumeStatsRequest.js';
+import type { NodeGetVolumeStatsResponse } from '../../gen/csi/v1/NodeGetVolumeStatsResponse.js';
 import { invalidArgument, notFound } from '../errors.js';
 import { growFilesystem } from '../node/filesystem.js';
 import { blockDeviceSize } from '../node/loop.js';

@@ -1,8 +1,8 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
-import type { NodeStageVolumeRequest__Output } from '../gen/csi/v1/NodeStageVolumeRequest.js';
-import type { NodeStageVolumeResponse } from '../gen/csi/v1/NodeStageVolumeResponse.js';
-import type { NodeUnstageVolumeRequest__Output } from '../gen/csi/v1/NodeUnstageVolumeRequest.js';
-import type { NodeUnstageVolumeResponse } from '../gen/csi/v1/NodeUnstageVolumeResponse.js';
+import type { NodeStageVolumeRequest__Output } from '../../gen/csi/v1/NodeStageVolumeRequest.js';
+import type { NodeStageVolumeResponse } from '../../gen/csi/v1/NodeStageVolumeResponse.js';
+import type { NodeUnstageVolumeRequest__Output } from '../../gen/csi/v1/NodeUnstageVolumeRequest.js';
+import type { NodeUnstageVolumeResponse } from '../../gen/csi/v1/NodeUnstageVolumeResponse.js';
 import { alreadyExists, failedPrecondition, notFound } from '../errors.js';
 import { log } from '../log.js';
 import { extFilesystemBytes, growExtOffline, makeFilesystem, probeSignature } from '../node/filesystem.js';

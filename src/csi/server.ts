@@ -1,9 +1,9 @@
 import * as grpc from '@grpc/grpc-js';
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
-import type { ControllerHandlers } from '../gen/csi/v1/Controller.js';
-import type { IdentityHandlers } from '../gen/csi/v1/Identity.js';
-import type { NodeHandlers } from '../gen/csi/v1/Node.js';
+import type { ControllerHandlers } from '../../gen/csi/v1/Controller.js';
+import type { IdentityHandlers } from '../../gen/csi/v1/Identity.js';
+import type { NodeHandlers } from '../../gen/csi/v1/Node.js';
 import { errno, unimplemented } from '../errors.js';
 import type { DriverContext } from './context.js';
 import { controllerGetCapabilities, controllerGetVolume, listVolumes, validateVolumeCapabilities } from './controller-queries.js';

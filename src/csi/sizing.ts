@@ -1,4 +1,4 @@
-import type { CapacityRange__Output } from '../gen/csi/v1/CapacityRange.js';
+import type { CapacityRange__Output } from '../../gen/csi/v1/CapacityRange.js';
 import { invalidArgument, outOfRange } from '../errors.js';
 import { MiB, roundDown, roundUp } from '../units.js';
 

@@ -1,6 +1,6 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import type { VolumeCapability } from '../../src/gen/csi/v1/VolumeCapability.js';
+import type { VolumeCapability } from '../../gen/csi/v1/VolumeCapability.js';
 import type { Driver } from './driver.js';
 
 type Mode = NonNullable<VolumeCapability['access_mode']>['mode'];

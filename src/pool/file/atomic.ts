@@ -1,28 +1,35 @@
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm } from 'node:fs/promises';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+
+/** Opens a file for the length of `fn`, closing it however `fn` ends. */
+async function withFile<T>(file: string, flags: string, fn: (fh: FileHandle) => Promise<T>, mode?: number): Promise<T> {
+  const fh = await open(file, flags, mode);
+  try {
+    return await fn(fh);
+  } finally {
+    await fh.close();
+  }
+}
 
 /** Writes `data` to a new temporary file in `tmpDir` and makes it durable; returns its path. */
 export async function writeTempSynced(name: string, data: string, tmpDir: string): Promise<string> {
   const tmp = path.join(tmpDir, `${name}.${randomBytes(6).toString('hex')}`);
-  const fh = await open(tmp, 'wx', 0o600);
-  try {
+  await withFile(tmp, 'wx', async (fh) => {
     await fh.writeFile(data);
     await fh.sync();
-  } finally {
-    await fh.close();
-  }
+  }, 0o600);
   return tmp;
 }
 
 /** Flushes a file's data (after a copy made by another program). */
 export async function syncFile(file: string): Promise<void> {
-  const fh = await open(file, 'r+');
-  try {
-    await fh.datasync();
-  } finally {
-    await fh.close();
-  }
+  await withFile(file, 'r+', (fh) => fh.datasync());
+}
+
+/** Makes renames and unlinks in a directory durable. */
+export async function syncDir(dir: string): Promise<void> {
+  await withFile(dir, 'r', (fh) => fh.sync());
 }
 
 /** Writes a file so that readers see the old content or the new one, never a torn mix, even across a crash. */
@@ -35,13 +42,4 @@ export async function writeFileAtomic(file: string, data: string, tmpDir: string
     throw err;
   }
   await syncDir(path.dirname(file));
-}
-
-export async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
