@@ -96,6 +96,26 @@ export function addClientCommands(program: Command): void {
   add<{ id: string }>('get-volume', 'ControllerGetVolume', (c) => c.requiredOption('--id <volume-id>'), (c, o) => c.controllerGetVolume({ volume_id: o.id }));
   add<{ param?: string[] }>('capacity', 'GetCapacity', (c) => c.option('--param <key=value>', 'parameter (repeatable)', collect), (c, o) => c.getCapacity({ parameters: keyValues(o.param) }));
   add('controller-capabilities', 'ControllerGetCapabilities', (c) => c, (c) => c.controllerGetCapabilities({}));
+  add<CapabilityFlags & { id: string; node: string; readonly?: boolean }>(
+    'controller-publish',
+    'ControllerPublishVolume (hypervisor mode: hot-plug into the node VM)',
+    (c) => capFlags(c.requiredOption('--id <volume-id>').requiredOption('--node <node-id>', 'domain UUID or name').option('--readonly')),
+    (c, o) => c.controllerPublishVolume({ volume_id: o.id, node_id: o.node, readonly: !!o.readonly, volume_capability: capability(o) }),
+  );
+  add<{ id: string; node?: string }>('controller-unpublish', 'ControllerUnpublishVolume', (c) => c.requiredOption('--id <volume-id>').option('--node <node-id>', 'default: every node'), (c, o) =>
+    c.controllerUnpublishVolume({ volume_id: o.id, node_id: o.node ?? '' }),
+  );
+  add<{ id: string; size: string; block?: boolean }>(
+    'controller-expand',
+    'ControllerExpandVolume',
+    (c) => c.requiredOption('--id <volume-id>').requiredOption('--size <bytes>').option('--block', 'the volume is used as a raw block device'),
+    (c, o) =>
+      c.controllerExpandVolume({
+        volume_id: o.id,
+        capacity_range: { required_bytes: bytes(o.size) },
+        volume_capability: o.block ? { block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } } : null,
+      }),
+  );
   add<{ name: string; source: string }>('create-snapshot', 'CreateSnapshot', (c) => c.requiredOption('--name <name>').requiredOption('--source <volume-id>'), (c, o) =>
     c.createSnapshot({ name: o.name, source_volume_id: o.source }),
   );
@@ -111,8 +131,21 @@ export function addClientCommands(program: Command): void {
 
   add('node-info', 'NodeGetInfo', (c) => c, (c) => c.nodeGetInfo({}));
   add('node-capabilities', 'NodeGetCapabilities', (c) => c, (c) => c.nodeGetCapabilities({}));
-  add<CapabilityFlags & { id: string; stagingPath: string }>('stage', 'NodeStageVolume', (c) => capFlags(c.requiredOption('--id <volume-id>').requiredOption('--staging-path <dir>')), (c, o) =>
-    c.nodeStageVolume({ volume_id: o.id, staging_target_path: o.stagingPath, volume_capability: capability(o) }),
+  add<CapabilityFlags & { id: string; stagingPath: string; context?: string[]; volumeContext?: string[] }>(
+    'stage',
+    'NodeStageVolume',
+    (c) =>
+      capFlags(c.requiredOption('--id <volume-id>').requiredOption('--staging-path <dir>'))
+        .option('--context <key=value>', 'publish_context entry, as ControllerPublishVolume returned it (repeatable)', collect)
+        .option('--volume-context <key=value>', 'volume_context entry, as CreateVolume returned it (repeatable)', collect),
+    (c, o) =>
+      c.nodeStageVolume({
+        volume_id: o.id,
+        staging_target_path: o.stagingPath,
+        volume_capability: capability(o),
+        publish_context: keyValues(o.context),
+        volume_context: keyValues(o.volumeContext),
+      }),
   );
   add<{ id: string; stagingPath: string }>('unstage', 'NodeUnstageVolume', (c) => c.requiredOption('--id <volume-id>').requiredOption('--staging-path <dir>'), (c, o) =>
     c.nodeUnstageVolume({ volume_id: o.id, staging_target_path: o.stagingPath }),

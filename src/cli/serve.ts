@@ -1,7 +1,9 @@
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { DriverContext } from '../csi/context.js';
+import { HYPERVISOR_ACCESS, NODE_LOCAL_ACCESS, type AccessPolicy } from '../csi/capabilities.js';
+import { HYPERVISOR_TOPOLOGY_KEY, TOPOLOGY_KEY, type DriverContext } from '../csi/context.js';
 import { PROJECT_ROOT } from '../csi/proto.js';
 import { startServer, type Mode } from '../csi/server.js';
 import { DEFAULT_SIZING } from '../csi/sizing.js';
@@ -11,7 +13,13 @@ import { PathPolicy } from '../node/paths.js';
 import { FileAttacher } from '../pool/file/file-attacher.js';
 import { FilePool } from '../pool/file/file-pool.js';
 import { parseQuantity } from '../units.js';
-import type { Attacher, PoolBackend } from '../pool/backend.js';
+import type { Attacher, NodeVolumes, PoolBackend, Publisher } from '../pool/backend.js';
+import { Domains } from '../pool/libvirt/domains.js';
+import { LibvirtPool, validatePoolName } from '../pool/libvirt/libvirt-pool.js';
+import { LibvirtPublisher } from '../pool/libvirt/libvirt-publisher.js';
+import { HypervisorNodeVolumes, VirtioAttacher } from '../pool/libvirt/virtio-attacher.js';
+import { Virsh } from '../pool/libvirt/virsh.js';
+import { LocalNodeVolumes } from '../pool/local-volumes.js';
 import { deviceMapperAvailable, LvmCli } from '../pool/lvm/lvm-cli.js';
 import { LvmAttacher } from '../pool/lvm/lvm-attacher.js';
 import { LvmPool } from '../pool/lvm/lvm-pool.js';
@@ -25,6 +33,11 @@ export interface ServeOptions {
   poolDir?: string;
   vg?: string;
   overprovisionRatio: string;
+  libvirtUri: string;
+  libvirtPool?: string;
+  hypervisor?: string;
+  diskCache: string;
+  attachTimeout: string;
   mode: string;
   reserve: string;
   defaultSize: string;
@@ -37,12 +50,70 @@ export function packageVersion(): string {
   return (JSON.parse(readFileSync(path.join(PROJECT_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 }
 
-async function openBackend(opts: ServeOptions): Promise<{ backend: PoolBackend; attacher: Attacher }> {
+interface Opened {
+  backend?: PoolBackend;
+  publisher?: Publisher;
+  volumes: NodeVolumes;
+  attacher: Attacher;
+  topology: (nodeId: string) => Record<string, string>;
+  access: AccessPolicy;
+  defaultNodeId: () => Promise<string>;
+}
+
+const hostnameId = async () => os.hostname();
+const nodeLocal = (backend: PoolBackend, attacher: Attacher): Opened => ({
+  backend,
+  attacher,
+  volumes: new LocalNodeVolumes(backend),
+  topology: (nodeId) => ({ [TOPOLOGY_KEY]: nodeId }),
+  access: NODE_LOCAL_ACCESS,
+  defaultNodeId: hostnameId,
+});
+
+/** A VM's node ID is its domain UUID, which the hypervisor gives the guest as the SMBIOS system UUID. */
+async function productUuid(): Promise<string> {
+  const uuid = (await readFile('/sys/class/dmi/id/product_uuid', 'utf8').catch(() => '')).trim().toLowerCase();
+  if (!uuid) throw new Error('cannot read /sys/class/dmi/id/product_uuid (is this a VM?); pass --node-id');
+  return uuid;
+}
+
+const TOPOLOGY_VALUE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
+
+async function openLibvirt(opts: ServeOptions): Promise<Opened> {
+  const seconds = Number(opts.attachTimeout);
+  if (!(seconds > 0) || !Number.isFinite(seconds)) throw new Error(`--attach-timeout must be a positive number of seconds (got ${opts.attachTimeout})`);
+  if (!/^[a-z]+$/.test(opts.diskCache)) throw new Error(`--disk-cache ${JSON.stringify(opts.diskCache)} is not a libvirt cache mode`);
+  // A node VM must know its UUID; a controller (or an all-in-one test on the hypervisor itself) falls back to the hostname.
+  const defaultNodeId = opts.mode === 'node' ? productUuid : () => productUuid().catch(hostnameId);
+  const common = { attacher: new VirtioAttacher({ waitMs: seconds * 1000 }), access: HYPERVISOR_ACCESS, defaultNodeId };
+  const topologyOf = (hypervisor: string) => {
+    if (!TOPOLOGY_VALUE.test(hypervisor)) throw new Error(`--hypervisor ${JSON.stringify(hypervisor)} is not a valid topology value (letters, digits, '.', '_', '-', ≤63)`);
+    return () => ({ [HYPERVISOR_TOPOLOGY_KEY]: hypervisor });
+  };
+  if (opts.mode === 'node') {
+    // The node VM cannot reach the pool: it knows volumes by the disks it is given.
+    if (!opts.hypervisor) throw new Error('--hypervisor is required with --backend libvirt --mode node (the topology value the controller reports)');
+    return { ...common, volumes: new HypervisorNodeVolumes(seconds * 1000), topology: topologyOf(opts.hypervisor) };
+  }
+  if (!opts.libvirtPool) throw new Error('--libvirt-pool is required with --backend libvirt');
+  const virsh = new Virsh(opts.libvirtUri);
+  const backend = await LibvirtPool.open(virsh, new Domains(virsh), { pool: validatePoolName(opts.libvirtPool), reserveBytes: parseQuantity(opts.reserve) });
+  const hypervisor = opts.hypervisor ?? (await virsh.run(['hostname'])).trim().split('.')[0];
+  return {
+    ...common,
+    backend,
+    publisher: new LibvirtPublisher(backend, { diskCache: opts.diskCache, detachWaitMs: seconds * 1000 }),
+    volumes: new HypervisorNodeVolumes(seconds * 1000),
+    topology: topologyOf(hypervisor),
+  };
+}
+
+async function openBackend(opts: ServeOptions): Promise<Opened> {
   const reserve = parseQuantity(opts.reserve);
   if (opts.backend === 'file') {
     if (!opts.poolDir) throw new Error('--pool-dir is required with --backend file');
     const pool = await FilePool.open(path.resolve(opts.poolDir), reserve, { sweep: opts.mode !== 'node' });
-    return { backend: pool, attacher: new FileAttacher(pool) };
+    return nodeLocal(pool, new FileAttacher(pool));
   }
   if (opts.backend === 'lvm') {
     if (!opts.vg) throw new Error('--vg is required with --backend lvm');
@@ -52,30 +123,36 @@ async function openBackend(opts: ServeOptions): Promise<{ backend: PoolBackend; 
     if (!activation) log.warn('no device-mapper in this kernel: LVs are created with activation disabled; the node side cannot stage them');
     const lvm = new LvmCli({ activation });
     const pool = await LvmPool.open(lvm, { vg: validateVgName(opts.vg), reserveBytes: reserve, overprovisionRatio: ratio });
-    return { backend: pool, attacher: new LvmAttacher(lvm, opts.vg) };
+    return nodeLocal(pool, new LvmAttacher(lvm, opts.vg));
   }
-  throw new Error(`--backend ${opts.backend} is not supported (file or lvm)`);
+  if (opts.backend === 'libvirt') return openLibvirt(opts);
+  throw new Error(`--backend ${opts.backend} is not supported (file, lvm or libvirt)`);
 }
 
 export async function serve(opts: ServeOptions): Promise<void> {
   setLogLevel(opts.logLevel);
   if (!['all', 'controller', 'node'].includes(opts.mode)) throw new Error(`--mode must be all, controller or node (got ${opts.mode})`);
   if (!/^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/.test(opts.driverName)) throw new Error(`--driver-name ${opts.driverName} is not a valid CSI driver name`);
-  const nodeId = opts.nodeId || os.hostname();
-  const { backend: pool, attacher } = await openBackend(opts);
+  const opened = await openBackend(opts);
+  const nodeId = opts.nodeId || (opts.mode === 'controller' ? os.hostname() : await opened.defaultNodeId());
   const ctx: DriverContext = {
     driverName: opts.driverName,
     version: packageVersion(),
     nodeId,
-    backend: pool,
-    attacher,
+    backendKind: opts.backend,
+    topology: opened.topology(nodeId),
+    access: opened.access,
+    backend: opened.backend,
+    publisher: opened.publisher,
+    volumes: opened.volumes,
+    attacher: opened.attacher,
     paths: await PathPolicy.create(opts.allowedRoot.map((r) => path.resolve(r))),
     locks: new KeyedLocks(),
     sizing: { ...DEFAULT_SIZING, defaultBytes: parseQuantity(opts.defaultSize) },
     maxVolumesPerNode: Number(opts.maxVolumesPerNode),
   };
   const server = await startServer(ctx, opts.mode as Mode, opts.endpoint);
-  log.info('serving', { socket: server.socket, driver: ctx.driverName, version: ctx.version, node: nodeId, mode: opts.mode, backend: pool.kind, pool: opts.poolDir ?? opts.vg, allowedRoots: ctx.paths.allowedRoots });
+  log.info('serving', { socket: server.socket, driver: ctx.driverName, version: ctx.version, node: nodeId, mode: opts.mode, backend: opts.backend, pool: opts.poolDir ?? opts.vg ?? opts.libvirtPool, topology: ctx.topology, allowedRoots: ctx.paths.allowedRoots });
 
   let stopping = false;
   const stop = (signal: string) => {

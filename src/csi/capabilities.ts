@@ -10,9 +10,22 @@ export type AccessModeName =
   | 'SINGLE_NODE_READER_ONLY'
   | 'SINGLE_NODE_SINGLE_WRITER'
   | 'SINGLE_NODE_MULTI_WRITER'
-  | 'MULTI_NODE_READER_ONLY';
+  | 'MULTI_NODE_READER_ONLY'
+  | 'MULTI_NODE_MULTI_WRITER';
 
-const SINGLE_NODE: readonly string[] = ['SINGLE_NODE_WRITER', 'SINGLE_NODE_READER_ONLY', 'SINGLE_NODE_SINGLE_WRITER', 'SINGLE_NODE_MULTI_WRITER'];
+/**
+ * What the pool can share. Node-local pools: one node, plus read-only block views. Hypervisor mode
+ * adds MULTI_NODE_MULTI_WRITER for raw block volumes: a shareable virtio disk in several VMs, the
+ * access mode KubeVirt live migration needs (the guests coordinate writes, not the driver).
+ */
+export interface AccessPolicy {
+  multiNodeWriterBlock: boolean;
+}
+
+export const NODE_LOCAL_ACCESS: AccessPolicy = { multiNodeWriterBlock: false };
+export const HYPERVISOR_ACCESS: AccessPolicy = { multiNodeWriterBlock: true };
+
+export const SINGLE_NODE: readonly string[] = ['SINGLE_NODE_WRITER', 'SINGLE_NODE_READER_ONLY', 'SINGLE_NODE_SINGLE_WRITER', 'SINGLE_NODE_MULTI_WRITER'];
 const READ_ONLY: readonly string[] = ['SINGLE_NODE_READER_ONLY', 'MULTI_NODE_READER_ONLY'];
 
 /** A volume capability after validation: what the node must do and what it must refuse. */
@@ -29,14 +42,16 @@ export function isFsType(v: string): v is FsType {
 }
 
 /** Why this driver cannot serve a capability, or null when it can. */
-export function capabilityProblem(cap: VolumeCapability__Output | null | undefined): string | null {
+export function capabilityProblem(cap: VolumeCapability__Output | null | undefined, policy: AccessPolicy): string | null {
   if (!cap) return 'a volume capability is required';
   const mode = cap.access_mode?.mode ?? 'UNKNOWN';
   if (cap.access_type !== 'block' && cap.access_type !== 'mount') return 'volume capability needs an access type (block or mount)';
   const isSingle = SINGLE_NODE.includes(mode);
   const blockMultiRead = cap.access_type === 'block' && mode === 'MULTI_NODE_READER_ONLY';
-  if (!isSingle && !blockMultiRead) {
-    return `access mode ${mode} is not supported for ${cap.access_type} volumes (node-local pool: SINGLE_NODE_* modes${cap.access_type === 'block' ? ' and MULTI_NODE_READER_ONLY' : ''})`;
+  const blockMultiWrite = cap.access_type === 'block' && mode === 'MULTI_NODE_MULTI_WRITER' && policy.multiNodeWriterBlock;
+  if (!isSingle && !blockMultiRead && !blockMultiWrite) {
+    const block = policy.multiNodeWriterBlock ? ', MULTI_NODE_READER_ONLY and MULTI_NODE_MULTI_WRITER' : ' and MULTI_NODE_READER_ONLY';
+    return `access mode ${mode} is not supported for ${cap.access_type} volumes (SINGLE_NODE_* modes${cap.access_type === 'block' ? block : ''})`;
   }
   if (cap.access_type === 'mount' && cap.mount) {
     const fs = cap.mount.fs_type;
@@ -50,8 +65,8 @@ export function capabilityProblem(cap: VolumeCapability__Output | null | undefin
   return null;
 }
 
-export function parseCapability(cap: VolumeCapability__Output | null | undefined, field = 'volume_capability'): Capability {
-  const problem = capabilityProblem(cap);
+export function parseCapability(cap: VolumeCapability__Output | null | undefined, policy: AccessPolicy, field = 'volume_capability'): Capability {
+  const problem = capabilityProblem(cap, policy);
   if (problem || !cap) throw invalidArgument(`${field}: ${problem ?? 'missing'}`);
   const mode = (cap.access_mode?.mode ?? 'UNKNOWN') as AccessModeName;
   const readOnly = READ_ONLY.includes(mode);
@@ -60,7 +75,7 @@ export function parseCapability(cap: VolumeCapability__Output | null | undefined
   return { access: 'mount', mode, readOnly, fsType: isFsType(fs) ? fs : '', mountFlags: [...(cap.mount?.mount_flags ?? [])] };
 }
 
-export function parseCapabilities(caps: VolumeCapability__Output[], field = 'volume_capabilities'): Capability[] {
+export function parseCapabilities(caps: VolumeCapability__Output[], policy: AccessPolicy, field = 'volume_capabilities'): Capability[] {
   if (!caps || caps.length === 0) throw invalidArgument(`${field} is required`);
-  return caps.map((c, i) => parseCapability(c, `${field}[${i}]`));
+  return caps.map((c, i) => parseCapability(c, policy, `${field}[${i}]`));
 }

@@ -28,6 +28,7 @@ export function connectCsi(endpoint: string) {
     controllerGetCapabilities: promisify(ctl.ControllerGetCapabilities.bind(ctl)),
     controllerGetVolume: promisify(ctl.ControllerGetVolume.bind(ctl)),
     controllerPublishVolume: promisify(ctl.ControllerPublishVolume.bind(ctl)),
+    controllerUnpublishVolume: promisify(ctl.ControllerUnpublishVolume.bind(ctl)),
     controllerExpandVolume: promisify(ctl.ControllerExpandVolume.bind(ctl)),
     createSnapshot: promisify(ctl.CreateSnapshot.bind(ctl)),
     deleteSnapshot: promisify(ctl.DeleteSnapshot.bind(ctl)),

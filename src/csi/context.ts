@@ -1,16 +1,28 @@
 import type { KeyedLocks } from '../locks.js';
 import type { PathPolicy } from '../node/paths.js';
-import type { Attacher, PoolBackend } from '../pool/backend.js';
+import type { Attacher, NodeVolumes, PoolBackend, Publisher } from '../pool/backend.js';
+import type { AccessPolicy } from './capabilities.js';
 import type { SizingPolicy } from './sizing.js';
 
+/** Node-local pools: a volume is reachable on the node that holds the pool. */
 export const TOPOLOGY_KEY = 'topology.vpool.dev/node';
+/** Hypervisor mode: a volume is reachable from every node VM of the hypervisor that holds the pool. */
+export const HYPERVISOR_TOPOLOGY_KEY = 'topology.vpool.dev/hypervisor';
 
 /** Everything a handler needs, built once by `serve` and passed down (no globals). */
 export interface DriverContext {
   driverName: string;
   version: string;
   nodeId: string;
-  backend: PoolBackend;
+  backendKind: string;
+  /** Where volumes are accessible: the segments of this node's or this hypervisor's topology. */
+  topology: Record<string, string>;
+  access: AccessPolicy;
+  /** The pool; absent on a node in hypervisor mode, which cannot reach it. */
+  backend?: PoolBackend;
+  /** Attaches volumes to nodes from the controller (hypervisor mode); absent for node-local pools. */
+  publisher?: Publisher;
+  volumes: NodeVolumes;
   attacher: Attacher;
   paths: PathPolicy;
   locks: KeyedLocks;
@@ -18,9 +30,17 @@ export interface DriverContext {
   maxVolumesPerNode: number;
 }
 
+/** The controller service needs the pool. */
+export type ControllerContext = DriverContext & { backend: PoolBackend };
+
+export function hasBackend(ctx: DriverContext): ctx is ControllerContext {
+  return ctx.backend !== undefined;
+}
+
 export function topologySegments(ctx: DriverContext): Record<string, string> {
-  return { [TOPOLOGY_KEY]: ctx.nodeId };
+  return ctx.topology;
 }
 
 export const volumeLock = (id: string) => `volume/${id}`;
 export const snapshotLock = (id: string) => `snapshot/${id}`;
+export const nodeLock = (id: string) => `node/${id}`;

@@ -6,18 +6,30 @@ import type { ListVolumesResponse } from '../../gen/csi/v1/ListVolumesResponse.j
 import type { ValidateVolumeCapabilitiesRequest__Output } from '../../gen/csi/v1/ValidateVolumeCapabilitiesRequest.js';
 import type { ValidateVolumeCapabilitiesResponse } from '../../gen/csi/v1/ValidateVolumeCapabilitiesResponse.js';
 import { invalidArgument, notFound } from '../errors.js';
+import type { VolumeRecord } from '../pool/backend.js';
 import { capabilityProblem } from './capabilities.js';
-import type { DriverContext } from './context.js';
+import type { ControllerContext } from './context.js';
 import { isId, parseId } from './ids.js';
 import { paginate } from './pagination.js';
 import { parseVolumeParameters } from './parameters.js';
 import { toCsiVolume } from './controller-volumes.js';
-import { requireVolume } from './node-stage.js';
 
-export function controllerGetCapabilities(): ControllerGetCapabilitiesResponse {
-  // No EXPAND_VOLUME: node-local pools grow on the node (NodeExpandVolume). No PUBLISH_UNPUBLISH: nothing to attach remotely.
+/** A volume of the pool by the ID the CO gave, or NOT_FOUND. */
+export async function requirePoolVolume(ctx: ControllerContext, field: string, id: string): Promise<VolumeRecord> {
+  const known = parseId('vol', field, id);
+  const vol = known ? await ctx.backend.getVolume(known) : null;
+  if (!vol) throw notFound(`volume ${id} does not exist`);
+  return vol;
+}
+
+type ControllerCapability = 'CREATE_DELETE_VOLUME' | 'PUBLISH_UNPUBLISH_VOLUME' | 'PUBLISH_READONLY' | 'EXPAND_VOLUME' | 'CREATE_DELETE_SNAPSHOT' | 'LIST_VOLUMES' | 'LIST_SNAPSHOTS' | 'GET_CAPACITY' | 'CLONE_VOLUME' | 'GET_VOLUME' | 'VOLUME_CONDITION' | 'SINGLE_NODE_MULTI_WRITER';
+
+export function controllerGetCapabilities(ctx: ControllerContext): ControllerGetCapabilitiesResponse {
+  // Node-local pools grow on the node (NodeExpandVolume) and have nothing to attach remotely; hypervisor mode attaches and grows on the controller.
   // GetSnapshot is served but GET_SNAPSHOT is not advertised: CSI clients built before v1.10 reject capabilities they do not know.
-  const types = [
+  const types: ControllerCapability[] = [
+    ...(ctx.publisher ? (['PUBLISH_UNPUBLISH_VOLUME', 'PUBLISH_READONLY'] as const) : []),
+    ...(ctx.backend.expansion === 'controller' ? (['EXPAND_VOLUME'] as const) : []),
     'CREATE_DELETE_VOLUME',
     'CREATE_DELETE_SNAPSHOT',
     'LIST_VOLUMES',
@@ -27,15 +39,15 @@ export function controllerGetCapabilities(): ControllerGetCapabilitiesResponse {
     'GET_VOLUME',
     'VOLUME_CONDITION',
     'SINGLE_NODE_MULTI_WRITER',
-  ] as const;
+  ];
   return { capabilities: types.map((type) => ({ rpc: { type } })) };
 }
 
-export async function validateVolumeCapabilities(ctx: DriverContext, req: ValidateVolumeCapabilitiesRequest__Output): Promise<ValidateVolumeCapabilitiesResponse> {
+export async function validateVolumeCapabilities(ctx: ControllerContext, req: ValidateVolumeCapabilitiesRequest__Output): Promise<ValidateVolumeCapabilitiesResponse> {
   parseId('vol', 'volume_id', req.volume_id);
   if (!req.volume_capabilities.length) throw invalidArgument('volume_capabilities is required');
-  const vol = await requireVolume(ctx, 'volume_id', req.volume_id);
-  const problems = req.volume_capabilities.map((c) => capabilityProblem(c)).filter((p): p is string => p !== null);
+  const vol = await requirePoolVolume(ctx, 'volume_id', req.volume_id);
+  const problems = req.volume_capabilities.map((c) => capabilityProblem(c, ctx.access)).filter((p): p is string => p !== null);
   let params: ReturnType<typeof parseVolumeParameters>;
   try {
     params = parseVolumeParameters(req.parameters, ctx.backend.volumeParameters);
@@ -56,7 +68,7 @@ export async function validateVolumeCapabilities(ctx: DriverContext, req: Valida
   };
 }
 
-export async function listVolumes(ctx: DriverContext, req: ListVolumesRequest__Output): Promise<ListVolumesResponse> {
+export async function listVolumes(ctx: ControllerContext, req: ListVolumesRequest__Output): Promise<ListVolumesResponse> {
   const all = await ctx.backend.listVolumes();
   const { page, nextToken } = paginate(all, (v) => v.id, req.max_entries, req.starting_token, (k) => isId('vol', k));
   const entries = await Promise.all(
@@ -65,9 +77,10 @@ export async function listVolumes(ctx: DriverContext, req: ListVolumesRequest__O
   return { entries, next_token: nextToken };
 }
 
-export async function controllerGetVolume(ctx: DriverContext, req: ControllerGetVolumeRequest__Output): Promise<ControllerGetVolumeResponse> {
+export async function controllerGetVolume(ctx: ControllerContext, req: ControllerGetVolumeRequest__Output): Promise<ControllerGetVolumeResponse> {
   const id = parseId('vol', 'volume_id', req.volume_id);
   const vol = id ? await ctx.backend.getVolume(id) : null;
   if (!vol) throw notFound(`volume ${req.volume_id} does not exist`);
-  return { volume: toCsiVolume(ctx, vol), status: { published_node_ids: [], volume_condition: await ctx.backend.volumeCondition(vol) } };
+  const published = ctx.publisher ? [...new Set((await ctx.publisher.attachments(vol.id)).map((a) => a.nodeId))] : [];
+  return { volume: toCsiVolume(ctx, vol), status: { published_node_ids: published, volume_condition: await ctx.backend.volumeCondition(vol) } };
 }

@@ -9,7 +9,7 @@ import type { ListSnapshotsResponse } from '../../gen/csi/v1/ListSnapshotsRespon
 import type { Snapshot } from '../../gen/csi/v1/Snapshot.js';
 import { alreadyExists, invalidArgument, notFound } from '../errors.js';
 import type { SnapshotRecord } from '../pool/backend.js';
-import { snapshotLock, volumeLock, type DriverContext } from './context.js';
+import { snapshotLock, volumeLock, type ControllerContext } from './context.js';
 import { idFor, isId, parseId, validateName } from './ids.js';
 import { paginate } from './pagination.js';
 import { parseSnapshotParameters } from './parameters.js';
@@ -25,7 +25,7 @@ function toCsiSnapshot(s: SnapshotRecord): Snapshot {
   };
 }
 
-export async function createSnapshot(ctx: DriverContext, req: CreateSnapshotRequest__Output): Promise<CreateSnapshotResponse> {
+export async function createSnapshot(ctx: ControllerContext, req: CreateSnapshotRequest__Output): Promise<CreateSnapshotResponse> {
   const name = validateName('name', req.name);
   if (!req.source_volume_id) throw invalidArgument('source_volume_id is required');
   const source = parseId('vol', 'source_volume_id', req.source_volume_id);
@@ -42,7 +42,7 @@ export async function createSnapshot(ctx: DriverContext, req: CreateSnapshotRequ
   });
 }
 
-export async function deleteSnapshot(ctx: DriverContext, req: DeleteSnapshotRequest__Output): Promise<DeleteSnapshotResponse> {
+export async function deleteSnapshot(ctx: ControllerContext, req: DeleteSnapshotRequest__Output): Promise<DeleteSnapshotResponse> {
   const id = parseId('snap', 'snapshot_id', req.snapshot_id);
   if (!id) return {};
   return ctx.locks.with([snapshotLock(id)], async () => {
@@ -51,7 +51,7 @@ export async function deleteSnapshot(ctx: DriverContext, req: DeleteSnapshotRequ
   });
 }
 
-export async function listSnapshots(ctx: DriverContext, req: ListSnapshotsRequest__Output): Promise<ListSnapshotsResponse> {
+export async function listSnapshots(ctx: ControllerContext, req: ListSnapshotsRequest__Output): Promise<ListSnapshotsResponse> {
   let all: SnapshotRecord[];
   if (req.snapshot_id) {
     // Filtering by ID: an unknown or malformed ID lists nothing rather than failing (the spec's wording).
@@ -66,7 +66,7 @@ export async function listSnapshots(ctx: DriverContext, req: ListSnapshotsReques
   return { entries: page.map((s) => ({ snapshot: toCsiSnapshot(s) })), next_token: nextToken };
 }
 
-export async function getSnapshot(ctx: DriverContext, req: GetSnapshotRequest__Output): Promise<GetSnapshotResponse> {
+export async function getSnapshot(ctx: ControllerContext, req: GetSnapshotRequest__Output): Promise<GetSnapshotResponse> {
   const id = parseId('snap', 'snapshot_id', req.snapshot_id);
   const snap = id ? await ctx.backend.getSnapshot(id) : null;
   if (!snap) throw notFound(`snapshot ${req.snapshot_id} does not exist`);

@@ -11,7 +11,7 @@ import { alreadyExists, failedPrecondition, notFound, outOfRange, resourceExhaus
 import { MIN_FS_BYTES } from '../node/filesystem.js';
 import type { ContentSource, VolumeRecord } from '../pool/backend.js';
 import { capabilityProblem, DEFAULT_FS, isFsType, parseCapabilities, type Capability } from './capabilities.js';
-import { snapshotLock, topologySegments, TOPOLOGY_KEY, volumeLock, type DriverContext } from './context.js';
+import { snapshotLock, topologySegments, volumeLock, type ControllerContext, type DriverContext } from './context.js';
 import { idFor, parseId, validateName } from './ids.js';
 import { identityParameters, parseVolumeParameters, sameParameters } from './parameters.js';
 import { chooseSize, fitsRange, parseRange } from './sizing.js';
@@ -31,17 +31,19 @@ export function toCsiVolume(ctx: DriverContext, v: VolumeRecord): Volume {
   };
 }
 
-/** Whether a topology term names this node (a term with other keys or another node does not). */
-function matchesNode(ctx: DriverContext, t: Topology__Output): boolean {
+/** Whether a topology term names where this pool is (a term with other keys or values does not). */
+function matchesPool(ctx: DriverContext, t: Topology__Output): boolean {
   const segs = t.segments ?? {};
-  return Object.entries(segs).every(([k, v]) => k === TOPOLOGY_KEY && v === ctx.nodeId) && segs[TOPOLOGY_KEY] === ctx.nodeId;
+  const ours = Object.entries(ctx.topology);
+  return Object.keys(segs).length === ours.length && ours.every(([k, v]) => segs[k] === v);
 }
 
 function checkTopology(ctx: DriverContext, req: TopologyRequirement__Output | null): void {
   if (!req) return;
   const terms = req.requisite.length ? req.requisite : req.preferred;
-  if (terms.length && !terms.some((t) => matchesNode(ctx, t))) {
-    throw resourceExhausted(`this pool serves only ${TOPOLOGY_KEY}=${ctx.nodeId}, which the accessibility requirements exclude`);
+  if (terms.length && !terms.some((t) => matchesPool(ctx, t))) {
+    const where = Object.entries(ctx.topology).map(([k, v]) => `${k}=${v}`).join(', ');
+    throw resourceExhausted(`this pool serves only ${where}, which the accessibility requirements exclude`);
   }
 }
 
@@ -61,8 +63,13 @@ function contentSource(req: CreateVolumeRequest__Output): ContentSource | undefi
   return undefined;
 }
 
+/** IDs are compared by the hash that ends them (unique per name): a backend may know a gone source only by it. */
+function canonical(ctx: ControllerContext, p: Record<string, string>): Record<string, string> {
+  return ctx.backend.canonicalParameters ? ctx.backend.canonicalParameters(p) : p;
+}
+
 function sameSource(a: ContentSource | undefined, b: ContentSource | undefined): boolean {
-  return (a?.kind ?? '') === (b?.kind ?? '') && (a?.id ?? '') === (b?.id ?? '');
+  return (a?.kind ?? '') === (b?.kind ?? '') && (a?.id ?? '').slice(-16) === (b?.id ?? '').slice(-16);
 }
 
 function minimumFor(caps: Capability[], fsParam: string | undefined): number {
@@ -75,9 +82,9 @@ function minimumFor(caps: Capability[], fsParam: string | undefined): number {
   return min;
 }
 
-export async function createVolume(ctx: DriverContext, req: CreateVolumeRequest__Output): Promise<CreateVolumeResponse> {
+export async function createVolume(ctx: ControllerContext, req: CreateVolumeRequest__Output): Promise<CreateVolumeResponse> {
   const name = validateName('name', req.name);
-  const caps = parseCapabilities(req.volume_capabilities);
+  const caps = parseCapabilities(req.volume_capabilities, ctx.access);
   const params = parseVolumeParameters(req.parameters, ctx.backend.volumeParameters);
   const range = parseRange(req.capacity_range);
   const source = contentSource(req);
@@ -90,7 +97,7 @@ export async function createVolume(ctx: DriverContext, req: CreateVolumeRequest_
     if (existing) {
       if (!fitsRange(existing.capacityBytes, range)) throw alreadyExists(`volume ${name} exists with ${existing.capacityBytes} bytes, outside the requested range`);
       if (!sameSource(existing.source, source)) throw alreadyExists(`volume ${name} exists with another content source`);
-      if (!sameParameters(existing.parameters, identityParameters(params))) throw alreadyExists(`volume ${name} exists with other parameters (${JSON.stringify(existing.parameters)})`);
+      if (!sameParameters(canonical(ctx, existing.parameters), canonical(ctx, identityParameters(params)))) throw alreadyExists(`volume ${name} exists with other parameters (${JSON.stringify(existing.parameters)})`);
       return { volume: toCsiVolume(ctx, existing) };
     }
 
@@ -112,7 +119,7 @@ export async function createVolume(ctx: DriverContext, req: CreateVolumeRequest_
   });
 }
 
-export async function deleteVolume(ctx: DriverContext, req: DeleteVolumeRequest__Output): Promise<DeleteVolumeResponse> {
+export async function deleteVolume(ctx: ControllerContext, req: DeleteVolumeRequest__Output): Promise<DeleteVolumeResponse> {
   const id = parseId('vol', 'volume_id', req.volume_id);
   if (!id) return {}; // never ours, so already gone
   return ctx.locks.with([volumeLock(id)], async () => {
@@ -123,11 +130,11 @@ export async function deleteVolume(ctx: DriverContext, req: DeleteVolumeRequest_
   });
 }
 
-export async function getCapacity(ctx: DriverContext, req: GetCapacityRequest__Output): Promise<GetCapacityResponse> {
+export async function getCapacity(ctx: ControllerContext, req: GetCapacityRequest__Output): Promise<GetCapacityResponse> {
   const params = parseVolumeParameters(req.parameters, ctx.backend.volumeParameters);
   const zero = { available_capacity: '0', maximum_volume_size: null, minimum_volume_size: null };
-  if (req.accessible_topology && !matchesNode(ctx, req.accessible_topology)) return zero;
-  if (req.volume_capabilities.some((c) => capabilityProblem(c) !== null)) return zero;
+  if (req.accessible_topology && !matchesPool(ctx, req.accessible_topology)) return zero;
+  if (req.volume_capabilities.some((c) => capabilityProblem(c, ctx.access) !== null)) return zero;
   const { availableBytes } = await ctx.backend.capacity(params.backend);
   const g = ctx.backend.granularity;
   const max = Math.min(Math.floor(availableBytes / g) * g, ctx.sizing.maxBytes);

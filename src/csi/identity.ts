@@ -5,7 +5,7 @@ import { log } from '../log.js';
 import type { DriverContext } from './context.js';
 
 export function getPluginInfo(ctx: DriverContext): GetPluginInfoResponse {
-  return { name: ctx.driverName, vendor_version: ctx.version, manifest: { backend: ctx.backend.kind } };
+  return { name: ctx.driverName, vendor_version: ctx.version, manifest: { backend: ctx.backendKind } };
 }
 
 export function getPluginCapabilities(withController: boolean): GetPluginCapabilitiesResponse {
@@ -21,7 +21,8 @@ export function getPluginCapabilities(withController: boolean): GetPluginCapabil
 
 export async function probe(ctx: DriverContext): Promise<ProbeResponse> {
   try {
-    await ctx.backend.probe();
+    // A node in hypervisor mode has no pool to ask; it is ready when it can serve its own calls.
+    await ctx.backend?.probe();
     return { ready: { value: true } };
   } catch (err) {
     log.warn('probe: pool not usable', { error: String(err) });

@@ -46,6 +46,13 @@ export function parseId(kind: IdKind, field: string, id: string): string | null 
   return ID_RE[kind].test(id) ? id : null;
 }
 
+// A node ID in hypervisor mode: the domain's UUID (what the guest reads from its DMI) or a plain domain name.
+const NODE_ID_RE = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[A-Za-z0-9][A-Za-z0-9._-]{0,63})$/i;
+
+export function isNodeId(id: string): boolean {
+  return NODE_ID_RE.test(id);
+}
+
 export function isId(kind: IdKind, id: string): boolean {
   return ID_RE[kind].test(id);
 }

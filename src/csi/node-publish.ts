@@ -15,14 +15,14 @@ import { requireVolume } from './node-stage.js';
 export async function nodePublishVolume(ctx: DriverContext, req: NodePublishVolumeRequest__Output): Promise<NodePublishVolumeResponse> {
   const known = parseId('vol', 'volume_id', req.volume_id);
   const target = await ctx.paths.resolve('target_path', req.target_path);
-  const cap = parseCapability(req.volume_capability);
+  const cap = parseCapability(req.volume_capability, ctx.access);
   if (!req.staging_target_path) throw failedPrecondition('staging_target_path is required: this driver stages volumes (STAGE_UNSTAGE_VOLUME)');
   const staging = await ctx.paths.resolve('staging_target_path', req.staging_target_path);
   const readOnly = req.readonly || cap.readOnly;
   return ctx.locks.with([volumeLock(req.volume_id)], async () => {
     // A staged volume exists; only an unstaged one is looked up, to tell NOT_FOUND from "stage it first".
     const attached = known ? await ctx.attacher.devices(known) : [];
-    const vol = attached.length ? { id: req.volume_id } : await requireVolume(ctx, 'volume_id', req.volume_id);
+    const vol = attached.length ? { id: req.volume_id } : await requireVolume(ctx, 'volume_id', req.volume_id, req.volume_context);
     const devices = attached.map((a) => a.device);
     const mounts = await readMounts();
     const atTarget = await stateAt(mounts, target, devices);

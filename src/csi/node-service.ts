@@ -73,15 +73,16 @@ export async function nodeExpandVolume(ctx: DriverContext, req: NodeExpandVolume
   parseId('vol', 'volume_id', req.volume_id);
   if (!req.volume_path) throw invalidArgument('volume_path is required');
   const range = parseRange(req.capacity_range);
-  if (req.volume_capability) parseCapability(req.volume_capability);
+  if (req.volume_capability) parseCapability(req.volume_capability, ctx.access);
   return ctx.locks.with([volumeLock(req.volume_id)], async () => {
     const vol = await requireVolume(ctx, 'volume_id', req.volume_id);
     const { path: volumePath, state } = await volumeAt(ctx, vol.id, req.volume_path);
     // Without a capacity range the filesystem grows to fill the volume as it is (the spec allows either).
-    const size = range.required || range.limit ? Math.max(vol.capacityBytes, chooseSize(range, { ...ctx.sizing, granularity: ctx.backend.granularity })) : vol.capacityBytes;
-    const grown = await ctx.backend.expandVolume(vol.id, size);
+    const granularity = ctx.backend?.granularity ?? ctx.sizing.granularity;
+    const size = range.required || range.limit ? Math.max(vol.capacityBytes, chooseSize(range, { ...ctx.sizing, granularity })) : vol.capacityBytes;
+    const grown = await ctx.volumes.expand(vol, size, state.device);
     for (const { device } of await ctx.attacher.devices(vol.id)) await ctx.attacher.refreshSize(device);
     if (state.kind === 'filesystem' && isFsType(state.fsType)) await growFilesystem(state.fsType, state.device, volumePath);
-    return { capacity_bytes: String(grown.capacityBytes) };
+    return { capacity_bytes: String(grown) };
   });
 }

@@ -25,9 +25,10 @@ export function fsTypeFor(cap: Capability, vol: VolumeRecord): FsType {
   return fromClass && isFsType(fromClass) ? fromClass : DEFAULT_FS;
 }
 
-export async function requireVolume(ctx: DriverContext, field: string, id: string): Promise<VolumeRecord> {
+/** The volume as the node knows it (the pool, or in hypervisor mode the CO's volume_context), or NOT_FOUND. */
+export async function requireVolume(ctx: DriverContext, field: string, id: string, volumeContext: Record<string, string> = {}): Promise<VolumeRecord> {
   const known = parseId('vol', field, id);
-  const vol = known ? await ctx.backend.getVolume(known) : null;
+  const vol = known ? await ctx.volumes.get(known, volumeContext) : null;
   if (!vol) throw notFound(`volume ${id} does not exist`);
   return vol;
 }
@@ -39,9 +40,9 @@ function describe(state: PathState): string {
 export async function nodeStageVolume(ctx: DriverContext, req: NodeStageVolumeRequest__Output): Promise<NodeStageVolumeResponse> {
   parseId('vol', 'volume_id', req.volume_id);
   const staging = await ctx.paths.resolve('staging_target_path', req.staging_target_path);
-  const cap = parseCapability(req.volume_capability);
+  const cap = parseCapability(req.volume_capability, ctx.access);
   return ctx.locks.with([volumeLock(req.volume_id)], async () => {
-    const vol = await requireVolume(ctx, 'volume_id', req.volume_id);
+    const vol = await requireVolume(ctx, 'volume_id', req.volume_id, req.volume_context);
     const fsType = cap.access === 'mount' ? fsTypeFor(cap, vol) : undefined;
     const attached = await ctx.attacher.devices(vol.id);
     const devices = attached.map((a) => a.device);
@@ -66,7 +67,7 @@ export async function nodeStageVolume(ctx: DriverContext, req: NodeStageVolumeRe
 
     await mkdir(staging, { recursive: true, mode: 0o750 });
     const wasAttached = attached.some((a) => !a.readOnly);
-    const device = await ctx.attacher.attach(vol.id);
+    const device = await ctx.attacher.attach(vol.id, req.publish_context);
     try {
       if (cap.access === 'mount' && fsType) await stageFilesystem(device, staging, fsType, cap, await ctx.attacher.neverWritten(vol.id));
       else await stageBlock(device, staging);

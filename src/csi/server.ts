@@ -5,7 +5,8 @@ import type { ControllerHandlers } from '../../gen/csi/v1/Controller.js';
 import type { IdentityHandlers } from '../../gen/csi/v1/Identity.js';
 import type { NodeHandlers } from '../../gen/csi/v1/Node.js';
 import { errno, unimplemented } from '../errors.js';
-import type { DriverContext } from './context.js';
+import { hasBackend, type ControllerContext, type DriverContext } from './context.js';
+import { controllerExpandVolume, controllerPublishVolume, controllerUnpublishVolume } from './controller-publish.js';
 import { controllerGetCapabilities, controllerGetVolume, listVolumes, validateVolumeCapabilities } from './controller-queries.js';
 import { createSnapshot, deleteSnapshot, getSnapshot, listSnapshots } from './controller-snapshots.js';
 import { createVolume, deleteVolume, getCapacity } from './controller-volumes.js';
@@ -30,22 +31,22 @@ function identityHandlers(ctx: DriverContext, mode: Mode): IdentityHandlers {
   };
 }
 
-function controllerHandlers(ctx: DriverContext): ControllerHandlers {
+function controllerHandlers(ctx: ControllerContext): ControllerHandlers {
   return {
     CreateVolume: unary('CreateVolume', (r) => createVolume(ctx, r)),
     DeleteVolume: unary('DeleteVolume', (r) => deleteVolume(ctx, r)),
     ValidateVolumeCapabilities: unary('ValidateVolumeCapabilities', (r) => validateVolumeCapabilities(ctx, r)),
     ListVolumes: unary('ListVolumes', (r) => listVolumes(ctx, r)),
     GetCapacity: unary('GetCapacity', (r) => getCapacity(ctx, r)),
-    ControllerGetCapabilities: unary('ControllerGetCapabilities', () => controllerGetCapabilities()),
+    ControllerGetCapabilities: unary('ControllerGetCapabilities', () => controllerGetCapabilities(ctx)),
     ControllerGetVolume: unary('ControllerGetVolume', (r) => controllerGetVolume(ctx, r)),
     CreateSnapshot: unary('CreateSnapshot', (r) => createSnapshot(ctx, r)),
     DeleteSnapshot: unary('DeleteSnapshot', (r) => deleteSnapshot(ctx, r)),
     ListSnapshots: unary('ListSnapshots', (r) => listSnapshots(ctx, r)),
     GetSnapshot: unary('GetSnapshot', (r) => getSnapshot(ctx, r)),
-    ControllerPublishVolume: unary('ControllerPublishVolume', notSupported('ControllerPublishVolume (node-local pool)')),
-    ControllerUnpublishVolume: unary('ControllerUnpublishVolume', notSupported('ControllerUnpublishVolume (node-local pool)')),
-    ControllerExpandVolume: unary('ControllerExpandVolume', notSupported('ControllerExpandVolume (expansion is node-side: NodeExpandVolume)')),
+    ControllerPublishVolume: unary('ControllerPublishVolume', (r) => controllerPublishVolume(ctx, r)),
+    ControllerUnpublishVolume: unary('ControllerUnpublishVolume', (r) => controllerUnpublishVolume(ctx, r)),
+    ControllerExpandVolume: unary('ControllerExpandVolume', (r) => controllerExpandVolume(ctx, r)),
     ControllerModifyVolume: unary('ControllerModifyVolume', notSupported('ControllerModifyVolume')),
   };
 }
@@ -100,7 +101,10 @@ export async function startServer(ctx: DriverContext, mode: Mode, endpoint: stri
   const csi = loadCsi().csi.v1;
   const server = new grpc.Server();
   server.addService(csi.Identity.service, identityHandlers(ctx, mode));
-  if (mode !== 'node') server.addService(csi.Controller.service, controllerHandlers(ctx));
+  if (mode !== 'node') {
+    if (!hasBackend(ctx)) throw new Error('the controller service needs the pool');
+    server.addService(csi.Controller.service, controllerHandlers(ctx));
+  }
   if (mode !== 'controller') server.addService(csi.Node.service, nodeHandlers(ctx));
 
   const socket = socketPath(endpoint);

@@ -56,12 +56,16 @@ export type ParameterCheck = (value: string) => string | null;
 
 export interface PoolBackend {
   readonly kind: string;
+  /** Where a volume grows: on the node (NodeExpandVolume, node-local pools) or on the controller. */
+  readonly expansion: 'node' | 'controller';
   /** Volume sizes are whole multiples of this (1 MiB for files, the extent size for LVM). */
   readonly granularity: number;
   /** StorageClass parameters beyond fsType and the provisioner's own keys. */
   readonly volumeParameters: Readonly<Record<string, ParameterCheck>>;
   /** VolumeSnapshotClass parameters. */
   readonly snapshotParameters: Readonly<Record<string, ParameterCheck>>;
+  /** The parameters as compared on a CreateVolume retry, when a default and an absent key mean the same. */
+  canonicalParameters?(parameters: Record<string, string>): Record<string, string>;
   /** Throws with the reason when the pool cannot serve requests. */
   probe(): Promise<void>;
   /** Space for new volumes made with these (validated) parameters. */
@@ -91,8 +95,8 @@ export interface AttachedDevice {
 export interface Attacher {
   /** Every device attached for this volume, found from the kernel: the writable one first, then read-only views. */
   devices(volumeId: string): Promise<AttachedDevice[]>;
-  /** Attaches (or returns the existing attachment) and returns the device path. */
-  attach(volumeId: string): Promise<string>;
+  /** Attaches (or returns the existing attachment) and returns the device path; `publishContext` is what ControllerPublishVolume returned. */
+  attach(volumeId: string, publishContext?: Record<string, string>): Promise<string>;
   /** A new read-only view of the volume, for a read-only raw block publish. */
   attachReadOnly(volumeId: string): Promise<string>;
   /** Detaches one device, or every device of the volume. */
@@ -103,4 +107,41 @@ export interface Attacher {
   refreshSize(device: string): Promise<void>;
   /** A reason the backing store is unhealthy (deleted, truncated), or null. */
   deviceProblem(volumeId: string, device: string): Promise<string | null>;
+}
+
+/**
+ * What the node side knows of a volume: the pool itself for node-local backends, the CO's
+ * contexts in hypervisor mode (where the node cannot reach the pool, only the disk it was given).
+ */
+export interface NodeVolumes {
+  /** The volume, or null when it does not exist. */
+  get(id: string, volumeContext: Record<string, string>): Promise<VolumeRecord | null>;
+  /** Grows the volume to at least `bytes` (node-local), or reports the size the controller already gave it. */
+  expand(volume: VolumeRecord, bytes: number, device: string | undefined): Promise<number>;
+}
+
+export interface Attachment {
+  /** The node's canonical ID (a domain UUID). */
+  nodeId: string;
+  readOnly: boolean;
+  shared: boolean;
+}
+
+export interface PublishSpec {
+  readOnly: boolean;
+  /** Several nodes may write (MULTI_NODE_MULTI_WRITER): the disk is attached shareable. */
+  shared: boolean;
+}
+
+/** Controller side of a backend whose volumes are attached to a node from outside it (hypervisor mode). */
+export interface Publisher {
+  /** The node's canonical ID, or null when there is no such node. */
+  resolveNode(nodeId: string): Promise<string | null>;
+  attachments(volumeId: string): Promise<Attachment[]>;
+  /** How many of this driver's volumes the node has attached. */
+  volumesOn(nodeId: string): Promise<number>;
+  /** Attaches the volume and returns the publish_context the node needs to find it. */
+  publish(volumeId: string, nodeId: string, spec: PublishSpec): Promise<Record<string, string>>;
+  /** Detaches the volume from the node; done when the node no longer has it. */
+  unpublish(volumeId: string, nodeId: string): Promise<void>;
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { status } from '@grpc/grpc-js';
 import { describe, it } from 'node:test';
-import { capabilityProblem, parseCapability } from '../../src/csi/capabilities.js';
+import { capabilityProblem, HYPERVISOR_ACCESS, NODE_LOCAL_ACCESS, parseCapability } from '../../src/csi/capabilities.js';
 import { idFor, isId, parseId, validateName } from '../../src/csi/ids.js';
 import { paginate } from '../../src/csi/pagination.js';
 import { parseVolumeParameters } from '../../src/csi/parameters.js';
@@ -79,23 +79,31 @@ describe('sizing', () => {
 describe('capabilities and parameters', () => {
   it('accepts single-node modes for mount and block, and multi-node read-only for block only', () => {
     for (const mode of ['SINGLE_NODE_WRITER', 'SINGLE_NODE_READER_ONLY', 'SINGLE_NODE_SINGLE_WRITER', 'SINGLE_NODE_MULTI_WRITER'] as const) {
-      assert.equal(capabilityProblem({ mount: { fs_type: 'ext4', mount_flags: [], volume_mount_group: '' }, access_mode: { mode }, access_type: 'mount' }), null);
-      assert.equal(capabilityProblem({ block: {}, access_mode: { mode }, access_type: 'block' }), null);
+      assert.equal(capabilityProblem({ mount: { fs_type: 'ext4', mount_flags: [], volume_mount_group: '' }, access_mode: { mode }, access_type: 'mount' }, NODE_LOCAL_ACCESS), null);
+      assert.equal(capabilityProblem({ block: {}, access_mode: { mode }, access_type: 'block' }, NODE_LOCAL_ACCESS), null);
     }
-    assert.equal(capabilityProblem({ block: {}, access_mode: { mode: 'MULTI_NODE_READER_ONLY' }, access_type: 'block' }), null);
-    assert.match(capabilityProblem({ mount: { fs_type: '', mount_flags: [], volume_mount_group: '' }, access_mode: { mode: 'MULTI_NODE_READER_ONLY' }, access_type: 'mount' }) ?? '', /not supported/);
+    assert.equal(capabilityProblem({ block: {}, access_mode: { mode: 'MULTI_NODE_READER_ONLY' }, access_type: 'block' }, NODE_LOCAL_ACCESS), null);
+    assert.match(capabilityProblem({ mount: { fs_type: '', mount_flags: [], volume_mount_group: '' }, access_mode: { mode: 'MULTI_NODE_READER_ONLY' }, access_type: 'mount' }, NODE_LOCAL_ACCESS) ?? '', /not supported/);
     for (const mode of ['MULTI_NODE_MULTI_WRITER', 'MULTI_NODE_SINGLE_WRITER', 'UNKNOWN'] as const) {
-      assert.notEqual(capabilityProblem({ block: {}, access_mode: { mode }, access_type: 'block' }), null, mode);
+      assert.notEqual(capabilityProblem({ block: {}, access_mode: { mode }, access_type: 'block' }, NODE_LOCAL_ACCESS), null, mode);
     }
+  });
+  it('allows MULTI_NODE_MULTI_WRITER for raw block volumes in hypervisor mode only', () => {
+    const block = { block: {}, access_mode: { mode: 'MULTI_NODE_MULTI_WRITER' as const }, access_type: 'block' as const };
+    const mount = { mount: { fs_type: 'ext4', mount_flags: [], volume_mount_group: '' }, access_mode: { mode: 'MULTI_NODE_MULTI_WRITER' as const }, access_type: 'mount' as const };
+    assert.equal(capabilityProblem(block, HYPERVISOR_ACCESS), null);
+    assert.match(capabilityProblem(block, NODE_LOCAL_ACCESS) ?? '', /not supported/);
+    assert.match(capabilityProblem(mount, HYPERVISOR_ACCESS) ?? '', /not supported for mount/);
+    assert.equal(capabilityProblem({ ...block, access_mode: { mode: 'MULTI_NODE_SINGLE_WRITER' as const } }, HYPERVISOR_ACCESS) !== null, true);
   });
   it('refuses unknown filesystems and mount flags that could smuggle options', () => {
     const mount = (fs_type: string, mount_flags: string[]) => ({ mount: { fs_type, mount_flags, volume_mount_group: '' }, access_mode: { mode: 'SINGLE_NODE_WRITER' as const }, access_type: 'mount' as const });
-    assert.match(capabilityProblem(mount('btrfs', [])) ?? '', /btrfs/);
-    assert.match(capabilityProblem(mount('ext4', ['noatime,suid'])) ?? '', /characters/);
-    assert.match(capabilityProblem(mount('ext4', ['bind'])) ?? '', /not allowed/);
-    assert.match(capabilityProblem(mount('ext4', ['x;reboot'])) ?? '', /characters/);
-    assert.deepEqual(parseCapability(mount('xfs', ['noatime'])), { access: 'mount', mode: 'SINGLE_NODE_WRITER', readOnly: false, fsType: 'xfs', mountFlags: ['noatime'] });
-    assert.equal(code(() => parseCapability(null)), 'INVALID_ARGUMENT');
+    assert.match(capabilityProblem(mount('btrfs', []), NODE_LOCAL_ACCESS) ?? '', /btrfs/);
+    assert.match(capabilityProblem(mount('ext4', ['noatime,suid']), NODE_LOCAL_ACCESS) ?? '', /characters/);
+    assert.match(capabilityProblem(mount('ext4', ['bind']), NODE_LOCAL_ACCESS) ?? '', /not allowed/);
+    assert.match(capabilityProblem(mount('ext4', ['x;reboot']), NODE_LOCAL_ACCESS) ?? '', /characters/);
+    assert.deepEqual(parseCapability(mount('xfs', ['noatime']), NODE_LOCAL_ACCESS), { access: 'mount', mode: 'SINGLE_NODE_WRITER', readOnly: false, fsType: 'xfs', mountFlags: ['noatime'] });
+    assert.equal(code(() => parseCapability(null, NODE_LOCAL_ACCESS)), 'INVALID_ARGUMENT');
   });
   it('names the unknown parameter, and accepts the provisioner\'s own keys', () => {
     assert.deepEqual(parseVolumeParameters({ fsType: 'xfs', 'csi.storage.k8s.io/pvc/name': 'data', 'csi.storage.k8s.io/pvc/namespace': 'apps' }, {}), { backend: {}, fsType: 'xfs', pvcName: 'data', pvcNamespace: 'apps' });

@@ -20,6 +20,7 @@ import { MiB } from '../../units.js';
  */
 export class FilePool implements PoolBackend {
   readonly kind = 'file';
+  readonly expansion = 'node' as const;
   readonly granularity = MiB;
   readonly volumeParameters = {};
   readonly snapshotParameters = {};

@@ -43,6 +43,7 @@ export class LvmPool implements PoolBackend {
     thinPool: (v) => (LV_NAME.test(v) ? null : 'not an LV name'),
     stripes: (v) => (/^[1-9][0-9]?$/.test(v) ? null : 'a number of stripes from 1 to 99'),
   };
+  readonly expansion = 'node' as const;
   readonly snapshotParameters: Record<string, ParameterCheck> = {
     snapshotReserve: (v) => (/^(100|[1-9][0-9]?)%$/.test(v) || v === '0' || v === 'none' ? null : 'a percentage of the source (1% to 100%), or none'),
   };

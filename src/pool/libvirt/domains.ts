@@ -1,0 +1,140 @@
+import { attr, child, children, parseXml, text, xmlEscape, type Virsh } from './virsh.js';
+import { withXmlFile } from './xml-file.js';
+
+/** A disk of a domain, as its XML describes it. */
+export interface DomainDisk {
+  target: string;
+  serial?: string;
+  sourcePool?: string;
+  sourceVolume?: string;
+  sourceFile?: string;
+  readOnly: boolean;
+  shared: boolean;
+}
+
+export interface DomainInfo {
+  uuid: string;
+  name: string;
+  running: boolean;
+  disks: DomainDisk[];
+}
+
+export interface DiskSpec {
+  pool: string;
+  volume: string;
+  format: string;
+  serial: string;
+  readOnly: boolean;
+  shared: boolean;
+  /** libvirt's cache mode; io='native' goes with the O_DIRECT modes only. */
+  cache: string;
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function parseDomain(xml: string): DomainInfo {
+  const dom = parseXml(xml).domain as Parameters<typeof child>[0];
+  const devices = child(dom, 'devices');
+  const disks: DomainDisk[] = children(devices, 'disk')
+    .filter((d) => (attr(d, 'device') ?? 'disk') === 'disk')
+    .map((d) => {
+      const source = child(d, 'source');
+      return {
+        target: attr(child(d, 'target'), 'dev') ?? '',
+        serial: text(d, 'serial'),
+        sourcePool: attr(source, 'pool'),
+        sourceVolume: attr(source, 'volume'),
+        sourceFile: attr(source, 'file') ?? attr(source, 'dev'),
+        readOnly: child(d, 'readonly') !== undefined,
+        shared: child(d, 'shareable') !== undefined,
+      };
+    });
+  const root = dom && typeof dom === 'object' && !Array.isArray(dom) ? dom : undefined;
+  const id = attr(root, 'id');
+  return { uuid: (text(dom, 'uuid') ?? '').toLowerCase(), name: text(dom, 'name') ?? '', running: id !== undefined && id !== '-1', disks };
+}
+
+export function diskXml(d: DiskSpec, target: string): string {
+  const io = d.cache === 'none' || d.cache === 'directsync' ? " io='native'" : '';
+  return [
+    "<disk type='volume' device='disk'>",
+    `  <driver name='qemu' type='${xmlEscape(d.format)}' cache='${xmlEscape(d.cache)}'${io} discard='unmap'/>`,
+    `  <source pool='${xmlEscape(d.pool)}' volume='${xmlEscape(d.volume)}'/>`,
+    `  <target dev='${xmlEscape(target)}' bus='virtio'/>`,
+    `  <serial>${xmlEscape(d.serial)}</serial>`,
+    ...(d.readOnly ? ['  <readonly/>'] : []),
+    ...(d.shared ? ['  <shareable/>'] : []),
+    '</disk>',
+  ].join('\n');
+}
+
+/** vdb, vdc, … vdz, vdaa, vdab, …: the first virtio target name neither XML uses (vda is the boot disk by habit). */
+export function freeTarget(used: Set<string>): string {
+  const letters = 'abcdefghijklmnopqrstuvwxyz';
+  for (let i = 1; i < 26 * 27; i++) {
+    const suffix = i < 26 ? letters[i] : letters[Math.floor(i / 26) - 1] + letters[i % 26];
+    const t = `vd${suffix}`;
+    if (!used.has(t)) return t;
+  }
+  throw new Error('no free virtio target name');
+}
+
+/** The hypervisor's domains, read from libvirt on every call (libvirt is the source of truth). */
+export class Domains {
+  constructor(private readonly virsh: Virsh) {}
+
+  /** A domain by UUID or name, with its live definition when running; null when libvirt has none. */
+  async get(nodeId: string): Promise<DomainInfo | null> {
+    const xml = await this.virsh.maybe(['dumpxml', '--domain', nodeId]);
+    return xml === null ? null : parseDomain(xml);
+  }
+
+  /** Every domain (running or not); one dumpxml each, a few at a time. */
+  async all(): Promise<DomainInfo[]> {
+    const uuids = (await this.virsh.run(['list', '--all', '--uuid'])).split('\n').map((l) => l.trim()).filter((l) => UUID_RE.test(l));
+    const out: DomainInfo[] = [];
+    for (let i = 0; i < uuids.length; i += 8) {
+      const batch = await Promise.all(uuids.slice(i, i + 8).map((u) => this.get(u)));
+      for (const d of batch) if (d) out.push(d); // undefined meanwhile: not there
+    }
+    return out;
+  }
+
+  /** Hot-plugs a disk: live and persistent when the domain runs, persistent only when it does not. */
+  async attach(dom: DomainInfo, disk: DiskSpec): Promise<string> {
+    const used = new Set(dom.disks.map((d) => d.target));
+    if (dom.running) {
+      // The persistent definition may hold disks the live one does not (attached with --config only).
+      const inactive = await this.virsh.maybe(['dumpxml', '--domain', dom.uuid, '--inactive']);
+      if (inactive) for (const d of parseDomain(inactive).disks) used.add(d.target);
+    }
+    const target = freeTarget(used);
+    await withXmlFile(diskXml(disk, target), (file) => this.virsh.run(['attach-device', '--domain', dom.uuid, '--file', file, ...(dom.running ? ['--live', '--config'] : ['--config'])]));
+    return target;
+  }
+
+  /**
+   * Detaches a disk from the definition and, when running, asks the guest to release it, then waits
+   * (bounded) until the live definition no longer has it: a guest that has not let go still uses it.
+   */
+  async detach(dom: DomainInfo, target: string, waitMs: number): Promise<boolean> {
+    const inactive = dom.running ? await this.virsh.maybe(['dumpxml', '--domain', dom.uuid, '--inactive']) : null;
+    const inConfig = !dom.running || (inactive !== null && parseDomain(inactive).disks.some((d) => d.target === target));
+    const liveHas = dom.running && dom.disks.some((d) => d.target === target);
+    const flags = [...(liveHas ? ['--live'] : []), ...(inConfig ? ['--config'] : [])];
+    if (flags.length) await this.virsh.run(['detach-disk', '--domain', dom.uuid, '--target', target, ...flags]);
+    if (!liveHas) return true;
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      const now = await this.get(dom.uuid);
+      if (!now || !now.running || !now.disks.some((d) => d.target === target)) return true;
+      if (Date.now() > deadline) return false;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  /** Tells a running domain its disk grew, so the guest sees the new size at once. */
+  async blockResize(dom: DomainInfo, target: string, bytes: number): Promise<void> {
+    await this.virsh.run(['blockresize', '--domain', dom.uuid, '--path', target, '--size', `${bytes}B`]);
+  }
+}

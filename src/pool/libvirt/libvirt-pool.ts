@@ -1,0 +1,454 @@
+import { failedPrecondition } from '../../errors.js';
+import { log } from '../../log.js';
+import { MiB, roundUp } from '../../units.js';
+import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, SnapshotRecord, VolumeRecord } from '../backend.js';
+import { PoolSpaceError, SourceMissingError } from '../errors.js';
+import type { DomainDisk, DomainInfo, Domains } from './domains.js';
+import { FORMATS, idHash, markerName, parseName, serialFor, snapshotName, volumeName, WIPE_ALGORITHMS, type Format, type PoolName, type SnapshotName, type VolumeName } from './names.js';
+import { withXmlFile as withXml } from './xml-file.js';
+import { attr, child, LibvirtMissingError, parseInfo, parseXml, text, xmlEscape, type Virsh } from './virsh.js';
+
+export interface LibvirtPoolOptions {
+  pool: string;
+  reserveBytes: number;
+}
+
+interface Entry {
+  /** The libvirt volume name. */
+  name: string;
+  parsed: PoolName;
+}
+
+interface VolumeFacts {
+  capacity: number;
+  allocation: number;
+  path: string;
+  /** Seconds since the epoch, where the pool type reports it. */
+  mtime?: number;
+}
+
+/** One of our volumes or snapshots that is complete, with its libvirt name. */
+export interface PoolVolume<T extends VolumeName | SnapshotName = VolumeName | SnapshotName> {
+  name: string;
+  parsed: T;
+}
+
+// Pool types whose volumes are files (qcow2 is possible) and those libvirt can resize.
+const FILE_POOLS = new Set(['dir', 'fs', 'netfs', 'gluster', 'vstorage']);
+const RESIZABLE_POOLS = new Set([...FILE_POOLS, 'rbd']);
+const POOL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$/;
+
+export function validatePoolName(name: string): string {
+  if (!POOL_NAME_RE.test(name)) throw new Error(`--libvirt-pool ${JSON.stringify(name)} is not a plain libvirt pool name`);
+  return name;
+}
+
+/**
+ * A libvirt storage pool as the driver's pool: volumes are libvirt volumes named by the convention
+ * in names.ts, created, copied, resized and deleted by libvirt itself (vol-create-as,
+ * vol-create-from, vol-resize, vol-delete), so any pool type libvirt manages can serve, on any host
+ * libvirt reaches. The pool listing is the only record; nothing is kept here between calls.
+ */
+export class LibvirtPool implements PoolBackend {
+  readonly kind = 'libvirt';
+  readonly expansion = 'controller' as const;
+  readonly volumeParameters: Record<string, ParameterCheck>;
+  readonly snapshotParameters: Record<string, ParameterCheck> = {};
+
+  private constructor(
+    readonly virsh: Virsh,
+    readonly domains: Domains,
+    private readonly opts: LibvirtPoolOptions,
+    /** libvirt's pool type: dir, logical, rbd, ... */
+    readonly poolType: string,
+    readonly granularity: number,
+  ) {
+    const fileBacked = FILE_POOLS.has(poolType);
+    this.volumeParameters = {
+      format: (v) => (!(FORMATS as readonly string[]).includes(v) ? 'raw or qcow2' : v === 'qcow2' && !fileBacked ? `a ${poolType} pool holds raw volumes only` : null),
+      preallocate: (v) => (v === 'true' || v === 'false' ? null : 'true or false'),
+      wipe: (v) => ((WIPE_ALGORITHMS as readonly string[]).includes(v) ? null : `one of ${WIPE_ALGORITHMS.join(', ')}`),
+    };
+  }
+
+  get poolName(): string {
+    return this.opts.pool;
+  }
+
+  static async open(virsh: Virsh, domains: Domains, opts: LibvirtPoolOptions): Promise<LibvirtPool> {
+    const xml = await virsh.maybe(['pool-dumpxml', '--pool', opts.pool]);
+    if (xml === null) throw new Error(`libvirt pool ${opts.pool} does not exist at ${virsh.uri}; define it with virsh pool-define-as (see docs/libvirt.md)`);
+    const type = attr(child(parseXml(xml), 'pool'), 'type') ?? 'unknown';
+    // LVM allocates whole extents (4 MiB by default); everything else is byte-addressed, MiB keeps sizes tidy.
+    const pool = new LibvirtPool(virsh, domains, opts, type, type === 'logical' ? 4 * MiB : MiB);
+    await pool.probe();
+    return pool;
+  }
+
+  async probe(): Promise<void> {
+    const info = parseInfo(await this.virsh.run(['pool-info', '--pool', this.opts.pool, '--bytes']));
+    if (info.State !== 'running') throw new Error(`libvirt pool ${this.opts.pool} is ${info.State ?? 'in an unknown state'}, not running (virsh pool-start ${this.opts.pool})`);
+  }
+
+  async capacity(): Promise<PoolCapacity> {
+    const info = parseInfo(await this.virsh.run(['pool-info', '--pool', this.opts.pool, '--bytes']));
+    const total = Number(info.Capacity ?? 0);
+    const available = Number(info.Available ?? 0);
+    return { totalBytes: total, availableBytes: Math.max(0, available - this.opts.reserveBytes) };
+  }
+
+  /** Canonical form of the parameters for comparison: defaults are the same as leaving the key out. */
+  canonicalParameters(p: Record<string, string>): Record<string, string> {
+    const out = { ...p };
+    if (out.format === 'raw') delete out.format;
+    if (out.preallocate === 'false') delete out.preallocate;
+    return out;
+  }
+
+  // ---- reading the pool
+
+  private async entries(): Promise<Entry[]> {
+    const out = await this.virsh.run(['vol-list', '--pool', this.opts.pool]);
+    const entries: Entry[] = [];
+    for (const line of out.split('\n')) {
+      const name = line.trim().split(/\s+/)[0];
+      const parsed = name ? parseName(name) : null;
+      if (name && parsed) entries.push({ name, parsed });
+    }
+    return entries;
+  }
+
+  /** Our complete volumes and snapshots: an ID with an `incomplete` marker is still being copied and does not exist yet. */
+  private complete(entries: Entry[]): PoolVolume[] {
+    const unfinished = new Set(entries.filter((e) => e.parsed.kind === 'marker').map((e) => e.parsed.id));
+    return entries.filter((e): e is PoolVolume => e.parsed.kind !== 'marker' && !unfinished.has(e.parsed.id));
+  }
+
+  async facts(name: string): Promise<VolumeFacts | null> {
+    const xml = await this.virsh.maybe(['vol-dumpxml', '--vol', name, '--pool', this.opts.pool]);
+    if (xml === null) return null;
+    const vol = child(parseXml(xml), 'volume');
+    const target = child(vol, 'target');
+    const mtime = Number(text(child(target, 'timestamps'), 'mtime'));
+    return {
+      capacity: Number(text(vol, 'capacity') ?? 0),
+      allocation: Number(text(vol, 'allocation') ?? 0),
+      path: text(target, 'path') ?? '',
+      mtime: Number.isFinite(mtime) && mtime > 0 ? mtime : undefined,
+    };
+  }
+
+  /** A complete volume of ours by ID (a volume's or a snapshot's), from one listing. */
+  async find<K extends 'vol' | 'snap'>(kind: K, id: string, entries?: Entry[]): Promise<PoolVolume<K extends 'vol' ? VolumeName : SnapshotName> | null> {
+    const found = this.complete(entries ?? (await this.entries())).find((e) => e.parsed.id === id && e.parsed.kind === kind);
+    return (found as PoolVolume<K extends 'vol' ? VolumeName : SnapshotName> | undefined) ?? null;
+  }
+
+  private fullId(kind: 'vol' | 'snap', hash: string, entries: Entry[]): string | undefined {
+    return this.complete(entries).find((e) => e.parsed.kind === kind && idHash(e.parsed.id) === hash)?.parsed.id;
+  }
+
+  private volumeRecord(v: PoolVolume<VolumeName>, f: VolumeFacts, entries: Entry[]): VolumeRecord {
+    const p = v.parsed;
+    const parameters: Record<string, string> = {};
+    if (p.fsType) parameters.fsType = p.fsType;
+    if (p.format !== 'raw') parameters.format = p.format;
+    if (p.preallocated) parameters.preallocate = 'true';
+    if (p.wipe) parameters.wipe = p.wipe;
+    const sourceKind = p.source?.kind === 'volume' ? 'vol' : 'snap';
+    // Names keep only the source's hash; when the source is gone, the ID of that hash with an empty slug stands for it.
+    const sourceId = p.source ? (this.fullId(sourceKind, p.source.hash, entries) ?? `${sourceKind}--${p.source.hash}`) : undefined;
+    return {
+      id: p.id,
+      name: p.id,
+      capacityBytes: f.capacity,
+      createdAt: (f.mtime ?? 0) * 1000,
+      source: p.source && sourceId ? { kind: p.source.kind, id: sourceId } : undefined,
+      parameters,
+    };
+  }
+
+  private snapshotRecord(s: PoolVolume<SnapshotName>, f: VolumeFacts, entries: Entry[]): SnapshotRecord {
+    return {
+      id: s.parsed.id,
+      name: s.parsed.id,
+      sourceVolumeId: this.fullId('vol', s.parsed.sourceHash, entries) ?? `vol--${s.parsed.sourceHash}`,
+      sizeBytes: f.capacity,
+      createdAt: s.parsed.createdAt,
+      readyToUse: true,
+    };
+  }
+
+  private async withFacts<T extends PoolVolume, R>(items: T[], make: (item: T, f: VolumeFacts) => R): Promise<R[]> {
+    const out: R[] = [];
+    for (let i = 0; i < items.length; i += 8) {
+      const batch = await Promise.all(items.slice(i, i + 8).map(async (it) => ({ it, f: await this.facts(it.name) })));
+      for (const { it, f } of batch) if (f) out.push(make(it, f)); // deleted meanwhile: gone
+    }
+    return out;
+  }
+
+  async getVolume(id: string): Promise<VolumeRecord | null> {
+    const entries = await this.entries();
+    const v = await this.find('vol', id, entries);
+    const f = v ? await this.facts(v.name) : null;
+    return v && f ? this.volumeRecord(v, f, entries) : null;
+  }
+
+  async listVolumes(): Promise<VolumeRecord[]> {
+    const entries = await this.entries();
+    const vols = this.complete(entries).filter((e): e is PoolVolume<VolumeName> => e.parsed.kind === 'vol');
+    return this.withFacts(vols, (v, f) => this.volumeRecord(v, f, entries));
+  }
+
+  async getSnapshot(id: string): Promise<SnapshotRecord | null> {
+    const entries = await this.entries();
+    const s = await this.find('snap', id, entries);
+    const f = s ? await this.facts(s.name) : null;
+    return s && f ? this.snapshotRecord(s, f, entries) : null;
+  }
+
+  async listSnapshots(): Promise<SnapshotRecord[]> {
+    const entries = await this.entries();
+    const snaps = this.complete(entries).filter((e): e is PoolVolume<SnapshotName> => e.parsed.kind === 'snap');
+    return this.withFacts(snaps, (s, f) => this.snapshotRecord(s, f, entries));
+  }
+
+  // ---- changing the pool
+
+  private async deleteNamed(name: string, wipe?: string): Promise<void> {
+    try {
+      if (wipe) await this.virsh.run(['vol-wipe', '--vol', name, '--pool', this.opts.pool, '--algorithm', wipe], { timeoutMs: 3_600_000 });
+      await this.virsh.run(['vol-delete', '--vol', name, '--pool', this.opts.pool]);
+    } catch (err) {
+      if (!(err instanceof LibvirtMissingError)) throw err;
+    }
+  }
+
+  /** Removes what an interrupted copy left under this ID (the partial volume and its marker). */
+  private async clearUnfinished(id: string, entries: Entry[]): Promise<void> {
+    const leftovers = entries.filter((e) => e.parsed.id === id);
+    if (!leftovers.length) return;
+    log.warn('removing what an interrupted create left', { id, volumes: leftovers.map((e) => e.name) });
+    for (const e of leftovers.filter((l) => l.parsed.kind !== 'marker')) await this.deleteNamed(e.name);
+    for (const e of leftovers.filter((l) => l.parsed.kind === 'marker')) await this.deleteNamed(e.name);
+  }
+
+  private async requireSpace(bytes: number, what: string): Promise<void> {
+    const { availableBytes } = await this.capacity();
+    if (bytes > availableBytes) throw new PoolSpaceError(`libvirt pool ${this.opts.pool} has ${availableBytes} bytes available (after the reserve), ${what} needs ${bytes}`);
+  }
+
+  async createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord> {
+    const p = spec.parameters;
+    const entries = await this.entries();
+    await this.clearUnfinished(spec.id, entries);
+    const size = roundUp(spec.capacityBytes, this.granularity);
+    await this.requireSpace(size, `a ${size}-byte volume`);
+    const preallocated = p.preallocate === 'true';
+    let source: PoolVolume | null = null;
+    if (spec.source) {
+      source = spec.source.kind === 'volume' ? await this.find('vol', spec.source.id, entries) : await this.find('snap', spec.source.id, entries);
+      if (!source) throw new SourceMissingError(`source ${spec.source.kind} ${spec.source.id} does not exist in libvirt pool ${this.opts.pool}`);
+    }
+    // The StorageClass decides the format, a copy included (vol-create-from converts): retries compare like for like.
+    const format: Format = (p.format as Format | undefined) ?? 'raw';
+    const name = volumeName({
+      id: spec.id,
+      format,
+      fsType: p.fsType,
+      preallocated,
+      wipe: p.wipe,
+      source: spec.source ? { kind: spec.source.kind, hash: idHash(spec.source.id) } : undefined,
+    });
+    if (!source) {
+      await this.createBlank(name, size, format, preallocated);
+    } else {
+      await this.copy(spec.id, source, name, size, format, preallocated);
+    }
+    const created = await this.getVolume(spec.id);
+    if (!created) throw new Error(`volume ${name} vanished right after it was created`);
+    return created;
+  }
+
+  private async createBlank(name: string, size: number, format: Format, preallocated: boolean): Promise<void> {
+    try {
+      await this.virsh.run(['vol-create-as', '--pool', this.opts.pool, '--name', name, '--capacity', String(size), '--format', format, ...(preallocated ? [] : ['--allocation', '0'])]);
+    } catch (err) {
+      // A failed create can leave the half-made file behind (libvirt does not always clean up).
+      await this.deleteNamed(name);
+      throw err;
+    }
+  }
+
+  /**
+   * Copies a volume or snapshot into a new volume. A marker volume exists for the whole copy, so a
+   * crash at any point leaves an ID that reads as absent and is cleared and redone by the retry.
+   */
+  private async copy(id: string, source: PoolVolume, name: string, size: number, format: Format, preallocated: boolean): Promise<void> {
+    await this.live(source).then((dom) => {
+      if (dom) throw failedPrecondition(`volume ${source.parsed.id} is attached read-write to running domain ${dom.domain.name}; clone it from a snapshot instead (CreateSnapshot copies a running disk consistently)`);
+    });
+    const marker = markerName(id);
+    await this.virsh.run(['vol-create-as', '--pool', this.opts.pool, '--name', marker, '--capacity', '0', '--allocation', '0']);
+    try {
+      const xml = volumeXml(name, size, preallocated ? size : 0, format);
+      await withXml(xml, (file) => this.virsh.run(['vol-create-from', '--pool', this.opts.pool, '--file', file, '--vol', source.name, '--inputpool', this.opts.pool], { timeoutMs: 3_600_000 }));
+      const f = await this.facts(name);
+      // qemu-img convert keeps the source's virtual size; a larger request is a resize afterwards.
+      if (f && f.capacity < size) await this.virsh.run(['vol-resize', '--vol', name, '--pool', this.opts.pool, '--capacity', String(size)]);
+    } catch (err) {
+      await this.deleteNamed(name).catch((e) => log.error('cleanup after a failed copy', { name, err: String(e) }));
+      await this.deleteNamed(marker).catch((e) => log.error('cleanup after a failed copy', { name: marker, err: String(e) }));
+      throw err;
+    }
+    await this.deleteNamed(marker);
+  }
+
+  async deleteVolume(id: string): Promise<void> {
+    const entries = (await this.entries()).filter((e) => e.parsed.id === id);
+    for (const e of entries) if (e.parsed.kind === 'vol') await this.deleteNamed(e.name, e.parsed.wipe);
+    for (const e of entries) if (e.parsed.kind !== 'vol') await this.deleteNamed(e.name);
+  }
+
+  async expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord> {
+    const v = await this.find('vol', id);
+    const f = v ? await this.facts(v.name) : null;
+    if (!v || !f) throw new SourceMissingError(`volume ${id} does not exist in libvirt pool ${this.opts.pool}`);
+    const target = roundUp(capacityBytes, this.granularity);
+    if (target > f.capacity) {
+      if (!RESIZABLE_POOLS.has(this.poolType)) {
+        throw failedPrecondition(`libvirt cannot resize volumes of a ${this.poolType} pool (${this.opts.pool}); create a larger volume from a snapshot instead`);
+      }
+      await this.requireSpace(target - f.capacity, `growing ${id} by ${target - f.capacity} bytes`);
+      const running = (await this.attachedDisks(v)).filter((a) => a.domain.running);
+      if (running.length) {
+        // A disk in use is grown by its QEMU, which also tells the guest; vol-resize would go behind QEMU's back.
+        for (const a of running) await this.domains.blockResize(a.domain, a.disk.target, target);
+      } else {
+        await this.virsh.run(['vol-resize', '--vol', v.name, '--pool', this.opts.pool, '--capacity', String(target)]);
+      }
+    }
+    const grown = await this.getVolume(id);
+    if (!grown) throw new SourceMissingError(`volume ${id} vanished while it was resized`);
+    return grown;
+  }
+
+  async volumeCondition(volume: VolumeRecord): Promise<Condition> {
+    const v = await this.find('vol', volume.id);
+    const f = v ? await this.facts(v.name) : null;
+    if (!v || !f) return { abnormal: true, message: `volume ${volume.id} is no longer in libvirt pool ${this.opts.pool}` };
+    if (f.capacity < volume.capacityBytes) return { abnormal: true, message: `volume shrank to ${f.capacity} bytes` };
+    return { abnormal: false, message: 'volume is healthy' };
+  }
+
+  async volumeBusy(id: string): Promise<string | null> {
+    const v = await this.find('vol', id);
+    if (!v) return null;
+    const disks = await this.attachedDisks(v);
+    return disks.length ? `volume ${id} is attached to domain ${[...new Set(disks.map((d) => d.domain.name))].join(', ')}; ControllerUnpublishVolume it first` : null;
+  }
+
+  // ---- snapshots
+
+  async createSnapshot(spec: CreateSnapshotSpec): Promise<SnapshotRecord> {
+    const entries = await this.entries();
+    await this.clearUnfinished(spec.id, entries);
+    const source = await this.find('vol', spec.sourceVolumeId, entries);
+    const f = source ? await this.facts(source.name) : null;
+    if (!source || !f) throw new SourceMissingError(`source volume ${spec.sourceVolumeId} does not exist`);
+    await this.requireSpace(f.allocation, `a snapshot of ${spec.sourceVolumeId}`);
+    const name = snapshotName({ id: spec.id, sourceHash: idHash(source.parsed.id), createdAt: Date.now(), format: source.parsed.format });
+    const marker = markerName(spec.id);
+    await this.virsh.run(['vol-create-as', '--pool', this.opts.pool, '--name', marker, '--capacity', '0', '--allocation', '0']);
+    try {
+      const running = await this.live(source);
+      if (running) {
+        await this.virsh.run(['vol-create-as', '--pool', this.opts.pool, '--name', name, '--capacity', String(f.capacity), '--format', source.parsed.format, '--allocation', '0']);
+        await this.liveCopy(running, source, name);
+      } else {
+        const xml = volumeXml(name, f.capacity, 0, source.parsed.format);
+        await withXml(xml, (file) => this.virsh.run(['vol-create-from', '--pool', this.opts.pool, '--file', file, '--vol', source.name, '--inputpool', this.opts.pool], { timeoutMs: 3_600_000 }));
+      }
+    } catch (err) {
+      await this.deleteNamed(name).catch((e) => log.error('cleanup after a failed snapshot', { name, err: String(e) }));
+      await this.deleteNamed(marker).catch((e) => log.error('cleanup after a failed snapshot', { name: marker, err: String(e) }));
+      throw err;
+    }
+    await this.deleteNamed(marker);
+    const snap = await this.getSnapshot(spec.id);
+    if (!snap) throw new Error(`snapshot ${name} vanished right after it was made`);
+    return snap;
+  }
+
+  async deleteSnapshot(id: string): Promise<void> {
+    for (const e of (await this.entries()).filter((x) => x.parsed.id === id)) await this.deleteNamed(e.name);
+  }
+
+  // ---- attachments
+
+  /** Every domain disk that is this volume: by our serial, or by its pool source, whoever attached it. */
+  async attachedDisks(v: PoolVolume): Promise<{ domain: DomainInfo; disk: DomainDisk }[]> {
+    const serial = serialFor(v.parsed.id);
+    const path = (await this.facts(v.name))?.path;
+    const out: { domain: DomainInfo; disk: DomainDisk }[] = [];
+    for (const domain of await this.domains.all()) {
+      for (const disk of domain.disks) {
+        const same = disk.serial === serial || (disk.sourcePool === this.opts.pool && disk.sourceVolume === v.name) || (!!path && disk.sourceFile === path);
+        if (same) out.push({ domain, disk });
+      }
+    }
+    return out;
+  }
+
+  /** The running domain that has this volume attached writable, if any. */
+  private async live(v: PoolVolume): Promise<{ domain: DomainInfo; disk: DomainDisk } | null> {
+    return (await this.attachedDisks(v)).find((a) => a.domain.running && !a.disk.readOnly) ?? null;
+  }
+
+  /**
+   * A point-in-time copy of a disk a running guest is writing: a libvirt push backup job (QEMU's
+   * copy-before-write), into the snapshot volume made for it, waited for to the end.
+   */
+  private async liveCopy(running: { domain: DomainInfo; disk: DomainDisk }, source: PoolVolume, snapshot: string): Promise<void> {
+    const target = await this.facts(snapshot);
+    if (!target) throw new Error(`snapshot volume ${snapshot} vanished`);
+    const others = running.domain.disks.filter((d) => d.target !== running.disk.target).map((d) => `    <disk name='${xmlEscape(d.target)}' backup='no'/>`);
+    const xml = [
+      "<domainbackup mode='push'>",
+      '  <disks>',
+      `    <disk name='${xmlEscape(running.disk.target)}' backup='yes' type='file'>`,
+      `      <target file='${xmlEscape(target.path)}'/>`,
+      `      <driver type='${source.parsed.format}'/>`,
+      '    </disk>',
+      ...others,
+      '  </disks>',
+      '</domainbackup>',
+    ].join('\n');
+    const dom = running.domain.uuid;
+    log.info('copying a running disk with a backup job', { domain: running.domain.name, disk: running.disk.target, snapshot });
+    await withXml(xml, (file) => this.virsh.run(['backup-begin', '--domain', dom, '--backupxml', file, '--reuse-external']));
+    const deadline = Date.now() + 3_600_000;
+    for (;;) {
+      const active = parseInfo(await this.virsh.run(['domjobinfo', '--domain', dom]));
+      if ((active['Job type'] ?? 'None') === 'None') break;
+      if (Date.now() > deadline) throw new Error(`backup job on ${running.domain.name} did not finish within an hour`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const done = parseInfo(await this.virsh.run(['domjobinfo', '--domain', dom, '--completed']));
+    if (done['Job type'] !== 'Completed' || (done.Operation && done.Operation !== 'Backup')) {
+      throw new Error(`backup job on ${running.domain.name} ended as ${done['Job type'] ?? 'unknown'} (${done.Operation ?? '?'})`);
+    }
+  }
+}
+
+function volumeXml(name: string, capacity: number, allocation: number, format: Format): string {
+  return [
+    '<volume>',
+    `  <name>${xmlEscape(name)}</name>`,
+    `  <capacity unit='bytes'>${capacity}</capacity>`,
+    `  <allocation unit='bytes'>${allocation}</allocation>`,
+    `  <target><format type='${format}'/></target>`,
+    '</volume>',
+  ].join('\n');
+}

@@ -1,0 +1,78 @@
+import { unavailable } from '../../errors.js';
+import type { Attachment, PublishSpec, Publisher } from '../backend.js';
+import { SourceMissingError } from '../errors.js';
+import type { DomainDisk, DomainInfo } from './domains.js';
+import type { LibvirtPool } from './libvirt-pool.js';
+import { SERIAL_RE, serialFor } from './names.js';
+
+export interface PublisherOptions {
+  /** libvirt disk cache mode: none (O_DIRECT, with io='native') unless the pool's filesystem refuses O_DIRECT. */
+  diskCache: string;
+  /** How long ControllerUnpublishVolume waits for the guest to let go of a disk. */
+  detachWaitMs: number;
+}
+
+/**
+ * Hypervisor mode: a node is a libvirt domain (its ID the domain's UUID, which the guest reads
+ * from /sys/class/dmi/id/product_uuid, or its name), and publishing a volume hot-plugs it into the
+ * domain as a virtio disk whose serial the node looks for. The domains' own definitions are the
+ * record of what is attached where.
+ */
+export class LibvirtPublisher implements Publisher {
+  constructor(
+    private readonly pool: LibvirtPool,
+    private readonly opts: PublisherOptions,
+  ) {}
+
+  async resolveNode(nodeId: string): Promise<string | null> {
+    return (await this.pool.domains.get(nodeId))?.uuid ?? null;
+  }
+
+  /** This volume's disks on one domain: by serial, or by its source in our pool (attached by someone else). */
+  private disksOn(dom: DomainInfo, volumeId: string): DomainDisk[] {
+    const serial = serialFor(volumeId);
+    return dom.disks.filter((d) => d.serial === serial || (d.sourcePool === this.pool.poolName && d.sourceVolume?.startsWith(`${volumeId}.`)));
+  }
+
+  async attachments(volumeId: string): Promise<Attachment[]> {
+    const v = await this.pool.find('vol', volumeId);
+    if (!v) return [];
+    return (await this.pool.attachedDisks(v)).map(({ domain, disk }) => ({ nodeId: domain.uuid, readOnly: disk.readOnly, shared: disk.shared }));
+  }
+
+  async volumesOn(nodeId: string): Promise<number> {
+    const dom = await this.pool.domains.get(nodeId);
+    return dom ? dom.disks.filter((d) => d.serial !== undefined && SERIAL_RE.test(d.serial)).length : 0;
+  }
+
+  async publish(volumeId: string, nodeId: string, spec: PublishSpec): Promise<Record<string, string>> {
+    const serial = serialFor(volumeId);
+    const context = { serial, devicePath: `/dev/disk/by-id/virtio-${serial}` };
+    const v = await this.pool.find('vol', volumeId);
+    if (!v) throw new SourceMissingError(`volume ${volumeId} does not exist`);
+    const dom = await this.pool.domains.get(nodeId);
+    if (!dom) throw new SourceMissingError(`node ${nodeId} is not a domain of ${this.pool.virsh.uri}`);
+    if (this.disksOn(dom, volumeId).length) return context;
+    await this.pool.domains.attach(dom, {
+      pool: this.pool.poolName,
+      volume: v.name,
+      format: v.parsed.format,
+      serial,
+      readOnly: spec.readOnly,
+      shared: spec.shared,
+      cache: this.opts.diskCache,
+    });
+    return context;
+  }
+
+  async unpublish(volumeId: string, nodeId: string): Promise<void> {
+    const dom = await this.pool.domains.get(nodeId);
+    if (!dom) return; // no such node: nothing can be attached to it
+    for (const disk of this.disksOn(dom, volumeId)) {
+      const gone = await this.pool.domains.detach(dom, disk.target, this.opts.detachWaitMs);
+      if (!gone) {
+        throw unavailable(`domain ${dom.name} has not released ${disk.target} (volume ${volumeId}) within ${this.opts.detachWaitMs / 1000} s; the guest may still be using it, retry later`);
+      }
+    }
+  }
+}

@@ -1,0 +1,106 @@
+import { isId } from '../../csi/ids.js';
+import type { ContentSource } from '../backend.js';
+
+/**
+ * libvirt keeps no metadata on a storage volume, so what the driver must remember lives in the
+ * volume's name (the documented convention; docs/libvirt.md):
+ *
+ *   volume    <volume-id>[.<fsType>][.prealloc][.wipe-<algorithm>][.from-<v|s><hash>].<raw|qcow2>
+ *   snapshot  <snapshot-id>.of-<hash>.t<creation ms, base 36>.<raw|qcow2>
+ *   marker    <volume-or-snapshot-id>.incomplete   (exists while a copy is being made)
+ *
+ * Sources are named by the 16-hex hash that ends every ID rather than the whole ID, so that the
+ * longest names a Kubernetes CO produces (pvc-<uuid>, snapshot-<uuid>) stay within LVM's 127
+ * characters in a `logical` pool. '.' never occurs in an ID, so the parts cannot be confused.
+ */
+export type Format = 'raw' | 'qcow2';
+export const FORMATS: readonly Format[] = ['raw', 'qcow2'];
+const FS = new Set(['ext4', 'xfs']);
+const HASH = /^[0-9a-f]{16}$/;
+/** vol-wipe algorithms offered as the `wipe` StorageClass parameter. */
+export const WIPE_ALGORITHMS = ['zero', 'trim', 'random'] as const;
+const INCOMPLETE = 'incomplete';
+
+export interface VolumeName {
+  kind: 'vol';
+  id: string;
+  format: Format;
+  fsType?: string;
+  preallocated: boolean;
+  /** vol-wipe algorithm run before vol-delete. */
+  wipe?: string;
+  /** The source's kind and ID hash; the full ID is found by listing, while the source exists. */
+  source?: { kind: ContentSource['kind']; hash: string };
+}
+
+export interface SnapshotName {
+  kind: 'snap';
+  id: string;
+  format: Format;
+  sourceHash: string;
+  createdAt: number;
+}
+
+export type PoolName = VolumeName | SnapshotName | { kind: 'marker'; id: string };
+
+/** The 16 hex characters that end every volume and snapshot ID (unique per CSI name). */
+export function idHash(id: string): string {
+  return id.slice(-16);
+}
+
+export function volumeName(v: Omit<VolumeName, 'kind'>): string {
+  const parts = [v.id];
+  if (v.fsType) parts.push(v.fsType);
+  if (v.preallocated) parts.push('prealloc');
+  if (v.wipe) parts.push(`wipe-${v.wipe}`);
+  if (v.source) parts.push(`from-${v.source.kind === 'volume' ? 'v' : 's'}${v.source.hash}`);
+  parts.push(v.format);
+  return parts.join('.');
+}
+
+export function snapshotName(s: Omit<SnapshotName, 'kind'>): string {
+  return [s.id, `of-${s.sourceHash}`, `t${s.createdAt.toString(36)}`, s.format].join('.');
+}
+
+export function markerName(id: string): string {
+  return `${id}.${INCOMPLETE}`;
+}
+
+/** Parses a libvirt volume name; null for anything this driver did not make. */
+export function parseName(name: string): PoolName | null {
+  const parts = name.split('.');
+  const id = parts[0];
+  const kind = isId('vol', id) ? 'vol' : isId('snap', id) ? 'snap' : null;
+  if (!kind || parts.length < 2) return null;
+  const last = parts[parts.length - 1];
+  if (parts.length === 2 && last === INCOMPLETE) return { kind: 'marker', id };
+  if (!(FORMATS as readonly string[]).includes(last)) return null;
+  const format = last as Format;
+  const middle = parts.slice(1, -1);
+  if (kind === 'snap') {
+    if (middle.length !== 2 || !middle[0].startsWith('of-') || !middle[1].startsWith('t')) return null;
+    const sourceHash = middle[0].slice(3);
+    const createdAt = parseInt(middle[1].slice(1), 36);
+    if (!HASH.test(sourceHash) || !Number.isSafeInteger(createdAt) || createdAt.toString(36) !== middle[1].slice(1)) return null;
+    return { kind: 'snap', id, format, sourceHash, createdAt };
+  }
+  const v: VolumeName = { kind: 'vol', id, format, preallocated: false };
+  for (const token of middle) {
+    if (FS.has(token) && !v.fsType) v.fsType = token;
+    else if (token === 'prealloc' && !v.preallocated) v.preallocated = true;
+    else if (token.startsWith('wipe-') && (WIPE_ALGORITHMS as readonly string[]).includes(token.slice(5)) && !v.wipe) v.wipe = token.slice(5);
+    else if (/^from-[vs][0-9a-f]{16}$/.test(token) && !v.source) v.source = { kind: token[5] === 'v' ? 'volume' : 'snapshot', hash: token.slice(6) };
+    else return null;
+  }
+  return name === volumeName(v) ? v : null;
+}
+
+/**
+ * The virtio serial a volume's disk carries (virtio-blk keeps 20 bytes): the node finds the disk
+ * as /dev/disk/by-id/virtio-<serial>, or by /sys/block/<dev>/serial where udev does not run.
+ */
+export function serialFor(volumeId: string): string {
+  return `vp-${idHash(volumeId)}`;
+}
+
+export const SERIAL_RE = /^vp-[0-9a-f]{16}$/;

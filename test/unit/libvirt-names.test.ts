@@ -1,0 +1,79 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { idFor } from '../../src/csi/ids.js';
+import { diskXml, freeTarget, parseDomain } from '../../src/pool/libvirt/domains.js';
+import { markerName, parseName, serialFor, snapshotName, volumeName } from '../../src/pool/libvirt/names.js';
+
+describe('libvirt volume names', () => {
+  const vol = idFor('vol', 'pvc-0f5e4c7a-51a4-4c52-a4a2-2d6f1c3c9b10');
+  const snap = idFor('snap', 'snapshot-8d1f7f0e-4a4b-46cf-9e0f-6a8a2f4d7c11');
+
+  it('round-trips every fact a volume name carries', () => {
+    const facts = { id: vol, format: 'qcow2' as const, fsType: 'xfs', preallocated: true, wipe: 'zero', source: { kind: 'snapshot' as const, hash: snap.slice(-16) } };
+    const name = volumeName(facts);
+    assert.deepEqual(parseName(name), { kind: 'vol', ...facts });
+    assert.deepEqual(parseName(volumeName({ id: vol, format: 'raw', preallocated: false })), { kind: 'vol', id: vol, format: 'raw', preallocated: false });
+    const s = snapshotName({ id: snap, sourceHash: vol.slice(-16), createdAt: 1795580153398, format: 'raw' });
+    assert.deepEqual(parseName(s), { kind: 'snap', id: snap, sourceHash: vol.slice(-16), createdAt: 1795580153398, format: 'raw' });
+    assert.deepEqual(parseName(markerName(vol)), { kind: 'marker', id: vol });
+  });
+
+  it('keeps the names Kubernetes produces within LVM\'s 127 characters (logical pools)', () => {
+    const longest = volumeName({ id: vol, format: 'qcow2', fsType: 'ext4', preallocated: true, wipe: 'random', source: { kind: 'snapshot', hash: snap.slice(-16) } });
+    assert.ok(longest.length <= 127, `${longest.length}: ${longest}`);
+    const s = snapshotName({ id: snap, sourceHash: vol.slice(-16), createdAt: Date.now(), format: 'qcow2' });
+    assert.ok(s.length <= 127, `${s.length}: ${s}`);
+  });
+
+  it('ignores volumes it did not make, and names that differ from the canonical form', () => {
+    for (const foreign of ['disk.img', 'vm1-root.qcow2', `${vol}`, `${vol}.btrfs.raw`, `${vol}.raw.raw`, `${vol}.prealloc.ext4.raw`, `${vol}.vmdk`, `${snap}.raw`, `${snap}.of-xyz.t1.raw`, `../${vol}.raw`, `${vol}.wipe-dod.raw`]) {
+      assert.equal(parseName(foreign), null, foreign);
+    }
+  });
+
+  it('derives a virtio serial of at most 20 characters, unique per volume', () => {
+    const serial = serialFor(vol);
+    assert.match(serial, /^vp-[0-9a-f]{16}$/);
+    assert.ok(serial.length <= 20);
+    assert.notEqual(serialFor(idFor('vol', 'other')), serial);
+  });
+});
+
+describe('libvirt domain XML', () => {
+  const dom = `<domain type='qemu' id='3'>
+  <name>node-1</name>
+  <uuid>6A1B0C3E-1D2F-4E5A-8B9C-0D1E2F3A4B5C</uuid>
+  <devices>
+    <disk type='file' device='disk'><source file='/var/lib/root.qcow2'/><target dev='vda' bus='virtio'/></disk>
+    <disk type='file' device='cdrom'><target dev='hdc' bus='ide'/><readonly/></disk>
+    <disk type='volume' device='disk'><source pool='p1' volume='x.raw'/><target dev='vdb' bus='virtio'/><serial>vp-0123456789abcdef</serial><readonly/><shareable/></disk>
+  </devices>
+</domain>`;
+
+  it('reads UUID (lower-cased), state, and each disk\'s target, serial, source and flags', () => {
+    const d = parseDomain(dom);
+    assert.equal(d.uuid, '6a1b0c3e-1d2f-4e5a-8b9c-0d1e2f3a4b5c');
+    assert.equal(d.running, true);
+    assert.deepEqual(d.disks.map((x) => x.target), ['vda', 'vdb'], 'cdroms are not disks');
+    assert.deepEqual(d.disks[1], { target: 'vdb', serial: 'vp-0123456789abcdef', sourcePool: 'p1', sourceVolume: 'x.raw', sourceFile: undefined, readOnly: true, shared: true });
+    assert.equal(parseDomain(dom.replace(" id='3'", '')).running, false);
+  });
+
+  it('writes a virtio disk with serial, cache and io, readonly and shareable when asked', () => {
+    const xml = diskXml({ pool: 'p1', volume: 'v.raw', format: 'raw', serial: 'vp-0123456789abcdef', readOnly: true, shared: true, cache: 'none' }, 'vdc');
+    assert.match(xml, /<driver name='qemu' type='raw' cache='none' io='native' discard='unmap'\/>/);
+    assert.match(xml, /<target dev='vdc' bus='virtio'\/>/);
+    assert.match(xml, /<serial>vp-0123456789abcdef<\/serial>/);
+    assert.match(xml, /<readonly\/>[\s\S]*<shareable\/>/);
+    const wb = diskXml({ pool: 'p1', volume: 'v.raw', format: 'raw', serial: 's', readOnly: false, shared: false, cache: 'writeback' }, 'vdb');
+    assert.doesNotMatch(wb, /io=|readonly|shareable/, 'io=native needs O_DIRECT');
+    assert.match(diskXml({ pool: "p'<", volume: 'v', format: 'raw', serial: 's', readOnly: false, shared: false, cache: 'none' }, 'vdb'), /pool='p&apos;&lt;'/);
+  });
+
+  it('picks the first virtio target name no disk uses', () => {
+    assert.equal(freeTarget(new Set(['vda'])), 'vdb');
+    assert.equal(freeTarget(new Set(['vda', 'vdb', 'vdd'])), 'vdc');
+    const many = new Set(Array.from('abcdefghijklmnopqrstuvwxyz', (c) => `vd${c}`));
+    assert.equal(freeTarget(many), 'vdaa');
+  });
+});
