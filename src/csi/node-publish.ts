@@ -16,6 +16,7 @@ export async function nodePublishVolume(ctx: DriverContext, req: NodePublishVolu
   const known = parseId('vol', 'volume_id', req.volume_id);
   const target = await ctx.paths.resolve('target_path', req.target_path);
   const cap = parseCapability(req.volume_capability, ctx.access);
+  ctx.attacher.checkPublishContext?.(req.volume_id, req.publish_context);
   if (!req.staging_target_path) throw failedPrecondition('staging_target_path is required: this driver stages volumes (STAGE_UNSTAGE_VOLUME)');
   const staging = await ctx.paths.resolve('staging_target_path', req.staging_target_path);
   const readOnly = req.readonly || cap.readOnly;

@@ -41,6 +41,7 @@ export async function nodeStageVolume(ctx: DriverContext, req: NodeStageVolumeRe
   parseId('vol', 'volume_id', req.volume_id);
   const staging = await ctx.paths.resolve('staging_target_path', req.staging_target_path);
   const cap = parseCapability(req.volume_capability, ctx.access);
+  ctx.attacher.checkPublishContext?.(req.volume_id, req.publish_context);
   return ctx.locks.with([volumeLock(req.volume_id)], async () => {
     const vol = await requireVolume(ctx, 'volume_id', req.volume_id, req.volume_context);
     const fsType = cap.access === 'mount' ? fsTypeFor(cap, vol) : undefined;

@@ -95,6 +95,8 @@ export interface AttachedDevice {
 export interface Attacher {
   /** Every device attached for this volume, found from the kernel: the writable one first, then read-only views. */
   devices(volumeId: string): Promise<AttachedDevice[]>;
+  /** Throws INVALID_ARGUMENT when a publish_context cannot be one the controller gave for this volume. */
+  checkPublishContext?(volumeId: string, publishContext: Record<string, string>): void;
   /** Attaches (or returns the existing attachment) and returns the device path; `publishContext` is what ControllerPublishVolume returned. */
   attach(volumeId: string, publishContext?: Record<string, string>): Promise<string>;
   /** A new read-only view of the volume, for a read-only raw block publish. */

@@ -43,6 +43,8 @@ export interface Driver {
 export interface DriverOptions {
   dir?: string;
   args?: string[];
+  /** --node-id to pass; null leaves the driver to find its own (a VM's product UUID). */
+  nodeId?: string | null;
 }
 
 /** Starts the real binary on a real unix socket with its own pool and mount root. */
@@ -56,7 +58,8 @@ export async function startDriver(opts: DriverOptions = {}): Promise<Driver> {
   await mkdir(mntDir, { recursive: true });
   const socket = path.join(dir, 'csi.sock');
   const endpoint = `unix://${socket}`;
-  const args = ['serve', '--endpoint', endpoint, '--pool-dir', poolDir, '--allowed-root', mntDir, '--node-id', 'test-node', ...(opts.args ?? [])];
+  const nodeId = opts.nodeId === undefined ? 'test-node' : opts.nodeId;
+  const args = ['serve', '--endpoint', endpoint, '--pool-dir', poolDir, '--allowed-root', mntDir, ...(nodeId === null ? [] : ['--node-id', nodeId]), ...(opts.args ?? [])];
   const proc = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   const logs: string[] = [];
   let buf = '';
@@ -92,7 +95,7 @@ export async function startDriver(opts: DriverOptions = {}): Promise<Driver> {
       return exited;
     },
     async restart() {
-      return startDriver({ dir, args: opts.args });
+      return startDriver({ ...opts, dir });
     },
   };
   return driver;

@@ -141,3 +141,94 @@ export function guestDisk(line: string, serial: string): { dev: string; sectors:
   }
   return null;
 }
+
+export interface NodeVm {
+  name: string;
+  uuid: string;
+  run: string;
+  /** Waits until the guest wrote /vmrun/<file>. */
+  waitFile(file: string, ms?: number): Promise<void>;
+  /** Tells the guest to go on: writes /vmrun/go-<step>. */
+  go(step: string): Promise<void>;
+  console(): Promise<string>;
+  remove(): Promise<void>;
+}
+
+/**
+ * A node VM under libvirt: the VM harness's kernel and initramfs (test/vm/vm-run.sh), the host's
+ * root over 9p read-only and a run directory read-write, both as libvirt <filesystem> devices, so
+ * the guest runs the project's own code. `command` runs in the guest (cwd: the project); its exit
+ * code lands in <run>/rc and the guest powers off.
+ */
+export async function nodeVm(name: string, uuid: string, command: string[], env: Record<string, string>): Promise<NodeVm> {
+  const { mkdtemp, readFile, writeFile, access, copyFile, rm } = await import('node:fs/promises');
+  const cache = process.env.VM_CACHE ?? '/var/cache/vm-lvm-test';
+  await execFileP('bash', [path.join(PROJECT_ROOT, 'test/vm/vm-run.sh'), '--setup-only'], { timeout: 600_000 });
+  const kver = (await readFile(path.join(cache, 'kver'), 'utf8')).trim();
+  const run = await mkdtemp('/var/tmp/vpool-nodevm-');
+  await copyFile(path.join(cache, 'stage2.sh'), path.join(run, 'stage2.sh'));
+  await writeFile(path.join(run, 'moddir'), `${cache}/k/lib/modules/${kver}\n`);
+  await writeFile(path.join(run, 'cwd'), `${PROJECT_ROOT}\n`);
+  await writeFile(path.join(run, 'cmd.sh'), command.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ') + '\n');
+  const exports = Object.entries({ NO_COLOR: '1', NODE_DISABLE_COLORS: '1', TERM: 'dumb', ...env }).map(([k, v]) => `export ${k}='${v.replace(/'/g, `'\\''`)}'`);
+  await writeFile(path.join(run, 'env'), exports.join('\n') + '\n');
+  await writeFile(path.join(run, 'shares'), '');
+  const xml = `<domain type='qemu'>
+  <name>${name}</name>
+  <uuid>${uuid}</uuid>
+  <memory unit='MiB'>2048</memory>
+  <vcpu>2</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>${cache}/vmlinux</kernel>
+    <initrd>${cache}/initrd.cpio</initrd>
+    <cmdline>console=ttyS0 panic=-1 quiet loglevel=3 mitigations=off</cmdline>
+  </os>
+  <features><acpi/><apic/></features>
+  <cpu mode='maximum' migratable='off'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <filesystem type='mount' accessmode='passthrough' multidevs='remap'>
+      <driver type='path'/>
+      <source dir='/'/>
+      <target dir='hostroot'/>
+      <readonly/>
+    </filesystem>
+    <filesystem type='mount' accessmode='passthrough'>
+      <driver type='path'/>
+      <source dir='${run}'/>
+      <target dir='vmrun'/>
+    </filesystem>
+    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+    <serial type='file'><source path='${run}/console.log'/></serial>
+  </devices>
+</domain>`;
+  await writeFile(path.join(run, 'domain.xml'), xml);
+  await virsh('define', path.join(run, 'domain.xml'));
+  await virsh('start', name);
+  return {
+    name,
+    uuid,
+    run,
+    async waitFile(file, ms = 300_000) {
+      const deadline = Date.now() + ms;
+      for (;;) {
+        if (await access(path.join(run, file)).then(() => true, () => false)) return;
+        if (await access(path.join(run, 'rc')).then(() => true, () => false)) throw new Error(`the guest finished without writing ${file}:\n${await readFile(path.join(run, 'console.log'), 'utf8').catch(() => '')}`);
+        if (Date.now() > deadline) throw new Error(`the guest did not write ${file} within ${ms / 1000} s:\n${await readFile(path.join(run, 'console.log'), 'utf8').catch(() => '')}`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    },
+    async go(step) {
+      await writeFile(path.join(run, `go-${step}`), '');
+    },
+    console: () => readFile(path.join(run, 'console.log'), 'utf8').catch(() => ''),
+    async remove() {
+      await virshTry('destroy', name);
+      await virshTry('undefine', name);
+      await rm(run, { recursive: true, force: true });
+    },
+  };
+}

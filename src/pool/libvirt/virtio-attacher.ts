@@ -41,6 +41,10 @@ export class VirtioAttacher implements Attacher {
     return null;
   }
 
+  checkPublishContext(volumeId: string, publishContext: Record<string, string>): void {
+    this.serial(volumeId, publishContext);
+  }
+
   private serial(volumeId: string, publishContext?: Record<string, string>): string {
     const expected = serialFor(volumeId);
     const given = publishContext?.serial;
