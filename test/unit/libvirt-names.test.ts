@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { idFor } from '../../src/csi/ids.js';
 import { diskXml, freeTarget, parseDomain } from '../../src/pool/libvirt/domains.js';
+import { rbdSource } from '../../src/pool/libvirt/libvirt-pool.js';
+import { parseXml } from '../../src/pool/libvirt/virsh.js';
 import { markerName, parseName, serialFor, snapshotName, volumeName } from '../../src/pool/libvirt/names.js';
 
 describe('libvirt volume names', () => {
@@ -68,6 +70,21 @@ describe('libvirt domain XML', () => {
     const wb = diskXml({ pool: 'p1', volume: 'v.raw', format: 'raw', serial: 's', readOnly: false, shared: false, cache: 'writeback' }, 'vdb');
     assert.doesNotMatch(wb, /io=|readonly|shareable/, 'io=native needs O_DIRECT');
     assert.match(diskXml({ pool: "p'<", volume: 'v', format: 'raw', serial: 's', readOnly: false, shared: false, cache: 'none' }, 'vdb'), /pool='p&apos;&lt;'/);
+  });
+
+  it('attaches an rbd image as a network disk with the pool\'s monitors and cephx secret (libvirt refuses rbd `volume` disks)', () => {
+    const pool = parseXml(`<pool type='rbd'><name>ceph</name><source><name>kube</name><host name='mon1' port='6789'/><host name='mon2'/>
+      <auth type='ceph' username='libvirt'><secret uuid='2ec115d7-3a88-4a6f-9a6b-0f3a35c2b6b1'/></auth></source></pool>`).pool;
+    const rbd = rbdSource(pool as Parameters<typeof rbdSource>[0]);
+    assert.deepEqual(rbd, { cephPool: 'kube', hosts: [{ name: 'mon1', port: '6789' }, { name: 'mon2', port: undefined }], auth: { username: 'libvirt', secretUuid: '2ec115d7-3a88-4a6f-9a6b-0f3a35c2b6b1' } });
+    const xml = diskXml({ pool: 'ceph', volume: 'v.raw', rbd: { ...rbd, image: 'v.raw' }, format: 'raw', serial: 'vp-0123456789abcdef', readOnly: false, shared: true, cache: 'none' }, 'vdb');
+    assert.match(xml, /^<disk type='network' device='disk'>/);
+    assert.match(xml, /<auth username='libvirt'>\s*<secret type='ceph' uuid='2ec115d7-3a88-4a6f-9a6b-0f3a35c2b6b1'\/>\s*<\/auth>/);
+    assert.match(xml, /<source protocol='rbd' name='kube\/v.raw'>\s*<host name='mon1' port='6789'\/>\s*<host name='mon2'\/>\s*<\/source>/);
+    assert.doesNotMatch(xml, /io='native'/, 'not for a network disk');
+    const back = parseDomain(`<domain><uuid>u</uuid><devices>${xml}</devices></domain>`).disks[0];
+    assert.equal(back.sourceFile, 'kube/v.raw');
+    assert.equal(back.shared, true);
   });
 
   it('picks the first virtio target name no disk uses', () => {

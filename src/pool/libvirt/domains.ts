@@ -19,9 +19,19 @@ export interface DomainInfo {
   disks: DomainDisk[];
 }
 
+/** Where an rbd pool's images are: libvirt cannot attach them as `volume` disks, only as network disks. */
+export interface RbdSource {
+  /** The Ceph pool (the libvirt pool's source name). */
+  cephPool: string;
+  hosts: { name: string; port?: string }[];
+  auth?: { username: string; secretUuid: string };
+}
+
 export interface DiskSpec {
   pool: string;
   volume: string;
+  /** Set for rbd pools: the image is attached as a network disk. */
+  rbd?: RbdSource & { image: string };
   format: string;
   serial: string;
   readOnly: boolean;
@@ -44,7 +54,7 @@ export function parseDomain(xml: string): DomainInfo {
         serial: text(d, 'serial'),
         sourcePool: attr(source, 'pool'),
         sourceVolume: attr(source, 'volume'),
-        sourceFile: attr(source, 'file') ?? attr(source, 'dev'),
+        sourceFile: attr(source, 'file') ?? attr(source, 'dev') ?? attr(source, 'name'),
         readOnly: child(d, 'readonly') !== undefined,
         shared: child(d, 'shareable') !== undefined,
       };
@@ -54,12 +64,25 @@ export function parseDomain(xml: string): DomainInfo {
   return { uuid: (text(dom, 'uuid') ?? '').toLowerCase(), name: text(dom, 'name') ?? '', running: id !== undefined && id !== '-1', disks };
 }
 
-export function diskXml(d: DiskSpec, target: string): string {
-  const io = d.cache === 'none' || d.cache === 'directsync' ? " io='native'" : '';
+/** The source lines of a disk: a pool volume, or for rbd the network source libvirt needs instead. */
+function sourceXml(d: DiskSpec): string[] {
+  if (!d.rbd) return [`  <source pool='${xmlEscape(d.pool)}' volume='${xmlEscape(d.volume)}'/>`];
+  const r = d.rbd;
   return [
-    "<disk type='volume' device='disk'>",
+    ...(r.auth ? [`  <auth username='${xmlEscape(r.auth.username)}'>`, `    <secret type='ceph' uuid='${xmlEscape(r.auth.secretUuid)}'/>`, '  </auth>'] : []),
+    `  <source protocol='rbd' name='${xmlEscape(`${r.cephPool}/${r.image}`)}'>`,
+    ...r.hosts.map((h) => `    <host name='${xmlEscape(h.name)}'${h.port ? ` port='${xmlEscape(h.port)}'` : ''}/>`),
+    '  </source>',
+  ];
+}
+
+export function diskXml(d: DiskSpec, target: string): string {
+  // io='native' needs O_DIRECT (cache none or directsync) and a local file or device.
+  const io = !d.rbd && (d.cache === 'none' || d.cache === 'directsync') ? " io='native'" : '';
+  return [
+    `<disk type='${d.rbd ? 'network' : 'volume'}' device='disk'>`,
     `  <driver name='qemu' type='${xmlEscape(d.format)}' cache='${xmlEscape(d.cache)}'${io} discard='unmap'/>`,
-    `  <source pool='${xmlEscape(d.pool)}' volume='${xmlEscape(d.volume)}'/>`,
+    ...sourceXml(d),
     `  <target dev='${xmlEscape(target)}' bus='virtio'/>`,
     `  <serial>${xmlEscape(d.serial)}</serial>`,
     ...(d.readOnly ? ['  <readonly/>'] : []),

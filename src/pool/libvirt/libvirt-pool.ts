@@ -3,10 +3,10 @@ import { log } from '../../log.js';
 import { MiB, roundUp } from '../../units.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, SnapshotRecord, VolumeRecord } from '../backend.js';
 import { PoolSpaceError, SourceMissingError } from '../errors.js';
-import type { DomainDisk, DomainInfo, Domains } from './domains.js';
+import type { DomainDisk, DomainInfo, Domains, RbdSource } from './domains.js';
 import { FORMATS, idHash, markerName, parseName, serialFor, snapshotName, volumeName, WIPE_ALGORITHMS, type Format, type PoolName, type SnapshotName, type VolumeName } from './names.js';
 import { withXmlFile as withXml } from './xml-file.js';
-import { attr, child, LibvirtMissingError, parseInfo, parseXml, text, xmlEscape, type Virsh } from './virsh.js';
+import { attr, child, children, LibvirtMissingError, parseInfo, parseXml, text, xmlEscape, type Virsh } from './virsh.js';
 
 export interface LibvirtPoolOptions {
   pool: string;
@@ -62,6 +62,8 @@ export class LibvirtPool implements PoolBackend {
     /** libvirt's pool type: dir, logical, rbd, ... */
     readonly poolType: string,
     readonly granularity: number,
+    /** For rbd pools: how the images are reached (a network disk). */
+    readonly rbd?: RbdSource,
   ) {
     const fileBacked = FILE_POOLS.has(poolType);
     this.volumeParameters = {
@@ -71,6 +73,11 @@ export class LibvirtPool implements PoolBackend {
     };
   }
 
+  /** Whether volumes are files (qcow2 possible, running disks copied by a backup job into a file). */
+  get fileBacked(): boolean {
+    return FILE_POOLS.has(this.poolType);
+  }
+
   get poolName(): string {
     return this.opts.pool;
   }
@@ -78,9 +85,10 @@ export class LibvirtPool implements PoolBackend {
   static async open(virsh: Virsh, domains: Domains, opts: LibvirtPoolOptions): Promise<LibvirtPool> {
     const xml = await virsh.maybe(['pool-dumpxml', '--pool', opts.pool]);
     if (xml === null) throw new Error(`libvirt pool ${opts.pool} does not exist at ${virsh.uri}; define it with virsh pool-define-as (see docs/libvirt.md)`);
-    const type = attr(child(parseXml(xml), 'pool'), 'type') ?? 'unknown';
+    const doc = child(parseXml(xml), 'pool');
+    const type = attr(doc, 'type') ?? 'unknown';
     // LVM allocates whole extents (4 MiB by default); everything else is byte-addressed, MiB keeps sizes tidy.
-    const pool = new LibvirtPool(virsh, domains, opts, type, type === 'logical' ? 4 * MiB : MiB);
+    const pool = new LibvirtPool(virsh, domains, opts, type, type === 'logical' ? 4 * MiB : MiB, type === 'rbd' ? rbdSource(doc) : undefined);
     await pool.probe();
     return pool;
   }
@@ -271,9 +279,41 @@ export class LibvirtPool implements PoolBackend {
     return created;
   }
 
+  /** File pools take a format; LVM and rbd volumes are raw by nature and take none. */
+  private formatArgs(format: Format): string[] {
+    return this.fileBacked ? ['--format', format] : [];
+  }
+
+  /**
+   * Sparse unless asked otherwise, where sparse is a plain property of the volume (files; rbd is
+   * always thin). In a logical pool libvirt would make a "sparse" LV a COW snapshot of nothing:
+   * LVs there are always allocated in full.
+   */
+  private sparseArgs(preallocated: boolean): string[] {
+    return this.fileBacked && !preallocated ? ['--allocation', '0'] : [];
+  }
+
+  /** A new volume's XML for vol-create-from, with the same rules as sparseArgs and formatArgs. */
+  private volumeXml(name: string, capacity: number, preallocated: boolean, format: Format): string {
+    const sparse = this.fileBacked && !preallocated;
+    return [
+      '<volume>',
+      `  <name>${xmlEscape(name)}</name>`,
+      `  <capacity unit='bytes'>${capacity}</capacity>`,
+      `  <allocation unit='bytes'>${sparse ? 0 : capacity}</allocation>`,
+      ...(this.fileBacked ? [`  <target><format type='${format}'/></target>`] : []),
+      '</volume>',
+    ].join('\n');
+  }
+
+  /** The smallest volume the pool can hold (one byte in a file, one extent in a VG): it marks a copy in progress. */
+  private async createMarker(marker: string): Promise<void> {
+    await this.virsh.run(['vol-create-as', '--pool', this.opts.pool, '--name', marker, '--capacity', '1', ...this.sparseArgs(false)]);
+  }
+
   private async createBlank(name: string, size: number, format: Format, preallocated: boolean): Promise<void> {
     try {
-      await this.virsh.run(['vol-create-as', '--pool', this.opts.pool, '--name', name, '--capacity', String(size), '--format', format, ...(preallocated ? [] : ['--allocation', '0'])]);
+      await this.virsh.run(['vol-create-as', '--pool', this.opts.pool, '--name', name, '--capacity', String(size), ...this.formatArgs(format), ...this.sparseArgs(preallocated)]);
     } catch (err) {
       // A failed create can leave the half-made file behind (libvirt does not always clean up).
       await this.deleteNamed(name);
@@ -290,9 +330,9 @@ export class LibvirtPool implements PoolBackend {
       if (dom) throw failedPrecondition(`volume ${source.parsed.id} is attached read-write to running domain ${dom.domain.name}; clone it from a snapshot instead (CreateSnapshot copies a running disk consistently)`);
     });
     const marker = markerName(id);
-    await this.virsh.run(['vol-create-as', '--pool', this.opts.pool, '--name', marker, '--capacity', '0', '--allocation', '0']);
+    await this.createMarker(marker);
     try {
-      const xml = volumeXml(name, size, preallocated ? size : 0, format);
+      const xml = this.volumeXml(name, size, preallocated, format);
       await withXml(xml, (file) => this.virsh.run(['vol-create-from', '--pool', this.opts.pool, '--file', file, '--vol', source.name, '--inputpool', this.opts.pool], { timeoutMs: 3_600_000 }));
       const f = await this.facts(name);
       // qemu-img convert keeps the source's virtual size; a larger request is a resize afterwards.
@@ -360,14 +400,17 @@ export class LibvirtPool implements PoolBackend {
     await this.requireSpace(f.allocation, `a snapshot of ${spec.sourceVolumeId}`);
     const name = snapshotName({ id: spec.id, sourceHash: idHash(source.parsed.id), createdAt: Date.now(), format: source.parsed.format });
     const marker = markerName(spec.id);
-    await this.virsh.run(['vol-create-as', '--pool', this.opts.pool, '--name', marker, '--capacity', '0', '--allocation', '0']);
+    await this.createMarker(marker);
     try {
       const running = await this.live(source);
+      if (running && !this.fileBacked) {
+        throw failedPrecondition(`volume ${source.parsed.id} is attached read-write to running domain ${running.domain.name}; a consistent copy of a running disk needs a file-backed pool (dir, fs, netfs), this one is ${this.poolType}`);
+      }
       if (running) {
-        await this.virsh.run(['vol-create-as', '--pool', this.opts.pool, '--name', name, '--capacity', String(f.capacity), '--format', source.parsed.format, '--allocation', '0']);
+        await this.virsh.run(['vol-create-as', '--pool', this.opts.pool, '--name', name, '--capacity', String(f.capacity), ...this.formatArgs(source.parsed.format), ...this.sparseArgs(false)]);
         await this.liveCopy(running, source, name);
       } else {
-        const xml = volumeXml(name, f.capacity, 0, source.parsed.format);
+        const xml = this.volumeXml(name, f.capacity, false, source.parsed.format);
         await withXml(xml, (file) => this.virsh.run(['vol-create-from', '--pool', this.opts.pool, '--file', file, '--vol', source.name, '--inputpool', this.opts.pool], { timeoutMs: 3_600_000 }));
       }
     } catch (err) {
@@ -442,13 +485,16 @@ export class LibvirtPool implements PoolBackend {
   }
 }
 
-function volumeXml(name: string, capacity: number, allocation: number, format: Format): string {
-  return [
-    '<volume>',
-    `  <name>${xmlEscape(name)}</name>`,
-    `  <capacity unit='bytes'>${capacity}</capacity>`,
-    `  <allocation unit='bytes'>${allocation}</allocation>`,
-    `  <target><format type='${format}'/></target>`,
-    '</volume>',
-  ].join('\n');
+/** The Ceph pool, monitors and cephx user of an rbd pool's definition. */
+export function rbdSource(pool: ReturnType<typeof child>): RbdSource {
+  const source = child(pool, 'source');
+  const auth = child(source, 'auth');
+  const username = attr(auth, 'username');
+  const secretUuid = attr(child(auth, 'secret'), 'uuid');
+  return {
+    cephPool: text(source, 'name') ?? '',
+    hosts: children(source, 'host').map((h) => ({ name: attr(h, 'name') ?? '', port: attr(h, 'port') })),
+    auth: username && secretUuid ? { username, secretUuid } : undefined,
+  };
 }
+

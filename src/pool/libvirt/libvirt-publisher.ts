@@ -53,9 +53,12 @@ export class LibvirtPublisher implements Publisher {
     const dom = await this.pool.domains.get(nodeId);
     if (!dom) throw new SourceMissingError(`node ${nodeId} is not a domain of ${this.pool.virsh.uri}`);
     if (this.disksOn(dom, volumeId).length) return context;
+    // An rbd pool names its images as libvirt names the volumes.
+    const rbd = this.pool.rbd;
     await this.pool.domains.attach(dom, {
       pool: this.pool.poolName,
       volume: v.name,
+      rbd: rbd ? { ...rbd, image: v.name } : undefined,
       format: v.parsed.format,
       serial,
       readOnly: spec.readOnly,

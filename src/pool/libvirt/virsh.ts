@@ -14,7 +14,7 @@ const parser = new XMLParser({
   attributeNamePrefix: '@',
   parseTagValue: false,
   parseAttributeValue: false,
-  isArray: (name) => ['disk', 'volume'].includes(name),
+  isArray: (name) => ['disk', 'volume', 'host'].includes(name),
 });
 
 /** A parsed XML document: elements by name, attributes as `@name`, text as `#text` or a string. */
