@@ -25,28 +25,29 @@ function validateNodeId(nodeId: string): string {
 
 export async function controllerPublishVolume(ctx: ControllerContext, req: ControllerPublishVolumeRequest__Output): Promise<ControllerPublishVolumeResponse> {
   const publisher = publisherOf(ctx);
-  parseId('vol', 'volume_id', req.volume_id);
+  const id = parseId('vol', 'volume_id', req.volume_id);
   const nodeId = validateNodeId(req.node_id);
   const cap = parseCapability(req.volume_capability, ctx.access);
+  if (!id) throw notFound(`volume ${req.volume_id} does not exist`);
   const readOnly = req.readonly || cap.readOnly;
-  const vol = await requirePoolVolume(ctx, 'volume_id', req.volume_id);
-  const node = await publisher.resolveNode(nodeId);
-  if (!node) throw notFound(`node ${nodeId} does not exist`);
-  return ctx.locks.with([volumeLock(vol.id), nodeLock(node)], async () => {
-    const attachments = await publisher.attachments(vol.id);
-    const here = attachments.find((a) => a.nodeId === node);
-    if (here) {
-      if (here.readOnly !== readOnly) throw alreadyExists(`volume ${vol.id} is already published to ${nodeId} ${here.readOnly ? 'read-only' : 'read-write'}`);
-      return { publish_context: await publisher.publish(vol.id, node, { readOnly, shared: here.shared }) };
-    }
-    const shared = cap.mode === 'MULTI_NODE_MULTI_WRITER';
-    const elsewhere = attachments.filter((a) => a.nodeId !== node);
-    const compatible = elsewhere.every((a) => (shared && a.shared) || (cap.mode === 'MULTI_NODE_READER_ONLY' && a.readOnly));
-    if (elsewhere.length && !compatible) {
-      throw failedPrecondition(`volume ${vol.id} is published to ${elsewhere.map((a) => a.nodeId).join(', ')} and access mode ${cap.mode} allows one node only`);
-    }
-    if (ctx.maxVolumesPerNode > 0 && (await publisher.volumesOn(node)) >= ctx.maxVolumesPerNode) throw resourceExhausted(`node ${nodeId} already has ${ctx.maxVolumesPerNode} volumes of this driver attached`);
-    return { publish_context: await publisher.publish(vol.id, node, { readOnly, shared }) };
+  const shared = cap.mode === 'MULTI_NODE_MULTI_WRITER';
+  // Kubernetes names a node by what NodeGetInfo returned (the UUID), so one node has one lock key.
+  return ctx.locks.with([volumeLock(id), nodeLock(nodeId.toLowerCase())], async () => {
+    const publish_context = await publisher.publish(id, nodeId, { readOnly, shared }, ({ nodeId: node, attachments, nodeVolumes }) => {
+      const here = attachments.find((a) => a.nodeId === node);
+      if (here) {
+        if (here.readOnly !== readOnly) throw alreadyExists(`volume ${id} is already published to ${nodeId} ${here.readOnly ? 'read-only' : 'read-write'}`);
+        return false;
+      }
+      const elsewhere = attachments.filter((a) => a.nodeId !== node);
+      const compatible = elsewhere.every((a) => (shared && a.shared) || (cap.mode === 'MULTI_NODE_READER_ONLY' && a.readOnly));
+      if (elsewhere.length && !compatible) {
+        throw failedPrecondition(`volume ${id} is published to ${elsewhere.map((a) => a.nodeId).join(', ')} and access mode ${cap.mode} allows one node only`);
+      }
+      if (ctx.maxVolumesPerNode > 0 && nodeVolumes >= ctx.maxVolumesPerNode) throw resourceExhausted(`node ${nodeId} already has ${ctx.maxVolumesPerNode} volumes of this driver attached`);
+      return true;
+    });
+    return { publish_context };
   });
 }
 

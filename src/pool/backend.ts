@@ -135,15 +135,27 @@ export interface PublishSpec {
   shared: boolean;
 }
 
+/** What a publish finds, for the CSI layer to judge before anything is attached. */
+export interface PublishState {
+  /** The node's canonical ID. */
+  nodeId: string;
+  /** Where the volume is attached now, this node included. */
+  attachments: Attachment[];
+  /** How many of this driver's volumes the node has attached. */
+  nodeVolumes: number;
+}
+
 /** Controller side of a backend whose volumes are attached to a node from outside it (hypervisor mode). */
 export interface Publisher {
   /** The node's canonical ID, or null when there is no such node. */
   resolveNode(nodeId: string): Promise<string | null>;
   attachments(volumeId: string): Promise<Attachment[]>;
-  /** How many of this driver's volumes the node has attached. */
-  volumesOn(nodeId: string): Promise<number>;
-  /** Attaches the volume and returns the publish_context the node needs to find it. */
-  publish(volumeId: string, nodeId: string, spec: PublishSpec): Promise<Record<string, string>>;
+  /**
+   * Reads the state once, lets `decide` judge it (it throws to refuse, and returns false when the
+   * volume is already attached as asked), attaches if it returns true, and returns the
+   * publish_context the node needs to find the volume. A missing volume or node: SourceMissingError.
+   */
+  publish(volumeId: string, nodeId: string, spec: PublishSpec, decide: (state: PublishState) => boolean): Promise<Record<string, string>>;
   /** Detaches the volume from the node; done when the node no longer has it. */
   unpublish(volumeId: string, nodeId: string): Promise<void>;
 }

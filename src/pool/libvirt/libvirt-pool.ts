@@ -62,6 +62,8 @@ export class LibvirtPool implements PoolBackend {
     /** libvirt's pool type: dir, logical, rbd, ... */
     readonly poolType: string,
     readonly granularity: number,
+    /** Where the pool keeps its volumes: a directory, /dev/<vg>, or for rbd the Ceph pool. */
+    private readonly targetPath: string,
     /** For rbd pools: how the images are reached (a network disk). */
     readonly rbd?: RbdSource,
   ) {
@@ -88,7 +90,9 @@ export class LibvirtPool implements PoolBackend {
     const doc = child(parseXml(xml), 'pool');
     const type = attr(doc, 'type') ?? 'unknown';
     // LVM allocates whole extents (4 MiB by default); everything else is byte-addressed, MiB keeps sizes tidy.
-    const pool = new LibvirtPool(virsh, domains, opts, type, type === 'logical' ? 4 * MiB : MiB, type === 'rbd' ? rbdSource(doc) : undefined);
+    const rbd = type === 'rbd' ? rbdSource(doc) : undefined;
+    const target = rbd ? rbd.cephPool : (text(child(doc, 'target'), 'path') ?? '');
+    const pool = new LibvirtPool(virsh, domains, opts, type, type === 'logical' ? 4 * MiB : MiB, target, rbd);
     await pool.probe();
     return pool;
   }
@@ -113,7 +117,32 @@ export class LibvirtPool implements PoolBackend {
     return out;
   }
 
+  /** Where a volume of this pool is, as a domain's disk source names it (no virsh call: libvirt's own rule). */
+  pathOf(name: string): string {
+    return `${this.targetPath}/${name}`;
+  }
+
   // ---- reading the pool
+
+  /**
+   * The listing a lookup of one ID just made, kept for the create or delete of that ID that follows
+   * under the same lock (the CSI layer looks before it acts): one virsh call fewer, never stale by
+   * more than that lock's hold, since only the lock holder changes what is under its ID.
+   */
+  private readonly recent = new Map<string, { entries: Entry[]; at: number }>();
+  private static readonly RECENT_MS = 2000;
+
+  private remember(id: string, entries: Entry[]): void {
+    const now = Date.now();
+    for (const [k, v] of this.recent) if (now - v.at > LibvirtPool.RECENT_MS) this.recent.delete(k);
+    this.recent.set(id, { entries, at: now });
+  }
+
+  private async entriesFor(id: string): Promise<Entry[]> {
+    const r = this.recent.get(id);
+    this.recent.delete(id);
+    return r && Date.now() - r.at <= LibvirtPool.RECENT_MS ? r.entries : this.entries();
+  }
 
   private async entries(): Promise<Entry[]> {
     const out = await this.virsh.run(['vol-list', '--pool', this.opts.pool]);
@@ -198,6 +227,7 @@ export class LibvirtPool implements PoolBackend {
 
   async getVolume(id: string): Promise<VolumeRecord | null> {
     const entries = await this.entries();
+    this.remember(id, entries);
     const v = await this.find('vol', id, entries);
     const f = v ? await this.facts(v.name) : null;
     return v && f ? this.volumeRecord(v, f, entries) : null;
@@ -211,6 +241,7 @@ export class LibvirtPool implements PoolBackend {
 
   async getSnapshot(id: string): Promise<SnapshotRecord | null> {
     const entries = await this.entries();
+    this.remember(id, entries);
     const s = await this.find('snap', id, entries);
     const f = s ? await this.facts(s.name) : null;
     return s && f ? this.snapshotRecord(s, f, entries) : null;
@@ -249,7 +280,7 @@ export class LibvirtPool implements PoolBackend {
 
   async createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord> {
     const p = spec.parameters;
-    const entries = await this.entries();
+    const entries = await this.entriesFor(spec.id);
     await this.clearUnfinished(spec.id, entries);
     const size = roundUp(spec.capacityBytes, this.granularity);
     await this.requireSpace(size, `a ${size}-byte volume`);
@@ -274,9 +305,10 @@ export class LibvirtPool implements PoolBackend {
     } else {
       await this.copy(spec.id, source, name, size, format, preallocated);
     }
-    const created = await this.getVolume(spec.id);
-    if (!created) throw new Error(`volume ${name} vanished right after it was created`);
-    return created;
+    const f = await this.facts(name);
+    const parsed = parseName(name);
+    if (!f || parsed?.kind !== 'vol') throw new Error(`volume ${name} vanished right after it was created`);
+    return this.volumeRecord({ name, parsed }, f, entries);
   }
 
   /** File pools take a format; LVM and rbd volumes are raw by nature and take none. */
@@ -346,7 +378,7 @@ export class LibvirtPool implements PoolBackend {
   }
 
   async deleteVolume(id: string): Promise<void> {
-    const entries = (await this.entries()).filter((e) => e.parsed.id === id);
+    const entries = (await this.entriesFor(id)).filter((e) => e.parsed.id === id);
     for (const e of entries) if (e.parsed.kind === 'vol') await this.deleteNamed(e.name, e.parsed.wipe);
     for (const e of entries) if (e.parsed.kind !== 'vol') await this.deleteNamed(e.name);
   }
@@ -383,7 +415,9 @@ export class LibvirtPool implements PoolBackend {
   }
 
   async volumeBusy(id: string): Promise<string | null> {
-    const v = await this.find('vol', id);
+    const entries = await this.entries();
+    this.remember(id, entries);
+    const v = await this.find('vol', id, entries);
     if (!v) return null;
     const disks = await this.attachedDisks(v);
     return disks.length ? `volume ${id} is attached to domain ${[...new Set(disks.map((d) => d.domain.name))].join(', ')}; ControllerUnpublishVolume it first` : null;
@@ -392,7 +426,7 @@ export class LibvirtPool implements PoolBackend {
   // ---- snapshots
 
   async createSnapshot(spec: CreateSnapshotSpec): Promise<SnapshotRecord> {
-    const entries = await this.entries();
+    const entries = await this.entriesFor(spec.id);
     await this.clearUnfinished(spec.id, entries);
     const source = await this.find('vol', spec.sourceVolumeId, entries);
     const f = source ? await this.facts(source.name) : null;
@@ -425,23 +459,25 @@ export class LibvirtPool implements PoolBackend {
   }
 
   async deleteSnapshot(id: string): Promise<void> {
-    for (const e of (await this.entries()).filter((x) => x.parsed.id === id)) await this.deleteNamed(e.name);
+    for (const e of (await this.entriesFor(id)).filter((x) => x.parsed.id === id)) await this.deleteNamed(e.name);
   }
 
   // ---- attachments
 
   /** Every domain disk that is this volume: by our serial, or by its pool source, whoever attached it. */
-  async attachedDisks(v: PoolVolume): Promise<{ domain: DomainInfo; disk: DomainDisk }[]> {
-    const serial = serialFor(v.parsed.id);
-    const path = (await this.facts(v.name))?.path;
+  async attachedDisks(v: PoolVolume, domains?: DomainInfo[]): Promise<{ domain: DomainInfo; disk: DomainDisk }[]> {
     const out: { domain: DomainInfo; disk: DomainDisk }[] = [];
-    for (const domain of await this.domains.all()) {
-      for (const disk of domain.disks) {
-        const same = disk.serial === serial || (disk.sourcePool === this.opts.pool && disk.sourceVolume === v.name) || (!!path && disk.sourceFile === path);
-        if (same) out.push({ domain, disk });
-      }
+    for (const domain of domains ?? (await this.domains.all())) {
+      for (const disk of this.disksOf(domain, v)) out.push({ domain, disk });
     }
     return out;
+  }
+
+  /** A domain's disks that are this volume: by our serial, by its pool source, or by its path (attached by hand). */
+  disksOf(domain: DomainInfo, v: PoolVolume): DomainDisk[] {
+    const serial = serialFor(v.parsed.id);
+    const path = this.pathOf(v.name);
+    return domain.disks.filter((disk) => disk.serial === serial || (disk.sourcePool === this.opts.pool && disk.sourceVolume === v.name) || disk.sourceFile === path);
   }
 
   /** The running domain that has this volume attached writable, if any. */

@@ -1,5 +1,5 @@
 import { unavailable } from '../../errors.js';
-import type { Attachment, PublishSpec, Publisher } from '../backend.js';
+import type { Attachment, PublishSpec, PublishState, Publisher } from '../backend.js';
 import { SourceMissingError } from '../errors.js';
 import type { DomainDisk, DomainInfo } from './domains.js';
 import type { LibvirtPool } from './libvirt-pool.js';
@@ -40,19 +40,18 @@ export class LibvirtPublisher implements Publisher {
     return (await this.pool.attachedDisks(v)).map(({ domain, disk }) => ({ nodeId: domain.uuid, readOnly: disk.readOnly, shared: disk.shared }));
   }
 
-  async volumesOn(nodeId: string): Promise<number> {
-    const dom = await this.pool.domains.get(nodeId);
-    return dom ? dom.disks.filter((d) => d.serial !== undefined && SERIAL_RE.test(d.serial)).length : 0;
-  }
-
-  async publish(volumeId: string, nodeId: string, spec: PublishSpec): Promise<Record<string, string>> {
+  async publish(volumeId: string, nodeId: string, spec: PublishSpec, decide: (state: PublishState) => boolean): Promise<Record<string, string>> {
     const serial = serialFor(volumeId);
     const context = { serial, devicePath: `/dev/disk/by-id/virtio-${serial}` };
     const v = await this.pool.find('vol', volumeId);
     if (!v) throw new SourceMissingError(`volume ${volumeId} does not exist`);
-    const dom = await this.pool.domains.get(nodeId);
+    // One scan of the domains answers everything: which is the node, where the volume is, how full the node is.
+    const domains = await this.pool.domains.all();
+    const dom = domains.find((d) => d.uuid === nodeId.toLowerCase() || d.name === nodeId);
     if (!dom) throw new SourceMissingError(`node ${nodeId} is not a domain of ${this.pool.virsh.uri}`);
-    if (this.disksOn(dom, volumeId).length) return context;
+    const attachments = domains.flatMap((d) => this.pool.disksOf(d, v).map((disk) => ({ nodeId: d.uuid, readOnly: disk.readOnly, shared: disk.shared })));
+    const nodeVolumes = dom.disks.filter((d) => d.serial !== undefined && SERIAL_RE.test(d.serial)).length;
+    if (!decide({ nodeId: dom.uuid, attachments, nodeVolumes })) return context;
     // An rbd pool names its images as libvirt names the volumes.
     const rbd = this.pool.rbd;
     await this.pool.domains.attach(dom, {
