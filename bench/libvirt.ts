@@ -3,6 +3,7 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { diskXml } from '../src/pool/libvirt/domains.js';
+import { ratioRow, timed } from './measure.js';
 import { blockCap } from '../test/helpers/csi.js';
 import { finish, startDriver } from '../test/helpers/driver.js';
 import { dirPool, startLibvirt, testDomain, virsh } from '../test/helpers/libvirt.js';
@@ -10,14 +11,7 @@ import { dirPool, startLibvirt, testDomain, virsh } from '../test/helpers/libvir
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 20);
 const SIZE = 64 * 1024 * 1024;
 
-const timed = async (fn: () => Promise<unknown>) => {
-  const t = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - t) / 1e6;
-};
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const row = (what: string, ours: number[], bareWhat: string, bare: number[]) =>
-  console.log(`${what.padEnd(26)} ${median(ours).toFixed(1).padStart(7)}   ${bareWhat.padEnd(34)} ${median(bare).toFixed(1).padStart(7)}   ratio ${(median(ours) / median(bare)).toFixed(2)}`);
+const row = (what: string, ours: number[], bareWhat: string, bare: number[]) => console.log(ratioRow(what, ours, bareWhat, bare));
 
 async function goneFromDomain(dom: string, needle: string): Promise<void> {
   for (;;) {

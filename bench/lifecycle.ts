@@ -6,6 +6,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { startDriver, type Driver } from '../test/helpers/driver.js';
 import { mountCap } from '../test/helpers/csi.js';
+import { median, timed } from './measure.js';
 
 const execFileP = promisify(execFile);
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 50);
@@ -22,16 +23,6 @@ const RAW: Record<Step, string> = {
   DeleteVolume: 'rm',
 };
 
-async function timed(fn: () => Promise<unknown>): Promise<number> {
-  const t = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - t) / 1e6;
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 async function driverRound(d: Driver, i: number, out: Record<Step, number[]>): Promise<void> {
   const cap = mountCap('ext4');

@@ -6,6 +6,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { mountCap } from '../test/helpers/csi.js';
+import { median, timed } from './measure.js';
 import { BIN, finish, startDriver } from '../test/helpers/driver.js';
 
 const execFileP = promisify(execFile);
@@ -19,12 +20,6 @@ const RAW: Record<Step, string> = {
   NodeUnpublishVolume: 'umount',
   NodeUnstageVolume: 'umount + lvchange -an',
 };
-const timed = async (fn: () => Promise<unknown>) => {
-  const t = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - t) / 1e6;
-};
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const empty = (): Record<Step, number[]> => ({ NodeStageVolume: [], NodePublishVolume: [], NodeUnpublishVolume: [], NodeUnstageVolume: [] });
 
 async function main(): Promise<void> {

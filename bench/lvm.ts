@@ -6,17 +6,12 @@ import { deviceMapperAvailable } from '../src/pool/lvm/lvm-cli.js';
 import { blockCap } from '../test/helpers/csi.js';
 import { finish, startDriver } from '../test/helpers/driver.js';
 import { forgetVg, loopDisks, poolCmd, uniqueVg } from '../test/helpers/lvm.js';
+import { median, timed } from './measure.js';
 
 const execFileP = promisify(execFile);
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 30);
 const SIZE = 64 * 1024 * 1024;
 
-const timed = async (fn: () => Promise<unknown>) => {
-  const t = process.hrtime.bigint();
-  await fn();
-  return Number(process.hrtime.bigint() - t) / 1e6;
-};
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function main(): Promise<void> {
   const disks = await loopDisks(2, 2 * 1024 ** 3);

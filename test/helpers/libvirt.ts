@@ -7,6 +7,17 @@ import { PROJECT_ROOT } from '../../src/csi/proto.js';
 const execFileP = promisify(execFile);
 export const URI = 'qemu:///system';
 
+/** Polls `check` every 200 ms until it returns a value; throws `failure()`'s message past `ms`. */
+export async function pollUntil<T>(check: () => Promise<T | undefined>, ms: number, failure: () => Promise<string>): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(await failure());
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 /** Starts the real libvirtd (test/libvirt/libvirt-start.sh: Debian packages, no systemd); reused if running. */
 export async function startLibvirt(): Promise<void> {
   await execFileP('bash', [path.join(PROJECT_ROOT, 'test/libvirt/libvirt-start.sh')], { timeout: 600_000 });
@@ -111,15 +122,11 @@ export async function testDomain(name: string, dir: string, start: boolean): Pro
     uuid,
     console: consoleText,
     async waitDisks(ok, ms = 60_000) {
-      const deadline = Date.now() + ms;
-      let last = '';
-      for (;;) {
-        const lines = (await consoleText()).split('\n').filter((l) => l.startsWith('GUEST DISKS:'));
-        last = lines[lines.length - 1] ?? '';
-        if (last && ok(last)) return last;
-        if (Date.now() > deadline) throw new Error(`guest ${name}: disks never matched; last report: ${JSON.stringify(last)}`);
-        await new Promise((r) => setTimeout(r, 200));
-      }
+      const last = async () => (await consoleText()).split('\n').filter((l) => l.startsWith('GUEST DISKS:')).pop() ?? '';
+      return pollUntil(async () => {
+        const line = await last();
+        return line && ok(line) ? line : undefined;
+      }, ms, async () => `guest ${name}: disks never matched; last report: ${JSON.stringify(await last())}`);
     },
     async remove() {
       await virshTry('destroy', name);
@@ -213,13 +220,13 @@ export async function nodeVm(name: string, uuid: string, command: string[], env:
     uuid,
     run,
     async waitFile(file, ms = 300_000) {
-      const deadline = Date.now() + ms;
-      for (;;) {
-        if (await access(path.join(run, file)).then(() => true, () => false)) return;
-        if (await access(path.join(run, 'rc')).then(() => true, () => false)) throw new Error(`the guest finished without writing ${file}:\n${await readFile(path.join(run, 'console.log'), 'utf8').catch(() => '')}`);
-        if (Date.now() > deadline) throw new Error(`the guest did not write ${file} within ${ms / 1000} s:\n${await readFile(path.join(run, 'console.log'), 'utf8').catch(() => '')}`);
-        await new Promise((r) => setTimeout(r, 250));
-      }
+      const has = (f: string) => access(path.join(run, f)).then(() => true, () => false);
+      const log = () => readFile(path.join(run, 'console.log'), 'utf8').catch(() => '');
+      await pollUntil(async () => {
+        if (await has(file)) return true;
+        if (await has('rc')) throw new Error(`the guest finished without writing ${file}:\n${await log()}`);
+        return undefined;
+      }, ms, async () => `the guest did not write ${file} within ${ms / 1000} s:\n${await log()}`);
     },
     async go(step) {
       await writeFile(path.join(run, `go-${step}`), '');
