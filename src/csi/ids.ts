@@ -13,7 +13,8 @@ const MAX_BYTES = 128;
 const ID_RE = { vol: /^vol-[a-z0-9-]{0,48}-[0-9a-f]{16}$/, snap: /^snap-[a-z0-9-]{0,48}-[0-9a-f]{16}$/ };
 // Characters a CO-supplied ID may carry at all; anything else is hostile, not merely unknown.
 const PLAUSIBLE_ID = /^[A-Za-z0-9._:-]+$/;
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+// '+' is there because COs use it (csi-sanity does); it is safe in LVM tags and in JSON, and IDs never carry it.
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._+-]*$/;
 
 function slug(name: string): string {
   return name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 48).replace(/-+$/, '');
@@ -29,7 +30,7 @@ export function validateName(field: string, name: string): string {
   if (!name) throw invalidArgument(`${field} is required`);
   if (Buffer.byteLength(name) > MAX_BYTES) throw invalidArgument(`${field} is longer than ${MAX_BYTES} bytes`);
   if (!NAME_RE.test(name) || name.includes('..')) {
-    throw invalidArgument(`${field} ${JSON.stringify(name)} may hold only letters, digits, '.', '_' and '-', must start with a letter or digit and must not contain '..'`);
+    throw invalidArgument(`${field} ${JSON.stringify(name)} may hold only letters, digits, '.', '_', '+' and '-', must start with a letter or digit and must not contain '..'`);
   }
   return name;
 }

@@ -33,6 +33,8 @@ describe('IDs and names', () => {
       assert.equal(code(() => validateName('name', bad)), 'INVALID_ARGUMENT', JSON.stringify(bad));
     }
     assert.equal(validateName('name', 'pvc-0a1b.c_d'), 'pvc-0a1b.c_d');
+    assert.equal(validateName('name', 'sanity-vol+1-EB742158'), 'sanity-vol+1-EB742158');
+    assert.match(idFor('vol', 'sanity-vol+1-EB742158'), /^vol-sanity-vol-1-eb742158-[0-9a-f]{16}$/);
   });
   it('tells a foreign ID (null) from a hostile one (INVALID_ARGUMENT)', () => {
     assert.equal(parseId('vol', 'volume_id', 'reallyfakevolumeid'), null);
