@@ -82,7 +82,7 @@ const TOPOLOGY_VALUE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
 async function openLibvirt(opts: ServeOptions): Promise<Opened> {
   const seconds = Number(opts.attachTimeout);
   if (!(seconds > 0) || !Number.isFinite(seconds)) throw new Error(`--attach-timeout must be a positive number of seconds (got ${opts.attachTimeout})`);
-  if (!/^[a-z]+$/.test(opts.diskCache)) throw new Error(`--disk-cache ${JSON.stringify(opts.diskCache)} is not a libvirt cache mode`);
+  if (!['default', 'none', 'writethrough', 'writeback', 'directsync', 'unsafe'].includes(opts.diskCache)) throw new Error(`--disk-cache ${JSON.stringify(opts.diskCache)} is not a libvirt cache mode (none, directsync, writethrough, writeback, unsafe, default)`);
   // A node VM must know its UUID; a controller (or an all-in-one test on the hypervisor itself) falls back to the hostname.
   const defaultNodeId = opts.mode === 'node' ? productUuid : () => productUuid().catch(hostnameId);
   const common = { attacher: new VirtioAttacher({ waitMs: seconds * 1000 }), access: HYPERVISOR_ACCESS, defaultNodeId };

@@ -22,13 +22,13 @@ export async function requirePoolVolume(ctx: ControllerContext, field: string, i
   return vol;
 }
 
-type ControllerCapability = 'CREATE_DELETE_VOLUME' | 'PUBLISH_UNPUBLISH_VOLUME' | 'PUBLISH_READONLY' | 'EXPAND_VOLUME' | 'CREATE_DELETE_SNAPSHOT' | 'LIST_VOLUMES' | 'LIST_SNAPSHOTS' | 'GET_CAPACITY' | 'CLONE_VOLUME' | 'GET_VOLUME' | 'VOLUME_CONDITION' | 'SINGLE_NODE_MULTI_WRITER';
+type ControllerCapability = 'CREATE_DELETE_VOLUME' | 'PUBLISH_UNPUBLISH_VOLUME' | 'PUBLISH_READONLY' | 'LIST_VOLUMES_PUBLISHED_NODES' | 'EXPAND_VOLUME' | 'CREATE_DELETE_SNAPSHOT' | 'LIST_VOLUMES' | 'LIST_SNAPSHOTS' | 'GET_CAPACITY' | 'CLONE_VOLUME' | 'GET_VOLUME' | 'VOLUME_CONDITION' | 'SINGLE_NODE_MULTI_WRITER';
 
 export function controllerGetCapabilities(ctx: ControllerContext): ControllerGetCapabilitiesResponse {
   // Node-local pools grow on the node (NodeExpandVolume) and have nothing to attach remotely; hypervisor mode attaches and grows on the controller.
   // GetSnapshot is served but GET_SNAPSHOT is not advertised: CSI clients built before v1.10 reject capabilities they do not know.
   const types: ControllerCapability[] = [
-    ...(ctx.publisher ? (['PUBLISH_UNPUBLISH_VOLUME', 'PUBLISH_READONLY'] as const) : []),
+    ...(ctx.publisher ? (['PUBLISH_UNPUBLISH_VOLUME', 'PUBLISH_READONLY', 'LIST_VOLUMES_PUBLISHED_NODES'] as const) : []),
     ...(ctx.backend.expansion === 'controller' ? (['EXPAND_VOLUME'] as const) : []),
     'CREATE_DELETE_VOLUME',
     'CREATE_DELETE_SNAPSHOT',
@@ -71,8 +71,9 @@ export async function validateVolumeCapabilities(ctx: ControllerContext, req: Va
 export async function listVolumes(ctx: ControllerContext, req: ListVolumesRequest__Output): Promise<ListVolumesResponse> {
   const all = await ctx.backend.listVolumes();
   const { page, nextToken } = paginate(all, (v) => v.id, req.max_entries, req.starting_token, (k) => isId('vol', k));
+  const published = ctx.publisher ? await ctx.publisher.publishedNodes(page.map((v) => v.id)) : new Map<string, string[]>();
   const entries = await Promise.all(
-    page.map(async (v) => ({ volume: toCsiVolume(ctx, v), status: { published_node_ids: [], volume_condition: await ctx.backend.volumeCondition(v) } })),
+    page.map(async (v) => ({ volume: toCsiVolume(ctx, v), status: { published_node_ids: published.get(v.id) ?? [], volume_condition: await ctx.backend.volumeCondition(v) } })),
   );
   return { entries, next_token: nextToken };
 }

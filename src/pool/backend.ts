@@ -150,6 +150,8 @@ export interface Publisher {
   /** The node's canonical ID, or null when there is no such node. */
   resolveNode(nodeId: string): Promise<string | null>;
   attachments(volumeId: string): Promise<Attachment[]>;
+  /** The nodes each of these volumes is attached to, from one look at every node. */
+  publishedNodes(volumeIds: string[]): Promise<Map<string, string[]>>;
   /**
    * Reads the state once, lets `decide` judge it (it throws to refuse, and returns false when the
    * volume is already attached as asked), attaches if it returns true, and returns the

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { open, readFile, rm } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
@@ -67,7 +67,7 @@ describe('libvirt pool: controller against a real libvirtd', needsRoot(), () => 
   it('advertises attach, read-only attach and controller expansion, and the hypervisor as topology', async () => {
     assert.equal((await d.client.getPluginInfo({})).manifest.backend, 'libvirt');
     const caps = (await d.client.controllerGetCapabilities({})).capabilities.map((c) => c.rpc?.type);
-    for (const c of ['CREATE_DELETE_VOLUME', 'PUBLISH_UNPUBLISH_VOLUME', 'PUBLISH_READONLY', 'EXPAND_VOLUME', 'CREATE_DELETE_SNAPSHOT', 'CLONE_VOLUME', 'GET_CAPACITY', 'LIST_VOLUMES', 'GET_VOLUME']) {
+    for (const c of ['CREATE_DELETE_VOLUME', 'PUBLISH_UNPUBLISH_VOLUME', 'PUBLISH_READONLY', 'LIST_VOLUMES_PUBLISHED_NODES', 'EXPAND_VOLUME', 'CREATE_DELETE_SNAPSHOT', 'CLONE_VOLUME', 'GET_CAPACITY', 'LIST_VOLUMES', 'GET_VOLUME']) {
       assert.ok(caps.includes(c as never), c);
     }
     const v = (await create('pvc-topo', 4 * MiB)).volume!;
@@ -286,6 +286,8 @@ describe('libvirt pool: controller against a real libvirtd', needsRoot(), () => 
     assert.match(await run('--libvirt-pool', 'a;b'), /not a plain libvirt pool name/);
     assert.match(await run(), /--libvirt-pool is required/);
     assert.match(await run('--libvirt-pool', pool.name, '--mode', 'node'), /--hypervisor is required/);
+    assert.match(await run('--libvirt-pool', pool.name, '--disk-cache', 'none;x'), /not a libvirt cache mode/);
+    assert.match(await run('--libvirt-pool', pool.name, '--hypervisor', 'a/b'), /not a valid topology value/);
     await virsh('pool-destroy', pool.name);
     try {
       assert.deepEqual(await d.client.probe({}), { ready: { value: false } });
@@ -293,6 +295,5 @@ describe('libvirt pool: controller against a real libvirtd', needsRoot(), () => 
       await virshTry('pool-start', pool.name);
     }
     assert.deepEqual(await d.client.probe({}), { ready: { value: true } });
-    void readFile;
   });
 });

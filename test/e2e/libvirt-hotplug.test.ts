@@ -124,6 +124,8 @@ describe('libvirt hypervisor mode: hot-plug into a running TCG domain', needsRoo
     assert.match(await configXml(idle.name), new RegExp(`<shareable/>\\s*<serial>${sSerial}</serial>`), 'a stopped domain gets it in its definition');
     const published = (await d.client.controllerGetVolume({ volume_id: shared.volume_id })).status!.published_node_ids.sort();
     assert.deepEqual(published, [node.uuid, idle.uuid].sort());
+    const listed = (await d.client.listVolumes({ max_entries: 0, starting_token: '' })).entries.find((e) => e.volume?.volume_id === shared.volume_id);
+    assert.deepEqual(listed?.status?.published_node_ids.sort(), published, 'ListVolumes reports the same (LIST_VOLUMES_PUBLISHED_NODES)');
     await node.waitDisks((l) => guestDisk(l, sSerial) !== null);
 
     const ro = await create('pvc-ro', 8 * MiB);

@@ -40,6 +40,19 @@ export class LibvirtPublisher implements Publisher {
     return (await this.pool.attachedDisks(v)).map(({ domain, disk }) => ({ nodeId: domain.uuid, readOnly: disk.readOnly, shared: disk.shared }));
   }
 
+  async publishedNodes(volumeIds: string[]): Promise<Map<string, string[]>> {
+    const bySerial = new Map(volumeIds.map((id) => [serialFor(id), id]));
+    const out = new Map<string, string[]>(volumeIds.map((id) => [id, []]));
+    for (const dom of await this.pool.domains.all()) {
+      for (const disk of dom.disks) {
+        const bySource = disk.sourcePool === this.pool.poolName ? disk.sourceVolume?.split('.')[0] : undefined;
+        const id = (disk.serial && bySerial.get(disk.serial)) || (bySource && out.has(bySource) ? bySource : undefined);
+        if (id && !out.get(id)!.includes(dom.uuid)) out.get(id)!.push(dom.uuid);
+      }
+    }
+    return out;
+  }
+
   async publish(volumeId: string, nodeId: string, spec: PublishSpec, decide: (state: PublishState) => boolean): Promise<Record<string, string>> {
     const serial = serialFor(volumeId);
     const context = { serial, devicePath: `/dev/disk/by-id/virtio-${serial}` };
