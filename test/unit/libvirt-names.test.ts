@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { idFor } from '../../src/csi/ids.js';
 import { diskXml, freeTarget, parseDomain } from '../../src/pool/libvirt/domains.js';
-import { rbdSource } from '../../src/pool/libvirt/libvirt-pool.js';
+import { rbdSource } from '../../src/pool/libvirt/rbd.js';
 import { parseXml } from '../../src/pool/libvirt/virsh.js';
 import { markerName, parseName, serialFor, snapshotName, volumeName } from '../../src/pool/libvirt/names.js';
 

@@ -4,33 +4,16 @@ import { MiB, roundUp } from '../../units.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, SnapshotRecord, VolumeRecord } from '../backend.js';
 import { PoolSpaceError, SourceMissingError } from '../errors.js';
 import type { DomainDisk, DomainInfo, Domains, RbdSource } from './domains.js';
-import { FORMATS, idHash, markerName, parseName, serialFor, snapshotName, volumeName, WIPE_ALGORITHMS, type Format, type PoolName, type SnapshotName, type VolumeName } from './names.js';
+import { FORMATS, idHash, markerName, parseName, serialFor, snapshotName, volumeName, WIPE_ALGORITHMS, type Format, type SnapshotName, type VolumeName } from './names.js';
+import { copyRunningDisk } from './backup-job.js';
+import { PoolListing, type Entry, type PoolVolume, type VolumeFacts } from './listing.js';
+import { rbdSource } from './rbd.js';
+import { attr, child, LibvirtMissingError, parseInfo, parseXml, text, xmlEscape, type Virsh } from './virsh.js';
 import { withXmlFile as withXml } from './xml-file.js';
-import { attr, child, children, LibvirtMissingError, parseInfo, parseXml, text, xmlEscape, type Virsh } from './virsh.js';
 
 export interface LibvirtPoolOptions {
   pool: string;
   reserveBytes: number;
-}
-
-interface Entry {
-  /** The libvirt volume name. */
-  name: string;
-  parsed: PoolName;
-}
-
-interface VolumeFacts {
-  capacity: number;
-  allocation: number;
-  path: string;
-  /** Seconds since the epoch, where the pool type reports it. */
-  mtime?: number;
-}
-
-/** One of our volumes or snapshots that is complete, with its libvirt name. */
-export interface PoolVolume<T extends VolumeName | SnapshotName = VolumeName | SnapshotName> {
-  name: string;
-  parsed: T;
 }
 
 // Pool types whose volumes are files (qcow2 is possible) and those libvirt can resize.
@@ -67,6 +50,7 @@ export class LibvirtPool implements PoolBackend {
     /** For rbd pools: how the images are reached (a network disk). */
     readonly rbd?: RbdSource,
   ) {
+    this.listing = new PoolListing(virsh, opts.pool);
     const fileBacked = FILE_POOLS.has(poolType);
     this.volumeParameters = {
       format: (v) => (!(FORMATS as readonly string[]).includes(v) ? 'raw or qcow2' : v === 'qcow2' && !fileBacked ? `a ${poolType} pool holds raw volumes only` : null),
@@ -124,133 +108,43 @@ export class LibvirtPool implements PoolBackend {
 
   // ---- reading the pool
 
-  /**
-   * The listing a lookup of one ID just made, kept for the create or delete of that ID that follows
-   * under the same lock (the CSI layer looks before it acts): one virsh call fewer, never stale by
-   * more than that lock's hold, since only the lock holder changes what is under its ID.
-   */
-  private readonly recent = new Map<string, { entries: Entry[]; at: number }>();
-  private static readonly RECENT_MS = 2000;
+  private readonly listing: PoolListing;
 
-  private remember(id: string, entries: Entry[]): void {
-    const now = Date.now();
-    for (const [k, v] of this.recent) if (now - v.at > LibvirtPool.RECENT_MS) this.recent.delete(k);
-    this.recent.set(id, { entries, at: now });
+  facts(name: string): Promise<VolumeFacts | null> {
+    return this.listing.facts(name);
   }
 
-  private async entriesFor(id: string): Promise<Entry[]> {
-    const r = this.recent.get(id);
-    this.recent.delete(id);
-    return r && Date.now() - r.at <= LibvirtPool.RECENT_MS ? r.entries : this.entries();
-  }
-
-  private async entries(): Promise<Entry[]> {
-    const out = await this.virsh.run(['vol-list', '--pool', this.opts.pool]);
-    const entries: Entry[] = [];
-    for (const line of out.split('\n')) {
-      const name = line.trim().split(/\s+/)[0];
-      const parsed = name ? parseName(name) : null;
-      if (name && parsed) entries.push({ name, parsed });
-    }
-    return entries;
-  }
-
-  /** Our complete volumes and snapshots: an ID with an `incomplete` marker is still being copied and does not exist yet. */
-  private complete(entries: Entry[]): PoolVolume[] {
-    const unfinished = new Set(entries.filter((e) => e.parsed.kind === 'marker').map((e) => e.parsed.id));
-    return entries.filter((e): e is PoolVolume => e.parsed.kind !== 'marker' && !unfinished.has(e.parsed.id));
-  }
-
-  async facts(name: string): Promise<VolumeFacts | null> {
-    const xml = await this.virsh.maybe(['vol-dumpxml', '--vol', name, '--pool', this.opts.pool]);
-    if (xml === null) return null;
-    const vol = child(parseXml(xml), 'volume');
-    const target = child(vol, 'target');
-    const mtime = Number(text(child(target, 'timestamps'), 'mtime'));
-    return {
-      capacity: Number(text(vol, 'capacity') ?? 0),
-      allocation: Number(text(vol, 'allocation') ?? 0),
-      path: text(target, 'path') ?? '',
-      mtime: Number.isFinite(mtime) && mtime > 0 ? mtime : undefined,
-    };
-  }
-
-  /** A complete volume of ours by ID (a volume's or a snapshot's), from one listing. */
-  async find<K extends 'vol' | 'snap'>(kind: K, id: string, entries?: Entry[]): Promise<PoolVolume<K extends 'vol' ? VolumeName : SnapshotName> | null> {
-    const found = this.complete(entries ?? (await this.entries())).find((e) => e.parsed.id === id && e.parsed.kind === kind);
-    return (found as PoolVolume<K extends 'vol' ? VolumeName : SnapshotName> | undefined) ?? null;
-  }
-
-  private fullId(kind: 'vol' | 'snap', hash: string, entries: Entry[]): string | undefined {
-    return this.complete(entries).find((e) => e.parsed.kind === kind && idHash(e.parsed.id) === hash)?.parsed.id;
-  }
-
-  private volumeRecord(v: PoolVolume<VolumeName>, f: VolumeFacts, entries: Entry[]): VolumeRecord {
-    const p = v.parsed;
-    const parameters: Record<string, string> = {};
-    if (p.fsType) parameters.fsType = p.fsType;
-    if (p.format !== 'raw') parameters.format = p.format;
-    if (p.preallocated) parameters.preallocate = 'true';
-    if (p.wipe) parameters.wipe = p.wipe;
-    const sourceKind = p.source?.kind === 'volume' ? 'vol' : 'snap';
-    // Names keep only the source's hash; when the source is gone, the ID of that hash with an empty slug stands for it.
-    const sourceId = p.source ? (this.fullId(sourceKind, p.source.hash, entries) ?? `${sourceKind}--${p.source.hash}`) : undefined;
-    return {
-      id: p.id,
-      name: p.id,
-      capacityBytes: f.capacity,
-      createdAt: (f.mtime ?? 0) * 1000,
-      source: p.source && sourceId ? { kind: p.source.kind, id: sourceId } : undefined,
-      parameters,
-    };
-  }
-
-  private snapshotRecord(s: PoolVolume<SnapshotName>, f: VolumeFacts, entries: Entry[]): SnapshotRecord {
-    return {
-      id: s.parsed.id,
-      name: s.parsed.id,
-      sourceVolumeId: this.fullId('vol', s.parsed.sourceHash, entries) ?? `vol--${s.parsed.sourceHash}`,
-      sizeBytes: f.capacity,
-      createdAt: s.parsed.createdAt,
-      readyToUse: true,
-    };
-  }
-
-  private async withFacts<T extends PoolVolume, R>(items: T[], make: (item: T, f: VolumeFacts) => R): Promise<R[]> {
-    const out: R[] = [];
-    for (let i = 0; i < items.length; i += 8) {
-      const batch = await Promise.all(items.slice(i, i + 8).map(async (it) => ({ it, f: await this.facts(it.name) })));
-      for (const { it, f } of batch) if (f) out.push(make(it, f)); // deleted meanwhile: gone
-    }
-    return out;
+  /** A complete volume of ours by ID (a volume's or a snapshot's). */
+  find<K extends 'vol' | 'snap'>(kind: K, id: string, entries?: Entry[]): Promise<PoolVolume<K extends 'vol' ? VolumeName : SnapshotName> | null> {
+    return this.listing.find(kind, id, entries);
   }
 
   async getVolume(id: string): Promise<VolumeRecord | null> {
-    const entries = await this.entries();
-    this.remember(id, entries);
+    const entries = await this.listing.entries();
+    this.listing.remember(id, entries);
     const v = await this.find('vol', id, entries);
     const f = v ? await this.facts(v.name) : null;
-    return v && f ? this.volumeRecord(v, f, entries) : null;
+    return v && f ? this.listing.volumeRecord(v, f, entries) : null;
   }
 
   async listVolumes(): Promise<VolumeRecord[]> {
-    const entries = await this.entries();
-    const vols = this.complete(entries).filter((e): e is PoolVolume<VolumeName> => e.parsed.kind === 'vol');
-    return this.withFacts(vols, (v, f) => this.volumeRecord(v, f, entries));
+    const entries = await this.listing.entries();
+    const vols = this.listing.complete(entries).filter((e): e is PoolVolume<VolumeName> => e.parsed.kind === 'vol');
+    return this.listing.withFacts(vols, (v, f) => this.listing.volumeRecord(v, f, entries));
   }
 
   async getSnapshot(id: string): Promise<SnapshotRecord | null> {
-    const entries = await this.entries();
-    this.remember(id, entries);
+    const entries = await this.listing.entries();
+    this.listing.remember(id, entries);
     const s = await this.find('snap', id, entries);
     const f = s ? await this.facts(s.name) : null;
-    return s && f ? this.snapshotRecord(s, f, entries) : null;
+    return s && f ? this.listing.snapshotRecord(s, f, entries) : null;
   }
 
   async listSnapshots(): Promise<SnapshotRecord[]> {
-    const entries = await this.entries();
-    const snaps = this.complete(entries).filter((e): e is PoolVolume<SnapshotName> => e.parsed.kind === 'snap');
-    return this.withFacts(snaps, (s, f) => this.snapshotRecord(s, f, entries));
+    const entries = await this.listing.entries();
+    const snaps = this.listing.complete(entries).filter((e): e is PoolVolume<SnapshotName> => e.parsed.kind === 'snap');
+    return this.listing.withFacts(snaps, (s, f) => this.listing.snapshotRecord(s, f, entries));
   }
 
   // ---- changing the pool
@@ -280,7 +174,7 @@ export class LibvirtPool implements PoolBackend {
 
   async createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord> {
     const p = spec.parameters;
-    const entries = await this.entriesFor(spec.id);
+    const entries = await this.listing.entriesFor(spec.id);
     await this.clearUnfinished(spec.id, entries);
     const size = roundUp(spec.capacityBytes, this.granularity);
     await this.requireSpace(size, `a ${size}-byte volume`);
@@ -308,7 +202,7 @@ export class LibvirtPool implements PoolBackend {
     const f = await this.facts(name);
     const parsed = parseName(name);
     if (!f || parsed?.kind !== 'vol') throw new Error(`volume ${name} vanished right after it was created`);
-    return this.volumeRecord({ name, parsed }, f, entries);
+    return this.listing.volumeRecord({ name, parsed }, f, entries);
   }
 
   /** File pools take a format; LVM and rbd volumes are raw by nature and take none. */
@@ -378,7 +272,7 @@ export class LibvirtPool implements PoolBackend {
   }
 
   async deleteVolume(id: string): Promise<void> {
-    const entries = (await this.entriesFor(id)).filter((e) => e.parsed.id === id);
+    const entries = (await this.listing.entriesFor(id)).filter((e) => e.parsed.id === id);
     for (const e of entries) if (e.parsed.kind === 'vol') await this.deleteNamed(e.name, e.parsed.wipe);
     for (const e of entries) if (e.parsed.kind !== 'vol') await this.deleteNamed(e.name);
   }
@@ -422,8 +316,8 @@ export class LibvirtPool implements PoolBackend {
   private poolState?: { at: number; problem: Promise<string | null> };
 
   async volumeBusy(id: string): Promise<string | null> {
-    const entries = await this.entries();
-    this.remember(id, entries);
+    const entries = await this.listing.entries();
+    this.listing.remember(id, entries);
     const v = await this.find('vol', id, entries);
     if (!v) return null;
     const disks = await this.attachedDisks(v);
@@ -433,7 +327,7 @@ export class LibvirtPool implements PoolBackend {
   // ---- snapshots
 
   async createSnapshot(spec: CreateSnapshotSpec): Promise<SnapshotRecord> {
-    const entries = await this.entriesFor(spec.id);
+    const entries = await this.listing.entriesFor(spec.id);
     await this.clearUnfinished(spec.id, entries);
     const source = await this.find('vol', spec.sourceVolumeId, entries);
     const f = source ? await this.facts(source.name) : null;
@@ -449,7 +343,9 @@ export class LibvirtPool implements PoolBackend {
       }
       if (running) {
         await this.virsh.run(['vol-create-as', '--pool', this.opts.pool, '--name', name, '--capacity', String(f.capacity), ...this.formatArgs(source.parsed.format), ...this.sparseArgs(false)]);
-        await this.liveCopy(running, source, name);
+        const target = await this.facts(name);
+        if (!target) throw new Error(`snapshot volume ${name} vanished`);
+        await copyRunningDisk(this.virsh, running, target.path, source.parsed.format, name);
       } else {
         const xml = this.volumeXml(name, f.capacity, false, source.parsed.format);
         await withXml(xml, (file) => this.virsh.run(['vol-create-from', '--pool', this.opts.pool, '--file', file, '--vol', source.name, '--inputpool', this.opts.pool], { timeoutMs: 3_600_000 }));
@@ -466,7 +362,7 @@ export class LibvirtPool implements PoolBackend {
   }
 
   async deleteSnapshot(id: string): Promise<void> {
-    for (const e of (await this.entriesFor(id)).filter((x) => x.parsed.id === id)) await this.deleteNamed(e.name);
+    for (const e of (await this.listing.entriesFor(id)).filter((x) => x.parsed.id === id)) await this.deleteNamed(e.name);
   }
 
   // ---- attachments
@@ -492,52 +388,4 @@ export class LibvirtPool implements PoolBackend {
     return (await this.attachedDisks(v)).find((a) => a.domain.running && !a.disk.readOnly) ?? null;
   }
 
-  /**
-   * A point-in-time copy of a disk a running guest is writing: a libvirt push backup job (QEMU's
-   * copy-before-write), into the snapshot volume made for it, waited for to the end.
-   */
-  private async liveCopy(running: { domain: DomainInfo; disk: DomainDisk }, source: PoolVolume, snapshot: string): Promise<void> {
-    const target = await this.facts(snapshot);
-    if (!target) throw new Error(`snapshot volume ${snapshot} vanished`);
-    const others = running.domain.disks.filter((d) => d.target !== running.disk.target).map((d) => `    <disk name='${xmlEscape(d.target)}' backup='no'/>`);
-    const xml = [
-      "<domainbackup mode='push'>",
-      '  <disks>',
-      `    <disk name='${xmlEscape(running.disk.target)}' backup='yes' type='file'>`,
-      `      <target file='${xmlEscape(target.path)}'/>`,
-      `      <driver type='${source.parsed.format}'/>`,
-      '    </disk>',
-      ...others,
-      '  </disks>',
-      '</domainbackup>',
-    ].join('\n');
-    const dom = running.domain.uuid;
-    log.info('copying a running disk with a backup job', { domain: running.domain.name, disk: running.disk.target, snapshot });
-    await withXml(xml, (file) => this.virsh.run(['backup-begin', '--domain', dom, '--backupxml', file, '--reuse-external']));
-    const deadline = Date.now() + 3_600_000;
-    for (;;) {
-      const active = parseInfo(await this.virsh.run(['domjobinfo', '--domain', dom]));
-      if ((active['Job type'] ?? 'None') === 'None') break;
-      if (Date.now() > deadline) throw new Error(`backup job on ${running.domain.name} did not finish within an hour`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    const done = parseInfo(await this.virsh.run(['domjobinfo', '--domain', dom, '--completed']));
-    if (done['Job type'] !== 'Completed' || (done.Operation && done.Operation !== 'Backup')) {
-      throw new Error(`backup job on ${running.domain.name} ended as ${done['Job type'] ?? 'unknown'} (${done.Operation ?? '?'})`);
-    }
-  }
 }
-
-/** The Ceph pool, monitors and cephx user of an rbd pool's definition. */
-export function rbdSource(pool: ReturnType<typeof child>): RbdSource {
-  const source = child(pool, 'source');
-  const auth = child(source, 'auth');
-  const username = attr(auth, 'username');
-  const secretUuid = attr(child(auth, 'secret'), 'uuid');
-  return {
-    cephPool: text(source, 'name') ?? '',
-    hosts: children(source, 'host').map((h) => ({ name: attr(h, 'name') ?? '', port: attr(h, 'port') })),
-    auth: username && secretUuid ? { username, secretUuid } : undefined,
-  };
-}
-

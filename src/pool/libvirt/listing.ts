@@ -1,0 +1,137 @@
+import type { SnapshotRecord, VolumeRecord } from '../backend.js';
+import { idHash, parseName, type PoolName, type SnapshotName, type VolumeName } from './names.js';
+import { child, parseXml, text, type Virsh } from './virsh.js';
+
+export interface Entry {
+  /** The libvirt volume name. */
+  name: string;
+  parsed: PoolName;
+}
+
+export interface VolumeFacts {
+  capacity: number;
+  allocation: number;
+  path: string;
+  /** Seconds since the epoch, where the pool type reports it. */
+  mtime?: number;
+}
+
+/** One of our volumes or snapshots that is complete, with its libvirt name. */
+export interface PoolVolume<T extends VolumeName | SnapshotName = VolumeName | SnapshotName> {
+  name: string;
+  parsed: T;
+}
+
+/**
+ * What the pool holds, as libvirt lists it: our volumes, snapshots and copy markers by name, and
+ * each one's facts from its XML. Read fresh on every call, but for one listing kept between the
+ * look and the act of the same locked call.
+ */
+export class PoolListing {
+  constructor(
+    private readonly virsh: Virsh,
+    private readonly pool: string,
+  ) {}
+
+  /**
+   * The listing a lookup of one ID just made, kept for the create or delete of that ID that follows
+   * under the same lock (the CSI layer looks before it acts): one virsh call fewer, never stale by
+   * more than that lock's hold, since only the lock holder changes what is under its ID.
+   */
+  private readonly recent = new Map<string, { entries: Entry[]; at: number }>();
+  private static readonly RECENT_MS = 2000;
+
+  remember(id: string, entries: Entry[]): void {
+    const now = Date.now();
+    for (const [k, v] of this.recent) if (now - v.at > PoolListing.RECENT_MS) this.recent.delete(k);
+    this.recent.set(id, { entries, at: now });
+  }
+
+  async entriesFor(id: string): Promise<Entry[]> {
+    const r = this.recent.get(id);
+    this.recent.delete(id);
+    return r && Date.now() - r.at <= PoolListing.RECENT_MS ? r.entries : this.entries();
+  }
+
+  async entries(): Promise<Entry[]> {
+    const out = await this.virsh.run(['vol-list', '--pool', this.pool]);
+    const entries: Entry[] = [];
+    for (const line of out.split('\n')) {
+      const name = line.trim().split(/\s+/)[0];
+      const parsed = name ? parseName(name) : null;
+      if (name && parsed) entries.push({ name, parsed });
+    }
+    return entries;
+  }
+
+  /** Our complete volumes and snapshots: an ID with an `incomplete` marker is still being copied and does not exist yet. */
+  complete(entries: Entry[]): PoolVolume[] {
+    const unfinished = new Set(entries.filter((e) => e.parsed.kind === 'marker').map((e) => e.parsed.id));
+    return entries.filter((e): e is PoolVolume => e.parsed.kind !== 'marker' && !unfinished.has(e.parsed.id));
+  }
+
+  async facts(name: string): Promise<VolumeFacts | null> {
+    const xml = await this.virsh.maybe(['vol-dumpxml', '--vol', name, '--pool', this.pool]);
+    if (xml === null) return null;
+    const vol = child(parseXml(xml), 'volume');
+    const target = child(vol, 'target');
+    const mtime = Number(text(child(target, 'timestamps'), 'mtime'));
+    return {
+      capacity: Number(text(vol, 'capacity') ?? 0),
+      allocation: Number(text(vol, 'allocation') ?? 0),
+      path: text(target, 'path') ?? '',
+      mtime: Number.isFinite(mtime) && mtime > 0 ? mtime : undefined,
+    };
+  }
+
+  /** A complete volume of ours by ID (a volume's or a snapshot's), from one listing. */
+  async find<K extends 'vol' | 'snap'>(kind: K, id: string, entries?: Entry[]): Promise<PoolVolume<K extends 'vol' ? VolumeName : SnapshotName> | null> {
+    const found = this.complete(entries ?? (await this.entries())).find((e) => e.parsed.id === id && e.parsed.kind === kind);
+    return (found as PoolVolume<K extends 'vol' ? VolumeName : SnapshotName> | undefined) ?? null;
+  }
+
+  fullId(kind: 'vol' | 'snap', hash: string, entries: Entry[]): string | undefined {
+    return this.complete(entries).find((e) => e.parsed.kind === kind && idHash(e.parsed.id) === hash)?.parsed.id;
+  }
+
+  async withFacts<T extends PoolVolume, R>(items: T[], make: (item: T, f: VolumeFacts) => R): Promise<R[]> {
+    const out: R[] = [];
+    for (let i = 0; i < items.length; i += 8) {
+      const batch = await Promise.all(items.slice(i, i + 8).map(async (it) => ({ it, f: await this.facts(it.name) })));
+      for (const { it, f } of batch) if (f) out.push(make(it, f)); // deleted meanwhile: gone
+    }
+    return out;
+  }
+
+
+  volumeRecord(v: PoolVolume<VolumeName>, f: VolumeFacts, entries: Entry[]): VolumeRecord {
+    const p = v.parsed;
+    const parameters: Record<string, string> = {};
+    if (p.fsType) parameters.fsType = p.fsType;
+    if (p.format !== 'raw') parameters.format = p.format;
+    if (p.preallocated) parameters.preallocate = 'true';
+    if (p.wipe) parameters.wipe = p.wipe;
+    const sourceKind = p.source?.kind === 'volume' ? 'vol' : 'snap';
+    // Names keep only the source's hash; when the source is gone, the ID of that hash with an empty slug stands for it.
+    const sourceId = p.source ? (this.fullId(sourceKind, p.source.hash, entries) ?? `${sourceKind}--${p.source.hash}`) : undefined;
+    return {
+      id: p.id,
+      name: p.id,
+      capacityBytes: f.capacity,
+      createdAt: (f.mtime ?? 0) * 1000,
+      source: p.source && sourceId ? { kind: p.source.kind, id: sourceId } : undefined,
+      parameters,
+    };
+  }
+
+  snapshotRecord(s: PoolVolume<SnapshotName>, f: VolumeFacts, entries: Entry[]): SnapshotRecord {
+    return {
+      id: s.parsed.id,
+      name: s.parsed.id,
+      sourceVolumeId: this.fullId('vol', s.parsed.sourceHash, entries) ?? `vol--${s.parsed.sourceHash}`,
+      sizeBytes: f.capacity,
+      createdAt: s.parsed.createdAt,
+      readyToUse: true,
+    };
+  }
+}
