@@ -28,6 +28,8 @@ program
   .option('--default-size <bytes>', 'size of a volume created without a capacity range', '1Gi')
   .option('--allowed-root <dir>', 'directory under which staging and target paths must lie (repeatable)', collect)
   .option('--max-volumes-per-node <n>', 'reported in NodeGetInfo; 0 means no limit', '0')
+  .option('--metrics-address <host:port>', 'serve Prometheus metrics at http://<host:port>/metrics (e.g. :9808)')
+  .option('--health-address <host:port>', 'serve /healthz (200 when the pool answers, 503 with the reason when not); may equal --metrics-address')
   .option('--log-level <level>', 'error, warn, info or debug', 'info')
   .action(async (opts: Parameters<typeof serve>[0]) => {
     await serve({ ...opts, allowedRoot: opts.allowedRoot?.length ? opts.allowedRoot : ['/var/lib/kubelet'] });

@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { HYPERVISOR_ACCESS, NODE_LOCAL_ACCESS, type AccessPolicy } from '../csi/capabilities.js';
@@ -9,6 +11,7 @@ import { startServer, type Mode } from '../csi/server.js';
 import { DEFAULT_SIZING } from '../csi/sizing.js';
 import { KeyedLocks } from '../locks.js';
 import { log, setLogLevel } from '../log.js';
+import { createMetrics, serveHttp, type HttpEndpoints } from '../metrics.js';
 import { PathPolicy } from '../node/paths.js';
 import { FileAttacher } from '../pool/file/file-attacher.js';
 import { FilePool } from '../pool/file/file-pool.js';
@@ -44,6 +47,8 @@ export interface ServeOptions {
   allowedRoot: string[];
   maxVolumesPerNode: string;
   logLevel: string;
+  metricsAddress?: string;
+  healthAddress?: string;
 }
 
 export function packageVersion(): string {
@@ -129,6 +134,24 @@ async function openBackend(opts: ServeOptions): Promise<Opened> {
   throw new Error(`--backend ${opts.backend} is not supported (file, lvm or libvirt)`);
 }
 
+/** The metrics and health endpoints: one HTTP server per distinct address. */
+async function startHttp(opts: ServeOptions, ctx: DriverContext): Promise<Server[]> {
+  const endpoints = new Map<string, HttpEndpoints>();
+  const health = async () => {
+    await ctx.backend?.probe();
+  };
+  if (opts.metricsAddress) endpoints.set(opts.metricsAddress, { metrics: createMetrics(ctx.backend) });
+  if (opts.healthAddress) endpoints.set(opts.healthAddress, { ...endpoints.get(opts.healthAddress), health });
+  const servers: Server[] = [];
+  for (const [address, e] of endpoints) {
+    const s = await serveHttp(address, e);
+    servers.push(s);
+    // The bound port is logged: with port 0 the kernel picks one.
+    log.info('serving http', { address, port: (s.address() as AddressInfo).port, metrics: !!e.metrics, health: !!e.health });
+  }
+  return servers;
+}
+
 export async function serve(opts: ServeOptions): Promise<void> {
   setLogLevel(opts.logLevel);
   if (!['all', 'controller', 'node'].includes(opts.mode)) throw new Error(`--mode must be all, controller or node (got ${opts.mode})`);
@@ -152,6 +175,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     maxVolumesPerNode: Number(opts.maxVolumesPerNode),
   };
   const server = await startServer(ctx, opts.mode as Mode, opts.endpoint);
+  const http = await startHttp(opts, ctx);
   log.info('serving', { socket: server.socket, driver: ctx.driverName, version: ctx.version, node: nodeId, mode: opts.mode, backend: opts.backend, pool: opts.poolDir ?? opts.vg ?? opts.libvirtPool, topology: ctx.topology, allowedRoots: ctx.paths.allowedRoots });
 
   let stopping = false;
@@ -159,6 +183,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info('draining in-flight calls', { signal });
+    for (const h of http) h.close();
     void server.shutdown().then(() => {
       log.info('stopped', { signal });
       process.exit(0);

@@ -29,6 +29,12 @@ export interface Condition {
   message: string;
 }
 
+export interface ThinPoolUse {
+  name: string;
+  dataPercent: number;
+  metadataPercent: number;
+}
+
 export interface PoolCapacity {
   totalBytes: number;
   /** What a new volume can still be given, after the reserve and what existing volumes may yet use. */
@@ -77,6 +83,8 @@ export interface PoolBackend {
   deleteVolume(id: string): Promise<void>;
   expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord>;
   volumeCondition(volume: VolumeRecord): Promise<Condition>;
+  /** How full the pool's thin pools are, where it has any. */
+  thinPools?(): Promise<ThinPoolUse[]>;
   /** A reason the volume must not be deleted now (attached somewhere), or null. */
   volumeBusy(id: string): Promise<string | null>;
 

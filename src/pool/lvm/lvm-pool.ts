@@ -2,7 +2,7 @@ import { invalidArgument, failedPrecondition } from '../../errors.js';
 import { CommandError } from '../../exec.js';
 import { log } from '../../log.js';
 import { roundUp } from '../../units.js';
-import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, SnapshotRecord, VolumeRecord } from '../backend.js';
+import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, SnapshotRecord, VolumeRecord, ThinPoolUse } from '../backend.js';
 import { PoolSpaceError, SourceMissingError } from '../errors.js';
 import { copyBlockDevice } from './copy.js';
 import { tagsOf, tagValue, type LvmCli, type Row } from './lvm-cli.js';
@@ -220,6 +220,12 @@ export class LvmPool implements PoolBackend {
       await this.lvmChange('lvextend', ['-y', '-L', `${target}b`, this.lvPath(id)]);
     }
     return (await this.getVolume(id))!;
+  }
+
+  async thinPools(): Promise<ThinPoolUse[]> {
+    return (await this.lvm.lvs(this.opts.vg))
+      .filter((r) => r.segtype === 'thin-pool')
+      .map((r) => ({ name: r.lv_name, dataPercent: Number(r.data_percent || 0), metadataPercent: Number(r.metadata_percent || 0) }));
   }
 
   async volumeCondition(v: VolumeRecord): Promise<Condition> {

@@ -1,0 +1,125 @@
+import http from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { status } from '@grpc/grpc-js';
+import { onRpc } from './csi/rpc.js';
+import { onCommand } from './exec.js';
+import { log } from './log.js';
+import type { PoolBackend } from './pool/backend.js';
+
+/**
+ * Prometheus metrics: RPC latency and errors by method and code, external command latency by
+ * command, pool gauges read from the backend at scrape time (never a stale copy), and Node's own
+ * process metrics. Registered once per process; the HTTP side is serveHttp below.
+ */
+export interface Metrics {
+  contentType: string;
+  /** The exposition text, with the pool read once for this scrape. */
+  scrape(): Promise<string>;
+}
+
+export function createMetrics(backend: PoolBackend | undefined): Metrics {
+  const register = new Registry();
+  let poolRead: Promise<void> | null = null;
+  collectDefaultMetrics({ register, prefix: 'vpool_csi_' });
+  const rpcSeconds = new Histogram({
+    name: 'vpool_csi_rpc_duration_seconds',
+    help: 'CSI RPC latency by method and gRPC code',
+    labelNames: ['method', 'code'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [register],
+  });
+  const rpcErrors = new Counter({ name: 'vpool_csi_rpc_errors_total', help: 'CSI RPCs that ended with a code other than OK', labelNames: ['method', 'code'], registers: [register] });
+  const commandSeconds = new Histogram({
+    name: 'vpool_csi_command_duration_seconds',
+    help: 'latency of the external commands the driver runs (lvcreate, mkfs.ext4, virsh, ...) by command and outcome',
+    labelNames: ['command', 'result'],
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120],
+    registers: [register],
+  });
+  onRpc((method, code, seconds) => {
+    const name = status[code];
+    rpcSeconds.observe({ method, code: name }, seconds);
+    if (code !== status.OK) rpcErrors.inc({ method, code: name });
+  });
+  onCommand((command, seconds, ok) => commandSeconds.observe({ command, result: ok ? 'ok' : 'error' }, seconds));
+
+  if (backend) {
+    const labels = { backend: backend.kind };
+    // One read of the pool per scrape, shared by its gauges (prom-client asks each gauge in turn).
+    const collect = () => (poolRead ??= readPool());
+    const gauge = (name: string, help: string, labelNames: string[]) => new Gauge({ name, help, labelNames, registers: [register], collect });
+    const size = gauge('vpool_csi_pool_size_bytes', 'size of the pool', ['backend']);
+    const free = gauge('vpool_csi_pool_available_bytes', 'space a new volume can still be given (after the reserve)', ['backend']);
+    const volumes = gauge('vpool_csi_pool_volumes', 'volumes in the pool', ['backend']);
+    const up = gauge('vpool_csi_pool_up', '1 when the pool answers, 0 when it does not', ['backend']);
+    const thinData = gauge('vpool_csi_thin_pool_data_percent', 'thin pool data use', ['thin_pool']);
+    const thinMeta = gauge('vpool_csi_thin_pool_metadata_percent', 'thin pool metadata use', ['thin_pool']);
+    const readPool = async () => {
+      try {
+        const [cap, vols, thin] = await Promise.all([backend.capacity(), backend.listVolumes(), backend.thinPools?.() ?? []]);
+        size.set(labels, cap.totalBytes);
+        free.set(labels, cap.availableBytes);
+        volumes.set(labels, vols.length);
+        thinData.reset();
+        thinMeta.reset();
+        for (const t of thin) {
+          thinData.set({ thin_pool: t.name }, t.dataPercent);
+          thinMeta.set({ thin_pool: t.name }, t.metadataPercent);
+        }
+        up.set(labels, 1);
+      } catch (err) {
+        log.warn('metrics: the pool did not answer', { error: String(err) });
+        up.set(labels, 0);
+      }
+    };
+  }
+  return {
+    contentType: register.contentType,
+    scrape: async () => {
+      poolRead = null;
+      return register.metrics();
+    },
+  };
+}
+
+export interface HttpEndpoints {
+  metrics?: Metrics;
+  /** Resolves when the driver can serve; rejects with the reason when it cannot. */
+  health?: () => Promise<void>;
+}
+
+/** `:9808`, `0.0.0.0:9808`, `127.0.0.1:9808` or `[::1]:9808` → host and port. */
+export function parseAddress(address: string): { host: string | undefined; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]*)):(\d{1,5})$/.exec(address);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new Error(`${JSON.stringify(address)} is not host:port (e.g. :9808 or 127.0.0.1:9808)`);
+  return { host: m[1] ?? (m[2] || undefined), port };
+}
+
+/** Serves /metrics and /healthz on one address. */
+export async function serveHttp(address: string, endpoints: HttpEndpoints): Promise<http.Server> {
+  const { host, port } = parseAddress(address);
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const reply = (code: number, body: string, type = 'text/plain; charset=utf-8') => {
+      res.writeHead(code, { 'content-type': type });
+      res.end(body);
+    };
+    if (req.method !== 'GET') return reply(405, 'GET only\n');
+    if (path === '/metrics' && endpoints.metrics) {
+      const m = endpoints.metrics;
+      m.scrape().then((text) => reply(200, text, m.contentType), (err: unknown) => reply(500, `${String(err)}\n`));
+      return;
+    }
+    if (path === '/healthz' && endpoints.health) {
+      endpoints.health().then(() => reply(200, 'ok\n'), (err: unknown) => reply(503, `${err instanceof Error ? err.message : String(err)}\n`));
+      return;
+    }
+    reply(404, 'not found\n');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  return server;
+}
