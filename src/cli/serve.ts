@@ -7,7 +7,7 @@ import path from 'node:path';
 import { HYPERVISOR_ACCESS, NODE_LOCAL_ACCESS, type AccessPolicy } from '../csi/capabilities.js';
 import { HYPERVISOR_TOPOLOGY_KEY, TOPOLOGY_KEY, type DriverContext } from '../csi/context.js';
 import { PROJECT_ROOT } from '../csi/proto.js';
-import { startServer, type Mode } from '../csi/server.js';
+import { startServer, type Mode, type RunningServer } from '../csi/server.js';
 import { DEFAULT_SIZING } from '../csi/sizing.js';
 import { KeyedLocks } from '../locks.js';
 import { log, setLogLevel } from '../log.js';
@@ -48,6 +48,7 @@ export interface ServeOptions {
   maxVolumesPerNode: string;
   logLevel: string;
   metricsAddress?: string;
+  socketGroup?: string;
   healthAddress?: string;
 }
 
@@ -135,7 +136,7 @@ async function openBackend(opts: ServeOptions): Promise<Opened> {
 }
 
 /** The metrics and health endpoints: one HTTP server per distinct address. */
-async function startHttp(opts: ServeOptions, ctx: DriverContext): Promise<Server[]> {
+async function startHttp(opts: ServeOptions, ctx: Pick<DriverContext, 'backend'>): Promise<Server[]> {
   const endpoints = new Map<string, HttpEndpoints>();
   const health = async () => {
     await ctx.backend?.probe();
@@ -154,7 +155,10 @@ async function startHttp(opts: ServeOptions, ctx: DriverContext): Promise<Server
 
 export async function serve(opts: ServeOptions): Promise<void> {
   setLogLevel(opts.logLevel);
-  if (!['all', 'controller', 'node'].includes(opts.mode)) throw new Error(`--mode must be all, controller or node (got ${opts.mode})`);
+  if (!['all', 'controller', 'node', 'identity'].includes(opts.mode)) throw new Error(`--mode must be all, controller, node or identity (got ${opts.mode})`);
+  const socketGroup = opts.socketGroup === undefined ? undefined : Number(opts.socketGroup);
+  if (socketGroup !== undefined && !(Number.isInteger(socketGroup) && socketGroup >= 0)) throw new Error(`--socket-group must be a numeric group ID (got ${opts.socketGroup})`);
+  if (opts.mode === 'identity') return serveIdentity(opts, socketGroup);
   if (!/^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/.test(opts.driverName)) throw new Error(`--driver-name ${opts.driverName} is not a valid CSI driver name`);
   const opened = await openBackend(opts);
   const nodeId = opts.nodeId || (opts.mode === 'controller' ? os.hostname() : await opened.defaultNodeId());
@@ -174,10 +178,23 @@ export async function serve(opts: ServeOptions): Promise<void> {
     sizing: { ...DEFAULT_SIZING, defaultBytes: parseQuantity(opts.defaultSize) },
     maxVolumesPerNode: Number(opts.maxVolumesPerNode),
   };
-  const server = await startServer(ctx, opts.mode as Mode, opts.endpoint);
+  const server = await startServer(ctx, opts.mode as Mode, opts.endpoint, socketGroup);
   const http = await startHttp(opts, ctx);
   log.info('serving', { socket: server.socket, driver: ctx.driverName, version: ctx.version, node: nodeId, mode: opts.mode, backend: opts.backend, pool: opts.poolDir ?? opts.vg ?? opts.libvirtPool, topology: ctx.topology, allowedRoots: ctx.paths.allowedRoots });
 
+  stopOnSignals(server, http);
+}
+
+/** Identity alone, no pool: external-resizer needs a driver to ask, and node-local pools grow on the node. */
+async function serveIdentity(opts: ServeOptions, socketGroup: number | undefined): Promise<void> {
+  const ctx = { driverName: opts.driverName, version: packageVersion(), backendKind: opts.backend };
+  const server = await startServer(ctx, 'identity', opts.endpoint, socketGroup);
+  const http = await startHttp(opts, {});
+  log.info('serving', { socket: server.socket, driver: ctx.driverName, version: ctx.version, mode: 'identity' });
+  stopOnSignals(server, http);
+}
+
+function stopOnSignals(server: RunningServer, http: Server[]): void {
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

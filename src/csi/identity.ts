@@ -4,7 +4,9 @@ import type { ProbeResponse } from '../../gen/csi/v1/ProbeResponse.js';
 import { log } from '../log.js';
 import type { DriverContext } from './context.js';
 
-export function getPluginInfo(ctx: DriverContext): GetPluginInfoResponse {
+type IdentityContext = Pick<DriverContext, 'driverName' | 'version' | 'backendKind' | 'backend'>;
+
+export function getPluginInfo(ctx: IdentityContext): GetPluginInfoResponse {
   return { name: ctx.driverName, vendor_version: ctx.version, manifest: { backend: ctx.backendKind } };
 }
 
@@ -19,7 +21,7 @@ export function getPluginCapabilities(withController: boolean): GetPluginCapabil
   };
 }
 
-export async function probe(ctx: DriverContext): Promise<ProbeResponse> {
+export async function probe(ctx: IdentityContext): Promise<ProbeResponse> {
   try {
     // A node in hypervisor mode has no pool to ask; it is ready when it can serve its own calls.
     await ctx.backend?.probe();

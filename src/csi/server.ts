@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { chmod, lstat, unlink } from 'node:fs/promises';
+import { chmod, chown, lstat, unlink } from 'node:fs/promises';
 import net from 'node:net';
 import type { ControllerHandlers } from '../../gen/csi/v1/Controller.js';
 import type { IdentityHandlers } from '../../gen/csi/v1/Identity.js';
@@ -17,16 +17,24 @@ import { nodeStageVolume, nodeUnstageVolume } from './node-stage.js';
 import { loadCsi } from './proto.js';
 import { unary } from './rpc.js';
 
-export type Mode = 'all' | 'controller' | 'node';
+/** `identity` serves Identity alone: what a sidecar needs to learn the driver's name (external-resizer for node-side expansion). */
+export type Mode = 'all' | 'controller' | 'node' | 'identity';
+
+/** What Identity needs; a full DriverContext is one. */
+export type IdentityContext = Pick<DriverContext, 'driverName' | 'version' | 'backendKind' | 'backend'>;
+
+function isFull(ctx: DriverContext | IdentityContext): ctx is DriverContext {
+  return 'attacher' in ctx;
+}
 
 const notSupported = (what: string) => () => {
   throw unimplemented(`${what} is not supported by this driver`);
 };
 
-function identityHandlers(ctx: DriverContext, mode: Mode): IdentityHandlers {
+function identityHandlers(ctx: IdentityContext, mode: Mode): IdentityHandlers {
   return {
     GetPluginInfo: unary('GetPluginInfo', () => getPluginInfo(ctx)),
-    GetPluginCapabilities: unary('GetPluginCapabilities', () => getPluginCapabilities(mode !== 'node')),
+    GetPluginCapabilities: unary('GetPluginCapabilities', () => getPluginCapabilities(mode === 'all' || mode === 'controller')),
     Probe: unary('Probe', () => probe(ctx)),
   };
 }
@@ -97,15 +105,18 @@ export interface RunningServer {
   shutdown(): Promise<void>;
 }
 
-export async function startServer(ctx: DriverContext, mode: Mode, endpoint: string): Promise<RunningServer> {
+export async function startServer(ctx: DriverContext | IdentityContext, mode: Mode, endpoint: string, socketGroup?: number): Promise<RunningServer> {
   const csi = loadCsi().csi.v1;
   const server = new grpc.Server();
   server.addService(csi.Identity.service, identityHandlers(ctx, mode));
-  if (mode !== 'node') {
-    if (!hasBackend(ctx)) throw new Error('the controller service needs the pool');
-    server.addService(csi.Controller.service, controllerHandlers(ctx));
+  if (mode !== 'identity') {
+    if (!isFull(ctx)) throw new Error(`mode ${mode} needs the whole driver context`);
+    if (mode !== 'node') {
+      if (!hasBackend(ctx)) throw new Error('the controller service needs the pool');
+      server.addService(csi.Controller.service, controllerHandlers(ctx));
+    }
+    if (mode !== 'controller') server.addService(csi.Node.service, nodeHandlers(ctx));
   }
-  if (mode !== 'controller') server.addService(csi.Node.service, nodeHandlers(ctx));
 
   const socket = socketPath(endpoint);
   await clearStaleSocket(socket);
@@ -116,6 +127,8 @@ export async function startServer(ctx: DriverContext, mode: Mode, endpoint: stri
   } finally {
     process.umask(umask);
   }
+  // Non-root sidecars reach the socket through its group.
+  if (socketGroup !== undefined) await chown(socket, process.getuid?.() ?? 0, socketGroup);
   await chmod(socket, 0o660);
   return {
     socket,
