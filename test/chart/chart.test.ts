@@ -1,0 +1,192 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { before, describe, it } from 'node:test';
+import * as promV1 from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
+import * as coreV1 from 'kubernetes-models/v1';
+import * as appsV1 from 'kubernetes-models/apps/v1';
+import * as rbacV1 from 'kubernetes-models/rbac.authorization.k8s.io/v1';
+import * as storageV1 from 'kubernetes-models/storage.k8s.io/v1';
+import { BIN } from '../helpers/driver.js';
+import { CHART, HELM, modelOf, render, unknownFields, type K8sObject } from '../helpers/manifests.js';
+
+const execFileP = promisify(execFile);
+type Validating = new (o: K8sObject) => { validate(): void };
+const MODELS: Record<string, Record<string, unknown>> = {
+  v1: coreV1,
+  'apps/v1': appsV1,
+  'rbac.authorization.k8s.io/v1': rbacV1,
+  'storage.k8s.io/v1': storageV1,
+  'monitoring.coreos.com/v1': promV1,
+};
+
+/** Custom resources without a published model: their fields, from the CRDs (external-snapshotter v8, CDI v1beta1). */
+function checkCustom(o: K8sObject): string[] {
+  const keys = (x: object) => Object.keys(x);
+  const bad = (what: string, allowed: string[], got: string[]) => got.filter((k) => !allowed.includes(k)).map((k) => `${what}.${k}`);
+  if (o.kind === 'VolumeSnapshotClass' && o.apiVersion === 'snapshot.storage.k8s.io/v1') {
+    const problems = bad('', ['apiVersion', 'kind', 'metadata', 'driver', 'deletionPolicy', 'parameters'], keys(o));
+    if (typeof o.driver !== 'string' || !['Delete', 'Retain'].includes(String(o.deletionPolicy))) problems.push('driver/deletionPolicy');
+    return problems;
+  }
+  if (o.kind === 'StorageProfile' && o.apiVersion === 'cdi.kubevirt.io/v1beta1') {
+    const spec = o.spec as { claimPropertySets?: { accessModes?: string[]; volumeMode?: string }[] };
+    const problems = [...bad('', ['apiVersion', 'kind', 'metadata', 'spec'], keys(o)), ...bad('spec', ['claimPropertySets', 'cloneStrategy', 'dataImportCronSourceFormat', 'snapshotClass'], keys(spec))];
+    for (const set of spec.claimPropertySets ?? []) {
+      problems.push(...bad('spec.claimPropertySets[]', ['accessModes', 'volumeMode'], keys(set)));
+      if (!['Block', 'Filesystem'].includes(set.volumeMode ?? '')) problems.push('volumeMode');
+      if (!(set.accessModes ?? []).every((m) => ['ReadWriteOnce', 'ReadOnlyMany', 'ReadWriteMany', 'ReadWriteOncePod'].includes(m))) problems.push('accessModes');
+    }
+    return problems;
+  }
+  return [`no schema for ${o.apiVersion} ${o.kind}`];
+}
+
+/** Every rendered object valid against the Kubernetes schemas, with no field the API does not define. */
+function validateAll(objects: K8sObject[]): void {
+  assert.ok(objects.length > 5);
+  for (const o of objects) {
+    const where = `${o.kind}/${o.metadata?.name}`;
+    const C = MODELS[o.apiVersion]?.[o.kind] as Validating | undefined;
+    if (C) assert.doesNotThrow(() => new C(o).validate(), where);
+    const model = modelOf(o);
+    if (model) assert.deepEqual(unknownFields(o, model, where), [], `${where}: fields the API does not define`);
+    else if (!C) assert.deepEqual(checkCustom(o), [], where);
+  }
+}
+
+const pods = (objects: K8sObject[]) =>
+  objects
+    .filter((o) => o.kind === 'DaemonSet' || o.kind === 'Deployment')
+    .map((o) => ({ owner: o, spec: (o.spec as { template: { spec: PodSpec } }).template.spec }));
+interface Container {
+  name: string;
+  args?: string[];
+  resources?: { limits?: Record<string, string> };
+  securityContext?: { privileged?: boolean; runAsUser?: number; runAsNonRoot?: boolean; readOnlyRootFilesystem?: boolean; allowPrivilegeEscalation?: boolean; capabilities?: { drop?: string[] } };
+}
+interface PodSpec {
+  containers: Container[];
+  hostNetwork?: boolean;
+  priorityClassName?: string;
+  securityContext?: { runAsNonRoot?: boolean; runAsUser?: number };
+}
+const byKind = (objects: K8sObject[], kind: string) => objects.filter((o) => o.kind === kind);
+
+const VARIANTS: Record<string, string[]> = {
+  'file (defaults)': [],
+  lvm: ['backend=lvm'],
+  libvirt: ['backend=libvirt'],
+  'lvm with everything on': [
+    'backend=lvm', 'kubevirt.enabled=true', 'metrics.podMonitor.enabled=true', 'metrics.serviceMonitor.enabled=true', 'metrics.dashboard.enabled=true',
+    'hostNetwork=true', 'kubeletDir=/var/lib/k0s/kubelet', 'node.extraArgs[0]=--default-size=2Gi', 'node.nodeSelector.storage=yes', 'maxVolumesPerNode=20',
+    'storageClasses.lvm[0].name=fast', 'storageClasses.lvm[0].default=true', 'storageClasses.lvm[0].parameters.type=thin', 'image.tag=0.1.0-dev',
+  ],
+  'libvirt with KubeVirt': ['backend=libvirt', 'kubevirt.enabled=true', 'controller.replicas=2', 'metrics.enabled=false', 'libvirt.diskCache=writeback'],
+};
+
+describe('Helm chart', () => {
+  const rendered: Record<string, K8sObject[]> = {};
+  before(async () => {
+    for (const [name, sets] of Object.entries(VARIANTS)) rendered[name] = await render(sets);
+  });
+
+  it('passes helm lint --strict', async () => {
+    const { stdout } = await execFileP(HELM, ['lint', '--strict', CHART]);
+    assert.match(stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/);
+  });
+
+  for (const name of Object.keys(VARIANTS)) {
+    it(`renders valid Kubernetes objects: ${name}`, () => validateAll(rendered[name]));
+  }
+
+  it('catches what it claims to catch: an unknown field and a wrong type are refused', () => {
+    const ds = structuredClone(byKind(rendered.lvm, 'DaemonSet')[0]);
+    (ds.spec as { template: { spec: { containers: Record<string, unknown>[] } } }).template.spec.containers[0].privilegd = true;
+    assert.throws(() => validateAll([ds, ...rendered.lvm.slice(1)]), /privilegd/);
+    const dep = structuredClone(byKind(rendered.libvirt, 'Deployment')[0]);
+    (dep.spec as Record<string, unknown>).replicas = 'one';
+    assert.throws(() => validateAll([dep, ...rendered.libvirt.slice(1)]));
+  });
+
+  it('least privilege: only the node plugin is privileged; sidecars non-root with read-only roots; every container has limits', () => {
+    for (const [name, objects] of Object.entries(rendered)) {
+      for (const { owner, spec } of pods(objects)) {
+        for (const c of spec.containers) {
+          const where = `${name}: ${owner.kind} ${c.name}`;
+          assert.ok(c.resources?.limits?.cpu && c.resources.limits.memory, `${where} has cpu and memory limits`);
+          assert.equal(c.securityContext?.readOnlyRootFilesystem, true, `${where} read-only root`);
+          const privileged = owner.kind === 'DaemonSet' && c.name === 'driver';
+          assert.equal(c.securityContext?.privileged ?? false, privileged, `${where}: privileged only for the node plugin`);
+          if (privileged) continue;
+          assert.equal(c.securityContext?.allowPrivilegeEscalation, false, where);
+          assert.deepEqual(c.securityContext?.capabilities?.drop, ['ALL'], where);
+          // The registrar writes into the kubelet's root-owned registration directory: root, but nothing more.
+          const nonRoot = c.securityContext?.runAsNonRoot ?? spec.securityContext?.runAsNonRoot;
+          if (c.name === 'node-driver-registrar') assert.equal(c.securityContext?.runAsUser, 0, where);
+          else assert.equal(nonRoot, true, `${where} runs as non-root`);
+        }
+        assert.equal(spec.hostNetwork ?? false, name === 'lvm with everything on' && owner.kind === 'DaemonSet', `${name}: hostNetwork only when asked`);
+        if (owner.kind === 'DaemonSet') assert.equal(spec.priorityClassName, 'system-node-critical');
+      }
+    }
+  });
+
+  it('the topology follows the backend: CSIDriver, sidecars, StorageClasses, KubeVirt onboarding', () => {
+    const driver = (name: string) => byKind(rendered[name], 'CSIDriver')[0].spec as { attachRequired: boolean; storageCapacity: boolean; podInfoOnMount: boolean; fsGroupPolicy: string; volumeLifecycleModes: string[] };
+    assert.deepEqual([driver('lvm').attachRequired, driver('lvm').storageCapacity], [false, true]);
+    assert.deepEqual([driver('libvirt').attachRequired, driver('libvirt').storageCapacity], [true, false]);
+    assert.equal(driver('lvm').fsGroupPolicy, 'File');
+    assert.deepEqual(driver('lvm').volumeLifecycleModes, ['Persistent']);
+    const names = (objects: K8sObject[], kind: string) => pods(objects).filter((p) => p.owner.kind === kind).flatMap((p) => p.spec.containers.map((c) => c.name)).sort();
+    assert.deepEqual(names(rendered.lvm, 'DaemonSet'), ['csi-provisioner', 'csi-snapshotter', 'driver', 'liveness-probe', 'node-driver-registrar']);
+    assert.deepEqual(names(rendered.lvm, 'Deployment'), ['csi-resizer', 'driver', 'liveness-probe']);
+    assert.deepEqual(names(rendered.libvirt, 'DaemonSet'), ['driver', 'liveness-probe', 'node-driver-registrar']);
+    assert.deepEqual(names(rendered.libvirt, 'Deployment'), ['csi-attacher', 'csi-provisioner', 'csi-resizer', 'csi-snapshotter', 'driver', 'liveness-probe']);
+    const provisioner = pods(rendered.lvm).flatMap((p) => p.spec.containers).find((c) => c.name === 'csi-provisioner')!;
+    for (const flag of ['--node-deployment', '--enable-capacity', '--capacity-ownerref-level=1']) assert.ok(provisioner.args?.includes(flag), flag);
+    for (const c of pods(rendered.libvirt).flatMap((p) => p.spec.containers).filter((x) => ['csi-provisioner', 'csi-attacher', 'csi-resizer', 'csi-snapshotter'].includes(x.name))) {
+      assert.ok(c.args?.includes('--leader-election'), `${c.name} is leader-elected`);
+    }
+    const classes = byKind(rendered.lvm, 'StorageClass').map((s) => [s.metadata.name, (s as unknown as { volumeBindingMode: string; allowVolumeExpansion: boolean; parameters: Record<string, string> })]);
+    assert.deepEqual(classes.map(([n, s]) => [n, (s as { volumeBindingMode: string }).volumeBindingMode, (s as { parameters: Record<string, string> }).parameters.type]), [['vpool-lvm-thin', 'WaitForFirstConsumer', 'thin'], ['vpool-lvm-thick', 'WaitForFirstConsumer', 'thick']]);
+    const kv = rendered['lvm with everything on'];
+    const first = byKind(kv, 'StorageClass')[0];
+    assert.equal(first.metadata.annotations?.['storageclass.kubevirt.io/is-default-virt-class'], 'true');
+    assert.equal(first.metadata.annotations?.['storageclass.kubernetes.io/is-default-class'], 'true');
+    const profile = (objects: K8sObject[]) => (byKind(objects, 'StorageProfile')[0].spec as { claimPropertySets: unknown[] }).claimPropertySets;
+    assert.deepEqual(profile(kv), [{ volumeMode: 'Block', accessModes: ['ReadWriteOnce'] }]);
+    assert.deepEqual(profile(rendered['libvirt with KubeVirt']), [{ volumeMode: 'Block', accessModes: ['ReadWriteMany'] }]);
+    assert.equal(byKind(kv, 'PodMonitor').length, 1);
+    assert.equal(byKind(kv, 'ServiceMonitor').length, 1);
+    assert.ok(JSON.parse((byKind(kv, 'ConfigMap')[0].data as Record<string, string>)['vpool-csi.json']).panels.length >= 5, 'the dashboard is valid JSON');
+    const ds = pods(kv).find((p) => p.owner.kind === 'DaemonSet')!.spec as unknown as { volumes: { name: string; hostPath?: { path: string } }[] };
+    assert.ok(ds.volumes.some((v) => v.hostPath?.path === '/var/lib/k0s/kubelet/plugins_registry'), 'kubeletDir is honoured');
+  });
+
+  it('every flag the chart passes to the driver is one the binary knows', async () => {
+    const { stdout } = await execFileP(BIN, ['serve', '--help']);
+    for (const [name, objects] of Object.entries(rendered)) {
+      for (const c of pods(objects).flatMap((p) => p.spec.containers).filter((x) => x.name === 'driver')) {
+        assert.equal(c.args?.[0], 'serve');
+        for (const arg of c.args!.slice(1)) {
+          const flag = arg.split('=')[0];
+          assert.ok(stdout.includes(`${flag} `) || stdout.includes(`${flag}\n`), `${name}: ${flag} is a flag of vpool-csi serve`);
+        }
+      }
+    }
+  });
+
+  it('values.schema.json refuses bad values', async () => {
+    const fails = async (...sets: string[]) => {
+      const err = await render(sets).then(() => null, (e: { stderr: string }) => e.stderr);
+      assert.ok(err, `${sets.join(' ')} must be refused`);
+      return err;
+    };
+    assert.match(await fails('backend=nfs'), /backend must be one of the following: "file", "lvm", "libvirt"/);
+    assert.match(await fails('controller.replicas=two'), /controller.replicas: Invalid type. Expected: integer, given: string/);
+    assert.match(await fails('nope=1'), /Additional property nope is not allowed/);
+    assert.match(await fails('libvirt.diskCache=fast'), /libvirt.diskCache/);
+    assert.match(await fails('node.extraArgs[0]=rm -rf'), /node.extraArgs.0/);
+  });
+});

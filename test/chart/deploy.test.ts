@@ -1,0 +1,41 @@
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import * as coreV1 from 'kubernetes-models/v1';
+import { PROJECT_ROOT } from '../../src/csi/proto.js';
+import { modelOf, parseObjects, render, unknownFields } from '../helpers/manifests.js';
+
+const DEPLOY = path.join(PROJECT_ROOT, 'deploy');
+
+describe('deploy/', () => {
+  for (const backend of ['file', 'lvm', 'libvirt']) {
+    it(`deploy/${backend}/vpool-csi.yaml is the chart as it renders now (make deploy)`, async () => {
+      const checkedIn = parseObjects(await readFile(path.join(DEPLOY, backend, 'vpool-csi.yaml'), 'utf8'));
+      assert.deepEqual(checkedIn, await render([`backend=${backend}`]), `stale: run make deploy`);
+    });
+  }
+
+  it('the examples are valid objects that use the chart\'s classes', async () => {
+    const chartClasses = new Set((await render(['backend=lvm'])).filter((o) => o.kind === 'StorageClass').map((o) => o.metadata.name));
+    for (const file of ['pvc-filesystem.yaml', 'kubevirt-vm-block.yaml', 'snapshot-and-restore.yaml']) {
+      const objects = parseObjects(await readFile(path.join(DEPLOY, 'examples', file), 'utf8'));
+      assert.ok(objects.length >= 2, file);
+      for (const o of objects) {
+        const where = `${file}: ${o.kind}/${o.metadata.name}`;
+        const model = modelOf(o);
+        if (model) {
+          const C = (coreV1 as Record<string, unknown>)[o.kind] as (new (x: unknown) => { validate(): void }) | undefined;
+          if (C) assert.doesNotThrow(() => new C(o).validate(), where);
+          assert.deepEqual(unknownFields(o, model, where), [], where);
+        } else {
+          assert.ok(['VolumeSnapshot', 'VirtualMachine'].includes(o.kind), where);
+        }
+        const sc = (o.spec as { storageClassName?: string } | undefined)?.storageClassName;
+        if (sc) assert.ok(chartClasses.has(sc), `${where} uses a class the chart makes (${sc})`);
+      }
+    }
+    const vm = parseObjects(await readFile(path.join(DEPLOY, 'examples', 'kubevirt-vm-block.yaml'), 'utf8'));
+    assert.equal((vm[0].spec as { volumeMode: string }).volumeMode, 'Block');
+  });
+});
