@@ -1,0 +1,57 @@
+#!/bin/bash
+# Adopted from shared/tools/podman-local-image.sh: podman on this kind of machine (no systemd,
+# cgroup v1 hybrid, no CAP_SYS_RESOURCE). Installs podman, runc and debootstrap if missing, keeps its
+# storage under $PODWORK, and makes a local stand-in for node:20-bookworm-slim: Debian bookworm
+# (debootstrap, minbase) with this machine's Node.js 20 and npm in /usr/local, as the official
+# image has them.
+# Usage: podman.sh base           build localhost/node:20-bookworm-slim (cached)
+#        podman.sh <podman args>   run podman with this configuration
+set -euo pipefail
+PODWORK=${PODWORK:-/var/cache/vpool-podman}
+mkdir -p "$PODWORK"
+need=()
+for c in podman runc debootstrap; do command -v $c >/dev/null || need+=($c); done
+command -v slirp4netns >/dev/null || need+=(slirp4netns)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${need[@]}" >/dev/null \
+  || { apt-get update -q >/dev/null && apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${need[@]}" >/dev/null; }
+fi
+# runc (crun cannot run in this cgroup hybrid), cgroupfs (no systemd), file events (no journald), and
+# ulimits within what this root may set (no CAP_SYS_RESOURCE).
+cat > "$PODWORK/containers.conf" <<CONF
+[containers]
+default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=32768:32768"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+CONF
+cat > "$PODWORK/storage.conf" <<CONF
+[storage]
+driver = "overlay"
+graphroot = "$PODWORK/storage"
+runroot = "$PODWORK/run"
+CONF
+export CONTAINERS_CONF="$PODWORK/containers.conf" CONTAINERS_STORAGE_CONF="$PODWORK/storage.conf"
+
+if [ "${1:-}" = base ]; then
+  podman image exists localhost/node:20-bookworm-slim && exit 0
+  if [ ! -x "$PODWORK/rootfs/usr/bin/apt-get" ]; then
+    rm -rf "$PODWORK/rootfs"
+    debootstrap --variant=minbase bookworm "$PODWORK/rootfs" http://deb.debian.org/debian >/dev/null
+  fi
+  node=$(command -v node); npmdir=$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")
+  mkdir -p "$PODWORK/rootfs/usr/local/bin" "$PODWORK/rootfs/usr/local/lib/node_modules"
+  cp "$node" "$PODWORK/rootfs/usr/local/bin/node"
+  rm -rf "$PODWORK/rootfs/usr/local/lib/node_modules/npm"
+  cp -a "$npmdir" "$PODWORK/rootfs/usr/local/lib/node_modules/npm"
+  ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$PODWORK/rootfs/usr/local/bin/npm"
+  ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$PODWORK/rootfs/usr/local/bin/npx"
+  # This machine's trust: its egress re-signs TLS with its own CA, which npm in the build must accept.
+  mkdir -p "$PODWORK/rootfs/usr/local/share/ca-certificates" "$PODWORK/rootfs/etc/ssl/certs"
+  cp /usr/local/share/ca-certificates/*.crt "$PODWORK/rootfs/usr/local/share/ca-certificates/" 2>/dev/null || true
+  cp /etc/ssl/certs/ca-certificates.crt "$PODWORK/rootfs/etc/ssl/certs/ca-certificates.crt"
+  tar -C "$PODWORK/rootfs" -c . | podman import --change 'CMD ["node"]' --change 'ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt' - localhost/node:20-bookworm-slim >/dev/null
+  exit 0
+fi
+exec podman "$@"
