@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import { before, describe, it } from 'node:test';
 import * as promV1 from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
@@ -85,10 +86,13 @@ const VARIANTS: Record<string, string[]> = {
   'libvirt with KubeVirt': ['backend=libvirt', 'kubevirt.enabled=true', 'controller.replicas=2', 'metrics.enabled=false', 'libvirt.diskCache=writeback'],
 };
 
+const EXAMPLES = ['values-file.yaml', 'values-lvm.yaml', 'values-libvirt.yaml'];
+
 describe('Helm chart', () => {
   const rendered: Record<string, K8sObject[]> = {};
   before(async () => {
     for (const [name, sets] of Object.entries(VARIANTS)) rendered[name] = await render(sets);
+    for (const file of EXAMPLES) rendered[`examples/${file}`] = await render([], 'vpool-csi', [path.join(CHART, 'examples', file)]);
   });
 
   it('passes helm lint --strict', async () => {
@@ -96,7 +100,7 @@ describe('Helm chart', () => {
     assert.match(stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/);
   });
 
-  for (const name of Object.keys(VARIANTS)) {
+  for (const name of [...Object.keys(VARIANTS), ...EXAMPLES.map((f) => `examples/${f}`)]) {
     it(`renders valid Kubernetes objects: ${name}`, () => validateAll(rendered[name]));
   }
 

@@ -17,8 +17,9 @@ export interface K8sObject {
 }
 
 /** `helm template` of the chart with these --set flags; resolves with the objects, or rejects with helm's error. */
-export async function render(sets: string[] = [], namespace = 'vpool-csi'): Promise<K8sObject[]> {
-  const { stdout } = await execFileP(HELM, ['template', 'vpool-csi', CHART, '--namespace', namespace, ...sets.flatMap((s) => ['--set', s])], { maxBuffer: 32 * 1024 * 1024 });
+export async function render(sets: string[] = [], namespace = 'vpool-csi', valueFiles: string[] = []): Promise<K8sObject[]> {
+  const args = ['template', 'vpool-csi', CHART, '--namespace', namespace, ...valueFiles.flatMap((f) => ['-f', f]), ...sets.flatMap((s) => ['--set', s])];
+  const { stdout } = await execFileP(HELM, args, { maxBuffer: 32 * 1024 * 1024 });
   return parseObjects(stdout);
 }
 
