@@ -8,7 +8,7 @@ TOOLS := unzip:unzip losetup:mount blkid:util-linux wipefs:util-linux lvm:lvm2 m
 VAR := $(CURDIR)/var
 ENDPOINT := unix://$(VAR)/csi.sock
 
-.PHONY: deps system-deps tools build run test bench bench-vm deploy test-image clean
+.PHONY: deps system-deps tools build run test bench bench-vm deploy image clean
 
 system-deps:
 	@missing=""; for t in $(TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
@@ -60,6 +60,12 @@ bench: build
 # The lvm node path needs device-mapper: measured inside the QEMU VM (test/vm/vm-run.sh).
 bench-vm: build
 	bash test/vm/vm-run.sh --smp 2 --disk 4G --disk 4G -- node dist/bench/lvm-vm.js
+
+# The container image, built with podman from a local stand-in for node:20-bookworm-slim
+# (test/image/podman.sh); elsewhere: podman build -t vpool-csi .
+image:
+	bash test/image/podman.sh base
+	bash test/image/podman.sh build --pull=never --build-arg BASE_IMAGE=localhost/node:20-bookworm-slim -t localhost/vpool-csi:latest .
 
 clean:
 	rm -rf dist gen var
