@@ -83,7 +83,7 @@ export interface PoolBackend {
   deleteVolume(id: string): Promise<void>;
   expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord>;
   volumeCondition(volume: VolumeRecord): Promise<Condition>;
-  /** How full the pool's thin pools are, where it has any. */
+  /** How full the pool's thin pools are (pools without thin pools leave this out). */
   thinPools?(): Promise<ThinPoolUse[]>;
   /** A reason the volume must not be deleted now (attached somewhere), or null. */
   volumeBusy(id: string): Promise<string | null>;
