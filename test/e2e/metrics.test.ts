@@ -4,16 +4,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createVolume, mountCap, paths, stageAndPublish, unpublishAndUnstage } from '../helpers/csi.js';
 import { codeOf, finish, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
-
-/** Every sample of a metric family, by its label set as written. */
-function samples(text: string, name: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const m = new RegExp(`^${name}(\\{[^}]*\\})? (\\S+)$`).exec(line);
-    if (m) out.set(m[1] ?? '', Number(m[2]));
-  }
-  return out;
-}
+import { samples } from '../helpers/metrics.js';
 
 describe('metrics and health endpoints', needsRoot(), () => {
   let d: Driver;

@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { blockCap, createVolume, mountCap, paths, stageAndPublish, unpublishAndUnstage } from '../helpers/csi.js';
 import { sha256, sumAt, writeAt } from '../helpers/data.js';
 import { BIN, finish, MiB, pattern, startDriver, type Driver } from '../helpers/driver.js';
+import { httpBase, samples } from '../helpers/metrics.js';
 import { readMounts } from '../../src/node/mounts.js';
 
 const VG = 'vmpool';
@@ -31,7 +32,7 @@ describe('lvm data path on real device-mapper', { timeout: 360_000 }, () => {
     execFileSync('modprobe', ['-a', 'dm_thin_pool', 'dm_snapshot']);
     const out = sh(BIN, ['pool', 'init', '--vg', VG, '--thin-pool', 'thin', '--thin-size', '40%', ...DISKS]);
     assert.match(out, /created on .* with thin pool thin/);
-    d = await startDriver({ args: ['--backend', 'lvm', '--vg', VG, '--overprovision-ratio', '3', '--log-level', 'warn'] });
+    d = await startDriver({ args: ['--backend', 'lvm', '--vg', VG, '--overprovision-ratio', '3', '--log-level', 'warn', '--metrics-address', '127.0.0.1:0'] });
   });
   after(async () => {
     if (!d) return;
@@ -154,6 +155,11 @@ describe('lvm data path on real device-mapper', { timeout: 360_000 }, () => {
     const status = JSON.parse(sh(BIN, ['pool', 'status', '--vg', VG])) as Status;
     assert.equal(status.volumes.length, 2);
     assert.equal(status.thinPools[0].name, 'thin');
+    // The thin pool's use reaches Prometheus as lvs reports it.
+    const metrics = await (await fetch(`${httpBase(d)}/metrics`)).text();
+    assert.equal(samples(metrics, 'vpool_csi_thin_pool_data_percent').get('{thin_pool="thin"}'), status.thinPools[0].dataPercent);
+    assert.ok((samples(metrics, 'vpool_csi_thin_pool_metadata_percent').get('{thin_pool="thin"}') ?? 0) > 0);
+    assert.equal(samples(metrics, 'vpool_csi_pool_volumes').get('{backend="lvm"}'), 2);
     // A third disk joins the pool and the thin pool takes the new space.
     assert.match(sh(BIN, ['pool', 'extend', '--vg', VG, '--grow-thin-pool', '/dev/disk/by-id/virtio-data2']), /extended with/);
     const grown = JSON.parse(sh(BIN, ['pool', 'status', '--vg', VG])) as Status;
