@@ -32,7 +32,7 @@ describe('lvm data path on real device-mapper', { timeout: 360_000 }, () => {
     execFileSync('modprobe', ['-a', 'dm_thin_pool', 'dm_snapshot']);
     const out = sh(BIN, ['pool', 'init', '--vg', VG, '--thin-pool', 'thin', '--thin-size', '40%', ...DISKS]);
     assert.match(out, /created on .* with thin pool thin/);
-    d = await startDriver({ args: ['--backend', 'lvm', '--vg', VG, '--overprovision-ratio', '3', '--log-level', 'warn', '--metrics-address', '127.0.0.1:0'] });
+    d = await startDriver({ args: ['--backend', 'lvm', '--vg', VG, '--overprovision-ratio', '3', '--metrics-address', '127.0.0.1:0'] });
   });
   after(async () => {
     if (!d) return;
