@@ -1,35 +1,16 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { open, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { idFor } from '../../src/csi/ids.js';
 import { blockCap, mountCap } from '../helpers/csi.js';
+import { readAt, writeAt } from '../helpers/data.js';
 import { BIN, codeOf, finish, MiB, needsRoot, pattern, startDriver, type Driver } from '../helpers/driver.js';
 import { dirPool, startLibvirt, virsh, virshTry, type TestPool } from '../helpers/libvirt.js';
 
 const execFileP = promisify(execFile);
-
-async function writeAt(file: string, offset: number, data: Buffer): Promise<void> {
-  const fh = await open(file, 'r+');
-  try {
-    await fh.write(data, 0, data.length, offset);
-  } finally {
-    await fh.close();
-  }
-}
-
-async function readAt(file: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await open(file, 'r');
-  try {
-    const buf = Buffer.alloc(length);
-    await fh.read(buf, 0, length, offset);
-    return buf;
-  } finally {
-    await fh.close();
-  }
-}
 
 async function volInfo(pool: TestPool, name: string): Promise<{ capacity: number; allocation: number }> {
   const xml = await virsh('vol-dumpxml', '--vol', name, '--pool', pool.name);

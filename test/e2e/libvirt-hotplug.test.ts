@@ -1,23 +1,11 @@
 import assert from 'node:assert/strict';
-import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { idFor } from '../../src/csi/ids.js';
 import { blockCap, mountCap } from '../helpers/csi.js';
+import { readAt, writeAt } from '../helpers/data.js';
 import { codeOf, finish, MiB, needsRoot, pattern, startDriver, type Driver } from '../helpers/driver.js';
 import { dirPool, guestDisk, startLibvirt, testDomain, virsh, type TestDomain, type TestPool } from '../helpers/libvirt.js';
-
-async function fileBytes(file: string, offset: number, length: number, data?: Buffer): Promise<Buffer> {
-  const fh = await open(file, data ? 'r+' : 'r');
-  try {
-    if (data) await fh.write(data, 0, data.length, offset);
-    const buf = Buffer.alloc(length);
-    await fh.read(buf, 0, length, offset);
-    return buf;
-  } finally {
-    await fh.close();
-  }
-}
 
 // Hypervisor mode for real: a TCG domain under a real libvirtd, volumes hot-plugged into it by
 // ControllerPublishVolume and seen by the guest's kernel, which reports its disks on its console.
@@ -92,7 +80,7 @@ describe('libvirt hypervisor mode: hot-plug into a running TCG domain', needsRoo
     const v = await create('pvc-live', 16 * MiB);
     const serial = `vp-${v.volume_id.slice(-16)}`;
     const data = pattern('live', MiB);
-    await fileBytes(path.join(pool.dir, `${v.volume_id}.raw`), 5 * MiB, MiB, data);
+    await writeAt(path.join(pool.dir, `${v.volume_id}.raw`), 5 * MiB, data);
     await publish(v.volume_id, node.uuid);
     await node.waitDisks((l) => guestDisk(l, serial) !== null);
     const grown = await d.client.controllerExpandVolume({ volume_id: v.volume_id, capacity_range: { required_bytes: String(32 * MiB) }, volume_capability: blockCap() });
@@ -103,13 +91,13 @@ describe('libvirt hypervisor mode: hot-plug into a running TCG domain', needsRoo
     assert.equal(snap.size_bytes, String(32 * MiB));
     assert.ok(d.logs.some((l) => l.includes('copying a running disk with a backup job')), 'a running disk is copied by QEMU, not behind its back');
     const snapFile = path.join(pool.dir, (await pool.volumes()).find((n) => n.startsWith(snap.snapshot_id))!);
-    assert.ok((await fileBytes(snapFile, 5 * MiB, MiB)).equals(data), 'the snapshot holds the disk\'s data');
+    assert.ok((await readAt(snapFile, 5 * MiB, MiB)).equals(data), 'the snapshot holds the disk\'s data');
     assert.equal(await codeOf(d.client.createVolume({ name: 'pvc-live-clone', volume_capabilities: [blockCap()], parameters: {}, volume_content_source: { volume: { volume_id: v.volume_id } } })), 'FAILED_PRECONDITION', 'a clone of a disk in use is refused; a snapshot is the consistent way');
 
     await unpublish(v.volume_id);
     await node.waitDisks((l) => guestDisk(l, serial) === null);
     const restored = (await d.client.createVolume({ name: 'pvc-live-restore', volume_capabilities: [blockCap()], parameters: {}, volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } } })).volume!;
-    assert.ok((await fileBytes(path.join(pool.dir, (await pool.volumes()).find((n) => n.startsWith(restored.volume_id))!), 5 * MiB, MiB)).equals(data));
+    assert.ok((await readAt(path.join(pool.dir, (await pool.volumes()).find((n) => n.startsWith(restored.volume_id))!), 5 * MiB, MiB)).equals(data));
     await d.client.deleteVolume({ volume_id: restored.volume_id });
     await d.client.deleteSnapshot({ snapshot_id: snap.snapshot_id });
     await d.client.deleteVolume({ volume_id: v.volume_id });

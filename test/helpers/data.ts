@@ -12,6 +12,18 @@ export async function writeAt(file: string, offset: number, data: Buffer, flags 
   }
 }
 
+/** `length` bytes at an offset of a file or block device. */
+export async function readAt(file: string, offset: number, length: number): Promise<Buffer> {
+  const fh = await open(file, 'r');
+  try {
+    const buf = Buffer.alloc(length);
+    await fh.read(buf, 0, length, offset);
+    return buf;
+  } finally {
+    await fh.close();
+  }
+}
+
 /** sha256 of `length` bytes at an offset. */
 export async function sumAt(file: string, offset: number, length: number): Promise<string> {
   const fh = await open(file, 'r');

@@ -119,32 +119,36 @@ export class LibvirtPool implements PoolBackend {
     return this.listing.find(kind, id, entries);
   }
 
-  async getVolume(id: string): Promise<VolumeRecord | null> {
+  /** One volume or snapshot by ID: one listing (kept for the act that follows) and its XML. */
+  private async lookup<K extends 'vol' | 'snap', R>(kind: K, id: string, make: (v: PoolVolume<K extends 'vol' ? VolumeName : SnapshotName>, f: VolumeFacts, entries: Entry[]) => R): Promise<R | null> {
     const entries = await this.listing.entries();
     this.listing.remember(id, entries);
-    const v = await this.find('vol', id, entries);
+    const v = await this.find(kind, id, entries);
     const f = v ? await this.facts(v.name) : null;
-    return v && f ? this.listing.volumeRecord(v, f, entries) : null;
+    return v && f ? make(v, f, entries) : null;
   }
 
-  async listVolumes(): Promise<VolumeRecord[]> {
+  /** Every complete volume or snapshot, with its XML. */
+  private async all<K extends 'vol' | 'snap', R>(kind: K, make: (v: PoolVolume<K extends 'vol' ? VolumeName : SnapshotName>, f: VolumeFacts, entries: Entry[]) => R): Promise<R[]> {
     const entries = await this.listing.entries();
-    const vols = this.listing.complete(entries).filter((e): e is PoolVolume<VolumeName> => e.parsed.kind === 'vol');
-    return this.listing.withFacts(vols, (v, f) => this.listing.volumeRecord(v, f, entries));
+    const items = this.listing.complete(entries).filter((e) => e.parsed.kind === kind) as PoolVolume<K extends 'vol' ? VolumeName : SnapshotName>[];
+    return this.listing.withFacts(items, (v, f) => make(v, f, entries));
   }
 
-  async getSnapshot(id: string): Promise<SnapshotRecord | null> {
-    const entries = await this.listing.entries();
-    this.listing.remember(id, entries);
-    const s = await this.find('snap', id, entries);
-    const f = s ? await this.facts(s.name) : null;
-    return s && f ? this.listing.snapshotRecord(s, f, entries) : null;
+  getVolume(id: string): Promise<VolumeRecord | null> {
+    return this.lookup('vol', id, (v, f, e) => this.listing.volumeRecord(v, f, e));
   }
 
-  async listSnapshots(): Promise<SnapshotRecord[]> {
-    const entries = await this.listing.entries();
-    const snaps = this.listing.complete(entries).filter((e): e is PoolVolume<SnapshotName> => e.parsed.kind === 'snap');
-    return this.listing.withFacts(snaps, (s, f) => this.listing.snapshotRecord(s, f, entries));
+  listVolumes(): Promise<VolumeRecord[]> {
+    return this.all('vol', (v, f, e) => this.listing.volumeRecord(v, f, e));
+  }
+
+  getSnapshot(id: string): Promise<SnapshotRecord | null> {
+    return this.lookup('snap', id, (s, f, e) => this.listing.snapshotRecord(s, f, e));
+  }
+
+  listSnapshots(): Promise<SnapshotRecord[]> {
+    return this.all('snap', (s, f, e) => this.listing.snapshotRecord(s, f, e));
   }
 
   // ---- changing the pool
@@ -378,9 +382,17 @@ export class LibvirtPool implements PoolBackend {
 
   /** A domain's disks that are this volume: by our serial, by its pool source, or by its path (attached by hand). */
   disksOf(domain: DomainInfo, v: PoolVolume): DomainDisk[] {
-    const serial = serialFor(v.parsed.id);
-    const path = this.pathOf(v.name);
-    return domain.disks.filter((disk) => disk.serial === serial || (disk.sourcePool === this.opts.pool && disk.sourceVolume === v.name) || disk.sourceFile === path);
+    return domain.disks.filter((disk) => this.isVolumeDisk(disk, v.parsed.id, v.name));
+  }
+
+  /**
+   * The one rule for "this disk is that volume". Without the volume's name (it may be deleted
+   * already) a disk is matched by serial and by a source in this pool carrying the ID.
+   */
+  isVolumeDisk(disk: DomainDisk, volumeId: string, name?: string): boolean {
+    if (disk.serial === serialFor(volumeId)) return true;
+    if (disk.sourcePool === this.opts.pool && disk.sourceVolume?.split('.')[0] === volumeId) return true;
+    return name !== undefined && disk.sourceFile === this.pathOf(name);
   }
 
   /** The running domain that has this volume attached writable, if any. */

@@ -1,7 +1,6 @@
 import { unavailable } from '../../errors.js';
 import type { Attachment, PublishSpec, PublishState, Publisher } from '../backend.js';
 import { SourceMissingError } from '../errors.js';
-import type { DomainDisk, DomainInfo } from './domains.js';
 import type { LibvirtPool } from './libvirt-pool.js';
 import { SERIAL_RE, serialFor } from './names.js';
 
@@ -28,12 +27,6 @@ export class LibvirtPublisher implements Publisher {
     return (await this.pool.domains.get(nodeId))?.uuid ?? null;
   }
 
-  /** This volume's disks on one domain: by serial, or by its source in our pool (attached by someone else). */
-  private disksOn(dom: DomainInfo, volumeId: string): DomainDisk[] {
-    const serial = serialFor(volumeId);
-    return dom.disks.filter((d) => d.serial === serial || (d.sourcePool === this.pool.poolName && d.sourceVolume?.startsWith(`${volumeId}.`)));
-  }
-
   async attachments(volumeId: string): Promise<Attachment[]> {
     const v = await this.pool.find('vol', volumeId);
     if (!v) return [];
@@ -41,16 +34,8 @@ export class LibvirtPublisher implements Publisher {
   }
 
   async publishedNodes(volumeIds: string[]): Promise<Map<string, string[]>> {
-    const bySerial = new Map(volumeIds.map((id) => [serialFor(id), id]));
-    const out = new Map<string, string[]>(volumeIds.map((id) => [id, []]));
-    for (const dom of await this.pool.domains.all()) {
-      for (const disk of dom.disks) {
-        const bySource = disk.sourcePool === this.pool.poolName ? disk.sourceVolume?.split('.')[0] : undefined;
-        const id = (disk.serial && bySerial.get(disk.serial)) || (bySource && out.has(bySource) ? bySource : undefined);
-        if (id && !out.get(id)!.includes(dom.uuid)) out.get(id)!.push(dom.uuid);
-      }
-    }
-    return out;
+    const domains = await this.pool.domains.all();
+    return new Map(volumeIds.map((id) => [id, domains.filter((d) => d.disks.some((disk) => this.pool.isVolumeDisk(disk, id))).map((d) => d.uuid)]));
   }
 
   async publish(volumeId: string, nodeId: string, spec: PublishSpec, decide: (state: PublishState) => boolean): Promise<Record<string, string>> {
@@ -83,7 +68,7 @@ export class LibvirtPublisher implements Publisher {
   async unpublish(volumeId: string, nodeId: string): Promise<void> {
     const dom = await this.pool.domains.get(nodeId);
     if (!dom) return; // no such node: nothing can be attached to it
-    for (const disk of this.disksOn(dom, volumeId)) {
+    for (const disk of dom.disks.filter((d) => this.pool.isVolumeDisk(d, volumeId))) {
       const gone = await this.pool.domains.detach(dom, disk.target, this.opts.detachWaitMs);
       if (!gone) {
         throw unavailable(`domain ${dom.name} has not released ${disk.target} (volume ${volumeId}) within ${this.opts.detachWaitMs / 1000} s; the guest may still be using it, retry later`);
