@@ -179,7 +179,9 @@ export async function nodeVm(name: string, uuid: string, command: string[], env:
   await writeFile(path.join(run, 'cmd.sh'), command.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ') + '\n');
   const exports = Object.entries({ NO_COLOR: '1', NODE_DISABLE_COLORS: '1', TERM: 'dumb', ...env }).map(([k, v]) => `export ${k}='${v.replace(/'/g, `'\\''`)}'`);
   await writeFile(path.join(run, 'env'), exports.join('\n') + '\n');
-  await writeFile(path.join(run, 'shares'), '');
+  // The project read-write at its own path, as vm-run.sh shares $PWD: the guest's /tmp and /run are
+  // its own tmpfs, so a checkout there would be hidden behind them in the host root's view.
+  await writeFile(path.join(run, 'shares'), `project ${PROJECT_ROOT}\n`);
   const xml = `<domain type='qemu'>
   <name>${name}</name>
   <uuid>${uuid}</uuid>
@@ -207,6 +209,11 @@ export async function nodeVm(name: string, uuid: string, command: string[], env:
       <driver type='path'/>
       <source dir='${run}'/>
       <target dir='vmrun'/>
+    </filesystem>
+    <filesystem type='mount' accessmode='passthrough' multidevs='remap'>
+      <driver type='path'/>
+      <source dir='${PROJECT_ROOT}'/>
+      <target dir='project'/>
     </filesystem>
     <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
     <serial type='file'><source path='${run}/console.log'/></serial>
