@@ -26,14 +26,7 @@ export async function readAt(file: string, offset: number, length: number): Prom
 
 /** sha256 of `length` bytes at an offset. */
 export async function sumAt(file: string, offset: number, length: number): Promise<string> {
-  const fh = await open(file, 'r');
-  try {
-    const buf = Buffer.alloc(length);
-    await fh.read(buf, 0, length, offset);
-    return createHash('sha256').update(buf).digest('hex');
-  } finally {
-    await fh.close();
-  }
+  return createHash('sha256').update(await readAt(file, offset, length)).digest('hex');
 }
 
 export const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');

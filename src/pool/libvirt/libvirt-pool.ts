@@ -19,13 +19,6 @@ export interface LibvirtPoolOptions {
 // Pool types whose volumes are files (qcow2 is possible) and those libvirt can resize.
 const FILE_POOLS = new Set(['dir', 'fs', 'netfs', 'gluster', 'vstorage']);
 const RESIZABLE_POOLS = new Set([...FILE_POOLS, 'rbd']);
-const POOL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$/;
-
-export function validatePoolName(name: string): string {
-  if (!POOL_NAME_RE.test(name)) throw new Error(`--libvirt-pool ${JSON.stringify(name)} is not a plain libvirt pool name`);
-  return name;
-}
-
 /**
  * A libvirt storage pool as the driver's pool: volumes are libvirt volumes named by the convention
  * in names.ts, created, copied, resized and deleted by libvirt itself (vol-create-as,

@@ -104,3 +104,10 @@ export function serialFor(volumeId: string): string {
 }
 
 export const SERIAL_RE = /^vp-[0-9a-f]{16}$/;
+
+const POOL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$/;
+
+export function validatePoolName(name: string): string {
+  if (!POOL_NAME_RE.test(name)) throw new Error(`--libvirt-pool ${JSON.stringify(name)} is not a plain libvirt pool name`);
+  return name;
+}
