@@ -45,9 +45,18 @@ CONF
   if virsh -c $URI version >/dev/null 2>&1; then pkill -x libvirtd || true; sleep 0.5; fi
 fi
 
+# virtlogd collects QEMU's output; without it 'virsh start' fails. Checked apart from libvirtd, and by
+# talking to it rather than by its socket file: a daemon that died (or a reboot that kept /run) leaves
+# the socket behind, and connecting to it is refused.
+virtlogd_up() { virt-admin -q -c virtlogd:///system version >/dev/null 2>&1; }
+if ! virtlogd_up; then
+  rm -f /run/libvirt/virtlogd-sock /run/libvirt/virtlogd-admin-sock
+  virtlogd --daemon --pid-file $LOGPID
+  for _ in $(seq 100); do virtlogd_up && break; sleep 0.05; done
+  virtlogd_up || { echo "virtlogd did not come up" >&2; exit 1; }
+fi
+
 if virsh -c $URI version >/dev/null 2>&1; then exit 0; fi
-# virtlogd collects QEMU's output; without it 'virsh start' fails
-[ -S /run/libvirt/virtlogd-sock ] || virtlogd --daemon --pid-file $LOGPID
 libvirtd --daemon --pid-file $PIDFILE
 for _ in $(seq 600); do virsh -c $URI version >/dev/null 2>&1 && exit 0; sleep 0.1; done
 echo "libvirtd did not come up; see /var/log/libvirt/libvirtd.log" >&2
