@@ -2,6 +2,7 @@
 import { Command, Option } from 'commander';
 import { addClientCommands } from './cli/client.js';
 import { addPoolCommands } from './cli/pool.js';
+import { addReconcileCommand } from './cli/reconcile.js';
 import { packageVersion, serve } from './cli/serve.js';
 
 const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
@@ -31,6 +32,11 @@ program
   .option('--max-volumes-per-node <n>', 'reported in NodeGetInfo; 0 means no limit', '0')
   .option('--metrics-address <host:port>', 'serve Prometheus metrics at http://<host:port>/metrics (e.g. :9808)')
   .option('--health-address <host:port>', 'serve /healthz (200 when the pool answers, 503 with the reason when not); may equal --metrics-address')
+  .option('--kubeconfig <file>', 'the Kubernetes API for VolumePools and orphan checks (default: $KUBECONFIG, else the pod\'s service account)')
+  .option('--pool-from-cluster <volumepool>', 'lvm/file: build every VolumePool that selects this node, and serve this one with its settings instead of the pool flags')
+  .option('--pool-resync <duration>', 'how often VolumePools are looked at again without a change (status, new disks matching a glob)', '5m')
+  .option('--orphan-check-interval <duration>', 'compare the pool with the cluster\'s PVs and VolumeSnapshotContents this often and report orphans (0: never)', '0')
+  .option('--orphan-delete-after <duration>', 'also delete orphans older than this (default: report only)')
   .option('--log-level <level>', 'error, warn, info or debug', 'info')
   .action(async (opts: Parameters<typeof serve>[0]) => {
     await serve({ ...opts, allowedRoot: opts.allowedRoot?.length ? opts.allowedRoot : ['/var/lib/kubelet'] });
@@ -38,6 +44,7 @@ program
 
 addClientCommands(program);
 addPoolCommands(program);
+addReconcileCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`vpool-csi: ${err instanceof Error ? err.message : String(err)}\n`);

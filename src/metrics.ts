@@ -17,7 +17,10 @@ export interface Metrics {
   scrape(): Promise<string>;
 }
 
-export function createMetrics(backend: PoolBackend | undefined): Metrics {
+/** Counts of the last orphan check by kind (volume, snapshot, missing_volume); undefined before the first. */
+export type OrphanCounts = () => Record<string, number> | undefined;
+
+export function createMetrics(backend: PoolBackend | undefined, orphans?: OrphanCounts): Metrics {
   const register = new Registry();
   let poolRead: Promise<void> | null = null;
   collectDefaultMetrics({ register, prefix: 'vpool_csi_' });
@@ -72,6 +75,17 @@ export function createMetrics(backend: PoolBackend | undefined): Metrics {
         up.set(labels, 0);
       }
     };
+  }
+  if (orphans) {
+    const gauge: Gauge = new Gauge({
+      name: 'vpool_csi_orphans',
+      help: 'what the last orphan check found and left: volumes without a PV, snapshots without a VolumeSnapshotContent, PVs of this node without a volume',
+      labelNames: ['kind'],
+      registers: [register],
+      collect() {
+        for (const [kind, n] of Object.entries(orphans() ?? {})) gauge.set({ kind }, n);
+      },
+    });
   }
   return {
     contentType: register.contentType,

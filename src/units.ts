@@ -24,3 +24,15 @@ export function roundUp(n: number, multiple: number): number {
 export function roundDown(n: number, multiple: number): number {
   return Math.floor(n / multiple) * multiple;
 }
+
+const DURATION_UNIT: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses a duration as Kubernetes tools write it ("90s", "10m", "1h30m", "0"), in milliseconds. */
+export function parseDuration(text: string): number {
+  const t = text.trim();
+  if (t === '0') return 0;
+  if (!/^([0-9]+(ms|s|m|h|d))+$/.test(t)) throw new Error(`not a duration: ${JSON.stringify(text)} (use e.g. 30s, 10m, 1h30m, 0)`);
+  let ms = 0;
+  for (const m of t.matchAll(/([0-9]+)(ms|s|m|h|d)/g)) ms += Number(m[1]) * DURATION_UNIT[m[2]];
+  return ms;
+}

@@ -28,7 +28,7 @@ export function addPoolCommands(program: Command): void {
     .description('make DEVICEs into a tagged volume group (and a thin pool)')
     .requiredOption('--vg <name>', 'volume group name')
     .option('--thin-pool <name>', 'create a thin pool of this name')
-    .option('--thin-size <percent>', 'share of the VG for the thin pool', '90%')
+    .option('--thin-size <size>', 'thin pool size: a share of the VG (90%) or a size (100Gi)', '90%')
     .option('--wipe', 'erase existing signatures on the devices (destroys their data)')
     .argument('<device...>')
     .action(async (devices: string[], o: { vg: string; thinPool?: string; thinSize: string; wipe?: boolean }) => {

@@ -15,7 +15,11 @@ import { createMetrics, serveHttp, type HttpEndpoints } from '../metrics.js';
 import { PathPolicy } from '../node/paths.js';
 import { FileAttacher } from '../pool/file/file-attacher.js';
 import { FilePool } from '../pool/file/file-pool.js';
-import { parseQuantity } from '../units.js';
+import { parseDuration, parseQuantity } from '../units.js';
+import { loadKube, type Kube } from '../cluster/kube.js';
+import { OrphanChecks } from '../cluster/orphan-checks.js';
+import { PoolAgent } from '../cluster/pool-agent.js';
+import type { PoolSettings } from '../cluster/volume-pool.js';
 import type { Attacher, NodeVolumes, PoolBackend, Publisher } from '../pool/backend.js';
 import { Domains } from '../pool/libvirt/domains.js';
 import { LibvirtPool } from '../pool/libvirt/libvirt-pool.js';
@@ -51,6 +55,11 @@ export interface ServeOptions {
   metricsAddress?: string;
   socketGroup?: string;
   healthAddress?: string;
+  kubeconfig?: string;
+  poolFromCluster?: string;
+  poolResync: string;
+  orphanCheckInterval: string;
+  orphanDeleteAfter?: string;
 }
 
 export function packageVersion(): string {
@@ -86,7 +95,7 @@ async function productUuid(): Promise<string> {
 
 const TOPOLOGY_VALUE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
 
-async function openLibvirt(opts: ServeOptions): Promise<Opened> {
+async function openLibvirt(opts: Parameters<typeof openBackend>[0]): Promise<Opened> {
   const seconds = Number(opts.attachTimeout);
   if (!(seconds > 0) || !Number.isFinite(seconds)) throw new Error(`--attach-timeout must be a positive number of seconds (got ${opts.attachTimeout})`);
   if (!['default', 'none', 'writethrough', 'writeback', 'directsync', 'unsafe'].includes(opts.diskCache)) throw new Error(`--disk-cache ${JSON.stringify(opts.diskCache)} is not a libvirt cache mode (none, directsync, writethrough, writeback, unsafe, default)`);
@@ -115,7 +124,7 @@ async function openLibvirt(opts: ServeOptions): Promise<Opened> {
   };
 }
 
-async function openBackend(opts: ServeOptions): Promise<Opened> {
+export async function openBackend(opts: Pick<ServeOptions, 'backend' | 'reserve' | 'poolDir' | 'vg' | 'overprovisionRatio' | 'mode' | 'attachTimeout' | 'diskCache' | 'hypervisor' | 'libvirtUri' | 'libvirtPool'>): Promise<Opened> {
   const reserve = parseQuantity(opts.reserve);
   if (opts.backend === 'file') {
     if (!opts.poolDir) throw new Error('--pool-dir is required with --backend file');
@@ -137,12 +146,12 @@ async function openBackend(opts: ServeOptions): Promise<Opened> {
 }
 
 /** The metrics and health endpoints: one HTTP server per distinct address. */
-async function startHttp(opts: ServeOptions, ctx: Pick<DriverContext, 'backend'>): Promise<Server[]> {
+async function startHttp(opts: ServeOptions, ctx: Pick<DriverContext, 'backend'>, orphans?: OrphanChecks): Promise<Server[]> {
   const endpoints = new Map<string, HttpEndpoints>();
   const health = async () => {
     await ctx.backend?.probe();
   };
-  if (opts.metricsAddress) endpoints.set(opts.metricsAddress, { metrics: createMetrics(ctx.backend) });
+  if (opts.metricsAddress) endpoints.set(opts.metricsAddress, { metrics: createMetrics(ctx.backend, orphans && (() => orphans.counts())) });
   if (opts.healthAddress) endpoints.set(opts.healthAddress, { ...endpoints.get(opts.healthAddress), health });
   const servers: Server[] = [];
   for (const [address, e] of endpoints) {
@@ -161,7 +170,13 @@ export async function serve(opts: ServeOptions): Promise<void> {
   if (socketGroup !== undefined && !(Number.isInteger(socketGroup) && socketGroup >= 0)) throw new Error(`--socket-group must be a numeric group ID (got ${opts.socketGroup})`);
   if (opts.mode === 'identity') return serveIdentity(opts, socketGroup);
   if (!/^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$/.test(opts.driverName)) throw new Error(`--driver-name ${opts.driverName} is not a valid CSI driver name`);
+  const orphanIntervalMs = parseDuration(opts.orphanCheckInterval);
+  const orphanDeleteAfterMs = opts.orphanDeleteAfter === undefined ? undefined : parseDuration(opts.orphanDeleteAfter);
+  const kube = opts.poolFromCluster || orphanIntervalMs > 0 ? loadKube(opts.kubeconfig) : undefined;
+  const cluster = opts.poolFromCluster && kube ? await poolFromCluster(opts, kube, opts.poolFromCluster) : undefined;
+  if (cluster) opts = { ...opts, ...cluster.flags };
   const opened = await openBackend(opts);
+  cluster?.served(opened.backend);
   const nodeId = opts.nodeId || (opts.mode === 'controller' ? os.hostname() : await opened.defaultNodeId());
   const ctx: DriverContext = {
     driverName: opts.driverName,
@@ -179,11 +194,49 @@ export async function serve(opts: ServeOptions): Promise<void> {
     sizing: { ...DEFAULT_SIZING, defaultBytes: parseQuantity(opts.defaultSize) },
     maxVolumesPerNode: Number(opts.maxVolumesPerNode),
   };
+  const orphans = kube && ctx.backend && orphanIntervalMs > 0 ? new OrphanChecks(ctx.backend, kube, ctx.locks, { driver: ctx.driverName, node: nodeId, topology: ctx.topology, intervalMs: orphanIntervalMs, deleteAfterMs: orphanDeleteAfterMs }) : undefined;
   const server = await startServer(ctx, opts.mode as Mode, opts.endpoint, socketGroup);
-  const http = await startHttp(opts, ctx);
+  const http = await startHttp(opts, ctx, orphans);
+  orphans?.start();
   log.info('serving', { socket: server.socket, driver: ctx.driverName, version: ctx.version, node: nodeId, mode: opts.mode, backend: opts.backend, pool: opts.poolDir ?? opts.vg ?? opts.libvirtPool, topology: ctx.topology, allowedRoots: ctx.paths.allowedRoots });
 
   stopOnSignals(server, http);
+}
+
+/**
+ * --pool-from-cluster: this node's agent builds every VolumePool that selects the node, and the
+ * driver serves the named one with the settings it holds. Serving starts once that pool exists
+ * here; a later edit of reserve or overprovisionRatio applies at once, a new volume group or
+ * directory at the next start.
+ */
+async function poolFromCluster(opts: ServeOptions, kube: Kube, name: string) {
+  if (opts.mode !== 'all' && opts.mode !== 'node') throw new Error('--pool-from-cluster builds pools on this node: use it with --mode all or node');
+  const node = opts.nodeId || os.hostname();
+  let backend: PoolBackend | undefined;
+  let first: PoolSettings | undefined;
+  let ready: (s: PoolSettings) => void = () => undefined;
+  const settled = new Promise<PoolSettings>((resolve) => (ready = resolve));
+  const agent = new PoolAgent(kube, {
+    node,
+    lvm: new LvmCli({ activation: deviceMapperAvailable() }),
+    resyncMs: parseDuration(opts.poolResync),
+    onReconciled: (pool, settings, observed) => {
+      if (pool !== name || !settings || observed.phase === 'Failed') return;
+      if (!first) return ready((first = settings));
+      if (settings.backend !== first.backend || settings.volumeGroup !== first.volumeGroup || settings.directory !== first.directory) {
+        log.warn('VolumePool now names another pool; restart the driver to serve it', { pool: name });
+      }
+      backend?.tune?.({ reserveBytes: settings.reserveBytes, overprovisionRatio: settings.overprovisionRatio });
+    },
+  });
+  await agent.start();
+  const waiting = setInterval(() => log.warn('waiting for VolumePool to be built on this node', { pool: name, node, known: !!agent.get(name) }), 30_000);
+  const s = await settled.finally(() => clearInterval(waiting));
+  log.info('serving the pool of VolumePool', { pool: name, backend: s.backend, vg: s.volumeGroup, directory: s.backend === 'file' ? s.directory : undefined });
+  return {
+    flags: { backend: s.backend, vg: s.volumeGroup, poolDir: s.directory, reserve: String(s.reserveBytes), overprovisionRatio: String(s.overprovisionRatio) },
+    served: (b: PoolBackend | undefined) => void (backend = b),
+  };
 }
 
 /** Identity alone, no pool: external-resizer needs a driver to ask, and node-local pools grow on the node. */

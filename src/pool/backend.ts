@@ -35,6 +35,11 @@ export interface ThinPoolUse {
   metadataPercent: number;
 }
 
+export interface PoolTuning {
+  reserveBytes: number;
+  overprovisionRatio: number;
+}
+
 export interface PoolCapacity {
   totalBytes: number;
   /** What a new volume can still be given, after the reserve and what existing volumes may yet use. */
@@ -85,6 +90,8 @@ export interface PoolBackend {
   volumeCondition(volume: VolumeRecord): Promise<Condition>;
   /** How full the pool's thin pools are (pools without thin pools leave this out). */
   thinPools?(): Promise<ThinPoolUse[]>;
+  /** Applies settings changed while serving (a VolumePool edited); pools without such settings leave this out. */
+  tune?(t: PoolTuning): void;
   /** A reason the volume must not be deleted now (attached somewhere), or null. */
   volumeBusy(id: string): Promise<string | null>;
 

@@ -139,7 +139,7 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
       [['init', '--vg', 'okname', d, d], /listed twice/],
       [['init', '--vg', 'okname', '/etc/passwd'], /not a block device/],
       [['init', '--vg', 'okname', 'relative/dev'], /absolute device path/],
-      [['init', '--vg', 'okname', '--thin-pool', 'p', '--thin-size', '150%', d], /--thin-size/],
+      [['init', '--vg', 'okname', '--thin-pool', 'p', '--thin-size', '150%', d], /thin pool size must be a share of the VG/],
       [['init', '--vg', 'okname', disks.devices[0]], /already an LVM physical volume of VG vpt/],
     ];
     for (const [args, why] of cases) {
@@ -151,7 +151,7 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
     execFileSync('mkfs.ext4', ['-q', '-F', d]);
     const withFs = await poolCmd('init', '--vg', 'okname', d);
     assert.equal(withFs.code, 1);
-    assert.match(withFs.stderr, /carries ext4; pass --wipe/);
+    assert.match(withFs.stderr, /carries ext4; wiping it needs explicit consent \(--wipe/);
     const mnt = await mkdtemp('/var/tmp/vpool-mnt-');
     execFileSync('mount', [d, mnt]);
     try {

@@ -5,7 +5,7 @@ import { errno } from '../../errors.js';
 import { run } from '../../exec.js';
 import { isId } from '../../csi/ids.js';
 import { findLoopDevices } from '../../node/loop.js';
-import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, PoolBackend, PoolCapacity, SnapshotRecord, VolumeRecord } from '../backend.js';
+import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, PoolBackend, PoolCapacity, PoolTuning, SnapshotRecord, VolumeRecord } from '../backend.js';
 import { syncDir, syncFile, writeFileAtomic, writeTempSynced } from './atomic.js';
 import { PoolSpaceError, SourceMissingError } from '../errors.js';
 import { log } from '../../log.js';
@@ -33,7 +33,7 @@ export class FilePool implements PoolBackend {
 
   private constructor(
     readonly root: string,
-    private readonly reserveBytes: number,
+    private reserveBytes: number,
   ) {
     this.volumesDir = path.join(root, 'volumes');
     this.snapshotsDir = path.join(root, 'snapshots');
@@ -51,6 +51,11 @@ export class FilePool implements PoolBackend {
     for (const d of [pool.volumesDir, pool.snapshotsDir, pool.tmpDir]) await mkdir(d, { recursive: true, mode: 0o700 });
     if (opts.sweep) await pool.sweep();
     return pool;
+  }
+
+  /** Settings that may change while serving (a VolumePool edited). */
+  tune(t: PoolTuning): void {
+    this.reserveBytes = t.reserveBytes;
   }
 
   volumeImage(id: string): string {

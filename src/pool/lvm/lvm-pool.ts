@@ -2,7 +2,7 @@ import { invalidArgument, failedPrecondition } from '../../errors.js';
 import { CommandError } from '../../exec.js';
 import { log } from '../../log.js';
 import { roundUp } from '../../units.js';
-import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, SnapshotRecord, VolumeRecord, ThinPoolUse } from '../backend.js';
+import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, PoolTuning, SnapshotRecord, VolumeRecord, ThinPoolUse } from '../backend.js';
 import { PoolSpaceError, SourceMissingError } from '../errors.js';
 import { copyBlockDevice } from './copy.js';
 import { tagsOf, tagValue, type LvmCli, type Row } from './lvm-cli.js';
@@ -60,11 +60,17 @@ export class LvmPool implements PoolBackend {
     if (!vg) throw new Error(`volume group ${opts.vg} does not exist; create it with \`vpool-csi pool init --vg ${opts.vg} DEVICE...\``);
     const tags = tagsOf(vg, 'vg_tags');
     if (!tags.includes(POOL_TAG)) throw new Error(`volume group ${opts.vg} is not a vpool pool (no ${POOL_TAG} tag); the driver does not touch it`);
-    return new LvmPool(lvm, opts, Number(vg.vg_extent_size), tagValue(tags, THIN_POOL_TAG));
+    return new LvmPool(lvm, { ...opts }, Number(vg.vg_extent_size), tagValue(tags, THIN_POOL_TAG));
   }
 
   get vg(): string {
     return this.opts.vg;
+  }
+
+  /** Settings that may change while serving (a VolumePool edited). */
+  tune(t: PoolTuning): void {
+    this.opts.reserveBytes = t.reserveBytes;
+    this.opts.overprovisionRatio = t.overprovisionRatio;
   }
 
   async probe(): Promise<void> {

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { realpath, stat } from 'node:fs/promises';
 import { readdirSync } from 'node:fs';
 import { run } from '../../exec.js';
+import { parseQuantity } from '../../units.js';
 import { deviceNumber } from '../../node/devices.js';
 import { probeSignature } from '../../node/filesystem.js';
 import { readMounts } from '../../node/mounts.js';
@@ -28,67 +29,93 @@ export function validateLvName(lv: string): string {
   return lv;
 }
 
-/** Resolves device paths and refuses anything that could destroy data the operator did not offer. */
-export async function checkDevices(lvm: LvmCli, devices: readonly string[], opts: { wipe: boolean; allowPvOf?: string }): Promise<string[]> {
-  if (devices.length === 0) throw new PoolAdminError('name at least one device');
-  const resolved: string[] = [];
-  const problems: string[] = [];
+export interface DeviceProblem {
+  device: string;
+  reason: string;
+}
+
+export interface DeviceInspection {
+  /** Resolved paths that may join the pool (or are already in it, with allowPvOf). */
+  usable: Array<{ device: string; path: string }>;
+  problems: DeviceProblem[];
+}
+
+/**
+ * Resolves device paths and sorts out, device by device, anything that could destroy data the
+ * operator did not offer. Nothing is changed; the reconciler uses the verdicts one by one, the CLI
+ * refuses the whole list (checkDevices).
+ */
+export async function inspectDevices(lvm: LvmCli, devices: readonly string[], opts: { wipe: boolean; allowPvOf?: string }): Promise<DeviceInspection> {
+  const usable: DeviceInspection['usable'] = [];
+  const problems: DeviceProblem[] = [];
   const mounts = await readMounts();
   const swaps = readFileSync('/proc/swaps', 'utf8').split('\n').slice(1).map((l) => l.split(/\s+/)[0]).filter(Boolean);
   const pvs = await lvm.pvs();
+  const problem = (device: string, reason: string) => problems.push({ device, reason });
   for (const dev of devices) {
     if (!dev.startsWith('/') || dev.includes('..') || dev.includes('\0')) {
-      problems.push(`${JSON.stringify(dev)}: give an absolute device path without '..'`);
+      problem(dev, 'give an absolute device path without \'..\'');
       continue;
     }
     let real: string;
     try {
       real = await realpath(dev);
     } catch {
-      problems.push(`${dev}: no such device`);
+      problem(dev, 'no such device');
       continue;
     }
     const st = await stat(real);
     if (!st.isBlockDevice()) {
-      problems.push(`${dev}: not a block device`);
+      problem(dev, 'not a block device');
       continue;
     }
-    if (resolved.includes(real)) {
-      problems.push(`${dev}: listed twice (${real})`);
+    if (usable.some((u) => u.path === real)) {
+      problem(dev, `listed twice (${real})`);
       continue;
     }
-    resolved.push(real);
     const num = await deviceNumber(real);
     const name = real.replace('/dev/', '');
     const parts = partitionsOf(name);
     const partNums = await Promise.all(parts.map((p) => deviceNumber(`/dev/${p}`)));
     const mounted = mounts.filter((m) => m.majorMinor === num || partNums.includes(m.majorMinor)).map((m) => m.mountPoint);
     if (mounted.length) {
-      problems.push(`${dev}: mounted at ${mounted.join(', ')}`);
+      problem(dev, `mounted at ${mounted.join(', ')}`);
       continue;
     }
     if (swaps.some((s) => s === real || parts.some((p) => s === `/dev/${p}`))) {
-      problems.push(`${dev}: in use as swap`);
+      problem(dev, 'in use as swap');
       continue;
     }
     const pv = pvs.find((p) => p.pv_name === real || p.pv_name === dev);
-    if (pv && opts.allowPvOf !== undefined && pv.vg_name === opts.allowPvOf) continue;
+    if (pv && opts.allowPvOf !== undefined && pv.vg_name === opts.allowPvOf) {
+      usable.push({ device: dev, path: real });
+      continue;
+    }
     const holders = holdersOf(name);
     if (holders.length) {
-      problems.push(`${dev}: in use by ${holders.join(', ')}`);
+      problem(dev, `in use by ${holders.join(', ')}`);
       continue;
     }
     if (pv) {
-      problems.push(`${dev}: already an LVM physical volume${pv.vg_name ? ` of VG ${pv.vg_name}` : ''}`);
+      problem(dev, `already an LVM physical volume${pv.vg_name ? ` of VG ${pv.vg_name}` : ''}`);
       continue;
     }
     const sig = await probeSignature(real);
     if ((sig || parts.length) && !opts.wipe) {
-      problems.push(`${dev}: carries ${sig?.type ?? (sig?.ptType ? `a ${sig.ptType} partition table` : 'partitions')}; pass --wipe to erase it`);
+      problem(dev, `carries ${sig?.type ?? (sig?.ptType ? `a ${sig.ptType} partition table` : 'partitions')}; wiping it needs explicit consent (--wipe, or spec.wipe: true)`);
+      continue;
     }
+    usable.push({ device: dev, path: real });
   }
-  if (problems.length) throw new PoolAdminError(`refusing to touch these devices:\n  ${problems.join('\n  ')}`);
-  return resolved;
+  return { usable, problems };
+}
+
+/** inspectDevices for commands that take all the devices or none. */
+export async function checkDevices(lvm: LvmCli, devices: readonly string[], opts: { wipe: boolean; allowPvOf?: string }): Promise<string[]> {
+  if (devices.length === 0) throw new PoolAdminError('name at least one device');
+  const { usable, problems } = await inspectDevices(lvm, devices, opts);
+  if (problems.length) throw new PoolAdminError(`refusing to touch these devices:\n  ${problems.map((p) => `${p.device}: ${p.reason}`).join('\n  ')}`);
+  return usable.map((u) => u.path);
 }
 
 function partitionsOf(name: string): string[] {
@@ -119,7 +146,7 @@ export interface InitOptions {
 export async function initPool(lvm: LvmCli, o: InitOptions): Promise<string> {
   validateVgName(o.vg);
   if (o.thinPool) validateLvName(o.thinPool);
-  if (!/^(100|[1-9][0-9]?)%$/.test(o.thinSize)) throw new PoolAdminError(`--thin-size must be a percentage of the VG (e.g. 90%), got ${o.thinSize}`);
+  thinSizeArgs(o.thinSize);
   const existing = await lvm.vg(o.vg);
   if (existing) {
     if (!tagsOf(existing, 'vg_tags').includes(POOL_TAG)) throw new PoolAdminError(`VG ${o.vg} exists and is not a vpool pool; refusing to adopt it`);
@@ -141,10 +168,20 @@ export async function initPool(lvm: LvmCli, o: InitOptions): Promise<string> {
   return `VG ${o.vg} created on ${devices.join(', ')}${o.thinPool ? ` with thin pool ${o.thinPool} (${o.thinSize} of it)` : ''}`;
 }
 
-async function ensureThinPool(lvm: LvmCli, o: { vg: string; thinPool?: string; thinSize: string }): Promise<void> {
+/** lvcreate/lvextend size arguments for a thin pool: a share of the VG ("90%") or a size ("100Gi"). */
+export function thinSizeArgs(size: string): string[] {
+  if (/^(100|[1-9][0-9]?)%$/.test(size)) return ['-l', `${size}VG`];
+  try {
+    return ['-L', `${parseQuantity(size)}b`];
+  } catch {
+    throw new PoolAdminError(`thin pool size must be a share of the VG (e.g. 90%) or a size (e.g. 100Gi), got ${size}`);
+  }
+}
+
+export async function ensureThinPool(lvm: LvmCli, o: { vg: string; thinPool?: string; thinSize: string }): Promise<void> {
   if (!o.thinPool) return;
   if (await lvm.lv(o.vg, o.thinPool)) return;
-  await lvm.exec('lvcreate', ['-y', '--type', 'thin-pool', '-l', `${o.thinSize}VG`, '-n', o.thinPool, o.vg]);
+  await lvm.exec('lvcreate', ['-y', '--type', 'thin-pool', ...thinSizeArgs(o.thinSize), '-n', o.thinPool, o.vg]);
   const vg = await lvm.vg(o.vg);
   if (vg && tagValue(tagsOf(vg, 'vg_tags'), THIN_POOL_TAG) !== o.thinPool) await lvm.exec('vgchange', ['--addtag', `${THIN_POOL_TAG}=${o.thinPool}`, o.vg]);
 }

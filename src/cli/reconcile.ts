@@ -1,0 +1,80 @@
+import { Option, type Command } from 'commander';
+import os from 'node:os';
+import { EventRecorder } from '../cluster/events.js';
+import { loadKube, type Kube } from '../cluster/kube.js';
+import { reconcileOrphans, type OrphanReport } from '../cluster/orphans.js';
+import { GROUP, PLURAL, poolSettings, VERSION, type VolumePool } from '../cluster/volume-pool.js';
+import { TOPOLOGY_KEY } from '../csi/context.js';
+import { parseDuration } from '../units.js';
+import { printResult } from './output.js';
+import { openBackend } from './serve.js';
+
+interface ReconcileFlags {
+  dryRun?: boolean;
+  gracePeriod: string;
+  backend: 'file' | 'lvm';
+  poolDir?: string;
+  vg?: string;
+  poolFromCluster?: string;
+  nodeId?: string;
+  driverName: string;
+  kubeconfig?: string;
+  events: boolean;
+  output: 'json' | 'table';
+}
+
+/** The pool flags, or the ones a VolumePool holds. */
+async function poolFlags(f: ReconcileFlags, kube: Kube): Promise<{ backend: string; poolDir?: string; vg?: string }> {
+  if (!f.poolFromCluster) return f;
+  const pool = (await kube.custom.getClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, name: f.poolFromCluster })) as VolumePool;
+  const s = poolSettings(pool);
+  return { backend: s.backend, poolDir: s.directory, vg: s.volumeGroup };
+}
+
+function summary(r: OrphanReport): unknown {
+  return {
+    entries: [
+      ...r.volumes.map((v) => ({ kind: 'volume', id: v.id, name: v.name, age: `${v.ageSeconds}s`, action: v.action })),
+      ...r.snapshots.map((s) => ({ kind: 'snapshot', id: s.id, name: s.name, age: `${s.ageSeconds}s`, action: s.action })),
+      ...r.missingVolumes.map((m) => ({ kind: 'pv-without-volume', id: m.volumeHandle, name: m.persistentVolume, age: '', action: 'reported' })),
+    ],
+  };
+}
+
+/** `vpool-csi reconcile`: this node's pool against the cluster's PVs and VolumeSnapshotContents. */
+export function addReconcileCommand(program: Command): void {
+  program
+    .command('reconcile')
+    .description('report (and without --dry-run delete) volumes and snapshots of this node\'s pool that no PersistentVolume or VolumeSnapshotContent names, and PVs whose volume is gone')
+    .option('--dry-run', 'report only; delete nothing')
+    .option('--grace-period <duration>', 'orphans younger than this are never deleted (a PV may still be on its way)', '1h')
+    .addOption(new Option('--backend <kind>', 'pool backend').choices(['file', 'lvm']).default('file'))
+    .option('--pool-dir <dir>', 'file backend: the pool directory')
+    .option('--vg <name>', 'lvm backend: the volume group')
+    .option('--pool-from-cluster <volumepool>', 'take the pool from this VolumePool instead')
+    .option('--node-id <id>', 'this node\'s ID, as in the PVs\' topology (default: the hostname)')
+    .option('--driver-name <name>', 'the CSI driver name in the PVs', 'vpool.csi.dev')
+    .option('--kubeconfig <file>', 'default: $KUBECONFIG, else the pod\'s service account')
+    .option('--no-events', 'do not send Kubernetes Events')
+    .addOption(new Option('-o, --output <format>', 'json or table').choices(['json', 'table']).default('json'))
+    .action(async (f: ReconcileFlags) => {
+      const graceMs = parseDuration(f.gracePeriod);
+      const kube = loadKube(f.kubeconfig);
+      const node = f.nodeId || os.hostname();
+      const flags = await poolFlags(f, kube);
+      // sweep is off: a driver may be running on this pool, with creates in progress.
+      const opened = await openBackend({ ...flags, reserve: '0', overprovisionRatio: '1', mode: 'node', attachTimeout: '1', diskCache: 'none', libvirtUri: '' });
+      if (!opened.backend) throw new Error('this backend has no pool to reconcile here');
+      const report = await reconcileOrphans(opened.backend, kube, {
+        driver: f.driverName,
+        node,
+        topologyKey: TOPOLOGY_KEY,
+        topologyValue: node,
+        dryRun: !!f.dryRun,
+        gracePeriodMs: graceMs,
+        events: f.events ? new EventRecorder(kube, 'vpool-csi-reconcile', node) : undefined,
+      });
+      printResult(f.output === 'table' ? summary(report) : report, f.output);
+      if (report.volumes.concat(report.snapshots).some((i) => i.action.startsWith('delete failed'))) process.exitCode = 1;
+    });
+}

@@ -1,0 +1,28 @@
+import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+
+/** The API clients the driver uses, from one kubeconfig. */
+export interface Kube {
+  config: KubeConfig;
+  core: CoreV1Api;
+  custom: CustomObjectsApi;
+}
+
+/**
+ * The kubeconfig: a file when one is named (or $KUBECONFIG is set), else the pod's service account.
+ * loadFromDefault falls back to localhost:8080 when it finds nothing; that would make every call
+ * fail far from the cause, so the in-cluster case is asked for by name.
+ */
+export function loadKube(kubeconfig?: string): Kube {
+  const config = new KubeConfig();
+  if (kubeconfig) config.loadFromFile(kubeconfig);
+  else if (process.env.KUBECONFIG) config.loadFromDefault();
+  else if (process.env.KUBERNETES_SERVICE_HOST) config.loadFromCluster();
+  else throw new Error('no Kubernetes API to talk to: pass --kubeconfig, set KUBECONFIG, or run in a pod');
+  return { config, core: config.makeApiClient(CoreV1Api), custom: config.makeApiClient(CustomObjectsApi) };
+}
+
+/** The HTTP status of a failed API call (ApiException.code), or undefined for anything else. */
+export function statusOf(err: unknown): number | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'number' ? code : undefined;
+}

@@ -1,0 +1,164 @@
+import { ListWatch, Watch, type KubernetesListObject, type V1Node } from '@kubernetes/client-node';
+import { errorMessage } from '../errors.js';
+import { log } from '../log.js';
+import type { LvmCli } from '../pool/lvm/lvm-cli.js';
+import { EventRecorder } from './events.js';
+import type { Kube } from './kube.js';
+import { reconcileFilePool, reconcileLvmPool, type ObservedPool, type ReconcileResult } from './pool-reconcile.js';
+import { writeNodeStatus } from './pool-status.js';
+import { GROUP, KIND, PLURAL, poolSettings, PoolSpecError, selects, VERSION, type PoolSettings, type VolumePool } from './volume-pool.js';
+
+export interface PoolAgentOptions {
+  node: string;
+  lvm: LvmCli;
+  /** How often every selected pool is looked at again without a change in the cluster (free space, globs that match new disks). */
+  resyncMs: number;
+  /** Told each time a pool was reconciled on this node. */
+  onReconciled?: (name: string, settings: PoolSettings | null, observed: ObservedPool) => void;
+}
+
+/**
+ * The node side of VolumePools. Two informers (list, then watch from that resourceVersion, relisting
+ * on 410 Gone) keep the VolumePools and this node's Node object; a change of a pool's spec
+ * (metadata.generation) or of the node's labels queues a reconcile. Reconciles run one at a time on
+ * a node, because pools on one node share its disks. A slow resync refreshes status; it is not how
+ * changes are found.
+ */
+export class PoolAgent {
+  private readonly pools: ListWatch<VolumePool>;
+  private readonly nodes: ListWatch<V1Node>;
+  private readonly events: EventRecorder;
+  private readonly queue = new Set<string>();
+  private readonly done = new Map<string, { generation: number; labels: string }>();
+  private readonly waiters = new Set<() => void>();
+  private working: Promise<void> | null = null;
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+
+  constructor(
+    private readonly kube: Kube,
+    private readonly opts: PoolAgentOptions,
+  ) {
+    this.events = new EventRecorder(kube, 'vpool-csi-node', opts.node);
+    const watch = new Watch(kube.config);
+    this.pools = new ListWatch<VolumePool>(`/apis/${GROUP}/${VERSION}/${PLURAL}`, watch, () => kube.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL }) as Promise<KubernetesListObject<VolumePool>>, false);
+    const fieldSelector = `metadata.name=${opts.node}`;
+    this.nodes = new ListWatch<V1Node>('/api/v1/nodes', watch, () => kube.core.listNode({ fieldSelector }), false, undefined, fieldSelector);
+    for (const [informer, what] of [[this.pools, 'volumepools'], [this.nodes, 'nodes']] as const) {
+      // An informer stops on any error but 410 Gone; it is started again after a pause.
+      informer.on('error', (err: unknown) => {
+        if (this.stopped) return;
+        log.warn('watch failed; starting it again in 5s', { resource: what, error: errorMessage(err) });
+        setTimeout(() => void (this.stopped ? undefined : informer.start()), 5000).unref();
+      });
+    }
+    this.pools.on('add', (p) => this.poolChanged(p));
+    this.pools.on('update', (p) => this.poolChanged(p));
+    this.pools.on('delete', (p) => {
+      this.done.delete(p.metadata.name);
+      this.events.forget(p.metadata.name);
+      log.info('VolumePool deleted; its pool on this node stays as it is', { pool: p.metadata.name });
+    });
+    this.nodes.on('add', () => this.enqueueAll());
+    this.nodes.on('update', () => this.enqueueAll());
+  }
+
+  async start(): Promise<void> {
+    await Promise.all([this.nodes.start(), this.pools.start()]);
+    this.enqueueAll();
+    this.timer = setInterval(() => this.enqueueAll(true), this.opts.resyncMs);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    await Promise.all([this.pools.stop(), this.nodes.stop()]);
+    await this.working;
+  }
+
+  /** Resolves when the queue is empty and nothing runs (tests, and the first start of --pool-from-cluster). */
+  async idle(): Promise<void> {
+    while (this.working) await this.working;
+  }
+
+  get(name: string): VolumePool | undefined {
+    return this.pools.get(name);
+  }
+
+  /** Resolves at the next reconcile of any pool (or of the queue becoming idle). */
+  nextReconcile(): Promise<void> {
+    return new Promise((resolve) => this.waiters.add(resolve));
+  }
+
+  private labels(): Record<string, string> | undefined {
+    return this.nodes.get(this.opts.node)?.metadata?.labels ?? (this.nodes.get(this.opts.node) ? {} : undefined);
+  }
+
+  private poolChanged(pool: VolumePool): void {
+    const done = this.done.get(pool.metadata.name);
+    // Our own status writes come back as updates; only a new spec (or new node labels) is work.
+    if (done && done.generation === (pool.metadata.generation ?? 0) && done.labels === JSON.stringify(this.labels() ?? {})) return;
+    this.enqueue(pool.metadata.name);
+  }
+
+  private enqueueAll(resync = false): void {
+    for (const p of this.pools.list()) {
+      if (resync) this.done.delete(p.metadata.name);
+      this.poolChanged(p);
+    }
+  }
+
+  private enqueue(name: string): void {
+    this.queue.add(name);
+    this.working ??= this.drain().finally(() => {
+      this.working = null;
+      for (const w of this.waiters) w();
+      this.waiters.clear();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.size && !this.stopped) {
+      const name = this.queue.values().next().value as string;
+      this.queue.delete(name);
+      const pool = this.pools.get(name);
+      if (!pool) continue;
+      try {
+        await this.reconcile(pool);
+      } catch (e) {
+        log.error('VolumePool reconcile failed', { pool: name, error: errorMessage(e) });
+        // Tried again at the next change or resync.
+      }
+    }
+  }
+
+  private async reconcile(pool: VolumePool): Promise<void> {
+    const name = pool.metadata.name;
+    const generation = pool.metadata.generation ?? 0;
+    const labels = this.labels();
+    if (labels === undefined) return; // this node's object is not known yet
+    const ref = { apiVersion: `${GROUP}/${VERSION}`, kind: KIND, name, uid: pool.metadata.uid };
+    this.done.set(name, { generation, labels: JSON.stringify(labels) });
+    if (!selects(pool.spec?.nodeSelector, labels)) {
+      // Unselected: the entry goes, the pool on the disks stays (never destroyed by a label).
+      if ((await writeNodeStatus(this.kube, name, this.opts.node, generation, null)) === 'written') {
+        await this.events.record(ref, 'Normal', 'NodeUnselected', `node ${this.opts.node} no longer matches spec.nodeSelector; its pool is left as it is`);
+      }
+      return;
+    }
+    let settings: PoolSettings | null = null;
+    let result: ReconcileResult;
+    try {
+      settings = poolSettings(pool);
+      result = settings.backend === 'lvm' ? await reconcileLvmPool(this.opts.lvm, settings) : await reconcileFilePool(settings);
+    } catch (e) {
+      if (!(e instanceof PoolSpecError)) throw e;
+      result = { observed: { phase: 'Failed', devices: [], sizeBytes: 0, freeBytes: 0, volumes: 0, snapshots: 0, lastError: e.message }, events: [{ type: 'Warning', reason: 'InvalidSpec', message: e.message }] };
+    }
+    const outcome = await writeNodeStatus(this.kube, name, this.opts.node, generation, result.observed);
+    log.info('VolumePool reconciled', { pool: name, node: this.opts.node, phase: result.observed.phase, status: outcome, events: result.events.map((e) => e.reason) });
+    for (const ev of result.events) await this.events.record(ref, ev.type, ev.reason, `${this.opts.node}: ${ev.message}`);
+    this.opts.onReconciled?.(name, settings, result.observed);
+  }
+}

@@ -1,0 +1,138 @@
+import { mkdir, statfs } from 'node:fs/promises';
+import { errorMessage } from '../errors.js';
+import { FilePool } from '../pool/file/file-pool.js';
+import type { LvmCli } from '../pool/lvm/lvm-cli.js';
+import { ensureThinPool, extendPool, initPool, inspectDevices, poolStatus, thinSizeArgs } from '../pool/lvm/pool-admin.js';
+import { expandDeviceGlob, hasWildcard } from './device-glob.js';
+import type { DeviceStatus, NodePoolStatus, PoolSettings, ThinSize } from './volume-pool.js';
+
+/**
+ * One pass of "make this node's pool what the VolumePool says": build it, add devices, create or
+ * grow the thin pool, then read back what is there. Only ever adds: a device gone from the spec
+ * stays in the pool (Retained), a device that is not safe to take is left alone (Invalid), and
+ * nothing is wiped unless the spec says wipe. The caller (the node agent) writes the result into
+ * the VolumePool's status and turns the notes into Events.
+ */
+export interface PoolEvent {
+  type: 'Normal' | 'Warning';
+  reason: string;
+  message: string;
+}
+
+export type ObservedPool = Omit<NodePoolStatus, 'node' | 'observedGeneration' | 'conditions' | 'lastUpdateTime'>;
+
+export interface ReconcileResult {
+  observed: ObservedPool;
+  events: PoolEvent[];
+}
+
+const thinSizeText = (s: ThinSize) => ('percent' in s ? `${s.percent}%` : `${s.bytes}b`);
+
+export async function reconcileLvmPool(lvm: LvmCli, settings: PoolSettings): Promise<ReconcileResult> {
+  const events: PoolEvent[] = [];
+  const note = (type: PoolEvent['type'], reason: string, message: string) => events.push({ type, reason, message });
+  const vg = settings.volumeGroup;
+  const devices: DeviceStatus[] = [];
+
+  // Globs are expanded first; each match is judged on its own.
+  const candidates: Array<{ spec: string; path: string }> = [];
+  for (const spec of settings.devices) {
+    const matches = await expandDeviceGlob(spec);
+    if (hasWildcard(spec) && matches.length === 0) devices.push({ path: spec, health: 'Unmatched', message: 'no device matches this pattern (yet)' });
+    for (const m of matches) candidates.push({ spec, path: m });
+  }
+  const existing = await lvm.vg(vg);
+  const inspection = await inspectDevices(lvm, candidates.map((c) => c.path), { wipe: settings.wipe, allowPvOf: vg });
+  for (const p of inspection.problems) {
+    const spec = candidates.find((c) => c.path === p.device)?.spec ?? p.device;
+    devices.push({ path: spec, device: spec === p.device ? undefined : p.device, health: 'Invalid', message: p.reason });
+    note('Warning', 'DeviceInvalid', `${p.device}: ${p.reason}; left untouched`);
+  }
+
+  let lastError: string | undefined;
+  const usable = inspection.usable.map((u) => u.path);
+  try {
+    if (!existing) {
+      if (usable.length === 0) throw new Error(`no usable device for VG ${vg}${settings.devices.length ? '' : ': spec.devices is empty'}`);
+      const said = await initPool(lvm, { vg, devices: usable, thinPool: settings.thinPool?.name, thinSize: settings.thinPool ? thinSizeText(settings.thinPool.size) : '90%', wipe: settings.wipe });
+      note('Normal', 'PoolCreated', said);
+    } else {
+      const inVg = (await lvm.pvs()).filter((p) => p.vg_name === vg).map((p) => p.pv_name);
+      const fresh = usable.filter((d) => !inVg.includes(d));
+      if (fresh.length) note('Normal', 'PoolExtended', await extendPool(lvm, { vg, devices: fresh, wipe: settings.wipe, growThinPool: false }));
+      if (settings.thinPool) {
+        const made = !(await lvm.lv(vg, settings.thinPool.name));
+        await ensureThinPool(lvm, { vg, thinPool: settings.thinPool.name, thinSize: thinSizeText(settings.thinPool.size) });
+        if (made) note('Normal', 'ThinPoolCreated', `thin pool ${vg}/${settings.thinPool.name} created (${thinSizeText(settings.thinPool.size)})`);
+      }
+    }
+    if (settings.thinPool) {
+      const grown = await growThinPool(lvm, vg, settings.thinPool.name, settings.thinPool.size).catch((e: unknown) => {
+        note('Warning', 'ThinPoolGrowFailed', errorMessage(e));
+        return null;
+      });
+      if (grown) note('Normal', 'ThinPoolExtended', grown);
+    }
+  } catch (e) {
+    lastError = errorMessage(e);
+    note('Warning', 'ReconcileFailed', lastError);
+  }
+
+  if (!(await lvm.vg(vg))) {
+    for (const c of candidates.filter((c) => usable.includes(c.path))) devices.push({ path: c.spec, device: c.spec === c.path ? undefined : c.path, health: 'Invalid', message: lastError ?? 'not in the pool' });
+    return { observed: { phase: 'Failed', devices, sizeBytes: 0, freeBytes: 0, volumes: 0, snapshots: 0, lastError }, events };
+  }
+  const st = await poolStatus(lvm, vg);
+  for (const pv of st.devices) {
+    const c = candidates.find((x) => x.path === pv.name);
+    const health = pv.missing ? 'Missing' : c ? 'Healthy' : 'Retained';
+    const message = pv.missing ? 'the device is gone from this node; the pool is degraded' : c ? undefined : 'in the pool but no longer in spec.devices; pools are never shrunk (pvmove + vgreduce by hand)';
+    devices.push({ path: c?.spec ?? pv.name, device: c && c.spec !== pv.name ? pv.name : undefined, sizeBytes: pv.sizeBytes, health, ...(message ? { message } : {}) });
+    if (pv.missing) note('Warning', 'DeviceMissing', `${pv.name}: ${message}`);
+  }
+  const thin = settings.thinPool ? st.thinPools.find((t) => t.name === settings.thinPool?.name) : undefined;
+  const degraded = lastError !== undefined || devices.some((d) => d.health !== 'Healthy');
+  return {
+    observed: {
+      phase: degraded ? 'Degraded' : 'Ready',
+      devices,
+      sizeBytes: st.sizeBytes,
+      freeBytes: thin ? Math.round(thin.sizeBytes * (1 - thin.dataPercent / 100)) : st.freeBytes,
+      ...(thin ? { thinPool: thin } : {}),
+      volumes: st.volumes.length,
+      snapshots: st.snapshots,
+      ...(lastError ? { lastError } : {}),
+    },
+    events,
+  };
+}
+
+/** Grows the thin pool to what the spec asks of the (possibly larger) VG; never shrinks it. */
+async function growThinPool(lvm: LvmCli, vg: string, name: string, size: ThinSize): Promise<string | null> {
+  const [vgRow, lv] = await Promise.all([lvm.vg(vg), lvm.lv(vg, name)]);
+  if (!vgRow || !lv) return null;
+  const extent = Number(vgRow.vg_extent_size);
+  const want = 'percent' in size ? Math.floor((Number(vgRow.vg_extent_count) * size.percent) / 100) * extent : size.bytes;
+  const have = Number(lv.lv_size);
+  if (want - have < extent || Number(vgRow.vg_free_count) === 0) return null;
+  await lvm.exec('lvextend', ['-y', ...thinSizeArgs(thinSizeText(size)), `${vg}/${name}`]);
+  return `thin pool ${vg}/${name} grown to ${thinSizeText(size)} of the volume group`;
+}
+
+export async function reconcileFilePool(settings: PoolSettings): Promise<ReconcileResult> {
+  const events: PoolEvent[] = [];
+  try {
+    await mkdir(settings.directory, { recursive: true, mode: 0o700 });
+    const fs = await statfs(settings.directory);
+    const pool = await FilePool.open(settings.directory, settings.reserveBytes, { sweep: false });
+    const [volumes, snapshots] = await Promise.all([pool.listVolumes(), pool.listSnapshots()]);
+    return {
+      observed: { phase: 'Ready', devices: [], sizeBytes: fs.blocks * fs.bsize, freeBytes: fs.bavail * fs.bsize, volumes: volumes.length, snapshots: snapshots.length },
+      events,
+    };
+  } catch (e) {
+    const lastError = errorMessage(e);
+    events.push({ type: 'Warning', reason: 'ReconcileFailed', message: lastError });
+    return { observed: { phase: 'Failed', devices: [], sizeBytes: 0, freeBytes: 0, volumes: 0, snapshots: 0, lastError }, events };
+  }
+}
