@@ -156,9 +156,10 @@ export class PoolAgent {
       if (!(e instanceof PoolSpecError)) throw e;
       result = { observed: { phase: 'Failed', devices: [], sizeBytes: 0, freeBytes: 0, volumes: 0, snapshots: 0, lastError: e.message }, events: [{ type: 'Warning', reason: 'InvalidSpec', message: e.message }] };
     }
+    // Events first: whoever sees the new status can find the Events that explain it.
+    for (const ev of result.events) await this.events.record(ref, ev.type, ev.reason, `${this.opts.node}: ${ev.message}`);
     const outcome = await writeNodeStatus(this.kube, name, this.opts.node, generation, result.observed);
     log.info('VolumePool reconciled', { pool: name, node: this.opts.node, phase: result.observed.phase, status: outcome, events: result.events.map((e) => e.reason) });
-    for (const ev of result.events) await this.events.record(ref, ev.type, ev.reason, `${this.opts.node}: ${ev.message}`);
     this.opts.onReconciled?.(name, settings, result.observed);
   }
 }

@@ -168,6 +168,14 @@ export class FakeApiServer {
     return this.doUpdate(this.type(plural), namespace, name, current, false);
   }
 
+  /** Read-modify-write of the status subresource, as another node's agent would do. */
+  updateStatus(plural: string, name: string, change: (o: KObject) => void): KObject {
+    const current = this.get(plural, name);
+    if (!current) throw new Error(`${plural}/${name} not found`);
+    change(current);
+    return this.doUpdate(this.type(plural), undefined, name, current, true);
+  }
+
   delete(plural: string, name: string, namespace?: string): void {
     this.doDelete(this.type(plural), namespace, name);
   }
