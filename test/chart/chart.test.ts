@@ -8,7 +8,9 @@ import * as coreV1 from 'kubernetes-models/v1';
 import * as appsV1 from 'kubernetes-models/apps/v1';
 import * as rbacV1 from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import * as storageV1 from 'kubernetes-models/storage.k8s.io/v1';
+import * as apiextV1 from 'kubernetes-models/apiextensions.k8s.io/v1';
 import { BIN } from '../helpers/driver.js';
+import { typeFromCrd } from '../helpers/fake-apiserver.js';
 import { CHART, HELM, modelOf, render, unknownFields, type K8sObject } from '../helpers/manifests.js';
 
 const execFileP = promisify(execFile);
@@ -18,6 +20,7 @@ const MODELS: Record<string, Record<string, unknown>> = {
   'apps/v1': appsV1,
   'rbac.authorization.k8s.io/v1': rbacV1,
   'storage.k8s.io/v1': storageV1,
+  'apiextensions.k8s.io/v1': apiextV1,
   'monitoring.coreos.com/v1': promV1,
 };
 
@@ -83,6 +86,8 @@ const VARIANTS: Record<string, string[]> = {
     'hostNetwork=true', 'kubeletDir=/var/lib/k0s/kubelet', 'node.extraArgs[0]=--default-size=2Gi', 'node.nodeSelector.storage=yes', 'maxVolumesPerNode=20',
     'storageClasses.lvm[0].name=fast', 'storageClasses.lvm[0].default=true', 'storageClasses.lvm[0].parameters.type=thin', 'image.tag=0.1.0-dev',
   ],
+  'lvm from a VolumePool, orphans deleted after a day': ['backend=lvm', 'volumePool.name=fast', 'orphans.deleteAfter=24h'],
+  'file from a VolumePool': ['volumePool.name=files', 'orphans.checkInterval=0'],
   'libvirt with KubeVirt': ['backend=libvirt', 'kubevirt.enabled=true', 'controller.replicas=2', 'metrics.enabled=false', 'libvirt.diskCache=writeback'],
 };
 
@@ -168,6 +173,28 @@ describe('Helm chart', () => {
     assert.ok(ds.volumes.some((v) => v.hostPath?.path === '/var/lib/k0s/kubelet/plugins_registry'), 'kubeletDir is honoured');
   });
 
+  it('ships the VolumePool CRD: structural, admitted by the FAKE API server, with printer columns; the node role may use it', async () => {
+    for (const objects of Object.values(rendered)) assert.equal(byKind(objects, 'CustomResourceDefinition').length, 1);
+    const crd = byKind(rendered.lvm, 'CustomResourceDefinition')[0] as unknown as Parameters<typeof typeFromCrd>[0] & { spec: { versions: { additionalPrinterColumns: { name: string }[] }[] } };
+    const t = typeFromCrd(crd); // throws unless structural
+    assert.deepEqual([t.group, t.version, t.kind, t.namespaced, t.statusSubresource], ['vpool.dev', 'v1alpha1', 'VolumePool', false, true]);
+    assert.deepEqual(crd.spec.versions[0].additionalPrinterColumns.map((c) => c.name), ['Backend', 'Ready', 'Size', 'Free', 'Age']);
+    const rules = (objects: K8sObject[], role: string) => (byKind(objects, 'ClusterRole').find((r) => r.metadata.name === role)?.rules ?? []) as { resources: string[]; verbs: string[] }[];
+    const may = (objects: K8sObject[], role: string, resource: string, verb: string) => rules(objects, role).some((r) => r.resources.includes(resource) && r.verbs.includes(verb));
+    for (const v of ['lvm', 'file (defaults)']) {
+      assert.ok(may(rendered[v], 'vpool-csi-node', 'volumepools', 'watch') && may(rendered[v], 'vpool-csi-node', 'volumepools/status', 'update'), v);
+      assert.ok(!may(rendered[v], 'vpool-csi-node', 'volumepools', 'update'), `${v}: the node never edits a VolumePool's spec`);
+      assert.ok(!may(rendered[v], 'vpool-csi-node', 'volumesnapshotcontents', 'delete'), v);
+    }
+    assert.ok(!rules(rendered.libvirt, 'vpool-csi-controller').some((r) => r.resources.includes('volumepools')), 'libvirt has no VolumePools');
+    const args = (v: string) => pods(rendered[v]).find((p) => p.owner.kind === 'DaemonSet')!.spec.containers[0].args ?? [];
+    assert.ok(args('lvm from a VolumePool, orphans deleted after a day').includes('--pool-from-cluster=fast'));
+    assert.ok(args('lvm from a VolumePool, orphans deleted after a day').includes('--orphan-delete-after=24h'));
+    assert.ok(args('lvm').includes('--orphan-check-interval=10m') && !args('lvm').some((a) => a.startsWith('--orphan-delete-after')), 'report only by default');
+    const ds = pods(rendered['file from a VolumePool']).find((p) => p.owner.kind === 'DaemonSet')!.spec as unknown as { volumes: { hostPath?: { path: string } }[] };
+    assert.ok(ds.volumes.some((v) => v.hostPath?.path === '/var/lib/vpool-csi/pools'), 'file VolumePools\' directories are mounted');
+  });
+
   it('every flag the chart passes to the driver is one the binary knows', async () => {
     const { stdout } = await execFileP(BIN, ['serve', '--help']);
     for (const [name, objects] of Object.entries(rendered)) {
@@ -192,5 +219,7 @@ describe('Helm chart', () => {
     assert.match(await fails('nope=1'), /Additional property nope is not allowed/);
     assert.match(await fails('libvirt.diskCache=fast'), /libvirt.diskCache/);
     assert.match(await fails('node.extraArgs[0]=rm -rf'), /node.extraArgs.0/);
+    assert.match(await fails('orphans.deleteAfter=soon'), /orphans.deleteAfter/);
+    assert.match(await fails('volumePool.name=Bad_Name'), /volumePool.name/);
   });
 });

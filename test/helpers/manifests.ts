@@ -18,7 +18,7 @@ export interface K8sObject {
 
 /** `helm template` of the chart with these --set flags; resolves with the objects, or rejects with helm's error. */
 export async function render(sets: string[] = [], namespace = 'vpool-csi', valueFiles: string[] = []): Promise<K8sObject[]> {
-  const args = ['template', 'vpool-csi', CHART, '--namespace', namespace, ...valueFiles.flatMap((f) => ['-f', f]), ...sets.flatMap((s) => ['--set', s])];
+  const args = ['template', 'vpool-csi', CHART, '--include-crds', '--namespace', namespace, ...valueFiles.flatMap((f) => ['-f', f]), ...sets.flatMap((s) => ['--set', s])];
   const { stdout } = await execFileP(HELM, args, { maxBuffer: 32 * 1024 * 1024 });
   return parseObjects(stdout);
 }
@@ -62,7 +62,7 @@ export function unknownFields(value: unknown, type: string, at: string, out: str
 /** The client-node model name of a built-in kind (V1DaemonSet, V1ClusterRole, ...), or null for a custom resource. */
 export function modelOf(o: K8sObject): string | null {
   const [group, version] = o.apiVersion.includes('/') ? o.apiVersion.split('/') : ['', o.apiVersion];
-  const builtIn = ['', 'apps', 'rbac.authorization.k8s.io', 'storage.k8s.io', 'policy', 'coordination.k8s.io'];
+  const builtIn = ['', 'apps', 'rbac.authorization.k8s.io', 'storage.k8s.io', 'policy', 'coordination.k8s.io', 'apiextensions.k8s.io'];
   if (!builtIn.includes(group)) return null;
   const name = `${version.charAt(0).toUpperCase()}${version.slice(1)}${o.kind}`;
   return (k8s as unknown as Record<string, Model>)[name]?.getAttributeTypeMap ? name : null;
