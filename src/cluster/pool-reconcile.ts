@@ -78,16 +78,18 @@ export async function reconcileLvmPool(lvm: LvmCli, settings: PoolSettings): Pro
     note('Warning', 'ReconcileFailed', lastError);
   }
 
+  // What the spec named (a path, a glob) for each resolved device.
+  const specOf = new Map(inspection.usable.map((u) => [u.path, candidates.find((c) => c.path === u.device)?.spec ?? u.device]));
   if (!(await lvm.vg(vg))) {
-    for (const c of candidates.filter((c) => usable.includes(c.path))) devices.push({ path: c.spec, device: c.spec === c.path ? undefined : c.path, health: 'Invalid', message: lastError ?? 'not in the pool' });
+    for (const [dev, spec] of specOf) devices.push({ path: spec, device: dev, health: 'Invalid', message: lastError ?? 'not in the pool' });
     return { observed: { phase: 'Failed', devices, sizeBytes: 0, freeBytes: 0, volumes: 0, snapshots: 0, lastError }, events };
   }
   const st = await poolStatus(lvm, vg);
   for (const pv of st.devices) {
-    const c = candidates.find((x) => x.path === pv.name);
-    const health = pv.missing ? 'Missing' : c ? 'Healthy' : 'Retained';
-    const message = pv.missing ? 'the device is gone from this node; the pool is degraded' : c ? undefined : 'in the pool but no longer in spec.devices; pools are never shrunk (pvmove + vgreduce by hand)';
-    devices.push({ path: c?.spec ?? pv.name, device: c && c.spec !== pv.name ? pv.name : undefined, sizeBytes: pv.sizeBytes, health, ...(message ? { message } : {}) });
+    const spec = specOf.get(pv.name);
+    const health = pv.missing ? 'Missing' : spec ? 'Healthy' : 'Retained';
+    const message = pv.missing ? 'the device is gone from this node; the pool is degraded' : spec ? undefined : 'in the pool but no longer in spec.devices; pools are never shrunk (pvmove + vgreduce by hand)';
+    devices.push({ path: spec ?? pv.name, device: pv.name, sizeBytes: pv.sizeBytes, health, ...(message ? { message } : {}) });
     if (pv.missing) note('Warning', 'DeviceMissing', `${pv.name}: ${message}`);
   }
   const thin = settings.thinPool ? st.thinPools.find((t) => t.name === settings.thinPool?.name) : undefined;
