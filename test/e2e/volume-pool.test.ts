@@ -114,13 +114,33 @@ describe('VolumePool node agent: builds, extends and reports an lvm pool from th
     assert.equal((fake.get('volumepools', name) as unknown as VolumePool).status?.ready, '1/2', 'the summary counts both nodes');
   });
 
+  it('takes the device that carries a filesystem only once the spec says wipe: true', async () => {
+    const [a, b, c, withFs] = disks.devices;
+    fake.update('volumepools', name, (o) => void Object.assign(o.spec as object, { devices: [a, b, c, withFs], wipe: true }));
+    const e = await atGeneration(4);
+    assert.deepEqual(pvsOf(vg), [a, b, c, withFs].sort());
+    assert.equal(device(e, withFs)?.health, 'Healthy');
+    assert.equal(e.phase, 'Ready');
+    assert.equal(execFileSync('blkid', ['-o', 'value', '-s', 'TYPE', withFs], { encoding: 'utf8' }).trim(), 'LVM2_member');
+  });
+
+  it('a spec the schema lets through but the driver cannot use is reported as Failed, and touches nothing', async () => {
+    fake.create('volumepools', { apiVersion: 'vpool.dev/v1alpha1', kind: 'VolumePool', metadata: { name: `${name}-bad` }, spec: { backend: 'file', devices: [disks.devices[0]] } } as KObject);
+    const e = await eventually('Failed entry', () => (fake.get('volumepools', `${name}-bad`) as unknown as VolumePool | undefined)?.status?.nodes?.[0]);
+    assert.equal(e.phase, 'Failed');
+    assert.match(e.lastError ?? '', /spec.devices is for the lvm backend/);
+    assert.ok(fake.list('events', 'default').some((ev) => ev.reason === 'InvalidSpec' && (ev.involvedObject as { name: string }).name === `${name}-bad`));
+    assert.equal(pvsOf(vg).length, 4);
+    fake.delete('volumepools', `${name}-bad`);
+  });
+
   it('a node that stops matching the selector drops its entry and keeps its pool', async () => {
     fake.update('nodes', 'node-a', (o) => void (o.metadata.labels = {}));
     await eventually('entry removed', () => !entry());
-    assert.equal(pvsOf(vg).length, 3);
+    assert.equal(pvsOf(vg).length, 4);
     assert.equal(events('NodeUnselected').length, 1);
     fake.update('nodes', 'node-a', (o) => void (o.metadata.labels = { 'vpool.dev/pool': 'fast' }));
     const e = await eventually('entry back', () => entry());
-    assert.equal(e.devices.filter((d) => d.health === 'Healthy').length, 2);
+    assert.equal(e.devices.filter((d) => d.health === 'Healthy').length, 4);
   });
 });
