@@ -56,6 +56,7 @@ deploy: tools
 bench: build
 	node dist/bench/lifecycle.js
 	node dist/bench/lvm.js
+	node dist/bench/volume-pool.js
 
 # The lvm node path needs device-mapper: measured inside the QEMU VM (test/vm/vm-run.sh).
 bench-vm: build

@@ -30,7 +30,6 @@ export class PoolAgent {
   private readonly events: EventRecorder;
   private readonly queue = new Set<string>();
   private readonly done = new Map<string, { generation: number; labels: string }>();
-  private readonly waiters = new Set<() => void>();
   private working: Promise<void> | null = null;
   private timer?: NodeJS.Timeout;
   private stopped = false;
@@ -77,18 +76,8 @@ export class PoolAgent {
     await this.working;
   }
 
-  /** Resolves when the queue is empty and nothing runs (tests, and the first start of --pool-from-cluster). */
-  async idle(): Promise<void> {
-    while (this.working) await this.working;
-  }
-
   get(name: string): VolumePool | undefined {
     return this.pools.get(name);
-  }
-
-  /** Resolves at the next reconcile of any pool (or of the queue becoming idle). */
-  nextReconcile(): Promise<void> {
-    return new Promise((resolve) => this.waiters.add(resolve));
   }
 
   private labels(): Record<string, string> | undefined {
@@ -111,10 +100,15 @@ export class PoolAgent {
 
   private enqueue(name: string): void {
     this.queue.add(name);
-    this.working ??= this.drain().finally(() => {
+    this.kick();
+  }
+
+  private kick(): void {
+    if (this.working || this.stopped) return;
+    // A name queued while the drain was finishing is picked up by the next one.
+    this.working = this.drain().finally(() => {
       this.working = null;
-      for (const w of this.waiters) w();
-      this.waiters.clear();
+      if (this.queue.size) this.kick();
     });
   }
 
