@@ -52,14 +52,18 @@ describe('pool from the cluster, and orphan reconciliation', needsRoot(), () => 
     if (poolDir) await rm(path.dirname(poolDir), { recursive: true, force: true });
   });
 
-  it('serves the pool the VolumePool names and reports it in status', async () => {
+  it('serves the pool the VolumePool names, takes its edits while running, and reports it in status', async () => {
     for (const n of ['owned', 'orphan']) ids[n] = (await createVolume(d, `pvc-${n}`, 8 * MiB, mountCap())).volume_id;
     assert.equal((await readdir(path.join(poolDir, 'volumes'))).filter((f) => f.endsWith('.json')).length, 2, 'the volumes are in spec.directory, not in --pool-dir');
     ids.snapOwned = (await d.client.createSnapshot({ source_volume_id: ids.owned, name: 'snap-owned' })).snapshot?.snapshot_id ?? '';
     ids.snapOrphan = (await d.client.createSnapshot({ source_volume_id: ids.owned, name: 'snap-orphan' })).snapshot?.snapshot_id ?? '';
-    // The status was written when the pool was built (before any volume); a resync or a spec change refreshes it.
-    fake.update('volumepools', 'files', (o) => void ((o.spec as { reserve: string }).reserve = '1Mi'));
+    // An edit of the VolumePool reaches the running driver (reserve, at once) and refreshes the status.
+    const capacity = async () => Number((await d.client.getCapacity({})).available_capacity);
+    const before = await capacity();
+    fake.update('volumepools', 'files', (o) => void ((o.spec as { reserve: string }).reserve = '512Mi'));
     const e = await eventually('status', () => (fake.get('volumepools', 'files') as unknown as VolumePool).status?.nodes?.find((n) => n.node === 'test-node' && n.observedGeneration === 2));
+    for (let i = 0; i < 100 && before - (await capacity()) < 500 * MiB; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(Math.abs(before - (await capacity()) - 512 * MiB) < 32 * MiB, 'the new reserve applies without a restart');
     assert.equal(e.phase, 'Ready');
     assert.equal(e.volumes, 2);
     assert.equal(e.snapshots, 2);
