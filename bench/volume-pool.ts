@@ -11,6 +11,7 @@ import { PoolAgent } from '../src/cluster/pool-agent.js';
 import { reconcileLvmPool } from '../src/cluster/pool-reconcile.js';
 import { poolSettings, type VolumePool } from '../src/cluster/volume-pool.js';
 import { TOPOLOGY_KEY } from '../src/csi/context.js';
+import { idFor } from '../src/csi/ids.js';
 import { FilePool } from '../src/pool/file/file-pool.js';
 import { deviceMapperAvailable, LvmCli } from '../src/pool/lvm/lvm-cli.js';
 import type { KObject } from '../test/helpers/fake-apiserver.js';
@@ -73,7 +74,7 @@ async function main(): Promise<void> {
   const dir = await mkdtemp('/var/tmp/vpool-bench-orphans-');
   const pool = await FilePool.open(dir, 0, { sweep: false });
   for (let i = 0; i < ORPHAN_VOLUMES; i++) {
-    const v = await pool.createVolume({ id: `vol-${i}`, name: `pvc-${i}`, capacityBytes: 1024 * 1024, parameters: {} });
+    const v = await pool.createVolume({ id: idFor('vol', `pvc-${i}`), name: `pvc-${i}`, capacityBytes: 1024 * 1024, parameters: {} });
     if (i) fake.create('persistentvolumes', { metadata: { name: `pv-${i}` }, spec: { csi: { driver: 'vpool.csi.dev', volumeHandle: v.id }, nodeAffinity: { required: { nodeSelectorTerms: [{ matchExpressions: [{ key: TOPOLOGY_KEY, operator: 'In', values: ['bench'] }] }] } } } });
   }
   const o = { check: [] as number[], list: [] as number[] };

@@ -1,8 +1,8 @@
 import { mkdir, statfs } from 'node:fs/promises';
 import { errorMessage } from '../errors.js';
 import { FilePool } from '../pool/file/file-pool.js';
-import type { LvmCli } from '../pool/lvm/lvm-cli.js';
-import { ensureThinPool, extendPool, initPool, inspectDevices, poolStatus, thinSizeArgs } from '../pool/lvm/pool-admin.js';
+import type { LvmCli, Row } from '../pool/lvm/lvm-cli.js';
+import { ensureThinPool, extendPool, initPool, inspectDevices, statusFromRows, thinSizeArgs } from '../pool/lvm/pool-admin.js';
 import { expandDeviceGlob, hasWildcard } from './device-glob.js';
 import type { DeviceStatus, NodePoolStatus, PoolSettings, ThinSize } from './volume-pool.js';
 
@@ -32,7 +32,11 @@ export async function reconcileLvmPool(lvm: LvmCli, settings: PoolSettings): Pro
   const events: PoolEvent[] = [];
   const note = (type: PoolEvent['type'], reason: string, message: string) => events.push({ type, reason, message });
   const vg = settings.volumeGroup;
+  const thinName = settings.thinPool?.name;
   const devices: DeviceStatus[] = [];
+  // One read of what is there; read again only if this pass changed something.
+  const read = () => Promise.all([lvm.vg(vg), lvm.pvs(), lvm.lvs(vg).catch(() => [] as Row[])]);
+  let [vgRow, pvs, lvs] = await read();
 
   // Globs are expanded first; each match is judged on its own.
   const candidates: Array<{ spec: string; path: string }> = [];
@@ -41,8 +45,7 @@ export async function reconcileLvmPool(lvm: LvmCli, settings: PoolSettings): Pro
     if (hasWildcard(spec) && matches.length === 0) devices.push({ path: spec, health: 'Unmatched', message: 'no device matches this pattern (yet)' });
     for (const m of matches) candidates.push({ spec, path: m });
   }
-  const existing = await lvm.vg(vg);
-  const inspection = await inspectDevices(lvm, candidates.map((c) => c.path), { wipe: settings.wipe, allowPvOf: vg });
+  const inspection = await inspectDevices(lvm, candidates.map((c) => c.path), { wipe: settings.wipe, allowPvOf: vg, pvs });
   for (const p of inspection.problems) {
     const spec = candidates.find((c) => c.path === p.device)?.spec ?? p.device;
     devices.push({ path: spec, device: spec === p.device ? undefined : p.device, health: 'Invalid', message: p.reason });
@@ -50,41 +53,44 @@ export async function reconcileLvmPool(lvm: LvmCli, settings: PoolSettings): Pro
   }
 
   let lastError: string | undefined;
+  const changesBefore = events.length;
   const usable = inspection.usable.map((u) => u.path);
   try {
-    if (!existing) {
+    if (!vgRow) {
       if (usable.length === 0) throw new Error(`no usable device for VG ${vg}${settings.devices.length ? '' : ': spec.devices is empty'}`);
-      const said = await initPool(lvm, { vg, devices: usable, thinPool: settings.thinPool?.name, thinSize: settings.thinPool ? thinSizeText(settings.thinPool.size) : '90%', wipe: settings.wipe });
+      const said = await initPool(lvm, { vg, devices: usable, thinPool: thinName, thinSize: settings.thinPool ? thinSizeText(settings.thinPool.size) : '90%', wipe: settings.wipe });
       note('Normal', 'PoolCreated', said);
     } else {
-      const inVg = (await lvm.pvs()).filter((p) => p.vg_name === vg).map((p) => p.pv_name);
+      const inVg = pvs.filter((p) => p.vg_name === vg).map((p) => p.pv_name);
       const fresh = usable.filter((d) => !inVg.includes(d));
       if (fresh.length) note('Normal', 'PoolExtended', await extendPool(lvm, { vg, devices: fresh, wipe: settings.wipe, growThinPool: false }));
-      if (settings.thinPool) {
-        const made = !(await lvm.lv(vg, settings.thinPool.name));
-        await ensureThinPool(lvm, { vg, thinPool: settings.thinPool.name, thinSize: thinSizeText(settings.thinPool.size) });
-        if (made) note('Normal', 'ThinPoolCreated', `thin pool ${vg}/${settings.thinPool.name} created (${thinSizeText(settings.thinPool.size)})`);
+      if (settings.thinPool && !lvs.some((l) => l.lv_name === thinName)) {
+        await ensureThinPool(lvm, { vg, thinPool: thinName, thinSize: thinSizeText(settings.thinPool.size) });
+        note('Normal', 'ThinPoolCreated', `thin pool ${vg}/${thinName} created (${thinSizeText(settings.thinPool.size)})`);
       }
     }
-    if (settings.thinPool) {
-      const grown = await growThinPool(lvm, vg, settings.thinPool.name, settings.thinPool.size).catch((e: unknown) => {
-        note('Warning', 'ThinPoolGrowFailed', errorMessage(e));
-        return null;
-      });
-      if (grown) note('Normal', 'ThinPoolExtended', grown);
+    if (events.length > changesBefore) [vgRow, pvs, lvs] = await read();
+    if (settings.thinPool && vgRow) {
+      const thin = lvs.find((l) => l.lv_name === thinName);
+      const grown = thin ? await growThinPool(lvm, vgRow, thin, settings.thinPool.size).catch((e: unknown) => void note('Warning', 'ThinPoolGrowFailed', errorMessage(e))) : undefined;
+      if (grown) {
+        note('Normal', 'ThinPoolExtended', grown);
+        [vgRow, pvs, lvs] = await read();
+      }
     }
   } catch (e) {
     lastError = errorMessage(e);
     note('Warning', 'ReconcileFailed', lastError);
+    [vgRow, pvs, lvs] = await read();
   }
 
   // What the spec named (a path, a glob) for each resolved device.
   const specOf = new Map(inspection.usable.map((u) => [u.path, candidates.find((c) => c.path === u.device)?.spec ?? u.device]));
-  if (!(await lvm.vg(vg))) {
+  if (!vgRow) {
     for (const [dev, spec] of specOf) devices.push({ path: spec, device: dev, health: 'Invalid', message: lastError ?? 'not in the pool' });
     return { observed: { phase: 'Failed', devices, sizeBytes: 0, freeBytes: 0, volumes: 0, snapshots: 0, lastError }, events };
   }
-  const st = await poolStatus(lvm, vg);
+  const st = statusFromRows(vgRow, pvs, lvs);
   for (const pv of st.devices) {
     const spec = specOf.get(pv.name);
     const health = pv.missing ? 'Missing' : spec ? 'Healthy' : 'Retained';
@@ -92,7 +98,7 @@ export async function reconcileLvmPool(lvm: LvmCli, settings: PoolSettings): Pro
     devices.push({ path: spec ?? pv.name, device: pv.name, sizeBytes: pv.sizeBytes, health, ...(message ? { message } : {}) });
     if (pv.missing) note('Warning', 'DeviceMissing', `${pv.name}: ${message}`);
   }
-  const thin = settings.thinPool ? st.thinPools.find((t) => t.name === settings.thinPool?.name) : undefined;
+  const thin = thinName ? st.thinPools.find((t) => t.name === thinName) : undefined;
   const degraded = lastError !== undefined || devices.some((d) => d.health !== 'Healthy');
   return {
     observed: {
@@ -110,15 +116,13 @@ export async function reconcileLvmPool(lvm: LvmCli, settings: PoolSettings): Pro
 }
 
 /** Grows the thin pool to what the spec asks of the (possibly larger) VG; never shrinks it. */
-async function growThinPool(lvm: LvmCli, vg: string, name: string, size: ThinSize): Promise<string | null> {
-  const [vgRow, lv] = await Promise.all([lvm.vg(vg), lvm.lv(vg, name)]);
-  if (!vgRow || !lv) return null;
+async function growThinPool(lvm: LvmCli, vgRow: Row, lv: Row, size: ThinSize): Promise<string | null> {
   const extent = Number(vgRow.vg_extent_size);
   const want = 'percent' in size ? Math.floor((Number(vgRow.vg_extent_count) * size.percent) / 100) * extent : size.bytes;
   const have = Number(lv.lv_size);
   if (want - have < extent || Number(vgRow.vg_free_count) === 0) return null;
-  await lvm.exec('lvextend', ['-y', ...thinSizeArgs(thinSizeText(size)), `${vg}/${name}`]);
-  return `thin pool ${vg}/${name} grown to ${thinSizeText(size)} of the volume group`;
+  await lvm.exec('lvextend', ['-y', ...thinSizeArgs(thinSizeText(size)), `${vgRow.vg_name}/${lv.lv_name}`]);
+  return `thin pool ${vgRow.vg_name}/${lv.lv_name} grown to ${thinSizeText(size)} of the volume group`;
 }
 
 export async function reconcileFilePool(settings: PoolSettings): Promise<ReconcileResult> {

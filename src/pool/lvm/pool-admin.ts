@@ -6,7 +6,7 @@ import { parseQuantity } from '../../units.js';
 import { deviceNumber } from '../../node/devices.js';
 import { probeSignature } from '../../node/filesystem.js';
 import { readMounts } from '../../node/mounts.js';
-import { tagsOf, tagValue, type LvmCli } from './lvm-cli.js';
+import { tagsOf, tagValue, type LvmCli, type Row } from './lvm-cli.js';
 import { isSnapshotRow, isVolumeRow, POOL_TAG, THIN_POOL_TAG } from './tags.js';
 
 /** Building, growing, inspecting and removing the pool itself: devices → PVs → a tagged VG (→ a thin pool). */
@@ -45,12 +45,12 @@ export interface DeviceInspection {
  * operator did not offer. Nothing is changed; the reconciler uses the verdicts one by one, the CLI
  * refuses the whole list (checkDevices).
  */
-export async function inspectDevices(lvm: LvmCli, devices: readonly string[], opts: { wipe: boolean; allowPvOf?: string }): Promise<DeviceInspection> {
+export async function inspectDevices(lvm: LvmCli, devices: readonly string[], opts: { wipe: boolean; allowPvOf?: string; pvs?: Row[] }): Promise<DeviceInspection> {
   const usable: DeviceInspection['usable'] = [];
   const problems: DeviceProblem[] = [];
   const mounts = await readMounts();
   const swaps = readFileSync('/proc/swaps', 'utf8').split('\n').slice(1).map((l) => l.split(/\s+/)[0]).filter(Boolean);
-  const pvs = await lvm.pvs();
+  const pvs = opts.pvs ?? (await lvm.pvs());
   const problem = (device: string, reason: string) => problems.push({ device, reason });
   for (const dev of devices) {
     if (!dev.startsWith('/') || dev.includes('..') || dev.includes('\0')) {
@@ -226,8 +226,13 @@ export interface PoolStatus {
 }
 
 export async function poolStatus(lvm: LvmCli, vg: string): Promise<PoolStatus> {
-  const row = await requirePool(lvm, vg);
-  const [pvs, lvs] = await Promise.all([lvm.pvs(), lvm.lvs(vg)]);
+  const [row, pvs, lvs] = await Promise.all([requirePool(lvm, vg), lvm.pvs(), lvm.lvs(vg)]);
+  return statusFromRows(row, pvs, lvs);
+}
+
+/** The status of a pool from its vgs row and the pvs and lvs rows (read once by the caller). */
+export function statusFromRows(row: Row, pvs: Row[], lvs: Row[]): PoolStatus {
+  const vg = row.vg_name;
   return {
     vg,
     sizeBytes: Number(row.vg_size),
