@@ -53,23 +53,28 @@ export async function reconcileLvmPool(lvm: LvmCli, settings: PoolSettings): Pro
   }
 
   let lastError: string | undefined;
-  const changesBefore = events.length;
+  let changed = false;
   const usable = inspection.usable.map((u) => u.path);
   try {
     if (!vgRow) {
       if (usable.length === 0) throw new Error(`no usable device for VG ${vg}${settings.devices.length ? '' : ': spec.devices is empty'}`);
       const said = await initPool(lvm, { vg, devices: usable, thinPool: thinName, thinSize: settings.thinPool ? thinSizeText(settings.thinPool.size) : '90%', wipe: settings.wipe });
       note('Normal', 'PoolCreated', said);
+      changed = true;
     } else {
       const inVg = pvs.filter((p) => p.vg_name === vg).map((p) => p.pv_name);
       const fresh = usable.filter((d) => !inVg.includes(d));
-      if (fresh.length) note('Normal', 'PoolExtended', await extendPool(lvm, { vg, devices: fresh, wipe: settings.wipe, growThinPool: false }));
+      if (fresh.length) {
+        note('Normal', 'PoolExtended', await extendPool(lvm, { vg, devices: fresh, wipe: settings.wipe, growThinPool: false }));
+        changed = true;
+      }
       if (settings.thinPool && !lvs.some((l) => l.lv_name === thinName)) {
         await ensureThinPool(lvm, { vg, thinPool: thinName, thinSize: thinSizeText(settings.thinPool.size) });
         note('Normal', 'ThinPoolCreated', `thin pool ${vg}/${thinName} created (${thinSizeText(settings.thinPool.size)})`);
+        changed = true;
       }
     }
-    if (events.length > changesBefore) [vgRow, pvs, lvs] = await read();
+    if (changed) [vgRow, pvs, lvs] = await read();
     if (settings.thinPool && vgRow) {
       const thin = lvs.find((l) => l.lv_name === thinName);
       const grown = thin ? await growThinPool(lvm, vgRow, thin, settings.thinPool.size).catch((e: unknown) => void note('Warning', 'ThinPoolGrowFailed', errorMessage(e))) : undefined;
