@@ -8,7 +8,8 @@ import { log } from '../log.js';
 import { extFilesystemBytes, growExtOffline, makeFilesystem, probeSignature } from '../node/filesystem.js';
 import { bindMount, mountFilesystem, readMounts, unmount } from '../node/mounts.js';
 import { blockDeviceSize } from '../node/loop.js';
-import { blockMarker, stateAt, usesOf, type PathState } from '../node/staging.js';
+import { deviceUsers } from '../node/in-use.js';
+import { blockMarker, stateAt, type PathState } from '../node/staging.js';
 import type { VolumeRecord } from '../pool/backend.js';
 import { DEFAULT_FS, isFsType, parseCapability, type Capability, type FsType } from './capabilities.js';
 import { volumeLock, type DriverContext } from './context.js';
@@ -120,7 +121,7 @@ export async function nodeUnstageVolume(ctx: DriverContext, req: NodeUnstageVolu
   if (!id) throw notFound(`volume ${req.volume_id} does not exist`);
   return ctx.locks.with([volumeLock(id)], async () => {
     const devices = (await ctx.attacher.devices(id)).map((a) => a.device);
-    let mounts = await readMounts();
+    const mounts = await readMounts();
     const marker = blockMarker(staging);
     const atMarker = await stateAt(mounts, marker, devices);
     const atStaging = await stateAt(mounts, staging, devices);
@@ -130,9 +131,9 @@ export async function nodeUnstageVolume(ctx: DriverContext, req: NodeUnstageVolu
     await rm(marker, { force: true });
     if (atStaging.kind === 'filesystem') await unmount(staging);
     if (devices.length === 0) return {};
-    mounts = await readMounts();
-    const stillUsed = await usesOf(mounts, devices, []);
-    if (stillUsed.length) throw failedPrecondition(`volume ${id} is still published at ${stillUsed.join(', ')}; unpublish it first`);
+    // Detaching a device that is still used anywhere on the node (a publish left behind, another mount namespace) would pull it from under its user.
+    const stillUsed = await deviceUsers(devices);
+    if (stillUsed.length) throw failedPrecondition(`volume ${id} is still in use: ${stillUsed.join('; ')}; unpublish it first`);
     await ctx.attacher.detach(id);
     return {};
   });

@@ -1,10 +1,25 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { errno } from '../errors.js';
 import { run } from '../exec.js';
+import { majorMinor } from './devices.js';
 
-/** Loop devices, read from sysfs in-process: no `losetup -J` subprocess on every lookup. */
+/**
+ * A file's identity in every mount namespace: the device it lives on and its inode. A path is not
+ * one: the kernel prints a loop device's backing file as the attaching process saw it, so after a
+ * node-plugin restart (a new container, the pool at another path) the same file reads differently.
+ */
+export interface FileId {
+  /** "major:minor" of the filesystem holding the file. */
+  dev: string;
+  ino: string;
+}
+
+/** An attached loop device. */
 export interface LoopDevice {
   device: string;
+  /** The identity of the backing file (LOOP_GET_STATUS64's lo_device and lo_inode). */
+  backing: FileId;
+  /** The backing path as printed for the process that attached it; for people, never for matching. */
   backingFile: string;
   /** The backing file was unlinked while attached. */
   deleted: boolean;
@@ -24,25 +39,40 @@ function readSys(file: string): string | null {
   }
 }
 
-/** Attached loop devices, optionally only those backed by `file`. */
-export async function listLoopDevices(file?: string): Promise<LoopDevice[]> {
+/** The identity of a file or device node as this process sees it, or null when there is none at that path. */
+export function fileId(p: string): FileId | null {
+  const st = statSync(p, { bigint: true, throwIfNoEntry: false });
+  return st ? { dev: majorMinor(st.dev), ino: String(st.ino) } : null;
+}
+
+const sameFile = (a: FileId, b: FileId) => a.dev === b.dev && a.ino === b.ino;
+const unescapeRaw = (s: string) => s.replace(/\\x([0-9a-fA-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
+
+/**
+ * Attached loop devices. Their backing identity comes from the LOOP_GET_STATUS64 ioctl, which
+ * Node cannot make: losetup makes it (one call lists every device). sysfs alone says which
+ * devices are attached, so a node with none pays no subprocess.
+ */
+export async function listLoopDevices(): Promise<LoopDevice[]> {
+  if (!readdirSync(SYS).some((n) => n.startsWith('loop') && readSys(`${SYS}/${n}/loop/backing_file`) !== null)) return [];
+  // BACK-FILE last: it is the one column that may hold spaces (escaped as \x20 by --raw).
+  const { stdout } = await run('losetup', ['--list', '--raw', '--noheadings', '--output', 'NAME,BACK-MAJ:MIN,BACK-INO,RO,BACK-FILE']);
   const found: LoopDevice[] = [];
-  for (const name of readdirSync(SYS)) {
-    if (!name.startsWith('loop')) continue;
-    const raw = readSys(`${SYS}/${name}/loop/backing_file`);
-    if (raw === null) continue; // not attached
-    const backing = raw.replace(/\n$/, '');
-    const deleted = backing.endsWith(DELETED);
-    const backingFile = deleted ? backing.slice(0, -DELETED.length) : backing;
-    if (file !== undefined && backingFile !== file) continue;
-    const readOnly = readSys(`${SYS}/${name}/ro`)?.trim() === '1';
-    found.push({ device: `/dev/${name}`, backingFile, deleted, readOnly });
+  for (const line of stdout.split('\n')) {
+    // --raw separates columns by one space and escapes spaces inside a value (even BACK-MAJ:MIN's padding).
+    const [name, majMin, ino, ro, file] = line.split(' ').map((f) => unescapeRaw(f).trim());
+    if (!/^\/dev\/loop\d+$/.test(name ?? '') || !/^\d+:\d+$/.test(majMin ?? '') || !/^\d+$/.test(ino ?? '') || file === undefined) continue;
+    const deleted = file.endsWith(DELETED);
+    found.push({ device: name, backing: { dev: majMin, ino }, backingFile: deleted ? file.slice(0, -DELETED.length) : file, deleted, readOnly: ro === '1' });
   }
   return found.sort((a, b) => Number(a.readOnly) - Number(b.readOnly) || a.device.localeCompare(b.device, 'en', { numeric: true }));
 }
 
-export async function findLoopDevices(file: string): Promise<LoopDevice[]> {
-  return listLoopDevices(file);
+/** The loop devices reading this file or device node (the writable ones first), matched by identity. */
+export async function loopsBackedBy(p: string): Promise<LoopDevice[]> {
+  const id = fileId(p);
+  if (!id) return [];
+  return (await listLoopDevices()).filter((l) => sameFile(l.backing, id));
 }
 
 /** Attaches with direct I/O (no double caching of volume data in the host page cache). */
@@ -65,9 +95,7 @@ export async function refreshLoopSize(device: string): Promise<void> {
 export async function blockDeviceSize(device: string): Promise<number> {
   const st = statSync(device, { throwIfNoEntry: false });
   if (!st?.isBlockDevice()) throw new Error(`not a block device: ${device}`);
-  const major = Math.floor(st.rdev / 256) & 0xfff;
-  const minor = (st.rdev & 0xff) | (Math.floor(st.rdev / 2 ** 20) & 0xfff00);
-  const sectors = readSys(`/sys/dev/block/${major}:${minor}/size`);
-  if (sectors === null) throw new Error(`no sysfs entry for ${device} (${major}:${minor})`);
+  const sectors = readSys(`/sys/dev/block/${majorMinor(st.rdev)}/size`);
+  if (sectors === null) throw new Error(`no sysfs entry for ${device} (${majorMinor(st.rdev)})`);
   return Number(sectors.trim()) * 512;
 }

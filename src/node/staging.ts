@@ -42,18 +42,3 @@ export async function stateAt(mounts: readonly MountEntry[], p: string, devices:
   if (blockDevice) return { kind: 'block', device: blockDevice, readOnly: isReadOnly(m), mount: m };
   return { kind: 'foreign', mount: m };
 }
-
-/** Mount points (other than `except`) where any of `devices` is still in use. */
-export async function usesOf(mounts: readonly MountEntry[], devices: readonly string[], except: readonly string[]): Promise<string[]> {
-  const byNumber = await devicesByNumber(devices);
-  const out: string[] = [];
-  for (const m of mounts) {
-    if (except.includes(m.mountPoint)) continue;
-    if (byNumber.has(m.majorMinor)) out.push(m.mountPoint);
-    else if (m.root !== '/' && (m.fsType === 'devtmpfs' || m.fsType === 'tmpfs')) {
-      const n = await deviceNumber(m.mountPoint);
-      if (n && byNumber.has(n)) out.push(m.mountPoint);
-    }
-  }
-  return out;
-}

@@ -45,6 +45,8 @@ export interface DriverOptions {
   args?: string[];
   /** --node-id to pass; null leaves the driver to find its own (a VM's product UUID). */
   nodeId?: string | null;
+  /** Extra environment of the driver process. */
+  env?: Record<string, string>;
 }
 
 /** Starts the real binary on a real unix socket with its own pool and mount root. */
@@ -60,33 +62,7 @@ export async function startDriver(opts: DriverOptions = {}): Promise<Driver> {
   const endpoint = `unix://${socket}`;
   const nodeId = opts.nodeId === undefined ? 'test-node' : opts.nodeId;
   const args = ['serve', '--endpoint', endpoint, '--pool-dir', poolDir, '--allowed-root', mntDir, ...(nodeId === null ? [] : ['--node-id', nodeId]), ...(opts.args ?? [])];
-  const proc = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  const logs: string[] = [];
-  let buf = '';
-  proc.stderr?.on('data', (d: Buffer) => {
-    buf += d.toString();
-    const lines = buf.split('\n');
-    buf = lines.pop() ?? '';
-    logs.push(...lines);
-  });
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  const client = connectCsi(endpoint);
-  // Generous: under QEMU's TCG emulation node alone takes seconds to load the driver.
-  const deadline = Date.now() + 90_000;
-  for (;;) {
-    try {
-      await stat(socket);
-      await client.probe({});
-      break;
-    } catch {
-      if (proc.exitCode !== null || Date.now() > deadline) {
-        client.close();
-        if (proc.exitCode === null) proc.kill('SIGKILL');
-        throw new Error(`driver did not start (exit ${proc.exitCode}):\n${[...logs, buf].join('\n')}`);
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  const { proc, client, logs, exited } = await launchDriver(socket, args, { env: opts.env });
   const driver: Driver = {
     dir, poolDir, mntDir, socket, endpoint, client, proc, logs, exited,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
@@ -99,6 +75,48 @@ export async function startDriver(opts: DriverOptions = {}): Promise<Driver> {
     },
   };
   return driver;
+}
+
+export interface Launched {
+  proc: ChildProcess;
+  client: CsiClient;
+  logs: string[];
+  exited: Promise<number | null>;
+}
+
+/**
+ * Spawns the real binary with these arguments and waits until its socket answers Probe. `wrap` is a
+ * command that runs it (unshare ..., to start it in a mount namespace of its own).
+ */
+export async function launchDriver(socket: string, args: string[], opts: { env?: Record<string, string>; wrap?: string[] } = {}): Promise<Launched> {
+  const argv = [...(opts.wrap ?? []), BIN, ...args];
+  const proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...opts.env } });
+  const logs: string[] = [];
+  let buf = '';
+  proc.stderr?.on('data', (d: Buffer) => {
+    buf += d.toString();
+    const lines = buf.split('\n');
+    buf = lines.pop() ?? '';
+    logs.push(...lines);
+  });
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  const client = connectCsi(`unix://${socket}`);
+  // Generous: under QEMU's TCG emulation node alone takes seconds to load the driver.
+  const deadline = Date.now() + 90_000;
+  for (;;) {
+    try {
+      await stat(socket);
+      await client.probe({});
+      return { proc, client, logs, exited };
+    } catch {
+      if (proc.exitCode !== null || Date.now() > deadline) {
+        client.close();
+        if (proc.exitCode === null) proc.kill('SIGKILL');
+        throw new Error(`driver did not start (exit ${proc.exitCode}):\n${[...logs, buf].join('\n')}`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
 }
 
 /** What a test may leave behind: nothing. Loop devices on the pool, mounts under the test dir, images. */

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { blockCap, createVolume, mountCap, paths, stageAndPublish, unpublishAndUnstage } from '../helpers/csi.js';
 import { sha256, sumAt, writeAt } from '../helpers/data.js';
-import { BIN, finish, MiB, pattern, startDriver, type Driver } from '../helpers/driver.js';
+import { BIN, finish, launchDriver, MiB, pattern, startDriver, type Driver } from '../helpers/driver.js';
 import { httpBase, samples } from '../helpers/metrics.js';
 import { readMounts } from '../../src/node/mounts.js';
 
@@ -141,6 +141,50 @@ describe('lvm data path on real device-mapper', { timeout: 360_000 }, () => {
     assert.equal(await sumAt(cp.target, 0, MiB), sha256(pattern('interrupted', MiB)));
     await unpublishAndUnstage(d, id, cp);
     for (const v of [id, src.volume_id]) await d.client.deleteVolume({ volume_id: v });
+  });
+
+  // MODEL of a node-plugin restart (k8s-contracts.md): the old driver ran in a mount namespace of
+  // its own with the kubelet directory shared (Bidirectional); it is killed, and this driver, in
+  // another namespace, finds the LVs' mounts and device binds by device number (the kernel shows
+  // /dev/mapper/<vg>-<lv> or /dev/dm-N where the old one used /dev/<vg>/<lv>) and finishes the lifecycle.
+  it('restart into another mount namespace: delete refused while attached, then stats, unpublish, unstage, delete', async () => {
+    execFileSync('mount', ['--bind', d.mntDir, d.mntDir]);
+    execFileSync('mount', ['--make-shared', d.mntDir]);
+    try {
+      const socket = path.join(d.dir, 'old.sock');
+      const old = await launchDriver(socket, ['serve', '--endpoint', `unix://${socket}`, '--backend', 'lvm', '--vg', VG, '--allowed-root', d.mntDir, '--node-id', 'test-node'], {
+        wrap: ['unshare', '--mount', '--propagation', 'unchanged'],
+      });
+      const vols = [
+        { name: 'ns-fs', cap: mountCap('ext4'), id: '', p: await paths(d, 'ns-fs') },
+        { name: 'ns-block', cap: blockCap(), id: '', p: await paths(d, 'ns-block') },
+      ];
+      for (const v of vols) {
+        v.id = (await old.client.createVolume({ name: v.name, capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [v.cap], parameters: { type: 'thin' } })).volume!.volume_id;
+        await old.client.nodeStageVolume({ volume_id: v.id, staging_target_path: v.p.staging, volume_capability: v.cap });
+        await old.client.nodePublishVolume({ volume_id: v.id, staging_target_path: v.p.staging, target_path: v.p.target, volume_capability: v.cap });
+      }
+      await writeAt(path.join(vols[0].p.target, 'f'), 0, pattern('ns', MiB), 'w');
+      old.client.close();
+      old.proc.kill('SIGKILL');
+      await old.exited;
+
+      for (const v of vols) {
+        const err = await d.client.deleteVolume({ volume_id: v.id }).then(() => null, (e: Error) => e);
+        assert.match(String(err?.message), /open|in use/, `${v.name}: DeleteVolume refuses an attached volume`);
+        assert.ok(lvNames().includes(v.id), `${v.name}: the LV is still there`);
+        const stats = await d.client.nodeGetVolumeStats({ volume_id: v.id, volume_path: v.p.target });
+        assert.equal(stats.volume_condition?.abnormal, false);
+      }
+      assert.equal(await sumAt(path.join(vols[0].p.target, 'f'), 0, MiB), sha256(pattern('ns', MiB)));
+      for (const v of vols) {
+        await unpublishAndUnstage(d, v.id, v.p);
+        assert.equal(lvActive(v.id), false, `${v.name}: unstage deactivated the LV`);
+        await d.client.deleteVolume({ volume_id: v.id });
+      }
+    } finally {
+      execFileSync('umount', ['-l', d.mntDir]);
+    }
   });
 
   // Last: growing the thin pool takes all the VG's free space, which thick volumes need.

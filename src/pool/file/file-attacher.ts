@@ -1,15 +1,18 @@
 import { access, stat } from 'node:fs/promises';
 import type { AttachedDevice, Attacher } from '../backend.js';
 import { SourceMissingError } from '../errors.js';
-import { attachLoop, detachLoop, findLoopDevices, refreshLoopSize } from '../../node/loop.js';
+import { attachLoop, detachLoop, loopsBackedBy, refreshLoopSize } from '../../node/loop.js';
 import type { FilePool } from './file-pool.js';
 
-/** Attaches file-pool volumes as loop devices; the kernel's loop list is the only record of it. */
+/**
+ * Attaches file-pool volumes as loop devices; the kernel's loop list is the only record of it, and a
+ * volume's devices are found by its image's inode, whatever path attached them.
+ */
 export class FileAttacher implements Attacher {
   constructor(private readonly pool: FilePool) {}
 
   async devices(volumeId: string): Promise<AttachedDevice[]> {
-    return (await findLoopDevices(this.pool.volumeImage(volumeId))).map((l) => ({ device: l.device, readOnly: l.readOnly }));
+    return (await loopsBackedBy(this.pool.volumeImage(volumeId))).map((l) => ({ device: l.device, readOnly: l.readOnly }));
   }
 
   async attach(volumeId: string): Promise<string> {
@@ -22,7 +25,7 @@ export class FileAttacher implements Attacher {
   }
 
   async detach(volumeId: string, device?: string): Promise<void> {
-    for (const loop of await findLoopDevices(this.pool.volumeImage(volumeId))) {
+    for (const loop of await loopsBackedBy(this.pool.volumeImage(volumeId))) {
       if (!device || loop.device === device) await detachLoop(loop.device);
     }
   }
@@ -38,7 +41,7 @@ export class FileAttacher implements Attacher {
   }
 
   async deviceProblem(volumeId: string, device: string): Promise<string | null> {
-    const loops = await findLoopDevices(this.pool.volumeImage(volumeId));
+    const loops = await loopsBackedBy(this.pool.volumeImage(volumeId));
     const loop = loops.find((l) => l.device === device);
     if (!loop) return `${device} is no longer attached to the volume's backing file`;
     if (loop.deleted) return `the backing file of ${device} was deleted while attached`;

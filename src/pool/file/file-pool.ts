@@ -4,7 +4,7 @@ import path from 'node:path';
 import { errno } from '../../errors.js';
 import { run } from '../../exec.js';
 import { isId } from '../../csi/ids.js';
-import { findLoopDevices } from '../../node/loop.js';
+import { loopsBackedBy } from '../../node/loop.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, PoolBackend, PoolCapacity, PoolTuning, SnapshotRecord, VolumeRecord } from '../backend.js';
 import { syncDir, syncFile, writeFileAtomic, writeTempSynced } from './atomic.js';
 import { PoolSpaceError, SourceMissingError } from '../errors.js';
@@ -168,8 +168,9 @@ export class FilePool implements PoolBackend {
     return { abnormal: false, message: 'volume is healthy' };
   }
 
+  /** Attached on this node, by whatever path: a loop device reads the image's inode. */
   async volumeBusy(id: string): Promise<string | null> {
-    const loops = await findLoopDevices(this.volumeImage(id));
+    const loops = await loopsBackedBy(this.volumeImage(id));
     return loops.length ? `volume ${id} is still attached as ${loops.map((l) => l.device).join(', ')}; unstage it first` : null;
   }
 
@@ -255,7 +256,7 @@ export class FilePool implements PoolBackend {
         const id = f.slice(0, -4);
         if (!f.endsWith('.img') || !isId(kind, id) || names.has(`${id}.json`)) continue;
         const image = path.join(dir, f);
-        if ((await findLoopDevices(image)).length) continue;
+        if ((await loopsBackedBy(image)).length) continue;
         log.warn('removing an image a crash left without metadata', { image });
         await rm(image, { force: true });
       }

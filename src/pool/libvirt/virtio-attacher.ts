@@ -1,7 +1,7 @@
 import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { failedPrecondition, invalidArgument } from '../../errors.js';
-import { attachLoop, blockDeviceSize, detachLoop, findLoopDevices, refreshLoopSize } from '../../node/loop.js';
+import { attachLoop, blockDeviceSize, detachLoop, loopsBackedBy, refreshLoopSize } from '../../node/loop.js';
 import type { AttachedDevice, Attacher, NodeVolumes, VolumeRecord } from '../backend.js';
 import { SourceMissingError } from '../errors.js';
 import { SERIAL_RE, serialFor } from './names.js';
@@ -57,7 +57,7 @@ export class VirtioAttacher implements Attacher {
   async devices(volumeId: string): Promise<AttachedDevice[]> {
     const disk = await this.find(serialFor(volumeId));
     if (!disk) return [];
-    const views = await findLoopDevices(disk);
+    const views = await loopsBackedBy(disk);
     return [{ device: disk, readOnly: false }, ...views.map((l) => ({ device: l.device, readOnly: true }))];
   }
 
@@ -81,7 +81,7 @@ export class VirtioAttacher implements Attacher {
   async detach(volumeId: string, device?: string): Promise<void> {
     const disk = await this.find(serialFor(volumeId));
     if (!disk) return;
-    for (const loop of await findLoopDevices(disk)) if (!device || loop.device === device) await detachLoop(loop.device);
+    for (const loop of await loopsBackedBy(disk)) if (!device || loop.device === device) await detachLoop(loop.device);
   }
 
   /** Always asks blkid: a hot-plugged disk may hold anything. */
@@ -97,7 +97,7 @@ export class VirtioAttacher implements Attacher {
   async deviceProblem(volumeId: string, device: string): Promise<string | null> {
     const disk = await this.find(serialFor(volumeId));
     if (!disk) return `the disk with serial ${serialFor(volumeId)} is no longer attached`;
-    if (device.startsWith('/dev/loop') && !(await findLoopDevices(disk)).some((l) => l.device === device)) return `${device} no longer reads ${disk}`;
+    if (device.startsWith('/dev/loop') && !(await loopsBackedBy(disk)).some((l) => l.device === device)) return `${device} no longer reads ${disk}`;
     return null;
   }
 }

@@ -1,7 +1,7 @@
 import { realpath, stat } from 'node:fs/promises';
 import type { AttachedDevice, Attacher } from '../backend.js';
 import { SourceMissingError } from '../errors.js';
-import { attachLoop, detachLoop, findLoopDevices, refreshLoopSize } from '../../node/loop.js';
+import { attachLoop, detachLoop, loopsBackedBy, refreshLoopSize } from '../../node/loop.js';
 import type { LvmCli } from './lvm-cli.js';
 
 /**
@@ -28,7 +28,7 @@ export class LvmAttacher implements Attacher {
   async devices(volumeId: string): Promise<AttachedDevice[]> {
     const dm = await this.activeDevice(volumeId);
     if (!dm) return [];
-    const views = await findLoopDevices(dm);
+    const views = await loopsBackedBy(dm);
     return [{ device: this.node(volumeId), readOnly: false }, ...views.map((l) => ({ device: l.device, readOnly: true }))];
   }
 
@@ -51,7 +51,7 @@ export class LvmAttacher implements Attacher {
   async detach(volumeId: string, device?: string): Promise<void> {
     const dm = await this.activeDevice(volumeId);
     if (!dm) return;
-    for (const loop of await findLoopDevices(dm)) if (!device || loop.device === device) await detachLoop(loop.device);
+    for (const loop of await loopsBackedBy(dm)) if (!device || loop.device === device) await detachLoop(loop.device);
     if (!device || device === this.node(volumeId)) await this.lvm.exec('lvchange', ['-y', '-an', `${this.vg}/${volumeId}`]);
   }
 
@@ -67,7 +67,7 @@ export class LvmAttacher implements Attacher {
 
   async deviceProblem(volumeId: string, device: string): Promise<string | null> {
     if (!(await this.activeDevice(volumeId))) return `LV ${this.vg}/${volumeId} is not active`;
-    if (device.startsWith('/dev/loop') && !(await findLoopDevices(await realpath(this.node(volumeId)))).some((l) => l.device === device)) {
+    if (device.startsWith('/dev/loop') && !(await loopsBackedBy(await realpath(this.node(volumeId)))).some((l) => l.device === device)) {
       return `${device} no longer reads the LV`;
     }
     return null;

@@ -1,6 +1,7 @@
 import { invalidArgument, failedPrecondition } from '../../errors.js';
 import { CommandError } from '../../exec.js';
 import { log } from '../../log.js';
+import { deviceUsers } from '../../node/in-use.js';
 import { roundUp } from '../../units.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, PoolTuning, SnapshotRecord, VolumeRecord, ThinPoolUse } from '../backend.js';
 import { PoolSpaceError, SourceMissingError } from '../errors.js';
@@ -255,6 +256,11 @@ export class LvmPool implements PoolBackend {
     if (!row) return null;
     if (!isVolumeRow(row)) return `LV ${this.lvPath(id)} is not a vpool volume; the driver does not touch it`;
     if (row.lv_attr?.[5] === 'o') return `volume ${id} is open (staged or in use); unstage it first`;
+    // Active but not open: a raw block staging binds the device node without opening it.
+    if (row.lv_attr?.[4] && row.lv_attr[4] !== '-') {
+      const users = await deviceUsers([`/dev/${this.opts.vg}/${id}`]);
+      if (users.length) return `volume ${id} is in use: ${users.join('; ')}; unstage it first`;
+    }
     const cow = rows.filter((r) => r.origin === id && r.segtype !== 'thin' && isSnapshotRow(r)).map((r) => r.lv_name);
     if (cow.length) return `volume ${id} has copy-on-write snapshots (${cow.join(', ')}) that would be lost; delete them first`;
     return null;
