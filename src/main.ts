@@ -3,7 +3,9 @@ import { Command, Option } from 'commander';
 import { addClientCommands } from './cli/client.js';
 import { addPoolCommands } from './cli/pool.js';
 import { addReconcileCommand } from './cli/reconcile.js';
-import { packageVersion, serve } from './cli/serve.js';
+import { addCheckVolumeCommand } from './cli/check-volume.js';
+import { packageVersion } from './project.js';
+import type { ServeOptions } from './cli/serve.js';
 
 const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
 
@@ -24,7 +26,7 @@ program
   .option('--hypervisor <name>', 'libvirt backend: topology value of the hypervisor (controller default: its hostname; required on nodes)')
   .option('--disk-cache <mode>', 'libvirt backend: cache mode of hot-plugged disks (none, directsync, writeback, ...)', 'none')
   .option('--attach-timeout <seconds>', 'libvirt backend: how long a node waits for a hot-plugged disk, and the controller for a guest to release one', '60')
-  .addOption(new Option('--mode <mode>', 'which services to serve (identity: Identity alone, for external-resizer beside node-local pools)').choices(['all', 'controller', 'node', 'identity']).default('all'))
+  .addOption(new Option('--mode <mode>', 'which services to serve (resizer: only what external-resizer asks, beside file/lvm pools that grow on the node)').choices(['all', 'controller', 'node', 'resizer']).default('all'))
   .option('--socket-group <gid>', 'group of the CSI socket (0660), so that non-root sidecars in that group can use it')
   .option('--reserve <bytes>', 'free space the pool never hands out (e.g. 1Gi)', '0')
   .option('--default-size <bytes>', 'size of a volume created without a capacity range', '1Gi')
@@ -33,18 +35,22 @@ program
   .option('--metrics-address <host:port>', 'serve Prometheus metrics at http://<host:port>/metrics (e.g. :9808)')
   .option('--health-address <host:port>', 'serve /healthz (200 when the pool answers, 503 with the reason when not); may equal --metrics-address')
   .option('--kubeconfig <file>', 'the Kubernetes API for VolumePools and orphan checks (default: $KUBECONFIG, else the pod\'s service account)')
-  .option('--pool-from-cluster <volumepool>', 'lvm/file: build every VolumePool that selects this node, and serve this one with its settings instead of the pool flags')
+  .addOption(new Option('--volume-pools <when>', 'file/lvm node plugins: build and report every VolumePool that selects this node (auto: whenever the Kubernetes API is reachable and the CRD installed)').choices(['auto', 'off']).default('auto'))
+  .option('--pool-from-cluster <volumepool>', 'file/lvm: serve this VolumePool\'s pool with its settings instead of the pool flags (not ready until it is built here)')
   .option('--pool-resync <duration>', 'how often VolumePools are looked at again without a change (status, new disks matching a glob)', '5m')
   .option('--orphan-check-interval <duration>', 'compare the pool with the cluster\'s PVs and VolumeSnapshotContents this often and report orphans (0: never)', '0')
   .option('--orphan-delete-after <duration>', 'also delete orphans older than this (default: report only)')
   .option('--log-level <level>', 'error, warn, info or debug', 'info')
-  .action(async (opts: Parameters<typeof serve>[0]) => {
+  .action(async (opts: ServeOptions) => {
+    // Each command loads its own code: `--version` and `client` do not pay for the pools, the cluster client or metrics.
+    const { serve } = await import('./cli/serve.js');
     await serve({ ...opts, allowedRoot: opts.allowedRoot?.length ? opts.allowedRoot : ['/var/lib/kubelet'] });
   });
 
 addClientCommands(program);
 addPoolCommands(program);
 addReconcileCommand(program);
+addCheckVolumeCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`vpool-csi: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -20,7 +20,8 @@ export interface Metrics {
 /** Counts of the last orphan check by kind (volume, snapshot, missing_volume); undefined before the first. */
 export type OrphanCounts = () => Record<string, number> | undefined;
 
-export function createMetrics(backend: PoolBackend | undefined, orphans?: OrphanCounts): Metrics {
+/** `pool` gives the pool at each scrape (it may open after the metrics do: a VolumePool being built). */
+export function createMetrics(pool: () => PoolBackend | undefined, orphans?: OrphanCounts): Metrics {
   const register = new Registry();
   let poolRead: Promise<void> | null = null;
   collectDefaultMetrics({ register, prefix: 'vpool_csi_' });
@@ -46,8 +47,7 @@ export function createMetrics(backend: PoolBackend | undefined, orphans?: Orphan
   });
   onCommand((command, seconds, ok) => commandSeconds.observe({ command, result: ok ? 'ok' : 'error' }, seconds));
 
-  if (backend) {
-    const labels = { backend: backend.kind };
+  {
     // One read of the pool per scrape, shared by its gauges (prom-client asks each gauge in turn).
     const collect = () => (poolRead ??= readPool());
     const gauge = (name: string, help: string, labelNames: string[]) => new Gauge({ name, help, labelNames, registers: [register], collect });
@@ -58,6 +58,9 @@ export function createMetrics(backend: PoolBackend | undefined, orphans?: Orphan
     const thinData = gauge('vpool_csi_thin_pool_data_percent', 'thin pool data use', ['thin_pool']);
     const thinMeta = gauge('vpool_csi_thin_pool_metadata_percent', 'thin pool metadata use', ['thin_pool']);
     const readPool = async () => {
+      const backend = pool();
+      if (!backend) return;
+      const labels = { backend: backend.kind };
       try {
         const [cap, vols, thin] = await Promise.all([backend.capacity(), backend.listVolumes(), backend.thinPools?.() ?? []]);
         size.set(labels, cap.totalBytes);

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { connectCsi, isServiceError, type CsiClient } from '../csi/client.js';
+import type { CsiClient } from '../csi/client.js';
 import type { VolumeCapability } from '../../gen/csi/v1/VolumeCapability.js';
 import { parseQuantity } from '../units.js';
 import { printResult } from './output.js';
@@ -51,6 +51,8 @@ export function addClientCommands(program: Command): void {
     const cmd = configure(client.command(name).description(description));
     cmd.action(async (opts: O) => {
       const common = client.opts<Common>();
+      // gRPC is loaded by the command that uses it, not by every start of the binary.
+      const { connectCsi, isServiceError } = await import('../csi/client.js');
       const c = connectCsi(common.endpoint);
       try {
         printResult(await action(c, opts), common.output);

@@ -1,10 +1,12 @@
 import type { Command } from 'commander';
-import { deviceMapperAvailable, LvmCli } from '../pool/lvm/lvm-cli.js';
-import { destroyPool, extendPool, initPool, listPools, poolStatus, type PoolStatus } from '../pool/lvm/pool-admin.js';
+import type { LvmCli } from '../pool/lvm/lvm-cli.js';
+import type { PoolStatus } from '../pool/lvm/pool-admin.js';
 import { printResult } from './output.js';
 
-function cli(): LvmCli {
-  return new LvmCli({ activation: deviceMapperAvailable() });
+/** The lvm code, loaded by the pool commands only. */
+async function lvm(): Promise<{ cli: LvmCli; admin: typeof import('../pool/lvm/pool-admin.js') }> {
+  const [{ deviceMapperAvailable, LvmCli }, admin] = await Promise.all([import('../pool/lvm/lvm-cli.js'), import('../pool/lvm/pool-admin.js')]);
+  return { cli: new LvmCli({ activation: deviceMapperAvailable() }), admin };
 }
 
 const GiB = 1024 ** 3;
@@ -32,7 +34,8 @@ export function addPoolCommands(program: Command): void {
     .option('--wipe', 'erase existing signatures on the devices (destroys their data)')
     .argument('<device...>')
     .action(async (devices: string[], o: { vg: string; thinPool?: string; thinSize: string; wipe?: boolean }) => {
-      console.log(await initPool(cli(), { vg: o.vg, devices, thinPool: o.thinPool, thinSize: o.thinSize, wipe: !!o.wipe }));
+      const { cli, admin } = await lvm();
+      console.log(await admin.initPool(cli, { vg: o.vg, devices, thinPool: o.thinPool, thinSize: o.thinSize, wipe: !!o.wipe }));
     });
   pool
     .command('extend')
@@ -42,7 +45,8 @@ export function addPoolCommands(program: Command): void {
     .option('--wipe', 'erase existing signatures on the new devices')
     .argument('<device...>')
     .action(async (devices: string[], o: { vg: string; growThinPool?: boolean; wipe?: boolean }) => {
-      console.log(await extendPool(cli(), { vg: o.vg, devices, wipe: !!o.wipe, growThinPool: !!o.growThinPool }));
+      const { cli, admin } = await lvm();
+      console.log(await admin.extendPool(cli, { vg: o.vg, devices, wipe: !!o.wipe, growThinPool: !!o.growThinPool }));
     });
   pool
     .command('status')
@@ -50,9 +54,9 @@ export function addPoolCommands(program: Command): void {
     .option('--vg <name>', 'one pool (default: every vpool pool on this host)')
     .option('-o, --output <format>', 'json or table', 'json')
     .action(async (o: { vg?: string; output: 'json' | 'table' }) => {
-      const lvm = cli();
-      const vgs = o.vg ? [o.vg] : await listPools(lvm);
-      const all = await Promise.all(vgs.map((vg) => poolStatus(lvm, vg)));
+      const { cli, admin } = await lvm();
+      const vgs = o.vg ? [o.vg] : await admin.listPools(cli);
+      const all = await Promise.all(vgs.map((vg) => admin.poolStatus(cli, vg)));
       if (o.output === 'table') for (const s of all) printResult(statusTable(s), 'table');
       else printResult(o.vg ? all[0] : all, 'json');
     });
@@ -62,6 +66,7 @@ export function addPoolCommands(program: Command): void {
     .requiredOption('--vg <name>', 'volume group name')
     .option('--force', 'also destroy the volumes and snapshots it still holds')
     .action(async (o: { vg: string; force?: boolean }) => {
-      console.log(await destroyPool(cli(), { vg: o.vg, force: !!o.force }));
+      const { cli, admin } = await lvm();
+      console.log(await admin.destroyPool(cli, { vg: o.vg, force: !!o.force }));
     });
 }

@@ -1,13 +1,11 @@
 import { Option, type Command } from 'commander';
 import os from 'node:os';
-import { EventRecorder } from '../cluster/events.js';
-import { loadKube, type Kube } from '../cluster/kube.js';
-import { reconcileOrphans, type OrphanReport } from '../cluster/orphans.js';
-import { GROUP, PLURAL, poolSettings, VERSION, type VolumePool } from '../cluster/volume-pool.js';
+import type { Kube } from '../cluster/kube.js';
+import type { OrphanReport } from '../cluster/orphans.js';
+import type { VolumePool } from '../cluster/volume-pool.js';
 import { TOPOLOGY_KEY } from '../csi/context.js';
 import { parseDuration } from '../units.js';
 import { printResult } from './output.js';
-import { openBackend } from './serve.js';
 
 interface ReconcileFlags {
   dryRun?: boolean;
@@ -26,6 +24,7 @@ interface ReconcileFlags {
 /** The pool flags, or the ones a VolumePool holds. */
 async function poolFlags(f: ReconcileFlags, kube: Kube): Promise<{ backend: string; poolDir?: string; vg?: string }> {
   if (!f.poolFromCluster) return f;
+  const { GROUP, PLURAL, poolSettings, VERSION } = await import('../cluster/volume-pool.js');
   const pool = (await kube.custom.getClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, name: f.poolFromCluster })) as VolumePool;
   const s = poolSettings(pool);
   return { backend: s.backend, poolDir: s.directory, vg: s.volumeGroup };
@@ -59,6 +58,13 @@ export function addReconcileCommand(program: Command): void {
     .addOption(new Option('-o, --output <format>', 'json or table').choices(['json', 'table']).default('json'))
     .action(async (f: ReconcileFlags) => {
       const graceMs = parseDuration(f.gracePeriod);
+      // The cluster client is loaded by the commands that talk to the cluster only.
+      const [{ loadKube }, { reconcileOrphans }, { EventRecorder }, { openBackend }] = await Promise.all([
+        import('../cluster/kube.js'),
+        import('../cluster/orphans.js'),
+        import('../cluster/events.js'),
+        import('./backends.js'),
+      ]);
       const kube = loadKube(f.kubeconfig);
       const node = f.nodeId || os.hostname();
       const flags = await poolFlags(f, kube);

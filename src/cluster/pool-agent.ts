@@ -3,7 +3,9 @@ import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import type { LvmCli } from '../pool/lvm/lvm-cli.js';
 import { EventRecorder } from './events.js';
-import type { Kube } from './kube.js';
+import { statusOf, type Kube } from './kube.js';
+
+const CRD_RETRY_MS = 60_000;
 import { reconcileFilePool, reconcileLvmPool, type ObservedPool, type ReconcileResult } from './pool-reconcile.js';
 import { writeNodeStatus } from './pool-status.js';
 import { GROUP, KIND, PLURAL, poolSettings, PoolSpecError, selects, VERSION, type PoolSettings, type VolumePool } from './volume-pool.js';
@@ -13,6 +15,8 @@ export interface PoolAgentOptions {
   lvm: LvmCli;
   /** How often every selected pool is looked at again without a change in the cluster (free space, globs that match new disks). */
   resyncMs: number;
+  /** The VolumePool this node's driver serves: its entry gets a Served condition. */
+  served?: string;
   /** Told each time a pool was reconciled on this node. */
   onReconciled?: (name: string, settings: PoolSettings | null, observed: ObservedPool) => void;
 }
@@ -33,6 +37,10 @@ export class PoolAgent {
   private working: Promise<void> | null = null;
   private timer?: NodeJS.Timeout;
   private stopped = false;
+  /** The VolumePool list has been read: the CRD is installed and pools not in the cache do not exist. */
+  listed = false;
+  /** The API server answered 404 for VolumePools: the CRD is not installed (yet). */
+  crdMissing = false;
 
   constructor(
     private readonly kube: Kube,
@@ -40,13 +48,27 @@ export class PoolAgent {
   ) {
     this.events = new EventRecorder(kube, 'vpool-csi-node', opts.node);
     const watch = new Watch(kube.config);
-    this.pools = new ListWatch<VolumePool>(`/apis/${GROUP}/${VERSION}/${PLURAL}`, watch, () => kube.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL }) as Promise<KubernetesListObject<VolumePool>>, false);
+    const listPools = async () => {
+      const list = (await kube.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL })) as KubernetesListObject<VolumePool>;
+      if (this.crdMissing) log.info('the VolumePool CRD is installed now; building the VolumePools that select this node', { node: opts.node });
+      this.crdMissing = false;
+      this.listed = true;
+      return list;
+    };
+    this.pools = new ListWatch<VolumePool>(`/apis/${GROUP}/${VERSION}/${PLURAL}`, watch, listPools, false);
     const fieldSelector = `metadata.name=${opts.node}`;
     this.nodes = new ListWatch<V1Node>('/api/v1/nodes', watch, () => kube.core.listNode({ fieldSelector }), false, undefined, fieldSelector);
     for (const [informer, what] of [[this.pools, 'volumepools'], [this.nodes, 'nodes']] as const) {
       // An informer stops on any error but 410 Gone; it is started again after a pause.
       informer.on('error', (err: unknown) => {
         if (this.stopped) return;
+        // No CRD is a state, not a failure: said once, looked at again every minute (an install may add it).
+        if (what === 'volumepools' && statusOf(err) === 404) {
+          if (!this.crdMissing) log.info('the VolumePool CRD is not installed; no VolumePools are built (looking again every minute)', { node: opts.node });
+          this.crdMissing = true;
+          setTimeout(() => void (this.stopped ? undefined : informer.start()), CRD_RETRY_MS).unref();
+          return;
+        }
         log.warn('watch failed; starting it again in 5s', { resource: what, error: errorMessage(err) });
         setTimeout(() => void (this.stopped ? undefined : informer.start()), 5000).unref();
       });
@@ -78,6 +100,13 @@ export class PoolAgent {
 
   get(name: string): VolumePool | undefined {
     return this.pools.get(name);
+  }
+
+  /** Whether the pool selects this node; undefined while the pool or the node is not known. */
+  selectsNode(name: string): boolean | undefined {
+    const pool = this.pools.get(name);
+    const labels = this.labels();
+    return pool && labels ? selects(pool.spec?.nodeSelector, labels) : undefined;
   }
 
   private labels(): Record<string, string> | undefined {
@@ -152,7 +181,12 @@ export class PoolAgent {
     }
     // Events first: whoever sees the new status can find the Events that explain it.
     for (const ev of result.events) await this.events.record(ref, ev.type, ev.reason, `${this.opts.node}: ${ev.message}`);
-    const outcome = await writeNodeStatus(this.kube, name, this.opts.node, generation, result.observed);
+    const served = name === this.opts.served
+      ? [result.observed.phase === 'Failed'
+          ? { type: 'Served', status: 'False' as const, reason: 'PoolFailed', message: `the node plugin cannot serve volumes from this pool: ${result.observed.lastError ?? 'it failed'}` }
+          : { type: 'Served', status: 'True' as const, reason: 'Serving', message: 'the node plugin serves volumes from this pool' }]
+      : [];
+    const outcome = await writeNodeStatus(this.kube, name, this.opts.node, generation, result.observed, served);
     log.info('VolumePool reconciled', { pool: name, node: this.opts.node, phase: result.observed.phase, status: outcome, events: result.events.map((e) => e.reason) });
     this.opts.onReconciled?.(name, settings, result.observed);
   }

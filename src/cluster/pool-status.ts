@@ -15,7 +15,10 @@ const ATTEMPTS = 8;
 
 export type StatusOutcome = 'written' | 'unchanged' | 'gone';
 
-export async function writeNodeStatus(kube: Kube, name: string, node: string, generation: number, observed: ObservedPool | null): Promise<StatusOutcome> {
+/** A condition the caller adds to the node's entry (Served, from the driver that serves this pool). */
+export type ExtraCondition = Pick<PoolCondition, 'type' | 'status' | 'reason' | 'message'>;
+
+export async function writeNodeStatus(kube: Kube, name: string, node: string, generation: number, observed: ObservedPool | null, extra: ExtraCondition[] = []): Promise<StatusOutcome> {
   for (let attempt = 1; ; attempt++) {
     let pool: VolumePool;
     try {
@@ -26,7 +29,7 @@ export async function writeNodeStatus(kube: Kube, name: string, node: string, ge
     }
     const others = (pool.status?.nodes ?? []).filter((n) => n.node !== node);
     const previous = pool.status?.nodes?.find((n) => n.node === node);
-    const entry = observed ? nodeEntry(node, generation, observed, previous) : null;
+    const entry = observed ? nodeEntry(node, generation, observed, previous, extra) : null;
     if (entry && previous && sameBut(previous, entry)) return 'unchanged';
     if (!entry && !previous) return 'unchanged';
     const nodes = [...others, ...(entry ? [entry] : [])].sort((a, b) => a.node.localeCompare(b.node));
@@ -43,12 +46,13 @@ export async function writeNodeStatus(kube: Kube, name: string, node: string, ge
   }
 }
 
-function nodeEntry(node: string, generation: number, o: ObservedPool, previous: NodePoolStatus | undefined): NodePoolStatus {
+function nodeEntry(node: string, generation: number, o: ObservedPool, previous: NodePoolStatus | undefined, extra: ExtraCondition[]): NodePoolStatus {
   const now = new Date().toISOString();
   const invalid = o.devices.filter((d) => d.health !== 'Healthy');
   const conditions: PoolCondition[] = [
     condition('Ready', o.phase === 'Ready' ? 'True' : 'False', o.phase === 'Ready' ? 'PoolReady' : o.phase === 'Degraded' ? 'PoolDegraded' : 'PoolFailed', o.lastError ?? (o.phase === 'Ready' ? 'the pool serves volumes' : `${invalid.length} device(s) need attention`)),
     condition('DevicesHealthy', invalid.length ? 'False' : 'True', invalid.length ? 'DeviceProblem' : 'AllHealthy', invalid.map((d) => `${d.device ?? d.path}: ${d.health}${d.message ? ` (${d.message})` : ''}`).join('; ') || 'every device is in the pool and present'),
+    ...extra.map((c) => condition(c.type, c.status, c.reason, c.message)),
   ].map((c) => {
     // The transition time moves only when the status does.
     const before = previous?.conditions.find((p) => p.type === c.type);

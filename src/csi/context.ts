@@ -28,6 +28,11 @@ export interface DriverContext {
   locks: KeyedLocks;
   sizing: SizingPolicy;
   maxVolumesPerNode: number;
+  /**
+   * Why the pool cannot serve yet (a served VolumePool missing, failed or being built): Probe says
+   * not ready and every call that needs the pool answers UNAVAILABLE. Undefined once it serves.
+   */
+  pending?: string;
 }
 
 /** The controller service needs the pool. */

@@ -29,7 +29,7 @@ export function controllerGetCapabilities(ctx: ControllerContext): ControllerGet
   // GetSnapshot is served but GET_SNAPSHOT is not advertised: CSI clients built before v1.10 reject capabilities they do not know.
   const types: ControllerCapability[] = [
     ...(ctx.publisher ? (['PUBLISH_UNPUBLISH_VOLUME', 'PUBLISH_READONLY', 'LIST_VOLUMES_PUBLISHED_NODES'] as const) : []),
-    ...(ctx.backend.expansion === 'controller' ? (['EXPAND_VOLUME'] as const) : []),
+    ...(ctx.backend?.expansion === 'controller' ? (['EXPAND_VOLUME'] as const) : []),
     'CREATE_DELETE_VOLUME',
     'CREATE_DELETE_SNAPSHOT',
     'LIST_VOLUMES',

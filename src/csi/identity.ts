@@ -4,7 +4,7 @@ import type { ProbeResponse } from '../../gen/csi/v1/ProbeResponse.js';
 import { log } from '../log.js';
 import type { DriverContext } from './context.js';
 
-type IdentityContext = Pick<DriverContext, 'driverName' | 'version' | 'backendKind' | 'backend'>;
+type IdentityContext = Pick<DriverContext, 'driverName' | 'version' | 'backendKind' | 'backend' | 'pending'>;
 
 export function getPluginInfo(ctx: IdentityContext): GetPluginInfoResponse {
   return { name: ctx.driverName, vendor_version: ctx.version, manifest: { backend: ctx.backendKind } };
@@ -22,6 +22,10 @@ export function getPluginCapabilities(withController: boolean): GetPluginCapabil
 }
 
 export async function probe(ctx: IdentityContext): Promise<ProbeResponse> {
+  if (ctx.pending) {
+    log.warn('probe: not ready', { reason: ctx.pending });
+    return { ready: { value: false } };
+  }
   try {
     // A node in hypervisor mode has no pool to ask; it is ready when it can serve its own calls.
     await ctx.backend?.probe();

@@ -25,9 +25,15 @@ export function nodeGetInfo(ctx: DriverContext): NodeGetInfoResponse {
   };
 }
 
+const NODE_CAPABILITIES = ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER'] as const;
+
 export function nodeGetCapabilities(): NodeGetCapabilitiesResponse {
-  const types = ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER'] as const;
-  return { capabilities: types.map((type) => ({ rpc: { type } })) };
+  return { capabilities: NODE_CAPABILITIES.map((type) => ({ rpc: { type } })) };
+}
+
+/** What the resizer-only process says of the node plugins: they expand volumes (and it serves nothing else of them). */
+export function nodeExpansionCapabilities(): NodeGetCapabilitiesResponse {
+  return { capabilities: NODE_CAPABILITIES.filter((t) => t === 'EXPAND_VOLUME').map((type) => ({ rpc: { type } })) };
 }
 
 /**

@@ -1,11 +1,10 @@
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import type { ProtoGrpcType } from '../../gen/csi.js';
+import { PROJECT_ROOT } from '../project.js';
 
-/** The project root (two levels above dist/src/csi or src/csi). */
-export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', ...(import.meta.url.includes('/dist/') ? ['..'] : []));
+export { PROJECT_ROOT };
 export const PROTO_PATH = path.join(PROJECT_ROOT, 'proto', 'csi.proto');
 
 // These options are the ones the generated types in gen/ were made with (package.json "gen").

@@ -4,7 +4,7 @@ import net from 'node:net';
 import type { ControllerHandlers } from '../../gen/csi/v1/Controller.js';
 import type { IdentityHandlers } from '../../gen/csi/v1/Identity.js';
 import type { NodeHandlers } from '../../gen/csi/v1/Node.js';
-import { errno, unimplemented } from '../errors.js';
+import { errno, unavailable, unimplemented } from '../errors.js';
 import { hasBackend, type ControllerContext, type DriverContext } from './context.js';
 import { controllerExpandVolume, controllerPublishVolume, controllerUnpublishVolume } from './controller-publish.js';
 import { controllerGetCapabilities, controllerGetVolume, listVolumes, validateVolumeCapabilities } from './controller-queries.js';
@@ -12,16 +12,25 @@ import { createSnapshot, deleteSnapshot, getSnapshot, listSnapshots } from './co
 import { createVolume, deleteVolume, getCapacity } from './controller-volumes.js';
 import { getPluginCapabilities, getPluginInfo, probe } from './identity.js';
 import { nodePublishVolume, nodeUnpublishVolume } from './node-publish.js';
-import { nodeExpandVolume, nodeGetCapabilities, nodeGetInfo, nodeGetVolumeStats } from './node-service.js';
+import { nodeExpandVolume, nodeExpansionCapabilities, nodeGetCapabilities, nodeGetInfo, nodeGetVolumeStats } from './node-service.js';
 import { nodeStageVolume, nodeUnstageVolume } from './node-stage.js';
 import { loadCsi } from './proto.js';
 import { unary } from './rpc.js';
 
-/** `identity` serves Identity alone: what a sidecar needs to learn the driver's name (external-resizer for node-side expansion). */
-export type Mode = 'all' | 'controller' | 'node' | 'identity';
+/** Answered while the pool is not open too: what the sidecars and the kubelet ask at start (the registrar's NodeGetInfo). */
+const answered = unary;
+
+/**
+ * `resizer` serves what external-resizer asks at start, and nothing else, for pools that grow on the
+ * node: Identity with CONTROLLER_SERVICE, a Controller service with no optional capability (no
+ * EXPAND_VOLUME, so the resizer does not call ControllerExpandVolume) and NodeGetCapabilities with
+ * EXPAND_VOLUME (so it becomes the "trivial resizer" that hands the resize to the kubelet's
+ * NodeExpandVolume on the node plugin).
+ */
+export type Mode = 'all' | 'controller' | 'node' | 'resizer';
 
 /** What Identity needs; a full DriverContext is one. */
-export type IdentityContext = Pick<DriverContext, 'driverName' | 'version' | 'backendKind' | 'backend'>;
+export type IdentityContext = Pick<DriverContext, 'driverName' | 'version' | 'backendKind' | 'backend' | 'pending'>;
 
 function isFull(ctx: DriverContext | IdentityContext): ctx is DriverContext {
   return 'attacher' in ctx;
@@ -34,19 +43,28 @@ const notSupported = (what: string) => () => {
 function identityHandlers(ctx: IdentityContext, mode: Mode): IdentityHandlers {
   return {
     GetPluginInfo: unary('GetPluginInfo', () => getPluginInfo(ctx)),
-    GetPluginCapabilities: unary('GetPluginCapabilities', () => getPluginCapabilities(mode === 'all' || mode === 'controller')),
+    GetPluginCapabilities: unary('GetPluginCapabilities', () => getPluginCapabilities(mode !== 'node')),
     Probe: unary('Probe', () => probe(ctx)),
   };
 }
 
+/** A handler that needs the pool: UNAVAILABLE, with the reason, while the pool is not open (DriverContext.pending). */
+function pooled<Req, Res>(ctx: DriverContext, method: string, fn: (req: Req) => Promise<Res> | Res) {
+  return unary<Req, Res>(method, (req) => {
+    if (ctx.pending) throw unavailable(`the pool is not ready: ${ctx.pending}`);
+    return fn(req);
+  });
+}
+
 function controllerHandlers(ctx: ControllerContext): ControllerHandlers {
+  const unary = <Req, Res>(method: string, fn: (req: Req) => Promise<Res> | Res) => pooled(ctx, method, fn);
   return {
     CreateVolume: unary('CreateVolume', (r) => createVolume(ctx, r)),
     DeleteVolume: unary('DeleteVolume', (r) => deleteVolume(ctx, r)),
     ValidateVolumeCapabilities: unary('ValidateVolumeCapabilities', (r) => validateVolumeCapabilities(ctx, r)),
     ListVolumes: unary('ListVolumes', (r) => listVolumes(ctx, r)),
     GetCapacity: unary('GetCapacity', (r) => getCapacity(ctx, r)),
-    ControllerGetCapabilities: unary('ControllerGetCapabilities', () => controllerGetCapabilities(ctx)),
+    ControllerGetCapabilities: answered('ControllerGetCapabilities', () => controllerGetCapabilities(ctx)),
     ControllerGetVolume: unary('ControllerGetVolume', (r) => controllerGetVolume(ctx, r)),
     CreateSnapshot: unary('CreateSnapshot', (r) => createSnapshot(ctx, r)),
     DeleteSnapshot: unary('DeleteSnapshot', (r) => deleteSnapshot(ctx, r)),
@@ -59,7 +77,19 @@ function controllerHandlers(ctx: ControllerContext): ControllerHandlers {
   };
 }
 
+/**
+ * The capability queries alone: grpc-js answers UNIMPLEMENTED for every method a service leaves
+ * out, which is the truth here (this process has no pool and no node).
+ */
+function resizerHandlers(): { controller: Partial<ControllerHandlers>; node: Partial<NodeHandlers> } {
+  return {
+    controller: { ControllerGetCapabilities: unary('ControllerGetCapabilities', () => ({ capabilities: [] })) },
+    node: { NodeGetCapabilities: unary('NodeGetCapabilities', () => nodeExpansionCapabilities()) },
+  };
+}
+
 function nodeHandlers(ctx: DriverContext): NodeHandlers {
+  const unary = <Req, Res>(method: string, fn: (req: Req) => Promise<Res> | Res) => pooled(ctx, method, fn);
   return {
     NodeStageVolume: unary('NodeStageVolume', (r) => nodeStageVolume(ctx, r)),
     NodeUnstageVolume: unary('NodeUnstageVolume', (r) => nodeUnstageVolume(ctx, r)),
@@ -67,8 +97,8 @@ function nodeHandlers(ctx: DriverContext): NodeHandlers {
     NodeUnpublishVolume: unary('NodeUnpublishVolume', (r) => nodeUnpublishVolume(ctx, r)),
     NodeGetVolumeStats: unary('NodeGetVolumeStats', (r) => nodeGetVolumeStats(ctx, r)),
     NodeExpandVolume: unary('NodeExpandVolume', (r) => nodeExpandVolume(ctx, r)),
-    NodeGetCapabilities: unary('NodeGetCapabilities', () => nodeGetCapabilities()),
-    NodeGetInfo: unary('NodeGetInfo', () => nodeGetInfo(ctx)),
+    NodeGetCapabilities: answered('NodeGetCapabilities', () => nodeGetCapabilities()),
+    NodeGetInfo: answered('NodeGetInfo', () => nodeGetInfo(ctx)),
   };
 }
 
@@ -109,11 +139,15 @@ export async function startServer(ctx: DriverContext | IdentityContext, mode: Mo
   const csi = loadCsi().csi.v1;
   const server = new grpc.Server();
   server.addService(csi.Identity.service, identityHandlers(ctx, mode));
-  if (mode !== 'identity') {
+  if (mode === 'resizer') {
+    const { controller, node } = resizerHandlers();
+    server.addService(csi.Controller.service, controller as grpc.UntypedServiceImplementation);
+    server.addService(csi.Node.service, node as grpc.UntypedServiceImplementation);
+  } else {
     if (!isFull(ctx)) throw new Error(`mode ${mode} needs the whole driver context`);
     if (mode !== 'node') {
-      if (!hasBackend(ctx)) throw new Error('the controller service needs the pool');
-      server.addService(csi.Controller.service, controllerHandlers(ctx));
+      if (!hasBackend(ctx) && !ctx.pending) throw new Error('the controller service needs the pool');
+      server.addService(csi.Controller.service, controllerHandlers(ctx as ControllerContext));
     }
     if (mode !== 'controller') server.addService(csi.Node.service, nodeHandlers(ctx));
   }

@@ -45,6 +45,8 @@ describe('pool from the cluster, and orphan reconciliation', needsRoot(), () => 
     fake.create('nodes', { metadata: { name: 'test-node', labels: { 'kubernetes.io/hostname': 'test-node' } } });
     fake.create('volumepools', { apiVersion: 'vpool.dev/v1alpha1', kind: 'VolumePool', metadata: { name: 'files' }, spec: { backend: 'file', directory: poolDir, reserve: '0' } } as KObject);
     d = await startDriver({ args: ['--pool-from-cluster', 'files', '--kubeconfig', kubeconfig, '--orphan-check-interval', '1s', '--metrics-address', '127.0.0.1:0'] });
+    // The driver answers at once and is ready once the VolumePool is built here.
+    for (let i = 0; i < 300 && !(await d.client.probe({})).ready?.value; i++) await new Promise((r) => setTimeout(r, 100));
   });
   after(async () => {
     if (d) assert.deepEqual(await finish(d), []);

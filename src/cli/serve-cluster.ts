@@ -1,0 +1,118 @@
+import { EventRecorder } from '../cluster/events.js';
+import type { Kube } from '../cluster/kube.js';
+import { OrphanChecks } from '../cluster/orphan-checks.js';
+import { PoolAgent } from '../cluster/pool-agent.js';
+import type { PoolSettings } from '../cluster/volume-pool.js';
+import { errorMessage } from '../errors.js';
+import { log } from '../log.js';
+import { deviceMapperAvailable, LvmCli } from '../pool/lvm/lvm-cli.js';
+import type { PoolBackend } from '../pool/backend.js';
+import type { BackendFlags } from './backends.js';
+
+/**
+ * What a node plugin of a node-local pool does with the Kubernetes API, loaded only when it has
+ * one: build and report every VolumePool that selects the node (whenever the CRD is installed),
+ * serve one of them when asked to, and check for orphans.
+ */
+export interface ClusterOptions {
+  kube: Kube;
+  node: string;
+  /** Build and report VolumePools. */
+  volumePools: boolean;
+  resyncMs: number;
+  /** The VolumePool to serve (--pool-from-cluster). */
+  serve?: string;
+  /** Called with the pool flags once the served VolumePool is usable here; throws when the pool cannot be opened. */
+  openServed?: (flags: Partial<BackendFlags>) => Promise<PoolBackend | undefined>;
+  /** Tells the driver why the served pool cannot serve yet (undefined: it serves). */
+  setPending?: (reason: string | undefined) => void;
+  orphans?: { driver: string; topology: Record<string, string>; intervalMs: number; deleteAfterMs?: number; locks: ConstructorParameters<typeof OrphanChecks>[2] };
+}
+
+export interface ClusterRun {
+  /** Starts the orphan checks on this pool (at once when the pool is open at start, else when the served pool is). */
+  poolOpened(backend: PoolBackend | undefined): void;
+  orphanCounts(): Record<string, number> | undefined;
+}
+
+export async function startCluster(o: ClusterOptions): Promise<ClusterRun> {
+  let orphans: OrphanChecks | undefined;
+  const run: ClusterRun = {
+    poolOpened(backend) {
+      if (!backend || !o.orphans || orphans) return;
+      orphans = new OrphanChecks(backend, o.kube, o.orphans.locks, { driver: o.orphans.driver, node: o.node, topology: o.orphans.topology, intervalMs: o.orphans.intervalMs, deleteAfterMs: o.orphans.deleteAfterMs });
+      orphans.start();
+    },
+    orphanCounts: () => orphans?.counts(),
+  };
+  if (!o.volumePools && !o.serve) return run;
+
+  let served: PoolSettings | undefined;
+  let backend: PoolBackend | undefined;
+  let opening = false;
+  const events = new EventRecorder(o.kube, 'vpool-csi-node', o.node);
+  const nodeRef = { apiVersion: 'v1', kind: 'Node', name: o.node };
+  let told = '';
+  // A named pool that cannot serve says so everywhere at once: Probe, the log, an Event on the Node (once per reason).
+  const pending = (reason: string | undefined) => {
+    o.setPending?.(reason);
+    if (!reason || reason === told) return;
+    told = reason;
+    log.warn('not serving yet', { pool: o.serve, reason });
+    void events.record(nodeRef, 'Warning', 'VolumePoolNotServed', `${o.node}: ${reason}`).catch((e) => log.warn('event not recorded', { error: errorMessage(e) }));
+  };
+
+  const agent = new PoolAgent(o.kube, {
+    node: o.node,
+    lvm: new LvmCli({ activation: deviceMapperAvailable() }),
+    resyncMs: o.resyncMs,
+    served: o.serve,
+    onReconciled: (pool, settings, observed) => {
+      if (pool !== o.serve) return;
+      if (!settings || observed.phase === 'Failed') return pending(`VolumePool ${pool} failed on this node: ${observed.lastError ?? 'see its status'}`);
+      if (backend) {
+        if (settings.backend !== served?.backend || settings.volumeGroup !== served?.volumeGroup || settings.directory !== served?.directory) log.warn('VolumePool now names another pool; restart the driver to serve it', { pool });
+        backend.tune?.({ reserveBytes: settings.reserveBytes, overprovisionRatio: settings.overprovisionRatio });
+        return;
+      }
+      if (opening) return;
+      opening = true;
+      const flags = { backend: settings.backend, vg: settings.volumeGroup, poolDir: settings.directory, reserve: String(settings.reserveBytes), overprovisionRatio: String(settings.overprovisionRatio) };
+      void o.openServed!(flags).then(
+        (b) => {
+          backend = b;
+          served = settings;
+          told = '';
+          pending(undefined);
+          run.poolOpened(b);
+          log.info('serving the pool of VolumePool', { pool, backend: settings.backend, vg: settings.volumeGroup, directory: settings.backend === 'file' ? settings.directory : undefined });
+        },
+        (e: unknown) => pending(`the pool of VolumePool ${pool} cannot be opened: ${errorMessage(e)}`),
+      ).finally(() => (opening = false));
+    },
+  });
+  await agent.start();
+  if (o.serve) {
+    // Missing, unselected or without a CRD: nothing is reconciled, so nothing else would say it.
+    let said = false;
+    const check = () => {
+      if (backend) return;
+      const name = o.serve!;
+      const reason = agent.crdMissing
+        ? `the VolumePool CRD is not installed, so VolumePool ${name} cannot be served`
+        : !agent.listed
+          ? 'waiting for the VolumePools to be listed'
+          : !agent.get(name)
+            ? `VolumePool ${name} does not exist`
+            : agent.selectsNode(name) === false
+              ? `VolumePool ${name} does not select node ${o.node} (spec.nodeSelector)`
+              : undefined;
+      if (reason) pending(reason);
+      else if (said) pending(`VolumePool ${name} is being built on this node`);
+      said = reason !== undefined;
+    };
+    check();
+    setInterval(check, 10_000).unref();
+  }
+  return run;
+}
