@@ -195,6 +195,74 @@ describe('Helm chart', () => {
     assert.ok(ds.volumes.some((v) => v.hostPath?.path === '/var/lib/vpool-csi/pools'), 'file VolumePools\' directories are mounted');
   });
 
+  // What each sidecar asks of the socket it is given, from the sidecars' source (k8s-contracts.md):
+  // external-provisioner, -snapshotter and -attacher need the Controller service; external-resizer
+  // CONTROLLER_SERVICE with EXPAND_VOLUME on the controller or the node (test/e2e/expansion-chart.test.ts
+  // runs its start-up against the real process); node-driver-registrar calls NodeGetInfo; livenessprobe Probe.
+  const NEEDS: Record<string, string[]> = {
+    'csi-provisioner': ['all', 'controller'],
+    'csi-snapshotter': ['all', 'controller'],
+    'csi-attacher': ['controller'],
+    'csi-resizer': ['all', 'controller', 'resizer'],
+    'node-driver-registrar': ['all', 'node'],
+    'liveness-probe': ['all', 'controller', 'node', 'resizer'],
+  };
+  it('every sidecar talks to a driver whose --mode serves what that sidecar asks', () => {
+    for (const [name, objects] of Object.entries(rendered)) {
+      for (const { owner, spec } of pods(objects)) {
+        const driver = spec.containers.find((c) => c.name === 'driver')!;
+        const mode = driver.args?.find((a) => a.startsWith('--mode='))?.slice(7);
+        const endpoint = driver.args?.find((a) => a.startsWith('--endpoint='))?.slice(11);
+        for (const c of spec.containers.filter((x) => x.name !== 'driver')) {
+          const where = `${name}: ${owner.kind} ${c.name}`;
+          assert.ok(NEEDS[c.name], `${where}: a sidecar this test knows`);
+          assert.equal(`unix://${c.args?.find((a) => a.startsWith('--csi-address='))?.slice(14)}`, endpoint, `${where} talks to the driver of its pod`);
+          assert.ok(NEEDS[c.name].includes(mode ?? ''), `${where} needs a driver in mode ${NEEDS[c.name].join(' or ')}, the chart runs --mode=${mode}`);
+        }
+      }
+    }
+    const resizerMode = (v: string) => pods(rendered[v]).find((p) => p.owner.kind === 'Deployment')!.spec.containers.find((c) => c.name === 'driver')!.args!.find((a) => a.startsWith('--mode='));
+    assert.equal(resizerMode('lvm'), '--mode=resizer');
+    assert.equal(resizerMode('libvirt'), '--mode=controller');
+  });
+
+  it('VolumePools are built by default on file and lvm nodes, served only when named, off when disabled', async () => {
+    const args = (objects: K8sObject[]) => pods(objects).find((p) => p.owner.kind === 'DaemonSet')!.spec.containers[0].args ?? [];
+    const mounts = (objects: K8sObject[]) => (pods(objects).find((p) => p.owner.kind === 'DaemonSet')!.spec as unknown as { volumes: { hostPath?: { path: string } }[] }).volumes.map((v) => v.hostPath?.path);
+    for (const v of ['lvm', 'file (defaults)']) {
+      assert.ok(args(rendered[v]).includes('--volume-pools=auto'), v);
+      assert.ok(!args(rendered[v]).some((a) => a.startsWith('--pool-from-cluster')), `${v}: serving one is a separate choice`);
+      assert.ok(mounts(rendered[v]).includes('/var/lib/vpool-csi/pools') && mounts(rendered[v]).includes('/run/lvm'), `${v}: either kind of VolumePool can be built`);
+    }
+    assert.ok(!args(rendered.libvirt).some((a) => a.startsWith('--volume-pools')), 'libvirt nodes build no pools');
+    assert.ok(args(await render(['volumePool.enabled=false'])).includes('--volume-pools=off'));
+  });
+
+  it('helm test: a claim of the backend\'s first class, a non-root pod that checks and grows it, RBAC for that claim alone', async () => {
+    for (const [v, sets] of [['file', []], ['lvm', ['backend=lvm']], ['libvirt', ['backend=libvirt']]] as const) {
+      const objects = await render([...sets]);
+      const hooks = objects.filter((o) => o.metadata.annotations?.['helm.sh/hook'] === 'test');
+      assert.deepEqual(hooks.map((o) => o.kind).sort(), ['PersistentVolumeClaim', 'Pod', 'Role', 'RoleBinding', 'ServiceAccount'], v);
+      for (const h of hooks) assert.equal(h.metadata.annotations?.['helm.sh/hook-delete-policy'], 'before-hook-creation,hook-succeeded');
+      const pvc = hooks.find((o) => o.kind === 'PersistentVolumeClaim')!;
+      const firstClass = byKind(objects, 'StorageClass')[0].metadata.name;
+      assert.equal((pvc.spec as { storageClassName: string }).storageClassName, firstClass, `${v}: the claim uses ${firstClass}`);
+      const pod = hooks.find((o) => o.kind === 'Pod')! as unknown as { spec: PodSpec & { serviceAccountName: string; volumes: { persistentVolumeClaim?: { claimName: string } }[] } };
+      const c = pod.spec.containers[0];
+      assert.equal(c.args?.[0], 'check-volume');
+      assert.ok(c.args?.includes('--grow-to=2Gi') && c.args.includes(`--claim=${pvc.metadata.name}`));
+      assert.equal(pod.spec.securityContext?.runAsNonRoot, true);
+      assert.equal(c.securityContext?.readOnlyRootFilesystem, true);
+      assert.equal(pod.spec.volumes[0].persistentVolumeClaim?.claimName, pvc.metadata.name);
+      const role = hooks.find((o) => o.kind === 'Role') as unknown as { rules: { resources: string[]; resourceNames: string[]; verbs: string[] }[] };
+      assert.deepEqual(role.rules, [{ apiGroups: [''], resources: ['persistentvolumeclaims'], resourceNames: [pvc.metadata.name], verbs: ['get', 'update'] }]);
+      validateAll(objects);
+    }
+    const { stdout } = await execFileP(BIN, ['check-volume', '--help']);
+    for (const flag of ['--path', '--claim', '--grow-to', '--timeout']) assert.ok(stdout.includes(flag), flag);
+    assert.equal((await render(['test.enabled=false'])).filter((o) => o.metadata.annotations?.['helm.sh/hook']).length, 0);
+  });
+
   it('every flag the chart passes to the driver is one the binary knows', async () => {
     const { stdout } = await execFileP(BIN, ['serve', '--help']);
     for (const [name, objects] of Object.entries(rendered)) {

@@ -169,11 +169,11 @@ export class FakeApiServer {
   }
 
   /** Read-modify-write of the status subresource, as another node's agent would do. */
-  updateStatus(plural: string, name: string, change: (o: KObject) => void): KObject {
-    const current = this.get(plural, name);
+  updateStatus(plural: string, name: string, change: (o: KObject) => void, namespace?: string): KObject {
+    const current = this.get(plural, name, namespace);
     if (!current) throw new Error(`${plural}/${name} not found`);
     change(current);
-    return this.doUpdate(this.type(plural), undefined, name, current, true);
+    return this.doUpdate(this.type(plural), namespace, name, current, true);
   }
 
   delete(plural: string, name: string, namespace?: string): void {
