@@ -62,11 +62,16 @@ bench: build
 bench-vm: build
 	bash test/vm/vm-run.sh --smp 2 --disk 4G --disk 4G -- node dist/bench/lvm-vm.js
 
-# The container image, built with podman from a local stand-in for node:20-bookworm-slim
-# (test/image/podman.sh); elsewhere: podman build -t vpool-csi .
+# The container image under the name the chart runs by default (IMAGE=... for another), built with
+# podman from local stand-ins for node:20-bookworm-slim and debian:bookworm-slim (test/image/podman.sh),
+# since no image registry is reachable here; elsewhere: podman build -t IMAGE .
+VERSION := $(shell node -p 'require("./package.json").version' 2>/dev/null)
+IMAGE ?= ghcr.io/vpool-csi/vpool-csi:$(VERSION)
 image:
 	bash test/image/podman.sh base
-	bash test/image/podman.sh build --pull=never --build-arg BASE_IMAGE=localhost/node:20-bookworm-slim -t localhost/vpool-csi:latest .
+	bash test/image/podman.sh build --pull=never --build-arg NODE_IMAGE=localhost/node:20-bookworm-slim --build-arg BASE_IMAGE=localhost/debian:bookworm-slim --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+	@bash test/image/podman.sh image inspect $(IMAGE) --format '$(IMAGE): {{.Size}} bytes'
+	@echo "load it into a cluster's nodes: see docs/install.md (Images)"
 
 clean:
 	rm -rf dist gen var

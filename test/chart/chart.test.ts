@@ -263,6 +263,16 @@ describe('Helm chart', () => {
     assert.equal((await render(['test.enabled=false'])).filter((o) => o.metadata.annotations?.['helm.sh/hook']).length, 0);
   });
 
+  it('the chart\'s default image is the one make image builds', async () => {
+    const { stdout } = await execFileP('make', ['-s', '-n', 'image'], { cwd: path.dirname(path.dirname(CHART)) });
+    const built = /-t (\S+) \./.exec(stdout)?.[1];
+    assert.ok(built, stdout);
+    for (const [name, objects] of Object.entries(rendered)) {
+      if (name.includes('everything on')) continue; // sets image.tag
+      for (const c of pods(objects).flatMap((p) => p.spec.containers).filter((x) => x.name === 'driver')) assert.equal((c as { image?: string }).image, built, name);
+    }
+  });
+
   it('every flag the chart passes to the driver is one the binary knows', async () => {
     const { stdout } = await execFileP(BIN, ['serve', '--help']);
     for (const [name, objects] of Object.entries(rendered)) {

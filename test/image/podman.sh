@@ -4,7 +4,7 @@
 # storage under $PODWORK, and makes a local stand-in for node:20-bookworm-slim: Debian bookworm
 # (debootstrap, minbase) with this machine's Node.js 20 and npm in /usr/local, as the official
 # image has them.
-# Usage: podman.sh base           build localhost/node:20-bookworm-slim (cached)
+# Usage: podman.sh base           build localhost/debian:bookworm-slim and localhost/node:20-bookworm-slim (cached)
 #        podman.sh <podman args>   run podman with this configuration
 set -euo pipefail
 PODWORK=${PODWORK:-/var/cache/vpool-podman}
@@ -35,23 +35,35 @@ CONF
 export CONTAINERS_CONF="$PODWORK/containers.conf" CONTAINERS_STORAGE_CONF="$PODWORK/storage.conf"
 
 if [ "${1:-}" = base ]; then
-  podman image exists localhost/node:20-bookworm-slim && exit 0
-  if [ ! -x "$PODWORK/rootfs/usr/bin/apt-get" ]; then
-    rm -rf "$PODWORK/rootfs"
-    debootstrap --variant=minbase bookworm "$PODWORK/rootfs" http://deb.debian.org/debian >/dev/null
+  # Two local stand-ins, as the registry images are: debian:bookworm-slim (the runtime base), and
+  # node:20-bookworm-slim (the build stage) with this machine's Node.js 20 and npm in /usr/local.
+  if ! podman image exists localhost/debian:bookworm-slim || ! podman image exists localhost/node:20-bookworm-slim; then
+    if [ ! -x "$PODWORK/rootfs/usr/bin/apt-get" ]; then
+      rm -rf "$PODWORK/rootfs"
+      debootstrap --variant=minbase bookworm "$PODWORK/rootfs" http://deb.debian.org/debian >/dev/null
+    fi
+    # What the slim image does not carry: downloaded packages, package lists, docs, manuals, translations.
+    rm -rf "$PODWORK/rootfs/usr/local/bin/"node "$PODWORK/rootfs/usr/local/bin/"np[mx] "$PODWORK/rootfs/usr/local/lib/node_modules" \
+      "$PODWORK/rootfs/var/cache/apt/archives/"*.deb "$PODWORK/rootfs/var/cache/apt/"*.bin "$PODWORK/rootfs/var/lib/apt/lists/"* \
+      "$PODWORK/rootfs/usr/share/doc/"* "$PODWORK/rootfs/usr/share/man/"* "$PODWORK/rootfs/usr/share/info/"* "$PODWORK/rootfs/var/log/"*
+    find "$PODWORK/rootfs/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} +
+    # This machine's trust: its egress re-signs TLS with its own CA, which apt and npm in the build must accept.
+    mkdir -p "$PODWORK/rootfs/usr/local/share/ca-certificates" "$PODWORK/rootfs/etc/ssl/certs"
+    cp /usr/local/share/ca-certificates/*.crt "$PODWORK/rootfs/usr/local/share/ca-certificates/" 2>/dev/null || true
+    cp /etc/ssl/certs/ca-certificates.crt "$PODWORK/rootfs/etc/ssl/certs/ca-certificates.crt"
+    podman image rm -f localhost/debian:bookworm-slim localhost/node:20-bookworm-slim >/dev/null 2>&1 || true
+    tar -C "$PODWORK/rootfs" -c . | podman import --change 'CMD ["bash"]' - localhost/debian:bookworm-slim >/dev/null
+    node=$(command -v node); npmdir=$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")
+    nodefs="$PODWORK/node-rootfs"
+    rm -rf "$nodefs" && cp -a "$PODWORK/rootfs" "$nodefs"
+    mkdir -p "$nodefs/usr/local/bin" "$nodefs/usr/local/lib/node_modules"
+    cp "$node" "$nodefs/usr/local/bin/node"
+    cp -a "$npmdir" "$nodefs/usr/local/lib/node_modules/npm"
+    ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$nodefs/usr/local/bin/npm"
+    ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$nodefs/usr/local/bin/npx"
+    tar -C "$nodefs" -c . | podman import --change 'CMD ["node"]' --change 'ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt' - localhost/node:20-bookworm-slim >/dev/null
+    rm -rf "$nodefs"
   fi
-  node=$(command -v node); npmdir=$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")
-  mkdir -p "$PODWORK/rootfs/usr/local/bin" "$PODWORK/rootfs/usr/local/lib/node_modules"
-  cp "$node" "$PODWORK/rootfs/usr/local/bin/node"
-  rm -rf "$PODWORK/rootfs/usr/local/lib/node_modules/npm"
-  cp -a "$npmdir" "$PODWORK/rootfs/usr/local/lib/node_modules/npm"
-  ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$PODWORK/rootfs/usr/local/bin/npm"
-  ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$PODWORK/rootfs/usr/local/bin/npx"
-  # This machine's trust: its egress re-signs TLS with its own CA, which npm in the build must accept.
-  mkdir -p "$PODWORK/rootfs/usr/local/share/ca-certificates" "$PODWORK/rootfs/etc/ssl/certs"
-  cp /usr/local/share/ca-certificates/*.crt "$PODWORK/rootfs/usr/local/share/ca-certificates/" 2>/dev/null || true
-  cp /etc/ssl/certs/ca-certificates.crt "$PODWORK/rootfs/etc/ssl/certs/ca-certificates.crt"
-  tar -C "$PODWORK/rootfs" -c . | podman import --change 'CMD ["node"]' --change 'ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt' - localhost/node:20-bookworm-slim >/dev/null
   exit 0
 fi
 exec podman "$@"
