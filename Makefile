@@ -57,6 +57,7 @@ bench: build
 	node dist/bench/lifecycle.js
 	node dist/bench/lvm.js
 	node dist/bench/volume-pool.js
+	node dist/bench/footprint.js
 
 # The lvm node path needs device-mapper: measured inside the QEMU VM (test/vm/vm-run.sh).
 bench-vm: build

@@ -25,7 +25,11 @@ const empty = (): Record<Step, number[]> => ({ NodeStageVolume: [], NodePublishV
 async function main(): Promise<void> {
   execFileSync('modprobe', ['-a', 'dm_thin_pool', 'dm_snapshot']);
   execFileSync(BIN, ['pool', 'init', '--vg', VG, '--thin-pool', 'thin', '--thin-size', '80%', '/dev/disk/by-id/virtio-data0', '/dev/disk/by-id/virtio-data1']);
-  const d = await startDriver({ args: ['--backend', 'lvm', '--vg', VG, '--log-level', 'warn'] });
+  // Start-up under TCG: what a liveness probe and the registrar wait for.
+  const versionMs = await timed(() => execFileP(BIN, ['--version']));
+  let d!: Awaited<ReturnType<typeof startDriver>>;
+  const startMs = await timed(async () => (d = await startDriver({ args: ['--backend', 'lvm', '--vg', VG, '--log-level', 'warn'] })));
+  console.log(`in the VM: vpool-csi --version ${versionMs.toFixed(0)} ms; serve --backend lvm answers Probe ${startMs.toFixed(0)} ms after it is started`);
   const drv = empty();
   const raw = empty();
   const cap = mountCap('ext4');

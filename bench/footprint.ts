@@ -1,0 +1,69 @@
+// Start time and memory of the driver: `vpool-csi --version` beside a bare `node`, and the resident
+// size of `serve` on the file pool idle and after 100 lifecycles, alone and with each optional part
+// (metrics, a Kubernetes API for VolumePools). Not a test: it prints a table. `make bench` (root).
+import { execFile } from 'node:child_process';
+import { mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { mountCap } from '../test/helpers/csi.js';
+import { BIN, finish, startDriver, type Driver } from '../test/helpers/driver.js';
+import { startFakeCluster } from '../test/helpers/kube.js';
+import { median, timed } from './measure.js';
+
+const execFileP = promisify(execFile);
+const RUNS = 10;
+
+async function rssMiB(pid: number): Promise<number> {
+  return Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+}
+
+async function lifecycle(d: Driver, i: number): Promise<void> {
+  const cap = mountCap('ext4');
+  const staging = path.join(d.mntDir, 'staging', `f${i}`);
+  const target = path.join(d.mntDir, 'pods', `f${i}`, 'v');
+  await mkdir(staging, { recursive: true });
+  await mkdir(path.dirname(target), { recursive: true });
+  const id = (await d.client.createVolume({ name: `fp-${i}`, capacity_range: { required_bytes: String(16 * 1024 * 1024) }, volume_capabilities: [cap] })).volume!.volume_id;
+  await d.client.nodeStageVolume({ volume_id: id, staging_target_path: staging, volume_capability: cap });
+  await d.client.nodePublishVolume({ volume_id: id, staging_target_path: staging, target_path: target, volume_capability: cap });
+  await d.client.nodeGetVolumeStats({ volume_id: id, volume_path: target });
+  await d.client.nodeUnpublishVolume({ volume_id: id, target_path: target });
+  await d.client.nodeUnstageVolume({ volume_id: id, staging_target_path: staging });
+  await d.client.deleteVolume({ volume_id: id });
+}
+
+async function serveRow(what: string, args: string[]): Promise<string> {
+  let d: Driver | undefined;
+  const startMs = await timed(async () => (d = await startDriver({ args: ['--log-level', 'warn', ...args] })));
+  await new Promise((r) => setTimeout(r, 3000));
+  const idle = await rssMiB(d!.proc.pid!);
+  for (let i = 0; i < 100; i++) await lifecycle(d!, i);
+  await new Promise((r) => setTimeout(r, 1000));
+  const after = await rssMiB(d!.proc.pid!);
+  await finish(d!);
+  return `${what.padEnd(44)} ${startMs.toFixed(0).padStart(6)} ms ${idle.toFixed(1).padStart(8)} MiB ${after.toFixed(1).padStart(8)} MiB`;
+}
+
+async function main(): Promise<void> {
+  const version: number[] = [];
+  const bare: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    version.push(await timed(() => execFileP(BIN, ['--version'])));
+    bare.push(await timed(() => execFileP(process.execPath, ['-e', ''])));
+  }
+  console.log(`vpool-csi --version ${median(version).toFixed(0)} ms, bare node -e '' ${median(bare).toFixed(0)} ms (median of ${RUNS}), ratio ${(median(version) / median(bare)).toFixed(2)}`);
+  const { fake, kubeconfig } = await startFakeCluster();
+  try {
+    console.log(`${'serve --backend file'.padEnd(44)} ${'socket'.padStart(9)} ${'idle RSS'.padStart(12)} ${'after 100'.padStart(12)}`);
+    console.log(await serveRow('no cluster, no metrics (make run)', []));
+    console.log(await serveRow('with --metrics-address', ['--metrics-address', '127.0.0.1:0']));
+    console.log(await serveRow('with a Kubernetes API (VolumePools, orphans)', ['--kubeconfig', kubeconfig, '--orphan-check-interval', '10m']));
+  } finally {
+    await fake.stop();
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
