@@ -67,6 +67,7 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterRun> {
     lvm: new LvmCli({ activation: deviceMapperAvailable() }),
     resyncMs: o.resyncMs,
     served: o.serve,
+    only: o.volumePools ? undefined : o.serve,
     onReconciled: (pool, settings, observed) => {
       if (pool !== o.serve) return;
       if (!settings || observed.phase === 'Failed') return pending(`VolumePool ${pool} failed on this node: ${observed.lastError ?? 'see its status'}`);

@@ -114,7 +114,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     cluster = await startCluster({
       kube,
       node: nodeId,
-      volumePools: volumePools || !!opts.poolFromCluster,
+      volumePools,
       resyncMs: parseDuration(opts.poolResync),
       serve: opts.poolFromCluster,
       openServed: async (flags) => {

@@ -17,6 +17,8 @@ export interface PoolAgentOptions {
   resyncMs: number;
   /** The VolumePool this node's driver serves: its entry gets a Served condition. */
   served?: string;
+  /** Build this VolumePool alone (--volume-pools off with --pool-from-cluster); others are left to other agents. */
+  only?: string;
   /** Told each time a pool was reconciled on this node. */
   onReconciled?: (name: string, settings: PoolSettings | null, observed: ObservedPool) => void;
 }
@@ -146,7 +148,7 @@ export class PoolAgent {
       const name = this.queue.values().next().value as string;
       this.queue.delete(name);
       const pool = this.pools.get(name);
-      if (!pool) continue;
+      if (!pool || (this.opts.only !== undefined && name !== this.opts.only)) continue;
       try {
         await this.reconcile(pool);
       } catch (e) {

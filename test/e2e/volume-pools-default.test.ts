@@ -89,6 +89,18 @@ describe('VolumePools on a default install', needsRoot(), () => {
     await d.client.deleteVolume({ volume_id: v.volume_id });
   });
 
+  it('with --volume-pools off, only the served VolumePool is built', async () => {
+    fake.create('nodes', { metadata: { name: 'node-b', labels: { 'vpool.dev/pool': 'yes' } } });
+    fake.create('volumepools', filePool('only-b', path.join(dir, 'only-b')));
+    const d = await startDriver({ nodeId: 'node-b', args: ['--kubeconfig', kubeconfig, '--volume-pools', 'off', '--pool-from-cluster', 'only-b'] });
+    drivers.push(d);
+    for (let i = 0; i < 300 && !(await ready(d)); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(await ready(d), true);
+    const onB = (pool: string) => (fake.get('volumepools', pool) as unknown as VolumePool | undefined)?.status?.nodes?.find((n) => n.node === 'node-b');
+    assert.equal(onB('only-b')?.phase, 'Ready');
+    assert.equal(onB('side'), undefined, 'a pool it does not serve is not built by it');
+  });
+
   it('a named VolumePool that fails on the node: not ready, Served=False with the reason, an Event', async () => {
     const blocker = path.join(dir, 'not-a-dir');
     await writeFile(blocker, '');

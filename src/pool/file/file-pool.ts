@@ -4,6 +4,7 @@ import path from 'node:path';
 import { errno } from '../../errors.js';
 import { run } from '../../exec.js';
 import { isId } from '../../csi/ids.js';
+import { deviceUsers } from '../../node/in-use.js';
 import { loopsBackedBy } from '../../node/loop.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, PoolBackend, PoolCapacity, PoolTuning, SnapshotRecord, VolumeRecord } from '../backend.js';
 import { syncDir, syncFile, writeFileAtomic, writeTempSynced } from './atomic.js';
@@ -171,7 +172,10 @@ export class FilePool implements PoolBackend {
   /** Attached on this node, by whatever path: a loop device reads the image's inode. */
   async volumeBusy(id: string): Promise<string | null> {
     const loops = await loopsBackedBy(this.volumeImage(id));
-    return loops.length ? `volume ${id} is still attached as ${loops.map((l) => l.device).join(', ')}; unstage it first` : null;
+    if (!loops.length) return null;
+    // Where it is used, for whoever has to find it (a pod, another mount namespace); attached is reason enough.
+    const users = await deviceUsers(loops.map((l) => l.device));
+    return `volume ${id} is still attached as ${loops.map((l) => l.device).join(', ')}${users.length ? ` (${users.join('; ')})` : ''}; unstage it first`;
   }
 
   async getSnapshot(id: string): Promise<SnapshotRecord | null> {
