@@ -6,7 +6,7 @@ import type { Kube } from '../cluster/kube.js';
 import type { DriverContext } from '../csi/context.js';
 import { startServer, type Mode, type RunningServer } from '../csi/server.js';
 import { DEFAULT_SIZING } from '../csi/sizing.js';
-import { unavailable } from '../errors.js';
+import { errorMessage, unavailable } from '../errors.js';
 import { KeyedLocks } from '../locks.js';
 import { log, setLogLevel } from '../log.js';
 import { PathPolicy } from '../node/paths.js';
@@ -108,29 +108,35 @@ export async function serve(opts: ServeOptions): Promise<void> {
   };
   if (!opened) Object.assign(ctx, { volumes: notOpen(ctx), attacher: notOpen(ctx) });
 
+  // The socket first: a slow or unreachable API server delays VolumePools and orphan checks, never the CSI services.
   let cluster: ClusterRun | undefined;
-  if (kube) {
-    const { startCluster } = await import('./serve-cluster.js');
-    cluster = await startCluster({
-      kube,
-      node: nodeId,
-      volumePools,
-      resyncMs: parseDuration(opts.poolResync),
-      serve: opts.poolFromCluster,
-      openServed: async (flags) => {
-        const o = await openBackend({ ...opts, ...flags, mode: opts.mode });
-        Object.assign(ctx, { backend: o.backend, volumes: o.volumes, attacher: o.attacher, backendKind: flags.backend });
-        return o.backend;
-      },
-      setPending: (reason) => void (ctx.pending = reason),
-      orphans: nodeLocal || opts.poolFromCluster ? (orphanIntervalMs > 0 ? { driver: ctx.driverName, topology: ctx.topology, intervalMs: orphanIntervalMs, deleteAfterMs: orphanDeleteAfterMs, locks: ctx.locks } : undefined) : undefined,
-    });
-    cluster.poolOpened(ctx.backend);
-  }
   const server = await startServer(ctx, opts.mode as Mode, opts.endpoint, socketGroup);
-  const http = await startHttp(opts, ctx, cluster && (() => cluster!.orphanCounts()));
+  const http = await startHttp(opts, ctx, kube && (() => cluster?.orphanCounts()));
   log.info('serving', { socket: server.socket, driver: ctx.driverName, version: ctx.version, node: nodeId, mode: opts.mode, backend: ctx.backendKind, pool: opts.poolFromCluster ? `VolumePool ${opts.poolFromCluster}` : (opts.poolDir ?? opts.vg ?? opts.libvirtPool), volumePools, topology: ctx.topology, allowedRoots: ctx.paths.allowedRoots });
   stopOnSignals(server, http);
+  if (kube) {
+    const { startCluster } = await import('./serve-cluster.js');
+    try {
+      cluster = await startCluster({
+        kube,
+        node: nodeId,
+        volumePools,
+        resyncMs: parseDuration(opts.poolResync),
+        serve: opts.poolFromCluster,
+        openServed: async (flags) => {
+          const o = await openBackend({ ...opts, ...flags, mode: opts.mode });
+          Object.assign(ctx, { backend: o.backend, volumes: o.volumes, attacher: o.attacher, backendKind: flags.backend });
+          return o.backend;
+        },
+        setPending: (reason) => void (ctx.pending = reason),
+        orphans: (nodeLocal || opts.poolFromCluster) && orphanIntervalMs > 0 ? { driver: ctx.driverName, topology: ctx.topology, intervalMs: orphanIntervalMs, deleteAfterMs: orphanDeleteAfterMs, locks: ctx.locks } : undefined,
+      });
+      cluster.poolOpened(ctx.backend);
+    } catch (e) {
+      log.error('the Kubernetes side did not start: no VolumePools or orphan checks until the driver restarts', { error: errorMessage(e) });
+      if (opts.poolFromCluster) ctx.pending = `the Kubernetes side did not start: ${errorMessage(e)}`;
+    }
+  }
 }
 
 /**

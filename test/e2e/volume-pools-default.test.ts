@@ -18,7 +18,12 @@ describe('VolumePools on a default install', needsRoot(), () => {
   let fake: FakeApiServer;
   let kubeconfig: string;
   let dir: string;
+  // One driver per node at a time, as a DaemonSet runs them (two agents of one node would overwrite each other's entry).
   const drivers: Driver[] = [];
+  const done = async (d: Driver) => {
+    drivers.splice(drivers.indexOf(d), 1);
+    assert.deepEqual(await finish(d), []);
+  };
   const entry = (pool: string) => (fake.get('volumepools', pool) as unknown as VolumePool | undefined)?.status?.nodes?.find((n) => n.node === 'test-node');
   const ready = async (d: Driver) => (await d.client.probe({})).ready?.value;
 
@@ -51,6 +56,7 @@ describe('VolumePools on a default install', needsRoot(), () => {
     await stat(path.join(d.poolDir, 'volumes', `${v.volume_id}.img`));
     assert.deepEqual((await readdir(path.join(side, 'volumes'))).length, 0);
     await d.client.deleteVolume({ volume_id: v.volume_id });
+    await done(d);
   });
 
   it('without the CRD it serves, builds nothing and says why once', async () => {
@@ -61,6 +67,7 @@ describe('VolumePools on a default install', needsRoot(), () => {
       await eventually('the log line', () => d.logs.some((l) => l.includes('VolumePool CRD is not installed')));
       assert.equal(await ready(d), true);
       assert.equal(d.logs.filter((l) => l.includes('VolumePool CRD is not installed')).length, 1);
+      await done(d);
     } finally {
       await bare.stop();
     }
@@ -87,6 +94,7 @@ describe('VolumePools on a default install', needsRoot(), () => {
     const v = await createVolume(d, 'in-later', 8 * MiB, mountCap());
     await stat(path.join(dir, 'later', 'volumes', `${v.volume_id}.img`));
     await d.client.deleteVolume({ volume_id: v.volume_id });
+    await done(d);
   });
 
   it('with --volume-pools off, only the served VolumePool is built', async () => {
@@ -99,6 +107,7 @@ describe('VolumePools on a default install', needsRoot(), () => {
     const onB = (pool: string) => (fake.get('volumepools', pool) as unknown as VolumePool | undefined)?.status?.nodes?.find((n) => n.node === 'node-b');
     assert.equal(onB('only-b')?.phase, 'Ready');
     assert.equal(onB('side'), undefined, 'a pool it does not serve is not built by it');
+    await done(d);
   });
 
   it('a named VolumePool that fails on the node: not ready, Served=False with the reason, an Event', async () => {
