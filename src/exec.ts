@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { callSignal } from './call-context.js';
 import { log } from './log.js';
 
 /** Failure of an external command: what ran, how it ended and what it said on stderr. */
@@ -9,8 +10,10 @@ export class CommandError extends Error {
     readonly exitCode: number | undefined,
     readonly stderr: string,
     readonly timedOut: boolean,
+    /** Stopped because the CSI call it ran for was cancelled or ran past its deadline. */
+    readonly cancelled = false,
   ) {
-    const how = timedOut ? 'timed out' : `exited ${exitCode ?? 'abnormally'}`;
+    const how = cancelled ? 'was stopped: the call it ran for was cancelled or ran out of time' : timedOut ? 'timed out' : `exited ${exitCode ?? 'abnormally'}`;
     super(`${command} ${how}${stderr ? `: ${stderr.trim().split('\n').slice(-3).join(' / ')}` : ''}`);
     this.name = 'CommandError';
   }
@@ -20,6 +23,11 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Exit codes that are answers rather than failures (blkid exits 2 when it finds nothing). */
   okExitCodes?: number[];
+  /**
+   * Runs to the end even when the call is cancelled: a format or a filesystem resize stopped half-way
+   * leaves a device worse than either finishing or never starting.
+   */
+  uninterruptible?: boolean;
 }
 
 export interface RunResult {
@@ -47,16 +55,20 @@ const COMMAND_ENV = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
  */
 export async function run(command: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const started = process.hrtime.bigint();
-  const res = await new Promise<{ stdout: string; stderr: string; exitCode?: number; timedOut: boolean; spawnError?: string }>((resolve) => {
+  // The call's cancellation and deadline reach the child (SIGKILL), unless it must not stop half-way.
+  const signal = opts.uninterruptible ? undefined : callSignal();
+  if (signal?.aborted) throw new CommandError(command, args, undefined, '', false, true);
+  const res = await new Promise<{ stdout: string; stderr: string; exitCode?: number; timedOut: boolean; cancelled: boolean; spawnError?: string }>((resolve) => {
     const child = execFile(
       command,
       args,
-      { timeout: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, killSignal: 'SIGKILL', env: COMMAND_ENV, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8', shell: false },
+      { timeout: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, killSignal: 'SIGKILL', env: COMMAND_ENV, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8', shell: false, signal },
       (err, stdout, stderr) => {
-        if (!err) return resolve({ stdout, stderr, exitCode: 0, timedOut: false });
+        if (!err) return resolve({ stdout, stderr, exitCode: 0, timedOut: false, cancelled: false });
         const e = err as NodeJS.ErrnoException & { code?: number | string; killed?: boolean; signal?: string };
-        const timedOut = !!e.killed && e.signal === 'SIGKILL';
-        resolve({ stdout, stderr, exitCode: typeof e.code === 'number' ? e.code : undefined, timedOut, spawnError: typeof e.code === 'string' ? `${e.code}: ${e.message}` : undefined });
+        const cancelled = e.name === 'AbortError';
+        const timedOut = !cancelled && !!e.killed && e.signal === 'SIGKILL';
+        resolve({ stdout, stderr, exitCode: typeof e.code === 'number' ? e.code : undefined, timedOut, cancelled, spawnError: !cancelled && typeof e.code === 'string' ? `${e.code}: ${e.message}` : undefined });
       },
     );
     // Nothing is ever typed into a command: a prompt reads end-of-file and fails at once instead of hanging.
@@ -65,11 +77,11 @@ export async function run(command: string, args: readonly string[], opts: RunOpt
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   const { exitCode, stdout } = res;
   const stderr = res.stderr || res.spawnError || '';
-  const ok = !res.timedOut && exitCode !== undefined && (exitCode === 0 || (opts.okExitCodes ?? []).includes(exitCode));
+  const ok = !res.timedOut && !res.cancelled && exitCode !== undefined && (exitCode === 0 || (opts.okExitCodes ?? []).includes(exitCode));
   for (const l of listeners) l(command, seconds, ok);
   if (!ok) {
-    log.warn('command failed', { command, args, exitCode, timedOut: res.timedOut, stderr: stderr.slice(0, 2000), ms: Math.round(seconds * 1000) });
-    throw new CommandError(command, args, exitCode, stderr, res.timedOut);
+    log.warn('command failed', { command, args, exitCode, timedOut: res.timedOut, cancelled: res.cancelled, stderr: stderr.slice(0, 2000), ms: Math.round(seconds * 1000) });
+    throw new CommandError(command, args, exitCode, stderr, res.timedOut, res.cancelled);
   }
   log.debug('command', { command, args, exitCode, ms: Math.round(seconds * 1000) });
   return { stdout, stderr, exitCode: exitCode ?? 0 };

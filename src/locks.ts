@@ -1,4 +1,5 @@
 import { Mutex } from 'async-mutex';
+import { callSignal } from './call-context.js';
 import { aborted } from './errors.js';
 
 interface Slot {
@@ -51,19 +52,29 @@ export class KeyedLocks {
       if (s.holdersAndWaiters === 0 && this.slots.get(key) === s) this.slots.delete(key);
     };
     let timer: NodeJS.Timeout | undefined;
+    // A call that is cancelled or out of time stops waiting: nobody is left to get its answer.
+    const signal = callSignal();
+    let onAbort: (() => void) | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(aborted(`an operation on ${key} is still in progress; retry later`)), this.maxWaitMs);
+      onAbort = () => reject(aborted(`the call was cancelled while an operation on ${key} was in progress`));
+      if (signal?.aborted) onAbort();
+      else signal?.addEventListener('abort', onAbort, { once: true });
     });
     const acquiring = s.mutex.acquire();
+    const stopWaiting = () => {
+      clearTimeout(timer);
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
+    };
     try {
       const release = await Promise.race([acquiring, timeout]);
-      clearTimeout(timer);
+      stopWaiting();
       return () => {
         release();
         done();
       };
     } catch (err) {
-      clearTimeout(timer);
+      stopWaiting();
       // The acquire is still queued: release as soon as it is granted, so the queue moves on.
       void acquiring.then((release) => {
         release();

@@ -20,8 +20,8 @@ export async function probeSignature(device: string): Promise<Signature | null> 
 
 export async function makeFilesystem(device: string, fsType: FsType): Promise<void> {
   // No discard at mkfs: the backing store is fresh (sparse, or a fresh LV) and discarding it only costs time.
-  if (fsType === 'ext4') await run('mkfs.ext4', ['-q', '-F', '-m', '0', '-E', 'nodiscard', '--', device]);
-  else await run('mkfs.xfs', ['-q', '-f', '-K', '--', device]);
+  if (fsType === 'ext4') await run('mkfs.ext4', ['-q', '-F', '-m', '0', '-E', 'nodiscard', '--', device], { uninterruptible: true });
+  else await run('mkfs.xfs', ['-q', '-f', '-K', '--', device], { uninterruptible: true });
 }
 
 /** Smallest volume each filesystem can be made on (mkfs.xfs refuses below 300 MiB). */
@@ -30,8 +30,8 @@ export const MIN_FS_BYTES: Record<FsType, number> = { ext4: 1024 * 1024, xfs: 30
 /** Grows a mounted filesystem to its device. ext4 online growth needs CAP_SYS_RESOURCE. */
 export async function growFilesystem(fsType: FsType, device: string, mountPoint: string): Promise<void> {
   try {
-    if (fsType === 'xfs') await run('xfs_growfs', ['-d', '--', mountPoint]);
-    else await run('resize2fs', ['--', device]);
+    if (fsType === 'xfs') await run('xfs_growfs', ['-d', '--', mountPoint], { uninterruptible: true });
+    else await run('resize2fs', ['--', device], { uninterruptible: true });
   } catch (err) {
     if (err instanceof CommandError && /Permission denied|Operation not permitted/.test(err.stderr)) {
       throw failedPrecondition(
@@ -61,6 +61,6 @@ export async function extFilesystemBytes(device: string): Promise<number | null>
 
 /** Offline growth of an unmounted ext4, for hosts where online growth is not permitted. */
 export async function growExtOffline(device: string): Promise<void> {
-  await run('e2fsck', ['-f', '-p', '--', device], { okExitCodes: [1], timeoutMs: 30 * 60_000 });
-  await run('resize2fs', ['--', device], { timeoutMs: 30 * 60_000 });
+  await run('e2fsck', ['-f', '-p', '--', device], { okExitCodes: [1], timeoutMs: 30 * 60_000, uninterruptible: true });
+  await run('resize2fs', ['--', device], { timeoutMs: 30 * 60_000, uninterruptible: true });
 }

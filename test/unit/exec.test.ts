@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { runForCall } from '../../src/call-context.js';
 import { CommandError, onCommand, run } from '../../src/exec.js';
+import { KeyedLocks } from '../../src/locks.js';
 
 describe('command runner', () => {
   it('passes arguments verbatim, never through a shell', async () => {
@@ -12,6 +14,30 @@ describe('command runner', () => {
   });
   it('treats listed exit codes as answers', async () => {
     assert.equal((await run('sh', ['-c', 'exit 2'], { okExitCodes: [2] })).exitCode, 2);
+  });
+  it('stops the command of a cancelled call, but lets an uninterruptible one finish', async () => {
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 150);
+    const started = Date.now();
+    await assert.rejects(runForCall(ac.signal, () => run('sleep', ['10'])), (err: unknown) => err instanceof CommandError && err.cancelled && !err.timedOut && /cancelled/.test(err.message));
+    assert.ok(Date.now() - started < 5000, 'killed, not waited for');
+    const late = new AbortController();
+    setTimeout(() => late.abort(), 50);
+    assert.equal((await runForCall(late.signal, () => run('sh', ['-c', 'sleep 0.4; echo done'], { uninterruptible: true }))).stdout, 'done\n');
+    await assert.rejects(runForCall(late.signal, () => run('true', [])), (err: unknown) => err instanceof CommandError && err.cancelled, 'nothing starts for a call already cancelled');
+  });
+  it('a call cancelled while it waits for a lock stops waiting (ABORTED)', async () => {
+    const locks = new KeyedLocks();
+    let release!: () => void;
+    const holder = locks.with(['volume/x'], () => new Promise<void>((r) => (release = r)));
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 100);
+    await assert.rejects(runForCall(ac.signal, () => locks.with(['volume/x'], async () => 'never')), /cancelled while an operation on volume\/x/);
+    release();
+    await holder;
+    // The abandoned wait is granted and handed back at once, so the queue moves on.
+    for (let i = 0; i < 10 && locks.busyKeys().length; i++) await new Promise((r) => setImmediate(r));
+    assert.deepEqual(locks.busyKeys(), []);
   });
   it('kills a command at its timeout', async () => {
     const started = Date.now();
