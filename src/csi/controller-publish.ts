@@ -4,7 +4,7 @@ import type { ControllerPublishVolumeRequest__Output } from '../../gen/csi/v1/Co
 import type { ControllerPublishVolumeResponse } from '../../gen/csi/v1/ControllerPublishVolumeResponse.js';
 import type { ControllerUnpublishVolumeRequest__Output } from '../../gen/csi/v1/ControllerUnpublishVolumeRequest.js';
 import type { ControllerUnpublishVolumeResponse } from '../../gen/csi/v1/ControllerUnpublishVolumeResponse.js';
-import { alreadyExists, failedPrecondition, invalidArgument, notFound, outOfRange, resourceExhausted, unimplemented } from '../errors.js';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, outOfRange, resourceExhausted } from '../errors.js';
 import type { Publisher } from '../pool/backend.js';
 import { parseCapability } from './capabilities.js';
 import { nodeLock, volumeLock, type ControllerContext } from './context.js';
@@ -13,7 +13,8 @@ import { isNodeId, parseId } from './ids.js';
 import { chooseSize, fitsRange, parseRange } from './sizing.js';
 
 function publisherOf(ctx: ControllerContext): Publisher {
-  if (!ctx.publisher) throw unimplemented('this pool is node-local: there is nothing to attach from the controller');
+  // Reached only when PUBLISH_UNPUBLISH_VOLUME is advertised, which it is exactly when there is a publisher (service-capabilities.ts).
+  if (!ctx.publisher) throw new Error('ControllerPublish/Unpublish reached without a publisher');
   return ctx.publisher;
 }
 
@@ -63,7 +64,6 @@ export async function controllerUnpublishVolume(ctx: ControllerContext, req: Con
 }
 
 export async function controllerExpandVolume(ctx: ControllerContext, req: ControllerExpandVolumeRequest__Output): Promise<ControllerExpandVolumeResponse> {
-  if (ctx.backend.expansion !== 'controller') throw unimplemented('volumes of this pool grow on the node (NodeExpandVolume)');
   parseId('vol', 'volume_id', req.volume_id);
   if (!req.capacity_range) throw invalidArgument('capacity_range is required');
   const range = parseRange(req.capacity_range);

@@ -1,4 +1,3 @@
-import type { ControllerGetCapabilitiesResponse } from '../../gen/csi/v1/ControllerGetCapabilitiesResponse.js';
 import type { ControllerGetVolumeRequest__Output } from '../../gen/csi/v1/ControllerGetVolumeRequest.js';
 import type { ControllerGetVolumeResponse } from '../../gen/csi/v1/ControllerGetVolumeResponse.js';
 import type { ListVolumesRequest__Output } from '../../gen/csi/v1/ListVolumesRequest.js';
@@ -20,27 +19,6 @@ export async function requirePoolVolume(ctx: ControllerContext, field: string, i
   const vol = known ? await ctx.backend.getVolume(known) : null;
   if (!vol) throw notFound(`volume ${id} does not exist`);
   return vol;
-}
-
-type ControllerCapability = 'CREATE_DELETE_VOLUME' | 'PUBLISH_UNPUBLISH_VOLUME' | 'PUBLISH_READONLY' | 'LIST_VOLUMES_PUBLISHED_NODES' | 'EXPAND_VOLUME' | 'CREATE_DELETE_SNAPSHOT' | 'LIST_VOLUMES' | 'LIST_SNAPSHOTS' | 'GET_CAPACITY' | 'CLONE_VOLUME' | 'GET_VOLUME' | 'VOLUME_CONDITION' | 'SINGLE_NODE_MULTI_WRITER';
-
-export function controllerGetCapabilities(ctx: ControllerContext): ControllerGetCapabilitiesResponse {
-  // Node-local pools grow on the node (NodeExpandVolume) and have nothing to attach remotely; hypervisor mode attaches and grows on the controller.
-  // GetSnapshot is served but GET_SNAPSHOT is not advertised: CSI clients built before v1.10 reject capabilities they do not know.
-  const types: ControllerCapability[] = [
-    ...(ctx.publisher ? (['PUBLISH_UNPUBLISH_VOLUME', 'PUBLISH_READONLY', 'LIST_VOLUMES_PUBLISHED_NODES'] as const) : []),
-    ...(ctx.backend?.expansion === 'controller' ? (['EXPAND_VOLUME'] as const) : []),
-    'CREATE_DELETE_VOLUME',
-    'CREATE_DELETE_SNAPSHOT',
-    'LIST_VOLUMES',
-    'LIST_SNAPSHOTS',
-    'GET_CAPACITY',
-    'CLONE_VOLUME',
-    'GET_VOLUME',
-    'VOLUME_CONDITION',
-    'SINGLE_NODE_MULTI_WRITER',
-  ];
-  return { capabilities: types.map((type) => ({ rpc: { type } })) };
 }
 
 export async function validateVolumeCapabilities(ctx: ControllerContext, req: ValidateVolumeCapabilitiesRequest__Output): Promise<ValidateVolumeCapabilitiesResponse> {

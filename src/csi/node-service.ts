@@ -1,7 +1,6 @@
 import { statfs } from 'node:fs/promises';
 import type { NodeExpandVolumeRequest__Output } from '../../gen/csi/v1/NodeExpandVolumeRequest.js';
 import type { NodeExpandVolumeResponse } from '../../gen/csi/v1/NodeExpandVolumeResponse.js';
-import type { NodeGetCapabilitiesResponse } from '../../gen/csi/v1/NodeGetCapabilitiesResponse.js';
 import type { NodeGetInfoResponse } from '../../gen/csi/v1/NodeGetInfoResponse.js';
 import type { NodeGetVolumeStatsRequest__Output } from '../../gen/csi/v1/NodeGetVolumeStatsRequest.js';
 import type { NodeGetVolumeStatsResponse } from '../../gen/csi/v1/NodeGetVolumeStatsResponse.js';
@@ -23,17 +22,6 @@ export function nodeGetInfo(ctx: DriverContext): NodeGetInfoResponse {
     max_volumes_per_node: String(ctx.maxVolumesPerNode),
     accessible_topology: { segments: topologySegments(ctx) },
   };
-}
-
-const NODE_CAPABILITIES = ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER'] as const;
-
-export function nodeGetCapabilities(): NodeGetCapabilitiesResponse {
-  return { capabilities: NODE_CAPABILITIES.map((type) => ({ rpc: { type } })) };
-}
-
-/** What the resizer-only process says of the node plugins: they expand volumes (and it serves nothing else of them). */
-export function nodeExpansionCapabilities(): NodeGetCapabilitiesResponse {
-  return { capabilities: NODE_CAPABILITIES.filter((t) => t === 'EXPAND_VOLUME').map((type) => ({ rpc: { type } })) };
 }
 
 /**

@@ -7,18 +7,16 @@ import type { NodeHandlers } from '../../gen/csi/v1/Node.js';
 import { errno, unavailable, unimplemented } from '../errors.js';
 import { hasBackend, type ControllerContext, type DriverContext } from './context.js';
 import { controllerExpandVolume, controllerPublishVolume, controllerUnpublishVolume } from './controller-publish.js';
-import { controllerGetCapabilities, controllerGetVolume, listVolumes, validateVolumeCapabilities } from './controller-queries.js';
+import { controllerGetVolume, listVolumes, validateVolumeCapabilities } from './controller-queries.js';
 import { createSnapshot, deleteSnapshot, getSnapshot, listSnapshots } from './controller-snapshots.js';
 import { createVolume, deleteVolume, getCapacity } from './controller-volumes.js';
 import { getPluginCapabilities, getPluginInfo, probe } from './identity.js';
 import { nodePublishVolume, nodeUnpublishVolume } from './node-publish.js';
-import { nodeExpandVolume, nodeExpansionCapabilities, nodeGetCapabilities, nodeGetInfo, nodeGetVolumeStats } from './node-service.js';
+import { nodeExpandVolume, nodeGetInfo, nodeGetVolumeStats } from './node-service.js';
+import { capabilityResponse, CONTROLLER_RPC_NEEDS, NODE_RPC_NEEDS, serviceCapabilities } from './service-capabilities.js';
 import { nodeStageVolume, nodeUnstageVolume } from './node-stage.js';
 import { loadCsi } from './proto.js';
 import { unary } from './rpc.js';
-
-/** Answered while the pool is not open too: what the sidecars and the kubelet ask at start (the registrar's NodeGetInfo). */
-const answered = unary;
 
 /**
  * `resizer` serves what external-resizer asks at start, and nothing else, for pools that grow on the
@@ -36,10 +34,6 @@ function isFull(ctx: DriverContext | IdentityContext): ctx is DriverContext {
   return 'attacher' in ctx;
 }
 
-const notSupported = (what: string) => () => {
-  throw unimplemented(`${what} is not supported by this driver`);
-};
-
 function identityHandlers(ctx: IdentityContext, mode: Mode): IdentityHandlers {
   return {
     GetPluginInfo: unary('GetPluginInfo', () => getPluginInfo(ctx)),
@@ -48,57 +42,68 @@ function identityHandlers(ctx: IdentityContext, mode: Mode): IdentityHandlers {
   };
 }
 
-/** A handler that needs the pool: UNAVAILABLE, with the reason, while the pool is not open (DriverContext.pending). */
-function pooled<Req, Res>(ctx: DriverContext, method: string, fn: (req: Req) => Promise<Res> | Res) {
-  return unary<Req, Res>(method, (req) => {
-    if (ctx.pending) throw unavailable(`the pool is not ready: ${ctx.pending}`);
-    return fn(req);
-  });
+/**
+ * A handler behind the capability table and the pool's readiness: UNIMPLEMENTED when the RPC needs
+ * a capability this driver does not advertise, UNAVAILABLE with the reason while the pool is not
+ * open (DriverContext.pending) unless the RPC is one the sidecars and the kubelet ask at start.
+ */
+function gate(ctx: DriverContext, mode: Mode, service: 'controller' | 'node') {
+  const needs: Record<string, string | null> = service === 'controller' ? CONTROLLER_RPC_NEEDS : NODE_RPC_NEEDS;
+  return <Req, Res>(method: string, fn: (req: Req) => Promise<Res> | Res, opts: { beforePool?: boolean } = {}) =>
+    unary<Req, Res>(method, (req) => {
+      const need = needs[method];
+      if (need && !(serviceCapabilities(ctx, mode)[service] as readonly string[]).includes(need)) throw unimplemented(`${method} is not supported by this driver (no ${need} capability)`);
+      if (ctx.pending && !opts.beforePool) throw unavailable(`the pool is not ready: ${ctx.pending}`);
+      return fn(req);
+    });
 }
 
-function controllerHandlers(ctx: ControllerContext): ControllerHandlers {
-  const unary = <Req, Res>(method: string, fn: (req: Req) => Promise<Res> | Res) => pooled(ctx, method, fn);
+function controllerHandlers(ctx: ControllerContext, mode: Mode): ControllerHandlers {
+  const served = gate(ctx, mode, 'controller');
   return {
-    CreateVolume: unary('CreateVolume', (r) => createVolume(ctx, r)),
-    DeleteVolume: unary('DeleteVolume', (r) => deleteVolume(ctx, r)),
-    ValidateVolumeCapabilities: unary('ValidateVolumeCapabilities', (r) => validateVolumeCapabilities(ctx, r)),
-    ListVolumes: unary('ListVolumes', (r) => listVolumes(ctx, r)),
-    GetCapacity: unary('GetCapacity', (r) => getCapacity(ctx, r)),
-    ControllerGetCapabilities: answered('ControllerGetCapabilities', () => controllerGetCapabilities(ctx)),
-    ControllerGetVolume: unary('ControllerGetVolume', (r) => controllerGetVolume(ctx, r)),
-    CreateSnapshot: unary('CreateSnapshot', (r) => createSnapshot(ctx, r)),
-    DeleteSnapshot: unary('DeleteSnapshot', (r) => deleteSnapshot(ctx, r)),
-    ListSnapshots: unary('ListSnapshots', (r) => listSnapshots(ctx, r)),
-    GetSnapshot: unary('GetSnapshot', (r) => getSnapshot(ctx, r)),
-    ControllerPublishVolume: unary('ControllerPublishVolume', (r) => controllerPublishVolume(ctx, r)),
-    ControllerUnpublishVolume: unary('ControllerUnpublishVolume', (r) => controllerUnpublishVolume(ctx, r)),
-    ControllerExpandVolume: unary('ControllerExpandVolume', (r) => controllerExpandVolume(ctx, r)),
-    ControllerModifyVolume: unary('ControllerModifyVolume', notSupported('ControllerModifyVolume')),
+    CreateVolume: served('CreateVolume', (r) => createVolume(ctx, r)),
+    DeleteVolume: served('DeleteVolume', (r) => deleteVolume(ctx, r)),
+    ValidateVolumeCapabilities: served('ValidateVolumeCapabilities', (r) => validateVolumeCapabilities(ctx, r)),
+    ListVolumes: served('ListVolumes', (r) => listVolumes(ctx, r)),
+    GetCapacity: served('GetCapacity', (r) => getCapacity(ctx, r)),
+    ControllerGetCapabilities: served('ControllerGetCapabilities', () => capabilityResponse(serviceCapabilities(ctx, mode).controller), { beforePool: true }),
+    ControllerGetVolume: served('ControllerGetVolume', (r) => controllerGetVolume(ctx, r)),
+    CreateSnapshot: served('CreateSnapshot', (r) => createSnapshot(ctx, r)),
+    DeleteSnapshot: served('DeleteSnapshot', (r) => deleteSnapshot(ctx, r)),
+    ListSnapshots: served('ListSnapshots', (r) => listSnapshots(ctx, r)),
+    GetSnapshot: served('GetSnapshot', (r) => getSnapshot(ctx, r)),
+    ControllerPublishVolume: served('ControllerPublishVolume', (r) => controllerPublishVolume(ctx, r)),
+    ControllerUnpublishVolume: served('ControllerUnpublishVolume', (r) => controllerUnpublishVolume(ctx, r)),
+    ControllerExpandVolume: served('ControllerExpandVolume', (r) => controllerExpandVolume(ctx, r)),
+    // Never advertised: the gate answers UNIMPLEMENTED before this runs.
+    ControllerModifyVolume: served('ControllerModifyVolume', () => ({})),
   };
 }
 
 /**
- * The capability queries alone: grpc-js answers UNIMPLEMENTED for every method a service leaves
- * out, which is the truth here (this process has no pool and no node).
+ * The capability queries alone, from the same table: grpc-js answers UNIMPLEMENTED for every method
+ * a service leaves out, which is the truth here (this process has no pool and no node).
  */
 function resizerHandlers(): { controller: Partial<ControllerHandlers>; node: Partial<NodeHandlers> } {
+  const caps = serviceCapabilities({}, 'resizer');
   return {
-    controller: { ControllerGetCapabilities: unary('ControllerGetCapabilities', () => ({ capabilities: [] })) },
-    node: { NodeGetCapabilities: unary('NodeGetCapabilities', () => nodeExpansionCapabilities()) },
+    controller: { ControllerGetCapabilities: unary('ControllerGetCapabilities', () => capabilityResponse(caps.controller)) },
+    node: { NodeGetCapabilities: unary('NodeGetCapabilities', () => capabilityResponse(caps.node)) },
   };
 }
 
-function nodeHandlers(ctx: DriverContext): NodeHandlers {
-  const unary = <Req, Res>(method: string, fn: (req: Req) => Promise<Res> | Res) => pooled(ctx, method, fn);
+function nodeHandlers(ctx: DriverContext, mode: Mode): NodeHandlers {
+  const served = gate(ctx, mode, 'node');
   return {
-    NodeStageVolume: unary('NodeStageVolume', (r) => nodeStageVolume(ctx, r)),
-    NodeUnstageVolume: unary('NodeUnstageVolume', (r) => nodeUnstageVolume(ctx, r)),
-    NodePublishVolume: unary('NodePublishVolume', (r) => nodePublishVolume(ctx, r)),
-    NodeUnpublishVolume: unary('NodeUnpublishVolume', (r) => nodeUnpublishVolume(ctx, r)),
-    NodeGetVolumeStats: unary('NodeGetVolumeStats', (r) => nodeGetVolumeStats(ctx, r)),
-    NodeExpandVolume: unary('NodeExpandVolume', (r) => nodeExpandVolume(ctx, r)),
-    NodeGetCapabilities: answered('NodeGetCapabilities', () => nodeGetCapabilities()),
-    NodeGetInfo: answered('NodeGetInfo', () => nodeGetInfo(ctx)),
+    NodeStageVolume: served('NodeStageVolume', (r) => nodeStageVolume(ctx, r)),
+    NodeUnstageVolume: served('NodeUnstageVolume', (r) => nodeUnstageVolume(ctx, r)),
+    NodePublishVolume: served('NodePublishVolume', (r) => nodePublishVolume(ctx, r)),
+    NodeUnpublishVolume: served('NodeUnpublishVolume', (r) => nodeUnpublishVolume(ctx, r)),
+    NodeGetVolumeStats: served('NodeGetVolumeStats', (r) => nodeGetVolumeStats(ctx, r)),
+    NodeExpandVolume: served('NodeExpandVolume', (r) => nodeExpandVolume(ctx, r)),
+    NodeGetCapabilities: served('NodeGetCapabilities', () => capabilityResponse(serviceCapabilities(ctx, mode).node), { beforePool: true }),
+    // The registrar registers the node with what this says, pool or not.
+    NodeGetInfo: served('NodeGetInfo', () => nodeGetInfo(ctx), { beforePool: true }),
   };
 }
 
@@ -147,9 +152,9 @@ export async function startServer(ctx: DriverContext | IdentityContext, mode: Mo
     if (!isFull(ctx)) throw new Error(`mode ${mode} needs the whole driver context`);
     if (mode !== 'node') {
       if (!hasBackend(ctx) && !ctx.pending) throw new Error('the controller service needs the pool');
-      server.addService(csi.Controller.service, controllerHandlers(ctx as ControllerContext));
+      server.addService(csi.Controller.service, controllerHandlers(ctx as ControllerContext, mode));
     }
-    if (mode !== 'controller') server.addService(csi.Node.service, nodeHandlers(ctx));
+    if (mode !== 'controller') server.addService(csi.Node.service, nodeHandlers(ctx, mode));
   }
 
   const socket = socketPath(endpoint);
