@@ -11,7 +11,7 @@ import { PoolAgent } from '../src/cluster/pool-agent.js';
 import { reconcileLvmPool } from '../src/cluster/pool-reconcile.js';
 import { poolSettings, type VolumePool } from '../src/cluster/volume-pool.js';
 import { TOPOLOGY_KEY } from '../src/csi/context.js';
-import { idFor } from '../src/csi/ids.js';
+import { idFor } from '../src/ids.js';
 import { FilePool } from '../src/pool/file/file-pool.js';
 import { deviceMapperAvailable, LvmCli } from '../src/pool/lvm/lvm-cli.js';
 import type { KObject } from '../test/helpers/fake-apiserver.js';

@@ -1,26 +1,40 @@
-import { status } from '@grpc/grpc-js';
+/**
+ * What went wrong, in the driver's own terms. Everything below the CSI edge throws these kinds, each
+ * with a message for whoever reads it; src/csi/rpc.ts maps each kind to a gRPC code, once.
+ */
+export type ErrorKind =
+  | 'invalid' // the request is malformed: a field, a name, a path, a parameter
+  | 'not-found' // the volume, snapshot, source or node does not exist
+  | 'conflict' // it exists with other properties, or is staged or published another way
+  | 'out-of-range' // no size fits the capacity range
+  | 'exhausted' // no room: space, the node's attach limit, a topology that excludes this pool
+  | 'precondition' // the state forbids it now: in use, not staged, holding other data
+  | 'busy' // another operation on it is in progress: retry
+  | 'unsupported' // this driver does not do that
+  | 'unavailable' // a dependency is not there yet (a pool being built, a guest slow to let go): retry
+  | 'cancelled' // the call was cancelled or ran out of time
+  | 'internal'; // a broken invariant; the message says which
 
-/** An error that already knows the gRPC status code the client must see. */
-export class CsiError extends Error {
+export class DriverError extends Error {
   constructor(
-    readonly code: status,
+    readonly kind: ErrorKind,
     message: string,
   ) {
     super(message);
-    this.name = 'CsiError';
+    this.name = 'DriverError';
   }
 }
 
-export const invalidArgument = (msg: string) => new CsiError(status.INVALID_ARGUMENT, msg);
-export const notFound = (msg: string) => new CsiError(status.NOT_FOUND, msg);
-export const alreadyExists = (msg: string) => new CsiError(status.ALREADY_EXISTS, msg);
-export const outOfRange = (msg: string) => new CsiError(status.OUT_OF_RANGE, msg);
-export const resourceExhausted = (msg: string) => new CsiError(status.RESOURCE_EXHAUSTED, msg);
-export const failedPrecondition = (msg: string) => new CsiError(status.FAILED_PRECONDITION, msg);
-export const aborted = (msg: string) => new CsiError(status.ABORTED, msg);
-export const unimplemented = (msg: string) => new CsiError(status.UNIMPLEMENTED, msg);
-export const internal = (msg: string) => new CsiError(status.INTERNAL, msg);
-export const unavailable = (msg: string) => new CsiError(status.UNAVAILABLE, msg);
+export const invalid = (msg: string) => new DriverError('invalid', msg);
+export const notFound = (msg: string) => new DriverError('not-found', msg);
+export const conflict = (msg: string) => new DriverError('conflict', msg);
+export const outOfRange = (msg: string) => new DriverError('out-of-range', msg);
+export const exhausted = (msg: string) => new DriverError('exhausted', msg);
+export const precondition = (msg: string) => new DriverError('precondition', msg);
+export const busy = (msg: string) => new DriverError('busy', msg);
+export const unsupported = (msg: string) => new DriverError('unsupported', msg);
+export const unavailable = (msg: string) => new DriverError('unavailable', msg);
+export const internal = (msg: string) => new DriverError('internal', msg);
 
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);

@@ -1,6 +1,11 @@
 import { Mutex } from 'async-mutex';
 import { callSignal } from './call-context.js';
-import { aborted } from './errors.js';
+import { busy } from './errors.js';
+
+/** The keys volumes, snapshots and nodes are locked by, the same for the CSI handlers and the orphan reaper. */
+export const volumeLock = (id: string) => `volume/${id}`;
+export const snapshotLock = (id: string) => `snapshot/${id}`;
+export const nodeLock = (id: string) => `node/${id}`;
 
 interface Slot {
   mutex: Mutex;
@@ -43,7 +48,7 @@ export class KeyedLocks {
       this.slots.set(key, slot);
     }
     if (slot.holdersAndWaiters > this.maxQueue) {
-      throw aborted(`too many operations pending on ${key}; retry later`);
+      throw busy(`too many operations pending on ${key}; retry later`);
     }
     slot.holdersAndWaiters++;
     const s = slot;
@@ -56,8 +61,8 @@ export class KeyedLocks {
     const signal = callSignal();
     let onAbort: (() => void) | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(aborted(`an operation on ${key} is still in progress; retry later`)), this.maxWaitMs);
-      onAbort = () => reject(aborted(`the call was cancelled while an operation on ${key} was in progress`));
+      timer = setTimeout(() => reject(busy(`an operation on ${key} is still in progress; retry later`)), this.maxWaitMs);
+      onAbort = () => reject(busy(`the call was cancelled while an operation on ${key} was in progress`));
       if (signal?.aborted) onAbort();
       else signal?.addEventListener('abort', onAbort, { once: true });
     });

@@ -1,6 +1,5 @@
 import http from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { status } from '@grpc/grpc-js';
 import { onRpc } from './csi/rpc.js';
 import { onCommand } from './exec.js';
 import { log } from './log.js';
@@ -41,9 +40,8 @@ export function createMetrics(pool: () => PoolBackend | undefined, orphans?: Orp
     registers: [register],
   });
   onRpc((method, code, seconds) => {
-    const name = status[code];
-    rpcSeconds.observe({ method, code: name }, seconds);
-    if (code !== status.OK) rpcErrors.inc({ method, code: name });
+    rpcSeconds.observe({ method, code }, seconds);
+    if (code !== 'OK') rpcErrors.inc({ method, code });
   });
   onCommand((command, seconds, ok) => commandSeconds.observe({ command, result: ok ? 'ok' : 'error' }, seconds));
 

@@ -7,10 +7,24 @@ import { log } from '../log.js';
 import type { Attacher, NodeVolumes, PoolBackend, Publisher } from '../pool/backend.js';
 import { parseQuantity } from '../units.js';
 
-/** The pool flags of `serve` (and what `reconcile` and a VolumePool give in their place). */
+export const DISK_CACHE_MODES = ['default', 'none', 'writethrough', 'writeback', 'directsync', 'unsafe'] as const;
+export type DiskCache = (typeof DISK_CACHE_MODES)[number];
+
+/** Which pool to open, with typed values: what `serve`'s flags, `reconcile` and a VolumePool all come down to. */
+export type BackendOptions =
+  | { kind: 'file'; poolDir: string; reserveBytes: number }
+  | { kind: 'lvm'; vg: string; reserveBytes: number; overprovisionRatio: number }
+  | { kind: 'libvirt'; uri: string; pool?: string; hypervisor?: string; diskCache: DiskCache; attachTimeoutMs: number; reserveBytes: number };
+
+/**
+ * What this process does with the pool: `node` only attaches (a node-only process beside a
+ * controller must not sweep a create in progress; a libvirt node VM cannot reach the pool at all).
+ */
+export type BackendRole = 'all' | 'controller' | 'node';
+
+/** The pool flags of `serve`, as strings. */
 export interface BackendFlags {
   backend: string;
-  mode: string;
   reserve: string;
   poolDir?: string;
   vg?: string;
@@ -22,8 +36,33 @@ export interface BackendFlags {
   attachTimeout: string;
 }
 
-export interface Opened {
+/** Checks the flags once and turns them into typed options; every message names the flag. */
+export function backendOptions(f: BackendFlags): BackendOptions {
+  const reserveBytes = parseQuantity(f.reserve);
+  if (f.backend === 'file') {
+    if (!f.poolDir) throw new Error('--pool-dir is required with --backend file');
+    return { kind: 'file', poolDir: path.resolve(f.poolDir), reserveBytes };
+  }
+  if (f.backend === 'lvm') {
+    if (!f.vg) throw new Error('--vg is required with --backend lvm');
+    const ratio = Number(f.overprovisionRatio);
+    if (!(ratio >= 1) || !Number.isFinite(ratio)) throw new Error(`--overprovision-ratio must be a number ≥ 1 (got ${f.overprovisionRatio})`);
+    return { kind: 'lvm', vg: f.vg, reserveBytes, overprovisionRatio: ratio };
+  }
+  if (f.backend === 'libvirt') {
+    const seconds = Number(f.attachTimeout);
+    if (!(seconds > 0) || !Number.isFinite(seconds)) throw new Error(`--attach-timeout must be a positive number of seconds (got ${f.attachTimeout})`);
+    if (!(DISK_CACHE_MODES as readonly string[]).includes(f.diskCache)) throw new Error(`--disk-cache ${JSON.stringify(f.diskCache)} is not a libvirt cache mode (${DISK_CACHE_MODES.join(', ')})`);
+    return { kind: 'libvirt', uri: f.libvirtUri, pool: f.libvirtPool, hypervisor: f.hypervisor, diskCache: f.diskCache as DiskCache, attachTimeoutMs: seconds * 1000, reserveBytes };
+  }
+  throw new Error(`--backend ${f.backend} is not supported (file, lvm or libvirt)`);
+}
+
+/** An open pool and what the CSI layer needs to know of it. */
+export interface OpenPool {
+  /** The pool; absent on a libvirt node VM, which cannot reach it. */
   backend?: PoolBackend;
+  /** Hot-plugs volumes into node VMs (libvirt controller). */
   publisher?: Publisher;
   volumes: NodeVolumes;
   attacher: Attacher;
@@ -34,7 +73,7 @@ export interface Opened {
 
 const hostnameId = async () => os.hostname();
 
-async function nodeLocal(backend: PoolBackend, attacher: Attacher): Promise<Opened> {
+async function nodeLocal(backend: PoolBackend, attacher: Attacher): Promise<OpenPool> {
   const { LocalNodeVolumes } = await import('../pool/local-volumes.js');
   return { backend, attacher, volumes: new LocalNodeVolumes(backend), topology: (nodeId) => ({ [TOPOLOGY_KEY]: nodeId }), access: NODE_LOCAL_ACCESS, defaultNodeId: hostnameId };
 }
@@ -48,24 +87,21 @@ async function productUuid(): Promise<string> {
 
 const TOPOLOGY_VALUE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
 
-async function openLibvirt(opts: BackendFlags): Promise<Opened> {
-  const seconds = Number(opts.attachTimeout);
-  if (!(seconds > 0) || !Number.isFinite(seconds)) throw new Error(`--attach-timeout must be a positive number of seconds (got ${opts.attachTimeout})`);
-  if (!['default', 'none', 'writethrough', 'writeback', 'directsync', 'unsafe'].includes(opts.diskCache)) throw new Error(`--disk-cache ${JSON.stringify(opts.diskCache)} is not a libvirt cache mode (none, directsync, writethrough, writeback, unsafe, default)`);
+async function openLibvirt(o: Extract<BackendOptions, { kind: 'libvirt' }>, role: BackendRole): Promise<OpenPool> {
   const { HypervisorNodeVolumes, VirtioAttacher } = await import('../pool/libvirt/virtio-attacher.js');
   // A node VM must know its UUID; a controller (or an all-in-one test on the hypervisor itself) falls back to the hostname.
-  const defaultNodeId = opts.mode === 'node' ? productUuid : () => productUuid().catch(hostnameId);
-  const common = { attacher: new VirtioAttacher({ waitMs: seconds * 1000 }), access: HYPERVISOR_ACCESS, defaultNodeId };
+  const defaultNodeId = role === 'node' ? productUuid : () => productUuid().catch(hostnameId);
+  const common = { attacher: new VirtioAttacher({ waitMs: o.attachTimeoutMs }), access: HYPERVISOR_ACCESS, defaultNodeId };
   const topologyOf = (hypervisor: string) => {
     if (!TOPOLOGY_VALUE.test(hypervisor)) throw new Error(`--hypervisor ${JSON.stringify(hypervisor)} is not a valid topology value (letters, digits, '.', '_', '-', ≤63)`);
     return () => ({ [HYPERVISOR_TOPOLOGY_KEY]: hypervisor });
   };
-  if (opts.mode === 'node') {
+  if (role === 'node') {
     // The node VM cannot reach the pool: it knows volumes by the disks it is given.
-    if (!opts.hypervisor) throw new Error('--hypervisor is required with --backend libvirt --mode node (the topology value the controller reports)');
-    return { ...common, volumes: new HypervisorNodeVolumes(seconds * 1000), topology: topologyOf(opts.hypervisor) };
+    if (!o.hypervisor) throw new Error('--hypervisor is required with --backend libvirt --mode node (the topology value the controller reports)');
+    return { ...common, volumes: new HypervisorNodeVolumes(o.attachTimeoutMs), topology: topologyOf(o.hypervisor) };
   }
-  if (!opts.libvirtPool) throw new Error('--libvirt-pool is required with --backend libvirt');
+  if (!o.pool) throw new Error('--libvirt-pool is required with --backend libvirt');
   const [{ Virsh }, { Domains }, { LibvirtPool }, { validatePoolName }, { LibvirtPublisher }] = await Promise.all([
     import('../pool/libvirt/virsh.js'),
     import('../pool/libvirt/domains.js'),
@@ -73,31 +109,26 @@ async function openLibvirt(opts: BackendFlags): Promise<Opened> {
     import('../pool/libvirt/names.js'),
     import('../pool/libvirt/libvirt-publisher.js'),
   ]);
-  const virsh = new Virsh(opts.libvirtUri);
-  const backend = await LibvirtPool.open(virsh, new Domains(virsh), { pool: validatePoolName(opts.libvirtPool), reserveBytes: parseQuantity(opts.reserve) });
-  const hypervisor = opts.hypervisor ?? (await virsh.run(['hostname'])).trim().split('.')[0];
+  const virsh = new Virsh(o.uri);
+  const backend = await LibvirtPool.open(virsh, new Domains(virsh), { pool: validatePoolName(o.pool), reserveBytes: o.reserveBytes });
+  const hypervisor = o.hypervisor ?? (await virsh.run(['hostname'])).trim().split('.')[0];
   return {
     ...common,
     backend,
-    publisher: new LibvirtPublisher(backend, { diskCache: opts.diskCache, detachWaitMs: seconds * 1000 }),
-    volumes: new HypervisorNodeVolumes(seconds * 1000),
+    publisher: new LibvirtPublisher(backend, { diskCache: o.diskCache, detachWaitMs: o.attachTimeoutMs }),
+    volumes: new HypervisorNodeVolumes(o.attachTimeoutMs),
     topology: topologyOf(hypervisor),
   };
 }
 
-/** Opens the pool the flags name; each backend's code is loaded only when it is the one used. */
-export async function openBackend(opts: BackendFlags): Promise<Opened> {
-  const reserve = parseQuantity(opts.reserve);
-  if (opts.backend === 'file') {
-    if (!opts.poolDir) throw new Error('--pool-dir is required with --backend file');
+/** The one way a pool is opened; each backend's code is loaded only when it is the one used. */
+export async function openBackend(o: BackendOptions, role: BackendRole): Promise<OpenPool> {
+  if (o.kind === 'file') {
     const [{ FilePool }, { FileAttacher }] = await Promise.all([import('../pool/file/file-pool.js'), import('../pool/file/file-attacher.js')]);
-    const pool = await FilePool.open(path.resolve(opts.poolDir), reserve, { sweep: opts.mode !== 'node' });
+    const pool = await FilePool.open(o.poolDir, o.reserveBytes, { sweep: role !== 'node' });
     return nodeLocal(pool, new FileAttacher(pool));
   }
-  if (opts.backend === 'lvm') {
-    if (!opts.vg) throw new Error('--vg is required with --backend lvm');
-    const ratio = Number(opts.overprovisionRatio);
-    if (!(ratio >= 1) || !Number.isFinite(ratio)) throw new Error(`--overprovision-ratio must be a number ≥ 1 (got ${opts.overprovisionRatio})`);
+  if (o.kind === 'lvm') {
     const [{ deviceMapperAvailable, LvmCli }, { LvmAttacher }, { LvmPool }, { validateVgName }] = await Promise.all([
       import('../pool/lvm/lvm-cli.js'),
       import('../pool/lvm/lvm-attacher.js'),
@@ -107,9 +138,8 @@ export async function openBackend(opts: BackendFlags): Promise<Opened> {
     const activation = deviceMapperAvailable();
     if (!activation) log.warn('no device-mapper in this kernel: LVs are created with activation disabled; the node side cannot stage them');
     const lvm = new LvmCli({ activation });
-    const pool = await LvmPool.open(lvm, { vg: validateVgName(opts.vg), reserveBytes: reserve, overprovisionRatio: ratio });
-    return nodeLocal(pool, new LvmAttacher(lvm, opts.vg));
+    const pool = await LvmPool.open(lvm, { vg: validateVgName(o.vg), reserveBytes: o.reserveBytes, overprovisionRatio: o.overprovisionRatio });
+    return nodeLocal(pool, new LvmAttacher(lvm, o.vg));
   }
-  if (opts.backend === 'libvirt') return openLibvirt(opts);
-  throw new Error(`--backend ${opts.backend} is not supported (file, lvm or libvirt)`);
+  return openLibvirt(o, role);
 }

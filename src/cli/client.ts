@@ -52,13 +52,12 @@ export function addClientCommands(program: Command): void {
     cmd.action(async (opts: O) => {
       const common = client.opts<Common>();
       // gRPC is loaded by the command that uses it, not by every start of the binary.
-      const { connectCsi, isServiceError } = await import('../csi/client.js');
+      const { connectCsi, describeCallError } = await import('../csi/client.js');
       const c = connectCsi(common.endpoint);
       try {
         printResult(await action(c, opts), common.output);
       } catch (err) {
-        if (isServiceError(err)) throw new Error(`${err.code === undefined ? '' : (await import('@grpc/grpc-js')).status[err.code]}: ${err.details}`);
-        throw err;
+        throw describeCallError(err);
       } finally {
         c.close();
       }

@@ -1,6 +1,8 @@
 import { Option, type Command } from 'commander';
 import os from 'node:os';
+import path from 'node:path';
 import type { Kube } from '../cluster/kube.js';
+import type { BackendOptions } from './backends.js';
 import type { OrphanReport } from '../cluster/orphans.js';
 import type { VolumePool } from '../cluster/volume-pool.js';
 import { TOPOLOGY_KEY } from '../csi/context.js';
@@ -21,13 +23,19 @@ interface ReconcileFlags {
   output: 'json' | 'table';
 }
 
-/** The pool flags, or the ones a VolumePool holds. */
-async function poolFlags(f: ReconcileFlags, kube: Kube): Promise<{ backend: string; poolDir?: string; vg?: string }> {
-  if (!f.poolFromCluster) return f;
-  const { GROUP, PLURAL, poolSettings, VERSION } = await import('../cluster/volume-pool.js');
-  const pool = (await kube.custom.getClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, name: f.poolFromCluster })) as VolumePool;
-  const s = poolSettings(pool);
-  return { backend: s.backend, poolDir: s.directory, vg: s.volumeGroup };
+/** The pool the flags name, or the one a VolumePool holds; the reserve does not matter to a reconcile. */
+async function poolToReconcile(f: ReconcileFlags, kube: Kube): Promise<BackendOptions> {
+  if (f.poolFromCluster) {
+    const [{ GROUP, PLURAL, poolSettings, VERSION }, { poolOptions }] = await Promise.all([import('../cluster/volume-pool.js'), import('./serve-cluster.js')]);
+    const pool = (await kube.custom.getClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, name: f.poolFromCluster })) as VolumePool;
+    return poolOptions(poolSettings(pool));
+  }
+  if (f.backend === 'lvm') {
+    if (!f.vg) throw new Error('--vg is required with --backend lvm');
+    return { kind: 'lvm', vg: f.vg, reserveBytes: 0, overprovisionRatio: 1 };
+  }
+  if (!f.poolDir) throw new Error('--pool-dir is required with --backend file');
+  return { kind: 'file', poolDir: path.resolve(f.poolDir), reserveBytes: 0 };
 }
 
 function summary(r: OrphanReport): unknown {
@@ -67,9 +75,8 @@ export function addReconcileCommand(program: Command): void {
       ]);
       const kube = loadKube(f.kubeconfig);
       const node = f.nodeId || os.hostname();
-      const flags = await poolFlags(f, kube);
-      // sweep is off: a driver may be running on this pool, with creates in progress.
-      const opened = await openBackend({ ...flags, reserve: '0', overprovisionRatio: '1', mode: 'node', attachTimeout: '1', diskCache: 'none', libvirtUri: '' });
+      // As a node-side process: no sweep, since a driver may be running on this pool with creates in progress.
+      const opened = await openBackend(await poolToReconcile(f, kube), 'node');
       if (!opened.backend) throw new Error('this backend has no pool to reconcile here');
       const report = await reconcileOrphans(opened.backend, kube, {
         driver: f.driverName,

@@ -7,7 +7,7 @@ import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import { deviceMapperAvailable, LvmCli } from '../pool/lvm/lvm-cli.js';
 import type { PoolBackend } from '../pool/backend.js';
-import type { BackendFlags } from './backends.js';
+import type { BackendOptions } from './backends.js';
 
 /**
  * What a node plugin of a node-local pool does with the Kubernetes API, loaded only when it has
@@ -22,8 +22,8 @@ export interface ClusterOptions {
   resyncMs: number;
   /** The VolumePool to serve (--pool-from-cluster). */
   serve?: string;
-  /** Called with the pool flags once the served VolumePool is usable here; throws when the pool cannot be opened. */
-  openServed?: (flags: Partial<BackendFlags>) => Promise<PoolBackend | undefined>;
+  /** Called with the served VolumePool's pool once it is usable here; throws when the pool cannot be opened. */
+  openServed?: (pool: BackendOptions) => Promise<PoolBackend | undefined>;
   /** Tells the driver why the served pool cannot serve yet (undefined: it serves). */
   setPending?: (reason: string | undefined) => void;
   orphans?: { driver: string; topology: Record<string, string>; intervalMs: number; deleteAfterMs?: number; locks: ConstructorParameters<typeof OrphanChecks>[2] };
@@ -33,6 +33,13 @@ export interface ClusterRun {
   /** Starts the orphan checks on this pool (at once when the pool is open at start, else when the served pool is). */
   poolOpened(backend: PoolBackend | undefined): void;
   orphanCounts(): Record<string, number> | undefined;
+}
+
+/** The pool a VolumePool describes, as the factory takes it. */
+export function poolOptions(s: PoolSettings): BackendOptions {
+  return s.backend === 'lvm'
+    ? { kind: 'lvm', vg: s.volumeGroup, reserveBytes: s.reserveBytes, overprovisionRatio: s.overprovisionRatio }
+    : { kind: 'file', poolDir: s.directory, reserveBytes: s.reserveBytes };
 }
 
 export async function startCluster(o: ClusterOptions): Promise<ClusterRun> {
@@ -78,8 +85,7 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterRun> {
       }
       if (opening) return;
       opening = true;
-      const flags = { backend: settings.backend, vg: settings.volumeGroup, poolDir: settings.directory, reserve: String(settings.reserveBytes), overprovisionRatio: String(settings.overprovisionRatio) };
-      void o.openServed!(flags).then(
+      void o.openServed!(poolOptions(settings)).then(
         (b) => {
           backend = b;
           served = settings;

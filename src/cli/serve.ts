@@ -9,16 +9,17 @@ import { DEFAULT_SIZING } from '../csi/sizing.js';
 import { errorMessage, unavailable } from '../errors.js';
 import { KeyedLocks } from '../locks.js';
 import { log, setLogLevel } from '../log.js';
-import { PathPolicy } from '../node/paths.js';
+import { PathPolicy } from '../host/paths.js';
 import type { Attacher, NodeVolumes } from '../pool/backend.js';
 import { packageVersion } from '../project.js';
 import { parseDuration, parseQuantity } from '../units.js';
-import { openBackend, type BackendFlags } from './backends.js';
+import { backendOptions, openBackend, type BackendFlags, type BackendRole } from './backends.js';
 import { NODE_LOCAL_ACCESS } from '../csi/capabilities.js';
 import { TOPOLOGY_KEY } from '../csi/context.js';
 import type { ClusterRun } from './serve-cluster.js';
 
 export interface ServeOptions extends BackendFlags {
+  mode: string;
   endpoint: string;
   driverName: string;
   nodeId?: string;
@@ -87,7 +88,8 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const kube: Kube | undefined = volumePools || opts.poolFromCluster || orphanIntervalMs > 0 ? (await import('../cluster/kube.js')).loadKube(opts.kubeconfig) : undefined;
 
   // A served VolumePool opens once it is built here; until then the driver answers, but not ready.
-  const opened = opts.poolFromCluster ? undefined : await openBackend(opts);
+  const role = opts.mode as BackendRole;
+  const opened = opts.poolFromCluster ? undefined : await openBackend(backendOptions(opts), role);
   const nodeId = opts.nodeId || (opts.mode === 'controller' || !opened ? os.hostname() : await opened.defaultNodeId());
   const ctx: DriverContext = {
     driverName: opts.driverName,
@@ -123,9 +125,9 @@ export async function serve(opts: ServeOptions): Promise<void> {
         volumePools,
         resyncMs: parseDuration(opts.poolResync),
         serve: opts.poolFromCluster,
-        openServed: async (flags) => {
-          const o = await openBackend({ ...opts, ...flags, mode: opts.mode });
-          Object.assign(ctx, { backend: o.backend, volumes: o.volumes, attacher: o.attacher, backendKind: flags.backend });
+        openServed: async (pool) => {
+          const o = await openBackend(pool, role);
+          Object.assign(ctx, { backend: o.backend, volumes: o.volumes, attacher: o.attacher, backendKind: pool.kind });
           return o.backend;
         },
         setPending: (reason) => void (ctx.pending = reason),

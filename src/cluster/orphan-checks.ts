@@ -1,4 +1,4 @@
-import { snapshotLock, volumeLock } from '../csi/context.js';
+import { snapshotLock, volumeLock } from '../locks.js';
 import { errorMessage } from '../errors.js';
 import type { KeyedLocks } from '../locks.js';
 import { log } from '../log.js';

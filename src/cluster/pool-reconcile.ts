@@ -1,7 +1,7 @@
 import { mkdir, statfs } from 'node:fs/promises';
 import { errorMessage } from '../errors.js';
 import { FilePool } from '../pool/file/file-pool.js';
-import type { LvmCli, Row } from '../pool/lvm/lvm-cli.js';
+import type { LvmCli, LvRow, VgRow } from '../pool/lvm/lvm-cli.js';
 import { ensureThinPool, extendPool, initPool, inspectDevices, statusFromRows, thinSizeArgs } from '../pool/lvm/pool-admin.js';
 import { expandDeviceGlob, hasWildcard } from './device-glob.js';
 import type { DeviceStatus, NodePoolStatus, PoolSettings, ThinSize } from './volume-pool.js';
@@ -35,7 +35,7 @@ export async function reconcileLvmPool(lvm: LvmCli, settings: PoolSettings): Pro
   const thinName = settings.thinPool?.name;
   const devices: DeviceStatus[] = [];
   // One read of what is there; read again only if this pass changed something.
-  const read = () => Promise.all([lvm.vg(vg), lvm.pvs(), lvm.lvs(vg).catch(() => [] as Row[])]);
+  const read = () => Promise.all([lvm.vg(vg), lvm.pvs(), lvm.lvs(vg).catch(() => [] as LvRow[])]);
   let [vgRow, pvs, lvs] = await read();
 
   // Globs are expanded first; each match is judged on its own.
@@ -121,7 +121,7 @@ export async function reconcileLvmPool(lvm: LvmCli, settings: PoolSettings): Pro
 }
 
 /** Grows the thin pool to what the spec asks of the (possibly larger) VG; never shrinks it. */
-async function growThinPool(lvm: LvmCli, vgRow: Row, lv: Row, size: ThinSize): Promise<string | null> {
+async function growThinPool(lvm: LvmCli, vgRow: VgRow, lv: LvRow, size: ThinSize): Promise<string | null> {
   const extent = Number(vgRow.vg_extent_size);
   const want = 'percent' in size ? Math.floor((Number(vgRow.vg_extent_count) * size.percent) / 100) * extent : size.bytes;
   const have = Number(lv.lv_size);

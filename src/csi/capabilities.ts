@@ -1,9 +1,7 @@
 import type { VolumeCapability__Output } from '../../gen/csi/v1/VolumeCapability.js';
-import { invalidArgument } from '../errors.js';
+import { invalid } from '../errors.js';
 
-export const FS_TYPES = ['ext4', 'xfs'] as const;
-export type FsType = (typeof FS_TYPES)[number];
-export const DEFAULT_FS: FsType = 'ext4';
+import { FS_TYPES, isFsType, type FsType } from '../filesystems.js';
 
 export type AccessModeName =
   | 'SINGLE_NODE_WRITER'
@@ -37,10 +35,6 @@ export type Capability =
 const FORBIDDEN_FLAGS = new Set(['bind', 'rbind', 'remount', 'move', 'make-shared', 'make-private', 'loop']);
 const FLAG_RE = /^[A-Za-z0-9_.:=+-]{1,128}$/;
 
-export function isFsType(v: string): v is FsType {
-  return (FS_TYPES as readonly string[]).includes(v);
-}
-
 /** Why this driver cannot serve a capability, or null when it can. */
 export function capabilityProblem(cap: VolumeCapability__Output | null | undefined, policy: AccessPolicy): string | null {
   if (!cap) return 'a volume capability is required';
@@ -67,7 +61,7 @@ export function capabilityProblem(cap: VolumeCapability__Output | null | undefin
 
 export function parseCapability(cap: VolumeCapability__Output | null | undefined, policy: AccessPolicy, field = 'volume_capability'): Capability {
   const problem = capabilityProblem(cap, policy);
-  if (problem || !cap) throw invalidArgument(`${field}: ${problem ?? 'missing'}`);
+  if (problem || !cap) throw invalid(`${field}: ${problem ?? 'missing'}`);
   const mode = (cap.access_mode?.mode ?? 'UNKNOWN') as AccessModeName;
   const readOnly = READ_ONLY.includes(mode);
   if (cap.access_type === 'block') return { access: 'block', mode, readOnly };
@@ -76,6 +70,6 @@ export function parseCapability(cap: VolumeCapability__Output | null | undefined
 }
 
 export function parseCapabilities(caps: VolumeCapability__Output[], policy: AccessPolicy, field = 'volume_capabilities'): Capability[] {
-  if (!caps || caps.length === 0) throw invalidArgument(`${field} is required`);
+  if (!caps || caps.length === 0) throw invalid(`${field} is required`);
   return caps.map((c, i) => parseCapability(c, policy, `${field}[${i}]`));
 }

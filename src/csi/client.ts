@@ -55,3 +55,9 @@ export type CsiClient = ReturnType<typeof connectCsi>;
 export function isServiceError(err: unknown): err is grpc.ServiceError {
   return err instanceof Error && 'code' in err && 'details' in err;
 }
+
+/** A failed call as a person reads it: the status code's name and the driver's message. */
+export function describeCallError(err: unknown): Error {
+  if (!isServiceError(err)) return err instanceof Error ? err : new Error(String(err));
+  return new Error(`${err.code === undefined ? '' : grpc.status[err.code]}: ${err.details}`);
+}

@@ -1,5 +1,5 @@
 import type { KeyedLocks } from '../locks.js';
-import type { PathPolicy } from '../node/paths.js';
+import type { PathPolicy } from '../host/paths.js';
 import type { Attacher, NodeVolumes, PoolBackend, Publisher } from '../pool/backend.js';
 import type { AccessPolicy } from './capabilities.js';
 import type { SizingPolicy } from './sizing.js';
@@ -35,6 +35,9 @@ export interface DriverContext {
   pending?: string;
 }
 
+/** What the Identity service needs; a full DriverContext is one, and so is the resizer mode's. */
+export type IdentityContext = Pick<DriverContext, 'driverName' | 'version' | 'backendKind' | 'backend' | 'pending'>;
+
 /** The controller service needs the pool. */
 export type ControllerContext = DriverContext & { backend: PoolBackend };
 
@@ -45,7 +48,3 @@ export function hasBackend(ctx: DriverContext): ctx is ControllerContext {
 export function topologySegments(ctx: DriverContext): Record<string, string> {
   return ctx.topology;
 }
-
-export const volumeLock = (id: string) => `volume/${id}`;
-export const snapshotLock = (id: string) => `snapshot/${id}`;
-export const nodeLock = (id: string) => `node/${id}`;

@@ -2,9 +2,8 @@ import type { GetPluginCapabilitiesResponse } from '../../gen/csi/v1/GetPluginCa
 import type { GetPluginInfoResponse } from '../../gen/csi/v1/GetPluginInfoResponse.js';
 import type { ProbeResponse } from '../../gen/csi/v1/ProbeResponse.js';
 import { log } from '../log.js';
-import type { DriverContext } from './context.js';
+import type { IdentityContext } from './context.js';
 
-type IdentityContext = Pick<DriverContext, 'driverName' | 'version' | 'backendKind' | 'backend' | 'pending'>;
 
 export function getPluginInfo(ctx: IdentityContext): GetPluginInfoResponse {
   return { name: ctx.driverName, vendor_version: ctx.version, manifest: { backend: ctx.backendKind } };

@@ -1,6 +1,6 @@
-import { invalidArgument } from '../errors.js';
+import { invalid } from '../errors.js';
 import type { ParameterCheck } from '../pool/backend.js';
-import { FS_TYPES, isFsType, type FsType } from './capabilities.js';
+import { FS_TYPES, isFsType, type FsType } from '../filesystems.js';
 
 /** StorageClass parameters after validation. */
 export interface VolumeParameters {
@@ -28,19 +28,19 @@ export function parseVolumeParameters(params: Record<string, string> | undefined
   const out: VolumeParameters = { backend: {} };
   for (const [key, value] of Object.entries(params ?? {})) {
     if (key === 'fsType') {
-      if (!isFsType(value)) throw invalidArgument(`parameter fsType=${JSON.stringify(value)} is not supported (use ${FS_TYPES.join(' or ')})`);
+      if (!isFsType(value)) throw invalid(`parameter fsType=${JSON.stringify(value)} is not supported (use ${FS_TYPES.join(' or ')})`);
       out.fsType = value;
     } else if (Object.hasOwn(K8S_KEYS, key)) {
-      if (!K8S_VALUE.test(value)) throw invalidArgument(`parameter ${key} is not a Kubernetes object name`);
+      if (!K8S_VALUE.test(value)) throw invalid(`parameter ${key} is not a Kubernetes object name`);
       out[K8S_KEYS[key]] = value;
     } else if (key.startsWith('csi.storage.k8s.io/')) {
       // Sidecar-owned keys (secret references and the like) carry nothing for the pool.
     } else if (Object.hasOwn(spec, key)) {
       const problem = spec[key](value);
-      if (problem) throw invalidArgument(`parameter ${key}=${JSON.stringify(value)}: ${problem}`);
+      if (problem) throw invalid(`parameter ${key}=${JSON.stringify(value)}: ${problem}`);
       out.backend[key] = value;
     } else {
-      throw invalidArgument(`unknown parameter ${JSON.stringify(key)} (supported: ${supported(spec, ['fsType'])})`);
+      throw invalid(`unknown parameter ${JSON.stringify(key)} (supported: ${supported(spec, ['fsType'])})`);
     }
   }
   return out;
@@ -50,9 +50,9 @@ export function parseSnapshotParameters(params: Record<string, string> | undefin
   const out: Record<string, string> = {};
   for (const [key, value] of Object.entries(params ?? {})) {
     if (key.startsWith('csi.storage.k8s.io/')) continue;
-    if (!Object.hasOwn(spec, key)) throw invalidArgument(`unknown parameter ${JSON.stringify(key)} (supported: ${supported(spec, [])})`);
+    if (!Object.hasOwn(spec, key)) throw invalid(`unknown parameter ${JSON.stringify(key)} (supported: ${supported(spec, [])})`);
     const problem = spec[key](value);
-    if (problem) throw invalidArgument(`parameter ${key}=${JSON.stringify(value)}: ${problem}`);
+    if (problem) throw invalid(`parameter ${key}=${JSON.stringify(value)}: ${problem}`);
     out[key] = value;
   }
   return out;

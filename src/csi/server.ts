@@ -4,17 +4,17 @@ import net from 'node:net';
 import type { ControllerHandlers } from '../../gen/csi/v1/Controller.js';
 import type { IdentityHandlers } from '../../gen/csi/v1/Identity.js';
 import type { NodeHandlers } from '../../gen/csi/v1/Node.js';
-import { errno, unavailable, unimplemented } from '../errors.js';
-import { hasBackend, type ControllerContext, type DriverContext } from './context.js';
-import { controllerExpandVolume, controllerPublishVolume, controllerUnpublishVolume } from './controller-publish.js';
-import { controllerGetVolume, listVolumes, validateVolumeCapabilities } from './controller-queries.js';
-import { createSnapshot, deleteSnapshot, getSnapshot, listSnapshots } from './controller-snapshots.js';
-import { createVolume, deleteVolume, getCapacity } from './controller-volumes.js';
+import { errno, unavailable, unsupported } from '../errors.js';
+import { hasBackend, type ControllerContext, type DriverContext, type IdentityContext } from './context.js';
+import { controllerExpandVolume, controllerPublishVolume, controllerUnpublishVolume } from './controller/publish.js';
+import { controllerGetVolume, listVolumes, validateVolumeCapabilities } from './controller/queries.js';
+import { createSnapshot, deleteSnapshot, getSnapshot, listSnapshots } from './controller/snapshots.js';
+import { createVolume, deleteVolume, getCapacity } from './controller/volumes.js';
 import { getPluginCapabilities, getPluginInfo, probe } from './identity.js';
-import { nodePublishVolume, nodeUnpublishVolume } from './node-publish.js';
-import { nodeExpandVolume, nodeGetInfo, nodeGetVolumeStats } from './node-service.js';
+import { nodePublishVolume, nodeUnpublishVolume } from './node/publish.js';
+import { nodeExpandVolume, nodeGetInfo, nodeGetVolumeStats } from './node/info-stats-expand.js';
 import { capabilityResponse, CONTROLLER_RPC_NEEDS, NODE_RPC_NEEDS, serviceCapabilities } from './service-capabilities.js';
-import { nodeStageVolume, nodeUnstageVolume } from './node-stage.js';
+import { nodeStageVolume, nodeUnstageVolume } from './node/stage.js';
 import { loadCsi } from './proto.js';
 import { unary } from './rpc.js';
 
@@ -27,8 +27,6 @@ import { unary } from './rpc.js';
  */
 export type Mode = 'all' | 'controller' | 'node' | 'resizer';
 
-/** What Identity needs; a full DriverContext is one. */
-export type IdentityContext = Pick<DriverContext, 'driverName' | 'version' | 'backendKind' | 'backend' | 'pending'>;
 
 function isFull(ctx: DriverContext | IdentityContext): ctx is DriverContext {
   return 'attacher' in ctx;
@@ -52,7 +50,7 @@ function gate(ctx: DriverContext, mode: Mode, service: 'controller' | 'node') {
   return <Req, Res>(method: string, fn: (req: Req) => Promise<Res> | Res, opts: { beforePool?: boolean } = {}) =>
     unary<Req, Res>(method, (req) => {
       const need = needs[method];
-      if (need && !(serviceCapabilities(ctx, mode)[service] as readonly string[]).includes(need)) throw unimplemented(`${method} is not supported by this driver (no ${need} capability)`);
+      if (need && !(serviceCapabilities(ctx, mode)[service] as readonly string[]).includes(need)) throw unsupported(`${method} is not supported by this driver (no ${need} capability)`);
       if (ctx.pending && !opts.beforePool) throw unavailable(`the pool is not ready: ${ctx.pending}`);
       return fn(req);
     });

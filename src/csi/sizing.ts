@@ -1,5 +1,5 @@
 import type { CapacityRange__Output } from '../../gen/csi/v1/CapacityRange.js';
-import { invalidArgument, outOfRange } from '../errors.js';
+import { invalid, outOfRange } from '../errors.js';
 import { MiB, roundDown, roundUp } from '../units.js';
 
 export interface SizingPolicy {
@@ -14,7 +14,7 @@ export const DEFAULT_SIZING: SizingPolicy = { defaultBytes: 1024 * MiB, granular
 function toBytes(field: string, text: string | undefined): number {
   if (text === undefined || text === '' || text === '0') return 0;
   const v = BigInt(text);
-  if (v < 0n) throw invalidArgument(`capacity_range.${field} must not be negative (got ${text})`);
+  if (v < 0n) throw invalid(`capacity_range.${field} must not be negative (got ${text})`);
   if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw outOfRange(`capacity_range.${field} ${text} is beyond any volume this pool can hold`);
   return Number(v);
 }
@@ -27,7 +27,7 @@ export interface Range {
 export function parseRange(range: CapacityRange__Output | null | undefined): Range {
   const required = toBytes('required_bytes', range?.required_bytes);
   const limit = toBytes('limit_bytes', range?.limit_bytes);
-  if (limit && required > limit) throw invalidArgument(`capacity_range.required_bytes ${required} exceeds limit_bytes ${limit}`);
+  if (limit && required > limit) throw invalid(`capacity_range.required_bytes ${required} exceeds limit_bytes ${limit}`);
   return { required, limit };
 }
 

@@ -170,7 +170,7 @@ export interface Publisher {
   /**
    * Reads the state once, lets `decide` judge it (it throws to refuse, and returns false when the
    * volume is already attached as asked), attaches if it returns true, and returns the
-   * publish_context the node needs to find the volume. A missing volume or node: SourceMissingError.
+   * publish_context the node needs to find the volume. A missing volume or node: a not-found DriverError.
    */
   publish(volumeId: string, nodeId: string, spec: PublishSpec, decide: (state: PublishState) => boolean): Promise<Record<string, string>>;
   /** Detaches the volume from the node; done when the node no longer has it. */

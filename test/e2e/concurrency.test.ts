@@ -31,8 +31,8 @@ describe('concurrency', needsRoot(), () => {
     const v = (await d.client.createVolume({ name: 'racy', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [mountCap()] })).volume!;
     const p = await paths(d, 'racy');
     await Promise.all(Array.from({ length: 8 }, () => d.client.nodeStageVolume({ volume_id: v.volume_id, staging_target_path: p.staging, volume_capability: mountCap('ext4') })));
-    const { listLoopDevices } = await import('../../src/node/loop.js');
-    const { readMounts } = await import('../../src/node/mounts.js');
+    const { listLoopDevices } = await import('../../src/host/loop.js');
+    const { readMounts } = await import('../../src/host/mounts.js');
     assert.equal((await listLoopDevices()).filter((l) => l.backingFile.startsWith(d.dir)).length, 1);
     assert.equal((await readMounts()).filter((m) => m.mountPoint === p.staging).length, 1);
     await Promise.all(Array.from({ length: 8 }, () => d.client.nodeUnstageVolume({ volume_id: v.volume_id, staging_target_path: p.staging })));

@@ -3,8 +3,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
-import { listLoopDevices } from '../../src/node/loop.js';
-import { readMounts } from '../../src/node/mounts.js';
+import { listLoopDevices } from '../../src/host/loop.js';
+import { readMounts } from '../../src/host/mounts.js';
 import { blockCap, createVolume, mountCap, paths } from '../helpers/csi.js';
 import { codeOf, finish, leftovers, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
 

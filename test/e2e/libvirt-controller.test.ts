@@ -4,7 +4,7 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { idFor } from '../../src/csi/ids.js';
+import { idFor } from '../../src/ids.js';
 import { blockCap, mountCap } from '../helpers/csi.js';
 import { readAt, writeAt } from '../helpers/data.js';
 import { BIN, codeOf, finish, MiB, needsRoot, pattern, startDriver, type Driver } from '../helpers/driver.js';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { idFor } from '../../src/csi/ids.js';
+import { idFor } from '../../src/ids.js';
 import { blockCap, mountCap } from '../helpers/csi.js';
 import { readAt, writeAt } from '../helpers/data.js';
 import { codeOf, finish, MiB, needsRoot, pattern, startDriver, type Driver } from '../helpers/driver.js';

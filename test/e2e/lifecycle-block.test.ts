@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { open, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { blockDeviceSize } from '../../src/node/loop.js';
+import { blockDeviceSize } from '../../src/host/loop.js';
 import { blockCap, createVolume, paths, stageAndPublish, unpublishAndUnstage } from '../helpers/csi.js';
 import { type Driver, MiB, needsRoot, pattern, useDriver } from '../helpers/driver.js';
 

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { codeOf, type Driver, MiB, needsRoot, pattern, sha256File, useDriver } from '../helpers/driver.js';
 import { createVolume, mountCap, paths, stageAndPublish, unpublishAndUnstage } from '../helpers/csi.js';
-import { listLoopDevices } from '../../src/node/loop.js';
+import { listLoopDevices } from '../../src/host/loop.js';
 
 async function writeSynced(file: string, data: Buffer): Promise<void> {
   const fh = await open(file, 'w');

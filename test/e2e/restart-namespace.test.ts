@@ -4,9 +4,9 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { idFor } from '../../src/csi/ids.js';
-import { loopsBackedBy } from '../../src/node/loop.js';
-import { readMounts } from '../../src/node/mounts.js';
+import { idFor } from '../../src/ids.js';
+import { loopsBackedBy } from '../../src/host/loop.js';
+import { readMounts } from '../../src/host/mounts.js';
 import { blockCap, mountCap } from '../helpers/csi.js';
 import { BIN, codeOf, launchDriver, MiB, needsRoot, type Launched } from '../helpers/driver.js';
 import { startFakeCluster } from '../helpers/kube.js';

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { connectCsi } from '../../src/csi/client.js';
 import { PROJECT_ROOT } from '../../src/csi/proto.js';
-import { listLoopDevices } from '../../src/node/loop.js';
+import { listLoopDevices } from '../../src/host/loop.js';
 import { mountCap } from '../helpers/csi.js';
 import { MiB, needsRoot } from '../helpers/driver.js';
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { idFor } from '../../src/csi/ids.js';
+import { idFor } from '../../src/ids.js';
 import { diskXml, freeTarget, parseDomain } from '../../src/pool/libvirt/domains.js';
 import { rbdSource } from '../../src/pool/libvirt/rbd.js';
 import { parseXml } from '../../src/pool/libvirt/virsh.js';

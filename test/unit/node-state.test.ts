@@ -5,9 +5,10 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { status } from '@grpc/grpc-js';
 import { KeyedLocks } from '../../src/locks.js';
-import { mountAt, parseMountInfo } from '../../src/node/mounts.js';
-import { PathPolicy } from '../../src/node/paths.js';
-import { CsiError } from '../../src/errors.js';
+import { mountAt, parseMountInfo } from '../../src/host/mounts.js';
+import { PathPolicy } from '../../src/host/paths.js';
+import { DriverError } from '../../src/errors.js';
+import { toStatus } from '../../src/csi/rpc.js';
 
 describe('mountinfo parsing', () => {
   const text = [
@@ -45,7 +46,7 @@ describe('path policy', () => {
         await policy.resolve('target_path', p);
         return 'accepted';
       } catch (err) {
-        return err instanceof CsiError ? status[err.code] : String(err);
+        return err instanceof DriverError ? status[toStatus(err).code] : String(err);
       }
     };
     for (const bad of [
@@ -82,7 +83,7 @@ describe('keyed locks', () => {
     assert.deepEqual(order, ['a1-start', 'b']);
     const third = locks.with(['a'], async () => order.push('a3'));
     const overflow = locks.with(['a'], async () => order.push('never'));
-    await assert.rejects(overflow, (err: unknown) => err instanceof CsiError && err.code === status.ABORTED);
+    await assert.rejects(overflow, (err: unknown) => err instanceof DriverError && toStatus(err).code === status.ABORTED);
     release();
     await Promise.all([first, second, third]);
     assert.deepEqual(order, ['a1-start', 'b', 'a1-end', 'a2', 'a3']);
@@ -92,7 +93,7 @@ describe('keyed locks', () => {
     const locks = new KeyedLocks(10, 50);
     let release!: () => void;
     const held = locks.with(['k'], () => new Promise<void>((r) => (release = r)));
-    await assert.rejects(locks.with(['k'], async () => 1), (err: unknown) => err instanceof CsiError && err.code === status.ABORTED);
+    await assert.rejects(locks.with(['k'], async () => 1), (err: unknown) => err instanceof DriverError && toStatus(err).code === status.ABORTED);
     release();
     await held;
     assert.equal(await locks.with(['k'], async () => 42), 42);

@@ -2,11 +2,12 @@ import assert from 'node:assert/strict';
 import { status } from '@grpc/grpc-js';
 import { describe, it } from 'node:test';
 import { capabilityProblem, HYPERVISOR_ACCESS, NODE_LOCAL_ACCESS, parseCapability } from '../../src/csi/capabilities.js';
-import { idFor, isId, parseId, validateName } from '../../src/csi/ids.js';
+import { idFor, isId, parseId, validateName } from '../../src/ids.js';
 import { paginate } from '../../src/csi/pagination.js';
 import { parseVolumeParameters } from '../../src/csi/parameters.js';
 import { chooseSize, fitsRange, parseRange } from '../../src/csi/sizing.js';
-import { CsiError } from '../../src/errors.js';
+import { DriverError } from '../../src/errors.js';
+import { toStatus } from '../../src/csi/rpc.js';
 import { parseQuantity } from '../../src/units.js';
 
 const MiB = 1024 * 1024;
@@ -15,7 +16,7 @@ const code = (fn: () => unknown): string => {
     fn();
     return 'OK';
   } catch (err) {
-    return err instanceof CsiError ? status[err.code] : `not a CsiError: ${String(err)}`;
+    return err instanceof DriverError ? status[toStatus(err).code] : `not a DriverError: ${String(err)}`;
   }
 };
 

@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { blockCap, mountCap, paths } from '../helpers/csi.js';
 import { sha256, sumAt, writeAt } from '../helpers/data.js';
 import { codeOf, finish, MiB, pattern, startDriver, type Driver } from '../helpers/driver.js';
-import { readMounts } from '../../src/node/mounts.js';
+import { readMounts } from '../../src/host/mounts.js';
 
 const RUN = '/vmrun';
 const FS_VOL = process.env.VPOOL_FS_VOL ?? '';

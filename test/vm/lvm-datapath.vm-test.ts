@@ -9,7 +9,7 @@ import { blockCap, createVolume, mountCap, paths, stageAndPublish, unpublishAndU
 import { sha256, sumAt, writeAt } from '../helpers/data.js';
 import { BIN, finish, launchDriver, MiB, pattern, startDriver, type Driver } from '../helpers/driver.js';
 import { httpBase, samples } from '../helpers/metrics.js';
-import { readMounts } from '../../src/node/mounts.js';
+import { readMounts } from '../../src/host/mounts.js';
 
 const VG = 'vmpool';
 const DISKS = ['/dev/disk/by-id/virtio-data0', '/dev/disk/by-id/virtio-data1'];
@@ -131,7 +131,7 @@ describe('lvm data path on real device-mapper', { timeout: 360_000 }, () => {
     await writeAt(p.target, 0, pattern('interrupted', MiB));
     await unpublishAndUnstage(d, src.volume_id, p);
     // What a driver killed during the copy leaves: the new LV, tagged incomplete, partly written.
-    const id = (await import('../../src/csi/ids.js')).idFor('vol', 'half');
+    const id = (await import('../../src/ids.js')).idFor('vol', 'half');
     sh('lvcreate', ['-y', '-L', '32m', '-n', id, '--addtag', 'vpool.kind=vol', '--addtag', 'vpool.name=half', '--addtag', 'vpool.incomplete', VG]);
     assert.equal((await d.client.listVolumes({})).entries.some((e) => e.volume?.volume_id === id), false, 'an incomplete volume is not listed');
     const clone = await createVolume(d, 'half', 32 * MiB, blockCap(), { parameters: { type: 'thick' }, source: { volume: src.volume_id } });

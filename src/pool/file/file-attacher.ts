@@ -1,7 +1,7 @@
 import { access, stat } from 'node:fs/promises';
+import { notFound } from '../../errors.js';
 import type { AttachedDevice, Attacher } from '../backend.js';
-import { SourceMissingError } from '../errors.js';
-import { attachLoop, detachLoop, loopsBackedBy, refreshLoopSize } from '../../node/loop.js';
+import { attachLoop, detachLoop, loopsBackedBy, refreshLoopSize } from '../../host/loop.js';
 import type { FilePool } from './file-pool.js';
 
 /**
@@ -53,7 +53,7 @@ export class FileAttacher implements Attacher {
     try {
       await access(image);
     } catch {
-      throw new SourceMissingError(`volume ${volumeId} has no backing file`);
+      throw notFound(`volume ${volumeId} has no backing file`);
     }
     return image;
   }

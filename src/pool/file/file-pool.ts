@@ -1,14 +1,13 @@
 import { constants } from 'node:fs';
 import { access, mkdir, open, readdir, readFile, realpath, rename, rm, stat, statfs, truncate } from 'node:fs/promises';
 import path from 'node:path';
-import { errno } from '../../errors.js';
+import { errno, exhausted, notFound } from '../../errors.js';
 import { run } from '../../exec.js';
-import { isId } from '../../csi/ids.js';
-import { deviceUsers } from '../../node/in-use.js';
-import { loopsBackedBy } from '../../node/loop.js';
+import { isId } from '../../ids.js';
+import { deviceUsers } from '../../host/in-use.js';
+import { loopsBackedBy } from '../../host/loop.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, PoolBackend, PoolCapacity, PoolTuning, SnapshotRecord, VolumeRecord } from '../backend.js';
 import { syncDir, syncFile, writeFileAtomic, writeTempSynced } from './atomic.js';
-import { PoolSpaceError, SourceMissingError } from '../errors.js';
 import { log } from '../../log.js';
 import { Mutex } from 'async-mutex';
 import { MiB } from '../../units.js';
@@ -151,7 +150,7 @@ export class FilePool implements PoolBackend {
 
   async expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord> {
     const rec = await this.getVolume(id);
-    if (!rec) throw new SourceMissingError(`volume ${id} does not exist`);
+    if (!rec) throw notFound(`volume ${id} does not exist`);
     if (capacityBytes <= rec.capacityBytes) return rec;
     await this.withSpace(capacityBytes - rec.capacityBytes, () => truncate(this.volumeImage(id), capacityBytes));
     const grown = { ...rec, capacityBytes };
@@ -188,7 +187,7 @@ export class FilePool implements PoolBackend {
 
   async createSnapshot(spec: CreateSnapshotSpec): Promise<SnapshotRecord> {
     const source = await this.getVolume(spec.sourceVolumeId);
-    if (!source) throw new SourceMissingError(`source volume ${spec.sourceVolumeId} does not exist`);
+    if (!source) throw notFound(`source volume ${spec.sourceVolumeId} does not exist`);
     const tmp = path.join(this.tmpDir, `${spec.id}.img`);
     const image = this.snapshotImage(spec.id);
     const from = this.volumeImage(source.id);
@@ -227,7 +226,7 @@ export class FilePool implements PoolBackend {
     try {
       await access(from, constants.R_OK);
     } catch {
-      throw new SourceMissingError(`${source.kind} ${source.id} has no image`);
+      throw notFound(`${source.kind} ${source.id} has no image`);
     }
     await run('cp', ['--reflink=auto', '--sparse=always', '--', from, to], { timeoutMs: 30 * 60_000 });
   }
@@ -235,7 +234,7 @@ export class FilePool implements PoolBackend {
   private async withSpace<T>(bytes: number, fn: () => Promise<T>): Promise<T> {
     await this.spaceCheck.runExclusive(async () => {
       const { availableBytes } = await this.capacity();
-      if (bytes > availableBytes) throw new PoolSpaceError(`the pool has ${availableBytes} bytes available, ${bytes} are needed`);
+      if (bytes > availableBytes) throw exhausted(`the pool has ${availableBytes} bytes available, ${bytes} are needed`);
       this.pendingBytes += bytes;
     });
     try {

@@ -1,4 +1,5 @@
 import { log } from '../../log.js';
+import { unavailable, internal } from '../../errors.js';
 import type { DomainDisk, DomainInfo } from './domains.js';
 import { parseInfo, xmlEscape, type Virsh } from './virsh.js';
 import { withXmlFile as withXml } from './xml-file.js';
@@ -27,11 +28,11 @@ export async function copyRunningDisk(virsh: Virsh, running: { domain: DomainInf
   for (;;) {
     const active = parseInfo(await virsh.run(['domjobinfo', '--domain', dom]));
     if ((active['Job type'] ?? 'None') === 'None') break;
-    if (Date.now() > deadline) throw new Error(`backup job on ${running.domain.name} did not finish within an hour`);
+    if (Date.now() > deadline) throw unavailable(`backup job on ${running.domain.name} did not finish within an hour`);
     await new Promise((r) => setTimeout(r, 100));
   }
   const done = parseInfo(await virsh.run(['domjobinfo', '--domain', dom, '--completed']));
   if (done['Job type'] !== 'Completed' || (done.Operation && done.Operation !== 'Backup')) {
-    throw new Error(`backup job on ${running.domain.name} ended as ${done['Job type'] ?? 'unknown'} (${done.Operation ?? '?'})`);
+    throw internal(`backup job on ${running.domain.name} ended as ${done['Job type'] ?? 'unknown'} (${done.Operation ?? '?'})`);
   }
 }

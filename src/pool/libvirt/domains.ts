@@ -1,4 +1,5 @@
 import { attr, child, children, parseXml, text, xmlEscape, type Virsh } from './virsh.js';
+import { exhausted } from '../../errors.js';
 import { withXmlFile } from './xml-file.js';
 
 /** A disk of a domain, as its XML describes it. */
@@ -99,7 +100,7 @@ export function freeTarget(used: Set<string>): string {
     const t = `vd${suffix}`;
     if (!used.has(t)) return t;
   }
-  throw new Error('no free virtio target name');
+  throw exhausted('the domain has no free virtio target name');
 }
 
 /** The hypervisor's domains, read from libvirt on every call (libvirt is the source of truth). */

@@ -1,8 +1,7 @@
-import { failedPrecondition } from '../../errors.js';
+import { exhausted, internal, notFound, precondition } from '../../errors.js';
 import { log } from '../../log.js';
 import { MiB, roundUp } from '../../units.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, SnapshotRecord, VolumeRecord } from '../backend.js';
-import { PoolSpaceError, SourceMissingError } from '../errors.js';
 import type { DomainDisk, DomainInfo, Domains, RbdSource } from './domains.js';
 import { FORMATS, idHash, markerName, parseName, serialFor, snapshotName, volumeName, WIPE_ALGORITHMS, type Format, type SnapshotName, type VolumeName } from './names.js';
 import { copyRunningDisk } from './backup-job.js';
@@ -166,7 +165,7 @@ export class LibvirtPool implements PoolBackend {
 
   private async requireSpace(bytes: number, what: string): Promise<void> {
     const { availableBytes } = await this.capacity();
-    if (bytes > availableBytes) throw new PoolSpaceError(`libvirt pool ${this.opts.pool} has ${availableBytes} bytes available (after the reserve), ${what} needs ${bytes}`);
+    if (bytes > availableBytes) throw exhausted(`libvirt pool ${this.opts.pool} has ${availableBytes} bytes available (after the reserve), ${what} needs ${bytes}`);
   }
 
   async createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord> {
@@ -179,7 +178,7 @@ export class LibvirtPool implements PoolBackend {
     let source: PoolVolume | null = null;
     if (spec.source) {
       source = spec.source.kind === 'volume' ? await this.find('vol', spec.source.id, entries) : await this.find('snap', spec.source.id, entries);
-      if (!source) throw new SourceMissingError(`source ${spec.source.kind} ${spec.source.id} does not exist in libvirt pool ${this.opts.pool}`);
+      if (!source) throw notFound(`source ${spec.source.kind} ${spec.source.id} does not exist in libvirt pool ${this.opts.pool}`);
     }
     // The StorageClass decides the format, a copy included (vol-create-from converts): retries compare like for like.
     const format: Format = (p.format as Format | undefined) ?? 'raw';
@@ -198,7 +197,7 @@ export class LibvirtPool implements PoolBackend {
     }
     const f = await this.facts(name);
     const parsed = parseName(name);
-    if (!f || parsed?.kind !== 'vol') throw new Error(`volume ${name} vanished right after it was created`);
+    if (!f || parsed?.kind !== 'vol') throw internal(`volume ${name} vanished right after it was created`);
     return this.listing.volumeRecord({ name, parsed }, f, entries);
   }
 
@@ -250,7 +249,7 @@ export class LibvirtPool implements PoolBackend {
    */
   private async copy(id: string, source: PoolVolume, name: string, size: number, format: Format, preallocated: boolean): Promise<void> {
     await this.live(source).then((dom) => {
-      if (dom) throw failedPrecondition(`volume ${source.parsed.id} is attached read-write to running domain ${dom.domain.name}; clone it from a snapshot instead (CreateSnapshot copies a running disk consistently)`);
+      if (dom) throw precondition(`volume ${source.parsed.id} is attached read-write to running domain ${dom.domain.name}; clone it from a snapshot instead (CreateSnapshot copies a running disk consistently)`);
     });
     const marker = markerName(id);
     await this.createMarker(marker);
@@ -277,11 +276,11 @@ export class LibvirtPool implements PoolBackend {
   async expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord> {
     const v = await this.find('vol', id);
     const f = v ? await this.facts(v.name) : null;
-    if (!v || !f) throw new SourceMissingError(`volume ${id} does not exist in libvirt pool ${this.opts.pool}`);
+    if (!v || !f) throw notFound(`volume ${id} does not exist in libvirt pool ${this.opts.pool}`);
     const target = roundUp(capacityBytes, this.granularity);
     if (target > f.capacity) {
       if (!RESIZABLE_POOLS.has(this.poolType)) {
-        throw failedPrecondition(`libvirt cannot resize volumes of a ${this.poolType} pool (${this.opts.pool}); create a larger volume from a snapshot instead`);
+        throw precondition(`libvirt cannot resize volumes of a ${this.poolType} pool (${this.opts.pool}); create a larger volume from a snapshot instead`);
       }
       await this.requireSpace(target - f.capacity, `growing ${id} by ${target - f.capacity} bytes`);
       const running = (await this.attachedDisks(v)).filter((a) => a.domain.running);
@@ -293,7 +292,7 @@ export class LibvirtPool implements PoolBackend {
       }
     }
     const grown = await this.getVolume(id);
-    if (!grown) throw new SourceMissingError(`volume ${id} vanished while it was resized`);
+    if (!grown) throw notFound(`volume ${id} vanished while it was resized`);
     return grown;
   }
 
@@ -328,7 +327,7 @@ export class LibvirtPool implements PoolBackend {
     await this.clearUnfinished(spec.id, entries);
     const source = await this.find('vol', spec.sourceVolumeId, entries);
     const f = source ? await this.facts(source.name) : null;
-    if (!source || !f) throw new SourceMissingError(`source volume ${spec.sourceVolumeId} does not exist`);
+    if (!source || !f) throw notFound(`source volume ${spec.sourceVolumeId} does not exist`);
     await this.requireSpace(f.allocation, `a snapshot of ${spec.sourceVolumeId}`);
     const name = snapshotName({ id: spec.id, sourceHash: idHash(source.parsed.id), createdAt: Date.now(), format: source.parsed.format });
     const marker = markerName(spec.id);
@@ -336,12 +335,12 @@ export class LibvirtPool implements PoolBackend {
     try {
       const running = await this.live(source);
       if (running && !this.fileBacked) {
-        throw failedPrecondition(`volume ${source.parsed.id} is attached read-write to running domain ${running.domain.name}; a consistent copy of a running disk needs a file-backed pool (dir, fs, netfs), this one is ${this.poolType}`);
+        throw precondition(`volume ${source.parsed.id} is attached read-write to running domain ${running.domain.name}; a consistent copy of a running disk needs a file-backed pool (dir, fs, netfs), this one is ${this.poolType}`);
       }
       if (running) {
         await this.virsh.run(['vol-create-as', '--pool', this.opts.pool, '--name', name, '--capacity', String(f.capacity), ...this.formatArgs(source.parsed.format), ...this.sparseArgs(false)]);
         const target = await this.facts(name);
-        if (!target) throw new Error(`snapshot volume ${name} vanished`);
+        if (!target) throw internal(`snapshot volume ${name} vanished`);
         await copyRunningDisk(this.virsh, running, target.path, source.parsed.format, name);
       } else {
         const xml = this.volumeXml(name, f.capacity, false, source.parsed.format);
@@ -354,7 +353,7 @@ export class LibvirtPool implements PoolBackend {
     }
     await this.deleteNamed(marker);
     const snap = await this.getSnapshot(spec.id);
-    if (!snap) throw new Error(`snapshot ${name} vanished right after it was made`);
+    if (!snap) throw internal(`snapshot ${name} vanished right after it was made`);
     return snap;
   }
 

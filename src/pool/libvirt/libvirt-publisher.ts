@@ -1,6 +1,5 @@
-import { unavailable } from '../../errors.js';
+import { notFound, unavailable } from '../../errors.js';
 import type { Attachment, PublishSpec, PublishState, Publisher } from '../backend.js';
-import { SourceMissingError } from '../errors.js';
 import type { LibvirtPool } from './libvirt-pool.js';
 import { SERIAL_RE, serialFor } from './names.js';
 
@@ -42,11 +41,11 @@ export class LibvirtPublisher implements Publisher {
     const serial = serialFor(volumeId);
     const context = { serial, devicePath: `/dev/disk/by-id/virtio-${serial}` };
     const v = await this.pool.find('vol', volumeId);
-    if (!v) throw new SourceMissingError(`volume ${volumeId} does not exist`);
+    if (!v) throw notFound(`volume ${volumeId} does not exist`);
     // One scan of the domains answers everything: which is the node, where the volume is, how full the node is.
     const domains = await this.pool.domains.all();
     const dom = domains.find((d) => d.uuid === nodeId.toLowerCase() || d.name === nodeId);
-    if (!dom) throw new SourceMissingError(`node ${nodeId} is not a domain of ${this.pool.virsh.uri}`);
+    if (!dom) throw notFound(`node ${nodeId} is not a domain of ${this.pool.virsh.uri}`);
     const attachments = domains.flatMap((d) => this.pool.disksOf(d, v).map((disk) => ({ nodeId: d.uuid, readOnly: disk.readOnly, shared: disk.shared })));
     const nodeVolumes = dom.disks.filter((d) => d.serial !== undefined && SERIAL_RE.test(d.serial)).length;
     if (!decide({ nodeId: dom.uuid, attachments, nodeVolumes })) return context;

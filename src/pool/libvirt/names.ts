@@ -1,4 +1,4 @@
-import { isId } from '../../csi/ids.js';
+import { isId } from '../../ids.js';
 import type { ContentSource } from '../backend.js';
 
 /**

@@ -1,8 +1,12 @@
 import { XMLParser } from 'fast-xml-parser';
+import { DriverError } from '../../errors.js';
 import { CommandError, run } from '../../exec.js';
 
-/** What libvirt said when the object a call named does not exist. */
-export class LibvirtMissingError extends Error {
+/** What libvirt said when the object a call named does not exist: a not-found kind, so one that escapes is NOT_FOUND. */
+export class LibvirtMissingError extends DriverError {
+  constructor(message: string) {
+    super('not-found', message);
+  }
   override name = 'LibvirtMissingError';
 }
 

@@ -1,9 +1,8 @@
 import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { failedPrecondition, invalidArgument } from '../../errors.js';
-import { attachLoop, blockDeviceSize, detachLoop, loopsBackedBy, refreshLoopSize } from '../../node/loop.js';
+import { invalid, notFound, precondition } from '../../errors.js';
+import { attachLoop, blockDeviceSize, detachLoop, loopsBackedBy, refreshLoopSize } from '../../host/loop.js';
 import type { AttachedDevice, Attacher, NodeVolumes, VolumeRecord } from '../backend.js';
-import { SourceMissingError } from '../errors.js';
 import { SERIAL_RE, serialFor } from './names.js';
 
 export interface VirtioAttacherOptions {
@@ -49,7 +48,7 @@ export class VirtioAttacher implements Attacher {
     const expected = serialFor(volumeId);
     const given = publishContext?.serial;
     if (given !== undefined && (!SERIAL_RE.test(given) || given !== expected)) {
-      throw invalidArgument(`publish_context.serial ${JSON.stringify(given)} is not the serial of volume ${volumeId}`);
+      throw invalid(`publish_context.serial ${JSON.stringify(given)} is not the serial of volume ${volumeId}`);
     }
     return expected;
   }
@@ -68,7 +67,7 @@ export class VirtioAttacher implements Attacher {
       const disk = await this.find(serial);
       if (disk) return disk;
       if (Date.now() >= deadline) {
-        throw new SourceMissingError(`no disk with serial ${serial} appeared within ${this.opts.waitMs / 1000} s; is volume ${volumeId} ControllerPublished to this node?`);
+        throw notFound(`no disk with serial ${serial} appeared within ${this.opts.waitMs / 1000} s; is volume ${volumeId} ControllerPublished to this node?`);
       }
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -116,12 +115,12 @@ export class HypervisorNodeVolumes implements NodeVolumes {
 
   /** The controller grew the disk (ControllerExpandVolume); wait, bounded, for the guest to see the size. */
   async expand(volume: VolumeRecord, bytes: number, device: string | undefined): Promise<number> {
-    if (!device) throw failedPrecondition(`volume ${volume.id} has no disk on this node`);
+    if (!device) throw precondition(`volume ${volume.id} has no disk on this node`);
     const deadline = Date.now() + this.waitMs;
     for (;;) {
       const size = await blockDeviceSize(device);
       if (size >= bytes) return size;
-      if (Date.now() >= deadline) throw failedPrecondition(`the disk of volume ${volume.id} is ${size} bytes, not ${bytes}: ControllerExpandVolume has not grown it (yet)`);
+      if (Date.now() >= deadline) throw precondition(`the disk of volume ${volume.id} is ${size} bytes, not ${bytes}: ControllerExpandVolume has not grown it (yet)`);
       await new Promise((r) => setTimeout(r, 100));
     }
   }

@@ -1,6 +1,6 @@
 import { open } from 'node:fs/promises';
 import { log } from '../../log.js';
-import { blockDeviceSize } from '../../node/loop.js';
+import { blockDeviceSize } from '../../host/loop.js';
 
 const CHUNK = 4 * 1024 * 1024;
 

@@ -1,7 +1,7 @@
 import { realpath, stat } from 'node:fs/promises';
+import { notFound } from '../../errors.js';
 import type { AttachedDevice, Attacher } from '../backend.js';
-import { SourceMissingError } from '../errors.js';
-import { attachLoop, detachLoop, loopsBackedBy, refreshLoopSize } from '../../node/loop.js';
+import { attachLoop, detachLoop, loopsBackedBy, refreshLoopSize } from '../../host/loop.js';
 import type { LvmCli } from './lvm-cli.js';
 
 /**
@@ -37,7 +37,7 @@ export class LvmAttacher implements Attacher {
     try {
       await this.lvm.exec('lvchange', ['-y', '-ay', '-K', `${this.vg}/${volumeId}`]);
     } catch (err) {
-      if (!(await this.lvm.lv(this.vg, volumeId))) throw new SourceMissingError(`volume ${volumeId} has no LV in ${this.vg}`);
+      if (!(await this.lvm.lv(this.vg, volumeId))) throw notFound(`volume ${volumeId} has no LV in ${this.vg}`);
       throw err;
     }
     return this.node(volumeId);

@@ -1,8 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { run } from '../../exec.js';
 
-/** One row of an LVM JSON report: every field is a string, as lvm prints it with --units b --nosuffix. */
-export type Row = Record<string, string>;
 
 export interface LvmCliOptions {
   /**
@@ -29,7 +27,14 @@ const REPORT_FIELDS = {
   lv: ['lv_name', 'vg_name', 'lv_size', 'lv_tags', 'lv_attr', 'origin', 'pool_lv', 'data_percent', 'metadata_percent', 'lv_path', 'lv_layout', 'lv_time'],
   vg: ['vg_name', 'vg_size', 'vg_free', 'vg_extent_size', 'vg_extent_count', 'vg_free_count', 'vg_tags', 'pv_count', 'lv_count'],
   pv: ['pv_name', 'vg_name', 'pv_size', 'pv_free', 'pv_attr', 'pv_tags'],
-};
+} as const;
+
+/** Rows of lvm's JSON reports: exactly the fields asked for, each a string as lvm prints it with --units b --nosuffix. */
+type ReportRow<K extends keyof typeof REPORT_FIELDS> = Record<(typeof REPORT_FIELDS)[K][number], string>;
+/** An LV, with its segment type derived from lv_layout (thin, thin-pool, linear, striped, ...). */
+export type LvRow = ReportRow<'lv'> & { segtype: string };
+export type VgRow = ReportRow<'vg'>;
+export type PvRow = ReportRow<'pv'>;
 
 /**
  * The lvm2 tools through the one command runner: JSON reports in bytes, a timeout, no fd-leak
@@ -53,9 +58,9 @@ export class LvmCli {
     return stdout;
   }
 
-  private async report(command: 'lvs' | 'vgs' | 'pvs', kind: 'lv' | 'vg' | 'pv', args: readonly string[]): Promise<Row[]> {
+  private async report<K extends keyof typeof REPORT_FIELDS>(command: 'lvs' | 'vgs' | 'pvs', kind: K, args: readonly string[]): Promise<ReportRow<K>[]> {
     const out = await this.exec(command, ['--reportformat', 'json', '--units', 'b', '--nosuffix', '-o', REPORT_FIELDS[kind].join(','), ...args]);
-    const parsed = JSON.parse(out) as { report: Array<Record<string, Row[]>> };
+    const parsed = JSON.parse(out) as { report: Array<Record<string, ReportRow<K>[]>> };
     return parsed.report.flatMap((r) => r[kind] ?? []);
   }
 
@@ -63,33 +68,34 @@ export class LvmCli {
    * One row per LV. Only LV-level fields are asked for: a segment field (segtype, stripes) would
    * make lvs print a row per segment. `segtype` is derived from lv_layout for the callers.
    */
-  async lvs(vg: string): Promise<Row[]> {
+  async lvs(vg: string): Promise<LvRow[]> {
     const rows = await this.report('lvs', 'lv', ['-a', vg]);
     const seen = new Set<string>();
     return rows.filter((r) => !seen.has(r.lv_name) && seen.add(r.lv_name)).map((r) => ({ ...r, segtype: segtypeOf(r.lv_layout ?? '') }));
   }
 
   /** One LV, or null when it does not exist. */
-  async lv(vg: string, name: string): Promise<Row | null> {
+  async lv(vg: string, name: string): Promise<LvRow | null> {
     return (await this.lvs(vg)).find((r) => r.lv_name === name) ?? null;
   }
 
-  async vg(vg: string): Promise<Row | null> {
+  async vg(vg: string): Promise<VgRow | null> {
     const rows = await this.report('vgs', 'vg', []);
     return rows.find((r) => r.vg_name === vg) ?? null;
   }
 
-  vgsAll(): Promise<Row[]> {
+  vgsAll(): Promise<VgRow[]> {
     return this.report('vgs', 'vg', []);
   }
 
-  pvs(): Promise<Row[]> {
+  pvs(): Promise<PvRow[]> {
     return this.report('pvs', 'pv', []);
   }
 }
 
-export function tagsOf(row: Row, field = 'lv_tags'): string[] {
-  return row[field] ? row[field].split(',') : [];
+/** The tags of an lv_tags, vg_tags or pv_tags field. */
+export function tagsOf(field: string | undefined): string[] {
+  return field ? field.split(',') : [];
 }
 
 /** Value of a `key=value` tag, or undefined. */

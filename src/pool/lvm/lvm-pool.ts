@@ -1,12 +1,13 @@
-import { invalidArgument, failedPrecondition } from '../../errors.js';
+import { conflict, exhausted, internal, invalid, notFound, precondition, unavailable } from '../../errors.js';
 import { CommandError } from '../../exec.js';
 import { log } from '../../log.js';
-import { deviceUsers } from '../../node/in-use.js';
+import { deviceUsers } from '../../host/in-use.js';
 import { roundUp } from '../../units.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, PoolTuning, SnapshotRecord, VolumeRecord, ThinPoolUse } from '../backend.js';
-import { PoolSpaceError, SourceMissingError } from '../errors.js';
 import { copyBlockDevice } from './copy.js';
-import { tagsOf, tagValue, type LvmCli, type Row } from './lvm-cli.js';
+import { HEALTH, parseLvAttr } from './lv-attr.js';
+import { lvmFailure, lvmReason } from './lvm-errors.js';
+import { tagsOf, tagValue, type LvmCli, type LvRow, type VgRow } from './lvm-cli.js';
 import { INCOMPLETE_TAG, isIncomplete, isSnapshotRow, isVolumeRow, POOL_TAG, snapshotFromRow, snapshotTags, THIN_POOL_TAG, volumeFromRow, volumeTags } from './tags.js';
 
 export interface LvmPoolOptions {
@@ -19,18 +20,6 @@ export interface LvmPoolOptions {
 const LV_NAME = /^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$/;
 const FULL_PERCENT = 95;
 
-/** Health characters of lv_attr position 9, as lvs(8) documents them. */
-const HEALTH: Record<string, string> = {
-  p: 'partial: a PV of the LV is missing',
-  r: 'needs refresh',
-  m: 'RAID mismatches',
-  w: 'writemostly',
-  X: 'unknown',
-  F: 'failed',
-  D: 'thin pool data space is full',
-  M: 'thin pool metadata is read-only',
-  E: 'thin pool error',
-};
 
 /**
  * Volumes as logical volumes of one VG (thick, or thin in a thin pool), snapshots as thin or COW
@@ -59,7 +48,7 @@ export class LvmPool implements PoolBackend {
   static async open(lvm: LvmCli, opts: LvmPoolOptions): Promise<LvmPool> {
     const vg = await lvm.vg(opts.vg);
     if (!vg) throw new Error(`volume group ${opts.vg} does not exist; create it with \`vpool-csi pool init --vg ${opts.vg} DEVICE...\``);
-    const tags = tagsOf(vg, 'vg_tags');
+    const tags = tagsOf(vg.vg_tags);
     if (!tags.includes(POOL_TAG)) throw new Error(`volume group ${opts.vg} is not a vpool pool (no ${POOL_TAG} tag); the driver does not touch it`);
     return new LvmPool(lvm, { ...opts }, Number(vg.vg_extent_size), tagValue(tags, THIN_POOL_TAG));
   }
@@ -76,27 +65,27 @@ export class LvmPool implements PoolBackend {
 
   async probe(): Promise<void> {
     const vg = await this.lvm.vg(this.opts.vg);
-    if (!vg || !tagsOf(vg, 'vg_tags').includes(POOL_TAG)) throw new Error(`volume group ${this.opts.vg} is gone or no longer tagged ${POOL_TAG}`);
+    if (!vg || !tagsOf(vg.vg_tags).includes(POOL_TAG)) throw new Error(`volume group ${this.opts.vg} is gone or no longer tagged ${POOL_TAG}`);
   }
 
   private typeOf(params: Record<string, string>): { type: 'thin' | 'thick'; thinPool?: string } {
     const type = (params.type as 'thin' | 'thick' | undefined) ?? (this.defaultThinPool ? 'thin' : 'thick');
     if (type === 'thick') return { type };
     const thinPool = params.thinPool ?? this.defaultThinPool;
-    if (!thinPool) throw invalidArgument(`type=thin needs a thin pool: this VG has none (pass thinPool, or create one with \`vpool-csi pool init --thin-pool\`)`);
+    if (!thinPool) throw invalid(`type=thin needs a thin pool: this VG has none (pass thinPool, or create one with \`vpool-csi pool init --thin-pool\`)`);
     return { type, thinPool };
   }
 
-  async capacity(parameters: Record<string, string> = {}, knownRows?: Row[], knownVg?: Row | null): Promise<PoolCapacity> {
+  async capacity(parameters: Record<string, string> = {}, knownRows?: LvRow[], knownVg?: VgRow | null): Promise<PoolCapacity> {
     const { type, thinPool } = this.typeOf(parameters);
     const [vg, rows] = await Promise.all([knownVg ?? this.lvm.vg(this.opts.vg), knownRows ?? (type === 'thin' ? this.lvm.lvs(this.opts.vg) : [])]);
-    if (!vg) throw new Error(`volume group ${this.opts.vg} is gone`);
+    if (!vg) throw unavailable(`volume group ${this.opts.vg} is gone`);
     if (type === 'thick') {
       const free = Number(vg.vg_free);
       return { totalBytes: Number(vg.vg_size), availableBytes: Math.max(0, free - this.opts.reserveBytes) };
     }
     const pool = rows.find((r) => r.lv_name === thinPool && r.segtype === 'thin-pool');
-    if (!pool) throw invalidArgument(`thin pool ${thinPool} does not exist in ${this.opts.vg}`);
+    if (!pool) throw invalid(`thin pool ${thinPool} does not exist in ${this.opts.vg}`);
     const promised = rows.filter((r) => r.segtype === 'thin' && r.pool_lv === thinPool).reduce((sum, r) => sum + Number(r.lv_size), 0);
     const size = Number(pool.lv_size);
     const free = size * this.opts.overprovisionRatio - promised - this.opts.reserveBytes;
@@ -122,9 +111,7 @@ export class LvmPool implements PoolBackend {
     try {
       await this.lvm.exec(command, args);
     } catch (err) {
-      if (err instanceof CommandError && /insufficient free|not enough free|Insufficient suitable|exceeds the size of thin pool|would exceed/i.test(err.stderr)) {
-        throw new PoolSpaceError(`${this.opts.vg}: ${err.stderr.trim().split('\n').pop()}`);
-      }
+      if (err instanceof CommandError && lvmFailure(err) === 'no-space') throw exhausted(`${this.opts.vg}: ${lvmReason(err)}`);
       throw err;
     }
   }
@@ -144,17 +131,17 @@ export class LvmPool implements PoolBackend {
       log.warn('removing an unfinished clone or restore before retrying it', { volume: spec.id });
       await this.lvm.exec('lvremove', ['-y', this.lvPath(spec.id)]);
     } else if (leftover) {
-      throw new Error(`LV ${spec.id} exists but is not a vpool volume`);
+      throw conflict(`LV ${spec.id} exists but is not a vpool volume`);
     }
     const { availableBytes } = await this.capacity(spec.parameters, rows, vgRow);
-    if (spec.capacityBytes > availableBytes) throw new PoolSpaceError(`the pool has ${availableBytes} bytes available for ${type} volumes, ${spec.capacityBytes} are needed`);
+    if (spec.capacityBytes > availableBytes) throw exhausted(`the pool has ${availableBytes} bytes available for ${type} volumes, ${spec.capacityBytes} are needed`);
     const createdAt = Date.now();
     const tags = volumeTags({ ...spec, createdAt });
     const tagArgs = tags.flatMap((t) => ['--addtag', t]);
     const size = `${spec.capacityBytes}b`;
 
     const src = spec.source ? rows.find((r) => r.lv_name === spec.source!.id && (spec.source!.kind === 'snapshot' ? isSnapshotRow(r) : isVolumeRow(r))) : undefined;
-    if (spec.source && !src) throw new SourceMissingError(`source ${spec.source.kind} ${spec.source.id} does not exist`);
+    if (spec.source && !src) throw notFound(`source ${spec.source.kind} ${spec.source.id} does not exist`);
 
     if (src && type === 'thin' && src.segtype === 'thin' && src.pool_lv === thinPool) {
       // Thin from thin: a writable thin snapshot shares every block with its source.
@@ -173,16 +160,16 @@ export class LvmPool implements PoolBackend {
   }
 
   /** Completes a clone or restore: grow a thin snapshot to size, or copy the source block by block; idempotent. */
-  private async finishCopy(row: Row, spec: CreateVolumeSpec): Promise<VolumeRecord> {
+  private async finishCopy(row: LvRow, spec: CreateVolumeSpec): Promise<VolumeRecord> {
     const source = spec.source;
-    if (!source) throw new Error(`LV ${row.lv_name} is marked incomplete but has no source`);
+    if (!source) throw internal(`LV ${row.lv_name} is marked incomplete but has no source`);
     try {
       if (row.origin && row.origin === source.id) {
         if (Number(row.lv_size) < spec.capacityBytes) await this.lvmChange('lvextend', ['-y', '-L', `${spec.capacityBytes}b`, this.lvPath(row.lv_name)]);
       } else {
-        if (!this.lvm.activation) throw failedPrecondition('copying a volume needs device-mapper (LV activation), which this kernel lacks');
+        if (!this.lvm.activation) throw precondition('copying a volume needs device-mapper (LV activation), which this kernel lacks');
         const srcRow = await this.lvm.lv(this.opts.vg, source.id);
-        const srcWasActive = srcRow?.lv_attr?.[4] === 'a';
+        const srcWasActive = parseLvAttr(srcRow?.lv_attr).state === 'active';
         await this.lvm.exec('lvchange', ['-y', '-ay', '-K', this.lvPath(source.id)]);
         try {
           await this.lvm.exec('lvchange', ['-y', '-ay', this.lvPath(row.lv_name)]);
@@ -209,21 +196,21 @@ export class LvmPool implements PoolBackend {
       // Thick extents are reused by later volumes: discard them on removal where the devices support it.
       await this.lvm.exec('lvremove', ['-y', this.lvPath(id)], { config: 'devices{issue_discards=1}' });
     } catch (err) {
-      if (err instanceof CommandError && /Failed to find logical volume/.test(err.stderr)) return;
+      if (lvmFailure(err) === 'not-found') return;
       throw err;
     }
   }
 
   async expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord> {
     const row = await this.lvm.lv(this.opts.vg, id);
-    if (!row || !isVolumeRow(row)) throw new SourceMissingError(`volume ${id} does not exist`);
+    if (!row || !isVolumeRow(row)) throw notFound(`volume ${id} does not exist`);
     const target = roundUp(capacityBytes, this.granularity);
     if (target > Number(row.lv_size)) {
       const cow = (await this.lvm.lvs(this.opts.vg)).filter((r) => r.origin === id && r.segtype !== 'thin' && isSnapshotRow(r)).map((r) => r.lv_name);
-      if (cow.length) throw failedPrecondition(`thick volume ${id} has copy-on-write snapshots (${cow.join(', ')}); LVM cannot grow the origin of one while it is active: delete them first`);
+      if (cow.length) throw precondition(`thick volume ${id} has copy-on-write snapshots (${cow.join(', ')}); LVM cannot grow the origin of one while it is active: delete them first`);
       const params = volumeFromRow(row).parameters;
       const { availableBytes } = await this.capacity(params);
-      if (target - Number(row.lv_size) > availableBytes) throw new PoolSpaceError(`the pool has ${availableBytes} bytes available, growing needs ${target - Number(row.lv_size)}`);
+      if (target - Number(row.lv_size) > availableBytes) throw exhausted(`the pool has ${availableBytes} bytes available, growing needs ${target - Number(row.lv_size)}`);
       await this.lvmChange('lvextend', ['-y', '-L', `${target}b`, this.lvPath(id)]);
     }
     return (await this.getVolume(id))!;
@@ -239,8 +226,8 @@ export class LvmPool implements PoolBackend {
     const rows = await this.lvm.lvs(this.opts.vg);
     const row = rows.find((r) => r.lv_name === v.id);
     if (!row) return { abnormal: true, message: `LV ${this.lvPath(v.id)} is missing` };
-    const health = row.lv_attr?.[8] ?? '-';
-    if (health !== '-' && health !== 'X') return { abnormal: true, message: `LV ${this.lvPath(v.id)}: ${HEALTH[health] ?? `health flag ${health}`}` };
+    const { health } = parseLvAttr(row.lv_attr);
+    if (health) return { abnormal: true, message: `LV ${this.lvPath(v.id)}: ${HEALTH[health] ?? `health flag ${health}`}` };
     if (row.pool_lv) {
       const pool = rows.find((r) => r.lv_name === row.pool_lv);
       const data = Number(pool?.data_percent || 0);
@@ -255,9 +242,10 @@ export class LvmPool implements PoolBackend {
     const row = rows.find((r) => r.lv_name === id);
     if (!row) return null;
     if (!isVolumeRow(row)) return `LV ${this.lvPath(id)} is not a vpool volume; the driver does not touch it`;
-    if (row.lv_attr?.[5] === 'o') return `volume ${id} is open (staged or in use); unstage it first`;
+    const attr = parseLvAttr(row.lv_attr);
+    if (attr.open) return `volume ${id} is open (staged or in use); unstage it first`;
     // Active but not open: a raw block staging binds the device node without opening it.
-    if (row.lv_attr?.[4] && row.lv_attr[4] !== '-') {
+    if (attr.state !== 'inactive') {
       const users = await deviceUsers([`/dev/${this.opts.vg}/${id}`]);
       if (users.length) return `volume ${id} is in use: ${users.join('; ')}; unstage it first`;
     }
@@ -277,7 +265,7 @@ export class LvmPool implements PoolBackend {
 
   async createSnapshot(spec: CreateSnapshotSpec): Promise<SnapshotRecord> {
     const src = await this.lvm.lv(this.opts.vg, spec.sourceVolumeId);
-    if (!src || !isVolumeRow(src)) throw new SourceMissingError(`source volume ${spec.sourceVolumeId} does not exist`);
+    if (!src || !isVolumeRow(src)) throw notFound(`source volume ${spec.sourceVolumeId} does not exist`);
     const sizeBytes = Number(src.lv_size);
     const tags = snapshotTags({ name: spec.name, createdAt: Date.now(), sourceVolumeId: src.lv_name, sizeBytes }).flatMap((t) => ['--addtag', t]);
     if (src.segtype === 'thin') {
@@ -285,7 +273,7 @@ export class LvmPool implements PoolBackend {
       await this.lvmChange('lvcreate', ['-y', '-s', '-ky', '-pr', '-n', spec.id, ...tags, this.lvPath(src.lv_name)]);
     } else {
       const reserve = spec.parameters.snapshotReserve ?? '20%';
-      if (reserve === '0' || reserve === 'none') throw invalidArgument(`volume ${src.lv_name} is thick: its snapshots need a copy-on-write reserve (snapshotReserve), which this class disables`);
+      if (reserve === '0' || reserve === 'none') throw invalid(`volume ${src.lv_name} is thick: its snapshots need a copy-on-write reserve (snapshotReserve), which this class disables`);
       const cow = roundUp(Math.ceil((sizeBytes * Number(reserve.replace('%', ''))) / 100), this.granularity);
       await this.lvmChange('lvcreate', ['-y', '-s', '-pr', '-L', `${cow}b`, '-n', spec.id, ...tags, this.lvPath(src.lv_name)]);
     }
@@ -295,7 +283,7 @@ export class LvmPool implements PoolBackend {
   async deleteSnapshot(id: string): Promise<void> {
     const row = await this.lvm.lv(this.opts.vg, id);
     if (!row) return;
-    if (!isSnapshotRow(row)) throw new Error(`LV ${id} is not a vpool snapshot`);
+    if (!isSnapshotRow(row)) throw internal(`LV ${id} is not a vpool snapshot`);
     await this.lvm.exec('lvremove', ['-y', this.lvPath(id)]);
   }
 }

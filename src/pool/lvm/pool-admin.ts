@@ -3,10 +3,10 @@ import { realpath, stat } from 'node:fs/promises';
 import { readdirSync } from 'node:fs';
 import { run } from '../../exec.js';
 import { parseQuantity } from '../../units.js';
-import { deviceNumber } from '../../node/devices.js';
-import { probeSignature } from '../../node/filesystem.js';
-import { readMounts } from '../../node/mounts.js';
-import { tagsOf, tagValue, type LvmCli, type Row } from './lvm-cli.js';
+import { deviceNumber } from '../../host/devices.js';
+import { probeSignature } from '../../host/filesystem.js';
+import { readMounts } from '../../host/mounts.js';
+import { tagsOf, tagValue, type LvmCli, type LvRow, type PvRow, type VgRow } from './lvm-cli.js';
 import { isSnapshotRow, isVolumeRow, POOL_TAG, THIN_POOL_TAG } from './tags.js';
 
 /** Building, growing, inspecting and removing the pool itself: devices → PVs → a tagged VG (→ a thin pool). */
@@ -45,7 +45,7 @@ export interface DeviceInspection {
  * operator did not offer. Nothing is changed; the reconciler uses the verdicts one by one, the CLI
  * refuses the whole list (checkDevices).
  */
-export async function inspectDevices(lvm: LvmCli, devices: readonly string[], opts: { wipe: boolean; allowPvOf?: string; pvs?: Row[] }): Promise<DeviceInspection> {
+export async function inspectDevices(lvm: LvmCli, devices: readonly string[], opts: { wipe: boolean; allowPvOf?: string; pvs?: PvRow[] }): Promise<DeviceInspection> {
   const usable: DeviceInspection['usable'] = [];
   const problems: DeviceProblem[] = [];
   const mounts = await readMounts();
@@ -149,7 +149,7 @@ export async function initPool(lvm: LvmCli, o: InitOptions): Promise<string> {
   thinSizeArgs(o.thinSize);
   const existing = await lvm.vg(o.vg);
   if (existing) {
-    if (!tagsOf(existing, 'vg_tags').includes(POOL_TAG)) throw new PoolAdminError(`VG ${o.vg} exists and is not a vpool pool; refusing to adopt it`);
+    if (!tagsOf(existing.vg_tags).includes(POOL_TAG)) throw new PoolAdminError(`VG ${o.vg} exists and is not a vpool pool; refusing to adopt it`);
     const have = (await lvm.pvs()).filter((p) => p.vg_name === o.vg).map((p) => p.pv_name).sort();
     const want = (await Promise.all(o.devices.map((d) => realpath(d).catch(() => d)))).sort();
     if (have.join() !== want.join()) {
@@ -183,14 +183,14 @@ export async function ensureThinPool(lvm: LvmCli, o: { vg: string; thinPool?: st
   if (await lvm.lv(o.vg, o.thinPool)) return;
   await lvm.exec('lvcreate', ['-y', '--type', 'thin-pool', ...thinSizeArgs(o.thinSize), '-n', o.thinPool, o.vg]);
   const vg = await lvm.vg(o.vg);
-  if (vg && tagValue(tagsOf(vg, 'vg_tags'), THIN_POOL_TAG) !== o.thinPool) await lvm.exec('vgchange', ['--addtag', `${THIN_POOL_TAG}=${o.thinPool}`, o.vg]);
+  if (vg && tagValue(tagsOf(vg.vg_tags), THIN_POOL_TAG) !== o.thinPool) await lvm.exec('vgchange', ['--addtag', `${THIN_POOL_TAG}=${o.thinPool}`, o.vg]);
 }
 
 async function requirePool(lvm: LvmCli, vg: string) {
   validateVgName(vg);
   const row = await lvm.vg(vg);
   if (!row) throw new PoolAdminError(`VG ${vg} does not exist`);
-  if (!tagsOf(row, 'vg_tags').includes(POOL_TAG)) throw new PoolAdminError(`VG ${vg} is not a vpool pool (no ${POOL_TAG} tag); refusing to touch it`);
+  if (!tagsOf(row.vg_tags).includes(POOL_TAG)) throw new PoolAdminError(`VG ${vg} is not a vpool pool (no ${POOL_TAG} tag); refusing to touch it`);
   return row;
 }
 
@@ -204,7 +204,7 @@ export async function extendPool(lvm: LvmCli, o: { vg: string; devices: string[]
     await lvm.exec('pvcreate', ['-y', ...fresh]);
     await lvm.exec('vgextend', ['-y', o.vg, ...fresh]);
   }
-  const thin = tagValue(tagsOf(row, 'vg_tags'), THIN_POOL_TAG);
+  const thin = tagValue(tagsOf(row.vg_tags), THIN_POOL_TAG);
   if (o.growThinPool) {
     if (!thin) throw new PoolAdminError(`VG ${o.vg} has no thin pool to grow`);
     const free = Number((await lvm.vg(o.vg))?.vg_free_count ?? 0);
@@ -231,7 +231,7 @@ export async function poolStatus(lvm: LvmCli, vg: string): Promise<PoolStatus> {
 }
 
 /** The status of a pool from its vgs row and the pvs and lvs rows (read once by the caller). */
-export function statusFromRows(row: Row, pvs: Row[], lvs: Row[]): PoolStatus {
+export function statusFromRows(row: VgRow, pvs: PvRow[], lvs: LvRow[]): PoolStatus {
   const vg = row.vg_name;
   return {
     vg,
@@ -240,14 +240,14 @@ export function statusFromRows(row: Row, pvs: Row[], lvs: Row[]): PoolStatus {
     extentBytes: Number(row.vg_extent_size),
     devices: pvs.filter((p) => p.vg_name === vg).map((p) => ({ name: p.pv_name, sizeBytes: Number(p.pv_size), freeBytes: Number(p.pv_free), missing: p.pv_attr?.[2] === 'm' })),
     thinPools: lvs.filter((l) => l.segtype === 'thin-pool').map((l) => ({ name: l.lv_name, sizeBytes: Number(l.lv_size), dataPercent: Number(l.data_percent || 0), metadataPercent: Number(l.metadata_percent || 0) })),
-    volumes: lvs.filter(isVolumeRow).map((l) => ({ id: l.lv_name, name: tagValue(tagsOf(l), 'vpool.name') ?? l.lv_name, sizeBytes: Number(l.lv_size), type: l.segtype === 'thin' ? 'thin' : 'thick' })),
+    volumes: lvs.filter(isVolumeRow).map((l) => ({ id: l.lv_name, name: tagValue(tagsOf(l.lv_tags), 'vpool.name') ?? l.lv_name, sizeBytes: Number(l.lv_size), type: l.segtype === 'thin' ? 'thin' : 'thick' })),
     snapshots: lvs.filter(isSnapshotRow).length,
   };
 }
 
 /** All vpool pools on this host (VGs with the pool tag). */
 export async function listPools(lvm: LvmCli): Promise<string[]> {
-  return (await lvm.vgsAll()).filter((v) => tagsOf(v, 'vg_tags').includes(POOL_TAG)).map((v) => v.vg_name);
+  return (await lvm.vgsAll()).filter((v) => tagsOf(v.vg_tags).includes(POOL_TAG)).map((v) => v.vg_name);
 }
 
 export async function destroyPool(lvm: LvmCli, o: { vg: string; force: boolean }): Promise<string> {

@@ -1,5 +1,6 @@
 import type { ContentSource, SnapshotRecord, VolumeRecord } from '../backend.js';
-import { tagsOf, tagValue, type Row } from './lvm-cli.js';
+import { invalid } from '../../errors.js';
+import { tagsOf, tagValue, type LvRow } from './lvm-cli.js';
 
 /**
  * Everything the driver must remember about an LV is kept on the LV itself, as LVM tags written by
@@ -22,7 +23,7 @@ const TAG_SAFE = /^[A-Za-z0-9_+.\-/=!:&#]{1,1024}$/;
 
 function tag(key: string, value: string): string {
   const t = `${key}=${value}`;
-  if (!TAG_SAFE.test(t)) throw new Error(`cannot store ${JSON.stringify(t)} as an LVM tag`);
+  if (!TAG_SAFE.test(t)) throw invalid(`cannot store ${JSON.stringify(t)} as an LVM tag`);
   return t;
 }
 
@@ -40,20 +41,20 @@ export function snapshotTags(s: { name: string; createdAt: number; sourceVolumeI
   return [tag(KIND, 'snap'), tag(NAME, s.name), tag(CREATED, String(s.createdAt)), tag(SOURCE_VOLUME, s.sourceVolumeId), tag(SIZE, String(s.sizeBytes))];
 }
 
-export function isVolumeRow(row: Row): boolean {
-  return tagValue(tagsOf(row), KIND) === 'vol';
+export function isVolumeRow(row: LvRow): boolean {
+  return tagValue(tagsOf(row.lv_tags), KIND) === 'vol';
 }
 
-export function isSnapshotRow(row: Row): boolean {
-  return tagValue(tagsOf(row), KIND) === 'snap';
+export function isSnapshotRow(row: LvRow): boolean {
+  return tagValue(tagsOf(row.lv_tags), KIND) === 'snap';
 }
 
-export function isIncomplete(row: Row): boolean {
-  return tagsOf(row).includes(INCOMPLETE_TAG);
+export function isIncomplete(row: LvRow): boolean {
+  return tagsOf(row.lv_tags).includes(INCOMPLETE_TAG);
 }
 
-export function volumeFromRow(row: Row): VolumeRecord {
-  const tags = tagsOf(row);
+export function volumeFromRow(row: LvRow): VolumeRecord {
+  const tags = tagsOf(row.lv_tags);
   const src = tagValue(tags, SOURCE);
   const parameters: Record<string, string> = {};
   for (const t of tags) if (t.startsWith(PARAM)) parameters[t.slice(PARAM.length, t.indexOf('='))] = t.slice(t.indexOf('=') + 1);
@@ -72,8 +73,8 @@ export function volumeFromRow(row: Row): VolumeRecord {
   };
 }
 
-export function snapshotFromRow(row: Row): SnapshotRecord {
-  const tags = tagsOf(row);
+export function snapshotFromRow(row: LvRow): SnapshotRecord {
+  const tags = tagsOf(row.lv_tags);
   return {
     id: row.lv_name,
     name: tagValue(tags, NAME) ?? row.lv_name,

@@ -1,7 +1,7 @@
 import { open } from 'node:fs/promises';
-import { failedPrecondition } from '../errors.js';
+import { precondition } from '../errors.js';
 import { CommandError, run } from '../exec.js';
-import type { FsType } from '../csi/capabilities.js';
+import type { FsType } from '../filesystems.js';
 
 export interface Signature {
   /** Filesystem type (ext4, xfs, LVM2_member, ...), or undefined. */
@@ -24,9 +24,6 @@ export async function makeFilesystem(device: string, fsType: FsType): Promise<vo
   else await run('mkfs.xfs', ['-q', '-f', '-K', '--', device], { uninterruptible: true });
 }
 
-/** Smallest volume each filesystem can be made on (mkfs.xfs refuses below 300 MiB). */
-export const MIN_FS_BYTES: Record<FsType, number> = { ext4: 1024 * 1024, xfs: 300 * 1024 * 1024 };
-
 /** Grows a mounted filesystem to its device. ext4 online growth needs CAP_SYS_RESOURCE. */
 export async function growFilesystem(fsType: FsType, device: string, mountPoint: string): Promise<void> {
   try {
@@ -34,7 +31,7 @@ export async function growFilesystem(fsType: FsType, device: string, mountPoint:
     else await run('resize2fs', ['--', device], { uninterruptible: true });
   } catch (err) {
     if (err instanceof CommandError && /Permission denied|Operation not permitted/.test(err.stderr)) {
-      throw failedPrecondition(
+      throw precondition(
         `online ${fsType} resize of ${device} was refused by the kernel (the driver lacks CAP_SYS_RESOURCE); ` +
           'the device has grown and the filesystem will be grown offline at the next NodeStageVolume',
       );

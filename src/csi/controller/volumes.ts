@@ -1,35 +1,23 @@
-import type { CreateVolumeRequest__Output } from '../../gen/csi/v1/CreateVolumeRequest.js';
-import type { CreateVolumeResponse } from '../../gen/csi/v1/CreateVolumeResponse.js';
-import type { DeleteVolumeRequest__Output } from '../../gen/csi/v1/DeleteVolumeRequest.js';
-import type { DeleteVolumeResponse } from '../../gen/csi/v1/DeleteVolumeResponse.js';
-import type { GetCapacityRequest__Output } from '../../gen/csi/v1/GetCapacityRequest.js';
-import type { GetCapacityResponse } from '../../gen/csi/v1/GetCapacityResponse.js';
-import type { Topology__Output } from '../../gen/csi/v1/Topology.js';
-import type { TopologyRequirement__Output } from '../../gen/csi/v1/TopologyRequirement.js';
-import type { Volume } from '../../gen/csi/v1/Volume.js';
-import { alreadyExists, failedPrecondition, notFound, outOfRange, resourceExhausted } from '../errors.js';
-import { MIN_FS_BYTES } from '../node/filesystem.js';
-import type { ContentSource, VolumeRecord } from '../pool/backend.js';
-import { capabilityProblem, DEFAULT_FS, isFsType, parseCapabilities, type Capability } from './capabilities.js';
-import { snapshotLock, topologySegments, volumeLock, type ControllerContext, type DriverContext } from './context.js';
-import { idFor, parseId, validateName } from './ids.js';
-import { identityParameters, parseVolumeParameters, sameParameters } from './parameters.js';
-import { chooseSize, fitsRange, parseRange } from './sizing.js';
-import { roundUp } from '../units.js';
-
-export function toCsiVolume(ctx: DriverContext, v: VolumeRecord): Volume {
-  return {
-    volume_id: v.id,
-    capacity_bytes: String(v.capacityBytes),
-    volume_context: v.parameters.fsType ? { fsType: v.parameters.fsType } : {},
-    content_source: v.source
-      ? v.source.kind === 'snapshot'
-        ? { snapshot: { snapshot_id: v.source.id } }
-        : { volume: { volume_id: v.source.id } }
-      : null,
-    accessible_topology: [{ segments: topologySegments(ctx) }],
-  };
-}
+import type { CreateVolumeRequest__Output } from '../../../gen/csi/v1/CreateVolumeRequest.js';
+import type { CreateVolumeResponse } from '../../../gen/csi/v1/CreateVolumeResponse.js';
+import type { DeleteVolumeRequest__Output } from '../../../gen/csi/v1/DeleteVolumeRequest.js';
+import type { DeleteVolumeResponse } from '../../../gen/csi/v1/DeleteVolumeResponse.js';
+import type { GetCapacityRequest__Output } from '../../../gen/csi/v1/GetCapacityRequest.js';
+import type { GetCapacityResponse } from '../../../gen/csi/v1/GetCapacityResponse.js';
+import type { Topology__Output } from '../../../gen/csi/v1/Topology.js';
+import type { TopologyRequirement__Output } from '../../../gen/csi/v1/TopologyRequirement.js';
+import { conflict, precondition, notFound, outOfRange, exhausted } from '../../errors.js';
+import { MIN_FS_BYTES } from '../../filesystems.js';
+import type { ContentSource } from '../../pool/backend.js';
+import { capabilityProblem, parseCapabilities, type Capability } from '../capabilities.js';
+import { DEFAULT_FS, isFsType } from '../../filesystems.js';
+import type { ControllerContext, DriverContext } from '../context.js';
+import { toCsiVolume } from '../lookups.js';
+import { snapshotLock, volumeLock } from '../../locks.js';
+import { idFor, parseId, validateName } from '../../ids.js';
+import { identityParameters, parseVolumeParameters, sameParameters } from '../parameters.js';
+import { chooseSize, fitsRange, parseRange } from '../sizing.js';
+import { roundUp } from '../../units.js';
 
 /** Whether a topology term names where this pool is (a term with other keys or values does not). */
 function matchesPool(ctx: DriverContext, t: Topology__Output): boolean {
@@ -43,7 +31,7 @@ function checkTopology(ctx: DriverContext, req: TopologyRequirement__Output | nu
   const terms = req.requisite.length ? req.requisite : req.preferred;
   if (terms.length && !terms.some((t) => matchesPool(ctx, t))) {
     const where = Object.entries(ctx.topology).map(([k, v]) => `${k}=${v}`).join(', ');
-    throw resourceExhausted(`this pool serves only ${where}, which the accessibility requirements exclude`);
+    throw exhausted(`this pool serves only ${where}, which the accessibility requirements exclude`);
   }
 }
 
@@ -95,9 +83,9 @@ export async function createVolume(ctx: ControllerContext, req: CreateVolumeRequ
   return ctx.locks.with(lockKeys, async () => {
     const existing = await ctx.backend.getVolume(id);
     if (existing) {
-      if (!fitsRange(existing.capacityBytes, range)) throw alreadyExists(`volume ${name} exists with ${existing.capacityBytes} bytes, outside the requested range`);
-      if (!sameSource(existing.source, source)) throw alreadyExists(`volume ${name} exists with another content source`);
-      if (!sameParameters(canonical(ctx, existing.parameters), canonical(ctx, identityParameters(params)))) throw alreadyExists(`volume ${name} exists with other parameters (${JSON.stringify(existing.parameters)})`);
+      if (!fitsRange(existing.capacityBytes, range)) throw conflict(`volume ${name} exists with ${existing.capacityBytes} bytes, outside the requested range`);
+      if (!sameSource(existing.source, source)) throw conflict(`volume ${name} exists with another content source`);
+      if (!sameParameters(canonical(ctx, existing.parameters), canonical(ctx, identityParameters(params)))) throw conflict(`volume ${name} exists with other parameters (${JSON.stringify(existing.parameters)})`);
       return { volume: toCsiVolume(ctx, existing) };
     }
 
@@ -124,7 +112,7 @@ export async function deleteVolume(ctx: ControllerContext, req: DeleteVolumeRequ
   if (!id) return {}; // never ours, so already gone
   return ctx.locks.with([volumeLock(id)], async () => {
     const busy = await ctx.backend.volumeBusy(id);
-    if (busy) throw failedPrecondition(busy);
+    if (busy) throw precondition(busy);
     await ctx.backend.deleteVolume(id);
     return {};
   });

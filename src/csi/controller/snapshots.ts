@@ -1,18 +1,19 @@
-import type { CreateSnapshotRequest__Output } from '../../gen/csi/v1/CreateSnapshotRequest.js';
-import type { CreateSnapshotResponse } from '../../gen/csi/v1/CreateSnapshotResponse.js';
-import type { DeleteSnapshotRequest__Output } from '../../gen/csi/v1/DeleteSnapshotRequest.js';
-import type { DeleteSnapshotResponse } from '../../gen/csi/v1/DeleteSnapshotResponse.js';
-import type { GetSnapshotRequest__Output } from '../../gen/csi/v1/GetSnapshotRequest.js';
-import type { GetSnapshotResponse } from '../../gen/csi/v1/GetSnapshotResponse.js';
-import type { ListSnapshotsRequest__Output } from '../../gen/csi/v1/ListSnapshotsRequest.js';
-import type { ListSnapshotsResponse } from '../../gen/csi/v1/ListSnapshotsResponse.js';
-import type { Snapshot } from '../../gen/csi/v1/Snapshot.js';
-import { alreadyExists, invalidArgument, notFound } from '../errors.js';
-import type { SnapshotRecord } from '../pool/backend.js';
-import { snapshotLock, volumeLock, type ControllerContext } from './context.js';
-import { idFor, isId, parseId, validateName } from './ids.js';
-import { paginate } from './pagination.js';
-import { parseSnapshotParameters } from './parameters.js';
+import type { CreateSnapshotRequest__Output } from '../../../gen/csi/v1/CreateSnapshotRequest.js';
+import type { CreateSnapshotResponse } from '../../../gen/csi/v1/CreateSnapshotResponse.js';
+import type { DeleteSnapshotRequest__Output } from '../../../gen/csi/v1/DeleteSnapshotRequest.js';
+import type { DeleteSnapshotResponse } from '../../../gen/csi/v1/DeleteSnapshotResponse.js';
+import type { GetSnapshotRequest__Output } from '../../../gen/csi/v1/GetSnapshotRequest.js';
+import type { GetSnapshotResponse } from '../../../gen/csi/v1/GetSnapshotResponse.js';
+import type { ListSnapshotsRequest__Output } from '../../../gen/csi/v1/ListSnapshotsRequest.js';
+import type { ListSnapshotsResponse } from '../../../gen/csi/v1/ListSnapshotsResponse.js';
+import type { Snapshot } from '../../../gen/csi/v1/Snapshot.js';
+import { conflict, invalid, notFound } from '../../errors.js';
+import type { SnapshotRecord } from '../../pool/backend.js';
+import { type ControllerContext } from '../context.js';
+import { snapshotLock, volumeLock } from '../../locks.js';
+import { idFor, isId, parseId, validateName } from '../../ids.js';
+import { paginate } from '../pagination.js';
+import { parseSnapshotParameters } from '../parameters.js';
 
 function toCsiSnapshot(s: SnapshotRecord): Snapshot {
   return {
@@ -27,14 +28,14 @@ function toCsiSnapshot(s: SnapshotRecord): Snapshot {
 
 export async function createSnapshot(ctx: ControllerContext, req: CreateSnapshotRequest__Output): Promise<CreateSnapshotResponse> {
   const name = validateName('name', req.name);
-  if (!req.source_volume_id) throw invalidArgument('source_volume_id is required');
+  if (!req.source_volume_id) throw invalid('source_volume_id is required');
   const source = parseId('vol', 'source_volume_id', req.source_volume_id);
   const parameters = parseSnapshotParameters(req.parameters, ctx.backend.snapshotParameters);
   const id = idFor('snap', name);
   return ctx.locks.with([snapshotLock(id), ...(source ? [volumeLock(source)] : [])], async () => {
     const existing = await ctx.backend.getSnapshot(id);
     if (existing) {
-      if (existing.sourceVolumeId !== req.source_volume_id) throw alreadyExists(`snapshot ${name} exists for another source volume (${existing.sourceVolumeId})`);
+      if (existing.sourceVolumeId !== req.source_volume_id) throw conflict(`snapshot ${name} exists for another source volume (${existing.sourceVolumeId})`);
       return { snapshot: toCsiSnapshot(existing) };
     }
     if (!source || !(await ctx.backend.getVolume(source))) throw notFound(`source volume ${req.source_volume_id} does not exist`);

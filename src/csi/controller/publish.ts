@@ -1,26 +1,27 @@
-import type { ControllerExpandVolumeRequest__Output } from '../../gen/csi/v1/ControllerExpandVolumeRequest.js';
-import type { ControllerExpandVolumeResponse } from '../../gen/csi/v1/ControllerExpandVolumeResponse.js';
-import type { ControllerPublishVolumeRequest__Output } from '../../gen/csi/v1/ControllerPublishVolumeRequest.js';
-import type { ControllerPublishVolumeResponse } from '../../gen/csi/v1/ControllerPublishVolumeResponse.js';
-import type { ControllerUnpublishVolumeRequest__Output } from '../../gen/csi/v1/ControllerUnpublishVolumeRequest.js';
-import type { ControllerUnpublishVolumeResponse } from '../../gen/csi/v1/ControllerUnpublishVolumeResponse.js';
-import { alreadyExists, failedPrecondition, invalidArgument, notFound, outOfRange, resourceExhausted } from '../errors.js';
-import type { Publisher } from '../pool/backend.js';
-import { parseCapability } from './capabilities.js';
-import { nodeLock, volumeLock, type ControllerContext } from './context.js';
-import { requirePoolVolume } from './controller-queries.js';
-import { isNodeId, parseId } from './ids.js';
-import { chooseSize, fitsRange, parseRange } from './sizing.js';
+import type { ControllerExpandVolumeRequest__Output } from '../../../gen/csi/v1/ControllerExpandVolumeRequest.js';
+import type { ControllerExpandVolumeResponse } from '../../../gen/csi/v1/ControllerExpandVolumeResponse.js';
+import type { ControllerPublishVolumeRequest__Output } from '../../../gen/csi/v1/ControllerPublishVolumeRequest.js';
+import type { ControllerPublishVolumeResponse } from '../../../gen/csi/v1/ControllerPublishVolumeResponse.js';
+import type { ControllerUnpublishVolumeRequest__Output } from '../../../gen/csi/v1/ControllerUnpublishVolumeRequest.js';
+import type { ControllerUnpublishVolumeResponse } from '../../../gen/csi/v1/ControllerUnpublishVolumeResponse.js';
+import { conflict, exhausted, internal, invalid, notFound, outOfRange, precondition } from '../../errors.js';
+import type { Publisher } from '../../pool/backend.js';
+import { parseCapability } from '../capabilities.js';
+import { type ControllerContext } from '../context.js';
+import { nodeLock, volumeLock } from '../../locks.js';
+import { requirePoolVolume } from '../lookups.js';
+import { isNodeId, parseId } from '../../ids.js';
+import { chooseSize, fitsRange, parseRange } from '../sizing.js';
 
 function publisherOf(ctx: ControllerContext): Publisher {
   // Reached only when PUBLISH_UNPUBLISH_VOLUME is advertised, which it is exactly when there is a publisher (service-capabilities.ts).
-  if (!ctx.publisher) throw new Error('ControllerPublish/Unpublish reached without a publisher');
+  if (!ctx.publisher) throw internal('ControllerPublish/Unpublish reached without a publisher');
   return ctx.publisher;
 }
 
 function validateNodeId(nodeId: string): string {
-  if (!nodeId) throw invalidArgument('node_id is required');
-  if (!isNodeId(nodeId)) throw invalidArgument(`node_id ${JSON.stringify(nodeId)} is neither a domain UUID nor a plain domain name`);
+  if (!nodeId) throw invalid('node_id is required');
+  if (!isNodeId(nodeId)) throw invalid(`node_id ${JSON.stringify(nodeId)} is neither a domain UUID nor a plain domain name`);
   return nodeId;
 }
 
@@ -37,15 +38,15 @@ export async function controllerPublishVolume(ctx: ControllerContext, req: Contr
     const publish_context = await publisher.publish(id, nodeId, { readOnly, shared }, ({ nodeId: node, attachments, nodeVolumes }) => {
       const here = attachments.find((a) => a.nodeId === node);
       if (here) {
-        if (here.readOnly !== readOnly) throw alreadyExists(`volume ${id} is already published to ${nodeId} ${here.readOnly ? 'read-only' : 'read-write'}`);
+        if (here.readOnly !== readOnly) throw conflict(`volume ${id} is already published to ${nodeId} ${here.readOnly ? 'read-only' : 'read-write'}`);
         return false;
       }
       const elsewhere = attachments.filter((a) => a.nodeId !== node);
       const compatible = elsewhere.every((a) => (shared && a.shared) || (cap.mode === 'MULTI_NODE_READER_ONLY' && a.readOnly));
       if (elsewhere.length && !compatible) {
-        throw failedPrecondition(`volume ${id} is published to ${elsewhere.map((a) => a.nodeId).join(', ')} and access mode ${cap.mode} allows one node only`);
+        throw precondition(`volume ${id} is published to ${elsewhere.map((a) => a.nodeId).join(', ')} and access mode ${cap.mode} allows one node only`);
       }
-      if (ctx.maxVolumesPerNode > 0 && nodeVolumes >= ctx.maxVolumesPerNode) throw resourceExhausted(`node ${nodeId} already has ${ctx.maxVolumesPerNode} volumes of this driver attached`);
+      if (ctx.maxVolumesPerNode > 0 && nodeVolumes >= ctx.maxVolumesPerNode) throw exhausted(`node ${nodeId} already has ${ctx.maxVolumesPerNode} volumes of this driver attached`);
       return true;
     });
     return { publish_context };
@@ -65,7 +66,7 @@ export async function controllerUnpublishVolume(ctx: ControllerContext, req: Con
 
 export async function controllerExpandVolume(ctx: ControllerContext, req: ControllerExpandVolumeRequest__Output): Promise<ControllerExpandVolumeResponse> {
   parseId('vol', 'volume_id', req.volume_id);
-  if (!req.capacity_range) throw invalidArgument('capacity_range is required');
+  if (!req.capacity_range) throw invalid('capacity_range is required');
   const range = parseRange(req.capacity_range);
   const cap = req.volume_capability ? parseCapability(req.volume_capability, ctx.access) : null;
   return ctx.locks.with([volumeLock(req.volume_id)], async () => {

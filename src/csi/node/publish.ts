@@ -1,23 +1,24 @@
 import { lstat, mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
-import type { NodePublishVolumeRequest__Output } from '../../gen/csi/v1/NodePublishVolumeRequest.js';
-import type { NodePublishVolumeResponse } from '../../gen/csi/v1/NodePublishVolumeResponse.js';
-import type { NodeUnpublishVolumeRequest__Output } from '../../gen/csi/v1/NodeUnpublishVolumeRequest.js';
-import type { NodeUnpublishVolumeResponse } from '../../gen/csi/v1/NodeUnpublishVolumeResponse.js';
-import { alreadyExists, errno, failedPrecondition, notFound } from '../errors.js';
-import { log } from '../log.js';
-import { bindMount, readMounts, unmount } from '../node/mounts.js';
-import { blockMarker, stateAt } from '../node/staging.js';
-import { parseCapability } from './capabilities.js';
-import { volumeLock, type DriverContext } from './context.js';
-import { parseId } from './ids.js';
-import { requireVolume } from './node-stage.js';
+import type { NodePublishVolumeRequest__Output } from '../../../gen/csi/v1/NodePublishVolumeRequest.js';
+import type { NodePublishVolumeResponse } from '../../../gen/csi/v1/NodePublishVolumeResponse.js';
+import type { NodeUnpublishVolumeRequest__Output } from '../../../gen/csi/v1/NodeUnpublishVolumeRequest.js';
+import type { NodeUnpublishVolumeResponse } from '../../../gen/csi/v1/NodeUnpublishVolumeResponse.js';
+import { conflict, errno, precondition, notFound } from '../../errors.js';
+import { log } from '../../log.js';
+import { bindMount, readMounts, unmount } from '../../host/mounts.js';
+import { blockMarker, stateAt } from '../../host/staging.js';
+import { parseCapability } from '../capabilities.js';
+import { type DriverContext } from '../context.js';
+import { volumeLock } from '../../locks.js';
+import { parseId } from '../../ids.js';
+import { requireVolume } from '../lookups.js';
 
 export async function nodePublishVolume(ctx: DriverContext, req: NodePublishVolumeRequest__Output): Promise<NodePublishVolumeResponse> {
   const known = parseId('vol', 'volume_id', req.volume_id);
   const target = await ctx.paths.resolve('target_path', req.target_path);
   const cap = parseCapability(req.volume_capability, ctx.access);
   ctx.attacher.checkPublishContext?.(req.volume_id, req.publish_context);
-  if (!req.staging_target_path) throw failedPrecondition('staging_target_path is required: this driver stages volumes (STAGE_UNSTAGE_VOLUME)');
+  if (!req.staging_target_path) throw precondition('staging_target_path is required: this driver stages volumes (STAGE_UNSTAGE_VOLUME)');
   const staging = await ctx.paths.resolve('staging_target_path', req.staging_target_path);
   const readOnly = req.readonly || cap.readOnly;
   return ctx.locks.with([volumeLock(req.volume_id)], async () => {
@@ -27,17 +28,17 @@ export async function nodePublishVolume(ctx: DriverContext, req: NodePublishVolu
     const devices = attached.map((a) => a.device);
     const mounts = await readMounts();
     const atTarget = await stateAt(mounts, target, devices);
-    if (atTarget.kind === 'foreign') throw failedPrecondition(`target_path is already a mount point of ${atTarget.mount.source}`);
+    if (atTarget.kind === 'foreign') throw precondition(`target_path is already a mount point of ${atTarget.mount.source}`);
 
     if (cap.access === 'mount') {
       const staged = await stateAt(mounts, staging, devices);
-      if (staged.kind !== 'filesystem') throw failedPrecondition(`volume ${vol.id} is not staged with a filesystem at ${staging}; call NodeStageVolume first`);
-      if (cap.fsType && staged.fsType !== cap.fsType) throw alreadyExists(`volume ${vol.id} is staged as ${staged.fsType}, not ${cap.fsType}`);
+      if (staged.kind !== 'filesystem') throw precondition(`volume ${vol.id} is not staged with a filesystem at ${staging}; call NodeStageVolume first`);
+      if (cap.fsType && staged.fsType !== cap.fsType) throw conflict(`volume ${vol.id} is staged as ${staged.fsType}, not ${cap.fsType}`);
       if (atTarget.kind === 'filesystem') {
-        if (atTarget.readOnly !== readOnly) throw alreadyExists(`volume ${vol.id} is published at ${target} ${atTarget.readOnly ? 'read-only' : 'read-write'}`);
+        if (atTarget.readOnly !== readOnly) throw conflict(`volume ${vol.id} is published at ${target} ${atTarget.readOnly ? 'read-only' : 'read-write'}`);
         return {};
       }
-      if (atTarget.kind === 'block') throw alreadyExists(`volume ${vol.id} is published at ${target} as a raw block device`);
+      if (atTarget.kind === 'block') throw conflict(`volume ${vol.id} is published at ${target} as a raw block device`);
       await mkdir(target, { recursive: true, mode: 0o750 });
       try {
         await bindMount(staging, target, readOnly);
@@ -49,12 +50,12 @@ export async function nodePublishVolume(ctx: DriverContext, req: NodePublishVolu
     }
 
     const staged = await stateAt(mounts, blockMarker(staging), devices);
-    if (staged.kind !== 'block') throw failedPrecondition(`volume ${vol.id} is not staged as a raw block device at ${staging}; call NodeStageVolume first`);
+    if (staged.kind !== 'block') throw precondition(`volume ${vol.id} is not staged as a raw block device at ${staging}; call NodeStageVolume first`);
     if (atTarget.kind === 'block') {
-      if (atTarget.readOnly !== readOnly) throw alreadyExists(`volume ${vol.id} is published at ${target} ${atTarget.readOnly ? 'read-only' : 'read-write'}`);
+      if (atTarget.readOnly !== readOnly) throw conflict(`volume ${vol.id} is published at ${target} ${atTarget.readOnly ? 'read-only' : 'read-write'}`);
       return {};
     }
-    if (atTarget.kind === 'filesystem') throw alreadyExists(`volume ${vol.id} is published at ${target} with a filesystem`);
+    if (atTarget.kind === 'filesystem') throw conflict(`volume ${vol.id} is published at ${target} with a filesystem`);
     // A read-only mount does not stop writes through a device node, so a read-only publish gets its own read-only device.
     const device = readOnly ? await ctx.attacher.attachReadOnly(vol.id) : staged.device;
     const existed = await lstat(target).then(() => true, () => false);
@@ -79,7 +80,7 @@ export async function nodeUnpublishVolume(ctx: DriverContext, req: NodeUnpublish
     const devices = attached.map((a) => a.device);
     const staged = attached.find((a) => !a.readOnly)?.device;
     const state = await stateAt(await readMounts(), target, devices);
-    if (state.kind === 'foreign') throw failedPrecondition(`target_path is a mount point of ${state.mount.source}, not of volume ${id}`);
+    if (state.kind === 'foreign') throw precondition(`target_path is a mount point of ${state.mount.source}, not of volume ${id}`);
     if (state.kind !== 'empty') await unmount(target);
     if (state.kind === 'block' && state.device !== staged) await ctx.attacher.detach(id, state.device);
     // Remove what NodePublishVolume created: an empty directory or the device file.
@@ -89,7 +90,7 @@ export async function nodeUnpublishVolume(ctx: DriverContext, req: NodeUnpublish
     });
     if (st?.isDirectory()) await rmdir(target);
     else if (st?.isFile() && st.size === 0) await rm(target);
-    else if (st) throw failedPrecondition(`target_path ${target} is not what NodePublishVolume created; leaving it alone`);
+    else if (st) throw precondition(`target_path ${target} is not what NodePublishVolume created; leaving it alone`);
     return {};
   });
 }

@@ -1,37 +1,32 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
-import type { NodeStageVolumeRequest__Output } from '../../gen/csi/v1/NodeStageVolumeRequest.js';
-import type { NodeStageVolumeResponse } from '../../gen/csi/v1/NodeStageVolumeResponse.js';
-import type { NodeUnstageVolumeRequest__Output } from '../../gen/csi/v1/NodeUnstageVolumeRequest.js';
-import type { NodeUnstageVolumeResponse } from '../../gen/csi/v1/NodeUnstageVolumeResponse.js';
-import { alreadyExists, failedPrecondition, notFound } from '../errors.js';
-import { log } from '../log.js';
-import { extFilesystemBytes, growExtOffline, makeFilesystem, probeSignature } from '../node/filesystem.js';
-import { bindMount, mountFilesystem, readMounts, unmount } from '../node/mounts.js';
-import { blockDeviceSize } from '../node/loop.js';
-import { deviceUsers } from '../node/in-use.js';
-import { blockMarker, stateAt, type PathState } from '../node/staging.js';
-import type { VolumeRecord } from '../pool/backend.js';
-import { DEFAULT_FS, isFsType, parseCapability, type Capability, type FsType } from './capabilities.js';
-import { volumeLock, type DriverContext } from './context.js';
-import { parseId } from './ids.js';
-import { MiB } from '../units.js';
+import type { NodeStageVolumeRequest__Output } from '../../../gen/csi/v1/NodeStageVolumeRequest.js';
+import type { NodeStageVolumeResponse } from '../../../gen/csi/v1/NodeStageVolumeResponse.js';
+import type { NodeUnstageVolumeRequest__Output } from '../../../gen/csi/v1/NodeUnstageVolumeRequest.js';
+import type { NodeUnstageVolumeResponse } from '../../../gen/csi/v1/NodeUnstageVolumeResponse.js';
+import { conflict, precondition, notFound } from '../../errors.js';
+import { log } from '../../log.js';
+import { extFilesystemBytes, growExtOffline, makeFilesystem, probeSignature } from '../../host/filesystem.js';
+import { bindMount, mountFilesystem, readMounts, unmount } from '../../host/mounts.js';
+import { blockDeviceSize } from '../../host/loop.js';
+import { deviceUsers } from '../../host/in-use.js';
+import { blockMarker, stateAt, type PathState } from '../../host/staging.js';
+import type { VolumeRecord } from '../../pool/backend.js';
+import { parseCapability, type Capability } from '../capabilities.js';
+import { DEFAULT_FS, isFsType, type FsType } from '../../filesystems.js';
+import type { DriverContext } from '../context.js';
+import { requireVolume } from '../lookups.js';
+import { volumeLock } from '../../locks.js';
+import { parseId } from '../../ids.js';
+import { MiB } from '../../units.js';
 
 /** The filesystem a mount volume gets: the capability's fs_type, else the StorageClass fsType, else ext4. */
 export function fsTypeFor(cap: Capability, vol: VolumeRecord): FsType {
   const fromClass = vol.parameters.fsType;
   if (cap.access === 'mount' && cap.fsType) {
-    if (fromClass && fromClass !== cap.fsType) throw failedPrecondition(`volume was created for ${fromClass}, the capability asks for ${cap.fsType}`);
+    if (fromClass && fromClass !== cap.fsType) throw precondition(`volume was created for ${fromClass}, the capability asks for ${cap.fsType}`);
     return cap.fsType;
   }
   return fromClass && isFsType(fromClass) ? fromClass : DEFAULT_FS;
-}
-
-/** The volume as the node knows it (the pool, or in hypervisor mode the CO's volume_context), or NOT_FOUND. */
-export async function requireVolume(ctx: DriverContext, field: string, id: string, volumeContext: Record<string, string> = {}): Promise<VolumeRecord> {
-  const known = parseId('vol', field, id);
-  const vol = known ? await ctx.volumes.get(known, volumeContext) : null;
-  if (!vol) throw notFound(`volume ${id} does not exist`);
-  return vol;
 }
 
 function describe(state: PathState): string {
@@ -52,19 +47,19 @@ export async function nodeStageVolume(ctx: DriverContext, req: NodeStageVolumeRe
     const atStaging = await stateAt(mounts, staging, devices);
     const atMarker = await stateAt(mounts, blockMarker(staging), devices);
 
-    if (atStaging.kind === 'foreign') throw failedPrecondition(`staging_target_path is already a mount point of ${describe(atStaging)}`);
+    if (atStaging.kind === 'foreign') throw precondition(`staging_target_path is already a mount point of ${describe(atStaging)}`);
     if (cap.access === 'mount') {
-      if (atMarker.kind === 'block') throw alreadyExists(`volume ${vol.id} is staged at ${staging} as a raw block device`);
+      if (atMarker.kind === 'block') throw conflict(`volume ${vol.id} is staged at ${staging} as a raw block device`);
       if (atStaging.kind === 'filesystem') {
         if (atStaging.fsType !== fsType || atStaging.readOnly !== cap.readOnly) {
-          throw alreadyExists(`volume ${vol.id} is staged at ${staging} as ${atStaging.fsType}${atStaging.readOnly ? ' read-only' : ''}`);
+          throw conflict(`volume ${vol.id} is staged at ${staging} as ${atStaging.fsType}${atStaging.readOnly ? ' read-only' : ''}`);
         }
         return {};
       }
     } else {
-      if (atStaging.kind === 'filesystem') throw alreadyExists(`volume ${vol.id} is staged at ${staging} with a filesystem`);
+      if (atStaging.kind === 'filesystem') throw conflict(`volume ${vol.id} is staged at ${staging} with a filesystem`);
       if (atMarker.kind === 'block') return {};
-      if (atMarker.kind === 'foreign') throw failedPrecondition(`${blockMarker(staging)} is already a mount point of ${describe(atMarker)}`);
+      if (atMarker.kind === 'foreign') throw precondition(`${blockMarker(staging)} is already a mount point of ${describe(atMarker)}`);
     }
 
     await mkdir(staging, { recursive: true, mode: 0o750 });
@@ -90,7 +85,7 @@ async function stageFilesystem(device: string, staging: string, fsType: FsType, 
     await makeFilesystem(device, fsType);
   } else if (sig.type !== fsType) {
     // Never format over data: a volume restored from a snapshot of another filesystem, or a disk with a partition table.
-    throw failedPrecondition(`the volume holds ${sig.type ?? `a ${sig.ptType} partition table`}, not ${fsType}; refusing to format it`);
+    throw precondition(`the volume holds ${sig.type ?? `a ${sig.ptType} partition table`}, not ${fsType}; refusing to format it`);
   } else if (fsType === 'ext4') {
     await growExtIfSmaller(device);
   }
@@ -125,15 +120,15 @@ export async function nodeUnstageVolume(ctx: DriverContext, req: NodeUnstageVolu
     const marker = blockMarker(staging);
     const atMarker = await stateAt(mounts, marker, devices);
     const atStaging = await stateAt(mounts, staging, devices);
-    if (atStaging.kind === 'foreign') throw failedPrecondition(`staging_target_path is a mount point of ${describe(atStaging)}, not of volume ${id}`);
-    if (atMarker.kind === 'foreign') throw failedPrecondition(`${marker} is a mount point of ${describe(atMarker)}, not of volume ${id}`);
+    if (atStaging.kind === 'foreign') throw precondition(`staging_target_path is a mount point of ${describe(atStaging)}, not of volume ${id}`);
+    if (atMarker.kind === 'foreign') throw precondition(`${marker} is a mount point of ${describe(atMarker)}, not of volume ${id}`);
     if (atMarker.kind === 'block') await unmount(marker);
     await rm(marker, { force: true });
     if (atStaging.kind === 'filesystem') await unmount(staging);
     if (devices.length === 0) return {};
     // Detaching a device that is still used anywhere on the node (a publish left behind, another mount namespace) would pull it from under its user.
     const stillUsed = await deviceUsers(devices);
-    if (stillUsed.length) throw failedPrecondition(`volume ${id} is still in use: ${stillUsed.join('; ')}; unpublish it first`);
+    if (stillUsed.length) throw precondition(`volume ${id} is still in use: ${stillUsed.join('; ')}; unpublish it first`);
     await ctx.attacher.detach(id);
     return {};
   });

@@ -1,20 +1,21 @@
 import { statfs } from 'node:fs/promises';
-import type { NodeExpandVolumeRequest__Output } from '../../gen/csi/v1/NodeExpandVolumeRequest.js';
-import type { NodeExpandVolumeResponse } from '../../gen/csi/v1/NodeExpandVolumeResponse.js';
-import type { NodeGetInfoResponse } from '../../gen/csi/v1/NodeGetInfoResponse.js';
-import type { NodeGetVolumeStatsRequest__Output } from '../../gen/csi/v1/NodeGetVolumeStatsRequest.js';
-import type { NodeGetVolumeStatsResponse } from '../../gen/csi/v1/NodeGetVolumeStatsResponse.js';
-import { invalidArgument, notFound } from '../errors.js';
-import { growFilesystem } from '../node/filesystem.js';
-import { blockDeviceSize } from '../node/loop.js';
-import { readMounts } from '../node/mounts.js';
-import { stateAt, type PathState } from '../node/staging.js';
-import { parseCapability } from './capabilities.js';
-import { topologySegments, volumeLock, type DriverContext } from './context.js';
-import { parseId } from './ids.js';
-import { requireVolume } from './node-stage.js';
-import { chooseSize, parseRange } from './sizing.js';
-import { isFsType } from './capabilities.js';
+import type { NodeExpandVolumeRequest__Output } from '../../../gen/csi/v1/NodeExpandVolumeRequest.js';
+import type { NodeExpandVolumeResponse } from '../../../gen/csi/v1/NodeExpandVolumeResponse.js';
+import type { NodeGetInfoResponse } from '../../../gen/csi/v1/NodeGetInfoResponse.js';
+import type { NodeGetVolumeStatsRequest__Output } from '../../../gen/csi/v1/NodeGetVolumeStatsRequest.js';
+import type { NodeGetVolumeStatsResponse } from '../../../gen/csi/v1/NodeGetVolumeStatsResponse.js';
+import { invalid, notFound } from '../../errors.js';
+import { growFilesystem } from '../../host/filesystem.js';
+import { blockDeviceSize } from '../../host/loop.js';
+import { readMounts } from '../../host/mounts.js';
+import { stateAt, type PathState } from '../../host/staging.js';
+import { parseCapability } from '../capabilities.js';
+import { topologySegments, type DriverContext } from '../context.js';
+import { volumeLock } from '../../locks.js';
+import { parseId } from '../../ids.js';
+import { requireVolume } from '../lookups.js';
+import { chooseSize, parseRange } from '../sizing.js';
+import { isFsType } from '../../filesystems.js';
 
 export function nodeGetInfo(ctx: DriverContext): NodeGetInfoResponse {
   return {
@@ -43,7 +44,7 @@ async function volumeAt(ctx: DriverContext, volumeId: string, rawPath: string): 
 
 export async function nodeGetVolumeStats(ctx: DriverContext, req: NodeGetVolumeStatsRequest__Output): Promise<NodeGetVolumeStatsResponse> {
   const known = parseId('vol', 'volume_id', req.volume_id);
-  if (!req.volume_path) throw invalidArgument('volume_path is required');
+  if (!req.volume_path) throw invalid('volume_path is required');
   // No backend lookup: a volume that does not exist has no device, so volumeAt answers NOT_FOUND.
   if (!known) throw notFound(`volume ${req.volume_id} does not exist`);
   const id = known;
@@ -65,7 +66,7 @@ export async function nodeGetVolumeStats(ctx: DriverContext, req: NodeGetVolumeS
 
 export async function nodeExpandVolume(ctx: DriverContext, req: NodeExpandVolumeRequest__Output): Promise<NodeExpandVolumeResponse> {
   parseId('vol', 'volume_id', req.volume_id);
-  if (!req.volume_path) throw invalidArgument('volume_path is required');
+  if (!req.volume_path) throw invalid('volume_path is required');
   const range = parseRange(req.capacity_range);
   if (req.volume_capability) parseCapability(req.volume_capability, ctx.access);
   return ctx.locks.with([volumeLock(req.volume_id)], async () => {

@@ -1,5 +1,5 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { errno } from '../errors.js';
+import { errno, internal } from '../errors.js';
 import { run } from '../exec.js';
 import { majorMinor } from './devices.js';
 
@@ -79,7 +79,7 @@ export async function loopsBackedBy(p: string): Promise<LoopDevice[]> {
 export async function attachLoop(file: string, readOnly = false): Promise<string> {
   const { stdout } = await run('losetup', ['--direct-io=on', ...(readOnly ? ['--read-only'] : []), '--find', '--show', '--', file]);
   const device = stdout.trim();
-  if (!/^\/dev\/loop[0-9]+$/.test(device)) throw new Error(`losetup printed an unexpected device name: ${JSON.stringify(device)}`);
+  if (!/^\/dev\/loop[0-9]+$/.test(device)) throw internal(`losetup printed an unexpected device name: ${JSON.stringify(device)}`);
   return device;
 }
 
@@ -94,8 +94,8 @@ export async function refreshLoopSize(device: string): Promise<void> {
 /** Size in bytes of any block device (a loop device, /dev/<vg>/<lv>, /dev/mapper/...), from sysfs by device number. */
 export async function blockDeviceSize(device: string): Promise<number> {
   const st = statSync(device, { throwIfNoEntry: false });
-  if (!st?.isBlockDevice()) throw new Error(`not a block device: ${device}`);
+  if (!st?.isBlockDevice()) throw internal(`not a block device: ${device}`);
   const sectors = readSys(`/sys/dev/block/${majorMinor(st.rdev)}/size`);
-  if (sectors === null) throw new Error(`no sysfs entry for ${device} (${majorMinor(st.rdev)})`);
+  if (sectors === null) throw internal(`no sysfs entry for ${device} (${majorMinor(st.rdev)})`);
   return Number(sectors.trim()) * 512;
 }

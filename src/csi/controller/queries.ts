@@ -1,29 +1,20 @@
-import type { ControllerGetVolumeRequest__Output } from '../../gen/csi/v1/ControllerGetVolumeRequest.js';
-import type { ControllerGetVolumeResponse } from '../../gen/csi/v1/ControllerGetVolumeResponse.js';
-import type { ListVolumesRequest__Output } from '../../gen/csi/v1/ListVolumesRequest.js';
-import type { ListVolumesResponse } from '../../gen/csi/v1/ListVolumesResponse.js';
-import type { ValidateVolumeCapabilitiesRequest__Output } from '../../gen/csi/v1/ValidateVolumeCapabilitiesRequest.js';
-import type { ValidateVolumeCapabilitiesResponse } from '../../gen/csi/v1/ValidateVolumeCapabilitiesResponse.js';
-import { invalidArgument, notFound } from '../errors.js';
-import type { VolumeRecord } from '../pool/backend.js';
-import { capabilityProblem } from './capabilities.js';
-import type { ControllerContext } from './context.js';
-import { isId, parseId } from './ids.js';
-import { paginate } from './pagination.js';
-import { parseVolumeParameters } from './parameters.js';
-import { toCsiVolume } from './controller-volumes.js';
-
-/** A volume of the pool by the ID the CO gave, or NOT_FOUND. */
-export async function requirePoolVolume(ctx: ControllerContext, field: string, id: string): Promise<VolumeRecord> {
-  const known = parseId('vol', field, id);
-  const vol = known ? await ctx.backend.getVolume(known) : null;
-  if (!vol) throw notFound(`volume ${id} does not exist`);
-  return vol;
-}
+import type { ControllerGetVolumeRequest__Output } from '../../../gen/csi/v1/ControllerGetVolumeRequest.js';
+import type { ControllerGetVolumeResponse } from '../../../gen/csi/v1/ControllerGetVolumeResponse.js';
+import type { ListVolumesRequest__Output } from '../../../gen/csi/v1/ListVolumesRequest.js';
+import type { ListVolumesResponse } from '../../../gen/csi/v1/ListVolumesResponse.js';
+import type { ValidateVolumeCapabilitiesRequest__Output } from '../../../gen/csi/v1/ValidateVolumeCapabilitiesRequest.js';
+import type { ValidateVolumeCapabilitiesResponse } from '../../../gen/csi/v1/ValidateVolumeCapabilitiesResponse.js';
+import { invalid, notFound } from '../../errors.js';
+import { capabilityProblem } from '../capabilities.js';
+import type { ControllerContext } from '../context.js';
+import { isId, parseId } from '../../ids.js';
+import { paginate } from '../pagination.js';
+import { parseVolumeParameters } from '../parameters.js';
+import { requirePoolVolume, toCsiVolume } from '../lookups.js';
 
 export async function validateVolumeCapabilities(ctx: ControllerContext, req: ValidateVolumeCapabilitiesRequest__Output): Promise<ValidateVolumeCapabilitiesResponse> {
   parseId('vol', 'volume_id', req.volume_id);
-  if (!req.volume_capabilities.length) throw invalidArgument('volume_capabilities is required');
+  if (!req.volume_capabilities.length) throw invalid('volume_capabilities is required');
   const vol = await requirePoolVolume(ctx, 'volume_id', req.volume_id);
   const problems = req.volume_capabilities.map((c) => capabilityProblem(c, ctx.access)).filter((p): p is string => p !== null);
   let params: ReturnType<typeof parseVolumeParameters>;

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { invalidArgument } from '../errors.js';
+import { invalid } from './errors.js';
 
 /**
  * Volume and snapshot IDs are derived from the CSI name alone, so a retried CreateVolume lands on
@@ -27,10 +27,10 @@ export function idFor(kind: IdKind, name: string): string {
 
 /** A CSI name (CreateVolume/CreateSnapshot): required, ≤128 bytes, no path or shell characters. */
 export function validateName(field: string, name: string): string {
-  if (!name) throw invalidArgument(`${field} is required`);
-  if (Buffer.byteLength(name) > MAX_BYTES) throw invalidArgument(`${field} is longer than ${MAX_BYTES} bytes`);
+  if (!name) throw invalid(`${field} is required`);
+  if (Buffer.byteLength(name) > MAX_BYTES) throw invalid(`${field} is longer than ${MAX_BYTES} bytes`);
   if (!NAME_RE.test(name) || name.includes('..')) {
-    throw invalidArgument(`${field} ${JSON.stringify(name)} may hold only letters, digits, '.', '_', '+' and '-', must start with a letter or digit and must not contain '..'`);
+    throw invalid(`${field} ${JSON.stringify(name)} may hold only letters, digits, '.', '_', '+' and '-', must start with a letter or digit and must not contain '..'`);
   }
   return name;
 }
@@ -41,9 +41,9 @@ export function validateName(field: string, name: string): string {
  * for an ID that no driver could have issued (empty, too long, path or control characters).
  */
 export function parseId(kind: IdKind, field: string, id: string): string | null {
-  if (!id) throw invalidArgument(`${field} is required`);
-  if (Buffer.byteLength(id) > MAX_BYTES) throw invalidArgument(`${field} is longer than ${MAX_BYTES} bytes`);
-  if (!PLAUSIBLE_ID.test(id) || id.includes('..')) throw invalidArgument(`${field} ${JSON.stringify(id)} contains characters no volume or snapshot ID has`);
+  if (!id) throw invalid(`${field} is required`);
+  if (Buffer.byteLength(id) > MAX_BYTES) throw invalid(`${field} is longer than ${MAX_BYTES} bytes`);
+  if (!PLAUSIBLE_ID.test(id) || id.includes('..')) throw invalid(`${field} ${JSON.stringify(id)} contains characters no volume or snapshot ID has`);
   return ID_RE[kind].test(id) ? id : null;
 }
 

@@ -1,0 +1,58 @@
+import assert from 'node:assert/strict';
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { PROJECT_ROOT } from '../../src/project.js';
+
+/**
+ * The floors of src/, each importing only from its own floor and those below (type imports count):
+ * shared terms at the root, host primitives, pools, then the CSI edge and the cluster side (which
+ * never import each other), then metrics (which observes the CSI edge's calls) and the CLI. gen/ (the CSI types) is the CSI edge's alone.
+ */
+const SRC = path.join(PROJECT_ROOT, 'src');
+const ROOT_SHARED = ['errors', 'ids', 'locks', 'exec', 'log', 'units', 'filesystems', 'call-context', 'project'];
+
+function layerOf(file: string): string {
+  const rel = path.relative(PROJECT_ROOT, file).replace(/\.(ts|js)$/, '');
+  if (rel.startsWith('gen/')) return 'gen';
+  const [top, sub] = rel.split('/').slice(1);
+  if (sub === undefined) return ROOT_SHARED.includes(top) ? 'shared' : top === 'metrics' ? 'metrics' : 'cli';
+  return top;
+}
+
+const MAY_IMPORT: Record<string, string[]> = {
+  shared: ['shared'],
+  host: ['shared', 'host'],
+  pool: ['shared', 'host', 'pool'],
+  cluster: ['shared', 'host', 'pool', 'cluster'],
+  csi: ['shared', 'host', 'pool', 'csi', 'gen'],
+  metrics: ['shared', 'pool', 'csi', 'metrics'],
+  cli: ['shared', 'host', 'pool', 'cluster', 'csi', 'metrics', 'cli', 'gen'],
+};
+
+async function sources(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const e of await readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...(await sources(p)));
+    else if (p.endsWith('.ts')) out.push(p);
+  }
+  return out;
+}
+
+describe('layers', () => {
+  it('no module imports from a floor above its own', async () => {
+    const wrong: string[] = [];
+    const files = await sources(SRC);
+    assert.ok(files.length > 50);
+    for (const f of files) {
+      const from = layerOf(f);
+      assert.ok(MAY_IMPORT[from], `${f}: no floor`);
+      for (const m of (await readFile(f, 'utf8')).matchAll(/(?:from|import)\s*\(?\s*'(\.{1,2}\/[^']+)'/g)) {
+        const to = layerOf(path.resolve(path.dirname(f), m[1]));
+        if (!MAY_IMPORT[from].includes(to)) wrong.push(`${path.relative(PROJECT_ROOT, f)} (${from}) imports ${m[1]} (${to})`);
+      }
+    }
+    assert.deepEqual(wrong, []);
+  });
+});
