@@ -4,7 +4,7 @@ import path from 'node:path';
 import { HYPERVISOR_ACCESS, NODE_LOCAL_ACCESS, type AccessPolicy } from '../csi/capabilities.js';
 import { HYPERVISOR_TOPOLOGY_KEY, TOPOLOGY_KEY } from '../csi/context.js';
 import { log } from '../log.js';
-import type { Attacher, NodeVolumes, PoolBackend, Publisher } from '../pool/backend.js';
+import type { BlockDevices, NodeVolumeView, PoolBackend, ControllerAttacher } from '../pool/backend.js';
 import { parseQuantity } from '../units.js';
 
 export const DISK_CACHE_MODES = ['default', 'none', 'writethrough', 'writeback', 'directsync', 'unsafe'] as const;
@@ -63,9 +63,9 @@ export interface OpenPool {
   /** The pool; absent on a libvirt node VM, which cannot reach it. */
   backend?: PoolBackend;
   /** Hot-plugs volumes into node VMs (libvirt controller). */
-  publisher?: Publisher;
-  volumes: NodeVolumes;
-  attacher: Attacher;
+  controllerAttacher?: ControllerAttacher;
+  volumeView: NodeVolumeView;
+  blockDevices: BlockDevices;
   topology: (nodeId: string) => Record<string, string>;
   access: AccessPolicy;
   defaultNodeId: () => Promise<string>;
@@ -73,9 +73,9 @@ export interface OpenPool {
 
 const hostnameId = async () => os.hostname();
 
-async function nodeLocal(backend: PoolBackend, attacher: Attacher): Promise<OpenPool> {
-  const { LocalNodeVolumes } = await import('../pool/local-volumes.js');
-  return { backend, attacher, volumes: new LocalNodeVolumes(backend), topology: (nodeId) => ({ [TOPOLOGY_KEY]: nodeId }), access: NODE_LOCAL_ACCESS, defaultNodeId: hostnameId };
+async function nodeLocal(backend: PoolBackend, blockDevices: BlockDevices): Promise<OpenPool> {
+  const { LocalVolumeView } = await import('../pool/local-volume-view.js');
+  return { backend, blockDevices, volumeView: new LocalVolumeView(backend), topology: (nodeId) => ({ [TOPOLOGY_KEY]: nodeId }), access: NODE_LOCAL_ACCESS, defaultNodeId: hostnameId };
 }
 
 /** A VM's node ID is its domain UUID, which the hypervisor gives the guest as the SMBIOS system UUID. */
@@ -88,10 +88,10 @@ async function productUuid(): Promise<string> {
 const TOPOLOGY_VALUE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
 
 async function openLibvirt(o: Extract<BackendOptions, { kind: 'libvirt' }>, role: BackendRole): Promise<OpenPool> {
-  const { HypervisorNodeVolumes, VirtioAttacher } = await import('../pool/libvirt/virtio-attacher.js');
+  const { HypervisorVolumeView, VirtioBlockDevices } = await import('../pool/libvirt/virtio-block-devices.js');
   // A node VM must know its UUID; a controller (or an all-in-one test on the hypervisor itself) falls back to the hostname.
   const defaultNodeId = role === 'node' ? productUuid : () => productUuid().catch(hostnameId);
-  const common = { attacher: new VirtioAttacher({ waitMs: o.attachTimeoutMs }), access: HYPERVISOR_ACCESS, defaultNodeId };
+  const common = { blockDevices: new VirtioBlockDevices({ waitMs: o.attachTimeoutMs }), access: HYPERVISOR_ACCESS, defaultNodeId };
   const topologyOf = (hypervisor: string) => {
     if (!TOPOLOGY_VALUE.test(hypervisor)) throw new Error(`--hypervisor ${JSON.stringify(hypervisor)} is not a valid topology value (letters, digits, '.', '_', '-', ≤63)`);
     return () => ({ [HYPERVISOR_TOPOLOGY_KEY]: hypervisor });
@@ -99,15 +99,15 @@ async function openLibvirt(o: Extract<BackendOptions, { kind: 'libvirt' }>, role
   if (role === 'node') {
     // The node VM cannot reach the pool: it knows volumes by the disks it is given.
     if (!o.hypervisor) throw new Error('--hypervisor is required with --backend libvirt --mode node (the topology value the controller reports)');
-    return { ...common, volumes: new HypervisorNodeVolumes(o.attachTimeoutMs), topology: topologyOf(o.hypervisor) };
+    return { ...common, volumeView: new HypervisorVolumeView(o.attachTimeoutMs), topology: topologyOf(o.hypervisor) };
   }
   if (!o.pool) throw new Error('--libvirt-pool is required with --backend libvirt');
-  const [{ Virsh }, { Domains }, { LibvirtPool }, { validatePoolName }, { LibvirtPublisher }] = await Promise.all([
+  const [{ Virsh }, { Domains }, { LibvirtPool }, { validatePoolName }, { LibvirtAttacher }] = await Promise.all([
     import('../pool/libvirt/virsh.js'),
     import('../pool/libvirt/domains.js'),
     import('../pool/libvirt/libvirt-pool.js'),
     import('../pool/libvirt/names.js'),
-    import('../pool/libvirt/libvirt-publisher.js'),
+    import('../pool/libvirt/libvirt-attacher.js'),
   ]);
   const virsh = new Virsh(o.uri);
   const backend = await LibvirtPool.open(virsh, new Domains(virsh), { pool: validatePoolName(o.pool), reserveBytes: o.reserveBytes });
@@ -115,8 +115,8 @@ async function openLibvirt(o: Extract<BackendOptions, { kind: 'libvirt' }>, role
   return {
     ...common,
     backend,
-    publisher: new LibvirtPublisher(backend, { diskCache: o.diskCache, detachWaitMs: o.attachTimeoutMs }),
-    volumes: new HypervisorNodeVolumes(o.attachTimeoutMs),
+    controllerAttacher: new LibvirtAttacher(backend, { diskCache: o.diskCache, detachWaitMs: o.attachTimeoutMs }),
+    volumeView: new HypervisorVolumeView(o.attachTimeoutMs),
     topology: topologyOf(hypervisor),
   };
 }
@@ -124,14 +124,14 @@ async function openLibvirt(o: Extract<BackendOptions, { kind: 'libvirt' }>, role
 /** The one way a pool is opened; each backend's code is loaded only when it is the one used. */
 export async function openBackend(o: BackendOptions, role: BackendRole): Promise<OpenPool> {
   if (o.kind === 'file') {
-    const [{ FilePool }, { FileAttacher }] = await Promise.all([import('../pool/file/file-pool.js'), import('../pool/file/file-attacher.js')]);
+    const [{ FilePool }, { LoopBlockDevices }] = await Promise.all([import('../pool/file/file-pool.js'), import('../pool/file/loop-block-devices.js')]);
     const pool = await FilePool.open(o.poolDir, o.reserveBytes, { sweep: role !== 'node' });
-    return nodeLocal(pool, new FileAttacher(pool));
+    return nodeLocal(pool, new LoopBlockDevices(pool));
   }
   if (o.kind === 'lvm') {
-    const [{ deviceMapperAvailable, LvmCli }, { LvmAttacher }, { LvmPool }, { validateVgName }] = await Promise.all([
+    const [{ deviceMapperAvailable, LvmCli }, { LvmBlockDevices }, { LvmPool }, { validateVgName }] = await Promise.all([
       import('../pool/lvm/lvm-cli.js'),
-      import('../pool/lvm/lvm-attacher.js'),
+      import('../pool/lvm/lvm-block-devices.js'),
       import('../pool/lvm/lvm-pool.js'),
       import('../pool/lvm/pool-admin.js'),
     ]);
@@ -139,7 +139,7 @@ export async function openBackend(o: BackendOptions, role: BackendRole): Promise
     if (!activation) log.warn('no device-mapper in this kernel: LVs are created with activation disabled; the node side cannot stage them');
     const lvm = new LvmCli({ activation });
     const pool = await LvmPool.open(lvm, { vg: validateVgName(o.vg), reserveBytes: o.reserveBytes, overprovisionRatio: o.overprovisionRatio });
-    return nodeLocal(pool, new LvmAttacher(lvm, o.vg));
+    return nodeLocal(pool, new LvmBlockDevices(lvm, o.vg));
   }
   return openLibvirt(o, role);
 }

@@ -80,7 +80,7 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterRun> {
       if (!settings || observed.phase === 'Failed') return pending(`VolumePool ${pool} failed on this node: ${observed.lastError ?? 'see its status'}`);
       if (backend) {
         if (settings.backend !== served?.backend || settings.volumeGroup !== served?.volumeGroup || settings.directory !== served?.directory) log.warn('VolumePool now names another pool; restart the driver to serve it', { pool });
-        backend.tune?.({ reserveBytes: settings.reserveBytes, overprovisionRatio: settings.overprovisionRatio });
+        backend.applySettings?.({ reserveBytes: settings.reserveBytes, overprovisionRatio: settings.overprovisionRatio });
         return;
       }
       if (opening) return;

@@ -10,7 +10,7 @@ import { errorMessage, unavailable } from '../errors.js';
 import { KeyedLocks } from '../locks.js';
 import { log, setLogLevel } from '../log.js';
 import { PathPolicy } from '../host/paths.js';
-import type { Attacher, NodeVolumes } from '../pool/backend.js';
+import type { BlockDevices, NodeVolumeView } from '../pool/backend.js';
 import { packageVersion } from '../project.js';
 import { parseDuration, parseQuantity } from '../units.js';
 import { backendOptions, openBackend, type BackendFlags, type BackendRole } from './backends.js';
@@ -60,11 +60,11 @@ async function startHttp(opts: ServeOptions, ctx: Pick<DriverContext, 'backend' 
 }
 
 /** Node-side stand-ins while the served VolumePool is not open; the server's gate answers before they are reached. */
-function notOpen(ctx: Pick<DriverContext, 'pending'>): Attacher & NodeVolumes {
+function notOpen(ctx: Pick<DriverContext, 'pending'>): BlockDevices & NodeVolumeView {
   const refuse = async (): Promise<never> => {
     throw unavailable(`the pool is not open: ${ctx.pending ?? 'starting'}`);
   };
-  return { devices: refuse, attach: refuse, attachReadOnly: refuse, detach: refuse, neverWritten: refuse, refreshSize: refuse, deviceProblem: refuse, get: refuse, expand: refuse };
+  return { devices: refuse, attach: refuse, attachReadOnly: refuse, detach: refuse, provablyBlank: refuse, refreshSize: refuse, deviceProblem: refuse, get: refuse, expand: refuse };
 }
 
 const kubeReachable = (opts: ServeOptions) => !!(opts.kubeconfig || process.env.KUBECONFIG || process.env.KUBERNETES_SERVICE_HOST);
@@ -99,16 +99,16 @@ export async function serve(opts: ServeOptions): Promise<void> {
     topology: opened ? opened.topology(nodeId) : { [TOPOLOGY_KEY]: nodeId },
     access: opened ? opened.access : NODE_LOCAL_ACCESS,
     backend: opened?.backend,
-    publisher: opened?.publisher,
-    volumes: opened?.volumes as NodeVolumes,
-    attacher: opened?.attacher as Attacher,
+    controllerAttacher: opened?.controllerAttacher,
+    volumeView: opened?.volumeView as NodeVolumeView,
+    blockDevices: opened?.blockDevices as BlockDevices,
     paths: await PathPolicy.create(opts.allowedRoot.map((r) => path.resolve(r))),
     locks: new KeyedLocks(),
     sizing: { ...DEFAULT_SIZING, defaultBytes: parseQuantity(opts.defaultSize) },
     maxVolumesPerNode: Number(opts.maxVolumesPerNode),
     pending: opts.poolFromCluster ? `waiting for VolumePool ${opts.poolFromCluster} to be built on this node` : undefined,
   };
-  if (!opened) Object.assign(ctx, { volumes: notOpen(ctx), attacher: notOpen(ctx) });
+  if (!opened) Object.assign(ctx, { volumeView: notOpen(ctx), blockDevices: notOpen(ctx) });
 
   // The socket first: a slow or unreachable API server delays VolumePools and orphan checks, never the CSI services.
   let cluster: ClusterRun | undefined;
@@ -127,7 +127,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
         serve: opts.poolFromCluster,
         openServed: async (pool) => {
           const o = await openBackend(pool, role);
-          Object.assign(ctx, { backend: o.backend, volumes: o.volumes, attacher: o.attacher, backendKind: pool.kind });
+          Object.assign(ctx, { backend: o.backend, volumeView: o.volumeView, blockDevices: o.blockDevices, backendKind: pool.kind });
           return o.backend;
         },
         setPending: (reason) => void (ctx.pending = reason),

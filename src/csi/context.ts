@@ -1,6 +1,6 @@
 import type { KeyedLocks } from '../locks.js';
 import type { PathPolicy } from '../host/paths.js';
-import type { Attacher, NodeVolumes, PoolBackend, Publisher } from '../pool/backend.js';
+import type { BlockDevices, NodeVolumeView, PoolBackend, ControllerAttacher } from '../pool/backend.js';
 import type { AccessPolicy } from './capabilities.js';
 import type { SizingPolicy } from './sizing.js';
 
@@ -21,9 +21,9 @@ export interface DriverContext {
   /** The pool; absent on a node in hypervisor mode, which cannot reach it. */
   backend?: PoolBackend;
   /** Attaches volumes to nodes from the controller (hypervisor mode); absent for node-local pools. */
-  publisher?: Publisher;
-  volumes: NodeVolumes;
-  attacher: Attacher;
+  controllerAttacher?: ControllerAttacher;
+  volumeView: NodeVolumeView;
+  blockDevices: BlockDevices;
   paths: PathPolicy;
   locks: KeyedLocks;
   sizing: SizingPolicy;

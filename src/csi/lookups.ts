@@ -32,7 +32,7 @@ export async function requirePoolVolume(ctx: ControllerContext, field: string, i
 /** The volume as the node knows it (the pool, or in hypervisor mode the CO's volume_context), or NOT_FOUND. */
 export async function requireVolume(ctx: DriverContext, field: string, id: string, volumeContext: Record<string, string> = {}): Promise<VolumeRecord> {
   const known = parseId('vol', field, id);
-  const vol = known ? await ctx.volumes.get(known, volumeContext) : null;
+  const vol = known ? await ctx.volumeView.get(known, volumeContext) : null;
   if (!vol) throw notFound(`volume ${id} does not exist`);
   return vol;
 }

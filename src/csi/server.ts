@@ -29,7 +29,7 @@ export type Mode = 'all' | 'controller' | 'node' | 'resizer';
 
 
 function isFull(ctx: DriverContext | IdentityContext): ctx is DriverContext {
-  return 'attacher' in ctx;
+  return 'blockDevices' in ctx;
 }
 
 function identityHandlers(ctx: IdentityContext, mode: Mode): IdentityHandlers {

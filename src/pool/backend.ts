@@ -91,7 +91,7 @@ export interface PoolBackend {
   /** How full the pool's thin pools are (pools without thin pools leave this out). */
   thinPools?(): Promise<ThinPoolUse[]>;
   /** Applies settings changed while serving (a VolumePool edited); pools without such settings leave this out. */
-  tune?(t: PoolTuning): void;
+  applySettings?(t: PoolTuning): void;
   /** A reason the volume must not be deleted now (attached somewhere), or null. */
   volumeBusy(id: string): Promise<string | null>;
 
@@ -107,7 +107,7 @@ export interface AttachedDevice {
 }
 
 /** Node side: turns a volume into a block device on this node and back. */
-export interface Attacher {
+export interface BlockDevices {
   /** Every device attached for this volume, found from the kernel: the writable one first, then read-only views. */
   devices(volumeId: string): Promise<AttachedDevice[]>;
   /** Throws INVALID_ARGUMENT when a publish_context cannot be one the controller gave for this volume. */
@@ -119,7 +119,7 @@ export interface Attacher {
   /** Detaches one device, or every device of the volume. */
   detach(volumeId: string, device?: string): Promise<void>;
   /** True only when the backing store provably never held data (so it carries no filesystem signature). */
-  neverWritten(volumeId: string): Promise<boolean>;
+  provablyBlank(volumeId: string): Promise<boolean>;
   /** Makes the kernel see a new size of the backing store. */
   refreshSize(device: string): Promise<void>;
   /** A reason the backing store is unhealthy (deleted, truncated), or null. */
@@ -130,7 +130,7 @@ export interface Attacher {
  * What the node side knows of a volume: the pool itself for node-local backends, the CO's
  * contexts in hypervisor mode (where the node cannot reach the pool, only the disk it was given).
  */
-export interface NodeVolumes {
+export interface NodeVolumeView {
   /** The volume, or null when it does not exist. */
   get(id: string, volumeContext: Record<string, string>): Promise<VolumeRecord | null>;
   /** Grows the volume to at least `bytes` (node-local), or reports the size the controller already gave it. */
@@ -161,7 +161,7 @@ export interface PublishState {
 }
 
 /** Controller side of a backend whose volumes are attached to a node from outside it (hypervisor mode). */
-export interface Publisher {
+export interface ControllerAttacher {
   /** The node's canonical ID, or null when there is no such node. */
   resolveNode(nodeId: string): Promise<string | null>;
   attachments(volumeId: string): Promise<Attachment[]>;

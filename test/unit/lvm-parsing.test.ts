@@ -21,6 +21,7 @@ describe('lvm output, typed', () => {
     assert.equal(lvmFailure(failed('  Thin pool capacity 1.00 GiB would exceed ... ')), 'no-space');
     assert.equal(lvmFailure(failed('  Failed to find logical volume "vg/vol-x"')), 'not-found');
     assert.equal(lvmFailure(failed('  Logical volume vg/vol-x contains a filesystem in use.')), 'other');
+    assert.equal(lvmFailure(failed("  Can't create snapshot without using device-mapper kernel driver.")), 'no-device-mapper');
     assert.equal(lvmFailure(new CommandError('lvremove', [], undefined, 'Failed to find logical volume', false, true)), 'other', 'a cancelled command is not an answer');
     assert.equal(lvmFailure(new Error('x')), 'other');
   });

@@ -10,6 +10,8 @@ import { sha256, sumAt, writeAt } from '../helpers/data.js';
 import { BIN, finish, launchDriver, MiB, pattern, startDriver, type Driver } from '../helpers/driver.js';
 import { httpBase, samples } from '../helpers/metrics.js';
 import { readMounts } from '../../src/host/mounts.js';
+import { openBackend } from '../../src/cli/backends.js';
+import { poolContract } from '../helpers/pool-contract.js';
 
 const VG = 'vmpool';
 const DISKS = ['/dev/disk/by-id/virtio-data0', '/dev/disk/by-id/virtio-data1'];
@@ -186,6 +188,16 @@ describe('lvm data path on real device-mapper', { timeout: 360_000 }, () => {
       execFileSync('umount', ['-l', d.mntDir]);
     }
   });
+
+  // The backend contract (test/helpers/pool-contract.ts) where lvm can do everything: thin and thick.
+  for (const type of ['thin', 'thick'] as const) {
+    describe(`backend contract: lvm ${type} with device-mapper`, () => {
+      poolContract(async () => {
+        const opened = await openBackend({ kind: 'lvm', vg: VG, reserveBytes: 0, overprovisionRatio: 1 }, 'all');
+        return { backend: opened.backend!, parameters: { type }, copies: true, countsPromisedSpace: true, close: async () => undefined };
+      });
+    });
+  }
 
   // Last: growing the thin pool takes all the VG's free space, which thick volumes need.
   it('striped thick volumes, thin capacity accounting, and pool status from the same data', async () => {

@@ -5,7 +5,7 @@ import type { ControllerPublishVolumeResponse } from '../../../gen/csi/v1/Contro
 import type { ControllerUnpublishVolumeRequest__Output } from '../../../gen/csi/v1/ControllerUnpublishVolumeRequest.js';
 import type { ControllerUnpublishVolumeResponse } from '../../../gen/csi/v1/ControllerUnpublishVolumeResponse.js';
 import { conflict, exhausted, internal, invalid, notFound, outOfRange, precondition } from '../../errors.js';
-import type { Publisher } from '../../pool/backend.js';
+import type { ControllerAttacher } from '../../pool/backend.js';
 import { parseCapability } from '../capabilities.js';
 import { type ControllerContext } from '../context.js';
 import { nodeLock, volumeLock } from '../../locks.js';
@@ -13,10 +13,10 @@ import { requirePoolVolume } from '../lookups.js';
 import { isNodeId, parseId } from '../../ids.js';
 import { chooseSize, fitsRange, parseRange } from '../sizing.js';
 
-function publisherOf(ctx: ControllerContext): Publisher {
-  // Reached only when PUBLISH_UNPUBLISH_VOLUME is advertised, which it is exactly when there is a publisher (service-capabilities.ts).
-  if (!ctx.publisher) throw internal('ControllerPublish/Unpublish reached without a publisher');
-  return ctx.publisher;
+function publisherOf(ctx: ControllerContext): ControllerAttacher {
+  // Reached only when PUBLISH_UNPUBLISH_VOLUME is advertised, which it is exactly when there is a controller attacher (service-capabilities.ts).
+  if (!ctx.controllerAttacher) throw internal('ControllerPublish/Unpublish reached without a publisher');
+  return ctx.controllerAttacher;
 }
 
 function validateNodeId(nodeId: string): string {

@@ -40,7 +40,7 @@ export async function validateVolumeCapabilities(ctx: ControllerContext, req: Va
 export async function listVolumes(ctx: ControllerContext, req: ListVolumesRequest__Output): Promise<ListVolumesResponse> {
   const all = await ctx.backend.listVolumes();
   const { page, nextToken } = paginate(all, (v) => v.id, req.max_entries, req.starting_token, (k) => isId('vol', k));
-  const published = ctx.publisher ? await ctx.publisher.publishedNodes(page.map((v) => v.id)) : new Map<string, string[]>();
+  const published = ctx.controllerAttacher ? await ctx.controllerAttacher.publishedNodes(page.map((v) => v.id)) : new Map<string, string[]>();
   const entries = await Promise.all(
     page.map(async (v) => ({ volume: toCsiVolume(ctx, v), status: { published_node_ids: published.get(v.id) ?? [], volume_condition: await ctx.backend.volumeCondition(v) } })),
   );
@@ -51,6 +51,6 @@ export async function controllerGetVolume(ctx: ControllerContext, req: Controlle
   const id = parseId('vol', 'volume_id', req.volume_id);
   const vol = id ? await ctx.backend.getVolume(id) : null;
   if (!vol) throw notFound(`volume ${req.volume_id} does not exist`);
-  const published = ctx.publisher ? [...new Set((await ctx.publisher.attachments(vol.id)).map((a) => a.nodeId))] : [];
+  const published = ctx.controllerAttacher ? [...new Set((await ctx.controllerAttacher.attachments(vol.id)).map((a) => a.nodeId))] : [];
   return { volume: toCsiVolume(ctx, vol), status: { published_node_ids: published, volume_condition: await ctx.backend.volumeCondition(vol) } };
 }

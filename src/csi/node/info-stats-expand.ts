@@ -36,7 +36,7 @@ async function volumeAt(ctx: DriverContext, volumeId: string, rawPath: string): 
   } catch (err) {
     throw notFound(`volume ${volumeId} is not at ${JSON.stringify(rawPath)}: ${(err as Error).message}`);
   }
-  const devices = (await ctx.attacher.devices(volumeId)).map((a) => a.device);
+  const devices = (await ctx.blockDevices.devices(volumeId)).map((a) => a.device);
   const state = await stateAt(await readMounts(), volumePath, devices);
   if (state.kind === 'filesystem' || state.kind === 'block') return { path: volumePath, state };
   throw notFound(`volume ${volumeId} is not staged or published at ${volumePath}`);
@@ -49,7 +49,7 @@ export async function nodeGetVolumeStats(ctx: DriverContext, req: NodeGetVolumeS
   if (!known) throw notFound(`volume ${req.volume_id} does not exist`);
   const id = known;
   const { path: volumePath, state } = await volumeAt(ctx, id, req.volume_path);
-  const problem = await ctx.attacher.deviceProblem(id, state.device);
+  const problem = await ctx.blockDevices.deviceProblem(id, state.device);
   const volume_condition = { abnormal: problem !== null, message: problem ?? 'volume is healthy' };
   if (state.kind === 'block') {
     return { usage: [{ unit: 'BYTES', total: String(await blockDeviceSize(state.device)) }], volume_condition };
@@ -75,8 +75,8 @@ export async function nodeExpandVolume(ctx: DriverContext, req: NodeExpandVolume
     // Without a capacity range the filesystem grows to fill the volume as it is (the spec allows either).
     const granularity = ctx.backend?.granularity ?? ctx.sizing.granularity;
     const size = range.required || range.limit ? Math.max(vol.capacityBytes, chooseSize(range, { ...ctx.sizing, granularity })) : vol.capacityBytes;
-    const grown = await ctx.volumes.expand(vol, size, state.device);
-    for (const { device } of await ctx.attacher.devices(vol.id)) await ctx.attacher.refreshSize(device);
+    const grown = await ctx.volumeView.expand(vol, size, state.device);
+    for (const { device } of await ctx.blockDevices.devices(vol.id)) await ctx.blockDevices.refreshSize(device);
     if (state.kind === 'filesystem' && isFsType(state.fsType)) await growFilesystem(state.fsType, state.device, volumePath);
     return { capacity_bytes: String(grown) };
   });

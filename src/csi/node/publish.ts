@@ -17,13 +17,13 @@ export async function nodePublishVolume(ctx: DriverContext, req: NodePublishVolu
   const known = parseId('vol', 'volume_id', req.volume_id);
   const target = await ctx.paths.resolve('target_path', req.target_path);
   const cap = parseCapability(req.volume_capability, ctx.access);
-  ctx.attacher.checkPublishContext?.(req.volume_id, req.publish_context);
+  ctx.blockDevices.checkPublishContext?.(req.volume_id, req.publish_context);
   if (!req.staging_target_path) throw precondition('staging_target_path is required: this driver stages volumes (STAGE_UNSTAGE_VOLUME)');
   const staging = await ctx.paths.resolve('staging_target_path', req.staging_target_path);
   const readOnly = req.readonly || cap.readOnly;
   return ctx.locks.with([volumeLock(req.volume_id)], async () => {
     // A staged volume exists; only an unstaged one is looked up, to tell NOT_FOUND from "stage it first".
-    const attached = known ? await ctx.attacher.devices(known) : [];
+    const attached = known ? await ctx.blockDevices.devices(known) : [];
     const vol = attached.length ? { id: req.volume_id } : await requireVolume(ctx, 'volume_id', req.volume_id, req.volume_context);
     const devices = attached.map((a) => a.device);
     const mounts = await readMounts();
@@ -57,14 +57,14 @@ export async function nodePublishVolume(ctx: DriverContext, req: NodePublishVolu
     }
     if (atTarget.kind === 'filesystem') throw conflict(`volume ${vol.id} is published at ${target} with a filesystem`);
     // A read-only mount does not stop writes through a device node, so a read-only publish gets its own read-only device.
-    const device = readOnly ? await ctx.attacher.attachReadOnly(vol.id) : staged.device;
+    const device = readOnly ? await ctx.blockDevices.attachReadOnly(vol.id) : staged.device;
     const existed = await lstat(target).then(() => true, () => false);
     try {
       await writeFile(target, '', { flag: 'a', mode: 0o600 });
       await bindMount(device, target, readOnly);
     } catch (err) {
       if (!existed) await rm(target, { force: true });
-      if (readOnly) await ctx.attacher.detach(vol.id, device).catch((e) => log.error('rollback detach failed', { device, err: String(e) }));
+      if (readOnly) await ctx.blockDevices.detach(vol.id, device).catch((e) => log.error('rollback detach failed', { device, err: String(e) }));
       throw err;
     }
     return {};
@@ -76,13 +76,13 @@ export async function nodeUnpublishVolume(ctx: DriverContext, req: NodeUnpublish
   const target = await ctx.paths.resolve('target_path', req.target_path);
   if (!id) throw notFound(`volume ${req.volume_id} does not exist`);
   return ctx.locks.with([volumeLock(id)], async () => {
-    const attached = await ctx.attacher.devices(id);
+    const attached = await ctx.blockDevices.devices(id);
     const devices = attached.map((a) => a.device);
     const staged = attached.find((a) => !a.readOnly)?.device;
     const state = await stateAt(await readMounts(), target, devices);
     if (state.kind === 'foreign') throw precondition(`target_path is a mount point of ${state.mount.source}, not of volume ${id}`);
     if (state.kind !== 'empty') await unmount(target);
-    if (state.kind === 'block' && state.device !== staged) await ctx.attacher.detach(id, state.device);
+    if (state.kind === 'block' && state.device !== staged) await ctx.blockDevices.detach(id, state.device);
     // Remove what NodePublishVolume created: an empty directory or the device file.
     const st = await lstat(target).catch((err) => {
       if (errno(err) === 'ENOENT') return null;

@@ -37,11 +37,11 @@ export async function nodeStageVolume(ctx: DriverContext, req: NodeStageVolumeRe
   parseId('vol', 'volume_id', req.volume_id);
   const staging = await ctx.paths.resolve('staging_target_path', req.staging_target_path);
   const cap = parseCapability(req.volume_capability, ctx.access);
-  ctx.attacher.checkPublishContext?.(req.volume_id, req.publish_context);
+  ctx.blockDevices.checkPublishContext?.(req.volume_id, req.publish_context);
   return ctx.locks.with([volumeLock(req.volume_id)], async () => {
     const vol = await requireVolume(ctx, 'volume_id', req.volume_id, req.volume_context);
     const fsType = cap.access === 'mount' ? fsTypeFor(cap, vol) : undefined;
-    const attached = await ctx.attacher.devices(vol.id);
+    const attached = await ctx.blockDevices.devices(vol.id);
     const devices = attached.map((a) => a.device);
     const mounts = await readMounts();
     const atStaging = await stateAt(mounts, staging, devices);
@@ -64,23 +64,23 @@ export async function nodeStageVolume(ctx: DriverContext, req: NodeStageVolumeRe
 
     await mkdir(staging, { recursive: true, mode: 0o750 });
     const wasAttached = attached.some((a) => !a.readOnly);
-    const device = await ctx.attacher.attach(vol.id, req.publish_context);
+    const device = await ctx.blockDevices.attach(vol.id, req.publish_context);
     try {
-      if (cap.access === 'mount' && fsType) await stageFilesystem(device, staging, fsType, cap, await ctx.attacher.neverWritten(vol.id));
+      if (cap.access === 'mount' && fsType) await stageFilesystem(device, staging, fsType, cap, await ctx.blockDevices.provablyBlank(vol.id));
       else await stageBlock(device, staging);
     } catch (err) {
       // Leave nothing behind: the next attempt starts from the same clean state.
       await rm(blockMarker(staging), { force: true }).catch(() => undefined);
-      if (!wasAttached) await ctx.attacher.detach(vol.id, device).catch((e) => log.error('rollback detach failed', { device, err: String(e) }));
+      if (!wasAttached) await ctx.blockDevices.detach(vol.id, device).catch((e) => log.error('rollback detach failed', { device, err: String(e) }));
       throw err;
     }
     return {};
   });
 }
 
-async function stageFilesystem(device: string, staging: string, fsType: FsType, cap: Capability & { access: 'mount' }, neverWritten: boolean): Promise<void> {
+async function stageFilesystem(device: string, staging: string, fsType: FsType, cap: Capability & { access: 'mount' }, provablyBlank: boolean): Promise<void> {
   // A volume that never had a byte written carries no signature; anything else is asked of blkid.
-  const sig = neverWritten ? null : await probeSignature(device);
+  const sig = provablyBlank ? null : await probeSignature(device);
   if (!sig) {
     await makeFilesystem(device, fsType);
   } else if (sig.type !== fsType) {
@@ -115,7 +115,7 @@ export async function nodeUnstageVolume(ctx: DriverContext, req: NodeUnstageVolu
   const staging = await ctx.paths.resolve('staging_target_path', req.staging_target_path);
   if (!id) throw notFound(`volume ${req.volume_id} does not exist`);
   return ctx.locks.with([volumeLock(id)], async () => {
-    const devices = (await ctx.attacher.devices(id)).map((a) => a.device);
+    const devices = (await ctx.blockDevices.devices(id)).map((a) => a.device);
     const mounts = await readMounts();
     const marker = blockMarker(staging);
     const atMarker = await stateAt(mounts, marker, devices);
@@ -129,7 +129,7 @@ export async function nodeUnstageVolume(ctx: DriverContext, req: NodeUnstageVolu
     // Detaching a device that is still used anywhere on the node (a publish left behind, another mount namespace) would pull it from under its user.
     const stillUsed = await deviceUsers(devices);
     if (stillUsed.length) throw precondition(`volume ${id} is still in use: ${stillUsed.join('; ')}; unpublish it first`);
-    await ctx.attacher.detach(id);
+    await ctx.blockDevices.detach(id);
     return {};
   });
 }

@@ -54,7 +54,7 @@ export class FilePool implements PoolBackend {
   }
 
   /** Settings that may change while serving (a VolumePool edited). */
-  tune(t: PoolTuning): void {
+  applySettings(t: PoolTuning): void {
     this.reserveBytes = t.reserveBytes;
   }
 

@@ -5,7 +5,7 @@ import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, P
 import type { DomainDisk, DomainInfo, Domains, RbdSource } from './domains.js';
 import { FORMATS, idHash, markerName, parseName, serialFor, snapshotName, volumeName, WIPE_ALGORITHMS, type Format, type SnapshotName, type VolumeName } from './names.js';
 import { copyRunningDisk } from './backup-job.js';
-import { PoolListing, type Entry, type PoolVolume, type VolumeFacts } from './listing.js';
+import { PoolListing, type Entry, type PoolVolume, type VolumeSizeAndPath } from './listing.js';
 import { rbdSource } from './rbd.js';
 import { attr, child, LibvirtMissingError, parseInfo, parseXml, text, xmlEscape, type Virsh } from './virsh.js';
 import { withXmlFile as withXml } from './xml-file.js';
@@ -98,12 +98,11 @@ export class LibvirtPool implements PoolBackend {
     return `${this.targetPath}/${name}`;
   }
 
-  // ---- reading the pool
 
   private readonly listing: PoolListing;
 
-  facts(name: string): Promise<VolumeFacts | null> {
-    return this.listing.facts(name);
+  sizeAndPath(name: string): Promise<VolumeSizeAndPath | null> {
+    return this.listing.sizeAndPath(name);
   }
 
   /** A complete volume of ours by ID (a volume's or a snapshot's). */
@@ -112,16 +111,16 @@ export class LibvirtPool implements PoolBackend {
   }
 
   /** One volume or snapshot by ID: one listing (kept for the act that follows) and its XML. */
-  private async lookup<K extends 'vol' | 'snap', R>(kind: K, id: string, make: (v: PoolVolume<K extends 'vol' ? VolumeName : SnapshotName>, f: VolumeFacts, entries: Entry[]) => R): Promise<R | null> {
+  private async lookup<K extends 'vol' | 'snap', R>(kind: K, id: string, make: (v: PoolVolume<K extends 'vol' ? VolumeName : SnapshotName>, f: VolumeSizeAndPath, entries: Entry[]) => R): Promise<R | null> {
     const entries = await this.listing.entries();
     this.listing.remember(id, entries);
     const v = await this.find(kind, id, entries);
-    const f = v ? await this.facts(v.name) : null;
+    const f = v ? await this.sizeAndPath(v.name) : null;
     return v && f ? make(v, f, entries) : null;
   }
 
   /** Every complete volume or snapshot, with its XML. */
-  private async all<K extends 'vol' | 'snap', R>(kind: K, make: (v: PoolVolume<K extends 'vol' ? VolumeName : SnapshotName>, f: VolumeFacts, entries: Entry[]) => R): Promise<R[]> {
+  private async all<K extends 'vol' | 'snap', R>(kind: K, make: (v: PoolVolume<K extends 'vol' ? VolumeName : SnapshotName>, f: VolumeSizeAndPath, entries: Entry[]) => R): Promise<R[]> {
     const entries = await this.listing.entries();
     const items = this.listing.complete(entries).filter((e) => e.parsed.kind === kind) as PoolVolume<K extends 'vol' ? VolumeName : SnapshotName>[];
     return this.listing.withFacts(items, (v, f) => make(v, f, entries));
@@ -143,7 +142,6 @@ export class LibvirtPool implements PoolBackend {
     return this.all('snap', (s, f, e) => this.listing.snapshotRecord(s, f, e));
   }
 
-  // ---- changing the pool
 
   private async deleteNamed(name: string, wipe?: string): Promise<void> {
     try {
@@ -195,7 +193,7 @@ export class LibvirtPool implements PoolBackend {
     } else {
       await this.copy(spec.id, source, name, size, format, preallocated);
     }
-    const f = await this.facts(name);
+    const f = await this.sizeAndPath(name);
     const parsed = parseName(name);
     if (!f || parsed?.kind !== 'vol') throw internal(`volume ${name} vanished right after it was created`);
     return this.listing.volumeRecord({ name, parsed }, f, entries);
@@ -248,7 +246,7 @@ export class LibvirtPool implements PoolBackend {
    * crash at any point leaves an ID that reads as absent and is cleared and redone by the retry.
    */
   private async copy(id: string, source: PoolVolume, name: string, size: number, format: Format, preallocated: boolean): Promise<void> {
-    await this.live(source).then((dom) => {
+    await this.runningWriter(source).then((dom) => {
       if (dom) throw precondition(`volume ${source.parsed.id} is attached read-write to running domain ${dom.domain.name}; clone it from a snapshot instead (CreateSnapshot copies a running disk consistently)`);
     });
     const marker = markerName(id);
@@ -256,7 +254,7 @@ export class LibvirtPool implements PoolBackend {
     try {
       const xml = this.volumeXml(name, size, preallocated, format);
       await withXml(xml, (file) => this.virsh.run(['vol-create-from', '--pool', this.opts.pool, '--file', file, '--vol', source.name, '--inputpool', this.opts.pool], { timeoutMs: 3_600_000 }));
-      const f = await this.facts(name);
+      const f = await this.sizeAndPath(name);
       // qemu-img convert keeps the source's virtual size; a larger request is a resize afterwards.
       if (f && f.capacity < size) await this.virsh.run(['vol-resize', '--vol', name, '--pool', this.opts.pool, '--capacity', String(size)]);
     } catch (err) {
@@ -275,7 +273,7 @@ export class LibvirtPool implements PoolBackend {
 
   async expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord> {
     const v = await this.find('vol', id);
-    const f = v ? await this.facts(v.name) : null;
+    const f = v ? await this.sizeAndPath(v.name) : null;
     if (!v || !f) throw notFound(`volume ${id} does not exist in libvirt pool ${this.opts.pool}`);
     const target = roundUp(capacityBytes, this.granularity);
     if (target > f.capacity) {
@@ -320,26 +318,25 @@ export class LibvirtPool implements PoolBackend {
     return disks.length ? `volume ${id} is attached to domain ${[...new Set(disks.map((d) => d.domain.name))].join(', ')}; ControllerUnpublishVolume it first` : null;
   }
 
-  // ---- snapshots
 
   async createSnapshot(spec: CreateSnapshotSpec): Promise<SnapshotRecord> {
     const entries = await this.listing.entriesFor(spec.id);
     await this.clearUnfinished(spec.id, entries);
     const source = await this.find('vol', spec.sourceVolumeId, entries);
-    const f = source ? await this.facts(source.name) : null;
+    const f = source ? await this.sizeAndPath(source.name) : null;
     if (!source || !f) throw notFound(`source volume ${spec.sourceVolumeId} does not exist`);
     await this.requireSpace(f.allocation, `a snapshot of ${spec.sourceVolumeId}`);
     const name = snapshotName({ id: spec.id, sourceHash: idHash(source.parsed.id), createdAt: Date.now(), format: source.parsed.format });
     const marker = markerName(spec.id);
     await this.createMarker(marker);
     try {
-      const running = await this.live(source);
+      const running = await this.runningWriter(source);
       if (running && !this.fileBacked) {
         throw precondition(`volume ${source.parsed.id} is attached read-write to running domain ${running.domain.name}; a consistent copy of a running disk needs a file-backed pool (dir, fs, netfs), this one is ${this.poolType}`);
       }
       if (running) {
         await this.virsh.run(['vol-create-as', '--pool', this.opts.pool, '--name', name, '--capacity', String(f.capacity), ...this.formatArgs(source.parsed.format), ...this.sparseArgs(false)]);
-        const target = await this.facts(name);
+        const target = await this.sizeAndPath(name);
         if (!target) throw internal(`snapshot volume ${name} vanished`);
         await copyRunningDisk(this.virsh, running, target.path, source.parsed.format, name);
       } else {
@@ -361,7 +358,6 @@ export class LibvirtPool implements PoolBackend {
     for (const e of (await this.listing.entriesFor(id)).filter((x) => x.parsed.id === id)) await this.deleteNamed(e.name);
   }
 
-  // ---- attachments
 
   /** Every domain disk that is this volume: by our serial, or by its pool source, whoever attached it. */
   async attachedDisks(v: PoolVolume, domains?: DomainInfo[]): Promise<{ domain: DomainInfo; disk: DomainDisk }[]> {
@@ -388,7 +384,7 @@ export class LibvirtPool implements PoolBackend {
   }
 
   /** The running domain that has this volume attached writable, if any. */
-  private async live(v: PoolVolume): Promise<{ domain: DomainInfo; disk: DomainDisk } | null> {
+  private async runningWriter(v: PoolVolume): Promise<{ domain: DomainInfo; disk: DomainDisk } | null> {
     return (await this.attachedDisks(v)).find((a) => a.domain.running && !a.disk.readOnly) ?? null;
   }
 

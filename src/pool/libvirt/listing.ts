@@ -8,7 +8,8 @@ export interface Entry {
   parsed: PoolName;
 }
 
-export interface VolumeFacts {
+/** What libvirt says of one volume: its size, what it allocates, where it is. */
+export interface VolumeSizeAndPath {
   capacity: number;
   allocation: number;
   path: string;
@@ -70,7 +71,7 @@ export class PoolListing {
     return entries.filter((e): e is PoolVolume => e.parsed.kind !== 'marker' && !unfinished.has(e.parsed.id));
   }
 
-  async facts(name: string): Promise<VolumeFacts | null> {
+  async sizeAndPath(name: string): Promise<VolumeSizeAndPath | null> {
     const xml = await this.virsh.maybe(['vol-dumpxml', '--vol', name, '--pool', this.pool]);
     if (xml === null) return null;
     const vol = child(parseXml(xml), 'volume');
@@ -94,17 +95,17 @@ export class PoolListing {
     return this.complete(entries).find((e) => e.parsed.kind === kind && idHash(e.parsed.id) === hash)?.parsed.id;
   }
 
-  async withFacts<T extends PoolVolume, R>(items: T[], make: (item: T, f: VolumeFacts) => R): Promise<R[]> {
+  async withFacts<T extends PoolVolume, R>(items: T[], make: (item: T, f: VolumeSizeAndPath) => R): Promise<R[]> {
     const out: R[] = [];
     for (let i = 0; i < items.length; i += 8) {
-      const batch = await Promise.all(items.slice(i, i + 8).map(async (it) => ({ it, f: await this.facts(it.name) })));
+      const batch = await Promise.all(items.slice(i, i + 8).map(async (it) => ({ it, f: await this.sizeAndPath(it.name) })));
       for (const { it, f } of batch) if (f) out.push(make(it, f)); // deleted meanwhile: gone
     }
     return out;
   }
 
 
-  volumeRecord(v: PoolVolume<VolumeName>, f: VolumeFacts, entries: Entry[]): VolumeRecord {
+  volumeRecord(v: PoolVolume<VolumeName>, f: VolumeSizeAndPath, entries: Entry[]): VolumeRecord {
     const p = v.parsed;
     const parameters: Record<string, string> = {};
     if (p.fsType) parameters.fsType = p.fsType;
@@ -124,7 +125,7 @@ export class PoolListing {
     };
   }
 
-  snapshotRecord(s: PoolVolume<SnapshotName>, f: VolumeFacts, entries: Entry[]): SnapshotRecord {
+  snapshotRecord(s: PoolVolume<SnapshotName>, f: VolumeSizeAndPath, entries: Entry[]): SnapshotRecord {
     return {
       id: s.parsed.id,
       name: s.parsed.id,

@@ -4,15 +4,17 @@ import { CommandError } from '../../exec.js';
  * Why an lvm command failed, decided in one place. lvm exits 5 (ECMD_FAILED) for nearly every
  * failure, so after the exit code only its message tells a missing LV from a full VG.
  */
-export type LvmFailure = 'no-space' | 'not-found' | 'other';
+export type LvmFailure = 'no-space' | 'not-found' | 'no-device-mapper' | 'other';
 
 const NO_SPACE = /insufficient free|not enough free|Insufficient suitable|exceeds the size of thin pool|would exceed/i;
+const NO_DEVICE_MAPPER = /without using device-mapper kernel driver/i;
 const NOT_FOUND = /Failed to find logical volume|Volume group "[^"]*" not found|not found in volume group/i;
 
 export function lvmFailure(err: unknown): LvmFailure {
   if (!(err instanceof CommandError) || err.cancelled || err.timedOut) return 'other';
   if (NO_SPACE.test(err.stderr)) return 'no-space';
   if (NOT_FOUND.test(err.stderr)) return 'not-found';
+  if (NO_DEVICE_MAPPER.test(err.stderr)) return 'no-device-mapper';
   return 'other';
 }
 

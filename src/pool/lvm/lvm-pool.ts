@@ -58,7 +58,7 @@ export class LvmPool implements PoolBackend {
   }
 
   /** Settings that may change while serving (a VolumePool edited). */
-  tune(t: PoolTuning): void {
+  applySettings(t: PoolTuning): void {
     this.opts.reserveBytes = t.reserveBytes;
     this.opts.overprovisionRatio = t.overprovisionRatio;
   }
@@ -106,12 +106,14 @@ export class LvmPool implements PoolBackend {
     return `${this.opts.vg}/${name}`;
   }
 
-  /** Runs an lvcreate-like command, turning LVM's out-of-space answers into the pool's sentinel. */
+  /** Runs an lvcreate-like command; what lvm's failure means is decided in lvm-errors.ts. */
   private async lvmChange(command: string, args: string[]): Promise<void> {
     try {
       await this.lvm.exec(command, args);
     } catch (err) {
-      if (err instanceof CommandError && lvmFailure(err) === 'no-space') throw exhausted(`${this.opts.vg}: ${lvmReason(err)}`);
+      const failure = lvmFailure(err);
+      if (failure === 'no-space') throw exhausted(`${this.opts.vg}: ${lvmReason(err as CommandError)}`);
+      if (failure === 'no-device-mapper') throw precondition(`${this.opts.vg}: ${lvmReason(err as CommandError)} (this kernel has no device-mapper)`);
       throw err;
     }
   }

@@ -2,10 +2,10 @@ import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { invalid, notFound, precondition } from '../../errors.js';
 import { attachLoop, blockDeviceSize, detachLoop, loopsBackedBy, refreshLoopSize } from '../../host/loop.js';
-import type { AttachedDevice, Attacher, NodeVolumes, VolumeRecord } from '../backend.js';
+import type { AttachedDevice, BlockDevices, NodeVolumeView, VolumeRecord } from '../backend.js';
 import { SERIAL_RE, serialFor } from './names.js';
 
-export interface VirtioAttacherOptions {
+export interface VirtioBlockDevicesOptions {
   /** How long NodeStageVolume waits for a hot-plugged disk to appear. */
   waitMs: number;
   byIdDir?: string;
@@ -18,11 +18,11 @@ export interface VirtioAttacherOptions {
  * /sys/block/<dev>/serial, which the kernel always has. The disk itself is the controller's to
  * detach; here only the read-only loop views made for read-only raw block publishes come and go.
  */
-export class VirtioAttacher implements Attacher {
+export class VirtioBlockDevices implements BlockDevices {
   private readonly byId: string;
   private readonly sysBlock: string;
 
-  constructor(private readonly opts: VirtioAttacherOptions) {
+  constructor(private readonly opts: VirtioBlockDevicesOptions) {
     this.byId = opts.byIdDir ?? '/dev/disk/by-id';
     this.sysBlock = opts.sysBlockDir ?? '/sys/block';
   }
@@ -84,7 +84,7 @@ export class VirtioAttacher implements Attacher {
   }
 
   /** Always asks blkid: a hot-plugged disk may hold anything. */
-  async neverWritten(): Promise<boolean> {
+  async provablyBlank(): Promise<boolean> {
     return false;
   }
 
@@ -105,7 +105,7 @@ export class VirtioAttacher implements Attacher {
  * What a node in hypervisor mode knows of a volume: the CO's volume_context (fsType) and the disk
  * it was given. It cannot reach the pool, so "exists" is answered by the disk appearing (attach).
  */
-export class HypervisorNodeVolumes implements NodeVolumes {
+export class HypervisorVolumeView implements NodeVolumeView {
   constructor(private readonly waitMs = 10_000) {}
 
   async get(id: string, volumeContext: Record<string, string>): Promise<VolumeRecord> {

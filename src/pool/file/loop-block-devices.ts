@@ -1,6 +1,6 @@
 import { access, stat } from 'node:fs/promises';
 import { notFound } from '../../errors.js';
-import type { AttachedDevice, Attacher } from '../backend.js';
+import type { AttachedDevice, BlockDevices } from '../backend.js';
 import { attachLoop, detachLoop, loopsBackedBy, refreshLoopSize } from '../../host/loop.js';
 import type { FilePool } from './file-pool.js';
 
@@ -8,7 +8,7 @@ import type { FilePool } from './file-pool.js';
  * Attaches file-pool volumes as loop devices; the kernel's loop list is the only record of it, and a
  * volume's devices are found by its image's inode, whatever path attached them.
  */
-export class FileAttacher implements Attacher {
+export class LoopBlockDevices implements BlockDevices {
   constructor(private readonly pool: FilePool) {}
 
   async devices(volumeId: string): Promise<AttachedDevice[]> {
@@ -31,7 +31,7 @@ export class FileAttacher implements Attacher {
   }
 
   /** A sparse image with no allocated block reads as zeros throughout. */
-  async neverWritten(volumeId: string): Promise<boolean> {
+  async provablyBlank(volumeId: string): Promise<boolean> {
     const st = await stat(this.pool.volumeImage(volumeId)).catch(() => null);
     return st !== null && st.blocks === 0;
   }

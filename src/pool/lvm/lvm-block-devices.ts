@@ -1,6 +1,6 @@
 import { realpath, stat } from 'node:fs/promises';
 import { notFound } from '../../errors.js';
-import type { AttachedDevice, Attacher } from '../backend.js';
+import type { AttachedDevice, BlockDevices } from '../backend.js';
 import { attachLoop, detachLoop, loopsBackedBy, refreshLoopSize } from '../../host/loop.js';
 import type { LvmCli } from './lvm-cli.js';
 
@@ -9,7 +9,7 @@ import type { LvmCli } from './lvm-cli.js';
  * /dev/<vg>/<lv>) and detached by deactivating it. Read-only raw block publishes get a read-only
  * loop device over the LV, since a read-only bind mount does not stop writes through a device node.
  */
-export class LvmAttacher implements Attacher {
+export class LvmBlockDevices implements BlockDevices {
   constructor(
     private readonly lvm: LvmCli,
     private readonly vg: string,
@@ -56,7 +56,7 @@ export class LvmAttacher implements Attacher {
   }
 
   /** Always asks blkid: one blkid costs less than the lvs it would take to prove an LV blank. */
-  async neverWritten(): Promise<boolean> {
+  async provablyBlank(): Promise<boolean> {
     return false;
   }
 

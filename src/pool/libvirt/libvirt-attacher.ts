@@ -1,5 +1,5 @@
 import { notFound, unavailable } from '../../errors.js';
-import type { Attachment, PublishSpec, PublishState, Publisher } from '../backend.js';
+import type { Attachment, PublishSpec, PublishState, ControllerAttacher } from '../backend.js';
 import type { LibvirtPool } from './libvirt-pool.js';
 import { SERIAL_RE, serialFor } from './names.js';
 
@@ -16,7 +16,7 @@ export interface PublisherOptions {
  * domain as a virtio disk whose serial the node looks for. The domains' own definitions are the
  * record of what is attached where.
  */
-export class LibvirtPublisher implements Publisher {
+export class LibvirtAttacher implements ControllerAttacher {
   constructor(
     private readonly pool: LibvirtPool,
     private readonly opts: PublisherOptions,

@@ -1,7 +1,7 @@
-import type { NodeVolumes, PoolBackend, VolumeRecord } from './backend.js';
+import type { NodeVolumeView, PoolBackend, VolumeRecord } from './backend.js';
 
 /** Node side of a node-local pool: the pool is right here, so the node asks it. */
-export class LocalNodeVolumes implements NodeVolumes {
+export class LocalVolumeView implements NodeVolumeView {
   constructor(private readonly backend: PoolBackend) {}
 
   get(id: string): Promise<VolumeRecord | null> {

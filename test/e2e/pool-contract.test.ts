@@ -1,0 +1,51 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { describe } from 'node:test';
+import { openBackend } from '../../src/cli/backends.js';
+import { needsRoot } from '../helpers/driver.js';
+import { dirPool, startLibvirt, URI } from '../helpers/libvirt.js';
+import { forgetVg, loopDisks, poolCmd, uniqueVg } from '../helpers/lvm.js';
+import { poolContract } from '../helpers/pool-contract.js';
+
+const MiB = 1024 * 1024;
+
+// The one backend contract (test/helpers/pool-contract.ts), each backend opened through the same
+// factory the driver uses, against the real thing: a file pool directory, lvm2 on loop devices
+// (metadata only here: this kernel has no device-mapper; thin, since thick copies need activation),
+// and a dir pool of a real libvirtd.
+describe('backend contract: file', needsRoot(), () => {
+  poolContract(async () => {
+    const dir = await mkdtemp('/var/tmp/vpool-contract-file-');
+    const opened = await openBackend({ kind: 'file', poolDir: dir, reserveBytes: 0 }, 'all');
+    return { backend: opened.backend!, parameters: {}, copies: true, countsPromisedSpace: true, close: () => rm(dir, { recursive: true, force: true }) };
+  });
+});
+
+// Thin pools and copies need device-mapper: the contract runs for thin and thick lvm inside the VM (lvm-datapath.vm-test.ts).
+describe('backend contract: lvm (thick, metadata only on this host)', needsRoot(), () => {
+  poolContract(async () => {
+    const disks = await loopDisks(1, 512 * MiB);
+    const vg = uniqueVg('vpc');
+    const init = await poolCmd('init', '--vg', vg, disks.devices[0]);
+    if (init.code !== 0) throw new Error(`pool init: ${init.stderr}`);
+    const opened = await openBackend({ kind: 'lvm', vg, reserveBytes: 0, overprovisionRatio: 1 }, 'all');
+    return {
+      backend: opened.backend!,
+      parameters: { type: 'thick' },
+      copies: false,
+      countsPromisedSpace: true,
+      close: async () => {
+        await forgetVg(vg, disks.devices);
+        await disks.release();
+      },
+    };
+  });
+});
+
+describe('backend contract: libvirt (dir pool on a real libvirtd)', needsRoot(), () => {
+  poolContract(async () => {
+    await startLibvirt();
+    const pool = await dirPool('vpool-contract');
+    const opened = await openBackend({ kind: 'libvirt', uri: URI, pool: pool.name, hypervisor: 'hv-contract', diskCache: 'none', attachTimeoutMs: 10_000, reserveBytes: 0 }, 'controller');
+    return { backend: opened.backend!, parameters: {}, copies: true, countsPromisedSpace: false, close: () => pool.remove() };
+  });
+});
