@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { run } from '../../exec.js';
+import { lvmFailure } from './lvm-errors.js';
 
 
 export interface LvmCliOptions {
@@ -72,6 +73,28 @@ export class LvmCli {
     const rows = await this.report('lvs', 'lv', ['-a', vg]);
     const seen = new Set<string>();
     return rows.filter((r) => !seen.has(r.lv_name) && seen.add(r.lv_name)).map((r) => ({ ...r, segtype: segtypeOf(r.lv_layout ?? '') }));
+  }
+
+  /**
+   * The VG, its PVs and all its LVs from one `lvm fullreport`: one process and one consistent read
+   * of the metadata where lvs and vgs took two. A VG that does not exist reads as { vg: null }.
+   */
+  async state(vg: string): Promise<{ vg: VgRow | null; pvs: PvRow[]; lvs: LvRow[] }> {
+    let out: string;
+    try {
+      const columns = (['vg', 'pv', 'lv'] as const).flatMap((k) => ['--configreport', k, '-o', REPORT_FIELDS[k].join(',')]);
+      // The segment reports cannot be left out; one cheap column each.
+      const segments = ['--configreport', 'pvseg', '-o', 'pvseg_start', '--configreport', 'seg', '-o', 'seg_start'];
+      const { stdout } = await run('lvm', ['fullreport', ...this.config(), '--reportformat', 'json', '--units', 'b', '--nosuffix', ...columns, ...segments, vg], { timeoutMs: this.opts.timeoutMs ?? 120_000 });
+      out = stdout;
+    } catch (err) {
+      if (lvmFailure(err) === 'not-found') return { vg: null, pvs: [], lvs: [] };
+      throw err;
+    }
+    const report = (JSON.parse(out) as { report: Array<{ vg?: VgRow[]; pv?: PvRow[]; lv?: ReportRow<'lv'>[] }> }).report;
+    const seen = new Set<string>();
+    const lvs = report.flatMap((r) => r.lv ?? []).filter((r) => !seen.has(r.lv_name) && seen.add(r.lv_name)).map((r) => ({ ...r, segtype: segtypeOf(r.lv_layout ?? '') }));
+    return { vg: report.flatMap((r) => r.vg ?? []).find((r) => r.vg_name === vg) ?? null, pvs: report.flatMap((r) => r.pv ?? []), lvs };
   }
 
   /** One LV, or null when it does not exist. */

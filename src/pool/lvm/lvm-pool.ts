@@ -78,7 +78,8 @@ export class LvmPool implements PoolBackend {
 
   async capacity(parameters: Record<string, string> = {}, knownRows?: LvRow[], knownVg?: VgRow | null): Promise<PoolCapacity> {
     const { type, thinPool } = this.typeOf(parameters);
-    const [vg, rows] = await Promise.all([knownVg ?? this.lvm.vg(this.opts.vg), knownRows ?? (type === 'thin' ? this.lvm.lvs(this.opts.vg) : [])]);
+    const known = knownVg !== undefined && knownRows !== undefined;
+    const { vg, lvs: rows } = known ? { vg: knownVg, lvs: knownRows } : type === 'thin' ? await this.lvm.state(this.opts.vg) : { vg: await this.lvm.vg(this.opts.vg), lvs: [] };
     if (!vg) throw unavailable(`volume group ${this.opts.vg} is gone`);
     if (type === 'thick') {
       const free = Number(vg.vg_free);
@@ -125,8 +126,8 @@ export class LvmPool implements PoolBackend {
 
   async createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord> {
     const { type, thinPool } = this.typeOf(spec.parameters);
-    // Each lvm report costs a device scan: ask for the LVs and the VG at once, and reuse both.
-    const [rows, vgRow] = await Promise.all([this.lvm.lvs(this.opts.vg), this.lvm.vg(this.opts.vg)]);
+    // Each lvm report costs a device scan: one fullreport for the LVs and the VG, reused below.
+    const { lvs: rows, vg: vgRow } = await this.lvm.state(this.opts.vg);
     const leftover = rows.find((r) => r.lv_name === spec.id);
     if (leftover && isIncomplete(leftover)) {
       // A clone or restore interrupted by a crash or a timeout: start it over from nothing.
