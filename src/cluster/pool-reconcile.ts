@@ -34,8 +34,11 @@ export async function reconcileLvmPool(lvm: LvmCli, settings: PoolSettings): Pro
   const vg = settings.volumeGroup;
   const thinName = settings.thinPool?.name;
   const devices: DeviceStatus[] = [];
-  // One read of what is there; read again only if this pass changed something.
-  const read = () => Promise.all([lvm.vg(vg), lvm.pvs(), lvm.lvs(vg).catch(() => [] as LvRow[])]);
+  // One read of what is there (one lvm fullreport, every PV included for the device checks); read again only if this pass changed something.
+  const read = async () => {
+    const st = await lvm.state(vg, { allPvs: true });
+    return [st.vg, st.pvs, st.lvs] as const;
+  };
   let [vgRow, pvs, lvs] = await read();
 
   // Globs are expanded first; each match is judged on its own.

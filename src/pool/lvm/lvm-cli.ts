@@ -37,6 +37,14 @@ export type LvRow = ReportRow<'lv'> & { segtype: string };
 export type VgRow = ReportRow<'vg'>;
 export type PvRow = ReportRow<'pv'>;
 
+/** What one read of lvm's metadata says of a VG. */
+export interface LvmState {
+  vg: VgRow | null;
+  /** The VG's PVs, or with allPvs every PV on the host. */
+  pvs: PvRow[];
+  lvs: LvRow[];
+}
+
 /**
  * The lvm2 tools through the one command runner: JSON reports in bytes, a timeout, no fd-leak
  * warnings, and activation disabled when the kernel cannot do it.
@@ -77,24 +85,29 @@ export class LvmCli {
 
   /**
    * The VG, its PVs and all its LVs from one `lvm fullreport`: one process and one consistent read
-   * of the metadata where lvs and vgs took two. A VG that does not exist reads as { vg: null }.
+   * of the metadata where vgs, pvs and lvs took three. With `allPvs`, every PV on the host comes
+   * too (those of other VGs and orphans: what a device check must see), still from the one call.
+   * A VG that does not exist reads as { vg: null }.
    */
-  async state(vg: string): Promise<{ vg: VgRow | null; pvs: PvRow[]; lvs: LvRow[] }> {
+  async state(vg: string, opts: { allPvs?: boolean } = {}): Promise<LvmState> {
     let out: string;
     try {
       const columns = (['vg', 'pv', 'lv'] as const).flatMap((k) => ['--configreport', k, '-o', REPORT_FIELDS[k].join(',')]);
       // The segment reports cannot be left out; one cheap column each.
       const segments = ['--configreport', 'pvseg', '-o', 'pvseg_start', '--configreport', 'seg', '-o', 'seg_start'];
-      const { stdout } = await run('lvm', ['fullreport', ...this.config(), '--reportformat', 'json', '--units', 'b', '--nosuffix', ...columns, ...segments, vg], { timeoutMs: this.opts.timeoutMs ?? 120_000 });
+      const scope = opts.allPvs ? [] : [vg];
+      const { stdout } = await run('lvm', ['fullreport', ...this.config(), '--reportformat', 'json', '--units', 'b', '--nosuffix', ...columns, ...segments, ...scope], { timeoutMs: this.opts.timeoutMs ?? 120_000 });
       out = stdout;
     } catch (err) {
       if (lvmFailure(err) === 'not-found') return { vg: null, pvs: [], lvs: [] };
       throw err;
     }
-    const report = (JSON.parse(out) as { report: Array<{ vg?: VgRow[]; pv?: PvRow[]; lv?: ReportRow<'lv'>[] }> }).report;
+    // One block per VG (its row, PVs and LVs); orphan PVs come in a block without a VG.
+    const blocks = (JSON.parse(out) as { report: Array<{ vg?: VgRow[]; pv?: PvRow[]; lv?: ReportRow<'lv'>[] }> }).report;
+    const ours = blocks.filter((b) => b.vg?.[0]?.vg_name === vg);
     const seen = new Set<string>();
-    const lvs = report.flatMap((r) => r.lv ?? []).filter((r) => !seen.has(r.lv_name) && seen.add(r.lv_name)).map((r) => ({ ...r, segtype: segtypeOf(r.lv_layout ?? '') }));
-    return { vg: report.flatMap((r) => r.vg ?? []).find((r) => r.vg_name === vg) ?? null, pvs: report.flatMap((r) => r.pv ?? []), lvs };
+    const lvs = ours.flatMap((b) => b.lv ?? []).filter((r) => !seen.has(r.lv_name) && seen.add(r.lv_name)).map((r) => ({ ...r, segtype: segtypeOf(r.lv_layout ?? '') }));
+    return { vg: ours[0]?.vg?.[0] ?? null, pvs: blocks.flatMap((b) => b.pv ?? []), lvs };
   }
 
   /** One LV, or null when it does not exist. */

@@ -111,7 +111,7 @@ export async function inspectDevices(lvm: LvmCli, devices: readonly string[], op
 }
 
 /** inspectDevices for commands that take all the devices or none. */
-export async function checkDevices(lvm: LvmCli, devices: readonly string[], opts: { wipe: boolean; allowPvOf?: string }): Promise<string[]> {
+export async function checkDevices(lvm: LvmCli, devices: readonly string[], opts: { wipe: boolean; allowPvOf?: string; pvs?: PvRow[] }): Promise<string[]> {
   if (devices.length === 0) throw new PoolAdminError('name at least one device');
   const { usable, problems } = await inspectDevices(lvm, devices, opts);
   if (problems.length) throw new PoolAdminError(`refusing to touch these devices:\n  ${problems.map((p) => `${p.device}: ${p.reason}`).join('\n  ')}`);
@@ -147,10 +147,10 @@ export async function initPool(lvm: LvmCli, o: InitOptions): Promise<string> {
   validateVgName(o.vg);
   if (o.thinPool) validateLvName(o.thinPool);
   thinSizeArgs(o.thinSize);
-  const existing = await lvm.vg(o.vg);
+  const { vg: existing, pvs } = await lvm.state(o.vg, { allPvs: true });
   if (existing) {
     if (!tagsOf(existing.vg_tags).includes(POOL_TAG)) throw new PoolAdminError(`VG ${o.vg} exists and is not a vpool pool; refusing to adopt it`);
-    const have = (await lvm.pvs()).filter((p) => p.vg_name === o.vg).map((p) => p.pv_name).sort();
+    const have = pvs.filter((p) => p.vg_name === o.vg).map((p) => p.pv_name).sort();
     const want = (await Promise.all(o.devices.map((d) => realpath(d).catch(() => d)))).sort();
     if (have.join() !== want.join()) {
       const missing = want.filter((d) => !have.includes(d));
@@ -160,7 +160,7 @@ export async function initPool(lvm: LvmCli, o: InitOptions): Promise<string> {
     await ensureThinPool(lvm, o);
     return `VG ${o.vg} already holds ${have.join(', ')}: nothing to do`;
   }
-  const devices = await checkDevices(lvm, o.devices, { wipe: o.wipe });
+  const devices = await checkDevices(lvm, o.devices, { wipe: o.wipe, pvs });
   if (o.wipe) for (const d of devices) await run('wipefs', ['--all', '--', d]);
   await lvm.exec('pvcreate', ['-y', ...devices]);
   await lvm.exec('vgcreate', ['-y', '--addtag', POOL_TAG, ...(o.thinPool ? ['--addtag', `${THIN_POOL_TAG}=${o.thinPool}`] : []), o.vg, ...devices]);
@@ -186,18 +186,18 @@ export async function ensureThinPool(lvm: LvmCli, o: { vg: string; thinPool?: st
   if (vg && tagValue(tagsOf(vg.vg_tags), THIN_POOL_TAG) !== o.thinPool) await lvm.exec('vgchange', ['--addtag', `${THIN_POOL_TAG}=${o.thinPool}`, o.vg]);
 }
 
-async function requirePool(lvm: LvmCli, vg: string) {
-  validateVgName(vg);
-  const row = await lvm.vg(vg);
+function checkPoolRow(vg: string, row: VgRow | null): VgRow {
   if (!row) throw new PoolAdminError(`VG ${vg} does not exist`);
   if (!tagsOf(row.vg_tags).includes(POOL_TAG)) throw new PoolAdminError(`VG ${vg} is not a vpool pool (no ${POOL_TAG} tag); refusing to touch it`);
   return row;
 }
 
 export async function extendPool(lvm: LvmCli, o: { vg: string; devices: string[]; wipe: boolean; growThinPool: boolean }): Promise<string> {
-  const row = await requirePool(lvm, o.vg);
-  const resolved = await checkDevices(lvm, o.devices, { wipe: o.wipe, allowPvOf: o.vg });
-  const inVg = (await lvm.pvs()).filter((p) => p.vg_name === o.vg).map((p) => p.pv_name);
+  validateVgName(o.vg);
+  const { vg: found, pvs } = await lvm.state(o.vg, { allPvs: true });
+  const row = checkPoolRow(o.vg, found);
+  const resolved = await checkDevices(lvm, o.devices, { wipe: o.wipe, allowPvOf: o.vg, pvs });
+  const inVg = pvs.filter((p) => p.vg_name === o.vg).map((p) => p.pv_name);
   const fresh = resolved.filter((d) => !inVg.includes(d));
   if (fresh.length) {
     if (o.wipe) for (const d of fresh) await run('wipefs', ['--all', '--', d]);
@@ -226,8 +226,9 @@ export interface PoolStatus {
 }
 
 export async function poolStatus(lvm: LvmCli, vg: string): Promise<PoolStatus> {
-  const [row, pvs, lvs] = await Promise.all([requirePool(lvm, vg), lvm.pvs(), lvm.lvs(vg)]);
-  return statusFromRows(row, pvs, lvs);
+  validateVgName(vg);
+  const { vg: row, pvs, lvs } = await lvm.state(vg);
+  return statusFromRows(checkPoolRow(vg, row), pvs, lvs);
 }
 
 /** The status of a pool from its vgs row and the pvs and lvs rows (read once by the caller). */
@@ -251,13 +252,13 @@ export async function listPools(lvm: LvmCli): Promise<string[]> {
 }
 
 export async function destroyPool(lvm: LvmCli, o: { vg: string; force: boolean }): Promise<string> {
-  await requirePool(lvm, o.vg);
-  const status = await poolStatus(lvm, o.vg);
+  validateVgName(o.vg);
+  const { vg: row, pvs, lvs } = await lvm.state(o.vg);
+  const status = statusFromRows(checkPoolRow(o.vg, row), pvs, lvs);
   if ((status.volumes.length || status.snapshots) && !o.force) {
     throw new PoolAdminError(`VG ${o.vg} still holds ${status.volumes.length} volume(s) and ${status.snapshots} snapshot(s); pass --force to destroy them`);
   }
-  const lvCount = (await lvm.lvs(o.vg)).length;
-  if (lvCount) await lvm.exec('lvremove', ['-y', o.vg]);
+  if (lvs.length) await lvm.exec('lvremove', ['-y', o.vg]);
   await lvm.exec('vgremove', ['-y', o.vg]);
   const devices = status.devices.map((d) => d.name);
   if (devices.length) await lvm.exec('pvremove', ['-y', ...devices]);
