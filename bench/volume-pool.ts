@@ -10,7 +10,7 @@ import { reconcileOrphans } from '../src/cluster/orphans.js';
 import { PoolAgent } from '../src/cluster/pool-agent.js';
 import { reconcileLvmPool } from '../src/cluster/pool-reconcile.js';
 import { poolSettings, type VolumePool } from '../src/cluster/volume-pool.js';
-import { TOPOLOGY_KEY } from '../src/csi/context.js';
+import { TOPOLOGY_KEY } from '../src/driver/context.js';
 import { idFor } from '../src/ids.js';
 import { FilePool } from '../src/pool/file/file-pool.js';
 import { deviceMapperAvailable, LvmCli } from '../src/pool/lvm/lvm-cli.js';

@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { HYPERVISOR_ACCESS, NODE_LOCAL_ACCESS, type AccessPolicy } from '../csi/capabilities.js';
-import { HYPERVISOR_TOPOLOGY_KEY, TOPOLOGY_KEY } from '../csi/context.js';
+import { HYPERVISOR_ACCESS, NODE_LOCAL_ACCESS, type AccessPolicy } from '../driver/access.js';
+import { HYPERVISOR_TOPOLOGY_KEY, TOPOLOGY_KEY } from '../driver/context.js';
 import { log } from '../log.js';
 import type { BlockDevices, NodeVolumeView, PoolBackend, ControllerAttacher } from '../pool/backend.js';
 import { parseQuantity } from '../units.js';

@@ -5,7 +5,7 @@ import type { Kube } from '../cluster/kube.js';
 import type { BackendOptions } from './backends.js';
 import type { OrphanReport } from '../cluster/orphans.js';
 import type { VolumePool } from '../cluster/volume-pool.js';
-import { TOPOLOGY_KEY } from '../csi/context.js';
+import { TOPOLOGY_KEY } from '../driver/context.js';
 import { parseDuration } from '../units.js';
 import { printResult } from './output.js';
 

@@ -3,9 +3,9 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import type { Kube } from '../cluster/kube.js';
-import type { DriverContext } from '../csi/context.js';
+import type { DriverContext } from '../driver/context.js';
 import { startServer, type Mode, type RunningServer } from '../csi/server.js';
-import { DEFAULT_SIZING } from '../csi/sizing.js';
+import { DEFAULT_SIZING } from '../driver/sizing.js';
 import { errorMessage, unavailable } from '../errors.js';
 import { KeyedLocks } from '../locks.js';
 import { log, setLogLevel } from '../log.js';
@@ -14,8 +14,8 @@ import type { BlockDevices, NodeVolumeView } from '../pool/backend.js';
 import { packageVersion } from '../project.js';
 import { parseDuration, parseQuantity } from '../units.js';
 import { backendOptions, openBackend, type BackendFlags, type BackendRole } from './backends.js';
-import { NODE_LOCAL_ACCESS } from '../csi/capabilities.js';
-import { TOPOLOGY_KEY } from '../csi/context.js';
+import { NODE_LOCAL_ACCESS } from '../driver/access.js';
+import { TOPOLOGY_KEY } from '../driver/context.js';
 import type { ClusterRun } from './serve-cluster.js';
 
 export interface ServeOptions extends BackendFlags {

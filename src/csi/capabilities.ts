@@ -1,35 +1,11 @@
 import type { VolumeCapability__Output } from '../../gen/csi/v1/VolumeCapability.js';
 import { invalid } from '../errors.js';
 
-import { FS_TYPES, isFsType, type FsType } from '../filesystems.js';
+import { FS_TYPES, isFsType } from '../filesystems.js';
+import type { AccessModeName, AccessPolicy, Capability } from '../driver/access.js';
 
-export type AccessModeName =
-  | 'SINGLE_NODE_WRITER'
-  | 'SINGLE_NODE_READER_ONLY'
-  | 'SINGLE_NODE_SINGLE_WRITER'
-  | 'SINGLE_NODE_MULTI_WRITER'
-  | 'MULTI_NODE_READER_ONLY'
-  | 'MULTI_NODE_MULTI_WRITER';
-
-/**
- * What the pool can share. Node-local pools: one node, plus read-only block views. Hypervisor mode
- * adds MULTI_NODE_MULTI_WRITER for raw block volumes: a shareable virtio disk in several VMs, the
- * access mode KubeVirt live migration needs (the guests coordinate writes, not the driver).
- */
-export interface AccessPolicy {
-  multiNodeWriterBlock: boolean;
-}
-
-export const NODE_LOCAL_ACCESS: AccessPolicy = { multiNodeWriterBlock: false };
-export const HYPERVISOR_ACCESS: AccessPolicy = { multiNodeWriterBlock: true };
-
-export const SINGLE_NODE: readonly string[] = ['SINGLE_NODE_WRITER', 'SINGLE_NODE_READER_ONLY', 'SINGLE_NODE_SINGLE_WRITER', 'SINGLE_NODE_MULTI_WRITER'];
+const SINGLE_NODE: readonly string[] = ['SINGLE_NODE_WRITER', 'SINGLE_NODE_READER_ONLY', 'SINGLE_NODE_SINGLE_WRITER', 'SINGLE_NODE_MULTI_WRITER'];
 const READ_ONLY: readonly string[] = ['SINGLE_NODE_READER_ONLY', 'MULTI_NODE_READER_ONLY'];
-
-/** A volume capability after validation: what the node must do and what it must refuse. */
-export type Capability =
-  | { access: 'block'; mode: AccessModeName; readOnly: boolean }
-  | { access: 'mount'; mode: AccessModeName; readOnly: boolean; fsType: FsType | ''; mountFlags: string[] };
 
 // Options a CO could use to turn our mount into something else entirely.
 const FORBIDDEN_FLAGS = new Set(['bind', 'rbind', 'remount', 'move', 'make-shared', 'make-private', 'loop']);

@@ -2,7 +2,8 @@ import type { GetPluginCapabilitiesResponse } from '../../gen/csi/v1/GetPluginCa
 import type { GetPluginInfoResponse } from '../../gen/csi/v1/GetPluginInfoResponse.js';
 import type { ProbeResponse } from '../../gen/csi/v1/ProbeResponse.js';
 import { log } from '../log.js';
-import type { IdentityContext } from './context.js';
+import type { IdentityContext } from '../driver/context.js';
+import { notReadyBecause } from '../driver/pool-state.js';
 
 
 export function getPluginInfo(ctx: IdentityContext): GetPluginInfoResponse {
@@ -21,16 +22,7 @@ export function getPluginCapabilities(withController: boolean): GetPluginCapabil
 }
 
 export async function probe(ctx: IdentityContext): Promise<ProbeResponse> {
-  if (ctx.pending) {
-    log.warn('probe: not ready', { reason: ctx.pending });
-    return { ready: { value: false } };
-  }
-  try {
-    // A node in hypervisor mode has no pool to ask; it is ready when it can serve its own calls.
-    await ctx.backend?.probe();
-    return { ready: { value: true } };
-  } catch (err) {
-    log.warn('probe: pool not usable', { error: String(err) });
-    return { ready: { value: false } };
-  }
+  const reason = await notReadyBecause(ctx);
+  if (reason) log.warn('probe: not ready', { reason });
+  return { ready: { value: reason === null } };
 }

@@ -5,16 +5,16 @@ import type { ControllerHandlers } from '../../gen/csi/v1/Controller.js';
 import type { IdentityHandlers } from '../../gen/csi/v1/Identity.js';
 import type { NodeHandlers } from '../../gen/csi/v1/Node.js';
 import { errno, unavailable, unsupported } from '../errors.js';
-import { hasBackend, type ControllerContext, type DriverContext, type IdentityContext } from './context.js';
+import { hasBackend, type ControllerContext, type DriverContext, type IdentityContext } from '../driver/context.js';
+import { poolFeatures } from '../driver/pool-state.js';
 import { controllerExpandVolume, controllerPublishVolume, controllerUnpublishVolume } from './controller/publish.js';
 import { controllerGetVolume, listVolumes, validateVolumeCapabilities } from './controller/queries.js';
 import { createSnapshot, deleteSnapshot, getSnapshot, listSnapshots } from './controller/snapshots.js';
 import { createVolume, deleteVolume, getCapacity } from './controller/volumes.js';
 import { getPluginCapabilities, getPluginInfo, probe } from './identity.js';
-import { nodePublishVolume, nodeUnpublishVolume } from './node/publish.js';
 import { nodeExpandVolume, nodeGetInfo, nodeGetVolumeStats } from './node/info-stats-expand.js';
 import { capabilityResponse, CONTROLLER_RPC_NEEDS, NODE_RPC_NEEDS, serviceCapabilities } from './service-capabilities.js';
-import { nodeStageVolume, nodeUnstageVolume } from './node/stage.js';
+import { nodePublishVolume, nodeStageVolume, nodeUnpublishVolume, nodeUnstageVolume } from './node/stage-publish.js';
 import { loadCsi } from './proto.js';
 import { unary } from './rpc.js';
 
@@ -50,7 +50,7 @@ function gate(ctx: DriverContext, mode: Mode, service: 'controller' | 'node') {
   return <Req, Res>(method: string, fn: (req: Req) => Promise<Res> | Res, opts: { beforePool?: boolean } = {}) =>
     unary<Req, Res>(method, (req) => {
       const need = needs[method];
-      if (need && !(serviceCapabilities(ctx, mode)[service] as readonly string[]).includes(need)) throw unsupported(`${method} is not supported by this driver (no ${need} capability)`);
+      if (need && !(serviceCapabilities(poolFeatures(ctx), mode)[service] as readonly string[]).includes(need)) throw unsupported(`${method} is not supported by this driver (no ${need} capability)`);
       if (ctx.pending && !opts.beforePool) throw unavailable(`the pool is not ready: ${ctx.pending}`);
       return fn(req);
     });
@@ -64,7 +64,7 @@ function controllerHandlers(ctx: ControllerContext, mode: Mode): ControllerHandl
     ValidateVolumeCapabilities: served('ValidateVolumeCapabilities', (r) => validateVolumeCapabilities(ctx, r)),
     ListVolumes: served('ListVolumes', (r) => listVolumes(ctx, r)),
     GetCapacity: served('GetCapacity', (r) => getCapacity(ctx, r)),
-    ControllerGetCapabilities: served('ControllerGetCapabilities', () => capabilityResponse(serviceCapabilities(ctx, mode).controller), { beforePool: true }),
+    ControllerGetCapabilities: served('ControllerGetCapabilities', () => capabilityResponse(serviceCapabilities(poolFeatures(ctx), mode).controller), { beforePool: true }),
     ControllerGetVolume: served('ControllerGetVolume', (r) => controllerGetVolume(ctx, r)),
     CreateSnapshot: served('CreateSnapshot', (r) => createSnapshot(ctx, r)),
     DeleteSnapshot: served('DeleteSnapshot', (r) => deleteSnapshot(ctx, r)),
@@ -83,7 +83,7 @@ function controllerHandlers(ctx: ControllerContext, mode: Mode): ControllerHandl
  * a service leaves out, which is the truth here (this process has no pool and no node).
  */
 function resizerHandlers(): { controller: Partial<ControllerHandlers>; node: Partial<NodeHandlers> } {
-  const caps = serviceCapabilities({}, 'resizer');
+  const caps = serviceCapabilities(poolFeatures({}), 'resizer');
   return {
     controller: { ControllerGetCapabilities: unary('ControllerGetCapabilities', () => capabilityResponse(caps.controller)) },
     node: { NodeGetCapabilities: unary('NodeGetCapabilities', () => capabilityResponse(caps.node)) },
@@ -99,7 +99,7 @@ function nodeHandlers(ctx: DriverContext, mode: Mode): NodeHandlers {
     NodeUnpublishVolume: served('NodeUnpublishVolume', (r) => nodeUnpublishVolume(ctx, r)),
     NodeGetVolumeStats: served('NodeGetVolumeStats', (r) => nodeGetVolumeStats(ctx, r)),
     NodeExpandVolume: served('NodeExpandVolume', (r) => nodeExpandVolume(ctx, r)),
-    NodeGetCapabilities: served('NodeGetCapabilities', () => capabilityResponse(serviceCapabilities(ctx, mode).node), { beforePool: true }),
+    NodeGetCapabilities: served('NodeGetCapabilities', () => capabilityResponse(serviceCapabilities(poolFeatures(ctx), mode).node), { beforePool: true }),
     // The registrar registers the node with what this says, pool or not.
     NodeGetInfo: served('NodeGetInfo', () => nodeGetInfo(ctx), { beforePool: true }),
   };

@@ -1,6 +1,6 @@
 import type { ControllerHandlers } from '../../gen/csi/v1/Controller.js';
 import type { NodeHandlers } from '../../gen/csi/v1/Node.js';
-import type { DriverContext } from './context.js';
+import type { PoolFeatures } from '../driver/pool-state.js';
 
 export type ControllerCapability =
   | 'CREATE_DELETE_VOLUME' | 'PUBLISH_UNPUBLISH_VOLUME' | 'PUBLISH_READONLY' | 'LIST_VOLUMES_PUBLISHED_NODES' | 'EXPAND_VOLUME'
@@ -18,16 +18,14 @@ export interface ServiceCapabilities {
  * NodeGetCapabilities answer from it, and every RPC that needs a capability not in it answers
  * UNIMPLEMENTED before its handler runs (server.ts).
  */
-export function serviceCapabilities(ctx: Pick<DriverContext, 'controllerAttacher' | 'backend'>, mode: 'all' | 'controller' | 'node' | 'resizer'): ServiceCapabilities {
+export function serviceCapabilities(pool: PoolFeatures, mode: 'all' | 'controller' | 'node' | 'resizer'): ServiceCapabilities {
   // No pool here: external-resizer learns that expansion happens on the nodes, and nothing else is served.
   if (mode === 'resizer') return { controller: [], node: ['EXPAND_VOLUME'] };
-  // A pool not open yet (a VolumePool being built) is node-local: it grows on the node.
-  const growsOnController = ctx.backend?.expansion === 'controller';
   return {
     controller: [
       // Node-local pools have nothing to attach from the controller; hypervisor mode hot-plugs disks.
-      ...(ctx.controllerAttacher ? (['PUBLISH_UNPUBLISH_VOLUME', 'PUBLISH_READONLY', 'LIST_VOLUMES_PUBLISHED_NODES'] as const) : []),
-      ...(growsOnController ? (['EXPAND_VOLUME'] as const) : []),
+      ...(pool.attachesFromController ? (['PUBLISH_UNPUBLISH_VOLUME', 'PUBLISH_READONLY', 'LIST_VOLUMES_PUBLISHED_NODES'] as const) : []),
+      ...(pool.growsOnController ? (['EXPAND_VOLUME'] as const) : []),
       'CREATE_DELETE_VOLUME', 'CREATE_DELETE_SNAPSHOT', 'LIST_VOLUMES', 'LIST_SNAPSHOTS', 'GET_CAPACITY', 'CLONE_VOLUME', 'GET_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER',
     ],
     node: ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER'],

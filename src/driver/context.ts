@@ -1,7 +1,7 @@
 import type { KeyedLocks } from '../locks.js';
 import type { PathPolicy } from '../host/paths.js';
 import type { BlockDevices, NodeVolumeView, PoolBackend, ControllerAttacher } from '../pool/backend.js';
-import type { AccessPolicy } from './capabilities.js';
+import type { AccessPolicy } from './access.js';
 import type { SizingPolicy } from './sizing.js';
 
 /** Node-local pools: a volume is reachable on the node that holds the pool. */
@@ -9,7 +9,7 @@ export const TOPOLOGY_KEY = 'topology.vpool.dev/node';
 /** Hypervisor mode: a volume is reachable from every node VM of the hypervisor that holds the pool. */
 export const HYPERVISOR_TOPOLOGY_KEY = 'topology.vpool.dev/hypervisor';
 
-/** Everything a handler needs, built once by `serve` and passed down (no globals). */
+/** Everything the driver's operations need, built once by `serve` and passed down (no globals). */
 export interface DriverContext {
   driverName: string;
   version: string;
@@ -43,8 +43,4 @@ export type ControllerContext = DriverContext & { backend: PoolBackend };
 
 export function hasBackend(ctx: DriverContext): ctx is ControllerContext {
   return ctx.backend !== undefined;
-}
-
-export function topologySegments(ctx: DriverContext): Record<string, string> {
-  return ctx.topology;
 }

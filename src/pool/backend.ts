@@ -1,33 +1,11 @@
 /**
- * The seam between CSI semantics (above) and where the bytes live (below). Implementations are
- * unlocked and trust their arguments: the CSI layer validates, locks and decides idempotency.
+ * The seam between the driver's operations (above, src/driver/) and where the bytes live (below).
+ * Implementations are unlocked and trust their arguments: the driver validates, locks and decides
+ * idempotency.
  */
-export type ContentSource = { kind: 'snapshot'; id: string } | { kind: 'volume'; id: string };
+import type { Condition, ContentSource, SnapshotRecord, VolumeRecord } from '../records.js';
 
-export interface VolumeRecord {
-  id: string;
-  name: string;
-  capacityBytes: number;
-  /** Milliseconds since the epoch. */
-  createdAt: number;
-  source?: ContentSource;
-  /** Parameters that shape the volume (fsType) and provenance (pvc name), as given at creation. */
-  parameters: Record<string, string>;
-}
-
-export interface SnapshotRecord {
-  id: string;
-  name: string;
-  sourceVolumeId: string;
-  sizeBytes: number;
-  createdAt: number;
-  readyToUse: boolean;
-}
-
-export interface Condition {
-  abnormal: boolean;
-  message: string;
-}
+export type { Condition, ContentSource, SnapshotRecord, VolumeRecord };
 
 export interface ThinPoolUse {
   name: string;

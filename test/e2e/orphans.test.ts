@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import type { OrphanReport } from '../../src/cluster/orphans.js';
 import type { VolumePool } from '../../src/cluster/volume-pool.js';
-import { TOPOLOGY_KEY } from '../../src/csi/context.js';
+import { TOPOLOGY_KEY } from '../../src/driver/context.js';
 import { createVolume, mountCap } from '../helpers/csi.js';
 import { BIN, finish, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
 import type { FakeApiServer, KObject } from '../helpers/fake-apiserver.js';

@@ -6,11 +6,13 @@ import { PROJECT_ROOT } from '../../src/project.js';
 
 /**
  * The floors of src/, each importing only from its own floor and those below (type imports count):
- * shared terms at the root, host primitives, pools, then the CSI edge and the cluster side (which
- * never import each other), then metrics (which observes the CSI edge's calls) and the CLI. gen/ (the CSI types) is the CSI edge's alone.
+ * shared terms at the root, host primitives, pools, the driver's operations (which speak pool and
+ * host terms), then the CSI edge (which speaks gRPC and reaches the pools and the host only through
+ * the driver) and the cluster side (the two never import each other), then metrics (which observes
+ * the CSI edge's calls) and the CLI. gen/ (the CSI types) is the CSI edge's alone.
  */
 const SRC = path.join(PROJECT_ROOT, 'src');
-const ROOT_SHARED = ['errors', 'ids', 'locks', 'exec', 'log', 'units', 'filesystems', 'call-context', 'project'];
+const ROOT_SHARED = ['errors', 'ids', 'locks', 'exec', 'log', 'units', 'filesystems', 'records', 'call-context', 'project'];
 
 function layerOf(file: string): string {
   const rel = path.relative(PROJECT_ROOT, file).replace(/\.(ts|js)$/, '');
@@ -24,10 +26,11 @@ const MAY_IMPORT: Record<string, string[]> = {
   shared: ['shared'],
   host: ['shared', 'host'],
   pool: ['shared', 'host', 'pool'],
+  driver: ['shared', 'host', 'pool', 'driver'],
   cluster: ['shared', 'host', 'pool', 'cluster'],
-  csi: ['shared', 'host', 'pool', 'csi', 'gen'],
+  csi: ['shared', 'driver', 'csi', 'gen'],
   metrics: ['shared', 'pool', 'csi', 'metrics'],
-  cli: ['shared', 'host', 'pool', 'cluster', 'csi', 'metrics', 'cli', 'gen'],
+  cli: ['shared', 'host', 'pool', 'driver', 'cluster', 'csi', 'metrics', 'cli', 'gen'],
 };
 
 async function sources(dir: string): Promise<string[]> {
@@ -54,5 +57,15 @@ describe('layers', () => {
       }
     }
     assert.deepEqual(wrong, []);
+  });
+
+  it('the CSI edge reaches the pool, the node\'s devices and paths, and the locks only through the driver\'s operations', async () => {
+    const reaching: string[] = [];
+    for (const f of await sources(path.join(SRC, 'csi'))) {
+      for (const m of (await readFile(f, 'utf8')).matchAll(/\bctx\.(backend|controllerAttacher|volumeView|blockDevices|paths|locks)\b/g)) {
+        reaching.push(`${path.relative(PROJECT_ROOT, f)}: ctx.${m[1]}`);
+      }
+    }
+    assert.deepEqual(reaching, []);
   });
 });

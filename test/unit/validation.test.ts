@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
 import { status } from '@grpc/grpc-js';
 import { describe, it } from 'node:test';
-import { capabilityProblem, HYPERVISOR_ACCESS, NODE_LOCAL_ACCESS, parseCapability } from '../../src/csi/capabilities.js';
+import { capabilityProblem, parseCapability } from '../../src/csi/capabilities.js';
+import { HYPERVISOR_ACCESS, NODE_LOCAL_ACCESS } from '../../src/driver/access.js';
 import { idFor, isId, parseId, validateName } from '../../src/ids.js';
 import { paginate } from '../../src/csi/pagination.js';
-import { parseVolumeParameters } from '../../src/csi/parameters.js';
-import { chooseSize, fitsRange, parseRange } from '../../src/csi/sizing.js';
+import { parseVolumeParameters } from '../../src/driver/parameters.js';
+import { parseRange } from '../../src/csi/sizing.js';
+import { chooseSize, fitsRange } from '../../src/driver/sizing.js';
 import { DriverError } from '../../src/errors.js';
 import { toStatus } from '../../src/csi/rpc.js';
 import { parseQuantity } from '../../src/units.js';

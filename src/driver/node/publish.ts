@@ -1,30 +1,38 @@
 import { lstat, mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
-import type { NodePublishVolumeRequest__Output } from '../../../gen/csi/v1/NodePublishVolumeRequest.js';
-import type { NodePublishVolumeResponse } from '../../../gen/csi/v1/NodePublishVolumeResponse.js';
-import type { NodeUnpublishVolumeRequest__Output } from '../../../gen/csi/v1/NodeUnpublishVolumeRequest.js';
-import type { NodeUnpublishVolumeResponse } from '../../../gen/csi/v1/NodeUnpublishVolumeResponse.js';
 import { conflict, errno, precondition, notFound } from '../../errors.js';
 import { log } from '../../log.js';
 import { bindMount, readMounts, unmount } from '../../host/mounts.js';
 import { blockMarker, stateAt } from '../../host/staging.js';
-import { parseCapability } from '../capabilities.js';
-import { type DriverContext } from '../context.js';
+import type { Capability } from '../access.js';
+import type { DriverContext } from '../context.js';
 import { volumeLock } from '../../locks.js';
 import { parseId } from '../../ids.js';
 import { requireVolume } from '../lookups.js';
 
-export async function nodePublishVolume(ctx: DriverContext, req: NodePublishVolumeRequest__Output): Promise<NodePublishVolumeResponse> {
-  const known = parseId('vol', 'volume_id', req.volume_id);
-  const target = await ctx.paths.resolve('target_path', req.target_path);
-  const cap = parseCapability(req.volume_capability, ctx.access);
-  ctx.blockDevices.checkPublishContext?.(req.volume_id, req.publish_context);
-  if (!req.staging_target_path) throw precondition('staging_target_path is required: this driver stages volumes (STAGE_UNSTAGE_VOLUME)');
-  const staging = await ctx.paths.resolve('staging_target_path', req.staging_target_path);
-  const readOnly = req.readonly || cap.readOnly;
-  return ctx.locks.with([volumeLock(req.volume_id)], async () => {
+export interface Publication {
+  volumeId: string;
+  /** The pod's path as the CO gave it: a directory to bind the filesystem on, or a file to bind the device on. */
+  targetPath: string;
+  stagingPath: string;
+  use: Capability;
+  readOnly: boolean;
+  publishContext: Record<string, string>;
+  volumeContext: Record<string, string>;
+}
+
+/** Binds the staged filesystem, or the volume's device, at the pod's target path. */
+export async function publishVolume(ctx: DriverContext, req: Publication): Promise<void> {
+  const known = parseId('vol', 'volume_id', req.volumeId);
+  const target = await ctx.paths.resolve('target_path', req.targetPath);
+  const cap = req.use;
+  ctx.blockDevices.checkPublishContext?.(req.volumeId, req.publishContext);
+  if (!req.stagingPath) throw precondition('staging_target_path is required: this driver stages volumes (STAGE_UNSTAGE_VOLUME)');
+  const staging = await ctx.paths.resolve('staging_target_path', req.stagingPath);
+  const readOnly = req.readOnly || cap.readOnly;
+  return ctx.locks.with([volumeLock(req.volumeId)], async () => {
     // A staged volume exists; only an unstaged one is looked up, to tell NOT_FOUND from "stage it first".
     const attached = known ? await ctx.blockDevices.devices(known) : [];
-    const vol = attached.length ? { id: req.volume_id } : await requireVolume(ctx, 'volume_id', req.volume_id, req.volume_context);
+    const vol = attached.length ? { id: req.volumeId } : await requireVolume(ctx, 'volume_id', req.volumeId, req.volumeContext);
     const devices = attached.map((a) => a.device);
     const mounts = await readMounts();
     const atTarget = await stateAt(mounts, target, devices);
@@ -36,7 +44,7 @@ export async function nodePublishVolume(ctx: DriverContext, req: NodePublishVolu
       if (cap.fsType && staged.fsType !== cap.fsType) throw conflict(`volume ${vol.id} is staged as ${staged.fsType}, not ${cap.fsType}`);
       if (atTarget.kind === 'filesystem') {
         if (atTarget.readOnly !== readOnly) throw conflict(`volume ${vol.id} is published at ${target} ${atTarget.readOnly ? 'read-only' : 'read-write'}`);
-        return {};
+        return;
       }
       if (atTarget.kind === 'block') throw conflict(`volume ${vol.id} is published at ${target} as a raw block device`);
       await mkdir(target, { recursive: true, mode: 0o750 });
@@ -46,14 +54,14 @@ export async function nodePublishVolume(ctx: DriverContext, req: NodePublishVolu
         await rmdir(target).catch(() => undefined);
         throw err;
       }
-      return {};
+      return;
     }
 
     const staged = await stateAt(mounts, blockMarker(staging), devices);
     if (staged.kind !== 'block') throw precondition(`volume ${vol.id} is not staged as a raw block device at ${staging}; call NodeStageVolume first`);
     if (atTarget.kind === 'block') {
       if (atTarget.readOnly !== readOnly) throw conflict(`volume ${vol.id} is published at ${target} ${atTarget.readOnly ? 'read-only' : 'read-write'}`);
-      return {};
+      return;
     }
     if (atTarget.kind === 'filesystem') throw conflict(`volume ${vol.id} is published at ${target} with a filesystem`);
     // A read-only mount does not stop writes through a device node, so a read-only publish gets its own read-only device.
@@ -67,14 +75,14 @@ export async function nodePublishVolume(ctx: DriverContext, req: NodePublishVolu
       if (readOnly) await ctx.blockDevices.detach(vol.id, device).catch((e) => log.error('rollback detach failed', { device, err: String(e) }));
       throw err;
     }
-    return {};
   });
 }
 
-export async function nodeUnpublishVolume(ctx: DriverContext, req: NodeUnpublishVolumeRequest__Output): Promise<NodeUnpublishVolumeResponse> {
-  const id = parseId('vol', 'volume_id', req.volume_id);
-  const target = await ctx.paths.resolve('target_path', req.target_path);
-  if (!id) throw notFound(`volume ${req.volume_id} does not exist`);
+/** Undoes publishVolume and removes what it created at the target path; leaves alone anything it did not create. */
+export async function unpublishVolume(ctx: DriverContext, volumeId: string, targetPath: string): Promise<void> {
+  const id = parseId('vol', 'volume_id', volumeId);
+  const target = await ctx.paths.resolve('target_path', targetPath);
+  if (!id) throw notFound(`volume ${volumeId} does not exist`);
   return ctx.locks.with([volumeLock(id)], async () => {
     const attached = await ctx.blockDevices.devices(id);
     const devices = attached.map((a) => a.device);
@@ -91,6 +99,5 @@ export async function nodeUnpublishVolume(ctx: DriverContext, req: NodeUnpublish
     if (st?.isDirectory()) await rmdir(target);
     else if (st?.isFile() && st.size === 0) await rm(target);
     else if (st) throw precondition(`target_path ${target} is not what NodePublishVolume created; leaving it alone`);
-    return {};
   });
 }

@@ -1,8 +1,4 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
-import type { NodeStageVolumeRequest__Output } from '../../../gen/csi/v1/NodeStageVolumeRequest.js';
-import type { NodeStageVolumeResponse } from '../../../gen/csi/v1/NodeStageVolumeResponse.js';
-import type { NodeUnstageVolumeRequest__Output } from '../../../gen/csi/v1/NodeUnstageVolumeRequest.js';
-import type { NodeUnstageVolumeResponse } from '../../../gen/csi/v1/NodeUnstageVolumeResponse.js';
 import { conflict, precondition, notFound } from '../../errors.js';
 import { log } from '../../log.js';
 import { extFilesystemBytes, growExtOffline, makeFilesystem, probeSignature } from '../../host/filesystem.js';
@@ -10,8 +6,8 @@ import { bindMount, mountFilesystem, readMounts, unmount } from '../../host/moun
 import { blockDeviceSize } from '../../host/loop.js';
 import { deviceUsers } from '../../host/in-use.js';
 import { blockMarker, stateAt, type PathState } from '../../host/staging.js';
-import type { VolumeRecord } from '../../pool/backend.js';
-import { parseCapability, type Capability } from '../capabilities.js';
+import type { VolumeRecord } from '../../records.js';
+import type { Capability } from '../access.js';
 import { DEFAULT_FS, isFsType, type FsType } from '../../filesystems.js';
 import type { DriverContext } from '../context.js';
 import { requireVolume } from '../lookups.js';
@@ -33,13 +29,24 @@ function describe(state: PathState): string {
   return state.kind === 'foreign' ? `${state.mount.source} (${state.mount.fsType})` : state.kind;
 }
 
-export async function nodeStageVolume(ctx: DriverContext, req: NodeStageVolumeRequest__Output): Promise<NodeStageVolumeResponse> {
-  parseId('vol', 'volume_id', req.volume_id);
-  const staging = await ctx.paths.resolve('staging_target_path', req.staging_target_path);
-  const cap = parseCapability(req.volume_capability, ctx.access);
-  ctx.blockDevices.checkPublishContext?.(req.volume_id, req.publish_context);
-  return ctx.locks.with([volumeLock(req.volume_id)], async () => {
-    const vol = await requireVolume(ctx, 'volume_id', req.volume_id, req.volume_context);
+export interface Staging {
+  volumeId: string;
+  /** The staging path as the CO gave it; it must lie where the CO keeps staging paths. */
+  stagingPath: string;
+  use: Capability;
+  /** What ControllerPublishVolume returned (hypervisor mode), and the volume_context of CreateVolume. */
+  publishContext: Record<string, string>;
+  volumeContext: Record<string, string>;
+}
+
+/** Attaches the volume and mounts it (filesystem, made if the volume is blank) or binds its device (raw block) at the staging path. */
+export async function stageVolume(ctx: DriverContext, req: Staging): Promise<void> {
+  parseId('vol', 'volume_id', req.volumeId);
+  const staging = await ctx.paths.resolve('staging_target_path', req.stagingPath);
+  const cap = req.use;
+  ctx.blockDevices.checkPublishContext?.(req.volumeId, req.publishContext);
+  return ctx.locks.with([volumeLock(req.volumeId)], async () => {
+    const vol = await requireVolume(ctx, 'volume_id', req.volumeId, req.volumeContext);
     const fsType = cap.access === 'mount' ? fsTypeFor(cap, vol) : undefined;
     const attached = await ctx.blockDevices.devices(vol.id);
     const devices = attached.map((a) => a.device);
@@ -54,17 +61,17 @@ export async function nodeStageVolume(ctx: DriverContext, req: NodeStageVolumeRe
         if (atStaging.fsType !== fsType || atStaging.readOnly !== cap.readOnly) {
           throw conflict(`volume ${vol.id} is staged at ${staging} as ${atStaging.fsType}${atStaging.readOnly ? ' read-only' : ''}`);
         }
-        return {};
+        return;
       }
     } else {
       if (atStaging.kind === 'filesystem') throw conflict(`volume ${vol.id} is staged at ${staging} with a filesystem`);
-      if (atMarker.kind === 'block') return {};
+      if (atMarker.kind === 'block') return;
       if (atMarker.kind === 'foreign') throw precondition(`${blockMarker(staging)} is already a mount point of ${describe(atMarker)}`);
     }
 
     await mkdir(staging, { recursive: true, mode: 0o750 });
     const wasAttached = attached.some((a) => !a.readOnly);
-    const device = await ctx.blockDevices.attach(vol.id, req.publish_context);
+    const device = await ctx.blockDevices.attach(vol.id, req.publishContext);
     try {
       if (cap.access === 'mount' && fsType) await stageFilesystem(device, staging, fsType, cap, await ctx.blockDevices.provablyBlank(vol.id));
       else await stageBlock(device, staging);
@@ -74,7 +81,6 @@ export async function nodeStageVolume(ctx: DriverContext, req: NodeStageVolumeRe
       if (!wasAttached) await ctx.blockDevices.detach(vol.id, device).catch((e) => log.error('rollback detach failed', { device, err: String(e) }));
       throw err;
     }
-    return {};
   });
 }
 
@@ -110,10 +116,11 @@ async function stageBlock(device: string, staging: string): Promise<void> {
   await bindMount(device, marker, false);
 }
 
-export async function nodeUnstageVolume(ctx: DriverContext, req: NodeUnstageVolumeRequest__Output): Promise<NodeUnstageVolumeResponse> {
-  const id = parseId('vol', 'volume_id', req.volume_id);
-  const staging = await ctx.paths.resolve('staging_target_path', req.staging_target_path);
-  if (!id) throw notFound(`volume ${req.volume_id} does not exist`);
+/** Undoes stageVolume and detaches the volume; FAILED_PRECONDITION while anything on the node still uses its device. */
+export async function unstageVolume(ctx: DriverContext, volumeId: string, stagingPath: string): Promise<void> {
+  const id = parseId('vol', 'volume_id', volumeId);
+  const staging = await ctx.paths.resolve('staging_target_path', stagingPath);
+  if (!id) throw notFound(`volume ${volumeId} does not exist`);
   return ctx.locks.with([volumeLock(id)], async () => {
     const devices = (await ctx.blockDevices.devices(id)).map((a) => a.device);
     const mounts = await readMounts();
@@ -125,11 +132,10 @@ export async function nodeUnstageVolume(ctx: DriverContext, req: NodeUnstageVolu
     if (atMarker.kind === 'block') await unmount(marker);
     await rm(marker, { force: true });
     if (atStaging.kind === 'filesystem') await unmount(staging);
-    if (devices.length === 0) return {};
+    if (devices.length === 0) return;
     // Detaching a device that is still used anywhere on the node (a publish left behind, another mount namespace) would pull it from under its user.
     const stillUsed = await deviceUsers(devices);
     if (stillUsed.length) throw precondition(`volume ${id} is still in use: ${stillUsed.join('; ')}; unpublish it first`);
     await ctx.blockDevices.detach(id);
-    return {};
   });
 }

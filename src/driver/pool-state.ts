@@ -1,0 +1,26 @@
+import type { DriverContext, IdentityContext } from './context.js';
+
+/** What the pool behind this process can do, in the terms the CSI capability table is built from. */
+export interface PoolFeatures {
+  /** Volumes are attached to nodes from the controller (hypervisor mode hot-plugs disks). */
+  attachesFromController: boolean;
+  /** Volumes grow on the controller; otherwise on the node that holds them. */
+  growsOnController: boolean;
+}
+
+/** A pool not open yet (a VolumePool being built) is node-local: it grows on the node. */
+export function poolFeatures(ctx: Pick<DriverContext, 'controllerAttacher' | 'backend'>): PoolFeatures {
+  return { attachesFromController: ctx.controllerAttacher !== undefined, growsOnController: ctx.backend?.expansion === 'controller' };
+}
+
+/** Why this process cannot serve calls now, or null when it can. */
+export async function notReadyBecause(ctx: IdentityContext): Promise<string | null> {
+  if (ctx.pending) return ctx.pending;
+  try {
+    // A node in hypervisor mode has no pool to ask; it is ready when it can serve its own calls.
+    await ctx.backend?.probe();
+    return null;
+  } catch (err) {
+    return `pool not usable: ${String(err)}`;
+  }
+}
