@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { errno, internal } from '../errors.js';
 import { run } from '../exec.js';
 import { majorMinor } from './devices.js';
@@ -26,7 +26,6 @@ export interface LoopDevice {
   readOnly: boolean;
 }
 
-const SYS = '/sys/block';
 const DELETED = ' (deleted)';
 
 // sysfs is memory-backed and never blocks: read it synchronously rather than paying a threadpool hop per file.
@@ -49,12 +48,22 @@ const sameFile = (a: FileId, b: FileId) => a.dev === b.dev && a.ino === b.ino;
 const unescapeRaw = (s: string) => s.replace(/\\x([0-9a-fA-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
 
 /**
+ * Whether any loop device is bound to a file, from /proc/partitions, which lists exactly the block
+ * devices with a size: one read whatever the number of loop device nodes (a node may have a thousand
+ * unbound ones, and a sysfs lookup each costs milliseconds in all). A loop bound to an empty file is
+ * not listed; it holds no data to protect.
+ */
+function anyLoopBound(): boolean {
+  return /\sloop\d+\n/.test(readFileSync('/proc/partitions', 'utf8'));
+}
+
+/**
  * Attached loop devices. Their backing identity comes from the LOOP_GET_STATUS64 ioctl, which
  * Node cannot make: losetup makes it (one call lists every device). sysfs alone says which
  * devices are attached, so a node with none pays no subprocess.
  */
 export async function listLoopDevices(): Promise<LoopDevice[]> {
-  if (!readdirSync(SYS).some((n) => n.startsWith('loop') && readSys(`${SYS}/${n}/loop/backing_file`) !== null)) return [];
+  if (!anyLoopBound()) return [];
   // BACK-FILE last: it is the one column that may hold spaces (escaped as \x20 by --raw).
   const { stdout } = await run('losetup', ['--list', '--raw', '--noheadings', '--output', 'NAME,BACK-MAJ:MIN,BACK-INO,RO,BACK-FILE']);
   const found: LoopDevice[] = [];

@@ -65,7 +65,8 @@ export interface PoolBackend {
   createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord>;
   deleteVolume(id: string): Promise<void>;
   expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord>;
-  volumeCondition(volume: VolumeRecord): Promise<Condition>;
+  /** How healthy each volume is, in the order given: one look at the pool for all of them (a ListVolumes page). */
+  volumeConditions(volumes: readonly VolumeRecord[]): Promise<Condition[]>;
   /** How full the pool's thin pools are (pools without thin pools leave this out). */
   thinPools?(): Promise<ThinPoolUse[]>;
   /** Applies settings changed while serving (a VolumePool edited); pools without such settings leave this out. */

@@ -58,7 +58,7 @@ export function poolContract(open: () => Promise<ContractPool>): void {
     if (pool.countsPromisedSpace) assert.ok(after.availableBytes <= before.availableBytes - rec.capacityBytes + b.granularity, `available ${before.availableBytes} -> ${after.availableBytes}`);
     else assert.ok(after.availableBytes <= before.availableBytes, 'a new volume never adds space');
     assert.equal(await b.volumeBusy(id), null, 'created, not attached: not busy');
-    assert.equal((await b.volumeCondition(rec)).abnormal, false);
+    assert.deepEqual((await b.volumeConditions([rec])).map((c) => c.abnormal), [false]);
   });
 
   it('contract: more than the pool holds is exhausted, and leaves nothing', async () => {

@@ -42,7 +42,8 @@ export async function listVolumes(ctx: ControllerContext): Promise<VolumeRecord[
 /** Where each volume is published and how healthy it is, with one look at the nodes for all of them. */
 export async function statuses(ctx: ControllerContext, vols: VolumeRecord[]): Promise<VolumeStatus[]> {
   const published = ctx.controllerAttacher ? await ctx.controllerAttacher.publishedNodes(vols.map((v) => v.id)) : new Map<string, string[]>();
-  return Promise.all(vols.map(async (v) => ({ publishedNodes: published.get(v.id) ?? [], condition: await ctx.backend.volumeCondition(v) })));
+  const conditions = await ctx.backend.volumeConditions(vols);
+  return vols.map((v, i) => ({ publishedNodes: published.get(v.id) ?? [], condition: conditions[i] }));
 }
 
 export async function getVolume(ctx: ControllerContext, volumeId: string): Promise<{ volume: VolumeRecord; status: VolumeStatus }> {
@@ -50,5 +51,6 @@ export async function getVolume(ctx: ControllerContext, volumeId: string): Promi
   const volume = id ? await ctx.backend.getVolume(id) : null;
   if (!volume) throw notFound(`volume ${volumeId} does not exist`);
   const publishedNodes = ctx.controllerAttacher ? [...new Set((await ctx.controllerAttacher.attachments(volume.id)).map((a) => a.nodeId))] : [];
-  return { volume, status: { publishedNodes, condition: await ctx.backend.volumeCondition(volume) } };
+  const [condition] = await ctx.backend.volumeConditions([volume]);
+  return { volume, status: { publishedNodes, condition } };
 }

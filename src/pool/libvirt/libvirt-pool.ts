@@ -298,13 +298,13 @@ export class LibvirtPool implements PoolBackend {
    * The record was just read from the pool, so the volume exists as described; what can still be
    * wrong is the pool itself. One pool-info serves a whole ListVolumes page (cached for a second).
    */
-  async volumeCondition(): Promise<Condition> {
+  async volumeConditions(volumes: readonly VolumeRecord[]): Promise<Condition[]> {
     const now = Date.now();
     if (!this.poolState || now - this.poolState.at > 1000) {
       this.poolState = { at: now, problem: this.probe().then(() => null, (err: unknown) => (err instanceof Error ? err.message : String(err))) };
     }
     const problem = await this.poolState.problem;
-    return problem ? { abnormal: true, message: problem } : { abnormal: false, message: 'volume is healthy' };
+    return volumes.map(() => (problem ? { abnormal: true, message: problem } : { abnormal: false, message: 'volume is healthy' }));
   }
 
   private poolState?: { at: number; problem: Promise<string | null> };

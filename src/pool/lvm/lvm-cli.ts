@@ -110,9 +110,14 @@ export class LvmCli {
     return { vg: ours[0]?.vg?.[0] ?? null, pvs: blocks.flatMap((b) => b.pv ?? []), lvs };
   }
 
-  /** One LV, or null when it does not exist. */
+  /**
+   * One LV, or null when it does not exist: lvm selects it (no row for the others to print and
+   * parse), and an absent LV is an empty report rather than a failed command.
+   */
   async lv(vg: string, name: string): Promise<LvRow | null> {
-    return (await this.lvs(vg)).find((r) => r.lv_name === name) ?? null;
+    const rows = await this.report('lvs', 'lv', ['-a', '--select', `lv_name=${name}`, vg]);
+    const row = rows.find((r) => r.lv_name === name);
+    return row ? { ...row, segtype: segtypeOf(row.lv_layout ?? '') } : null;
   }
 
   async vg(vg: string): Promise<VgRow | null> {

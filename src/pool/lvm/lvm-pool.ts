@@ -225,14 +225,19 @@ export class LvmPool implements PoolBackend {
       .map((r) => ({ name: r.lv_name, dataPercent: Number(r.data_percent || 0), metadataPercent: Number(r.metadata_percent || 0) }));
   }
 
-  async volumeCondition(v: VolumeRecord): Promise<Condition> {
-    const rows = await this.lvm.lvs(this.opts.vg);
-    const row = rows.find((r) => r.lv_name === v.id);
+  async volumeConditions(volumes: readonly VolumeRecord[]): Promise<Condition[]> {
+    if (!volumes.length) return [];
+    const rows = new Map((await this.lvm.lvs(this.opts.vg)).map((r) => [r.lv_name, r]));
+    return volumes.map((v) => this.conditionOf(v, rows));
+  }
+
+  private conditionOf(v: VolumeRecord, rows: ReadonlyMap<string, LvRow>): Condition {
+    const row = rows.get(v.id);
     if (!row) return { abnormal: true, message: `LV ${this.lvPath(v.id)} is missing` };
     const { health } = parseLvAttr(row.lv_attr);
     if (health) return { abnormal: true, message: `LV ${this.lvPath(v.id)}: ${HEALTH[health] ?? `health flag ${health}`}` };
     if (row.pool_lv) {
-      const pool = rows.find((r) => r.lv_name === row.pool_lv);
+      const pool = rows.get(row.pool_lv);
       const data = Number(pool?.data_percent || 0);
       const meta = Number(pool?.metadata_percent || 0);
       if (data > FULL_PERCENT || meta > FULL_PERCENT) return { abnormal: true, message: `thin pool ${row.pool_lv} is ${data}% data and ${meta}% metadata full` };

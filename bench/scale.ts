@@ -1,0 +1,216 @@
+// What each controller RPC costs as the pool fills: 0, 100 and 1,000 volumes plus 100 snapshots,
+// filled by 8 clients at once, one CSI client probing each level. Beside it, in the same run, the
+// kubernetes-csi host-path driver when VPOOL_BENCH_HOSTPATH names a hostpathplugin binary built by
+// hand (never part of this project). Not a test: it asserts nothing and prints tables.
+// Run with `make bench` (root) or `node dist/bench/scale.js [file|lvm ...]`.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { connectCsi, type CsiClient } from '../src/csi/client.js';
+import { blockCap } from '../test/helpers/csi.js';
+import { startDriver } from '../test/helpers/driver.js';
+import { forgetVg, loopDisks, poolCmd, uniqueVg } from '../test/helpers/lvm.js';
+import { median, timed } from './measure.js';
+
+const LEVELS = (process.env.BENCH_LEVELS ?? '0,100,1000').split(',').map(Number);
+const SNAPSHOTS = Number(process.env.BENCH_SNAPSHOTS ?? 100);
+const CLIENTS = 8;
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 30);
+const MiB = 1024 * 1024;
+
+interface Subject {
+  name: string;
+  client: CsiClient;
+  pid: number;
+  /** StorageClass parameters the subject needs (host-path's capacity kind). */
+  parameters: Record<string, string>;
+  volumeBytes: number;
+  stop(): Promise<void>;
+}
+
+type Probe = 'CreateVolume' | 'DeleteVolume' | 'ControllerGetVolume' | 'ValidateVolumeCapabilities' | 'GetCapacity' | 'ListVolumes first page of 100' | 'ListVolumes all pages of 100' | 'ListVolumes unpaged' | 'ListSnapshots all pages of 100' | 'CreateSnapshot' | 'DeleteSnapshot';
+const PROBES: Probe[] = ['CreateVolume', 'DeleteVolume', 'ControllerGetVolume', 'ValidateVolumeCapabilities', 'GetCapacity', 'ListVolumes first page of 100', 'ListVolumes all pages of 100', 'ListVolumes unpaged', 'ListSnapshots all pages of 100', 'CreateSnapshot', 'DeleteSnapshot'];
+const TARGET: Partial<Record<Probe, string>> = { 'ListVolumes all pages of 100': '≤ 100 ms', GetCapacity: '≤ 10 ms' };
+
+async function rssMiB(pid: number): Promise<number> {
+  return Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+}
+
+const cap = blockCap();
+
+async function createNamed(s: Subject, name: string): Promise<string> {
+  const res = await s.client.createVolume({ name, capacity_range: { required_bytes: String(s.volumeBytes) }, volume_capabilities: [cap], parameters: s.parameters });
+  return res.volume!.volume_id;
+}
+
+/** Fills the pool from `from` to `to` volumes with CLIENTS callers at once; returns creates per second. */
+async function fill(s: Subject, ids: string[], to: number): Promise<number> {
+  const from = ids.length;
+  if (to <= from) return NaN;
+  let next = from;
+  const t = performance.now();
+  await Promise.all(
+    Array.from({ length: CLIENTS }, async () => {
+      while (next < to) {
+        const i = next++;
+        ids[i] = await createNamed(s, `fill-${i}`);
+      }
+    }),
+  );
+  return ((to - from) * 1000) / (performance.now() - t);
+}
+
+async function allPages(list: (token: string) => Promise<{ next_token: string }>): Promise<void> {
+  let token = '';
+  do token = (await list(token)).next_token;
+  while (token);
+}
+
+async function probe(s: Subject, ids: string[], snapshots: string[], level: number): Promise<Record<Probe, number>> {
+  const out = Object.fromEntries(PROBES.map((p) => [p, [] as number[]])) as Record<Probe, number[]>;
+  const some = ids[Math.floor(ids.length / 2)];
+  for (let r = 0; r < ROUNDS; r++) {
+    let id = '';
+    out.CreateVolume.push(await timed(async () => (id = await createNamed(s, `probe-${level}-${r}`))));
+    out.DeleteVolume.push(await timed(() => s.client.deleteVolume({ volume_id: id })));
+    if (some) {
+      out.ControllerGetVolume.push(await timed(() => s.client.controllerGetVolume({ volume_id: some })));
+      out.ValidateVolumeCapabilities.push(await timed(() => s.client.validateVolumeCapabilities({ volume_id: some, volume_capabilities: [cap], parameters: s.parameters })));
+    }
+    out.GetCapacity.push(await timed(() => s.client.getCapacity({ volume_capabilities: [cap], parameters: s.parameters })));
+    out['ListVolumes first page of 100'].push(await timed(() => s.client.listVolumes({ max_entries: 100 })));
+  }
+  for (let r = 0; r < Math.max(3, ROUNDS / 6); r++) {
+    out['ListVolumes all pages of 100'].push(await timed(() => allPages((t) => s.client.listVolumes({ max_entries: 100, starting_token: t }))));
+    out['ListVolumes unpaged'].push(await timed(() => s.client.listVolumes({})));
+    out['ListSnapshots all pages of 100'].push(await timed(() => allPages((t) => s.client.listSnapshots({ max_entries: 100, starting_token: t }))));
+  }
+  if (some) {
+    for (let r = 0; r < Math.max(3, ROUNDS / 3); r++) {
+      let snap = '';
+      out.CreateSnapshot.push(await timed(async () => (snap = (await s.client.createSnapshot({ name: `probe-snap-${level}-${r}`, source_volume_id: some })).snapshot!.snapshot_id)));
+      out.DeleteSnapshot.push(await timed(() => s.client.deleteSnapshot({ snapshot_id: snap })));
+    }
+  }
+  void snapshots;
+  return Object.fromEntries(PROBES.map((p) => [p, out[p].length ? median(out[p]) : NaN])) as Record<Probe, number>;
+}
+
+interface Run {
+  byLevel: Map<number, Record<Probe, number>>;
+  fillRate: number;
+  rss: Map<number, number>;
+}
+
+async function measure(s: Subject): Promise<Run> {
+  const ids: string[] = [];
+  const snapshots: string[] = [];
+  const byLevel = new Map<number, Record<Probe, number>>();
+  const rss = new Map<number, number>();
+  let fillRate = NaN;
+  for (const level of LEVELS) {
+    const rate = await fill(s, ids, level);
+    if (level === Math.max(...LEVELS)) fillRate = rate;
+    while (ids.length && snapshots.length < Math.min(SNAPSHOTS, ids.length)) {
+      const i = snapshots.length;
+      snapshots.push((await s.client.createSnapshot({ name: `keep-snap-${i}`, source_volume_id: ids[i % ids.length] })).snapshot!.snapshot_id);
+    }
+    byLevel.set(level, await probe(s, ids, snapshots, level));
+    rss.set(level, await rssMiB(s.pid));
+    process.stderr.write(`${s.name}: ${level} volumes measured\n`);
+  }
+  for (const snap of snapshots) await s.client.deleteSnapshot({ snapshot_id: snap });
+  for (const id of ids) await s.client.deleteVolume({ volume_id: id });
+  return { byLevel, fillRate, rss };
+}
+
+function table(title: string, runs: Array<{ s: string; run: Run }>): string {
+  const top = Math.max(...LEVELS);
+  const lines = [`\n${title} (p50 ms; ${CLIENTS} clients filling, one probing; ${ROUNDS} rounds)`];
+  const head = ['RPC'.padEnd(32), ...runs.flatMap(({ s }) => [...LEVELS.map((l) => `${s} N=${l}`.padStart(16)), `${s} ${top}/0`.padStart(14)]), 'target'.padStart(10)];
+  lines.push(head.join(' '));
+  for (const p of PROBES) {
+    const cells = runs.flatMap(({ run }) => {
+      const vals = LEVELS.map((l) => run.byLevel.get(l)?.[p] ?? NaN);
+      const base = run.byLevel.get(LEVELS[0])?.[p] ?? NaN;
+      const last = run.byLevel.get(top)?.[p] ?? NaN;
+      return [...vals.map((v) => (Number.isNaN(v) ? '—' : v.toFixed(2)).padStart(16)), (Number.isNaN(base) || Number.isNaN(last) ? '—' : `${(last / base).toFixed(2)}x`).padStart(14)];
+    });
+    lines.push([p.padEnd(32), ...cells, (TARGET[p] ?? '≤ 1.2x').padStart(10)].join(' '));
+  }
+  lines.push(['fill rate to N (creates/s)'.padEnd(32), ...runs.flatMap(({ run }) => [...LEVELS.map((l) => (l === top ? run.fillRate.toFixed(0) : '').padStart(16)), ''.padStart(14)]), '≥ 400'.padStart(10)].join(' '));
+  lines.push(['driver RSS (MiB)'.padEnd(32), ...runs.flatMap(({ run }) => [...LEVELS.map((l) => (run.rss.get(l)?.toFixed(1) ?? '—').padStart(16)), ''.padStart(14)]), '≤ 80'.padStart(10)].join(' '));
+  return lines.join('\n');
+}
+
+async function vpoolFile(): Promise<Subject> {
+  const d = await startDriver({ args: ['--log-level', 'warn'] });
+  return { name: 'vpool file', client: d.client, pid: d.proc.pid!, parameters: {}, volumeBytes: MiB, stop: async () => {
+    d.client.close();
+    await d.stop();
+    await rm(d.dir, { recursive: true, force: true });
+  } };
+}
+
+async function vpoolLvm(): Promise<Subject> {
+  const disks = await loopDisks(1, 8 * 1024 * MiB);
+  const vg = uniqueVg('vbs');
+  const init = await poolCmd('init', '--vg', vg, disks.devices[0]);
+  if (init.code !== 0) throw new Error(`pool init: ${init.stderr}`);
+  const d = await startDriver({ args: ['--log-level', 'warn', '--backend', 'lvm', '--vg', vg] });
+  return { name: 'vpool lvm', client: d.client, pid: d.proc.pid!, parameters: {}, volumeBytes: 4 * MiB, stop: async () => {
+    d.client.close();
+    await d.stop();
+    await poolCmd('destroy', '--vg', vg, '--force');
+    await forgetVg(vg, disks.devices);
+    await disks.release();
+    await rm(d.dir, { recursive: true, force: true });
+  } };
+}
+
+/** host-path v1.15.0 as its own DaemonSet runs it, with simulated capacity so that GetCapacity counts its volumes. */
+async function hostPath(bin: string): Promise<Subject> {
+  const dir = await mkdtemp('/var/tmp/vpool-bench-hostpath-');
+  await mkdir(path.join(dir, 'state'));
+  const socket = path.join(dir, 'csi.sock');
+  const proc: ChildProcess = spawn(bin, ['--endpoint', `unix://${socket}`, '--nodeid', 'bench', '--statedir', path.join(dir, 'state'), '--capacity', 'fast=10Ti', '--v', '0'], { stdio: 'ignore' });
+  const client = connectCsi(`unix://${socket}`);
+  for (let i = 0; ; i++) {
+    try {
+      await client.probe({});
+      break;
+    } catch (err) {
+      if (i > 100) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  return { name: 'host-path', client, pid: proc.pid!, parameters: { kind: 'fast' }, volumeBytes: MiB, stop: async () => {
+    client.close();
+    proc.kill('SIGTERM');
+    await new Promise((r) => proc.once('exit', r));
+    await rm(dir, { recursive: true, force: true });
+  } };
+}
+
+async function main(): Promise<void> {
+  const which = process.argv.slice(2).length ? process.argv.slice(2) : ['file'];
+  const peerBin = process.env.VPOOL_BENCH_HOSTPATH;
+  for (const backend of which) {
+    const runs: Array<{ s: string; run: Run }> = [];
+    const subjects: Array<() => Promise<Subject>> = [backend === 'lvm' ? vpoolLvm : vpoolFile, ...(peerBin && backend === 'file' ? [() => hostPath(peerBin)] : [])];
+    for (const open of subjects) {
+      const s = await open();
+      try {
+        runs.push({ s: s.name, run: await measure(s) });
+      } finally {
+        await s.stop();
+      }
+    }
+    console.log(table(`Controller RPCs as the ${backend} pool fills${peerBin ? '' : ' (host-path not measured: set VPOOL_BENCH_HOSTPATH to a hostpathplugin binary)'}`, runs));
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

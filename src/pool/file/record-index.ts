@@ -1,0 +1,205 @@
+import { appendFileSync, statSync, type BigIntStats } from 'node:fs';
+import { readdir, readFile, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { Mutex } from 'async-mutex';
+import { errno } from '../../errors.js';
+import { isId, type IdKind } from '../../ids.js';
+
+/** What a metadata file was when it was read: a rename over it, or a rewrite, changes one of these. */
+interface Signature {
+  ino: bigint;
+  mtimeNs: bigint;
+  size: bigint;
+}
+
+const sameSignature = (a: Signature | undefined, b: BigIntStats) => a !== undefined && a.ino === b.ino && a.mtimeNs === b.mtimeNs && a.size === b.size;
+
+/**
+ * The JSON records of one pool directory (`<id>.json`), held in memory so that a lookup or a listing
+ * does not read a thousand files. The directory stays the source of truth:
+ * - Every change a vpool process commits there (a rename or unlink of a record) is followed by one
+ *   byte appended to `<dir>/.changes` (O_APPEND: atomic, no lock between processes), so the file's
+ *   size counts the commits of every process on the pool. A size this index did not account for
+ *   means another process changed the directory: it is listed and re-read (only the records whose
+ *   file changed).
+ * - The directory's own mtime catches what bypasses `.changes`: a person's `rm`, or a process that
+ *   crashed between its commit and its append. (A change of that kind within the same clock tick as
+ *   this process's last commit would go unseen until the next change; the kernel's timestamps are
+ *   that coarse.)
+ * - The index starts empty and is filled from the directory at first use, so a restart rebuilds it.
+ *   `.changes` only grows, one byte a commit; it is never reset, so a count can never come round again.
+ * Checking both costs two stat calls, whatever the number of records.
+ */
+export class RecordIndex<T extends { id: string }> {
+  private readonly records = new Map<string, T>();
+  private readonly signatures = new Map<string, Signature>();
+  private sortedIds: string[] | null = null;
+  /** Goes up whenever the records change, so derived figures know when to be computed again. */
+  private changes = 0;
+  /** The commit count and directory mtime the records are exact for; null: read the directory again. */
+  private seen: { commits: number; dirMtimeNs: bigint } | null = null;
+  private readonly changesFile: string;
+  /** One reload at a time, and this process's commits folded in one by one. */
+  private readonly mutex = new Mutex();
+
+  constructor(
+    private readonly dir: string,
+    private readonly kind: IdKind,
+  ) {
+    this.changesFile = path.join(dir, '.changes');
+  }
+
+  /** The commits counted in `.changes` (its size). */
+  private commits(): number {
+    try {
+      return statSync(this.changesFile).size;
+    } catch (err) {
+      if (errno(err) === 'ENOENT') return 0;
+      throw err;
+    }
+  }
+
+  private dirMtimeNs(): bigint {
+    return statSync(this.dir, { bigint: true }).mtimeNs;
+  }
+
+  private exact(): boolean {
+    return this.seen !== null && this.seen.commits === this.commits() && this.seen.dirMtimeNs === this.dirMtimeNs();
+  }
+
+  /** The records as the directory holds them now. */
+  async all(): Promise<ReadonlyMap<string, T>> {
+    if (!this.exact()) await this.mutex.runExclusive(() => (this.exact() ? undefined : this.reload()));
+    return this.records;
+  }
+
+  async get(id: string): Promise<T | null> {
+    return (await this.all()).get(id) ?? null;
+  }
+
+  /** The records ordered by ID. */
+  async sorted(): Promise<T[]> {
+    const all = await this.all();
+    this.sortedIds ??= [...all.keys()].sort();
+    return this.sortedIds.map((id) => all.get(id)!);
+  }
+
+  /**
+   * Runs `commit` (the rename or unlink that makes the change), counts it in `.changes`, and folds
+   * it into the index without reading the directory, when the index was exact before and no other
+   * process committed meanwhile; otherwise the next read lists the directory again.
+   */
+  private async commit(commit: () => Promise<void>, apply: () => void): Promise<void> {
+    await this.mutex.runExclusive(async () => {
+      const wasExact = this.exact();
+      const before = this.commits();
+      await commit();
+      appendFileSync(this.changesFile, '.', { mode: 0o600 });
+      if (wasExact && this.commits() === before + 1) {
+        apply();
+        this.changes++;
+        this.sortedIds = null;
+        this.seen = { commits: before + 1, dirMtimeNs: this.dirMtimeNs() };
+      } else {
+        this.seen = null;
+      }
+    });
+  }
+
+  /**
+   * Commits a record written to `tmp` by renaming it into place, after `before` (moving in what the
+   * record describes), so that this process's own rename does not read as another process's change.
+   */
+  async put(record: T, tmp: string, before: () => Promise<void> = async () => undefined): Promise<void> {
+    const file = path.join(this.dir, `${record.id}.json`);
+    await this.commit(
+      async () => {
+        await before();
+        await rename(tmp, file);
+      },
+      () => {
+        this.records.set(record.id, record);
+        const st = statSync(file, { bigint: true });
+        this.signatures.set(record.id, { ino: st.ino, mtimeNs: st.mtimeNs, size: st.size });
+      },
+    );
+  }
+
+  /**
+   * Commits the removal of a record, then runs `afterwards` (removing what the record described)
+   * before the directory's mtime is taken, so that this process's own cleanup does not read as
+   * another process's change.
+   */
+  async remove(id: string, afterwards: () => Promise<void> = async () => undefined): Promise<void> {
+    await this.commit(
+      async () => {
+        await rm(path.join(this.dir, `${id}.json`), { force: true });
+        await afterwards();
+      },
+      () => {
+        this.records.delete(id);
+        this.signatures.delete(id);
+      },
+    );
+  }
+
+  private async reload(): Promise<void> {
+    // Read the markers before listing: a change made while listing shows up as a mismatch next time.
+    const commits = this.commits();
+    const dirMtimeNs = this.dirMtimeNs();
+    const ids = (await readdir(this.dir)).filter((f) => f.endsWith('.json') && isId(this.kind, f.slice(0, -5))).map((f) => f.slice(0, -5));
+    const present = new Set(ids);
+    for (const id of [...this.records.keys()]) {
+      if (!present.has(id)) {
+        this.records.delete(id);
+        this.signatures.delete(id);
+      }
+    }
+    const stale: string[] = [];
+    for (const id of ids) {
+      let st: BigIntStats;
+      try {
+        st = statSync(path.join(this.dir, `${id}.json`), { bigint: true });
+      } catch (err) {
+        if (errno(err) !== 'ENOENT') throw err;
+        this.records.delete(id);
+        continue;
+      }
+      if (!this.records.has(id) || !sameSignature(this.signatures.get(id), st)) {
+        this.signatures.set(id, { ino: st.ino, mtimeNs: st.mtimeNs, size: st.size });
+        stale.push(id);
+      }
+    }
+    const read = await Promise.all(stale.map((id) => readJson<T>(path.join(this.dir, `${id}.json`))));
+    stale.forEach((id, i) => {
+      const rec = read[i];
+      if (rec) this.records.set(id, rec);
+      else {
+        this.records.delete(id);
+        this.signatures.delete(id);
+      }
+    });
+    this.sortedIds = null;
+    this.changes++;
+    this.seen = { commits, dirMtimeNs };
+  }
+
+  /** A number that changes whenever the records do (read after all()). */
+  get version(): number {
+    return this.changes;
+  }
+
+  /** Whether the next read lists the directory again (for tests and diagnostics). */
+  get needsReload(): boolean {
+    return !this.exact();
+  }
+}
+
+export async function readJson<T>(file: string): Promise<T | null> {
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as T;
+  } catch (err) {
+    if (errno(err) === 'ENOENT') return null;
+    throw err;
+  }
+}

@@ -1,0 +1,130 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, open, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import { idFor } from '../../src/ids.js';
+import { PROJECT_ROOT } from '../../src/project.js';
+import { FilePool } from '../../src/pool/file/file-pool.js';
+import { RecordIndex } from '../../src/pool/file/record-index.js';
+import type { VolumeRecord } from '../../src/records.js';
+import { needsRoot } from '../helpers/driver.js';
+
+const execFileP = promisify(execFile);
+const MiB = 1024 * 1024;
+const tick = () => new Promise((r) => setTimeout(r, 15));
+
+/**
+ * Runs pool operations in another process, as a second vpool process on the same pool does (an
+ * upgrade's old and new pods, the orphan reaper): the real FilePool of dist/, its own memory.
+ */
+async function inOtherProcess(poolDir: string, body: string): Promise<void> {
+  const filePool = path.join(PROJECT_ROOT, 'dist/src/pool/file/file-pool.js');
+  const script = `import { FilePool } from ${JSON.stringify(filePool)};\nconst pool = await FilePool.open(${JSON.stringify(poolDir)}, 0, { sweep: false });\n${body}`;
+  await execFileP(process.execPath, ['--input-type=module', '-e', script]);
+}
+
+const spec = (name: string, bytes = 4 * MiB) => ({ id: idFor('vol', name), name, capacityBytes: bytes, parameters: {} });
+
+describe('file pool: records held in memory, the directory the source of truth', needsRoot(), () => {
+  let dir: string;
+  let pool: FilePool;
+  before(async () => {
+    dir = await mkdtemp('/var/tmp/vpool-index-');
+    pool = await FilePool.open(dir, 0, { sweep: true });
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it('sees at once what another process creates, expands and deletes', async () => {
+    const a = spec('from-other');
+    assert.equal(await pool.getVolume(a.id), null);
+    await inOtherProcess(dir, `await pool.createVolume(${JSON.stringify(a)});`);
+    assert.equal((await pool.getVolume(a.id))?.capacityBytes, 4 * MiB);
+    assert.deepEqual((await pool.listVolumes()).map((v) => v.id), [a.id]);
+    await inOtherProcess(dir, `await pool.expandVolume(${JSON.stringify(a.id)}, ${8 * MiB});`);
+    assert.equal((await pool.getVolume(a.id))?.capacityBytes, 8 * MiB, 'a record rewritten by another process is read again');
+    await inOtherProcess(dir, `await pool.deleteVolume(${JSON.stringify(a.id)});`);
+    assert.equal(await pool.getVolume(a.id), null);
+    assert.deepEqual(await pool.listVolumes(), []);
+  });
+
+  it('sees what bypasses the change count: a person\'s rm, a record a crashed process renamed into place', async () => {
+    const own = spec('own');
+    await pool.createVolume(own);
+    assert.ok(await pool.getVolume(own.id));
+    await tick(); // past the kernel's timestamp granularity, as any later change by hand is
+    await rm(path.join(dir, 'volumes', `${own.id}.json`));
+    assert.equal(await pool.getVolume(own.id), null, 'a record removed by hand is gone');
+    await tick();
+    const crashed: VolumeRecord = { ...spec('crashed'), createdAt: Date.now() };
+    await writeFile(path.join(dir, '.tmp', 'x.json'), JSON.stringify(crashed));
+    await rename(path.join(dir, '.tmp', 'x.json'), path.join(dir, 'volumes', `${crashed.id}.json`));
+    assert.equal((await pool.getVolume(crashed.id))?.name, 'crashed', 'a record committed without its count is found');
+    await rm(path.join(dir, 'volumes', `${own.id}.img`), { force: true });
+    await pool.deleteVolume(crashed.id);
+  });
+
+  it('is rebuilt from the directory by a new process (a restart)', async () => {
+    for (const n of ['r1', 'r2', 'r3']) await pool.createVolume(spec(n));
+    const reopened = await FilePool.open(dir, 0, { sweep: false });
+    assert.deepEqual((await reopened.listVolumes()).map((v) => v.name).sort(), ['r1', 'r2', 'r3']);
+    for (const n of ['r1', 'r2', 'r3']) await pool.deleteVolume(idFor('vol', n));
+  });
+
+  it('never reports more space than there is while volumes are written between measurements', async () => {
+    const v = spec('filled', 64 * MiB);
+    await pool.createVolume(v);
+    const measured = (await pool.capacity({ measure: true })).availableBytes;
+    const fh = await open(path.join(dir, 'volumes', `${v.id}.img`), 'r+');
+    await fh.write(Buffer.alloc(32 * MiB, 1), 0, 32 * MiB, 0);
+    await fh.sync();
+    await fh.close();
+    const estimated = (await pool.capacity()).availableBytes;
+    const remeasured = (await pool.capacity({ measure: true })).availableBytes;
+    assert.ok(estimated <= remeasured, `the estimate (${estimated}) is never above the measurement (${remeasured})`);
+    // Filling a volume takes none of the space left for new volumes: it was promised already.
+    assert.ok(Math.abs(remeasured - measured) < 4 * MiB, `measured ${measured} before, ${remeasured} after`);
+    await pool.deleteVolume(v.id);
+  });
+});
+
+describe('RecordIndex', needsRoot(), () => {
+  let dir: string;
+  let tmpDir: string;
+  before(async () => {
+    dir = await mkdtemp('/var/tmp/vpool-index-unit-');
+    tmpDir = await mkdtemp('/var/tmp/vpool-index-unit-tmp-');
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+    await rm(tmpDir, { recursive: true, force: true });
+  });
+
+  // Records are written beside the directory and renamed into it, as the file pool does (its .tmp).
+  async function staged(rec: { id: string }): Promise<string> {
+    const tmp = path.join(tmpDir, `tmp-${rec.id}`);
+    await writeFile(tmp, JSON.stringify(rec));
+    return tmp;
+  }
+
+  it('folds this process\'s commits in without listing the directory, and another index\'s commits make it list again', async () => {
+    const mine = new RecordIndex<{ id: string; n: number }>(dir, 'vol');
+    const other = new RecordIndex<{ id: string; n: number }>(dir, 'vol');
+    assert.deepEqual([...(await mine.all()).keys()], []);
+    // Eight commits at once, as eight CreateVolume calls make them.
+    const recs = Array.from({ length: 8 }, (_, i) => ({ id: idFor('vol', `p${i}`), n: i }));
+    await Promise.all(recs.map(async (r) => mine.put(r, await staged(r))));
+    assert.equal(mine.needsReload, false, 'its own commits keep it exact');
+    assert.equal((await mine.all()).size, 8);
+    assert.equal((await readdir(dir)).filter((f) => f.endsWith('.json')).length, 8);
+
+    const extra = { id: idFor('vol', 'extra'), n: 99 };
+    await other.put(extra, await staged(extra));
+    assert.equal(mine.needsReload, true, 'a commit counted by another index is noticed');
+    assert.equal((await mine.get(extra.id))?.n, 99);
+    await other.remove(recs[0].id);
+    assert.equal(await mine.get(recs[0].id), null);
+    assert.deepEqual((await mine.sorted()).map((r) => r.id), [...recs.slice(1).map((r) => r.id), extra.id].sort());
+  });
+});
