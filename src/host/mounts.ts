@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { run } from '../exec.js';
+import { syscalls } from './syscalls.js';
 
 /** One line of /proc/self/mountinfo: the kernel's own, always-current record of what is mounted where. */
 export interface MountEntry {
@@ -54,11 +55,15 @@ export async function mountFilesystem(device: string, target: string, fsType: st
   await run('mount', [...args, '--', device, target]);
 }
 
-/** A bind mount; util-linux applies "ro" with a second remount in the same process. */
+/** A bind mount, made read-only by a second remount as util-linux makes it: mount(2) here, or mount(8). */
 export async function bindMount(source: string, target: string, readOnly: boolean): Promise<void> {
+  const sys = await syscalls();
+  if (sys) return sys.bindMount(source, target, readOnly);
   await run('mount', ['--bind', ...(readOnly ? ['-o', 'ro'] : []), '--', source, target]);
 }
 
+/** umount2(2) here; when the kernel refuses, umount(8), which says why. */
 export async function unmount(target: string): Promise<void> {
+  if (await (await syscalls())?.unmount(target)) return;
   await run('umount', ['--', target]);
 }

@@ -25,11 +25,56 @@ async function sumAt(dev: string, offset: number, length: number): Promise<strin
   return createHash('sha256').update(buf).digest('hex');
 }
 
+/** The commands the driver logged (debug level) since `from`. */
+function commandsSince(d: Driver, from: number): string[] {
+  return d.logs.slice(from).flatMap((l) => {
+    try {
+      const e = JSON.parse(l) as { message?: string; command?: string };
+      return e.message === 'command' || e.message === 'command failed' ? [e.command ?? ''] : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
 describe('raw block lifecycle', needsRoot(), () => {
   let d: Driver;
-  useDriver((x) => (d = x));
+  useDriver((x) => (d = x), { args: ['--log-level', 'debug'] });
 
   it('publishes the device node as a file, keeps data across restage, snapshots, restores, clones and grows', async () => {
+    await blockLifecycle(d);
+  });
+
+  it('attaches, binds, unbinds and detaches with system calls made in the driver: no losetup, mount or umount process', async () => {
+    const cap = blockCap();
+    const vol = await createVolume(d, 'no-subprocess', 16 * MiB, cap);
+    const p = await paths(d, 'no-subprocess');
+    const from = d.logs.length;
+    await stageAndPublish(d, vol.volume_id, p, cap);
+    const ro = path.join(d.mntDir, 'pods', 'no-subprocess', 'ro');
+    await d.client.nodePublishVolume({ volume_id: vol.volume_id, staging_target_path: p.staging, target_path: ro, volume_capability: cap, readonly: true });
+    await d.client.nodeUnpublishVolume({ volume_id: vol.volume_id, target_path: ro });
+    await unpublishAndUnstage(d, vol.volume_id, p);
+    assert.deepEqual(commandsSince(d, from), []);
+    await d.client.deleteVolume({ volume_id: vol.volume_id });
+  });
+});
+
+// Where koffi cannot load, the same path runs the commands (VPOOL_NO_SYSCALLS=1 makes it so).
+describe('raw block lifecycle through losetup, mount and umount', needsRoot(), () => {
+  let d: Driver;
+  useDriver((x) => (d = x), { args: ['--log-level', 'debug'], env: { VPOOL_NO_SYSCALLS: '1' } });
+
+  it('publishes the device node as a file, keeps data across restage, snapshots, restores, clones and grows', async () => {
+    const from = d.logs.length;
+    await blockLifecycle(d);
+    const used = new Set(commandsSince(d, from));
+    for (const c of ['losetup', 'mount', 'umount']) assert.ok(used.has(c), `${c} ran`);
+  });
+});
+
+async function blockLifecycle(d: Driver): Promise<void> {
+  {
     const cap = blockCap();
     const vol = await createVolume(d, 'vm-disk', 32 * MiB, cap);
     const p = await paths(d, 'vm-disk');
@@ -76,8 +121,8 @@ describe('raw block lifecycle', needsRoot(), () => {
     await unpublishAndUnstage(d, vol.volume_id, p);
     for (const id of [vol.volume_id, restored.volume_id, clone.volume_id]) await d.client.deleteVolume({ volume_id: id });
     await d.client.deleteSnapshot({ snapshot_id: snap.snapshot_id });
-  });
-});
+  }
+}
 
 /** The /dev node a published block file stands for (same device number). */
 async function realDevice(target: string): Promise<string> {

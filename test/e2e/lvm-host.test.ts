@@ -2,6 +2,9 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
+import { idFor } from '../../src/ids.js';
+import { LvmCli } from '../../src/pool/lvm/lvm-cli.js';
+import { LvmPool } from '../../src/pool/lvm/lvm-pool.js';
 import type { PoolStatus } from '../../src/pool/lvm/pool-admin.js';
 import { blockCap, mountCap } from '../helpers/csi.js';
 import { codeOf, finish, MiB, needsRoot, startDriver, BIN } from '../helpers/driver.js';
@@ -169,6 +172,34 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
     const ok = await poolCmd('init', '--vg', wiped, '--wipe', d);
     assert.equal(ok.code, 0, ok.stderr);
     await poolCmd('destroy', '--vg', wiped);
+  });
+
+  it('scans only the VG\'s devices, and scans all again when another process adds one', async () => {
+    const scoped = uniqueVg('vps');
+    const [, , , spare] = disks.devices;
+    const extra = await loopDisks(1, 256 * MiB);
+    try {
+      assert.equal((await poolCmd('init', '--vg', scoped, spare)).code, 0);
+      const lvm = new LvmCli({ activation: false, vg: scoped });
+      const pool = await LvmPool.open(lvm, { vg: scoped, reserveBytes: 0, overprovisionRatio: 1 });
+      assert.deepEqual(lvm.scanned, [spare], 'after the first read, commands scan the one PV');
+      const spec = (name: string, bytes: number) => ({ id: idFor('vol', name), name, capacityBytes: bytes, parameters: {} });
+      await pool.createVolume(spec('scoped-a', 64 * MiB));
+      // Another process (the CLI here; the VolumePool agent in a cluster) grows the VG onto a new device.
+      assert.equal((await poolCmd('extend', '--vg', scoped, extra.devices[0])).code, 0);
+      // Bigger than the first PV: only the new one can hold it, which a scan of the old list cannot see.
+      const big = await pool.createVolume(spec('scoped-big', 480 * MiB));
+      assert.equal(big.capacityBytes, 480 * MiB);
+      assert.deepEqual(lvm.scanned, null, 'the stale list was dropped when lvm found a PV missing');
+      assert.equal((await pool.listVolumes()).length, 2);
+      await lvm.state(scoped);
+      assert.deepEqual(lvm.scanned, [spare, extra.devices[0]].sort(), 'the next full read learns both PVs');
+      assert.equal((await pool.getVolume(big.id))?.capacityBytes, 480 * MiB);
+    } finally {
+      await poolCmd('destroy', '--vg', scoped, '--force');
+      await forgetVg(scoped, [spare, extra.devices[0]]);
+      await extra.release();
+    }
   });
 
   it('destroy refuses while volumes exist, unless --force, and releases the devices', async () => {

@@ -127,7 +127,8 @@ export async function leftovers(d: Driver): Promise<string[]> {
   for (const l of await listLoopDevices()) if (l.backingFile.startsWith(d.dir + '/')) found.push(`loop ${l.device} -> ${l.backingFile}`);
   for (const m of await readMounts()) if (m.mountPoint.startsWith(d.dir + '/')) found.push(`mount ${m.mountPoint}`);
   for (const sub of ['volumes', 'snapshots', '.tmp']) {
-    for (const f of await readdir(path.join(d.poolDir, sub)).catch(() => [])) found.push(`pool file ${sub}/${f}`);
+    // .changes counts commits (src/pool/file/record-index.ts): bookkeeping of the pool, not a volume's file.
+    for (const f of await readdir(path.join(d.poolDir, sub)).catch(() => [])) if (f !== '.changes') found.push(`pool file ${sub}/${f}`);
   }
   return found;
 }

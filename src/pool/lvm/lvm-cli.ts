@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { run } from '../../exec.js';
-import { lvmFailure } from './lvm-errors.js';
+import { lvmFailure, scanMayHaveMissed } from './lvm-errors.js';
 
 
 export interface LvmCliOptions {
@@ -10,6 +10,12 @@ export interface LvmCliOptions {
    */
   activation: boolean;
   timeoutMs?: number;
+  /**
+   * The VG every command of this CLI is about. lvm then scans only that VG's PVs once it has seen
+   * them (`--devices`), instead of every block device of the host: on a node with many disks (or a
+   * thousand loop devices) the scan is most of what a command costs.
+   */
+  vg?: string;
 }
 
 /**
@@ -50,7 +56,31 @@ export interface LvmState {
  * warnings, and activation disabled when the kernel cannot do it.
  */
 export class LvmCli {
+  /** The PVs of opts.vg as last seen, which commands scan instead of every device; null: scan all. */
+  private scope: string[] | null = null;
+
   constructor(private readonly opts: LvmCliOptions) {}
+
+  /** The devices a command may scan, as lvm arguments. */
+  private scanArgs(): string[] {
+    return this.scope ? ['--devices', this.scope.join(',')] : [];
+  }
+
+  /**
+   * Learns the VG's PVs from a report of it. A PV lvm could not find, or fewer PVs than the VG has,
+   * means the list is stale (a PV added by another process, device names changed at boot): scan all.
+   */
+  private learnScope(vg: VgRow | null, pvs: readonly PvRow[]): void {
+    if (!this.opts.vg || vg?.vg_name !== this.opts.vg) return;
+    const mine = pvs.filter((p) => p.vg_name === this.opts.vg);
+    const complete = mine.length === Number(vg.pv_count) && mine.every((p) => p.pv_name.startsWith('/dev/') && !(p.pv_attr ?? '').includes('m'));
+    this.scope = complete ? mine.map((p) => p.pv_name).sort() : null;
+  }
+
+  /** Whether commands scan the VG's PVs only (for tests and diagnostics). */
+  get scanned(): readonly string[] | null {
+    return this.scope;
+  }
 
   get activation(): boolean {
     return this.opts.activation;
@@ -62,9 +92,24 @@ export class LvmCli {
     return parts.length ? ['--config', parts.join(' ')] : [];
   }
 
-  async exec(command: string, args: readonly string[], opts: { timeoutMs?: number; config?: string } = {}): Promise<string> {
-    const { stdout } = await run(command, [...this.config(opts.config), ...args], { timeoutMs: opts.timeoutMs ?? this.opts.timeoutMs ?? 120_000 });
-    return stdout;
+  /**
+   * Runs an lvm tool (`lvcreate`, ..., or `lvm` with its subcommand first). `scanAll` for a command
+   * that must see every device (a report of all PVs).
+   */
+  async exec(command: string, args: readonly string[], opts: { timeoutMs?: number; config?: string; scanAll?: boolean } = {}): Promise<string> {
+    // `lvm SUBCOMMAND` takes its options after the subcommand.
+    const [head, rest] = command === 'lvm' ? [[args[0]], args.slice(1)] : [[], args];
+    const attempt = async (scan: string[]) => (await run(command, [...head, ...this.config(opts.config), ...scan, ...rest], { timeoutMs: opts.timeoutMs ?? this.opts.timeoutMs ?? 120_000 })).stdout;
+    const scan = opts.scanAll ? [] : this.scanArgs();
+    if (!scan.length) return attempt([]);
+    try {
+      return await attempt(scan);
+    } catch (err) {
+      // Perhaps the VG has a PV this list lacks: lvm then refuses to change it. Once more, scanning every device.
+      if (!scanMayHaveMissed(err)) throw err;
+      this.scope = null;
+      return attempt([]);
+    }
   }
 
   private async report<K extends keyof typeof REPORT_FIELDS>(command: 'lvs' | 'vgs' | 'pvs', kind: K, args: readonly string[]): Promise<ReportRow<K>[]> {
@@ -96,8 +141,7 @@ export class LvmCli {
       // The segment reports cannot be left out; one cheap column each.
       const segments = ['--configreport', 'pvseg', '-o', 'pvseg_start', '--configreport', 'seg', '-o', 'seg_start'];
       const scope = opts.allPvs ? [] : [vg];
-      const { stdout } = await run('lvm', ['fullreport', ...this.config(), '--reportformat', 'json', '--units', 'b', '--nosuffix', ...columns, ...segments, ...scope], { timeoutMs: this.opts.timeoutMs ?? 120_000 });
-      out = stdout;
+      out = await this.exec('lvm', ['fullreport', '--reportformat', 'json', '--units', 'b', '--nosuffix', ...columns, ...segments, ...scope], { scanAll: opts.allPvs });
     } catch (err) {
       if (lvmFailure(err) === 'not-found') return { vg: null, pvs: [], lvs: [] };
       throw err;
@@ -107,7 +151,9 @@ export class LvmCli {
     const ours = blocks.filter((b) => b.vg?.[0]?.vg_name === vg);
     const seen = new Set<string>();
     const lvs = ours.flatMap((b) => b.lv ?? []).filter((r) => !seen.has(r.lv_name) && seen.add(r.lv_name)).map((r) => ({ ...r, segtype: segtypeOf(r.lv_layout ?? '') }));
-    return { vg: ours[0]?.vg?.[0] ?? null, pvs: blocks.flatMap((b) => b.pv ?? []), lvs };
+    const state = { vg: ours[0]?.vg?.[0] ?? null, pvs: blocks.flatMap((b) => b.pv ?? []), lvs };
+    this.learnScope(state.vg, state.pvs);
+    return state;
   }
 
   /**

@@ -22,3 +22,11 @@ export function lvmFailure(err: unknown): LvmFailure {
 export function lvmReason(err: CommandError): string {
   return err.stderr.trim().split('\n').pop() ?? err.message;
 }
+
+// What lvm says when a device it needs was not scanned: a missing PV, or no VG at all.
+const SCAN_MISSED = /missing|Couldn't find device|not found|Cannot process volume group|No device found/i;
+
+/** Whether a command that scanned only some devices may have failed for that reason (and should scan all). */
+export function scanMayHaveMissed(err: unknown): boolean {
+  return err instanceof CommandError && !err.cancelled && !err.timedOut && SCAN_MISSED.test(err.stderr);
+}

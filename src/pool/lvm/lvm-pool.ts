@@ -46,7 +46,8 @@ export class LvmPool implements PoolBackend {
   ) {}
 
   static async open(lvm: LvmCli, opts: LvmPoolOptions): Promise<LvmPool> {
-    const vg = await lvm.vg(opts.vg);
+    // One full read at start, which also tells the CLI which devices hold the VG (later commands scan only those).
+    const { vg } = await lvm.state(opts.vg);
     if (!vg) throw new Error(`volume group ${opts.vg} does not exist; create it with \`vpool-csi pool init --vg ${opts.vg} DEVICE...\``);
     const tags = tagsOf(vg.vg_tags);
     if (!tags.includes(POOL_TAG)) throw new Error(`volume group ${opts.vg} is not a vpool pool (no ${POOL_TAG} tag); the driver does not touch it`);
