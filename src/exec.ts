@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { callSignal } from './call-context.js';
 import { log } from './log.js';
 
@@ -85,4 +85,63 @@ export async function run(command: string, args: readonly string[], opts: RunOpt
   }
   log.debug('command', { command, args, exitCode, ms: Math.round(seconds * 1000) });
   return { stdout, stderr, exitCode: exitCode ?? 0 };
+}
+
+/** A long-running command whose output is read line by line as it comes (an event stream). */
+export interface Watch {
+  /** Resolves with the next line printed, or null once the command has ended. */
+  next(): Promise<string | null>;
+  /** Stops the command (SIGTERM) and waits for it. */
+  stop(): Promise<void>;
+}
+
+/**
+ * run() for a command that streams: the same argument array, environment and time bound (after
+ * which it is killed), stderr logged when it ends other than by stop().
+ */
+export function watch(command: string, args: readonly string[], opts: { timeoutMs: number }): Watch {
+  const child = spawn(command, args, { env: COMMAND_ENV, shell: false, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  const waiting: Array<(line: string | null) => void> = [];
+  let ended = false;
+  let stopped = false;
+  let buf = '';
+  let stderr = '';
+  const push = (line: string | null) => {
+    const w = waiting.shift();
+    if (w) w(line);
+    else if (line !== null) lines.push(line);
+  };
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    buf += chunk;
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      push(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+    }
+  });
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr = (stderr + chunk).slice(-2000)));
+  const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs);
+  const exited = new Promise<void>((resolve) => {
+    const done = (code: number | null) => {
+      clearTimeout(timer);
+      ended = true;
+      if (!stopped && code !== 0) log.warn('watched command ended', { command, args, exitCode: code, stderr });
+      while (waiting.length) push(null);
+      resolve();
+    };
+    child.on('close', done);
+    child.on('error', (err) => {
+      stderr += String(err);
+      done(null);
+    });
+  });
+  return {
+    next: () => (lines.length ? Promise.resolve(lines.shift()!) : ended ? Promise.resolve(null) : new Promise((resolve) => waiting.push(resolve))),
+    async stop() {
+      stopped = true;
+      if (!ended) child.kill('SIGTERM');
+      await exited;
+    },
+  };
 }

@@ -2,10 +2,11 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { idFor } from '../../src/ids.js';
+import { Virsh } from '../../src/pool/libvirt/virsh.js';
 import { blockCap, mountCap } from '../helpers/csi.js';
 import { readAt, writeAt } from '../helpers/data.js';
 import { codeOf, finish, MiB, needsRoot, pattern, startDriver, type Driver } from '../helpers/driver.js';
-import { dirPool, guestDisk, startLibvirt, testDomain, virsh, type TestDomain, type TestPool } from '../helpers/libvirt.js';
+import { dirPool, guestDisk, startLibvirt, testDomain, URI, virsh, type TestDomain, type TestPool } from '../helpers/libvirt.js';
 
 // Hypervisor mode for real: a TCG domain under a real libvirtd, volumes hot-plugged into it by
 // ControllerPublishVolume and seen by the guest's kernel, which reports its disks on its console.
@@ -133,6 +134,26 @@ describe('libvirt hypervisor mode: hot-plug into a running TCG domain', needsRoo
     for (const v of [ro, third]) await unpublish(v.volume_id, node.uuid);
     await node.waitDisks((l) => !l.includes('vp-'));
     for (const v of [shared, ro, third, fourth]) await d.client.deleteVolume({ volume_id: v.volume_id });
+  });
+
+  // The wait for a guest slower than libvirt's own (domains.ts) stands on this stream.
+  it('libvirt\'s device-removed event reaches a watch of the domain, through the command runner', async () => {
+    const v = await create('pvc-event', 8 * MiB);
+    await publish(v.volume_id, node.uuid);
+    const removed = new Virsh(URI).events(node.uuid, 'device-removed', 30_000);
+    try {
+      await new Promise((r) => setTimeout(r, 500)); // the watch connects
+      // `Type Device Target Source` rows: the volume's target, detached behind the driver's back.
+      const row = (await blklist(node.name)).split('\n').find((l) => l.includes(v.volume_id));
+      assert.ok(row, 'the volume is attached');
+      await virsh('detach-disk', node.name, row.trim().split(/\s+/)[2], '--live', '--config');
+      const line = await Promise.race([removed.next(), new Promise<string>((r) => setTimeout(() => r('no event within 20 s'), 20_000))]);
+      assert.match(line ?? 'the watch ended', /device-removed/);
+    } finally {
+      await removed.stop();
+    }
+    await unpublish(v.volume_id, node.uuid);
+    await d.client.deleteVolume({ volume_id: v.volume_id });
   });
 
   it('a node that does not exist is NOT_FOUND; unpublishing from it is done', async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { runForCall } from '../../src/call-context.js';
-import { CommandError, onCommand, run } from '../../src/exec.js';
+import { CommandError, onCommand, run, watch } from '../../src/exec.js';
 import { KeyedLocks } from '../../src/locks.js';
 
 describe('command runner', () => {
@@ -61,5 +61,26 @@ describe('command runner', () => {
     });
     assert.equal((await run('sh', ['-c', 'echo $LC_ALL'])).stdout.trim(), 'C');
     assert.deepEqual(seen, [['sh', true]]);
+  });
+});
+
+describe('watched commands', () => {
+  it('yields each line as it is printed, then null once the command ends', async () => {
+    const w = watch('sh', ['-c', 'echo one; sleep 0.2; echo two'], { timeoutMs: 5000 });
+    assert.equal(await w.next(), 'one');
+    assert.equal(await w.next(), 'two');
+    assert.equal(await w.next(), null);
+    await w.stop();
+  });
+
+  it('is killed at its time bound, and stop() ends one that would run on', async () => {
+    const t = performance.now();
+    const bounded = watch('sleep', ['30'], { timeoutMs: 300 });
+    assert.equal(await bounded.next(), null);
+    assert.ok(performance.now() - t < 5000);
+    const stopped = watch('sleep', ['30'], { timeoutMs: 60_000 });
+    const pending = stopped.next();
+    await stopped.stop();
+    assert.equal(await pending, null);
   });
 });

@@ -1,3 +1,4 @@
+import { log } from '../../log.js';
 import { attr, child, children, parseXml, text, xmlEscape, type Virsh } from './virsh.js';
 import { exhausted } from '../../errors.js';
 import { withXmlFile } from './xml-file.js';
@@ -140,20 +141,44 @@ export class Domains {
   /**
    * Detaches a disk from the definition and, when running, asks the guest to release it, then waits
    * (bounded) until the live definition no longer has it: a guest that has not let go still uses it.
+   * libvirt itself waits a few seconds for the guest inside detach-disk, which is enough for most;
+   * for a slower guest the wait goes on on libvirt's device-removed event (watched only then, so the
+   * common case pays no second virsh), with the live definition read again once a second in case
+   * the event came before the watch was connected.
    */
   async detach(dom: DomainInfo, target: string, waitMs: number): Promise<boolean> {
     const inactive = dom.running ? await this.virsh.maybe(['dumpxml', '--domain', dom.uuid, '--inactive']) : null;
     const inConfig = !dom.running || (inactive !== null && parseDomain(inactive).disks.some((d) => d.target === target));
     const liveHas = dom.running && dom.disks.some((d) => d.target === target);
     const flags = [...(liveHas ? ['--live'] : []), ...(inConfig ? ['--config'] : [])];
+    const started = Date.now();
     if (flags.length) await this.virsh.run(['detach-disk', '--domain', dom.uuid, '--target', target, ...flags]);
     if (!liveHas) return true;
-    const deadline = Date.now() + waitMs;
-    for (;;) {
+    const released = async () => {
       const now = await this.get(dom.uuid);
-      if (!now || !now.running || !now.disks.some((d) => d.target === target)) return true;
-      if (Date.now() > deadline) return false;
-      await new Promise((r) => setTimeout(r, 200));
+      return !now || !now.running || !now.disks.some((d) => d.target === target);
+    };
+    if (await released()) return true;
+    const deadline = started + waitMs;
+    const removed = this.virsh.events(dom.uuid, 'device-removed', Math.max(1000, deadline - Date.now()));
+    try {
+      let event: Promise<string | null> = removed.next();
+      for (;;) {
+        const left = deadline - Date.now();
+        if (left <= 0) return false;
+        let timer: NodeJS.Timeout | undefined;
+        const woke = await Promise.race([event.then((line) => (line === null ? 'ended' : 'event')), new Promise<'poll'>((r) => (timer = setTimeout(() => r('poll'), Math.min(1000, left))))]);
+        clearTimeout(timer);
+        if (woke === 'event') event = removed.next();
+        // A watch that ended (virsh gone) leaves the once-a-second read.
+        if (woke === 'ended') event = new Promise(() => undefined);
+        if (await released()) {
+          log.info('a slow guest released the disk', { domain: dom.name, target, via: woke === 'event' ? 'event' : 'poll', ms: Date.now() - started });
+          return true;
+        }
+      }
+    } finally {
+      await removed.stop();
     }
   }
 

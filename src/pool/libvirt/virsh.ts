@@ -1,6 +1,6 @@
 import { XMLParser } from 'fast-xml-parser';
 import { DriverError } from '../../errors.js';
-import { CommandError, run } from '../../exec.js';
+import { CommandError, run, watch, type Watch } from '../../exec.js';
 
 /** What libvirt said when the object a call named does not exist: a not-found kind, so one that escapes is NOT_FOUND. */
 export class LibvirtMissingError extends DriverError {
@@ -79,6 +79,11 @@ export class Virsh {
       if (err instanceof CommandError && MISSING.test(err.stderr)) throw new LibvirtMissingError(err.stderr.trim().split('\n').pop() ?? err.message);
       throw err;
     }
+  }
+
+  /** Streams a domain's events of one type (`virsh event --loop`), one line each, for at most `timeoutMs`. */
+  events(domain: string, event: string, timeoutMs: number): Watch {
+    return watch('virsh', ['-q', '-c', this.uri, 'event', '--domain', domain, '--event', event, '--loop', '--timeout', String(Math.max(1, Math.ceil(timeoutMs / 1000)))], { timeoutMs: timeoutMs + 5_000 });
   }
 
   /** run(), but null when libvirt says the object does not exist. */
