@@ -101,8 +101,12 @@ export class LvmPool implements PoolBackend {
 
   async listVolumes(): Promise<VolumeRecord[]> {
     const rows = await this.lvm.lvs(this.opts.vg);
+    this.listed = { at: performance.now(), rows: new Map(rows.map((r) => [r.lv_name, r])) };
     return rows.filter((r) => isVolumeRow(r) && !isIncomplete(r)).map(volumeFromRow).sort((a, b) => a.id.localeCompare(b.id));
   }
+
+  /** The rows of the last listing, which a ListVolumes page's conditions reuse rather than asking lvm again. */
+  private listed?: { at: number; rows: ReadonlyMap<string, LvRow> };
 
   private lvPath(name: string): string {
     return `${this.opts.vg}/${name}`;
@@ -228,7 +232,9 @@ export class LvmPool implements PoolBackend {
 
   async volumeConditions(volumes: readonly VolumeRecord[]): Promise<Condition[]> {
     if (!volumes.length) return [];
-    const rows = new Map((await this.lvm.lvs(this.opts.vg)).map((r) => [r.lv_name, r]));
+    // Health read under a second ago (the listing this page came from) is as good as a new report.
+    const recent = this.listed && performance.now() - this.listed.at < 1000 && volumes.every((v) => this.listed!.rows.has(v.id)) ? this.listed.rows : undefined;
+    const rows = recent ?? new Map((await this.lvm.lvs(this.opts.vg)).map((r) => [r.lv_name, r]));
     return volumes.map((v) => this.conditionOf(v, rows));
   }
 
