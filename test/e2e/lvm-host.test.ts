@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
+import { onCommand } from '../../src/exec.js';
 import { idFor } from '../../src/ids.js';
 import { LvmCli } from '../../src/pool/lvm/lvm-cli.js';
 import { LvmPool } from '../../src/pool/lvm/lvm-pool.js';
@@ -199,6 +200,39 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
       await poolCmd('destroy', '--vg', scoped, '--force');
       await forgetVg(scoped, [spare, extra.devices[0]]);
       await extra.release();
+    }
+  });
+
+  it('answers lookups from memory while the metadata on the PVs is unchanged, and sees any other process\'s change at once', async () => {
+    const vgName = uniqueVg('vpm');
+    const [, , , spare] = disks.devices;
+    try {
+      assert.equal((await poolCmd('init', '--vg', vgName, spare)).code, 0);
+      const opts = { vg: vgName, reserveBytes: 0, overprovisionRatio: 1 };
+      const pool = await LvmPool.open(new LvmCli({ activation: false, vg: vgName }), opts);
+      const spec = (name: string) => ({ id: idFor('vol', name), name, capacityBytes: 8 * MiB, parameters: {} });
+      const a = await pool.createVolume(spec('mem-a'));
+      assert.equal((await pool.getVolume(a.id))?.name, 'mem-a', 'its own create is seen (the headers changed)');
+      let ran = 0;
+      let counting = true;
+      onCommand(() => void (counting && ran++));
+      assert.equal((await pool.getVolume(a.id))?.id, a.id);
+      assert.equal((await pool.listVolumes()).length, 1);
+      const free = (await pool.capacity({ type: 'thick' })).availableBytes;
+      assert.equal(ran, 0, 'lookup, listing and capacity ran no lvm command');
+      // Another pool object (its own memory, as another process has) creates a volume on the same VG...
+      const other = await LvmPool.open(new LvmCli({ activation: false, vg: vgName }), opts);
+      const b = await other.createVolume(spec('mem-b'));
+      assert.equal((await pool.getVolume(b.id))?.name, 'mem-b');
+      assert.equal((await pool.capacity({ type: 'thick' })).availableBytes, free - 8 * MiB);
+      // ...and another process removes one with lvm itself.
+      execFileSync('lvremove', ['--config', 'global{activation=0}', '-y', `${vgName}/${a.id}`], { stdio: 'ignore' });
+      assert.equal(await pool.getVolume(a.id), null);
+      assert.deepEqual((await pool.listVolumes()).map((v) => v.id), [b.id]);
+      counting = false;
+    } finally {
+      await poolCmd('destroy', '--vg', vgName, '--force');
+      await forgetVg(vgName, [spare]);
     }
   });
 

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { run } from '../../exec.js';
 import { lvmFailure, scanMayHaveMissed } from './lvm-errors.js';
 
@@ -75,6 +75,23 @@ export class LvmCli {
     const mine = pvs.filter((p) => p.vg_name === this.opts.vg);
     const complete = mine.length === Number(vg.pv_count) && mine.every((p) => p.pv_name.startsWith('/dev/') && !(p.pv_attr ?? '').includes('m'));
     this.scope = complete ? mine.map((p) => p.pv_name).sort() : null;
+  }
+
+  /**
+   * The VG's metadata as it stands on its PVs now, read from the disks without running lvm: each
+   * PV's metadata area header, which says where the current metadata text lies, its size and its
+   * checksum, and so changes with every commit any process makes. Null when it cannot be read (the
+   * PVs not known yet, one unreadable or unlabelled): then nothing may be taken from memory.
+   */
+  metadataFingerprint(): string | null {
+    if (!this.scope) return null;
+    const parts: string[] = [];
+    for (const pv of this.scope) {
+      const headers = readMetadataHeaders(pv);
+      if (!headers) return null;
+      parts.push(`${pv}:${headers}`);
+    }
+    return parts.join('|');
   }
 
   /** Whether commands scan the VG's PVs only (for tests and diagnostics). */
@@ -195,4 +212,49 @@ function segtypeOf(layout: string): string {
   const parts = layout.split(',');
   if (parts.includes('thin')) return parts.includes('pool') ? 'thin-pool' : 'thin';
   return parts[0] ?? '';
+}
+
+const SECTOR = 512;
+const MDA_MAGIC = ' LVM2 x[5A%r0N*>';
+
+/**
+ * The metadata area headers of a PV, as hex: the label (one of the first four sectors, "LABELONE",
+ * type "LVM2 001") points at the PV header, whose second list of disk areas is the metadata areas;
+ * each starts with a 512-byte header (magic " LVM2 x[5A%r0N*>", then the raw locations of the
+ * current metadata). Null when any of that is not there. lvm's own on-disk format (format_text).
+ */
+function readMetadataHeaders(pv: string): string | null {
+  let fd: number;
+  try {
+    fd = openSync(pv, 'r');
+  } catch {
+    return null;
+  }
+  try {
+    const head = Buffer.alloc(4 * SECTOR);
+    if (readSync(fd, head, 0, head.length, 0) !== head.length) return null;
+    let label = -1;
+    for (let s = 0; s < 4; s++) if (head.toString('latin1', s * SECTOR, s * SECTOR + 8) === 'LABELONE' && head.toString('latin1', s * SECTOR + 24, s * SECTOR + 32) === 'LVM2 001') label = s * SECTOR;
+    if (label < 0) return null;
+    // label_header: id[8], sector u64, crc u32, offset u32 (of the pv_header), type[8]; pv_header: uuid[32], device size u64, then the lists.
+    let p = label + head.readUInt32LE(label + 20) + 32 + 8;
+    const next = () => {
+      if (p + 16 > head.length) return null;
+      const area = { offset: head.readBigUInt64LE(p), size: head.readBigUInt64LE(p + 8) };
+      p += 16;
+      return area;
+    };
+    for (let a = next(); a && (a.offset || a.size); a = next());
+    const headers: string[] = [];
+    for (let a = next(); a && (a.offset || a.size); a = next()) {
+      const mda = Buffer.alloc(SECTOR);
+      if (readSync(fd, mda, 0, SECTOR, Number(a.offset)) !== SECTOR || mda.toString('latin1', 4, 20) !== MDA_MAGIC) return null;
+      headers.push(mda.toString('hex'));
+    }
+    return headers.length ? headers.join(',') : null;
+  } catch {
+    return null;
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -7,7 +7,7 @@ import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, P
 import { copyBlockDevice } from './copy.js';
 import { HEALTH, parseLvAttr } from './lv-attr.js';
 import { lvmFailure, lvmReason } from './lvm-errors.js';
-import { tagsOf, tagValue, type LvmCli, type LvRow, type VgRow } from './lvm-cli.js';
+import { tagsOf, tagValue, type LvmCli, type LvmState, type LvRow, type VgRow } from './lvm-cli.js';
 import { INCOMPLETE_TAG, isIncomplete, isSnapshotRow, isVolumeRow, POOL_TAG, snapshotFromRow, snapshotTags, THIN_POOL_TAG, volumeFromRow, volumeTags } from './tags.js';
 
 export interface LvmPoolOptions {
@@ -80,7 +80,7 @@ export class LvmPool implements PoolBackend {
   async capacity(parameters: Record<string, string> = {}, knownRows?: LvRow[], knownVg?: VgRow | null): Promise<PoolCapacity> {
     const { type, thinPool } = this.typeOf(parameters);
     const known = knownVg !== undefined && knownRows !== undefined;
-    const { vg, lvs: rows } = known ? { vg: knownVg, lvs: knownRows } : type === 'thin' ? await this.lvm.state(this.opts.vg) : { vg: await this.lvm.vg(this.opts.vg), lvs: [] };
+    const { vg, lvs: rows } = known ? { vg: knownVg, lvs: knownRows } : await this.metadata();
     if (!vg) throw unavailable(`volume group ${this.opts.vg} is gone`);
     if (type === 'thick') {
       const free = Number(vg.vg_free);
@@ -95,18 +95,35 @@ export class LvmPool implements PoolBackend {
   }
 
   async getVolume(id: string): Promise<VolumeRecord | null> {
-    const row = await this.lvm.lv(this.opts.vg, id);
+    const row = (await this.metadata()).lvs.find((r) => r.lv_name === id);
     return row && isVolumeRow(row) && !isIncomplete(row) ? volumeFromRow(row) : null;
   }
 
   async listVolumes(): Promise<VolumeRecord[]> {
-    const rows = await this.lvm.lvs(this.opts.vg);
-    this.listed = { at: performance.now(), rows: new Map(rows.map((r) => [r.lv_name, r])) };
+    const rows = (await this.metadata()).lvs;
     return rows.filter((r) => isVolumeRow(r) && !isIncomplete(r)).map(volumeFromRow).sort((a, b) => a.id.localeCompare(b.id));
   }
 
-  /** The rows of the last listing, which a ListVolumes page's conditions reuse rather than asking lvm again. */
-  private listed?: { at: number; rows: ReadonlyMap<string, LvRow> };
+  /**
+   * The VG and its LVs as the metadata on the PVs says now: from memory while the metadata area
+   * headers on the disks are what they were at the last read (lvm's own commits change them, any
+   * process's), else from one lvm fullreport. Only what the metadata holds may be taken from it
+   * (names, sizes, tags, origins); activation, open counts, health and thin pool fullness come from
+   * dm and are read fresh where they matter.
+   */
+  private async metadata(): Promise<LvmState> {
+    const before = this.lvm.metadataFingerprint();
+    if (before !== null && this.cachedMetadata?.fingerprint === before) return this.cachedMetadata.state;
+    const state = await this.lvm.state(this.opts.vg);
+    // Keyed by the headers read before the report: a commit in between makes the key stale, never the state.
+    this.cachedMetadata = before === null ? undefined : { fingerprint: before, state };
+    return state;
+  }
+
+  private cachedMetadata?: { fingerprint: string; state: LvmState };
+
+  /** The last report read for health (dm state), which the next pages of a listing reuse for a moment. */
+  private health?: { at: number; rows: ReadonlyMap<string, LvRow> };
 
   private lvPath(name: string): string {
     return `${this.opts.vg}/${name}`;
@@ -132,7 +149,7 @@ export class LvmPool implements PoolBackend {
   async createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord> {
     const { type, thinPool } = this.typeOf(spec.parameters);
     // Each lvm report costs a device scan: one fullreport for the LVs and the VG, reused below.
-    const { lvs: rows, vg: vgRow } = await this.lvm.state(this.opts.vg);
+    const { lvs: rows, vg: vgRow } = await this.metadata();
     const leftover = rows.find((r) => r.lv_name === spec.id);
     if (leftover && isIncomplete(leftover)) {
       // A clone or restore interrupted by a crash or a timeout: start it over from nothing.
@@ -233,8 +250,13 @@ export class LvmPool implements PoolBackend {
   async volumeConditions(volumes: readonly VolumeRecord[]): Promise<Condition[]> {
     if (!volumes.length) return [];
     // Health read under a second ago (the listing this page came from) is as good as a new report.
-    const recent = this.listed && performance.now() - this.listed.at < 1000 && volumes.every((v) => this.listed!.rows.has(v.id)) ? this.listed.rows : undefined;
-    const rows = recent ?? new Map((await this.lvm.lvs(this.opts.vg)).map((r) => [r.lv_name, r]));
+    // Health read under two seconds ago (for the previous page of the same listing) is as good as a new report.
+    const recent = this.health && performance.now() - this.health.at < 2000 && volumes.every((v) => this.health!.rows.has(v.id)) ? this.health.rows : undefined;
+    let rows = recent;
+    if (!rows) {
+      rows = new Map((await this.lvm.lvs(this.opts.vg)).map((r) => [r.lv_name, r]));
+      this.health = { at: performance.now(), rows };
+    }
     return volumes.map((v) => this.conditionOf(v, rows));
   }
 
@@ -270,12 +292,12 @@ export class LvmPool implements PoolBackend {
   }
 
   async getSnapshot(id: string): Promise<SnapshotRecord | null> {
-    const row = await this.lvm.lv(this.opts.vg, id);
+    const row = (await this.metadata()).lvs.find((r) => r.lv_name === id);
     return row && isSnapshotRow(row) ? snapshotFromRow(row) : null;
   }
 
   async listSnapshots(): Promise<SnapshotRecord[]> {
-    return (await this.lvm.lvs(this.opts.vg)).filter(isSnapshotRow).map(snapshotFromRow).sort((a, b) => a.id.localeCompare(b.id));
+    return (await this.metadata()).lvs.filter(isSnapshotRow).map(snapshotFromRow).sort((a, b) => a.id.localeCompare(b.id));
   }
 
   async createSnapshot(spec: CreateSnapshotSpec): Promise<SnapshotRecord> {
