@@ -3,12 +3,12 @@
 // kubernetes-csi host-path driver when VPOOL_BENCH_HOSTPATH names a hostpathplugin binary built by
 // hand (never part of this project). host-path attaches its loop device at publish and stages nothing,
 // so its stage is a bookkeeping call. Not a test: it asserts nothing and prints a table.
-import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { connectCsi, type CsiClient } from '../src/csi/client.js';
+import type { CsiClient } from '../src/csi/client.js';
 import { blockCap } from '../test/helpers/csi.js';
 import { startDriver } from '../test/helpers/driver.js';
+import { startHostPath } from './host-path.js';
 import { median, timed } from './measure.js';
 
 const VOLUMES = Number(process.env.BENCH_VOLUMES ?? 50);
@@ -55,26 +55,8 @@ async function vpool(): Promise<Subject> {
 }
 
 async function hostPath(bin: string): Promise<Subject> {
-  const dir = await mkdtemp('/var/tmp/vpool-bench-hostpath-');
-  await mkdir(path.join(dir, 'state'));
-  const socket = path.join(dir, 'csi.sock');
-  const proc = spawn(bin, ['--endpoint', `unix://${socket}`, '--nodeid', 'bench', '--statedir', path.join(dir, 'state'), '--v', '0'], { stdio: 'ignore' });
-  const client = connectCsi(`unix://${socket}`);
-  for (let i = 0; ; i++) {
-    try {
-      await client.probe({});
-      break;
-    } catch (err) {
-      if (i > 100) throw err;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  return { name: 'host-path', client, dir, parameters: {}, stop: async () => {
-    client.close();
-    proc.kill('SIGTERM');
-    await new Promise((r) => proc.once('exit', r));
-    await rm(dir, { recursive: true, force: true });
-  } };
+  const hp = await startHostPath(bin);
+  return { name: 'host-path', client: hp.client, dir: hp.dir, parameters: {}, stop: hp.stop };
 }
 
 async function main(): Promise<void> {

@@ -3,14 +3,13 @@
 // kubernetes-csi host-path driver when VPOOL_BENCH_HOSTPATH names a hostpathplugin binary built by
 // hand (never part of this project). Not a test: it asserts nothing and prints tables.
 // Run with `make bench` (root) or `node dist/bench/scale.js [file|lvm ...]`.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import path from 'node:path';
-import { connectCsi, type CsiClient } from '../src/csi/client.js';
+import { readFile, rm } from 'node:fs/promises';
+import type { CsiClient } from '../src/csi/client.js';
 import { blockCap } from '../test/helpers/csi.js';
 import { startDriver } from '../test/helpers/driver.js';
 import { forgetVg, loopDisks, poolCmd, uniqueVg } from '../test/helpers/lvm.js';
 import { deviceMapperAvailable } from '../src/pool/lvm/lvm-cli.js';
+import { startHostPath } from './host-path.js';
 import { median, timed } from './measure.js';
 
 const LEVELS = (process.env.BENCH_LEVELS ?? '0,100,1000').split(',').map(Number);
@@ -175,28 +174,10 @@ async function vpoolLvm(): Promise<Subject> {
   } };
 }
 
-/** host-path v1.15.0 as its own DaemonSet runs it, with simulated capacity so that GetCapacity counts its volumes. */
+/** host-path v1.15.0 with simulated capacity, so that GetCapacity counts its volumes. */
 async function hostPath(bin: string): Promise<Subject> {
-  const dir = await mkdtemp('/var/tmp/vpool-bench-hostpath-');
-  await mkdir(path.join(dir, 'state'));
-  const socket = path.join(dir, 'csi.sock');
-  const proc: ChildProcess = spawn(bin, ['--endpoint', `unix://${socket}`, '--nodeid', 'bench', '--statedir', path.join(dir, 'state'), '--capacity', 'fast=10Ti', '--v', '0'], { stdio: 'ignore' });
-  const client = connectCsi(`unix://${socket}`);
-  for (let i = 0; ; i++) {
-    try {
-      await client.probe({});
-      break;
-    } catch (err) {
-      if (i > 100) throw err;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  return { name: 'host-path', client, pid: proc.pid!, parameters: { kind: 'fast' }, volumeBytes: MiB, snapshots: true, stop: async () => {
-    client.close();
-    proc.kill('SIGTERM');
-    await new Promise((r) => proc.once('exit', r));
-    await rm(dir, { recursive: true, force: true });
-  } };
+  const hp = await startHostPath(bin, ['--capacity', 'fast=10Ti']);
+  return { name: 'host-path', client: hp.client, pid: hp.pid, parameters: { kind: 'fast' }, volumeBytes: MiB, snapshots: true, stop: hp.stop };
 }
 
 async function main(): Promise<void> {
