@@ -57,8 +57,7 @@ export async function mountFilesystem(device: string, target: string, fsType: st
 
 /** A bind mount, made read-only by a second remount as util-linux makes it: mount(2) here, or mount(8). */
 export async function bindMount(source: string, target: string, readOnly: boolean): Promise<void> {
-  const sys = await syscalls();
-  if (sys) return sys.bindMount(source, target, readOnly);
+  if ((await syscalls())?.bindMount(source, target, readOnly)) return;
   await run('mount', ['--bind', ...(readOnly ? ['-o', 'ro'] : []), '--', source, target]);
 }
 

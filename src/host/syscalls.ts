@@ -11,7 +11,8 @@ import { log } from '../log.js';
  *
  * Calls that may wait in the kernel (configuring or clearing a loop device, an unmount that waits
  * for RCU) run on koffi's worker threads, off the event loop. Those cannot read errno, so a failure
- * there is reported without a reason and the caller runs the command, which says why.
+ * there is reported without a reason; on any refusal the caller runs the command, which says why in
+ * its stderr (and so reaches the client as a failed command, never an unmapped error).
  */
 export interface Syscalls {
   /** Binds a free loop device to the open file `fd`; the device's number, or null when the kernel refused. */
@@ -22,8 +23,8 @@ export interface Syscalls {
   refreshLoop(device: string): Promise<boolean>;
   /** The backing file's device and inode and the read-only flag of a bound loop device; null when it is not bound. */
   loopStatus(device: string): { dev: bigint; ino: bigint; readOnly: boolean } | null;
-  /** mount(2) of a bind, made read-only with the remount util-linux also makes. Throws with errno. */
-  bindMount(source: string, target: string, readOnly: boolean): void;
+  /** mount(2) of a bind, made read-only with the remount util-linux also makes; false (and nothing left mounted) when the kernel refused. */
+  bindMount(source: string, target: string, readOnly: boolean): boolean;
   /** umount2(2) without flags; false when the kernel refused (busy, not mounted). */
   unmount(target: string): Promise<boolean>;
 }
@@ -120,12 +121,16 @@ async function load(): Promise<Syscalls> {
       }
     },
     bindMount(source, target, readOnly) {
-      if ((mount(source, target, null, MS_BIND, null) as number) !== 0) throw new Error(`mount --bind ${source} ${target}: ${errnoName(koffi.errno())}`);
-      if (readOnly && (mount(null, target, null, MS_BIND | MS_REMOUNT | MS_RDONLY, null) as number) !== 0) {
-        const e = koffi.errno();
-        umount2(target, 0);
-        throw new Error(`mount -o remount,bind,ro ${target}: ${errnoName(e)}`);
+      if ((mount(source, target, null, MS_BIND, null) as number) !== 0) {
+        log.warn('mount(2) of a bind refused', { source, target, errno: errnoName(koffi.errno()) });
+        return false;
       }
+      if (readOnly && (mount(null, target, null, MS_BIND | MS_REMOUNT | MS_RDONLY, null) as number) !== 0) {
+        log.warn('read-only remount refused', { target, errno: errnoName(koffi.errno()) });
+        umount2(target, 0);
+        return false;
+      }
+      return true;
     },
     async unmount(target) {
       return (await umountAsync(target, 0)) === 0;

@@ -3,7 +3,9 @@ import { createHash } from 'node:crypto';
 import { open, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
+import { CommandError } from '../../src/exec.js';
 import { blockDeviceSize } from '../../src/host/loop.js';
+import { bindMount } from '../../src/host/mounts.js';
 import { blockCap, createVolume, paths, stageAndPublish, unpublishAndUnstage } from '../helpers/csi.js';
 import { type Driver, MiB, needsRoot, pattern, useDriver } from '../helpers/driver.js';
 
@@ -57,6 +59,13 @@ describe('raw block lifecycle', needsRoot(), () => {
     await unpublishAndUnstage(d, vol.volume_id, p);
     assert.deepEqual(commandsSince(d, from), []);
     await d.client.deleteVolume({ volume_id: vol.volume_id });
+  });
+});
+
+describe('a bind the kernel refuses', needsRoot(), () => {
+  it('reaches the caller as the mount command\'s failure, with its stderr, not as an unmapped error', async () => {
+    const missing = `/nonexistent-vpool-${process.pid}`;
+    await assert.rejects(bindMount(`${missing}/source`, `${missing}/target`, false), (err: unknown) => err instanceof CommandError && err.command === 'mount' && /No such file|does not exist|special device/i.test(err.stderr));
   });
 });
 
