@@ -22,6 +22,7 @@ program
   .option('--vg <name>', 'lvm backend: the volume group made by `vpool-csi pool init`')
   .option('--overprovision-ratio <ratio>', 'lvm backend: thin pools promise up to this many times their size', '1.0')
   .option('--libvirt-uri <uri>', 'libvirt backend: the hypervisor (qemu:///system, qemu+ssh://host/system, ...)', 'qemu:///system')
+  .addOption(new Option('--libvirt-transport <how>', 'libvirt backend: auto (one held connection to the local qemu:///system daemon, virsh for other URIs), rpc or virsh').choices(['auto', 'rpc', 'virsh']).default('auto'))
   .option('--libvirt-pool <name>', 'libvirt backend: the storage pool volumes are made in')
   .option('--hypervisor <name>', 'libvirt backend: topology value of the hypervisor (controller default: its hostname; required on nodes)')
   .option('--disk-cache <mode>', 'libvirt backend: cache mode of hot-plugged disks (none, directsync, writeback, ...)', 'none')

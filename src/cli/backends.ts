@@ -5,6 +5,7 @@ import { HYPERVISOR_ACCESS, NODE_LOCAL_ACCESS, type AccessPolicy } from '../driv
 import { HYPERVISOR_TOPOLOGY_KEY, TOPOLOGY_KEY } from '../driver/context.js';
 import { log } from '../log.js';
 import type { BlockDevices, NodeVolumeView, PoolBackend, ControllerAttacher } from '../pool/backend.js';
+import { LIBVIRT_TRANSPORTS, type LibvirtTransport } from '../pool/libvirt/libvirt-api.js';
 import { parseQuantity } from '../units.js';
 
 export const DISK_CACHE_MODES = ['default', 'none', 'writethrough', 'writeback', 'directsync', 'unsafe'] as const;
@@ -14,7 +15,7 @@ export type DiskCache = (typeof DISK_CACHE_MODES)[number];
 export type BackendOptions =
   | { kind: 'file'; poolDir: string; reserveBytes: number }
   | { kind: 'lvm'; vg: string; reserveBytes: number; overprovisionRatio: number }
-  | { kind: 'libvirt'; uri: string; pool?: string; hypervisor?: string; diskCache: DiskCache; attachTimeoutMs: number; reserveBytes: number };
+  | { kind: 'libvirt'; uri: string; transport: LibvirtTransport; pool?: string; hypervisor?: string; diskCache: DiskCache; attachTimeoutMs: number; reserveBytes: number };
 
 /**
  * What this process does with the pool: `node` only attaches (a node-only process beside a
@@ -30,6 +31,7 @@ export interface BackendFlags {
   vg?: string;
   overprovisionRatio: string;
   libvirtUri: string;
+  libvirtTransport?: string;
   libvirtPool?: string;
   hypervisor?: string;
   diskCache: string;
@@ -53,7 +55,9 @@ export function backendOptions(f: BackendFlags): BackendOptions {
     const seconds = Number(f.attachTimeout);
     if (!(seconds > 0) || !Number.isFinite(seconds)) throw new Error(`--attach-timeout must be a positive number of seconds (got ${f.attachTimeout})`);
     if (!(DISK_CACHE_MODES as readonly string[]).includes(f.diskCache)) throw new Error(`--disk-cache ${JSON.stringify(f.diskCache)} is not a libvirt cache mode (${DISK_CACHE_MODES.join(', ')})`);
-    return { kind: 'libvirt', uri: f.libvirtUri, pool: f.libvirtPool, hypervisor: f.hypervisor, diskCache: f.diskCache as DiskCache, attachTimeoutMs: seconds * 1000, reserveBytes };
+    const transport = f.libvirtTransport ?? 'auto';
+    if (!(LIBVIRT_TRANSPORTS as readonly string[]).includes(transport)) throw new Error(`--libvirt-transport ${JSON.stringify(transport)} is not one of ${LIBVIRT_TRANSPORTS.join(', ')}`);
+    return { kind: 'libvirt', uri: f.libvirtUri, transport: transport as LibvirtTransport, pool: f.libvirtPool, hypervisor: f.hypervisor, diskCache: f.diskCache as DiskCache, attachTimeoutMs: seconds * 1000, reserveBytes };
   }
   throw new Error(`--backend ${f.backend} is not supported (file, lvm or libvirt)`);
 }
@@ -102,16 +106,16 @@ async function openLibvirt(o: Extract<BackendOptions, { kind: 'libvirt' }>, role
     return { ...common, volumeView: new HypervisorVolumeView(o.attachTimeoutMs), topology: topologyOf(o.hypervisor) };
   }
   if (!o.pool) throw new Error('--libvirt-pool is required with --backend libvirt');
-  const [{ Virsh }, { Domains }, { LibvirtPool }, { validatePoolName }, { LibvirtAttacher }] = await Promise.all([
-    import('../pool/libvirt/virsh.js'),
+  const [{ connectLibvirt }, { Domains }, { LibvirtPool }, { validatePoolName }, { LibvirtAttacher }] = await Promise.all([
+    import('../pool/libvirt/connect.js'),
     import('../pool/libvirt/domains.js'),
     import('../pool/libvirt/libvirt-pool.js'),
     import('../pool/libvirt/names.js'),
     import('../pool/libvirt/libvirt-attacher.js'),
   ]);
-  const virsh = new Virsh(o.uri);
-  const backend = await LibvirtPool.open(virsh, new Domains(virsh), { pool: validatePoolName(o.pool), reserveBytes: o.reserveBytes });
-  const hypervisor = o.hypervisor ?? (await virsh.run(['hostname'])).trim().split('.')[0];
+  const libvirt = connectLibvirt(o.uri, o.transport);
+  const backend = await LibvirtPool.open(libvirt, new Domains(libvirt), { pool: validatePoolName(o.pool), reserveBytes: o.reserveBytes });
+  const hypervisor = o.hypervisor ?? (await libvirt.hostname()).trim().split('.')[0];
   return {
     ...common,
     backend,

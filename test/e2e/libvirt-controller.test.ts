@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { rm } from 'node:fs/promises';
+import { link, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
@@ -218,8 +218,18 @@ describe('libvirt pool: controller against a real libvirtd', needsRoot(), () => 
   it('wipes before deleting when the StorageClass asks, and deletes idempotently', async () => {
     const v = (await create('pvc-wipe', 4 * MiB, { wipe: 'zero' })).volume!;
     assert.equal(await nameOf(v.volume_id), `${v.volume_id}.wipe-zero.raw`);
-    await d.client.deleteVolume({ volume_id: v.volume_id });
-    assert.ok(d.logs.some((l) => l.includes('"vol-wipe"') && l.includes(v.volume_id)), 'vol-wipe ran');
+    // A second name for the volume's file keeps its blocks readable after libvirt deletes it.
+    const file = await fileOf(v.volume_id);
+    const kept = path.join(path.dirname(pool.dir), `kept-${path.basename(file)}`);
+    await writeAt(file, MiB, pattern('secret', MiB));
+    await link(file, kept);
+    try {
+      await d.client.deleteVolume({ volume_id: v.volume_id });
+      assert.ok((await readAt(kept, 0, 4 * MiB)).equals(Buffer.alloc(4 * MiB)), 'the data was wiped before the delete');
+      assert.ok(d.logs.some((l) => l.includes('wiped a volume before deleting it') && l.includes('"algorithm":"zero"') && l.includes(v.volume_id)));
+    } finally {
+      await rm(kept, { force: true });
+    }
     await d.client.deleteVolume({ volume_id: v.volume_id });
     await d.client.deleteVolume({ volume_id: 'not-ours-at-all' });
   });

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { idFor } from '../../src/ids.js';
+import { localSocketFor, RpcLibvirt } from '../../src/pool/libvirt/rpc/rpc-libvirt.js';
 import { Virsh } from '../../src/pool/libvirt/virsh.js';
 import { blockCap, mountCap } from '../helpers/csi.js';
 import { readAt, writeAt } from '../helpers/data.js';
@@ -136,21 +137,45 @@ describe('libvirt hypervisor mode: hot-plug into a running TCG domain', needsRoo
     for (const v of [shared, ro, third, fourth]) await d.client.deleteVolume({ volume_id: v.volume_id });
   });
 
-  // The wait for a guest slower than libvirt's own (domains.ts) stands on this stream.
-  it('libvirt\'s device-removed event reaches a watch of the domain, through the command runner', async () => {
+  it('a controller on the virsh transport (remote URIs) hot-plugs and releases the same way', async () => {
+    const viaVirsh = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-transport', 'virsh', '--libvirt-pool', pool.name, '--hypervisor', 'hv-test', '--attach-timeout', '20'] });
+    try {
+      const v = (await viaVirsh.client.createVolume({ name: 'pvc-virsh', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [blockCap()], parameters: {} })).volume!;
+      const serial = `vp-${v.volume_id.slice(-16)}`;
+      await viaVirsh.client.controllerPublishVolume({ volume_id: v.volume_id, node_id: node.uuid, volume_capability: blockCap(), readonly: false, secrets: {}, volume_context: {} });
+      assert.match(await blklist(node.name), new RegExp(`${v.volume_id}\\.raw`));
+      await node.waitDisks((l) => guestDisk(l, serial) !== null);
+      await viaVirsh.client.controllerUnpublishVolume({ volume_id: v.volume_id, node_id: node.uuid, secrets: {} });
+      assert.doesNotMatch(await blklist(node.name), new RegExp(v.volume_id));
+      assert.doesNotMatch(await configXml(node.name), new RegExp(serial));
+      await node.waitDisks((l) => guestDisk(l, serial) === null);
+      await viaVirsh.client.deleteVolume({ volume_id: v.volume_id });
+    } finally {
+      assert.deepEqual(await finish(viaVirsh), []);
+    }
+  });
+
+  // The wait for a guest slower than libvirt's own (domains.ts) stands on these streams: a callback
+  // on the held RPC connection (the default), and `virsh event` through the command runner.
+  it('libvirt\'s device-removed event reaches a watch of the domain, over RPC and through virsh', async () => {
     const v = await create('pvc-event', 8 * MiB);
     await publish(v.volume_id, node.uuid);
-    const removed = new Virsh(URI).events(node.uuid, 'device-removed', 30_000);
+    const rpc = new RpcLibvirt(URI, localSocketFor(URI)!);
+    const overRpc = rpc.deviceRemoved(node.uuid, 30_000);
+    const overVirsh = new Virsh(URI).events(node.uuid, 'device-removed', 30_000);
+    const within = (p: Promise<string | null>) => Promise.race([p, new Promise<string>((r) => setTimeout(() => r('no event within 20 s'), 20_000))]);
     try {
-      await new Promise((r) => setTimeout(r, 500)); // the watch connects
+      await new Promise((r) => setTimeout(r, 500)); // both watches connect
       // `Type Device Target Source` rows: the volume's target, detached behind the driver's back.
       const row = (await blklist(node.name)).split('\n').find((l) => l.includes(v.volume_id));
       assert.ok(row, 'the volume is attached');
       await virsh('detach-disk', node.name, row.trim().split(/\s+/)[2], '--live', '--config');
-      const line = await Promise.race([removed.next(), new Promise<string>((r) => setTimeout(() => r('no event within 20 s'), 20_000))]);
-      assert.match(line ?? 'the watch ended', /device-removed/);
+      assert.match((await within(overRpc.next())) ?? 'the watch ended', /^virtio-disk\d+$/, 'the RPC watch gives the device alias');
+      assert.match((await within(overVirsh.next())) ?? 'the watch ended', /device-removed/);
     } finally {
-      await removed.stop();
+      await overRpc.stop();
+      await overVirsh.stop();
+      rpc.close();
     }
     await unpublish(v.volume_id, node.uuid);
     await d.client.deleteVolume({ volume_id: v.volume_id });

@@ -41,11 +41,13 @@ describe('backend contract: lvm (thick, metadata only on this host)', needsRoot(
   });
 });
 
-describe('backend contract: libvirt (dir pool on a real libvirtd)', needsRoot(), () => {
-  poolContract(async () => {
-    await startLibvirt();
-    const pool = await dirPool('vpool-contract');
-    const opened = await openBackend({ kind: 'libvirt', uri: URI, pool: pool.name, hypervisor: 'hv-contract', diskCache: 'none', attachTimeoutMs: 10_000, reserveBytes: 0 }, 'controller');
-    return { backend: opened.backend!, parameters: {}, copies: true, countsPromisedSpace: false, close: () => pool.remove() };
+for (const transport of ['rpc', 'virsh'] as const) {
+  describe(`backend contract: libvirt over ${transport} (dir pool on a real libvirtd)`, needsRoot(), () => {
+    poolContract(async () => {
+      await startLibvirt();
+      const pool = await dirPool(`vpool-contract-${transport}`);
+      const opened = await openBackend({ kind: 'libvirt', uri: URI, transport, pool: pool.name, hypervisor: 'hv-contract', diskCache: 'none', attachTimeoutMs: 10_000, reserveBytes: 0 }, 'controller');
+      return { backend: opened.backend!, parameters: {}, copies: true, countsPromisedSpace: false, close: () => pool.remove() };
+    });
   });
-});
+}

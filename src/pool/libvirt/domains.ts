@@ -1,7 +1,7 @@
 import { log } from '../../log.js';
-import { attr, child, children, parseXml, text, xmlEscape, type Virsh } from './virsh.js';
+import { attr, child, children, parseXml, text, xmlEscape } from './virsh.js';
 import { exhausted } from '../../errors.js';
-import { withXmlFile } from './xml-file.js';
+import type { Libvirt } from './libvirt-api.js';
 
 /** A disk of a domain, as its XML describes it. */
 export interface DomainDisk {
@@ -41,8 +41,6 @@ export interface DiskSpec {
   /** libvirt's cache mode; io='native' goes with the O_DIRECT modes only. */
   cache: string;
 }
-
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export function parseDomain(xml: string): DomainInfo {
   const dom = parseXml(xml).domain as Parameters<typeof child>[0];
@@ -106,17 +104,17 @@ export function freeTarget(used: Set<string>): string {
 
 /** The hypervisor's domains, read from libvirt on every call (libvirt is the source of truth). */
 export class Domains {
-  constructor(private readonly virsh: Virsh) {}
+  constructor(private readonly libvirt: Libvirt) {}
 
   /** A domain by UUID or name, with its live definition when running; null when libvirt has none. */
   async get(nodeId: string): Promise<DomainInfo | null> {
-    const xml = await this.virsh.maybe(['dumpxml', '--domain', nodeId]);
+    const xml = await this.libvirt.domainXml(nodeId);
     return xml === null ? null : parseDomain(xml);
   }
 
   /** Every domain (running or not); one dumpxml each, a few at a time. */
   async all(): Promise<DomainInfo[]> {
-    const uuids = (await this.virsh.run(['list', '--all', '--uuid'])).split('\n').map((l) => l.trim()).filter((l) => UUID_RE.test(l));
+    const uuids = await this.libvirt.domainUuids();
     const out: DomainInfo[] = [];
     for (let i = 0; i < uuids.length; i += 8) {
       const batch = await Promise.all(uuids.slice(i, i + 8).map((u) => this.get(u)));
@@ -130,60 +128,66 @@ export class Domains {
     const used = new Set(dom.disks.map((d) => d.target));
     if (dom.running) {
       // The persistent definition may hold disks the live one does not (attached with --config only).
-      const inactive = await this.virsh.maybe(['dumpxml', '--domain', dom.uuid, '--inactive']);
+      const inactive = await this.libvirt.domainXml(dom.uuid, true);
       if (inactive) for (const d of parseDomain(inactive).disks) used.add(d.target);
     }
     const target = freeTarget(used);
-    await withXmlFile(diskXml(disk, target), (file) => this.virsh.run(['attach-device', '--domain', dom.uuid, '--file', file, ...(dom.running ? ['--live', '--config'] : ['--config'])]));
+    await this.libvirt.attachDevice(dom.uuid, diskXml(disk, target), { live: dom.running, config: true });
     return target;
   }
 
   /**
    * Detaches a disk from the definition and, when running, asks the guest to release it, then waits
    * (bounded) until the live definition no longer has it: a guest that has not let go still uses it.
-   * libvirt itself waits a few seconds for the guest inside detach-disk, which is enough for most;
-   * for a slower guest the wait goes on on libvirt's device-removed event (watched only then, so the
-   * common case pays no second virsh), with the live definition read again once a second in case
-   * the event came before the watch was connected.
+   * libvirt itself waits a few seconds for the guest inside the detach, which is enough for most; a
+   * slower guest is waited for on libvirt's device-removed event. On the held RPC connection the
+   * event is watched from before the detach, so it cannot be missed and costs one registration; over
+   * virsh a watch is a process, started only when the guest was slow. A once-a-second read of the
+   * live definition backs the event up (a watch that ended with its connection, or started late).
    */
   async detach(dom: DomainInfo, target: string, waitMs: number): Promise<boolean> {
-    const inactive = dom.running ? await this.virsh.maybe(['dumpxml', '--domain', dom.uuid, '--inactive']) : null;
+    const inactive = dom.running ? await this.libvirt.domainXml(dom.uuid, true) : null;
     const inConfig = !dom.running || (inactive !== null && parseDomain(inactive).disks.some((d) => d.target === target));
     const liveHas = dom.running && dom.disks.some((d) => d.target === target);
-    const flags = [...(liveHas ? ['--live'] : []), ...(inConfig ? ['--config'] : [])];
     const started = Date.now();
-    if (flags.length) await this.virsh.run(['detach-disk', '--domain', dom.uuid, '--target', target, ...flags]);
-    if (!liveHas) return true;
-    const released = async () => {
-      const now = await this.get(dom.uuid);
-      return !now || !now.running || !now.disks.some((d) => d.target === target);
-    };
-    if (await released()) return true;
     const deadline = started + waitMs;
-    const removed = this.virsh.events(dom.uuid, 'device-removed', Math.max(1000, deadline - Date.now()));
+    const early = liveHas && this.libvirt.transport === 'rpc' ? this.libvirt.deviceRemoved(dom.uuid, waitMs + 1000) : null;
     try {
-      let event: Promise<string | null> = removed.next();
-      for (;;) {
-        const left = deadline - Date.now();
-        if (left <= 0) return false;
-        let timer: NodeJS.Timeout | undefined;
-        const woke = await Promise.race([event.then((line) => (line === null ? 'ended' : 'event')), new Promise<'poll'>((r) => (timer = setTimeout(() => r('poll'), Math.min(1000, left))))]);
-        clearTimeout(timer);
-        if (woke === 'event') event = removed.next();
-        // A watch that ended (virsh gone) leaves the once-a-second read.
-        if (woke === 'ended') event = new Promise(() => undefined);
-        if (await released()) {
-          log.info('a slow guest released the disk', { domain: dom.name, target, via: woke === 'event' ? 'event' : 'poll', ms: Date.now() - started });
-          return true;
+      // libvirt finds the disk to detach by its target alone (as virsh detach-disk does).
+      if (liveHas || inConfig) await this.libvirt.detachDevice(dom.uuid, `<disk device='disk'><target dev='${xmlEscape(target)}'/></disk>`, { live: liveHas, config: inConfig });
+      if (!liveHas) return true;
+      const released = async () => {
+        const now = await this.get(dom.uuid);
+        return !now || !now.running || !now.disks.some((d) => d.target === target);
+      };
+      if (await released()) return true;
+      const removed = early ?? this.libvirt.deviceRemoved(dom.uuid, Math.max(1000, deadline - Date.now()));
+      try {
+        let event: Promise<string | null> = removed.next();
+        for (;;) {
+          const left = deadline - Date.now();
+          if (left <= 0) return false;
+          let timer: NodeJS.Timeout | undefined;
+          const woke = await Promise.race([event.then((line) => (line === null ? 'ended' : 'event')), new Promise<'poll'>((r) => (timer = setTimeout(() => r('poll'), Math.min(1000, left))))]);
+          clearTimeout(timer);
+          if (woke === 'event') event = removed.next();
+          // A watch that ended (its connection or process gone) leaves the once-a-second read.
+          if (woke === 'ended') event = new Promise(() => undefined);
+          if (await released()) {
+            log.info('a slow guest released the disk', { domain: dom.name, target, via: woke === 'event' ? 'event' : 'poll', ms: Date.now() - started });
+            return true;
+          }
         }
+      } finally {
+        if (removed !== early) await removed.stop();
       }
     } finally {
-      await removed.stop();
+      await early?.stop();
     }
   }
 
   /** Tells a running domain its disk grew, so the guest sees the new size at once. */
   async blockResize(dom: DomainInfo, target: string, bytes: number): Promise<void> {
-    await this.virsh.run(['blockresize', '--domain', dom.uuid, '--path', target, '--size', `${bytes}B`]);
+    await this.libvirt.blockResize(dom.uuid, target, bytes);
   }
 }

@@ -45,7 +45,7 @@ export class LibvirtAttacher implements ControllerAttacher {
     // One scan of the domains answers everything: which is the node, where the volume is, how full the node is.
     const domains = await this.pool.domains.all();
     const dom = domains.find((d) => d.uuid === nodeId.toLowerCase() || d.name === nodeId);
-    if (!dom) throw notFound(`node ${nodeId} is not a domain of ${this.pool.virsh.uri}`);
+    if (!dom) throw notFound(`node ${nodeId} is not a domain of ${this.pool.libvirt.uri}`);
     const attachments = domains.flatMap((d) => this.pool.disksOf(d, v).map((disk) => ({ nodeId: d.uuid, readOnly: disk.readOnly, shared: disk.shared })));
     const nodeVolumes = dom.disks.filter((d) => d.serial !== undefined && SERIAL_RE.test(d.serial)).length;
     if (!decide({ nodeId: dom.uuid, attachments, nodeVolumes })) return context;

@@ -7,8 +7,8 @@ import { FORMATS, idHash, markerName, parseName, serialFor, snapshotName, volume
 import { copyRunningDisk } from './backup-job.js';
 import { PoolListing, type Entry, type PoolVolume, type VolumeSizeAndPath } from './listing.js';
 import { rbdSource } from './rbd.js';
-import { attr, child, LibvirtMissingError, parseInfo, parseXml, text, xmlEscape, type Virsh } from './virsh.js';
-import { withXmlFile as withXml } from './xml-file.js';
+import type { Libvirt } from './libvirt-api.js';
+import { attr, child, LibvirtMissingError, parseXml, text, xmlEscape } from './virsh.js';
 
 export interface LibvirtPoolOptions {
   pool: string;
@@ -31,7 +31,7 @@ export class LibvirtPool implements PoolBackend {
   readonly snapshotParameters: Record<string, ParameterCheck> = {};
 
   private constructor(
-    readonly virsh: Virsh,
+    readonly libvirt: Libvirt,
     readonly domains: Domains,
     private readonly opts: LibvirtPoolOptions,
     /** libvirt's pool type: dir, logical, rbd, ... */
@@ -42,7 +42,7 @@ export class LibvirtPool implements PoolBackend {
     /** For rbd pools: how the images are reached (a network disk). */
     readonly rbd?: RbdSource,
   ) {
-    this.listing = new PoolListing(virsh, opts.pool);
+    this.listing = new PoolListing(libvirt, opts.pool);
     const fileBacked = FILE_POOLS.has(poolType);
     this.volumeParameters = {
       format: (v) => (!(FORMATS as readonly string[]).includes(v) ? 'raw or qcow2' : v === 'qcow2' && !fileBacked ? `a ${poolType} pool holds raw volumes only` : null),
@@ -60,29 +60,27 @@ export class LibvirtPool implements PoolBackend {
     return this.opts.pool;
   }
 
-  static async open(virsh: Virsh, domains: Domains, opts: LibvirtPoolOptions): Promise<LibvirtPool> {
-    const xml = await virsh.maybe(['pool-dumpxml', '--pool', opts.pool]);
-    if (xml === null) throw new Error(`libvirt pool ${opts.pool} does not exist at ${virsh.uri}; define it with virsh pool-define-as (see docs/libvirt.md)`);
+  static async open(libvirt: Libvirt, domains: Domains, opts: LibvirtPoolOptions): Promise<LibvirtPool> {
+    const xml = await libvirt.poolXml(opts.pool);
+    if (xml === null) throw new Error(`libvirt pool ${opts.pool} does not exist at ${libvirt.uri}; define it with virsh pool-define-as (see docs/libvirt.md)`);
     const doc = child(parseXml(xml), 'pool');
     const type = attr(doc, 'type') ?? 'unknown';
     // LVM allocates whole extents (4 MiB by default); everything else is byte-addressed, MiB keeps sizes tidy.
     const rbd = type === 'rbd' ? rbdSource(doc) : undefined;
     const target = rbd ? rbd.cephPool : (text(child(doc, 'target'), 'path') ?? '');
-    const pool = new LibvirtPool(virsh, domains, opts, type, type === 'logical' ? 4 * MiB : MiB, target, rbd);
+    const pool = new LibvirtPool(libvirt, domains, opts, type, type === 'logical' ? 4 * MiB : MiB, target, rbd);
     await pool.probe();
     return pool;
   }
 
   async probe(): Promise<void> {
-    const info = parseInfo(await this.virsh.run(['pool-info', '--pool', this.opts.pool, '--bytes']));
-    if (info.State !== 'running') throw new Error(`libvirt pool ${this.opts.pool} is ${info.State ?? 'in an unknown state'}, not running (virsh pool-start ${this.opts.pool})`);
+    const info = await this.libvirt.poolInfo(this.opts.pool);
+    if (!info.running) throw new Error(`libvirt pool ${this.opts.pool} is ${info.state}, not running (virsh pool-start ${this.opts.pool})`);
   }
 
   async capacity(): Promise<PoolCapacity> {
-    const info = parseInfo(await this.virsh.run(['pool-info', '--pool', this.opts.pool, '--bytes']));
-    const total = Number(info.Capacity ?? 0);
-    const available = Number(info.Available ?? 0);
-    return { totalBytes: total, availableBytes: Math.max(0, available - this.opts.reserveBytes) };
+    const info = await this.libvirt.poolInfo(this.opts.pool);
+    return { totalBytes: info.capacity, availableBytes: Math.max(0, info.available - this.opts.reserveBytes) };
   }
 
   /** Canonical form of the parameters for comparison: defaults are the same as leaving the key out. */
@@ -93,7 +91,7 @@ export class LibvirtPool implements PoolBackend {
     return out;
   }
 
-  /** Where a volume of this pool is, as a domain's disk source names it (no virsh call: libvirt's own rule). */
+  /** Where a volume of this pool is, as a domain's disk source names it (no libvirt call: libvirt's own rule). */
   pathOf(name: string): string {
     return `${this.targetPath}/${name}`;
   }
@@ -145,8 +143,12 @@ export class LibvirtPool implements PoolBackend {
 
   private async deleteNamed(name: string, wipe?: string): Promise<void> {
     try {
-      if (wipe) await this.virsh.run(['vol-wipe', '--vol', name, '--pool', this.opts.pool, '--algorithm', wipe], { timeoutMs: 3_600_000 });
-      await this.virsh.run(['vol-delete', '--vol', name, '--pool', this.opts.pool]);
+      if (wipe) {
+        const started = Date.now();
+        await this.libvirt.wipeVolume(this.opts.pool, name, wipe, 3_600_000);
+        log.info('wiped a volume before deleting it', { volume: name, algorithm: wipe, ms: Date.now() - started });
+      }
+      await this.libvirt.deleteVolume(this.opts.pool, name);
     } catch (err) {
       if (!(err instanceof LibvirtMissingError)) throw err;
     }
@@ -199,28 +201,19 @@ export class LibvirtPool implements PoolBackend {
     return this.listing.volumeRecord({ name, parsed }, f, entries);
   }
 
-  /** File pools take a format; LVM and rbd volumes are raw by nature and take none. */
-  private formatArgs(format: Format): string[] {
-    return this.fileBacked ? ['--format', format] : [];
-  }
-
   /**
-   * Sparse unless asked otherwise, where sparse is a plain property of the volume (files; rbd is
-   * always thin). In a logical pool libvirt would make a "sparse" LV a COW snapshot of nothing:
-   * LVs there are always allocated in full.
+   * A new volume's XML. File pools take a format; LVM and rbd volumes are raw by nature and take
+   * none. Sparse unless asked otherwise, where sparse is a plain property of the volume (files; rbd
+   * is always thin): in a logical pool libvirt would make a "sparse" LV a COW snapshot of nothing,
+   * so LVs there are always allocated in full.
    */
-  private sparseArgs(preallocated: boolean): string[] {
-    return this.fileBacked && !preallocated ? ['--allocation', '0'] : [];
-  }
-
-  /** A new volume's XML for vol-create-from, with the same rules as sparseArgs and formatArgs. */
   private volumeXml(name: string, capacity: number, preallocated: boolean, format: Format): string {
     const sparse = this.fileBacked && !preallocated;
     return [
       '<volume>',
       `  <name>${xmlEscape(name)}</name>`,
       `  <capacity unit='bytes'>${capacity}</capacity>`,
-      `  <allocation unit='bytes'>${sparse ? 0 : capacity}</allocation>`,
+      ...(sparse ? ["  <allocation unit='bytes'>0</allocation>"] : []),
       ...(this.fileBacked ? [`  <target><format type='${format}'/></target>`] : []),
       '</volume>',
     ].join('\n');
@@ -228,12 +221,12 @@ export class LibvirtPool implements PoolBackend {
 
   /** The smallest volume the pool can hold (one byte in a file, one extent in a VG): it marks a copy in progress. */
   private async createMarker(marker: string): Promise<void> {
-    await this.virsh.run(['vol-create-as', '--pool', this.opts.pool, '--name', marker, '--capacity', '1', ...this.sparseArgs(false)]);
+    await this.libvirt.createVolume(this.opts.pool, this.volumeXml(marker, 1, false, 'raw'));
   }
 
   private async createBlank(name: string, size: number, format: Format, preallocated: boolean): Promise<void> {
     try {
-      await this.virsh.run(['vol-create-as', '--pool', this.opts.pool, '--name', name, '--capacity', String(size), ...this.formatArgs(format), ...this.sparseArgs(preallocated)]);
+      await this.libvirt.createVolume(this.opts.pool, this.volumeXml(name, size, preallocated, format));
     } catch (err) {
       // A failed create can leave the half-made file behind (libvirt does not always clean up).
       await this.deleteNamed(name);
@@ -253,10 +246,10 @@ export class LibvirtPool implements PoolBackend {
     await this.createMarker(marker);
     try {
       const xml = this.volumeXml(name, size, preallocated, format);
-      await withXml(xml, (file) => this.virsh.run(['vol-create-from', '--pool', this.opts.pool, '--file', file, '--vol', source.name, '--inputpool', this.opts.pool], { timeoutMs: 3_600_000 }));
+      await this.libvirt.createVolumeFrom(this.opts.pool, xml, source.name, 3_600_000);
       const f = await this.sizeAndPath(name);
       // qemu-img convert keeps the source's virtual size; a larger request is a resize afterwards.
-      if (f && f.capacity < size) await this.virsh.run(['vol-resize', '--vol', name, '--pool', this.opts.pool, '--capacity', String(size)]);
+      if (f && f.capacity < size) await this.libvirt.resizeVolume(this.opts.pool, name, size);
     } catch (err) {
       await this.deleteNamed(name).catch((e) => log.error('cleanup after a failed copy', { name, err: String(e) }));
       await this.deleteNamed(marker).catch((e) => log.error('cleanup after a failed copy', { name: marker, err: String(e) }));
@@ -286,7 +279,7 @@ export class LibvirtPool implements PoolBackend {
         // A disk in use is grown by its QEMU, which also tells the guest; vol-resize would go behind QEMU's back.
         for (const a of running) await this.domains.blockResize(a.domain, a.disk.target, target);
       } else {
-        await this.virsh.run(['vol-resize', '--vol', v.name, '--pool', this.opts.pool, '--capacity', String(target)]);
+        await this.libvirt.resizeVolume(this.opts.pool, v.name, target);
       }
     }
     const grown = await this.getVolume(id);
@@ -335,13 +328,13 @@ export class LibvirtPool implements PoolBackend {
         throw precondition(`volume ${source.parsed.id} is attached read-write to running domain ${running.domain.name}; a consistent copy of a running disk needs a file-backed pool (dir, fs, netfs), this one is ${this.poolType}`);
       }
       if (running) {
-        await this.virsh.run(['vol-create-as', '--pool', this.opts.pool, '--name', name, '--capacity', String(f.capacity), ...this.formatArgs(source.parsed.format), ...this.sparseArgs(false)]);
+        await this.libvirt.createVolume(this.opts.pool, this.volumeXml(name, f.capacity, false, source.parsed.format));
         const target = await this.sizeAndPath(name);
         if (!target) throw internal(`snapshot volume ${name} vanished`);
-        await copyRunningDisk(this.virsh, running, target.path, source.parsed.format, name);
+        await copyRunningDisk(this.libvirt.virsh, running, target.path, source.parsed.format, name);
       } else {
         const xml = this.volumeXml(name, f.capacity, false, source.parsed.format);
-        await withXml(xml, (file) => this.virsh.run(['vol-create-from', '--pool', this.opts.pool, '--file', file, '--vol', source.name, '--inputpool', this.opts.pool], { timeoutMs: 3_600_000 }));
+        await this.libvirt.createVolumeFrom(this.opts.pool, xml, source.name, 3_600_000);
       }
     } catch (err) {
       await this.deleteNamed(name).catch((e) => log.error('cleanup after a failed snapshot', { name, err: String(e) }));

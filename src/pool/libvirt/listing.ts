@@ -1,6 +1,7 @@
 import type { SnapshotRecord, VolumeRecord } from '../backend.js';
 import { idHash, parseName, type PoolName, type SnapshotName, type VolumeName } from './names.js';
-import { child, parseXml, text, type Virsh } from './virsh.js';
+import type { Libvirt } from './libvirt-api.js';
+import { child, parseXml, text } from './virsh.js';
 
 export interface Entry {
   /** The libvirt volume name. */
@@ -30,13 +31,13 @@ export interface PoolVolume<T extends VolumeName | SnapshotName = VolumeName | S
  */
 export class PoolListing {
   constructor(
-    private readonly virsh: Virsh,
+    private readonly libvirt: Libvirt,
     private readonly pool: string,
   ) {}
 
   /**
    * The listing a lookup of one ID just made, kept for the create or delete of that ID that follows
-   * under the same lock (the CSI layer looks before it acts): one virsh call fewer, never stale by
+   * under the same lock (the CSI layer looks before it acts): one libvirt call fewer, never stale by
    * more than that lock's hold, since only the lock holder changes what is under its ID.
    */
   private readonly recent = new Map<string, { entries: Entry[]; at: number }>();
@@ -55,12 +56,10 @@ export class PoolListing {
   }
 
   async entries(): Promise<Entry[]> {
-    const out = await this.virsh.run(['vol-list', '--pool', this.pool]);
     const entries: Entry[] = [];
-    for (const line of out.split('\n')) {
-      const name = line.trim().split(/\s+/)[0];
-      const parsed = name ? parseName(name) : null;
-      if (name && parsed) entries.push({ name, parsed });
+    for (const name of await this.libvirt.volumeNames(this.pool)) {
+      const parsed = parseName(name);
+      if (parsed) entries.push({ name, parsed });
     }
     return entries;
   }
@@ -72,7 +71,7 @@ export class PoolListing {
   }
 
   async sizeAndPath(name: string): Promise<VolumeSizeAndPath | null> {
-    const xml = await this.virsh.maybe(['vol-dumpxml', '--vol', name, '--pool', this.pool]);
+    const xml = await this.libvirt.volumeXml(this.pool, name);
     if (xml === null) return null;
     const vol = child(parseXml(xml), 'volume');
     const target = child(vol, 'target');

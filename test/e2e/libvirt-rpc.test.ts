@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { after, before, describe, it } from 'node:test';
+import { onCommand } from '../../src/exec.js';
+import { localSocketFor, RpcLibvirt } from '../../src/pool/libvirt/rpc/rpc-libvirt.js';
+import { LibvirtMissingError } from '../../src/pool/libvirt/virsh.js';
+import { blockCap } from '../helpers/csi.js';
+import { codeOf, finish, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
+import path from 'node:path';
+import { dirPool, pollUntil, startLibvirt, testDomain, URI, virsh, virshTry, type TestDomain, type TestPool } from '../helpers/libvirt.js';
+
+const PIDFILE = '/run/vpool-test-libvirtd.pid';
+
+/** Stops the real libvirtd (the one test/libvirt/libvirt-start.sh started) and waits until it is gone. */
+async function stopLibvirtd(): Promise<void> {
+  const pid = Number((await readFile(PIDFILE, 'utf8')).trim());
+  assert.ok(pid > 1, 'libvirtd was started by libvirt-start.sh');
+  process.kill(pid, 'SIGTERM');
+  await pollUntil(async () => ((await virshTry('version')).code !== 0 ? true : undefined), 30_000, async () => 'libvirtd did not stop');
+}
+
+// The held connection to libvirtd (src/pool/libvirt/rpc/): every call on one socket, no virsh, and
+// a libvirtd restart (an upgrade, a crash) costs the calls in flight and nothing more.
+describe('libvirt over its RPC protocol: one held connection, reconnected after libvirtd restarts', needsRoot(), () => {
+  let pool: TestPool;
+  let d: Driver;
+  let idle: TestDomain;
+  before(async () => {
+    await startLibvirt();
+    pool = await dirPool('vpool-rpc');
+    idle = await testDomain(`vpool-rpc-${path.basename(pool.dir).slice(-6)}`, `${pool.dir}-dom`, false);
+    d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-pool', pool.name, '--hypervisor', 'hv-rpc'] });
+  });
+  after(async () => {
+    await startLibvirt(); // whatever happened above, the next suite finds libvirtd up
+    const left = d ? await finish(d) : [];
+    await idle?.remove();
+    await pool?.remove();
+    assert.deepEqual(left, []);
+  });
+
+  it('serves many calls, concurrent ones included, on one connection and runs no command', async () => {
+    const rpc = new RpcLibvirt(URI, localSocketFor(URI)!);
+    const commands: string[] = [];
+    onCommand((command) => commands.push(command));
+    try {
+      const names = Array.from({ length: 20 }, (_, i) => `rpc-${i}.raw`);
+      await Promise.all(names.map((n) => rpc.createVolume(pool.name, `<volume><name>${n}</name><capacity unit='bytes'>${MiB}</capacity><allocation unit='bytes'>0</allocation></volume>`)));
+      assert.deepEqual((await rpc.volumeNames(pool.name)).filter((n) => n.startsWith('rpc-')).sort(), [...names].sort());
+      const xmls = await Promise.all(names.map((n) => rpc.volumeXml(pool.name, n)));
+      for (const [i, xml] of xmls.entries()) assert.match(xml ?? '', new RegExp(`<name>${names[i]}</name>`));
+      assert.equal((await rpc.poolInfo(pool.name)).running, true);
+      await Promise.all(names.map((n) => rpc.deleteVolume(pool.name, n)));
+      // A missing object is the backend's sentinel, as it is over virsh.
+      await assert.rejects(rpc.deleteVolume(pool.name, names[0]), LibvirtMissingError);
+      assert.equal(await rpc.volumeXml(pool.name, names[0]), null);
+      assert.equal(await rpc.domainXml('no-such-domain'), null);
+      assert.equal(await rpc.poolXml('no-such-pool'), null);
+      assert.equal(rpc.connection.connections, 1, 'one connection for every call');
+      assert.deepEqual(commands, [], 'no command ran');
+    } finally {
+      rpc.close();
+    }
+  });
+
+  it('after libvirtd restarts, a call in flight or made while it is down fails as unavailable and the next one reconnects', async () => {
+    const rpc = new RpcLibvirt(URI, localSocketFor(URI)!);
+    try {
+      assert.equal((await rpc.poolInfo(pool.name)).running, true);
+      const v = (await d.client.createVolume({ name: 'pvc-before', capacity_range: { required_bytes: String(4 * MiB) }, volume_capabilities: [blockCap()], parameters: {} })).volume!;
+      // An event watch lives on the connection: it ends with it, so a waiting unpublish falls back to reading the domain.
+      const watch = rpc.deviceRemoved(idle.uuid, 60_000);
+      const watchEnded = watch.next();
+      await new Promise((r) => setTimeout(r, 300)); // registered
+      const registered = await Promise.race([watchEnded.then(() => 'ended'), new Promise((r) => setTimeout(() => r('open'), 300))]);
+      assert.equal(registered, 'open', 'the watch is registered and open');
+
+      await stopLibvirtd();
+      assert.equal(await Promise.race([watchEnded, new Promise((r) => setTimeout(() => r('still open'), 5_000))]), null, 'the watch ended with the connection');
+      await assert.rejects(rpc.poolInfo(pool.name), (err: Error & { kind?: string }) => err.kind === 'unavailable');
+      assert.equal(await codeOf(d.client.getCapacity({ volume_capabilities: [blockCap()], parameters: {} })), 'UNAVAILABLE');
+
+      await startLibvirt();
+      assert.equal((await rpc.poolInfo(pool.name)).running, true);
+      assert.equal(rpc.connection.connections, 2, 'one new connection after the restart');
+      // The driver's held connection came back the same way: the volume made before is there, a new one can be made.
+      const got = await d.client.controllerGetVolume({ volume_id: v.volume_id });
+      assert.equal(got.volume?.volume_id, v.volume_id);
+      const w = (await d.client.createVolume({ name: 'pvc-after', capacity_range: { required_bytes: String(4 * MiB) }, volume_capabilities: [blockCap()], parameters: {} })).volume!;
+      assert.match(await virsh('vol-list', pool.name), new RegExp(w.volume_id));
+      await watch.stop();
+      for (const x of [v, w]) await d.client.deleteVolume({ volume_id: x.volume_id });
+    } finally {
+      rpc.close();
+    }
+  });
+});
