@@ -58,7 +58,7 @@ bench: build
 	node dist/bench/lvm.js
 	node dist/bench/volume-pool.js
 	node dist/bench/footprint.js
-	node dist/bench/scale.js file lvm
+	node dist/bench/scale.js file lvm libvirt
 	node dist/bench/block-path.js
 
 # The lvm node path needs device-mapper: measured inside the QEMU VM (test/vm/vm-run.sh).

@@ -26,15 +26,25 @@ async function main(): Promise<void> {
   const domDir = `${pool.dir}-dom`;
   await mkdir(domDir, { recursive: true });
   const dom = await testDomain(`vpool-bench-${path.basename(pool.dir).slice(-6)}`, domDir, true);
-  const d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-pool', pool.name, '--hypervisor', 'bench', '--log-level', 'warn'] });
+  // The default transport (one held RPC connection) and the virsh one (what remote URIs use), side by side.
+  const drivers = {
+    rpc: await startDriver({ args: ['--backend', 'libvirt', '--libvirt-pool', pool.name, '--hypervisor', 'bench', '--log-level', 'warn'] }),
+    virsh: await startDriver({ args: ['--backend', 'libvirt', '--libvirt-transport', 'virsh', '--libvirt-pool', pool.name, '--hypervisor', 'bench', '--log-level', 'warn'] }),
+  };
+  const series = () => ({ create: [] as number[], del: [] as number[], pub: [] as number[], unpub: [] as number[] });
+  const ours = { rpc: series(), virsh: series() };
   try {
-    const r = { create: [] as number[], del: [] as number[], pub: [] as number[], unpub: [] as number[], volCreate: [] as number[], volDelete: [] as number[], attach: [] as number[], detach: [] as number[] };
+    const r = { volCreate: [] as number[], volDelete: [] as number[], attach: [] as number[], detach: [] as number[] };
     for (let i = 0; i < ITERATIONS; i++) {
-      let id = '';
-      r.create.push(await timed(async () => (id = (await d.client.createVolume({ name: `b-${i}`, capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()] })).volume!.volume_id)));
-      r.pub.push(await timed(() => d.client.controllerPublishVolume({ volume_id: id, node_id: dom.uuid, volume_capability: blockCap(), readonly: false, secrets: {}, volume_context: {} })));
-      r.unpub.push(await timed(() => d.client.controllerUnpublishVolume({ volume_id: id, node_id: dom.uuid, secrets: {} })));
-      r.del.push(await timed(() => d.client.deleteVolume({ volume_id: id })));
+      for (const how of ['rpc', 'virsh'] as const) {
+        const d = drivers[how];
+        const o = ours[how];
+        let id = '';
+        o.create.push(await timed(async () => (id = (await d.client.createVolume({ name: `b-${how}-${i}`, capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()] })).volume!.volume_id)));
+        o.pub.push(await timed(() => d.client.controllerPublishVolume({ volume_id: id, node_id: dom.uuid, volume_capability: blockCap(), readonly: false, secrets: {}, volume_context: {} })));
+        o.unpub.push(await timed(() => d.client.controllerUnpublishVolume({ volume_id: id, node_id: dom.uuid, secrets: {} })));
+        o.del.push(await timed(() => d.client.deleteVolume({ volume_id: id })));
+      }
 
       const name = `raw-${i}.raw`;
       r.volCreate.push(await timed(() => virsh('vol-create-as', pool.name, name, String(SIZE), '--format', 'raw', '--allocation', '0')));
@@ -48,12 +58,15 @@ async function main(): Promise<void> {
       r.volDelete.push(await timed(() => virsh('vol-delete', name, '--pool', pool.name)));
     }
     console.log(`libvirt backend (dir pool, raw ${SIZE >> 20} MiB sparse, TCG domain, ${ITERATIONS} iterations), medians in ms`);
-    row('CreateVolume', r.create, 'bare virsh vol-create-as', r.volCreate);
-    row('DeleteVolume', r.del, 'bare virsh vol-delete', r.volDelete);
-    row('ControllerPublishVolume', r.pub, 'bare virsh attach-device', r.attach);
-    row('ControllerUnpublishVolume', r.unpub, 'bare virsh detach-disk + until gone', r.detach);
+    for (const how of ['rpc', 'virsh'] as const) {
+      const o = ours[how];
+      row(`CreateVolume (${how})`, o.create, 'bare virsh vol-create-as', r.volCreate);
+      row(`DeleteVolume (${how})`, o.del, 'bare virsh vol-delete', r.volDelete);
+      row(`ControllerPublishVolume (${how})`, o.pub, 'bare virsh attach-device', r.attach);
+      row(`ControllerUnpublishVolume (${how})`, o.unpub, 'bare virsh detach-disk + until gone', r.detach);
+    }
   } finally {
-    await finish(d);
+    for (const d of Object.values(drivers)) await finish(d);
     await dom.remove();
     await pool.remove();
     await rm(domDir, { recursive: true, force: true });

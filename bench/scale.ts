@@ -2,11 +2,12 @@
 // filled by 8 clients at once, one CSI client probing each level. Beside it, in the same run, the
 // kubernetes-csi host-path driver when VPOOL_BENCH_HOSTPATH names a hostpathplugin binary built by
 // hand (never part of this project). Not a test: it asserts nothing and prints tables.
-// Run with `make bench` (root) or `node dist/bench/scale.js [file|lvm ...]`.
+// Run with `make bench` (root) or `node dist/bench/scale.js [file|lvm|libvirt ...]`.
 import { readFile, rm } from 'node:fs/promises';
 import type { CsiClient } from '../src/csi/client.js';
 import { blockCap } from '../test/helpers/csi.js';
 import { startDriver } from '../test/helpers/driver.js';
+import { dirPool, startLibvirt } from '../test/helpers/libvirt.js';
 import { forgetVg, loopDisks, poolCmd, uniqueVg } from '../test/helpers/lvm.js';
 import { deviceMapperAvailable } from '../src/pool/lvm/lvm-cli.js';
 import { startHostPath } from './host-path.js';
@@ -174,6 +175,18 @@ async function vpoolLvm(): Promise<Subject> {
   } };
 }
 
+async function vpoolLibvirt(): Promise<Subject> {
+  await startLibvirt();
+  const pool = await dirPool('vpool-scale');
+  const d = await startDriver({ args: ['--log-level', 'warn', '--backend', 'libvirt', '--libvirt-pool', pool.name, '--hypervisor', 'bench'] });
+  return { name: 'vpool libvirt', client: d.client, pid: d.proc.pid!, parameters: {}, volumeBytes: MiB, snapshots: true, stop: async () => {
+    d.client.close();
+    await d.stop();
+    await pool.remove();
+    await rm(d.dir, { recursive: true, force: true });
+  } };
+}
+
 /** host-path v1.15.0 with simulated capacity, so that GetCapacity counts its volumes. */
 async function hostPath(bin: string): Promise<Subject> {
   const hp = await startHostPath(bin, ['--capacity', 'fast=10Ti']);
@@ -185,7 +198,9 @@ async function main(): Promise<void> {
   const peerBin = process.env.VPOOL_BENCH_HOSTPATH;
   for (const backend of which) {
     const runs: Array<{ s: string; run: Run }> = [];
-    const subjects: Array<() => Promise<Subject>> = [backend === 'lvm' ? vpoolLvm : vpoolFile, ...(peerBin && backend === 'file' ? [() => hostPath(peerBin)] : [])];
+    const ours = { file: vpoolFile, lvm: vpoolLvm, libvirt: vpoolLibvirt }[backend];
+    if (!ours) throw new Error(`no backend ${backend} (file, lvm, libvirt)`);
+    const subjects: Array<() => Promise<Subject>> = [ours, ...(peerBin && backend === 'file' ? [() => hostPath(peerBin)] : [])];
     const opened: Subject[] = [];
     try {
       // One subject at a time, each left full until the table is printed.

@@ -3,6 +3,7 @@
  * Implementations are unlocked and trust their arguments: the driver validates, locks and decides
  * idempotency.
  */
+import type { Page } from '../paging.js';
 import type { Condition, ContentSource, SnapshotRecord, VolumeRecord } from '../records.js';
 
 export type { Condition, ContentSource, SnapshotRecord, VolumeRecord };
@@ -62,6 +63,12 @@ export interface PoolBackend {
 
   getVolume(id: string): Promise<VolumeRecord | null>;
   listVolumes(): Promise<VolumeRecord[]>;
+  /**
+   * One page of volumes in ID order (pageAfter's order), for a pool whose IDs are cheap to list and
+   * whose facts are dear (libvirt reads each volume's XML): only the page's volumes are read. Pools
+   * that leave it out are paged from listVolumes().
+   */
+  listVolumePage?(after: string, limit: number): Promise<Page<VolumeRecord>>;
   createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord>;
   deleteVolume(id: string): Promise<void>;
   expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord>;

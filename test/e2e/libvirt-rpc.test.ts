@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { onCommand } from '../../src/exec.js';
 import { localSocketFor, RpcLibvirt } from '../../src/pool/libvirt/rpc/rpc-libvirt.js';
+import { parsedVolumeFacts, volumeFacts } from '../../src/pool/libvirt/listing.js';
 import { LibvirtMissingError } from '../../src/pool/libvirt/virsh.js';
 import { blockCap } from '../helpers/csi.js';
 import { codeOf, finish, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
@@ -59,6 +60,36 @@ describe('libvirt over its RPC protocol: one held connection, reconnected after 
       assert.equal(rpc.connection.connections, 1, 'one connection for every call');
       assert.deepEqual(commands, [], 'no command ran');
     } finally {
+      rpc.close();
+    }
+  });
+
+  it('reads a volume\'s facts from the XML libvirtd writes as a full XML parse does (raw, qcow2, a backing store, a path with & and \')', async () => {
+    const rpc = new RpcLibvirt(URI, localSocketFor(URI)!);
+    const dir = await mkdtemp("/var/tmp/vpool-rpc-a&b'c-");
+    const name = path.basename(dir).replace(/[^a-z0-9-]/gi, '');
+    try {
+      // pool-create-as does not escape its arguments into the XML it builds: a pool of our own XML.
+      const xmlPath = (p: string) => p.replace(/&/g, '&amp;').replace(/'/g, '&apos;');
+      await writeFile(`${dir}.xml`, `<pool type='dir'><name>${name}</name><target><path>${xmlPath(dir)}</path></target></pool>`);
+      await virsh('pool-create', `${dir}.xml`);
+      const vol = (n: string, format: string, extra = '') => `<volume><name>${n}</name><capacity unit='bytes'>${3 * MiB}</capacity><allocation unit='bytes'>0</allocation><target><format type='${format}'/></target>${extra}</volume>`;
+      await rpc.createVolume(name, vol('a.raw', 'raw'));
+      await rpc.createVolume(name, vol('b.qcow2', 'qcow2'));
+      await rpc.createVolume(name, vol('c.qcow2', 'qcow2', `<backingStore><path>${xmlPath(`${dir}/b.qcow2`)}</path><format type='qcow2'/></backingStore>`));
+      for (const n of await rpc.volumeNames(name)) {
+        const xml = (await rpc.volumeXml(name, n))!;
+        const facts = volumeFacts(xml);
+        assert.deepEqual(facts, parsedVolumeFacts(xml), n);
+        assert.equal(facts.path, `${dir}/${n}`);
+        assert.equal(facts.capacity, 3 * MiB);
+        assert.ok(facts.mtime && Math.abs(facts.mtime * 1000 - Date.now()) < 600_000, 'the mtime of now');
+      }
+      assert.match((await rpc.volumeXml(name, 'c.qcow2'))!, /<backingStore>/, 'the backing store is in the XML');
+    } finally {
+      await virshTry('pool-destroy', name);
+      await rm(dir, { recursive: true, force: true });
+      await rm(`${dir}.xml`, { force: true });
       rpc.close();
     }
   });

@@ -10,7 +10,7 @@ import { invalid } from '../../errors.js';
 import { isId } from '../../ids.js';
 import { capabilityProblem } from '../capabilities.js';
 import { toCsiStatus, toCsiVolume } from '../convert.js';
-import { paginate } from '../pagination.js';
+import { checkPageRequest, nextTokenOf } from '../pagination.js';
 
 export async function validateVolumeCapabilities(ctx: ControllerContext, req: ValidateVolumeCapabilitiesRequest__Output): Promise<ValidateVolumeCapabilitiesResponse> {
   if (!req.volume_id) throw invalid('volume_id is required');
@@ -29,8 +29,10 @@ export async function validateVolumeCapabilities(ctx: ControllerContext, req: Va
 }
 
 export async function listVolumes(ctx: ControllerContext, req: ListVolumesRequest__Output): Promise<ListVolumesResponse> {
-  const all = await queries.listVolumes(ctx);
-  const { page, nextToken } = paginate(all, (v) => v.id, req.max_entries, req.starting_token, (k) => isId('vol', k));
+  checkPageRequest(req.max_entries, req.starting_token, (k) => isId('vol', k));
+  const listed = await queries.listVolumes(ctx, req.starting_token, req.max_entries);
+  const page = listed.items;
+  const nextToken = nextTokenOf(listed, (v) => v.id);
   const statuses = await queries.statuses(ctx, page);
   return { entries: page.map((v, i) => ({ volume: toCsiVolume(ctx.topology, v), status: toCsiStatus(statuses[i].publishedNodes, statuses[i].condition) })), next_token: nextToken };
 }

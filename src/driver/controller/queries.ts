@@ -1,5 +1,6 @@
 import { notFound } from '../../errors.js';
 import { parseId } from '../../ids.js';
+import { pageAfter, type Page } from '../../paging.js';
 import type { Condition, VolumeRecord } from '../../records.js';
 import type { ControllerContext } from '../context.js';
 import { requirePoolVolume } from '../lookups.js';
@@ -35,8 +36,10 @@ export interface VolumeStatus {
   condition: Condition;
 }
 
-export async function listVolumes(ctx: ControllerContext): Promise<VolumeRecord[]> {
-  return ctx.backend.listVolumes();
+/** One page of volumes in ID order: read page by page where the pool can, else cut from the whole list. */
+export async function listVolumes(ctx: ControllerContext, after: string, limit: number): Promise<Page<VolumeRecord>> {
+  if (ctx.backend.listVolumePage) return ctx.backend.listVolumePage(after, limit);
+  return pageAfter(await ctx.backend.listVolumes(), (v) => v.id, after, limit);
 }
 
 /** Where each volume is published and how healthy it is, with one look at the nodes for all of them. */

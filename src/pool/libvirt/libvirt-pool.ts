@@ -1,5 +1,6 @@
 import { exhausted, internal, notFound, precondition } from '../../errors.js';
 import { log } from '../../log.js';
+import { pageAfter, type Page } from '../../paging.js';
 import { MiB, roundUp } from '../../units.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, SnapshotRecord, VolumeRecord } from '../backend.js';
 import type { DomainDisk, DomainInfo, Domains, RbdSource } from './domains.js';
@@ -130,6 +131,14 @@ export class LibvirtPool implements PoolBackend {
 
   listVolumes(): Promise<VolumeRecord[]> {
     return this.all('vol', (v, f, e) => this.listing.volumeRecord(v, f, e));
+  }
+
+  /** IDs come from the names in one listing; only the page's volumes have their XML read. */
+  async listVolumePage(after: string, limit: number): Promise<Page<VolumeRecord>> {
+    const entries = await this.listing.entries();
+    const vols = this.listing.complete(entries).filter((e) => e.parsed.kind === 'vol') as PoolVolume<VolumeName>[];
+    const page = pageAfter(vols, (v) => v.parsed.id, after, limit);
+    return { items: await this.listing.withFacts(page.items, (v, f) => this.listing.volumeRecord(v, f, entries)), more: page.more };
   }
 
   getSnapshot(id: string): Promise<SnapshotRecord | null> {
@@ -303,7 +312,8 @@ export class LibvirtPool implements PoolBackend {
   private poolState?: { at: number; problem: Promise<string | null> };
 
   async volumeBusy(id: string): Promise<string | null> {
-    const entries = await this.listing.entries();
+    // The listing the lookup before it made, kept again for the delete that follows under the same lock.
+    const entries = await this.listing.entriesFor(id);
     this.listing.remember(id, entries);
     const v = await this.find('vol', id, entries);
     if (!v) return null;

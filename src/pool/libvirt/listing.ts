@@ -72,16 +72,7 @@ export class PoolListing {
 
   async sizeAndPath(name: string): Promise<VolumeSizeAndPath | null> {
     const xml = await this.libvirt.volumeXml(this.pool, name);
-    if (xml === null) return null;
-    const vol = child(parseXml(xml), 'volume');
-    const target = child(vol, 'target');
-    const mtime = Number(text(child(target, 'timestamps'), 'mtime'));
-    return {
-      capacity: Number(text(vol, 'capacity') ?? 0),
-      allocation: Number(text(vol, 'allocation') ?? 0),
-      path: text(target, 'path') ?? '',
-      mtime: Number.isFinite(mtime) && mtime > 0 ? mtime : undefined,
-    };
+    return xml === null ? null : volumeFacts(xml);
   }
 
   /** A complete volume of ours by ID (a volume's or a snapshot's), from one listing. */
@@ -134,4 +125,47 @@ export class PoolListing {
       readyToUse: true,
     };
   }
+}
+
+// libvirt formats every size in bytes (virStorageVolDefFormat), and the target's path and timestamps
+// come before any backing store's.
+const CAPACITY = /<capacity unit='bytes'>(\d+)<\/capacity>/;
+const ALLOCATION = /<allocation unit='bytes'>(\d+)<\/allocation>/;
+const TARGET = /<target>([\s\S]*?)<\/target>/;
+const PATH = /<path>([^<]*)<\/path>/;
+const MTIME = /<mtime>(\d+(?:\.\d+)?)<\/mtime>/;
+const ENTITIES: Record<string, string> = { '&amp;': '&', '&lt;': '<', '&gt;': '>', '&quot;': '"', '&apos;': "'" };
+
+/**
+ * A volume's size, allocation, path and mtime from its XML. Read with a few patterns over the XML
+ * libvirt writes (a full parse costs ~80 µs a volume, most of a 1,000-volume listing); XML of any
+ * other shape is parsed in full.
+ */
+export function volumeFacts(xml: string): VolumeSizeAndPath {
+  const capacity = CAPACITY.exec(xml);
+  const allocation = ALLOCATION.exec(xml);
+  const target = TARGET.exec(xml)?.[1];
+  const path = target ? PATH.exec(target) : null;
+  if (capacity && allocation && path) {
+    const mtime = Number(target ? MTIME.exec(target)?.[1] : undefined);
+    return {
+      capacity: Number(capacity[1]),
+      allocation: Number(allocation[1]),
+      path: path[1].replace(/&(amp|lt|gt|quot|apos);/g, (e) => ENTITIES[e]),
+      mtime: Number.isFinite(mtime) && mtime > 0 ? mtime : undefined,
+    };
+  }
+  return parsedVolumeFacts(xml);
+}
+
+export function parsedVolumeFacts(xml: string): VolumeSizeAndPath {
+  const vol = child(parseXml(xml), 'volume');
+  const target = child(vol, 'target');
+  const mtime = Number(text(child(target, 'timestamps'), 'mtime'));
+  return {
+    capacity: Number(text(vol, 'capacity') ?? 0),
+    allocation: Number(text(vol, 'allocation') ?? 0),
+    path: text(target, 'path') ?? '',
+    mtime: Number.isFinite(mtime) && mtime > 0 ? mtime : undefined,
+  };
 }
