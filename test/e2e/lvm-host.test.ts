@@ -5,6 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { onCommand } from '../../src/exec.js';
 import { idFor } from '../../src/ids.js';
 import { LvmCli } from '../../src/pool/lvm/lvm-cli.js';
+import { MetadataCache, withoutThickLv, withThickLv } from '../../src/pool/lvm/metadata-cache.js';
 import { LvmPool } from '../../src/pool/lvm/lvm-pool.js';
 import type { PoolStatus } from '../../src/pool/lvm/pool-admin.js';
 import { blockCap, mountCap } from '../helpers/csi.js';
@@ -231,6 +232,66 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
       assert.deepEqual((await pool.listVolumes()).map((v) => v.id), [b.id]);
       counting = false;
     } finally {
+      await poolCmd('destroy', '--vg', vgName, '--force');
+      await forgetVg(vgName, [spare]);
+    }
+  });
+
+  it('folds its own lvcreate and lvremove into the held metadata exactly as lvm reports them, and refuses when another commit came in between', async () => {
+    const vgName = uniqueVg('vpf');
+    const [, , , spare] = disks.devices;
+    const lvmArgs = ['--config', 'global{activation=0}', '--devices', spare];
+    let counting = false;
+    try {
+      assert.equal((await poolCmd('init', '--vg', vgName, spare)).code, 0);
+      const opts = { vg: vgName, reserveBytes: 0, overprovisionRatio: 1 };
+      const lvm = new LvmCli({ activation: false, vg: vgName });
+      const pool = await LvmPool.open(lvm, opts);
+      const spec = (name: string) => ({ id: idFor('vol', name), name, capacityBytes: 8 * MiB, parameters: {} });
+      await pool.listVolumes(); // the metadata is held from here
+      let ran: string[] = [];
+      counting = true;
+      onCommand((c) => void (counting && ran.push(c)));
+
+      const a = await pool.createVolume(spec('fold-a'));
+      assert.deepEqual(ran, ['lvcreate'], 'the create ran lvcreate and nothing else');
+      ran = [];
+      const held = { list: await pool.listVolumes(), cap: await pool.capacity({ type: 'thick' }), one: await pool.getVolume(a.id) };
+      assert.deepEqual(ran, [], 'after its own create, lookups come from memory');
+      // What the held metadata says is what lvm says: a pool that reads everything afresh agrees.
+      counting = false;
+      const fresh = await LvmPool.open(new LvmCli({ activation: false, vg: vgName }), opts);
+      assert.deepEqual(held, { list: await fresh.listVolumes(), cap: await fresh.capacity({ type: 'thick' }), one: await fresh.getVolume(a.id) });
+      // Row by row too: the folded LV and VG rows are lvm's own (the cache is checked against a fullreport).
+      const cache = new MetadataCache(lvm, vgName);
+      await cache.read();
+      execFileSync('lvcreate', [...lvmArgs, '-an', '-Zn', '-y', '-L', '8m', '-n', 'bare-one', '--addtag', 'x=1', vgName], { stdio: 'ignore' });
+      assert.equal(cache.fold((st) => withThickLv(st, { name: 'bare-one', bytes: 8 * MiB, tags: ['x=1'], activation: false })), true);
+      assert.deepEqual(await cache.read(), await lvm.state(vgName), 'folded create = fullreport');
+      execFileSync('lvremove', [...lvmArgs, '-y', `${vgName}/bare-one`], { stdio: 'ignore' });
+      assert.equal(cache.fold((st) => withoutThickLv(st, 'bare-one')), true);
+      assert.deepEqual(await cache.read(), await lvm.state(vgName), 'folded remove = fullreport');
+      // Another process commits between the held state and ours: no fold, and the next read is lvm's.
+      execFileSync('lvcreate', [...lvmArgs, '-an', '-Zn', '-y', '-L', '4m', '-n', 'theirs', vgName], { stdio: 'ignore' });
+      execFileSync('lvcreate', [...lvmArgs, '-an', '-Zn', '-y', '-L', '8m', '-n', 'ours', vgName], { stdio: 'ignore' });
+      assert.equal(cache.fold((st) => withThickLv(st, { name: 'ours', bytes: 8 * MiB, tags: [], activation: false })), false, 'two commits since: refused');
+      const after = await cache.read();
+      assert.deepEqual(after.lvs.map((r) => r.lv_name).filter((n) => n === 'theirs' || n === 'ours').sort(), ['ours', 'theirs']);
+
+      counting = true;
+      ran = [];
+      await pool.deleteVolume(a.id);
+      assert.equal(await pool.getVolume(a.id), null);
+      assert.deepEqual(ran, ['lvremove', 'lvm'], 'other commits came before this lvremove: not folded, the next lookup read lvm (one fullreport)');
+      ran = [];
+      const b = await pool.createVolume(spec('fold-b'));
+      assert.equal(await pool.volumeBusy(b.id), null);
+      await pool.deleteVolume(b.id);
+      assert.equal(await pool.getVolume(b.id), null);
+      assert.deepEqual(ran, ['lvcreate', 'lvremove'], 'create, busy check of an inactive LV, delete and lookup: the two commands and nothing else');
+      counting = false;
+    } finally {
+      counting = false;
       await poolCmd('destroy', '--vg', vgName, '--force');
       await forgetVg(vgName, [spare]);
     }

@@ -31,8 +31,8 @@ export function deviceMapperAvailable(): boolean {
 }
 
 const REPORT_FIELDS = {
-  lv: ['lv_name', 'vg_name', 'lv_size', 'lv_tags', 'lv_attr', 'origin', 'pool_lv', 'data_percent', 'metadata_percent', 'lv_path', 'lv_layout', 'lv_time'],
-  vg: ['vg_name', 'vg_size', 'vg_free', 'vg_extent_size', 'vg_extent_count', 'vg_free_count', 'vg_tags', 'pv_count', 'lv_count'],
+  lv: ['lv_name', 'vg_name', 'lv_size', 'lv_tags', 'lv_attr', 'origin', 'pool_lv', 'data_percent', 'metadata_percent', 'lv_path', 'lv_layout'],
+  vg: ['vg_name', 'vg_size', 'vg_free', 'vg_extent_size', 'vg_extent_count', 'vg_free_count', 'vg_tags', 'pv_count', 'lv_count', 'vg_seqno'],
   pv: ['pv_name', 'vg_name', 'pv_size', 'pv_free', 'pv_attr', 'pv_tags'],
 } as const;
 
@@ -80,18 +80,25 @@ export class LvmCli {
   /**
    * The VG's metadata as it stands on its PVs now, read from the disks without running lvm: each
    * PV's metadata area header, which says where the current metadata text lies, its size and its
-   * checksum, and so changes with every commit any process makes. Null when it cannot be read (the
-   * PVs not known yet, one unreadable or unlabelled): then nothing may be taken from memory.
+   * checksum, and so changes with every commit any process makes; and the text's seqno, which every
+   * commit raises by one. Null when it cannot be read (the PVs not known yet, one unreadable or
+   * unlabelled): then nothing may be taken from memory. seqno is null where the text could not be read.
    */
-  metadataFingerprint(): string | null {
+  metadataVersion(): { fingerprint: string; seqno: number | null } | null {
     if (!this.scope) return null;
     const parts: string[] = [];
-    for (const pv of this.scope) {
-      const headers = readMetadataHeaders(pv);
-      if (!headers) return null;
-      parts.push(`${pv}:${headers}`);
+    let seqno: number | null = null;
+    for (const [i, pv] of this.scope.entries()) {
+      const read = readMetadataHeaders(pv);
+      if (!read) return null;
+      parts.push(`${pv}:${read.headers}`);
+      if (i === 0) seqno = read.seqno;
     }
-    return parts.join('|');
+    return { fingerprint: parts.join('|'), seqno };
+  }
+
+  metadataFingerprint(): string | null {
+    return this.metadataVersion()?.fingerprint ?? null;
   }
 
   /** Whether commands scan the VG's PVs only (for tests and diagnostics). */
@@ -221,9 +228,10 @@ const MDA_MAGIC = ' LVM2 x[5A%r0N*>';
  * The metadata area headers of a PV, as hex: the label (one of the first four sectors, "LABELONE",
  * type "LVM2 001") points at the PV header, whose second list of disk areas is the metadata areas;
  * each starts with a 512-byte header (magic " LVM2 x[5A%r0N*>", then the raw locations of the
- * current metadata). Null when any of that is not there. lvm's own on-disk format (format_text).
+ * current metadata). With them, the seqno written near the start of the first area's current
+ * metadata text. Null when any of that is not there. lvm's own on-disk format (format_text).
  */
-function readMetadataHeaders(pv: string): string | null {
+function readMetadataHeaders(pv: string): { headers: string; seqno: number | null } | null {
   let fd: number;
   try {
     fd = openSync(pv, 'r');
@@ -246,15 +254,32 @@ function readMetadataHeaders(pv: string): string | null {
     };
     for (let a = next(); a && (a.offset || a.size); a = next());
     const headers: string[] = [];
+    let seqno: number | null | undefined;
     for (let a = next(); a && (a.offset || a.size); a = next()) {
       const mda = Buffer.alloc(SECTOR);
       if (readSync(fd, mda, 0, SECTOR, Number(a.offset)) !== SECTOR || mda.toString('latin1', 4, 20) !== MDA_MAGIC) return null;
       headers.push(mda.toString('hex'));
+      seqno ??= readSeqno(fd, mda, a);
     }
-    return headers.length ? headers.join(',') : null;
+    return headers.length ? { headers: headers.join(','), seqno: seqno ?? null } : null;
   } catch {
     return null;
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * mda_header: checksum u32, magic[16], version u32, start u64, size u64, then raw_locn { offset
+ * u64 (from the area's start), size u64, checksum u32, flags u32 }: the current metadata text,
+ * which opens with `<vg name> {`, its id, then `seqno = N`. Null if the text is not there whole.
+ */
+function readSeqno(fd: number, mda: Buffer, area: { offset: bigint; size: bigint }): number | null {
+  const offset = mda.readBigUInt64LE(40);
+  const size = mda.readBigUInt64LE(48);
+  if (!size || offset + 256n > area.size) return null;
+  const text = Buffer.alloc(256);
+  if (readSync(fd, text, 0, text.length, Number(area.offset + offset)) !== text.length) return null;
+  const m = /^[^\n{]+\{\nid = "[^"]*"\nseqno = (\d+)\n/.exec(text.toString('latin1'));
+  return m ? Number(m[1]) : null;
 }

@@ -8,6 +8,8 @@ import { copyBlockDevice } from './copy.js';
 import { HEALTH, parseLvAttr } from './lv-attr.js';
 import { lvmFailure, lvmReason } from './lvm-errors.js';
 import { tagsOf, tagValue, type LvmCli, type LvmState, type LvRow, type VgRow } from './lvm-cli.js';
+import { dmDeviceOf } from './dm.js';
+import { MetadataCache, withoutThickLv, withThickLv } from './metadata-cache.js';
 import { INCOMPLETE_TAG, isIncomplete, isSnapshotRow, isVolumeRow, POOL_TAG, snapshotFromRow, snapshotTags, THIN_POOL_TAG, volumeFromRow, volumeTags } from './tags.js';
 
 export interface LvmPoolOptions {
@@ -19,6 +21,7 @@ export interface LvmPoolOptions {
 
 const LV_NAME = /^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$/;
 const FULL_PERCENT = 95;
+const stripes = (p: Record<string, string>) => (p.stripes ? ['-i', p.stripes] : []);
 
 
 /**
@@ -43,7 +46,11 @@ export class LvmPool implements PoolBackend {
     private readonly opts: LvmPoolOptions,
     readonly granularity: number,
     private readonly defaultThinPool: string | undefined,
-  ) {}
+  ) {
+    this.cache = new MetadataCache(lvm, opts.vg);
+  }
+
+  private readonly cache: MetadataCache;
 
   static async open(lvm: LvmCli, opts: LvmPoolOptions): Promise<LvmPool> {
     // One full read at start, which also tells the CLI which devices hold the VG (later commands scan only those).
@@ -104,23 +111,10 @@ export class LvmPool implements PoolBackend {
     return rows.filter((r) => isVolumeRow(r) && !isIncomplete(r)).map(volumeFromRow).sort((a, b) => a.id.localeCompare(b.id));
   }
 
-  /**
-   * The VG and its LVs as the metadata on the PVs says now: from memory while the metadata area
-   * headers on the disks are what they were at the last read (lvm's own commits change them, any
-   * process's), else from one lvm fullreport. Only what the metadata holds may be taken from it
-   * (names, sizes, tags, origins); activation, open counts, health and thin pool fullness come from
-   * dm and are read fresh where they matter.
-   */
-  private async metadata(): Promise<LvmState> {
-    const before = this.lvm.metadataFingerprint();
-    if (before !== null && this.cachedMetadata?.fingerprint === before) return this.cachedMetadata.state;
-    const state = await this.lvm.state(this.opts.vg);
-    // Keyed by the headers read before the report: a commit in between makes the key stale, never the state.
-    this.cachedMetadata = before === null ? undefined : { fingerprint: before, state };
-    return state;
+  /** The VG and its LVs as the metadata on the PVs says now (metadata-cache.ts: from memory while it is unchanged). */
+  private metadata(): Promise<LvmState> {
+    return this.cache.read();
   }
-
-  private cachedMetadata?: { fingerprint: string; state: LvmState };
 
   /** The last report read for health (dm state), which the next pages of a listing reuse for a moment. */
   private health?: { at: number; rows: ReadonlyMap<string, LvRow> };
@@ -176,11 +170,14 @@ export class LvmPool implements PoolBackend {
     if (type === 'thin') {
       await this.lvmChange('lvcreate', ['-y', '-V', size, '--thinpool', this.lvPath(thinPool!), '-n', spec.id, ...tagArgs, ...(src ? ['--addtag', INCOMPLETE_TAG] : []), ...this.activationArgs(false), this.opts.vg]);
     } else {
-      const stripes = spec.parameters.stripes ? ['-i', spec.parameters.stripes] : [];
-      await this.lvmChange('lvcreate', ['-y', '-L', size, ...stripes, '-n', spec.id, ...tagArgs, ...(src ? ['--addtag', INCOMPLETE_TAG] : []), ...this.activationArgs(true), this.opts.vg]);
+      await this.lvmChange('lvcreate', ['-y', '-L', size, ...stripes(spec.parameters), '-n', spec.id, ...tagArgs, ...(src ? ['--addtag', INCOMPLETE_TAG] : []), ...this.activationArgs(true), this.opts.vg]);
     }
     // The size is already a whole number of extents, so the record is known without asking lvs again.
-    if (!src) return { id: spec.id, name: spec.name, capacityBytes: spec.capacityBytes, createdAt, parameters: spec.parameters };
+    if (!src) {
+      // A plain thick LV is described exactly: the held metadata takes it in without a new report.
+      if (type === 'thick' && !spec.parameters.stripes) this.cache.fold((st) => withThickLv(st, { name: spec.id, bytes: spec.capacityBytes, tags, activation: this.lvm.activation }));
+      return { id: spec.id, name: spec.name, capacityBytes: spec.capacityBytes, createdAt, parameters: spec.parameters };
+    }
     return this.finishCopy((await this.lvm.lv(this.opts.vg, spec.id))!, spec);
   }
 
@@ -224,6 +221,7 @@ export class LvmPool implements PoolBackend {
       if (lvmFailure(err) === 'not-found') return;
       throw err;
     }
+    this.cache.fold((st) => withoutThickLv(st, id));
   }
 
   async expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord> {
@@ -274,16 +272,24 @@ export class LvmPool implements PoolBackend {
     return { abnormal: false, message: 'volume is healthy' };
   }
 
+  /**
+   * Why the volume must not go now. What is in the metadata (ours? snapshots of it?) comes from the
+   * held metadata; whether it is in use comes from device-mapper: an LV with no dm device is not
+   * active, so nothing can have it open, and no lvm command is needed to say so. An active one is
+   * asked of lvm (its open count) and of the host (who holds it).
+   */
   async volumeBusy(id: string): Promise<string | null> {
-    const rows = await this.lvm.lvs(this.opts.vg);
+    const rows = (await this.metadata()).lvs;
     const row = rows.find((r) => r.lv_name === id);
     if (!row) return null;
     if (!isVolumeRow(row)) return `LV ${this.lvPath(id)} is not a vpool volume; the driver does not touch it`;
-    const attr = parseLvAttr(row.lv_attr);
+    const dm = this.lvm.activation ? dmDeviceOf(this.opts.vg, id) : null;
+    const live = dm !== null ? await this.lvm.lv(this.opts.vg, id) : null;
+    const attr = parseLvAttr(live?.lv_attr ?? row.lv_attr);
     if (attr.open) return `volume ${id} is open (staged or in use); unstage it first`;
     // Active but not open: a raw block staging binds the device node without opening it.
-    if (attr.state !== 'inactive') {
-      const users = await deviceUsers([`/dev/${this.opts.vg}/${id}`]);
+    if (dm !== null && attr.state !== 'inactive') {
+      const users = await deviceUsers([`/dev/${this.opts.vg}/${id}`, ...(dm ? [`/dev/${dm}`] : [])]);
       if (users.length) return `volume ${id} is in use: ${users.join('; ')}; unstage it first`;
     }
     const cow = rows.filter((r) => r.origin === id && r.segtype !== 'thin' && isSnapshotRow(r)).map((r) => r.lv_name);
