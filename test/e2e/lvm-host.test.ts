@@ -237,13 +237,15 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
     }
   });
 
-  it('folds its own lvcreate and lvremove into the held metadata exactly as lvm reports them, and refuses when another commit came in between', async () => {
+  it('folds its own lvcreate and lvremove into the held metadata of a two-PV VG exactly as lvm reports them, and refuses when another commit came in between', async () => {
     const vgName = uniqueVg('vpf');
     const [, , , spare] = disks.devices;
-    const lvmArgs = ['--config', 'global{activation=0}', '--devices', spare];
+    // Two PVs: a fold cannot know which one lvm allocated from, and needs not.
+    const extra = await loopDisks(1, 256 * MiB);
+    const lvmArgs = ['--config', 'global{activation=0}', '--devices', `${spare},${extra.devices[0]}`];
     let counting = false;
     try {
-      assert.equal((await poolCmd('init', '--vg', vgName, spare)).code, 0);
+      assert.equal((await poolCmd('init', '--vg', vgName, spare, extra.devices[0])).code, 0);
       const opts = { vg: vgName, reserveBytes: 0, overprovisionRatio: 1 };
       const lvm = new LvmCli({ activation: false, vg: vgName });
       const pool = await LvmPool.open(lvm, opts);
@@ -267,10 +269,14 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
       await cache.read();
       execFileSync('lvcreate', [...lvmArgs, '-an', '-Zn', '-y', '-L', '8m', '-n', 'bare-one', '--addtag', 'x=1', vgName], { stdio: 'ignore' });
       assert.equal(cache.fold((st) => withThickLv(st, { name: 'bare-one', bytes: 8 * MiB, tags: ['x=1'], activation: false })), true);
-      assert.deepEqual(await cache.read(), await lvm.state(vgName), 'folded create = fullreport');
+      const report = async () => {
+        const { vg, lvs } = await lvm.state(vgName);
+        return { vg, lvs };
+      };
+      assert.deepEqual(await cache.read(), await report(), 'folded create = fullreport');
       execFileSync('lvremove', [...lvmArgs, '-y', `${vgName}/bare-one`], { stdio: 'ignore' });
       assert.equal(cache.fold((st) => withoutThickLv(st, 'bare-one')), true);
-      assert.deepEqual(await cache.read(), await lvm.state(vgName), 'folded remove = fullreport');
+      assert.deepEqual(await cache.read(), await report(), 'folded remove = fullreport');
       // Another process commits between the held state and ours: no fold, and the next read is lvm's.
       execFileSync('lvcreate', [...lvmArgs, '-an', '-Zn', '-y', '-L', '4m', '-n', 'theirs', vgName], { stdio: 'ignore' });
       execFileSync('lvcreate', [...lvmArgs, '-an', '-Zn', '-y', '-L', '8m', '-n', 'ours', vgName], { stdio: 'ignore' });
@@ -293,7 +299,8 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
     } finally {
       counting = false;
       await poolCmd('destroy', '--vg', vgName, '--force');
-      await forgetVg(vgName, [spare]);
+      await forgetVg(vgName, [spare, extra.devices[0]]);
+      await extra.release();
     }
   });
 

@@ -7,9 +7,9 @@ import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, P
 import { copyBlockDevice } from './copy.js';
 import { HEALTH, parseLvAttr } from './lv-attr.js';
 import { lvmFailure, lvmReason } from './lvm-errors.js';
-import { tagsOf, tagValue, type LvmCli, type LvmState, type LvRow, type VgRow } from './lvm-cli.js';
+import { tagsOf, tagValue, type LvmCli, type LvRow, type VgRow } from './lvm-cli.js';
 import { dmDeviceOf } from './dm.js';
-import { MetadataCache, withoutThickLv, withThickLv } from './metadata-cache.js';
+import { MetadataCache, withoutThickLv, withThickLv, type VgMetadata } from './metadata-cache.js';
 import { INCOMPLETE_TAG, isIncomplete, isSnapshotRow, isVolumeRow, POOL_TAG, snapshotFromRow, snapshotTags, THIN_POOL_TAG, volumeFromRow, volumeTags } from './tags.js';
 
 export interface LvmPoolOptions {
@@ -112,7 +112,7 @@ export class LvmPool implements PoolBackend {
   }
 
   /** The VG and its LVs as the metadata on the PVs says now (metadata-cache.ts: from memory while it is unchanged). */
-  private metadata(): Promise<LvmState> {
+  private metadata(): Promise<VgMetadata> {
     return this.cache.read();
   }
 

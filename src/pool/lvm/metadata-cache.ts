@@ -1,11 +1,18 @@
 import type { LvmCli, LvmState, LvRow } from './lvm-cli.js';
 
+/**
+ * What the pool reads of its VG: the VG row and its LVs. PV rows are left out: which of several PVs
+ * lvm allocates from is its policy's choice, so a fold could not say how their free space moved,
+ * and the pool needs the VG's totals only.
+ */
+export type VgMetadata = Omit<LvmState, 'pvs'>;
+
 interface Held {
   /** The metadata area headers read before the report the state came from. */
   fingerprint: string;
   /** The seqno those headers' text carried; the state is that version when it equals the state's own. */
   seqno: number | null;
-  state: LvmState;
+  state: VgMetadata;
 }
 
 /**
@@ -26,10 +33,11 @@ export class MetadataCache {
     private readonly vg: string,
   ) {}
 
-  async read(): Promise<LvmState> {
+  async read(): Promise<VgMetadata> {
     const before = this.lvm.metadataVersion();
     if (before !== null && this.held?.fingerprint === before.fingerprint) return this.held.state;
-    const state = await this.lvm.state(this.vg);
+    const { vg, lvs } = await this.lvm.state(this.vg);
+    const state = { vg, lvs };
     // Keyed by the headers read before the report: a commit in between makes the key stale, never the state.
     this.held = before === null ? undefined : { fingerprint: before.fingerprint, seqno: before.seqno, state };
     return state;
@@ -40,7 +48,7 @@ export class MetadataCache {
    * that commit and nothing else since the held state. Synchronous from the header read to the
    * update, so no other call of this process can interleave.
    */
-  fold(change: (state: LvmState) => LvmState | null): boolean {
+  fold(change: (state: VgMetadata) => VgMetadata | null): boolean {
     const held = this.held;
     const now = this.lvm.metadataVersion();
     if (!held || !now) return false;
@@ -59,7 +67,7 @@ export class MetadataCache {
 }
 
 /** The state after a thick linear LV of `bytes` was created (what lvm's report would then say of it). */
-export function withThickLv(state: LvmState, lv: { name: string; bytes: number; tags: string[]; activation: boolean }): LvmState | null {
+export function withThickLv(state: VgMetadata, lv: { name: string; bytes: number; tags: string[]; activation: boolean }): VgMetadata | null {
   const vg = state.vg;
   if (!vg || state.lvs.some((r) => r.lv_name === lv.name)) return null;
   const extent = Number(vg.vg_extent_size);
@@ -79,37 +87,22 @@ export function withThickLv(state: LvmState, lv: { name: string; bytes: number; 
     lv_layout: 'linear',
     segtype: 'linear',
   };
-  const pvs = onlyPv(state, -lv.bytes);
-  if (!pvs) return null;
   // lvm reports the LVs in name order.
   const lvs = [...state.lvs, row].sort((x, y) => (x.lv_name < y.lv_name ? -1 : x.lv_name > y.lv_name ? 1 : 0));
-  return { vg: bump(vg, -lv.bytes, -lv.bytes / extent, 1), pvs, lvs };
-}
-
-/**
- * The PV rows with the VG's one PV's free space moved by `bytes`. Which PV of several lvm allocates
- * from is its policy's choice: a VG of more PVs is read afresh instead (null).
- */
-function onlyPv(state: LvmState, bytes: number): LvmState['pvs'] | null {
-  const vg = state.vg!;
-  const mine = state.pvs.filter((p) => p.vg_name === vg.vg_name);
-  if (Number(vg.pv_count) !== 1 || mine.length !== 1) return null;
-  return state.pvs.map((p) => (p === mine[0] ? { ...p, pv_free: String(Number(p.pv_free) + bytes) } : p));
+  return { vg: bump(vg, -lv.bytes, -lv.bytes / extent, 1), lvs };
 }
 
 /** The state after a thick LV with nothing depending on it was removed. */
-export function withoutThickLv(state: LvmState, name: string): LvmState | null {
+export function withoutThickLv(state: VgMetadata, name: string): VgMetadata | null {
   const vg = state.vg;
   const row = state.lvs.find((r) => r.lv_name === name);
   if (!vg || !row || row.segtype !== 'linear' || row.origin || state.lvs.some((r) => r.origin === name || r.pool_lv === name)) return null;
   const extent = Number(vg.vg_extent_size);
   const bytes = Number(row.lv_size);
-  const pvs = onlyPv(state, bytes);
-  if (!pvs) return null;
-  return { vg: bump(vg, bytes, bytes / extent, -1), pvs, lvs: state.lvs.filter((r) => r !== row) };
+  return { vg: bump(vg, bytes, bytes / extent, -1), lvs: state.lvs.filter((r) => r !== row) };
 }
 
-function bump(vg: NonNullable<LvmState['vg']>, freeBytes: number, freeExtents: number, lvs: number): NonNullable<LvmState['vg']> {
+function bump(vg: NonNullable<VgMetadata['vg']>, freeBytes: number, freeExtents: number, lvs: number): NonNullable<VgMetadata['vg']> {
   return {
     ...vg,
     vg_free: String(Number(vg.vg_free) + freeBytes),
