@@ -61,14 +61,15 @@ async function hostPath(bin: string): Promise<Subject> {
 
 async function main(): Promise<void> {
   const peer = process.env.VPOOL_BENCH_HOSTPATH;
-  const rows: Array<{ name: string; steps: Record<Step, number>; totals: number[] }> = [];
+  const rows: Array<{ name: string; steps: Record<Step, number>; pairs: { in: number; out: number }; totals: number[] }> = [];
   for (const open of [vpool, ...(peer ? [() => hostPath(peer)] : [])]) {
     const s = await open();
     try {
       const out = Object.fromEntries(STEPS.map((k) => [k, [] as number[]])) as Record<Step, number[]>;
       const totals: number[] = [];
       for (let r = 0; r < RUNS; r++) totals.push(await lifecycle(s, r, out));
-      rows.push({ name: s.name, steps: Object.fromEntries(STEPS.map((k) => [k, median(out[k])])) as Record<Step, number>, totals });
+      const sum = (a: Step, b: Step) => median(out[a].map((v, i) => v + out[b][i]));
+      rows.push({ name: s.name, steps: Object.fromEntries(STEPS.map((k) => [k, median(out[k])])) as Record<Step, number>, pairs: { in: sum('NodeStageVolume', 'NodePublishVolume'), out: sum('NodeUnpublishVolume', 'NodeUnstageVolume') }, totals });
     } finally {
       await s.stop();
     }
@@ -76,6 +77,9 @@ async function main(): Promise<void> {
   console.log(`\nRaw block lifecycle, ${VOLUMES} volumes of 16 MiB one after another, ${RUNS} runs (p50 ms per step; whole runs in s)${peer ? '' : ' (host-path not measured: set VPOOL_BENCH_HOSTPATH)'}`);
   console.log(['step'.padEnd(22), ...rows.map((r) => r.name.padStart(14))].join(' '));
   for (const k of STEPS) console.log([k.padEnd(22), ...rows.map((r) => r.steps[k].toFixed(2).padStart(14))].join(' '));
+  // host-path attaches at publish and detaches at unpublish: the node's whole way in and out compares like for like.
+  console.log(['stage + publish'.padEnd(22), ...rows.map((r) => r.pairs.in.toFixed(2).padStart(14))].join(' '));
+  console.log(['unpublish + unstage'.padEnd(22), ...rows.map((r) => r.pairs.out.toFixed(2).padStart(14))].join(' '));
   console.log(['whole lifecycle (s)'.padEnd(22), ...rows.map((r) => r.totals.map((t) => t.toFixed(2)).join('/').padStart(14))].join(' '));
 }
 

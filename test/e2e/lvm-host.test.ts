@@ -295,6 +295,12 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
       await pool.deleteVolume(b.id);
       assert.equal(await pool.getVolume(b.id), null);
       assert.deepEqual(ran, ['lvcreate', 'lvremove'], 'create, busy check of an inactive LV, delete and lookup: the two commands and nothing else');
+      // Many calls at once after another process's commit: one report for all of them, which sees it.
+      execFileSync('lvcreate', [...lvmArgs, '-an', '-Zn', '-y', '-L', '4m', '-n', 'theirs-2', '--addtag', 'vpool.kind=bare', vgName], { stdio: 'ignore' });
+      ran = [];
+      const seen = await Promise.all(Array.from({ length: 8 }, () => pool.capacity({ type: 'thick' })));
+      assert.deepEqual(ran, ['lvm'], 'eight lookups, one fullreport');
+      assert.ok(seen.every((c) => c.availableBytes === seen[0].availableBytes));
       counting = false;
     } finally {
       counting = false;

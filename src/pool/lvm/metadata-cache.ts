@@ -36,12 +36,24 @@ export class MetadataCache {
   async read(): Promise<VgMetadata> {
     const before = this.lvm.metadataVersion();
     if (before !== null && this.held?.fingerprint === before.fingerprint) return this.held.state;
-    const { vg, lvs } = await this.lvm.state(this.vg);
-    const state = { vg, lvs };
-    // Keyed by the headers read before the report: a commit in between makes the key stale, never the state.
-    this.held = before === null ? undefined : { fingerprint: before.fingerprint, seqno: before.seqno, state };
-    return state;
+    // Callers that find the same headers share one report (8 creates at once make one fullreport, not 8):
+    // with the headers unchanged since that report began, no commit can be missing from it.
+    if (before !== null && this.reading?.fingerprint === before.fingerprint) return this.reading.state;
+    const state = this.lvm.state(this.vg).then(({ vg, lvs }) => ({ vg, lvs }));
+    const reading = before === null ? undefined : { fingerprint: before.fingerprint, state };
+    this.reading = reading;
+    try {
+      const read = await state;
+      // Keyed by the headers read before the report: a commit in between makes the key stale, never the state.
+      const newer = this.held && this.held.seqno !== null && before?.seqno != null && this.held.seqno > before.seqno;
+      if (!newer) this.held = before === null ? undefined : { fingerprint: before.fingerprint, seqno: before.seqno, state: read };
+      return read;
+    } finally {
+      if (this.reading === reading) this.reading = undefined;
+    }
   }
+
+  private reading?: { fingerprint: string; state: Promise<VgMetadata> };
 
   /**
    * After a commit of the driver's own: the held state with `change` applied, if the disks show
