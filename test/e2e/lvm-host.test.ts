@@ -220,7 +220,10 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
       assert.equal((await pool.getVolume(a.id))?.id, a.id);
       assert.equal((await pool.listVolumes()).length, 1);
       const free = (await pool.capacity({ type: 'thick' })).availableBytes;
-      assert.equal(ran, 0, 'lookup, listing and capacity ran no lvm command');
+      const page = await pool.listVolumePage('', 100);
+      assert.deepEqual(page.items.map((v) => v.id), [a.id]);
+      assert.deepEqual(await pool.volumeConditions(page.items), [{ abnormal: false, message: 'volume is healthy' }]);
+      assert.equal(ran, 0, 'lookup, listing, a page with its conditions (no dm device: nothing for lvs to add) and capacity ran no lvm command');
       // Another pool object (its own memory, as another process has) creates a volume on the same VG...
       const other = await LvmPool.open(new LvmCli({ activation: false, vg: vgName }), opts);
       const b = await other.createVolume(spec('mem-b'));

@@ -27,3 +27,22 @@ export function dmDeviceOf(vg: string, lv: string, sysBlock = '/sys/block'): str
   }
   return null;
 }
+
+/** The names of every dm device the kernel has now, or undefined when its table cannot be read. */
+export function dmNames(sysBlock = '/sys/block'): Set<string> | undefined {
+  let entries: string[];
+  try {
+    entries = readdirSync(sysBlock).filter((e) => e.startsWith('dm-'));
+  } catch {
+    return undefined;
+  }
+  const names = new Set<string>();
+  for (const e of entries) {
+    try {
+      names.add(readFileSync(`${sysBlock}/${e}/dm/name`, 'utf8').trim());
+    } catch {
+      // removed meanwhile
+    }
+  }
+  return names;
+}

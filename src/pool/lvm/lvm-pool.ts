@@ -1,6 +1,7 @@
 import { conflict, exhausted, internal, invalid, notFound, precondition, unavailable } from '../../errors.js';
 import { CommandError } from '../../exec.js';
 import { log } from '../../log.js';
+import { pageAfter, type Page } from '../../paging.js';
 import { deviceUsers } from '../../host/in-use.js';
 import { roundUp } from '../../units.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, PoolTuning, SnapshotRecord, VolumeRecord, ThinPoolUse } from '../backend.js';
@@ -8,7 +9,7 @@ import { copyBlockDevice } from './copy.js';
 import { HEALTH, parseLvAttr } from './lv-attr.js';
 import { lvmFailure, lvmReason } from './lvm-errors.js';
 import { tagsOf, tagValue, type LvmCli, type LvRow, type VgRow } from './lvm-cli.js';
-import { dmDeviceOf } from './dm.js';
+import { dmDeviceOf, dmName, dmNames } from './dm.js';
 import { MetadataCache, withoutThickLv, withThickLv, type VgMetadata } from './metadata-cache.js';
 import { INCOMPLETE_TAG, isIncomplete, isSnapshotRow, isVolumeRow, POOL_TAG, snapshotFromRow, snapshotTags, THIN_POOL_TAG, volumeFromRow, volumeTags } from './tags.js';
 
@@ -107,9 +108,26 @@ export class LvmPool implements PoolBackend {
   }
 
   async listVolumes(): Promise<VolumeRecord[]> {
-    const rows = (await this.metadata()).lvs;
-    return rows.filter((r) => isVolumeRow(r) && !isIncomplete(r)).map(volumeFromRow).sort((a, b) => a.id.localeCompare(b.id));
+    return this.volumeRows(await this.metadata()).map(volumeFromRow);
   }
+
+  /** Records are made for the page's LVs only, from the held metadata's volume rows in ID order. */
+  async listVolumePage(after: string, limit: number): Promise<Page<VolumeRecord>> {
+    const page = pageAfter(this.volumeRows(await this.metadata()), (r) => r.lv_name, after, limit);
+    return { items: page.items.map(volumeFromRow), more: page.more };
+  }
+
+  /** The complete volumes' rows of one read of the metadata, in ID (LV name) order; kept while that read is held. */
+  private volumeRows(state: VgMetadata): LvRow[] {
+    let rows = this.sortedRows.get(state);
+    if (!rows) {
+      rows = state.lvs.filter((r) => isVolumeRow(r) && !isIncomplete(r)).sort((a, b) => (a.lv_name < b.lv_name ? -1 : a.lv_name > b.lv_name ? 1 : 0));
+      this.sortedRows.set(state, rows);
+    }
+    return rows;
+  }
+
+  private readonly sortedRows = new WeakMap<VgMetadata, LvRow[]>();
 
   /** The VG and its LVs as the metadata on the PVs says now (metadata-cache.ts: from memory while it is unchanged). */
   private metadata(): Promise<VgMetadata> {
@@ -245,8 +263,18 @@ export class LvmPool implements PoolBackend {
       .map((r) => ({ name: r.lv_name, dataPercent: Number(r.data_percent || 0), metadataPercent: Number(r.metadata_percent || 0) }));
   }
 
+  /**
+   * Health and thin pool fullness are device-mapper's to tell (lvs asks it). Where none of the page's
+   * LVs nor their thin pools has a dm device (inactive, or no device-mapper at all), dm has nothing
+   * to say: the held metadata answers without an lvm command.
+   */
   async volumeConditions(volumes: readonly VolumeRecord[]): Promise<Condition[]> {
     if (!volumes.length) return [];
+    const meta = await this.metadata();
+    const byName = new Map(meta.lvs.map((r) => [r.lv_name, r]));
+    const live = this.lvm.activation ? dmNames() : new Set<string>();
+    const active = (lv: string | undefined) => !!lv && (live === undefined || live.has(dmName(this.opts.vg, lv)));
+    if (!volumes.some((v) => active(v.id) || active(byName.get(v.id)?.pool_lv))) return volumes.map((v) => this.conditionOf(v, byName));
     // Health read under a second ago (the listing this page came from) is as good as a new report.
     // Health read under two seconds ago (for the previous page of the same listing) is as good as a new report.
     const recent = this.health && performance.now() - this.health.at < 2000 && volumes.every((v) => this.health!.rows.has(v.id)) ? this.health.rows : undefined;
