@@ -311,14 +311,17 @@ export class LvmPool implements PoolBackend {
     const row = rows.find((r) => r.lv_name === id);
     if (!row) return null;
     if (!isVolumeRow(row)) return `LV ${this.lvPath(id)} is not a vpool volume; the driver does not touch it`;
+    // The held row's lv_attr is as old as the last metadata read: activation and open counts are not
+    // metadata, so they are never taken from it. No dm device: inactive, nothing can hold it.
     const dm = this.lvm.activation ? dmDeviceOf(this.opts.vg, id) : null;
-    const live = dm !== null ? await this.lvm.lv(this.opts.vg, id) : null;
-    const attr = parseLvAttr(live?.lv_attr ?? row.lv_attr);
-    if (attr.open) return `volume ${id} is open (staged or in use); unstage it first`;
-    // Active but not open: a raw block staging binds the device node without opening it.
-    if (dm !== null && attr.state !== 'inactive') {
-      const users = await deviceUsers([`/dev/${this.opts.vg}/${id}`, ...(dm ? [`/dev/${dm}`] : [])]);
-      if (users.length) return `volume ${id} is in use: ${users.join('; ')}; unstage it first`;
+    if (dm !== null) {
+      const attr = parseLvAttr((await this.lvm.lv(this.opts.vg, id))?.lv_attr);
+      if (attr.open) return `volume ${id} is open (staged or in use); unstage it first`;
+      // Active but not open: a raw block staging binds the device node without opening it.
+      if (attr.state !== 'inactive') {
+        const users = await deviceUsers([`/dev/${this.opts.vg}/${id}`, ...(dm ? [`/dev/${dm}`] : [])]);
+        if (users.length) return `volume ${id} is in use: ${users.join('; ')}; unstage it first`;
+      }
     }
     const cow = rows.filter((r) => r.origin === id && r.segtype !== 'thin' && isSnapshotRow(r)).map((r) => r.lv_name);
     if (cow.length) return `volume ${id} has copy-on-write snapshots (${cow.join(', ')}) that would be lost; delete them first`;
