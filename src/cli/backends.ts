@@ -5,11 +5,13 @@ import { HYPERVISOR_ACCESS, NODE_LOCAL_ACCESS, type AccessPolicy } from '../driv
 import { HYPERVISOR_TOPOLOGY_KEY, TOPOLOGY_KEY } from '../driver/context.js';
 import { log } from '../log.js';
 import type { BlockDevices, NodeVolumeView, PoolBackend, ControllerAttacher } from '../pool/backend.js';
-import { LIBVIRT_TRANSPORTS, type LibvirtTransport } from '../pool/libvirt/libvirt-api.js';
+import type { LibvirtTransport } from '../pool/libvirt/libvirt-api.js';
 import { parseQuantity } from '../units.js';
 
 export const DISK_CACHE_MODES = ['default', 'none', 'writethrough', 'writeback', 'directsync', 'unsafe'] as const;
 export type DiskCache = (typeof DISK_CACHE_MODES)[number];
+// Here, not beside the libvirt code: a file or lvm pool must not load any of it.
+const LIBVIRT_TRANSPORTS = ['auto', 'rpc', 'virsh'] as const satisfies readonly LibvirtTransport[];
 
 /** Which pool to open, with typed values: what `serve`'s flags, `reconcile` and a VolumePool all come down to. */
 export type BackendOptions =

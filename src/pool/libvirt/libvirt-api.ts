@@ -1,8 +1,7 @@
 import type { Virsh } from './virsh.js';
 
 /** How calls reach libvirt: auto is the held RPC connection for the local system daemon, virsh otherwise. */
-export const LIBVIRT_TRANSPORTS = ['auto', 'rpc', 'virsh'] as const;
-export type LibvirtTransport = (typeof LIBVIRT_TRANSPORTS)[number];
+export type LibvirtTransport = 'auto' | 'rpc' | 'virsh';
 
 /** A storage pool's state and sizes, as virStoragePoolGetInfo reports them. */
 export interface PoolInfo {
