@@ -3,7 +3,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { onCommand } from '../../src/exec.js';
 import { localSocketFor, RpcLibvirt } from '../../src/pool/libvirt/rpc/rpc-libvirt.js';
-import { parsedVolumeFacts, volumeFacts } from '../../src/pool/libvirt/listing.js';
+import { parsedVolumeFacts, PoolListing, volumeFacts } from '../../src/pool/libvirt/listing.js';
+import { copyFile, mkdir } from 'node:fs/promises';
 import { LibvirtMissingError } from '../../src/pool/libvirt/virsh.js';
 import { blockCap } from '../helpers/csi.js';
 import { codeOf, finish, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
@@ -90,6 +91,44 @@ describe('libvirt over its RPC protocol: one held connection, reconnected after 
       await virshTry('pool-destroy', name);
       await rm(dir, { recursive: true, force: true });
       await rm(`${dir}.xml`, { force: true });
+      rpc.close();
+    }
+  });
+
+  it('holds a file volume\'s facts while its file is unchanged, sees a resize or a write by anyone, and holds nothing for a file that is not libvirt\'s', async () => {
+    const rpc = new RpcLibvirt(URI, localSocketFor(URI)!);
+    let xmlReads = 0;
+    const volumeXml = rpc.volumeXml.bind(rpc);
+    rpc.volumeXml = (p: string, n: string) => (xmlReads++, volumeXml(p, n));
+    const other = `${pool.dir}-elsewhere`;
+    try {
+      const names = ['held-a.raw', 'held-b.raw'];
+      for (const n of names) await rpc.createVolume(pool.name, `<volume><name>${n}</name><capacity unit='bytes'>${4 * MiB}</capacity><allocation unit='bytes'>0</allocation></volume>`);
+      const listing = new PoolListing(rpc, pool.name, pool.dir);
+      const facts = async () => Promise.all(names.map((n) => listing.sizeAndPath(n)));
+      const first = await facts();
+      assert.equal(xmlReads, 2);
+      assert.deepEqual(await facts(), first);
+      assert.equal(xmlReads, 2, 'unchanged files: no XML read');
+      // Another process grows one through libvirt, and writes into the other.
+      await virsh('vol-resize', '--vol', names[0], '--pool', pool.name, '--capacity', String(8 * MiB));
+      const fh = await (await import('node:fs/promises')).open(`${pool.dir}/${names[1]}`, 'r+');
+      await fh.write(Buffer.alloc(MiB, 7), 0, MiB, 0);
+      await fh.close();
+      const now = await facts();
+      assert.equal(xmlReads, 4, 'both changed: both read again');
+      assert.equal(now[0]!.capacity, 8 * MiB, 'the resize is seen');
+      assert.ok(now[1]!.allocation >= MiB && now[1]!.allocation > first[1]!.allocation, 'the write is seen');
+      // A copy of the pool elsewhere (a controller that sees other files at the pool's path): never held.
+      await mkdir(other, { recursive: true });
+      for (const n of names) await copyFile(`${pool.dir}/${n}`, `${other}/${n}`);
+      const blind = new PoolListing(rpc, pool.name, other);
+      xmlReads = 0;
+      for (let i = 0; i < 3; i++) await Promise.all(names.map((n) => blind.sizeAndPath(n)));
+      assert.equal(xmlReads, 6, 'not libvirt\'s files: libvirt is asked every time');
+      for (const n of names) await rpc.deleteVolume(pool.name, n);
+    } finally {
+      await rm(other, { recursive: true, force: true });
       rpc.close();
     }
   });

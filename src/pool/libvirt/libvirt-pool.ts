@@ -1,4 +1,4 @@
-import { exhausted, internal, notFound, precondition } from '../../errors.js';
+import { exhausted, internal, notFound, precondition, unsupported } from '../../errors.js';
 import { log } from '../../log.js';
 import { pageAfter, type Page } from '../../paging.js';
 import { MiB, roundUp } from '../../units.js';
@@ -43,8 +43,9 @@ export class LibvirtPool implements PoolBackend {
     /** For rbd pools: how the images are reached (a network disk). */
     readonly rbd?: RbdSource,
   ) {
-    this.listing = new PoolListing(libvirt, opts.pool);
     const fileBacked = FILE_POOLS.has(poolType);
+    // The local daemon's file pool: the files are on this host, and their facts can be held while they are unchanged.
+    this.listing = new PoolListing(libvirt, opts.pool, fileBacked && libvirt.transport === 'rpc' ? targetPath : undefined);
     this.volumeParameters = {
       format: (v) => (!(FORMATS as readonly string[]).includes(v) ? 'raw or qcow2' : v === 'qcow2' && !fileBacked ? `a ${poolType} pool holds raw volumes only` : null),
       preallocate: (v) => (v === 'true' || v === 'false' ? null : 'true or false'),
@@ -178,6 +179,7 @@ export class LibvirtPool implements PoolBackend {
   }
 
   async createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord> {
+    if (spec.fill) throw unsupported(`a volume from another node's ${spec.source?.kind ?? 'source'} is not supported by the ${this.kind} pool yet`);
     const p = spec.parameters;
     const entries = await this.listing.entriesFor(spec.id);
     await this.clearUnfinished(spec.id, entries);

@@ -1,21 +1,15 @@
 import type { SnapshotRecord, VolumeRecord } from '../backend.js';
 import { idHash, parseName, type PoolName, type SnapshotName, type VolumeName } from './names.js';
+import { FileFacts, type VolumeSizeAndPath } from './file-facts.js';
 import type { Libvirt } from './libvirt-api.js';
+
+export type { VolumeSizeAndPath };
 import { child, parseXml, text } from './virsh.js';
 
 export interface Entry {
   /** The libvirt volume name. */
   name: string;
   parsed: PoolName;
-}
-
-/** What libvirt says of one volume: its size, what it allocates, where it is. */
-export interface VolumeSizeAndPath {
-  capacity: number;
-  allocation: number;
-  path: string;
-  /** Seconds since the epoch, where the pool type reports it. */
-  mtime?: number;
 }
 
 /** One of our volumes or snapshots that is complete, with its libvirt name. */
@@ -30,10 +24,16 @@ export interface PoolVolume<T extends VolumeName | SnapshotName = VolumeName | S
  * look and the act of the same locked call.
  */
 export class PoolListing {
+  /** Where volumes are files this process sees (a file pool on the local daemon): their facts held while the files are unchanged. */
+  private readonly files?: FileFacts;
+
   constructor(
     private readonly libvirt: Libvirt,
     private readonly pool: string,
-  ) {}
+    localDir?: string,
+  ) {
+    if (localDir) this.files = new FileFacts(localDir);
+  }
 
   /**
    * The listing a lookup of one ID just made, kept for the create or delete of that ID that follows
@@ -57,10 +57,12 @@ export class PoolListing {
 
   async entries(): Promise<Entry[]> {
     const entries: Entry[] = [];
-    for (const name of await this.libvirt.volumeNames(this.pool)) {
+    const names = await this.libvirt.volumeNames(this.pool);
+    for (const name of names) {
       const parsed = parseName(name);
       if (parsed) entries.push({ name, parsed });
     }
+    this.files?.keepOnly(new Set(names));
     return entries;
   }
 
@@ -71,8 +73,11 @@ export class PoolListing {
   }
 
   async sizeAndPath(name: string): Promise<VolumeSizeAndPath | null> {
-    const xml = await this.libvirt.volumeXml(this.pool, name);
-    return xml === null ? null : volumeFacts(xml);
+    const read = async () => {
+      const xml = await this.libvirt.volumeXml(this.pool, name);
+      return xml === null ? null : volumeFacts(xml);
+    };
+    return this.files ? this.files.get(name, read) : read();
   }
 
   /** A complete volume of ours by ID (a volume's or a snapshot's), from one listing. */
@@ -135,6 +140,7 @@ const ALLOCATION = /<allocation unit='bytes'>(\d+)<\/allocation>/;
 const TARGET = /<target>([\s\S]*?)<\/target>/;
 const PATH = /<path>([^<]*)<\/path>/;
 const MTIME = /<mtime>(\d+(?:\.\d+)?)<\/mtime>/;
+const CTIME = /<ctime>(\d+(?:\.\d+)?)<\/ctime>/;
 const ENTITIES: Record<string, string> = { '&amp;': '&', '&lt;': '<', '&gt;': '>', '&quot;': '"', '&apos;': "'" };
 
 /**
@@ -149,11 +155,13 @@ export function volumeFacts(xml: string): VolumeSizeAndPath {
   const path = target ? PATH.exec(target) : null;
   if (capacity && allocation && path) {
     const mtime = Number(target ? MTIME.exec(target)?.[1] : undefined);
+    const ctime = target ? CTIME.exec(target)?.[1] : undefined;
     return {
       capacity: Number(capacity[1]),
       allocation: Number(allocation[1]),
       path: path[1].replace(/&(amp|lt|gt|quot|apos);/g, (e) => ENTITIES[e]),
       mtime: Number.isFinite(mtime) && mtime > 0 ? mtime : undefined,
+      ...(ctime ? { ctime } : {}),
     };
   }
   return parsedVolumeFacts(xml);
@@ -163,10 +171,12 @@ export function parsedVolumeFacts(xml: string): VolumeSizeAndPath {
   const vol = child(parseXml(xml), 'volume');
   const target = child(vol, 'target');
   const mtime = Number(text(child(target, 'timestamps'), 'mtime'));
+  const ctime = text(child(target, 'timestamps'), 'ctime');
   return {
     capacity: Number(text(vol, 'capacity') ?? 0),
     allocation: Number(text(vol, 'allocation') ?? 0),
     path: text(target, 'path') ?? '',
     mtime: Number.isFinite(mtime) && mtime > 0 ? mtime : undefined,
+    ...(ctime ? { ctime } : {}),
   };
 }
