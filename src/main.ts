@@ -41,6 +41,10 @@ program
   .option('--pool-resync <duration>', 'how often VolumePools are looked at again without a change (status, new disks matching a glob)', '5m')
   .option('--orphan-check-interval <duration>', 'compare the pool with the cluster\'s PVs and VolumeSnapshotContents this often and report orphans (0: never)', '0')
   .option('--orphan-delete-after <duration>', 'also delete orphans older than this (default: report only)')
+  .option('--transfer-listen <host:port>', 'file/lvm: serve this node\'s volumes and snapshots to peers (restore and clone on another node) at this address, over mutual TLS')
+  .option('--transfer-tls-dir <dir>', 'the transfer listener\'s and client\'s TLS: ca.crt (the driver\'s CA), tls.crt and tls.key (this node\'s)')
+  .option('--transfer-peer <host:port>', 'a peer\'s transfer listener, asked for sources this node lacks (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+  .option('--transfer-rate <bytes>', 'bytes per second one transfer may send (e.g. 100Mi; 0: no limit)', '0')
   .option('--log-level <level>', 'error, warn, info or debug', 'info')
   .action(async (opts: ServeOptions) => {
     // Each command loads its own code: `--version` and `client` do not pay for the pools, the cluster client or metrics.

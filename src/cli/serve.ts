@@ -36,6 +36,32 @@ export interface ServeOptions extends BackendFlags {
   poolResync: string;
   orphanCheckInterval: string;
   orphanDeleteAfter?: string;
+  transferListen?: string;
+  transferTlsDir?: string;
+  transferPeer?: string[];
+  transferRate: string;
+}
+
+/**
+ * The cross-node transfer (transfer/): the listener peers read from, and the client for sources
+ * this node lacks. Both need the TLS directory; the code is loaded only when asked for.
+ */
+async function startTransfer(opts: ServeOptions, ctx: DriverContext): Promise<{ close(): Promise<void> } | undefined> {
+  const peers = opts.transferPeer ?? [];
+  if (!opts.transferListen && !peers.length) return undefined;
+  if (!opts.transferTlsDir) throw new Error('--transfer-listen and --transfer-peer need --transfer-tls-dir (ca.crt, tls.crt, tls.key)');
+  if (!ctx.backend) throw new Error('--transfer-listen and --transfer-peer need a node-local pool (file or lvm)');
+  const [{ readTransferTls }, { TransferClient, parsePeer }, { transferSource }] = await Promise.all([import('../transfer/tls.js'), import('../transfer/client.js'), import('../driver/transfer.js')]);
+  const tls = await readTransferTls(opts.transferTlsDir);
+  if (peers.length) {
+    const parsed = peers.map(parsePeer);
+    ctx.transfer = new TransferClient(tls, () => parsed);
+  }
+  if (!opts.transferListen) return undefined;
+  const { startTransferServer } = await import('../transfer/server.js');
+  const m = /^(.*):(\d{1,5})$/.exec(opts.transferListen);
+  if (!m) throw new Error(`--transfer-listen is host:port, not ${JSON.stringify(opts.transferListen)}`);
+  return startTransferServer({ host: m[1].replace(/^\[|\]$/g, '') || '0.0.0.0', port: Number(m[2]), tls, source: transferSource(ctx.backend, ctx.locks), bytesPerSecond: parseQuantity(opts.transferRate) });
 }
 
 /** The metrics and health endpoints: one HTTP server per distinct address; their code is loaded only when asked for. */
@@ -109,13 +135,14 @@ export async function serve(opts: ServeOptions): Promise<void> {
     pending: opts.poolFromCluster ? `waiting for VolumePool ${opts.poolFromCluster} to be built on this node` : undefined,
   };
   if (!opened) Object.assign(ctx, { volumeView: notOpen(ctx), blockDevices: notOpen(ctx) });
+  const transfer = await startTransfer(opts, ctx);
 
   // The socket first: a slow or unreachable API server delays VolumePools and orphan checks, never the CSI services.
   let cluster: ClusterRun | undefined;
   const server = await startServer(ctx, opts.mode as Mode, opts.endpoint, socketGroup);
   const http = await startHttp(opts, ctx, kube && (() => cluster?.orphanCounts()));
   log.info('serving', { socket: server.socket, driver: ctx.driverName, version: ctx.version, node: nodeId, mode: opts.mode, backend: ctx.backendKind, pool: opts.poolFromCluster ? `VolumePool ${opts.poolFromCluster}` : (opts.poolDir ?? opts.vg ?? opts.libvirtPool), volumePools, topology: ctx.topology, allowedRoots: ctx.paths.allowedRoots });
-  stopOnSignals(server, http);
+  stopOnSignals(server, http, transfer);
   if (kube) {
     const { startCluster } = await import('./serve-cluster.js');
     try {
@@ -154,13 +181,14 @@ async function serveResizer(opts: ServeOptions, socketGroup: number | undefined)
   stopOnSignals(server, http);
 }
 
-function stopOnSignals(server: RunningServer, http: Server[]): void {
+function stopOnSignals(server: RunningServer, http: Server[], transfer?: { close(): Promise<void> }): void {
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info('draining in-flight calls', { signal });
     for (const h of http) h.close();
+    void transfer?.close();
     void server.shutdown().then(() => {
       log.info('stopped', { signal });
       process.exit(0);

@@ -1,6 +1,7 @@
 import type { KeyedLocks } from '../locks.js';
 import type { PathPolicy } from '../host/paths.js';
 import type { BlockDevices, NodeVolumeView, PoolBackend, ControllerAttacher } from '../pool/backend.js';
+import type { TransferClient } from '../transfer/client.js';
 import type { AccessPolicy } from './access.js';
 import type { SizingPolicy } from './sizing.js';
 
@@ -33,6 +34,8 @@ export interface DriverContext {
    * not ready and every call that needs the pool answers UNAVAILABLE. Undefined once it serves.
    */
   pending?: string;
+  /** Reads sources other nodes hold (a restore or clone across nodes); absent when no peers are configured. */
+  transfer?: TransferClient;
 }
 
 /** What the Identity service needs; a full DriverContext is one, and so is the resizer mode's. */

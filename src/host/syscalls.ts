@@ -3,7 +3,8 @@ import { promisify } from 'node:util';
 import { log } from '../log.js';
 
 /**
- * The few system calls the block data path needs (loop ioctls, mount(2), umount2(2)), made in this
+ * The few system calls the block data path needs (loop ioctls, mount(2), umount2(2), lseek(2) for a
+ * file's data ranges), made in this
  * process through koffi (an FFI from the npm registry, prebuilt for linux) instead of a losetup,
  * mount or umount process each: a subprocess costs more than the call it wraps. Loaded on first
  * use, so a process that never attaches a device never loads it. Where it cannot load, the callers
@@ -27,6 +28,8 @@ export interface Syscalls {
   bindMount(source: string, target: string, readOnly: boolean): boolean;
   /** umount2(2) without flags; false when the kernel refused (busy, not mounted). */
   unmount(target: string): Promise<boolean>;
+  /** lseek(2) with SEEK_DATA or SEEK_HOLE: the offset found, or -1 past the last data (ENXIO) or where the filesystem cannot tell. */
+  seek(fd: number, offset: number, whence: 'data' | 'hole'): number;
 }
 
 const LOOP_CTL_GET_FREE = 0x4c82;
@@ -39,6 +42,8 @@ const LO_FLAGS_DIRECT_IO = 16;
 const MS_RDONLY = 1;
 const MS_REMOUNT = 32;
 const MS_BIND = 4096;
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
 const O_RDONLY = 0;
 const O_RDWR = 2;
 const O_CLOEXEC = 0o2000000;
@@ -75,6 +80,7 @@ async function load(): Promise<Syscalls> {
   const ioctlPtr = libc.func('ioctl', 'int', ['int', 'unsigned long', 'void *']);
   const mount = libc.func('int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const void *data)');
   const umount2 = libc.func('int umount2(const char *target, int flags)');
+  const lseek = libc.func('int64_t lseek(int fd, int64_t offset, int whence)');
   const ioctlPtrAsync = promisify(ioctlPtr.async) as (fd: number, req: number, arg: Buffer | null) => Promise<number>;
   const ioctlIntAsync = promisify(ioctlInt.async) as (fd: number, req: number, arg: number) => Promise<number>;
   const umountAsync = promisify(umount2.async) as (target: string, flags: number) => Promise<number>;
@@ -134,6 +140,9 @@ async function load(): Promise<Syscalls> {
     },
     async unmount(target) {
       return (await umountAsync(target, 0)) === 0;
+    },
+    seek(fd, offset, whence) {
+      return Number(lseek(fd, offset, whence === 'data' ? SEEK_DATA : SEEK_HOLE));
     },
   };
 }

@@ -31,6 +31,27 @@ export interface CreateVolumeSpec {
   capacityBytes: number;
   source?: ContentSource;
   parameters: Record<string, string>;
+  /**
+   * The content comes from elsewhere (the source is on another node): the backend makes the new
+   * volume empty (reading as zeros), lets `fill` write it, and only then commits it. A crash or a
+   * failed fill leaves nothing that lists (the retry starts over). `source` names what it came from.
+   */
+  fill?: (target: WritableData) => Promise<void>;
+}
+
+/** A new volume's bytes, open to write before it is committed: a file (sparse, zeros) or a block device. */
+export interface WritableData {
+  path: string;
+  file: boolean;
+}
+
+/** A volume's or snapshot's bytes, open to read and held unchanged (and undeleted) until released. */
+export interface ReadableData {
+  path: string;
+  size: number;
+  /** A regular file, whose holes SEEK_HOLE finds. */
+  file: boolean;
+  release(): Promise<void>;
 }
 
 export interface CreateSnapshotSpec {
@@ -80,6 +101,13 @@ export interface PoolBackend {
   applySettings?(t: PoolTuning): void;
   /** A reason the volume must not be deleted now (attached somewhere), or null. */
   volumeBusy(id: string): Promise<string | null>;
+
+  /**
+   * Opens a volume's or a snapshot's bytes for reading by another node; null when absent. A volume
+   * is read from a point-in-time copy (it may be in use), made here and dropped at release.
+   * Pools whose data no other node can take leave this out.
+   */
+  openData?(kind: 'volume' | 'snapshot', id: string): Promise<ReadableData | null>;
 
   getSnapshot(id: string): Promise<SnapshotRecord | null>;
   listSnapshots(): Promise<SnapshotRecord[]>;

@@ -47,6 +47,8 @@ export interface DriverOptions {
   nodeId?: string | null;
   /** Extra environment of the driver process. */
   env?: Record<string, string>;
+  /** A command that runs the driver (ip netns exec NS, to start it in a network namespace). */
+  wrap?: string[];
 }
 
 /** Starts the real binary on a real unix socket with its own pool and mount root. */
@@ -62,7 +64,7 @@ export async function startDriver(opts: DriverOptions = {}): Promise<Driver> {
   const endpoint = `unix://${socket}`;
   const nodeId = opts.nodeId === undefined ? 'test-node' : opts.nodeId;
   const args = ['serve', '--endpoint', endpoint, '--pool-dir', poolDir, '--allowed-root', mntDir, ...(nodeId === null ? [] : ['--node-id', nodeId]), ...(opts.args ?? [])];
-  const { proc, client, logs, exited } = await launchDriver(socket, args, { env: opts.env });
+  const { proc, client, logs, exited } = await launchDriver(socket, args, { env: opts.env, wrap: opts.wrap });
   const driver: Driver = {
     dir, poolDir, mntDir, socket, endpoint, client, proc, logs, exited,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {

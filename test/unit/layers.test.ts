@@ -26,11 +26,12 @@ const MAY_IMPORT: Record<string, string[]> = {
   shared: ['shared'],
   host: ['shared', 'host'],
   pool: ['shared', 'host', 'pool'],
-  driver: ['shared', 'host', 'pool', 'driver'],
+  transfer: ['shared', 'host', 'transfer'],
+  driver: ['shared', 'host', 'pool', 'transfer', 'driver'],
   cluster: ['shared', 'host', 'pool', 'cluster'],
   csi: ['shared', 'driver', 'csi', 'gen'],
   metrics: ['shared', 'pool', 'csi', 'metrics'],
-  cli: ['shared', 'host', 'pool', 'driver', 'cluster', 'csi', 'metrics', 'cli', 'gen'],
+  cli: ['shared', 'host', 'pool', 'transfer', 'driver', 'cluster', 'csi', 'metrics', 'cli', 'gen'],
 };
 
 async function sources(dir: string): Promise<string[]> {

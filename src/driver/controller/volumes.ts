@@ -3,6 +3,8 @@ import { DEFAULT_FS, isFsType, MIN_FS_BYTES } from '../../filesystems.js';
 import { idFor, parseId, validateName } from '../../ids.js';
 import { snapshotLock, volumeLock } from '../../locks.js';
 import type { ContentSource, VolumeRecord } from '../../records.js';
+import type { WritableData } from '../../pool/backend.js';
+import { fillFromPeer } from '../transfer.js';
 import { roundUp } from '../../units.js';
 import type { Capability } from '../access.js';
 import type { ControllerContext, DriverContext } from '../context.js';
@@ -92,9 +94,18 @@ export async function createVolume(ctx: ControllerContext, req: NewVolume): Prom
     }
 
     let minBytes = minimumFor(req.uses, params.fsType);
+    let fill: ((target: WritableData) => Promise<void>) | undefined;
     if (source) {
-      const sourceBytes = source.kind === 'snapshot' ? (await ctx.backend.getSnapshot(source.id))?.sizeBytes : (await ctx.backend.getVolume(source.id))?.capacityBytes;
-      if (sourceBytes === undefined) throw notFound(`source ${source.kind} ${source.id} does not exist`);
+      let sourceBytes = source.kind === 'snapshot' ? (await ctx.backend.getSnapshot(source.id))?.sizeBytes : (await ctx.backend.getVolume(source.id))?.capacityBytes;
+      if (sourceBytes === undefined && ctx.transfer) {
+        // Not in this node's pool: another node's, streamed here (transfer/).
+        const remote = await ctx.transfer.locate(source.kind, source.id);
+        if (remote) {
+          sourceBytes = remote.size;
+          fill = fillFromPeer(ctx.transfer, remote.peer, source.kind, source.id, remote.size);
+        }
+      }
+      if (sourceBytes === undefined) throw notFound(`source ${source.kind} ${source.id} does not exist${ctx.transfer ? ' on this node or any peer' : ''}`);
       if (range.limit && range.limit < sourceBytes) throw outOfRange(`the source ${source.kind} is ${sourceBytes} bytes, more than limit_bytes ${range.limit}`);
       minBytes = Math.max(minBytes, sourceBytes);
     }
@@ -104,7 +115,7 @@ export async function createVolume(ctx: ControllerContext, req: NewVolume): Prom
     if (params.pvcName) parameters.pvcName = params.pvcName;
     if (params.pvcNamespace) parameters.pvcNamespace = params.pvcNamespace;
     if (params.pvName) parameters.pvName = params.pvName;
-    return ctx.backend.createVolume({ id, name, capacityBytes: size, source, parameters });
+    return ctx.backend.createVolume({ id, name, capacityBytes: size, source, parameters, ...(fill ? { fill } : {}) });
   });
 }
 

@@ -6,7 +6,7 @@ import { run } from '../../exec.js';
 import { isId } from '../../ids.js';
 import { deviceUsers } from '../../host/in-use.js';
 import { loopsBackedBy } from '../../host/loop.js';
-import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, PoolBackend, PoolCapacity, PoolTuning, SnapshotRecord, VolumeRecord } from '../backend.js';
+import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, PoolBackend, PoolCapacity, PoolTuning, ReadableData, SnapshotRecord, VolumeRecord } from '../backend.js';
 import { syncDir, syncFile, writeTempSynced } from './atomic.js';
 import { log } from '../../log.js';
 import { Mutex } from 'async-mutex';
@@ -152,7 +152,13 @@ export class FilePool implements PoolBackend {
       let metaTmp: string | undefined;
       try {
         const image = async () => {
-          if (spec.source) {
+          if (spec.fill) {
+            // From another node: an empty sparse image, written by the transfer, synced, then committed like any other.
+            const fh = await open(tmp, 'w', 0o600);
+            await fh.truncate(spec.capacityBytes).finally(() => fh.close());
+            await spec.fill({ path: tmp, file: true });
+            await syncFile(tmp);
+          } else if (spec.source) {
             const from = spec.source.kind === 'snapshot' ? this.snapshotImage(spec.source.id) : this.volumeImage(spec.source.id);
             await this.copyImage(from, tmp, spec.source);
             await truncate(tmp, spec.capacityBytes);
@@ -267,6 +273,22 @@ export class FilePool implements PoolBackend {
       await syncDir(this.snapshotsDir);
       await rm(this.snapshotImage(id), { force: true });
     });
+  }
+
+  /**
+   * A snapshot's image is read as it is (nothing writes it); a volume's from a copy made now (a
+   * reflink where the filesystem can), since a pod may be writing it, removed at release.
+   */
+  async openData(kind: 'volume' | 'snapshot', id: string): Promise<ReadableData | null> {
+    if (kind === 'snapshot') {
+      const snap = await this.getSnapshot(id);
+      return snap ? { path: this.snapshotImage(id), size: snap.sizeBytes, file: true, release: async () => undefined } : null;
+    }
+    const vol = await this.getVolume(id);
+    if (!vol) return null;
+    const copy = path.join(this.tmpDir, `${id}.send-${process.pid}-${Date.now()}.img`);
+    await this.copyImage(this.volumeImage(id), copy, { kind: 'volume', id });
+    return { path: copy, size: vol.capacityBytes, file: true, release: () => rm(copy, { force: true }) };
   }
 
   /** Reflinks where the pool's filesystem can (XFS, btrfs: instant), else a sparse copy. */

@@ -1,4 +1,4 @@
-import { conflict, exhausted, internal, invalid, notFound, precondition, unavailable } from '../../errors.js';
+import { conflict, exhausted, internal, invalid, notFound, precondition, unavailable, unsupported } from '../../errors.js';
 import { CommandError } from '../../exec.js';
 import { log } from '../../log.js';
 import { pageAfter, type Page } from '../../paging.js';
@@ -159,6 +159,7 @@ export class LvmPool implements PoolBackend {
   }
 
   async createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord> {
+    if (spec.fill) throw unsupported(`a volume from another node's ${spec.source?.kind ?? 'source'} is not supported by the ${this.kind} pool yet`);
     const { type, thinPool } = this.typeOf(spec.parameters);
     // Each lvm report costs a device scan: one fullreport for the LVs and the VG, reused below.
     const { lvs: rows, vg: vgRow } = await this.metadata();

@@ -1,0 +1,75 @@
+import { open } from 'node:fs/promises';
+import { snapshotLock, volumeLock, type KeyedLocks } from '../locks.js';
+import { log } from '../log.js';
+import type { PoolBackend, WritableData } from '../pool/backend.js';
+import type { Peer, TransferClient } from '../transfer/client.js';
+import type { TransferKind, TransferSource } from '../transfer/server.js';
+
+const lockOf = (kind: TransferKind, id: string) => (kind === 'volume' ? volumeLock(id) : snapshotLock(id));
+
+/** Holds locks until the returned release is called (a stream outlives any one call). */
+function hold(locks: KeyedLocks, keys: string[]): Promise<() => void> {
+  return new Promise((resolveHeld, rejectHeld) => {
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    locks
+      .with(keys, async () => {
+        resolveHeld(release);
+        await released;
+      })
+      .catch(rejectHeld);
+  });
+}
+
+/**
+ * What peers may read of this node's pool: volumes and snapshots by ID. While one streams it holds
+ * the same lock DeleteVolume and DeleteSnapshot take, so a delete waits for the end of the stream
+ * (or answers ABORTED past its wait, and the CO retries).
+ */
+export function transferSource(backend: PoolBackend, locks: KeyedLocks): TransferSource {
+  return {
+    async size(kind, id) {
+      return kind === 'volume' ? ((await backend.getVolume(id))?.capacityBytes ?? null) : ((await backend.getSnapshot(id))?.sizeBytes ?? null);
+    },
+    async open(kind, id) {
+      if (!backend.openData) return null;
+      const release = await hold(locks, [lockOf(kind, id)]);
+      try {
+        const data = await backend.openData(kind, id);
+        if (!data) {
+          release();
+          return null;
+        }
+        return {
+          ...data,
+          release: async () => {
+            try {
+              await data.release();
+            } finally {
+              release();
+            }
+          },
+        };
+      } catch (err) {
+        release();
+        throw err;
+      }
+    },
+  };
+}
+
+/** The fill of a new volume from a peer: each frame written where it belongs, the rest left as zeros. */
+export function fillFromPeer(client: TransferClient, peer: Peer, kind: TransferKind, id: string, size: number): (target: WritableData) => Promise<void> {
+  return async (target) => {
+    const fh = await open(target.path, 'r+');
+    try {
+      const { bytes, seconds } = await client.fetch(peer, kind, id, size, async (offset, data) => {
+        let done = 0;
+        while (done < data.length) done += (await fh.write(data, done, data.length - done, offset + done)).bytesWritten;
+      });
+      log.info('received a volume from a peer', { kind, id, peer: `${peer.host}:${peer.port}`, bytes, seconds: Number(seconds.toFixed(3)), mibPerSecond: Number((bytes / 1048576 / Math.max(seconds, 1e-6)).toFixed(1)) });
+    } finally {
+      await fh.close();
+    }
+  };
+}

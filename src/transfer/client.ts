@@ -1,0 +1,101 @@
+import https from 'node:https';
+import { callSignal } from '../call-context.js';
+import { DriverError, unavailable } from '../errors.js';
+import { log } from '../log.js';
+import type { TransferKind } from './server.js';
+import { TRANSFER_SERVER_NAME, type TransferTls } from './tls.js';
+import { FrameReader } from './wire.js';
+
+/** A peer's transfer listener: host (a name or an address) and port. */
+export interface Peer {
+  host: string;
+  port: number;
+}
+
+export function parsePeer(s: string): Peer {
+  const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(s);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || !(port > 0 && port < 65536)) throw new Error(`a transfer peer is host:port, not ${JSON.stringify(s)}`);
+  return { host: m[1].replace(/^\[|\]$/g, ''), port };
+}
+
+const label = (p: Peer) => `${p.host}:${p.port}`;
+
+/**
+ * Reads volumes and snapshots from peers' transfer listeners, with this node's certificate
+ * (mutual TLS); a peer must present a certificate of the same CA, for the transfer name.
+ */
+export class TransferClient {
+  constructor(
+    private readonly tls: TransferTls,
+    private readonly peers: () => Promise<Peer[]> | Peer[],
+    private readonly timeoutMs = 10_000,
+  ) {}
+
+  private request(peer: Peer, method: 'HEAD' | 'GET', kind: TransferKind, id: string): Promise<import('node:http').IncomingMessage> {
+    return new Promise((resolve, reject) => {
+      const req = https.request({
+        host: peer.host,
+        port: peer.port,
+        method,
+        path: `/v1/${kind === 'volume' ? 'volumes' : 'snapshots'}/${encodeURIComponent(id)}`,
+        ca: this.tls.ca,
+        cert: this.tls.cert,
+        key: this.tls.key,
+        servername: TRANSFER_SERVER_NAME,
+        minVersion: 'TLSv1.3',
+        agent: false,
+        timeout: this.timeoutMs,
+        signal: callSignal(),
+      });
+      req.once('response', resolve);
+      req.once('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs / 1000} s`)));
+      req.once('error', reject);
+      req.end();
+    });
+  }
+
+  /** The peer holding a volume or snapshot, and its size; null when no peer has it (or none answers). */
+  async locate(kind: TransferKind, id: string): Promise<{ peer: Peer; size: number } | null> {
+    const peers = await this.peers();
+    const asks = peers.map(async (peer) => {
+      const res = await this.request(peer, 'HEAD', kind, id);
+      res.resume();
+      if (res.statusCode !== 200) return null;
+      const size = Number(res.headers['x-vpool-size']);
+      return Number.isSafeInteger(size) && size > 0 ? { peer, size } : null;
+    });
+    const answers = await Promise.allSettled(asks);
+    for (const [i, a] of answers.entries()) if (a.status === 'rejected') log.warn('a transfer peer did not answer', { peer: label(peers[i]), err: String(a.reason) });
+    return answers.map((a) => (a.status === 'fulfilled' ? a.value : null)).find((a) => a !== null) ?? null;
+  }
+
+  /**
+   * Streams a volume or snapshot from a peer into `write` (offset, data), in order. Resolves once
+   * the end-to-end checksum matched; anything less (a cut, a bad frame, a wrong digest) rejects,
+   * and the caller throws away what was written.
+   */
+  async fetch(peer: Peer, kind: TransferKind, id: string, size: number, write: (offset: number, data: Buffer) => Promise<void>): Promise<{ bytes: number; seconds: number }> {
+    const started = performance.now();
+    const res = await this.request(peer, 'GET', kind, id).catch((err: unknown) => {
+      throw err instanceof DriverError ? err : unavailable(`transfer peer ${label(peer)}: ${String(err)}`);
+    });
+    if (res.statusCode !== 200) {
+      res.resume();
+      throw unavailable(`transfer peer ${label(peer)} answered ${res.statusCode} for ${kind} ${id}`);
+    }
+    if (Number(res.headers['x-vpool-size']) !== size) {
+      res.destroy();
+      throw unavailable(`${kind} ${id} on ${label(peer)} is ${String(res.headers['x-vpool-size'])} bytes now, not ${size}`);
+    }
+    const reader = new FrameReader(size, write);
+    try {
+      for await (const chunk of res) await reader.push(chunk as Buffer);
+    } catch (err) {
+      res.destroy();
+      throw unavailable(`the transfer of ${kind} ${id} from ${label(peer)} broke off: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    if (!reader.complete) throw unavailable(`the transfer of ${kind} ${id} from ${label(peer)} ended before its end (${reader.bytes} bytes arrived)`);
+    return { bytes: reader.bytes, seconds: (performance.now() - started) / 1000 };
+  }
+}

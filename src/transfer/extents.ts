@@ -1,0 +1,71 @@
+import { open, type FileHandle } from 'node:fs/promises';
+import { syscalls } from '../host/syscalls.js';
+
+/** A run of a volume's bytes that holds data; everything between runs reads as zeros. */
+export interface Chunk {
+  offset: number;
+  data: Buffer;
+}
+
+const CHUNK = 1024 * 1024;
+const BLOCK = 64 * 1024;
+
+/**
+ * A volume's data, chunk by chunk, leaving out what is known to read as zeros: the holes of a sparse
+ * file (SEEK_DATA/SEEK_HOLE, no read at all), and blocks of zeros anywhere else (a block device, or a
+ * filesystem that cannot tell): those are read and skipped. `size` is the volume's size.
+ */
+export async function* dataChunks(path: string, size: number, opts: { file: boolean }): AsyncGenerator<Chunk> {
+  const fh = await open(path, 'r');
+  try {
+    const ranges = opts.file ? await fileRanges(fh, size) : null;
+    for (const [start, end] of ranges ?? [[0, size] as const]) {
+      for (let at = start; at < end; at += CHUNK) {
+        const want = Math.min(CHUNK, end - at);
+        const buf = Buffer.allocUnsafe(want);
+        const { bytesRead } = await fh.read(buf, 0, want, at);
+        yield* nonZero(at, buf.subarray(0, bytesRead));
+        if (bytesRead < want) return;
+      }
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The data ranges of a file by SEEK_DATA/SEEK_HOLE; null where they cannot be had (then everything is read). */
+async function fileRanges(fh: FileHandle, size: number): Promise<Array<readonly [number, number]> | null> {
+  const sys = await syscalls();
+  if (!sys) return null;
+  const ranges: Array<readonly [number, number]> = [];
+  let at = 0;
+  while (at < size) {
+    const data = sys.seek(fh.fd, at, 'data');
+    if (data < 0 || data >= size) break; // ENXIO: no data after `at`
+    const hole = sys.seek(fh.fd, data, 'hole');
+    if (hole < 0) return null;
+    ranges.push([data, Math.min(hole, size)]);
+    at = hole;
+  }
+  return ranges;
+}
+
+/** The runs of a buffer that are not whole zero blocks. */
+function* nonZero(offset: number, buf: Buffer): Generator<Chunk> {
+  let runStart = -1;
+  for (let b = 0; b < buf.length; b += BLOCK) {
+    const block = buf.subarray(b, Math.min(b + BLOCK, buf.length));
+    const zero = isZero(block);
+    if (!zero && runStart < 0) runStart = b;
+    if (zero && runStart >= 0) {
+      yield { offset: offset + runStart, data: buf.subarray(runStart, b) };
+      runStart = -1;
+    }
+  }
+  if (runStart >= 0) yield { offset: offset + runStart, data: buf.subarray(runStart) };
+}
+
+const ZEROS = Buffer.alloc(BLOCK);
+function isZero(block: Buffer): boolean {
+  return block.length === BLOCK ? block.equals(ZEROS) : block.equals(ZEROS.subarray(0, block.length));
+}

@@ -1,0 +1,150 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readdir, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { blockCap } from '../helpers/csi.js';
+import { makeCa } from '../helpers/certs.js';
+import { writeAt } from '../helpers/data.js';
+import { codeOf, finish, MiB, needsRoot, pattern, sha256File, startDriver, tempDir, type Driver } from '../helpers/driver.js';
+import { pollUntil } from '../helpers/libvirt.js';
+import { twoHosts, type TwoHosts } from '../helpers/netns.js';
+
+const execFileP = promisify(execFile);
+const PORT = 9810;
+const SIZE = 64 * MiB;
+
+// Two node plugins, each in its own network namespace (a veth pair between them, nothing else on
+// that network) and with its own file pool: what B does when the source of a CreateVolume is in A's
+// pool. The peers are named by flag, as a test may; the chart names them from the cluster.
+describe('restore and clone across nodes: file pool to file pool over mutual TLS', needsRoot(), () => {
+  let hosts: TwoHosts;
+  let certs: string;
+  let a: Driver;
+  let b: Driver;
+  let tlsA: string;
+  let tlsB: string;
+  const imageOf = (d: Driver, kind: 'volumes' | 'snapshots', id: string) => path.join(d.poolDir, kind, `${id}.img`);
+  const startA = (extra: string[] = [], dir?: string) =>
+    startDriver({ dir, nodeId: 'node-a', wrap: hosts.wrap(hosts.a.ns), args: ['--transfer-listen', `${hosts.a.addr}:${PORT}`, '--transfer-tls-dir', tlsA, ...extra] });
+  const startB = (tls = tlsB, dir?: string) => startDriver({ dir, nodeId: 'node-b', wrap: hosts.wrap(hosts.b.ns), args: ['--transfer-peer', `${hosts.a.addr}:${PORT}`, '--transfer-tls-dir', tls] });
+  const create = (d: Driver, name: string, source: { snapshot?: string; volume?: string }) =>
+    d.client.createVolume({
+      name,
+      capacity_range: { required_bytes: String(SIZE) },
+      volume_capabilities: [blockCap()],
+      parameters: {},
+      volume_content_source: source.snapshot ? { snapshot: { snapshot_id: source.snapshot } } : { volume: { volume_id: source.volume! } },
+    });
+  /** Bytes the image allocates on disk. */
+  const allocated = async (file: string) => (await stat(file)).blocks * 512;
+
+  before(async () => {
+    hosts = await twoHosts('vpt');
+    certs = await tempDir('vpool-certs-');
+    const ca = await makeCa(certs, 'driver');
+    tlsA = await ca.node('node-a');
+    tlsB = await ca.node('node-b');
+    a = await startA();
+    b = await startB();
+  });
+  after(async () => {
+    const left = [...(a ? await finish(a) : []), ...(b ? await finish(b) : [])];
+    await hosts?.remove();
+    if (certs) await rm(certs, { recursive: true, force: true });
+    assert.deepEqual(left, []);
+  });
+
+  let srcId = '';
+  let snapId = '';
+  it('restores on B a snapshot A holds, and clones on B a volume A holds: the same bytes, holes kept as holes', async () => {
+    srcId = (await a.client.createVolume({ name: 'src', capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()], parameters: {} })).volume!.volume_id;
+    // Data in two places of a sparse 64 MiB volume: 3 MiB at 0 and 5 MiB at 40 MiB.
+    await writeAt(imageOf(a, 'volumes', srcId), 0, pattern('head', 3 * MiB));
+    await writeAt(imageOf(a, 'volumes', srcId), 40 * MiB, pattern('tail', 5 * MiB));
+    snapId = (await a.client.createSnapshot({ name: 'snap', source_volume_id: srcId, parameters: {} })).snapshot!.snapshot_id;
+    // Written after the snapshot: the restore must not have it, the clone must.
+    await writeAt(imageOf(a, 'volumes', srcId), 20 * MiB, pattern('later', MiB));
+
+    const restored = (await create(b, 'restored', { snapshot: snapId })).volume!;
+    assert.equal(restored.content_source?.snapshot?.snapshot_id, snapId);
+    assert.equal(await sha256File(imageOf(b, 'volumes', restored.volume_id)), await sha256File(imageOf(a, 'snapshots', snapId)));
+    const [had, got] = [await allocated(imageOf(a, 'snapshots', snapId)), await allocated(imageOf(b, 'volumes', restored.volume_id))];
+    assert.ok(Math.abs(got - had) <= had * 0.05, `allocated on B ${got} within 5% of A's ${had}`);
+    assert.ok(got < 12 * MiB, 'the holes stayed holes');
+
+    const clone = (await create(b, 'clone', { volume: srcId })).volume!;
+    assert.equal(await sha256File(imageOf(b, 'volumes', clone.volume_id)), await sha256File(imageOf(a, 'volumes', srcId)));
+    // Retried (the provisioner's retry after a lost answer): the same volume, nothing streamed again.
+    const again = (await create(b, 'clone', { volume: srcId })).volume!;
+    assert.equal(again.volume_id, clone.volume_id);
+    assert.ok(b.logs.some((l) => l.includes('received a volume from a peer') && l.includes(srcId)));
+    // A's copy of the volume for the stream is gone; A's pool holds what it held.
+    assert.deepEqual(await readdir(path.join(a.poolDir, '.tmp')), []);
+    for (const v of [restored, clone]) await b.client.deleteVolume({ volume_id: v.volume_id });
+  });
+
+  it('a source no node holds is NOT_FOUND, and a peer of another CA or with no certificate is refused and logged', async () => {
+    assert.equal(await codeOf(create(b, 'nowhere', { snapshot: snapId.replace(/.$/, (c) => (c === '0' ? '1' : '0')) })), 'NOT_FOUND');
+    const rogue = await makeCa(certs, 'rogue');
+    const rogueB = await startB(await rogue.node('node-b'));
+    try {
+      assert.equal(await codeOf(create(rogueB, 'stolen', { snapshot: snapId })), 'NOT_FOUND');
+    } finally {
+      await finish(rogueB);
+    }
+    // No client certificate at all: the handshake fails.
+    const plain = await execFileP('ip', ['netns', 'exec', hosts.b.ns, 'openssl', 's_client', '-connect', `${hosts.a.addr}:${PORT}`, '-servername', 'vpool-csi-transfer', '-CAfile', path.join(tlsB, 'ca.crt')], { timeout: 20_000 }).then(
+      (r) => r.stdout,
+      (e: { stdout?: string }) => e.stdout ?? '',
+    );
+    assert.doesNotMatch(plain, /HTTP\/1\.1 200/);
+    const refused = a.logs.filter((l) => l.includes('refused a transfer peer'));
+    assert.ok(refused.length >= 2, `A logged both refusals: ${refused.join('\n')}`);
+  });
+
+  it('DeleteSnapshot on A waits for a stream of that snapshot to end', async () => {
+    // A slow sender (--transfer-rate) keeps the stream open for a few seconds.
+    await a.stop();
+    a = await startA(['--transfer-rate', `${4 * MiB}`], a.dir);
+    const restoring = create(b, 'restored-slow', { snapshot: snapId });
+    await new Promise((r) => setTimeout(r, 500));
+    let deletedAt = 0;
+    const deleting = a.client.deleteSnapshot({ snapshot_id: snapId }).then(() => (deletedAt = Date.now()));
+    const restored = (await restoring).volume!;
+    const restoredAt = Date.now();
+    await deleting;
+    assert.ok(deletedAt >= restoredAt - 200, 'the delete finished after the stream');
+    assert.ok(b.logs.some((l) => l.includes('received a volume from a peer') && l.includes(snapId)));
+    await b.client.deleteVolume({ volume_id: restored.volume_id });
+  });
+
+  it('kill -9 of A or of B mid-stream: B lists nothing of it, and the retry after the restart is right', async () => {
+    snapId = (await a.client.createSnapshot({ name: 'snap-2', source_volume_id: srcId, parameters: {} })).snapshot!.snapshot_id;
+    const want = await sha256File(imageOf(a, 'snapshots', snapId));
+    // A dies while sending.
+    const first = codeOf(create(b, 'after-kill', { snapshot: snapId }));
+    await new Promise((r) => setTimeout(r, 700));
+    await a.stop('SIGKILL');
+    assert.equal(await first, 'UNAVAILABLE');
+    assert.equal((await b.client.listVolumes({})).entries.length, 0, 'nothing listed on B');
+    assert.deepEqual(await readdir(path.join(b.poolDir, '.tmp')), [], 'nothing half-written left on B');
+    a = await startA(['--transfer-rate', `${4 * MiB}`], a.dir);
+    // B dies while receiving.
+    const second = create(b, 'after-kill', { snapshot: snapId }).then(() => 'answered', () => 'cut off');
+    await new Promise((r) => setTimeout(r, 700));
+    await b.stop('SIGKILL');
+    assert.equal(await second, 'cut off');
+    // A notices at its next write (it may be pausing for --transfer-rate), and releases the snapshot.
+    await pollUntil(async () => (a.logs.some((l) => l.includes('a transfer failed on the sending side') && l.includes(snapId)) ? true : undefined), 10_000, async () => 'A did not see the receiver go');
+    b = await startB(tlsB, b.dir);
+    assert.equal((await b.client.listVolumes({})).entries.length, 0, 'nothing listed on B after its restart');
+    const done = (await create(b, 'after-kill', { snapshot: snapId })).volume!;
+    assert.equal(await sha256File(imageOf(b, 'volumes', done.volume_id)), want);
+    await b.client.deleteVolume({ volume_id: done.volume_id });
+    await a.client.deleteSnapshot({ snapshot_id: snapId });
+    await a.client.deleteVolume({ volume_id: srcId });
+    assert.deepEqual(await readdir(path.join(a.poolDir, '.tmp')), [], 'nothing left on A');
+  });
+});
