@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { onCommand } from '../../src/exec.js';
+import { openBackend } from '../../src/cli/backends.js';
+import { idFor } from '../../src/ids.js';
 import { localSocketFor, RpcLibvirt } from '../../src/pool/libvirt/rpc/rpc-libvirt.js';
 import { parsedVolumeFacts, PoolListing, volumeFacts } from '../../src/pool/libvirt/listing.js';
 import { copyFile, mkdir } from 'node:fs/promises';
@@ -131,6 +133,21 @@ describe('libvirt over its RPC protocol: one held connection, reconnected after 
       await rm(other, { recursive: true, force: true });
       rpc.close();
     }
+  });
+
+  it('pages after the first reuse its listing, yet never list a volume deleted in between', async () => {
+    const opened = await openBackend({ kind: 'libvirt', uri: URI, transport: 'rpc', pool: pool.name, hypervisor: 'hv-rpc', diskCache: 'none', attachTimeoutMs: 10_000, reserveBytes: 0 }, 'controller');
+    const backend = opened.backend!;
+    const made = [];
+    for (const n of ['page-a', 'page-b', 'page-c']) made.push(await backend.createVolume({ id: idFor('vol', n), name: n, capacityBytes: 4 * MiB, parameters: {} }));
+    const ids = made.map((v) => v.id).sort();
+    const first = await backend.listVolumePage!('', 1);
+    assert.deepEqual(first.items.map((v) => v.id), [ids[0]]);
+    assert.equal(first.more, true);
+    await backend.deleteVolume(ids[2]);
+    const rest = await backend.listVolumePage!(ids[0], 10);
+    assert.deepEqual(rest.items.map((v) => v.id), [ids[1]], 'the deleted volume is not on the next page');
+    for (const id of ids.slice(0, 2)) await backend.deleteVolume(id);
   });
 
   it('after libvirtd restarts, a call in flight or made while it is down fails as unavailable and the next one reconnects', async () => {

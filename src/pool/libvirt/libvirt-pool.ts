@@ -134,9 +134,16 @@ export class LibvirtPool implements PoolBackend {
     return this.all('vol', (v, f, e) => this.listing.volumeRecord(v, f, e));
   }
 
-  /** IDs come from the names in one listing; only the page's volumes have their XML read. */
+  /**
+   * IDs come from the names in one listing; only the page's volumes have their facts read. The
+   * pages after the first reuse the first page's listing for up to two seconds (one listing of a
+   * thousand names costs as much as a page): a page is as fresh as the listing it continues.
+   */
   async listVolumePage(after: string, limit: number): Promise<Page<VolumeRecord>> {
-    const entries = await this.listing.entries();
+    const now = performance.now();
+    const reuse = after && this.pagedListing && now - this.pagedListing.at < 2000 ? this.pagedListing.entries : null;
+    const entries = reuse ?? (await this.listing.entries());
+    if (!reuse) this.pagedListing = { at: now, entries };
     const vols = this.listing.complete(entries).filter((e) => e.parsed.kind === 'vol') as PoolVolume<VolumeName>[];
     const page = pageAfter(vols, (v) => v.parsed.id, after, limit);
     return { items: await this.listing.withFacts(page.items, (v, f) => this.listing.volumeRecord(v, f, entries)), more: page.more };
@@ -312,6 +319,8 @@ export class LibvirtPool implements PoolBackend {
   }
 
   private poolState?: { at: number; problem: Promise<string | null> };
+
+  private pagedListing?: { at: number; entries: Entry[] };
 
   async volumeBusy(id: string): Promise<string | null> {
     // The listing the lookup before it made, kept again for the delete that follows under the same lock.
