@@ -53,7 +53,7 @@ export class FileFacts {
   }
 
   /** Forgets names libvirt no longer lists, so the memo is as large as the pool. */
-  keepOnly(names: ReadonlySet<string>): void {
+  keepOnly(names: { has(name: string): boolean }): void {
     for (const n of this.held.keys()) if (!names.has(n)) this.held.delete(n);
   }
 }

@@ -24,6 +24,8 @@ export interface PoolVolume<T extends VolumeName | SnapshotName = VolumeName | S
  * look and the act of the same locked call.
  */
 export class PoolListing {
+  private parsedNames = new Map<string, PoolName | null>();
+
   /** Where volumes are files this process sees (a file pool on the local daemon): their facts held while the files are unchanged. */
   private readonly files?: FileFacts;
 
@@ -58,11 +60,15 @@ export class PoolListing {
   async entries(): Promise<Entry[]> {
     const entries: Entry[] = [];
     const names = await this.libvirt.volumeNames(this.pool);
+    // A name says the same for as long as it exists: parsed once (a thousand names cost a millisecond each listing).
+    const parsedNames = new Map<string, PoolName | null>();
     for (const name of names) {
-      const parsed = parseName(name);
+      const parsed = this.parsedNames.has(name) ? this.parsedNames.get(name)! : parseName(name);
+      parsedNames.set(name, parsed);
       if (parsed) entries.push({ name, parsed });
     }
-    this.files?.keepOnly(new Set(names));
+    this.parsedNames = parsedNames;
+    this.files?.keepOnly(parsedNames);
     return entries;
   }
 
