@@ -27,9 +27,43 @@ export async function syncFile(file: string): Promise<void> {
   await withFile(file, 'r+', (fh) => fh.datasync());
 }
 
-/** Makes renames and unlinks in a directory durable. */
-export async function syncDir(dir: string): Promise<void> {
-  await withFile(dir, 'r', (fh) => fh.sync());
+/**
+ * Makes renames and unlinks in a directory durable. Callers at once share the fsyncs (a group
+ * commit): each waits for one that began after it asked, so eight creates at once cost two fsyncs
+ * of the directory, not eight, and none returns before its own rename is on disk.
+ */
+export function syncDir(dir: string): Promise<void> {
+  let g = groups.get(dir);
+  if (!g) {
+    g = { running: null, next: null };
+    groups.set(dir, g);
+  }
+  const group = g;
+  if (!group.running) {
+    group.running = run(dir, group);
+    return group.running;
+  }
+  // One is running, begun before this caller asked: wait for the one after it (shared by all who ask meanwhile).
+  group.next ??= group.running.catch(() => undefined).then(() => {
+    group.next = null;
+    group.running = run(dir, group);
+    return group.running;
+  });
+  return group.next;
+}
+
+interface SyncGroup {
+  running: Promise<void> | null;
+  next: Promise<void> | null;
+}
+const groups = new Map<string, SyncGroup>();
+
+async function run(dir: string, group: SyncGroup): Promise<void> {
+  try {
+    await withFile(dir, 'r', (fh) => fh.sync());
+  } finally {
+    if (!group.next) group.running = null;
+  }
 }
 
 /** Writes a file so that readers see the old content or the new one, never a torn mix, even across a crash. */
