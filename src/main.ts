@@ -44,6 +44,7 @@ program
   .option('--transfer-listen <host:port>', 'file/lvm: serve this node\'s volumes and snapshots to peers (restore and clone on another node) at this address, over mutual TLS')
   .option('--transfer-tls-dir <dir>', 'the transfer listener\'s and client\'s TLS: ca.crt (the driver\'s CA), tls.crt and tls.key (this node\'s)')
   .option('--transfer-peer <host:port>', 'a peer\'s transfer listener, asked for sources this node lacks (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+  .option('--transfer-peers-from-cluster <selector>', 'file/lvm: the peers are the running pods of this label selector in $POD_NAMESPACE, at the port their container names "transfer"')
   .option('--transfer-rate <bytes>', 'bytes per second one transfer may send (e.g. 100Mi; 0: no limit)', '0')
   .option('--log-level <level>', 'error, warn, info or debug', 'info')
   .action(async (opts: ServeOptions) => {

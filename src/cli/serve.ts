@@ -39,6 +39,7 @@ export interface ServeOptions extends BackendFlags {
   transferListen?: string;
   transferTlsDir?: string;
   transferPeer?: string[];
+  transferPeersFromCluster?: string;
   transferRate: string;
 }
 
@@ -48,14 +49,22 @@ export interface ServeOptions extends BackendFlags {
  */
 async function startTransfer(opts: ServeOptions, ctx: DriverContext): Promise<{ close(): Promise<void> } | undefined> {
   const peers = opts.transferPeer ?? [];
-  if (!opts.transferListen && !peers.length) return undefined;
-  if (!opts.transferTlsDir) throw new Error('--transfer-listen and --transfer-peer need --transfer-tls-dir (ca.crt, tls.crt, tls.key)');
+  const fromCluster = opts.transferPeersFromCluster;
+  if (!opts.transferListen && !peers.length && !fromCluster) return undefined;
+  if (!opts.transferTlsDir) throw new Error('--transfer-listen and --transfer-peer(s-from-cluster) need --transfer-tls-dir (ca.crt, tls.crt, tls.key)');
   if (!ctx.backend) throw new Error('--transfer-listen and --transfer-peer need a node-local pool (file or lvm)');
   const [{ readTransferTls }, { TransferClient, parsePeer }, { transferSource }] = await Promise.all([import('../transfer/tls.js'), import('../transfer/client.js'), import('../driver/transfer.js')]);
   const tls = await readTransferTls(opts.transferTlsDir);
-  if (peers.length) {
+  if (peers.length || fromCluster) {
     const parsed = peers.map(parsePeer);
-    ctx.transfer = new TransferClient(tls, () => parsed);
+    let found: (() => Promise<{ host: string; port: number }[]>) | undefined;
+    if (fromCluster) {
+      const namespace = process.env.POD_NAMESPACE;
+      if (!namespace) throw new Error('--transfer-peers-from-cluster needs POD_NAMESPACE (the chart sets it from the pod)');
+      const [{ loadKube }, { clusterPeers }] = await Promise.all([import('../cluster/kube.js'), import('../cluster/transfer-peers.js')]);
+      found = clusterPeers(loadKube(opts.kubeconfig), { namespace, selector: fromCluster, node: ctx.nodeId });
+    }
+    ctx.transfer = new TransferClient(tls, async () => [...parsed, ...(found ? await found() : [])]);
   }
   if (!opts.transferListen) return undefined;
   const { startTransferServer } = await import('../transfer/server.js');

@@ -8,6 +8,7 @@ import * as coreV1 from 'kubernetes-models/v1';
 import * as appsV1 from 'kubernetes-models/apps/v1';
 import * as rbacV1 from 'kubernetes-models/rbac.authorization.k8s.io/v1';
 import * as storageV1 from 'kubernetes-models/storage.k8s.io/v1';
+import * as networkingV1 from 'kubernetes-models/networking.k8s.io/v1';
 import * as apiextV1 from 'kubernetes-models/apiextensions.k8s.io/v1';
 import { BIN } from '../helpers/driver.js';
 import { typeFromCrd } from '../helpers/fake-apiserver.js';
@@ -20,6 +21,7 @@ const MODELS: Record<string, Record<string, unknown>> = {
   'apps/v1': appsV1,
   'rbac.authorization.k8s.io/v1': rbacV1,
   'storage.k8s.io/v1': storageV1,
+  'networking.k8s.io/v1': networkingV1,
   'apiextensions.k8s.io/v1': apiextV1,
   'monitoring.coreos.com/v1': promV1,
 };
@@ -88,6 +90,8 @@ const VARIANTS: Record<string, string[]> = {
   ],
   'lvm from a VolumePool, orphans deleted after a day': ['backend=lvm', 'volumePool.name=fast', 'orphans.deleteAfter=24h'],
   'file from a VolumePool': ['volumePool.name=files', 'orphans.checkInterval=0'],
+  'file, transfer with its own Secret, no NetworkPolicy, a rate': ['transfer.tls.existingSecret=my-tls', 'transfer.networkPolicy.enabled=false', 'transfer.rate=100Mi'],
+  'file without the transfer': ['transfer.enabled=false'],
   'libvirt with KubeVirt': ['backend=libvirt', 'kubevirt.enabled=true', 'controller.replicas=2', 'metrics.enabled=false', 'libvirt.diskCache=writeback'],
 };
 
@@ -286,6 +290,51 @@ describe('Helm chart', () => {
     }
   });
 
+  it('the transfer (file and lvm nodes): listener at the pod IP, peers from the cluster, the TLS Secret or the user\'s, a NetworkPolicy, pods listable', () => {
+    type Env = { name: string; valueFrom?: { fieldRef?: { fieldPath: string } } };
+    type Port = { name: string; containerPort: number };
+    type Vol = { name: string; secret?: { secretName: string } };
+    const node = (objects: K8sObject[]) => byKind(objects, 'DaemonSet')[0] as K8sObject & { spec: { template: { metadata: { annotations?: Record<string, string> }; spec: { containers: Array<Container & { env?: Env[]; ports?: Port[] }>; volumes: Vol[] } } } };
+    const driver = (objects: K8sObject[]) => node(objects).spec.template.spec.containers.find((c) => c.name === 'driver')!;
+    const podsVerbs = (objects: K8sObject[]) => (byKind(objects, 'Role').flatMap((r) => (r.rules as Array<{ resources: string[]; verbs: string[] }>)).find((r) => r.resources.includes('pods'))?.verbs ?? []);
+
+    for (const name of ['file (defaults)', 'lvm']) {
+      const objects = rendered[name];
+      const d = driver(objects);
+      assert.ok(d.args!.includes('--transfer-listen=$(POD_IP):9810'), name);
+      assert.ok(d.args!.includes('--transfer-tls-dir=/etc/vpool-csi/transfer'));
+      assert.ok(d.args!.includes('--transfer-peers-from-cluster=app.kubernetes.io/name=vpool-csi,app.kubernetes.io/instance=vpool-csi,app.kubernetes.io/component=node'));
+      // The selector is the DaemonSet's own pods' labels.
+      const labels = (node(objects).spec as unknown as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels;
+      assert.deepEqual(labels, { 'app.kubernetes.io/name': 'vpool-csi', 'app.kubernetes.io/instance': 'vpool-csi', 'app.kubernetes.io/component': 'node' });
+      assert.deepEqual(d.env!.filter((e) => e.name === 'POD_IP' || e.name === 'POD_NAMESPACE').map((e) => e.valueFrom?.fieldRef?.fieldPath), ['status.podIP', 'metadata.namespace']);
+      assert.deepEqual(d.ports!.find((p) => p.name === 'transfer')?.containerPort, 9810);
+      const secret = byKind(objects, 'Secret').find((o) => o.metadata?.name === 'vpool-csi-transfer-tls');
+      assert.ok(secret, 'the chart makes the TLS Secret');
+      assert.deepEqual(Object.keys(secret.data as object).sort(), ['ca.crt', 'tls.crt', 'tls.key']);
+      assert.equal(node(objects).spec.template.spec.volumes.find((v) => v.name === 'transfer-tls')?.secret?.secretName, 'vpool-csi-transfer-tls');
+      assert.match(node(objects).spec.template.metadata.annotations?.['vpool.dev/transfer-tls-generation'] ?? '', /^[A-Za-z0-9]{12}$/, 'a new certificate restarts the pods');
+      const policy = byKind(objects, 'NetworkPolicy')[0] as K8sObject & { spec: { ingress: Array<{ from?: unknown[]; ports: Array<{ port: number }> }> } };
+      assert.ok(policy, 'a NetworkPolicy');
+      assert.deepEqual(policy.spec.ingress[0].ports.map((p) => p.port), [9810]);
+      assert.ok(policy.spec.ingress[0].from?.length, 'the transfer port only from the node pods');
+      assert.deepEqual(policy.spec.ingress[1].ports.map((p) => p.port).sort(), [9808, 9809], 'metrics and health as open as before');
+      assert.deepEqual(podsVerbs(objects), ['get', 'list']);
+    }
+    const own = rendered['file, transfer with its own Secret, no NetworkPolicy, a rate'];
+    assert.equal(byKind(own, 'Secret').length, 0);
+    assert.equal(byKind(own, 'NetworkPolicy').length, 0);
+    assert.equal(node(own).spec.template.spec.volumes.find((v) => v.name === 'transfer-tls')?.secret?.secretName, 'my-tls');
+    assert.equal(node(own).spec.template.metadata.annotations?.['vpool.dev/transfer-tls-generation'], undefined, 'the user\'s Secret: no restart at each upgrade');
+    assert.ok(driver(own).args!.includes('--transfer-rate=100Mi'));
+    for (const name of ['file without the transfer', 'libvirt']) {
+      assert.ok(!driver(rendered[name]).args!.some((a) => a.startsWith('--transfer')), name);
+      assert.equal(byKind(rendered[name], 'NetworkPolicy').length, 0, name);
+      assert.equal(byKind(rendered[name], 'Secret').filter((o) => o.metadata?.name?.includes('transfer')).length, 0, name);
+    }
+    assert.deepEqual(podsVerbs(rendered['file without the transfer']), ['get']);
+  });
+
   it('values.schema.json refuses bad values', async () => {
     const fails = async (...sets: string[]) => {
       const err = await render(sets).then(() => null, (e: { stderr: string }) => e.stderr);
@@ -298,6 +347,8 @@ describe('Helm chart', () => {
     assert.match(await fails('libvirt.diskCache=fast'), /libvirt.diskCache/);
     assert.match(await fails('node.extraArgs[0]=rm -rf'), /node.extraArgs.0/);
     assert.match(await fails('orphans.deleteAfter=soon'), /orphans.deleteAfter/);
+    assert.match(await fails('transfer.port=0'), /transfer.port/);
+    assert.match(await fails('transfer.rate=fast'), /transfer.rate/);
     assert.match(await fails('volumePool.name=Bad_Name'), /volumePool.name/);
   });
 });

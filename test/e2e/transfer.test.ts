@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readdir, rm, stat } from 'node:fs/promises';
+import { readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
@@ -10,6 +10,8 @@ import { writeAt } from '../helpers/data.js';
 import { codeOf, finish, MiB, needsRoot, pattern, sha256File, startDriver, tempDir, type Driver } from '../helpers/driver.js';
 import { pollUntil } from '../helpers/libvirt.js';
 import { twoHosts, type TwoHosts } from '../helpers/netns.js';
+import { BUILTIN_TYPES, FakeApiServer } from '../helpers/fake-apiserver.js';
+import { render } from '../helpers/manifests.js';
 
 const execFileP = promisify(execFile);
 const PORT = 9810;
@@ -146,5 +148,75 @@ describe('restore and clone across nodes: file pool to file pool over mutual TLS
     await a.client.deleteSnapshot({ snapshot_id: snapId });
     await a.client.deleteVolume({ volume_id: srcId });
     assert.deepEqual(await readdir(path.join(a.poolDir, '.tmp')), [], 'nothing left on A');
+  });
+});
+
+// The chart's way of naming peers: the node plugin pods, from the Kubernetes API (a FAKE API server:
+// none can run here; it lists pods by label selector as the real one does). Both plugins on this
+// host's network, A at 127.0.0.1, as a pod IP would be.
+describe('transfer peers from the cluster: the running node plugin pods of the driver, at their transfer port', needsRoot(), () => {
+  it('B finds A\'s pod by label and restores A\'s snapshot; its own pod, a pending pod and other pods are not asked', async () => {
+    const certsDir = await tempDir('vpool-certs-');
+    const api = await new FakeApiServer([...BUILTIN_TYPES, { group: '', version: 'v1', plural: 'pods', kind: 'Pod', namespaced: true, statusSubresource: true }]).start();
+    const ca = await makeCa(certsDir, 'driver');
+    const port = 19000 + (process.pid % 1000);
+    const pod = (name: string, node: string, phase: string, labels: Record<string, string>, ip = '127.0.0.1') => {
+      api.create('pods', { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'vpool', labels }, spec: { nodeName: node, containers: [{ name: 'driver', image: 'x', ports: [{ name: 'transfer', containerPort: port }] }] } });
+      api.updateStatus('pods', name, (o) => void (o.status = { phase, podIP: ip }), 'vpool');
+    };
+    const labels = { 'app.kubernetes.io/name': 'vpool-csi', 'app.kubernetes.io/component': 'node' };
+    pod('node-a-plugin', 'node-a', 'Running', labels);
+    pod('node-b-plugin', 'node-b', 'Running', labels, '127.0.0.9'); // B itself
+    pod('node-c-plugin', 'node-c', 'Pending', labels, '127.0.0.8');
+    pod('other', 'node-d', 'Running', { 'app.kubernetes.io/name': 'something-else' }, '127.0.0.7');
+    const a = await startDriver({ nodeId: 'node-a', args: ['--transfer-listen', `127.0.0.1:${port}`, '--transfer-tls-dir', await ca.node('node-a')] });
+    const b = await startDriver({
+      nodeId: 'node-b',
+      env: { POD_NAMESPACE: 'vpool' },
+      args: ['--kubeconfig', await api.kubeconfig(certsDir), '--transfer-peers-from-cluster', 'app.kubernetes.io/name=vpool-csi,app.kubernetes.io/component=node', '--transfer-tls-dir', await ca.node('node-b'), '--volume-pools', 'off'],
+    });
+    try {
+      const src = (await a.client.createVolume({ name: 'src', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [blockCap()], parameters: {} })).volume!;
+      await writeAt(path.join(a.poolDir, 'volumes', `${src.volume_id}.img`), MiB, pattern('x', MiB));
+      const snap = (await a.client.createSnapshot({ name: 'snap', source_volume_id: src.volume_id, parameters: {} })).snapshot!;
+      const got = (await b.client.createVolume({ name: 'restored', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [blockCap()], parameters: {}, volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } } })).volume!;
+      assert.equal(await sha256File(path.join(b.poolDir, 'volumes', `${got.volume_id}.img`)), await sha256File(path.join(a.poolDir, 'snapshots', `${snap.snapshot_id}.img`)));
+      assert.ok(!b.logs.some((l) => l.includes('a transfer peer did not answer')), 'only A was asked (the others would not answer)');
+      await b.client.deleteVolume({ volume_id: got.volume_id });
+      await a.client.deleteSnapshot({ snapshot_id: snap.snapshot_id });
+      await a.client.deleteVolume({ volume_id: src.volume_id });
+    } finally {
+      const left = [...(await finish(a)), ...(await finish(b))];
+      await api.stop();
+      await rm(certsDir, { recursive: true, force: true });
+      assert.deepEqual(left, []);
+    }
+  });
+});
+
+// The chart's certificates (Helm's genCA and genSignedCert, as `helm template` renders them) are ones
+// the transfer's mutual TLS accepts: written out as the Secret volume would mount them.
+describe('transfer with the TLS Secret the chart renders', needsRoot(), () => {
+  it('a restore between two node plugins using the chart\'s CA and certificate', async () => {
+    const objects = await render([]);
+    const secret = objects.find((o) => o.kind === 'Secret' && o.metadata?.name === 'vpool-csi-transfer-tls') as { data: Record<string, string> } | undefined;
+    assert.ok(secret);
+    const dir = await tempDir('vpool-chart-tls-');
+    for (const [k, v] of Object.entries(secret.data)) await writeFile(path.join(dir, k), Buffer.from(v, 'base64'), { mode: 0o400 });
+    const port = 20000 + (process.pid % 1000);
+    const a = await startDriver({ nodeId: 'node-a', args: ['--transfer-listen', `127.0.0.1:${port}`, '--transfer-tls-dir', dir] });
+    const b = await startDriver({ nodeId: 'node-b', args: ['--transfer-peer', `127.0.0.1:${port}`, '--transfer-tls-dir', dir] });
+    try {
+      const src = (await a.client.createVolume({ name: 'src', capacity_range: { required_bytes: String(4 * MiB) }, volume_capabilities: [blockCap()], parameters: {} })).volume!;
+      await writeAt(path.join(a.poolDir, 'volumes', `${src.volume_id}.img`), 0, pattern('chart', MiB));
+      const clone = (await b.client.createVolume({ name: 'clone', capacity_range: { required_bytes: String(4 * MiB) }, volume_capabilities: [blockCap()], parameters: {}, volume_content_source: { volume: { volume_id: src.volume_id } } })).volume!;
+      assert.equal(await sha256File(path.join(b.poolDir, 'volumes', `${clone.volume_id}.img`)), await sha256File(path.join(a.poolDir, 'volumes', `${src.volume_id}.img`)));
+      await b.client.deleteVolume({ volume_id: clone.volume_id });
+      await a.client.deleteVolume({ volume_id: src.volume_id });
+    } finally {
+      const left = [...(await finish(a)), ...(await finish(b))];
+      await rm(dir, { recursive: true, force: true });
+      assert.deepEqual(left, []);
+    }
   });
 });
