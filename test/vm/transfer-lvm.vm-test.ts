@@ -1,0 +1,129 @@
+// Runs INSIDE the QEMU VM (test/vm/vm-run.sh), whose Debian kernel has device-mapper and veth: the
+// cross-node transfer with lvm pools on both sides and file↔lvm, two node plugins per network
+// namespace, the namespaces joined by a veth pair. Started by test/e2e/transfer-vm.test.ts.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { open, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { blockCap, createVolume } from '../helpers/csi.js';
+import { makeCa } from '../helpers/certs.js';
+import { writeAt } from '../helpers/data.js';
+import { BIN, finish, MiB, pattern, startDriver, tempDir, type Driver } from '../helpers/driver.js';
+import { twoHosts, type TwoHosts } from '../helpers/netns.js';
+
+const SIZE = 64 * MiB;
+const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+
+/** The SHA-256 of a whole device or file (the first `bytes` of it). */
+async function sumOf(file: string, bytes: number): Promise<string> {
+  const fh = await open(file, 'r');
+  try {
+    const h = createHash('sha256');
+    const buf = Buffer.alloc(4 * MiB);
+    for (let at = 0; at < bytes; at += buf.length) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, bytes - at), at);
+      h.update(buf.subarray(0, bytesRead));
+    }
+    return h.digest('hex');
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Runs fn with the LV active (as the node would have it), and leaves it as it was found. */
+async function withLv<T>(vg: string, lv: string, fn: (dev: string) => Promise<T>): Promise<T> {
+  sh('lvchange', ['-y', '-ay', '-K', `${vg}/${lv}`]);
+  try {
+    return await fn(`/dev/${vg}/${lv}`);
+  } finally {
+    sh('lvchange', ['-y', '-an', `${vg}/${lv}`]);
+  }
+}
+
+/** A thin LV's allocated bytes, as the thin pool counts them. */
+const thinAllocated = (vg: string, lv: string) => (Number(sh('lvs', ['--noheadings', '--units', 'b', '--nosuffix', '-o', 'data_percent,lv_size', `${vg}/${lv}`]).trim().split(/\s+/)[0]) / 100) * SIZE;
+
+describe('transfer between lvm pools, and between lvm and file pools, on real device-mapper', { timeout: 420_000 }, () => {
+  let hosts: TwoHosts;
+  let certs: string;
+  const drivers: Driver[] = [];
+  let a: Driver; // lvm vga, namespace a, listens
+  let f: Driver; // file, namespace a, listens
+  let b: Driver; // lvm vgb, namespace b, asks a and f
+  let g: Driver; // file, namespace b, asks a
+  before(async () => {
+    execFileSync('modprobe', ['-a', 'dm_thin_pool', 'dm_snapshot', 'veth']);
+    hosts = await twoHosts('vxt');
+    certs = await tempDir('vpool-certs-');
+    const ca = await makeCa(certs, 'driver');
+    for (const [vg, disk] of [['vga', 'data0'], ['vgb', 'data1']]) sh(BIN, ['pool', 'init', '--vg', vg, '--thin-pool', 'thin', '--thin-size', '50%', `/dev/disk/by-id/virtio-${disk}`]);
+    const tls = { a: await ca.node('a'), b: await ca.node('b') };
+    const peerA = `${hosts.a.addr}:9810`;
+    const peerF = `${hosts.a.addr}:9811`;
+    a = await startDriver({ nodeId: 'node-a', wrap: hosts.wrap(hosts.a.ns), args: ['--backend', 'lvm', '--vg', 'vga', '--transfer-listen', peerA, '--transfer-tls-dir', tls.a] });
+    f = await startDriver({ nodeId: 'node-a', wrap: hosts.wrap(hosts.a.ns), args: ['--transfer-listen', peerF, '--transfer-tls-dir', tls.a] });
+    b = await startDriver({ nodeId: 'node-b', wrap: hosts.wrap(hosts.b.ns), args: ['--backend', 'lvm', '--vg', 'vgb', '--transfer-peer', peerA, '--transfer-peer', peerF, '--transfer-tls-dir', tls.b] });
+    g = await startDriver({ nodeId: 'node-b', wrap: hosts.wrap(hosts.b.ns), args: ['--transfer-peer', peerA, '--transfer-tls-dir', tls.b] });
+    drivers.push(a, f, b, g);
+  });
+  after(async () => {
+    const left: string[] = [];
+    for (const d of drivers) left.push(...(await finish(d)));
+    for (const d of drivers) for (const l of d.logs) if (/"level":"(error|warn)"/.test(l)) console.log(`driver: ${l.slice(0, 600)}`);
+    for (const vg of ['vga', 'vgb']) {
+      assert.deepEqual(sh('lvs', ['--noheadings', '-o', 'lv_name', vg]).split('\n').map((l) => l.trim()).filter(Boolean), ['thin'], `${vg}: only the thin pool is left`);
+      sh(BIN, ['pool', 'destroy', '--vg', vg]);
+    }
+    await hosts?.remove();
+    if (certs) await rm(certs, { recursive: true, force: true });
+    assert.deepEqual(left, []);
+  });
+
+  for (const type of ['thick', 'thin'] as const) {
+    it(`lvm ${type} to lvm ${type}: restore of a snapshot and clone of a volume written after it`, async () => {
+      const src = await createVolume(a, `src-${type}`, SIZE, blockCap(), { parameters: { type } });
+      const head = pattern(`head-${type}`, 3 * MiB);
+      await withLv('vga', src.volume_id, (dev) => writeAt(dev, 8 * MiB, head));
+      const snap = (await a.client.createSnapshot({ name: `snap-${type}`, source_volume_id: src.volume_id, parameters: type === 'thick' ? { snapshotReserve: '100%' } : {} })).snapshot!;
+      const atSnapshot = await withLv('vga', src.volume_id, (dev) => sumOf(dev, SIZE));
+      await withLv('vga', src.volume_id, (dev) => writeAt(dev, 40 * MiB, pattern(`later-${type}`, 2 * MiB)));
+      const now = await withLv('vga', src.volume_id, (dev) => sumOf(dev, SIZE));
+
+      const restored = await createVolume(b, `restored-${type}`, SIZE, blockCap(), { parameters: { type }, source: { snapshot: snap.snapshot_id } });
+      assert.equal(await withLv('vgb', restored.volume_id, (dev) => sumOf(dev, SIZE)), atSnapshot, 'the restore has the data of the snapshot');
+      const clone = await createVolume(b, `clone-${type}`, SIZE, blockCap(), { parameters: { type }, source: { volume: src.volume_id } });
+      assert.equal(await withLv('vgb', clone.volume_id, (dev) => sumOf(dev, SIZE)), now, 'the clone has the data of now');
+      if (type === 'thin') {
+        const [had, got] = [thinAllocated('vga', src.volume_id), thinAllocated('vgb', clone.volume_id)];
+        assert.ok(Math.abs(got - had) <= had * 0.05 + 64 * 1024, `allocated on B ${got} within 5% of A's ${had}`);
+      }
+      // A's point-in-time copy for the clone is gone.
+      assert.doesNotMatch(sh('lvs', ['--noheadings', '-o', 'lv_name', 'vga']), /\.send/);
+      for (const v of [restored, clone]) await b.client.deleteVolume({ volume_id: v.volume_id });
+      await a.client.deleteSnapshot({ snapshot_id: snap.snapshot_id });
+      await a.client.deleteVolume({ volume_id: src.volume_id });
+    });
+  }
+
+  it('file to lvm and lvm to file', async () => {
+    // file (node a) → lvm thin (node b)
+    const fileSrc = await createVolume(f, 'file-src', SIZE, blockCap());
+    await writeAt(path.join(f.poolDir, 'volumes', `${fileSrc.volume_id}.img`), 16 * MiB, pattern('from-file', 4 * MiB));
+    const fileSnap = (await f.client.createSnapshot({ name: 'file-snap', source_volume_id: fileSrc.volume_id, parameters: {} })).snapshot!;
+    const onLvm = await createVolume(b, 'on-lvm', SIZE, blockCap(), { parameters: { type: 'thin' }, source: { snapshot: fileSnap.snapshot_id } });
+    assert.equal(await withLv('vgb', onLvm.volume_id, (dev) => sumOf(dev, SIZE)), await sumOf(path.join(f.poolDir, 'snapshots', `${fileSnap.snapshot_id}.img`), SIZE));
+    // lvm thick (node a) → file (node b)
+    const lvmSrc = await createVolume(a, 'lvm-src', SIZE, blockCap(), { parameters: { type: 'thick' } });
+    await withLv('vga', lvmSrc.volume_id, (dev) => writeAt(dev, 0, pattern('from-lvm', 2 * MiB)));
+    const want = await withLv('vga', lvmSrc.volume_id, (dev) => sumOf(dev, SIZE));
+    const onFile = await createVolume(g, 'on-file', SIZE, blockCap(), { source: { volume: lvmSrc.volume_id } });
+    assert.equal(await sumOf(path.join(g.poolDir, 'volumes', `${onFile.volume_id}.img`), SIZE), want);
+    await b.client.deleteVolume({ volume_id: onLvm.volume_id });
+    await g.client.deleteVolume({ volume_id: onFile.volume_id });
+    await f.client.deleteSnapshot({ snapshot_id: fileSnap.snapshot_id });
+    await f.client.deleteVolume({ volume_id: fileSrc.volume_id });
+    await a.client.deleteVolume({ volume_id: lvmSrc.volume_id });
+  });
+});
