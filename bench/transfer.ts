@@ -2,7 +2,8 @@
 // node B from a snapshot on node A, beside a plain copy of the same allocated bytes over the same
 // veth (a TCP stream, no TLS, file to file), each plugin in its own network namespace. Prints the
 // throughput of both, the ratio, and the CPU time the two plugins spent per GiB sent. Not a test.
-// Run as root: node dist/bench/transfer.js
+// Run as root: node dist/bench/transfer.js (BENCH_LOG=info prints the plugins' transfer lines; BENCH_PROFILE=<a wrapper
+// script that execs node --cpu-prof> profiles them)
 import { spawn } from 'node:child_process';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -29,7 +30,7 @@ async function halfAllocated(file: string): Promise<number> {
   try {
     const buf = Buffer.alloc(MiB);
     for (let at = 0; at < SIZE; at += 2 * MiB) {
-      for (let i = 0; i < buf.length; i += 4) buf.writeUInt32LE((at + i) ^ 0x9e3779b9, i);
+      for (let i = 0; i < buf.length; i += 4) buf.writeUInt32LE(((at + i) ^ 0x9e3779b9) >>> 0, i);
       await fh.write(buf, 0, buf.length, at);
       written += buf.length;
     }
@@ -50,8 +51,9 @@ async function main(): Promise<void> {
   const hosts = await twoHosts('vpb');
   const certs = await tempDir('vpool-certs-');
   const ca = await makeCa(certs, 'bench');
-  const a = await startDriver({ nodeId: 'node-a', wrap: hosts.wrap(hosts.a.ns), args: ['--log-level', 'warn', '--transfer-listen', `${hosts.a.addr}:9810`, '--transfer-tls-dir', await ca.node('a')] });
-  const b = await startDriver({ nodeId: 'node-b', wrap: hosts.wrap(hosts.b.ns), args: ['--log-level', 'warn', '--transfer-peer', `${hosts.a.addr}:9810`, '--transfer-tls-dir', await ca.node('b')] });
+  const prof = process.env.BENCH_PROFILE ? [process.env.BENCH_PROFILE] : [];
+  const a = await startDriver({ nodeId: 'node-a', wrap: [...hosts.wrap(hosts.a.ns), ...prof], args: ['--log-level', 'warn', '--transfer-listen', `${hosts.a.addr}:9810`, '--transfer-tls-dir', await ca.node('a')] });
+  const b = await startDriver({ nodeId: 'node-b', wrap: [...hosts.wrap(hosts.b.ns), ...prof], args: ['--log-level', process.env.BENCH_LOG ?? 'warn', '--transfer-peer', `${hosts.a.addr}:9810`, '--transfer-tls-dir', await ca.node('b')] });
   const scratch = await tempDir('vpool-bench-copy-');
   try {
     const src = (await a.client.createVolume({ name: 'src', capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()], parameters: {} })).volume!;
@@ -101,6 +103,7 @@ async function main(): Promise<void> {
     console.log(`restore on B (mutual TLS, sparse, SHA-256 checked, synced)   ${median(ours).toFixed(2)} s   ${oursRate.toFixed(0)} MiB/s`);
     console.log(`plain TCP copy of the same bytes, file to file (synced)         ${median(plain).toFixed(2)} s   ${plainRate.toFixed(0)} MiB/s`);
     console.log(`ratio ${(oursRate / plainRate).toFixed(2)} (target ≥ 0.80)   CPU of both plugins ${(median(cpu) / gib).toFixed(2)} s per GiB sent`);
+    if (process.env.BENCH_LOG) for (const l of [...a.logs, ...b.logs]) if (/received a volume|sent a volume|CreateVolume/.test(l)) console.log(l.slice(0, 400));
     await a.client.deleteSnapshot({ snapshot_id: snap.snapshot_id });
     await a.client.deleteVolume({ volume_id: src.volume_id });
   } finally {

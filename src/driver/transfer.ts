@@ -62,13 +62,23 @@ export function transferSource(backend: PoolBackend, locks: KeyedLocks): Transfe
 export function fillFromPeer(client: TransferClient, peer: Peer, kind: TransferKind, id: string, size: number): (target: WritableData) => Promise<void> {
   return async (target) => {
     const fh = await open(target.path, 'r+');
+    // Writes go on while the next frames arrive (up to 16 MiB queued), in order; the fetch ends only once all are written.
+    let queue: Promise<void> = Promise.resolve();
+    let queued = 0;
+    const writeAll = async (offset: number, data: Buffer) => {
+      let done = 0;
+      while (done < data.length) done += (await fh.write(data, done, data.length - done, offset + done)).bytesWritten;
+    };
     try {
       const { bytes, seconds } = await client.fetch(peer, kind, id, size, async (offset, data) => {
-        let done = 0;
-        while (done < data.length) done += (await fh.write(data, done, data.length - done, offset + done)).bytesWritten;
+        queued += data.length;
+        queue = queue.then(() => writeAll(offset, data)).finally(() => (queued -= data.length));
+        if (queued > 16 * 1024 * 1024) await queue;
       });
+      await queue;
       log.info('received a volume from a peer', { kind, id, peer: `${peer.host}:${peer.port}`, bytes, seconds: Number(seconds.toFixed(3)), mibPerSecond: Number((bytes / 1048576 / Math.max(seconds, 1e-6)).toFixed(1)) });
     } finally {
+      await queue.catch(() => undefined);
       await fh.close();
     }
   };

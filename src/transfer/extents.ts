@@ -19,15 +19,23 @@ export async function* dataChunks(path: string, size: number, opts: { file: bool
   const fh = await open(path, 'r');
   try {
     const ranges = opts.file ? await fileRanges(fh, size) : null;
-    for (const [start, end] of ranges ?? [[0, size] as const]) {
-      for (let at = start; at < end; at += CHUNK) {
-        const want = Math.min(CHUNK, end - at);
-        const buf = Buffer.allocUnsafe(want);
-        const { bytesRead } = await fh.read(buf, 0, want, at);
-        yield* nonZero(at, buf.subarray(0, bytesRead));
-        if (bytesRead < want) return;
+    // One read ahead: the next chunk comes off the disk while this one is sent.
+    const reads = (function* () {
+      for (const [start, end] of ranges ?? [[0, size] as const]) {
+        for (let at = start; at < end; at += CHUNK) yield { at, want: Math.min(CHUNK, end - at) };
       }
+    })();
+    const read = (r: { at: number; want: number }) => fh.read(Buffer.allocUnsafe(r.want), 0, r.want, r.at).then(({ bytesRead, buffer }) => ({ ...r, buf: buffer.subarray(0, bytesRead) }));
+    let next = reads.next();
+    let pending = next.done ? null : read(next.value);
+    while (pending) {
+      const got = await pending;
+      next = reads.next();
+      pending = next.done ? null : read(next.value);
+      yield* nonZero(got.at, got.buf);
+      if (got.buf.length < got.want) break;
     }
+    await pending?.catch(() => undefined);
   } finally {
     await fh.close();
   }

@@ -29,6 +29,8 @@ export class FrameReader {
   private readonly hash: Hash = createHash('sha256');
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  /** The header of the frame whose data is awaited. */
+  private frame: { head: Buffer; offset: bigint; length: number } | null = null;
   private done = false;
   bytes = 0;
 
@@ -37,21 +39,34 @@ export class FrameReader {
     private readonly onChunk: (offset: number, data: Buffer) => Promise<void>,
   ) {}
 
-  private take(n: number): Buffer | null {
-    if (this.pendingBytes < n) return null;
-    const all = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending);
-    const out = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.pending = rest.length ? [rest] : [];
-    this.pendingBytes = rest.length;
+  /** The next n bytes, copied together only when they span pieces (each byte is copied at most once). */
+  private take(n: number): Buffer {
+    const first = this.pending[0];
+    let out: Buffer;
+    if (first.length >= n) {
+      out = first.subarray(0, n);
+      if (first.length === n) this.pending.shift();
+      else this.pending[0] = first.subarray(n);
+    } else {
+      const pieces: Buffer[] = [];
+      let got = 0;
+      while (got < n) {
+        const p = this.pending[0];
+        const want = n - got;
+        if (p.length <= want) {
+          pieces.push(p);
+          this.pending.shift();
+          got += p.length;
+        } else {
+          pieces.push(p.subarray(0, want));
+          this.pending[0] = p.subarray(want);
+          got += want;
+        }
+      }
+      out = Buffer.concat(pieces, n);
+    }
+    this.pendingBytes -= n;
     return out;
-  }
-
-  private peek(n: number): Buffer | null {
-    if (this.pendingBytes < n) return null;
-    const all = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending);
-    this.pending = [all];
-    return all.subarray(0, n);
   }
 
   /** Feeds bytes; throws on a malformed stream or a digest that does not match. */
@@ -60,25 +75,29 @@ export class FrameReader {
     this.pending.push(buf);
     this.pendingBytes += buf.length;
     for (;;) {
-      const head = this.peek(HEADER);
-      if (!head) return;
-      const offset = head.readBigUInt64BE(0);
-      const length = head.readUInt32BE(8);
+      if (!this.frame) {
+        if (this.pendingBytes < HEADER) return;
+        const head = this.take(HEADER);
+        const offset = head.readBigUInt64BE(0);
+        const length = head.readUInt32BE(8);
+        if (offset !== END && (length === 0 || length > MAX_FRAME || offset + BigInt(length) > BigInt(this.size))) throw new Error(`a frame of ${length} bytes at ${offset} does not fit a ${this.size}-byte volume`);
+        if (offset === END && length !== 32) throw new Error('a malformed end of the transfer');
+        this.frame = { head, offset, length };
+      }
+      const { head, offset, length } = this.frame;
+      if (this.pendingBytes < length) return;
+      const data = this.take(length);
+      this.frame = null;
       if (offset === END) {
-        const whole = this.take(HEADER + length);
-        if (!whole) return;
-        const expected = this.hash.digest();
-        if (length !== 32 || !whole.subarray(HEADER).equals(expected)) throw new Error('the transfer\'s checksum does not match what arrived');
+        if (!data.equals(this.hash.digest())) throw new Error("the transfer's checksum does not match what arrived");
         this.done = true;
         if (this.pendingBytes) throw new Error('data after the end of the transfer');
         return;
       }
-      if (length === 0 || length > MAX_FRAME || offset + BigInt(length) > BigInt(this.size)) throw new Error(`a frame of ${length} bytes at ${offset} does not fit a ${this.size}-byte volume`);
-      const whole = this.take(HEADER + length);
-      if (!whole) return;
-      this.hash.update(whole);
+      this.hash.update(head);
+      this.hash.update(data);
       this.bytes += length;
-      await this.onChunk(Number(offset), whole.subarray(HEADER));
+      await this.onChunk(Number(offset), data);
     }
   }
 
