@@ -2,6 +2,7 @@ import http from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { onRpc } from './csi/rpc.js';
 import { onCommand } from './exec.js';
+import { onTransfer } from './transfer/events.js';
 import { log } from './log.js';
 import type { PoolBackend } from './pool/backend.js';
 
@@ -44,6 +45,18 @@ export function createMetrics(pool: () => PoolBackend | undefined, orphans?: Orp
     if (code !== 'OK') rpcErrors.inc({ method, code });
   });
   onCommand((command, seconds, ok) => commandSeconds.observe({ command, result: ok ? 'ok' : 'error' }, seconds));
+  const transferBytes = new Counter({ name: 'vpool_csi_transfer_bytes_total', help: 'data bytes of volumes and snapshots sent to or received from other nodes (restore and clone across nodes)', labelNames: ['direction'], registers: [register] });
+  const transferSeconds = new Histogram({
+    name: 'vpool_csi_transfer_duration_seconds',
+    help: 'duration of transfers to or from other nodes, by direction and outcome',
+    labelNames: ['direction', 'result'],
+    buckets: [0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600],
+    registers: [register],
+  });
+  onTransfer((t) => {
+    transferBytes.inc({ direction: t.direction }, t.bytes);
+    transferSeconds.observe({ direction: t.direction, result: t.ok ? 'ok' : 'error' }, t.seconds);
+  });
 
   {
     // One read of the pool per scrape, shared by its gauges (prom-client asks each gauge in turn).

@@ -4,6 +4,7 @@ import { DriverError, unavailable } from '../errors.js';
 import { log } from '../log.js';
 import type { TransferKind } from './server.js';
 import { TRANSFER_SERVER_NAME, type TransferTls } from './tls.js';
+import { transferEnded } from './events.js';
 import { FrameReader } from './wire.js';
 
 /** A peer's transfer listener: host (a name or an address) and port. */
@@ -89,12 +90,22 @@ export class TransferClient {
       throw unavailable(`${kind} ${id} on ${label(peer)} is ${String(res.headers['x-vpool-size'])} bytes now, not ${size}`);
     }
     const reader = new FrameReader(size, write);
+    let lastProgress = started;
+    const ended = (ok: boolean) => transferEnded({ direction: 'received', bytes: reader.bytes, seconds: (performance.now() - started) / 1000, ok });
     try {
-      for await (const chunk of res) await reader.push(chunk as Buffer);
+      for await (const chunk of res) {
+        await reader.push(chunk as Buffer);
+        if (performance.now() - lastProgress > 10_000) {
+          lastProgress = performance.now();
+          log.info('receiving a volume from a peer: progress', { kind, id, peer: label(peer), bytes: reader.bytes, of: size, seconds: Math.round((lastProgress - started) / 1000) });
+        }
+      }
     } catch (err) {
       res.destroy();
+      ended(false);
       throw unavailable(`the transfer of ${kind} ${id} from ${label(peer)} broke off: ${err instanceof Error ? err.message : String(err)}`);
     }
+    ended(reader.complete);
     if (!reader.complete) throw unavailable(`the transfer of ${kind} ${id} from ${label(peer)} ended before its end (${reader.bytes} bytes arrived)`);
     return { bytes: reader.bytes, seconds: (performance.now() - started) / 1000 };
   }

@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { isId } from '../ids.js';
 import { log } from '../log.js';
+import { transferEnded } from './events.js';
 import { dataChunks } from './extents.js';
 import type { TransferTls } from './tls.js';
 import { endFrame, frame } from './wire.js';
@@ -86,6 +87,8 @@ async function serve(o: TransferServerOptions, kind: TransferKind, id: string, h
   }
   const started = performance.now();
   let sent = 0;
+  let ok = false;
+  let lastProgress = started;
   try {
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-vpool-size': String(src.size) });
     log.info('sending a volume to a peer', { kind, id, peer, size: src.size });
@@ -104,6 +107,10 @@ async function serve(o: TransferServerOptions, kind: TransferKind, id: string, h
       await write(h);
       await write(chunk.data);
       sent += chunk.data.length;
+      if (performance.now() - lastProgress > 10_000) {
+        lastProgress = performance.now();
+        log.info('sending a volume to a peer: progress', { kind, id, peer, bytes: sent, seconds: Math.round((lastProgress - started) / 1000) });
+      }
       if (o.bytesPerSecond) {
         const due = (sent / o.bytesPerSecond) * 1000 - (performance.now() - started);
         if (due > 0) await new Promise((r) => setTimeout(r, due));
@@ -113,8 +120,10 @@ async function serve(o: TransferServerOptions, kind: TransferKind, id: string, h
     res.end();
     const seconds = (performance.now() - started) / 1000;
     o.onSent?.(sent, seconds);
+    ok = true;
     log.info('sent a volume to a peer', { kind, id, peer, bytes: sent, seconds: Number(seconds.toFixed(3)) });
   } finally {
+    transferEnded({ direction: 'sent', bytes: sent, seconds: (performance.now() - started) / 1000, ok });
     await src.release();
   }
 }

@@ -28,6 +28,8 @@ function resizerPair(objects: Awaited<ReturnType<typeof render>>) {
 // against the controller Deployment's driver container, then the kubelet's NodeExpandVolume
 // (MODEL of kubelet 1.32, pkg/volume/csi/expander.go: volume_path is the pod's publish path for a
 // filesystem, staging_target_path the globalmount) against the node DaemonSet's driver container.
+// Rendered with transfer.enabled=false: the transfer's listener needs the pod IP and its Secret volume,
+// which this model of the kubelet does not make (test/e2e/transfer.test.ts runs the chart's certificates).
 describe('expansion through external-resizer with the chart as rendered', needsRoot(), () => {
   let dir: string;
   let fake: FakeApiServer;
@@ -43,7 +45,7 @@ describe('expansion through external-resizer with the chart as rendered', needsR
 
   for (const backend of ['file', 'lvm'] as const) {
     it(`${backend}: the resizer starts as the trivial resizer and hands resizes to the node`, async () => {
-      const objects = await render([`backend=${backend}`, 'metrics.enabled=false']);
+      const objects = await render([`backend=${backend}`, 'metrics.enabled=false', 'transfer.enabled=false']);
       const { driver } = resizerPair(objects);
       const p = await runContainer(driver, { '/csi': path.join(dir, `ctrl-${backend}`) });
       try {
@@ -66,7 +68,7 @@ describe('expansion through external-resizer with the chart as rendered', needsR
 
   it('the model fails as the real resizer does against a driver without CONTROLLER_SERVICE', async () => {
     // The shape the chart had before (a node-only answer on the resizer's socket): CrashLoopBackOff.
-    const objects = await render(['backend=file', 'metrics.enabled=false']);
+    const objects = await render(['backend=file', 'metrics.enabled=false', 'transfer.enabled=false']);
     const node = containerOf(objects, 'DaemonSet', 'driver');
     const p = await runContainer({ ...node, args: [...node.args!.filter((a) => !a.startsWith('--mode=') && !a.startsWith('--orphan')), '--mode=node'] }, {
       '/csi': path.join(dir, 'node-only'),
@@ -86,7 +88,7 @@ describe('expansion through external-resizer with the chart as rendered', needsR
     const kubelet = path.join(dir, 'kubelet');
     const pool = path.join(dir, 'pool');
     await mkdir(kubelet, { recursive: true });
-    const objects = await render(['backend=file', 'metrics.enabled=false', `kubeletDir=${kubelet}`, `file.poolDir=${pool}`]);
+    const objects = await render(['backend=file', 'metrics.enabled=false', 'transfer.enabled=false', `kubeletDir=${kubelet}`, `file.poolDir=${pool}`]);
     const ctrl = await runContainer(resizerPair(objects).driver, { '/csi': path.join(dir, 'ctrl') });
     const node = await runContainer(containerOf(objects, 'DaemonSet', 'driver'), { '/csi': path.join(dir, 'plugin') }, { NODE_NAME: 'node-a', KUBECONFIG: kubeconfig });
     try {

@@ -12,6 +12,7 @@ import { pollUntil } from '../helpers/libvirt.js';
 import { twoHosts, type TwoHosts } from '../helpers/netns.js';
 import { BUILTIN_TYPES, FakeApiServer } from '../helpers/fake-apiserver.js';
 import { render } from '../helpers/manifests.js';
+import { httpBase, samples } from '../helpers/metrics.js';
 
 const execFileP = promisify(execFile);
 const PORT = 9810;
@@ -169,11 +170,11 @@ describe('transfer peers from the cluster: the running node plugin pods of the d
     pod('node-b-plugin', 'node-b', 'Running', labels, '127.0.0.9'); // B itself
     pod('node-c-plugin', 'node-c', 'Pending', labels, '127.0.0.8');
     pod('other', 'node-d', 'Running', { 'app.kubernetes.io/name': 'something-else' }, '127.0.0.7');
-    const a = await startDriver({ nodeId: 'node-a', args: ['--transfer-listen', `127.0.0.1:${port}`, '--transfer-tls-dir', await ca.node('node-a')] });
+    const a = await startDriver({ nodeId: 'node-a', args: ['--transfer-listen', `127.0.0.1:${port}`, '--transfer-tls-dir', await ca.node('node-a'), '--metrics-address', '127.0.0.1:0'] });
     const b = await startDriver({
       nodeId: 'node-b',
       env: { POD_NAMESPACE: 'vpool' },
-      args: ['--kubeconfig', await api.kubeconfig(certsDir), '--transfer-peers-from-cluster', 'app.kubernetes.io/name=vpool-csi,app.kubernetes.io/component=node', '--transfer-tls-dir', await ca.node('node-b'), '--volume-pools', 'off'],
+      args: ['--kubeconfig', await api.kubeconfig(certsDir), '--transfer-peers-from-cluster', 'app.kubernetes.io/name=vpool-csi,app.kubernetes.io/component=node', '--transfer-tls-dir', await ca.node('node-b'), '--volume-pools', 'off', '--metrics-address', '127.0.0.1:0'],
     });
     try {
       const src = (await a.client.createVolume({ name: 'src', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [blockCap()], parameters: {} })).volume!;
@@ -182,6 +183,11 @@ describe('transfer peers from the cluster: the running node plugin pods of the d
       const got = (await b.client.createVolume({ name: 'restored', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [blockCap()], parameters: {}, volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } } })).volume!;
       assert.equal(await sha256File(path.join(b.poolDir, 'volumes', `${got.volume_id}.img`)), await sha256File(path.join(a.poolDir, 'snapshots', `${snap.snapshot_id}.img`)));
       assert.ok(!b.logs.some((l) => l.includes('a transfer peer did not answer')), 'only A was asked (the others would not answer)');
+      // What was sent and received reaches Prometheus: the one MiB of data, once each way.
+      const scrape = async (d: Driver) => (await (await fetch(`${httpBase(d)}/metrics`)).text());
+      assert.equal(samples(await scrape(a), 'vpool_csi_transfer_bytes_total').get('{direction="sent"}'), MiB);
+      assert.equal(samples(await scrape(b), 'vpool_csi_transfer_bytes_total').get('{direction="received"}'), MiB);
+      assert.equal(samples(await scrape(b), 'vpool_csi_transfer_duration_seconds_count').get('{direction="received",result="ok"}'), 1);
       await b.client.deleteVolume({ volume_id: got.volume_id });
       await a.client.deleteSnapshot({ snapshot_id: snap.snapshot_id });
       await a.client.deleteVolume({ volume_id: src.volume_id });

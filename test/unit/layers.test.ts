@@ -30,7 +30,7 @@ const MAY_IMPORT: Record<string, string[]> = {
   driver: ['shared', 'host', 'pool', 'transfer', 'driver'],
   cluster: ['shared', 'host', 'pool', 'cluster'],
   csi: ['shared', 'driver', 'csi', 'gen'],
-  metrics: ['shared', 'pool', 'csi', 'metrics'],
+  metrics: ['shared', 'pool', 'csi', 'transfer', 'metrics'],
   cli: ['shared', 'host', 'pool', 'transfer', 'driver', 'cluster', 'csi', 'metrics', 'cli', 'gen'],
 };
 
