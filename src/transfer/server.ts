@@ -93,19 +93,32 @@ async function serve(o: TransferServerOptions, kind: TransferKind, id: string, h
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-vpool-size': String(src.size) });
     log.info('sending a volume to a peer', { kind, id, peer, size: src.size });
     const hash = createHash('sha256');
-    const write = async (buf: Buffer) => {
+    // Backpressure: past the socket's buffer, wait for it to drain (or for the peer to go); the listeners go with the wait.
+    const write = async (...bufs: Buffer[]) => {
       if (res.destroyed) throw new Error('the peer went away');
-      if (!res.write(buf)) await new Promise<void>((resolve, reject) => {
-        res.once('drain', resolve);
-        res.once('close', () => reject(new Error('the peer went away')));
+      res.cork();
+      let more = true;
+      for (const b of bufs) more = res.write(b);
+      res.uncork();
+      if (more) return;
+      await new Promise<void>((resolve, reject) => {
+        const done = (err?: Error) => {
+          res.off('drain', onDrain);
+          res.off('close', onClose);
+          if (err) reject(err);
+          else resolve();
+        };
+        const onDrain = () => done();
+        const onClose = () => done(new Error('the peer went away'));
+        res.on('drain', onDrain);
+        res.on('close', onClose);
       });
     };
     for await (const chunk of dataChunks(src.path, src.size, { file: src.file })) {
       const h = frame(chunk);
       hash.update(h);
       hash.update(chunk.data);
-      await write(h);
-      await write(chunk.data);
+      await write(h, chunk.data);
       sent += chunk.data.length;
       if (performance.now() - lastProgress > 10_000) {
         lastProgress = performance.now();

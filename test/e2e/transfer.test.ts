@@ -63,9 +63,10 @@ describe('restore and clone across nodes: file pool to file pool over mutual TLS
   let snapId = '';
   it('restores on B a snapshot A holds, and clones on B a volume A holds: the same bytes, holes kept as holes', async () => {
     srcId = (await a.client.createVolume({ name: 'src', capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()], parameters: {} })).volume!.volume_id;
-    // Data in two places of a sparse 64 MiB volume: 3 MiB at 0 and 5 MiB at 40 MiB.
+    // Data in two places of a sparse 64 MiB volume: 3 MiB at 0 and 12 MiB at 40 MiB (15 frames, each
+    // past the socket's buffer: the sender waits for it to drain 15 times).
     await writeAt(imageOf(a, 'volumes', srcId), 0, pattern('head', 3 * MiB));
-    await writeAt(imageOf(a, 'volumes', srcId), 40 * MiB, pattern('tail', 5 * MiB));
+    await writeAt(imageOf(a, 'volumes', srcId), 40 * MiB, pattern('tail', 12 * MiB));
     snapId = (await a.client.createSnapshot({ name: 'snap', source_volume_id: srcId, parameters: {} })).snapshot!.snapshot_id;
     // Written after the snapshot: the restore must not have it, the clone must.
     await writeAt(imageOf(a, 'volumes', srcId), 20 * MiB, pattern('later', MiB));
@@ -75,7 +76,9 @@ describe('restore and clone across nodes: file pool to file pool over mutual TLS
     assert.equal(await sha256File(imageOf(b, 'volumes', restored.volume_id)), await sha256File(imageOf(a, 'snapshots', snapId)));
     const [had, got] = [await allocated(imageOf(a, 'snapshots', snapId)), await allocated(imageOf(b, 'volumes', restored.volume_id))];
     assert.ok(Math.abs(got - had) <= had * 0.05, `allocated on B ${got} within 5% of A's ${had}`);
-    assert.ok(got < 12 * MiB, 'the holes stayed holes');
+    assert.ok(got < 20 * MiB, 'the holes stayed holes');
+    // Each wait for the socket to drain takes its listeners away with it (Node warns past ten left behind).
+    assert.ok(!a.logs.some((l) => l.includes('MaxListenersExceededWarning')), 'no listener left behind on the sender');
 
     const clone = (await create(b, 'clone', { volume: srcId })).volume!;
     assert.equal(await sha256File(imageOf(b, 'volumes', clone.volume_id)), await sha256File(imageOf(a, 'volumes', srcId)));
