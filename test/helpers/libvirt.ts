@@ -228,10 +228,13 @@ export async function nodeVm(name: string, uuid: string, command: string[], env:
     run,
     async waitFile(file, ms = 300_000) {
       const has = (f: string) => access(path.join(run, f)).then(() => true, () => false);
+      // rc counts once it has content: the guest's shell creates it before it writes the exit code, and over
+      // 9p the host can see it in between (an empty rc was read as the suite's exit code once).
+      const ready = (f: string) => (f === 'rc' ? readFile(path.join(run, f), 'utf8').then((t) => t.trim().length > 0, () => false) : has(f));
       const log = () => readFile(path.join(run, 'console.log'), 'utf8').catch(() => '');
       await pollUntil(async () => {
-        if (await has(file)) return true;
-        if (await has('rc')) throw new Error(`the guest finished without writing ${file}:\n${await log()}`);
+        if (await ready(file)) return true;
+        if (file !== 'rc' && (await has('rc'))) throw new Error(`the guest finished without writing ${file}:\n${await log()}`);
         return undefined;
       }, ms, async () => `the guest did not write ${file} within ${ms / 1000} s:\n${await log()}`);
     },
