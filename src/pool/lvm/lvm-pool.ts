@@ -1,12 +1,12 @@
 import { conflict, exhausted, internal, invalid, notFound, precondition, unavailable } from '../../errors.js';
-import { open } from 'node:fs/promises';
-import { CommandError, run } from '../../exec.js';
+import { CommandError } from '../../exec.js';
 import { log } from '../../log.js';
 import { pageAfter, type Page } from '../../paging.js';
 import { deviceUsers } from '../../host/in-use.js';
 import { roundUp } from '../../units.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, PoolTuning, ReadableData, SnapshotRecord, VolumeRecord, ThinPoolUse } from '../backend.js';
 import { copyBlockDevice } from './copy.js';
+import { createFilledLv, openLvData, sweepSendLvs, type LvTransferContext } from './lv-transfer.js';
 import { HEALTH, parseLvAttr } from './lv-attr.js';
 import { lvmFailure, lvmReason } from './lvm-errors.js';
 import { tagsOf, tagValue, type LvmCli, type LvRow, type VgRow } from './lvm-cli.js';
@@ -23,8 +23,6 @@ export interface LvmPoolOptions {
 
 const LV_NAME = /^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$/;
 const FULL_PERCENT = 95;
-/** An LV made for a transfer to another node (a volume's point-in-time copy), removed when it is sent. */
-const SEND_TAG = 'vpool.kind=send';
 const stripes = (p: Record<string, string>) => (p.stripes ? ['-i', p.stripes] : []);
 
 
@@ -62,10 +60,7 @@ export class LvmPool implements PoolBackend {
     if (!vg) throw new Error(`volume group ${opts.vg} does not exist; create it with \`vpool-csi pool init --vg ${opts.vg} DEVICE...\``);
     const tags = tagsOf(vg.vg_tags);
     if (!tags.includes(POOL_TAG)) throw new Error(`volume group ${opts.vg} is not a vpool pool (no ${POOL_TAG} tag); the driver does not touch it`);
-    // What a crash during a transfer left: the point-in-time copies made for sending.
-    for (const r of lvs.filter((x) => tagsOf(x.lv_tags).includes(SEND_TAG))) {
-      await lvm.exec('lvremove', ['-y', `${opts.vg}/${r.lv_name}`]).catch((e) => log.warn('cannot remove a transfer leftover', { lv: r.lv_name, error: String(e) }));
-    }
+    await sweepSendLvs({ lvm, vg: opts.vg, change: (c, a) => lvm.exec(c, a).then(() => undefined) }, lvs);
     return new LvmPool(lvm, { ...opts }, Number(vg.vg_extent_size), tagValue(tags, THIN_POOL_TAG));
   }
 
@@ -184,7 +179,14 @@ export class LvmPool implements PoolBackend {
     const tagArgs = tags.flatMap((t) => ['--addtag', t]);
     const size = `${spec.capacityBytes}b`;
 
-    if (spec.fill) return this.createFilled(spec, type, thinPool, [...tagArgs, '--addtag', INCOMPLETE_TAG], size);
+    if (spec.fill) {
+      const marked = [...tagArgs, '--addtag', INCOMPLETE_TAG];
+      const args = type === 'thin' ? ['-y', '-V', size, '--thinpool', this.lvPath(thinPool!), '-n', spec.id, ...marked, this.opts.vg] : ['-y', '-L', size, ...stripes(spec.parameters), '-n', spec.id, ...marked, this.opts.vg];
+      await createFilledLv(this.transferContext, spec, type === 'thin', args);
+      const made = await this.getVolume(spec.id);
+      if (!made) throw internal(`volume ${spec.id} vanished right after it was filled`);
+      return made;
+    }
     const src = spec.source ? rows.find((r) => r.lv_name === spec.source!.id && (spec.source!.kind === 'snapshot' ? isSnapshotRow(r) : isVolumeRow(r))) : undefined;
     if (spec.source && !src) throw notFound(`source ${spec.source.kind} ${spec.source.id} does not exist`);
 
@@ -207,67 +209,15 @@ export class LvmPool implements PoolBackend {
     return this.finishCopy((await this.lvm.lv(this.opts.vg, spec.id))!, spec);
   }
 
-  /**
-   * A volume whose content comes from another node: made marked incomplete (never listed while so),
-   * zeroed if thick (its extents hold what they held before; a thin LV reads zeros where unwritten),
-   * filled, flushed, deactivated, and only then unmarked. Any failure removes it; so does the retry
-   * after a crash (the incomplete LV is cleared at the top of createVolume).
-   */
-  private async createFilled(spec: CreateVolumeSpec, type: string, thinPool: string | undefined, tagArgs: string[], size: string): Promise<VolumeRecord> {
-    if (!this.lvm.activation) throw precondition('a volume from another node needs device-mapper (LV activation), which this kernel lacks');
-    if (type === 'thin') {
-      await this.lvmChange('lvcreate', ['-y', '-V', size, '--thinpool', this.lvPath(thinPool!), '-n', spec.id, ...tagArgs, this.opts.vg]);
-    } else {
-      await this.lvmChange('lvcreate', ['-y', '-L', size, ...stripes(spec.parameters), '-n', spec.id, ...tagArgs, this.opts.vg]);
-    }
-    const device = `/dev/${this.opts.vg}/${spec.id}`;
-    try {
-      await this.lvm.exec('lvchange', ['-y', '-ay', '-K', this.lvPath(spec.id)]);
-      if (type !== 'thin') await run('blkdiscard', ['-z', device], { timeoutMs: 3_600_000, uninterruptible: true });
-      await spec.fill!({ path: device, file: false });
-      const fh = await open(device, 'r+');
-      await fh.datasync().finally(() => fh.close());
-      await this.lvm.exec('lvchange', ['-y', '-an', this.lvPath(spec.id)]);
-      await this.lvm.exec('lvchange', ['-y', '--deltag', INCOMPLETE_TAG, this.lvPath(spec.id)]);
-    } catch (err) {
-      log.warn('a volume from another node failed; removing it', { volume: spec.id, error: String(err) });
-      await this.lvm.exec('lvchange', ['-y', '-an', this.lvPath(spec.id)]).catch(() => undefined);
-      await this.lvm.exec('lvremove', ['-y', this.lvPath(spec.id)]).catch(() => undefined);
-      throw err;
-    }
-    const made = await this.getVolume(spec.id);
-    if (!made) throw internal(`volume ${spec.id} vanished right after it was filled`);
-    return made;
-  }
-
-  /**
-   * A snapshot's LV, or a snapshot made now of a volume (a pod may be writing it; tagged vpool.kind=send
-   * and removed at release, or at the next start after a crash), activated read-only for the transfer.
-   */
+  /** A snapshot's LV, or a point-in-time copy of a volume, for sending to another node (lv-transfer.ts). */
   async openData(kind: 'volume' | 'snapshot', id: string): Promise<ReadableData | null> {
     const row = (await this.metadata()).lvs.find((r) => r.lv_name === id);
     if (!row || (kind === 'snapshot' ? !isSnapshotRow(row) : !isVolumeRow(row) || isIncomplete(row))) return null;
-    if (!this.lvm.activation) throw precondition('reading a volume for another node needs device-mapper (LV activation), which this kernel lacks');
-    const temporary = kind === 'volume';
-    const name = temporary ? `${id}.send` : id;
-    if (temporary) {
-      await this.lvm.exec('lvremove', ['-y', this.lvPath(name)]).catch(() => undefined); // a crash's leftover
-      const thin = row.segtype === 'thin';
-      await this.lvmChange('lvcreate', ['-y', '-s', ...(thin ? [] : ['-L', `${row.lv_size}b`]), '-n', name, '--addtag', SEND_TAG, this.lvPath(id)]);
-    }
-    const wasActive = !temporary && dmDeviceOf(this.opts.vg, name) !== null;
-    const drop = async () => {
-      if (!wasActive) await this.lvm.exec('lvchange', ['-y', '-an', this.lvPath(name)]).catch((e) => log.warn('cannot deactivate after a transfer', { lv: name, error: String(e) }));
-      if (temporary) await this.lvm.exec('lvremove', ['-y', this.lvPath(name)]);
-    };
-    try {
-      if (!wasActive) await this.lvm.exec('lvchange', ['-y', '-ay', '-K', this.lvPath(name)]);
-    } catch (err) {
-      await drop().catch(() => undefined);
-      throw err;
-    }
-    const size = kind === 'volume' ? Number(row.lv_size) : snapshotFromRow(row).sizeBytes;
-    return { path: `/dev/${this.opts.vg}/${name}`, size, file: false, release: drop };
+    return openLvData(this.transferContext, kind, row);
+  }
+
+  private get transferContext(): LvTransferContext {
+    return { lvm: this.lvm, vg: this.opts.vg, change: (c, a) => this.lvmChange(c, a) };
   }
 
   /** Completes a clone or restore: grow a thin snapshot to size, or copy the source block by block; idempotent. */
