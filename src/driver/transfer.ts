@@ -1,9 +1,13 @@
+import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { syscalls } from '../host/syscalls.js';
+import { AlignedBuffers } from '../transfer/aligned.js';
 import { snapshotLock, volumeLock, type KeyedLocks } from '../locks.js';
 import { log } from '../log.js';
 import type { PoolBackend, WritableData } from '../pool/backend.js';
 import type { Peer, TransferClient } from '../transfer/client.js';
 import type { TransferKind, TransferSource } from '../transfer/server.js';
+import { WriteQueue } from '../transfer/write-queue.js';
 
 const lockOf = (kind: TransferKind, id: string) => (kind === 'volume' ? volumeLock(id) : snapshotLock(id));
 
@@ -62,23 +66,18 @@ export function transferSource(backend: PoolBackend, locks: KeyedLocks): Transfe
 export function fillFromPeer(client: TransferClient, peer: Peer, kind: TransferKind, id: string, size: number): (target: WritableData) => Promise<void> {
   return async (target) => {
     const fh = await open(target.path, 'r+');
-    // Writes go on while the next frames arrive (up to 16 MiB queued), in order; the fetch ends only once all are written.
-    let queue: Promise<void> = Promise.resolve();
-    let queued = 0;
-    const writeAll = async (offset: number, data: Buffer) => {
-      let done = 0;
-      while (done < data.length) done += (await fh.write(data, done, data.length - done, offset + done)).bytesWritten;
-    };
+    const direct = await open(target.path, constants.O_RDWR | constants.O_DIRECT).catch(() => null);
+    const buffers = new AlignedBuffers((await syscalls())?.address ?? null);
+    const writes = new WriteQueue({ buffered: fh, direct }, buffers);
     try {
-      const { bytes, seconds } = await client.fetch(peer, kind, id, size, async (offset, data) => {
-        queued += data.length;
-        queue = queue.then(() => writeAll(offset, data)).finally(() => (queued -= data.length));
-        if (queued > 16 * 1024 * 1024) await queue;
-      });
-      await queue;
+      const started = performance.now();
+      const { bytes } = await client.fetch(peer, kind, id, size, (offset, data) => writes.add(offset, data), (n) => buffers.get(n));
+      await writes.drain();
+      const seconds = (performance.now() - started) / 1000;
       log.info('received a volume from a peer', { kind, id, peer: `${peer.host}:${peer.port}`, bytes, seconds: Number(seconds.toFixed(3)), mibPerSecond: Number((bytes / 1048576 / Math.max(seconds, 1e-6)).toFixed(1)) });
     } finally {
-      await queue.catch(() => undefined);
+      await writes.drain().catch(() => undefined);
+      await direct?.close();
       await fh.close();
     }
   };

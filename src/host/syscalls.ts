@@ -4,7 +4,7 @@ import { log } from '../log.js';
 
 /**
  * The few system calls the block data path needs (loop ioctls, mount(2), umount2(2), lseek(2) for a
- * file's data ranges), made in this
+ * file's data ranges, a buffer's address for O_DIRECT), made in this
  * process through koffi (an FFI from the npm registry, prebuilt for linux) instead of a losetup,
  * mount or umount process each: a subprocess costs more than the call it wraps. Loaded on first
  * use, so a process that never attaches a device never loads it. Where it cannot load, the callers
@@ -30,6 +30,8 @@ export interface Syscalls {
   unmount(target: string): Promise<boolean>;
   /** lseek(2) with SEEK_DATA or SEEK_HOLE: the offset found, or -1 past the last data (ENXIO) or where the filesystem cannot tell. */
   seek(fd: number, offset: number, whence: 'data' | 'hole'): number;
+  /** Where a buffer's bytes are in memory (O_DIRECT wants them on a block boundary). */
+  address(buf: Buffer): bigint;
 }
 
 const LOOP_CTL_GET_FREE = 0x4c82;
@@ -143,6 +145,9 @@ async function load(): Promise<Syscalls> {
     },
     seek(fd, offset, whence) {
       return Number(lseek(fd, offset, whence === 'data' ? SEEK_DATA : SEEK_HOLE));
+    },
+    address(buf) {
+      return koffi.address(buf) as bigint;
     },
   };
 }

@@ -76,7 +76,7 @@ export class TransferClient {
    * the end-to-end checksum matched; anything less (a cut, a bad frame, a wrong digest) rejects,
    * and the caller throws away what was written.
    */
-  async fetch(peer: Peer, kind: TransferKind, id: string, size: number, write: (offset: number, data: Buffer) => Promise<void>): Promise<{ bytes: number; seconds: number }> {
+  async fetch(peer: Peer, kind: TransferKind, id: string, size: number, write: (offset: number, data: Buffer) => Promise<void>, alloc?: (n: number) => Buffer): Promise<{ bytes: number; seconds: number }> {
     const started = performance.now();
     const res = await this.request(peer, 'GET', kind, id).catch((err: unknown) => {
       throw err instanceof DriverError ? err : unavailable(`transfer peer ${label(peer)}: ${String(err)}`);
@@ -89,7 +89,7 @@ export class TransferClient {
       res.destroy();
       throw unavailable(`${kind} ${id} on ${label(peer)} is ${String(res.headers['x-vpool-size'])} bytes now, not ${size}`);
     }
-    const reader = new FrameReader(size, write);
+    const reader = new FrameReader(size, write, alloc);
     let lastProgress = started;
     const ended = (ok: boolean) => transferEnded({ direction: 'received', bytes: reader.bytes, seconds: (performance.now() - started) / 1000, ok });
     try {

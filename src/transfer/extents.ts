@@ -9,6 +9,7 @@ export interface Chunk {
 
 const CHUNK = 1024 * 1024;
 const BLOCK = 64 * 1024;
+const READ_AHEAD = 4;
 
 /**
  * A volume's data, chunk by chunk, leaving out what is known to read as zeros: the holes of a sparse
@@ -19,23 +20,39 @@ export async function* dataChunks(path: string, size: number, opts: { file: bool
   const fh = await open(path, 'r');
   try {
     const ranges = opts.file ? await fileRanges(fh, size) : null;
-    // One read ahead: the next chunk comes off the disk while this one is sent.
+    // Reads ahead (READ_AHEAD chunks in flight on the thread pool) so the disk is busy while a chunk is sent.
     const reads = (function* () {
       for (const [start, end] of ranges ?? [[0, size] as const]) {
         for (let at = start; at < end; at += CHUNK) yield { at, want: Math.min(CHUNK, end - at) };
       }
     })();
     const read = (r: { at: number; want: number }) => fh.read(Buffer.allocUnsafe(r.want), 0, r.want, r.at).then(({ bytesRead, buffer }) => ({ ...r, buf: buffer.subarray(0, bytesRead) }));
-    let next = reads.next();
-    let pending = next.done ? null : read(next.value);
-    while (pending) {
-      const got = await pending;
-      next = reads.next();
-      pending = next.done ? null : read(next.value);
-      yield* nonZero(got.at, got.buf);
-      if (got.buf.length < got.want) break;
+    const inFlight: Array<ReturnType<typeof read>> = [];
+    const refill = () => {
+      while (inFlight.length < READ_AHEAD) {
+        const next = reads.next();
+        if (next.done) return;
+        const p = read(next.value);
+        p.catch(() => undefined); // handled where it is awaited; a read failing while a chunk is sent must not count as unhandled
+        inFlight.push(p);
+      }
+    };
+    try {
+      refill();
+      while (inFlight.length) {
+        const got = await inFlight.shift()!;
+        if (got.buf.length < got.want) {
+          // Shorter than the size said (a file cut while read): what was read goes, the rest does not exist.
+          yield* nonZero(got.at, got.buf);
+          break;
+        }
+        refill();
+        yield* nonZero(got.at, got.buf);
+      }
+    } finally {
+      // Reads still on the thread pool finish before the file is closed under them.
+      await Promise.allSettled(inFlight);
     }
-    await pending?.catch(() => undefined);
   } finally {
     await fh.close();
   }

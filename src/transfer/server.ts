@@ -37,6 +37,9 @@ export interface TransferServerOptions {
   onSent?: (bytes: number, seconds: number) => void;
 }
 
+/** What a response may hold before a write waits: several chunks, so the socket never runs dry while the next is read. */
+const SEND_BUFFER = 4 * 1024 * 1024;
+
 const ROUTE = /^\/v1\/(volumes|snapshots)\/([^/?]+)$/;
 
 /**
@@ -45,7 +48,7 @@ const ROUTE = /^\/v1\/(volumes|snapshots)\/([^/?]+)$/;
  * HEAD says whether this node has it (and its size), GET streams its data ranges (wire.ts).
  */
 export async function startTransferServer(o: TransferServerOptions): Promise<{ port: number; close(): Promise<void> }> {
-  const server = https.createServer({ ca: o.tls.ca, cert: o.tls.cert, key: o.tls.key, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, (req, res) => {
+  const server = https.createServer({ ca: o.tls.ca, cert: o.tls.cert, key: o.tls.key, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', highWaterMark: SEND_BUFFER }, (req, res) => {
     const m = ROUTE.exec(req.url ?? '');
     const kind: TransferKind | null = m ? (m[1] === 'volumes' ? 'volume' : 'snapshot') : null;
     const id = m ? decodeURIComponent(m[2]) : '';

@@ -32,12 +32,37 @@ export class FrameReader {
   /** The header of the frame whose data is awaited. */
   private frame: { head: Buffer; offset: bigint; length: number } | null = null;
   private done = false;
+  /** Where the last frame ended: frames come in order and never overlap (the receiver writes several at once). */
+  private end = 0n;
   bytes = 0;
 
   constructor(
     private readonly size: number,
     private readonly onChunk: (offset: number, data: Buffer) => Promise<void>,
+    /** Where a frame's data is copied to (the receiver's aligned, reused buffers); by default a frame inside one piece is passed on uncopied. */
+    private readonly alloc?: (n: number) => Buffer,
   ) {}
+
+  /** The next n bytes into a buffer of `alloc` (one copy of each byte). */
+  private takeInto(n: number): Buffer {
+    const out = this.alloc!(n);
+    let got = 0;
+    while (got < n) {
+      const p = this.pending[0];
+      const want = n - got;
+      if (p.length <= want) {
+        p.copy(out, got);
+        this.pending.shift();
+        got += p.length;
+      } else {
+        p.copy(out, got, 0, want);
+        this.pending[0] = p.subarray(want);
+        got += want;
+      }
+    }
+    this.pendingBytes -= n;
+    return out;
+  }
 
   /** The next n bytes, copied together only when they span pieces (each byte is copied at most once). */
   private take(n: number): Buffer {
@@ -82,11 +107,12 @@ export class FrameReader {
         const length = head.readUInt32BE(8);
         if (offset !== END && (length === 0 || length > MAX_FRAME || offset + BigInt(length) > BigInt(this.size))) throw new Error(`a frame of ${length} bytes at ${offset} does not fit a ${this.size}-byte volume`);
         if (offset === END && length !== 32) throw new Error('a malformed end of the transfer');
+        if (offset !== END && offset < this.end) throw new Error(`a frame at ${offset} overlaps or comes before data already received (up to ${this.end})`);
         this.frame = { head, offset, length };
       }
       const { head, offset, length } = this.frame;
       if (this.pendingBytes < length) return;
-      const data = this.take(length);
+      const data = offset !== END && this.alloc ? this.takeInto(length) : this.take(length);
       this.frame = null;
       if (offset === END) {
         if (!data.equals(this.hash.digest())) throw new Error("the transfer's checksum does not match what arrived");
@@ -97,6 +123,7 @@ export class FrameReader {
       this.hash.update(head);
       this.hash.update(data);
       this.bytes += length;
+      this.end = offset + BigInt(length);
       await this.onChunk(Number(offset), data);
     }
   }
