@@ -73,6 +73,9 @@ describe('restore and clone across nodes: file pool to file pool over mutual TLS
 
     const restored = (await create(b, 'restored', { snapshot: snapId })).volume!;
     assert.equal(restored.content_source?.snapshot?.snapshot_id, snapId);
+    // Its 15 MiB went to B's disk around the page cache (aligned frames are written O_DIRECT); read before the checksum reads it into the cache.
+    const { stdout: cached } = await execFileP('fincore', ['--bytes', '--noheadings', '--output', 'RES', imageOf(b, 'volumes', restored.volume_id)]);
+    assert.ok(Number(cached.trim()) < MiB, `B's page cache holds ${cached.trim()} bytes of the restored volume`);
     assert.equal(await sha256File(imageOf(b, 'volumes', restored.volume_id)), await sha256File(imageOf(a, 'snapshots', snapId)));
     const [had, got] = [await allocated(imageOf(a, 'snapshots', snapId)), await allocated(imageOf(b, 'volumes', restored.volume_id))];
     assert.ok(Math.abs(got - had) <= had * 0.05, `allocated on B ${got} within 5% of A's ${had}`);
