@@ -2,7 +2,9 @@ import https from 'node:https';
 import { callSignal } from '../call-context.js';
 import { DriverError, unavailable } from '../errors.js';
 import { log } from '../log.js';
-import type { TransferKind } from './server.js';
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import { UPGRADE, type TransferKind } from './server.js';
 import { TRANSFER_SERVER_NAME, type TransferTls } from './tls.js';
 import { transferEnded } from './events.js';
 import { FrameReader } from './wire.js';
@@ -33,13 +35,15 @@ export class TransferClient {
     private readonly timeoutMs = 10_000,
   ) {}
 
-  private request(peer: Peer, method: 'HEAD' | 'GET', kind: TransferKind, id: string): Promise<import('node:http').IncomingMessage> {
+  /** A request; a GET asks to upgrade to the frame stream, and its answer then comes with the bare socket. */
+  private request(peer: Peer, method: 'HEAD' | 'GET', kind: TransferKind, id: string): Promise<{ res: IncomingMessage; socket?: Socket; head?: Buffer }> {
     return new Promise((resolve, reject) => {
       const req = https.request({
         host: peer.host,
         port: peer.port,
         method,
         path: `/v1/${kind === 'volume' ? 'volumes' : 'snapshots'}/${encodeURIComponent(id)}`,
+        headers: method === 'GET' ? { connection: 'Upgrade', upgrade: UPGRADE } : {},
         ca: this.tls.ca,
         cert: this.tls.cert,
         key: this.tls.key,
@@ -49,7 +53,12 @@ export class TransferClient {
         timeout: this.timeoutMs,
         signal: callSignal(),
       });
-      req.once('response', resolve);
+      req.once('response', (res: IncomingMessage) => resolve({ res }));
+      req.once('upgrade', (res: IncomingMessage, socket: Socket, head: Buffer) => {
+        // The request's timeout was for the answer; a stream may pause longer while the receiver's disk catches up.
+        socket.setTimeout(0);
+        resolve({ res, socket, head });
+      });
       req.once('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs / 1000} s`)));
       req.once('error', reject);
       req.end();
@@ -60,7 +69,7 @@ export class TransferClient {
   async locate(kind: TransferKind, id: string): Promise<{ peer: Peer; size: number } | null> {
     const peers = await this.peers();
     const asks = peers.map(async (peer) => {
-      const res = await this.request(peer, 'HEAD', kind, id);
+      const { res } = await this.request(peer, 'HEAD', kind, id);
       res.resume();
       if (res.statusCode !== 200) return null;
       const size = Number(res.headers['x-vpool-size']);
@@ -78,22 +87,27 @@ export class TransferClient {
    */
   async fetch(peer: Peer, kind: TransferKind, id: string, size: number, write: (offset: number, data: Buffer) => Promise<void>, alloc?: (n: number) => Buffer): Promise<{ bytes: number; seconds: number }> {
     const started = performance.now();
-    const res = await this.request(peer, 'GET', kind, id).catch((err: unknown) => {
+    const { res, socket, head } = await this.request(peer, 'GET', kind, id).catch((err: unknown) => {
       throw err instanceof DriverError ? err : unavailable(`transfer peer ${label(peer)}: ${String(err)}`);
     });
-    if (res.statusCode !== 200) {
+    if (!socket) {
       res.resume();
       throw unavailable(`transfer peer ${label(peer)} answered ${res.statusCode} for ${kind} ${id}`);
     }
     if (Number(res.headers['x-vpool-size']) !== size) {
-      res.destroy();
+      socket.destroy();
       throw unavailable(`${kind} ${id} on ${label(peer)} is ${String(res.headers['x-vpool-size'])} bytes now, not ${size}`);
     }
     const reader = new FrameReader(size, write, alloc);
     let lastProgress = started;
     const ended = (ok: boolean) => transferEnded({ direction: 'received', bytes: reader.bytes, seconds: (performance.now() - started) / 1000, ok });
+    // The call's cancellation reaches the stream too (the request's signal covered only the answer).
+    const signal = callSignal();
+    const onAbort = () => socket.destroy(new Error('the call was cancelled'));
+    signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      for await (const chunk of res) {
+      if (head && head.length > 0) await reader.push(head);
+      for await (const chunk of socket) {
         await reader.push(chunk as Buffer);
         if (performance.now() - lastProgress > 10_000) {
           lastProgress = performance.now();
@@ -101,9 +115,11 @@ export class TransferClient {
         }
       }
     } catch (err) {
-      res.destroy();
+      socket.destroy();
       ended(false);
       throw unavailable(`the transfer of ${kind} ${id} from ${label(peer)} broke off: ${err instanceof Error ? err.message : String(err)}`);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
     }
     ended(reader.complete);
     if (!reader.complete) throw unavailable(`the transfer of ${kind} ${id} from ${label(peer)} ended before its end (${reader.bytes} bytes arrived)`);

@@ -1,5 +1,7 @@
+import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { syscalls } from '../host/syscalls.js';
+import { ALIGN, AlignedBuffers } from './aligned.js';
 
 /** A run of a volume's bytes that holds data; everything between runs reads as zeros. */
 export interface Chunk {
@@ -15,9 +17,17 @@ const READ_AHEAD = 4;
  * A volume's data, chunk by chunk, leaving out what is known to read as zeros: the holes of a sparse
  * file (SEEK_DATA/SEEK_HOLE, no read at all), and blocks of zeros anywhere else (a block device, or a
  * filesystem that cannot tell): those are read and skipped. `size` is the volume's size.
+ *
+ * Aligned reads go around the page cache (O_DIRECT into aligned, reused buffers), so sending a
+ * volume neither copies it through the node's memory nor pushes its workloads' data out of it. A
+ * chunk's `written`, when set, is to be called once that chunk (the last of its read) has gone to the
+ * socket: its buffer is then read into again.
  */
-export async function* dataChunks(path: string, size: number, opts: { file: boolean }): AsyncGenerator<Chunk> {
+export async function* dataChunks(path: string, size: number, opts: { file: boolean }): AsyncGenerator<Chunk & { written?: () => void }> {
   const fh = await open(path, 'r');
+  const direct = await open(path, constants.O_RDONLY | constants.O_DIRECT).catch(() => null);
+  const buffers = new AlignedBuffers((await syscalls())?.address ?? null, CHUNK, READ_AHEAD * 3);
+  let useDirect = direct !== null;
   try {
     const ranges = opts.file ? await fileRanges(fh, size) : null;
     // Reads ahead (READ_AHEAD chunks in flight on the thread pool) so the disk is busy while a chunk is sent.
@@ -26,7 +36,22 @@ export async function* dataChunks(path: string, size: number, opts: { file: bool
         for (let at = start; at < end; at += CHUNK) yield { at, want: Math.min(CHUNK, end - at) };
       }
     })();
-    const read = (r: { at: number; want: number }) => fh.read(Buffer.allocUnsafe(r.want), 0, r.want, r.at).then(({ bytesRead, buffer }) => ({ ...r, buf: buffer.subarray(0, bytesRead) }));
+    const read = async (r: { at: number; want: number }) => {
+      const buf = buffers.get(r.want);
+      let bytesRead: number | undefined;
+      if (useDirect && r.at % ALIGN === 0 && r.want % ALIGN === 0 && buffers.aligned(buf)) {
+        bytesRead = await direct!.read(buf, 0, r.want, r.at).then(
+          (x) => x.bytesRead,
+          (err: NodeJS.ErrnoException) => {
+            if (err.code !== 'EINVAL') throw err;
+            useDirect = false; // this filesystem or device wants another alignment: read through the cache from here on
+            return undefined;
+          },
+        );
+      }
+      bytesRead ??= (await fh.read(buf, 0, r.want, r.at)).bytesRead;
+      return { ...r, buf: buf.subarray(0, bytesRead), whole: buf };
+    };
     const inFlight: Array<ReturnType<typeof read>> = [];
     const refill = () => {
       while (inFlight.length < READ_AHEAD) {
@@ -41,19 +66,20 @@ export async function* dataChunks(path: string, size: number, opts: { file: bool
       refill();
       while (inFlight.length) {
         const got = await inFlight.shift()!;
-        if (got.buf.length < got.want) {
-          // Shorter than the size said (a file cut while read): what was read goes, the rest does not exist.
-          yield* nonZero(got.at, got.buf);
-          break;
-        }
-        refill();
-        yield* nonZero(got.at, got.buf);
+        const short = got.buf.length < got.want;
+        // Shorter than the size said (a file cut while read): what was read goes, the rest does not exist.
+        if (!short) refill();
+        const chunks = [...nonZero(got.at, got.buf)];
+        if (chunks.length === 0) buffers.put(got.whole);
+        for (const [i, c] of chunks.entries()) yield i === chunks.length - 1 ? { ...c, written: () => buffers.put(got.whole) } : c;
+        if (short) break;
       }
     } finally {
       // Reads still on the thread pool finish before the file is closed under them.
       await Promise.allSettled(inFlight);
     }
   } finally {
+    await direct?.close();
     await fh.close();
   }
 }

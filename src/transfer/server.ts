@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import https from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { isId } from '../ids.js';
 import { log } from '../log.js';
@@ -37,29 +38,62 @@ export interface TransferServerOptions {
   onSent?: (bytes: number, seconds: number) => void;
 }
 
-/** What a response may hold before a write waits: several chunks, so the socket never runs dry while the next is read. */
+/** What the socket may hold before a write waits: several chunks, so it never runs dry while the next is read. */
 const SEND_BUFFER = 4 * 1024 * 1024;
 
 const ROUTE = /^\/v1\/(volumes|snapshots)\/([^/?]+)$/;
+/** The protocol a GET switches to: frames (wire.ts) straight on the TLS socket, no HTTP chunking to parse. */
+export const UPGRADE = 'vpool-transfer/1';
+
+function route(req: IncomingMessage): { kind: TransferKind; id: string } | null {
+  const m = ROUTE.exec(req.url ?? '');
+  if (!m) return null;
+  const kind: TransferKind = m[1] === 'volumes' ? 'volume' : 'snapshot';
+  let id: string;
+  try {
+    id = decodeURIComponent(m[2]);
+  } catch {
+    return null;
+  }
+  return isId(kind === 'volume' ? 'vol' : 'snap', id) ? { kind, id } : null;
+}
+
+const peerOf = (socket: Socket) => String((socket as TLSSocket).getPeerCertificate?.()?.subject?.CN ?? socket.remoteAddress);
 
 /**
  * The transfer listener: HTTPS with mutual TLS (TLS 1.3), so only a peer holding a certificate of
  * the driver's CA gets past the handshake, and it may only read a volume or a snapshot by ID:
- * HEAD says whether this node has it (and its size), GET streams its data ranges (wire.ts).
+ * HEAD says whether this node has it (and its size); a GET that upgrades to vpool-transfer/1
+ * gets its data ranges as frames (wire.ts) on the bare TLS stream.
  */
 export async function startTransferServer(o: TransferServerOptions): Promise<{ port: number; close(): Promise<void> }> {
+  const streams = new Set<Socket>();
   const server = https.createServer({ ca: o.tls.ca, cert: o.tls.cert, key: o.tls.key, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', highWaterMark: SEND_BUFFER }, (req, res) => {
-    const m = ROUTE.exec(req.url ?? '');
-    const kind: TransferKind | null = m ? (m[1] === 'volumes' ? 'volume' : 'snapshot') : null;
-    const id = m ? decodeURIComponent(m[2]) : '';
-    if (!kind || !isId(kind === 'volume' ? 'vol' : 'snap', id) || (req.method !== 'GET' && req.method !== 'HEAD')) {
-      res.writeHead(400).end();
+    const r = route(req);
+    if (!r || req.method !== 'HEAD') {
+      // A GET must ask for the upgrade (it arrives as 'upgrade', not here).
+      res.writeHead(r && req.method === 'GET' ? 426 : 400, r && req.method === 'GET' ? { upgrade: UPGRADE, connection: 'Upgrade' } : {}).end();
       return;
     }
-    const peer = (req.socket as TLSSocket).getPeerCertificate()?.subject?.CN ?? req.socket.remoteAddress;
-    void serve(o, kind, id, req.method === 'HEAD', res, String(peer)).catch((err: unknown) => {
-      log.error('a transfer failed on the sending side', { kind, id, peer, err: String(err) });
-      res.destroy();
+    void o.source.size(r.kind, r.id).then(
+      (size) => res.writeHead(size === null ? 404 : 200, size === null ? {} : { 'x-vpool-size': String(size) }).end(),
+      (err: unknown) => {
+        log.error('a transfer peer asked for a size that could not be read', { ...r, peer: peerOf(req.socket), err: String(err) });
+        res.writeHead(500).end();
+      },
+    );
+  });
+  server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    const r = route(req);
+    const answer = (status: string) => socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    if (head.length > 0) socket.unshift(head);
+    if (!r || req.method !== 'GET' || String(req.headers.upgrade).toLowerCase() !== UPGRADE) return answer('400 Bad Request');
+    streams.add(socket);
+    socket.once('close', () => streams.delete(socket));
+    const peer = peerOf(socket);
+    void serve(o, r.kind, r.id, socket, peer, answer).catch((err: unknown) => {
+      log.error('a transfer failed on the sending side', { ...r, peer, err: String(err) });
+      socket.destroy();
     });
   });
   server.on('tlsClientError', (err, socket) => log.warn('refused a transfer peer', { remote: socket.remoteAddress, reason: err.message }));
@@ -71,21 +105,18 @@ export async function startTransferServer(o: TransferServerOptions): Promise<{ p
   return {
     port: (server.address() as AddressInfo).port,
     close: () => new Promise<void>((resolve) => {
+      // Upgraded sockets are no longer the HTTP server's: they are closed here.
+      for (const s of streams) s.destroy();
       server.closeAllConnections();
       server.close(() => resolve());
     }),
   };
 }
 
-async function serve(o: TransferServerOptions, kind: TransferKind, id: string, head: boolean, res: import('node:http').ServerResponse, peer: string): Promise<void> {
-  if (head) {
-    const size = await o.source.size(kind, id);
-    res.writeHead(size === null ? 404 : 200, size === null ? {} : { 'x-vpool-size': String(size) }).end();
-    return;
-  }
+async function serve(o: TransferServerOptions, kind: TransferKind, id: string, socket: Socket, peer: string, answer: (status: string) => void): Promise<void> {
   const src = await o.source.open(kind, id);
   if (!src) {
-    res.writeHead(404).end();
+    answer('404 Not Found');
     return;
   }
   const started = performance.now();
@@ -93,35 +124,35 @@ async function serve(o: TransferServerOptions, kind: TransferKind, id: string, h
   let ok = false;
   let lastProgress = started;
   try {
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-vpool-size': String(src.size) });
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nupgrade: ${UPGRADE}\r\nconnection: Upgrade\r\nx-vpool-size: ${src.size}\r\n\r\n`);
     log.info('sending a volume to a peer', { kind, id, peer, size: src.size });
     const hash = createHash('sha256');
     // Backpressure: past the socket's buffer, wait for it to drain (or for the peer to go); the listeners go with the wait.
-    const write = async (...bufs: Buffer[]) => {
-      if (res.destroyed) throw new Error('the peer went away');
-      res.cork();
+    const write = async (bufs: Buffer[], written?: () => void) => {
+      if (socket.destroyed) throw new Error('the peer went away');
+      socket.cork();
       let more = true;
-      for (const b of bufs) more = res.write(b);
-      res.uncork();
+      for (const [i, b] of bufs.entries()) more = i === bufs.length - 1 && written ? socket.write(b, () => written()) : socket.write(b);
+      socket.uncork();
       if (more) return;
       await new Promise<void>((resolve, reject) => {
         const done = (err?: Error) => {
-          res.off('drain', onDrain);
-          res.off('close', onClose);
+          socket.off('drain', onDrain);
+          socket.off('close', onClose);
           if (err) reject(err);
           else resolve();
         };
         const onDrain = () => done();
         const onClose = () => done(new Error('the peer went away'));
-        res.on('drain', onDrain);
-        res.on('close', onClose);
+        socket.on('drain', onDrain);
+        socket.on('close', onClose);
       });
     };
     for await (const chunk of dataChunks(src.path, src.size, { file: src.file })) {
       const h = frame(chunk);
       hash.update(h);
       hash.update(chunk.data);
-      await write(h, chunk.data);
+      await write([h, chunk.data], chunk.written);
       sent += chunk.data.length;
       if (performance.now() - lastProgress > 10_000) {
         lastProgress = performance.now();
@@ -132,8 +163,8 @@ async function serve(o: TransferServerOptions, kind: TransferKind, id: string, h
         if (due > 0) await new Promise((r) => setTimeout(r, due));
       }
     }
-    await write(endFrame(hash.digest()));
-    res.end();
+    await write([endFrame(hash.digest())]);
+    await new Promise<void>((resolve) => socket.end(resolve));
     const seconds = (performance.now() - started) / 1000;
     o.onSent?.(sent, seconds);
     ok = true;
