@@ -45,7 +45,7 @@ async function withLv<T>(vg: string, lv: string, fn: (dev: string) => Promise<T>
 /** A thin LV's allocated bytes, as the thin pool counts them. */
 const thinAllocated = (vg: string, lv: string) => (Number(sh('lvs', ['--noheadings', '--units', 'b', '--nosuffix', '-o', 'data_percent,lv_size', `${vg}/${lv}`]).trim().split(/\s+/)[0]) / 100) * SIZE;
 
-describe('transfer between lvm pools, and between lvm and file pools, on real device-mapper', { timeout: 420_000 }, () => {
+describe('transfer between lvm pools, and between lvm and file pools, on real device-mapper', { timeout: 720_000 }, () => {
   let hosts: TwoHosts;
   let certs: string;
   const drivers: Driver[] = [];
@@ -53,6 +53,8 @@ describe('transfer between lvm pools, and between lvm and file pools, on real de
   let f: Driver; // file, namespace a, listens
   let b: Driver; // lvm vgb, namespace b, asks a and f
   let g: Driver; // file, namespace b, asks a
+  let startA: (extra?: string[], dir?: string) => Promise<Driver>;
+  let startB: (dir?: string) => Promise<Driver>;
   before(async () => {
     execFileSync('modprobe', ['-a', 'dm_thin_pool', 'dm_snapshot', 'veth']);
     hosts = await twoHosts('vxt');
@@ -62,9 +64,11 @@ describe('transfer between lvm pools, and between lvm and file pools, on real de
     const tls = { a: await ca.node('a'), b: await ca.node('b') };
     const peerA = `${hosts.a.addr}:9810`;
     const peerF = `${hosts.a.addr}:9811`;
-    a = await startDriver({ nodeId: 'node-a', wrap: hosts.wrap(hosts.a.ns), args: ['--backend', 'lvm', '--vg', 'vga', '--transfer-listen', peerA, '--transfer-tls-dir', tls.a] });
+    startA = (extra = [], dir) => startDriver({ dir, nodeId: 'node-a', wrap: hosts.wrap(hosts.a.ns), args: ['--backend', 'lvm', '--vg', 'vga', '--transfer-listen', peerA, '--transfer-tls-dir', tls.a, ...extra] });
+    startB = (dir) => startDriver({ dir, nodeId: 'node-b', wrap: hosts.wrap(hosts.b.ns), args: ['--backend', 'lvm', '--vg', 'vgb', '--transfer-peer', peerA, '--transfer-peer', peerF, '--transfer-tls-dir', tls.b] });
+    a = await startA();
     f = await startDriver({ nodeId: 'node-a', wrap: hosts.wrap(hosts.a.ns), args: ['--transfer-listen', peerF, '--transfer-tls-dir', tls.a] });
-    b = await startDriver({ nodeId: 'node-b', wrap: hosts.wrap(hosts.b.ns), args: ['--backend', 'lvm', '--vg', 'vgb', '--transfer-peer', peerA, '--transfer-peer', peerF, '--transfer-tls-dir', tls.b] });
+    b = await startB();
     g = await startDriver({ nodeId: 'node-b', wrap: hosts.wrap(hosts.b.ns), args: ['--transfer-peer', peerA, '--transfer-tls-dir', tls.b] });
     drivers.push(a, f, b, g);
   });
@@ -125,5 +129,56 @@ describe('transfer between lvm pools, and between lvm and file pools, on real de
     await f.client.deleteSnapshot({ snapshot_id: fileSnap.snapshot_id });
     await f.client.deleteVolume({ volume_id: fileSrc.volume_id });
     await a.client.deleteVolume({ volume_id: lvmSrc.volume_id });
+  });
+
+  it('kill -9 of A (lvm) or of B (lvm) mid-stream: B lists nothing of it, A keeps no copy for sending, and the retry is right', async () => {
+    const lvsOf = (vg: string) => sh('lvs', ['--noheadings', '-o', 'lv_name,lv_tags', vg]);
+    const replace = (old: Driver, by: Driver) => void (drivers[drivers.indexOf(old)] = by);
+    // A sends slowly (4 MiB/s) so that 24 MiB take long enough to be cut.
+    let next = await startA(['--transfer-rate', String(4 * MiB)], (await a.stop(), a.dir));
+    replace(a, next);
+    a = next;
+    const src = await createVolume(a, 'src-kill', SIZE, blockCap(), { parameters: { type: 'thick' } });
+    await withLv('vga', src.volume_id, (dev) => writeAt(dev, 4 * MiB, pattern('kill', 24 * MiB)));
+    const want = await withLv('vga', src.volume_id, (dev) => sumOf(dev, SIZE));
+    const clone = (name: string) => createVolume(b, name, SIZE, blockCap(), { parameters: { type: 'thick' }, source: { volume: src.volume_id } });
+    const midStream = async (what: string) => {
+      // Mid-stream: A holds its point-in-time copy (vpool.kind=send), B its incomplete LV.
+      for (let i = 0; i < 100 && !(/\.send/.test(lvsOf('vga')) && /vpool\.incomplete/.test(lvsOf('vgb'))); i++) await new Promise((r) => setTimeout(r, 100));
+      assert.match(lvsOf('vga'), /\.send/, `${what}: A is sending from its copy`);
+      assert.match(lvsOf('vgb'), /vpool\.incomplete/, `${what}: B is filling an incomplete LV`);
+      await new Promise((r) => setTimeout(r, 1000));
+    };
+
+    // A dies while sending: B's call fails, B removes its incomplete LV; A's restart removes the copy it was sending from.
+    const first = clone('clone-kill').then(() => 'answered', (e: { code?: number }) => `failed ${e.code}`);
+    await midStream('A killed');
+    await a.stop('SIGKILL');
+    assert.equal(await first, 'failed 14', 'UNAVAILABLE');
+    assert.deepEqual(lvsOf('vgb').split('\n').map((l) => l.trim().split(/\s+/)[0]).filter(Boolean), ['thin'], 'nothing of it on B');
+    assert.match(lvsOf('vga'), /\.send/, "A's copy outlived A");
+    next = await startA(['--transfer-rate', String(4 * MiB)], a.dir);
+    replace(a, next);
+    a = next;
+    assert.doesNotMatch(lvsOf('vga'), /\.send/, "A's start-up removed the copy it had been sending from");
+
+    // B dies while receiving: its incomplete LV stays (never listed); A sees the receiver go and removes its copy.
+    const second = clone('clone-kill').then(() => 'answered', () => 'cut off');
+    await midStream('B killed');
+    await b.stop('SIGKILL');
+    assert.equal(await second, 'cut off');
+    for (let i = 0; i < 100 && /\.send/.test(lvsOf('vga')); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.doesNotMatch(lvsOf('vga'), /\.send/, 'A released its copy when the receiver went');
+    next = await startB(b.dir);
+    replace(b, next);
+    b = next;
+    assert.match(lvsOf('vgb'), /vpool\.incomplete/, "B's unfinished LV is still there, marked");
+    assert.equal((await b.client.listVolumes({})).entries.length, 0, 'and not listed');
+    // The CO's retry: the unfinished LV is removed and the clone made again, right.
+    const done = await clone('clone-kill');
+    assert.equal(await withLv('vgb', done.volume_id, (dev) => sumOf(dev, SIZE)), want);
+    assert.doesNotMatch(lvsOf('vgb'), /vpool\.incomplete/);
+    await b.client.deleteVolume({ volume_id: done.volume_id });
+    await a.client.deleteVolume({ volume_id: src.volume_id });
   });
 });

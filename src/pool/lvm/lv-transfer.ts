@@ -56,15 +56,16 @@ export async function createFilledLv(ctx: LvTransferContext, spec: CreateVolumeS
 /**
  * A snapshot's LV, or a snapshot made now of a volume (a pod may be writing it; tagged vpool.kind=send
  * and removed at release, or at the next start after a crash), activated read-only for the transfer.
- * `row` is the source's LV, already checked to be a vpool volume or snapshot of that kind.
+ * `row` is the source's LV, already checked to be a vpool volume or snapshot of that kind; `leftover`:
+ * a copy for sending of that volume exists already.
  */
-export async function openLvData(ctx: LvTransferContext, kind: 'volume' | 'snapshot', row: LvRow): Promise<ReadableData> {
+export async function openLvData(ctx: LvTransferContext, kind: 'volume' | 'snapshot', row: LvRow, leftover: boolean): Promise<ReadableData> {
   if (!ctx.lvm.activation) throw precondition('reading a volume for another node needs device-mapper (LV activation), which this kernel lacks');
   const id = row.lv_name;
   const temporary = kind === 'volume';
   const name = temporary ? `${id}.send` : id;
   if (temporary) {
-    await ctx.lvm.exec('lvremove', ['-y', lvPath(ctx, name)]).catch(() => undefined); // a crash's leftover
+    if (leftover) await ctx.lvm.exec('lvremove', ['-y', lvPath(ctx, name)]); // a crash's leftover (the start-up sweep missed it)
     const thin = row.segtype === 'thin';
     await ctx.change('lvcreate', ['-y', '-s', ...(thin ? [] : ['-L', `${row.lv_size}b`]), '-n', name, '--addtag', SEND_TAG, lvPath(ctx, id)]);
   }

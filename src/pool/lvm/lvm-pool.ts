@@ -211,9 +211,10 @@ export class LvmPool implements PoolBackend {
 
   /** A snapshot's LV, or a point-in-time copy of a volume, for sending to another node (lv-transfer.ts). */
   async openData(kind: 'volume' | 'snapshot', id: string): Promise<ReadableData | null> {
-    const row = (await this.metadata()).lvs.find((r) => r.lv_name === id);
+    const { lvs } = await this.metadata();
+    const row = lvs.find((r) => r.lv_name === id);
     if (!row || (kind === 'snapshot' ? !isSnapshotRow(row) : !isVolumeRow(row) || isIncomplete(row))) return null;
-    return openLvData(this.transferContext, kind, row);
+    return openLvData(this.transferContext, kind, row, lvs.some((r) => r.lv_name === `${id}.send`));
   }
 
   private get transferContext(): LvTransferContext {
