@@ -41,6 +41,7 @@ program
   .option('--pool-resync <duration>', 'how often VolumePools are looked at again without a change (status, new disks matching a glob)', '5m')
   .option('--orphan-check-interval <duration>', 'compare the pool with the cluster\'s PVs and VolumeSnapshotContents this often and report orphans (0: never)', '0')
   .option('--orphan-delete-after <duration>', 'also delete orphans older than this (default: report only)')
+  .option('--snapshot-import-interval <duration>', 'file/lvm with the Kubernetes API: how often to look for imported VolumeSnapshotContents (no node label) whose snapshot this node holds, and label them for this node\'s csi-snapshotter (0: never)', '30s')
   .option('--transfer-listen <host:port>', 'file/lvm: serve this node\'s volumes and snapshots to peers (restore and clone on another node) at this address, over mutual TLS')
   .option('--transfer-tls-dir <dir>', 'the transfer listener\'s and client\'s TLS: ca.crt (the driver\'s CA), tls.crt and tls.key (this node\'s)')
   .option('--transfer-peer <host:port>', 'a peer\'s transfer listener, asked for sources this node lacks (repeatable)', (v: string, prev: string[] = []) => [...prev, v])

@@ -2,6 +2,7 @@ import { EventRecorder } from '../cluster/events.js';
 import type { Kube } from '../cluster/kube.js';
 import { OrphanChecks } from '../cluster/orphan-checks.js';
 import { PoolAgent } from '../cluster/pool-agent.js';
+import { SnapshotImport } from '../cluster/snapshot-import.js';
 import type { PoolSettings } from '../cluster/volume-pool.js';
 import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
@@ -12,7 +13,7 @@ import type { BackendOptions } from './backends.js';
 /**
  * What a node plugin of a node-local pool does with the Kubernetes API, loaded only when it has
  * one: build and report every VolumePool that selects the node (whenever the CRD is installed),
- * serve one of them when asked to, and check for orphans.
+ * serve one of them when asked to, check for orphans, and take up imported snapshots it holds.
  */
 export interface ClusterOptions {
   kube: Kube;
@@ -27,6 +28,8 @@ export interface ClusterOptions {
   /** Tells the driver why the served pool cannot serve yet (undefined: it serves). */
   setPending?: (reason: string | undefined) => void;
   orphans?: { driver: string; topology: Record<string, string>; intervalMs: number; deleteAfterMs?: number; locks: ConstructorParameters<typeof OrphanChecks>[2] };
+  /** Label imported VolumeSnapshotContents whose snapshot this node holds, for this node's csi-snapshotter. */
+  snapshotImport?: { driver: string; intervalMs: number };
 }
 
 export interface ClusterRun {
@@ -44,9 +47,15 @@ export function poolOptions(s: PoolSettings): BackendOptions {
 
 export async function startCluster(o: ClusterOptions): Promise<ClusterRun> {
   let orphans: OrphanChecks | undefined;
+  let imports: SnapshotImport | undefined;
   const run: ClusterRun = {
     poolOpened(backend) {
-      if (!backend || !o.orphans || orphans) return;
+      if (!backend) return;
+      if (o.snapshotImport && !imports) {
+        imports = new SnapshotImport(backend, o.kube, { driver: o.snapshotImport.driver, node: o.node, intervalMs: o.snapshotImport.intervalMs });
+        imports.start();
+      }
+      if (!o.orphans || orphans) return;
       orphans = new OrphanChecks(backend, o.kube, o.orphans.locks, { driver: o.orphans.driver, node: o.node, topology: o.orphans.topology, intervalMs: o.orphans.intervalMs, deleteAfterMs: o.orphans.deleteAfterMs });
       orphans.start();
     },

@@ -35,6 +35,7 @@ export interface ServeOptions extends BackendFlags {
   poolFromCluster?: string;
   poolResync: string;
   orphanCheckInterval: string;
+  snapshotImportInterval: string;
   orphanDeleteAfter?: string;
   transferListen?: string;
   transferTlsDir?: string;
@@ -120,7 +121,9 @@ export async function serve(opts: ServeOptions): Promise<void> {
   if ((opts.poolFromCluster || orphanIntervalMs > 0) && !kubeReachable(opts)) throw new Error('--pool-from-cluster and --orphan-check-interval need the Kubernetes API: pass --kubeconfig, set KUBECONFIG, or run in a pod');
   // VolumePools are built wherever a node-local node plugin can reach the API; without one (make run) there are none to build.
   const volumePools = nodeLocal && onNode && opts.volumePools === 'auto' && kubeReachable(opts);
-  const kube: Kube | undefined = volumePools || opts.poolFromCluster || orphanIntervalMs > 0 ? (await import('../cluster/kube.js')).loadKube(opts.kubeconfig) : undefined;
+  // Imported snapshots: node-local only (a libvirt pool's snapshotter is not per node and sees every content).
+  const snapshotImportMs = nodeLocal && onNode && kubeReachable(opts) ? parseDuration(opts.snapshotImportInterval) : 0;
+  const kube: Kube | undefined = volumePools || opts.poolFromCluster || orphanIntervalMs > 0 || snapshotImportMs > 0 ? (await import('../cluster/kube.js')).loadKube(opts.kubeconfig) : undefined;
 
   // A served VolumePool opens once it is built here; until then the driver answers, but not ready.
   const role = opts.mode as BackendRole;
@@ -167,6 +170,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
           return o.backend;
         },
         setPending: (reason) => void (ctx.pending = reason),
+        snapshotImport: snapshotImportMs > 0 ? { driver: ctx.driverName, intervalMs: snapshotImportMs } : undefined,
         orphans: (nodeLocal || opts.poolFromCluster) && orphanIntervalMs > 0 ? { driver: ctx.driverName, topology: ctx.topology, intervalMs: orphanIntervalMs, deleteAfterMs: orphanDeleteAfterMs, locks: ctx.locks } : undefined,
       });
       cluster.poolOpened(ctx.backend);

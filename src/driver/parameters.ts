@@ -19,6 +19,13 @@ const K8S_KEYS: Record<string, 'pvcName' | 'pvcNamespace' | 'pvName'> = {
   'csi.storage.k8s.io/pv/name': 'pvName',
 };
 const K8S_VALUE = /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/;
+/** Kubernetes' key for a StorageClass's filesystem; external-provisioner moves it into the capability's fs_type and strips it. */
+export const FSTYPE_KEY = 'csi.storage.k8s.io/fstype';
+/**
+ * The old spelling, any case ("fsType", "fstype", ...): external-provisioner puts its value into the
+ * capability's fs_type too, and passes the key on (it strips only csi.storage.k8s.io/ keys).
+ */
+const isLegacyFsKey = (key: string) => key.toLowerCase() === 'fstype';
 
 function supported(spec: Readonly<Record<string, ParameterCheck>>, extra: string[]): string {
   return [...extra, ...Object.keys(spec)].join(', ') || 'none';
@@ -26,9 +33,13 @@ function supported(spec: Readonly<Record<string, ParameterCheck>>, extra: string
 
 export function parseVolumeParameters(params: Record<string, string> | undefined, spec: Readonly<Record<string, ParameterCheck>>): VolumeParameters {
   const out: VolumeParameters = { backend: {} };
+  let fsKey = '';
   for (const [key, value] of Object.entries(params ?? {})) {
-    if (key === 'fsType') {
-      if (!isFsType(value)) throw invalid(`parameter fsType=${JSON.stringify(value)} is not supported (use ${FS_TYPES.join(' or ')})`);
+    if (isLegacyFsKey(key) || key === FSTYPE_KEY) {
+      // Both spellings at once is what external-provisioner refuses too ("fstype specified in parameters with both ...").
+      if (fsKey) throw invalid(`the filesystem is given by both ${fsKey} and ${key}; use ${FSTYPE_KEY} alone`);
+      if (!isFsType(value)) throw invalid(`parameter ${key}=${JSON.stringify(value)} is not supported (use ${FS_TYPES.join(' or ')})`);
+      fsKey = key;
       out.fsType = value;
     } else if (Object.hasOwn(K8S_KEYS, key)) {
       if (!K8S_VALUE.test(value)) throw invalid(`parameter ${key} is not a Kubernetes object name`);
@@ -40,7 +51,7 @@ export function parseVolumeParameters(params: Record<string, string> | undefined
       if (problem) throw invalid(`parameter ${key}=${JSON.stringify(value)}: ${problem}`);
       out.backend[key] = value;
     } else {
-      throw invalid(`unknown parameter ${JSON.stringify(key)} (supported: ${supported(spec, ['fsType'])})`);
+      throw invalid(`unknown parameter ${JSON.stringify(key)} (supported: ${supported(spec, [FSTYPE_KEY, 'fsType'])})`);
     }
   }
   return out;

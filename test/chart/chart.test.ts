@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { before, describe, it } from 'node:test';
@@ -13,6 +15,7 @@ import * as apiextV1 from 'kubernetes-models/apiextensions.k8s.io/v1';
 import { BIN } from '../helpers/driver.js';
 import { typeFromCrd } from '../helpers/fake-apiserver.js';
 import { CHART, HELM, modelOf, render, unknownFields, type K8sObject } from '../helpers/manifests.js';
+import { provisionerCreateVolume } from '../helpers/sidecars.js';
 
 const execFileP = promisify(execFile);
 type Validating = new (o: K8sObject) => { validate(): void };
@@ -175,6 +178,52 @@ describe('Helm chart', () => {
     assert.ok(JSON.parse((byKind(kv, 'ConfigMap')[0].data as Record<string, string>)['vpool-csi.json']).panels.length >= 5, 'the dashboard is valid JSON');
     const ds = pods(kv).find((p) => p.owner.kind === 'DaemonSet')!.spec as unknown as { volumes: { name: string; hostPath?: { path: string } }[] };
     assert.ok(ds.volumes.some((v) => v.hostPath?.path === '/var/lib/k0s/kubelet/plugins_registry'), 'kubeletDir is honoured');
+  });
+
+  // external-provisioner's rules for a class's parameters (MODEL in test/helpers/sidecars.ts, from its source).
+  it("every StorageClass rendered sets the filesystem the Kubernetes way and passes external-provisioner's parameter rules", () => {
+    let seen = 0;
+    for (const [variant, objects] of Object.entries(rendered)) {
+      for (const sc of byKind(objects, 'StorageClass') as unknown as { metadata: { name: string }; parameters?: Record<string, string>; mountOptions?: string[] }[]) {
+        seen++;
+        const where = `${variant}: ${sc.metadata.name}`;
+        // (One variant replaces a class's parameters with --set: the user's class, which names no filesystem.)
+        const own = !(variant === 'lvm with everything on' && sc.metadata.name === 'fast');
+        if (own) assert.equal(sc.parameters?.['csi.storage.k8s.io/fstype'], 'ext4', `${where} names its filesystem with csi.storage.k8s.io/fstype`);
+        assert.deepEqual(Object.keys(sc.parameters ?? {}).filter((k) => k.toLowerCase() === 'fstype'), [], `${where} has no legacy fsType key`);
+        const req = provisionerCreateVolume({ parameters: sc.parameters, mountOptions: sc.mountOptions, claim: { name: 'c', namespace: 'n', uid: 'u', accessModes: ['ReadWriteOnce'], storage: 1 } });
+        assert.equal(req.volume_capabilities?.[0].mount?.fs_type, own ? 'ext4' : '', `${where}: the provisioner puts it in the capability`);
+        assert.ok(!Object.keys(req.parameters ?? {}).some((k) => k === 'csi.storage.k8s.io/fstype' || k.toLowerCase() === 'fstype'), `${where}: and passes no filesystem parameter`);
+      }
+    }
+    assert.ok(seen >= 8, `${seen} classes checked`);
+  });
+
+  it('the node role may take up imported snapshots (list VolumeSnapshotContents without a node label, update their labels) on file and lvm', () => {
+    for (const variant of ['file (defaults)', 'lvm']) {
+      const role = byKind(rendered[variant], 'ClusterRole').find((r) => r.metadata.name.endsWith('-node')) as unknown as { rules: { apiGroups: string[]; resources: string[]; verbs: string[] }[] };
+      const verbs = new Set(role.rules.filter((r) => r.apiGroups.includes('snapshot.storage.k8s.io') && r.resources.includes('volumesnapshotcontents')).flatMap((r) => r.verbs));
+      for (const v of ['list', 'update']) assert.ok(verbs.has(v), `${variant}: ${v}`);
+    }
+  });
+
+  it('refuses at install a class external-provisioner would refuse at every claim: the filesystem twice, an unknown csi.storage.k8s.io/ key', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'vpool-values-'));
+    try {
+      const values = async (parameters: Record<string, string>) => {
+        const f = path.join(dir, `v${Math.random().toString(36).slice(2)}.yaml`);
+        await writeFile(f, JSON.stringify({ storageClasses: { file: [{ name: 'bad', allowVolumeExpansion: true, parameters }] } }));
+        return f;
+      };
+      await assert.rejects(render([], 'vpool-csi', [await values({ fsType: 'xfs', 'csi.storage.k8s.io/fstype': 'xfs' })]), /sets the filesystem twice \(csi\.storage\.k8s\.io\/fstype, fsType\)/);
+      await assert.rejects(render([], 'vpool-csi', [await values({ FSTYPE: 'xfs', 'csi.storage.k8s.io/fstype': 'xfs' })]), /sets the filesystem twice/);
+      await assert.rejects(render([], 'vpool-csi', [await values({ 'csi.storage.k8s.io/fs-type': 'xfs' })]), /csi\.storage\.k8s\.io\/fs-type is not a key external-provisioner knows/);
+      // What the provisioner accepts, the chart renders: a secret reference, the old spelling alone.
+      const ok = await render([], 'vpool-csi', [await values({ fsType: 'xfs', 'csi.storage.k8s.io/node-stage-secret-name': 's' })]);
+      assert.deepEqual((byKind(ok, 'StorageClass')[0] as unknown as { parameters: Record<string, string> }).parameters, { fsType: 'xfs', 'csi.storage.k8s.io/node-stage-secret-name': 's' });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('ships the VolumePool CRD: structural, admitted by the FAKE API server, with printer columns; the node role may use it', async () => {

@@ -20,7 +20,7 @@ describe('deploy/', () => {
 
   it('the examples are valid objects that use the chart\'s classes', async () => {
     const chartClasses = new Set((await render(['backend=lvm'])).filter((o) => o.kind === 'StorageClass').map((o) => o.metadata.name));
-    for (const file of ['pvc-filesystem.yaml', 'kubevirt-vm-block.yaml', 'snapshot-and-restore.yaml']) {
+    for (const file of ['pvc-filesystem.yaml', 'kubevirt-vm-block.yaml', 'snapshot-and-restore.yaml', 'import-snapshot.yaml']) {
       const objects = parseObjects(await readFile(path.join(DEPLOY, 'examples', file), 'utf8'));
       assert.ok(objects.length >= 2, file);
       for (const o of objects) {
@@ -31,12 +31,20 @@ describe('deploy/', () => {
           if (C) assert.doesNotThrow(() => new C(o).validate(), where);
           assert.deepEqual(unknownFields(o, model, where), [], where);
         } else {
-          assert.ok(['VolumeSnapshot', 'VirtualMachine'].includes(o.kind), where);
+          assert.ok(['VolumeSnapshot', 'VolumeSnapshotContent', 'VirtualMachine'].includes(o.kind), where);
         }
         const sc = (o.spec as { storageClassName?: string } | undefined)?.storageClassName;
         if (sc) assert.ok(chartClasses.has(sc), `${where} uses a class the chart makes (${sc})`);
       }
     }
+    // The imported content is what the driver takes up (src/cluster/snapshot-import.ts): this driver, a handle, no node label.
+    const [imported, bound] = parseObjects(await readFile(path.join(DEPLOY, 'examples', 'import-snapshot.yaml'), 'utf8'));
+    const spec = imported.spec as { driver: string; source: { snapshotHandle?: string; volumeHandle?: string }; volumeSnapshotRef: { name: string; namespace: string }; sourceVolumeMode: string };
+    assert.equal(spec.driver, (await render([])).find((o) => o.kind === 'CSIDriver')!.metadata.name);
+    assert.match(spec.source.snapshotHandle ?? '', /^snap-/);
+    assert.equal(imported.metadata.labels?.['snapshot.storage.kubernetes.io/managed-by'], undefined);
+    assert.deepEqual([spec.volumeSnapshotRef.name, spec.volumeSnapshotRef.namespace], [bound.metadata.name, bound.metadata.namespace]);
+    assert.equal((bound.spec as { source: { volumeSnapshotContentName: string } }).source.volumeSnapshotContentName, imported.metadata.name);
     const vm = parseObjects(await readFile(path.join(DEPLOY, 'examples', 'kubevirt-vm-block.yaml'), 'utf8'));
     assert.equal((vm[0].spec as { volumeMode: string }).volumeMode, 'Block');
   });

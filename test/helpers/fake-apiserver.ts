@@ -17,7 +17,7 @@ import { admit, structuralProblems, type Schema } from './openapi-schema.js';
  * - optimistic concurrency: a write whose metadata.resourceVersion is not the current one is a 409
  *   Conflict; a create of an existing name is a 409 AlreadyExists;
  * - a CRD's structural schema: defaults applied, unknown fields pruned, violations a 422 Invalid;
- * - labelSelector (k=v, k!=v, k), fieldSelector metadata.name / metadata.namespace, limit/continue.
+ * - labelSelector (k=v, k!=v, k, !k), fieldSelector metadata.name / metadata.namespace, limit/continue.
  * Nothing else (no auth, admission, garbage collection, server-side apply, strategic merge patch).
  */
 export interface ResourceType {
@@ -331,6 +331,7 @@ export class FakeApiServer {
     return (o) =>
       labels.every((term) => {
         const l = o.metadata.labels ?? {};
+        if (term.startsWith('!')) return !(term.slice(1) in l); // "!key": the label is not set
         const ne = /^([^!=]+)!=(.*)$/.exec(term);
         if (ne) return l[ne[1]] !== ne[2];
         const eq = /^([^=]+)==?(.*)$/.exec(term);

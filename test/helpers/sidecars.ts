@@ -77,3 +77,99 @@ export async function resizerResize(client: CsiClient, model: ResizerModel, volu
   const res = await client.controllerExpandVolume({ volume_id: volumeId, capacity_range: { required_bytes: String(bytes) }, volume_capability: capability, secrets: {} });
   return { capacityBytes: Number(res.capacity_bytes), nodeExpansionRequired: res.node_expansion_required };
 }
+
+/** A StorageClass and a PVC, as far as external-provisioner reads them for CreateVolume. */
+export interface ClassAndClaim {
+  parameters?: Record<string, string>;
+  mountOptions?: string[];
+  claim: { name: string; namespace: string; uid: string; accessModes: Array<'ReadWriteOnce' | 'ReadWriteOncePod' | 'ReadOnlyMany' | 'ReadWriteMany'>; volumeMode?: 'Filesystem' | 'Block'; storage: number };
+}
+
+/** The csi.storage.k8s.io/ keys external-provisioner strips (removePrefixedParameters); any other key under that prefix fails provisioning. */
+export const PROVISIONER_KNOWN_PREFIXED = [
+  'fstype', 'provisioner-secret-name', 'provisioner-secret-namespace', 'controller-publish-secret-name', 'controller-publish-secret-namespace',
+  'node-stage-secret-name', 'node-stage-secret-namespace', 'node-publish-secret-name', 'node-publish-secret-namespace',
+  'controller-expand-secret-name', 'controller-expand-secret-namespace', 'node-expand-secret-name', 'node-expand-secret-namespace',
+  'secret-name', 'secret-namespace',
+].map((k) => `csi.storage.k8s.io/${k}`);
+
+/**
+ * MODEL of the CreateVolumeRequest external-provisioner v5 builds from a StorageClass and a PVC (no
+ * provisioner can run here), read from its source, pkg/controller/controller.go (Provision,
+ * getVolumeCapabilities, removePrefixedParameters) and pkg/accessmodes:
+ *  - a parameter key equal to "fstype" in any case, or csi.storage.k8s.io/fstype, gives the filesystem;
+ *    both at once fail ("fstype specified in parameters with both ..."); none: --default-fstype (the
+ *    chart sets none, so empty);
+ *  - each access mode becomes a capability, mount with that fs_type and the class's mountOptions, or
+ *    block for a Block claim; with the driver's SINGLE_NODE_MULTI_WRITER (vpool-csi has it),
+ *    ReadWriteOnce is SINGLE_NODE_MULTI_WRITER and ReadWriteOncePod SINGLE_NODE_SINGLE_WRITER;
+ *  - the parameters passed are the class's without the known csi.storage.k8s.io/ keys (an unknown one
+ *    fails provisioning); the legacy fstype key is NOT stripped; --extra-create-metadata (the chart sets
+ *    it) then adds csi.storage.k8s.io/pvc/name, pvc/namespace and pv/name.
+ * A failure is the provisioner's, an event on the PVC: the model throws its message.
+ */
+export function provisionerCreateVolume(c: ClassAndClaim): Parameters<CsiClient['createVolume']>[0] {
+  const params = c.parameters ?? {};
+  const fsKeys = Object.keys(params).filter((k) => k.toLowerCase() === 'fstype' || k === 'csi.storage.k8s.io/fstype');
+  if (fsKeys.length > 1) throw new Error('fstype specified in parameters with both "fstype" and "csi.storage.k8s.io/fstype" keys');
+  const fsType = fsKeys.length ? params[fsKeys[0]] : '';
+  const passed: Record<string, string> = {};
+  for (const [k, v] of Object.entries(params)) {
+    if (!k.startsWith('csi.storage.k8s.io/')) passed[k] = v;
+    else if (!PROVISIONER_KNOWN_PREFIXED.includes(k)) throw new Error(`found unknown parameter key "${k}" with reserved namespace csi.storage.k8s.io/`);
+  }
+  const pvName = `pvc-${c.claim.uid}`;
+  Object.assign(passed, { 'csi.storage.k8s.io/pvc/name': c.claim.name, 'csi.storage.k8s.io/pvc/namespace': c.claim.namespace, 'csi.storage.k8s.io/pv/name': pvName });
+  const MODES = { ReadWriteOnce: 'SINGLE_NODE_MULTI_WRITER', ReadWriteOncePod: 'SINGLE_NODE_SINGLE_WRITER', ReadOnlyMany: 'MULTI_NODE_READER_ONLY', ReadWriteMany: 'MULTI_NODE_MULTI_WRITER' } as const;
+  const mode = (m: ClassAndClaim['claim']['accessModes'][number]) => MODES[m];
+  return {
+    name: pvName,
+    capacity_range: { required_bytes: String(c.claim.storage) },
+    volume_capabilities: c.claim.accessModes.map((m) =>
+      c.claim.volumeMode === 'Block' ? { block: {}, access_mode: { mode: mode(m) } } : { mount: { fs_type: fsType, mount_flags: c.mountOptions ?? [] }, access_mode: { mode: mode(m) } },
+    ),
+    parameters: passed,
+  };
+}
+
+/** What the node's csi-snapshotter made of one VolumeSnapshotContent it manages. */
+export interface SnapshotterSync {
+  content: string;
+  status?: { readyToUse: boolean; restoreSize: number; creationTime: number; snapshotHandle: string };
+  error?: string;
+}
+
+/**
+ * MODEL of external-snapshotter v8's csi-snapshotter with --node-deployment taking up pre-provisioned
+ * VolumeSnapshotContents (none can run here), read from its source: cmd/csi-snapshotter/main.go (the
+ * content informer's label selector `snapshot.storage.kubernetes.io/managed-by=$NODE_NAME`), and
+ * pkg/sidecar-controller/snapshot_controller.go syncContent -> checkandUpdateContentStatus: a content
+ * whose spec.source.snapshotHandle is set is not created but looked up with GetSnapshotStatus
+ * (pkg/snapshotter/snapshotter.go): when ControllerGetCapabilities lists LIST_SNAPSHOTS, one
+ * ListSnapshots with snapshot_id = the handle (and the list secrets the content names; none here); no
+ * entries is an error ("can not find snapshot for snapshotID ..."), retried with back-off; else the
+ * first entry's ready_to_use, size_bytes and creation_time go to the content's status.
+ * `list` stands for the informer: the contents the API server returns for that selector.
+ */
+export async function snapshotterSyncPreProvisioned(client: CsiClient, list: (labelSelector: string) => Promise<Array<{ metadata: { name: string }; spec?: { source?: { snapshotHandle?: string } } }>>, node: string): Promise<SnapshotterSync[]> {
+  const caps = (await client.controllerGetCapabilities({})).capabilities ?? [];
+  const listSnapshots = caps.some((c) => c.rpc?.type === 'LIST_SNAPSHOTS');
+  const out: SnapshotterSync[] = [];
+  for (const content of await list(`snapshot.storage.kubernetes.io/managed-by=${node}`)) {
+    const handle = content.spec?.source?.snapshotHandle;
+    if (!handle) continue; // a dynamic content: CreateSnapshot, not modelled here
+    if (!listSnapshots) {
+      out.push({ content: content.metadata.name, status: { readyToUse: true, restoreSize: 0, creationTime: 0, snapshotHandle: handle } });
+      continue;
+    }
+    const res = await client.listSnapshots({ snapshot_id: handle, secrets: {} });
+    const e = res.entries?.[0]?.snapshot;
+    if (!e) {
+      out.push({ content: content.metadata.name, error: `can not find snapshot for snapshotID ${handle}` });
+      continue;
+    }
+    const t = e.creation_time;
+    out.push({ content: content.metadata.name, status: { readyToUse: !!e.ready_to_use, restoreSize: Number(e.size_bytes), creationTime: Number(t?.seconds ?? 0) * 1e9 + (t?.nanos ?? 0), snapshotHandle: handle } });
+  }
+  return out;
+}

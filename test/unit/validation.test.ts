@@ -6,6 +6,7 @@ import { HYPERVISOR_ACCESS, NODE_LOCAL_ACCESS } from '../../src/driver/access.js
 import { idFor, isId, parseId, validateName } from '../../src/ids.js';
 import { paginate } from '../../src/csi/pagination.js';
 import { parseVolumeParameters } from '../../src/driver/parameters.js';
+import { chooseFilesystem } from '../../src/driver/filesystem-choice.js';
 import { parseRange } from '../../src/csi/sizing.js';
 import { chooseSize, fitsRange } from '../../src/driver/sizing.js';
 import { DriverError } from '../../src/errors.js';
@@ -112,12 +113,34 @@ describe('capabilities and parameters', () => {
   });
   it('names the unknown parameter, and accepts the provisioner\'s own keys', () => {
     assert.deepEqual(parseVolumeParameters({ fsType: 'xfs', 'csi.storage.k8s.io/pvc/name': 'data', 'csi.storage.k8s.io/pvc/namespace': 'apps' }, {}), { backend: {}, fsType: 'xfs', pvcName: 'data', pvcNamespace: 'apps' });
-    assert.throws(() => parseVolumeParameters({ thinPool: 'x' }, {}), /unknown parameter "thinPool" \(supported: fsType\)/);
+    assert.throws(() => parseVolumeParameters({ thinPool: 'x' }, {}), /unknown parameter "thinPool" \(supported: csi\.storage\.k8s\.io\/fstype, fsType\)/);
     assert.throws(() => parseVolumeParameters({ fsType: 'ntfs' }, {}), /ntfs/);
     const spec = { type: (v: string) => (['thin', 'thick'].includes(v) ? null : 'use thin or thick') };
     assert.deepEqual(parseVolumeParameters({ type: 'thick' }, spec).backend, { type: 'thick' });
     assert.throws(() => parseVolumeParameters({ type: 'fat' }, spec), /type="fat": use thin or thick/);
     assert.throws(() => parseVolumeParameters({ toString: 'x' }, spec), /unknown parameter "toString"/);
+  });
+  // external-provisioner (pkg/controller/controller.go, Provision): a key equal to "fstype" in any case is
+  // the legacy spelling; its value goes into the capability's fs_type AND the key is passed on as a
+  // parameter (removePrefixedParameters strips only csi.storage.k8s.io/ keys); both spellings in one
+  // class are refused there ("fstype specified in parameters with both ...").
+  it("takes the class's filesystem in every spelling external-provisioner does, and refuses it given twice", () => {
+    for (const key of ['fsType', 'fstype', 'FSType', 'FSTYPE', 'csi.storage.k8s.io/fstype']) assert.equal(parseVolumeParameters({ [key]: 'xfs' }, {}).fsType, 'xfs', key);
+    assert.throws(() => parseVolumeParameters({ fsType: 'xfs', fstype: 'xfs' }, {}), /both/);
+    assert.throws(() => parseVolumeParameters({ fsType: 'ext4', 'csi.storage.k8s.io/fstype': 'ext4' }, {}), /use csi\.storage\.k8s\.io\/fstype alone/);
+    assert.throws(() => parseVolumeParameters({ FSTYPE: 'btrfs' }, {}), /FSTYPE="btrfs" is not supported/);
+  });
+  it("makes the capability's fs_type the volume's filesystem; a legacy class key must agree with it", () => {
+    const mount = (fsType: '' | 'ext4' | 'xfs') => ({ access: 'mount' as const, mode: 'SINGLE_NODE_WRITER' as const, readOnly: false, fsType, mountFlags: [] });
+    const block = { access: 'block' as const, mode: 'SINGLE_NODE_WRITER' as const, readOnly: false };
+    assert.equal(chooseFilesystem([mount('xfs')], undefined), 'xfs');
+    assert.equal(chooseFilesystem([mount('xfs')], 'xfs'), 'xfs');
+    assert.equal(chooseFilesystem([mount('')], 'xfs'), 'xfs', 'the legacy key alone still works');
+    assert.equal(chooseFilesystem([mount('')], undefined), undefined);
+    assert.equal(chooseFilesystem([block], 'ext4'), 'ext4');
+    assert.equal(code(() => chooseFilesystem([mount('ext4')], 'xfs')), 'INVALID_ARGUMENT');
+    assert.throws(() => chooseFilesystem([mount('ext4')], 'xfs'), /fsType=xfs disagrees with the volume capability's fs_type ext4/);
+    assert.throws(() => chooseFilesystem([mount('ext4'), mount('xfs')], undefined), /different filesystems/);
   });
 });
 

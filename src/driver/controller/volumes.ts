@@ -8,6 +8,7 @@ import { fillFromPeer } from '../transfer.js';
 import { roundUp } from '../../units.js';
 import type { Capability } from '../access.js';
 import type { ControllerContext, DriverContext } from '../context.js';
+import { chooseFilesystem } from '../filesystem-choice.js';
 import { identityParameters, parseVolumeParameters, sameParameters } from '../parameters.js';
 import { chooseSize, fitsRange, type Range } from '../sizing.js';
 
@@ -78,6 +79,9 @@ function minimumFor(uses: Capability[], fsParam: string | undefined): number {
 export async function createVolume(ctx: ControllerContext, req: NewVolume): Promise<VolumeRecord> {
   const name = validateName('name', req.name);
   const params = parseVolumeParameters(req.parameters, ctx.backend.volumeParameters);
+  const legacyFsType = params.fsType;
+  const fsType = chooseFilesystem(req.uses, legacyFsType);
+  if (fsType) params.fsType = fsType;
   const { range } = req;
   const source = checkSource(req.source);
   checkPlacement(ctx, req.placement);
@@ -89,7 +93,11 @@ export async function createVolume(ctx: ControllerContext, req: NewVolume): Prom
     if (existing) {
       if (!fitsRange(existing.capacityBytes, range)) throw conflict(`volume ${name} exists with ${existing.capacityBytes} bytes, outside the requested range`);
       if (!sameSource(existing.source, source)) throw conflict(`volume ${name} exists with another content source`);
-      if (!sameParameters(canonical(ctx, existing.parameters), canonical(ctx, identityParameters(params)))) throw conflict(`volume ${name} exists with other parameters (${JSON.stringify(existing.parameters)})`);
+      // Earlier versions recorded only a class's fsType, not the capability's: such a volume is not
+      // held against a filesystem that only the capability names (a retry across the upgrade).
+      const asked = !existing.parameters.fsType && !legacyFsType ? identityParameters({ ...params, fsType: undefined }) : identityParameters(params);
+      if (existing.parameters.fsType && params.fsType && existing.parameters.fsType !== params.fsType) throw conflict(`volume ${name} exists for ${existing.parameters.fsType}, not ${params.fsType}`);
+      if (!sameParameters(canonical(ctx, existing.parameters), canonical(ctx, asked))) throw conflict(`volume ${name} exists with other parameters (${JSON.stringify(existing.parameters)})`);
       return existing;
     }
 
