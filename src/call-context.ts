@@ -15,3 +15,12 @@ export function runForCall<T>(signal: AbortSignal, fn: () => T): T {
 export function callSignal(): AbortSignal | undefined {
   return current.getStore();
 }
+
+/**
+ * Runs fn outside any call: work that must finish once begun, whatever becomes of the call that began
+ * it (a clone or a restore from another node can outlast the provisioner's deadline; it goes on under
+ * its locks, the CO's retries get ABORTED until it is done, then the volume).
+ */
+export function detached<T>(fn: () => T): T {
+  return current.exit(fn);
+}

@@ -47,6 +47,7 @@ program
   .option('--transfer-peer <host:port>', 'a peer\'s transfer listener, asked for sources this node lacks (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
   .option('--transfer-peers-from-cluster <selector>', 'file/lvm: the peers are the running pods of this label selector in $POD_NAMESPACE, at the port their container names "transfer"')
   .option('--transfer-rate <bytes>', 'bytes per second one transfer may send (e.g. 100Mi; 0: no limit)', '0')
+  .option('--transfer-stall-timeout <duration>', 'a transfer that moves no byte this long (a cut link, a peer gone without a word) is given up on both sides', '60s')
   .option('--log-level <level>', 'error, warn, info or debug', 'info')
   .action(async (opts: ServeOptions) => {
     // Each command loads its own code: `--version` and `client` do not pay for the pools, the cluster client or metrics.

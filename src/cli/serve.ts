@@ -42,6 +42,7 @@ export interface ServeOptions extends BackendFlags {
   transferPeer?: string[];
   transferPeersFromCluster?: string;
   transferRate: string;
+  transferStallTimeout: string;
 }
 
 /**
@@ -65,13 +66,13 @@ async function startTransfer(opts: ServeOptions, ctx: DriverContext): Promise<{ 
       const [{ loadKube }, { clusterPeers }] = await Promise.all([import('../cluster/kube.js'), import('../cluster/transfer-peers.js')]);
       found = clusterPeers(loadKube(opts.kubeconfig), { namespace, selector: fromCluster, node: ctx.nodeId });
     }
-    ctx.transfer = new TransferClient(tls, async () => [...parsed, ...(found ? await found() : [])]);
+    ctx.transfer = new TransferClient(tls, async () => [...parsed, ...(found ? await found() : [])], { stallMs: parseDuration(opts.transferStallTimeout) });
   }
   if (!opts.transferListen) return undefined;
   const { startTransferServer } = await import('../transfer/server.js');
   const m = /^(.*):(\d{1,5})$/.exec(opts.transferListen);
   if (!m) throw new Error(`--transfer-listen is host:port, not ${JSON.stringify(opts.transferListen)}`);
-  return startTransferServer({ host: m[1].replace(/^\[|\]$/g, '') || '0.0.0.0', port: Number(m[2]), tls, source: transferSource(ctx.backend, ctx.locks), bytesPerSecond: parseQuantity(opts.transferRate) });
+  return startTransferServer({ host: m[1].replace(/^\[|\]$/g, '') || '0.0.0.0', port: Number(m[2]), tls, source: transferSource(ctx.backend, ctx.locks), bytesPerSecond: parseQuantity(opts.transferRate), stallMs: parseDuration(opts.transferStallTimeout) });
 }
 
 /** The metrics and health endpoints: one HTTP server per distinct address; their code is loaded only when asked for. */

@@ -29,11 +29,18 @@ const label = (p: Peer) => `${p.host}:${p.port}`;
  * (mutual TLS); a peer must present a certificate of the same CA, for the transfer name.
  */
 export class TransferClient {
+  private readonly timeoutMs: number;
+  private readonly stallMs: number;
+
   constructor(
     private readonly tls: TransferTls,
     private readonly peers: () => Promise<Peer[]> | Peer[],
-    private readonly timeoutMs = 10_000,
-  ) {}
+    /** timeoutMs: for an answer; stallMs: for the next byte of a stream (a cut link sends no reset). */
+    o: { timeoutMs?: number; stallMs?: number } = {},
+  ) {
+    this.timeoutMs = o.timeoutMs ?? 10_000;
+    this.stallMs = o.stallMs ?? 60_000;
+  }
 
   /** A request; a GET asks to upgrade to the frame stream, and its answer then comes with the bare socket. */
   private request(peer: Peer, method: 'HEAD' | 'GET', kind: TransferKind, id: string): Promise<{ res: IncomingMessage; socket?: Socket; head?: Buffer }> {
@@ -55,8 +62,8 @@ export class TransferClient {
       });
       req.once('response', (res: IncomingMessage) => resolve({ res }));
       req.once('upgrade', (res: IncomingMessage, socket: Socket, head: Buffer) => {
-        // The request's timeout was for the answer; a stream may pause longer while the receiver's disk catches up.
-        socket.setTimeout(0);
+        // From here the stream's own bound: no byte for stallMs (a cut link, a peer frozen) ends it.
+        socket.setTimeout(this.stallMs, () => socket.destroy(new Error(`no data for ${this.stallMs / 1000} s`)));
         resolve({ res, socket, head });
       });
       req.once('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs / 1000} s`)));

@@ -35,6 +35,8 @@ export interface TransferServerOptions {
   source: TransferSource;
   /** Bytes per second each transfer may send; 0: no limit. */
   bytesPerSecond?: number;
+  /** A stream that moves no byte this long is given up (and its source released); default 60 s. */
+  stallMs?: number;
   onSent?: (bytes: number, seconds: number) => void;
 }
 
@@ -90,6 +92,9 @@ export async function startTransferServer(o: TransferServerOptions): Promise<{ p
     if (!r || req.method !== 'GET' || String(req.headers.upgrade).toLowerCase() !== UPGRADE) return answer('400 Bad Request');
     streams.add(socket);
     socket.once('close', () => streams.delete(socket));
+    // A receiver gone without a reset (a cut link) would hold the source's lock forever: no progress this long ends the stream.
+    const stallMs = o.stallMs ?? 60_000;
+    socket.setTimeout(stallMs, () => socket.destroy(new Error(`the receiver took nothing for ${stallMs / 1000} s`)));
     const peer = peerOf(socket);
     void serve(o, r.kind, r.id, socket, peer, answer).catch((err: unknown) => {
       log.error('a transfer failed on the sending side', { ...r, peer, err: String(err) });

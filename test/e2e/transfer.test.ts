@@ -3,6 +3,8 @@ import { execFile } from 'node:child_process';
 import { readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import { loadCsi } from '../../src/csi/proto.js';
 import { promisify } from 'node:util';
 import { blockCap } from '../helpers/csi.js';
 import { makeCa } from '../helpers/certs.js';
@@ -30,8 +32,8 @@ describe('restore and clone across nodes: file pool to file pool over mutual TLS
   let tlsB: string;
   const imageOf = (d: Driver, kind: 'volumes' | 'snapshots', id: string) => path.join(d.poolDir, kind, `${id}.img`);
   const startA = (extra: string[] = [], dir?: string) =>
-    startDriver({ dir, nodeId: 'node-a', wrap: hosts.wrap(hosts.a.ns), args: ['--transfer-listen', `${hosts.a.addr}:${PORT}`, '--transfer-tls-dir', tlsA, ...extra] });
-  const startB = (tls = tlsB, dir?: string) => startDriver({ dir, nodeId: 'node-b', wrap: hosts.wrap(hosts.b.ns), args: ['--transfer-peer', `${hosts.a.addr}:${PORT}`, '--transfer-tls-dir', tls] });
+    startDriver({ dir, nodeId: 'node-a', wrap: hosts.wrap(hosts.a.ns), args: ['--transfer-listen', `${hosts.a.addr}:${PORT}`, '--transfer-tls-dir', tlsA, '--transfer-stall-timeout', '3s', ...extra] });
+  const startB = (tls = tlsB, dir?: string) => startDriver({ dir, nodeId: 'node-b', wrap: hosts.wrap(hosts.b.ns), args: ['--transfer-peer', `${hosts.a.addr}:${PORT}`, '--transfer-tls-dir', tls, '--transfer-stall-timeout', '3s'] });
   const create = (d: Driver, name: string, source: { snapshot?: string; volume?: string }) =>
     d.client.createVolume({
       name,
@@ -127,6 +129,61 @@ describe('restore and clone across nodes: file pool to file pool over mutual TLS
     assert.ok(deletedAt >= restoredAt - 200, 'the delete finished after the stream');
     assert.ok(b.logs.some((l) => l.includes('received a volume from a peer') && l.includes(snapId)));
     await b.client.deleteVolume({ volume_id: restored.volume_id });
+  });
+
+  // external-provisioner calls CreateVolume with a deadline (the chart: --timeout=120s) and retries
+  // with the same name after DEADLINE_EXCEEDED; a restore of a large volume takes longer than that.
+  it("a restore that outlasts its call's deadline goes on: retries are ABORTED until it is done, then get the volume", async () => {
+    const snap = (await a.client.createSnapshot({ name: 'snap-deadline', source_volume_id: srcId, parameters: {} })).snapshot!.snapshot_id;
+    const want = await sha256File(imageOf(a, 'snapshots', snap));
+    const ctl = new (loadCsi().csi.v1.Controller)(`unix://${b.socket}`, grpc.credentials.createInsecure());
+    const req = { name: 'restored-late', capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()], parameters: {}, volume_content_source: { snapshot: { snapshot_id: snap } } };
+    const call = (deadlineMs: number) => new Promise<{ code: number; id?: string }>((resolve) => ctl.CreateVolume(req, { deadline: Date.now() + deadlineMs }, (err, res) => resolve({ code: err?.code ?? grpc.status.OK, id: res?.volume?.volume_id })));
+    try {
+      // 16 MiB at 4 MiB/s: about four seconds; the first call gives up after one.
+      assert.equal((await call(1000)).code, grpc.status.DEADLINE_EXCEEDED);
+      const meanwhile = await call(500);
+      assert.notEqual(meanwhile.code, grpc.status.OK, 'a retry while the restore runs is not answered with a volume');
+      let done: { code: number; id?: string } = { code: -1 };
+      for (let i = 0; i < 60 && done.code !== grpc.status.OK; i++) {
+        done = await call(2000);
+        if (done.code !== grpc.status.OK) {
+          assert.ok([grpc.status.ABORTED, grpc.status.DEADLINE_EXCEEDED].includes(done.code), `a retry in the meantime: ABORTED or out of time, not ${done.code}`);
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      }
+      assert.equal(done.code, grpc.status.OK);
+      assert.equal(await sha256File(imageOf(b, 'volumes', done.id!)), want);
+      assert.equal(b.logs.filter((l) => l.includes('received a volume from a peer') && l.includes(snap)).length, 1, 'streamed once, not once per retry');
+      await b.client.deleteVolume({ volume_id: done.id! });
+      await a.client.deleteSnapshot({ snapshot_id: snap });
+    } finally {
+      ctl.close();
+    }
+  });
+
+  it('a cut link: both sides give up after --transfer-stall-timeout, B lists nothing, A lets go of the snapshot, and the retry after the link is back is right', async () => {
+    const snap = (await a.client.createSnapshot({ name: 'snap-cut', source_volume_id: srcId, parameters: {} })).snapshot!.snapshot_id;
+    const want = await sha256File(imageOf(a, 'snapshots', snap));
+    const started = Date.now();
+    const first = codeOf(create(b, 'after-cut', { snapshot: snap }));
+    await new Promise((r) => setTimeout(r, 700));
+    await hosts.link(false); // no reset reaches either side: only the stall timeout (3 s here) ends the stream
+    try {
+      assert.equal(await first, 'UNAVAILABLE');
+      assert.ok(Date.now() - started < 15_000, 'B gave up within the stall timeout');
+      assert.equal((await b.client.listVolumes({})).entries.length, 0, 'nothing listed on B');
+      assert.deepEqual(await readdir(path.join(b.poolDir, '.tmp')), [], 'nothing half-written left on B');
+      await pollUntil(async () => (a.logs.some((l) => l.includes('a transfer failed on the sending side') && l.includes(snap)) ? true : undefined), 15_000, async () => 'A did not give up the stream');
+    } finally {
+      await hosts.link(true);
+    }
+    // A released the snapshot (a stream still holding it would keep this one waiting on its lock).
+    const again = (await create(b, 'after-cut', { snapshot: snap })).volume!;
+    assert.equal(await sha256File(imageOf(b, 'volumes', again.volume_id)), want);
+    await b.client.deleteVolume({ volume_id: again.volume_id });
+    await a.client.deleteSnapshot({ snapshot_id: snap });
+    assert.deepEqual(await readdir(path.join(a.poolDir, '.tmp')), [], 'nothing left on A');
   });
 
   it('kill -9 of A or of B mid-stream: B lists nothing of it, and the retry after the restart is right', async () => {

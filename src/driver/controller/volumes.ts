@@ -1,3 +1,4 @@
+import { detached } from '../../call-context.js';
 import { conflict, exhausted, notFound, outOfRange, precondition } from '../../errors.js';
 import { DEFAULT_FS, isFsType, MIN_FS_BYTES } from '../../filesystems.js';
 import { idFor, parseId, validateName } from '../../ids.js';
@@ -123,7 +124,10 @@ export async function createVolume(ctx: ControllerContext, req: NewVolume): Prom
     if (params.pvcName) parameters.pvcName = params.pvcName;
     if (params.pvcNamespace) parameters.pvcNamespace = params.pvcNamespace;
     if (params.pvName) parameters.pvName = params.pvName;
-    return ctx.backend.createVolume({ id, name, capacityBytes: size, source, parameters, ...(fill ? { fill } : {}) });
+    const spec = { id, name, capacityBytes: size, source, parameters, ...(fill ? { fill } : {}) };
+    // A copy (local or from a peer) may take longer than the CO waits for one call: it goes on, under
+    // the lock, after the call's deadline; retries are ABORTED ("in progress") until it is done.
+    return source ? detached(() => ctx.backend.createVolume(spec)) : ctx.backend.createVolume(spec);
   });
 }
 
