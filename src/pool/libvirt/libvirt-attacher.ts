@@ -29,12 +29,12 @@ export class LibvirtAttacher implements ControllerAttacher {
   async attachments(volumeId: string): Promise<Attachment[]> {
     const v = await this.pool.find('vol', volumeId);
     if (!v) return [];
-    return (await this.pool.attachedDisks(v)).map(({ domain, disk }) => ({ nodeId: domain.uuid, readOnly: disk.readOnly, shared: disk.shared }));
+    return (await this.pool.disks.attached(v)).map(({ domain, disk }) => ({ nodeId: domain.uuid, readOnly: disk.readOnly, shared: disk.shared }));
   }
 
   async publishedNodes(volumeIds: string[]): Promise<Map<string, string[]>> {
     const domains = await this.pool.domains.all();
-    return new Map(volumeIds.map((id) => [id, domains.filter((d) => d.disks.some((disk) => this.pool.isVolumeDisk(disk, id))).map((d) => d.uuid)]));
+    return new Map(volumeIds.map((id) => [id, domains.filter((d) => d.disks.some((disk) => this.pool.disks.isVolume(disk, id))).map((d) => d.uuid)]));
   }
 
   async publish(volumeId: string, nodeId: string, spec: PublishSpec, decide: (state: PublishState) => boolean): Promise<Record<string, string>> {
@@ -46,7 +46,7 @@ export class LibvirtAttacher implements ControllerAttacher {
     const domains = await this.pool.domains.all();
     const dom = domains.find((d) => d.uuid === nodeId.toLowerCase() || d.name === nodeId);
     if (!dom) throw notFound(`node ${nodeId} is not a domain of ${this.pool.libvirt.uri}`);
-    const attachments = domains.flatMap((d) => this.pool.disksOf(d, v).map((disk) => ({ nodeId: d.uuid, readOnly: disk.readOnly, shared: disk.shared })));
+    const attachments = domains.flatMap((d) => this.pool.disks.of(d, v).map((disk) => ({ nodeId: d.uuid, readOnly: disk.readOnly, shared: disk.shared })));
     const nodeVolumes = dom.disks.filter((d) => d.serial !== undefined && SERIAL_RE.test(d.serial)).length;
     if (!decide({ nodeId: dom.uuid, attachments, nodeVolumes })) return context;
     // An rbd pool names its images as libvirt names the volumes.
@@ -67,7 +67,7 @@ export class LibvirtAttacher implements ControllerAttacher {
   async unpublish(volumeId: string, nodeId: string): Promise<void> {
     const dom = await this.pool.domains.get(nodeId);
     if (!dom) return; // no such node: nothing can be attached to it
-    for (const disk of dom.disks.filter((d) => this.pool.isVolumeDisk(d, volumeId))) {
+    for (const disk of dom.disks.filter((d) => this.pool.disks.isVolume(d, volumeId))) {
       const gone = await this.pool.domains.detach(dom, disk.target, this.opts.detachWaitMs);
       if (!gone) {
         throw unavailable(`domain ${dom.name} has not released ${disk.target} (volume ${volumeId}) within ${this.opts.detachWaitMs / 1000} s; the guest may still be using it, retry later`);

@@ -3,8 +3,9 @@ import { log } from '../../log.js';
 import { pageAfter, type Page } from '../../paging.js';
 import { MiB, roundUp } from '../../units.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, SnapshotRecord, VolumeRecord } from '../backend.js';
-import type { DomainDisk, DomainInfo, Domains, RbdSource } from './domains.js';
-import { FORMATS, idHash, markerName, parseName, serialFor, snapshotName, volumeName, WIPE_ALGORITHMS, type Format, type SnapshotName, type VolumeName } from './names.js';
+import type { Domains, RbdSource } from './domains.js';
+import { VolumeDisks } from './volume-disks.js';
+import { FORMATS, idHash, markerName, parseName, snapshotName, volumeName, WIPE_ALGORITHMS, type Format, type SnapshotName, type VolumeName } from './names.js';
 import { copyRunningDisk } from './backup-job.js';
 import { PoolListing, type Entry, type PoolVolume, type VolumeSizeAndPath } from './listing.js';
 import { rbdSource } from './rbd.js';
@@ -46,6 +47,7 @@ export class LibvirtPool implements PoolBackend {
     const fileBacked = FILE_POOLS.has(poolType);
     // The local daemon's file pool: the files are on this host, and their facts can be held while they are unchanged.
     this.listing = new PoolListing(libvirt, opts.pool, fileBacked && libvirt.transport === 'rpc' ? targetPath : undefined);
+    this.disks = new VolumeDisks(domains, opts.pool, (name) => this.pathOf(name));
     this.volumeParameters = {
       format: (v) => (!(FORMATS as readonly string[]).includes(v) ? 'raw or qcow2' : v === 'qcow2' && !fileBacked ? `a ${poolType} pool holds raw volumes only` : null),
       preallocate: (v) => (v === 'true' || v === 'false' ? null : 'true or false'),
@@ -100,6 +102,8 @@ export class LibvirtPool implements PoolBackend {
 
 
   private readonly listing: PoolListing;
+  /** Which domain disks are which of this pool's volumes. */
+  readonly disks: VolumeDisks;
 
   sizeAndPath(name: string): Promise<VolumeSizeAndPath | null> {
     return this.listing.sizeAndPath(name);
@@ -257,7 +261,7 @@ export class LibvirtPool implements PoolBackend {
    * crash at any point leaves an ID that reads as absent and is cleared and redone by the retry.
    */
   private async copy(id: string, source: PoolVolume, name: string, size: number, format: Format, preallocated: boolean): Promise<void> {
-    await this.runningWriter(source).then((dom) => {
+    await this.disks.runningWriter(source).then((dom) => {
       if (dom) throw precondition(`volume ${source.parsed.id} is attached read-write to running domain ${dom.domain.name}; clone it from a snapshot instead (CreateSnapshot copies a running disk consistently)`);
     });
     const marker = markerName(id);
@@ -292,7 +296,7 @@ export class LibvirtPool implements PoolBackend {
         throw precondition(`libvirt cannot resize volumes of a ${this.poolType} pool (${this.opts.pool}); create a larger volume from a snapshot instead`);
       }
       await this.requireSpace(target - f.capacity, `growing ${id} by ${target - f.capacity} bytes`);
-      const running = (await this.attachedDisks(v)).filter((a) => a.domain.running);
+      const running = (await this.disks.attached(v)).filter((a) => a.domain.running);
       if (running.length) {
         // A disk in use is grown by its QEMU, which also tells the guest; vol-resize would go behind QEMU's back.
         for (const a of running) await this.domains.blockResize(a.domain, a.disk.target, target);
@@ -328,7 +332,7 @@ export class LibvirtPool implements PoolBackend {
     this.listing.remember(id, entries);
     const v = await this.find('vol', id, entries);
     if (!v) return null;
-    const disks = await this.attachedDisks(v);
+    const disks = await this.disks.attached(v);
     return disks.length ? `volume ${id} is attached to domain ${[...new Set(disks.map((d) => d.domain.name))].join(', ')}; ControllerUnpublishVolume it first` : null;
   }
 
@@ -344,7 +348,7 @@ export class LibvirtPool implements PoolBackend {
     const marker = markerName(spec.id);
     await this.createMarker(marker);
     try {
-      const running = await this.runningWriter(source);
+      const running = await this.disks.runningWriter(source);
       if (running && !this.fileBacked) {
         throw precondition(`volume ${source.parsed.id} is attached read-write to running domain ${running.domain.name}; a consistent copy of a running disk needs a file-backed pool (dir, fs, netfs), this one is ${this.poolType}`);
       }
@@ -371,35 +375,4 @@ export class LibvirtPool implements PoolBackend {
   async deleteSnapshot(id: string): Promise<void> {
     for (const e of (await this.listing.entriesFor(id)).filter((x) => x.parsed.id === id)) await this.deleteNamed(e.name);
   }
-
-
-  /** Every domain disk that is this volume: by our serial, or by its pool source, whoever attached it. */
-  async attachedDisks(v: PoolVolume, domains?: DomainInfo[]): Promise<{ domain: DomainInfo; disk: DomainDisk }[]> {
-    const out: { domain: DomainInfo; disk: DomainDisk }[] = [];
-    for (const domain of domains ?? (await this.domains.all())) {
-      for (const disk of this.disksOf(domain, v)) out.push({ domain, disk });
-    }
-    return out;
-  }
-
-  /** A domain's disks that are this volume: by our serial, by its pool source, or by its path (attached by hand). */
-  disksOf(domain: DomainInfo, v: PoolVolume): DomainDisk[] {
-    return domain.disks.filter((disk) => this.isVolumeDisk(disk, v.parsed.id, v.name));
-  }
-
-  /**
-   * The one rule for "this disk is that volume". Without the volume's name (it may be deleted
-   * already) a disk is matched by serial and by a source in this pool carrying the ID.
-   */
-  isVolumeDisk(disk: DomainDisk, volumeId: string, name?: string): boolean {
-    if (disk.serial === serialFor(volumeId)) return true;
-    if (disk.sourcePool === this.opts.pool && disk.sourceVolume?.split('.')[0] === volumeId) return true;
-    return name !== undefined && disk.sourceFile === this.pathOf(name);
-  }
-
-  /** The running domain that has this volume attached writable, if any. */
-  private async runningWriter(v: PoolVolume): Promise<{ domain: DomainInfo; disk: DomainDisk } | null> {
-    return (await this.attachedDisks(v)).find((a) => a.domain.running && !a.disk.readOnly) ?? null;
-  }
-
 }
