@@ -1,4 +1,5 @@
 import { errorMessage } from '../errors.js';
+import { isId } from '../ids.js';
 import { log } from '../log.js';
 import type { PoolBackend } from '../pool/backend.js';
 import { statusOf, type Kube } from './kube.js';
@@ -70,7 +71,8 @@ export class SnapshotImport {
     let labelled = 0;
     for (const c of contents) {
       const handle = c.spec?.source?.snapshotHandle;
-      if (c.spec?.driver !== this.opts.driver || !handle || c.metadata.deletionTimestamp || c.metadata.labels?.[MANAGED_BY]) continue;
+      // The handle is written by hand: only something shaped like one of our snapshot IDs is looked up.
+      if (c.spec?.driver !== this.opts.driver || !handle || !isId('snap', handle) || c.metadata.deletionTimestamp || c.metadata.labels?.[MANAGED_BY]) continue;
       if (!(await this.backend.getSnapshot(handle).catch(() => null))) continue;
       const body = { ...c, metadata: { ...c.metadata, labels: { ...c.metadata.labels, [MANAGED_BY]: this.opts.node } } };
       try {

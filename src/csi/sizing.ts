@@ -6,7 +6,7 @@ function toBytes(field: string, text: string | undefined): number {
   if (text === undefined || text === '' || text === '0') return 0;
   const v = BigInt(text);
   if (v < 0n) throw invalid(`capacity_range.${field} must not be negative (got ${text})`);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw outOfRange(`capacity_range.${field} ${text} is beyond any volume this pool can hold`);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw outOfRange(`capacity_range.${field} ${text} is beyond the largest volume this pool can hold`);
   return Number(v);
 }
 

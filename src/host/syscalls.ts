@@ -147,7 +147,7 @@ async function load(): Promise<Syscalls> {
       return Number(lseek(fd, offset, whence === 'data' ? SEEK_DATA : SEEK_HOLE));
     },
     address(buf) {
-      return koffi.address(buf) as bigint;
+      return koffi.address(buf);
     },
   };
 }

@@ -43,52 +43,33 @@ export class FrameReader {
     private readonly alloc?: (n: number) => Buffer,
   ) {}
 
-  /** The next n bytes into a buffer of `alloc` (one copy of each byte). */
-  private takeInto(n: number): Buffer {
-    const out = this.alloc!(n);
-    let got = 0;
-    while (got < n) {
-      const p = this.pending[0];
-      const want = n - got;
-      if (p.length <= want) {
-        p.copy(out, got);
-        this.pending.shift();
-        got += p.length;
-      } else {
-        p.copy(out, got, 0, want);
-        this.pending[0] = p.subarray(want);
-        got += want;
-      }
-    }
-    this.pendingBytes -= n;
-    return out;
-  }
-
-  /** The next n bytes, copied together only when they span pieces (each byte is copied at most once). */
-  private take(n: number): Buffer {
+  /**
+   * The next n bytes: a view of the pending piece when they lie in one and no buffer is asked for,
+   * else copied once into `into(n)` (the receiver's aligned buffers) or a new buffer.
+   */
+  private take(n: number, into?: (n: number) => Buffer): Buffer {
     const first = this.pending[0];
     let out: Buffer;
-    if (first.length >= n) {
+    if (!into && first.length >= n) {
       out = first.subarray(0, n);
       if (first.length === n) this.pending.shift();
       else this.pending[0] = first.subarray(n);
     } else {
-      const pieces: Buffer[] = [];
+      out = (into ?? Buffer.allocUnsafe)(n);
       let got = 0;
       while (got < n) {
         const p = this.pending[0];
         const want = n - got;
         if (p.length <= want) {
-          pieces.push(p);
+          p.copy(out, got);
           this.pending.shift();
           got += p.length;
         } else {
-          pieces.push(p.subarray(0, want));
+          p.copy(out, got, 0, want);
           this.pending[0] = p.subarray(want);
           got += want;
         }
       }
-      out = Buffer.concat(pieces, n);
     }
     this.pendingBytes -= n;
     return out;
@@ -112,7 +93,7 @@ export class FrameReader {
       }
       const { head, offset, length } = this.frame;
       if (this.pendingBytes < length) return;
-      const data = offset !== END && this.alloc ? this.takeInto(length) : this.take(length);
+      const data = this.take(length, offset !== END ? this.alloc : undefined);
       this.frame = null;
       if (offset === END) {
         if (!data.equals(this.hash.digest())) throw new Error("the transfer's checksum does not match what arrived");

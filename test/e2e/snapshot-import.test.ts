@@ -44,6 +44,7 @@ describe('importing a snapshot: a hand-made VolumeSnapshotContent is taken up by
 
     fake.create('volumesnapshotcontents', content('imported', snap.snapshot_id));
     fake.create('volumesnapshotcontents', content('nowhere', snap.snapshot_id.replace(/.$/, (c) => (c === '0' ? '1' : '0'))));
+    fake.create('volumesnapshotcontents', content('hostile', '../snapshots/x'));
     fake.create('volumesnapshotcontents', content('other-driver', snap.snapshot_id, { driver: 'other.csi.dev' }));
     fake.create('volumesnapshotcontents', content('managed', snap.snapshot_id, { labels: { [MANAGED_BY]: 'node-c' } }));
 
@@ -53,6 +54,7 @@ describe('importing a snapshot: a hand-made VolumeSnapshotContent is taken up by
     assert.equal(fake.get('volumesnapshotcontents', 'imported')?.metadata.labels?.[MANAGED_BY], 'node-a');
     assert.equal(fake.get('volumesnapshotcontents', 'nowhere')?.metadata.labels, undefined, 'a snapshot no node holds stays unlabelled');
     assert.equal(fake.get('volumesnapshotcontents', 'other-driver')?.metadata.labels, undefined, "another driver's content is not touched");
+    assert.equal(fake.get('volumesnapshotcontents', 'hostile')?.metadata.labels, undefined, 'a handle that is no snapshot ID is not looked up');
     assert.deepEqual(fake.get('volumesnapshotcontents', 'managed')?.metadata.labels, { [MANAGED_BY]: 'node-c' }, 'a content already managed is not taken');
     assert.ok(a.logs.some((l) => l.includes('an imported snapshot is on this node') && l.includes('imported')));
 

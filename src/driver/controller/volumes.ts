@@ -114,7 +114,7 @@ export async function createVolume(ctx: ControllerContext, req: NewVolume): Prom
           fill = fillFromPeer(ctx.transfer, remote.peer, source.kind, source.id, remote.size);
         }
       }
-      if (sourceBytes === undefined) throw notFound(`source ${source.kind} ${source.id} does not exist${ctx.transfer ? ' on this node or any peer' : ''}`);
+      if (sourceBytes === undefined) throw notFound(`source ${source.kind} ${source.id} does not exist${ctx.transfer ? ' on this node or on a peer' : ''}`);
       if (range.limit && range.limit < sourceBytes) throw outOfRange(`the source ${source.kind} is ${sourceBytes} bytes, more than limit_bytes ${range.limit}`);
       minBytes = Math.max(minBytes, sourceBytes);
     }
