@@ -21,6 +21,16 @@ async function stopLibvirtd(): Promise<void> {
   assert.ok(pid > 1, 'libvirtd was started by libvirt-start.sh');
   process.kill(pid, 'SIGTERM');
   await pollUntil(async () => ((await virshTry('version')).code !== 0 ? true : undefined), 30_000, async () => 'libvirtd did not stop');
+  // Its socket goes before the process does; a new libvirtd cannot take the pidfile until the old one has exited.
+  const alive = () => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  await pollUntil(async () => (alive() ? undefined : true), 30_000, async () => `libvirtd (pid ${pid}) did not exit`);
 }
 
 // The held connection to libvirtd (src/pool/libvirt/rpc/): every call on one socket, no virsh, and
