@@ -11,6 +11,7 @@ export type ErrorKind =
   | 'precondition' // the state forbids it now: in use, not staged, holding other data
   | 'busy' // another operation on it is in progress: retry
   | 'unsupported' // this driver does not do that
+  | 'denied' // the caller may not have it (a peer's read of a source its claims do not name)
   | 'unavailable' // a dependency is not there yet (a pool being built, a guest slow to let go): retry
   | 'cancelled' // the call was cancelled or ran out of time
   | 'internal'; // a broken invariant; the message says which
@@ -35,6 +36,7 @@ export const busy = (msg: string) => new DriverError('busy', msg);
 export const unsupported = (msg: string) => new DriverError('unsupported', msg);
 export const unavailable = (msg: string) => new DriverError('unavailable', msg);
 export const internal = (msg: string) => new DriverError('internal', msg);
+export const denied = (msg: string) => new DriverError('denied', msg);
 
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);

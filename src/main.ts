@@ -4,6 +4,7 @@ import { addClientCommands } from './cli/client.js';
 import { addPoolCommands } from './cli/pool.js';
 import { addReconcileCommand } from './cli/reconcile.js';
 import { addCheckVolumeCommand } from './cli/check-volume.js';
+import { addTransferSignerCommand } from './cli/transfer-signer.js';
 import { packageVersion } from './project.js';
 import type { ServeOptions } from './cli/serve.js';
 
@@ -42,10 +43,12 @@ program
   .option('--orphan-check-interval <duration>', 'compare the pool with the cluster\'s PVs and VolumeSnapshotContents this often and report orphans (0: never)', '0')
   .option('--orphan-delete-after <duration>', 'also delete orphans older than this (default: report only)')
   .option('--snapshot-import-interval <duration>', 'file/lvm with the Kubernetes API: how often to look for imported VolumeSnapshotContents (no node label) whose snapshot this node holds, and label them for this node\'s csi-snapshotter (0: never)', '30s')
-  .option('--transfer-listen <host:port>', 'file/lvm: serve this node\'s volumes and snapshots to peers (restore and clone on another node) at this address, over mutual TLS')
-  .option('--transfer-tls-dir <dir>', 'the transfer listener\'s and client\'s TLS: ca.crt (the driver\'s CA), tls.crt and tls.key (this node\'s)')
-  .option('--transfer-peer <host:port>', 'a peer\'s transfer listener, asked for sources this node lacks (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
-  .option('--transfer-peers-from-cluster <selector>', 'file/lvm: the peers are the running pods of this label selector in $POD_NAMESPACE, at the port their container names "transfer"')
+  .option('--transfer-listen <host:port>', 'file/lvm: serve this node\'s volumes and snapshots to the nodes whose claims restore or clone them, at this address, over mutual TLS')
+  .option('--transfer-peers-from-cluster <selector>', 'file/lvm: the node plugin pods (this label selector in $POD_NAMESPACE): peers are found at their container port named "transfer", and readers checked against them')
+  .option('--transfer-trust-configmap <name>', 'the ConfigMap (in $POD_NAMESPACE) whose ca.crt holds the CAs the transfer trusts; kept by `vpool-csi transfer-signer`', 'vpool-csi-transfer-trust')
+  .option('--transfer-signer-name <name>', 'the signer name of this node\'s transfer certificate request (CertificateSigningRequest API)', 'vpool.dev/transfer')
+  .option('--transfer-cert-lifetime <duration>', 'how long a transfer certificate is asked for (renewed at two thirds)', '24h')
+  .option('--transfer-refresh <duration>', 'how often the trust bundle is read again (a rotated CA is taken up within this)', '30s')
   .option('--transfer-rate <bytes>', 'bytes per second one transfer may send (e.g. 100Mi; 0: no limit)', '0')
   .option('--transfer-stall-timeout <duration>', 'a transfer that moves no byte this long (a cut link, a peer gone without a word) is given up on both sides', '60s')
   .option('--log-level <level>', 'error, warn, info or debug', 'info')
@@ -59,6 +62,7 @@ addClientCommands(program);
 addPoolCommands(program);
 addReconcileCommand(program);
 addCheckVolumeCommand(program);
+addTransferSignerCommand(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`vpool-csi: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -39,9 +39,11 @@ export interface ServeOptions extends BackendFlags {
   snapshotImportInterval: string;
   orphanDeleteAfter?: string;
   transferListen?: string;
-  transferTlsDir?: string;
-  transferPeer?: string[];
   transferPeersFromCluster?: string;
+  transferTrustConfigmap: string;
+  transferSignerName: string;
+  transferCertLifetime: string;
+  transferRefresh: string;
   transferRate: string;
   transferStallTimeout: string;
 }

@@ -1,10 +1,11 @@
-import { CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { CertificatesV1Api, CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 
 /** The API clients the driver uses, from one kubeconfig. */
 export interface Kube {
   config: KubeConfig;
   core: CoreV1Api;
   custom: CustomObjectsApi;
+  certificates: CertificatesV1Api;
 }
 
 /**
@@ -18,7 +19,7 @@ export function loadKube(kubeconfig?: string): Kube {
   else if (process.env.KUBECONFIG) config.loadFromDefault();
   else if (process.env.KUBERNETES_SERVICE_HOST) config.loadFromCluster();
   else throw new Error('no Kubernetes API to talk to: pass --kubeconfig, set KUBECONFIG, or run in a pod');
-  return { config, core: config.makeApiClient(CoreV1Api), custom: config.makeApiClient(CustomObjectsApi) };
+  return { config, core: config.makeApiClient(CoreV1Api), custom: config.makeApiClient(CustomObjectsApi), certificates: config.makeApiClient(CertificatesV1Api) };
 }
 
 /** The HTTP status of a failed API call (ApiException.code), or undefined for anything else. */

@@ -2,10 +2,12 @@ import type { V1Pod } from '@kubernetes/client-node';
 import { log } from '../log.js';
 import type { Kube } from './kube.js';
 
-/** A peer's transfer listener (structurally transfer/client's Peer). */
+/** A peer's transfer listener, and the node and pod its certificate must name (structurally transfer/client's Peer). */
 export interface PeerAddress {
   host: string;
   port: number;
+  node: string;
+  pod: { namespace: string; name: string; uid: string };
 }
 
 export interface ClusterPeersOptions {
@@ -40,7 +42,9 @@ export function clusterPeers(kube: Kube, o: ClusterPeersOptions): () => Promise<
 }
 
 function peerOf(pod: V1Pod, self: string): PeerAddress[] {
-  if (pod.spec?.nodeName === self || pod.status?.phase !== 'Running' || !pod.status.podIP) return [];
+  const node = pod.spec?.nodeName;
+  const { name, namespace, uid } = pod.metadata ?? {};
+  if (!node || node === self || pod.status?.phase !== 'Running' || !pod.status.podIP || !name || !namespace || !uid || pod.metadata?.deletionTimestamp) return [];
   const port = (pod.spec?.containers ?? []).flatMap((c) => c.ports ?? []).find((p) => p.name === 'transfer')?.containerPort;
-  return port ? [{ host: pod.status.podIP, port }] : [];
+  return port ? [{ host: pod.status.podIP, port, node, pod: { namespace, name, uid } }] : [];
 }

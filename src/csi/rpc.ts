@@ -11,6 +11,7 @@ const CODE: Record<ErrorKind, grpc.status> = {
   conflict: grpc.status.ALREADY_EXISTS,
   'out-of-range': grpc.status.OUT_OF_RANGE,
   exhausted: grpc.status.RESOURCE_EXHAUSTED,
+  denied: grpc.status.PERMISSION_DENIED,
   precondition: grpc.status.FAILED_PRECONDITION,
   busy: grpc.status.ABORTED,
   unsupported: grpc.status.UNIMPLEMENTED,

@@ -5,7 +5,7 @@ import { AlignedBuffers } from '../transfer/aligned.js';
 import { snapshotLock, volumeLock, type KeyedLocks } from '../locks.js';
 import { log } from '../log.js';
 import type { PoolBackend, WritableData } from '../pool/backend.js';
-import type { Peer, TransferClient } from '../transfer/client.js';
+import type { Claim, Peer, TransferClient } from '../transfer/client.js';
 import type { TransferKind, TransferSource } from '../transfer/server.js';
 import { WriteQueue } from '../transfer/write-queue.js';
 
@@ -30,13 +30,16 @@ function hold(locks: KeyedLocks, keys: string[]): Promise<() => void> {
  * the same lock DeleteVolume and DeleteSnapshot take, so a delete waits for the end of the stream
  * (or answers ABORTED past its wait, and the CO retries).
  */
-export function transferSource(backend: PoolBackend, locks: KeyedLocks): TransferSource {
+export function transferSource(pool: () => PoolBackend | undefined, locks: KeyedLocks): TransferSource {
   return {
     async size(kind, id) {
+      const backend = pool();
+      if (!backend) return null; // the served pool is not open yet: nothing is here
       return kind === 'volume' ? ((await backend.getVolume(id))?.capacityBytes ?? null) : ((await backend.getSnapshot(id))?.sizeBytes ?? null);
     },
     async open(kind, id) {
-      if (!backend.openData) return null;
+      const backend = pool();
+      if (!backend?.openData) return null;
       const release = await hold(locks, [lockOf(kind, id)]);
       try {
         const data = await backend.openData(kind, id);
@@ -63,7 +66,7 @@ export function transferSource(backend: PoolBackend, locks: KeyedLocks): Transfe
 }
 
 /** The fill of a new volume from a peer: each frame written where it belongs, the rest left as zeros. */
-export function fillFromPeer(client: TransferClient, peer: Peer, kind: TransferKind, id: string, size: number): (target: WritableData) => Promise<void> {
+export function fillFromPeer(client: TransferClient, peer: Peer, kind: TransferKind, id: string, claim: Claim, size: number): (target: WritableData) => Promise<void> {
   return async (target) => {
     const fh = await open(target.path, 'r+');
     const direct = await open(target.path, constants.O_RDWR | constants.O_DIRECT).catch(() => null);
@@ -71,10 +74,10 @@ export function fillFromPeer(client: TransferClient, peer: Peer, kind: TransferK
     const writes = new WriteQueue({ buffered: fh, direct }, buffers);
     try {
       const started = performance.now();
-      const { bytes } = await client.fetch(peer, kind, id, size, (offset, data) => writes.add(offset, data), (n) => buffers.get(n));
+      const { bytes } = await client.fetch(peer, kind, id, claim, size, (offset, data) => writes.add(offset, data), (n) => buffers.get(n));
       await writes.drain();
       const seconds = (performance.now() - started) / 1000;
-      log.info('received a volume from a peer', { kind, id, peer: `${peer.host}:${peer.port}`, bytes, seconds: Number(seconds.toFixed(3)), mibPerSecond: Number((bytes / 1048576 / Math.max(seconds, 1e-6)).toFixed(1)) });
+      log.info('received a volume from a peer', { kind, id, peer: peer.node, claim: `${claim.namespace}/${claim.name}`, bytes, seconds: Number(seconds.toFixed(3)), mibPerSecond: Number((bytes / 1048576 / Math.max(seconds, 1e-6)).toFixed(1)) });
     } finally {
       await writes.drain().catch(() => undefined);
       await direct?.close();

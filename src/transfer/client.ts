@@ -1,40 +1,54 @@
 import https from 'node:https';
+import type { PeerCertificate } from 'node:tls';
 import { callSignal } from '../call-context.js';
-import { DriverError, unavailable } from '../errors.js';
+import { denied, DriverError, unavailable } from '../errors.js';
 import { log } from '../log.js';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { UPGRADE, type TransferKind } from './server.js';
-import { TRANSFER_SERVER_NAME, type TransferTls } from './tls.js';
+import type { TransferCredentials } from './credentials.js';
+import { identityFromSan } from './identity.js';
 import { transferEnded } from './events.js';
 import { FrameReader } from './wire.js';
 
-/** A peer's transfer listener: host (a name or an address) and port. */
+/** A peer's transfer listener, and the node and pod its certificate must name. */
 export interface Peer {
   host: string;
   port: number;
+  node: string;
+  pod: { namespace: string; name: string; uid: string };
 }
 
-export function parsePeer(s: string): Peer {
-  const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(s);
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || !(port > 0 && port < 65536)) throw new Error(`a transfer peer is host:port, not ${JSON.stringify(s)}`);
-  return { host: m[1].replace(/^\[|\]$/g, ''), port };
+/** The claim a read is for (the server checks it is this node's and names the source). */
+export interface Claim {
+  namespace: string;
+  name: string;
 }
 
-const label = (p: Peer) => `${p.host}:${p.port}`;
+const label = (p: Peer) => `node ${p.node} (${p.host}:${p.port})`;
+const reasonOf = (res: IncomingMessage) => {
+  const r = res.headers['x-vpool-reason'];
+  try {
+    return typeof r === 'string' ? decodeURIComponent(r) : '';
+  } catch {
+    return '';
+  }
+};
 
 /**
- * Reads volumes and snapshots from peers' transfer listeners, with this node's certificate
- * (mutual TLS); a peer must present a certificate of the same CA, for the transfer name.
+ * Reads volumes and snapshots from the node that holds them, with this node's certificate (mutual
+ * TLS): the node is the one the cluster says holds the claim's source, and the peer must present a
+ * certificate of a trusted CA naming that node and its plugin pod, or nothing is asked of it.
  */
 export class TransferClient {
   private readonly timeoutMs: number;
   private readonly stallMs: number;
 
   constructor(
-    private readonly tls: TransferTls,
+    private readonly credentials: TransferCredentials,
     private readonly peers: () => Promise<Peer[]> | Peer[],
+    /** The node holding kind/id for this claim, from the cluster (throws when it does not say). */
+    private readonly holderOf: (kind: TransferKind, id: string, claim: Claim) => Promise<string>,
     /** timeoutMs: for an answer; stallMs: for the next byte of a stream (a cut link sends no reset). */
     o: { timeoutMs?: number; stallMs?: number } = {},
   ) {
@@ -43,18 +57,25 @@ export class TransferClient {
   }
 
   /** A request; a GET asks to upgrade to the frame stream, and its answer then comes with the bare socket. */
-  private request(peer: Peer, method: 'HEAD' | 'GET', kind: TransferKind, id: string): Promise<{ res: IncomingMessage; socket?: Socket; head?: Buffer }> {
+  private request(peer: Peer, method: 'HEAD' | 'GET', kind: TransferKind, id: string, claim: Claim): Promise<{ res: IncomingMessage; socket?: Socket; head?: Buffer }> {
+    const m = this.credentials.material;
+    if (!m) return Promise.reject(unavailable('this node has no transfer certificate yet (its certificate request is not answered)'));
     return new Promise((resolve, reject) => {
       const req = https.request({
         host: peer.host,
         port: peer.port,
         method,
-        path: `/v1/${kind === 'volume' ? 'volumes' : 'snapshots'}/${encodeURIComponent(id)}`,
+        path: `/v1/${kind === 'volume' ? 'volumes' : 'snapshots'}/${encodeURIComponent(id)}?claim=${encodeURIComponent(`${claim.namespace}/${claim.name}`)}`,
         headers: method === 'GET' ? { connection: 'Upgrade', upgrade: UPGRADE } : {},
-        ca: this.tls.ca,
-        cert: this.tls.cert,
-        key: this.tls.key,
-        servername: TRANSFER_SERVER_NAME,
+        ca: m.trust,
+        cert: m.cert,
+        key: m.key,
+        // The peer is the node it was meant to be: its certificate names that node and its plugin pod.
+        checkServerIdentity: (_host: string, cert: PeerCertificate) => {
+          const who = identityFromSan(cert.subjectaltname);
+          if (who?.node === peer.node && who.pod.uid === peer.pod.uid) return undefined;
+          return new Error(`the transfer peer at ${peer.host}:${peer.port} is ${who ? `node ${who.node} (pod ${who.pod.name})` : 'no node'}, not node ${peer.node} (pod ${peer.pod.name})`);
+        },
         minVersion: 'TLSv1.3',
         agent: false,
         timeout: this.timeoutMs,
@@ -72,19 +93,31 @@ export class TransferClient {
     });
   }
 
-  /** The peer holding a volume or snapshot, and its size; null when no peer has it (or none answers). */
-  async locate(kind: TransferKind, id: string): Promise<{ peer: Peer; size: number } | null> {
-    const peers = await this.peers();
-    const asks = peers.map(async (peer) => {
-      const { res } = await this.request(peer, 'HEAD', kind, id);
-      res.resume();
-      if (res.statusCode !== 200) return null;
-      const size = Number(res.headers['x-vpool-size']);
-      return Number.isSafeInteger(size) && size > 0 ? { peer, size } : null;
+  /** A refusal or failure as the caller's error: a peer's refusal is PERMISSION_DENIED, the rest retryable. */
+  private answerError(peer: Peer, res: IncomingMessage, kind: TransferKind, id: string): DriverError {
+    const reason = reasonOf(res);
+    if (res.statusCode === 403) return denied(`${label(peer)} refused to send ${kind} ${id}: ${reason || 'not authorized'}`);
+    return unavailable(`${label(peer)} answered ${res.statusCode} for ${kind} ${id}${reason ? `: ${reason}` : ''}`);
+  }
+
+  /**
+   * The peer holding a volume or snapshot for this claim, and its size: the node the cluster names
+   * as the holder, asked alone. Null when that node says it has no such source.
+   */
+  async locate(kind: TransferKind, id: string, claim: Claim): Promise<{ peer: Peer; size: number } | null> {
+    const holder = await this.holderOf(kind, id, claim);
+    const peer = (await this.peers()).find((p) => p.node === holder);
+    if (!peer) throw unavailable(`${kind} ${id} is on node ${holder}, which has no running plugin with a transfer listener`);
+    const { res } = await this.request(peer, 'HEAD', kind, id, claim).catch((err: unknown) => {
+      log.warn('a transfer peer did not answer', { peer: label(peer), err: String(err) });
+      throw err instanceof DriverError ? err : unavailable(`${label(peer)} did not answer: ${String(err)}`);
     });
-    const answers = await Promise.allSettled(asks);
-    for (const [i, a] of answers.entries()) if (a.status === 'rejected') log.warn('a transfer peer did not answer', { peer: label(peers[i]), err: String(a.reason) });
-    return answers.map((a) => (a.status === 'fulfilled' ? a.value : null)).find((a) => a !== null) ?? null;
+    res.resume();
+    if (res.statusCode === 404) return null;
+    if (res.statusCode !== 200) throw this.answerError(peer, res, kind, id);
+    const size = Number(res.headers['x-vpool-size']);
+    if (!(Number.isSafeInteger(size) && size > 0)) throw unavailable(`${label(peer)} gave no size for ${kind} ${id}`);
+    return { peer, size };
   }
 
   /**
@@ -92,14 +125,14 @@ export class TransferClient {
    * the end-to-end checksum matched; anything less (a cut, a bad frame, a wrong digest) rejects,
    * and the caller throws away what was written.
    */
-  async fetch(peer: Peer, kind: TransferKind, id: string, size: number, write: (offset: number, data: Buffer) => Promise<void>, alloc?: (n: number) => Buffer): Promise<{ bytes: number; seconds: number }> {
+  async fetch(peer: Peer, kind: TransferKind, id: string, claim: Claim, size: number, write: (offset: number, data: Buffer) => Promise<void>, alloc?: (n: number) => Buffer): Promise<{ bytes: number; seconds: number }> {
     const started = performance.now();
-    const { res, socket, head } = await this.request(peer, 'GET', kind, id).catch((err: unknown) => {
+    const { res, socket, head } = await this.request(peer, 'GET', kind, id, claim).catch((err: unknown) => {
       throw err instanceof DriverError ? err : unavailable(`transfer peer ${label(peer)}: ${String(err)}`);
     });
     if (!socket) {
       res.resume();
-      throw unavailable(`transfer peer ${label(peer)} answered ${res.statusCode} for ${kind} ${id}`);
+      throw this.answerError(peer, res, kind, id);
     }
     if (Number(res.headers['x-vpool-size']) !== size) {
       socket.destroy();

@@ -7,7 +7,8 @@ import { isId } from '../ids.js';
 import { log } from '../log.js';
 import { transferEnded } from './events.js';
 import { dataChunks } from './extents.js';
-import type { TransferTls } from './tls.js';
+import type { TransferCredentials } from './credentials.js';
+import { describe as describePeer, identityFromSan, type PeerIdentity } from './identity.js';
 import { endFrame, frame } from './wire.js';
 
 export type TransferKind = 'volume' | 'snapshot';
@@ -28,10 +29,21 @@ export interface TransferSource {
   open(kind: TransferKind, id: string): Promise<OpenedSource | null>;
 }
 
+/** A read as asked: by whom (the certificate's identity), from where, what, and for which claim. */
+export interface ReadRequest {
+  who: PeerIdentity;
+  address: string;
+  kind: TransferKind;
+  id: string;
+  claim: { namespace: string; name: string } | null;
+}
+
 export interface TransferServerOptions {
   host: string;
   port: number;
-  tls: TransferTls;
+  credentials: TransferCredentials;
+  /** Why this read is refused, or null when it may go ahead (throws when that cannot be decided now). */
+  authorize(r: ReadRequest): Promise<string | null>;
   source: TransferSource;
   /** Bytes per second each transfer may send; 0: no limit. */
   bytesPerSecond?: number;
@@ -43,13 +55,21 @@ export interface TransferServerOptions {
 /** What the socket may hold before a write waits: several chunks, so it never runs dry while the next is read. */
 const SEND_BUFFER = 4 * 1024 * 1024;
 
-const ROUTE = /^\/v1\/(volumes|snapshots)\/([^/?]+)$/;
+const ROUTE = /^\/v1\/(volumes|snapshots)\/([^/]+)$/;
 /** The protocol a GET switches to: frames (wire.ts) straight on the TLS socket, no HTTP chunking to parse. */
 export const UPGRADE = 'vpool-transfer/1';
+const NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
-function route(req: IncomingMessage): { kind: TransferKind; id: string } | null {
-  const m = ROUTE.exec(req.url ?? '');
-  if (!m) return null;
+/** What a request asks for: `/v1/{volumes|snapshots}/<id>?claim=<namespace>/<name>`; null when malformed. */
+function route(req: IncomingMessage): { kind: TransferKind; id: string; claim: ReadRequest['claim'] } | null {
+  let url: URL;
+  try {
+    url = new URL(req.url ?? '', 'https://peer');
+  } catch {
+    return null;
+  }
+  const m = ROUTE.exec(url.pathname);
+  if (!m || [...url.searchParams.keys()].some((k) => k !== 'claim')) return null;
   const kind: TransferKind = m[1] === 'volumes' ? 'volume' : 'snapshot';
   let id: string;
   try {
@@ -57,10 +77,19 @@ function route(req: IncomingMessage): { kind: TransferKind; id: string } | null 
   } catch {
     return null;
   }
-  return isId(kind === 'volume' ? 'vol' : 'snap', id) ? { kind, id } : null;
+  if (!isId(kind === 'volume' ? 'vol' : 'snap', id)) return null;
+  const c = url.searchParams.get('claim');
+  if (c === null) return { kind, id, claim: null };
+  const [namespace, name, ...rest] = c.split('/');
+  return !rest.length && NAME.test(namespace ?? '') && NAME.test(name ?? '') ? { kind, id, claim: { namespace, name } } : null;
 }
 
-const peerOf = (socket: Socket) => String((socket as TLSSocket).getPeerCertificate?.()?.subject?.CN ?? socket.remoteAddress);
+/** The peer's identity from its certificate (verified against the trusted CAs by the handshake). */
+const identityOf = (socket: Socket): PeerIdentity | null => identityFromSan((socket as TLSSocket).getPeerCertificate?.()?.subjectaltname);
+const peerOf = (socket: Socket) => {
+  const id = identityOf(socket);
+  return id ? describePeer(id) : `an unidentified peer at ${socket.remoteAddress}`;
+};
 
 /**
  * The transfer listener: HTTPS with mutual TLS (TLS 1.3), so only a peer holding a certificate of
@@ -70,21 +99,43 @@ const peerOf = (socket: Socket) => String((socket as TLSSocket).getPeerCertifica
  */
 export async function startTransferServer(o: TransferServerOptions): Promise<{ port: number; close(): Promise<void> }> {
   const streams = new Set<Socket>();
-  const server = https.createServer({ ca: o.tls.ca, cert: o.tls.cert, key: o.tls.key, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', highWaterMark: SEND_BUFFER }, (req, res) => {
+  const material = await o.credentials.ready();
+  const tlsOf = (m: typeof material) => ({ ca: m.trust, cert: m.cert, key: m.key });
+  const server = https.createServer({ ...tlsOf(material), requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', highWaterMark: SEND_BUFFER }, (req, res) => {
     const r = route(req);
     if (!r || req.method !== 'HEAD') {
       // A GET must ask for the upgrade (it arrives as 'upgrade', not here).
       res.writeHead(r && req.method === 'GET' ? 426 : 400, r && req.method === 'GET' ? { upgrade: UPGRADE, connection: 'Upgrade' } : {}).end();
       return;
     }
-    void o.source.size(r.kind, r.id).then(
-      (size) => res.writeHead(size === null ? 404 : 200, size === null ? {} : { 'x-vpool-size': String(size) }).end(),
-      (err: unknown) => {
-        log.error('a transfer peer asked for a size that could not be read', { ...r, peer: peerOf(req.socket), err: String(err) });
-        res.writeHead(500).end();
-      },
-    );
+    void check(req.socket, r).then(async (refused) => {
+      if (refused) return void res.writeHead(refused.status, { 'x-vpool-reason': encodeURIComponent(refused.reason) }).end();
+      const size = await o.source.size(r.kind, r.id);
+      res.writeHead(size === null ? 404 : 200, size === null ? {} : { 'x-vpool-size': String(size) }).end();
+    }).catch((err: unknown) => {
+      log.error('a transfer peer asked for a size that could not be read', { kind: r.kind, id: r.id, peer: peerOf(req.socket), err: String(err) });
+      res.writeHead(500).end();
+    });
   });
+  // A renewed certificate or a rotated CA is taken by the next handshake: nothing restarts.
+  o.credentials.onChange((m) => server.setSecureContext({ ...tlsOf(m), minVersion: 'TLSv1.3' }));
+  /** Who asks, and whether they may: null to go ahead, else the HTTP status and the reason (logged with the peer's name and claim). */
+  const check = async (socket: Socket, r: NonNullable<ReturnType<typeof route>>): Promise<{ status: number; reason: string } | null> => {
+    const who = identityOf(socket);
+    const claim = r.claim ? `${r.claim.namespace}/${r.claim.name}` : undefined;
+    if (!who) {
+      log.warn('refused a transfer read: the certificate names no node', { kind: r.kind, id: r.id, remote: socket.remoteAddress, claim });
+      return { status: 403, reason: 'the client certificate names no node' };
+    }
+    const reason = await o.authorize({ who, address: socket.remoteAddress ?? '', kind: r.kind, id: r.id, claim: r.claim }).catch((err: unknown) => {
+      log.warn('a transfer read could not be authorized now', { kind: r.kind, id: r.id, node: who.node, pod: who.pod.name, claim, err: String(err) });
+      return 'unavailable';
+    });
+    if (reason === 'unavailable') return { status: 503, reason: 'the read could not be authorized now (the Kubernetes API did not answer)' };
+    if (reason === null) return null;
+    log.warn('refused a transfer read', { kind: r.kind, id: r.id, node: who.node, pod: `${who.pod.namespace}/${who.pod.name}`, remote: socket.remoteAddress, claim, reason });
+    return { status: 403, reason };
+  };
   server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     const r = route(req);
     const answer = (status: string) => socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
@@ -96,12 +147,19 @@ export async function startTransferServer(o: TransferServerOptions): Promise<{ p
     const stallMs = o.stallMs ?? 60_000;
     socket.setTimeout(stallMs, () => socket.destroy(new Error(`the receiver took nothing for ${stallMs / 1000} s`)));
     const peer = peerOf(socket);
-    void serve(o, r.kind, r.id, socket, peer, answer).catch((err: unknown) => {
+    void check(socket, r).then((refused) => {
+      if (refused) {
+        answer(`${refused.status} ${refused.status === 403 ? 'Forbidden' : 'Service Unavailable'}\r\nx-vpool-reason: ${encodeURIComponent(refused.reason)}`);
+        return;
+      }
+      return serve(o, r.kind, r.id, socket, peer, answer);
+    }).catch((err: unknown) => {
       log.error('a transfer failed on the sending side', { ...r, peer, err: String(err) });
       socket.destroy();
     });
   });
   server.on('tlsClientError', (err, socket) => log.warn('refused a transfer peer', { remote: socket.remoteAddress, reason: err.message }));
+
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(o.port, o.host, () => resolve());

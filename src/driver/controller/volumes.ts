@@ -107,14 +107,16 @@ export async function createVolume(ctx: ControllerContext, req: NewVolume): Prom
     if (source) {
       let sourceBytes = source.kind === 'snapshot' ? (await ctx.backend.getSnapshot(source.id))?.sizeBytes : (await ctx.backend.getVolume(source.id))?.capacityBytes;
       if (sourceBytes === undefined && ctx.transfer) {
-        // Not in this node's pool: another node's, streamed here (transfer/).
-        const remote = await ctx.transfer.locate(source.kind, source.id);
+        // Not in this node's pool: the node holding it sends it, for this claim only (transfer/).
+        if (!params.pvcName || !params.pvcNamespace) throw notFound(`source ${source.kind} ${source.id} is not on this node, and the request names no claim to fetch it from another node for (external-provisioner's --extra-create-metadata)`);
+        const claim = { namespace: params.pvcNamespace, name: params.pvcName };
+        const remote = await ctx.transfer.locate(source.kind, source.id, claim);
         if (remote) {
           sourceBytes = remote.size;
-          fill = fillFromPeer(ctx.transfer, remote.peer, source.kind, source.id, remote.size);
+          fill = fillFromPeer(ctx.transfer, remote.peer, source.kind, source.id, claim, remote.size);
         }
       }
-      if (sourceBytes === undefined) throw notFound(`source ${source.kind} ${source.id} does not exist${ctx.transfer ? ' on this node or on a peer' : ''}`);
+      if (sourceBytes === undefined) throw notFound(`source ${source.kind} ${source.id} does not exist${ctx.transfer ? ' on this node or on the node holding it' : ''}`);
       if (range.limit && range.limit < sourceBytes) throw outOfRange(`the source ${source.kind} is ${sourceBytes} bytes, more than limit_bytes ${range.limit}`);
       minBytes = Math.max(minBytes, sourceBytes);
     }

@@ -1,0 +1,140 @@
+import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
+import { TOPOLOGY_KEY } from '../driver/context.js';
+import type { PeerIdentity } from '../transfer/identity.js';
+import type { TransferKind } from '../transfer/server.js';
+import { statusOf, type Kube } from './kube.js';
+import { matchesSelector } from './label-selector.js';
+
+/** The claim a restore or clone is for, as external-provisioner names it (--extra-create-metadata). */
+export interface Claim {
+  namespace: string;
+  name: string;
+}
+
+/** The source a claim's data source resolves to, and the node that holds it (null: the cluster does not say yet). */
+export interface ClaimSource {
+  kind: TransferKind;
+  id: string;
+  holder: string | null;
+}
+
+export interface AccessOptions {
+  /** The CSI driver name: only its volumes and snapshots resolve. */
+  driver: string;
+  /** The driver's namespace and its node plugin pods' label selector. */
+  namespace: string;
+  nodeSelector: string;
+}
+
+export const SELECTED_NODE = 'volume.kubernetes.io/selected-node';
+const MANAGED_BY = 'snapshot.storage.kubernetes.io/managed-by';
+const SNAPSHOTS = { group: 'snapshot.storage.k8s.io', version: 'v1' } as const;
+
+/** Why a read is refused; the message names the claim and what did not hold. */
+export class Refusal extends Error {}
+
+/**
+ * Who may read what across nodes, decided from the Kubernetes API: a node may read a volume or a
+ * snapshot only for a claim of its own — one the scheduler selected onto it, not bound yet, whose data
+ * source (a VolumeSnapshot through its bound content's handle, or a PVC through its bound PV's handle)
+ * is exactly that volume or snapshot of this driver. The same resolution tells a reader which node
+ * holds the source, so it asks that node and no other.
+ */
+export class TransferAccess {
+  constructor(
+    private readonly kube: Kube,
+    private readonly o: AccessOptions,
+  ) {}
+
+  /** The sender's check: resolves when `who`, connecting from `address`, may read kind/id for `claim`; throws a Refusal saying why not. */
+  async authorize(who: PeerIdentity, address: string, kind: TransferKind, id: string, claim: Claim | null): Promise<void> {
+    if (!claim) throw new Refusal('the request names no claim');
+    await this.livePeer(who, address);
+    const pvc = await this.claim(claim);
+    const selected = pvc.metadata?.annotations?.[SELECTED_NODE];
+    if (selected !== who.node) throw new Refusal(`claim ${show(claim)} is selected onto ${selected ? `node ${selected}` : 'no node'}, not ${who.node}`);
+    const source = await this.resolve(pvc);
+    if (source.kind !== kind || source.id !== id) throw new Refusal(`claim ${show(claim)} restores ${source.kind} ${source.id}, not ${kind} ${id}`);
+  }
+
+  /** The reader's side: the node holding the source of this claim, checked to be kind/id. */
+  async holder(kind: TransferKind, id: string, claim: Claim): Promise<string> {
+    const source = await this.resolve(await this.claim(claim));
+    if (source.kind !== kind || source.id !== id) throw new Refusal(`claim ${show(claim)} restores ${source.kind} ${source.id}, not ${kind} ${id}`);
+    if (!source.holder) throw new Refusal(`the cluster does not say yet which node holds ${kind} ${id} (its VolumeSnapshotContent has no ${MANAGED_BY} label)`);
+    return source.holder;
+  }
+
+  /** The credential's pod is alive, a node plugin of the driver, on the node it names, and the connection comes from it. */
+  private async livePeer(who: PeerIdentity, address: string): Promise<void> {
+    if (who.pod.namespace !== this.o.namespace) throw new Refusal(`the credential names pod ${who.pod.namespace}/${who.pod.name}, outside the driver's namespace`);
+    const pod = await this.kube.core.readNamespacedPod({ name: who.pod.name, namespace: who.pod.namespace }).catch((err: unknown) => {
+      if (statusOf(err) === 404) return null;
+      throw err;
+    });
+    // A deleted or replaced pod revokes its credential: the certificate names the pod's UID.
+    if (!pod || pod.metadata?.uid !== who.pod.uid) throw new Refusal(`the credential's pod ${who.pod.name} (${who.pod.uid}) no longer exists`);
+    if (pod.metadata?.deletionTimestamp) throw new Refusal(`the credential's pod ${who.pod.name} is being deleted`);
+    if (pod.spec?.nodeName !== who.node) throw new Refusal(`the credential's pod ${who.pod.name} runs on ${pod.spec?.nodeName}, not ${who.node}`);
+    if (!matchesSelector(this.o.nodeSelector, pod.metadata?.labels ?? {})) throw new Refusal(`the credential's pod ${who.pod.name} is not a node plugin pod`);
+    const ips = (pod.status?.podIPs?.map((p) => p.ip) ?? [pod.status?.podIP]).filter((ip): ip is string => !!ip);
+    const from = address.replace(/^::ffff:/, '');
+    if (!ips.includes(from)) throw new Refusal(`the credential of ${who.node} is used from ${from}, not from its pod (${ips.join(', ') || 'no IP'})`);
+  }
+
+  private async claim(c: Claim): Promise<V1PersistentVolumeClaim> {
+    const pvc = await this.kube.core.readNamespacedPersistentVolumeClaim({ name: c.name, namespace: c.namespace }).catch((err: unknown) => {
+      if (statusOf(err) === 404) return null;
+      throw err;
+    });
+    if (!pvc) throw new Refusal(`claim ${show(c)} does not exist`);
+    if (pvc.spec?.volumeName) throw new Refusal(`claim ${show(c)} is bound already (to ${pvc.spec.volumeName}): nothing is provisioned for it`);
+    return pvc;
+  }
+
+  /** The claim's data source, through its bound objects, to this driver's handle and where it lives. */
+  async resolve(pvc: V1PersistentVolumeClaim): Promise<ClaimSource> {
+    const c = { namespace: pvc.metadata!.namespace!, name: pvc.metadata!.name! };
+    const ds = pvc.spec?.dataSourceRef ?? pvc.spec?.dataSource;
+    if (!ds) throw new Refusal(`claim ${show(c)} has no data source`);
+    const ns = (ds as { namespace?: string }).namespace;
+    if (ns && ns !== c.namespace) throw new Refusal(`claim ${show(c)} names a data source in another namespace (${ns})`);
+    if (ds.kind === 'VolumeSnapshot' && ds.apiGroup === SNAPSHOTS.group) {
+      const vs = (await this.custom('volumesnapshots', ds.name, c.namespace)) as { metadata?: { uid?: string }; status?: { boundVolumeSnapshotContentName?: string } } | null;
+      const contentName = vs?.status?.boundVolumeSnapshotContentName;
+      if (!vs || !contentName) throw new Refusal(`VolumeSnapshot ${c.namespace}/${ds.name} ${vs ? 'is not bound to a content' : 'does not exist'}`);
+      const vsc = (await this.custom('volumesnapshotcontents', contentName)) as {
+        metadata?: { labels?: Record<string, string> };
+        spec?: { driver?: string; volumeSnapshotRef?: { name?: string; namespace?: string; uid?: string }; source?: { snapshotHandle?: string } };
+        status?: { snapshotHandle?: string };
+      } | null;
+      if (!vsc) throw new Refusal(`VolumeSnapshotContent ${contentName} does not exist`);
+      const ref = vsc.spec?.volumeSnapshotRef;
+      if (ref?.name !== ds.name || ref?.namespace !== c.namespace || (ref.uid && ref.uid !== vs.metadata?.uid)) throw new Refusal(`VolumeSnapshotContent ${contentName} is not bound to VolumeSnapshot ${c.namespace}/${ds.name}`);
+      if (vsc.spec?.driver !== this.o.driver) throw new Refusal(`VolumeSnapshotContent ${contentName} is of driver ${vsc.spec?.driver}, not ${this.o.driver}`);
+      const id = vsc.status?.snapshotHandle ?? vsc.spec?.source?.snapshotHandle;
+      if (!id) throw new Refusal(`VolumeSnapshotContent ${contentName} has no snapshot handle yet`);
+      return { kind: 'snapshot', id, holder: vsc.metadata?.labels?.[MANAGED_BY] ?? null };
+    }
+    if (ds.kind === 'PersistentVolumeClaim' && !ds.apiGroup) {
+      const src = await this.kube.core.readNamespacedPersistentVolumeClaim({ name: ds.name, namespace: c.namespace }).catch((err: unknown) => (statusOf(err) === 404 ? null : Promise.reject(err)));
+      if (!src?.spec?.volumeName) throw new Refusal(`source claim ${c.namespace}/${ds.name} ${src ? 'is not bound' : 'does not exist'}`);
+      const pv = await this.kube.core.readPersistentVolume({ name: src.spec.volumeName }).catch((err: unknown) => (statusOf(err) === 404 ? null : Promise.reject(err)));
+      if (!pv) throw new Refusal(`PersistentVolume ${src.spec.volumeName} does not exist`);
+      const ref = pv.spec?.claimRef;
+      if (ref?.name !== ds.name || ref?.namespace !== c.namespace || (ref.uid && ref.uid !== src.metadata?.uid)) throw new Refusal(`PersistentVolume ${pv.metadata?.name} is not bound to claim ${c.namespace}/${ds.name}`);
+      if (pv.spec?.csi?.driver !== this.o.driver) throw new Refusal(`PersistentVolume ${pv.metadata?.name} is not of driver ${this.o.driver}`);
+      const terms = pv.spec?.nodeAffinity?.required?.nodeSelectorTerms ?? [];
+      const holder = terms.flatMap((t) => t.matchExpressions ?? []).find((e) => e.key === TOPOLOGY_KEY && e.operator === 'In' && e.values?.length === 1)?.values?.[0] ?? null;
+      return { kind: 'volume', id: pv.spec.csi.volumeHandle, holder };
+    }
+    throw new Refusal(`claim ${show(c)} has a data source of kind ${ds.kind} (${ds.apiGroup ?? 'core'}), not a VolumeSnapshot or a PersistentVolumeClaim`);
+  }
+
+  private async custom(plural: string, name: string, namespace?: string): Promise<unknown> {
+    const get = namespace ? this.kube.custom.getNamespacedCustomObject({ ...SNAPSHOTS, namespace, plural, name }) : this.kube.custom.getClusterCustomObject({ ...SNAPSHOTS, plural, name });
+    return get.catch((err: unknown) => (statusOf(err) === 404 ? null : Promise.reject(err)));
+  }
+}
+
+const show = (c: Claim) => `${c.namespace}/${c.name}`;

@@ -1,0 +1,44 @@
+/**
+ * Who a transfer certificate speaks for. Each node plugin's certificate names its node and the pod
+ * it was issued to, as URI subject alternative names the signer writes from what the API server
+ * proved about the requester (never from what the request asked for):
+ *   urn:vpool-csi:node:<node name>
+ *   urn:vpool-csi:pod:<namespace>:<pod name>:<pod uid>
+ * A certificate with anything else, or with either missing, speaks for no one.
+ */
+export interface PeerIdentity {
+  node: string;
+  pod: { namespace: string; name: string; uid: string };
+}
+
+const NODE = 'urn:vpool-csi:node:';
+const POD = 'urn:vpool-csi:pod:';
+/** Kubernetes object names (RFC 1123 subdomains, lowercase) and UIDs: nothing that could smuggle a separator. */
+const NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+const UID = /^[0-9a-fA-F-]{1,64}$/;
+
+export function identityUris(id: PeerIdentity): string[] {
+  return [`${NODE}${id.node}`, `${POD}${id.pod.namespace}:${id.pod.name}:${id.pod.uid}`];
+}
+
+export function validIdentity(id: PeerIdentity): boolean {
+  return NAME.test(id.node) && NAME.test(id.pod.namespace) && NAME.test(id.pod.name) && UID.test(id.pod.uid);
+}
+
+/**
+ * The identity in a certificate's subjectAltName as Node prints it ("URI:a, URI:b"); null unless it
+ * holds exactly one node URI, one pod URI and nothing else.
+ */
+export function identityFromSan(san: string | undefined): PeerIdentity | null {
+  if (!san) return null;
+  const entries = san.split(', ');
+  if (entries.length !== 2 || !entries.every((e) => e.startsWith('URI:'))) return null;
+  const uris = entries.map((e) => e.slice(4));
+  const node = uris.find((u) => u.startsWith(NODE))?.slice(NODE.length);
+  const pod = uris.find((u) => u.startsWith(POD))?.slice(POD.length).split(':');
+  if (node === undefined || !pod || pod.length !== 3) return null;
+  const id = { node, pod: { namespace: pod[0], name: pod[1], uid: pod[2] } };
+  return validIdentity(id) ? id : null;
+}
+
+export const describe = (id: PeerIdentity) => `node ${id.node} (pod ${id.pod.namespace}/${id.pod.name})`;
