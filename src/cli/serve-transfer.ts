@@ -1,5 +1,5 @@
 import type { DriverContext } from '../driver/context.js';
-import { errorMessage, unavailable } from '../errors.js';
+import { denied, errorMessage, unavailable } from '../errors.js';
 import { parseDuration, parseQuantity } from '../units.js';
 import type { ServeOptions } from './serve.js';
 
@@ -19,7 +19,7 @@ export async function startTransfer(opts: ServeOptions, ctx: DriverContext): Pro
   if (!selector) throw new Error('--transfer-listen needs --transfer-peers-from-cluster (the node plugin pods\' label selector: peers are found, and checked, by it)');
   const namespace = process.env.POD_NAMESPACE;
   if (!namespace) throw new Error('the transfer needs POD_NAMESPACE (the chart sets it from the pod)');
-  const [{ loadKube }, { clusterPeers }, { TransferAccess, Refusal }, { TransferEnrolment }, { TransferCredentials }, { TransferClient }, { transferSource }] = await Promise.all([
+  const [{ loadKube }, { clusterPeers }, { TransferAccess, Refusal, Mismatch }, { TransferEnrolment }, { TransferCredentials }, { TransferClient }, { transferSource }] = await Promise.all([
     import('../cluster/kube.js'),
     import('../cluster/transfer-peers.js'),
     import('../cluster/transfer-access.js'),
@@ -41,7 +41,7 @@ export async function startTransfer(opts: ServeOptions, ctx: DriverContext): Pro
   enrolment.start();
   const access = new TransferAccess(kube, { driver: ctx.driverName, namespace, nodeSelector: selector });
   const peers = clusterPeers(kube, { namespace, selector, node: ctx.nodeId });
-  ctx.transfer = new TransferClient(credentials, peers, (kind, id, claim) => access.holder(kind, id, claim).catch((err: unknown) => Promise.reject(err instanceof Refusal ? unavailable(errorMessage(err)) : err)), { stallMs: parseDuration(opts.transferStallTimeout) });
+  ctx.transfer = new TransferClient(credentials, peers, (kind, id, claim) => access.holder(kind, id, claim).catch((err: unknown) => Promise.reject(err instanceof Mismatch ? denied(errorMessage(err)) : err instanceof Refusal ? unavailable(errorMessage(err)) : err)), { stallMs: parseDuration(opts.transferStallTimeout) });
   if (!opts.transferListen) return { close: async () => enrolment.stop() };
   const { startTransferServer } = await import('../transfer/server.js');
   const m = /^(.*):(\d{1,5})$/.exec(opts.transferListen);

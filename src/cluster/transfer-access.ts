@@ -32,6 +32,8 @@ const SNAPSHOTS = { group: 'snapshot.storage.k8s.io', version: 'v1' } as const;
 
 /** Why a read is refused; the message names the claim and what did not hold. */
 export class Refusal extends Error {}
+/** A refusal no retry can change: the claim names another source than the one asked for. */
+export class Mismatch extends Refusal {}
 
 /**
  * Who may read what across nodes, decided from the Kubernetes API: a node may read a volume or a
@@ -60,7 +62,7 @@ export class TransferAccess {
   /** The reader's side: the node holding the source of this claim, checked to be kind/id. */
   async holder(kind: TransferKind, id: string, claim: Claim): Promise<string> {
     const source = await this.resolve(await this.claim(claim));
-    if (source.kind !== kind || source.id !== id) throw new Refusal(`claim ${show(claim)} restores ${source.kind} ${source.id}, not ${kind} ${id}`);
+    if (source.kind !== kind || source.id !== id) throw new Mismatch(`claim ${show(claim)} restores ${source.kind} ${source.id}, not ${kind} ${id}`);
     if (!source.holder) throw new Refusal(`the cluster does not say yet which node holds ${kind} ${id} (its VolumeSnapshotContent has no ${MANAGED_BY} label)`);
     return source.holder;
   }

@@ -24,12 +24,12 @@ export interface ClusterPeersOptions {
  * The other nodes' transfer listeners, from the Kubernetes API: the running node plugin pods of the
  * driver (by label, in its namespace), each at its pod IP and the port its container names `transfer`.
  */
-export function clusterPeers(kube: Kube, o: ClusterPeersOptions): () => Promise<PeerAddress[]> {
+export function clusterPeers(kube: Kube, o: ClusterPeersOptions): (fresh?: boolean) => Promise<PeerAddress[]> {
   let cached: { at: number; peers: Promise<PeerAddress[]> } | undefined;
   const ttl = o.ttlMs ?? 10_000;
-  return () => {
+  return (fresh = false) => {
     const now = performance.now();
-    if (!cached || now - cached.at > ttl) {
+    if (!cached || fresh || now - cached.at > ttl) {
       const peers = kube.core.listNamespacedPod({ namespace: o.namespace, labelSelector: o.selector }).then((list) => list.items.flatMap((p) => peerOf(p, o.node)));
       cached = { at: now, peers };
       peers.catch((err: unknown) => {

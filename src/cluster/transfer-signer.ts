@@ -55,8 +55,9 @@ export class TransferSigner {
     private readonly o: SignerOptions,
   ) {}
 
+  /** Syncs now and every resync; a failed pass (the API away, a bad CA Secret) is logged and tried again. */
   async start(): Promise<void> {
-    await this.sync();
+    await this.sync().catch((err) => log.error('transfer signer: sync failed', { error: errorMessage(err) }));
     const tick = () => {
       this.timer = setTimeout(() => void this.sync().catch((err) => log.error('transfer signer: sync failed', { error: errorMessage(err) })).finally(tick), this.o.resyncMs);
     };

@@ -46,7 +46,8 @@ export class TransferClient {
 
   constructor(
     private readonly credentials: TransferCredentials,
-    private readonly peers: () => Promise<Peer[]> | Peer[],
+    /** The running peers; `fresh`: listed now, not from a cache (a peer's pod was replaced). */
+    private readonly peers: (fresh?: boolean) => Promise<Peer[]> | Peer[],
     /** The node holding kind/id for this claim, from the cluster (throws when it does not say). */
     private readonly holderOf: (kind: TransferKind, id: string, claim: Claim) => Promise<string>,
     /** timeoutMs: for an answer; stallMs: for the next byte of a stream (a cut link sends no reset). */
@@ -106,12 +107,22 @@ export class TransferClient {
    */
   async locate(kind: TransferKind, id: string, claim: Claim): Promise<{ peer: Peer; size: number } | null> {
     const holder = await this.holderOf(kind, id, claim);
-    const peer = (await this.peers()).find((p) => p.node === holder);
-    if (!peer) throw unavailable(`${kind} ${id} is on node ${holder}, which has no running plugin with a transfer listener`);
-    const { res } = await this.request(peer, 'HEAD', kind, id, claim).catch((err: unknown) => {
-      log.warn('a transfer peer did not answer', { peer: label(peer), err: String(err) });
-      throw err instanceof DriverError ? err : unavailable(`${label(peer)} did not answer: ${String(err)}`);
-    });
+    const ask = async (fresh: boolean) => {
+      const peer = (await this.peers(fresh)).find((p) => p.node === holder);
+      if (!peer) throw unavailable(`${kind} ${id} is on node ${holder}, which has no running plugin with a transfer listener`);
+      return { peer, answer: await this.request(peer, 'HEAD', kind, id, claim).catch((err: unknown) => err as Error) };
+    };
+    let { peer, answer } = await ask(false);
+    // A failure may be a listing older than the peer's pod (restarted: a new pod, a new address or UID): list again once.
+    if (answer instanceof Error && !(answer instanceof DriverError)) {
+      const again = await ask(true);
+      if (again.peer.pod.uid !== peer.pod.uid || again.peer.host !== peer.host) ({ peer, answer } = again);
+    }
+    if (answer instanceof Error) {
+      log.warn('a transfer peer did not answer', { peer: label(peer), err: String(answer) });
+      throw answer instanceof DriverError ? answer : unavailable(`${label(peer)} did not answer: ${String(answer)}`);
+    }
+    const { res } = answer;
     res.resume();
     if (res.statusCode === 404) return null;
     if (res.statusCode !== 200) throw this.answerError(peer, res, kind, id);

@@ -17,8 +17,15 @@ import { admit, structuralProblems, type Schema } from './openapi-schema.js';
  * - optimistic concurrency: a write whose metadata.resourceVersion is not the current one is a 409
  *   Conflict; a create of an existing name is a 409 AlreadyExists;
  * - a CRD's structural schema: defaults applied, unknown fields pruned, violations a 422 Invalid;
- * - labelSelector (k=v, k!=v, k, !k), fieldSelector metadata.name / metadata.namespace, limit/continue.
- * Nothing else (no auth, admission, garbage collection, server-side apply, strategic merge patch).
+ * - labelSelector (k=v, k!=v, k, !k), fieldSelector metadata.name / metadata.namespace (and
+ *   spec.signerName for CertificateSigningRequests), limit/continue;
+ * - authentication by bearer token where a test names identities (`identify`): a token bound to a
+ *   pod stops authenticating once that pod (by UID) is gone, as a bound ServiceAccount token does;
+ *   an unknown token is a 401. Without any identity named, every request is let in;
+ * - CertificateSigningRequests as the certificates registry keeps them: spec.username, uid, groups
+ *   and extra are the requester's (whatever the body said), the spec is immutable, the /approval
+ *   subresource changes only status.conditions, /status only the rest of status.
+ * Nothing else (no RBAC, admission, garbage collection, server-side apply, strategic merge patch).
  */
 export interface ResourceType {
   group: string; // '' for core
@@ -59,6 +66,21 @@ export const BUILTIN_TYPES: ResourceType[] = [
   { group: '', version: 'v1', plural: 'events', kind: 'Event', namespaced: true, statusSubresource: false },
 ];
 
+/** What the API server knows of a requester (authentication.k8s.io UserInfo). */
+export interface UserInfo {
+  username: string;
+  uid?: string;
+  groups?: string[];
+  extra?: Record<string, string[]>;
+}
+
+export const CSR_TYPE: ResourceType = { group: 'certificates.k8s.io', version: 'v1', plural: 'certificatesigningrequests', kind: 'CertificateSigningRequest', namespaced: false, statusSubresource: true };
+export const POD_TYPE: ResourceType = { group: '', version: 'v1', plural: 'pods', kind: 'Pod', namespaced: true, statusSubresource: true };
+export const CLAIM_TYPE: ResourceType = { group: '', version: 'v1', plural: 'persistentvolumeclaims', kind: 'PersistentVolumeClaim', namespaced: true, statusSubresource: true };
+export const CONFIGMAP_TYPE: ResourceType = { group: '', version: 'v1', plural: 'configmaps', kind: 'ConfigMap', namespaced: true, statusSubresource: false };
+export const SECRET_TYPE: ResourceType = { group: '', version: 'v1', plural: 'secrets', kind: 'Secret', namespaced: true, statusSubresource: false };
+export const SNAPSHOT_TYPE: ResourceType = { group: 'snapshot.storage.k8s.io', version: 'v1', plural: 'volumesnapshots', kind: 'VolumeSnapshot', namespaced: true, statusSubresource: true };
+
 export const SNAPSHOT_CONTENT_TYPE: ResourceType = { group: 'snapshot.storage.k8s.io', version: 'v1', plural: 'volumesnapshotcontents', kind: 'VolumeSnapshotContent', namespaced: false, statusSubresource: true };
 
 /** A ResourceType from a CustomResourceDefinition object (its storage version). */
@@ -96,6 +118,8 @@ export class FakeApiServer {
   /** Runs before a write is applied (once per write); a test uses it to put another writer in between. */
   beforeWrite?: (method: string, plural: string, name: string, subresource?: string) => void;
   url = '';
+  /** Bearer tokens and who they authenticate (empty: no authentication at all). */
+  private readonly tokens = new Map<string, UserInfo>();
 
   constructor(types: ResourceType[] = BUILTIN_TYPES) {
     for (const t of types) this.addType(t);
@@ -105,11 +129,31 @@ export class FakeApiServer {
     this.types.set(t.plural, t);
   }
 
-  async start(): Promise<this> {
+  /** Listens on `host` (127.0.0.1; a test host's address for plugins in network namespaces). */
+  async start(host = '127.0.0.1'): Promise<this> {
     this.server = http.createServer((req, res) => void this.handle(req, res));
-    await new Promise<void>((r) => this.server?.listen(0, '127.0.0.1', r));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    await new Promise<void>((r) => this.server?.listen(0, host, r));
+    this.url = `http://${host}:${(this.server.address() as AddressInfo).port}`;
     return this;
+  }
+
+  /** A bearer token and who it is, as the token authenticator would say. */
+  identify(token: string, user: UserInfo): void {
+    this.tokens.set(token, user);
+  }
+
+  /** Who the request comes from; throws 401 when authentication is on and the token does not authenticate. */
+  private authenticate(req: IncomingMessage): UserInfo | undefined {
+    if (this.tokens.size === 0) return undefined;
+    const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+    const user = token ? this.tokens.get(token) : undefined;
+    const podName = user?.extra?.['authentication.kubernetes.io/pod-name']?.[0];
+    const podUid = user?.extra?.['authentication.kubernetes.io/pod-uid']?.[0];
+    const ns = /^system:serviceaccount:([^:]+):/.exec(user?.username ?? '')?.[1];
+    // A token bound to a pod is valid only while that pod (that UID) exists.
+    if (user && podName && ns && this.get('pods', podName, ns)?.metadata.uid !== podUid) throw new HttpError(401, 'Unauthorized', 'the token\'s pod no longer exists');
+    if (!user) throw new HttpError(401, 'Unauthorized', 'Unauthorized');
+    return user;
   }
 
   async stop(): Promise<void> {
@@ -119,14 +163,14 @@ export class FakeApiServer {
   }
 
   /** A kubeconfig file that points at this server. */
-  async kubeconfig(dir?: string): Promise<string> {
+  async kubeconfig(dir?: string, token = 'fake-token'): Promise<string> {
     const d = dir ?? (await mkdtemp(path.join(os.tmpdir(), 'vpool-kube-')));
-    const file = path.join(d, 'kubeconfig');
+    const file = path.join(d, token === 'fake-token' ? 'kubeconfig' : `kubeconfig-${token}`);
     await writeFile(file, JSON.stringify({
       apiVersion: 'v1',
       kind: 'Config',
       clusters: [{ name: 'fake', cluster: { server: this.url, 'insecure-skip-tls-verify': true } }],
-      users: [{ name: 'fake', user: { token: 'fake-token' } }],
+      users: [{ name: 'fake', user: { token } }],
       contexts: [{ name: 'fake', context: { cluster: 'fake', user: 'fake' } }],
       'current-context': 'fake',
     }));
@@ -186,9 +230,11 @@ export class FakeApiServer {
     const url = new URL(req.url ?? '/', 'http://x');
     this.requests.push(`${req.method} ${url.pathname}${url.search}`);
     try {
+      const user = this.authenticate(req);
       const route = this.route(url.pathname);
       const body = req.method === 'POST' || req.method === 'PUT' ? await readJson(req) : undefined;
       const { type, namespace, name, subresource } = route;
+      if (type.plural === CSR_TYPE.plural && body) this.csrWrite(req.method!, body as KObject, subresource, user, name);
       switch (req.method) {
         case 'GET':
           if (!name) {
@@ -204,7 +250,7 @@ export class FakeApiServer {
           if (!name) throw new HttpError(405, 'MethodNotAllowed', 'PUT to a collection');
           if ((body as KObject)?.metadata?.name !== name) throw new HttpError(400, 'BadRequest', 'the name in the body does not match the URL');
           this.beforeWrite?.('PUT', type.plural, name, subresource);
-          return send(res, 200, this.doUpdate(type, namespace, name, body as KObject, subresource === 'status'));
+          return send(res, 200, this.doUpdate(type, namespace, name, body as KObject, subresource === 'status' || subresource === 'approval'));
         case 'DELETE':
           if (!name) throw new HttpError(405, 'MethodNotAllowed', 'DELETE of a collection');
           return send(res, 200, this.doDelete(type, namespace, name));
@@ -226,6 +272,23 @@ export class FakeApiServer {
     }
   }
 
+  /** The certificates registry's rules, applied to the body before the ordinary write. */
+  private csrWrite(method: string, body: KObject, subresource: string | undefined, user: UserInfo | undefined, name?: string): void {
+    const spec = (body.spec ?? {}) as Record<string, unknown>;
+    if (method === 'POST') {
+      // The requester is whoever authenticated: nothing the body says about it is kept.
+      body.spec = { ...spec, username: user?.username ?? 'system:anonymous', uid: user?.uid, groups: user?.groups ?? ['system:authenticated'], extra: user?.extra };
+      return;
+    }
+    const current = name ? this.get(CSR_TYPE.plural, name) : undefined;
+    if (!current) return;
+    body.spec = current.spec; // immutable after creation
+    const had = (current.status ?? {}) as Record<string, unknown>;
+    const asked = (body.status ?? {}) as Record<string, unknown>;
+    if (subresource === 'approval') body.status = { ...had, conditions: asked.conditions };
+    else if (subresource === 'status') body.status = { ...asked, conditions: had.conditions ?? asked.conditions };
+  }
+
   private route(p: string): { type: ResourceType; namespace?: string; name?: string; subresource?: string } {
     const parts = p.split('/').filter(Boolean);
     let rest: string[];
@@ -242,7 +305,7 @@ export class FakeApiServer {
     if (!type || type.group !== group) throw new HttpError(404, 'NotFound', `the server could not find the requested resource (${p})`);
     if (type.namespaced !== (namespace !== undefined) && rest.length > 1) throw new HttpError(404, 'NotFound', `${type.plural} is ${type.namespaced ? '' : 'not '}namespaced`);
     const subresource = rest[2];
-    if (subresource && !(subresource === 'status' && type.statusSubresource)) throw new HttpError(404, 'NotFound', `no subresource ${subresource}`);
+    if (subresource && !(subresource === 'status' && type.statusSubresource) && !(subresource === 'approval' && type.plural === CSR_TYPE.plural)) throw new HttpError(404, 'NotFound', `no subresource ${subresource}`);
     return { type, namespace, name: rest[1], subresource };
   }
 
@@ -342,6 +405,7 @@ export class FakeApiServer {
         const [k, v] = term.split('=');
         if (k === 'metadata.name') return o.metadata.name === v;
         if (k === 'metadata.namespace') return (o.metadata.namespace ?? '') === v;
+        if (k === 'spec.signerName') return (o.spec as { signerName?: string } | undefined)?.signerName === v;
         throw new HttpError(400, 'BadRequest', `field label not supported: ${k}`);
       });
   }

@@ -8,6 +8,8 @@ const ip = (...args: string[]) => execFileP('ip', args);
 export interface TwoHosts {
   a: { ns: string; addr: string };
   b: { ns: string; addr: string };
+  /** With `hostLink`: this machine's address as each namespace reaches it (a FAKE API server listening there serves both). */
+  host?: { fromA: string; fromB: string };
   /** Runs a command inside a namespace (ip netns exec). */
   wrap(ns: string): string[];
   /** Cuts the link (both ends down) or mends it. */
@@ -15,7 +17,7 @@ export interface TwoHosts {
   remove(): Promise<void>;
 }
 
-export async function twoHosts(tag: string): Promise<TwoHosts> {
+export async function twoHosts(tag: string, o: { hostLink?: boolean } = {}): Promise<TwoHosts> {
   const id = `${tag}${process.pid % 10000}`;
   const [nsA, nsB, vA, vB] = [`${id}a`, `${id}b`, `v${id}a`, `v${id}b`];
   const subnet = 64 + (process.pid % 100);
@@ -35,9 +37,27 @@ export async function twoHosts(tag: string): Promise<TwoHosts> {
     await ip('-n', ns, 'link', 'set', dev, 'up');
     await ip('-n', ns, 'link', 'set', 'lo', 'up');
   }
+  let host: TwoHosts['host'];
+  if (o.hostLink) {
+    // A point-to-point link from this machine into each namespace: what a pod's route to the API server is.
+    const ends: string[] = [];
+    for (const [i, ns] of [[1, nsA], [2, nsB]] as const) {
+      const [out, inside] = [`h${id}${i}`, `g${id}${i}`];
+      await ip('link', 'del', out).catch(() => undefined);
+      await ip('link', 'add', out, 'type', 'veth', 'peer', 'name', inside);
+      await ip('link', 'set', inside, 'netns', ns);
+      await ip('addr', 'add', `10.${subnet}.${i}.1/30`, 'dev', out);
+      await ip('link', 'set', out, 'up');
+      await ip('-n', ns, 'addr', 'add', `10.${subnet}.${i}.2/30`, 'dev', inside);
+      await ip('-n', ns, 'link', 'set', inside, 'up');
+      ends.push(`10.${subnet}.${i}.1`);
+    }
+    host = { fromA: ends[0], fromB: ends[1] };
+  }
   return {
     a,
     b,
+    host,
     wrap: (ns) => ['ip', 'netns', 'exec', ns],
     link: async (up) => {
       await ip('-n', nsA, 'link', 'set', vA, up ? 'up' : 'down');

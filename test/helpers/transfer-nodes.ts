@@ -1,84 +1,198 @@
-import { rm } from 'node:fs/promises';
-import { makeCa } from './certs.js';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { blockCap } from './csi.js';
-import { finish, startDriver, tempDir, type Driver } from './driver.js';
+import { BIN, finish, startDriver, tempDir, type Driver } from './driver.js';
+import { BUILTIN_TYPES, CLAIM_TYPE, CONFIGMAP_TYPE, CSR_TYPE, FakeApiServer, POD_TYPE, SECRET_TYPE, SNAPSHOT_CONTENT_TYPE, SNAPSHOT_TYPE } from './fake-apiserver.js';
+import { pollUntil } from './libvirt.js';
 import { twoHosts, type TwoHosts } from './netns.js';
+
+export const NAMESPACE = 'vpool';
+export const DRIVER = 'vpool.csi.dev';
+export const NODE_SELECTOR = 'app.kubernetes.io/name=vpool-csi,app.kubernetes.io/component=node';
+const NODE_SA = 'vpool-csi-node';
+const LABELS = { 'app.kubernetes.io/name': 'vpool-csi', 'app.kubernetes.io/component': 'node' };
 
 /**
  * Two node plugins, each in its own network namespace (a veth pair between them) and with its own
- * file pool; B takes from A what a CreateVolume on B names and B's pool lacks. Every cross-node test
- * starts its plugins through here, so how the two are made to trust each other (certificates, the
- * cluster objects a read is authorized by) is set up in one place.
+ * file pool, in a cluster modelled by the FAKE API server (none can run here): each plugin's pod
+ * (name, UID, node, IP), a bound ServiceAccount token per pod (the API server records its pod and node
+ * on every CertificateSigningRequest it makes, and stops taking it once the pod is gone), and the
+ * real `vpool-csi transfer-signer` issuing their certificates. B takes from A what a CreateVolume on
+ * B names for a claim of B's and B's pool lacks; `restore` makes the claim and its data source as the
+ * provisioner and the snapshot controller would leave them. Every cross-node test starts here.
  */
 export interface TransferNodes {
   hosts: TwoHosts;
+  api: FakeApiServer;
   a: Driver;
   b: Driver;
   /** A's listener, host:port. */
   listen: string;
-  /** Restarts A (same pool), with extra flags. */
+  /** The kubeconfig of each plugin's pod (its own token). */
+  kubeconfigs: { a: string; b: string; signer: string };
+  signer: { proc: ChildProcess; logs: string[] };
+  /** Restarts A (same pool), with extra flags; a new pod (new UID) unless `samePod`. */
   restartA(extra?: string[]): Promise<Driver>;
-  /** Restarts B (same pool), with extra flags. */
   restartB(extra?: string[]): Promise<Driver>;
-  /** CreateVolume on B (or `on`) of a volume whose content is A's snapshot or volume. */
-  restore(name: string, source: { snapshot?: string; volume?: string }, o?: { size?: number; on?: Driver }): Promise<{ volume_id: string; capacity_bytes: string }>;
-  /** Stops both and removes what was made; returns anything left behind (loop devices, mounts). */
+  /** The cluster objects naming a source: a bound VolumeSnapshot and its content, or a bound claim and its PV, on A's node. */
+  source(source: Source, holder?: string): { kind: 'VolumeSnapshot' | 'PersistentVolumeClaim'; name: string };
+  /** A pending claim selected onto `node` (B's by default) whose data source is `source`. */
+  claim(name: string, source: Source, o?: { node?: string }): void;
+  /** CreateVolume on B (or `on`) for claim `name` (made unless `claim: false`), whose content is A's snapshot or volume. */
+  restore(name: string, source: Source, o?: { size?: number; on?: Driver; claim?: boolean; params?: Record<string, string> }): Promise<Volume>;
+  /** Stops both and the signer and removes what was made; returns anything left behind (loop devices, mounts). */
   remove(): Promise<string[]>;
 }
 
+export type Source = { snapshot?: string; volume?: string };
+type Volume = NonNullable<Awaited<ReturnType<Driver['client']['createVolume']>>['volume']>;
+
 export interface TransferNodesOptions {
-  /** Extra flags of A and of B. */
   aArgs?: string[];
   bArgs?: string[];
   /** --transfer-stall-timeout of both (default 3s). */
   stallTimeout?: string;
   /** A's transfer port (9810). */
   port?: number;
+  /** Extra flags of the transfer signer. */
+  signerArgs?: string[];
 }
 
+const hash = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 10);
+
 export async function transferNodes(tag: string, o: TransferNodesOptions = {}): Promise<TransferNodes> {
-  const hosts = await twoHosts(tag);
-  const certs = await tempDir('vpool-certs-');
-  const ca = await makeCa(certs, 'driver');
-  const tlsA = await ca.node('node-a');
-  const tlsB = await ca.node('node-b');
+  const hosts = await twoHosts(tag, { hostLink: true });
+  const dir = await tempDir('vpool-cluster-');
+  const api = await new FakeApiServer([...BUILTIN_TYPES, POD_TYPE, CLAIM_TYPE, CONFIGMAP_TYPE, SECRET_TYPE, SNAPSHOT_TYPE, SNAPSHOT_CONTENT_TYPE, CSR_TYPE]).start('0.0.0.0');
   const port = o.port ?? 9810;
   const listen = `${hosts.a.addr}:${port}`;
+  const apiPort = new URL(api.url).port;
+  const kubeconfig = async (name: string, server: string, token: string) => {
+    const file = path.join(dir, `kubeconfig-${name}`);
+    await writeFile(file, JSON.stringify({ apiVersion: 'v1', kind: 'Config', clusters: [{ name: 'fake', cluster: { server: `http://${server}:${apiPort}`, 'insecure-skip-tls-verify': true } }], users: [{ name: 'u', user: { token } }], contexts: [{ name: 'c', context: { cluster: 'fake', user: 'u' } }], 'current-context': 'c' }));
+    return file;
+  };
+  /** A node plugin pod and its bound token, as the kubelet would have them (a new pod, a new UID, a new token). */
+  let generation = 0;
+  const pod = (node: string, ip: string) => {
+    const name = `vpool-csi-node-${node}-${++generation}`;
+    const made = api.create('pods', { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: NAMESPACE, labels: LABELS }, spec: { nodeName: node, serviceAccountName: NODE_SA, containers: [{ name: 'driver', image: 'vpool-csi', ports: [{ name: 'transfer', containerPort: port }] }] } });
+    api.updateStatus('pods', name, (p) => void (p.status = { phase: 'Running', podIP: ip, podIPs: [{ ip }] }), NAMESPACE);
+    const token = `token-${name}`;
+    api.identify(token, { username: `system:serviceaccount:${NAMESPACE}:${NODE_SA}`, groups: ['system:serviceaccounts', 'system:authenticated'], extra: { 'authentication.kubernetes.io/pod-name': [name], 'authentication.kubernetes.io/pod-uid': [made.metadata.uid!], 'authentication.kubernetes.io/node-name': [node] } });
+    return { name, token };
+  };
+  api.identify('token-signer', { username: `system:serviceaccount:${NAMESPACE}:vpool-csi-transfer-signer`, groups: ['system:serviceaccounts', 'system:authenticated'] });
+  const kubeconfigs = { a: '', b: '', signer: await kubeconfig('signer', '127.0.0.1', 'token-signer') };
+
+  const signerLogs: string[] = [];
+  const signerProc = spawn(BIN, ['transfer-signer', '--namespace', NAMESPACE, '--kubeconfig', kubeconfigs.signer, '--resync', '200ms', ...(o.signerArgs ?? [])], { stdio: ['ignore', 'pipe', 'pipe'] });
+  for (const s of [signerProc.stdout, signerProc.stderr]) s.on('data', (d: Buffer) => signerLogs.push(...d.toString().split('\n').filter(Boolean)));
+
   const stall = ['--transfer-stall-timeout', o.stallTimeout ?? '3s'];
-  const startA = (extra: string[], dir?: string) => startDriver({ dir, nodeId: 'node-a', wrap: hosts.wrap(hosts.a.ns), args: ['--transfer-listen', listen, '--transfer-tls-dir', tlsA, ...stall, ...(o.aArgs ?? []), ...extra] });
-  const startB = (extra: string[], dir?: string) => startDriver({ dir, nodeId: 'node-b', wrap: hosts.wrap(hosts.b.ns), args: ['--transfer-peer', listen, '--transfer-tls-dir', tlsB, ...stall, ...(o.bArgs ?? []), ...extra] });
+  const common = (kc: string) => ['--kubeconfig', kc, '--transfer-peers-from-cluster', NODE_SELECTOR, '--transfer-refresh', '1s', '--volume-pools', 'off', '--snapshot-import-interval', '0', ...stall];
+  const start = async (which: 'a' | 'b', extra: string[], dirOf?: string) => {
+    const node = which === 'a' ? 'node-a' : 'node-b';
+    const p = pod(node, which === 'a' ? hosts.a.addr : hosts.b.addr);
+    kubeconfigs[which] = await kubeconfig(node, which === 'a' ? hosts.host!.fromA : hosts.host!.fromB, p.token);
+    const d = await startDriver({
+      dir: dirOf,
+      nodeId: node,
+      wrap: hosts.wrap(which === 'a' ? hosts.a.ns : hosts.b.ns),
+      env: { POD_NAMESPACE: NAMESPACE },
+      args: [...common(kubeconfigs[which]), ...(which === 'a' ? ['--transfer-listen', listen, ...(o.aArgs ?? [])] : (o.bArgs ?? [])), ...extra],
+    });
+    // Ready for transfers once its certificate is issued (and, for A, its listener is up).
+    const want = which === 'a' ? 'transfer listener ready' : 'transfer credential: certificate issued';
+    await pollUntil(async () => (d.logs.some((l) => l.includes(want)) ? true : undefined), 30_000, async () => `${node} did not get its transfer certificate: ${d.logs.slice(-5).join('\n')}\nsigner: ${signerLogs.slice(-5).join('\n')}`);
+    return d;
+  };
+  const stopPod = (d: Driver) => {
+    // The old pod goes with its process: its token and certificate speak for no one any more.
+    const node = d === nodes.a ? 'node-a' : 'node-b';
+    for (const p of api.list('pods', NAMESPACE)) if ((p.spec as { nodeName?: string }).nodeName === node) api.delete('pods', p.metadata.name, NAMESPACE);
+  };
+
+  const made = new Set<string>();
   const nodes: TransferNodes = {
     hosts,
-    a: await startA([]),
-    b: await startB([]),
+    api,
+    a: undefined as unknown as Driver,
+    b: undefined as unknown as Driver,
     listen,
+    kubeconfigs,
+    signer: { proc: signerProc, logs: signerLogs },
     async restartA(extra = []) {
       if (nodes.a.proc.exitCode === null) await nodes.a.stop();
-      nodes.a = await startA(extra, nodes.a.dir);
+      stopPod(nodes.a);
+      nodes.a = await start('a', extra, nodes.a.dir);
       return nodes.a;
     },
     async restartB(extra = []) {
       if (nodes.b.proc.exitCode === null) await nodes.b.stop();
-      nodes.b = await startB(extra, nodes.b.dir);
+      stopPod(nodes.b);
+      nodes.b = await start('b', extra, nodes.b.dir);
       return nodes.b;
+    },
+    source(source, holder = 'node-a') {
+      if (source.snapshot) {
+        const name = `snap-${hash(source.snapshot)}`;
+        if (!made.has(name)) {
+          made.add(name);
+          const vs = api.create('volumesnapshots', { metadata: { name, namespace: NAMESPACE }, spec: { source: { persistentVolumeClaimName: 'whatever' } } });
+          const content = `snapcontent-${hash(source.snapshot)}`;
+          api.create('volumesnapshotcontents', { metadata: { name: content, labels: { 'snapshot.storage.kubernetes.io/managed-by': holder } }, spec: { driver: DRIVER, deletionPolicy: 'Delete', source: { volumeHandle: 'x' }, volumeSnapshotRef: { name, namespace: NAMESPACE, uid: vs.metadata.uid } } });
+          api.updateStatus('volumesnapshotcontents', content, (c) => void (c.status = { snapshotHandle: source.snapshot, readyToUse: true }));
+          api.updateStatus('volumesnapshots', name, (s) => void (s.status = { boundVolumeSnapshotContentName: content, readyToUse: true }), NAMESPACE);
+        }
+        return { kind: 'VolumeSnapshot', name };
+      }
+      const name = `src-${hash(source.volume!)}`;
+      if (!made.has(name)) {
+        made.add(name);
+        const pv = `pv-${hash(source.volume!)}`;
+        const pvc = api.create('persistentvolumeclaims', { metadata: { name, namespace: NAMESPACE }, spec: { accessModes: ['ReadWriteOnce'], volumeName: pv, resources: { requests: { storage: '1Gi' } } } });
+        api.create('persistentvolumes', {
+          metadata: { name: pv },
+          spec: {
+            csi: { driver: DRIVER, volumeHandle: source.volume },
+            claimRef: { namespace: NAMESPACE, name, uid: pvc.metadata.uid },
+            nodeAffinity: { required: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'topology.vpool.dev/node', operator: 'In', values: [holder] }] }] } },
+          },
+        });
+      }
+      return { kind: 'PersistentVolumeClaim', name };
+    },
+    claim(name, source, co = {}) {
+      const ref = nodes.source(source);
+      const dataSource = ref.kind === 'VolumeSnapshot' ? { apiGroup: 'snapshot.storage.k8s.io', kind: 'VolumeSnapshot', name: ref.name } : { kind: 'PersistentVolumeClaim', name: ref.name };
+      if (api.get('persistentvolumeclaims', name, NAMESPACE)) api.delete('persistentvolumeclaims', name, NAMESPACE);
+      api.create('persistentvolumeclaims', { metadata: { name, namespace: NAMESPACE, annotations: { 'volume.kubernetes.io/selected-node': co.node ?? 'node-b' } }, spec: { accessModes: ['ReadWriteOnce'], dataSource, dataSourceRef: dataSource, resources: { requests: { storage: '1Gi' } } } });
     },
     async restore(name, source, ro = {}) {
       const on = ro.on ?? nodes.b;
+      if (ro.claim !== false) nodes.claim(name, source, { node: on === nodes.a ? 'node-a' : 'node-b' });
       const res = await on.client.createVolume({
         name,
         capacity_range: { required_bytes: String(ro.size ?? 64 * 1024 * 1024) },
         volume_capabilities: [blockCap()],
-        parameters: {},
+        parameters: ro.params ?? { 'csi.storage.k8s.io/pvc/name': name, 'csi.storage.k8s.io/pvc/namespace': NAMESPACE, 'csi.storage.k8s.io/pv/name': `pv-${name}` },
         volume_content_source: source.snapshot ? { snapshot: { snapshot_id: source.snapshot } } : { volume: { volume_id: source.volume! } },
       });
       return res.volume!;
     },
     async remove() {
-      const left = [...(await finish(nodes.a)), ...(await finish(nodes.b))];
+      const left = [...(nodes.a ? await finish(nodes.a) : []), ...(nodes.b ? await finish(nodes.b) : [])];
+      signerProc.kill();
+      await api.stop();
       await hosts.remove();
-      await rm(certs, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true });
       return left;
     },
   };
+  nodes.a = await start('a', []);
+  nodes.b = await start('b', []);
   return nodes;
 }
