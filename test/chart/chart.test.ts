@@ -64,9 +64,10 @@ function validateAll(objects: K8sObject[]): void {
   }
 }
 
+/** The CSI driver's pods (the node DaemonSet, the controller Deployment); the transfer signer is tested on its own. */
 const pods = (objects: K8sObject[]) =>
   objects
-    .filter((o) => o.kind === 'DaemonSet' || o.kind === 'Deployment')
+    .filter((o) => (o.kind === 'DaemonSet' || o.kind === 'Deployment') && !o.metadata?.name?.endsWith('-transfer-signer'))
     .map((o) => ({ owner: o, spec: (o.spec as { template: { spec: PodSpec } }).template.spec }));
 interface Container {
   name: string;
@@ -339,30 +340,52 @@ describe('Helm chart', () => {
     }
   });
 
-  it('the transfer (file and lvm nodes): listener at the pod IP, peers from the cluster, the TLS Secret or the user\'s, a NetworkPolicy, pods listable', () => {
+  it('the transfer (file and lvm nodes): listener at the pod IP, peers from the cluster, certificates from the transfer signer (nothing of the trust rendered), a NetworkPolicy', async () => {
     type Env = { name: string; valueFrom?: { fieldRef?: { fieldPath: string } } };
     type Port = { name: string; containerPort: number };
     type Vol = { name: string; secret?: { secretName: string } };
+    type Rule = { apiGroups: string[]; resources: string[]; resourceNames?: string[]; verbs: string[] };
     const node = (objects: K8sObject[]) => byKind(objects, 'DaemonSet')[0] as K8sObject & { spec: { template: { metadata: { annotations?: Record<string, string> }; spec: { containers: Array<Container & { env?: Env[]; ports?: Port[] }>; volumes: Vol[] } } } };
     const driver = (objects: K8sObject[]) => node(objects).spec.template.spec.containers.find((c) => c.name === 'driver')!;
-    const podsVerbs = (objects: K8sObject[]) => (byKind(objects, 'Role').flatMap((r) => (r.rules as Array<{ resources: string[]; verbs: string[] }>)).find((r) => r.resources.includes('pods'))?.verbs ?? []);
+    const rules = (objects: K8sObject[], kind: string, name: string) => ((byKind(objects, kind).find((o) => o.metadata?.name === name)?.rules ?? []) as Rule[]);
+    const podsVerbs = (objects: K8sObject[]) => rules(objects, 'Role', 'vpool-csi-node-capacity').find((r) => r.resources.includes('pods'))?.verbs ?? [];
+    const signer = (objects: K8sObject[]) => byKind(objects, 'Deployment').find((o) => o.metadata?.name === 'vpool-csi-transfer-signer') as (K8sObject & { spec: { replicas: number; template: { spec: { serviceAccountName: string; containers: Container[] } } } }) | undefined;
+    const { stdout: signerHelp } = await execFileP(BIN, ['transfer-signer', '--help']);
 
     for (const name of ['file (defaults)', 'lvm']) {
       const objects = rendered[name];
       const d = driver(objects);
+      const selector = 'app.kubernetes.io/name=vpool-csi,app.kubernetes.io/instance=vpool-csi,app.kubernetes.io/component=node';
       assert.ok(d.args!.includes('--transfer-listen=$(POD_IP):9810'), name);
-      assert.ok(d.args!.includes('--transfer-tls-dir=/etc/vpool-csi/transfer'));
-      assert.ok(d.args!.includes('--transfer-peers-from-cluster=app.kubernetes.io/name=vpool-csi,app.kubernetes.io/instance=vpool-csi,app.kubernetes.io/component=node'));
+      assert.ok(d.args!.includes(`--transfer-peers-from-cluster=${selector}`));
+      assert.ok(d.args!.includes('--transfer-trust-configmap=vpool-csi-transfer-trust') && d.args!.includes('--transfer-signer-name=vpool.dev/transfer'));
+      assert.ok(!d.args!.some((a) => a.startsWith('--transfer-tls-dir')), 'no key is mounted: it is made in the pod');
       // The selector is the DaemonSet's own pods' labels.
       const labels = (node(objects).spec as unknown as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels;
       assert.deepEqual(labels, { 'app.kubernetes.io/name': 'vpool-csi', 'app.kubernetes.io/instance': 'vpool-csi', 'app.kubernetes.io/component': 'node' });
       assert.deepEqual(d.env!.filter((e) => e.name === 'POD_IP' || e.name === 'POD_NAMESPACE').map((e) => e.valueFrom?.fieldRef?.fieldPath), ['status.podIP', 'metadata.namespace']);
       assert.deepEqual(d.ports!.find((p) => p.name === 'transfer')?.containerPort, 9810);
-      const secret = byKind(objects, 'Secret').find((o) => o.metadata?.name === 'vpool-csi-transfer-tls');
-      assert.ok(secret, 'the chart makes the TLS Secret');
-      assert.deepEqual(Object.keys(secret.data as object).sort(), ['ca.crt', 'tls.crt', 'tls.key']);
-      assert.equal(node(objects).spec.template.spec.volumes.find((v) => v.name === 'transfer-tls')?.secret?.secretName, 'vpool-csi-transfer-tls');
-      assert.match(node(objects).spec.template.metadata.annotations?.['vpool.dev/transfer-tls-generation'] ?? '', /^[A-Za-z0-9]{12}$/, 'a new certificate restarts the pods');
+      // Nothing of the trust in the render: no Secret, no key, no annotation that changes each time.
+      assert.equal(byKind(objects, 'Secret').filter((o) => o.metadata?.name?.includes('transfer')).length, 0);
+      assert.equal(node(objects).spec.template.metadata.annotations?.['vpool.dev/transfer-tls-generation'], undefined);
+      assert.ok(!node(objects).spec.template.spec.volumes.some((v) => v.name.includes('transfer')));
+      // The signer: one replica, its own ServiceAccount, every flag one the binary knows; the node may ask for certificates and read claims.
+      const sg = signer(objects)!;
+      assert.equal(sg.spec.replicas, 1);
+      assert.equal(sg.spec.template.spec.serviceAccountName, 'vpool-csi-transfer-signer');
+      // Least privilege: non-root, read-only root, no capabilities, limits.
+      const sgc = sg.spec.template.spec.containers[0] as Container & { securityContext?: { readOnlyRootFilesystem?: boolean; allowPrivilegeEscalation?: boolean; capabilities?: { drop?: string[] } }; resources?: { limits?: Record<string, string> } };
+      assert.equal((sg.spec.template.spec as unknown as { securityContext: { runAsNonRoot: boolean } }).securityContext.runAsNonRoot, true);
+      assert.deepEqual([sgc.securityContext?.readOnlyRootFilesystem, sgc.securityContext?.allowPrivilegeEscalation, sgc.securityContext?.capabilities?.drop], [true, false, ['ALL']]);
+      assert.ok(sgc.resources?.limits?.cpu && sgc.resources.limits.memory, 'the signer has cpu and memory limits');
+      const sargs = sg.spec.template.spec.containers[0].args!;
+      assert.equal(sargs[0], 'transfer-signer');
+      for (const arg of sargs.slice(1)) assert.ok(signerHelp.includes(`${arg.split('=')[0]} `), `${arg} is a flag of transfer-signer`);
+      assert.ok(sargs.includes(`--node-selector=${selector}`) && sargs.includes('--node-service-account=vpool-csi-node') && sargs.includes('--ca-secret=vpool-csi-transfer-ca'));
+      assert.deepEqual(rules(objects, 'ClusterRole', 'vpool-csi-transfer-signer').find((r) => r.resources.includes('signers')), { apiGroups: ['certificates.k8s.io'], resources: ['signers'], resourceNames: ['vpool.dev/transfer'], verbs: ['approve', 'sign'] });
+      assert.ok(rules(objects, 'ClusterRole', 'vpool-csi-node').some((r) => r.resources.includes('certificatesigningrequests') && r.verbs.includes('create')));
+      assert.ok(!rules(objects, 'ClusterRole', 'vpool-csi-node').some((r) => r.resources.includes('signers') || r.resources.some((x) => x.startsWith('certificatesigningrequests/'))), 'a node cannot approve or sign');
+      assert.ok(!rules(objects, 'Role', 'vpool-csi-node-capacity').some((r) => r.resources.includes('secrets')), 'a node cannot read the CA');
       const policy = byKind(objects, 'NetworkPolicy')[0] as K8sObject & { spec: { ingress: Array<{ from?: unknown[]; ports: Array<{ port: number }> }> } };
       assert.ok(policy, 'a NetworkPolicy');
       assert.deepEqual(policy.spec.ingress[0].ports.map((p) => p.port), [9810]);
@@ -373,15 +396,25 @@ describe('Helm chart', () => {
     const own = rendered['file, transfer with its own Secret, no NetworkPolicy, a rate'];
     assert.equal(byKind(own, 'Secret').length, 0);
     assert.equal(byKind(own, 'NetworkPolicy').length, 0);
-    assert.equal(node(own).spec.template.spec.volumes.find((v) => v.name === 'transfer-tls')?.secret?.secretName, 'my-tls');
-    assert.equal(node(own).spec.template.metadata.annotations?.['vpool.dev/transfer-tls-generation'], undefined, 'the user\'s Secret: no restart at each upgrade');
+    const ownArgs = signer(own)!.spec.template.spec.containers[0].args!;
+    assert.ok(ownArgs.includes('--ca-secret=my-tls') && ownArgs.includes('--user-ca'), 'the user\'s CA, only read');
+    assert.deepEqual(rules(own, 'Role', 'vpool-csi-transfer-signer').filter((r) => r.resources.includes('secrets')), [{ apiGroups: [''], resources: ['secrets'], resourceNames: ['my-tls'], verbs: ['get'] }]);
     assert.ok(driver(own).args!.includes('--transfer-rate=100Mi'));
     for (const name of ['file without the transfer', 'libvirt']) {
       assert.ok(!driver(rendered[name]).args!.some((a) => a.startsWith('--transfer')), name);
       assert.equal(byKind(rendered[name], 'NetworkPolicy').length, 0, name);
-      assert.equal(byKind(rendered[name], 'Secret').filter((o) => o.metadata?.name?.includes('transfer')).length, 0, name);
+      assert.equal(signer(rendered[name]), undefined, name);
     }
     assert.deepEqual(podsVerbs(rendered['file without the transfer']), ['get']);
+  });
+
+  it('helm template twice with the same values renders the same bytes (an upgrade with unchanged values changes nothing)', async () => {
+    for (const sets of [[], ['backend=lvm', 'volumePool.name=fast'], ['transfer.tls.existingSecret=my-ca']]) {
+      const args = ['template', 'vpool-csi', CHART, '--namespace', 'vpool-csi', '--include-crds', ...sets.flatMap((x) => ['--set', x])];
+      const [one, two] = await Promise.all([execFileP(HELM, args), execFileP(HELM, args)]);
+      assert.equal(one.stdout, two.stdout, sets.join(' '));
+      assert.doesNotMatch(one.stdout, /PRIVATE KEY|BEGIN CERTIFICATE/, 'no key or certificate in the render');
+    }
   });
 
   it('values.schema.json refuses bad values', async () => {

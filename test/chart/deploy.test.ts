@@ -13,7 +13,7 @@ describe('deploy/', () => {
     it(`deploy/${backend}/vpool-csi.yaml is the chart as it renders now (make deploy)`, async () => {
       const checkedIn = parseObjects(await readFile(path.join(DEPLOY, backend, 'vpool-csi.yaml'), 'utf8'));
       // Without the helm test hook: applied with kubectl, it would be a claim and a pod that stay.
-      assert.deepEqual(checkedIn, await render([`backend=${backend}`, 'transfer.enabled=false'], 'vpool-csi', [], ['--skip-tests']), `stale: run make deploy`);
+      assert.deepEqual(checkedIn, await render([`backend=${backend}`], 'vpool-csi', [], ['--skip-tests']), `stale: run make deploy`);
       assert.ok(!checkedIn.some((o) => o.metadata.annotations?.['helm.sh/hook']), 'no hooks in deploy/');
     });
   }

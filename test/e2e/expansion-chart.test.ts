@@ -28,8 +28,8 @@ function resizerPair(objects: Awaited<ReturnType<typeof render>>) {
 // against the controller Deployment's driver container, then the kubelet's NodeExpandVolume
 // (MODEL of kubelet 1.32, pkg/volume/csi/expander.go: volume_path is the pod's publish path for a
 // filesystem, staging_target_path the globalmount) against the node DaemonSet's driver container.
-// Rendered with transfer.enabled=false: the transfer's listener needs the pod IP and its Secret volume,
-// which this model of the kubelet does not make (test/e2e/transfer.test.ts runs the chart's certificates).
+// Rendered with transfer.enabled=false: the transfer's listener needs the pod IP and its certificate from
+// the transfer signer, which this model of the kubelet does not make (test/e2e/transfer*.test.ts run them).
 describe('expansion through external-resizer with the chart as rendered', needsRoot(), () => {
   let dir: string;
   let fake: FakeApiServer;

@@ -63,3 +63,8 @@ resources:
 - --leader-election
 - --leader-election-namespace={{ .Release.Namespace }}
 {{- end -}}
+
+{{/* The node plugin pods' label selector: transfer peers are found by it, and certificates issued only to its pods. */}}
+{{- define "vpool.nodePodSelector" -}}
+app.kubernetes.io/name=vpool-csi,app.kubernetes.io/instance={{ .Release.Name }},app.kubernetes.io/component=node
+{{- end }}
