@@ -1,0 +1,167 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile } from 'node:fs/promises';
+import https from 'node:https';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { connectCsi } from '../../src/csi/client.js';
+import { idFor } from '../../src/ids.js';
+import { readTransferTls, TRANSFER_SERVER_NAME } from '../../src/transfer/tls.js';
+import { MiB, needsRoot } from '../helpers/driver.js';
+import type { FakeApiServer, KObject } from '../helpers/fake-apiserver.js';
+import { startFakeCluster } from '../helpers/kube.js';
+import { dirPool, startLibvirt, URI, type TestPool } from '../helpers/libvirt.js';
+import { forgetVg, loopDisks, poolCmd, uniqueVg, type LoopDisks } from '../helpers/lvm.js';
+import { makeCa } from '../helpers/certs.js';
+import { CHART, render, type K8sObject } from '../helpers/manifests.js';
+import { driverContainers, removeWorld, startPod, type DriverContainer, type PodWorld, type RunningPod } from '../helpers/pod-runner.js';
+
+const NAMESPACE = 'vpool-csi';
+const NODE = 'node-a';
+const example = (file: string) => path.join(CHART, 'examples', file);
+/** Only a VM has an SMBIOS system UUID: what a libvirt node plugin takes as its node ID. */
+const IS_VM = existsSync('/sys/class/dmi/id/product_uuid');
+
+/** What a container must do: be ready, or give this documented refusal (not ready with the reason, or exit with it). */
+type Outcome = { ready: true } | { notReady: RegExp } | { exits: RegExp; because: string };
+
+interface Variant {
+  name: string;
+  /** --set flags; a function when they name what the test made in before(). */
+  sets?: string[] | (() => string[]);
+  files?: string[];
+  /** Secrets the user makes before installing, as the README says. */
+  userSecrets?: () => Promise<Record<string, Record<string, string>>>;
+  /** Default: every driver container is ready. */
+  outcome?: (d: DriverContainer) => Outcome;
+}
+
+const secretFromDir = async (dir: string) => Object.fromEntries(await Promise.all(['ca.crt', 'tls.crt', 'tls.key'].map(async (k) => [k, (await readFile(path.join(dir, k))).toString('base64')])));
+
+/** HEAD of a volume on a node plugin's transfer listener, with the certificate its pod mounts. */
+async function transferHead(pod: RunningPod, id: string): Promise<number> {
+  const tlsDir = pod.args.find((a) => a.startsWith('--transfer-tls-dir='))!.slice('--transfer-tls-dir='.length);
+  const listen = pod.args.find((a) => a.startsWith('--transfer-listen='))!.slice('--transfer-listen='.length);
+  const tls = await readTransferTls(tlsDir);
+  const port = Number(listen.split(':').pop());
+  return new Promise((resolve, reject) => {
+    const req = https.request({ host: pod.podIp, port, method: 'HEAD', path: `/v1/volumes/${encodeURIComponent(id)}`, ca: tls.ca, cert: tls.cert, key: tls.key, servername: TRANSFER_SERVER_NAME, minVersion: 'TLSv1.3', agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+// Each rendered container of the driver's image runs the real binary with exactly its args and env
+// (test/helpers/pod-runner.ts: a network namespace per pod, paths under its volume mounts moved to
+// test directories, the FAKE API server through a kubeconfig). Sidecars are other images: not here.
+describe('every chart variant starts: each driver container of the render runs until ready (or its documented refusal)', needsRoot(), () => {
+  let fake: FakeApiServer;
+  let disks: LoopDisks;
+  let libvirtPool: TestPool;
+  const vg = uniqueVg('vcv');
+  let caDir: string;
+
+  before(async () => {
+    ({ fake } = await startFakeCluster());
+    // --transfer-peers-from-cluster lists the driver's pods.
+    fake.addType({ group: '', version: 'v1', plural: 'pods', kind: 'Pod', namespaced: true, statusSubresource: true });
+    fake.create('nodes', { metadata: { name: NODE, labels: { 'kubernetes.io/hostname': NODE, 'vpool.dev/storage': 'true' } } });
+    disks = await loopDisks(1, 256 * MiB);
+    const init = await poolCmd('init', '--vg', vg, disks.devices[0]);
+    assert.equal(init.code, 0, init.stderr);
+    await startLibvirt();
+    libvirtPool = await dirPool('vpool-variants');
+    caDir = await mkdtemp('/var/tmp/vpool-variants-ca-');
+  });
+  after(async () => {
+    await fake?.stop();
+    await forgetVg(vg, disks?.devices ?? []);
+    await disks?.release();
+    await libvirtPool?.remove();
+  });
+
+  // The examples name hosts' resources (a VG, a hypervisor) that must exist before installing: here, the test's.
+  const lvmHere = [`lvm.vg=${vg}`];
+  const libvirtHere = () => [`libvirt.uri=${URI}`, `libvirt.pool=${libvirtPool.name}`];
+  const libvirtCredentials = async () => ({ 'vpool-csi-libvirt': { id_ed25519: Buffer.from('unused with qemu:///system\n').toString('base64'), known_hosts: '' } });
+  // A libvirt node plugin runs in a node VM: elsewhere it refuses to guess a node ID.
+  const libvirtOutcome = (d: DriverContainer): Outcome =>
+    d.workload.kind === 'DaemonSet' && !IS_VM ? { exits: /cannot read \/sys\/class\/dmi\/id\/product_uuid \(is this a VM\?\); pass --node-id/, because: 'this host is not a VM' } : { ready: true };
+
+  const variants: Variant[] = [
+    { name: 'defaults' },
+    { name: 'examples/values-file.yaml', files: [example('values-file.yaml')] },
+    { name: 'examples/values-lvm.yaml', files: [example('values-lvm.yaml')], sets: lvmHere },
+    { name: 'examples/values-libvirt.yaml', files: [example('values-libvirt.yaml')], sets: libvirtHere, userSecrets: libvirtCredentials, outcome: libvirtOutcome },
+    { name: 'backend=lvm', sets: ['backend=lvm', ...lvmHere] },
+    { name: 'backend=libvirt', sets: () => ['backend=libvirt', ...libvirtHere()], userSecrets: libvirtCredentials, outcome: libvirtOutcome },
+    { name: 'transfer.enabled=false', sets: ['transfer.enabled=false'] },
+    {
+      name: 'transfer.tls.existingSecret',
+      sets: ['transfer.tls.existingSecret=my-transfer-tls'],
+      userSecrets: async () => ({ 'my-transfer-tls': await secretFromDir(await (await makeCa(caDir, 'user')).node('any')) }),
+    },
+    { name: 'volumePool.name, transfer off', sets: ['volumePool.name=plain', 'transfer.enabled=false'], outcome: (d) => (d.workload.kind === 'DaemonSet' ? { notReady: /VolumePool plain does not exist/ } : { ready: true }) },
+  ];
+
+  /** Renders a variant and starts its driver containers; each must reach its outcome. */
+  async function run(v: Variant, then?: (pods: RunningPod[], world: PodWorld) => Promise<void>): Promise<void> {
+    const objects = await render(typeof v.sets === 'function' ? v.sets() : (v.sets ?? []), NAMESPACE, v.files ?? []);
+    const containers = await driverContainers(objects);
+    assert.ok(containers.length > 0, 'the render has no container of the driver image');
+    const secretData = (o: K8sObject) => ({ ...(o.data as Record<string, string> | undefined), ...Object.fromEntries(Object.entries((o.stringData as Record<string, string> | undefined) ?? {}).map(([k, s]) => [k, Buffer.from(s).toString('base64')])) });
+    const secrets = new Map(objects.filter((o) => o.kind === 'Secret').map((o) => [o.metadata.name, secretData(o)]));
+    for (const [name, data] of Object.entries((await v.userSecrets?.()) ?? {})) secrets.set(name, data);
+    const world: PodWorld = { root: await mkdtemp('/var/tmp/vpool-variant-'), node: NODE, namespace: NAMESPACE, secrets, apiServer: { host: '127.0.0.1', port: Number(new URL(fake.url).port) } };
+    const pods: RunningPod[] = [];
+    try {
+      for (const d of containers) {
+        const pod = await startPod(world, d);
+        pods.push(pod);
+        const want = v.outcome?.(d) ?? { ready: true };
+        if ('exits' in want) {
+          const code = await new Promise<number | null>((r) => (pod.proc.exitCode !== null ? r(pod.proc.exitCode) : pod.proc.once('exit', r)));
+          assert.notEqual(code, 0, `${d.id} exited 0 instead of refusing (${want.because})`);
+          assert.match(pod.stderr(), want.exits, `${d.id} (${want.because})`);
+        } else if ('notReady' in want) {
+          assert.match(await pod.ready(want.notReady), want.notReady, d.id);
+        } else {
+          assert.equal(await pod.ready(), 'ready', d.id);
+        }
+      }
+      await then?.(pods, world);
+    } finally {
+      for (const p of pods) await p.stop();
+      await removeWorld(world);
+    }
+  }
+
+  for (const v of variants) it(v.name, () => run(v));
+
+  it('volumePool.name with the transfer on: not ready until the VolumePool is built here, then it serves, and its transfer listener serves the pool', async () => {
+    await run({ name: 'volumePool.name', sets: ['volumePool.name=files'], outcome: (d) => (d.workload.kind === 'DaemonSet' ? { notReady: /VolumePool files does not exist/ } : { ready: true }) }, async (pods) => {
+      const node = pods.find((p) => p.id.startsWith('DaemonSet/'))!;
+      // Before the pool opens the listener is up and has nothing.
+      assert.equal(await transferHead(node, idFor('vol', 'pvc-nothing-here')), 404);
+      // The driver opens spec.directory in its own view of the filesystem; this process's view of the
+      // container's /var/lib/vpool-csi/pools (a hostPath) is the directory the runner mapped it to.
+      const inside = '/var/lib/vpool-csi/pools/files';
+      assert.notEqual(node.hostPath(inside), inside, 'the pools directory is a mount of the node plugin');
+      fake.create('volumepools', { apiVersion: 'vpool.dev/v1alpha1', kind: 'VolumePool', metadata: { name: 'files' }, spec: { backend: 'file', directory: node.hostPath(inside) } } as KObject);
+      assert.equal(await node.ready(), 'ready');
+
+      const socket = node.args.find((a) => a.startsWith('--endpoint='))!.slice('--endpoint='.length);
+      const client = connectCsi(socket);
+      try {
+        const vol = (await client.createVolume({ name: 'pvc-variant', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [{ block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }], parameters: {} })).volume!;
+        assert.equal(await transferHead(node, vol.volume_id), 200, 'the listener serves the VolumePool\'s pool once it is open');
+        await client.deleteVolume({ volume_id: vol.volume_id });
+      } finally {
+        client.close();
+      }
+    });
+  });
+});
