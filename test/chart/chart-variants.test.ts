@@ -107,6 +107,18 @@ describe('every chart variant starts: each driver container of the render runs u
     { name: 'volumePool.name, transfer off', sets: ['volumePool.name=plain', 'transfer.enabled=false'], outcome: (d) => (d.workload.kind === 'DaemonSet' ? { notReady: /VolumePool plain does not exist/ } : { ready: true }) },
   ];
 
+  async function outcome(pod: RunningPod, d: DriverContainer, want: Outcome): Promise<void> {
+    if ('exits' in want) {
+      const code = await new Promise<number | null>((r) => (pod.proc.exitCode !== null ? r(pod.proc.exitCode) : pod.proc.once('exit', r)));
+      assert.notEqual(code, 0, `${d.id} exited 0 instead of refusing (${want.because})`);
+      assert.match(pod.stderr(), want.exits, `${d.id} (${want.because})`);
+    } else if ('notReady' in want) {
+      assert.match(await pod.ready(want.notReady), want.notReady, d.id);
+    } else {
+      assert.equal(await pod.ready(), 'ready', d.id);
+    }
+  }
+
   /** Renders a variant and starts its driver containers; each must reach its outcome. */
   async function run(v: Variant, then?: (pods: RunningPod[], world: PodWorld) => Promise<void>): Promise<void> {
     const objects = await render(typeof v.sets === 'function' ? v.sets() : (v.sets ?? []), NAMESPACE, v.files ?? []);
@@ -118,20 +130,9 @@ describe('every chart variant starts: each driver container of the render runs u
     const world: PodWorld = { root: await mkdtemp('/var/tmp/vpool-variant-'), node: NODE, namespace: NAMESPACE, secrets, apiServer: { host: '127.0.0.1', port: Number(new URL(fake.url).port) } };
     const pods: RunningPod[] = [];
     try {
-      for (const d of containers) {
-        const pod = await startPod(world, d);
-        pods.push(pod);
-        const want = v.outcome?.(d) ?? { ready: true };
-        if ('exits' in want) {
-          const code = await new Promise<number | null>((r) => (pod.proc.exitCode !== null ? r(pod.proc.exitCode) : pod.proc.once('exit', r)));
-          assert.notEqual(code, 0, `${d.id} exited 0 instead of refusing (${want.because})`);
-          assert.match(pod.stderr(), want.exits, `${d.id} (${want.because})`);
-        } else if ('notReady' in want) {
-          assert.match(await pod.ready(want.notReady), want.notReady, d.id);
-        } else {
-          assert.equal(await pod.ready(), 'ready', d.id);
-        }
-      }
+      for (const d of containers) pods.push(await startPod(world, d));
+      // Together, as a cluster starts them: each pod's outcome is its own.
+      await Promise.all(pods.map((pod, i) => outcome(pod, containers[i], v.outcome?.(containers[i]) ?? { ready: true })));
       await then?.(pods, world);
     } finally {
       for (const p of pods) await p.stop();
