@@ -142,7 +142,7 @@ describe('every chart variant starts: each driver container of the render runs u
 
   for (const v of variants) it(v.name, () => run(v));
 
-  it('volumePool.name with the transfer on: not ready until the VolumePool is built here, then it serves, and its transfer listener serves the pool', async () => {
+  it('volumePool.name with the transfer on: not ready until the VolumePool is built here, then it serves, its transfer listener serves the pool and its CreateVolume asks peers', async () => {
     await run({ name: 'volumePool.name', sets: ['volumePool.name=files'], outcome: (d) => (d.workload.kind === 'DaemonSet' ? { notReady: /VolumePool files does not exist/ } : { ready: true }) }, async (pods) => {
       const node = pods.find((p) => p.id.startsWith('DaemonSet/'))!;
       // Before the pool opens the listener is up and has nothing.
@@ -159,6 +159,12 @@ describe('every chart variant starts: each driver container of the render runs u
       try {
         const vol = (await client.createVolume({ name: 'pvc-variant', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [{ block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }], parameters: {} })).volume!;
         assert.equal(await transferHead(node, vol.volume_id), 200, 'the listener serves the VolumePool\'s pool once it is open');
+        // A source this node lacks is asked of the peers: the transfer client is in the context made when the pool opened.
+        const missing = idFor('vol', 'pvc-on-no-node');
+        await assert.rejects(
+          client.createVolume({ name: 'pvc-restored', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [{ block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }], parameters: {}, volume_content_source: { volume: { volume_id: missing } } }),
+          new RegExp(`source volume ${missing} does not exist on this node or on a peer`),
+        );
         await client.deleteVolume({ volume_id: vol.volume_id });
       } finally {
         client.close();
