@@ -1,17 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { execFile } from 'node:child_process';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
-import net from 'node:net';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { parse } from 'yaml';
 import { connectCsi } from '../../src/csi/client.js';
 import { BIN } from './driver.js';
 import { CHART, type K8sObject } from './manifests.js';
+import { podNetwork } from './pod-network.js';
 
-const execFileP = promisify(execFile);
-const ip = (...args: string[]) => execFileP('ip', args);
 
 interface EnvVar {
   name: string;
@@ -114,45 +110,6 @@ export interface RunningPod {
  */
 const hostSource = (root: string, p: string) => (p === '/var/lib' || p.startsWith('/var/lib/') ? path.join(root, 'host', p) : p);
 
-let podCount = 0;
-
-/** A network namespace per pod (its ports are its own), joined to this host by a veth pair. */
-async function podNetwork(world: PodWorld): Promise<{ ns: string; podIp: string; hostIp: string; api: net.Server; remove(): Promise<void> }> {
-  const n = podCount++;
-  const tag = `vr${process.pid % 10000}${n}`;
-  const ns = `${tag}n`;
-  const subnet = `10.${100 + (process.pid % 100)}.${n % 250}`;
-  const [hostIp, podIp] = [`${subnet}.1`, `${subnet}.2`];
-  await ip('netns', 'del', ns).catch(() => undefined);
-  await ip('netns', 'add', ns);
-  await ip('link', 'add', `${tag}h`, 'type', 'veth', 'peer', 'name', `${tag}p`);
-  await ip('link', 'set', `${tag}p`, 'netns', ns);
-  await ip('addr', 'add', `${hostIp}/24`, 'dev', `${tag}h`);
-  await ip('link', 'set', `${tag}h`, 'up');
-  await ip('-n', ns, 'addr', 'add', `${podIp}/24`, 'dev', `${tag}p`);
-  await ip('-n', ns, 'link', 'set', `${tag}p`, 'up');
-  await ip('-n', ns, 'link', 'set', 'lo', 'up');
-  // The API server as the pod reaches it: the fake listens on the host's loopback, which a pod cannot see.
-  const api = net.createServer((inbound) => {
-    const up = net.connect(world.apiServer.port, world.apiServer.host);
-    inbound.pipe(up).pipe(inbound);
-    inbound.on('error', () => up.destroy());
-    up.on('error', () => inbound.destroy());
-  });
-  await new Promise<void>((r) => api.listen(0, hostIp, r));
-  return {
-    ns,
-    podIp,
-    hostIp,
-    api,
-    async remove() {
-      await new Promise<void>((r) => api.close(() => r()));
-      await ip('netns', 'del', ns).catch(() => undefined);
-      await ip('link', 'del', `${tag}h`).catch(() => undefined);
-    },
-  };
-}
-
 /** The files of a volume, where the container's mount of it is on this host. */
 async function volumeSource(world: PodWorld, podDir: string, v: Volume): Promise<string> {
   if (v.hostPath) {
@@ -209,7 +166,7 @@ export async function startPod(world: PodWorld, d: DriverContainer): Promise<Run
   const c = d.container;
   const podDir = path.join(world.root, 'pods', d.id.replace(/\//g, '_'));
   await mkdir(podDir, { recursive: true });
-  const net0 = await podNetwork(world);
+  const network = await podNetwork(world.apiServer);
   try {
     const mounts: Array<[string, string]> = [];
     for (const m of c.volumeMounts ?? []) {
@@ -227,7 +184,7 @@ export async function startPod(world: PodWorld, d: DriverContainer): Promise<Run
     const vars: Record<string, string> = {};
     for (const e of c.env ?? []) {
       if (e.value !== undefined) vars[e.name] = e.value.replace(/\$\(([A-Za-z_][A-Za-z0-9_]*)\)/g, (m, v: string) => vars[v] ?? m);
-      else if (e.valueFrom?.fieldRef) vars[e.name] = fieldValue(world, d, net0.podIp, e.valueFrom.fieldRef.fieldPath);
+      else if (e.valueFrom?.fieldRef) vars[e.name] = fieldValue(world, d, network.podIp, e.valueFrom.fieldRef.fieldPath);
       else throw new Error(`${d.id}: env ${e.name} from ${JSON.stringify(e.valueFrom)} is not modelled by test/helpers/pod-runner.ts`);
     }
     const kubeconfig = path.join(podDir, 'kubeconfig');
@@ -235,7 +192,7 @@ export async function startPod(world: PodWorld, d: DriverContainer): Promise<Run
       apiVersion: 'v1',
       kind: 'Config',
       // The fake speaks plain HTTP, which client-node allows only with verification off.
-      clusters: [{ name: 'cluster', cluster: { server: `http://${net0.hostIp}:${(net0.api.address() as net.AddressInfo).port}`, 'insecure-skip-tls-verify': true } }],
+      clusters: [{ name: 'cluster', cluster: { server: network.apiUrl, 'insecure-skip-tls-verify': true } }],
       users: [{ name: d.pod.serviceAccountName ?? 'default', user: { token: 'service-account-token' } }],
       contexts: [{ name: 'pod', context: { cluster: 'cluster', user: d.pod.serviceAccountName ?? 'default', namespace: world.namespace } }],
       'current-context': 'pod',
@@ -258,16 +215,16 @@ export async function startPod(world: PodWorld, d: DriverContainer): Promise<Run
     const endpoint = args.find((a) => a.startsWith('--endpoint='))?.slice('--endpoint='.length);
     const socket = endpoint?.replace(/^unix:\/\//, '');
     if (socket) await mkdir(path.dirname(socket), { recursive: true });
-    const proc = spawn('ip', ['netns', 'exec', net0.ns, BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env });
+    const proc = spawn('ip', ['netns', 'exec', network.ns, BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env });
     let stderr = '';
     // A failure shows the end of the log: the start and the reason it stopped, not every probe.
     const tail = () => stderr.split('\n').filter((l) => !l.includes('"message":"rpc"') && !l.includes('probe: not ready')).slice(-40).join('\n');
     proc.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
     const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
-    const probe = httpProbe(c, net0.podIp);
+    const probe = httpProbe(c, network.podIp);
     const pod: RunningPod = {
       id: d.id,
-      podIp: net0.podIp,
+      podIp: network.podIp,
       args,
       proc,
       stderr: () => stderr,
@@ -306,12 +263,12 @@ export async function startPod(world: PodWorld, d: DriverContainer): Promise<Run
           await exited;
           clearTimeout(killer);
         }
-        await net0.remove();
+        await network.remove();
       },
     };
     return pod;
   } catch (err) {
-    await net0.remove();
+    await network.remove();
     throw err;
   }
 }
