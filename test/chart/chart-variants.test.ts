@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import https from 'node:https';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -81,6 +81,7 @@ describe('every chart variant starts: each driver container of the render runs u
     await forgetVg(vg, disks?.devices ?? []);
     await disks?.release();
     await libvirtPool?.remove();
+    if (caDir) await rm(caDir, { recursive: true, force: true });
   });
 
   // The examples name hosts' resources (a VG, a hypervisor) that must exist before installing: here, the test's.
