@@ -33,7 +33,7 @@ export interface ClusterOptions {
 }
 
 export interface ClusterRun {
-  /** Starts the orphan checks on this pool (at once when the pool is open at start, else when the served pool is). */
+  /** Starts the orphan checks and snapshot imports on this pool: the caller's, when its pool opens. */
   poolOpened(backend: PoolBackend | undefined): void;
   orphanCounts(): Record<string, number> | undefined;
 }
@@ -100,7 +100,6 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterRun> {
           served = settings;
           told = '';
           pending(undefined);
-          run.poolOpened(b);
           log.info('serving the pool of VolumePool', { pool, backend: settings.backend, vg: settings.volumeGroup, directory: settings.backend === 'file' ? settings.directory : undefined });
         },
         (e: unknown) => pending(`the pool of VolumePool ${pool} cannot be opened: ${errorMessage(e)}`),

@@ -1,22 +1,51 @@
-import type { DriverContext } from '../driver/context.js';
 import { denied, errorMessage, unavailable } from '../errors.js';
+import type { KeyedLocks } from '../locks.js';
+import type { PoolBackend } from '../pool/backend.js';
+import type { TransferClient } from '../transfer/client.js';
+import type { TransferSource } from '../transfer/server.js';
 import { parseDuration, parseQuantity } from '../units.js';
 import type { ServeOptions } from './serve.js';
+import type { ServedPool } from './served-pool.js';
 
-/** The signer name the chart's transfer signer answers, and the ConfigMap it keeps the trusted CAs in. */
-export const DEFAULT_SIGNER_NAME = 'vpool.dev/transfer';
+/** What the transfer needs of the rest of the driver. */
+export interface TransferDeps {
+  nodeId: string;
+  driverName: string;
+  locks: KeyedLocks;
+  /** Peers read from it once it is open; before, nothing is here. */
+  pool: ServedPool;
+}
+
+export interface RunningTransfer {
+  /** For CreateVolume: sources this node lacks. */
+  client?: TransferClient;
+  close(): Promise<void>;
+}
+
+/** A served VolumePool opens after the listener starts: until it does, every ID is "not here". */
+function sourceOnceOpen(pool: ServedPool, make: (backend: PoolBackend) => TransferSource): TransferSource {
+  let source: TransferSource | undefined;
+  pool.whenOpen(({ pool: o }) => {
+    if (o.backend) source = make(o.backend);
+  });
+  return {
+    size: async (kind, id) => (source ? source.size(kind, id) : null),
+    open: async (kind, id) => (source ? source.open(kind, id) : null),
+  };
+}
 
 /**
  * The cross-node transfer (transfer/): the listener peers read from, and the client for sources this
  * node lacks. Both need the Kubernetes API: the node's credential comes from the CSR API, each read
  * is authorized by the claim it is for, and the peers are the driver's node plugin pods. The code is
  * loaded only when asked for. The listener starts once the first certificate is issued (the CSI
- * socket does not wait for it); a read before the pool is open is answered "not here".
+ * socket does not wait for it).
  */
-export async function startTransfer(opts: ServeOptions, ctx: DriverContext): Promise<{ close(): Promise<void> } | undefined> {
+export async function startTransfer(opts: ServeOptions, { nodeId, driverName, locks, pool }: TransferDeps): Promise<RunningTransfer | undefined> {
   const selector = opts.transferPeersFromCluster;
   if (!opts.transferListen && !selector) return undefined;
   if (!selector) throw new Error('--transfer-listen needs --transfer-peers-from-cluster (the node plugin pods\' label selector: peers are found, and checked, by it)');
+  if (pool.current && !pool.current.pool.backend) throw new Error('the transfer needs a node-local pool (file or lvm)');
   const namespace = process.env.POD_NAMESPACE;
   if (!namespace) throw new Error('the transfer needs POD_NAMESPACE (the chart sets it from the pod)');
   const [{ loadKube }, { clusterPeers }, { TransferAccess, Refusal, Mismatch }, { TransferEnrolment }, { TransferCredentials }, { TransferClient }, { transferSource }] = await Promise.all([
@@ -31,7 +60,7 @@ export async function startTransfer(opts: ServeOptions, ctx: DriverContext): Pro
   const kube = loadKube(opts.kubeconfig);
   const credentials = new TransferCredentials();
   const enrolment = new TransferEnrolment(kube, credentials, {
-    node: ctx.nodeId,
+    node: nodeId,
     namespace,
     trustConfigMap: opts.transferTrustConfigmap,
     signerName: opts.transferSignerName,
@@ -39,14 +68,17 @@ export async function startTransfer(opts: ServeOptions, ctx: DriverContext): Pro
     refreshMs: parseDuration(opts.transferRefresh),
   });
   enrolment.start();
-  const access = new TransferAccess(kube, { driver: ctx.driverName, namespace, nodeSelector: selector });
-  const peers = clusterPeers(kube, { namespace, selector, node: ctx.nodeId });
-  ctx.transfer = new TransferClient(credentials, peers, (kind, id, claim) => access.holder(kind, id, claim).catch((err: unknown) => Promise.reject(err instanceof Mismatch ? denied(errorMessage(err)) : err instanceof Refusal ? unavailable(errorMessage(err)) : err)), { stallMs: parseDuration(opts.transferStallTimeout) });
-  if (!opts.transferListen) return { close: async () => enrolment.stop() };
+  const access = new TransferAccess(kube, { driver: driverName, namespace, nodeSelector: selector });
+  const peers = clusterPeers(kube, { namespace, selector, node: nodeId });
+  // A claim that names another source is final (PERMISSION_DENIED); a cluster that does not say yet is retried.
+  const holder = (kind: 'volume' | 'snapshot', id: string, claim: { namespace: string; name: string }) =>
+    access.holder(kind, id, claim).catch((err: unknown) => Promise.reject(err instanceof Mismatch ? denied(errorMessage(err)) : err instanceof Refusal ? unavailable(errorMessage(err)) : err));
+  const client = new TransferClient(credentials, peers, holder, { stallMs: parseDuration(opts.transferStallTimeout) });
+  if (!opts.transferListen) return { client, close: async () => enrolment.stop() };
   const { startTransferServer } = await import('../transfer/server.js');
   const m = /^(.*):(\d{1,5})$/.exec(opts.transferListen);
   if (!m) throw new Error(`--transfer-listen is host:port, not ${JSON.stringify(opts.transferListen)}`);
-  const server = startTransferServer({
+  const listener = startTransferServer({
     host: m[1].replace(/^\[|\]$/g, '') || '0.0.0.0',
     port: Number(m[2]),
     credentials,
@@ -59,14 +91,20 @@ export async function startTransfer(opts: ServeOptions, ctx: DriverContext): Pro
         throw err;
       }
     },
-    source: transferSource(() => ctx.backend, ctx.locks),
+    source: sourceOnceOpen(pool, (backend) => transferSource(backend, locks)),
     bytesPerSecond: parseQuantity(opts.transferRate),
     stallMs: parseDuration(opts.transferStallTimeout),
   });
+  // A port already taken is a start-up failure, as before, not a quiet absence.
+  listener.catch((err: unknown) => {
+    process.stderr.write(`vpool-csi: the transfer listener cannot start: ${errorMessage(err)}\n`);
+    process.exit(1);
+  });
   return {
+    client,
     close: async () => {
       enrolment.stop();
-      await (await server).close();
+      await (await listener).close();
     },
   };
 }

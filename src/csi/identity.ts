@@ -2,11 +2,11 @@ import type { GetPluginCapabilitiesResponse } from '../../gen/csi/v1/GetPluginCa
 import type { GetPluginInfoResponse } from '../../gen/csi/v1/GetPluginInfoResponse.js';
 import type { ProbeResponse } from '../../gen/csi/v1/ProbeResponse.js';
 import { log } from '../log.js';
-import type { IdentityContext } from '../driver/context.js';
+import type { IdentityState } from '../driver/context.js';
 import { notReadyBecause } from '../driver/pool-state.js';
 
 
-export function getPluginInfo(ctx: IdentityContext): GetPluginInfoResponse {
+export function getPluginInfo({ ctx }: IdentityState): GetPluginInfoResponse {
   return { name: ctx.driverName, vendor_version: ctx.version, manifest: { backend: ctx.backendKind } };
 }
 
@@ -21,8 +21,8 @@ export function getPluginCapabilities(withController: boolean): GetPluginCapabil
   };
 }
 
-export async function probe(ctx: IdentityContext): Promise<ProbeResponse> {
-  const reason = await notReadyBecause(ctx);
+export async function probe(state: IdentityState): Promise<ProbeResponse> {
+  const reason = await notReadyBecause(state);
   if (reason) log.warn('probe: not ready', { reason });
   return { ready: { value: reason === null } };
 }

@@ -5,7 +5,7 @@ import type { ControllerHandlers } from '../../gen/csi/v1/Controller.js';
 import type { IdentityHandlers } from '../../gen/csi/v1/Identity.js';
 import type { NodeHandlers } from '../../gen/csi/v1/Node.js';
 import { errno, unavailable, unsupported } from '../errors.js';
-import { hasBackend, type ControllerContext, type DriverContext, type IdentityContext } from '../driver/context.js';
+import { hasBackend, type DriverContext, type DriverState, type IdentityState, type StartContext } from '../driver/context.js';
 import { poolFeatures } from '../driver/pool-state.js';
 import { controllerExpandVolume, controllerPublishVolume, controllerUnpublishVolume } from './controller/publish.js';
 import { controllerGetVolume, listVolumes, validateVolumeCapabilities } from './controller/queries.js';
@@ -28,51 +28,62 @@ import { unary } from './rpc.js';
 export type Mode = 'all' | 'controller' | 'node' | 'resizer';
 
 
-function isFull(ctx: DriverContext | IdentityContext): ctx is DriverContext {
-  return 'blockDevices' in ctx;
-}
-
-function identityHandlers(ctx: IdentityContext, mode: Mode): IdentityHandlers {
+function identityHandlers(state: () => IdentityState, mode: Mode): IdentityHandlers {
   return {
-    GetPluginInfo: unary('GetPluginInfo', () => getPluginInfo(ctx)),
+    GetPluginInfo: unary('GetPluginInfo', () => getPluginInfo(state())),
     GetPluginCapabilities: unary('GetPluginCapabilities', () => getPluginCapabilities(mode !== 'node')),
-    Probe: unary('Probe', () => probe(ctx)),
+    Probe: unary('Probe', () => probe(state())),
   };
 }
 
 /**
- * A handler behind the capability table and the pool's readiness: UNIMPLEMENTED when the RPC needs
- * a capability this driver does not advertise, UNAVAILABLE with the reason while the pool is not
- * open (DriverContext.pending) unless the RPC is one the sidecars and the kubelet ask at start.
+ * Handlers behind the capability table and the pool's readiness, each given the state of this call:
+ * UNIMPLEMENTED when the RPC needs a capability this driver does not advertise; `served` handlers
+ * get the driver with its pool, or UNAVAILABLE with the reason while it cannot serve; `always`
+ * handlers (what the sidecars and the kubelet ask at start) get what is known either way.
  */
-function gate(ctx: DriverContext, mode: Mode, service: 'controller' | 'node') {
+function gate<C extends DriverContext>(state: () => DriverState, mode: Mode, service: 'controller' | 'node', usable: (ctx: DriverContext) => ctx is C) {
   const needs: Record<string, string | null> = service === 'controller' ? CONTROLLER_RPC_NEEDS : NODE_RPC_NEEDS;
-  return <Req, Res>(method: string, fn: (req: Req) => Promise<Res> | Res, opts: { beforePool?: boolean } = {}) =>
-    unary<Req, Res>(method, (req) => {
-      const need = needs[method];
-      if (need && !(serviceCapabilities(poolFeatures(ctx), mode)[service] as readonly string[]).includes(need)) throw unsupported(`${method} is not supported by this driver (no ${need} capability)`);
-      if (ctx.pending && !opts.beforePool) throw unavailable(`the pool is not ready: ${ctx.pending}`);
-      return fn(req);
-    });
+  const checked = (method: string) => {
+    const s = state();
+    const need = needs[method];
+    if (need && !(serviceCapabilities(poolFeatures(s.ctx), mode)[service] as readonly string[]).includes(need)) throw unsupported(`${method} is not supported by this driver (no ${need} capability)`);
+    return s;
+  };
+  return {
+    served:
+      <Req, Res>(method: string, fn: (ctx: C, req: Req) => Promise<Res> | Res) =>
+      unary<Req, Res>(method, (req) => {
+        const s = checked(method);
+        if (s.notServing !== undefined) throw unavailable(`the pool is not ready: ${s.notServing}`);
+        if (!usable(s.ctx)) throw unavailable(`${method} needs the pool, and this process has none`);
+        return fn(s.ctx, req);
+      }),
+    always:
+      <Req, Res>(method: string, fn: (ctx: StartContext | DriverContext, req: Req) => Promise<Res> | Res) =>
+      unary<Req, Res>(method, (req) => fn(checked(method).ctx, req)),
+  };
 }
 
-function controllerHandlers(ctx: ControllerContext, mode: Mode): ControllerHandlers {
-  const served = gate(ctx, mode, 'controller');
+const anyContext = (ctx: DriverContext): ctx is DriverContext => true;
+
+function controllerHandlers(state: () => DriverState, mode: Mode): ControllerHandlers {
+  const { served, always } = gate(state, mode, 'controller', hasBackend);
   return {
-    CreateVolume: served('CreateVolume', (r) => createVolume(ctx, r)),
-    DeleteVolume: served('DeleteVolume', (r) => deleteVolume(ctx, r)),
-    ValidateVolumeCapabilities: served('ValidateVolumeCapabilities', (r) => validateVolumeCapabilities(ctx, r)),
-    ListVolumes: served('ListVolumes', (r) => listVolumes(ctx, r)),
-    GetCapacity: served('GetCapacity', (r) => getCapacity(ctx, r)),
-    ControllerGetCapabilities: served('ControllerGetCapabilities', () => capabilityResponse(serviceCapabilities(poolFeatures(ctx), mode).controller), { beforePool: true }),
-    ControllerGetVolume: served('ControllerGetVolume', (r) => controllerGetVolume(ctx, r)),
-    CreateSnapshot: served('CreateSnapshot', (r) => createSnapshot(ctx, r)),
-    DeleteSnapshot: served('DeleteSnapshot', (r) => deleteSnapshot(ctx, r)),
-    ListSnapshots: served('ListSnapshots', (r) => listSnapshots(ctx, r)),
-    GetSnapshot: served('GetSnapshot', (r) => getSnapshot(ctx, r)),
-    ControllerPublishVolume: served('ControllerPublishVolume', (r) => controllerPublishVolume(ctx, r)),
-    ControllerUnpublishVolume: served('ControllerUnpublishVolume', (r) => controllerUnpublishVolume(ctx, r)),
-    ControllerExpandVolume: served('ControllerExpandVolume', (r) => controllerExpandVolume(ctx, r)),
+    CreateVolume: served('CreateVolume', (ctx, r) => createVolume(ctx, r)),
+    DeleteVolume: served('DeleteVolume', (ctx, r) => deleteVolume(ctx, r)),
+    ValidateVolumeCapabilities: served('ValidateVolumeCapabilities', (ctx, r) => validateVolumeCapabilities(ctx, r)),
+    ListVolumes: served('ListVolumes', (ctx, r) => listVolumes(ctx, r)),
+    GetCapacity: served('GetCapacity', (ctx, r) => getCapacity(ctx, r)),
+    ControllerGetCapabilities: always('ControllerGetCapabilities', (ctx) => capabilityResponse(serviceCapabilities(poolFeatures(ctx), mode).controller)),
+    ControllerGetVolume: served('ControllerGetVolume', (ctx, r) => controllerGetVolume(ctx, r)),
+    CreateSnapshot: served('CreateSnapshot', (ctx, r) => createSnapshot(ctx, r)),
+    DeleteSnapshot: served('DeleteSnapshot', (ctx, r) => deleteSnapshot(ctx, r)),
+    ListSnapshots: served('ListSnapshots', (ctx, r) => listSnapshots(ctx, r)),
+    GetSnapshot: served('GetSnapshot', (ctx, r) => getSnapshot(ctx, r)),
+    ControllerPublishVolume: served('ControllerPublishVolume', (ctx, r) => controllerPublishVolume(ctx, r)),
+    ControllerUnpublishVolume: served('ControllerUnpublishVolume', (ctx, r) => controllerUnpublishVolume(ctx, r)),
+    ControllerExpandVolume: served('ControllerExpandVolume', (ctx, r) => controllerExpandVolume(ctx, r)),
     // Never advertised: the gate answers UNIMPLEMENTED before this runs.
     ControllerModifyVolume: served('ControllerModifyVolume', () => ({})),
   };
@@ -90,18 +101,18 @@ function resizerHandlers(): { controller: Partial<ControllerHandlers>; node: Par
   };
 }
 
-function nodeHandlers(ctx: DriverContext, mode: Mode): NodeHandlers {
-  const served = gate(ctx, mode, 'node');
+function nodeHandlers(state: () => DriverState, mode: Mode): NodeHandlers {
+  const { served, always } = gate(state, mode, 'node', anyContext);
   return {
-    NodeStageVolume: served('NodeStageVolume', (r) => nodeStageVolume(ctx, r)),
-    NodeUnstageVolume: served('NodeUnstageVolume', (r) => nodeUnstageVolume(ctx, r)),
-    NodePublishVolume: served('NodePublishVolume', (r) => nodePublishVolume(ctx, r)),
-    NodeUnpublishVolume: served('NodeUnpublishVolume', (r) => nodeUnpublishVolume(ctx, r)),
-    NodeGetVolumeStats: served('NodeGetVolumeStats', (r) => nodeGetVolumeStats(ctx, r)),
-    NodeExpandVolume: served('NodeExpandVolume', (r) => nodeExpandVolume(ctx, r)),
-    NodeGetCapabilities: served('NodeGetCapabilities', () => capabilityResponse(serviceCapabilities(poolFeatures(ctx), mode).node), { beforePool: true }),
+    NodeStageVolume: served('NodeStageVolume', (ctx, r) => nodeStageVolume(ctx, r)),
+    NodeUnstageVolume: served('NodeUnstageVolume', (ctx, r) => nodeUnstageVolume(ctx, r)),
+    NodePublishVolume: served('NodePublishVolume', (ctx, r) => nodePublishVolume(ctx, r)),
+    NodeUnpublishVolume: served('NodeUnpublishVolume', (ctx, r) => nodeUnpublishVolume(ctx, r)),
+    NodeGetVolumeStats: served('NodeGetVolumeStats', (ctx, r) => nodeGetVolumeStats(ctx, r)),
+    NodeExpandVolume: served('NodeExpandVolume', (ctx, r) => nodeExpandVolume(ctx, r)),
+    NodeGetCapabilities: always('NodeGetCapabilities', (ctx) => capabilityResponse(serviceCapabilities(poolFeatures(ctx), mode).node)),
     // The registrar registers the node with what this says, pool or not.
-    NodeGetInfo: served('NodeGetInfo', () => nodeGetInfo(ctx), { beforePool: true }),
+    NodeGetInfo: always('NodeGetInfo', (ctx) => nodeGetInfo(ctx)),
   };
 }
 
@@ -138,21 +149,23 @@ export interface RunningServer {
   shutdown(): Promise<void>;
 }
 
-export async function startServer(ctx: DriverContext | IdentityContext, mode: Mode, endpoint: string, socketGroup?: number): Promise<RunningServer> {
+/** What a server serves: the driver (its state at each call), or the resizer mode's identity alone. */
+export type Served = { mode: Exclude<Mode, 'resizer'>; state: () => DriverState } | { mode: 'resizer'; identity: IdentityState['ctx'] };
+
+export async function startServer(served: Served, endpoint: string, socketGroup?: number): Promise<RunningServer> {
   const csi = loadCsi().csi.v1;
   const server = new grpc.Server();
-  server.addService(csi.Identity.service, identityHandlers(ctx, mode));
-  if (mode === 'resizer') {
+  if (served.mode === 'resizer') {
+    const identity = { ctx: served.identity };
+    server.addService(csi.Identity.service, identityHandlers(() => identity, 'resizer'));
     const { controller, node } = resizerHandlers();
     server.addService(csi.Controller.service, controller as grpc.UntypedServiceImplementation);
     server.addService(csi.Node.service, node as grpc.UntypedServiceImplementation);
   } else {
-    if (!isFull(ctx)) throw new Error(`mode ${mode} needs the whole driver context`);
-    if (mode !== 'node') {
-      if (!hasBackend(ctx) && !ctx.pending) throw new Error('the controller service needs the pool');
-      server.addService(csi.Controller.service, controllerHandlers(ctx as ControllerContext, mode));
-    }
-    if (mode !== 'controller') server.addService(csi.Node.service, nodeHandlers(ctx, mode));
+    const { mode, state } = served;
+    server.addService(csi.Identity.service, identityHandlers(state, mode));
+    if (mode !== 'node') server.addService(csi.Controller.service, controllerHandlers(state, mode));
+    if (mode !== 'controller') server.addService(csi.Node.service, nodeHandlers(state, mode));
   }
 
   const socket = socketPath(endpoint);

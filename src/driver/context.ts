@@ -10,8 +10,8 @@ export const TOPOLOGY_KEY = 'topology.vpool.dev/node';
 /** Hypervisor mode: a volume is reachable from every node VM of the hypervisor that holds the pool. */
 export const HYPERVISOR_TOPOLOGY_KEY = 'topology.vpool.dev/hypervisor';
 
-/** Everything the driver's operations need, built once by `serve` and passed down (no globals). */
-export interface DriverContext {
+/** What the driver knows at start, before any pool is open. */
+export interface StartContext {
   driverName: string;
   version: string;
   nodeId: string;
@@ -19,27 +19,36 @@ export interface DriverContext {
   /** Where volumes are accessible: the segments of this node's or this hypervisor's topology. */
   topology: Record<string, string>;
   access: AccessPolicy;
+  paths: PathPolicy;
+  locks: KeyedLocks;
+  sizing: SizingPolicy;
+  maxVolumesPerNode: number;
+}
+
+/** Everything the driver's operations need, built by `serve` once its pool is open and passed down (no globals). */
+export interface DriverContext extends StartContext {
   /** The pool; absent on a node in hypervisor mode, which cannot reach it. */
   backend?: PoolBackend;
   /** Attaches volumes to nodes from the controller (hypervisor mode); absent for node-local pools. */
   controllerAttacher?: ControllerAttacher;
   volumeView: NodeVolumeView;
   blockDevices: BlockDevices;
-  paths: PathPolicy;
-  locks: KeyedLocks;
-  sizing: SizingPolicy;
-  maxVolumesPerNode: number;
-  /**
-   * Why the pool cannot serve yet (a served VolumePool missing, failed or being built): Probe says
-   * not ready and every call that needs the pool answers UNAVAILABLE. Undefined once it serves.
-   */
-  pending?: string;
   /** Reads sources other nodes hold (a restore or clone across nodes); absent when no peers are configured. */
   transfer?: TransferClient;
 }
 
-/** What the Identity service needs; a full DriverContext is one, and so is the resizer mode's. */
-export type IdentityContext = Pick<DriverContext, 'driverName' | 'version' | 'backendKind' | 'backend' | 'pending'>;
+/**
+ * What the server answers a call from: the driver with its pool, or, while the pool cannot serve
+ * (a served VolumePool missing, failed or being built), what is known at start and why: Probe says
+ * not ready and every call that needs the pool answers UNAVAILABLE.
+ */
+export type DriverState = { ctx: DriverContext; notServing?: undefined } | { ctx: StartContext | DriverContext; notServing: string };
+
+/** What the Identity service needs; a DriverState is one, and so is the resizer mode's. */
+export interface IdentityState {
+  ctx: Pick<DriverContext, 'driverName' | 'version' | 'backendKind' | 'backend'>;
+  notServing?: string;
+}
 
 /** The controller service needs the pool. */
 export type ControllerContext = DriverContext & { backend: PoolBackend };

@@ -1,4 +1,4 @@
-import type { DriverContext, IdentityContext } from './context.js';
+import type { DriverContext, IdentityState } from './context.js';
 
 /** What the pool behind this process can do, in the terms the CSI capability table is built from. */
 export interface PoolFeatures {
@@ -9,13 +9,13 @@ export interface PoolFeatures {
 }
 
 /** A pool not open yet (a VolumePool being built) is node-local: it grows on the node. */
-export function poolFeatures(ctx: Pick<DriverContext, 'controllerAttacher' | 'backend'>): PoolFeatures {
+export function poolFeatures(ctx: Partial<DriverContext>): PoolFeatures {
   return { attachesFromController: ctx.controllerAttacher !== undefined, growsOnController: ctx.backend?.expansion === 'controller' };
 }
 
 /** Why this process cannot serve calls now, or null when it can. */
-export async function notReadyBecause(ctx: IdentityContext): Promise<string | null> {
-  if (ctx.pending) return ctx.pending;
+export async function notReadyBecause({ ctx, notServing }: IdentityState): Promise<string | null> {
+  if (notServing) return notServing;
   try {
     // A node in hypervisor mode has no pool to ask; it is ready when it can serve its own calls.
     await ctx.backend?.probe();

@@ -30,16 +30,13 @@ function hold(locks: KeyedLocks, keys: string[]): Promise<() => void> {
  * the same lock DeleteVolume and DeleteSnapshot take, so a delete waits for the end of the stream
  * (or answers ABORTED past its wait, and the CO retries).
  */
-export function transferSource(pool: () => PoolBackend | undefined, locks: KeyedLocks): TransferSource {
+export function transferSource(backend: PoolBackend, locks: KeyedLocks): TransferSource {
   return {
     async size(kind, id) {
-      const backend = pool();
-      if (!backend) return null; // the served pool is not open yet: nothing is here
       return kind === 'volume' ? ((await backend.getVolume(id))?.capacityBytes ?? null) : ((await backend.getSnapshot(id))?.sizeBytes ?? null);
     },
     async open(kind, id) {
-      const backend = pool();
-      if (!backend?.openData) return null;
+      if (!backend.openData) return null;
       const release = await hold(locks, [lockOf(kind, id)]);
       try {
         const data = await backend.openData(kind, id);

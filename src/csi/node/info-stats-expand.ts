@@ -3,12 +3,12 @@ import type { NodeExpandVolumeResponse } from '../../../gen/csi/v1/NodeExpandVol
 import type { NodeGetInfoResponse } from '../../../gen/csi/v1/NodeGetInfoResponse.js';
 import type { NodeGetVolumeStatsRequest__Output } from '../../../gen/csi/v1/NodeGetVolumeStatsRequest.js';
 import type { NodeGetVolumeStatsResponse } from '../../../gen/csi/v1/NodeGetVolumeStatsResponse.js';
-import type { DriverContext } from '../../driver/context.js';
+import type { DriverContext, StartContext } from '../../driver/context.js';
 import { expandOnNode, volumeStats, type Usage } from '../../driver/node/stats-expand.js';
 import { parseCapability } from '../capabilities.js';
 import { parseRange } from '../sizing.js';
 
-export function nodeGetInfo(ctx: DriverContext): NodeGetInfoResponse {
+export function nodeGetInfo(ctx: Pick<StartContext, 'nodeId' | 'maxVolumesPerNode' | 'topology'>): NodeGetInfoResponse {
   return {
     node_id: ctx.nodeId,
     max_volumes_per_node: String(ctx.maxVolumesPerNode),

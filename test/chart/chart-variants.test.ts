@@ -1,0 +1,199 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { connectCsi } from '../../src/csi/client.js';
+import { idFor } from '../../src/ids.js';
+import tls from 'node:tls';
+import { makeCa as makeTransferCa } from '../../src/transfer/pki.js';
+import { MiB, needsRoot } from '../helpers/driver.js';
+import { CLAIM_TYPE, CONFIGMAP_TYPE, CSR_TYPE, POD_TYPE, SECRET_TYPE, SNAPSHOT_TYPE, type FakeApiServer, type KObject } from '../helpers/fake-apiserver.js';
+import { startFakeCluster } from '../helpers/kube.js';
+import { dirPool, startLibvirt, URI, type TestPool } from '../helpers/libvirt.js';
+import { forgetVg, loopDisks, poolCmd, uniqueVg, type LoopDisks } from '../helpers/lvm.js';
+import { CHART, render, type K8sObject } from '../helpers/manifests.js';
+import { driverContainers, removeWorld, startPod, type DriverContainer, type PodWorld, type RunningPod } from '../helpers/pod-runner.js';
+
+const NAMESPACE = 'vpool-csi';
+const NODE = 'node-a';
+const example = (file: string) => path.join(CHART, 'examples', file);
+/** Only a VM has an SMBIOS system UUID: what a libvirt node plugin takes as its node ID. */
+const IS_VM = existsSync('/sys/class/dmi/id/product_uuid');
+
+/** What a container must do: be ready, or give this documented refusal (not ready with the reason, or exit with it). */
+type Outcome = { ready: true } | { notReady: RegExp } | { exits: RegExp; because: string };
+
+interface Variant {
+  name: string;
+  /** --set flags; a function when they name what the test made in before(). */
+  sets?: string[] | (() => string[]);
+  files?: string[];
+  /** Secrets the user makes before installing, as the README says. */
+  userSecrets?: () => Promise<Record<string, Record<string, string>>>;
+  /** Default: every driver container is ready. */
+  outcome?: (d: DriverContainer) => Outcome;
+  /** What to check once every container reached its outcome. */
+  then?: (pods: RunningPod[], world: PodWorld) => Promise<void>;
+}
+
+/**
+ * A node plugin's transfer listener once its certificate is issued (the transfer signer of the same
+ * render answered its request): it logged that it is ready, and a client without a certificate is
+ * refused at the handshake (every read needs a node's credential and a claim: transfer-identity.test.ts).
+ */
+async function transferUp(pod: RunningPod): Promise<void> {
+  const listen = pod.args.find((a) => a.startsWith('--transfer-listen='))!.slice('--transfer-listen='.length);
+  const deadline = Date.now() + 60_000;
+  while (!pod.stderr().includes('transfer listener ready')) {
+    if (Date.now() > deadline) throw new Error(`${pod.id}: no transfer listener: ${pod.stderr().split('\n').filter((l) => l.includes('transfer')).slice(-5).join('\n')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const port = Number(listen.split(':').pop());
+  const refused = await new Promise<boolean>((resolve) => {
+    const s = tls.connect({ host: pod.podIp, port, rejectUnauthorized: false, minVersion: 'TLSv1.3' }, () => {
+      s.write('HEAD /v1/volumes/x HTTP/1.1\r\n\r\n');
+    });
+    s.on('data', () => resolve(false));
+    s.on('error', () => resolve(true));
+    s.on('close', () => resolve(true));
+  });
+  assert.ok(refused, `${pod.id}: a client without a certificate got an answer`);
+}
+
+// Each rendered container of the driver's image runs the real binary with exactly its args and env
+// (test/helpers/pod-runner.ts: a network namespace per pod, paths under its volume mounts moved to
+// test directories, the FAKE API server through a kubeconfig). Sidecars are other images: not here.
+describe('every chart variant starts: each driver container of the render runs until ready (or its documented refusal)', needsRoot(), () => {
+  let fake: FakeApiServer;
+  let disks: LoopDisks;
+  let libvirtPool: TestPool;
+  const vg = uniqueVg('vcv');
+  let caDir: string;
+
+  before(async () => {
+    ({ fake } = await startFakeCluster());
+    // The transfer: the driver's pods (peers, and who asks for a certificate), CSRs, the signer's Secret and ConfigMap, claims.
+    for (const t of [POD_TYPE, CSR_TYPE, SECRET_TYPE, CONFIGMAP_TYPE, CLAIM_TYPE, SNAPSHOT_TYPE]) fake.addType(t);
+    // The test's own requests (its kubeconfig) stay admitted once pods have tokens of their own.
+    fake.identify('fake-token', { username: 'system:admin', groups: ['system:masters'] });
+    fake.create('nodes', { metadata: { name: NODE, labels: { 'kubernetes.io/hostname': NODE, 'vpool.dev/storage': 'true' } } });
+    disks = await loopDisks(1, 256 * MiB);
+    const init = await poolCmd('init', '--vg', vg, disks.devices[0]);
+    assert.equal(init.code, 0, init.stderr);
+    await startLibvirt();
+    libvirtPool = await dirPool('vpool-variants');
+    caDir = await mkdtemp('/var/tmp/vpool-variants-ca-');
+  });
+  after(async () => {
+    await fake?.stop();
+    await forgetVg(vg, disks?.devices ?? []);
+    await disks?.release();
+    await libvirtPool?.remove();
+    if (caDir) await rm(caDir, { recursive: true, force: true });
+  });
+
+  // The examples name hosts' resources (a VG, a hypervisor) that must exist before installing: here, the test's.
+  const lvmHere = [`lvm.vg=${vg}`];
+  const libvirtHere = () => [`libvirt.uri=${URI}`, `libvirt.pool=${libvirtPool.name}`];
+  const libvirtCredentials = async () => ({ 'vpool-csi-libvirt': { id_ed25519: Buffer.from('unused with qemu:///system\n').toString('base64'), known_hosts: '' } });
+  // A libvirt node plugin runs in a node VM: elsewhere it refuses to guess a node ID.
+  const libvirtOutcome = (d: DriverContainer): Outcome =>
+    d.workload.kind === 'DaemonSet' && !IS_VM ? { exits: /cannot read \/sys\/class\/dmi\/id\/product_uuid \(is this a VM\?\); pass --node-id/, because: 'this host is not a VM' } : { ready: true };
+
+  const variants: Variant[] = [
+    { name: 'defaults', then: async (pods) => transferUp(pods.find((p) => p.id.startsWith('DaemonSet/'))!) },
+    { name: 'examples/values-file.yaml', files: [example('values-file.yaml')] },
+    { name: 'examples/values-lvm.yaml', files: [example('values-lvm.yaml')], sets: lvmHere },
+    { name: 'examples/values-libvirt.yaml', files: [example('values-libvirt.yaml')], sets: libvirtHere, userSecrets: libvirtCredentials, outcome: libvirtOutcome },
+    { name: 'backend=lvm', sets: ['backend=lvm', ...lvmHere] },
+    { name: 'backend=libvirt', sets: () => ['backend=libvirt', ...libvirtHere()], userSecrets: libvirtCredentials, outcome: libvirtOutcome },
+    { name: 'transfer.enabled=false', sets: ['transfer.enabled=false'] },
+    {
+      name: 'transfer.tls.existingSecret',
+      sets: ['transfer.tls.existingSecret=my-transfer-ca'],
+      // The user's CA (what cert-manager or openssl would make), created before installing.
+      userSecrets: async () => {
+        const ca = await makeTransferCa('user transfer CA', 86_400_000);
+        return { 'my-transfer-ca': { 'tls.crt': Buffer.from(ca.certPem).toString('base64'), 'tls.key': Buffer.from(ca.keyPem).toString('base64') } };
+      },
+      then: async (pods) => {
+        for (const p of pods.filter((x) => x.args.some((a) => a.startsWith('--transfer-listen=')))) await transferUp(p);
+      },
+    },
+    { name: 'volumePool.name, transfer off', sets: ['volumePool.name=plain', 'transfer.enabled=false'], outcome: (d) => (d.workload.kind === 'DaemonSet' ? { notReady: /VolumePool plain does not exist/ } : { ready: true }) },
+  ];
+
+  async function outcome(pod: RunningPod, d: DriverContainer, want: Outcome): Promise<void> {
+    if ('exits' in want) {
+      const code = await new Promise<number | null>((r) => (pod.proc.exitCode !== null ? r(pod.proc.exitCode) : pod.proc.once('exit', r)));
+      assert.notEqual(code, 0, `${d.id} exited 0 instead of refusing (${want.because})`);
+      assert.match(pod.stderr(), want.exits, `${d.id} (${want.because})`);
+    } else if ('notReady' in want) {
+      assert.match(await pod.ready(want.notReady), want.notReady, d.id);
+    } else {
+      assert.equal(await pod.ready(), 'ready', d.id);
+    }
+  }
+
+  /** Renders a variant and starts its driver containers; each must reach its outcome. */
+  async function run(v: Variant, then?: (pods: RunningPod[], world: PodWorld) => Promise<void>): Promise<void> {
+    const objects = await render(typeof v.sets === 'function' ? v.sets() : (v.sets ?? []), NAMESPACE, v.files ?? []);
+    const containers = await driverContainers(objects);
+    assert.ok(containers.length > 0, 'the render has no container of the driver image');
+    const secretData = (o: K8sObject) => ({ ...(o.data as Record<string, string> | undefined), ...Object.fromEntries(Object.entries((o.stringData as Record<string, string> | undefined) ?? {}).map(([k, s]) => [k, Buffer.from(s).toString('base64')])) });
+    const secrets = new Map(objects.filter((o) => o.kind === 'Secret').map((o) => [o.metadata.name, secretData(o)]));
+    const made: string[] = [];
+    for (const [name, data] of Object.entries((await v.userSecrets?.()) ?? {})) {
+      secrets.set(name, data);
+      // The user's Secret exists in the cluster too: a container may read it through the API (the transfer signer, its CA).
+      if (!fake.get('secrets', name, NAMESPACE)) fake.create('secrets', { metadata: { name, namespace: NAMESPACE }, data });
+      made.push(name);
+    }
+    const world: PodWorld = { root: await mkdtemp('/var/tmp/vpool-variant-'), node: NODE, namespace: NAMESPACE, secrets, apiServer: { host: '127.0.0.1', port: Number(new URL(fake.url).port) }, fake };
+    const pods: RunningPod[] = [];
+    try {
+      for (const d of containers) pods.push(await startPod(world, d));
+      // Together, as a cluster starts them: each pod's outcome is its own.
+      await Promise.all(pods.map((pod, i) => outcome(pod, containers[i], v.outcome?.(containers[i]) ?? { ready: true })));
+      await (then ?? v.then)?.(pods, world);
+    } finally {
+      for (const p of pods) await p.stop();
+      await removeWorld(world);
+      for (const name of made) fake.delete('secrets', name, NAMESPACE);
+      // The signer's own objects go with the release (helm uninstall leaves them; the next variant is a fresh install).
+      for (const [plural, name] of [['secrets', 'vpool-csi-transfer-ca'], ['configmaps', 'vpool-csi-transfer-trust']] as const) if (fake.get(plural, name, NAMESPACE)) fake.delete(plural, name, NAMESPACE);
+    }
+  }
+
+  for (const v of variants) it(v.name, () => run(v));
+
+  it('volumePool.name with the transfer on: not ready until the VolumePool is built here, then it serves, its transfer listener serves the pool and its CreateVolume asks peers', async () => {
+    await run({ name: 'volumePool.name', sets: ['volumePool.name=files'], outcome: (d) => (d.workload.kind === 'DaemonSet' ? { notReady: /VolumePool files does not exist/ } : { ready: true }) }, async (pods) => {
+      const node = pods.find((p) => p.id.startsWith('DaemonSet/'))!;
+      // Before the pool opens the listener is up (its certificate issued by the render's signer).
+      await transferUp(node);
+      // The driver opens spec.directory in its own view of the filesystem; this process's view of the
+      // container's /var/lib/vpool-csi/pools (a hostPath) is the directory the runner mapped it to.
+      const inside = '/var/lib/vpool-csi/pools/files';
+      assert.notEqual(node.hostPath(inside), inside, 'the pools directory is a mount of the node plugin');
+      fake.create('volumepools', { apiVersion: 'vpool.dev/v1alpha1', kind: 'VolumePool', metadata: { name: 'files' }, spec: { backend: 'file', directory: node.hostPath(inside) } } as KObject);
+      assert.equal(await node.ready(), 'ready');
+
+      const socket = node.args.find((a) => a.startsWith('--endpoint='))!.slice('--endpoint='.length);
+      const client = connectCsi(socket);
+      try {
+        const vol = (await client.createVolume({ name: 'pvc-variant', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [{ block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }], parameters: {} })).volume!;
+        // A source this node lacks is asked of the peers: the transfer client is in the context made when the pool opened.
+        const missing = idFor('vol', 'pvc-on-no-node');
+        await assert.rejects(
+          client.createVolume({ name: 'pvc-restored', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [{ block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }], parameters: {}, volume_content_source: { volume: { volume_id: missing } } }),
+          new RegExp(`source volume ${missing} is not on this node, and the request names no claim`),
+        );
+        await client.deleteVolume({ volume_id: vol.volume_id });
+      } finally {
+        client.close();
+      }
+    });
+  });
+});
