@@ -16,6 +16,7 @@ interface SignerFlags {
   resync: string;
   kubeconfig?: string;
   logLevel: string;
+  healthAddress?: string;
 }
 
 /** `vpool-csi transfer-signer`: the transfer's CA, run once per cluster (the chart's transfer-signer Deployment). */
@@ -35,6 +36,7 @@ export function addTransferSignerCommand(program: Command): void {
     .option('--overlap <duration>', 'how long a replaced CA is still trusted beside the new one', '48h')
     .option('--resync <duration>', 'how often requests and the CA Secret are looked at', '5s')
     .option('--kubeconfig <file>', 'default: $KUBECONFIG, else the pod\'s service account')
+    .option('--health-address <host:port>', 'serve /healthz: 200 while the last pass over the requests succeeded, 503 with the reason when not')
     .option('--log-level <level>', 'error, warn, info or debug', 'info')
     .action(async (o: SignerFlags) => {
       setLogLevel(o.logLevel);
@@ -55,6 +57,14 @@ export function addTransferSignerCommand(program: Command): void {
         resyncMs: parseDuration(o.resync),
       });
       await signer.start();
+      if (o.healthAddress) {
+        const { serveHttp } = await import('../metrics.js');
+        await serveHttp(o.healthAddress, {
+          health: async () => {
+            if (signer.lastError) throw new Error(signer.lastError);
+          },
+        });
+      }
       log.info('transfer signer ready', { namespace, signer: o.signerName, caSecret: o.caSecret, userCa: o.userCa });
       const stop = () => {
         signer.stop();

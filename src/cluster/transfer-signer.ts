@@ -49,6 +49,8 @@ const NODE_NAME = 'authentication.kubernetes.io/node-name';
 export class TransferSigner {
   private ca: CertificateAuthority | null = null;
   private timer?: NodeJS.Timeout;
+  /** Why the last pass failed (undefined: it did not, or none ran yet), for /healthz. */
+  lastError: string | undefined = 'not synced yet';
 
   constructor(
     private readonly kube: Kube,
@@ -57,9 +59,17 @@ export class TransferSigner {
 
   /** Syncs now and every resync; a failed pass (the API away, a bad CA Secret) is logged and tried again. */
   async start(): Promise<void> {
-    await this.sync().catch((err) => log.error('transfer signer: sync failed', { error: errorMessage(err) }));
+    const pass = () =>
+      this.sync().then(
+        () => void (this.lastError = undefined),
+        (err: unknown) => {
+          this.lastError = errorMessage(err);
+          log.error('transfer signer: sync failed', { error: this.lastError });
+        },
+      );
+    await pass();
     const tick = () => {
-      this.timer = setTimeout(() => void this.sync().catch((err) => log.error('transfer signer: sync failed', { error: errorMessage(err) })).finally(tick), this.o.resyncMs);
+      this.timer = setTimeout(() => void pass().finally(tick), this.o.resyncMs);
     };
     tick();
   }
