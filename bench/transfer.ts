@@ -2,15 +2,14 @@
 // node B from a snapshot on node A, beside a plain copy of the same allocated bytes over the same
 // veth (a TCP stream, no TLS, file to file), each plugin in its own network namespace. Prints the
 // throughput of both, the ratio, and the CPU time the two plugins spent per GiB sent. Not a test.
-// Run as root: node dist/bench/transfer.js (BENCH_LOG=info prints the plugins' transfer lines; BENCH_PROFILE=<a wrapper
-// script that execs node --cpu-prof> profiles them)
+// Run as root: node dist/bench/transfer.js (BENCH_LOG=1 prints the plugins' transfer lines). The plugins get their
+// certificates and authorize each read as in a cluster (test/helpers/transfer-nodes.ts: a FAKE API server, the real signer).
 import { spawn } from 'node:child_process';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { blockCap } from '../test/helpers/csi.js';
-import { makeCa } from '../test/helpers/certs.js';
-import { finish, startDriver, tempDir } from '../test/helpers/driver.js';
-import { twoHosts } from '../test/helpers/netns.js';
+import { tempDir } from '../test/helpers/driver.js';
+import { transferNodes } from '../test/helpers/transfer-nodes.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 1024 * MiB;
@@ -48,12 +47,8 @@ function runIn(wrap: string[], script: string, args: string[]): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const hosts = await twoHosts('vpb');
-  const certs = await tempDir('vpool-certs-');
-  const ca = await makeCa(certs, 'bench');
-  const prof = process.env.BENCH_PROFILE ? [process.env.BENCH_PROFILE] : [];
-  const a = await startDriver({ nodeId: 'node-a', wrap: [...hosts.wrap(hosts.a.ns), ...prof], args: ['--log-level', 'warn', '--transfer-listen', `${hosts.a.addr}:9810`, '--transfer-tls-dir', await ca.node('a')] });
-  const b = await startDriver({ nodeId: 'node-b', wrap: [...hosts.wrap(hosts.b.ns), ...prof], args: ['--log-level', process.env.BENCH_LOG ?? 'warn', '--transfer-peer', `${hosts.a.addr}:9810`, '--transfer-tls-dir', await ca.node('b')] });
+  const nodes = await transferNodes('vpb', { stallTimeout: '60s' });
+  const { a, b, hosts } = nodes;
   const scratch = await tempDir('vpool-bench-copy-');
   try {
     const src = (await a.client.createVolume({ name: 'src', capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()], parameters: {} })).volume!;
@@ -80,7 +75,7 @@ async function main(): Promise<void> {
     for (let r = 0; r < RUNS; r++) {
       const cpu0 = (await cpuSeconds(a.proc.pid!)) + (await cpuSeconds(b.proc.pid!));
       const t = performance.now();
-      const v = (await b.client.createVolume({ name: `restored-${r}`, capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()], parameters: {}, volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } } })).volume!;
+      const v = await nodes.restore(`restored-${r}`, { snapshot: snap.snapshot_id }, { size: SIZE });
       ours.push((performance.now() - t) / 1000);
       cpu.push((await cpuSeconds(a.proc.pid!)) + (await cpuSeconds(b.proc.pid!)) - cpu0);
       await b.client.deleteVolume({ volume_id: v.volume_id });
@@ -107,10 +102,7 @@ async function main(): Promise<void> {
     await a.client.deleteSnapshot({ snapshot_id: snap.snapshot_id });
     await a.client.deleteVolume({ volume_id: src.volume_id });
   } finally {
-    await finish(a);
-    await finish(b);
-    await hosts.remove();
-    await rm(certs, { recursive: true, force: true });
+    await nodes.remove();
     await rm(scratch, { recursive: true, force: true });
   }
 }

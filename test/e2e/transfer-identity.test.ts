@@ -63,7 +63,7 @@ describe('cross-node reads: each node proves who it is and reads only for its ow
     nodes.claim('on-c', { snapshot: snapId }, { node: 'node-c' });
     assert.equal(await codeOf(nodes.restore('on-c', { snapshot: snapId }, { size: 8 * MiB, claim: false })), 'PERMISSION_DENIED');
     // No claim named (a provisioner without --extra-create-metadata): B does not even ask.
-    assert.equal(await codeOf(nodes.restore('anonymous', { snapshot: snapId }, { size: 8 * MiB, params: {} })), 'NOT_FOUND');
+    assert.equal(await codeOf(nodes.restore('anonymous', { snapshot: snapId }, { size: 8 * MiB, anonymous: true })), 'NOT_FOUND');
     const refused = a.logs.filter((l) => l.includes('refused a transfer read'));
     assert.ok(refused.some((l) => l.includes('"node":"node-b"') && l.includes(`${NAMESPACE}/on-c`) && l.includes('selected onto node node-c')), refused.join('\n'));
     assert.equal((await nodes.b.client.listVolumes({})).entries.length, 0, 'nothing made on B');

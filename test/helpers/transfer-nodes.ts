@@ -36,12 +36,14 @@ export interface TransferNodes {
   /** Restarts A (same pool), with extra flags; a new pod (new UID) unless `samePod`. */
   restartA(extra?: string[]): Promise<Driver>;
   restartB(extra?: string[]): Promise<Driver>;
+  /** The plugins of `more`, by node name. */
+  others: Map<string, Driver>;
   /** The cluster objects naming a source: a bound VolumeSnapshot and its content, or a bound claim and its PV, on A's node. */
   source(source: Source, holder?: string): { kind: 'VolumeSnapshot' | 'PersistentVolumeClaim'; name: string };
   /** A pending claim selected onto `node` (B's by default) whose data source is `source`. */
-  claim(name: string, source: Source, o?: { node?: string }): void;
+  claim(name: string, source: Source, o?: { node?: string; holder?: string }): void;
   /** CreateVolume on B (or `on`) for claim `name` (made unless `claim: false`), whose content is A's snapshot or volume. */
-  restore(name: string, source: Source, o?: { size?: number; on?: Driver; claim?: boolean; params?: Record<string, string> }): Promise<Volume>;
+  restore(name: string, source: Source, o?: { size?: number; on?: Driver; holder?: string; claim?: boolean; params?: Record<string, string>; anonymous?: boolean }): Promise<Volume>;
   /** Stops both and the signer and removes what was made; returns anything left behind (loop devices, mounts). */
   remove(): Promise<string[]>;
 }
@@ -58,6 +60,8 @@ export interface TransferNodesOptions {
   port?: number;
   /** Extra flags of the transfer signer. */
   signerArgs?: string[];
+  /** More plugins, each a node of its own (on A's side of the link or B's, listening on its own port when `port` is set). */
+  more?: Array<{ node: string; side: 'a' | 'b'; port?: number; args?: string[] }>;
 }
 
 const hash = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 10);
@@ -76,9 +80,9 @@ export async function transferNodes(tag: string, o: TransferNodesOptions = {}): 
   };
   /** A node plugin pod and its bound token, as the kubelet would have them (a new pod, a new UID, a new token). */
   let generation = 0;
-  const pod = (node: string, ip: string) => {
+  const pod = (node: string, ip: string, listenPort?: number) => {
     const name = `vpool-csi-node-${node}-${++generation}`;
-    const made = api.create('pods', { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: NAMESPACE, labels: LABELS }, spec: { nodeName: node, serviceAccountName: NODE_SA, containers: [{ name: 'driver', image: 'vpool-csi', ports: [{ name: 'transfer', containerPort: port }] }] } });
+    const made = api.create('pods', { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: NAMESPACE, labels: LABELS }, spec: { nodeName: node, serviceAccountName: NODE_SA, containers: [{ name: 'driver', image: 'vpool-csi', ports: listenPort ? [{ name: 'transfer', containerPort: listenPort }] : [] }] } });
     api.updateStatus('pods', name, (p) => void (p.status = { phase: 'Running', podIP: ip, podIPs: [{ ip }] }), NAMESPACE);
     const token = `token-${name}`;
     api.identify(token, { username: `system:serviceaccount:${NAMESPACE}:${NODE_SA}`, groups: ['system:serviceaccounts', 'system:authenticated'], extra: { 'authentication.kubernetes.io/pod-name': [name], 'authentication.kubernetes.io/pod-uid': [made.metadata.uid!], 'authentication.kubernetes.io/node-name': [node] } });
@@ -93,26 +97,30 @@ export async function transferNodes(tag: string, o: TransferNodesOptions = {}): 
 
   const stall = ['--transfer-stall-timeout', o.stallTimeout ?? '3s'];
   const common = (kc: string) => ['--kubeconfig', kc, '--transfer-peers-from-cluster', NODE_SELECTOR, '--transfer-refresh', '1s', '--volume-pools', 'off', '--snapshot-import-interval', '0', ...stall];
-  const start = async (which: 'a' | 'b', extra: string[], dirOf?: string) => {
-    const node = which === 'a' ? 'node-a' : 'node-b';
-    const p = pod(node, which === 'a' ? hosts.a.addr : hosts.b.addr);
-    kubeconfigs[which] = await kubeconfig(node, which === 'a' ? hosts.host!.fromA : hosts.host!.fromB, p.token);
-    const d = await startDriver({
-      dir: dirOf,
-      nodeId: node,
-      wrap: hosts.wrap(which === 'a' ? hosts.a.ns : hosts.b.ns),
-      env: { POD_NAMESPACE: NAMESPACE },
-      args: [...common(kubeconfigs[which]), ...(which === 'a' ? ['--transfer-listen', listen, ...(o.aArgs ?? [])] : (o.bArgs ?? [])), ...extra],
-    });
-    // Ready for transfers once its certificate is issued (and, for A, its listener is up).
-    const want = which === 'a' ? 'transfer listener ready' : 'transfer credential: certificate issued';
+  /** A plugin: its node, which side of the link, its listener (if any), its flags. */
+  type Spec = { node: string; side: 'a' | 'b'; port?: number; args: string[] };
+  const specs = new Map<string, Spec>([
+    ['node-a', { node: 'node-a', side: 'a', port, args: o.aArgs ?? [] }],
+    ['node-b', { node: 'node-b', side: 'b', args: o.bArgs ?? [] }],
+    ...(o.more ?? []).map((m) => [m.node, { node: m.node, side: m.side, port: m.port, args: m.args ?? [] }] as const),
+  ]);
+  const start = async (node: string, extra: string[], dirOf?: string) => {
+    const spec = specs.get(node)!;
+    const onA = spec.side === 'a';
+    const p = pod(node, onA ? hosts.a.addr : hosts.b.addr, spec.port);
+    const kc = await kubeconfig(node, onA ? hosts.host!.fromA : hosts.host!.fromB, p.token);
+    if (node === 'node-a' || node === 'node-b') kubeconfigs[node === 'node-a' ? 'a' : 'b'] = kc;
+    const listenHere = spec.port ? ['--transfer-listen', `${onA ? hosts.a.addr : hosts.b.addr}:${spec.port}`] : [];
+    const d = await startDriver({ dir: dirOf, nodeId: node, wrap: hosts.wrap(onA ? hosts.a.ns : hosts.b.ns), env: { POD_NAMESPACE: NAMESPACE }, args: [...common(kc), ...listenHere, ...spec.args, ...extra] });
+    // Ready for transfers once its certificate is issued (and, with a listener, once that is up).
+    const want = spec.port ? 'transfer listener ready' : 'transfer credential: certificate issued';
     await pollUntil(async () => (d.logs.some((l) => l.includes(want)) ? true : undefined), 30_000, async () => `${node} did not get its transfer certificate: ${d.logs.slice(-5).join('\n')}\nsigner: ${signerLogs.slice(-5).join('\n')}`);
     return d;
   };
-  const stopPod = (d: Driver) => {
+  const nodeOf = (d: Driver) => (d === nodes.a ? 'node-a' : d === nodes.b ? 'node-b' : [...nodes.others].find(([, x]) => x === d)?.[0]);
+  const stopPod = (node: string) => {
     // The old pod goes with its process: its token and certificate speak for no one any more.
-    const node = d === nodes.a ? 'node-a' : 'node-b';
-    for (const p of api.list('pods', NAMESPACE)) if ((p.spec as { nodeName?: string }).nodeName === node) api.delete('pods', p.metadata.name, NAMESPACE);
+    for (const x of api.list('pods', NAMESPACE)) if ((x.spec as { nodeName?: string }).nodeName === node) api.delete('pods', x.metadata.name, NAMESPACE);
   };
 
   const made = new Set<string>();
@@ -126,16 +134,17 @@ export async function transferNodes(tag: string, o: TransferNodesOptions = {}): 
     signer: { proc: signerProc, logs: signerLogs },
     async restartA(extra = []) {
       if (nodes.a.proc.exitCode === null) await nodes.a.stop();
-      stopPod(nodes.a);
-      nodes.a = await start('a', extra, nodes.a.dir);
+      stopPod('node-a');
+      nodes.a = await start('node-a', extra, nodes.a.dir);
       return nodes.a;
     },
     async restartB(extra = []) {
       if (nodes.b.proc.exitCode === null) await nodes.b.stop();
-      stopPod(nodes.b);
-      nodes.b = await start('b', extra, nodes.b.dir);
+      stopPod('node-b');
+      nodes.b = await start('node-b', extra, nodes.b.dir);
       return nodes.b;
     },
+    others: new Map(),
     source(source, holder = 'node-a') {
       if (source.snapshot) {
         const name = `snap-${hash(source.snapshot)}`;
@@ -166,25 +175,27 @@ export async function transferNodes(tag: string, o: TransferNodesOptions = {}): 
       return { kind: 'PersistentVolumeClaim', name };
     },
     claim(name, source, co = {}) {
-      const ref = nodes.source(source);
+      const ref = nodes.source(source, co.holder);
       const dataSource = ref.kind === 'VolumeSnapshot' ? { apiGroup: 'snapshot.storage.k8s.io', kind: 'VolumeSnapshot', name: ref.name } : { kind: 'PersistentVolumeClaim', name: ref.name };
       if (api.get('persistentvolumeclaims', name, NAMESPACE)) api.delete('persistentvolumeclaims', name, NAMESPACE);
       api.create('persistentvolumeclaims', { metadata: { name, namespace: NAMESPACE, annotations: { 'volume.kubernetes.io/selected-node': co.node ?? 'node-b' } }, spec: { accessModes: ['ReadWriteOnce'], dataSource, dataSourceRef: dataSource, resources: { requests: { storage: '1Gi' } } } });
     },
     async restore(name, source, ro = {}) {
       const on = ro.on ?? nodes.b;
-      if (ro.claim !== false) nodes.claim(name, source, { node: on === nodes.a ? 'node-a' : 'node-b' });
+      if (ro.claim !== false) nodes.claim(name, source, { node: nodeOf(on), holder: ro.holder });
       const res = await on.client.createVolume({
         name,
         capacity_range: { required_bytes: String(ro.size ?? 64 * 1024 * 1024) },
         volume_capabilities: [blockCap()],
-        parameters: ro.params ?? { 'csi.storage.k8s.io/pvc/name': name, 'csi.storage.k8s.io/pvc/namespace': NAMESPACE, 'csi.storage.k8s.io/pv/name': `pv-${name}` },
+        // What external-provisioner adds with --extra-create-metadata (`anonymous`: a provisioner without it).
+        parameters: { ...(ro.params ?? {}), ...(ro.anonymous ? {} : { 'csi.storage.k8s.io/pvc/name': name, 'csi.storage.k8s.io/pvc/namespace': NAMESPACE, 'csi.storage.k8s.io/pv/name': `pv-${name}` }) },
         volume_content_source: source.snapshot ? { snapshot: { snapshot_id: source.snapshot } } : { volume: { volume_id: source.volume! } },
       });
       return res.volume!;
     },
     async remove() {
       const left = [...(nodes.a ? await finish(nodes.a) : []), ...(nodes.b ? await finish(nodes.b) : [])];
+      for (const d of nodes.others.values()) left.push(...(await finish(d)));
       signerProc.kill();
       await api.stop();
       await hosts.remove();
@@ -192,7 +203,8 @@ export async function transferNodes(tag: string, o: TransferNodesOptions = {}): 
       return left;
     },
   };
-  nodes.a = await start('a', []);
-  nodes.b = await start('b', []);
+  nodes.a = await start('node-a', []);
+  nodes.b = await start('node-b', []);
+  for (const m of o.more ?? []) nodes.others.set(m.node, await start(m.node, []));
   return nodes;
 }

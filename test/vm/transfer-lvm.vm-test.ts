@@ -4,14 +4,13 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { open, rm } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { blockCap, createVolume } from '../helpers/csi.js';
-import { makeCa } from '../helpers/certs.js';
 import { writeAt } from '../helpers/data.js';
-import { BIN, finish, MiB, pattern, startDriver, tempDir, type Driver } from '../helpers/driver.js';
-import { twoHosts, type TwoHosts } from '../helpers/netns.js';
+import { BIN, MiB, pattern, type Driver } from '../helpers/driver.js';
+import { transferNodes, type TransferNodes } from '../helpers/transfer-nodes.js';
 
 const SIZE = 64 * MiB;
 const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -46,42 +45,39 @@ async function withLv<T>(vg: string, lv: string, fn: (dev: string) => Promise<T>
 const thinAllocated = (vg: string, lv: string) => (Number(sh('lvs', ['--noheadings', '--units', 'b', '--nosuffix', '-o', 'data_percent,lv_size', `${vg}/${lv}`]).trim().split(/\s+/)[0]) / 100) * SIZE;
 
 describe('transfer between lvm pools, and between lvm and file pools, on real device-mapper', { timeout: 720_000 }, () => {
-  let hosts: TwoHosts;
-  let certs: string;
-  const drivers: Driver[] = [];
-  let a: Driver; // lvm vga, namespace a, listens
-  let f: Driver; // file, namespace a, listens
-  let b: Driver; // lvm vgb, namespace b, asks a and f
-  let g: Driver; // file, namespace b, asks a
-  let startA: (extra?: string[], dir?: string) => Promise<Driver>;
-  let startB: (dir?: string) => Promise<Driver>;
+  let nodes: TransferNodes;
+  let a: Driver; // lvm vga, node-a, namespace a, listens
+  let f: Driver; // file, node-f, namespace a, listens
+  let b: Driver; // lvm vgb, node-b, namespace b
+  let g: Driver; // file, node-g, namespace b
+  const startA = async (extra: string[] = []) => (a = await nodes.restartA(extra));
+  const startB = async () => (b = await nodes.restartB());
+  /** CreateVolume on `on` for a claim of its node whose data source is held by `holder` (node-a by default). */
+  const across = (on: Driver, name: string, source: { snapshot?: string; volume?: string }, params: Record<string, string> = {}, holder = 'node-a') => nodes.restore(name, source, { on, size: SIZE, params, holder });
   before(async () => {
     execFileSync('modprobe', ['-a', 'dm_thin_pool', 'dm_snapshot', 'veth']);
-    hosts = await twoHosts('vxt');
-    certs = await tempDir('vpool-certs-');
-    const ca = await makeCa(certs, 'driver');
     for (const [vg, disk] of [['vga', 'data0'], ['vgb', 'data1']]) sh(BIN, ['pool', 'init', '--vg', vg, '--thin-pool', 'thin', '--thin-size', '50%', `/dev/disk/by-id/virtio-${disk}`]);
-    const tls = { a: await ca.node('a'), b: await ca.node('b') };
-    const peerA = `${hosts.a.addr}:9810`;
-    const peerF = `${hosts.a.addr}:9811`;
-    startA = (extra = [], dir) => startDriver({ dir, nodeId: 'node-a', wrap: hosts.wrap(hosts.a.ns), args: ['--backend', 'lvm', '--vg', 'vga', '--transfer-listen', peerA, '--transfer-tls-dir', tls.a, ...extra] });
-    startB = (dir) => startDriver({ dir, nodeId: 'node-b', wrap: hosts.wrap(hosts.b.ns), args: ['--backend', 'lvm', '--vg', 'vgb', '--transfer-peer', peerA, '--transfer-peer', peerF, '--transfer-tls-dir', tls.b] });
-    a = await startA();
-    f = await startDriver({ nodeId: 'node-a', wrap: hosts.wrap(hosts.a.ns), args: ['--transfer-listen', peerF, '--transfer-tls-dir', tls.a] });
-    b = await startB();
-    g = await startDriver({ nodeId: 'node-b', wrap: hosts.wrap(hosts.b.ns), args: ['--transfer-peer', peerA, '--transfer-tls-dir', tls.b] });
-    drivers.push(a, f, b, g);
+    nodes = await transferNodes('vxt', {
+      aArgs: ['--backend', 'lvm', '--vg', 'vga'],
+      bArgs: ['--backend', 'lvm', '--vg', 'vgb'],
+      stallTimeout: '60s',
+      more: [
+        { node: 'node-f', side: 'a', port: 9811 },
+        { node: 'node-g', side: 'b' },
+      ],
+    });
+    ({ a, b } = nodes);
+    f = nodes.others.get('node-f')!;
+    g = nodes.others.get('node-g')!;
   });
   after(async () => {
-    const left: string[] = [];
-    for (const d of drivers) left.push(...(await finish(d)));
-    for (const d of drivers) for (const l of d.logs) if (/"level":"(error|warn)"/.test(l)) console.log(`driver: ${l.slice(0, 600)}`);
+    const drivers = [a, f, b, g];
+    for (const d of drivers) for (const l of d?.logs ?? []) if (/"level":"(error|warn)"/.test(l)) console.log(`driver: ${l.slice(0, 600)}`);
+    const left = nodes ? await nodes.remove() : [];
     for (const vg of ['vga', 'vgb']) {
       assert.deepEqual(sh('lvs', ['--noheadings', '-o', 'lv_name', vg]).split('\n').map((l) => l.trim()).filter(Boolean), ['thin'], `${vg}: only the thin pool is left`);
       sh(BIN, ['pool', 'destroy', '--vg', vg]);
     }
-    await hosts?.remove();
-    if (certs) await rm(certs, { recursive: true, force: true });
     assert.deepEqual(left, []);
   });
 
@@ -95,9 +91,9 @@ describe('transfer between lvm pools, and between lvm and file pools, on real de
       await withLv('vga', src.volume_id, (dev) => writeAt(dev, 40 * MiB, pattern(`later-${type}`, 2 * MiB)));
       const now = await withLv('vga', src.volume_id, (dev) => sumOf(dev, SIZE));
 
-      const restored = await createVolume(b, `restored-${type}`, SIZE, blockCap(), { parameters: { type }, source: { snapshot: snap.snapshot_id } });
+      const restored = await across(b, `restored-${type}`, { snapshot: snap.snapshot_id }, { type });
       assert.equal(await withLv('vgb', restored.volume_id, (dev) => sumOf(dev, SIZE)), atSnapshot, 'the restore has the data of the snapshot');
-      const clone = await createVolume(b, `clone-${type}`, SIZE, blockCap(), { parameters: { type }, source: { volume: src.volume_id } });
+      const clone = await across(b, `clone-${type}`, { volume: src.volume_id }, { type });
       assert.equal(await withLv('vgb', clone.volume_id, (dev) => sumOf(dev, SIZE)), now, 'the clone has the data of now');
       if (type === 'thin') {
         const [had, got] = [thinAllocated('vga', src.volume_id), thinAllocated('vgb', clone.volume_id)];
@@ -116,13 +112,13 @@ describe('transfer between lvm pools, and between lvm and file pools, on real de
     const fileSrc = await createVolume(f, 'file-src', SIZE, blockCap());
     await writeAt(path.join(f.poolDir, 'volumes', `${fileSrc.volume_id}.img`), 16 * MiB, pattern('from-file', 4 * MiB));
     const fileSnap = (await f.client.createSnapshot({ name: 'file-snap', source_volume_id: fileSrc.volume_id, parameters: {} })).snapshot!;
-    const onLvm = await createVolume(b, 'on-lvm', SIZE, blockCap(), { parameters: { type: 'thin' }, source: { snapshot: fileSnap.snapshot_id } });
+    const onLvm = await across(b, 'on-lvm', { snapshot: fileSnap.snapshot_id }, { type: 'thin' }, 'node-f');
     assert.equal(await withLv('vgb', onLvm.volume_id, (dev) => sumOf(dev, SIZE)), await sumOf(path.join(f.poolDir, 'snapshots', `${fileSnap.snapshot_id}.img`), SIZE));
     // lvm thick (node a) → file (node b)
     const lvmSrc = await createVolume(a, 'lvm-src', SIZE, blockCap(), { parameters: { type: 'thick' } });
     await withLv('vga', lvmSrc.volume_id, (dev) => writeAt(dev, 0, pattern('from-lvm', 2 * MiB)));
     const want = await withLv('vga', lvmSrc.volume_id, (dev) => sumOf(dev, SIZE));
-    const onFile = await createVolume(g, 'on-file', SIZE, blockCap(), { source: { volume: lvmSrc.volume_id } });
+    const onFile = await across(g, 'on-file', { volume: lvmSrc.volume_id });
     assert.equal(await sumOf(path.join(g.poolDir, 'volumes', `${onFile.volume_id}.img`), SIZE), want);
     await b.client.deleteVolume({ volume_id: onLvm.volume_id });
     await g.client.deleteVolume({ volume_id: onFile.volume_id });
@@ -133,15 +129,12 @@ describe('transfer between lvm pools, and between lvm and file pools, on real de
 
   it('kill -9 of A (lvm) or of B (lvm) mid-stream: B lists nothing of it, A keeps no copy for sending, and the retry is right', async () => {
     const lvsOf = (vg: string) => sh('lvs', ['--noheadings', '-o', 'lv_name,lv_tags', vg]);
-    const replace = (old: Driver, by: Driver) => void (drivers[drivers.indexOf(old)] = by);
     // A sends slowly (4 MiB/s) so that 24 MiB take long enough to be cut.
-    let next = await startA(['--transfer-rate', String(4 * MiB)], (await a.stop(), a.dir));
-    replace(a, next);
-    a = next;
+    await startA(['--transfer-rate', String(4 * MiB)]);
     const src = await createVolume(a, 'src-kill', SIZE, blockCap(), { parameters: { type: 'thick' } });
     await withLv('vga', src.volume_id, (dev) => writeAt(dev, 4 * MiB, pattern('kill', 24 * MiB)));
     const want = await withLv('vga', src.volume_id, (dev) => sumOf(dev, SIZE));
-    const clone = (name: string) => createVolume(b, name, SIZE, blockCap(), { parameters: { type: 'thick' }, source: { volume: src.volume_id } });
+    const clone = (name: string) => across(b, name, { volume: src.volume_id }, { type: 'thick' });
     const midStream = async (what: string) => {
       // Mid-stream: A holds its point-in-time copy (vpool.kind=send), B its incomplete LV.
       for (let i = 0; i < 100 && !(/\.send/.test(lvsOf('vga')) && /vpool\.incomplete/.test(lvsOf('vgb'))); i++) await new Promise((r) => setTimeout(r, 100));
@@ -157,9 +150,7 @@ describe('transfer between lvm pools, and between lvm and file pools, on real de
     assert.equal(await first, 'failed 14', 'UNAVAILABLE');
     assert.deepEqual(lvsOf('vgb').split('\n').map((l) => l.trim().split(/\s+/)[0]).filter(Boolean), ['thin'], 'nothing of it on B');
     assert.match(lvsOf('vga'), /\.send/, "A's copy outlived A");
-    next = await startA(['--transfer-rate', String(4 * MiB)], a.dir);
-    replace(a, next);
-    a = next;
+    await startA(['--transfer-rate', String(4 * MiB)]);
     assert.doesNotMatch(lvsOf('vga'), /\.send/, "A's start-up removed the copy it had been sending from");
 
     // B dies while receiving: its incomplete LV stays (never listed); A sees the receiver go and removes its copy.
@@ -169,9 +160,7 @@ describe('transfer between lvm pools, and between lvm and file pools, on real de
     assert.equal(await second, 'cut off');
     for (let i = 0; i < 100 && /\.send/.test(lvsOf('vga')); i++) await new Promise((r) => setTimeout(r, 100));
     assert.doesNotMatch(lvsOf('vga'), /\.send/, 'A released its copy when the receiver went');
-    next = await startB(b.dir);
-    replace(b, next);
-    b = next;
+    await startB();
     assert.match(lvsOf('vgb'), /vpool\.incomplete/, "B's unfinished LV is still there, marked");
     assert.equal((await b.client.listVolumes({})).entries.length, 0, 'and not listed');
     // The CO's retry: the unfinished LV is removed and the clone made again, right.
