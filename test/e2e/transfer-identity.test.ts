@@ -69,6 +69,17 @@ describe('cross-node reads: each node proves who it is and reads only for its ow
     assert.equal((await nodes.b.client.listVolumes({})).entries.length, 0, 'nothing made on B');
   });
 
+  it('a pre-provisioned (imported) snapshot resolves the same way: its content names the handle in spec.source', async () => {
+    const { api, a, b } = nodes;
+    const vs = api.create('volumesnapshots', { metadata: { name: 'imported', namespace: NAMESPACE }, spec: { source: { volumeSnapshotContentName: 'imported-content' } } });
+    api.create('volumesnapshotcontents', { metadata: { name: 'imported-content', labels: { 'snapshot.storage.kubernetes.io/managed-by': 'node-a' } }, spec: { driver: 'vpool.csi.dev', deletionPolicy: 'Retain', source: { snapshotHandle: otherSnap }, volumeSnapshotRef: { name: 'imported', namespace: NAMESPACE, uid: vs.metadata.uid } } });
+    api.updateStatus('volumesnapshots', 'imported', (o) => void (o.status = { boundVolumeSnapshotContentName: 'imported-content', readyToUse: true }), NAMESPACE);
+    api.create('persistentvolumeclaims', { metadata: { name: 'from-imported', namespace: NAMESPACE, annotations: { 'volume.kubernetes.io/selected-node': 'node-b' } }, spec: { accessModes: ['ReadWriteOnce'], dataSource: { apiGroup: 'snapshot.storage.k8s.io', kind: 'VolumeSnapshot', name: 'imported' }, resources: { requests: { storage: '1Gi' } } } });
+    const got = await nodes.restore('from-imported', { snapshot: otherSnap }, { size: 8 * MiB, claim: false });
+    assert.equal(await sha256File(path.join(b.poolDir, 'volumes', `${got.volume_id}.img`)), await sha256File(path.join(a.poolDir, 'snapshots', `${otherSnap}.img`)));
+    await b.client.deleteVolume({ volume_id: got.volume_id });
+  });
+
   /** A credential for a pod on node-c, issued by the signer through the CSR API with that pod's token; used from this machine. */
   async function nodeC(ip: string) {
     const { api } = nodes;
