@@ -1,7 +1,7 @@
 import { denied, errorMessage, unavailable } from '../errors.js';
 import type { KeyedLocks } from '../locks.js';
 import type { PoolBackend } from '../pool/backend.js';
-import type { TransferClient } from '../transfer/client.js';
+import type { SourceFetcher } from '../transfer/client.js';
 import type { TransferSource } from '../transfer/server.js';
 import { parseDuration, parseQuantity } from '../units.js';
 import type { ServeOptions } from './serve.js';
@@ -18,7 +18,7 @@ export interface TransferDeps {
 
 export interface RunningTransfer {
   /** For CreateVolume: sources this node lacks. */
-  client?: TransferClient;
+  client?: SourceFetcher;
   close(): Promise<void>;
 }
 
@@ -48,63 +48,78 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
   if (pool.current && !pool.current.pool.backend) throw new Error('the transfer needs a node-local pool (file or lvm)');
   const namespace = process.env.POD_NAMESPACE;
   if (!namespace) throw new Error('the transfer needs POD_NAMESPACE (the chart sets it from the pod)');
-  const [{ loadKube }, { clusterPeers }, { TransferAccess, Refusal, Mismatch }, { TransferEnrolment }, { TransferCredentials }, { TransferClient }, { transferSource }] = await Promise.all([
-    import('../cluster/kube.js'),
-    import('../cluster/transfer-peers.js'),
-    import('../cluster/transfer-access.js'),
-    import('../cluster/transfer-enrol.js'),
-    import('../transfer/credentials.js'),
-    import('../transfer/client.js'),
-    import('../driver/transfer.js'),
-  ]);
-  const kube = loadKube(opts.kubeconfig);
-  const credentials = new TransferCredentials();
-  const enrolment = new TransferEnrolment(kube, credentials, {
-    node: nodeId,
-    namespace,
-    trustConfigMap: opts.transferTrustConfigmap,
-    signerName: opts.transferSignerName,
-    lifetimeSeconds: Math.round(parseDuration(opts.transferCertLifetime) / 1000),
-    refreshMs: parseDuration(opts.transferRefresh),
-  });
-  enrolment.start();
-  const access = new TransferAccess(kube, { driver: driverName, namespace, nodeSelector: selector });
-  const peers = clusterPeers(kube, { namespace, selector, node: nodeId });
-  // A claim that names another source is final (PERMISSION_DENIED); a cluster that does not say yet is retried.
-  const holder = (kind: 'volume' | 'snapshot', id: string, claim: { namespace: string; name: string }) =>
-    access.holder(kind, id, claim).catch((err: unknown) => Promise.reject(err instanceof Mismatch ? denied(errorMessage(err)) : err instanceof Refusal ? unavailable(errorMessage(err)) : err));
-  const client = new TransferClient(credentials, peers, holder, { stallMs: parseDuration(opts.transferStallTimeout) });
-  if (!opts.transferListen) return { client, close: async () => enrolment.stop() };
-  const { startTransferServer } = await import('../transfer/server.js');
-  const m = /^(.*):(\d{1,5})$/.exec(opts.transferListen);
-  if (!m) throw new Error(`--transfer-listen is host:port, not ${JSON.stringify(opts.transferListen)}`);
-  const listener = startTransferServer({
-    host: m[1].replace(/^\[|\]$/g, '') || '0.0.0.0',
-    port: Number(m[2]),
-    credentials,
-    authorize: async (r) => {
-      try {
-        await access.authorize(r.who, r.address, r.kind, r.id, r.claim);
-        return null;
-      } catch (err) {
-        if (err instanceof Refusal) return err.message;
-        throw err;
-      }
-    },
-    source: sourceOnceOpen(pool, (backend) => transferSource(backend, locks)),
-    bytesPerSecond: parseQuantity(opts.transferRate),
-    stallMs: parseDuration(opts.transferStallTimeout),
-  });
-  // A port already taken is a start-up failure, as before, not a quiet absence.
-  listener.catch((err: unknown) => {
-    process.stderr.write(`vpool-csi: the transfer listener cannot start: ${errorMessage(err)}\n`);
+  const listen = opts.transferListen ? /^(.*):(\d{1,5})$/.exec(opts.transferListen) : null;
+  if (opts.transferListen && !listen) throw new Error(`--transfer-listen is host:port, not ${JSON.stringify(opts.transferListen)}`);
+  const stallMs = parseDuration(opts.transferStallTimeout);
+  const bytesPerSecond = parseQuantity(opts.transferRate);
+  const refreshMs = parseDuration(opts.transferRefresh);
+  const lifetimeSeconds = Math.round(parseDuration(opts.transferCertLifetime) / 1000);
+  // Everything above is checked now; what follows loads in the background, so the CSI socket never
+  // waits for the transfer's code (slow to load on a slow machine) or for the API.
+  let stopped = false;
+  const loaded = (async () => {
+    const [{ loadKube }, { clusterPeers }, { TransferAccess, Refusal, Mismatch }, { TransferEnrolment }, { TransferCredentials }, { TransferClient }, { transferSource }] = await Promise.all([
+      import('../cluster/kube.js'),
+      import('../cluster/transfer-peers.js'),
+      import('../cluster/transfer-access.js'),
+      import('../cluster/transfer-enrol.js'),
+      import('../transfer/credentials.js'),
+      import('../transfer/client.js'),
+      import('../driver/transfer.js'),
+    ]);
+    const kube = loadKube(opts.kubeconfig);
+    const credentials = new TransferCredentials();
+    const enrolment = new TransferEnrolment(kube, credentials, { node: nodeId, namespace, trustConfigMap: opts.transferTrustConfigmap, signerName: opts.transferSignerName, lifetimeSeconds, refreshMs });
+    if (!stopped) enrolment.start();
+    const access = new TransferAccess(kube, { driver: driverName, namespace, nodeSelector: selector });
+    const peers = clusterPeers(kube, { namespace, selector, node: nodeId });
+    // A claim that names another source is final (PERMISSION_DENIED); a cluster that does not say yet is retried.
+    const holder = (kind: 'volume' | 'snapshot', id: string, claim: { namespace: string; name: string }) =>
+      access.holder(kind, id, claim).catch((err: unknown) => Promise.reject(err instanceof Mismatch ? denied(errorMessage(err)) : err instanceof Refusal ? unavailable(errorMessage(err)) : err));
+    const client = new TransferClient(credentials, peers, holder, { stallMs });
+    let listener: Promise<{ close(): Promise<void> }> | undefined;
+    if (listen) {
+      const { startTransferServer } = await import('../transfer/server.js');
+      listener = startTransferServer({
+        host: listen[1].replace(/^\[|\]$/g, '') || '0.0.0.0',
+        port: Number(listen[2]),
+        credentials,
+        authorize: async (r) => {
+          try {
+            await access.authorize(r.who, r.address, r.kind, r.id, r.claim);
+            return null;
+          } catch (err) {
+            if (err instanceof Refusal) return err.message;
+            throw err;
+          }
+        },
+        source: sourceOnceOpen(pool, (backend) => transferSource(backend, locks)),
+        bytesPerSecond,
+        stallMs,
+      });
+      // A port already taken is a start-up failure, as before, not a quiet absence.
+      listener.catch((err: unknown) => {
+        process.stderr.write(`vpool-csi: the transfer listener cannot start: ${errorMessage(err)}\n`);
+        process.exit(1);
+      });
+    }
+    return { client, enrolment, listener };
+  })();
+  loaded.catch((err: unknown) => {
+    process.stderr.write(`vpool-csi: the transfer cannot start: ${errorMessage(err)}\n`);
     process.exit(1);
   });
+  const client: SourceFetcher = {
+    locate: async (...a) => (await loaded).client.locate(...a),
+    fetch: async (...a) => (await loaded).client.fetch(...a),
+  };
   return {
     client,
     close: async () => {
-      enrolment.stop();
-      await (await listener).close();
+      stopped = true;
+      const l = await loaded;
+      l.enrolment.stop();
+      if (l.listener) await (await l.listener).close();
     },
   };
 }

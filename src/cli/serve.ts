@@ -12,7 +12,7 @@ import { KeyedLocks } from '../locks.js';
 import { log, setLogLevel } from '../log.js';
 import { PathPolicy } from '../host/paths.js';
 import { packageVersion } from '../project.js';
-import type { TransferClient } from '../transfer/client.js';
+import type { SourceFetcher } from '../transfer/client.js';
 import { parseDuration, parseQuantity } from '../units.js';
 import { backendOptions, openBackend, type BackendFlags } from './backends.js';
 import type { ClusterRun } from './serve-cluster.js';
@@ -73,7 +73,7 @@ async function startHttp(opts: ServeOptions, pool: ServedPool | undefined, orpha
 }
 
 /** What the CSI server answers from: the driver context is made once, when the pool opens, from what start knew and the pool. */
-function driverState(start: StartContext, pool: ServedPool, transfer: TransferClient | undefined): () => DriverState {
+function driverState(start: StartContext, pool: ServedPool, transfer: SourceFetcher | undefined): () => DriverState {
   let opened: DriverContext | undefined;
   pool.whenOpen(({ kind, pool: o }) => {
     opened = { ...start, backendKind: kind, backend: o.backend, controllerAttacher: o.controllerAttacher, volumeView: o.volumeView, blockDevices: o.blockDevices, transfer };

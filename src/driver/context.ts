@@ -1,7 +1,7 @@
 import type { KeyedLocks } from '../locks.js';
 import type { PathPolicy } from '../host/paths.js';
 import type { BlockDevices, NodeVolumeView, PoolBackend, ControllerAttacher } from '../pool/backend.js';
-import type { TransferClient } from '../transfer/client.js';
+import type { SourceFetcher } from '../transfer/client.js';
 import type { AccessPolicy } from './access.js';
 import type { SizingPolicy } from './sizing.js';
 
@@ -34,7 +34,7 @@ export interface DriverContext extends StartContext {
   volumeView: NodeVolumeView;
   blockDevices: BlockDevices;
   /** Reads sources other nodes hold (a restore or clone across nodes); absent when no peers are configured. */
-  transfer?: TransferClient;
+  transfer?: SourceFetcher;
 }
 
 /**

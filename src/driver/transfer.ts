@@ -5,7 +5,7 @@ import { AlignedBuffers } from '../transfer/aligned.js';
 import { snapshotLock, volumeLock, type KeyedLocks } from '../locks.js';
 import { log } from '../log.js';
 import type { PoolBackend, WritableData } from '../pool/backend.js';
-import type { Claim, Peer, TransferClient } from '../transfer/client.js';
+import type { Claim, Peer, SourceFetcher } from '../transfer/client.js';
 import type { TransferKind, TransferSource } from '../transfer/server.js';
 import { WriteQueue } from '../transfer/write-queue.js';
 
@@ -63,7 +63,7 @@ export function transferSource(backend: PoolBackend, locks: KeyedLocks): Transfe
 }
 
 /** The fill of a new volume from a peer: each frame written where it belongs, the rest left as zeros. */
-export function fillFromPeer(client: TransferClient, peer: Peer, kind: TransferKind, id: string, claim: Claim, size: number): (target: WritableData) => Promise<void> {
+export function fillFromPeer(client: SourceFetcher, peer: Peer, kind: TransferKind, id: string, claim: Claim, size: number): (target: WritableData) => Promise<void> {
   return async (target) => {
     const fh = await open(target.path, 'r+');
     const direct = await open(target.path, constants.O_RDWR | constants.O_DIRECT).catch(() => null);

@@ -35,6 +35,9 @@ const reasonOf = (res: IncomingMessage) => {
   }
 };
 
+/** What CreateVolume asks of the transfer: where a source is, and its bytes. */
+export type SourceFetcher = Pick<TransferClient, 'locate' | 'fetch'>;
+
 /**
  * Reads volumes and snapshots from the node that holds them, with this node's certificate (mutual
  * TLS): the node is the one the cluster says holds the claim's source, and the peer must present a

@@ -203,8 +203,14 @@ export async function transferNodes(tag: string, o: TransferNodesOptions = {}): 
       return left;
     },
   };
-  nodes.a = await start('node-a', []);
-  nodes.b = await start('node-b', []);
-  for (const m of o.more ?? []) nodes.others.set(m.node, await start(m.node, []));
+  try {
+    nodes.a = await start('node-a', []);
+    nodes.b = await start('node-b', []);
+    for (const m of o.more ?? []) nodes.others.set(m.node, await start(m.node, []));
+  } catch (err) {
+    // Nothing outlives a failed start (a signer left running would keep the test process alive).
+    await nodes.remove().catch(() => undefined);
+    throw err;
+  }
   return nodes;
 }
