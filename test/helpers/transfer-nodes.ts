@@ -114,7 +114,8 @@ export async function transferNodes(tag: string, o: TransferNodesOptions = {}): 
     const d = await startDriver({ dir: dirOf, nodeId: node, wrap: hosts.wrap(onA ? hosts.a.ns : hosts.b.ns), env: { POD_NAMESPACE: NAMESPACE }, args: [...common(kc), ...listenHere, ...spec.args, ...extra] });
     // Ready for transfers once its certificate is issued (and, with a listener, once that is up).
     const want = spec.port ? 'transfer listener ready' : 'transfer credential: certificate issued';
-    await pollUntil(async () => (d.logs.some((l) => l.includes(want)) ? true : undefined), 30_000, async () => `${node} did not get its transfer certificate: ${d.logs.slice(-5).join('\n')}\nsigner: ${signerLogs.slice(-5).join('\n')}`);
+    // Generous: under QEMU's TCG emulation the transfer's code alone takes tens of seconds to load.
+    await pollUntil(async () => (d.logs.some((l) => l.includes(want)) ? true : undefined), 150_000, async () => `${node} did not get its transfer certificate: ${d.logs.slice(-5).join('\n')}\nsigner: ${signerLogs.slice(-5).join('\n')}`);
     return d;
   };
   const nodeOf = (d: Driver) => (d === nodes.a ? 'node-a' : d === nodes.b ? 'node-b' : [...nodes.others].find(([, x]) => x === d)?.[0]);
