@@ -11,6 +11,7 @@ import { HEALTH, parseLvAttr } from './lv-attr.js';
 import { lvmFailure, lvmReason } from './lvm-errors.js';
 import { tagsOf, tagValue, type LvmCli, type LvRow, type VgRow } from './lvm-cli.js';
 import { dmDeviceOf, dmName, dmNames } from './dm.js';
+import { sweepIncompleteLvs } from './sweep.js';
 import { MetadataCache, withoutThickLv, withThickLv, type VgMetadata } from './metadata-cache.js';
 import { INCOMPLETE_TAG, isIncomplete, isSnapshotRow, isVolumeRow, POOL_TAG, snapshotFromRow, snapshotTags, THIN_POOL_TAG, volumeFromRow, volumeTags } from './tags.js';
 
@@ -54,13 +55,22 @@ export class LvmPool implements PoolBackend {
 
   private readonly cache: MetadataCache;
 
-  static async open(lvm: LvmCli, opts: LvmPoolOptions): Promise<LvmPool> {
+  /**
+   * Opens the pool. `sweep`: this process creates volumes, so what a crash left half-made (copies
+   * for sending, unfinished clones and restores) is removed, each only when nothing holds it; a
+   * node-only process (or `reconcile`) beside a running driver must not. `sysBlock`: where the
+   * kernel's dm table is read (dm.ts), for a test's FAKE of one.
+   */
+  static async open(lvm: LvmCli, opts: LvmPoolOptions, how: { sweep: boolean; sysBlock?: string } = { sweep: true }): Promise<LvmPool> {
     // One full read at start, which also tells the CLI which devices hold the VG (later commands scan only those).
     const { vg, lvs } = await lvm.state(opts.vg);
     if (!vg) throw new Error(`volume group ${opts.vg} does not exist; create it with \`vpool-csi pool init --vg ${opts.vg} DEVICE...\``);
     const tags = tagsOf(vg.vg_tags);
     if (!tags.includes(POOL_TAG)) throw new Error(`volume group ${opts.vg} is not a vpool pool (no ${POOL_TAG} tag); the driver does not touch it`);
-    await sweepSendLvs({ lvm, vg: opts.vg, change: (c, a) => lvm.exec(c, a).then(() => undefined) }, lvs);
+    if (how.sweep) {
+      await sweepSendLvs({ lvm, vg: opts.vg, change: (c, a) => lvm.exec(c, a).then(() => undefined) }, lvs);
+      await sweepIncompleteLvs(lvm, opts.vg, lvs, how.sysBlock);
+    }
     return new LvmPool(lvm, { ...opts }, Number(vg.vg_extent_size), tagValue(tags, THIN_POOL_TAG));
   }
 
