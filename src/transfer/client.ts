@@ -4,7 +4,7 @@ import { DriverError, unavailable } from '../errors.js';
 import { log } from '../log.js';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
-import { UPGRADE, type TransferKind } from './server.js';
+import { REFUSAL_KIND, REFUSAL_MESSAGE, UPGRADE, type TransferKind } from './server.js';
 import { TRANSFER_SERVER_NAME, type TransferTls } from './tls.js';
 import { transferEnded } from './events.js';
 import { FrameReader } from './wire.js';
@@ -99,6 +99,10 @@ export class TransferClient {
     });
     if (!socket) {
       res.resume();
+      const refused = res.headers[REFUSAL_KIND];
+      if (refused === 'precondition' || refused === 'exhausted') {
+        throw new DriverError(refused, `transfer peer ${label(peer)} cannot send ${kind} ${id}: ${decodeURIComponent(String(res.headers[REFUSAL_MESSAGE] ?? ''))}`);
+      }
       throw unavailable(`transfer peer ${label(peer)} answered ${res.statusCode} for ${kind} ${id}`);
     }
     if (Number(res.headers['x-vpool-size']) !== size) {

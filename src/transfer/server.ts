@@ -3,6 +3,7 @@ import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import { DriverError, type ErrorKind } from '../errors.js';
 import { isId } from '../ids.js';
 import { log } from '../log.js';
 import { transferEnded } from './events.js';
@@ -46,6 +47,9 @@ const SEND_BUFFER = 4 * 1024 * 1024;
 const ROUTE = /^\/v1\/(volumes|snapshots)\/([^/?]+)$/;
 /** The protocol a GET switches to: frames (wire.ts) straight on the TLS socket, no HTTP chunking to parse. */
 export const UPGRADE = 'vpool-transfer/1';
+/** Headers of a refusal to send: the driver's error kind and its message (URI-encoded). */
+export const REFUSAL_KIND = 'x-vpool-refused';
+export const REFUSAL_MESSAGE = 'x-vpool-reason';
 
 function route(req: IncomingMessage): { kind: TransferKind; id: string } | null {
   const m = ROUTE.exec(req.url ?? '');
@@ -87,7 +91,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<{ p
   });
   server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     const r = route(req);
-    const answer = (status: string) => socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    const answer = (status: string, headers = '') => socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\n${headers}content-length: 0\r\n\r\n`);
     if (head.length > 0) socket.unshift(head);
     if (!r || req.method !== 'GET' || String(req.headers.upgrade).toLowerCase() !== UPGRADE) return answer('400 Bad Request');
     streams.add(socket);
@@ -118,8 +122,19 @@ export async function startTransferServer(o: TransferServerOptions): Promise<{ p
   };
 }
 
-async function serve(o: TransferServerOptions, kind: TransferKind, id: string, socket: Socket, peer: string, answer: (status: string) => void): Promise<void> {
-  const src = await o.source.open(kind, id);
+/** Refusals the receiver passes on to its caller as they are (not a retryable UNAVAILABLE): the state of the source forbids reading it, or there is no room to. */
+const PASSED_ON: ReadonlySet<ErrorKind> = new Set(['precondition', 'exhausted']);
+
+async function serve(o: TransferServerOptions, kind: TransferKind, id: string, socket: Socket, peer: string, answer: (status: string, headers?: string) => void): Promise<void> {
+  let src: OpenedSource | null;
+  try {
+    src = await o.source.open(kind, id);
+  } catch (err) {
+    if (!(err instanceof DriverError) || !PASSED_ON.has(err.kind)) throw err;
+    log.warn('refused to send', { kind, id, peer, reason: err.message });
+    answer('409 Conflict', `${REFUSAL_KIND}: ${err.kind}\r\n${REFUSAL_MESSAGE}: ${encodeURIComponent(err.message)}\r\n`);
+    return;
+  }
   if (!src) {
     answer('404 Not Found');
     return;

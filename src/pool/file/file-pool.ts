@@ -1,7 +1,7 @@
 import { constants, statSync } from 'node:fs';
 import { access, mkdir, open, readdir, realpath, rename, rm, stat, statfs, truncate } from 'node:fs/promises';
 import path from 'node:path';
-import { errno, exhausted, notFound } from '../../errors.js';
+import { errno, exhausted, notFound, precondition } from '../../errors.js';
 import { run } from '../../exec.js';
 import { isId } from '../../ids.js';
 import { deviceUsers } from '../../host/in-use.js';
@@ -147,6 +147,7 @@ export class FilePool implements PoolBackend {
       ...(spec.source ? { source: spec.source } : {}),
       parameters: spec.parameters,
     };
+    const mode = spec.source?.kind === 'volume' && !spec.fill ? await this.copyMode(spec.source.id, `a clone of it`) : 'any';
     // Metadata is committed inside the space reservation, so no other create counts space twice.
     await this.withSpace(spec.capacityBytes, async () => {
       let metaTmp: string | undefined;
@@ -160,7 +161,7 @@ export class FilePool implements PoolBackend {
             await syncFile(tmp);
           } else if (spec.source) {
             const from = spec.source.kind === 'snapshot' ? this.snapshotImage(spec.source.id) : this.volumeImage(spec.source.id);
-            await this.copyImage(from, tmp, spec.source);
+            await this.copyImage(from, tmp, spec.source, mode);
             await truncate(tmp, spec.capacityBytes);
             await syncFile(tmp);
           } else {
@@ -171,7 +172,9 @@ export class FilePool implements PoolBackend {
         const meta = async () => {
           metaTmp = await writeTempSynced(`${spec.id}.json`, JSON.stringify(record), this.tmpDir);
         };
-        await Promise.all([image(), meta()]);
+        // Both settle before either failure is thrown: the cleanup below must know every file they made.
+        const made = await Promise.allSettled([image(), meta()]);
+        for (const m of made) if (m.status === 'rejected') throw m.reason;
         await this.volumes.put(record, metaTmp!, () => rename(tmp, imagePath)); // the commit point
         this.allocated.set(spec.id, statSync(imagePath).blocks * 512);
         this.allocationVersion++;
@@ -254,7 +257,7 @@ export class FilePool implements PoolBackend {
     };
     await this.withSpace(allocated, async () => {
       try {
-        await this.copyImage(from, tmp, { kind: 'volume', id: source.id });
+        await this.copyImage(from, tmp, { kind: 'volume', id: source.id }, 'any');
         await syncFile(tmp);
         const meta = await writeTempSynced(`${spec.id}.json`, JSON.stringify(record), this.tmpDir);
         await this.snapshots.put(record, meta, () => rename(tmp, image));
@@ -276,8 +279,11 @@ export class FilePool implements PoolBackend {
   }
 
   /**
-   * A snapshot's image is read as it is (nothing writes it); a volume's from a copy made now (a
-   * reflink where the filesystem can), since a pod may be writing it, removed at release.
+   * A snapshot's image is read as it is (nothing writes it). A volume's, as of now, held by the
+   * caller's lock of it (NodeStageVolume takes the same lock, so nothing attaches it meanwhile):
+   * a volume no loop device backs cannot be written, and is read in place, no copy; an attached one
+   * may be written while it is read, and is read from a reflink made now (copyOfVolume), removed at
+   * release (or swept at the next start after a crash).
    */
   async openData(kind: 'volume' | 'snapshot', id: string): Promise<ReadableData | null> {
     if (kind === 'snapshot') {
@@ -286,19 +292,67 @@ export class FilePool implements PoolBackend {
     }
     const vol = await this.getVolume(id);
     if (!vol) return null;
+    if ((await this.copyMode(id, 'sending it to another node')) === 'any') return { path: this.volumeImage(id), size: vol.capacityBytes, file: true, release: async () => undefined };
     const copy = path.join(this.tmpDir, `${id}.send-${process.pid}-${Date.now()}.img`);
-    await this.copyImage(this.volumeImage(id), copy, { kind: 'volume', id });
+    try {
+      await this.copyImage(this.volumeImage(id), copy, { kind: 'volume', id }, 'reflink');
+    } catch (err) {
+      await rm(copy, { force: true });
+      throw err;
+    }
     return { path: copy, size: vol.capacityBytes, file: true, release: () => rm(copy, { force: true }) };
   }
 
-  /** Reflinks where the pool's filesystem can (XFS, btrfs: instant), else a sparse copy. */
-  private async copyImage(from: string, to: string, source: { kind: string; id: string }): Promise<void> {
+  private async attached(id: string): Promise<boolean> {
+    return (await loopsBackedBy(this.volumeImage(id))).length > 0;
+  }
+
+  /**
+   * How a volume can be copied as of one instant, decided before anything is made: a detached one
+   * by any copy (nothing writes it while the caller's lock is held); an attached one only by a
+   * reflink, which the filesystem makes atomically; where the pool's filesystem cannot reflink
+   * (ext4), a copy made while a workload writes would mix old and new blocks, so it is refused.
+   */
+  private async copyMode(id: string, what: string): Promise<'any' | 'reflink'> {
+    if (!(await this.attached(id))) return 'any';
+    if (await this.canReflink()) return 'reflink';
+    throw precondition(
+      `volume ${id} is attached (a workload may be writing it) and the pool's filesystem at ${this.root} cannot reflink, so ${what} would not be a copy of one point in time; ` +
+        'take a VolumeSnapshot of it while the workload is quiesced and restore from that, or detach it (stop the pod) first, or put the pool on a filesystem with reflink (XFS, btrfs)',
+    );
+  }
+
+  private reflinks?: Promise<boolean>;
+
+  /** Whether the pool's filesystem reflinks: one small file cloned in .tmp, asked once. */
+  private canReflink(): Promise<boolean> {
+    this.reflinks ??= (async () => {
+      const probe = path.join(this.tmpDir, `reflink-probe-${process.pid}`);
+      try {
+        const fh = await open(probe, 'w', 0o600);
+        await fh.write(Buffer.alloc(64 * 1024, 1)).finally(() => fh.close());
+        await run('cp', ['--reflink=always', '--', probe, `${probe}.clone`], { timeoutMs: 30_000 });
+        return true;
+      } catch (err) {
+        log.info('the pool\'s filesystem cannot reflink: attached volumes are not copied', { root: this.root, err: String(err) });
+        return false;
+      } finally {
+        await rm(probe, { force: true });
+        await rm(`${probe}.clone`, { force: true });
+      }
+    })();
+    return this.reflinks;
+  }
+
+  /** A reflink where asked (or where the pool's filesystem can, XFS and btrfs: instant), else a sparse copy. */
+  private async copyImage(from: string, to: string, source: { kind: string; id: string }, mode: 'any' | 'reflink'): Promise<void> {
     try {
       await access(from, constants.R_OK);
     } catch {
       throw notFound(`${source.kind} ${source.id} has no image`);
     }
-    await run('cp', ['--reflink=auto', '--sparse=always', '--', from, to], { timeoutMs: 30 * 60_000 });
+    // A reflink shares the source's extents, holes included: cp takes no --sparse with it.
+    await run('cp', [...(mode === 'reflink' ? ['--reflink=always'] : ['--reflink=auto', '--sparse=always']), '--', from, to], { timeoutMs: 30 * 60_000 });
   }
 
   private async withSpace<T>(bytes: number, fn: () => Promise<T>): Promise<T> {
