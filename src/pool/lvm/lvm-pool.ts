@@ -68,7 +68,7 @@ export class LvmPool implements PoolBackend {
     const tags = tagsOf(vg.vg_tags);
     if (!tags.includes(POOL_TAG)) throw new Error(`volume group ${opts.vg} is not a vpool pool (no ${POOL_TAG} tag); the driver does not touch it`);
     if (how.sweep) {
-      await sweepSendLvs({ lvm, vg: opts.vg, change: (c, a) => lvm.exec(c, a).then(() => undefined) }, lvs);
+      await sweepSendLvs(lvm, opts.vg, lvs);
       await sweepIncompleteLvs(lvm, opts.vg, lvs, how.sysBlock);
     }
     return new LvmPool(lvm, { ...opts }, Number(vg.vg_extent_size), tagValue(tags, THIN_POOL_TAG));
@@ -219,7 +219,7 @@ export class LvmPool implements PoolBackend {
     return this.finishCopy((await this.lvm.lv(this.opts.vg, spec.id))!, spec);
   }
 
-  /** A snapshot's LV, or a point-in-time copy of a volume, for sending to another node (lv-transfer.ts). */
+  /** A snapshot's LV, or a volume's: in place when inactive, from a snapshot made now when active (lv-transfer.ts). */
   async openData(kind: 'volume' | 'snapshot', id: string): Promise<ReadableData | null> {
     const { lvs } = await this.metadata();
     const row = lvs.find((r) => r.lv_name === id);
@@ -228,7 +228,13 @@ export class LvmPool implements PoolBackend {
   }
 
   private get transferContext(): LvTransferContext {
-    return { lvm: this.lvm, vg: this.opts.vg, change: (c, a) => this.lvmChange(c, a) };
+    return {
+      lvm: this.lvm,
+      vg: this.opts.vg,
+      change: (c, a) => this.lvmChange(c, a),
+      extentBytes: this.granularity,
+      thickRoom: async () => (await this.capacity({ type: 'thick' })).availableBytes,
+    };
   }
 
   /** Completes a clone or restore: grow a thin snapshot to size, or copy the source block by block; idempotent. */
@@ -240,16 +246,17 @@ export class LvmPool implements PoolBackend {
         if (Number(row.lv_size) < spec.capacityBytes) await this.lvmChange('lvextend', ['-y', '-L', `${spec.capacityBytes}b`, this.lvPath(row.lv_name)]);
       } else {
         if (!this.lvm.activation) throw precondition('copying a volume needs device-mapper (LV activation), which this kernel lacks');
-        const srcRow = await this.lvm.lv(this.opts.vg, source.id);
-        const srcWasActive = parseLvAttr(srcRow?.lv_attr).state === 'active';
-        await this.lvm.exec('lvchange', ['-y', '-ay', '-K', this.lvPath(source.id)]);
+        // The source as of now: an active volume (a pod may be writing it) through a snapshot, as for sending.
+        const { lvs } = await this.metadata();
+        const srcRow = lvs.find((r) => r.lv_name === source.id);
+        if (!srcRow) throw notFound(`source ${source.kind} ${source.id} does not exist`);
+        const from = await openLvData(this.transferContext, source.kind, srcRow, lvs.some((r) => r.lv_name === `${source.id}.send`));
         try {
           await this.lvm.exec('lvchange', ['-y', '-ay', this.lvPath(row.lv_name)]);
-          await copyBlockDevice(`/dev/${this.opts.vg}/${source.id}`, `/dev/${this.opts.vg}/${row.lv_name}`);
+          await copyBlockDevice(from.path, `/dev/${this.opts.vg}/${row.lv_name}`);
           await this.lvm.exec('lvchange', ['-y', '-an', this.lvPath(row.lv_name)]);
         } finally {
-          // Leave the source as it was found: active only if something had it staged.
-          if (!srcWasActive) await this.lvm.exec('lvchange', ['-y', '-an', this.lvPath(source.id)]).catch(() => undefined);
+          await from.release();
         }
       }
       await this.lvm.exec('lvchange', ['-y', '--deltag', INCOMPLETE_TAG, this.lvPath(row.lv_name)]);
