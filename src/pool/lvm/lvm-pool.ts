@@ -4,14 +4,14 @@ import { log } from '../../log.js';
 import { pageAfter, type Page } from '../../paging.js';
 import { deviceUsers } from '../../host/in-use.js';
 import { roundUp } from '../../units.js';
-import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, PoolTuning, ReadableData, SnapshotRecord, VolumeRecord, ThinPoolUse } from '../backend.js';
+import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, PoolTuning, ReadableData, SnapshotRecord, VolumeRecord, ThinPoolUse, UnfinishedVolume } from '../backend.js';
 import { copyBlockDevice } from './copy.js';
 import { createFilledLv, openLvData, sweepSendLvs, type LvTransferContext } from './lv-transfer.js';
 import { HEALTH, parseLvAttr } from './lv-attr.js';
 import { lvmFailure, lvmReason } from './lvm-errors.js';
 import { tagsOf, tagValue, type LvmCli, type LvRow, type VgRow } from './lvm-cli.js';
 import { dmDeviceOf, dmName, dmNames } from './dm.js';
-import { sweepIncompleteLvs } from './sweep.js';
+import { lvHeld, sweepIncompleteLvs } from './sweep.js';
 import { MetadataCache, withoutThickLv, withThickLv, type VgMetadata } from './metadata-cache.js';
 import { INCOMPLETE_TAG, isIncomplete, isSnapshotRow, isVolumeRow, POOL_TAG, snapshotFromRow, snapshotTags, THIN_POOL_TAG, volumeFromRow, volumeTags } from './tags.js';
 
@@ -364,6 +364,22 @@ export class LvmPool implements PoolBackend {
     }
     const cow = rows.filter((r) => r.origin === id && r.segtype !== 'thin' && isSnapshotRow(r)).map((r) => r.lv_name);
     if (cow.length) return `volume ${id} has copy-on-write snapshots (${cow.join(', ')}) that would be lost; delete them first`;
+    return null;
+  }
+
+  async listUnfinished(): Promise<UnfinishedVolume[]> {
+    return (await this.metadata()).lvs
+      .filter((r) => isVolumeRow(r) && isIncomplete(r))
+      .map((r) => volumeFromRow(r))
+      .map((v) => ({ id: v.id, name: v.name, sizeBytes: v.capacityBytes, createdAt: v.createdAt }));
+  }
+
+  async removeUnfinished(id: string): Promise<string | null> {
+    const row = await this.lvm.lv(this.opts.vg, id);
+    if (!row || !isVolumeRow(row) || !isIncomplete(row)) return null;
+    const held = await lvHeld(this.lvm, this.opts.vg, id);
+    if (held) return held;
+    await this.lvm.exec('lvremove', ['-y', this.lvPath(id)]);
     return null;
   }
 
