@@ -116,7 +116,7 @@ async function openLibvirt(o: Extract<BackendOptions, { kind: 'libvirt' }>, role
     import('../pool/libvirt/libvirt-attacher.js'),
   ]);
   const libvirt = connectLibvirt(o.uri, o.transport);
-  const backend = await LibvirtPool.open(libvirt, new Domains(libvirt), { pool: validatePoolName(o.pool), reserveBytes: o.reserveBytes });
+  const backend = await LibvirtPool.open(libvirt, new Domains(libvirt), { pool: validatePoolName(o.pool), reserveBytes: o.reserveBytes }, { sweep: true });
   const hypervisor = o.hypervisor ?? (await libvirt.hostname()).trim().split('.')[0];
   return {
     ...common,
