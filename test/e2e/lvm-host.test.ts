@@ -323,10 +323,11 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
     const held = idFor('vol', 'held-restore');
     // FAKE: this kernel has no device-mapper, so a dm table (dm.ts reads /sys/block/dm-*/dm/name) that
     // says `held` is active is made in a directory, and its /dev/<vg>/<lv> node is a real loop device
-    // with a real filesystem mounted from it: the in-use check the sweep makes is the kernel's own.
+    // that another loop device reads: the in-use check the sweep makes is the kernel's own. (Not a
+    // mount: a mount namespace another process makes meanwhile keeps a copy of it after our umount.)
     const fake = await mkdtemp('/var/tmp/vpool-sysblock-');
     const holder = await loopDisks(1, 32 * MiB);
-    const mnt = await mkdtemp('/var/tmp/vpool-held-');
+    let reader = '';
     const devDir = `/dev/${vgName}`;
     const opts = { vg: vgName, reserveBytes: 0, overprovisionRatio: 1 };
     const names = () => lvsField('lv_name', vgName).split('\n').map((l) => l.trim()).filter(Boolean).sort();
@@ -345,8 +346,7 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
 
       await mkdir(path.join(fake, 'dm-900', 'dm'), { recursive: true });
       await writeFile(path.join(fake, 'dm-900', 'dm', 'name'), `${dmName(vgName, held)}\n`);
-      execFileSync('mkfs.ext4', ['-q', holder.devices[0]]);
-      execFileSync('mount', [holder.devices[0], mnt]);
+      reader = execFileSync('losetup', ['--find', '--show', '--read-only', holder.devices[0]], { encoding: 'utf8' }).trim();
       await mkdir(devDir, { recursive: true });
       await symlink(holder.devices[0], path.join(devDir, held));
 
@@ -354,22 +354,18 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
       assert.deepEqual(names(), [crashed, held, kept.id].sort(), 'a node-only process sweeps nothing');
 
       await LvmPool.open(new LvmCli({ activation: false, vg: vgName }), opts, { sweep: true, sysBlock: fake });
-      assert.deepEqual(names(), [held, kept.id].sort(), 'the crashed restore is gone; the held one and the complete volume stay');
+      assert.deepEqual(names(), [held, kept.id].sort(), 'the crashed restore is gone; the held one (read by a loop device) and the complete volume stay');
       assert.equal(free(), freeBefore - 64 * MiB, "the crashed restore's space is back");
 
-      execFileSync('umount', [mnt]);
+      execFileSync('losetup', ['-d', reader]);
+      reader = '';
       await LvmPool.open(new LvmCli({ activation: false, vg: vgName }), opts, { sweep: true, sysBlock: fake });
       assert.deepEqual(names(), [kept.id], 'once nothing holds it, the next open removes it too');
       assert.equal(free(), freeBefore);
     } finally {
-      try {
-        execFileSync('umount', [mnt], { stdio: 'ignore' });
-      } catch {
-        // unmounted by the test already
-      }
+      if (reader) execFileSync('losetup', ['-d', reader]);
       await rm(devDir, { recursive: true, force: true });
       await rm(fake, { recursive: true, force: true });
-      await rm(mnt, { recursive: true, force: true });
       await holder.release();
       await poolCmd('destroy', '--vg', vgName, '--force');
       await forgetVg(vgName, [spare]);
