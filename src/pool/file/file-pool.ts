@@ -1,8 +1,7 @@
 import { constants, statSync } from 'node:fs';
 import { access, mkdir, open, readdir, realpath, rename, rm, stat, statfs, truncate } from 'node:fs/promises';
 import path from 'node:path';
-import { errno, exhausted, notFound, precondition } from '../../errors.js';
-import { run } from '../../exec.js';
+import { errno, exhausted, notFound } from '../../errors.js';
 import { isId } from '../../ids.js';
 import { deviceUsers } from '../../host/in-use.js';
 import { loopsBackedBy } from '../../host/loop.js';
@@ -12,6 +11,7 @@ import { log } from '../../log.js';
 import { Mutex } from 'async-mutex';
 import { MiB } from '../../units.js';
 import { RecordIndex } from './record-index.js';
+import { ImageCopies } from './image-copies.js';
 
 /** How long a measurement of the images' allocation stands (capacity()). */
 const ALLOCATION_TTL_MS = 5_000;
@@ -54,7 +54,10 @@ export class FilePool implements PoolBackend {
     this.tmpDir = path.join(root, '.tmp');
     this.volumes = new RecordIndex(this.volumesDir, 'vol');
     this.snapshots = new RecordIndex(this.snapshotsDir, 'snap');
+    this.copies = new ImageCopies(root, this.tmpDir);
   }
+
+  private readonly copies: ImageCopies;
 
   /**
    * Creates the pool layout if needed; paths are resolved so they match what the kernel reports for
@@ -147,7 +150,7 @@ export class FilePool implements PoolBackend {
       ...(spec.source ? { source: spec.source } : {}),
       parameters: spec.parameters,
     };
-    const mode = spec.source?.kind === 'volume' && !spec.fill ? await this.copyMode(spec.source.id, `a clone of it`) : 'any';
+    const mode = spec.source?.kind === 'volume' && !spec.fill ? await this.copies.mode(this.volumeImage(spec.source.id), spec.source.id, 'a clone of it') : 'any';
     // Metadata is committed inside the space reservation, so no other create counts space twice.
     await this.withSpace(spec.capacityBytes, async () => {
       let metaTmp: string | undefined;
@@ -161,7 +164,7 @@ export class FilePool implements PoolBackend {
             await syncFile(tmp);
           } else if (spec.source) {
             const from = spec.source.kind === 'snapshot' ? this.snapshotImage(spec.source.id) : this.volumeImage(spec.source.id);
-            await this.copyImage(from, tmp, spec.source, mode);
+            await this.copies.copy(from, tmp, spec.source, mode);
             await truncate(tmp, spec.capacityBytes);
             await syncFile(tmp);
           } else {
@@ -257,7 +260,7 @@ export class FilePool implements PoolBackend {
     };
     await this.withSpace(allocated, async () => {
       try {
-        await this.copyImage(from, tmp, { kind: 'volume', id: source.id }, 'any');
+        await this.copies.copy(from, tmp, { kind: 'volume', id: source.id }, 'any');
         await syncFile(tmp);
         const meta = await writeTempSynced(`${spec.id}.json`, JSON.stringify(record), this.tmpDir);
         await this.snapshots.put(record, meta, () => rename(tmp, image));
@@ -283,7 +286,7 @@ export class FilePool implements PoolBackend {
    * caller's lock of it (NodeStageVolume takes the same lock, so nothing attaches it meanwhile):
    * a volume no loop device backs cannot be written, and is read in place, no copy; an attached one
    * may be written while it is read, and is read from a reflink made now (copyOfVolume), removed at
-   * release (or swept at the next start after a crash).
+   * release (or swept at the next start after a crash); refused where the pool cannot reflink.
    */
   async openData(kind: 'volume' | 'snapshot', id: string): Promise<ReadableData | null> {
     if (kind === 'snapshot') {
@@ -292,67 +295,15 @@ export class FilePool implements PoolBackend {
     }
     const vol = await this.getVolume(id);
     if (!vol) return null;
-    if ((await this.copyMode(id, 'sending it to another node')) === 'any') return { path: this.volumeImage(id), size: vol.capacityBytes, file: true, release: async () => undefined };
+    if ((await this.copies.mode(this.volumeImage(id), id, 'sending it to another node')) === 'any') return { path: this.volumeImage(id), size: vol.capacityBytes, file: true, release: async () => undefined };
     const copy = path.join(this.tmpDir, `${id}.send-${process.pid}-${Date.now()}.img`);
     try {
-      await this.copyImage(this.volumeImage(id), copy, { kind: 'volume', id }, 'reflink');
+      await this.copies.copy(this.volumeImage(id), copy, { kind: 'volume', id }, 'reflink');
     } catch (err) {
       await rm(copy, { force: true });
       throw err;
     }
     return { path: copy, size: vol.capacityBytes, file: true, release: () => rm(copy, { force: true }) };
-  }
-
-  private async attached(id: string): Promise<boolean> {
-    return (await loopsBackedBy(this.volumeImage(id))).length > 0;
-  }
-
-  /**
-   * How a volume can be copied as of one instant, decided before anything is made: a detached one
-   * by any copy (nothing writes it while the caller's lock is held); an attached one only by a
-   * reflink, which the filesystem makes atomically; where the pool's filesystem cannot reflink
-   * (ext4), a copy made while a workload writes would mix old and new blocks, so it is refused.
-   */
-  private async copyMode(id: string, what: string): Promise<'any' | 'reflink'> {
-    if (!(await this.attached(id))) return 'any';
-    if (await this.canReflink()) return 'reflink';
-    throw precondition(
-      `volume ${id} is attached (a workload may be writing it) and the pool's filesystem at ${this.root} cannot reflink, so ${what} would not be a copy of one point in time; ` +
-        'take a VolumeSnapshot of it while the workload is quiesced and restore from that, or detach it (stop the pod) first, or put the pool on a filesystem with reflink (XFS, btrfs)',
-    );
-  }
-
-  private reflinks?: Promise<boolean>;
-
-  /** Whether the pool's filesystem reflinks: one small file cloned in .tmp, asked once. */
-  private canReflink(): Promise<boolean> {
-    this.reflinks ??= (async () => {
-      const probe = path.join(this.tmpDir, `reflink-probe-${process.pid}`);
-      try {
-        const fh = await open(probe, 'w', 0o600);
-        await fh.write(Buffer.alloc(64 * 1024, 1)).finally(() => fh.close());
-        await run('cp', ['--reflink=always', '--', probe, `${probe}.clone`], { timeoutMs: 30_000 });
-        return true;
-      } catch (err) {
-        log.info('the pool\'s filesystem cannot reflink: attached volumes are not copied', { root: this.root, err: String(err) });
-        return false;
-      } finally {
-        await rm(probe, { force: true });
-        await rm(`${probe}.clone`, { force: true });
-      }
-    })();
-    return this.reflinks;
-  }
-
-  /** A reflink where asked (or where the pool's filesystem can, XFS and btrfs: instant), else a sparse copy. */
-  private async copyImage(from: string, to: string, source: { kind: string; id: string }, mode: 'any' | 'reflink'): Promise<void> {
-    try {
-      await access(from, constants.R_OK);
-    } catch {
-      throw notFound(`${source.kind} ${source.id} has no image`);
-    }
-    // A reflink shares the source's extents, holes included: cp takes no --sparse with it.
-    await run('cp', [...(mode === 'reflink' ? ['--reflink=always'] : ['--reflink=auto', '--sparse=always']), '--', from, to], { timeoutMs: 30 * 60_000 });
   }
 
   private async withSpace<T>(bytes: number, fn: () => Promise<T>): Promise<T> {

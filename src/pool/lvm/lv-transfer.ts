@@ -99,13 +99,14 @@ export async function openLvData(ctx: LvTransferContext, kind: 'volume' | 'snaps
   const temporary = kind === 'volume' && (await isActive(ctx, row));
   const name = temporary ? `${id}.send` : id;
   if (temporary) {
+    // A crash's leftover (the start-up sweep missed it) goes first: its space is the new one's.
+    if (leftover) await ctx.lvm.exec('lvremove', ['-y', lvPath(ctx, name)]);
     const thin = row.segtype === 'thin';
     const cow = thin ? 0 : cowBytesCovering(Number(row.lv_size), ctx.extentBytes);
     if (!thin) {
       const room = await ctx.thickRoom();
       if (cow > room) throw exhausted(`volume ${id} is active (it may be written while it is read), so it is read from a copy-on-write snapshot of ${cow} bytes; ${ctx.vg} has ${room} bytes available`);
     }
-    if (leftover) await ctx.lvm.exec('lvremove', ['-y', lvPath(ctx, name)]); // a crash's leftover (the start-up sweep missed it)
     await ctx.change('lvcreate', ['-y', '-s', ...(thin ? [] : ['-L', `${cow}b`, '--chunksize', `${COW_CHUNK / 1024}k`]), '-n', name, '--addtag', SEND_TAG, lvPath(ctx, id)]);
   }
   const wasActive = !temporary && dmDeviceOf(ctx.vg, name) !== null;
