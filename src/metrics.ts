@@ -17,7 +17,7 @@ export interface Metrics {
   scrape(): Promise<string>;
 }
 
-/** Counts of the last orphan check by kind (volume, snapshot, missing_volume); undefined before the first. */
+/** Counts of the last orphan check by kind (volume, snapshot, unfinished_volume, missing_volume); undefined before the first. */
 export type OrphanCounts = () => Record<string, number> | undefined;
 
 /** `pool` gives the pool at each scrape (it may open after the metrics do: a VolumePool being built). */
@@ -93,7 +93,7 @@ export function createMetrics(pool: () => PoolBackend | undefined, orphans?: Orp
   if (orphans) {
     const gauge: Gauge = new Gauge({
       name: 'vpool_csi_orphans',
-      help: 'what the last orphan check found and left: volumes without a PV, snapshots without a VolumeSnapshotContent, PVs of this node without a volume',
+      help: 'what the last orphan check found and left: volumes without a PV, snapshots without a VolumeSnapshotContent, volumes a crashed clone or restore left unfinished, PVs of this node without a volume',
       labelNames: ['kind'],
       registers: [register],
       collect() {

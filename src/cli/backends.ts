@@ -116,7 +116,7 @@ async function openLibvirt(o: Extract<BackendOptions, { kind: 'libvirt' }>, role
     import('../pool/libvirt/libvirt-attacher.js'),
   ]);
   const libvirt = connectLibvirt(o.uri, o.transport);
-  const backend = await LibvirtPool.open(libvirt, new Domains(libvirt), { pool: validatePoolName(o.pool), reserveBytes: o.reserveBytes });
+  const backend = await LibvirtPool.open(libvirt, new Domains(libvirt), { pool: validatePoolName(o.pool), reserveBytes: o.reserveBytes }, { sweep: true });
   const hypervisor = o.hypervisor ?? (await libvirt.hostname()).trim().split('.')[0];
   return {
     ...common,
@@ -144,7 +144,7 @@ export async function openBackend(o: BackendOptions, role: BackendRole): Promise
     const activation = deviceMapperAvailable();
     if (!activation) log.warn('no device-mapper in this kernel: LVs are created with activation disabled; the node side cannot stage them');
     const lvm = new LvmCli({ activation, vg: o.vg });
-    const pool = await LvmPool.open(lvm, { vg: validateVgName(o.vg), reserveBytes: o.reserveBytes, overprovisionRatio: o.overprovisionRatio });
+    const pool = await LvmPool.open(lvm, { vg: validateVgName(o.vg), reserveBytes: o.reserveBytes, overprovisionRatio: o.overprovisionRatio }, { sweep: role !== 'node' });
     return nodeLocal(pool, new LvmBlockDevices(lvm, o.vg));
   }
   return openLibvirt(o, role);

@@ -43,6 +43,7 @@ function summary(r: OrphanReport): unknown {
     entries: [
       ...r.volumes.map((v) => ({ kind: 'volume', id: v.id, name: v.name, age: `${v.ageSeconds}s`, action: v.action })),
       ...r.snapshots.map((s) => ({ kind: 'snapshot', id: s.id, name: s.name, age: `${s.ageSeconds}s`, action: s.action })),
+      ...r.unfinished.map((u) => ({ kind: 'unfinished-volume', id: u.id, name: u.name, age: `${u.ageSeconds}s`, action: u.action })),
       ...r.missingVolumes.map((m) => ({ kind: 'pv-without-volume', id: m.volumeHandle, name: m.persistentVolume, age: '', action: 'reported' })),
     ],
   };
@@ -88,6 +89,6 @@ export function addReconcileCommand(program: Command): void {
         events: f.events ? new EventRecorder(kube, 'vpool-csi-reconcile', node) : undefined,
       });
       printResult(f.output === 'table' ? summary(report) : report, f.output);
-      if (report.volumes.concat(report.snapshots).some((i) => i.action.startsWith('delete failed'))) process.exitCode = 1;
+      if (report.volumes.concat(report.snapshots, report.unfinished).some((i) => i.action.startsWith('delete failed'))) process.exitCode = 1;
     });
 }

@@ -65,7 +65,7 @@ export class OrphanChecks {
         events: new EventRecorder(this.kube, 'vpool-csi-orphans', this.opts.node),
       });
       const c = orphanCounts(this.last);
-      log[c.volume + c.snapshot + c.missing_volume ? 'warn' : 'info']('orphan check', { ...c, dryRun: this.last.dryRun, deleted: [...this.last.volumes, ...this.last.snapshots].filter((i) => i.action === 'deleted').map((i) => i.id) });
+      log[c.volume + c.snapshot + c.unfinished_volume + c.missing_volume ? 'warn' : 'info']('orphan check', { ...c, dryRun: this.last.dryRun, deleted: [...this.last.volumes, ...this.last.snapshots, ...this.last.unfinished].filter((i) => i.action === 'deleted').map((i) => i.id) });
     } catch (e) {
       log.error('orphan check failed', { error: errorMessage(e) });
     }

@@ -43,6 +43,11 @@ export interface OrphanReport {
   /** False when the cluster has no VolumeSnapshotContent API: then no snapshot can be judged. */
   snapshotsChecked: boolean;
   snapshots: OrphanItem[];
+  /**
+   * Volumes a crashed clone or restore left half-made (never listed, so no PV can name them) that no
+   * sweep at start removed: all of them, deleted (when deletion is on) past the grace period unless held.
+   */
+  unfinished: OrphanItem[];
   missingVolumes: MissingVolume[];
 }
 
@@ -70,7 +75,7 @@ interface SnapshotContent {
 }
 
 export async function reconcileOrphans(backend: PoolBackend, kube: Kube, o: OrphanOptions): Promise<OrphanReport> {
-  const [volumes, snapshots] = await Promise.all([backend.listVolumes(), backend.listSnapshots()]);
+  const [volumes, snapshots, unfinished] = await Promise.all([backend.listVolumes(), backend.listSnapshots(), backend.listUnfinished?.() ?? []]);
   const pvs = (await listAll((c) => kube.core.listPersistentVolume({ limit: 500, _continue: c }))).filter((pv) => pv.spec?.csi?.driver === o.driver);
   let contents: SnapshotContent[] | null;
   try {
@@ -99,6 +104,7 @@ export async function reconcileOrphans(backend: PoolBackend, kube: Kube, o: Orph
     volumes: volumes.filter((v) => !claimed.has(v.id)).map((v) => item(v, v.capacityBytes)),
     snapshotsChecked: contents !== null,
     snapshots: [],
+    unfinished: unfinished.map((u) => item(u, u.sizeBytes)),
     missingVolumes: [],
   };
   if (contents) {
@@ -126,6 +132,11 @@ export async function reconcileOrphans(backend: PoolBackend, kube: Kube, o: Orph
       await backend.deleteSnapshot(s.id);
       return 'deleted';
     });
+    // Under the volume's lock: a restore still filling holds it (and its LV open), so it is never taken for a leftover.
+    for (const u of report.unfinished) u.action = await removeOrphan(u, o, 'volume', async () => {
+      const held = await backend.removeUnfinished!(u.id);
+      return held ? `kept: ${held}` : 'deleted';
+    });
   }
   await tell(report, o);
   return report;
@@ -149,6 +160,7 @@ async function tell(r: OrphanReport, o: OrphanOptions): Promise<void> {
   const verdict = (i: OrphanItem) => (i.action === 'reported' ? (r.dryRun ? 'not deleted (dry run)' : 'reported') : i.action);
   for (const v of r.volumes) await o.events.record(node, v.action === 'deleted' ? 'Normal' : 'Warning', 'OrphanVolume', `volume ${v.id} (${v.name}, ${v.sizeBytes} bytes, created ${v.createdAt}) has no PersistentVolume: ${verdict(v)}`);
   for (const s of r.snapshots) await o.events.record(node, s.action === 'deleted' ? 'Normal' : 'Warning', 'OrphanSnapshot', `snapshot ${s.id} (${s.name}, created ${s.createdAt}) has no VolumeSnapshotContent: ${verdict(s)}`);
+  for (const u of r.unfinished) await o.events.record(node, u.action === 'deleted' ? 'Normal' : 'Warning', 'UnfinishedVolume', `volume ${u.id} (${u.name}, ${u.sizeBytes} bytes, created ${u.createdAt}) is what a crashed clone or restore left unfinished: ${verdict(u)}`);
   for (const m of r.missingVolumes) await o.events.record({ apiVersion: 'v1', kind: 'PersistentVolume', name: m.persistentVolume }, 'Warning', 'VolumeMissing', `volume ${m.volumeHandle} is not in the pool on node ${r.node}`);
 }
 
@@ -168,7 +180,7 @@ async function listAll<T>(page: (cont: string | undefined) => Promise<{ items: T
   return all;
 }
 
-export function orphanCounts(r: OrphanReport): Record<'volume' | 'snapshot' | 'missing_volume', number> {
+export function orphanCounts(r: OrphanReport): Record<'volume' | 'snapshot' | 'unfinished_volume' | 'missing_volume', number> {
   const left = (items: OrphanItem[]) => items.filter((i) => i.action !== 'deleted').length;
-  return { volume: left(r.volumes), snapshot: left(r.snapshots), missing_volume: r.missingVolumes.length };
+  return { volume: left(r.volumes), snapshot: left(r.snapshots), unfinished_volume: left(r.unfinished), missing_volume: r.missingVolumes.length };
 }

@@ -28,11 +28,17 @@ export interface Syscalls {
   bindMount(source: string, target: string, readOnly: boolean): boolean;
   /** umount2(2) without flags; false when the kernel refused (busy, not mounted). */
   unmount(target: string): Promise<boolean>;
-  /** lseek(2) with SEEK_DATA or SEEK_HOLE: the offset found, or -1 past the last data (ENXIO) or where the filesystem cannot tell. */
-  seek(fd: number, offset: number, whence: 'data' | 'hole'): number;
+  /**
+   * lseek(2) with SEEK_DATA or SEEK_HOLE: the offset found, or the errno's name (ENXIO: no data
+   * after `offset`; anything else, such as EINVAL or EOPNOTSUPP: the filesystem cannot tell).
+   */
+  seek: SeekFn;
   /** Where a buffer's bytes are in memory (O_DIRECT wants them on a block boundary). */
   address(buf: Buffer): bigint;
 }
+
+/** An lseek(2) for data ranges; a parameter of the range walk so a test can make it fail as a filesystem would. */
+export type SeekFn = (fd: number, offset: number, whence: 'data' | 'hole') => { offset: number } | { errno: string };
 
 const LOOP_CTL_GET_FREE = 0x4c82;
 const LOOP_CONFIGURE = 0x4c0a;
@@ -144,7 +150,8 @@ async function load(): Promise<Syscalls> {
       return (await umountAsync(target, 0)) === 0;
     },
     seek(fd, offset, whence) {
-      return Number(lseek(fd, offset, whence === 'data' ? SEEK_DATA : SEEK_HOLE));
+      const at = Number(lseek(fd, offset, whence === 'data' ? SEEK_DATA : SEEK_HOLE));
+      return at >= 0 ? { offset: at } : { errno: errnoName(koffi.errno()) };
     },
     address(buf) {
       return koffi.address(buf);

@@ -54,6 +54,14 @@ export interface ReadableData {
   release(): Promise<void>;
 }
 
+/** A volume a crashed clone or restore left half-made: never listed, and no PersistentVolume can name it. */
+export interface UnfinishedVolume {
+  id: string;
+  name: string;
+  sizeBytes: number;
+  createdAt: number;
+}
+
 export interface CreateSnapshotSpec {
   id: string;
   name: string;
@@ -103,11 +111,23 @@ export interface PoolBackend {
   volumeBusy(id: string): Promise<string | null>;
 
   /**
-   * Opens a volume's or a snapshot's bytes for reading by another node; null when absent. A volume
-   * is read from a point-in-time copy (it may be in use), made here and dropped at release.
-   * Pools whose data no other node can take leave this out.
+   * Opens a volume's or a snapshot's bytes for reading by another node; null when absent. The
+   * caller holds the volume's lock (the one staging takes) until release. The bytes are those of
+   * one point in time: a volume nothing has attached is read in place; one that is attached (it may
+   * be written meanwhile) from a reflink or snapshot made here and dropped at release, or the open
+   * is refused (FAILED_PRECONDITION) where the pool cannot make one. Pools whose data no other node
+   * can take leave this out.
    */
   openData?(kind: 'volume' | 'snapshot', id: string): Promise<ReadableData | null>;
+
+  /**
+   * What crashed clones and restores left that no sweep at start removed (the pool was not reopened
+   * by a process that sweeps, or the volume was held then), for the orphan reaper. Pools that leave
+   * nothing half-made past a restart leave these out.
+   */
+  listUnfinished?(): Promise<UnfinishedVolume[]>;
+  /** Removes one unless something holds it now (then why); the caller holds its volume lock. */
+  removeUnfinished?(id: string): Promise<string | null>;
 
   getSnapshot(id: string): Promise<SnapshotRecord | null>;
   listSnapshots(): Promise<SnapshotRecord[]>;

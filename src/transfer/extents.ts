@@ -1,6 +1,7 @@
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { syscalls } from '../host/syscalls.js';
+import { log } from '../log.js';
+import { syscalls, type SeekFn } from '../host/syscalls.js';
 import { ALIGN, AlignedBuffers } from './aligned.js';
 
 /** A run of a volume's bytes that holds data; everything between runs reads as zeros. */
@@ -22,14 +23,21 @@ const READ_AHEAD = 4;
  * volume neither copies it through the node's memory nor pushes its workloads' data out of it. A
  * chunk's `written`, when set, is to be called once that chunk (the last of its read) has gone to the
  * socket: its buffer is then read into again.
+ *
+ * `seek` replaces lseek(2) for the range walk (a test makes it fail the way a filesystem that
+ * refuses SEEK_DATA does); by default the syscall layer's.
  */
-export async function* dataChunks(path: string, size: number, opts: { file: boolean }): AsyncGenerator<Chunk & { written?: () => void }> {
+export async function* dataChunks(
+  path: string,
+  size: number,
+  opts: { file: boolean; seek?: SeekFn },
+): AsyncGenerator<Chunk & { written?: () => void }> {
   const fh = await open(path, 'r');
   const direct = await open(path, constants.O_RDONLY | constants.O_DIRECT).catch(() => null);
   const buffers = new AlignedBuffers((await syscalls())?.address ?? null, CHUNK, READ_AHEAD * 3);
   let useDirect = direct !== null;
   try {
-    const ranges = opts.file ? await fileRanges(fh, size) : null;
+    const ranges = opts.file ? await fileRanges(fh, size, opts.seek ?? (await syscalls())?.seek) : null;
     // Reads ahead (READ_AHEAD chunks in flight on the thread pool) so the disk is busy while a chunk is sent.
     const reads = (function* () {
       for (const [start, end] of ranges ?? [[0, size] as const]) {
@@ -84,21 +92,34 @@ export async function* dataChunks(path: string, size: number, opts: { file: bool
   }
 }
 
-/** The data ranges of a file by SEEK_DATA/SEEK_HOLE; null where they cannot be had (then everything is read). */
-async function fileRanges(fh: FileHandle, size: number): Promise<Array<readonly [number, number]> | null> {
-  const sys = await syscalls();
-  if (!sys) return null;
+/**
+ * The data ranges of a file by SEEK_DATA/SEEK_HOLE; null where they cannot be had (then everything
+ * is read, zero blocks still skipped). Only ENXIO means "no data after here": any other refusal
+ * (EINVAL, EOPNOTSUPP, ...) says nothing about the data, and taking it as the end would send
+ * nothing and restore zeros.
+ */
+export async function fileRanges(fh: FileHandle, size: number, seek: SeekFn | undefined): Promise<Array<readonly [number, number]> | null> {
+  if (!seek) return null;
   const ranges: Array<readonly [number, number]> = [];
   let at = 0;
   while (at < size) {
-    const data = sys.seek(fh.fd, at, 'data');
-    if (data < 0 || data >= size) break; // ENXIO: no data after `at`
-    const hole = sys.seek(fh.fd, data, 'hole');
-    if (hole < 0) return null;
-    ranges.push([data, Math.min(hole, size)]);
-    at = hole;
+    const data = seek(fh.fd, at, 'data');
+    if ('errno' in data) {
+      if (data.errno === 'ENXIO') break;
+      return cannotTell(data.errno);
+    }
+    if (data.offset >= size) break;
+    const hole = seek(fh.fd, data.offset, 'hole');
+    if ('errno' in hole) return cannotTell(hole.errno);
+    ranges.push([data.offset, Math.min(hole.offset, size)]);
+    at = hole.offset;
   }
   return ranges;
+}
+
+function cannotTell(errno: string): null {
+  log.info('the filesystem does not tell a file\'s data ranges; reading the whole file', { errno });
+  return null;
 }
 
 /** The runs of a buffer that are not whole zero blocks. */

@@ -215,6 +215,18 @@ describe('libvirt pool: controller against a real libvirtd', needsRoot(), () => 
     for (const v of [copy, src]) await d.client.deleteVolume({ volume_id: v.volume_id });
   });
 
+  it('an interrupted copy whose claim was deleted (no retry) is swept when the controller starts', async () => {
+    const src = (await create('pvc-gone-src', 8 * MiB)).volume!;
+    const id = idFor('vol', 'pvc-never-retried');
+    await virsh('vol-create-as', pool.name, `${id}.incomplete`, '0', '--allocation', '0');
+    await virsh('vol-create-as', pool.name, `${id}.from-v${src.volume_id.slice(-16)}.raw`, String(8 * MiB), '--format', 'raw', '--allocation', String(MiB));
+    await d.stop('SIGKILL');
+    d = await d.restart();
+    assert.deepEqual((await pool.volumes()).filter((n) => n.startsWith(id)), [], 'the partial volume and its marker are gone');
+    assert.ok((await pool.volumes()).some((n) => n.startsWith(`${src.volume_id}.`)), 'complete volumes stay');
+    await d.client.deleteVolume({ volume_id: src.volume_id });
+  });
+
   it('wipes before deleting when the StorageClass asks, and deletes idempotently', async () => {
     const v = (await create('pvc-wipe', 4 * MiB, { wipe: 'zero' })).volume!;
     assert.equal(await nameOf(v.volume_id), `${v.volume_id}.wipe-zero.raw`);

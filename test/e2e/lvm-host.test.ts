@@ -1,12 +1,14 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { onCommand } from '../../src/exec.js';
 import { idFor } from '../../src/ids.js';
 import { LvmCli } from '../../src/pool/lvm/lvm-cli.js';
 import { MetadataCache, withoutThickLv, withThickLv } from '../../src/pool/lvm/metadata-cache.js';
 import { LvmPool } from '../../src/pool/lvm/lvm-pool.js';
+import { dmName } from '../../src/pool/lvm/dm.js';
 import type { PoolStatus } from '../../src/pool/lvm/pool-admin.js';
 import { blockCap, mountCap } from '../helpers/csi.js';
 import { codeOf, finish, MiB, needsRoot, startDriver, BIN } from '../helpers/driver.js';
@@ -310,6 +312,63 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
       await poolCmd('destroy', '--vg', vgName, '--force');
       await forgetVg(vgName, [spare, extra.devices[0]]);
       await extra.release();
+    }
+  });
+
+  it('sweeps at open the unfinished restores a crash left (the claim deleted, no retry), in the role that creates only, and leaves one that is held', async () => {
+    const vgName = uniqueVg('vpw');
+    const [, , , spare] = disks.devices;
+    const act = ['--config', 'global{activation=0}'];
+    const crashed = idFor('vol', 'crashed-restore');
+    const held = idFor('vol', 'held-restore');
+    // FAKE: this kernel has no device-mapper, so a dm table (dm.ts reads /sys/block/dm-*/dm/name) that
+    // says `held` is active is made in a directory, and its /dev/<vg>/<lv> node is a real loop device
+    // that another loop device reads: the in-use check the sweep makes is the kernel's own. (Not a
+    // mount: a mount namespace another process makes meanwhile keeps a copy of it after our umount.)
+    const fake = await mkdtemp('/var/tmp/vpool-sysblock-');
+    const holder = await loopDisks(1, 32 * MiB);
+    let reader = '';
+    const devDir = `/dev/${vgName}`;
+    const opts = { vg: vgName, reserveBytes: 0, overprovisionRatio: 1 };
+    const names = () => lvsField('lv_name', vgName).split('\n').map((l) => l.trim()).filter(Boolean).sort();
+    const free = () => Number(execFileSync('vgs', [...act, '--noheadings', '--units', 'b', '--nosuffix', '-o', 'vg_free', vgName], { encoding: 'utf8' }).trim());
+    try {
+      assert.equal((await poolCmd('init', '--vg', vgName, spare)).code, 0);
+      const pool = await LvmPool.open(new LvmCli({ activation: false, vg: vgName }), opts);
+      const kept = await pool.createVolume({ id: idFor('vol', 'complete'), name: 'complete', capacityBytes: 8 * MiB, parameters: {} });
+      const freeBefore = free();
+      // What createFilledLv makes first (tags and all), left by a receiver killed mid-restore.
+      for (const id of [crashed, held]) {
+        execFileSync('lvcreate', [...act, '-an', '-Zn', '-y', '-L', '64m', '-n', id, '--addtag', 'vpool.kind=vol', '--addtag', `vpool.name=${id}`, '--addtag', 'vpool.incomplete', vgName], { stdio: 'ignore' });
+      }
+      assert.equal(free(), freeBefore - 128 * MiB);
+      assert.deepEqual((await pool.listVolumes()).map((v) => v.id), [kept.id], 'unfinished LVs are not listed');
+
+      await mkdir(path.join(fake, 'dm-900', 'dm'), { recursive: true });
+      await writeFile(path.join(fake, 'dm-900', 'dm', 'name'), `${dmName(vgName, held)}\n`);
+      reader = execFileSync('losetup', ['--find', '--show', '--read-only', holder.devices[0]], { encoding: 'utf8' }).trim();
+      await mkdir(devDir, { recursive: true });
+      await symlink(holder.devices[0], path.join(devDir, held));
+
+      await LvmPool.open(new LvmCli({ activation: false, vg: vgName }), opts, { sweep: false, sysBlock: fake });
+      assert.deepEqual(names(), [crashed, held, kept.id].sort(), 'a node-only process sweeps nothing');
+
+      await LvmPool.open(new LvmCli({ activation: false, vg: vgName }), opts, { sweep: true, sysBlock: fake });
+      assert.deepEqual(names(), [held, kept.id].sort(), 'the crashed restore is gone; the held one (read by a loop device) and the complete volume stay');
+      assert.equal(free(), freeBefore - 64 * MiB, "the crashed restore's space is back");
+
+      execFileSync('losetup', ['-d', reader]);
+      reader = '';
+      await LvmPool.open(new LvmCli({ activation: false, vg: vgName }), opts, { sweep: true, sysBlock: fake });
+      assert.deepEqual(names(), [kept.id], 'once nothing holds it, the next open removes it too');
+      assert.equal(free(), freeBefore);
+    } finally {
+      if (reader) execFileSync('losetup', ['-d', reader]);
+      await rm(devDir, { recursive: true, force: true });
+      await rm(fake, { recursive: true, force: true });
+      await holder.release();
+      await poolCmd('destroy', '--vg', vgName, '--force');
+      await forgetVg(vgName, [spare]);
     }
   });
 

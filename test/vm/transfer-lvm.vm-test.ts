@@ -2,7 +2,8 @@
 // cross-node transfer with lvm pools on both sides and file↔lvm, two node plugins per network
 // namespace, the namespaces joined by a veth pair. Started by test/e2e/transfer-vm.test.ts.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
@@ -11,6 +12,7 @@ import { blockCap, createVolume } from '../helpers/csi.js';
 import { writeAt } from '../helpers/data.js';
 import { BIN, MiB, pattern, type Driver } from '../helpers/driver.js';
 import { transferNodes, type TransferNodes } from '../helpers/transfer-nodes.js';
+import { cowBytesCovering } from '../../src/pool/lvm/lv-transfer.js';
 
 const SIZE = 64 * MiB;
 const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -41,10 +43,13 @@ async function withLv<T>(vg: string, lv: string, fn: (dev: string) => Promise<T>
   }
 }
 
+const lvsOf = (vg: string) => sh('lvs', ['--noheadings', '-o', 'lv_name,lv_tags', vg]);
+const vgFree = (vg: string) => Number(sh('vgs', ['--noheadings', '--units', 'b', '--nosuffix', '-o', 'vg_free', vg]).trim());
+
 /** A thin LV's allocated bytes, as the thin pool counts them. */
 const thinAllocated = (vg: string, lv: string) => (Number(sh('lvs', ['--noheadings', '--units', 'b', '--nosuffix', '-o', 'data_percent,lv_size', `${vg}/${lv}`]).trim().split(/\s+/)[0]) / 100) * SIZE;
 
-describe('transfer between lvm pools, and between lvm and file pools, on real device-mapper', { timeout: 720_000 }, () => {
+describe('transfer between lvm pools, and between lvm and file pools, on real device-mapper', { timeout: 1_260_000 }, () => {
   let nodes: TransferNodes;
   let a: Driver; // lvm vga, node-a, namespace a, listens
   let f: Driver; // file, node-f, namespace a, listens
@@ -128,12 +133,14 @@ describe('transfer between lvm pools, and between lvm and file pools, on real de
   });
 
   it('kill -9 of A (lvm) or of B (lvm) mid-stream: B lists nothing of it, A keeps no copy for sending, and the retry is right', async () => {
-    const lvsOf = (vg: string) => sh('lvs', ['--noheadings', '-o', 'lv_name,lv_tags', vg]);
     // A sends slowly (4 MiB/s) so that 24 MiB take long enough to be cut.
     await startA(['--transfer-rate', String(4 * MiB)]);
     const src = await createVolume(a, 'src-kill', SIZE, blockCap(), { parameters: { type: 'thick' } });
     await withLv('vga', src.volume_id, (dev) => writeAt(dev, 4 * MiB, pattern('kill', 24 * MiB)));
     const want = await withLv('vga', src.volume_id, (dev) => sumOf(dev, SIZE));
+    // Active, as a staged volume is: A reads it from a snapshot made for the stream (.send).
+    sh('lvchange', ['-y', '-ay', '-K', `vga/${src.volume_id}`]);
+    const freeB = vgFree('vgb');
     const clone = (name: string) => across(b, name, { volume: src.volume_id }, { type: 'thick' });
     const midStream = async (what: string) => {
       // Mid-stream: A holds its point-in-time copy (vpool.kind=send), B its incomplete LV.
@@ -153,21 +160,114 @@ describe('transfer between lvm pools, and between lvm and file pools, on real de
     await startA(['--transfer-rate', String(4 * MiB)]);
     assert.doesNotMatch(lvsOf('vga'), /\.send/, "A's start-up removed the copy it had been sending from");
 
-    // B dies while receiving: its incomplete LV stays (never listed); A sees the receiver go and removes its copy.
+    // B dies while receiving: its incomplete LV outlives it (active: its dm device outlives the
+    // process); A sees the receiver go and removes its copy.
     const second = clone('clone-kill').then(() => 'answered', () => 'cut off');
     await midStream('B killed');
     await b.stop('SIGKILL');
     assert.equal(await second, 'cut off');
     for (let i = 0; i < 100 && /\.send/.test(lvsOf('vga')); i++) await new Promise((r) => setTimeout(r, 100));
     assert.doesNotMatch(lvsOf('vga'), /\.send/, 'A released its copy when the receiver went');
+    assert.match(lvsOf('vgb'), /vpool\.incomplete/, "B's unfinished LV outlived B");
+    assert.ok(vgFree('vgb') < freeB, 'and holds its space');
+    // The claim is deleted instead of retried: nothing will ever ask for that name again. B's restart sweeps it.
     await startB();
-    assert.match(lvsOf('vgb'), /vpool\.incomplete/, "B's unfinished LV is still there, marked");
-    assert.equal((await b.client.listVolumes({})).entries.length, 0, 'and not listed');
-    // The CO's retry: the unfinished LV is removed and the clone made again, right.
+    assert.doesNotMatch(lvsOf('vgb'), /vpool\.incomplete/, "B's start removed the unfinished LV");
+    assert.equal(vgFree('vgb'), freeB, "vgb's free space is back");
+    assert.equal((await b.client.listVolumes({})).entries.length, 0);
+    // A later CreateVolume of that name (a new claim, or a retry after all) starts from nothing and is right.
     const done = await clone('clone-kill');
     assert.equal(await withLv('vgb', done.volume_id, (dev) => sumOf(dev, SIZE)), want);
     assert.doesNotMatch(lvsOf('vgb'), /vpool\.incomplete/);
     await b.client.deleteVolume({ volume_id: done.volume_id });
+    sh('lvchange', ['-y', '-an', `vga/${src.volume_id}`]);
     await a.client.deleteVolume({ volume_id: src.volume_id });
+  });
+
+  // A sends at 4 MiB/s from here on (restarted so by the test above): a stream of 16 MiB takes seconds.
+  it('point in time: an active thick volume is read from a COW snapshot sized to cover it (GetCapacity counts it while it exists); a write after the stream began is not in the clone', async () => {
+    const src = await createVolume(a, 'pit-thick', SIZE, blockCap(), { parameters: { type: 'thick' } });
+    await withLv('vga', src.volume_id, (dev) => writeAt(dev, 0, pattern('pit', 16 * MiB)));
+    const dev = `/dev/vga/${src.volume_id}`;
+    sh('lvchange', ['-y', '-ay', '-K', `vga/${src.volume_id}`]); // staged: a pod may write it
+    const atStart = await sumOf(dev, SIZE);
+    const capacity = async () => Number((await a.client.getCapacity({ parameters: { type: 'thick' } })).available_capacity);
+    const before = await capacity();
+    const clone = across(b, 'pit-clone', { volume: src.volume_id }, { type: 'thick' });
+    const send = `${src.volume_id}.send`;
+    for (let i = 0; i < 300 && !sh('lvs', ['--noheadings', '-o', 'lv_name', 'vga']).includes(send); i++) await new Promise((r) => setTimeout(r, 100));
+    const cow = Number(sh('lvs', ['--noheadings', '--units', 'b', '--nosuffix', '-o', 'lv_size', `vga/${send}`]).trim());
+    assert.equal(cow, cowBytesCovering(SIZE, 4 * MiB), 'the COW store covers every chunk of the origin and its metadata');
+    assert.equal(before - (await capacity()), cow, 'GetCapacity counts the snapshot while it exists');
+    await writeAt(dev, 8 * MiB, pattern('pit-later', 4 * MiB));
+    assert.notEqual(await sumOf(dev, SIZE), atStart, 'the write reached the source');
+    const made = await clone;
+    assert.equal(await withLv('vgb', made.volume_id, (d) => sumOf(d, SIZE)), atStart, 'the clone is the source as of the start of the stream');
+    assert.doesNotMatch(sh('lvs', ['--noheadings', '-o', 'lv_name', 'vga']), /\.send/);
+    assert.equal(await capacity(), before, 'and its space is back');
+    await b.client.deleteVolume({ volume_id: made.volume_id });
+    sh('lvchange', ['-y', '-an', `vga/${src.volume_id}`]);
+    await a.client.deleteVolume({ volume_id: src.volume_id });
+  });
+
+  it('an inactive volume is read in place (activated for the read, no snapshot), and left inactive', async () => {
+    const src = await createVolume(a, 'in-place', SIZE, blockCap(), { parameters: { type: 'thin' } });
+    await withLv('vga', src.volume_id, (dev) => writeAt(dev, 0, pattern('in-place', 16 * MiB)));
+    const want = await withLv('vga', src.volume_id, (dev) => sumOf(dev, SIZE));
+    let settled = false;
+    const clone = across(b, 'in-place-clone', { volume: src.volume_id }, { type: 'thin' }).finally(() => (settled = true));
+    let sawActive = false;
+    while (!settled) {
+      const names = sh('lvs', ['--noheadings', '-o', 'lv_name', 'vga']);
+      assert.doesNotMatch(names, /\.send/, 'no snapshot for sending');
+      if (sh('lvs', ['--noheadings', '-o', 'lv_attr', `vga/${src.volume_id}`]).trim()[4] === 'a') sawActive = true;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.ok(sawActive, 'the volume itself was activated for the read');
+    const made = await clone;
+    assert.equal(await withLv('vgb', made.volume_id, (d) => sumOf(d, SIZE)), want);
+    assert.equal(sh('lvs', ['--noheadings', '-o', 'lv_attr', `vga/${src.volume_id}`]).trim()[4], '-', 'inactive again');
+    await b.client.deleteVolume({ volume_id: made.volume_id });
+    await a.client.deleteVolume({ volume_id: src.volume_id });
+  });
+
+  it('a COW snapshot for sending that does not fit is refused at once with RESOURCE_EXHAUSTED: nothing is created on either side', async () => {
+    const room = Number((await a.client.getCapacity({ parameters: { type: 'thick' } })).available_capacity);
+    // 60% of the room: the volume fits, a snapshot covering it (more than the 40% left) does not.
+    const size = Math.floor((room * 0.6) / (4 * MiB)) * 4 * MiB;
+    const src = await createVolume(a, 'no-room', size, blockCap(), { parameters: { type: 'thick' } });
+    sh('lvchange', ['-y', '-ay', '-K', `vga/${src.volume_id}`]);
+    const [lvsA, freeA, freeB] = [lvsOf('vga'), vgFree('vga'), vgFree('vgb')];
+    const refused = await nodes.restore('no-room-clone', { volume: src.volume_id }, { on: b, size, params: { type: 'thick' } }).then(
+      () => ({ code: 0, details: 'answered' }),
+      (e: { code: number; details: string }) => e,
+    );
+    assert.equal(refused.code, 8, `RESOURCE_EXHAUSTED: ${refused.details}`);
+    assert.match(refused.details, /copy-on-write snapshot of \d+ bytes; vga has \d+ bytes available/);
+    assert.equal(lvsOf('vga'), lvsA, 'A created nothing');
+    assert.equal(vgFree('vga'), freeA);
+    assert.doesNotMatch(lvsOf('vgb'), /vpool\.incomplete/, 'B removed what it had begun');
+    assert.equal(vgFree('vgb'), freeB);
+    sh('lvchange', ['-y', '-an', `vga/${src.volume_id}`]);
+    await a.client.deleteVolume({ volume_id: src.volume_id });
+  });
+
+  it("B's start leaves an unfinished LV that is held open (a fill in a process it does not know of), and removes it once let go", async () => {
+    const id = (await import('../../src/ids.js')).idFor('vol', 'held-open');
+    sh('lvcreate', ['-y', '-L', '16m', '-n', id, '--addtag', 'vpool.kind=vol', '--addtag', 'vpool.name=held-open', '--addtag', 'vpool.incomplete', 'vgb']);
+    // A process holds the device open (lv_attr's open flag), as a filler would; this one lets its own descriptor go.
+    const fd = openSync(`/dev/vgb/${id}`, 'r');
+    const holder = spawn('sleep', ['600'], { stdio: [fd, 'ignore', 'ignore'] });
+    closeSync(fd);
+    try {
+      await startB();
+      assert.match(lvsOf('vgb'), new RegExp(id), 'held: left alone');
+      holder.kill('SIGKILL');
+      await new Promise((r) => holder.once('exit', r));
+      await startB();
+      assert.doesNotMatch(lvsOf('vgb'), new RegExp(id), 'let go: removed at the next start');
+    } finally {
+      if (holder.exitCode === null) holder.kill('SIGKILL');
+    }
   });
 });

@@ -2,7 +2,6 @@ import { constants, statSync } from 'node:fs';
 import { access, mkdir, open, readdir, realpath, rename, rm, stat, statfs, truncate } from 'node:fs/promises';
 import path from 'node:path';
 import { errno, exhausted, notFound } from '../../errors.js';
-import { run } from '../../exec.js';
 import { isId } from '../../ids.js';
 import { deviceUsers } from '../../host/in-use.js';
 import { loopsBackedBy } from '../../host/loop.js';
@@ -12,6 +11,7 @@ import { log } from '../../log.js';
 import { Mutex } from 'async-mutex';
 import { MiB } from '../../units.js';
 import { RecordIndex } from './record-index.js';
+import { ImageCopies } from './image-copies.js';
 
 /** How long a measurement of the images' allocation stands (capacity()). */
 const ALLOCATION_TTL_MS = 5_000;
@@ -54,7 +54,10 @@ export class FilePool implements PoolBackend {
     this.tmpDir = path.join(root, '.tmp');
     this.volumes = new RecordIndex(this.volumesDir, 'vol');
     this.snapshots = new RecordIndex(this.snapshotsDir, 'snap');
+    this.copies = new ImageCopies(root, this.tmpDir);
   }
+
+  private readonly copies: ImageCopies;
 
   /**
    * Creates the pool layout if needed; paths are resolved so they match what the kernel reports for
@@ -147,6 +150,7 @@ export class FilePool implements PoolBackend {
       ...(spec.source ? { source: spec.source } : {}),
       parameters: spec.parameters,
     };
+    const mode = spec.source?.kind === 'volume' && !spec.fill ? await this.copies.mode(this.volumeImage(spec.source.id), spec.source.id, 'a clone of it') : 'any';
     // Metadata is committed inside the space reservation, so no other create counts space twice.
     await this.withSpace(spec.capacityBytes, async () => {
       let metaTmp: string | undefined;
@@ -160,7 +164,7 @@ export class FilePool implements PoolBackend {
             await syncFile(tmp);
           } else if (spec.source) {
             const from = spec.source.kind === 'snapshot' ? this.snapshotImage(spec.source.id) : this.volumeImage(spec.source.id);
-            await this.copyImage(from, tmp, spec.source);
+            await this.copies.copy(from, tmp, spec.source, mode);
             await truncate(tmp, spec.capacityBytes);
             await syncFile(tmp);
           } else {
@@ -171,7 +175,9 @@ export class FilePool implements PoolBackend {
         const meta = async () => {
           metaTmp = await writeTempSynced(`${spec.id}.json`, JSON.stringify(record), this.tmpDir);
         };
-        await Promise.all([image(), meta()]);
+        // Both settle before either failure is thrown: the cleanup below must know every file they made.
+        const made = await Promise.allSettled([image(), meta()]);
+        for (const m of made) if (m.status === 'rejected') throw m.reason;
         await this.volumes.put(record, metaTmp!, () => rename(tmp, imagePath)); // the commit point
         this.allocated.set(spec.id, statSync(imagePath).blocks * 512);
         this.allocationVersion++;
@@ -254,7 +260,7 @@ export class FilePool implements PoolBackend {
     };
     await this.withSpace(allocated, async () => {
       try {
-        await this.copyImage(from, tmp, { kind: 'volume', id: source.id });
+        await this.copies.copy(from, tmp, { kind: 'volume', id: source.id }, 'any');
         await syncFile(tmp);
         const meta = await writeTempSynced(`${spec.id}.json`, JSON.stringify(record), this.tmpDir);
         await this.snapshots.put(record, meta, () => rename(tmp, image));
@@ -276,8 +282,11 @@ export class FilePool implements PoolBackend {
   }
 
   /**
-   * A snapshot's image is read as it is (nothing writes it); a volume's from a copy made now (a
-   * reflink where the filesystem can), since a pod may be writing it, removed at release.
+   * A snapshot's image is read as it is (nothing writes it). A volume's, as of now, held by the
+   * caller's lock of it (NodeStageVolume takes the same lock, so nothing attaches it meanwhile):
+   * a volume no loop device backs cannot be written, and is read in place, no copy; an attached one
+   * may be written while it is read, and is read from a reflink made now (copyOfVolume), removed at
+   * release (or swept at the next start after a crash); refused where the pool cannot reflink.
    */
   async openData(kind: 'volume' | 'snapshot', id: string): Promise<ReadableData | null> {
     if (kind === 'snapshot') {
@@ -286,19 +295,15 @@ export class FilePool implements PoolBackend {
     }
     const vol = await this.getVolume(id);
     if (!vol) return null;
+    if ((await this.copies.mode(this.volumeImage(id), id, 'sending it to another node')) === 'any') return { path: this.volumeImage(id), size: vol.capacityBytes, file: true, release: async () => undefined };
     const copy = path.join(this.tmpDir, `${id}.send-${process.pid}-${Date.now()}.img`);
-    await this.copyImage(this.volumeImage(id), copy, { kind: 'volume', id });
-    return { path: copy, size: vol.capacityBytes, file: true, release: () => rm(copy, { force: true }) };
-  }
-
-  /** Reflinks where the pool's filesystem can (XFS, btrfs: instant), else a sparse copy. */
-  private async copyImage(from: string, to: string, source: { kind: string; id: string }): Promise<void> {
     try {
-      await access(from, constants.R_OK);
-    } catch {
-      throw notFound(`${source.kind} ${source.id} has no image`);
+      await this.copies.copy(this.volumeImage(id), copy, { kind: 'volume', id }, 'reflink');
+    } catch (err) {
+      await rm(copy, { force: true });
+      throw err;
     }
-    await run('cp', ['--reflink=auto', '--sparse=always', '--', from, to], { timeoutMs: 30 * 60_000 });
+    return { path: copy, size: vol.capacityBytes, file: true, release: () => rm(copy, { force: true }) };
   }
 
   private async withSpace<T>(bytes: number, fn: () => Promise<T>): Promise<T> {

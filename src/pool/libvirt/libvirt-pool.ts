@@ -64,7 +64,12 @@ export class LibvirtPool implements PoolBackend {
     return this.opts.pool;
   }
 
-  static async open(libvirt: Libvirt, domains: Domains, opts: LibvirtPoolOptions): Promise<LibvirtPool> {
+  /**
+   * Opens the pool. `sweep`: this process creates volumes (the controller), so what interrupted
+   * copies left (a marker and its partial volume: never listed, and removed otherwise only by a retry
+   * of the same name, which a deleted claim never makes) is removed (sweep()).
+   */
+  static async open(libvirt: Libvirt, domains: Domains, opts: LibvirtPoolOptions, how: { sweep: boolean } = { sweep: true }): Promise<LibvirtPool> {
     const xml = await libvirt.poolXml(opts.pool);
     if (xml === null) throw new Error(`libvirt pool ${opts.pool} does not exist at ${libvirt.uri}; define it with virsh pool-define-as (see docs/libvirt.md)`);
     const doc = child(parseXml(xml), 'pool');
@@ -74,7 +79,24 @@ export class LibvirtPool implements PoolBackend {
     const target = rbd ? rbd.cephPool : (text(child(doc, 'target'), 'path') ?? '');
     const pool = new LibvirtPool(libvirt, domains, opts, type, type === 'logical' ? 4 * MiB : MiB, target, rbd);
     await pool.probe();
+    if (how.sweep) await pool.sweep();
     return pool;
+  }
+
+  /**
+   * Removes each interrupted copy's partial volume, then its marker. A copy still under way (another
+   * controller replica's, during a rollout) is not touched: libvirt refuses to delete a volume it is
+   * still building, and the marker stays with it, so the ID still reads as absent.
+   */
+  private async sweep(): Promise<void> {
+    const entries = await this.listing.entries();
+    for (const id of new Set(entries.filter((e) => e.parsed.kind === 'marker').map((e) => e.parsed.id))) {
+      try {
+        await this.clearUnfinished(id, entries);
+      } catch (err) {
+        log.warn('cannot remove what an interrupted copy left (still being written?)', { id, err: String(err) });
+      }
+    }
   }
 
   async probe(): Promise<void> {

@@ -4,13 +4,14 @@ import { log } from '../../log.js';
 import { pageAfter, type Page } from '../../paging.js';
 import { deviceUsers } from '../../host/in-use.js';
 import { roundUp } from '../../units.js';
-import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, PoolTuning, ReadableData, SnapshotRecord, VolumeRecord, ThinPoolUse } from '../backend.js';
+import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, PoolTuning, ReadableData, SnapshotRecord, VolumeRecord, ThinPoolUse, UnfinishedVolume } from '../backend.js';
 import { copyBlockDevice } from './copy.js';
 import { createFilledLv, openLvData, sweepSendLvs, type LvTransferContext } from './lv-transfer.js';
 import { HEALTH, parseLvAttr } from './lv-attr.js';
 import { lvmFailure, lvmReason } from './lvm-errors.js';
 import { tagsOf, tagValue, type LvmCli, type LvRow, type VgRow } from './lvm-cli.js';
 import { dmDeviceOf, dmName, dmNames } from './dm.js';
+import { lvHeld, sweepIncompleteLvs } from './sweep.js';
 import { MetadataCache, withoutThickLv, withThickLv, type VgMetadata } from './metadata-cache.js';
 import { INCOMPLETE_TAG, isIncomplete, isSnapshotRow, isVolumeRow, POOL_TAG, snapshotFromRow, snapshotTags, THIN_POOL_TAG, volumeFromRow, volumeTags } from './tags.js';
 
@@ -54,13 +55,22 @@ export class LvmPool implements PoolBackend {
 
   private readonly cache: MetadataCache;
 
-  static async open(lvm: LvmCli, opts: LvmPoolOptions): Promise<LvmPool> {
+  /**
+   * Opens the pool. `sweep`: this process creates volumes, so what a crash left half-made (copies
+   * for sending, unfinished clones and restores) is removed, each only when nothing holds it; a
+   * node-only process (or `reconcile`) beside a running driver must not. `sysBlock`: where the
+   * kernel's dm table is read (dm.ts), for a test's FAKE of one.
+   */
+  static async open(lvm: LvmCli, opts: LvmPoolOptions, how: { sweep: boolean; sysBlock?: string } = { sweep: true }): Promise<LvmPool> {
     // One full read at start, which also tells the CLI which devices hold the VG (later commands scan only those).
     const { vg, lvs } = await lvm.state(opts.vg);
     if (!vg) throw new Error(`volume group ${opts.vg} does not exist; create it with \`vpool-csi pool init --vg ${opts.vg} DEVICE...\``);
     const tags = tagsOf(vg.vg_tags);
     if (!tags.includes(POOL_TAG)) throw new Error(`volume group ${opts.vg} is not a vpool pool (no ${POOL_TAG} tag); the driver does not touch it`);
-    await sweepSendLvs({ lvm, vg: opts.vg, change: (c, a) => lvm.exec(c, a).then(() => undefined) }, lvs);
+    if (how.sweep) {
+      await sweepSendLvs(lvm, opts.vg, lvs);
+      await sweepIncompleteLvs(lvm, opts.vg, lvs, how.sysBlock);
+    }
     return new LvmPool(lvm, { ...opts }, Number(vg.vg_extent_size), tagValue(tags, THIN_POOL_TAG));
   }
 
@@ -209,7 +219,7 @@ export class LvmPool implements PoolBackend {
     return this.finishCopy((await this.lvm.lv(this.opts.vg, spec.id))!, spec);
   }
 
-  /** A snapshot's LV, or a point-in-time copy of a volume, for sending to another node (lv-transfer.ts). */
+  /** A snapshot's LV, or a volume's: in place when inactive, from a snapshot made now when active (lv-transfer.ts). */
   async openData(kind: 'volume' | 'snapshot', id: string): Promise<ReadableData | null> {
     const { lvs } = await this.metadata();
     const row = lvs.find((r) => r.lv_name === id);
@@ -218,7 +228,13 @@ export class LvmPool implements PoolBackend {
   }
 
   private get transferContext(): LvTransferContext {
-    return { lvm: this.lvm, vg: this.opts.vg, change: (c, a) => this.lvmChange(c, a) };
+    return {
+      lvm: this.lvm,
+      vg: this.opts.vg,
+      change: (c, a) => this.lvmChange(c, a),
+      extentBytes: this.granularity,
+      thickRoom: async () => (await this.capacity({ type: 'thick' })).availableBytes,
+    };
   }
 
   /** Completes a clone or restore: grow a thin snapshot to size, or copy the source block by block; idempotent. */
@@ -230,16 +246,17 @@ export class LvmPool implements PoolBackend {
         if (Number(row.lv_size) < spec.capacityBytes) await this.lvmChange('lvextend', ['-y', '-L', `${spec.capacityBytes}b`, this.lvPath(row.lv_name)]);
       } else {
         if (!this.lvm.activation) throw precondition('copying a volume needs device-mapper (LV activation), which this kernel lacks');
-        const srcRow = await this.lvm.lv(this.opts.vg, source.id);
-        const srcWasActive = parseLvAttr(srcRow?.lv_attr).state === 'active';
-        await this.lvm.exec('lvchange', ['-y', '-ay', '-K', this.lvPath(source.id)]);
+        // The source as of now: an active volume (a pod may be writing it) through a snapshot, as for sending.
+        const { lvs } = await this.metadata();
+        const srcRow = lvs.find((r) => r.lv_name === source.id);
+        if (!srcRow) throw notFound(`source ${source.kind} ${source.id} does not exist`);
+        const from = await openLvData(this.transferContext, source.kind, srcRow, lvs.some((r) => r.lv_name === `${source.id}.send`));
         try {
           await this.lvm.exec('lvchange', ['-y', '-ay', this.lvPath(row.lv_name)]);
-          await copyBlockDevice(`/dev/${this.opts.vg}/${source.id}`, `/dev/${this.opts.vg}/${row.lv_name}`);
+          await copyBlockDevice(from.path, `/dev/${this.opts.vg}/${row.lv_name}`);
           await this.lvm.exec('lvchange', ['-y', '-an', this.lvPath(row.lv_name)]);
         } finally {
-          // Leave the source as it was found: active only if something had it staged.
-          if (!srcWasActive) await this.lvm.exec('lvchange', ['-y', '-an', this.lvPath(source.id)]).catch(() => undefined);
+          await from.release();
         }
       }
       await this.lvm.exec('lvchange', ['-y', '--deltag', INCOMPLETE_TAG, this.lvPath(row.lv_name)]);
@@ -347,6 +364,22 @@ export class LvmPool implements PoolBackend {
     }
     const cow = rows.filter((r) => r.origin === id && r.segtype !== 'thin' && isSnapshotRow(r)).map((r) => r.lv_name);
     if (cow.length) return `volume ${id} has copy-on-write snapshots (${cow.join(', ')}) that would be lost; delete them first`;
+    return null;
+  }
+
+  async listUnfinished(): Promise<UnfinishedVolume[]> {
+    return (await this.metadata()).lvs
+      .filter((r) => isVolumeRow(r) && isIncomplete(r))
+      .map((r) => volumeFromRow(r))
+      .map((v) => ({ id: v.id, name: v.name, sizeBytes: v.capacityBytes, createdAt: v.createdAt }));
+  }
+
+  async removeUnfinished(id: string): Promise<string | null> {
+    const row = await this.lvm.lv(this.opts.vg, id);
+    if (!row || !isVolumeRow(row) || !isIncomplete(row)) return null;
+    const held = await lvHeld(this.lvm, this.opts.vg, id);
+    if (held) return held;
+    await this.lvm.exec('lvremove', ['-y', this.lvPath(id)]);
     return null;
   }
 

@@ -1,0 +1,49 @@
+import { deviceUsers } from '../../host/in-use.js';
+import { log } from '../../log.js';
+import { parseLvAttr } from './lv-attr.js';
+import { dmDeviceOf } from './dm.js';
+import type { LvmCli, LvRow } from './lvm-cli.js';
+import { isIncomplete, isVolumeRow } from './tags.js';
+
+/**
+ * Why an LV must be left alone now (something holds it), or null. Only device-mapper can hold an
+ * LV: with no dm device it is inactive and nothing can have it open, and no lvm command is needed to
+ * say so. An active one is asked of lvm (its open count) and of the host (who binds or mounts it).
+ * `sysBlock` is where the kernel's dm table is read (dm.ts).
+ */
+export async function lvHeld(lvm: LvmCli, vg: string, lv: string, sysBlock?: string): Promise<string | null> {
+  const dm = dmDeviceOf(vg, lv, sysBlock);
+  if (dm === null) return null;
+  const attr = parseLvAttr((await lvm.lv(vg, lv))?.lv_attr);
+  if (attr.open) return `LV ${vg}/${lv} is open`;
+  if (dm === undefined && attr.state === 'inactive') return null;
+  const users = await deviceUsers([`/dev/${vg}/${lv}`, ...(dm ? [`/dev/${dm}`] : [])]);
+  return users.length ? `LV ${vg}/${lv} is in use: ${users.join('; ')}` : null;
+}
+
+/**
+ * Removes the volumes a crashed clone or restore left marked incomplete: a retry of the same name
+ * would remove one, but a claim deleted instead never retries, and the LV (full size for a thick
+ * one) is listed nowhere. Run once when the pool opens, by the process that creates volumes (so no
+ * fill of its own is under way); one that is held (a fill in a process this one does not know of)
+ * is left, and lvremove itself refuses an LV that is open. An active one that nothing holds is what
+ * a killed filler leaves (its dm device outlives it): lvremove deactivates it.
+ */
+export async function sweepIncompleteLvs(lvm: LvmCli, vg: string, lvs: readonly LvRow[], sysBlock?: string): Promise<string[]> {
+  const removed: string[] = [];
+  for (const r of lvs.filter((x) => isVolumeRow(x) && isIncomplete(x))) {
+    const held = await lvHeld(lvm, vg, r.lv_name, sysBlock);
+    if (held) {
+      log.warn('leaving an unfinished clone or restore that is in use', { lv: r.lv_name, reason: held });
+      continue;
+    }
+    try {
+      await lvm.exec('lvremove', ['-y', `${vg}/${r.lv_name}`]);
+      log.warn('removed an unfinished clone or restore a crash left', { lv: r.lv_name, bytes: Number(r.lv_size) });
+      removed.push(r.lv_name);
+    } catch (e) {
+      log.warn('cannot remove an unfinished clone or restore', { lv: r.lv_name, error: String(e) });
+    }
+  }
+  return removed;
+}
