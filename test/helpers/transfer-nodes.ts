@@ -115,7 +115,7 @@ export async function transferNodes(tag: string, o: TransferNodesOptions = {}): 
     // Ready for transfers once its certificate is issued (and, with a listener, once that is up).
     const want = spec.port ? 'transfer listener ready' : 'transfer credential: certificate issued';
     // Generous: under QEMU's TCG emulation the transfer's code alone takes tens of seconds to load.
-    await pollUntil(async () => (d.logs.some((l) => l.includes(want)) ? true : undefined), 150_000, async () => `${node} did not get its transfer certificate: ${d.logs.slice(-5).join('\n')}\nsigner: ${signerLogs.slice(-5).join('\n')}`);
+    await pollUntil(async () => (d.logs.some((l) => l.includes(want)) ? true : undefined), 300_000, async () => `${node} did not get its transfer certificate: ${d.logs.slice(-5).join('\n')}\nsigner: ${signerLogs.slice(-5).join('\n')}`);
     return d;
   };
   const nodeOf = (d: Driver) => (d === nodes.a ? 'node-a' : d === nodes.b ? 'node-b' : [...nodes.others].find(([, x]) => x === d)?.[0]);
