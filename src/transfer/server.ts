@@ -183,6 +183,7 @@ async function serve(o: TransferServerOptions, kind: TransferKind, id: string, s
   // long a copy takes. The opening runs under the receiver's presence: gone, it stops (a command
   // killed, a lock wait ended), as a CSI call's work stops when its call is cancelled.
   const working = c.stallMs ? setInterval(() => socket.write('HTTP/1.1 102 Processing\r\n\r\n'), Math.max(100, c.stallMs / 3)) : undefined;
+  const asked = performance.now();
   let src: OpenedSource | null;
   try {
     src = await runForCall(c.gone, () => o.source.open(kind, id));
@@ -210,7 +211,7 @@ async function serve(o: TransferServerOptions, kind: TransferKind, id: string, s
     socket.write(`HTTP/1.1 101 Switching Protocols\r\nupgrade: ${UPGRADE}\r\nconnection: Upgrade\r\nx-vpool-size: ${src.size}\r\n\r\n`);
     // What the receiver took: bytes past this process's buffers. Waiting: bytes queued for it.
     c.guard.watch(() => socket.bytesWritten - socket.writableLength, () => socket.writableLength > 0);
-    log.info('sending a volume to a peer', { kind, id, peer, size: src.size, sends: c.sends });
+    log.info('sending a volume to a peer', { kind, id, peer, size: src.size, sends: c.sends, openedInSeconds: Number(((started - asked) / 1000).toFixed(3)) });
     const hash = createHash('sha256');
     // Backpressure: past the socket's buffer, wait for it to drain (or for the peer to go); the listeners go with the wait.
     const write = async (bufs: Buffer[], written?: () => void) => {

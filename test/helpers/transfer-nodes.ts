@@ -16,6 +16,8 @@ export interface TransferNodes {
   b: Driver;
   /** A's listener, host:port. */
   listen: string;
+  /** A's TLS directory: what a FAKE standing in for A presents. */
+  tlsA: string;
   /** Restarts A (same pool), with extra flags. */
   restartA(extra?: string[]): Promise<Driver>;
   /** Restarts B (same pool), with extra flags. */
@@ -52,6 +54,7 @@ export async function transferNodes(tag: string, o: TransferNodesOptions = {}): 
     a: await startA([]),
     b: await startB([]),
     listen,
+    tlsA,
     async restartA(extra = []) {
       if (nodes.a.proc.exitCode === null) await nodes.a.stop();
       nodes.a = await startA(extra, nodes.a.dir);

@@ -1,0 +1,227 @@
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdir, readdir, rm, statfs } from 'node:fs/promises';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import * as grpc from '@grpc/grpc-js';
+import { blockCap } from '../helpers/csi.js';
+import { readAt, writeAt } from '../helpers/data.js';
+import { MiB, needsRoot, pattern, sha256File, tempDir } from '../helpers/driver.js';
+import { fakeContent } from '../helpers/fake-transfer-peer.js';
+import { pollUntil } from '../helpers/libvirt.js';
+import { transferNodes, type TransferNodes } from '../helpers/transfer-nodes.js';
+
+const execFileP = promisify(execFile);
+const FAKE = fileURLToPath(new URL('../helpers/fake-transfer-peer.js', import.meta.url));
+
+/** The JSON log lines of a driver with this message. */
+const logged = (logs: string[], message: string) =>
+  logs.flatMap((l) => {
+    try {
+      const j = JSON.parse(l) as { message?: string; timestamp: string } & Record<string, unknown>;
+      return j.message === message ? [j] : [];
+    } catch {
+      return [];
+    }
+  });
+
+/** A call's gRPC code name and, when it failed, its details. */
+async function failure(p: Promise<unknown>): Promise<{ code: string; details: string }> {
+  try {
+    await p;
+    return { code: 'OK', details: '' };
+  } catch (err) {
+    const e = err as { code?: number; details?: string };
+    return { code: e.code === undefined ? `not a gRPC error: ${String(err)}` : grpc.status[e.code], details: e.details ?? '' };
+  }
+}
+
+// What bounds a cross-node restore: the sender's limit of concurrent sends, the stall rule (less than
+// 1 MiB moved in a stall window, 3 s here), the overall deadline, the wait for the sender's answer,
+// and the receiver's own disk filling up. Where a peer must misbehave, a FAKE stands in for A (no real
+// node plugin trickles or hangs on purpose): a process in A's network namespace, with A's certificate.
+describe('bounds of the cross-node transfer', needsRoot(), () => {
+  let n: TransferNodes;
+  let srcId = '';
+  let snapId = '';
+  const imageOf = (kind: 'volumes' | 'snapshots', id: string, d = n.a) => path.join(d.poolDir, kind, `${id}.img`);
+  const bLeftNothing = async () => {
+    assert.deepEqual((await n.b.client.listVolumes({})).entries, [], 'nothing listed on B');
+    assert.deepEqual(await readdir(path.join(n.b.poolDir, '.tmp')), [], "B's .tmp is empty");
+    // .changes counts the pool's commits (record-index.ts): bookkeeping, not a volume.
+    assert.deepEqual((await readdir(path.join(n.b.poolDir, 'volumes'))).filter((f) => f !== '.changes'), [], "no image in B's volumes");
+  };
+
+  /** The FAKE in A's place (A stopped, its port free). */
+  async function fakeA(mode: string, size: number): Promise<{ lines: string[]; stop(): Promise<void> }> {
+    if (n.a.proc.exitCode === null) await n.a.stop();
+    const proc = spawn('ip', ['netns', 'exec', n.hosts.a.ns, process.execPath, FAKE, n.listen, n.tlsA, mode, String(size)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const lines: string[] = [];
+    createInterface({ input: proc.stdout! }).on('line', (l) => lines.push(l));
+    const stop = async () => {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGTERM');
+        await once(proc, 'exit');
+      }
+    };
+    await pollUntil(async () => (lines.includes('listening') ? true : proc.exitCode !== null ? Promise.reject(new Error(`the FAKE peer exited ${proc.exitCode}`)) : undefined), 30_000, async () => 'the FAKE peer did not start');
+    return { lines, stop };
+  }
+
+  const volumeOnA = async (name: string, size: number) =>
+    (await n.a.client.createVolume({ name, capacity_range: { required_bytes: String(size) }, volume_capabilities: [blockCap()], parameters: {} })).volume!.volume_id;
+
+  before(async () => {
+    n = await transferNodes('vpb');
+    srcId = await volumeOnA('src', 32 * MiB);
+    await writeAt(imageOf('volumes', srcId), 0, pattern('bounds', 8 * MiB));
+    snapId = (await n.a.client.createSnapshot({ name: 'snap', source_volume_id: srcId, parameters: {} })).snapshot!.snapshot_id;
+  });
+  after(async () => {
+    if (n?.a.proc.exitCode === null) {
+      await n.a.client.deleteSnapshot({ snapshot_id: snapId });
+      await n.a.client.deleteVolume({ volume_id: srcId });
+    }
+    const left = n ? await n.remove() : [];
+    assert.deepEqual(left, []);
+  });
+
+  it('over --transfer-max-sends, a restore waits its turn: both restores succeed, A never sends two at once', async () => {
+    // 8 MiB at 8 MiB/s: each send takes about a second, so the two asked at once overlap.
+    await n.restartA(['--transfer-max-sends', '1', '--transfer-rate', '8Mi']);
+    const [restored, clone] = await Promise.all([n.restore('lim-snap', { snapshot: snapId }, { size: 32 * MiB }), n.restore('lim-clone', { volume: srcId }, { size: 32 * MiB })]);
+    assert.equal(await sha256File(imageOf('volumes', restored.volume_id, n.b)), await sha256File(imageOf('snapshots', snapId)));
+    assert.equal(await sha256File(imageOf('volumes', clone.volume_id, n.b)), await sha256File(imageOf('volumes', srcId)));
+    const started = logged(n.a.logs, 'sending a volume to a peer');
+    const ended = logged(n.a.logs, 'sent a volume to a peer');
+    assert.equal(started.length, 2);
+    assert.equal(ended.length, 2);
+    assert.ok(started.every((l) => l.sends === 1), `A counted one send at a time: ${JSON.stringify(started)}`);
+    // The second began after the first ended.
+    assert.ok(started[1].timestamp >= ended[0].timestamp, `the second send (${started[1].timestamp}) after the first ended (${ended[0].timestamp})`);
+    assert.ok(logged(n.a.logs, 'turned a send away: this node is at its limit of concurrent sends').length >= 1, 'A turned the second away at least once');
+    assert.ok(logged(n.b.logs, 'the transfer peer is at its limit of sends; asking again').length >= 1, 'B waited and asked again');
+    for (const v of [restored, clone]) await n.b.client.deleteVolume({ volume_id: v.volume_id });
+  });
+
+  it('a FAKE peer trickling one byte a second: the restore fails after the stall window, B keeps nothing', async () => {
+    const fake = await fakeA('trickle', 8 * MiB);
+    try {
+      const t0 = Date.now();
+      const { code, details } = await failure(n.restore('trickled', { snapshot: snapId }, { size: 8 * MiB }));
+      const took = Date.now() - t0;
+      assert.equal(code, 'UNAVAILABLE');
+      assert.match(details, /less than 1 MiB moved in 3 s/);
+      assert.ok(took >= 2900 && took < 15_000, `gave up after one stall window (3 s), not at once nor much later: ${took} ms`);
+      await bLeftNothing();
+      await pollUntil(async () => (fake.lines.some((l) => l.startsWith('closed after')) ? true : undefined), 10_000, async () => `B did not hang up on the FAKE: ${fake.lines.join('\n')}`);
+    } finally {
+      await fake.stop();
+    }
+  });
+
+  it('a FAKE peer that never answers the GET: given up after the stall window', async () => {
+    const fake = await fakeA('silent', 8 * MiB);
+    try {
+      const t0 = Date.now();
+      const { code, details } = await failure(n.restore('unanswered', { snapshot: snapId }, { size: 8 * MiB }));
+      assert.equal(code, 'UNAVAILABLE');
+      assert.match(details, /no answer within 3 s/);
+      assert.ok(Date.now() - t0 < 15_000);
+      await bLeftNothing();
+    } finally {
+      await fake.stop();
+    }
+  });
+
+  it("a sender that takes longer than the stall window to answer (its lock wait, its copy) but says 102 meanwhile is waited for", async () => {
+    const fake = await fakeA('slow-answer', MiB);
+    try {
+      const t0 = Date.now();
+      const v = await n.restore('slow-answer', { snapshot: snapId }, { size: 8 * MiB });
+      assert.ok(Date.now() - t0 >= 4000, 'the answer came after 4 s of 102s, past the 3 s window');
+      assert.ok((await readAt(imageOf('volumes', v.volume_id, n.b), 0, MiB)).equals(fakeContent(MiB)));
+      await n.b.client.deleteVolume({ volume_id: v.volume_id });
+    } finally {
+      await fake.stop();
+    }
+  });
+
+  it("a sender refusing for lack of room for its copy: B answers RESOURCE_EXHAUSTED at once and does not ask again", async () => {
+    const fake = await fakeA('refuse-exhausted', 8 * MiB);
+    try {
+      const { code, details } = await failure(n.restore('no-room', { snapshot: snapId }, { size: 8 * MiB }));
+      assert.equal(code, 'RESOURCE_EXHAUSTED');
+      assert.match(details, /no room for a copy to send/);
+      assert.equal(fake.lines.filter((l) => l.startsWith('GET')).length, 1, 'asked once');
+      await bLeftNothing();
+    } finally {
+      await fake.stop();
+    }
+  });
+
+  it('--transfer-timeout ends a transfer still moving: on the receiver (B removes what it wrote) and on the sender (A lets go of the source)', async () => {
+    // 8 MiB at 2 MiB/s: about four seconds, past a 2 s deadline on either side.
+    await n.restartA(['--transfer-rate', '2Mi']);
+    await n.restartB(['--transfer-timeout', '2s']);
+    let f = await failure(n.restore('late-b', { snapshot: snapId }));
+    assert.equal(f.code, 'UNAVAILABLE');
+    assert.match(f.details, /deadline of 2 s/);
+    await bLeftNothing();
+    await pollUntil(async () => (logged(n.a.logs, 'a transfer failed on the sending side').length ? true : undefined), 15_000, async () => 'A did not see B go');
+
+    await n.restartA(['--transfer-rate', '2Mi', '--transfer-timeout', '2s']);
+    await n.restartB();
+    f = await failure(n.restore('late-a', { snapshot: snapId }));
+    assert.equal(f.code, 'UNAVAILABLE');
+    await bLeftNothing();
+    const gaveUp = await pollUntil(async () => logged(n.a.logs, 'a transfer failed on the sending side')[0], 15_000, async () => 'A did not give up');
+    assert.match(String(gaveUp.err), /deadline of 2 s/);
+    // The source is free again: a snapshot of the same volume and a delete of it take its locks at once.
+    const again = (await n.a.client.createSnapshot({ name: 'snap-after-deadline', source_volume_id: srcId, parameters: {} })).snapshot!.snapshot_id;
+    await n.a.client.deleteSnapshot({ snapshot_id: again });
+    await n.restartA();
+  });
+
+  it("ENOSPC on B's disk while it writes the restore: RESOURCE_EXHAUSTED, nothing listed, no file left", async () => {
+    // B's pool on a 64 MiB ext4 (no blocks reserved for root), filled by another file once B has made
+    // its empty image: the pool's own accounting said yes, the disk says no.
+    const scratch = await tempDir('vpool-enospc-');
+    const img = path.join(scratch, 'fs.img');
+    await n.b.stop();
+    const poolDir = n.b.poolDir;
+    await mkdir(poolDir, { recursive: true });
+    await execFileP('truncate', ['-s', '64M', img]);
+    await execFileP('mkfs.ext4', ['-q', '-m', '0', '-F', img]);
+    await execFileP('mount', ['-o', 'loop', img, poolDir]);
+    try {
+      await n.restartB();
+      await n.restartA(['--transfer-rate', '4Mi']);
+      const big = await volumeOnA('big', 32 * MiB);
+      await writeAt(imageOf('volumes', big), 0, pattern('big', 24 * MiB));
+      const bigSnap = (await n.a.client.createSnapshot({ name: 'big-snap', source_volume_id: big, parameters: {} })).snapshot!.snapshot_id;
+      const restoring = failure(n.restore('full', { snapshot: bigSnap }, { size: 32 * MiB }));
+      await pollUntil(async () => ((await readdir(path.join(poolDir, '.tmp'))).some((f) => f.endsWith('.img')) ? true : undefined), 20_000, async () => 'B never made its image');
+      const { bavail, bsize } = await statfs(poolDir);
+      await execFileP('fallocate', ['-l', String(Math.max(0, Number(bavail) * Number(bsize) - 256 * 1024)), path.join(poolDir, 'filler')]);
+      const { code, details } = await restoring;
+      assert.equal(code, 'RESOURCE_EXHAUSTED');
+      assert.match(details, /ENOSPC/);
+      await rm(path.join(poolDir, 'filler'));
+      await bLeftNothing();
+      await n.a.client.deleteSnapshot({ snapshot_id: bigSnap });
+      await n.a.client.deleteVolume({ volume_id: big });
+    } finally {
+      await rm(path.join(poolDir, 'filler'), { force: true });
+      await n.b.stop();
+      await execFileP('umount', [poolDir]);
+      await rm(scratch, { recursive: true, force: true });
+      await n.restartB();
+      await n.restartA();
+    }
+  });
+});
