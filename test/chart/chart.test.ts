@@ -93,7 +93,7 @@ const VARIANTS: Record<string, string[]> = {
   ],
   'lvm from a VolumePool, orphans deleted after a day': ['backend=lvm', 'volumePool.name=fast', 'orphans.deleteAfter=24h'],
   'file from a VolumePool': ['volumePool.name=files', 'orphans.checkInterval=0'],
-  'file, transfer with its own Secret, no NetworkPolicy, a rate': ['transfer.tls.existingSecret=my-tls', 'transfer.networkPolicy.enabled=false', 'transfer.rate=100Mi'],
+  'file, transfer with its own Secret, no NetworkPolicy, a rate and bounds': ['transfer.tls.existingSecret=my-tls', 'transfer.networkPolicy.enabled=false', 'transfer.rate=100Mi', 'transfer.maxSends=2', 'transfer.timeout=2h', 'transfer.stallTimeout=30s'],
   'file without the transfer': ['transfer.enabled=false'],
   'libvirt with KubeVirt': ['backend=libvirt', 'kubevirt.enabled=true', 'controller.replicas=2', 'metrics.enabled=false', 'libvirt.diskCache=writeback'],
 };
@@ -352,6 +352,7 @@ describe('Helm chart', () => {
       const d = driver(objects);
       assert.ok(d.args!.includes('--transfer-listen=$(POD_IP):9810'), name);
       assert.ok(d.args!.includes('--transfer-tls-dir=/etc/vpool-csi/transfer'));
+      for (const a of ['--transfer-max-sends=4', '--transfer-timeout=6h', '--transfer-stall-timeout=60s']) assert.ok(d.args!.includes(a), `${name}: ${a}`);
       assert.ok(d.args!.includes('--transfer-peers-from-cluster=app.kubernetes.io/name=vpool-csi,app.kubernetes.io/instance=vpool-csi,app.kubernetes.io/component=node'));
       // The selector is the DaemonSet's own pods' labels.
       const labels = (node(objects).spec as unknown as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels;
@@ -370,12 +371,13 @@ describe('Helm chart', () => {
       assert.deepEqual(policy.spec.ingress[1].ports.map((p) => p.port).sort(), [9808, 9809], 'metrics and health as open as before');
       assert.deepEqual(podsVerbs(objects), ['get', 'list']);
     }
-    const own = rendered['file, transfer with its own Secret, no NetworkPolicy, a rate'];
+    const own = rendered['file, transfer with its own Secret, no NetworkPolicy, a rate and bounds'];
     assert.equal(byKind(own, 'Secret').length, 0);
     assert.equal(byKind(own, 'NetworkPolicy').length, 0);
     assert.equal(node(own).spec.template.spec.volumes.find((v) => v.name === 'transfer-tls')?.secret?.secretName, 'my-tls');
     assert.equal(node(own).spec.template.metadata.annotations?.['vpool.dev/transfer-tls-generation'], undefined, 'the user\'s Secret: no restart at each upgrade');
     assert.ok(driver(own).args!.includes('--transfer-rate=100Mi'));
+    for (const a of ['--transfer-max-sends=2', '--transfer-timeout=2h', '--transfer-stall-timeout=30s']) assert.ok(driver(own).args!.includes(a), a);
     for (const name of ['file without the transfer', 'libvirt']) {
       assert.ok(!driver(rendered[name]).args!.some((a) => a.startsWith('--transfer')), name);
       assert.equal(byKind(rendered[name], 'NetworkPolicy').length, 0, name);
@@ -398,6 +400,8 @@ describe('Helm chart', () => {
     assert.match(await fails('orphans.deleteAfter=soon'), /orphans.deleteAfter/);
     assert.match(await fails('transfer.port=0'), /transfer.port/);
     assert.match(await fails('transfer.rate=fast'), /transfer.rate/);
+    assert.match(await fails('transfer.maxSends=0'), /transfer.maxSends/);
+    assert.match(await fails('transfer.timeout=forever'), /transfer.timeout/);
     assert.match(await fails('volumePool.name=Bad_Name'), /volumePool.name/);
   });
 });
