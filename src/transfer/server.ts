@@ -188,13 +188,14 @@ async function serve(o: TransferServerOptions, kind: TransferKind, id: string, s
   try {
     src = await runForCall(c.gone, () => o.source.open(kind, id));
   } catch (err) {
-    if (!c.gone.aborted) {
-      const { status, headers } = refusal(err);
-      log.warn('refused a send: the source could not be opened', { kind, id, peer, status, err: errorMessage(err) });
-      answer(status, headers);
+    if (c.gone.aborted) {
+      log.warn('stopped opening a source for a send: the receiver went away or a bound passed', { kind, id, peer, reason: errorMessage(c.gone.reason), err: errorMessage(err) });
       return;
     }
-    throw err;
+    const { status, headers } = refusal(err);
+    log.warn('refused a send: the source could not be opened', { kind, id, peer, status, err: errorMessage(err) });
+    answer(status, headers);
+    return;
   } finally {
     clearInterval(working);
   }

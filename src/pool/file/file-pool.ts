@@ -287,7 +287,11 @@ export class FilePool implements PoolBackend {
     const vol = await this.getVolume(id);
     if (!vol) return null;
     const copy = path.join(this.tmpDir, `${id}.send-${process.pid}-${Date.now()}.img`);
-    await this.copyImage(this.volumeImage(id), copy, { kind: 'volume', id });
+    // A copy stopped half-way (its receiver gone: transfer/server.ts) is not left until the next start's sweep.
+    await this.copyImage(this.volumeImage(id), copy, { kind: 'volume', id }).catch(async (err: unknown) => {
+      await rm(copy, { force: true });
+      throw err;
+    });
     return { path: copy, size: vol.capacityBytes, file: true, release: () => rm(copy, { force: true }) };
   }
 
