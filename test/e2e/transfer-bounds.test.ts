@@ -230,7 +230,7 @@ describe('bounds of the cross-node transfer', needsRoot(), () => {
 // volume before it can answer, which takes several times the stall window here (1 s). The sender says
 // 102 while it copies; the receiver waits as long as it does, and the clone succeeds the first time.
 describe('a 2 GiB clone from a sender on ext4 (a full copy before the answer)', needsRoot(), () => {
-  it('the clone succeeds though the sender took longer than the stall window to answer', async (t) => {
+  it('the clone succeeds though the sender took longer than the stall window to answer; with B gone mid-copy, A stops copying', async (t) => {
     const n = await transferNodes('vpg', { stallTimeout: '1s' });
     const sum = async (file: string) => (await execFileP('sha256sum', [file])).stdout.split(' ')[0];
     try {
@@ -246,6 +246,16 @@ describe('a 2 GiB clone from a sender on ext4 (a full copy before the answer)', 
       t.diagnostic(`the sender's copy before its answer: ${String(sending[0].openedInSeconds)} s; the stream: ${String(received?.seconds)} s, ${String(received?.mibPerSecond)} MiB/s`);
       assert.equal(await sum(path.join(n.b.poolDir, 'volumes', `${clone.volume_id}.img`)), await sum(image));
       await n.b.client.deleteVolume({ volume_id: clone.volume_id });
+
+      // B gone while A copies: A stops copying (and lets go of the volume) rather than finish for no one.
+      const again = n.restore('big-clone-2', { volume: src }, { size }).then(() => 'answered', () => 'cut off');
+      await pollUntil(async () => ((await readdir(path.join(n.a.poolDir, '.tmp'))).some((f) => f.includes('.send-')) ? true : undefined), 30_000, async () => 'A never began its copy');
+      await n.b.stop('SIGKILL');
+      assert.equal(await again, 'cut off');
+      const stopped = await pollUntil(async () => logged(n.a.logs, 'stopped opening a source for a send: the receiver went away or a bound passed')[0], 30_000, async () => `A did not stop: ${n.a.logs.slice(-5).join('\n')}`);
+      assert.match(String(stopped.err), /was stopped/, 'the copy was killed, not finished');
+      assert.deepEqual(await readdir(path.join(n.a.poolDir, '.tmp')), [], 'the half-made copy is gone from A');
+      await n.restartB();
       await n.a.client.deleteVolume({ volume_id: src });
     } finally {
       assert.deepEqual(await n.remove(), []);
