@@ -51,8 +51,8 @@ export class TransferClient {
   /** A request; a GET asks to upgrade to the frame stream, and its answer then comes with the bare socket. */
   private request(peer: Peer, method: 'HEAD' | 'GET', kind: TransferKind, id: string, signal = callSignal()): Promise<{ res: IncomingMessage; socket?: Socket; head?: Buffer }> {
     // A GET's answer may take as long as the sender's lock wait and copy: it says 102 within each
-    // stall window meanwhile, and any byte resets this idle timeout.
-    const timeoutMs = method === 'GET' && this.stallMs ? this.stallMs : this.timeoutMs;
+    // stall window meanwhile, and any byte resets this idle timeout (none with the stall check off: the deadline bounds it).
+    const timeoutMs = method === 'GET' ? this.stallMs : this.timeoutMs;
     return new Promise((resolve, reject) => {
       const req = https.request({
         host: peer.host,

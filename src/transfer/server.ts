@@ -182,7 +182,8 @@ async function serve(o: TransferServerOptions, kind: TransferKind, id: string, s
   // so its wait for the answer is bounded by the stall window and the deadline, not by a guess at how
   // long a copy takes. The opening runs under the receiver's presence: gone, it stops (a command
   // killed, a lock wait ended), as a CSI call's work stops when its call is cancelled.
-  const working = c.stallMs ? setInterval(() => socket.write('HTTP/1.1 102 Processing\r\n\r\n'), Math.max(100, c.stallMs / 3)) : undefined;
+  // At least every second, whatever this node's own window, so a receiver with a shorter one is not left waiting.
+  const working = setInterval(() => socket.write('HTTP/1.1 102 Processing\r\n\r\n'), Math.max(100, Math.min(1000, (c.stallMs || 3000) / 3)));
   const asked = performance.now();
   let src: OpenedSource | null;
   try {
