@@ -252,7 +252,8 @@ async function serve(o: TransferServerOptions, kind: TransferKind, id: string, s
       }
     }
     await write([endFrame(hash.digest())]);
-    await new Promise<void>((resolve) => socket.end(resolve));
+    // The end's callback also runs when the socket is destroyed first (a stall, the deadline): that is no success.
+    await new Promise<void>((resolve, reject) => socket.end((err?: Error | null) => (err ? reject(err) : resolve())));
     const seconds = (performance.now() - started) / 1000;
     o.onSent?.(sent, seconds);
     ok = true;
