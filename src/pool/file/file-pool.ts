@@ -171,7 +171,10 @@ export class FilePool implements PoolBackend {
         const meta = async () => {
           metaTmp = await writeTempSynced(`${spec.id}.json`, JSON.stringify(record), this.tmpDir);
         };
-        await Promise.all([image(), meta()]);
+        // Both settle before any cleanup: a fill that fails at once (a peer's refusal) must not leave the
+        // metadata's temporary, still being written, behind the removal below.
+        const made = await Promise.allSettled([image(), meta()]);
+        for (const r of made) if (r.status === 'rejected') throw r.reason;
         await this.volumes.put(record, metaTmp!, () => rename(tmp, imagePath)); // the commit point
         this.allocated.set(spec.id, statSync(imagePath).blocks * 512);
         this.allocationVersion++;
