@@ -59,7 +59,11 @@ describe('bounds of the cross-node transfer', needsRoot(), () => {
   /** The FAKE in A's place (A stopped, its port free). */
   async function fakeA(mode: string, size: number): Promise<{ lines: string[]; stop(): Promise<void> }> {
     if (n.a.proc.exitCode === null) await n.a.stop();
-    const proc = spawn('ip', ['netns', 'exec', n.hosts.a.ns, process.execPath, FAKE, n.listen, n.tlsA, mode, String(size)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    return runFake(n.hosts.a.ns, [n.listen, n.tlsA, mode, String(size)]);
+  }
+
+  async function runFake(ns: string, args: string[]): Promise<{ lines: string[]; stop(): Promise<void> }> {
+    const proc = spawn('ip', ['netns', 'exec', ns, process.execPath, FAKE, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     const lines: string[] = [];
     createInterface({ input: proc.stdout! }).on('line', (l) => lines.push(l));
     const stop = async () => {
@@ -161,6 +165,27 @@ describe('bounds of the cross-node transfer', needsRoot(), () => {
       await bLeftNothing();
     } finally {
       await fake.stop();
+    }
+  });
+
+  it('a FAKE receiver reading a KiB a second: A gives up after the stall window and lets go of the snapshot', async () => {
+    await n.restartA();
+    // More than the socket's and the kernel's buffers hold, so A waits on the reader.
+    const vol = await volumeOnA('slow-src', 64 * MiB);
+    await writeAt(imageOf('volumes', vol), 0, pattern('slow', 48 * MiB));
+    const snap = (await n.a.client.createSnapshot({ name: 'slow-snap', source_volume_id: vol, parameters: {} })).snapshot!.snapshot_id;
+    const reader = await runFake(n.hosts.b.ns, [n.listen, n.tlsA, 'slow-reader', `/v1/snapshots/${snap}`]);
+    try {
+      const failed = await pollUntil(async () => logged(n.a.logs, 'a transfer failed on the sending side').find((l) => l.id === snap), 30_000, async () => `A did not give up: ${reader.lines.join(' ')}`);
+      assert.match(String(failed.err), /less than 1 MiB moved in 3 s/);
+      assert.ok(reader.lines.includes('upgraded'), 'the reader got the stream');
+      assert.equal(logged(n.a.logs, 'sent a volume to a peer').filter((l) => l.id === snap).length, 0, 'not counted as sent');
+      // Released: the delete takes the snapshot's lock.
+      await n.a.client.deleteSnapshot({ snapshot_id: snap });
+      await n.a.client.deleteVolume({ volume_id: vol });
+      assert.deepEqual(await readdir(path.join(n.a.poolDir, '.tmp')), [], 'nothing left on A');
+    } finally {
+      await reader.stop();
     }
   });
 

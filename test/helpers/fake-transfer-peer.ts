@@ -8,12 +8,14 @@
  *
  * MODE: trickle (a frame header, then its data one byte a second), silent (never answers a GET),
  * slow-answer (102 every second for 4 s, then a correct stream of SIZE bytes), refuse-exhausted
- * (507 naming the kind 'exhausted'). It prints "listening" once ready and one line per GET.
+ * (507 naming the kind 'exhausted'); or a receiver, slow-reader, whose HOST:PORT is the listener it asks
+ * and whose last argument is the path it GETs (it reads about a KiB a second). It prints "listening"
+ * once ready and a line per event.
  */
 import { createHash } from 'node:crypto';
 import https from 'node:https';
 import type { Socket } from 'node:net';
-import { readTransferTls } from '../../src/transfer/tls.js';
+import { readTransferTls, TRANSFER_SERVER_NAME } from '../../src/transfer/tls.js';
 import { ERROR_KIND, ERROR_MESSAGE, UPGRADE } from '../../src/transfer/server.js';
 import { endFrame, frame } from '../../src/transfer/wire.js';
 
@@ -24,8 +26,30 @@ export function fakeContent(size: number): Buffer {
   return b;
 }
 
+/** slow-reader: a receiver that GETs `path` from the listener at host:port and then reads about a KiB a second. */
+async function slowReader(target: string, tlsDir: string, path: string): Promise<void> {
+  const tls = await readTransferTls(tlsDir);
+  const at = target.lastIndexOf(':');
+  const req = https.request({ host: target.slice(0, at), port: Number(target.slice(at + 1)), path, headers: { connection: 'Upgrade', upgrade: UPGRADE }, ca: tls.ca, cert: tls.cert, key: tls.key, servername: TRANSFER_SERVER_NAME, minVersion: 'TLSv1.3', agent: false });
+  req.on('upgrade', (_res, socket: Socket) => {
+    console.log('upgraded');
+    socket.pause();
+    socket.on('error', () => undefined);
+    const t = setInterval(() => socket.read(1024), 1000);
+    socket.once('close', () => {
+      clearInterval(t);
+      console.log('closed');
+    });
+  });
+  req.on('response', (res) => console.log(`answered ${res.statusCode}`));
+  req.on('error', (err) => console.log(`error ${err.message}`));
+  req.end();
+  console.log('listening');
+}
+
 async function main(): Promise<void> {
   const [listen, tlsDir, mode, sizeArg] = process.argv.slice(2);
+  if (mode === 'slow-reader') return slowReader(listen, tlsDir, sizeArg);
   const size = Number(sizeArg);
   const [host, port] = [listen.slice(0, listen.lastIndexOf(':')), Number(listen.slice(listen.lastIndexOf(':') + 1))];
   const tls = await readTransferTls(tlsDir);
