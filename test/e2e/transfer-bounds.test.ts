@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { blockCap } from '../helpers/csi.js';
 import { readAt, writeAt } from '../helpers/data.js';
-import { MiB, needsRoot, pattern, sha256File, tempDir } from '../helpers/driver.js';
+import { BIN, MiB, needsRoot, pattern, sha256File, tempDir } from '../helpers/driver.js';
 import { fakeContent } from '../helpers/fake-transfer-peer.js';
 import { pollUntil } from '../helpers/libvirt.js';
 import { transferNodes, type TransferNodes } from '../helpers/transfer-nodes.js';
@@ -284,6 +284,31 @@ describe('a 2 GiB clone from a sender on ext4 (a full copy before the answer)', 
       await n.a.client.deleteVolume({ volume_id: src });
     } finally {
       assert.deepEqual(await n.remove(), []);
+    }
+  });
+});
+
+// Bounds that would end every transfer, or are no bounds at all, are refused when the plugin starts.
+describe('transfer bounds the plugin refuses at start', needsRoot(), () => {
+  it('--transfer-max-sends 0, --transfer-timeout past 24 days, a rate below the stall minimum: each a clear error, exit 1', async () => {
+    const dir = await tempDir('vpool-bounds-flags-');
+    const serve = (extra: string[]) =>
+      execFileP(BIN, ['serve', '--endpoint', `unix://${path.join(dir, 'csi.sock')}`, '--pool-dir', path.join(dir, 'pool'), '--allowed-root', path.join(dir, 'mnt'), '--node-id', 'n', '--volume-pools', 'off', '--transfer-listen', '127.0.0.1:0', '--transfer-tls-dir', dir, ...extra], { timeout: 60_000 }).then(
+        () => ({ code: 0, stderr: '' }),
+        (e: { code: number; stderr: string }) => e,
+      );
+    try {
+      for (const [extra, message] of [
+        [['--transfer-max-sends', '0'], /--transfer-max-sends is a whole number of at least 1, not "0"/],
+        [['--transfer-timeout', '30d'], /--transfer-timeout is between 1s and 24d, not "30d"/],
+        [['--transfer-rate', '10Ki', '--transfer-stall-timeout', '60s'], /--transfer-rate 10Ki sends less than 2 MiB per --transfer-stall-timeout 60s/],
+      ] as const) {
+        const res = await serve([...extra]);
+        assert.equal(res.code, 1, extra.join(' '));
+        assert.match(res.stderr, message);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
