@@ -155,16 +155,21 @@ describe('bounds of the cross-node transfer', needsRoot(), () => {
     }
   });
 
-  it("a sender refusing for lack of room for its copy: B answers RESOURCE_EXHAUSTED at once and does not ask again", async () => {
-    const fake = await fakeA('refuse-exhausted', 8 * MiB);
-    try {
-      const { code, details } = await failure(n.restore('no-room', { snapshot: snapId }, { size: 8 * MiB }));
-      assert.equal(code, 'RESOURCE_EXHAUSTED');
-      assert.match(details, /no room for a copy to send/);
-      assert.equal(fake.lines.filter((l) => l.startsWith('GET')).length, 1, 'asked once');
-      await bLeftNothing();
-    } finally {
-      await fake.stop();
+  it('a sender refusing for lack of room for its copy, or because its state forbids the copy: B answers RESOURCE_EXHAUSTED or FAILED_PRECONDITION at once and does not ask again', async () => {
+    for (const [mode, want, why] of [
+      ['refuse-exhausted', 'RESOURCE_EXHAUSTED', /no room for a copy to send/],
+      ['refuse-precondition', 'FAILED_PRECONDITION', /cannot copy an attached volume/],
+    ] as const) {
+      const fake = await fakeA(mode, 8 * MiB);
+      try {
+        const { code, details } = await failure(n.restore('refused', { snapshot: snapId }, { size: 8 * MiB }));
+        assert.equal(code, want, mode);
+        assert.match(details, why);
+        assert.equal(fake.lines.filter((l) => l.startsWith('GET')).length, 1, 'asked once');
+        await bLeftNothing();
+      } finally {
+        await fake.stop();
+      }
     }
   });
 

@@ -8,7 +8,7 @@
  *
  * MODE: trickle (a frame header, then its data one byte a second), silent (never answers a GET),
  * slow-answer (102 every second for 4 s, then a correct stream of SIZE bytes), refuse-exhausted
- * (507 naming the kind 'exhausted'); or a receiver, slow-reader, whose HOST:PORT is the listener it asks
+ * (507 naming the kind 'exhausted'), refuse-precondition (412, 'precondition'); or a receiver, slow-reader, whose HOST:PORT is the listener it asks
  * and whose last argument is the path it GETs (it reads about a KiB a second). It prints "listening"
  * once ready and a line per event.
  */
@@ -64,6 +64,10 @@ async function main(): Promise<void> {
     if (mode === 'silent') return;
     if (mode === 'refuse-exhausted') {
       socket.end(`HTTP/1.1 507 Insufficient Storage\r\n${ERROR_KIND}: exhausted\r\n${ERROR_MESSAGE}: ${encodeURIComponent('no room for a copy to send')}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+      return;
+    }
+    if (mode === 'refuse-precondition') {
+      socket.end(`HTTP/1.1 412 Precondition Failed\r\n${ERROR_KIND}: precondition\r\n${ERROR_MESSAGE}: ${encodeURIComponent('this pool cannot copy an attached volume at one point in time')}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
       return;
     }
     if (mode === 'trickle') {
