@@ -25,6 +25,16 @@ export function parsePeer(s: string): Peer {
 
 const label = (p: Peer) => `${p.host}:${p.port}`;
 
+/** A refusal's reason as the peer encoded it; a malformed one is shown as it came, not thrown. */
+function peerMessage(h: string | string[] | undefined): string {
+  const raw = String(h ?? '');
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return raw;
+  }
+}
+
 /**
  * Reads volumes and snapshots from peers' transfer listeners, with this node's certificate
  * (mutual TLS); a peer must present a certificate of the same CA, for the transfer name.
@@ -132,7 +142,7 @@ export class TransferClient {
       if (socket) return { res, socket, head };
       res.resume();
       const refusedKind = res.headers[ERROR_KIND];
-      const message = decodeURIComponent(String(res.headers[ERROR_MESSAGE] ?? ''));
+      const message = peerMessage(res.headers[ERROR_MESSAGE]);
       if (res.statusCode === 503) {
         // Up to 2^attempt times what the peer asked for, at most 15 s, jittered: waiting receivers do not come back in step.
         const asked = Math.max(1, Number(res.headers['retry-after']) || 1) * 1000;
