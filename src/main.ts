@@ -50,7 +50,9 @@ program
   .option('--transfer-cert-lifetime <duration>', 'how long a transfer certificate is asked for (renewed at two thirds)', '24h')
   .option('--transfer-refresh <duration>', 'how often the trust bundle is read again (a rotated CA is taken up within this)', '30s')
   .option('--transfer-rate <bytes>', 'bytes per second one transfer may send (e.g. 100Mi; 0: no limit)', '0')
-  .option('--transfer-stall-timeout <duration>', 'a transfer that moves no byte this long (a cut link, a peer gone without a word) is given up on both sides', '60s')
+  .option('--transfer-stall-timeout <duration>', 'a transfer that moves less than 1 MiB in this window (a cut link, a peer gone without a word, a peer trickling) is given up on both sides', '60s')
+  .option('--transfer-timeout <duration>', 'the most one transfer may take, from its request to its end, on both sides (then given up like a stall)', '6h')
+  .option('--transfer-max-sends <n>', 'sends to peers at once; a peer asking past it is told to come back (it waits and asks again)', '4')
   .option('--log-level <level>', 'error, warn, info or debug', 'info')
   .action(async (opts: ServeOptions) => {
     // Each command loads its own code: `--version` and `client` do not pay for the pools, the cluster client or metrics.

@@ -2,7 +2,7 @@ import http from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { onRpc } from './csi/rpc.js';
 import { onCommand } from './exec.js';
-import { onTransfer } from './transfer/events.js';
+import { onSends, onTransfer } from './transfer/events.js';
 import { log } from './log.js';
 import type { PoolBackend } from './pool/backend.js';
 
@@ -57,6 +57,9 @@ export function createMetrics(pool: () => PoolBackend | undefined, orphans?: Orp
     transferBytes.inc({ direction: t.direction }, t.bytes);
     transferSeconds.observe({ direction: t.direction, result: t.ok ? 'ok' : 'error' }, t.seconds);
   });
+  const sends = new Gauge({ name: 'vpool_csi_transfer_sends', help: 'sends to other nodes under way at this node (at most --transfer-max-sends)', registers: [register] });
+  const turnedAway = new Counter({ name: 'vpool_csi_transfer_sends_turned_away_total', help: 'sends asked of this node while it was at --transfer-max-sends (the peer backs off and asks again)', registers: [register] });
+  onSends({ changed: (n) => sends.set(n), turnedAway: () => turnedAway.inc() });
 
   {
     // One read of the pool per scrape, shared by its gauges (prom-client asks each gauge in turn).

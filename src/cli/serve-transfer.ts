@@ -3,6 +3,7 @@ import type { KeyedLocks } from '../locks.js';
 import type { PoolBackend } from '../pool/backend.js';
 import type { SourceFetcher } from '../transfer/client.js';
 import type { TransferSource } from '../transfer/server.js';
+import { MIN_PROGRESS } from '../transfer/progress.js';
 import { parseDuration, parseQuantity } from '../units.js';
 import type { ServeOptions } from './serve.js';
 import type { ServedPool } from './served-pool.js';
@@ -50,8 +51,7 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
   if (!namespace) throw new Error('the transfer needs POD_NAMESPACE (the chart sets it from the pod)');
   const listen = opts.transferListen ? /^(.*):(\d{1,5})$/.exec(opts.transferListen) : null;
   if (opts.transferListen && !listen) throw new Error(`--transfer-listen is host:port, not ${JSON.stringify(opts.transferListen)}`);
-  const stallMs = parseDuration(opts.transferStallTimeout);
-  const bytesPerSecond = parseQuantity(opts.transferRate);
+  const { stallMs, deadlineMs, maxSends, bytesPerSecond } = transferBounds(opts);
   const refreshMs = parseDuration(opts.transferRefresh);
   const lifetimeSeconds = Math.round(parseDuration(opts.transferCertLifetime) / 1000);
   // Everything above is checked now; what follows loads in the background, so the CSI socket never
@@ -76,7 +76,7 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
     // A claim that names another source is final (PERMISSION_DENIED); a cluster that does not say yet is retried.
     const holder = (kind: 'volume' | 'snapshot', id: string, claim: { namespace: string; name: string }) =>
       access.holder(kind, id, claim).catch((err: unknown) => Promise.reject(err instanceof Mismatch ? denied(errorMessage(err)) : err instanceof Refusal ? unavailable(errorMessage(err)) : err));
-    const client = new TransferClient(credentials, peers, holder, { stallMs });
+    const client = new TransferClient(credentials, peers, holder, { stallMs, deadlineMs });
     let listener: Promise<{ close(): Promise<void> }> | undefined;
     if (listen) {
       const { startTransferServer } = await import('../transfer/server.js');
@@ -96,6 +96,8 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
         source: sourceOnceOpen(pool, (backend) => transferSource(backend, locks)),
         bytesPerSecond,
         stallMs,
+        deadlineMs,
+        maxSends,
       });
       // A port already taken is a start-up failure, as before, not a quiet absence.
       listener.catch((err: unknown) => {
@@ -122,4 +124,20 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
       if (l.listener) await (await l.listener).close();
     },
   };
+}
+
+/** The transfer's bounds from the flags; a combination that would end every transfer is refused at start. */
+function transferBounds(opts: ServeOptions): { stallMs: number; deadlineMs: number; maxSends: number; bytesPerSecond: number } {
+  const stallMs = parseDuration(opts.transferStallTimeout);
+  const deadlineMs = parseDuration(opts.transferTimeout);
+  const bytesPerSecond = parseQuantity(opts.transferRate);
+  const maxSends = Number(opts.transferMaxSends);
+  if (!Number.isSafeInteger(maxSends) || maxSends < 1) throw new Error(`--transfer-max-sends is a whole number of at least 1, not ${JSON.stringify(opts.transferMaxSends)}`);
+  // setTimeout's limit (about 24.8 days): a longer one would fire at once.
+  if (deadlineMs < 1000 || deadlineMs > 2 ** 31 - 1) throw new Error(`--transfer-timeout is between 1s and 24d, not ${JSON.stringify(opts.transferTimeout)}`);
+  if (stallMs && stallMs < 100) throw new Error(`--transfer-stall-timeout is 0 (off) or at least 100ms, not ${JSON.stringify(opts.transferStallTimeout)}`);
+  // A stall is less than MIN_PROGRESS in a window: a rate that cannot send it would end every stream.
+  if (stallMs && bytesPerSecond && (bytesPerSecond * stallMs) / 1000 < 2 * MIN_PROGRESS)
+    throw new Error(`--transfer-rate ${opts.transferRate} sends less than ${(2 * MIN_PROGRESS) / 1048576} MiB per --transfer-stall-timeout ${opts.transferStallTimeout}, and a peer that moves less than ${MIN_PROGRESS / 1048576} MiB in that window is taken as stalled: raise one of them`);
+  return { stallMs, deadlineMs, maxSends, bytesPerSecond };
 }

@@ -47,6 +47,8 @@ export interface ServeOptions extends BackendFlags {
   transferRefresh: string;
   transferRate: string;
   transferStallTimeout: string;
+  transferTimeout: string;
+  transferMaxSends: string;
 }
 
 /** The metrics and health endpoints: one HTTP server per distinct address; their code is loaded only when asked for. */

@@ -1,5 +1,6 @@
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
+import { DriverError, errno, errorMessage, exhausted, internal } from '../errors.js';
 import { syscalls } from '../host/syscalls.js';
 import { AlignedBuffers } from '../transfer/aligned.js';
 import { snapshotLock, volumeLock, type KeyedLocks } from '../locks.js';
@@ -62,6 +63,18 @@ export function transferSource(backend: PoolBackend, locks: KeyedLocks): Transfe
   };
 }
 
+/**
+ * A failure of this node's own disk while the new volume is written: the peer and the network are
+ * fine, so it is not the retryable UNAVAILABLE a broken stream is. No room (ENOSPC, EDQUOT) is
+ * RESOURCE_EXHAUSTED; anything else (EIO above all) is INTERNAL.
+ */
+export function localWriteError(err: unknown): DriverError {
+  if (err instanceof DriverError) return err;
+  const code = errno(err);
+  if (code === 'ENOSPC' || code === 'EDQUOT') return exhausted(`no room on this node to write the new volume (${code}): ${errorMessage(err)}`);
+  return internal(`writing the new volume failed on this node${code ? ` (${code})` : ''}: ${errorMessage(err)}`);
+}
+
 /** The fill of a new volume from a peer: each frame written where it belongs, the rest left as zeros. */
 export function fillFromPeer(client: SourceFetcher, peer: Peer, kind: TransferKind, id: string, claim: Claim, size: number): (target: WritableData) => Promise<void> {
   return async (target) => {
@@ -69,10 +82,13 @@ export function fillFromPeer(client: SourceFetcher, peer: Peer, kind: TransferKi
     const direct = await open(target.path, constants.O_RDWR | constants.O_DIRECT).catch(() => null);
     const buffers = new AlignedBuffers((await syscalls())?.address ?? null);
     const writes = new WriteQueue({ buffered: fh, direct }, buffers);
+    const local = async (p: Promise<void>) => p.catch((err: unknown) => Promise.reject(localWriteError(err)));
     try {
       const started = performance.now();
-      const { bytes } = await client.fetch(peer, kind, id, claim, size, (offset, data) => writes.add(offset, data), (n) => buffers.get(n));
-      await writes.drain();
+      const { bytes } = await client.fetch(peer, kind, id, claim, size, (offset, data) => local(writes.add(offset, data)), (n) => buffers.get(n));
+      await local(writes.drain());
+      // Synced here, where a failure is known to be this disk's (EIO, or ENOSPC where the filesystem allocates late); the pool's sync after it finds nothing left to write.
+      await local(fh.datasync());
       const seconds = (performance.now() - started) / 1000;
       log.info('received a volume from a peer', { kind, id, peer: peer.node, claim: `${claim.namespace}/${claim.name}`, bytes, seconds: Number(seconds.toFixed(3)), mibPerSecond: Number((bytes / 1048576 / Math.max(seconds, 1e-6)).toFixed(1)) });
     } finally {

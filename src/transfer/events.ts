@@ -17,3 +17,19 @@ export function onTransfer(listener: Listener): void {
 export function transferEnded(t: TransferEnd): void {
   for (const l of listeners) l(t);
 }
+
+type SendsListener = { changed(sends: number): void; turnedAway(): void };
+const sendsListeners: SendsListener[] = [];
+
+/** Sends under way at this node, and sends turned away at its limit (--transfer-max-sends). */
+export function onSends(listener: SendsListener): void {
+  sendsListeners.push(listener);
+}
+
+export function sendsChanged(sends: number): void {
+  for (const l of sendsListeners) l.changed(sends);
+}
+
+export function sendTurnedAway(): void {
+  for (const l of sendsListeners) l.turnedAway();
+}

@@ -3,10 +3,13 @@ import https from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import { runForCall } from '../call-context.js';
+import { DriverError, errorMessage } from '../errors.js';
 import { isId } from '../ids.js';
 import { log } from '../log.js';
-import { transferEnded } from './events.js';
+import { sendsChanged, sendTurnedAway, transferEnded } from './events.js';
 import { dataChunks } from './extents.js';
+import { guardStream } from './progress.js';
 import type { TransferCredentials } from './credentials.js';
 import { describe as describePeer, identityFromSan, type PeerIdentity } from './identity.js';
 import { endFrame, frame } from './wire.js';
@@ -47,8 +50,12 @@ export interface TransferServerOptions {
   source: TransferSource;
   /** Bytes per second each transfer may send; 0: no limit. */
   bytesPerSecond?: number;
-  /** A stream that moves no byte this long is given up (and its source released); default 60 s. */
+  /** The stall window (progress.ts): less than 1 MiB taken by the receiver in it ends the send; default 60 s. */
   stallMs?: number;
+  /** An overall bound on one send, from its request to its end, however it progresses; default 6 h. */
+  deadlineMs?: number;
+  /** Sends at once; a GET past it is answered 503 with Retry-After before anything is opened. Default 4. */
+  maxSends?: number;
   onSent?: (bytes: number, seconds: number) => void;
 }
 
@@ -58,7 +65,26 @@ const SEND_BUFFER = 4 * 1024 * 1024;
 const ROUTE = /^\/v1\/(volumes|snapshots)\/([^/]+)$/;
 /** The protocol a GET switches to: frames (wire.ts) straight on the TLS socket, no HTTP chunking to parse. */
 export const UPGRADE = 'vpool-transfer/1';
+/** The header a refusal names its DriverError kind in, and the one carrying its message (URI-encoded). */
+export const ERROR_KIND = 'x-vpool-error-kind';
+export const ERROR_MESSAGE = 'x-vpool-error';
 const NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+
+/** The answer to a source that could not be opened: a kind the client surfaces as its own, or retries. */
+function refusal(err: unknown): { status: string; headers: Record<string, string> } {
+  const kind = err instanceof DriverError ? err.kind : 'internal';
+  const headers = { [ERROR_KIND]: kind, [ERROR_MESSAGE]: encodeURIComponent(errorMessage(err).slice(0, 1000)) };
+  switch (kind) {
+    case 'exhausted':
+      return { status: '507 Insufficient Storage', headers };
+    case 'precondition':
+      return { status: '412 Precondition Failed', headers };
+    case 'busy': // the source's lock stayed taken past its wait: as over the limit, the client comes back
+      return { status: '503 Service Unavailable', headers: { ...headers, 'retry-after': '1' } };
+    default:
+      return { status: '500 Internal Server Error', headers };
+  }
+}
 
 /** What a request asks for: `/v1/{volumes|snapshots}/<id>?claim=<namespace>/<name>`; null when malformed. */
 function route(req: IncomingMessage): { kind: TransferKind; id: string; claim: ReadRequest['claim'] } | null {
@@ -99,6 +125,9 @@ const peerOf = (socket: Socket) => {
  */
 export async function startTransferServer(o: TransferServerOptions): Promise<{ port: number; close(): Promise<void> }> {
   const streams = new Set<Socket>();
+  const maxSends = o.maxSends ?? 4;
+  const bounds = { stallMs: o.stallMs ?? 60_000, deadlineMs: o.deadlineMs ?? 6 * 3600_000 };
+  let sends = 0;
   const material = await o.credentials.ready();
   const tlsOf = (m: typeof material) => ({ ca: m.trust, cert: m.cert, key: m.key });
   const server = https.createServer({ ...tlsOf(material), requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', highWaterMark: SEND_BUFFER }, (req, res) => {
@@ -108,18 +137,20 @@ export async function startTransferServer(o: TransferServerOptions): Promise<{ p
       res.writeHead(r && req.method === 'GET' ? 426 : 400, r && req.method === 'GET' ? { upgrade: UPGRADE, connection: 'Upgrade' } : {}).end();
       return;
     }
-    void check(req.socket, r).then(async (refused) => {
-      if (refused) return void res.writeHead(refused.status, { 'x-vpool-reason': encodeURIComponent(refused.reason) }).end();
-      const size = await o.source.size(r.kind, r.id);
-      res.writeHead(size === null ? 404 : 200, size === null ? {} : { 'x-vpool-size': String(size) }).end();
-    }).catch((err: unknown) => {
-      log.error('a transfer peer asked for a size that could not be read', { kind: r.kind, id: r.id, peer: peerOf(req.socket), err: String(err) });
-      res.writeHead(500).end();
-    });
+    void check(req.socket, r)
+      .then(async (refused) => {
+        if (refused) return void res.writeHead(refused.status, { [ERROR_MESSAGE]: encodeURIComponent(refused.reason) }).end();
+        const size = await o.source.size(r.kind, r.id);
+        res.writeHead(size === null ? 404 : 200, size === null ? {} : { 'x-vpool-size': String(size) }).end();
+      })
+      .catch((err: unknown) => {
+        log.error('a transfer peer asked for a size that could not be read', { kind: r.kind, id: r.id, peer: peerOf(req.socket), err: String(err) });
+        res.writeHead(500).end();
+      });
   });
   // A renewed certificate or a rotated CA is taken by the next handshake: nothing restarts.
   o.credentials.onChange((m) => server.setSecureContext({ ...tlsOf(m), minVersion: 'TLSv1.3' }));
-  /** Who asks, and whether they may: null to go ahead, else the HTTP status and the reason (logged with the peer's name and claim). */
+  /** Who asks, and whether they may: null to go ahead, else the HTTP status and the reason (logged with the peer's node, pod and claim). */
   const check = async (socket: Socket, r: NonNullable<ReturnType<typeof route>>): Promise<{ status: number; reason: string } | null> => {
     const who = identityOf(socket);
     const claim = r.claim ? `${r.claim.namespace}/${r.claim.name}` : undefined;
@@ -127,39 +158,65 @@ export async function startTransferServer(o: TransferServerOptions): Promise<{ p
       log.warn('refused a transfer read: the certificate names no node', { kind: r.kind, id: r.id, remote: socket.remoteAddress, claim });
       return { status: 403, reason: 'the client certificate names no node' };
     }
-    const reason = await o.authorize({ who, address: socket.remoteAddress ?? '', kind: r.kind, id: r.id, claim: r.claim }).catch((err: unknown) => {
+    let reason: string | null;
+    try {
+      reason = await o.authorize({ who, address: socket.remoteAddress ?? '', kind: r.kind, id: r.id, claim: r.claim });
+    } catch (err) {
       log.warn('a transfer read could not be authorized now', { kind: r.kind, id: r.id, node: who.node, pod: who.pod.name, claim, err: String(err) });
-      return 'unavailable';
-    });
-    if (reason === 'unavailable') return { status: 503, reason: 'the read could not be authorized now (the Kubernetes API did not answer)' };
+      return { status: 503, reason: 'the read could not be authorized now (the Kubernetes API did not answer)' };
+    }
     if (reason === null) return null;
     log.warn('refused a transfer read', { kind: r.kind, id: r.id, node: who.node, pod: `${who.pod.namespace}/${who.pod.name}`, remote: socket.remoteAddress, claim, reason });
     return { status: 403, reason };
   };
   server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     const r = route(req);
-    const answer = (status: string) => socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    const answer = (status: string, headers: Record<string, string> = {}) =>
+      socket.end(`HTTP/1.1 ${status}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}connection: close\r\ncontent-length: 0\r\n\r\n`);
     if (head.length > 0) socket.unshift(head);
     if (!r || req.method !== 'GET' || String(req.headers.upgrade).toLowerCase() !== UPGRADE) return answer('400 Bad Request');
-    streams.add(socket);
-    socket.once('close', () => streams.delete(socket));
-    // A receiver gone without a reset (a cut link) would hold the source's lock forever: no progress this long ends the stream.
-    const stallMs = o.stallMs ?? 60_000;
-    socket.setTimeout(stallMs, () => socket.destroy(new Error(`the receiver took nothing for ${stallMs / 1000} s`)));
     const peer = peerOf(socket);
-    void check(socket, r).then((refused) => {
-      if (refused) {
-        answer(`${refused.status} ${refused.status === 403 ? 'Forbidden' : 'Service Unavailable'}\r\nx-vpool-reason: ${encodeURIComponent(refused.reason)}`);
-        return;
+    const send = (): void => {
+      if (socket.destroyed) return; // gone while its read was being authorized
+      // Each send holds buffers, a read of the disk and (for a volume) a copy: past the limit the peer
+      // is told to come back, before the source is even looked at.
+      if (sends >= maxSends) {
+        log.info('turned a send away: this node is at its limit of concurrent sends', { ...r, peer, sends, limit: maxSends });
+        sendTurnedAway();
+        return void answer('503 Service Unavailable', { 'retry-after': '1' });
       }
-      return serve(o, r.kind, r.id, socket, peer, answer);
-    }).catch((err: unknown) => {
-      log.error('a transfer failed on the sending side', { ...r, peer, err: String(err) });
-      socket.destroy();
-    });
+      sendsChanged(++sends);
+      streams.add(socket);
+      // Ends the opening (its lock wait, its copy) and the stream when the receiver goes or a bound passes.
+      const gone = new AbortController();
+      const guard = guardStream(bounds, (err) => socket.destroy(err));
+      // Why the socket ended (a bound, a reset) is what the log should say, not the write that noticed.
+      let why: Error | undefined;
+      socket.on('error', (err) => (why ??= err));
+      socket.once('close', () => {
+        streams.delete(socket);
+        gone.abort(new Error('the receiver went away'));
+      });
+      void serve(o, r.kind, r.id, socket, peer, answer, { gone: gone.signal, guard, sends, stallMs: bounds.stallMs })
+        .catch((err: unknown) => {
+          log.error('a transfer failed on the sending side', { ...r, peer, err: String(why ?? err) });
+          socket.destroy();
+        })
+        .finally(() => {
+          guard.stop();
+          sendsChanged(--sends);
+        });
+    };
+    // Authorized first (a refused read is not counted against the limit), then bounded.
+    void check(socket, r).then(
+      (refused) => (refused ? answer(`${refused.status} ${refused.status === 403 ? 'Forbidden' : 'Service Unavailable'}`, { [ERROR_MESSAGE]: encodeURIComponent(refused.reason), ...(refused.status === 503 ? { 'retry-after': '2' } : {}) }) : send()),
+      (err: unknown) => {
+        log.error('a transfer read could not be checked', { kind: r.kind, id: r.id, peer, err: String(err) });
+        socket.destroy();
+      },
+    );
   });
   server.on('tlsClientError', (err, socket) => log.warn('refused a transfer peer', { remote: socket.remoteAddress, reason: err.message }));
-
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(o.port, o.host, () => resolve());
@@ -176,8 +233,39 @@ export async function startTransferServer(o: TransferServerOptions): Promise<{ p
   };
 }
 
-async function serve(o: TransferServerOptions, kind: TransferKind, id: string, socket: Socket, peer: string, answer: (status: string) => void): Promise<void> {
-  const src = await o.source.open(kind, id);
+interface SendContext {
+  /** Aborted when the receiver goes or a bound passes. */
+  gone: AbortSignal;
+  guard: ReturnType<typeof guardStream>;
+  /** Sends at this node, this one included. */
+  sends: number;
+  stallMs: number;
+}
+
+async function serve(o: TransferServerOptions, kind: TransferKind, id: string, socket: Socket, peer: string, answer: (status: string, headers?: Record<string, string>) => void, c: SendContext): Promise<void> {
+  // Opening may wait for the source's lock and copy a volume (minutes for a large one on a filesystem
+  // without reflink): an interim 102 within each stall window tells the receiver this node is at it,
+  // so its wait for the answer is bounded by the stall window and the deadline, not by a guess at how
+  // long a copy takes. The opening runs under the receiver's presence: gone, it stops (a command
+  // killed, a lock wait ended), as a CSI call's work stops when its call is cancelled.
+  // At least every second, whatever this node's own window, so a receiver with a shorter one is not left waiting.
+  const working = setInterval(() => socket.write('HTTP/1.1 102 Processing\r\n\r\n'), Math.max(100, Math.min(1000, (c.stallMs || 3000) / 3)));
+  const asked = performance.now();
+  let src: OpenedSource | null;
+  try {
+    src = await runForCall(c.gone, () => o.source.open(kind, id));
+  } catch (err) {
+    if (c.gone.aborted) {
+      log.warn('stopped opening a source for a send: the receiver went away or a bound passed', { kind, id, peer, reason: errorMessage(c.gone.reason), err: errorMessage(err) });
+      return;
+    }
+    const { status, headers } = refusal(err);
+    log.warn('refused a send: the source could not be opened', { kind, id, peer, status, err: errorMessage(err) });
+    answer(status, headers);
+    return;
+  } finally {
+    clearInterval(working);
+  }
   if (!src) {
     answer('404 Not Found');
     return;
@@ -187,8 +275,11 @@ async function serve(o: TransferServerOptions, kind: TransferKind, id: string, s
   let ok = false;
   let lastProgress = started;
   try {
+    if (c.gone.aborted) throw c.gone.reason;
     socket.write(`HTTP/1.1 101 Switching Protocols\r\nupgrade: ${UPGRADE}\r\nconnection: Upgrade\r\nx-vpool-size: ${src.size}\r\n\r\n`);
-    log.info('sending a volume to a peer', { kind, id, peer, size: src.size });
+    // What the receiver took: bytes past this process's buffers. Waiting: bytes queued for it.
+    c.guard.watch(() => socket.bytesWritten - socket.writableLength, () => socket.writableLength > 0);
+    log.info('sending a volume to a peer', { kind, id, peer, size: src.size, sends: c.sends, openedInSeconds: Number(((started - asked) / 1000).toFixed(3)) });
     const hash = createHash('sha256');
     // Backpressure: past the socket's buffer, wait for it to drain (or for the peer to go); the listeners go with the wait.
     const write = async (bufs: Buffer[], written?: () => void) => {
@@ -227,7 +318,8 @@ async function serve(o: TransferServerOptions, kind: TransferKind, id: string, s
       }
     }
     await write([endFrame(hash.digest())]);
-    await new Promise<void>((resolve) => socket.end(resolve));
+    // The end's callback also runs when the socket is destroyed first (a stall, the deadline): that is no success.
+    await new Promise<void>((resolve, reject) => socket.end((err?: Error | null) => (err ? reject(err) : resolve())));
     const seconds = (performance.now() - started) / 1000;
     o.onSent?.(sent, seconds);
     ok = true;

@@ -94,7 +94,7 @@ const VARIANTS: Record<string, string[]> = {
   ],
   'lvm from a VolumePool, orphans deleted after a day': ['backend=lvm', 'volumePool.name=fast', 'orphans.deleteAfter=24h'],
   'file from a VolumePool': ['volumePool.name=files', 'orphans.checkInterval=0'],
-  'file, transfer with its own Secret, no NetworkPolicy, a rate': ['transfer.tls.existingSecret=my-tls', 'transfer.networkPolicy.enabled=false', 'transfer.rate=100Mi'],
+  'file, transfer with its own Secret, no NetworkPolicy, a rate and bounds': ['transfer.tls.existingSecret=my-tls', 'transfer.networkPolicy.enabled=false', 'transfer.rate=100Mi', 'transfer.maxSends=2', 'transfer.timeout=2h', 'transfer.stallTimeout=30s'],
   'file without the transfer': ['transfer.enabled=false'],
   'libvirt with KubeVirt': ['backend=libvirt', 'kubevirt.enabled=true', 'controller.replicas=2', 'metrics.enabled=false', 'libvirt.diskCache=writeback'],
 };
@@ -360,6 +360,7 @@ describe('Helm chart', () => {
       assert.ok(d.args!.includes(`--transfer-peers-from-cluster=${selector}`));
       assert.ok(d.args!.includes('--transfer-trust-configmap=vpool-csi-transfer-trust') && d.args!.includes('--transfer-signer-name=vpool.dev/transfer'));
       assert.ok(!d.args!.some((a) => a.startsWith('--transfer-tls-dir')), 'no key is mounted: it is made in the pod');
+      for (const a of ['--transfer-max-sends=4', '--transfer-timeout=6h', '--transfer-stall-timeout=60s']) assert.ok(d.args!.includes(a), `${name}: ${a}`);
       // The selector is the DaemonSet's own pods' labels.
       const labels = (node(objects).spec as unknown as { selector: { matchLabels: Record<string, string> } }).selector.matchLabels;
       assert.deepEqual(labels, { 'app.kubernetes.io/name': 'vpool-csi', 'app.kubernetes.io/instance': 'vpool-csi', 'app.kubernetes.io/component': 'node' });
@@ -393,13 +394,14 @@ describe('Helm chart', () => {
       assert.deepEqual(policy.spec.ingress[1].ports.map((p) => p.port).sort(), [9808, 9809], 'metrics and health as open as before');
       assert.deepEqual(podsVerbs(objects), ['get', 'list']);
     }
-    const own = rendered['file, transfer with its own Secret, no NetworkPolicy, a rate'];
+    const own = rendered['file, transfer with its own Secret, no NetworkPolicy, a rate and bounds'];
     assert.equal(byKind(own, 'Secret').length, 0);
     assert.equal(byKind(own, 'NetworkPolicy').length, 0);
     const ownArgs = signer(own)!.spec.template.spec.containers[0].args!;
     assert.ok(ownArgs.includes('--ca-secret=my-tls') && ownArgs.includes('--user-ca'), 'the user\'s CA, only read');
     assert.deepEqual(rules(own, 'Role', 'vpool-csi-transfer-signer').filter((r) => r.resources.includes('secrets')), [{ apiGroups: [''], resources: ['secrets'], resourceNames: ['my-tls'], verbs: ['get'] }]);
     assert.ok(driver(own).args!.includes('--transfer-rate=100Mi'));
+    for (const a of ['--transfer-max-sends=2', '--transfer-timeout=2h', '--transfer-stall-timeout=30s']) assert.ok(driver(own).args!.includes(a), a);
     for (const name of ['file without the transfer', 'libvirt']) {
       assert.ok(!driver(rendered[name]).args!.some((a) => a.startsWith('--transfer')), name);
       assert.equal(byKind(rendered[name], 'NetworkPolicy').length, 0, name);
@@ -431,6 +433,8 @@ describe('Helm chart', () => {
     assert.match(await fails('orphans.deleteAfter=soon'), /orphans.deleteAfter/);
     assert.match(await fails('transfer.port=0'), /transfer.port/);
     assert.match(await fails('transfer.rate=fast'), /transfer.rate/);
+    assert.match(await fails('transfer.maxSends=0'), /transfer.maxSends/);
+    assert.match(await fails('transfer.timeout=forever'), /transfer.timeout/);
     assert.match(await fails('volumePool.name=Bad_Name'), /volumePool.name/);
   });
 });

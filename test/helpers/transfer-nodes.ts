@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { blockCap } from './csi.js';
 import { BIN, finish, startDriver, tempDir, type Driver } from './driver.js';
@@ -38,6 +38,11 @@ export interface TransferNodes {
   restartB(extra?: string[]): Promise<Driver>;
   /** The plugins of `more`, by node name. */
   others: Map<string, Driver>;
+  /**
+   * A directory with ca.crt (the trust bundle), tls.crt and tls.key: a credential the signer issued
+   * for `node`'s current pod (asked with that pod's token), for a FAKE standing in for that node.
+   */
+  credentialDir(node: string): Promise<string>;
   /** The cluster objects naming a source: a bound VolumeSnapshot and its content, or a bound claim and its PV, on A's node. */
   source(source: Source, holder?: string): { kind: 'VolumeSnapshot' | 'PersistentVolumeClaim'; name: string };
   /** A pending claim selected onto `node` (B's by default) whose data source is `source`. */
@@ -146,6 +151,30 @@ export async function transferNodes(tag: string, o: TransferNodesOptions = {}): 
       return nodes.b;
     },
     others: new Map(),
+    async credentialDir(node) {
+      const p = api.list('pods', NAMESPACE).find((x) => (x.spec as { nodeName?: string }).nodeName === node);
+      if (!p) throw new Error(`no pod on ${node}`);
+      const { makeCsr, newKeyPair } = await import('../../src/transfer/pki.js');
+      const key = await newKeyPair();
+      const csr = `fake-${p.metadata.name}-${Date.now()}`;
+      const res = await fetch(`http://127.0.0.1:${apiPort}/apis/certificates.k8s.io/v1/certificatesigningrequests`, {
+        method: 'POST',
+        headers: { authorization: `Bearer token-${p.metadata.name}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ metadata: { name: csr }, spec: { request: Buffer.from(await makeCsr(key, node)).toString('base64'), signerName: 'vpool.dev/transfer', usages: ['digital signature', 'server auth', 'client auth'] } }),
+      });
+      if (res.status !== 201) throw new Error(`CSR for ${node}: ${res.status} ${await res.text()}`);
+      const cert = await pollUntil(async () => {
+        const c = api.get('certificatesigningrequests', csr) as { status?: { certificate?: string } } | undefined;
+        return c?.status?.certificate ? Buffer.from(c.status.certificate, 'base64').toString() : undefined;
+      }, 60_000, async () => `the signer did not issue ${node} a certificate`);
+      const out = path.join(dir, `credential-${csr}`);
+      await mkdir(out, { recursive: true });
+      const trust = (api.get('configmaps', 'vpool-csi-transfer-trust', NAMESPACE) as unknown as { data: Record<string, string> }).data['ca.crt'];
+      await writeFile(path.join(out, 'ca.crt'), trust);
+      await writeFile(path.join(out, 'tls.crt'), cert);
+      await writeFile(path.join(out, 'tls.key'), key.keyPem, { mode: 0o600 });
+      return out;
+    },
     source(source, holder = 'node-a') {
       if (source.snapshot) {
         const name = `snap-${hash(source.snapshot)}`;
