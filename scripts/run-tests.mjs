@@ -21,5 +21,5 @@ if (selected.length === 0) {
   process.exit(1);
 }
 // A bound on every test, so a hang fails the run instead of eating CI's time.
-const res = spawnSync(process.execPath, ['--test', '--test-reporter=spec', '--test-timeout=900000', ...selected], { stdio: 'inherit' });
+const res = spawnSync(process.execPath, ['--test', '--test-reporter=spec', '--test-timeout=1800000', ...selected], { stdio: 'inherit' });
 process.exit(res.status ?? 1);

@@ -58,7 +58,7 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
   // waits for the transfer's code (slow to load on a slow machine) or for the API.
   let stopped = false;
   const loaded = (async () => {
-    const [{ loadKube }, { clusterPeers }, { TransferAccess, Refusal, Mismatch }, { TransferEnrolment }, { TransferCredentials }, { TransferClient }, { transferSource }] = await Promise.all([
+    const [{ loadKube }, { clusterPeers }, { TransferAccess, Refusal, Mismatch, NotYet }, { TransferEnrolment }, { TransferCredentials }, { TransferClient }, { transferSource }] = await Promise.all([
       import('../cluster/kube.js'),
       import('../cluster/transfer-peers.js'),
       import('../cluster/transfer-access.js'),
@@ -89,7 +89,8 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
             await access.authorize(r.who, r.address, r.kind, r.id, r.claim);
             return null;
           } catch (err) {
-            if (err instanceof Refusal) return err.message;
+            // Not yet bound: answered "not now" (the reader retries), not refused for good.
+            if (err instanceof Refusal && !(err instanceof NotYet)) return err.message;
             throw err;
           }
         },

@@ -61,7 +61,8 @@ export function addTransferSignerCommand(program: Command): void {
         const { serveHttp } = await import('../metrics.js');
         await serveHttp(o.healthAddress, {
           health: async () => {
-            if (signer.lastError) throw new Error(signer.lastError);
+            const why = signer.health();
+            if (why) throw new Error(why);
           },
         });
       }

@@ -34,6 +34,15 @@ const SNAPSHOTS = { group: 'snapshot.storage.k8s.io', version: 'v1' } as const;
 export class Refusal extends Error {}
 /** A refusal no retry can change: the claim names another source than the one asked for. */
 export class Mismatch extends Refusal {}
+/** Not yet: the cluster has not finished binding what the claim names (a retry may succeed). */
+export class NotYet extends Refusal {}
+
+/** How long one API read may take before the read it decides is answered "not now" (a hung API never holds a peer). */
+const API_TIMEOUT_MS = 5_000;
+function bounded<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`the Kubernetes API did not answer ${what} within ${API_TIMEOUT_MS / 1000} s`)), API_TIMEOUT_MS)))]).finally(() => clearTimeout(timer));
+}
 
 /**
  * Who may read what across nodes, decided from the Kubernetes API: a node may read a volume or a
@@ -70,13 +79,13 @@ export class TransferAccess {
   /** The credential's pod is alive, a node plugin of the driver, on the node it names, and the connection comes from it. */
   private async livePeer(who: PeerIdentity, address: string): Promise<void> {
     if (who.pod.namespace !== this.o.namespace) throw new Refusal(`the credential names pod ${who.pod.namespace}/${who.pod.name}, outside the driver's namespace`);
-    const pod = await this.kube.core.readNamespacedPod({ name: who.pod.name, namespace: who.pod.namespace }).catch((err: unknown) => {
+    const pod = await bounded(this.kube.core.readNamespacedPod({ name: who.pod.name, namespace: who.pod.namespace }), 'for a pod').catch((err: unknown) => {
       if (statusOf(err) === 404) return null;
       throw err;
     });
     // A deleted or replaced pod revokes its credential: the certificate names the pod's UID.
     if (!pod || pod.metadata?.uid !== who.pod.uid) throw new Refusal(`the credential's pod ${who.pod.name} (${who.pod.uid}) no longer exists`);
-    if (pod.metadata?.deletionTimestamp) throw new Refusal(`the credential's pod ${who.pod.name} is being deleted`);
+    if (pod.metadata?.deletionTimestamp) throw new NotYet(`the credential's pod ${who.pod.name} is being deleted`);
     if (pod.spec?.nodeName !== who.node) throw new Refusal(`the credential's pod ${who.pod.name} runs on ${pod.spec?.nodeName}, not ${who.node}`);
     if (!matchesSelector(this.o.nodeSelector, pod.metadata?.labels ?? {})) throw new Refusal(`the credential's pod ${who.pod.name} is not a node plugin pod`);
     const ips = (pod.status?.podIPs?.map((p) => p.ip) ?? [pod.status?.podIP]).filter((ip): ip is string => !!ip);
@@ -85,7 +94,7 @@ export class TransferAccess {
   }
 
   private async claim(c: Claim): Promise<V1PersistentVolumeClaim> {
-    const pvc = await this.kube.core.readNamespacedPersistentVolumeClaim({ name: c.name, namespace: c.namespace }).catch((err: unknown) => {
+    const pvc = await bounded(this.kube.core.readNamespacedPersistentVolumeClaim({ name: c.name, namespace: c.namespace }), 'for a claim').catch((err: unknown) => {
       if (statusOf(err) === 404) return null;
       throw err;
     });
@@ -104,7 +113,7 @@ export class TransferAccess {
     if (ds.kind === 'VolumeSnapshot' && ds.apiGroup === SNAPSHOTS.group) {
       const vs = (await this.custom('volumesnapshots', ds.name, c.namespace)) as { metadata?: { uid?: string }; status?: { boundVolumeSnapshotContentName?: string } } | null;
       const contentName = vs?.status?.boundVolumeSnapshotContentName;
-      if (!vs || !contentName) throw new Refusal(`VolumeSnapshot ${c.namespace}/${ds.name} ${vs ? 'is not bound to a content' : 'does not exist'}`);
+      if (!vs || !contentName) throw new NotYet(`VolumeSnapshot ${c.namespace}/${ds.name} ${vs ? 'is not bound to a content' : 'does not exist'}`);
       const vsc = (await this.custom('volumesnapshotcontents', contentName)) as {
         metadata?: { labels?: Record<string, string> };
         spec?: { driver?: string; volumeSnapshotRef?: { name?: string; namespace?: string; uid?: string }; source?: { snapshotHandle?: string } };
@@ -114,14 +123,18 @@ export class TransferAccess {
       const ref = vsc.spec?.volumeSnapshotRef;
       if (ref?.name !== ds.name || ref?.namespace !== c.namespace || (ref.uid && ref.uid !== vs.metadata?.uid)) throw new Refusal(`VolumeSnapshotContent ${contentName} is not bound to VolumeSnapshot ${c.namespace}/${ds.name}`);
       if (vsc.spec?.driver !== this.o.driver) throw new Refusal(`VolumeSnapshotContent ${contentName} is of driver ${vsc.spec?.driver}, not ${this.o.driver}`);
-      const id = vsc.status?.snapshotHandle ?? vsc.spec?.source?.snapshotHandle;
-      if (!id) throw new Refusal(`VolumeSnapshotContent ${contentName} has no snapshot handle yet`);
+      // A pre-provisioned content's handle is in its spec (written by whoever imported it, immutable);
+      // the status, which a node may write, must then agree with it.
+      const specHandle = vsc.spec?.source?.snapshotHandle;
+      if (specHandle && vsc.status?.snapshotHandle && vsc.status.snapshotHandle !== specHandle) throw new Refusal(`VolumeSnapshotContent ${contentName} has status.snapshotHandle ${vsc.status.snapshotHandle}, not its spec's ${specHandle}`);
+      const id = specHandle ?? vsc.status?.snapshotHandle;
+      if (!id) throw new NotYet(`VolumeSnapshotContent ${contentName} has no snapshot handle yet`);
       return { kind: 'snapshot', id, holder: vsc.metadata?.labels?.[MANAGED_BY] ?? null };
     }
     if (ds.kind === 'PersistentVolumeClaim' && !ds.apiGroup) {
-      const src = await this.kube.core.readNamespacedPersistentVolumeClaim({ name: ds.name, namespace: c.namespace }).catch((err: unknown) => (statusOf(err) === 404 ? null : Promise.reject(err)));
-      if (!src?.spec?.volumeName) throw new Refusal(`source claim ${c.namespace}/${ds.name} ${src ? 'is not bound' : 'does not exist'}`);
-      const pv = await this.kube.core.readPersistentVolume({ name: src.spec.volumeName }).catch((err: unknown) => (statusOf(err) === 404 ? null : Promise.reject(err)));
+      const src = await bounded(this.kube.core.readNamespacedPersistentVolumeClaim({ name: ds.name, namespace: c.namespace }), 'for the source claim').catch((err: unknown) => (statusOf(err) === 404 ? null : Promise.reject(err)));
+      if (!src?.spec?.volumeName) throw new NotYet(`source claim ${c.namespace}/${ds.name} ${src ? 'is not bound' : 'does not exist'}`);
+      const pv = await bounded(this.kube.core.readPersistentVolume({ name: src.spec.volumeName }), 'for a PersistentVolume').catch((err: unknown) => (statusOf(err) === 404 ? null : Promise.reject(err)));
       if (!pv) throw new Refusal(`PersistentVolume ${src.spec.volumeName} does not exist`);
       const ref = pv.spec?.claimRef;
       if (ref?.name !== ds.name || ref?.namespace !== c.namespace || (ref.uid && ref.uid !== src.metadata?.uid)) throw new Refusal(`PersistentVolume ${pv.metadata?.name} is not bound to claim ${c.namespace}/${ds.name}`);
@@ -135,7 +148,7 @@ export class TransferAccess {
 
   private async custom(plural: string, name: string, namespace?: string): Promise<unknown> {
     const get = namespace ? this.kube.custom.getNamespacedCustomObject({ ...SNAPSHOTS, namespace, plural, name }) : this.kube.custom.getClusterCustomObject({ ...SNAPSHOTS, plural, name });
-    return get.catch((err: unknown) => (statusOf(err) === 404 ? null : Promise.reject(err)));
+    return bounded(get, `for ${plural}`).catch((err: unknown) => (statusOf(err) === 404 ? null : Promise.reject(err)));
   }
 }
 

@@ -33,6 +33,8 @@ export class TransferEnrolment {
   private cert: string | null = null;
   private trust: string[] = [];
   private pending: { name: string; key: KeyPair; since: number } | null = null;
+  /** The newest CA of the bundle, and when this plugin first saw it (a rotation is followed only once peers trust it too). */
+  private newest: { fingerprint: string; seenAt: number } | null = null;
   private timer?: NodeJS.Timeout;
   private failures = 0;
   private stopped = false;
@@ -70,6 +72,8 @@ export class TransferEnrolment {
     const trust = await this.readTrust();
     const trustChanged = trust.join('') !== this.trust.join('');
     this.trust = trust;
+    const fp = fingerprint(trust[0]);
+    if (this.newest?.fingerprint !== fp) this.newest = { fingerprint: fp, seenAt: Date.now() };
     if (this.pending) await this.collect();
     if (!this.pending && this.needsCertificate()) await this.request();
     if (trustChanged && this.cert && this.key) this.publish();
@@ -89,7 +93,9 @@ export class TransferEnrolment {
     if (!this.cert) return true;
     const f = certFacts(this.cert, this.trust);
     if (!f.issuer) return true; // its CA is no longer trusted
-    if (f.issuer !== fingerprint(this.trust[0])) return true; // the newest CA comes first: a rotation began
+    // The newest CA comes first: a rotation began. Renewed onto it only once every peer has read the
+    // bundle that has it (two refreshes), or a peer still on the old bundle would refuse the new certificate.
+    if (f.issuer !== fingerprint(this.trust[0]) && Date.now() - (this.newest?.seenAt ?? 0) >= 2 * this.o.refreshMs) return true;
     return Date.now() > f.notBefore + ((f.notAfter - f.notBefore) * 2) / 3;
   }
 
@@ -126,7 +132,12 @@ export class TransferEnrolment {
       return;
     }
     const cert = Buffer.from(csr.status.certificate, 'base64').toString('utf8');
-    this.check(cert, p.key);
+    try {
+      this.check(cert, p.key);
+    } catch (err) {
+      this.pending = null; // a bad certificate is not collected again: the next tick asks anew
+      throw err;
+    }
     this.key = p.key;
     this.cert = cert;
     this.pending = null;

@@ -51,6 +51,15 @@ export class TransferSigner {
   private timer?: NodeJS.Timeout;
   /** Why the last pass failed (undefined: it did not, or none ran yet), for /healthz. */
   lastError: string | undefined = 'not synced yet';
+  /** When a pass last succeeded: a pass that hangs (a hung API) shows as unhealthy, not as the last good one. */
+  lastSuccess = 0;
+
+  /** Why the signer is not healthy now, or undefined. */
+  health(): string | undefined {
+    if (this.lastError) return this.lastError;
+    const age = Date.now() - this.lastSuccess;
+    return age > 3 * this.o.resyncMs + 30_000 ? `no pass has succeeded for ${Math.round(age / 1000)} s` : undefined;
+  }
 
   constructor(
     private readonly kube: Kube,
@@ -61,7 +70,10 @@ export class TransferSigner {
   async start(): Promise<void> {
     const pass = () =>
       this.sync().then(
-        () => void (this.lastError = undefined),
+        () => {
+          this.lastError = undefined;
+          this.lastSuccess = Date.now();
+        },
         (err: unknown) => {
           this.lastError = errorMessage(err);
           log.error('transfer signer: sync failed', { error: this.lastError });

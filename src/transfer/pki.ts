@@ -50,7 +50,7 @@ export async function makeCa(commonName: string, lifetimeMs: number): Promise<Ce
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial(),
     name: [{ CN: [commonName] }],
-    notBefore: new Date(now - 60_000),
+    notBefore: new Date(now - 5 * 60_000),
     notAfter: new Date(now + lifetimeMs),
     keys: k.keys,
     signingAlgorithm: ALG,
@@ -64,6 +64,8 @@ export async function loadCa(certPem: string, keyPem: string): Promise<Certifica
   const cert = new x509.X509Certificate(firstPem(certPem));
   const basic = cert.getExtension(x509.BasicConstraintsExtension);
   if (!basic?.ca) throw new Error('the transfer CA certificate is not a CA (basicConstraints CA:TRUE missing)');
+  // A dedicated root: every certificate it signs with our URIs is a node identity, and peers trust it alone (no chain is sent).
+  if (!(await cert.isSelfSigned())) throw new Error('the transfer CA must be a self-signed CA of its own (an intermediate is not published as a chain, and a CA that signs other certificates would make them node identities)');
   const der = Buffer.from(keyPem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64');
   const key = await webcrypto.subtle.importKey('pkcs8', der, { name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign']).catch(() => {
     throw new Error('the transfer CA key must be an ECDSA P-256 key in PKCS#8 PEM ("BEGIN PRIVATE KEY")');
@@ -92,7 +94,8 @@ export async function issue(ca: CertificateAuthority, publicKey: x509.PublicKey,
     serialNumber: serial(),
     subject: [{ CN: [id.node.slice(0, 64)] }],
     issuer: ca.cert.subject,
-    notBefore: new Date(now - 60_000),
+    // Five minutes back: a peer whose clock lags a little still takes a certificate issued just now.
+    notBefore: new Date(now - 5 * 60_000),
     notAfter,
     signingKey: ca.key,
     publicKey,

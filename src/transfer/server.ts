@@ -69,6 +69,8 @@ export const UPGRADE = 'vpool-transfer/1';
 export const ERROR_KIND = 'x-vpool-error-kind';
 export const ERROR_MESSAGE = 'x-vpool-error';
 const NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+/** Reads being authorized at once (each a few API reads); past it a request is answered 503 and retried. */
+const MAX_AUTHORIZING = 32;
 
 /** The answer to a source that could not be opened: a kind the client surfaces as its own, or retries. */
 function refusal(err: unknown): { status: string; headers: Record<string, string> } {
@@ -151,19 +153,25 @@ export async function startTransferServer(o: TransferServerOptions): Promise<{ p
   // A renewed certificate or a rotated CA is taken by the next handshake: nothing restarts.
   o.credentials.onChange((m) => server.setSecureContext({ ...tlsOf(m), minVersion: 'TLSv1.3' }));
   /** Who asks, and whether they may: null to go ahead, else the HTTP status and the reason (logged with the peer's node, pod and claim). */
+  let authorizing = 0;
   const check = async (socket: Socket, r: NonNullable<ReturnType<typeof route>>): Promise<{ status: number; reason: string } | null> => {
     const who = identityOf(socket);
+    // Each check reads the API several times: a flood of requests is turned away before it costs the node's API share.
+    if (authorizing >= MAX_AUTHORIZING) return { status: 503, reason: `${MAX_AUTHORIZING} reads are being authorized already` };
     const claim = r.claim ? `${r.claim.namespace}/${r.claim.name}` : undefined;
     if (!who) {
       log.warn('refused a transfer read: the certificate names no node', { kind: r.kind, id: r.id, remote: socket.remoteAddress, claim });
       return { status: 403, reason: 'the client certificate names no node' };
     }
     let reason: string | null;
+    authorizing++;
     try {
       reason = await o.authorize({ who, address: socket.remoteAddress ?? '', kind: r.kind, id: r.id, claim: r.claim });
     } catch (err) {
       log.warn('a transfer read could not be authorized now', { kind: r.kind, id: r.id, node: who.node, pod: who.pod.name, claim, err: String(err) });
-      return { status: 503, reason: 'the read could not be authorized now (the Kubernetes API did not answer)' };
+      return { status: 503, reason: `the read could not be authorized now: ${errorMessage(err)}` };
+    } finally {
+      authorizing--;
     }
     if (reason === null) return null;
     log.warn('refused a transfer read', { kind: r.kind, id: r.id, node: who.node, pod: `${who.pod.namespace}/${who.pod.name}`, remote: socket.remoteAddress, claim, reason });

@@ -56,10 +56,10 @@ describe('bounds of the cross-node transfer', needsRoot(), () => {
     assert.deepEqual((await readdir(path.join(n.b.poolDir, 'volumes'))).filter((f) => f !== '.changes'), [], "no image in B's volumes");
   };
 
-  /** The FAKE in A's place (A stopped, its port free). */
-  async function fakeA(mode: string, size: number): Promise<{ lines: string[]; stop(): Promise<void> }> {
+  /** The FAKE in A's place (A stopped, its port free), with a certificate of `as`'s pod (A's by default). */
+  async function fakeA(mode: string, size: number, as = 'node-a'): Promise<{ lines: string[]; stop(): Promise<void> }> {
     // A certificate the signer issued for A's pod (which stays in the cluster while its process is stopped): B takes the FAKE for A.
-    const tls = await n.credentialDir('node-a');
+    const tls = await n.credentialDir(as);
     if (n.a.proc.exitCode === null) await n.a.stop();
     return runFake(n.hosts.a.ns, [n.listen, tls, mode, String(size)]);
   }
@@ -125,6 +125,19 @@ describe('bounds of the cross-node transfer', needsRoot(), () => {
       assert.ok(took >= 2900 && took < 15_000, `gave up after one stall window (3 s), not at once nor much later: ${took} ms`);
       await bLeftNothing();
       await pollUntil(async () => (fake.lines.some((l) => l.startsWith('closed after')) ? true : undefined), 10_000, async () => `B did not hang up on the FAKE: ${fake.lines.join('\n')}`);
+    } finally {
+      await fake.stop();
+    }
+  });
+
+  it("a peer at the holder's address whose certificate names another node (a valid certificate of B's, here) is not asked: B refuses the handshake", async () => {
+    const fake = await fakeA('slow-answer', MiB, 'node-b');
+    try {
+      const { code, details } = await failure(n.restore('impostor', { snapshot: snapId }, { size: 8 * MiB }));
+      assert.equal(code, 'UNAVAILABLE');
+      assert.match(details, /is node node-b \(pod [^)]+\), not node node-a/);
+      assert.ok(!fake.lines.some((l) => l.startsWith('GET')), 'nothing was asked of the impostor');
+      await bLeftNothing();
     } finally {
       await fake.stop();
     }

@@ -112,7 +112,7 @@ describe('cross-node reads: each node proves who it is and reads only for its ow
       const req = https.request({ host, port: Number(port), method: 'HEAD', path: `/v1/snapshots/${id}?claim=${encodeURIComponent(`${NAMESPACE}/${claim}`)}`, key: cred.key, cert: cred.cert, ca: splitPem(trust()), checkServerIdentity: () => undefined, agent: false, minVersion: 'TLSv1.3', timeout: 10_000 });
       req.once('response', (r) => {
         r.resume();
-        resolve({ status: r.statusCode ?? 0, reason: decodeURIComponent(String(r.headers['x-vpool-reason'] ?? '')) });
+        resolve({ status: r.statusCode ?? 0, reason: decodeURIComponent(String(r.headers['x-vpool-error'] ?? '')) });
       });
       req.once('error', reject);
       req.end();
@@ -141,6 +141,22 @@ describe('cross-node reads: each node proves who it is and reads only for its ow
     assert.match(stolen.reason, /used from .*not from its pod/);
     api.updateStatus('pods', c.name, (p) => void (p.status = { phase: 'Running', podIP: here, podIPs: [{ ip: here }] }), NAMESPACE);
     assert.equal((await ask(c, snapId, 'c-claim')).status, 200);
+    // Claims that do not qualify, whatever they name: a data source in another namespace, a claim bound already, another driver's content.
+    const { api: cl } = nodes;
+    cl.create('persistentvolumeclaims', { metadata: { name: 'c-cross', namespace: NAMESPACE, annotations: { 'volume.kubernetes.io/selected-node': 'node-c' } }, spec: { accessModes: ['ReadWriteOnce'], dataSourceRef: { apiGroup: 'snapshot.storage.k8s.io', kind: 'VolumeSnapshot', name: 'x', namespace: 'elsewhere' }, resources: { requests: { storage: '1Gi' } } } });
+    assert.match((await ask(c, snapId, 'c-cross')).reason, /another namespace/);
+    nodes.claim('c-bound', { snapshot: snapId }, { node: 'node-c' });
+    cl.update('persistentvolumeclaims', 'c-bound', (o) => void ((o.spec as { volumeName?: string }).volumeName = 'pv-x'), NAMESPACE);
+    assert.match((await ask(c, snapId, 'c-bound')).reason, /bound already/);
+    const vs = cl.create('volumesnapshots', { metadata: { name: 'foreign', namespace: NAMESPACE }, spec: {} });
+    cl.create('volumesnapshotcontents', { metadata: { name: 'foreign-content' }, spec: { driver: 'other.csi.example', source: { snapshotHandle: snapId }, volumeSnapshotRef: { name: 'foreign', namespace: NAMESPACE, uid: vs.metadata.uid } } });
+    cl.updateStatus('volumesnapshots', 'foreign', (o) => void (o.status = { boundVolumeSnapshotContentName: 'foreign-content' }), NAMESPACE);
+    cl.create('persistentvolumeclaims', { metadata: { name: 'c-foreign', namespace: NAMESPACE, annotations: { 'volume.kubernetes.io/selected-node': 'node-c' } }, spec: { accessModes: ['ReadWriteOnce'], dataSource: { apiGroup: 'snapshot.storage.k8s.io', kind: 'VolumeSnapshot', name: 'foreign' }, resources: { requests: { storage: '1Gi' } } } });
+    assert.match((await ask(c, snapId, 'c-foreign')).reason, /of driver other\.csi\.example/);
+    // A content whose status handle was rewritten (a node may write content status) does not win over its spec's.
+    cl.updateStatus('volumesnapshotcontents', 'foreign-content', (o) => void (o.status = { snapshotHandle: otherSnap }));
+    cl.update('volumesnapshotcontents', 'foreign-content', (o) => void ((o.spec as { driver: string }).driver = 'vpool.csi.dev'));
+    assert.match((await ask(c, otherSnap, 'c-foreign')).reason, /status\.snapshotHandle .* not its spec's/);
     // Revoked: the pod is deleted (its token and certificate name its UID).
     api.delete('pods', c.name, NAMESPACE);
     const revoked = await ask(c, snapId, 'c-claim');

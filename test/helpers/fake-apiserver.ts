@@ -23,8 +23,10 @@ import { admit, structuralProblems, type Schema } from './openapi-schema.js';
  *   pod stops authenticating once that pod (by UID) is gone, as a bound ServiceAccount token does;
  *   an unknown token is a 401. Without any identity named, every request is let in;
  * - CertificateSigningRequests as the certificates registry keeps them: spec.username, uid, groups
- *   and extra are the requester's (whatever the body said), the spec is immutable, the /approval
- *   subresource changes only status.conditions, /status only the rest of status.
+ *   and extra are the requester's (whatever the body said), expirationSeconds at least 600, the spec
+ *   immutable; the /approval subresource changes only status.conditions (only added; Approved and
+ *   Denied exclusive); /status the rest, a certificate only on an approved, not denied or failed
+ *   request, PEM, and never changed once set. RBAC (who may approve or sign) is not modelled.
  * Nothing else (no RBAC, admission, garbage collection, server-side apply, strategic merge patch).
  */
 export interface ResourceType {
@@ -276,6 +278,8 @@ export class FakeApiServer {
   private csrWrite(method: string, body: KObject, subresource: string | undefined, user: UserInfo | undefined, name?: string): void {
     const spec = (body.spec ?? {}) as Record<string, unknown>;
     if (method === 'POST') {
+      const exp = spec.expirationSeconds as number | undefined;
+      if (exp !== undefined && exp < 600) throw new HttpError(422, 'Invalid', 'spec.expirationSeconds: Invalid value: may not specify a duration less than 600 seconds (10 minutes)');
       // The requester is whoever authenticated: nothing the body says about it is kept.
       body.spec = { ...spec, username: user?.username ?? 'system:anonymous', uid: user?.uid, groups: user?.groups ?? ['system:authenticated'], extra: user?.extra };
       return;
@@ -285,8 +289,21 @@ export class FakeApiServer {
     body.spec = current.spec; // immutable after creation
     const had = (current.status ?? {}) as Record<string, unknown>;
     const asked = (body.status ?? {}) as Record<string, unknown>;
-    if (subresource === 'approval') body.status = { ...had, conditions: asked.conditions };
-    else if (subresource === 'status') body.status = { ...asked, conditions: had.conditions ?? asked.conditions };
+    const conds = (x: Record<string, unknown>) => (x.conditions as Array<{ type: string; status: string }> | undefined) ?? [];
+    const has = (x: Record<string, unknown>, t: string) => conds(x).some((c) => c.type === t && c.status === 'True');
+    if (subresource === 'approval') {
+      if (has(asked, 'Approved') && has(asked, 'Denied')) throw new HttpError(422, 'Invalid', 'status.conditions: Approved and Denied conditions are mutually exclusive');
+      // Conditions are only added, never removed.
+      for (const c of conds(had)) if (!conds(asked).some((x) => x.type === c.type)) throw new HttpError(422, 'Invalid', `status.conditions: a ${c.type} condition may not be removed`);
+      body.status = { ...had, conditions: asked.conditions };
+    } else if (subresource === 'status') {
+      if (asked.certificate !== had.certificate) {
+        if (had.certificate) throw new HttpError(422, 'Invalid', 'status.certificate: Forbidden: updates may not modify existing certificate content');
+        if (!has(had, 'Approved') || has(had, 'Denied') || has(had, 'Failed')) throw new HttpError(422, 'Invalid', 'status.certificate: Forbidden: certificate may only be set if the request is approved and not denied or failed');
+        if (!/^-----BEGIN CERTIFICATE-----/.test(Buffer.from(String(asked.certificate), 'base64').toString())) throw new HttpError(422, 'Invalid', 'status.certificate: Invalid value: must contain PEM CERTIFICATE blocks');
+      }
+      body.status = { ...asked, conditions: had.conditions ?? asked.conditions };
+    }
   }
 
   private route(p: string): { type: ResourceType; namespace?: string; name?: string; subresource?: string } {

@@ -234,9 +234,10 @@ export async function transferNodes(tag: string, o: TransferNodesOptions = {}): 
     },
   };
   try {
-    nodes.a = await start('node-a', []);
-    nodes.b = await start('node-b', []);
-    for (const m of o.more ?? []) nodes.others.set(m.node, await start(m.node, []));
+    // Together, as a cluster starts its pods (under TCG one at a time takes minutes).
+    const [a, b, ...more] = await Promise.all([start('node-a', []), start('node-b', []), ...(o.more ?? []).map((m) => start(m.node, []))]);
+    Object.assign(nodes, { a, b });
+    for (const [i, m] of (o.more ?? []).entries()) nodes.others.set(m.node, more[i]);
   } catch (err) {
     // Nothing outlives a failed start (a signer left running would keep the test process alive).
     await nodes.remove().catch(() => undefined);
