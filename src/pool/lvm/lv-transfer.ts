@@ -111,8 +111,10 @@ export async function openLvData(ctx: LvTransferContext, kind: 'volume' | 'snaps
   }
   const wasActive = !temporary && dmDeviceOf(ctx.vg, name) !== null;
   const drop = async () => {
-    if (!wasActive) await ctx.lvm.exec('lvchange', ['-y', '-an', lvPath(ctx, name)]).catch((e) => log.warn('cannot deactivate after reading', { lv: name, error: String(e) }));
+    // A COW snapshot is never deactivated on its own: lvm deactivates its origin with it, and the
+    // origin is a staged volume. lvremove takes an active snapshot away and leaves the origin be.
     if (temporary) await ctx.lvm.exec('lvremove', ['-y', lvPath(ctx, name)]);
+    else if (!wasActive) await ctx.lvm.exec('lvchange', ['-y', '-an', lvPath(ctx, name)]).catch((e) => log.warn('cannot deactivate after reading', { lv: name, error: String(e) }));
   };
   try {
     if (!wasActive) await ctx.lvm.exec('lvchange', ['-y', '-ay', '-K', lvPath(ctx, name)]);
