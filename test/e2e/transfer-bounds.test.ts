@@ -253,8 +253,9 @@ describe('bounds of the cross-node transfer', needsRoot(), () => {
       const bigSnap = (await n.a.client.createSnapshot({ name: 'big-snap', source_volume_id: big, parameters: {} })).snapshot!.snapshot_id;
       const restoring = failure(n.restore('full', { snapshot: bigSnap }, { size: 32 * MiB }));
       await pollUntil(async () => ((await readdir(path.join(poolDir, '.tmp'))).some((f) => f.endsWith('.img')) ? true : undefined), 20_000, async () => 'B never made its image');
-      const { bavail, bsize } = await statfs(poolDir);
-      await execFileP('fallocate', ['-l', String(Math.max(0, Number(bavail) * Number(bsize) - 256 * 1024)), path.join(poolDir, 'filler')]);
+      // Every free block taken (B keeps writing meanwhile, so a size measured first could be too big): dd until the disk is full.
+      await execFileP('dd', ['if=/dev/zero', `of=${path.join(poolDir, 'filler')}`, 'bs=256K', 'status=none']).catch((e: { stderr?: string }) => assert.match(e.stderr ?? '', /No space left/));
+      assert.ok(Number((await statfs(poolDir)).bavail) < 64, 'the disk is full');
       const { code, details } = await restoring;
       assert.equal(code, 'RESOURCE_EXHAUSTED');
       assert.match(details, /ENOSPC/);
