@@ -74,7 +74,7 @@ describe('a clone of a file volume is of one point in time, or refused: a pool o
       assert.match(local.message, /is attached .* cannot reflink, so a clone of it would not be a copy of one point in time; take a VolumeSnapshot of it while the workload is quiesced .*, or detach it/);
       const remote = await refusal(n.restore('remote-clone', { volume: src.volume_id }));
       assert.equal(remote.code, 'FAILED_PRECONDITION', remote.message);
-      assert.match(remote.message, /cannot send volume .* cannot reflink, so sending it to another node would not be a copy of one point in time/);
+      assert.match(remote.message, /refused to send volume .* cannot reflink, so sending it to another node would not be a copy of one point in time/);
       assert.deepEqual((await n.a.client.listVolumes({})).entries.map((e) => e.volume!.volume_id), [src.volume_id], 'A made nothing');
       assert.deepEqual((await n.b.client.listVolumes({})).entries, [], 'B made nothing');
       assert.deepEqual(await tmpOf(n.a), []);
