@@ -3,6 +3,7 @@ import type { KeyedLocks } from '../locks.js';
 import type { PoolBackend } from '../pool/backend.js';
 import type { SourceFetcher } from '../transfer/client.js';
 import type { TransferSource } from '../transfer/server.js';
+import { TOPOLOGY_KEY } from '../driver/context.js';
 import { MIN_PROGRESS } from '../transfer/progress.js';
 import { parseDuration, parseQuantity } from '../units.js';
 import type { ServeOptions } from './serve.js';
@@ -71,7 +72,7 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
     const credentials = new TransferCredentials();
     const enrolment = new TransferEnrolment(kube, credentials, { node: nodeId, namespace, trustConfigMap: opts.transferTrustConfigmap, signerName: opts.transferSignerName, lifetimeSeconds, refreshMs });
     if (!stopped) enrolment.start();
-    const access = new TransferAccess(kube, { driver: driverName, namespace, nodeSelector: selector });
+    const access = new TransferAccess(kube, { driver: driverName, namespace, nodeSelector: selector, topologyKey: TOPOLOGY_KEY });
     const peers = clusterPeers(kube, { namespace, selector, node: nodeId });
     // A claim that names another source is final (PERMISSION_DENIED); a cluster that does not say yet is retried.
     const holder = (kind: 'volume' | 'snapshot', id: string, claim: { namespace: string; name: string }) =>

@@ -1,5 +1,4 @@
 import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
-import { TOPOLOGY_KEY } from '../driver/context.js';
 import type { PeerIdentity } from '../transfer/identity.js';
 import type { TransferKind } from '../transfer/server.js';
 import { statusOf, type Kube } from './kube.js';
@@ -24,6 +23,8 @@ export interface AccessOptions {
   /** The driver's namespace and its node plugin pods' label selector. */
   namespace: string;
   nodeSelector: string;
+  /** The topology key a PV's node affinity names its node by. */
+  topologyKey: string;
 }
 
 export const SELECTED_NODE = 'volume.kubernetes.io/selected-node';
@@ -140,7 +141,7 @@ export class TransferAccess {
       if (ref?.name !== ds.name || ref?.namespace !== c.namespace || (ref.uid && ref.uid !== src.metadata?.uid)) throw new Refusal(`PersistentVolume ${pv.metadata?.name} is not bound to claim ${c.namespace}/${ds.name}`);
       if (pv.spec?.csi?.driver !== this.o.driver) throw new Refusal(`PersistentVolume ${pv.metadata?.name} is not of driver ${this.o.driver}`);
       const terms = pv.spec?.nodeAffinity?.required?.nodeSelectorTerms ?? [];
-      const holder = terms.flatMap((t) => t.matchExpressions ?? []).find((e) => e.key === TOPOLOGY_KEY && e.operator === 'In' && e.values?.length === 1)?.values?.[0] ?? null;
+      const holder = terms.flatMap((t) => t.matchExpressions ?? []).find((e) => e.key === this.o.topologyKey && e.operator === 'In' && e.values?.length === 1)?.values?.[0] ?? null;
       return { kind: 'volume', id: pv.spec.csi.volumeHandle, holder };
     }
     throw new Refusal(`claim ${show(c)} has a data source of kind ${ds.kind} (${ds.apiGroup ?? 'core'}), not a VolumeSnapshot or a PersistentVolumeClaim`);

@@ -28,7 +28,8 @@ const MAY_IMPORT: Record<string, string[]> = {
   pool: ['shared', 'host', 'pool'],
   transfer: ['shared', 'host', 'transfer'],
   driver: ['shared', 'host', 'pool', 'transfer', 'driver'],
-  cluster: ['shared', 'host', 'pool', 'cluster'],
+  // The cluster side issues and checks the transfer's credentials and authorizes its reads.
+  cluster: ['shared', 'host', 'pool', 'transfer', 'cluster'],
   csi: ['shared', 'driver', 'csi', 'gen'],
   metrics: ['shared', 'pool', 'csi', 'transfer', 'metrics'],
   cli: ['shared', 'host', 'pool', 'transfer', 'driver', 'cluster', 'csi', 'metrics', 'cli', 'gen'],
