@@ -27,3 +27,11 @@ export function statusOf(err: unknown): number | undefined {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'number' ? code : undefined;
 }
+
+/** The object a read returns, or null when the API says it does not exist (404); any other failure is thrown. */
+export function orNull<T>(read: Promise<T>): Promise<T | null> {
+  return read.catch((err: unknown) => {
+    if (statusOf(err) === 404) return null;
+    throw err;
+  });
+}

@@ -1,7 +1,7 @@
 import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import type { PeerIdentity } from '../transfer/identity.js';
 import type { TransferKind } from '../transfer/server.js';
-import { statusOf, type Kube } from './kube.js';
+import { orNull, type Kube } from './kube.js';
 import { matchesSelector } from './label-selector.js';
 
 /** The claim a restore or clone is for, as external-provisioner names it (--extra-create-metadata). */
@@ -80,10 +80,7 @@ export class TransferAccess {
   /** The credential's pod is alive, a node plugin of the driver, on the node it names, and the connection comes from it. */
   private async livePeer(who: PeerIdentity, address: string): Promise<void> {
     if (who.pod.namespace !== this.o.namespace) throw new Refusal(`the credential names pod ${who.pod.namespace}/${who.pod.name}, outside the driver's namespace`);
-    const pod = await bounded(this.kube.core.readNamespacedPod({ name: who.pod.name, namespace: who.pod.namespace }), 'for a pod').catch((err: unknown) => {
-      if (statusOf(err) === 404) return null;
-      throw err;
-    });
+    const pod = await orNull(bounded(this.kube.core.readNamespacedPod({ name: who.pod.name, namespace: who.pod.namespace }), 'for a pod'));
     // A deleted or replaced pod revokes its credential: the certificate names the pod's UID.
     if (!pod || pod.metadata?.uid !== who.pod.uid) throw new Refusal(`the credential's pod ${who.pod.name} (${who.pod.uid}) no longer exists`);
     if (pod.metadata?.deletionTimestamp) throw new NotYet(`the credential's pod ${who.pod.name} is being deleted`);
@@ -95,10 +92,7 @@ export class TransferAccess {
   }
 
   private async claim(c: Claim): Promise<V1PersistentVolumeClaim> {
-    const pvc = await bounded(this.kube.core.readNamespacedPersistentVolumeClaim({ name: c.name, namespace: c.namespace }), 'for a claim').catch((err: unknown) => {
-      if (statusOf(err) === 404) return null;
-      throw err;
-    });
+    const pvc = await orNull(bounded(this.kube.core.readNamespacedPersistentVolumeClaim({ name: c.name, namespace: c.namespace }), 'for a claim'));
     if (!pvc) throw new Refusal(`claim ${show(c)} does not exist`);
     if (pvc.spec?.volumeName) throw new Refusal(`claim ${show(c)} is bound already (to ${pvc.spec.volumeName}): nothing is provisioned for it`);
     return pvc;
@@ -133,9 +127,9 @@ export class TransferAccess {
       return { kind: 'snapshot', id, holder: vsc.metadata?.labels?.[MANAGED_BY] ?? null };
     }
     if (ds.kind === 'PersistentVolumeClaim' && !ds.apiGroup) {
-      const src = await bounded(this.kube.core.readNamespacedPersistentVolumeClaim({ name: ds.name, namespace: c.namespace }), 'for the source claim').catch((err: unknown) => (statusOf(err) === 404 ? null : Promise.reject(err)));
+      const src = await orNull(bounded(this.kube.core.readNamespacedPersistentVolumeClaim({ name: ds.name, namespace: c.namespace }), 'for the source claim'));
       if (!src?.spec?.volumeName) throw new NotYet(`source claim ${c.namespace}/${ds.name} ${src ? 'is not bound' : 'does not exist'}`);
-      const pv = await bounded(this.kube.core.readPersistentVolume({ name: src.spec.volumeName }), 'for a PersistentVolume').catch((err: unknown) => (statusOf(err) === 404 ? null : Promise.reject(err)));
+      const pv = await orNull(bounded(this.kube.core.readPersistentVolume({ name: src.spec.volumeName }), 'for a PersistentVolume'));
       if (!pv) throw new Refusal(`PersistentVolume ${src.spec.volumeName} does not exist`);
       const ref = pv.spec?.claimRef;
       if (ref?.name !== ds.name || ref?.namespace !== c.namespace || (ref.uid && ref.uid !== src.metadata?.uid)) throw new Refusal(`PersistentVolume ${pv.metadata?.name} is not bound to claim ${c.namespace}/${ds.name}`);
@@ -149,7 +143,7 @@ export class TransferAccess {
 
   private async custom(plural: string, name: string, namespace?: string): Promise<unknown> {
     const get = namespace ? this.kube.custom.getNamespacedCustomObject({ ...SNAPSHOTS, namespace, plural, name }) : this.kube.custom.getClusterCustomObject({ ...SNAPSHOTS, plural, name });
-    return bounded(get, `for ${plural}`).catch((err: unknown) => (statusOf(err) === 404 ? null : Promise.reject(err)));
+    return orNull(bounded(get, `for ${plural}`));
   }
 }
 

@@ -5,7 +5,7 @@ import { log } from '../log.js';
 import type { TransferCredentials } from '../transfer/credentials.js';
 import { identityFromSan } from '../transfer/identity.js';
 import { certFacts, fingerprint, makeCsr, newKeyPair, splitPem, type KeyPair } from '../transfer/pki.js';
-import { statusOf, type Kube } from './kube.js';
+import { orNull, statusOf, type Kube } from './kube.js';
 
 export interface EnrolOptions {
   node: string;
@@ -118,10 +118,7 @@ export class TransferEnrolment {
 
   private async collect(): Promise<void> {
     const p = this.pending!;
-    const csr = await this.kube.certificates.readCertificateSigningRequest({ name: p.name }).catch((err: unknown) => {
-      if (statusOf(err) === 404) return null;
-      throw err;
-    });
+    const csr = await orNull(this.kube.certificates.readCertificateSigningRequest({ name: p.name }));
     const denied = csr?.status?.conditions?.find((c) => (c.type === 'Denied' || c.type === 'Failed') && c.status === 'True');
     if (!csr || denied) {
       this.pending = null;

@@ -4,7 +4,7 @@ import { log } from '../log.js';
 import type { PeerIdentity } from '../transfer/identity.js';
 import { validIdentity } from '../transfer/identity.js';
 import { fingerprint, issue, loadCa, makeCa, readCsr, splitPem, type CertificateAuthority } from '../transfer/pki.js';
-import { statusOf, type Kube } from './kube.js';
+import { orNull, statusOf, type Kube } from './kube.js';
 import { matchesSelector } from './label-selector.js';
 
 export interface SignerOptions {
@@ -102,10 +102,7 @@ export class TransferSigner {
   }
 
   private async currentCa(): Promise<CertificateAuthority> {
-    const secret = await this.kube.core.readNamespacedSecret({ name: this.o.caSecret, namespace: this.o.namespace }).catch((err: unknown) => {
-      if (statusOf(err) === 404) return null;
-      throw err;
-    });
+    const secret = await orNull(this.kube.core.readNamespacedSecret({ name: this.o.caSecret, namespace: this.o.namespace }));
     if (!secret) {
       if (!this.o.manageCa) throw new Error(`the transfer CA Secret ${this.o.namespace}/${this.o.caSecret} does not exist (it is the user's: transfer.tls.existingSecret)`);
       const ca = await makeCa('vpool-csi transfer CA', this.o.caLifetimeMs);
@@ -133,10 +130,7 @@ export class TransferSigner {
 
   /** The bundle: the current CA first, then each replaced CA until its overlap ends. */
   private async publishTrust(ca: CertificateAuthority): Promise<void> {
-    const current = await this.kube.core.readNamespacedConfigMap({ name: this.o.trustConfigMap, namespace: this.o.namespace }).catch((err: unknown) => {
-      if (statusOf(err) === 404) return null;
-      throw err;
-    });
+    const current = await orNull(this.kube.core.readNamespacedConfigMap({ name: this.o.trustConfigMap, namespace: this.o.namespace }));
     const had = splitPem(current?.data?.['ca.crt'] ?? '');
     let retiring: Array<{ pem: string; until: number }> = [];
     try {
@@ -186,10 +180,7 @@ export class TransferSigner {
     const podName = csr.spec.extra?.[POD_NAME]?.[0];
     const podUid = csr.spec.extra?.[POD_UID]?.[0];
     if (!podName || !podUid) throw new Error('the requester\'s token is not bound to a pod (no pod name and UID in the request\'s user info)');
-    const pod = await this.kube.core.readNamespacedPod({ name: podName, namespace: this.o.namespace }).catch((err: unknown) => {
-      if (statusOf(err) === 404) return null;
-      throw err;
-    });
+    const pod = await orNull(this.kube.core.readNamespacedPod({ name: podName, namespace: this.o.namespace }));
     if (!pod || pod.metadata?.uid !== podUid) throw new Error(`pod ${this.o.namespace}/${podName} (${podUid}) does not exist`);
     if (pod.metadata?.deletionTimestamp) throw new Error(`pod ${this.o.namespace}/${podName} is being deleted`);
     if (!matchesSelector(this.o.nodeSelector, pod.metadata?.labels ?? {})) throw new Error(`pod ${this.o.namespace}/${podName} is not a node plugin pod (${this.o.nodeSelector})`);

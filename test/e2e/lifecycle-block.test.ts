@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import { CommandError } from '../../src/exec.js';
 import { blockDeviceSize } from '../../src/host/loop.js';
 import { bindMount } from '../../src/host/mounts.js';
-import { blockCap, createVolume, paths, stageAndPublish, unpublishAndUnstage } from '../helpers/csi.js';
+import { blockCap, createVolume, paths, stageAndPublish, unpublishAndUnstage, cloneOfStaged } from '../helpers/csi.js';
 import { type Driver, MiB, needsRoot, pattern, useDriver } from '../helpers/driver.js';
 
 async function writeAt(dev: string, offset: number, data: Buffer): Promise<void> {
@@ -108,17 +108,8 @@ async function blockLifecycle(d: Driver): Promise<void> {
     assert.equal(await sumAt(rp.target, 5 * MiB, 2 * MiB), sum, 'restore holds the snapshot-time data');
     await unpublishAndUnstage(d, restored.volume_id, rp);
 
-    // A clone of the attached disk is one point in time only by reflink: on a pool that cannot (ext4) it is
-    // refused, and made once the disk is detached (then restaged for what follows).
-    const cloneOf = () => createVolume(d, 'vm-disk-clone', 48 * MiB, cap, { source: { volume: vol.volume_id } });
-    const clone = await cloneOf().catch(async (err: { code?: number; details?: string }) => {
-      assert.equal(err.code, 9, `FAILED_PRECONDITION, not ${err.details}`);
-      assert.match(err.details ?? '', /attached .* cannot reflink/);
-      await unpublishAndUnstage(d, vol.volume_id, p);
-      const made = await cloneOf();
-      await stageAndPublish(d, vol.volume_id, p, cap);
-      return made;
-    });
+    // The source is staged: on a pool that cannot reflink the clone is refused until it is detached.
+    const clone = await cloneOfStaged(d, () => createVolume(d, 'vm-disk-clone', 48 * MiB, cap, { source: { volume: vol.volume_id } }), { id: vol.volume_id, p, cap });
     assert.equal(clone.capacity_bytes, String(48 * MiB), 'a clone may be larger than its source');
     const cp = await paths(d, 'clone');
     await stageAndPublish(d, clone.volume_id, cp, cap);

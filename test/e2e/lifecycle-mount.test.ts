@@ -3,7 +3,7 @@ import { open, readFile, stat, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { codeOf, type Driver, MiB, needsRoot, pattern, sha256File, useDriver } from '../helpers/driver.js';
-import { createVolume, mountCap, paths, stageAndPublish, unpublishAndUnstage } from '../helpers/csi.js';
+import { createVolume, mountCap, paths, stageAndPublish, unpublishAndUnstage, cloneOfStaged } from '../helpers/csi.js';
 import { listLoopDevices } from '../../src/host/loop.js';
 
 async function writeSynced(file: string, data: Buffer): Promise<void> {
@@ -61,17 +61,8 @@ for (const fsType of ['ext4', 'xfs'] as const) {
       assert.equal(await sha256File(path.join(rp.target, 'pattern.bin')), sum, 'the restore holds the snapshot-time data');
       await unpublishAndUnstage(d, restored.volume_id, rp);
 
-      // A clone of the attached volume is one point in time only by reflink: on a pool that cannot (ext4) it is
-      // refused, and made once the volume is detached (then restaged for what follows).
-      const cloneOf = () => createVolume(d, `clone-${fsType}`, size, cap, { parameters: { fsType }, source: { volume: vol.volume_id } });
-      const clone = await cloneOf().catch(async (err: { code?: number; details?: string }) => {
-        assert.equal(err.code, 9, `FAILED_PRECONDITION, not ${err.details}`);
-        assert.match(err.details ?? '', /attached .* cannot reflink/);
-        await unpublishAndUnstage(d, vol.volume_id, p);
-        const made = await cloneOf();
-        await stageAndPublish(d, vol.volume_id, p, cap);
-        return made;
-      });
+      // The source is staged: on a pool that cannot reflink the clone is refused until it is detached.
+      const clone = await cloneOfStaged(d, () => createVolume(d, `clone-${fsType}`, size, cap, { parameters: { fsType }, source: { volume: vol.volume_id } }), { id: vol.volume_id, p, cap });
       const cp = await paths(d, 'clone');
       await stageAndPublish(d, clone.volume_id, cp, cap);
       assert.equal(await sha256File(path.join(cp.target, 'pattern.bin')), changedSum, 'the clone holds the source as it is now');

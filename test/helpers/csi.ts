@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { VolumeCapability } from '../../gen/csi/v1/VolumeCapability.js';
@@ -42,4 +43,20 @@ export async function stageAndPublish(d: Driver, volumeId: string, p: { staging:
 export async function unpublishAndUnstage(d: Driver, volumeId: string, p: { staging: string; target: string }) {
   await d.client.nodeUnpublishVolume({ volume_id: volumeId, target_path: p.target });
   await d.client.nodeUnstageVolume({ volume_id: volumeId, staging_target_path: p.staging });
+}
+
+/**
+ * A clone of a staged file-pool volume: one point in time only by reflink, so on a pool that cannot
+ * (ext4) the driver refuses it (FAILED_PRECONDITION, saying so); then it is made once the source is
+ * detached, and the source is staged and published again for what the test does next.
+ */
+export async function cloneOfStaged(d: Driver, clone: () => ReturnType<typeof createVolume>, source: { id: string; p: { staging: string; target: string }; cap: VolumeCapability }) {
+  return clone().catch(async (err: { code?: number; details?: string }) => {
+    assert.equal(err.code, 9, `FAILED_PRECONDITION, not ${err.details}`);
+    assert.match(err.details ?? '', /attached .* cannot reflink/);
+    await unpublishAndUnstage(d, source.id, source.p);
+    const made = await clone();
+    await stageAndPublish(d, source.id, source.p, source.cap);
+    return made;
+  });
 }

@@ -3,46 +3,15 @@
 // namespace, the namespaces joined by a veth pair. Started by test/e2e/transfer-vm.test.ts.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { blockCap, createVolume } from '../helpers/csi.js';
 import { writeAt } from '../helpers/data.js';
 import { BIN, MiB, pattern, type Driver } from '../helpers/driver.js';
+import { lvsOf, sh, sumOf, vgFree, withLv } from '../helpers/lvm-vm.js';
 import { transferNodes, type TransferNodes } from '../helpers/transfer-nodes.js';
 
 const SIZE = 64 * MiB;
-const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-
-/** The SHA-256 of a whole device or file (the first `bytes` of it). */
-async function sumOf(file: string, bytes: number): Promise<string> {
-  const fh = await open(file, 'r');
-  try {
-    const h = createHash('sha256');
-    const buf = Buffer.alloc(4 * MiB);
-    for (let at = 0; at < bytes; at += buf.length) {
-      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, bytes - at), at);
-      h.update(buf.subarray(0, bytesRead));
-    }
-    return h.digest('hex');
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Runs fn with the LV active (as the node would have it), and leaves it as it was found. */
-async function withLv<T>(vg: string, lv: string, fn: (dev: string) => Promise<T>): Promise<T> {
-  sh('lvchange', ['-y', '-ay', '-K', `${vg}/${lv}`]);
-  try {
-    return await fn(`/dev/${vg}/${lv}`);
-  } finally {
-    sh('lvchange', ['-y', '-an', `${vg}/${lv}`]);
-  }
-}
-
-const lvsOf = (vg: string) => sh('lvs', ['--noheadings', '-o', 'lv_name,lv_tags', vg]);
-const vgFree = (vg: string) => Number(sh('vgs', ['--noheadings', '--units', 'b', '--nosuffix', '-o', 'vg_free', vg]).trim());
 
 /** A thin LV's allocated bytes, as the thin pool counts them. */
 const thinAllocated = (vg: string, lv: string) => (Number(sh('lvs', ['--noheadings', '--units', 'b', '--nosuffix', '-o', 'data_percent,lv_size', `${vg}/${lv}`]).trim().split(/\s+/)[0]) / 100) * SIZE;

@@ -150,7 +150,7 @@ export class FilePool implements PoolBackend {
       ...(spec.source ? { source: spec.source } : {}),
       parameters: spec.parameters,
     };
-    const mode = spec.source?.kind === 'volume' && !spec.fill ? await this.copies.mode(this.volumeImage(spec.source.id), spec.source.id, 'a clone of it') : 'any';
+    const mode = spec.source?.kind === 'volume' && !spec.fill ? await this.copies.mode(this.volumeImage(spec.source.id), spec.source.id, 'a clone of it') : 'plain';
     // Metadata is committed inside the space reservation, so no other create counts space twice.
     await this.withSpace(spec.capacityBytes, async () => {
       let metaTmp: string | undefined;
@@ -260,7 +260,7 @@ export class FilePool implements PoolBackend {
     };
     await this.withSpace(allocated, async () => {
       try {
-        await this.copies.copy(from, tmp, { kind: 'volume', id: source.id }, 'any');
+        await this.copies.copy(from, tmp, { kind: 'volume', id: source.id }, 'plain');
         await syncFile(tmp);
         const meta = await writeTempSynced(`${spec.id}.json`, JSON.stringify(record), this.tmpDir);
         await this.snapshots.put(record, meta, () => rename(tmp, image));
@@ -295,7 +295,7 @@ export class FilePool implements PoolBackend {
     }
     const vol = await this.getVolume(id);
     if (!vol) return null;
-    if ((await this.copies.mode(this.volumeImage(id), id, 'sending it to another node')) === 'any') return { path: this.volumeImage(id), size: vol.capacityBytes, file: true, release: async () => undefined };
+    if ((await this.copies.mode(this.volumeImage(id), id, 'sending it to another node')) === 'plain') return { path: this.volumeImage(id), size: vol.capacityBytes, file: true, release: async () => undefined };
     const copy = path.join(this.tmpDir, `${id}.send-${process.pid}-${Date.now()}.img`);
     try {
       await this.copies.copy(this.volumeImage(id), copy, { kind: 'volume', id }, 'reflink');

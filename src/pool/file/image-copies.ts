@@ -6,8 +6,8 @@ import { run } from '../../exec.js';
 import { loopsBackedBy } from '../../host/loop.js';
 import { log } from '../../log.js';
 
-/** How an image may be copied: by any copy, or only by a reflink. */
-export type CopyMode = 'any' | 'reflink';
+/** How an image may be copied: plainly (a sparse copy, a reflink where one can be had, or read in place), or only by a reflink. */
+export type CopyMode = 'plain' | 'reflink';
 
 /** Copies of a file pool's images, each of one point in time or refused. */
 export class ImageCopies {
@@ -26,7 +26,7 @@ export class ImageCopies {
    * writes would mix old and new blocks: refused.
    */
   async mode(image: string, id: string, what: string): Promise<CopyMode> {
-    if ((await loopsBackedBy(image)).length === 0) return 'any';
+    if ((await loopsBackedBy(image)).length === 0) return 'plain';
     if (await this.canReflink()) return 'reflink';
     throw precondition(
       `volume ${id} is attached (a workload may be writing it) and the pool's filesystem at ${this.root} cannot reflink, so ${what} would not be a copy of one point in time; ` +
