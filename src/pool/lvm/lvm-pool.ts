@@ -7,10 +7,11 @@ import { roundUp } from '../../units.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, PoolTuning, ReadableData, SnapshotRecord, VolumeRecord, ThinPoolUse, UnfinishedVolume } from '../backend.js';
 import { copyBlockDevice } from './copy.js';
 import { createFilledLv, openLvData, sweepSendLvs, type LvTransferContext } from './lv-transfer.js';
-import { HEALTH, parseLvAttr } from './lv-attr.js';
+import { parseLvAttr } from './lv-attr.js';
+import { LvHealth } from './lv-health.js';
 import { lvmFailure, lvmReason } from './lvm-errors.js';
 import { tagsOf, tagValue, type LvmCli, type LvRow, type VgRow } from './lvm-cli.js';
-import { dmDeviceOf, dmName, dmNames } from './dm.js';
+import { dmDeviceOf } from './dm.js';
 import { lvHeld, sweepIncompleteLvs } from './sweep.js';
 import { MetadataCache, withoutThickLv, withThickLv, type VgMetadata } from './metadata-cache.js';
 import { INCOMPLETE_TAG, isIncomplete, isSnapshotRow, isVolumeRow, POOL_TAG, snapshotFromRow, snapshotTags, THIN_POOL_TAG, volumeFromRow, volumeTags } from './tags.js';
@@ -23,9 +24,7 @@ export interface LvmPoolOptions {
 }
 
 const LV_NAME = /^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$/;
-const FULL_PERCENT = 95;
 const stripes = (p: Record<string, string>) => (p.stripes ? ['-i', p.stripes] : []);
-
 
 /**
  * Volumes as logical volumes of one VG (thick, or thin in a thin pool), snapshots as thin or COW
@@ -51,9 +50,11 @@ export class LvmPool implements PoolBackend {
     private readonly defaultThinPool: string | undefined,
   ) {
     this.cache = new MetadataCache(lvm, opts.vg);
+    this.health = new LvHealth(lvm, opts.vg);
   }
 
   private readonly cache: MetadataCache;
+  private readonly health: LvHealth;
 
   /**
    * Opens the pool. `sweep`: this process creates volumes, so what a crash left half-made (copies
@@ -145,9 +146,6 @@ export class LvmPool implements PoolBackend {
   private metadata(): Promise<VgMetadata> {
     return this.cache.read();
   }
-
-  /** The last report read for health (dm state), which the next pages of a listing reuse for a moment. */
-  private health?: { at: number; rows: ReadonlyMap<string, LvRow> };
 
   private lvPath(name: string): string {
     return `${this.opts.vg}/${name}`;
@@ -302,41 +300,9 @@ export class LvmPool implements PoolBackend {
       .map((r) => ({ name: r.lv_name, dataPercent: Number(r.data_percent || 0), metadataPercent: Number(r.metadata_percent || 0) }));
   }
 
-  /**
-   * Health and thin pool fullness are device-mapper's to tell (lvs asks it). Where none of the page's
-   * LVs nor their thin pools has a dm device (inactive, or no device-mapper at all), dm has nothing
-   * to say: the held metadata answers without an lvm command.
-   */
+  /** Health and thin pool fullness: lv-health.ts. */
   async volumeConditions(volumes: readonly VolumeRecord[]): Promise<Condition[]> {
-    if (!volumes.length) return [];
-    const meta = await this.metadata();
-    const byName = new Map(meta.lvs.map((r) => [r.lv_name, r]));
-    const live = this.lvm.activation ? dmNames() : new Set<string>();
-    const active = (lv: string | undefined) => !!lv && (live === undefined || live.has(dmName(this.opts.vg, lv)));
-    if (!volumes.some((v) => active(v.id) || active(byName.get(v.id)?.pool_lv))) return volumes.map((v) => this.conditionOf(v, byName));
-    // Health read under a second ago (the listing this page came from) is as good as a new report.
-    // Health read under two seconds ago (for the previous page of the same listing) is as good as a new report.
-    const recent = this.health && performance.now() - this.health.at < 2000 && volumes.every((v) => this.health!.rows.has(v.id)) ? this.health.rows : undefined;
-    let rows = recent;
-    if (!rows) {
-      rows = new Map((await this.lvm.lvs(this.opts.vg)).map((r) => [r.lv_name, r]));
-      this.health = { at: performance.now(), rows };
-    }
-    return volumes.map((v) => this.conditionOf(v, rows));
-  }
-
-  private conditionOf(v: VolumeRecord, rows: ReadonlyMap<string, LvRow>): Condition {
-    const row = rows.get(v.id);
-    if (!row) return { abnormal: true, message: `LV ${this.lvPath(v.id)} is missing` };
-    const { health } = parseLvAttr(row.lv_attr);
-    if (health) return { abnormal: true, message: `LV ${this.lvPath(v.id)}: ${HEALTH[health] ?? `health flag ${health}`}` };
-    if (row.pool_lv) {
-      const pool = rows.get(row.pool_lv);
-      const data = Number(pool?.data_percent || 0);
-      const meta = Number(pool?.metadata_percent || 0);
-      if (data > FULL_PERCENT || meta > FULL_PERCENT) return { abnormal: true, message: `thin pool ${row.pool_lv} is ${data}% data and ${meta}% metadata full` };
-    }
-    return { abnormal: false, message: 'volume is healthy' };
+    return this.health.conditions(volumes, volumes.length ? (await this.metadata()).lvs : []);
   }
 
   /**
