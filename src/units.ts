@@ -3,18 +3,44 @@ export const MiB = 1024 * KiB;
 export const GiB = 1024 * MiB;
 export const TiB = 1024 * GiB;
 
-const SUFFIX: Record<string, number> = {
-  '': 1, k: 1e3, K: 1e3, M: 1e6, G: 1e9, T: 1e12,
-  Ki: KiB, Mi: MiB, Gi: GiB, Ti: TiB,
-};
+// Kubernetes' quantity suffixes (apimachinery resource/suffix.go): binary powers of 1024, decimal powers
+// of 10 (n, u and m included, as its parser accepts them). "K" is not one of them.
+const BINARY: Record<string, bigint> = { Ki: 1n, Mi: 2n, Gi: 3n, Ti: 4n, Pi: 5n, Ei: 6n };
+const DECIMAL: Record<string, number> = { n: -9, u: -6, m: -3, '': 0, k: 3, M: 6, G: 9, T: 12, P: 15, E: 18 };
+// <signedNumber><suffix>: a number is digits, digits "." digits, digits "." or "." digits; the suffix a
+// binary or decimal SI one, or "e"/"E" and a signed whole exponent. No spaces anywhere.
+const QUANTITY = /^([+-]?)([0-9]*)(?:\.([0-9]*))?(.*)$/;
+const EXPONENT = /^[eE]([+-]?[0-9]+)$/;
+const HINT = '(a Kubernetes quantity: e.g. 512Mi, 10Gi, 1G, 1e9, 1073741824)';
 
-/** Parses a byte quantity as Kubernetes writes it ("512Mi", "10G", "1073741824"). */
+/**
+ * Parses a byte quantity exactly as Kubernetes' own parser reads it ("512Mi", "10G", "1.5Gi", "1e9",
+ * "1073741824"), refusing anything else with the reason. A fraction of a byte rounds up, as Kubernetes'
+ * Value() does. Arithmetic is exact (integers), so "0.1Gi" is not off by a float's rounding.
+ */
 export function parseQuantity(text: string): number {
-  const m = /^([0-9]+(?:\.[0-9]+)?)([KMGT]i?|k)?$/.exec(text.trim());
-  if (!m) throw new Error(`not a byte quantity: ${JSON.stringify(text)} (use e.g. 512Mi, 10Gi, 1073741824)`);
-  const bytes = Number(m[1]) * SUFFIX[m[2] ?? ''];
-  if (!Number.isSafeInteger(Math.round(bytes))) throw new Error(`byte quantity too large: ${text}`);
-  return Math.round(bytes);
+  const m = QUANTITY.exec(text);
+  const whole = m?.[2] ?? '';
+  const frac = m?.[3] ?? '';
+  if (!m || (whole === '' && frac === '')) throw new Error(`not a byte quantity: ${JSON.stringify(text)}: it must start with a number ${HINT}`);
+  const suffix = m[4];
+  let num = BigInt(whole + frac || '0');
+  let den = 10n ** BigInt(frac.length);
+  let power10 = 0;
+  if (suffix in BINARY) num *= 1024n ** BINARY[suffix];
+  else if (suffix in DECIMAL) power10 = DECIMAL[suffix];
+  else {
+    const e = EXPONENT.exec(suffix);
+    if (!e) throw new Error(`not a byte quantity: ${JSON.stringify(text)}: ${JSON.stringify(suffix)} is not a suffix Kubernetes knows (Ki Mi Gi Ti Pi Ei, n u m k M G T P E, or e<exponent>) ${HINT}`);
+    // Beyond these the result is either zero bytes rounded up to one or far past any disk: said as too large below.
+    power10 = Math.max(-400, Math.min(400, Number(e[1])));
+  }
+  if (power10 >= 0) num *= 10n ** BigInt(power10);
+  else den *= 10n ** BigInt(-power10);
+  if (m[1] === '-' && num !== 0n) throw new Error(`not a byte quantity: ${JSON.stringify(text)} is negative`);
+  const bytes = (num + den - 1n) / den;
+  if (bytes > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error(`byte quantity too large: ${text} (at most ${Number.MAX_SAFE_INTEGER} bytes)`);
+  return Number(bytes);
 }
 
 export function roundUp(n: number, multiple: number): number {

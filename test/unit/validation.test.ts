@@ -11,7 +11,6 @@ import { parseRange } from '../../src/csi/sizing.js';
 import { chooseSize, fitsRange } from '../../src/driver/sizing.js';
 import { DriverError } from '../../src/errors.js';
 import { toStatus } from '../../src/csi/rpc.js';
-import { parseQuantity } from '../../src/units.js';
 
 const MiB = 1024 * 1024;
 const code = (fn: () => unknown): string => {
@@ -72,13 +71,6 @@ describe('sizing', () => {
     assert.equal(fitsRange(10, { required: 5, limit: 0 }), true);
     assert.equal(fitsRange(10, { required: 5, limit: 9 }), false);
     assert.equal(fitsRange(4, { required: 5, limit: 0 }), false);
-  });
-  it('parses Kubernetes quantities', () => {
-    assert.equal(parseQuantity('1Gi'), 1024 * MiB);
-    assert.equal(parseQuantity('10M'), 10_000_000);
-    assert.equal(parseQuantity('512'), 512);
-    assert.throws(() => parseQuantity('1 GB'));
-    assert.throws(() => parseQuantity('-1Gi'));
   });
 });
 
