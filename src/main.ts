@@ -24,6 +24,8 @@ program
   .option('--overprovision-ratio <ratio>', 'lvm backend: thin pools promise up to this many times their size', '1.0')
   .option('--libvirt-uri <uri>', 'libvirt backend: the hypervisor (qemu:///system, qemu+ssh://host/system, ...)', 'qemu:///system')
   .addOption(new Option('--libvirt-transport <how>', 'libvirt backend: auto (one held connection to the local qemu:///system daemon, virsh for other URIs), rpc or virsh').choices(['auto', 'rpc', 'virsh']).default('auto'))
+  .option('--libvirt-keepalive-interval <duration>', 'libvirt backend (rpc): ping libvirtd after this long without a word from it (0: no keepalive)', '5s')
+  .option('--libvirt-keepalive-count <n>', 'libvirt backend (rpc): pings in a row left unanswered before the connection is declared dead and calls fail UNAVAILABLE', '3')
   .option('--libvirt-pool <name>', 'libvirt backend: the storage pool volumes are made in')
   .option('--hypervisor <name>', 'libvirt backend: topology value of the hypervisor (controller default: its hostname; required on nodes)')
   .option('--disk-cache <mode>', 'libvirt backend: cache mode of hot-plugged disks (none, directsync, writeback, ...)', 'none')

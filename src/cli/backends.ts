@@ -6,7 +6,8 @@ import { HYPERVISOR_TOPOLOGY_KEY, TOPOLOGY_KEY } from '../driver/context.js';
 import { log } from '../log.js';
 import type { BlockDevices, NodeVolumeView, PoolBackend, ControllerAttacher } from '../pool/backend.js';
 import type { LibvirtTransport } from '../pool/libvirt/libvirt-api.js';
-import { parseQuantity } from '../units.js';
+import type { Keepalive } from '../pool/libvirt/rpc/connection.js';
+import { parseDuration, parseQuantity } from '../units.js';
 
 export const DISK_CACHE_MODES = ['default', 'none', 'writethrough', 'writeback', 'directsync', 'unsafe'] as const;
 export type DiskCache = (typeof DISK_CACHE_MODES)[number];
@@ -17,7 +18,7 @@ const LIBVIRT_TRANSPORTS = ['auto', 'rpc', 'virsh'] as const satisfies readonly 
 export type BackendOptions =
   | { kind: 'file'; poolDir: string; reserveBytes: number }
   | { kind: 'lvm'; vg: string; reserveBytes: number; overprovisionRatio: number }
-  | { kind: 'libvirt'; uri: string; transport: LibvirtTransport; pool?: string; hypervisor?: string; diskCache: DiskCache; attachTimeoutMs: number; reserveBytes: number };
+  | { kind: 'libvirt'; uri: string; transport: LibvirtTransport; keepalive?: Keepalive | null; pool?: string; hypervisor?: string; diskCache: DiskCache; attachTimeoutMs: number; reserveBytes: number };
 
 /**
  * What this process does with the pool: `node` only attaches (a node-only process beside a
@@ -34,6 +35,8 @@ export interface BackendFlags {
   overprovisionRatio: string;
   libvirtUri: string;
   libvirtTransport?: string;
+  libvirtKeepaliveInterval?: string;
+  libvirtKeepaliveCount?: string;
   libvirtPool?: string;
   hypervisor?: string;
   diskCache: string;
@@ -59,9 +62,25 @@ export function backendOptions(f: BackendFlags): BackendOptions {
     if (!(DISK_CACHE_MODES as readonly string[]).includes(f.diskCache)) throw new Error(`--disk-cache ${JSON.stringify(f.diskCache)} is not a libvirt cache mode (${DISK_CACHE_MODES.join(', ')})`);
     const transport = f.libvirtTransport ?? 'auto';
     if (!(LIBVIRT_TRANSPORTS as readonly string[]).includes(transport)) throw new Error(`--libvirt-transport ${JSON.stringify(transport)} is not one of ${LIBVIRT_TRANSPORTS.join(', ')}`);
-    return { kind: 'libvirt', uri: f.libvirtUri, transport: transport as LibvirtTransport, pool: f.libvirtPool, hypervisor: f.hypervisor, diskCache: f.diskCache as DiskCache, attachTimeoutMs: seconds * 1000, reserveBytes };
+    return { kind: 'libvirt', uri: f.libvirtUri, transport: transport as LibvirtTransport, keepalive: keepaliveOf(f), pool: f.libvirtPool, hypervisor: f.hypervisor, diskCache: f.diskCache as DiskCache, attachTimeoutMs: seconds * 1000, reserveBytes };
   }
   throw new Error(`--backend ${f.backend} is not supported (file, lvm or libvirt)`);
+}
+
+function keepaliveOf(f: BackendFlags): Keepalive | null {
+  const interval = f.libvirtKeepaliveInterval ?? '5s';
+  let intervalMs: number;
+  try {
+    intervalMs = parseDuration(interval);
+  } catch (err) {
+    throw new Error(`--libvirt-keepalive-interval: ${(err as Error).message}`);
+  }
+  if (intervalMs === 0) return null;
+  if (intervalMs < 1000 || intervalMs > 3_600_000) throw new Error(`--libvirt-keepalive-interval is 0 (off) or between 1s and 1h, not ${JSON.stringify(interval)}`);
+  const countText = f.libvirtKeepaliveCount ?? '3';
+  const count = Number(countText);
+  if (!/^[0-9]+$/.test(countText) || count < 1 || count > 100) throw new Error(`--libvirt-keepalive-count is a whole number from 1 to 100, not ${JSON.stringify(countText)}`);
+  return { intervalMs, count };
 }
 
 /** An open pool and what the CSI layer needs to know of it. */
@@ -115,7 +134,7 @@ async function openLibvirt(o: Extract<BackendOptions, { kind: 'libvirt' }>, role
     import('../pool/libvirt/names.js'),
     import('../pool/libvirt/libvirt-attacher.js'),
   ]);
-  const libvirt = connectLibvirt(o.uri, o.transport);
+  const libvirt = connectLibvirt(o.uri, o.transport, { keepalive: o.keepalive });
   const backend = await LibvirtPool.open(libvirt, new Domains(libvirt), { pool: validatePoolName(o.pool), reserveBytes: o.reserveBytes }, { sweep: true });
   const hypervisor = o.hypervisor ?? (await libvirt.hostname()).trim().split('.')[0];
   return {

@@ -2,6 +2,7 @@ import net from 'node:net';
 import { callSignal } from '../../../call-context.js';
 import { DriverError, unavailable } from '../../../errors.js';
 import { log } from '../../../log.js';
+import { FrameAssembler, HEADER_BYTES } from './frames.js';
 import { XdrReader, XdrWriter } from './xdr.js';
 
 // libvirt's src/rpc/virnetprotocol.x and src/remote/remote_protocol.x (9.0)
@@ -19,8 +20,6 @@ const enum Status {
   Ok = 0,
   Error = 1,
 }
-const HEADER_BYTES = 4 + 24;
-const MESSAGE_MAX = 33_554_432;
 
 // virterror.h: the codes for "that object does not exist".
 const MISSING_CODES = new Set([42 /* NO_DOMAIN */, 49 /* NO_STORAGE_POOL */, 50 /* NO_STORAGE_VOL */, 99 /* DEVICE_MISSING */]);
@@ -50,11 +49,40 @@ interface Pending {
 }
 
 /**
+ * libvirt's keepalive protocol (virkeepalive.c), as virsh's -k/-K set it: when nothing has come from
+ * libvirtd for `intervalMs`, a ping is sent; `count` pings in a row without a word back and the
+ * connection is declared dead. So a hung libvirtd is noticed within intervalMs × (count + 1).
+ */
+export interface Keepalive {
+  intervalMs: number;
+  count: number;
+}
+
+export interface ConnectionOptions {
+  /** The most a call waits for its reply (its own timeoutMs may say otherwise). */
+  timeoutMs?: number;
+  /** Default DEFAULT_KEEPALIVE; null: none (a hung libvirtd is then noticed per call, at its timeout). */
+  keepalive?: Keepalive | null;
+  /**
+   * Calls sent at once; the rest wait their turn here. libvirtd stops reading a client that has
+   * max_client_requests (5 by default) calls in flight, and then reads neither its further calls
+   * nor its keepalive pings: one under that keeps the connection readable.
+   */
+  maxInFlight?: number;
+}
+
+export const DEFAULT_KEEPALIVE: Keepalive = { intervalMs: 5_000, count: 3 };
+const DEFAULT_MAX_IN_FLIGHT = 4;
+// virdrvfeature: the remote party takes part in the keepalive program.
+const FEATURE_PROGRAM_KEEPALIVE = 10;
+
+/**
  * One connection to libvirtd over its unix socket, speaking libvirt's RPC protocol: calls carry a
- * serial and are answered in any order, so many are in flight at once; events arrive as messages
- * on the same socket; libvirtd's keepalive pings are answered. When the socket closes (libvirtd
- * restarted or stopped) every call in flight fails as unavailable and the next call connects anew:
- * a caller never holds a dead connection, and the driver's retries go through once libvirtd is back.
+ * serial and are answered in any order, so several are in flight at once; events arrive as messages
+ * on the same socket; keepalive runs both ways (libvirtd's pings answered, ours sent when it is
+ * silent). When the socket closes (libvirtd restarted or stopped) or keepalive declares it dead,
+ * every call in flight fails as unavailable and the next call connects anew: a caller never holds
+ * a dead connection, and the driver's retries go through once libvirtd is back.
  */
 export class LibvirtConnection {
   private socket: net.Socket | null = null;
@@ -63,15 +91,25 @@ export class LibvirtConnection {
   private readonly pending = new Map<number, Pending>();
   private readonly listeners = new Set<EventListener>();
   private readonly closeListeners = new Set<(connection: number) => void>();
+  private readonly deaths = new WeakMap<net.Socket, string>();
   private generation = 0;
   private closed = false;
+  private inFlight = 0;
+  private readonly turns: Array<() => void> = [];
+  private readonly timeoutMs: number;
+  private readonly keepalive: Keepalive | null;
+  private readonly maxInFlight: number;
 
   constructor(
     readonly socketPath: string,
     /** The URI libvirtd is asked to open (qemu:///system). */
     readonly uri: string,
-    private readonly timeoutMs = 120_000,
-  ) {}
+    opts: ConnectionOptions = {},
+  ) {
+    this.timeoutMs = opts.timeoutMs ?? 120_000;
+    this.keepalive = opts.keepalive === undefined ? DEFAULT_KEEPALIVE : opts.keepalive;
+    this.maxInFlight = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+  }
 
   /** How many times a connection was made: a test sees a reconnect by it. */
   get connections(): number {
@@ -92,14 +130,50 @@ export class LibvirtConnection {
 
   /** A call of the remote program: the arguments already encoded, the reply's body to decode. */
   async call(proc: number, args?: (w: XdrWriter) => void, opts: { timeoutMs?: number } = {}): Promise<XdrReader> {
-    const socket = await this.connected();
-    return this.send(socket, proc, args, opts.timeoutMs ?? this.timeoutMs);
+    const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
+    const deadline = performance.now() + timeoutMs;
+    await this.turn(proc, timeoutMs);
+    try {
+      const socket = await this.connected();
+      return await this.send(socket, proc, args, Math.max(1, deadline - performance.now()));
+    } finally {
+      this.inFlight--;
+      this.turns.shift()?.();
+    }
   }
 
   close(): void {
     this.closed = true;
     this.socket?.destroy();
     this.socket = null;
+  }
+
+  /** Waits until fewer than maxInFlight calls are out; the wait counts in the call's time and ends with it. */
+  private turn(proc: number, timeoutMs: number): Promise<void> {
+    if (this.inFlight < this.maxInFlight && !this.turns.length) {
+      this.inFlight++;
+      return Promise.resolve();
+    }
+    const signal = callSignal();
+    return new Promise<void>((resolve, reject) => {
+      const go = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        this.inFlight++;
+        resolve();
+      };
+      const drop = (err: Error) => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        const i = this.turns.indexOf(go);
+        if (i >= 0) this.turns.splice(i, 1);
+        reject(err);
+      };
+      const onAbort = () => drop(new DriverError('cancelled', `the call was cancelled or ran out of time before libvirt was asked (procedure ${proc})`));
+      const timer = setTimeout(() => drop(unavailable(`libvirtd did not take procedure ${proc} within ${timeoutMs / 1000} s: ${this.maxInFlight} calls were ahead of it`)), timeoutMs);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.turns.push(go);
+    });
   }
 
   private async connected(): Promise<net.Socket> {
@@ -124,38 +198,64 @@ export class LibvirtConnection {
       const auth = (await this.send(socket, Proc.AuthList, undefined, this.timeoutMs)).array((r) => r.i32());
       if (auth.length && !auth.includes(0)) throw unavailable(`libvirtd at ${this.socketPath} wants authentication (${auth.join(',')}); run the driver as root or use a virsh URI`);
       await this.send(socket, Proc.ConnectOpen, (w) => w.optionalString(this.uri).u32(0), this.timeoutMs);
+      // Asking for the feature is what makes libvirtd ping this client too (remoteDispatchConnectSupportsFeature).
+      if (this.keepalive) await this.send(socket, Proc.ConnectSupportsFeature, (w) => w.i32(FEATURE_PROGRAM_KEEPALIVE), this.timeoutMs);
     } catch (err) {
       socket.destroy();
       throw err;
     }
+    if (socket.destroyed) throw unavailable(`the connection to libvirtd (${this.socketPath}) closed as it was opened`);
     this.socket = socket;
     log.debug('connected to libvirtd', { socket: this.socketPath, uri: this.uri, connection: this.generation });
     return socket;
   }
 
   private attach(socket: net.Socket, connection: number): void {
-    let buffered: Buffer = Buffer.alloc(0);
+    const frames = new FrameAssembler();
+    let lastHeard = performance.now();
+    let unanswered = 0;
     socket.on('data', (chunk: Buffer) => {
-      buffered = buffered.length ? Buffer.concat([buffered, chunk]) : chunk;
-      while (buffered.length >= 4) {
-        const len = buffered.readUInt32BE(0);
-        if (len < HEADER_BYTES || len > MESSAGE_MAX) {
-          socket.destroy(new Error(`libvirtd sent a message of ${len} bytes`));
-          return;
-        }
-        if (buffered.length < len) break;
-        const message = buffered.subarray(0, len);
-        buffered = buffered.subarray(len);
-        this.receive(socket, message);
+      lastHeard = performance.now();
+      unanswered = 0;
+      let messages: Buffer[];
+      try {
+        messages = frames.push(chunk);
+      } catch (err) {
+        this.kill(socket, (err as Error).message);
+        return;
       }
+      for (const m of messages) this.receive(socket, m);
     });
+    // Started with the socket, so a libvirtd that accepted the connection and then hung is found out during the handshake too.
+    const ka = this.keepalive;
+    const ticker = ka
+      ? setInterval(() => {
+          if (performance.now() - lastHeard < ka.intervalMs) return;
+          if (unanswered >= ka.count) {
+            this.kill(socket, `libvirtd answered none of ${ka.count} keepalive pings (${((ka.intervalMs * (ka.count + 1)) / 1000).toFixed(1)} s without a word): declared dead`);
+            return;
+          }
+          unanswered++;
+          socket.write(frame(KEEPALIVE_PROGRAM, KEEPALIVE_PING, MessageType.Message, 0, undefined));
+        }, ka.intervalMs)
+      : undefined;
+    ticker?.unref();
     socket.on('error', (err) => log.warn('libvirt connection error', { socket: this.socketPath, err: err.message }));
     socket.on('close', () => {
+      clearInterval(ticker);
       if (this.socket === socket) this.socket = null;
-      const lost = unavailable(`the connection to libvirtd (${this.socketPath}) was lost; libvirtd restarted or stopped`);
+      const death = this.deaths.get(socket);
+      const lost = unavailable(death ? `the connection to libvirtd (${this.socketPath}) was given up: ${death}` : `the connection to libvirtd (${this.socketPath}) was lost; libvirtd restarted or stopped`);
       for (const p of [...this.pending.values()]) if (p.socket === socket) p.reject(lost);
       for (const l of [...this.closeListeners]) l(connection);
     });
+  }
+
+  private kill(socket: net.Socket, why: string): void {
+    if (socket.destroyed) return;
+    this.deaths.set(socket, why);
+    log.warn('libvirt connection given up', { socket: this.socketPath, why });
+    socket.destroy();
   }
 
   private receive(socket: net.Socket, message: Buffer): void {
@@ -202,6 +302,11 @@ export class LibvirtConnection {
   private send(socket: net.Socket, proc: number, args: ((w: XdrWriter) => void) | undefined, timeoutMs: number): Promise<XdrReader> {
     const signal = callSignal();
     if (signal?.aborted) return Promise.reject(new DriverError('cancelled', 'the call was cancelled or ran out of time before libvirt was asked'));
+    // A socket that closed before this call was written would never answer it, and its close has already been told.
+    if (socket.destroyed || !socket.writable) {
+      const death = this.deaths.get(socket);
+      return Promise.reject(unavailable(`the connection to libvirtd (${this.socketPath}) closed before procedure ${proc} was sent${death ? `: ${death}` : ''}`));
+    }
     const serial = this.serial++;
     if (this.serial > 0x7fffffff) this.serial = 1;
     return new Promise<XdrReader>((resolve, reject) => {
@@ -214,10 +319,12 @@ export class LibvirtConnection {
         fn();
       };
       this.pending.set(serial, { socket, resolve: (b) => settle(() => resolve(b)), reject: (e) => settle(() => reject(e)) });
-      timer = setTimeout(() => settle(() => reject(unavailable(`libvirtd did not answer procedure ${proc} within ${timeoutMs / 1000} s`))), timeoutMs);
+      timer = setTimeout(() => settle(() => reject(unavailable(`libvirtd did not answer procedure ${proc} within ${Math.round(timeoutMs) / 1000} s`))), timeoutMs);
       // libvirt goes on with what it was asked; the caller stops waiting, as with a killed virsh.
       signal?.addEventListener('abort', onAbort, { once: true });
-      socket.write(frame(REMOTE_PROGRAM, proc, MessageType.Call, serial, args));
+      socket.write(frame(REMOTE_PROGRAM, proc, MessageType.Call, serial, args), (err) => {
+        if (err) settle(() => reject(unavailable(`procedure ${proc} could not be sent to libvirtd (${this.socketPath}): ${err.message}`)));
+      });
     });
   }
 }
@@ -235,6 +342,7 @@ function frame(prog: number, proc: number, type: MessageType, serial: number, ar
 export const enum Proc {
   ConnectOpen = 1,
   ConnectGetHostname = 59,
+  ConnectSupportsFeature = 60,
   DomainGetXmlDesc = 14,
   DomainLookupByName = 23,
   DomainLookupByUuid = 24,

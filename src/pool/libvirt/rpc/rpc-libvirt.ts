@@ -1,9 +1,10 @@
 import { existsSync } from 'node:fs';
+import { Semaphore } from 'async-mutex';
 import { invalid } from '../../../errors.js';
 import { log } from '../../../log.js';
 import { POOL_STATES, WIPE_ALGORITHM_NUMBERS, type Affect, type EventWatch, type Libvirt, type PoolInfo } from '../libvirt-api.js';
 import { LibvirtMissingError, Virsh } from '../virsh.js';
-import { LibvirtConnection, LibvirtRpcError, Proc } from './connection.js';
+import { LibvirtConnection, LibvirtRpcError, Proc, type ConnectionOptions, type Keepalive } from './connection.js';
 import type { XdrReader, XdrWriter } from './xdr.js';
 
 /** remote_nonnull_domain: libvirtd finds a domain by its UUID, the name and id ride along. */
@@ -49,31 +50,65 @@ export function localSocketFor(uri: string, runDir = '/run/libvirt'): string | n
   return existsSync(direct) ? direct : legacy;
 }
 
+export interface RpcLibvirtOptions {
+  timeoutMs?: number;
+  /** Default DEFAULT_KEEPALIVE; null: none. */
+  keepalive?: Keepalive | null;
+  /** Long jobs (copies, wipes) at once, each on a connection of its own; more wait their turn. */
+  maxJobs?: number;
+}
+
 /**
- * libvirt over one held connection to the local libvirtd (its RPC protocol, in TypeScript):
- * a call costs a round trip on an open socket instead of a virsh process and a new connection.
+ * libvirt over one held connection to the local libvirtd (its RPC protocol, in TypeScript): a call
+ * costs a round trip on an open socket instead of a virsh process and a new connection. Jobs that
+ * run for minutes (a volume copied or wiped) each take a connection of their own for their length,
+ * so they never fill the held connection's requests in flight: lookups, attaches and capacity
+ * answer while copies run. At most maxJobs of them run (libvirtd has max_workers threads, 20 by
+ * default, for every client's calls); more wait here.
  */
 export class RpcLibvirt implements Libvirt {
   readonly transport = 'rpc' as const;
   readonly virsh: Virsh;
   readonly connection: LibvirtConnection;
+  private readonly jobs: Semaphore;
 
   constructor(
     readonly uri: string,
-    socketPath: string,
-    timeoutMs = 120_000,
+    private readonly socketPath: string,
+    private readonly opts: RpcLibvirtOptions = {},
   ) {
-    this.connection = new LibvirtConnection(socketPath, uri, timeoutMs);
-    this.virsh = new Virsh(uri, timeoutMs);
+    this.connection = new LibvirtConnection(socketPath, uri, this.connectionOptions());
+    this.virsh = new Virsh(uri, opts.timeoutMs ?? 120_000);
+    this.jobs = new Semaphore(opts.maxJobs ?? 8);
   }
 
+  private connectionOptions(): ConnectionOptions {
+    return { timeoutMs: this.opts.timeoutMs, keepalive: this.opts.keepalive };
+  }
+
+  /** Job connections opened so far (a test sees that a copy did not use the held connection). */
+  jobConnections = 0;
+
   /** A missing object as the sentinel the backend expects; every other error as libvirt said it. */
-  private async call(proc: Proc, args?: (w: XdrWriter) => void, timeoutMs?: number): Promise<XdrReader> {
+  private async call(proc: Proc, args?: (w: XdrWriter) => void, timeoutMs?: number, on: LibvirtConnection = this.connection): Promise<XdrReader> {
     try {
-      return await this.connection.call(proc, args, { timeoutMs });
+      return await on.call(proc, args, { timeoutMs });
     } catch (err) {
       if (err instanceof LibvirtRpcError && err.missing) throw new LibvirtMissingError(err.message);
       throw err;
+    }
+  }
+
+  /** One long call on a connection of its own, closed after it (libvirtd goes on with a job whose client left, as with a killed virsh). */
+  private async job(proc: Proc, args: (w: XdrWriter) => void, timeoutMs: number): Promise<XdrReader> {
+    const [, release] = await this.jobs.acquire();
+    const own = new LibvirtConnection(this.socketPath, this.uri, { ...this.connectionOptions(), maxInFlight: 1 });
+    this.jobConnections++;
+    try {
+      return await this.call(proc, args, timeoutMs, own);
+    } finally {
+      own.close();
+      release();
     }
   }
 
@@ -132,7 +167,7 @@ export class RpcLibvirt implements Libvirt {
 
   async createVolumeFrom(pool: string, xml: string, source: string, timeoutMs: number): Promise<void> {
     const p = await this.pool(pool);
-    await this.call(Proc.StorageVolCreateXmlFrom, (w) => writeVolume(writePool(w, p).string(xml), pool, source).u32(0), timeoutMs);
+    await this.job(Proc.StorageVolCreateXmlFrom, (w) => writeVolume(writePool(w, p).string(xml), pool, source).u32(0), timeoutMs);
   }
 
   async resizeVolume(pool: string, name: string, capacity: number): Promise<void> {
@@ -142,7 +177,7 @@ export class RpcLibvirt implements Libvirt {
   async wipeVolume(pool: string, name: string, algorithm: string, timeoutMs: number): Promise<void> {
     const alg = WIPE_ALGORITHM_NUMBERS[algorithm];
     if (alg === undefined) throw invalid(`unknown wipe algorithm ${algorithm}`);
-    await this.call(Proc.StorageVolWipePattern, (w) => writeVolume(w, pool, name).u32(alg).u32(0), timeoutMs);
+    await this.job(Proc.StorageVolWipePattern, (w) => writeVolume(w, pool, name).u32(alg).u32(0), timeoutMs);
   }
 
   async deleteVolume(pool: string, name: string): Promise<void> {
@@ -200,12 +235,16 @@ export class RpcLibvirt implements Libvirt {
       else if (line !== null) lines.push(line);
       if (line === null) while (waiting.length) waiting.shift()!(null);
     };
+    // Events read before the registration's reply has been handled (the reply and the first event
+    // can come in one read) are held until the callback ID is known, then kept or dropped by it.
+    let early: Array<{ id: number; alias: string }> | null = [];
     const offEvent = this.connection.onEvent((proc, body) => {
       if (proc !== Proc.DomainEventCallbackDeviceRemoved || ended) return;
       const id = body.i32();
       readDomain(body);
       const alias = body.string();
-      if (id === callbackId) push(alias);
+      if (early) early.push({ id, alias });
+      else if (id === callbackId) push(alias);
     });
     const offClose = this.connection.onClose((lost) => {
       if (lost === connection) end();
@@ -225,6 +264,9 @@ export class RpcLibvirt implements Libvirt {
       });
       connection = this.connection.connections;
       callbackId = r.i32();
+      const held = early ?? [];
+      early = null;
+      for (const e of held) if (e.id === callbackId && !ended) push(e.alias);
     })().catch((err: unknown) => {
       log.warn('cannot watch device-removed events; reading the domain instead', { domain, err: String(err) });
       end();

@@ -90,9 +90,11 @@ export class XdrReader {
     return v;
   }
 
+  /** unsigned hyper, as the writer takes it: a value past 2^53 - 1 would lose its low bits in a number, so it is an error, never a near value. */
   u64(): number {
     this.need(8);
     const v = this.buf.readBigUInt64BE(this.pos);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError(`an unsigned 64-bit value of ${v} at byte ${this.pos} is past what the driver holds exactly (2^53 - 1)`);
     this.pos += 8;
     return Number(v);
   }
