@@ -93,6 +93,8 @@ export interface Watch {
   next(): Promise<string | null>;
   /** Stops the command (SIGTERM) and waits for it. */
   stop(): Promise<void>;
+  /** The command's process ID (a test finds it among a daemon's clients). */
+  readonly pid?: number;
 }
 
 /**
@@ -137,6 +139,7 @@ export function watch(command: string, args: readonly string[], opts: { timeoutM
     });
   });
   return {
+    pid: child.pid,
     next: () => (lines.length ? Promise.resolve(lines.shift()!) : ended ? Promise.resolve(null) : new Promise((resolve) => waiting.push(resolve))),
     async stop() {
       stopped = true;

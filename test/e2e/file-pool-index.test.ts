@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, open, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
@@ -13,7 +13,24 @@ import { needsRoot } from '../helpers/driver.js';
 
 const execFileP = promisify(execFile);
 const MiB = 1024 * 1024;
-const tick = () => new Promise((r) => setTimeout(r, 15));
+/**
+ * Waits until the filesystem's clock has moved past the last change of `dir` (a probe file beside it
+ * shows a later mtime), as it has for any later change by hand: the kernel stamps files from a coarse
+ * clock, so two changes a moment apart can carry one time.
+ */
+async function pastLastChangeOf(dir: string): Promise<void> {
+  const last = (await stat(dir, { bigint: true })).mtimeNs;
+  const probe = path.join(path.dirname(path.dirname(dir)), `.clock-probe-${process.pid}`);
+  try {
+    for (;;) {
+      await writeFile(probe, 'x'); // stamped by the kernel's clock, as the pool's files are
+      if ((await stat(probe, { bigint: true })).mtimeNs > last) return;
+      await new Promise((r) => setImmediate(r));
+    }
+  } finally {
+    await rm(probe, { force: true });
+  }
+}
 
 /**
  * Runs pool operations in another process, as a second vpool process on the same pool does (an
@@ -53,10 +70,10 @@ describe('file pool: records held in memory, the directory the source of truth',
     const own = spec('own');
     await pool.createVolume(own);
     assert.ok(await pool.getVolume(own.id));
-    await tick(); // past the kernel's timestamp granularity, as any later change by hand is
+    await pastLastChangeOf(path.join(dir, 'volumes'));
     await rm(path.join(dir, 'volumes', `${own.id}.json`));
     assert.equal(await pool.getVolume(own.id), null, 'a record removed by hand is gone');
-    await tick();
+    await pastLastChangeOf(path.join(dir, 'volumes'));
     const crashed: VolumeRecord = { ...spec('crashed'), createdAt: Date.now() };
     await writeFile(path.join(dir, '.tmp', 'x.json'), JSON.stringify(crashed));
     await rename(path.join(dir, '.tmp', 'x.json'), path.join(dir, 'volumes', `${crashed.id}.json`));

@@ -7,7 +7,7 @@ import { Virsh } from '../../src/pool/libvirt/virsh.js';
 import { blockCap, mountCap } from '../helpers/csi.js';
 import { readAt, writeAt } from '../helpers/data.js';
 import { codeOf, finish, MiB, needsRoot, pattern, startDriver, type Driver } from '../helpers/driver.js';
-import { dirPool, guestDisk, startLibvirt, testDomain, URI, virsh, type TestDomain, type TestPool } from '../helpers/libvirt.js';
+import { dirPool, guestDisk, libvirtdClientPids, pollUntil, startLibvirt, testDomain, URI, virsh, type TestDomain, type TestPool } from '../helpers/libvirt.js';
 
 // Hypervisor mode for real: a TCG domain under a real libvirtd, volumes hot-plugged into it by
 // ControllerPublishVolume and seen by the guest's kernel, which reports its disks on its console.
@@ -165,7 +165,10 @@ describe('libvirt hypervisor mode: hot-plug into a running TCG domain', needsRoo
     const overVirsh = new Virsh(URI).events(node.uuid, 'device-removed', 30_000);
     const within = (p: Promise<string | null>) => Promise.race([p, new Promise<string>((r) => setTimeout(() => r('no event within 20 s'), 20_000))]);
     try {
-      await new Promise((r) => setTimeout(r, 500)); // both watches connect
+      // The RPC watch: libvirtd answered its registration. virsh's: its process is among libvirtd's clients
+      // (it registers right after connecting, and the event comes only once the guest let go of the disk).
+      assert.equal(await overRpc.ready, true);
+      await pollUntil(async () => ((await libvirtdClientPids()).includes(overVirsh.pid!) ? true : undefined), 30_000, async () => `virsh event (pid ${overVirsh.pid}) never connected`);
       // `Type Device Target Source` rows: the volume's target, detached behind the driver's back.
       const row = (await blklist(node.name)).split('\n').find((l) => l.includes(v.volume_id));
       assert.ok(row, 'the volume is attached');

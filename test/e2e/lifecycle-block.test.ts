@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import { CommandError } from '../../src/exec.js';
 import { blockDeviceSize } from '../../src/host/loop.js';
 import { bindMount } from '../../src/host/mounts.js';
-import { blockCap, createVolume, paths, stageAndPublish, unpublishAndUnstage, cloneOfStaged } from '../helpers/csi.js';
+import { blockCap, createVolume, mountCap, paths, stageAndPublish, unpublishAndUnstage, cloneOfStaged } from '../helpers/csi.js';
 import { type Driver, MiB, needsRoot, pattern, useDriver } from '../helpers/driver.js';
 
 async function writeAt(dev: string, offset: number, data: Buffer): Promise<void> {
@@ -59,6 +59,16 @@ describe('raw block lifecycle', needsRoot(), () => {
     await unpublishAndUnstage(d, vol.volume_id, p);
     assert.deepEqual(commandsSince(d, from), []);
     await d.client.deleteVolume({ volume_id: vol.volume_id });
+    // The control: this driver does log the commands it runs, and commandsSince reads them (staging a
+    // blank filesystem volume runs mkfs), so the empty list above is no accident of the log's format.
+    const fsCap = mountCap('ext4');
+    const fsVol = await createVolume(d, 'with-mkfs', 16 * MiB, fsCap);
+    const q = await paths(d, 'with-mkfs');
+    const before = d.logs.length;
+    await stageAndPublish(d, fsVol.volume_id, q, fsCap);
+    await unpublishAndUnstage(d, fsVol.volume_id, q);
+    assert.ok(commandsSince(d, before).includes('mkfs.ext4'), `mkfs.ext4 among ${JSON.stringify(commandsSince(d, before))}`);
+    await d.client.deleteVolume({ volume_id: fsVol.volume_id });
   });
 });
 

@@ -25,11 +25,16 @@ describe('importing a snapshot: a hand-made VolumeSnapshotContent is taken up by
   let kubeconfig: string;
   let a: Driver;
   let b: Driver;
+  const kubeconfigOf: Record<string, string> = {};
+  /** The passes (each a LIST of the unmanaged contents) a node's plugin has begun so far. */
+  const passesOf = (node: string) => fake.requestsFrom.filter((r) => r.token === `${node}-token` && r.request.startsWith('GET ') && r.request.includes('volumesnapshotcontents') && r.request.includes('labelSelector')).length;
   before(async () => {
     ({ fake, kubeconfig } = await startFakeCluster());
-    const args = ['--kubeconfig', kubeconfig, '--volume-pools', 'off', '--snapshot-import-interval', '1s'];
-    a = await startDriver({ nodeId: 'node-a', args });
-    b = await startDriver({ nodeId: 'node-b', args });
+    // Each node with its own token, so the test can tell whose passes the FAKE API server saw.
+    const args = (node: string) => ['--kubeconfig', kubeconfigOf[node], '--volume-pools', 'off', '--snapshot-import-interval', '1s'];
+    for (const node of ['node-a', 'node-b']) kubeconfigOf[node] = await fake.kubeconfig(path.dirname(kubeconfig), `${node}-token`);
+    a = await startDriver({ nodeId: 'node-a', args: args('node-a') });
+    b = await startDriver({ nodeId: 'node-b', args: args('node-b') });
   });
   after(async () => {
     const left = [...(a ? await finish(a) : []), ...(b ? await finish(b) : [])];
@@ -50,7 +55,9 @@ describe('importing a snapshot: a hand-made VolumeSnapshotContent is taken up by
 
     const labelled = await eventually('the imported content labelled', () => fake.get('volumesnapshotcontents', 'imported')?.metadata.labels?.[MANAGED_BY]);
     assert.equal(labelled, 'node-a', 'the node that holds the snapshot, not the other');
-    await new Promise((r) => setTimeout(r, 2500)); // more passes of both nodes
+    // Two more whole passes of each node after it: the second began after the first ended (one runs at a time).
+    const seen = { a: passesOf('node-a'), b: passesOf('node-b') };
+    await eventually('two more passes of both nodes', () => passesOf('node-a') >= seen.a + 2 && passesOf('node-b') >= seen.b + 2);
     assert.equal(fake.get('volumesnapshotcontents', 'imported')?.metadata.labels?.[MANAGED_BY], 'node-a');
     assert.equal(fake.get('volumesnapshotcontents', 'nowhere')?.metadata.labels, undefined, 'a snapshot no node holds stays unlabelled');
     assert.equal(fake.get('volumesnapshotcontents', 'other-driver')?.metadata.labels, undefined, "another driver's content is not touched");

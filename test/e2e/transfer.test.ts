@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readdir, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { loadCsi } from '../../src/csi/proto.js';
@@ -15,6 +16,7 @@ import { pollUntil } from '../helpers/libvirt.js';
 
 const execFileP = promisify(execFile);
 const SIZE = 64 * MiB;
+const FAKE_PEER = fileURLToPath(new URL('../helpers/fake-transfer-peer.js', import.meta.url));
 
 // Two node plugins, each in its own network namespace (a veth pair between them, nothing else on
 // that network) and with its own file pool, in a cluster the FAKE API server models (transfer-nodes.ts):
@@ -27,6 +29,13 @@ describe('restore and clone across nodes: file pool to file pool, per-node certi
   const startA = async (extra: string[] = []) => (a = await nodes.restartA(extra));
   const startB = async (extra: string[] = []) => (b = await nodes.restartB(extra));
   const create = (_d: Driver, name: string, source: { snapshot?: string; volume?: string }) => nodes.restore(name, source, { size: SIZE }).then((volume) => ({ volume }));
+  /** The index of the first line of d's log that `match` takes, if any. */
+  const indexOf = (d: Driver, match: (l: string) => boolean) => {
+    const i = d.logs.findIndex(match);
+    return i < 0 ? undefined : i;
+  };
+  /** Waits until A has begun to stream this source (its lock is held and bytes are moving). */
+  const sendingOf = (id: string) => pollUntil(async () => (a.logs.some((l) => l.includes('sending a volume to a peer') && l.includes(id)) ? true : undefined), 60_000, async () => `A did not begin sending ${id}`);
   /** Bytes the image allocates on disk. */
   const allocated = async (file: string) => (await stat(file)).blocks * 512;
 
@@ -74,18 +83,37 @@ describe('restore and clone across nodes: file pool to file pool, per-node certi
     for (const v of [restored, clone]) await b.client.deleteVolume({ volume_id: v.volume_id });
   });
 
-  it('a source the holder does not have is NOT_FOUND; a peer with a certificate of another CA, or none, is refused and logged', async () => {
+  it("a source the holder does not have is NOT_FOUND; a peer that trusts A but shows another CA's certificate, or none, is refused by A and logged", async () => {
     assert.equal(await codeOf(create(b, 'nowhere', { snapshot: snapId.replace(/.$/, (c) => (c === '0' ? '1' : '0')) })), 'NOT_FOUND');
-    // A client of another CA, and one with no certificate, from B's namespace: the handshake fails.
+    // Probes from B's namespace that trust A (the cluster's trust bundle) and check A's certificate, so a
+    // refusal they see is A's own. The control, with B's own credential, gets an HTTP answer.
     const certs = await tempDir('vpool-rogue-');
+    const probe = async (dir: string) => {
+      const { stdout } = await execFileP('ip', ['netns', 'exec', nodes.hosts.b.ns, process.execPath, FAKE_PEER, nodes.listen, dir, 'probe', `/v1/snapshots/${snapId}`], { timeout: 60_000 });
+      return stdout;
+    };
     try {
+      const own = await nodes.credentialDir('node-b');
+      const control = await probe(own);
+      assert.match(control, /server verified/);
+      assert.match(control, /answered \d{3}/, 'with a credential of the cluster, the probe gets an HTTP answer');
       const rogue = await (await makeCa(certs, 'rogue')).node('node-b');
-      for (const auth of [['-cert', path.join(rogue, 'tls.crt'), '-key', path.join(rogue, 'tls.key')], []]) {
-        const out = await execFileP('ip', ['netns', 'exec', nodes.hosts.b.ns, 'openssl', 's_client', '-connect', nodes.listen, ...auth], { timeout: 20_000, input: `HEAD /v1/snapshots/${snapId} HTTP/1.1\r\n\r\n` } as object).then(
-          (r) => String(r.stdout),
-          (e: { stdout?: string }) => e.stdout ?? '',
-        );
-        assert.doesNotMatch(out, /HTTP\/1\.1 200/);
+      const foreign = path.join(certs, 'foreign');
+      const anonymous = path.join(certs, 'anonymous');
+      for (const dir of [foreign, anonymous]) {
+        await mkdir(dir);
+        await copyFile(path.join(own, 'ca.crt'), path.join(dir, 'ca.crt'));
+      }
+      await copyFile(path.join(rogue, 'tls.crt'), path.join(foreign, 'tls.crt'));
+      await copyFile(path.join(rogue, 'tls.key'), path.join(foreign, 'tls.key'));
+      // No certificate: an empty one (Node then presents none).
+      await writeFile(path.join(anonymous, 'tls.crt'), '');
+      await writeFile(path.join(anonymous, 'tls.key'), '');
+      for (const dir of [foreign, anonymous]) {
+        const out = await probe(dir);
+        assert.match(out, /server verified/, `${path.basename(dir)}: the probe accepted A`);
+        assert.doesNotMatch(out, /answered/, `${path.basename(dir)}: no HTTP answer`);
+        assert.match(out, /error .*(alert|certificate|socket hang up|ECONNRESET)/i, `${path.basename(dir)}: A ended the handshake: ${out}`);
       }
     } finally {
       await rm(certs, { recursive: true, force: true });
@@ -97,13 +125,14 @@ describe('restore and clone across nodes: file pool to file pool, per-node certi
     // A slow sender (--transfer-rate) keeps the stream open for a few seconds.
     await startA(['--transfer-rate', `${4 * MiB}`]);
     const restoring = create(b, 'restored-slow', { snapshot: snapId });
-    await new Promise((r) => setTimeout(r, 500));
-    let deletedAt = 0;
-    const deleting = a.client.deleteSnapshot({ snapshot_id: snapId }).then(() => (deletedAt = Date.now()));
+    await sendingOf(snapId);
+    const deleting = a.client.deleteSnapshot({ snapshot_id: snapId });
     const restored = (await restoring).volume!;
-    const restoredAt = Date.now();
     await deleting;
-    assert.ok(deletedAt >= restoredAt - 200, 'the delete finished after the stream');
+    // A's own log, in its order: the stream ended, then the delete answered.
+    const deleted = await pollUntil(async () => indexOf(a, (l) => l.includes('"method":"DeleteSnapshot"') && l.includes(snapId) && l.includes('"code":"OK"')), 10_000, async () => 'A did not log the delete');
+    const sent = indexOf(a, (l) => l.includes('sent a volume to a peer') && l.includes(snapId));
+    assert.ok(sent !== undefined && sent < deleted, 'the delete finished after the stream');
     assert.ok(b.logs.some((l) => l.includes('received a volume from a peer') && l.includes(snapId)));
     await b.client.deleteVolume({ volume_id: restored.volume_id });
   });
@@ -145,7 +174,7 @@ describe('restore and clone across nodes: file pool to file pool, per-node certi
     const want = await sha256File(imageOf(a, 'snapshots', snap));
     const started = Date.now();
     const first = codeOf(create(b, 'after-cut', { snapshot: snap }));
-    await new Promise((r) => setTimeout(r, 700));
+    await sendingOf(snap);
     await nodes.hosts.link(false); // no reset reaches either side: only the stall timeout (3 s here) ends the stream
     try {
       assert.equal(await first, 'UNAVAILABLE');
@@ -169,7 +198,7 @@ describe('restore and clone across nodes: file pool to file pool, per-node certi
     const want = await sha256File(imageOf(a, 'snapshots', snapId));
     // A dies while sending.
     const first = codeOf(create(b, 'after-kill', { snapshot: snapId }));
-    await new Promise((r) => setTimeout(r, 700));
+    await sendingOf(snapId);
     await a.stop('SIGKILL');
     assert.equal(await first, 'UNAVAILABLE');
     assert.equal((await b.client.listVolumes({})).entries.length, 0, 'nothing listed on B');
@@ -177,7 +206,7 @@ describe('restore and clone across nodes: file pool to file pool, per-node certi
     await startA(['--transfer-rate', `${4 * MiB}`]);
     // B dies while receiving.
     const second = create(b, 'after-kill', { snapshot: snapId }).then(() => 'answered', () => 'cut off');
-    await new Promise((r) => setTimeout(r, 700));
+    await sendingOf(snapId);
     await b.stop('SIGKILL');
     assert.equal(await second, 'cut off');
     // A notices at its next write (it may be pausing for --transfer-rate), and releases the snapshot.

@@ -117,6 +117,8 @@ export class FakeApiServer {
   private server?: http.Server;
   /** Every request as "METHOD path?query", for tests that check how the client talked. */
   readonly requests: string[] = [];
+  /** The same, with the bearer token each came with (which client asked, where a test gives each its own). */
+  readonly requestsFrom: Array<{ token?: string; request: string }> = [];
   /** Runs before a write is applied (once per write); a test uses it to put another writer in between. */
   beforeWrite?: (method: string, plural: string, name: string, subresource?: string) => void;
   url = '';
@@ -231,6 +233,7 @@ export class FakeApiServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://x');
     this.requests.push(`${req.method} ${url.pathname}${url.search}`);
+    this.requestsFrom.push({ token: /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1], request: `${req.method} ${url.pathname}${url.search}` });
     try {
       const user = this.authenticate(req);
       const route = this.route(url.pathname);

@@ -9,8 +9,10 @@
  * MODE: trickle (a frame header, then its data one byte a second), silent (never answers a GET),
  * slow-answer (102 every second for 4 s, then a correct stream of SIZE bytes), refuse-exhausted
  * (507 naming the kind 'exhausted'), refuse-precondition (412, 'precondition'); or a receiver, slow-reader, whose HOST:PORT is the listener it asks
- * and whose last argument is the path it GETs (it reads about a KiB a second). It prints "listening"
- * once ready and a line per event.
+ * and whose last argument is the path it GETs (it reads about a KiB a second); or probe, a receiver that
+ * sends one HEAD of the path with the certificate in TLS_DIR while checking the server against its ca.crt,
+ * (none when its tls.crt is empty), printing "server verified" once the server's certificate passed, then "answered STATUS" or
+ * "error MESSAGE", and exits. It prints "listening" once ready and a line per event.
  */
 import { createHash } from 'node:crypto';
 import https from 'node:https';
@@ -54,9 +56,31 @@ async function slowReader(target: string, tlsDir: string, path: string): Promise
   console.log('listening');
 }
 
+/** probe: one HEAD; the server's certificate is checked against ca.crt (so a refusal seen is the server's). */
+async function probe(target: string, tlsDir: string, path: string): Promise<void> {
+  const tls = await readTransferTls(tlsDir);
+  const at = target.lastIndexOf(':');
+  console.log('listening');
+  await new Promise<void>((resolve) => {
+    const req = https.request({ method: 'HEAD', host: target.slice(0, at), port: Number(target.slice(at + 1)), path, ca: tls.ca, ...(tls.cert.length ? { cert: tls.cert, key: tls.key } : {}), checkServerIdentity: () => undefined, minVersion: 'TLSv1.3', agent: false });
+    req.on('socket', (socket) => socket.once('secureConnect', () => console.log((socket as import('node:tls').TLSSocket).authorized ? 'server verified' : 'server not verified')));
+    req.on('response', (res) => {
+      console.log(`answered ${res.statusCode}`);
+      res.resume();
+      resolve();
+    });
+    req.on('error', (err) => {
+      console.log(`error ${(err as NodeJS.ErrnoException).code ?? ''} ${err.message}`);
+      resolve();
+    });
+    req.end();
+  });
+}
+
 async function main(): Promise<void> {
   const [listen, tlsDir, mode, sizeArg] = process.argv.slice(2);
   if (mode === 'slow-reader') return slowReader(listen, tlsDir, sizeArg);
+  if (mode === 'probe') return probe(listen, tlsDir, sizeArg);
   const size = Number(sizeArg);
   const [host, port] = [listen.slice(0, listen.lastIndexOf(':')), Number(listen.slice(listen.lastIndexOf(':') + 1))];
   const tls = await readTransferTls(tlsDir);

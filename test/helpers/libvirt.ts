@@ -249,3 +249,19 @@ export async function nodeVm(name: string, uuid: string, command: string[], env:
     },
   };
 }
+
+/** The process IDs of libvirtd's clients now (virt-admin's view of its "libvirtd" server). */
+export async function libvirtdClientPids(): Promise<number[]> {
+  const admin = (...args: string[]) => execFileP('virt-admin', ['-q', '-c', 'libvirtd:///system', ...args], { timeout: 30_000 }).then((r) => String(r.stdout));
+  const ids = (await admin('srv-clients-list', 'libvirtd'))
+    .split('\n')
+    .map((l) => /^\s*(\d+)\s/.exec(l)?.[1])
+    .filter((x): x is string => !!x);
+  const pids: number[] = [];
+  for (const id of ids) {
+    const info = await admin('client-info', 'libvirtd', id).catch(() => ''); // gone meanwhile
+    const m = /unix_process_id\s*:\s*(\d+)/.exec(info);
+    if (m) pids.push(Number(m[1]));
+  }
+  return pids;
+}

@@ -19,6 +19,14 @@ function validateNodeId(nodeId: string): string {
   return nodeId;
 }
 
+/**
+ * The one name a node is locked and attached by, whichever name the call used (a domain's name or
+ * its UUID in any case): so an attach by name and a detach by UUID of one domain queue on one key.
+ */
+function nodeKey(attacher: ControllerAttacher, nodeId: string): Promise<string | null> {
+  return attacher.resolveNode(nodeId);
+}
+
 export interface Publication {
   volumeId: string;
   nodeId: string;
@@ -35,9 +43,10 @@ export async function publishVolume(ctx: ControllerContext, req: Publication): P
   const { use } = req;
   const readOnly = req.readOnly || use.readOnly;
   const shared = use.mode === 'MULTI_NODE_MULTI_WRITER';
-  // Kubernetes names a node by what NodeGetInfo returned (the UUID), so one node has one lock key.
-  return ctx.locks.with([volumeLock(id), nodeLock(nodeId.toLowerCase())], () =>
-    attacher.publish(id, nodeId, { readOnly, shared }, ({ nodeId: node, attachments, nodeVolumes }) => {
+  const node = await nodeKey(attacher, nodeId);
+  if (!node) throw notFound(`node ${nodeId} does not exist`);
+  return ctx.locks.with([volumeLock(id), nodeLock(node)], () =>
+    attacher.publish(id, node, { readOnly, shared }, ({ attachments, nodeVolumes }) => {
       const here = attachments.find((a) => a.nodeId === node);
       if (here) {
         if (here.readOnly !== readOnly) throw conflict(`volume ${id} is already published to ${nodeId} ${here.readOnly ? 'read-only' : 'read-write'}`);
@@ -61,7 +70,7 @@ export async function unpublishVolume(ctx: ControllerContext, volumeId: string, 
   if (nodeId) validateNodeId(nodeId);
   // A volume or node that does not exist cannot be attached: already unpublished, as the spec allows.
   if (!id) return;
-  const nodes = nodeId ? [await attacher.resolveNode(nodeId)].filter((n): n is string => n !== null) : [...new Set((await attacher.attachments(id)).map((a) => a.nodeId))];
+  const nodes = nodeId ? [await nodeKey(attacher, nodeId)].filter((n): n is string => n !== null) : [...new Set((await attacher.attachments(id)).map((a) => a.nodeId))];
   for (const node of nodes) await ctx.locks.with([volumeLock(id), nodeLock(node)], () => attacher.unpublish(id, node));
 }
 
@@ -73,9 +82,10 @@ export interface Growth {
 
 /** Grows the volume in the pool (never shrinks it); a volume already in the range is left as it is. */
 export async function expandVolume(ctx: ControllerContext, volumeId: string, range: Range, use: Capability | null): Promise<Growth> {
-  parseId('vol', 'volume_id', volumeId);
-  return ctx.locks.with([volumeLock(volumeId)], async () => {
-    const vol = await requirePoolVolume(ctx, 'volume_id', volumeId);
+  const id = parseId('vol', 'volume_id', volumeId);
+  if (!id) throw notFound(`volume ${volumeId} does not exist`);
+  return ctx.locks.with([volumeLock(id)], async () => {
+    const vol = await requirePoolVolume(ctx, 'volume_id', id);
     if (range.limit && vol.capacityBytes > range.limit) throw outOfRange(`volume ${vol.id} is already ${vol.capacityBytes} bytes, more than limit_bytes ${range.limit}; volumes do not shrink`);
     let bytes = vol.capacityBytes;
     if (!fitsRange(vol.capacityBytes, range)) {

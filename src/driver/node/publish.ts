@@ -25,14 +25,16 @@ export async function publishVolume(ctx: DriverContext, req: Publication): Promi
   const known = parseId('vol', 'volume_id', req.volumeId);
   const target = await ctx.paths.resolve('target_path', req.targetPath);
   const cap = req.use;
-  ctx.blockDevices.checkPublishContext?.(req.volumeId, req.publishContext);
   if (!req.stagingPath) throw precondition('staging_target_path is required: this driver stages volumes (STAGE_UNSTAGE_VOLUME)');
   const staging = await ctx.paths.resolve('staging_target_path', req.stagingPath);
+  if (!known) throw notFound(`volume ${req.volumeId} does not exist`);
+  const id = known;
+  ctx.blockDevices.checkPublishContext?.(id, req.publishContext);
   const readOnly = req.readOnly || cap.readOnly;
-  return ctx.locks.with([volumeLock(req.volumeId)], async () => {
+  return ctx.locks.with([volumeLock(id)], async () => {
     // A staged volume exists; only an unstaged one is looked up, to tell NOT_FOUND from "stage it first".
-    const attached = known ? await ctx.blockDevices.devices(known) : [];
-    const vol = attached.length ? { id: req.volumeId } : await requireVolume(ctx, 'volume_id', req.volumeId, req.volumeContext);
+    const attached = await ctx.blockDevices.devices(id);
+    const vol = attached.length ? { id } : await requireVolume(ctx, 'volume_id', id, req.volumeContext);
     const devices = attached.map((a) => a.device);
     const mounts = await readMounts();
     const atTarget = await stateAt(mounts, target, devices);

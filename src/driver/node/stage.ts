@@ -41,12 +41,13 @@ export interface Staging {
 
 /** Attaches the volume and mounts it (filesystem, made if the volume is blank) or binds its device (raw block) at the staging path. */
 export async function stageVolume(ctx: DriverContext, req: Staging): Promise<void> {
-  parseId('vol', 'volume_id', req.volumeId);
+  const id = parseId('vol', 'volume_id', req.volumeId);
   const staging = await ctx.paths.resolve('staging_target_path', req.stagingPath);
   const cap = req.use;
-  ctx.blockDevices.checkPublishContext?.(req.volumeId, req.publishContext);
-  return ctx.locks.with([volumeLock(req.volumeId)], async () => {
-    const vol = await requireVolume(ctx, 'volume_id', req.volumeId, req.volumeContext);
+  if (!id) throw notFound(`volume ${req.volumeId} does not exist`);
+  ctx.blockDevices.checkPublishContext?.(id, req.publishContext);
+  return ctx.locks.with([volumeLock(id)], async () => {
+    const vol = await requireVolume(ctx, 'volume_id', id, req.volumeContext);
     const fsType = cap.access === 'mount' ? fsTypeFor(cap, vol) : undefined;
     const attached = await ctx.blockDevices.devices(vol.id);
     const devices = attached.map((a) => a.device);

@@ -63,10 +63,11 @@ export async function volumeStats(ctx: DriverContext, volumeId: string, volumePa
  * it, and grows the filesystem mounted at `volumePath`. Returns the volume's size in bytes.
  */
 export async function expandOnNode(ctx: DriverContext, volumeId: string, volumePath: string, range: Range): Promise<number> {
-  parseId('vol', 'volume_id', volumeId);
+  const id = parseId('vol', 'volume_id', volumeId);
   if (!volumePath) throw invalid('volume_path is required');
-  return ctx.locks.with([volumeLock(volumeId)], async () => {
-    const vol = await requireVolume(ctx, 'volume_id', volumeId);
+  if (!id) throw notFound(`volume ${volumeId} does not exist`);
+  return ctx.locks.with([volumeLock(id)], async () => {
+    const vol = await requireVolume(ctx, 'volume_id', id);
     const { path, state } = await volumeAt(ctx, vol.id, volumePath);
     // Without a capacity range the filesystem grows to fill the volume as it is (the spec allows either).
     const granularity = ctx.backend?.granularity ?? ctx.sizing.granularity;

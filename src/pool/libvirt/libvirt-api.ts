@@ -23,6 +23,8 @@ export interface Affect {
 export interface EventWatch {
   next(): Promise<string | null>;
   stop(): Promise<void>;
+  /** Over RPC: true once libvirtd has registered the callback (events from then on are seen), false if it could not. */
+  ready?: Promise<boolean>;
 }
 
 /**

@@ -272,6 +272,7 @@ export class RpcLibvirt implements Libvirt {
       end();
     });
     return {
+      ready: registered.then(() => callbackId !== null),
       next: () => (lines.length ? Promise.resolve(lines.shift()!) : ended ? Promise.resolve(null) : new Promise((resolve) => waiting.push(resolve))),
       stop: async () => {
         end();
