@@ -8,7 +8,7 @@ import { idFor } from '../../src/ids.js';
 import { blockCap, mountCap } from '../helpers/csi.js';
 import { readAt, writeAt } from '../helpers/data.js';
 import { BIN, codeOf, finish, MiB, needsRoot, pattern, startDriver, type Driver } from '../helpers/driver.js';
-import { dirPool, startLibvirt, virsh, virshTry, type TestPool } from '../helpers/libvirt.js';
+import { dirPool, startLibvirt, URI, virsh, virshTry, type TestPool } from '../helpers/libvirt.js';
 
 const execFileP = promisify(execFile);
 
@@ -35,7 +35,7 @@ describe('libvirt pool: controller against a real libvirtd', needsRoot(), () => 
   before(async () => {
     await startLibvirt();
     pool = await dirPool('vpool-lv');
-    d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-pool', pool.name, '--hypervisor', 'hv-test', '--log-level', 'debug'] });
+    d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-uri', URI, '--libvirt-pool', pool.name, '--hypervisor', 'hv-test', '--log-level', 'debug'] });
   });
   after(async () => {
     const left = d ? await finish(d) : [];
@@ -279,7 +279,7 @@ describe('libvirt pool: controller against a real libvirtd', needsRoot(), () => 
   it('refuses to start on a pool that is missing, badly named or not running, and Probe tells when it stops', async () => {
     const run = async (...args: string[]) => {
       try {
-        await execFileP(BIN, ['serve', '--endpoint', `unix://${d.dir}/other.sock`, '--backend', 'libvirt', ...args], { timeout: 60_000 });
+        await execFileP(BIN, ['serve', '--endpoint', `unix://${d.dir}/other.sock`, '--backend', 'libvirt', '--libvirt-uri', URI, ...args], { timeout: 60_000 });
         return '';
       } catch (err) {
         return (err as { stderr: string }).stderr;

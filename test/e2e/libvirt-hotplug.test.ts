@@ -32,7 +32,7 @@ describe('libvirt hypervisor mode: hot-plug into a running TCG domain', needsRoo
       throw err;
     });
     idle = await testDomain(`vpool-idle-${path.basename(pool.dir).slice(-6)}`, pool.dir.replace(/$/, '-dom'), false);
-    d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-pool', pool.name, '--hypervisor', 'hv-test', '--max-volumes-per-node', '3', '--attach-timeout', '20'] });
+    d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-uri', URI, '--libvirt-pool', pool.name, '--hypervisor', 'hv-test', '--max-volumes-per-node', '3', '--attach-timeout', '20'] });
   });
   after(async () => {
     const left = d ? await finish(d) : [];
@@ -138,7 +138,7 @@ describe('libvirt hypervisor mode: hot-plug into a running TCG domain', needsRoo
   });
 
   it('a controller on the virsh transport (remote URIs) hot-plugs and releases the same way', async () => {
-    const viaVirsh = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-transport', 'virsh', '--libvirt-pool', pool.name, '--hypervisor', 'hv-test', '--attach-timeout', '20'] });
+    const viaVirsh = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-uri', URI, '--libvirt-transport', 'virsh', '--libvirt-pool', pool.name, '--hypervisor', 'hv-test', '--attach-timeout', '20'] });
     try {
       const v = (await viaVirsh.client.createVolume({ name: 'pvc-virsh', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [blockCap()], parameters: {} })).volume!;
       const serial = `vp-${v.volume_id.slice(-16)}`;

@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { blockCap, mountCap } from '../helpers/csi.js';
 import { sha256, sumAt } from '../helpers/data.js';
 import { finish, MiB, needsRoot, pattern, startDriver, type Driver } from '../helpers/driver.js';
-import { dirPool, nodeVm, startLibvirt, virsh, type NodeVm, type TestPool } from '../helpers/libvirt.js';
+import { dirPool, nodeVm, startLibvirt, URI, virsh, type NodeVm, type TestPool } from '../helpers/libvirt.js';
 
 const execFileP = promisify(execFile);
 
@@ -26,7 +26,7 @@ describe('libvirt hypervisor mode end to end: controller here, node plugin in a 
   before(async () => {
     await startLibvirt();
     pool = await dirPool('vpool-e2e');
-    d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-pool', pool.name, '--hypervisor', 'hv-test', '--attach-timeout', '120'] });
+    d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-uri', URI, '--libvirt-pool', pool.name, '--hypervisor', 'hv-test', '--attach-timeout', '120'] });
     fsVol = (await d.client.createVolume({ name: 'pvc-vm-fs', capacity_range: { required_bytes: String(64 * MiB) }, volume_capabilities: [mountCap('ext4')], parameters: { fsType: 'ext4' } })).volume!.volume_id;
     blkVol = (await d.client.createVolume({ name: 'pvc-vm-blk', capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [blockCap()], parameters: {} })).volume!.volume_id;
   });

@@ -11,9 +11,9 @@ import { LibvirtMissingError } from '../../src/pool/libvirt/virsh.js';
 import { blockCap } from '../helpers/csi.js';
 import { codeOf, finish, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
 import path from 'node:path';
-import { dirPool, pollUntil, startLibvirt, testDomain, URI, virsh, virshTry, type TestDomain, type TestPool } from '../helpers/libvirt.js';
+import { dirPool, LIBVIRTD_PIDFILE, pollUntil, startLibvirt, testDomain, URI, virsh, virshTry, type TestDomain, type TestPool } from '../helpers/libvirt.js';
 
-const PIDFILE = '/run/vpool-test-libvirtd.pid';
+const PIDFILE = LIBVIRTD_PIDFILE;
 
 /** Stops the real libvirtd (the one test/libvirt/libvirt-start.sh started) and waits until it is gone. */
 async function stopLibvirtd(): Promise<void> {
@@ -43,7 +43,7 @@ describe('libvirt over its RPC protocol: one held connection, reconnected after 
     await startLibvirt();
     pool = await dirPool('vpool-rpc');
     idle = await testDomain(`vpool-rpc-${path.basename(pool.dir).slice(-6)}`, `${pool.dir}-dom`, false);
-    d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-pool', pool.name, '--hypervisor', 'hv-rpc'] });
+    d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-uri', URI, '--libvirt-pool', pool.name, '--hypervisor', 'hv-rpc'] });
   });
   after(async () => {
     await startLibvirt(); // whatever happened above, the next suite finds libvirtd up

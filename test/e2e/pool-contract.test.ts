@@ -1,4 +1,5 @@
 import { mkdtemp, rm } from 'node:fs/promises';
+import path from 'node:path';
 import { describe } from 'node:test';
 import { openBackend } from '../../src/cli/backends.js';
 import { needsRoot } from '../helpers/driver.js';
@@ -16,7 +17,7 @@ describe('backend contract: file', needsRoot(), () => {
   poolContract(async () => {
     const dir = await mkdtemp('/var/tmp/vpool-contract-file-');
     const opened = await openBackend({ kind: 'file', poolDir: dir, reserveBytes: 0 }, 'all');
-    return { backend: opened.backend!, parameters: {}, copies: true, countsPromisedSpace: true, close: () => rm(dir, { recursive: true, force: true }) };
+    return { backend: opened.backend!, parameters: {}, copies: true, countsPromisedSpace: true, close: () => rm(dir, { recursive: true, force: true }), dataPath: async (id) => path.join(dir, 'volumes', `${id}.img`) };
   });
 });
 
@@ -37,6 +38,10 @@ describe('backend contract: lvm (thick, metadata only on this host)', needsRoot(
         await forgetVg(vg, disks.devices);
         await disks.release();
       },
+      // Without device-mapper nothing is copied here (copies: false): no bytes to read.
+      dataPath: async () => {
+        throw new Error('no data path without device-mapper');
+      },
     };
   });
 });
@@ -47,7 +52,7 @@ for (const transport of ['rpc', 'virsh'] as const) {
       await startLibvirt();
       const pool = await dirPool(`vpool-contract-${transport}`);
       const opened = await openBackend({ kind: 'libvirt', uri: URI, transport, pool: pool.name, hypervisor: 'hv-contract', diskCache: 'none', attachTimeoutMs: 10_000, reserveBytes: 0 }, 'controller');
-      return { backend: opened.backend!, parameters: {}, copies: true, countsPromisedSpace: false, close: () => pool.remove() };
+      return { backend: opened.backend!, parameters: {}, copies: true, countsPromisedSpace: false, close: () => pool.remove(), dataPath: async (id) => path.join(pool.dir, (await pool.volumes()).find((n) => n.startsWith(`${id}.`))!) };
     });
   });
 }

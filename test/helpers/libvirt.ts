@@ -5,7 +5,11 @@ import { promisify } from 'node:util';
 import { PROJECT_ROOT } from '../../src/csi/proto.js';
 
 const execFileP = promisify(execFile);
-export const URI = 'qemu:///system';
+/** The tests' own libvirtd (test/libvirt/libvirt-start.sh), never the host's: its directory, socket, admin socket and PID file. */
+export const LIBVIRT_ROOT = '/run/vpool-test-libvirt';
+export const URI = `qemu+unix:///system?socket=${LIBVIRT_ROOT}/run/libvirt-sock`;
+export const ADMIN_URI = `libvirtd+unix:///system?socket=${LIBVIRT_ROOT}/run/libvirt-admin-sock`;
+export const LIBVIRTD_PIDFILE = `${LIBVIRT_ROOT}/libvirtd.pid`;
 
 /** Polls `check` every 200 ms until it returns a value; throws `failure()`'s message past `ms`. */
 export async function pollUntil<T>(check: () => Promise<T | undefined>, ms: number, failure: () => Promise<string>): Promise<T> {
@@ -252,7 +256,7 @@ export async function nodeVm(name: string, uuid: string, command: string[], env:
 
 /** The process IDs of libvirtd's clients now (virt-admin's view of its "libvirtd" server). */
 export async function libvirtdClientPids(): Promise<number[]> {
-  const admin = (...args: string[]) => execFileP('virt-admin', ['-q', '-c', 'libvirtd:///system', ...args], { timeout: 30_000 }).then((r) => String(r.stdout));
+  const admin = (...args: string[]) => execFileP('virt-admin', ['-q', '-c', ADMIN_URI, ...args], { timeout: 30_000 }).then((r) => String(r.stdout));
   const ids = (await admin('srv-clients-list', 'libvirtd'))
     .split('\n')
     .map((l) => /^\s*(\d+)\s/.exec(l)?.[1])

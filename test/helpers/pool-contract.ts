@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { it } from 'node:test';
+import { open as openFile } from 'node:fs/promises';
+import { after, before, it } from 'node:test';
 import { DriverError } from '../../src/errors.js';
 import { idFor } from '../../src/ids.js';
 import type { PoolBackend } from '../../src/pool/backend.js';
@@ -20,9 +21,36 @@ export interface ContractPool {
   countsPromisedSpace: boolean;
   /** Removes what the pool was made from. */
   close(): Promise<void>;
+  /** Where a volume's bytes can be read and written (its image file, its LV's device); the contract checks restores and clones byte for byte through it. */
+  dataPath(volumeId: string): Promise<string>;
 }
 
 const MiB = 1024 * 1024;
+/** 256 KiB no other call makes: a volume holding them holds what was written, not some other data. */
+const stamp = (seed: string) => {
+  const b = Buffer.alloc(256 * 1024);
+  for (let i = 0; i < b.length; i += 32) b.write(`${seed}:${i}`.padEnd(32, '.'), i, 32, 'latin1');
+  return b;
+};
+async function writeAt(file: string, offset: number, data: Buffer): Promise<void> {
+  const fh = await openFile(file, 'r+');
+  try {
+    await fh.write(data, 0, data.length, offset);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+async function readAt(file: string, offset: number, length: number): Promise<Buffer> {
+  const fh = await openFile(file, 'r');
+  try {
+    const b = Buffer.alloc(length);
+    await fh.read(b, 0, length, offset);
+    return b;
+  } finally {
+    await fh.close();
+  }
+}
 const kindOf = async (p: Promise<unknown>): Promise<string> => p.then(() => 'ok', (e: unknown) => (e instanceof DriverError ? e.kind : `not a DriverError: ${String(e)}`));
 
 /**
@@ -36,8 +64,15 @@ export function poolContract(open: () => Promise<ContractPool>): void {
   const vol = (name: string) => idFor('vol', `contract-${name}`);
   const snap = (name: string) => idFor('snap', `contract-${name}`);
 
-  it('contract: open', async () => {
+  // Opened and closed by hooks, so a test run alone (--test-name-pattern) still has its pool.
+  before(async () => {
     pool = await open();
+  });
+  after(async () => {
+    await pool?.close();
+  });
+
+  it('contract: the pool answers and has a block size', async () => {
     await pool.backend.probe();
     assert.ok(pool.backend.granularity >= 512);
   });
@@ -89,7 +124,13 @@ export function poolContract(open: () => Promise<ContractPool>): void {
       assert.equal(await b.getVolume(vol('c')), null, 'a refused clone leaves no volume');
       return;
     }
+    // Bytes in the source at the snapshot, and other bytes written after it at the same place: the restore
+    // must hold the first, the clone the second, each exactly (and a hole stays zeros).
+    const atSnapshot = stamp('at the snapshot');
+    const afterwards = stamp('written after the snapshot');
+    await writeAt(await pool.dataPath(vol('a')), 3 * MiB, atSnapshot);
     const s = await b.createSnapshot({ id: snap('s'), name: 'contract-s', sourceVolumeId: vol('a'), parameters: {} });
+    await writeAt(await pool.dataPath(vol('a')), 3 * MiB, afterwards);
     assert.equal(s.sourceVolumeId, vol('a'));
     assert.equal(s.readyToUse, true);
     assert.equal((await b.getSnapshot(s.id))?.id, s.id);
@@ -98,6 +139,9 @@ export function poolContract(open: () => Promise<ContractPool>): void {
     assert.deepEqual((await b.getVolume(restored.id))?.source, { kind: 'snapshot', id: s.id });
     const clone = await b.createVolume({ id: vol('c'), name: 'contract-c', capacityBytes: 16 * MiB, source: { kind: 'volume', id: vol('a') }, parameters: pool.parameters });
     assert.deepEqual((await b.getVolume(clone.id))?.source, { kind: 'volume', id: vol('a') });
+    assert.ok((await readAt(await pool.dataPath(restored.id), 3 * MiB, atSnapshot.length)).equals(atSnapshot), 'the restore holds the bytes of the snapshot');
+    assert.ok((await readAt(await pool.dataPath(clone.id), 3 * MiB, afterwards.length)).equals(afterwards), "the clone holds the source's bytes now");
+    for (const id of [restored.id, clone.id]) assert.ok((await readAt(await pool.dataPath(id), 0, MiB)).equals(Buffer.alloc(MiB)), `${id}: never written, zeros`);
     assert.equal(await kindOf(b.createVolume({ id: vol('x'), name: 'contract-x', capacityBytes: 16 * MiB, source: { kind: 'snapshot', id: snap('nope') }, parameters: pool.parameters })), 'not-found');
     assert.equal(await b.getVolume(vol('x')), null, 'a failed create leaves no volume');
     assert.equal(await kindOf(b.createSnapshot({ id: snap('x'), name: 'contract-x', sourceVolumeId: vol('nope'), parameters: {} })), 'not-found');
@@ -115,7 +159,4 @@ export function poolContract(open: () => Promise<ContractPool>): void {
     assert.equal(await b.volumeBusy(vol('a')), null);
   });
 
-  it('contract: close', async () => {
-    await pool.close();
-  });
 }

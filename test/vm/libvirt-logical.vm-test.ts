@@ -9,11 +9,12 @@ import { PROJECT_ROOT } from '../../src/csi/proto.js';
 import { blockCap } from '../helpers/csi.js';
 import { sha256, sumAt, writeAt } from '../helpers/data.js';
 import { codeOf, finish, MiB, pattern, startDriver, type Driver } from '../helpers/driver.js';
+import { URI } from '../helpers/libvirt.js';
 
 const VG = 'vgvirt';
 const POOL = 'lvpool';
 const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-const virsh = (...args: string[]) => sh('virsh', ['-q', '-c', 'qemu:///system', ...args]);
+const virsh = (...args: string[]) => sh('virsh', ['-q', '-c', URI, ...args]);
 const lvs = () => sh('lvs', ['--noheadings', '-o', 'lv_name', VG]).split('\n').map((l) => l.trim()).filter(Boolean).sort();
 
 describe('libvirt logical pool (LVM under libvirt) on real device-mapper', { timeout: 300_000 }, () => {
@@ -34,7 +35,7 @@ describe('libvirt logical pool (LVM under libvirt) on real device-mapper', { tim
     sh('vgcreate', ['-q', VG, '/dev/disk/by-id/virtio-data0']);
     virsh('pool-define-as', POOL, 'logical', '--source-name', VG, '--target', `/dev/${VG}`);
     virsh('pool-start', POOL);
-    d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-pool', POOL, '--hypervisor', 'vm', '--log-level', 'warn'] });
+    d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-uri', URI, '--libvirt-pool', POOL, '--hypervisor', 'vm', '--log-level', 'warn'] });
   });
   after(async () => {
     if (!d) return;

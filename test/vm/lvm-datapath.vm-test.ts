@@ -194,7 +194,18 @@ describe('lvm data path on real device-mapper', { timeout: 360_000 }, () => {
     describe(`backend contract: lvm ${type} with device-mapper`, () => {
       poolContract(async () => {
         const opened = await openBackend({ kind: 'lvm', vg: VG, reserveBytes: 0, overprovisionRatio: 1 }, 'all');
-        return { backend: opened.backend!, parameters: { type }, copies: true, countsPromisedSpace: true, close: async () => undefined };
+        return {
+          backend: opened.backend!,
+          parameters: { type },
+          copies: true,
+          countsPromisedSpace: true,
+          close: async () => undefined,
+          // Thin volumes made from snapshots may be left inactive: the node activates on stage, the contract here.
+          dataPath: async (id: string) => {
+            sh('lvchange', ['-ay', '-K', `${VG}/${id}`]);
+            return `/dev/${VG}/${id}`;
+          },
+        };
       });
     });
   }
