@@ -34,13 +34,37 @@ runroot = "$PODWORK/run"
 CONF
 export CONTAINERS_CONF="$PODWORK/containers.conf" CONTAINERS_STORAGE_CONF="$PODWORK/storage.conf"
 
+# The Debian mirror apt itself uses for bookworm (deb822 .sources or one-line .list), so debootstrap
+# fetches from wherever this machine's apt does, and no host is named here.
+apt_mirror() {
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    awk 'BEGIN { RS = ""; FS = "\n" }
+      { types = ""; uris = ""; suites = ""; enabled = "yes"
+        for (i = 1; i <= NF; i++) {
+          if ($i ~ /^Types:/) types = $i
+          if ($i ~ /^URIs:/) uris = $i
+          if ($i ~ /^Suites:/) suites = $i
+          if ($i ~ /^Enabled:[ \t]*no/) enabled = "no"
+        }
+        if (enabled == "yes" && types ~ /[ \t]deb([ \t]|$)/ && suites ~ /[ \t]bookworm([ \t]|$)/) {
+          sub(/^URIs:[ \t]*/, "", uris); split(uris, u, /[ \t]+/); print u[1]
+        } }' "$f"
+  done
+  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+    | sed -nE 's/^deb[ \t]+(\[[^]]*\][ \t]+)?([^ \t]+)[ \t]+bookworm([ \t].*)?$/\2/p'
+}
+
 if [ "${1:-}" = base ]; then
   # Two local stand-ins, as the registry images are: debian:bookworm-slim (the runtime base), and
   # node:20-bookworm-slim (the build stage) with this machine's Node.js 20 and npm in /usr/local.
   if ! podman image exists localhost/debian:bookworm-slim || ! podman image exists localhost/node:20-bookworm-slim; then
     if [ ! -x "$PODWORK/rootfs/usr/bin/apt-get" ]; then
       rm -rf "$PODWORK/rootfs"
-      debootstrap --variant=minbase bookworm "$PODWORK/rootfs" http://deb.debian.org/debian >/dev/null
+      mirror=$(apt_mirror | head -1)
+      [ -n "$mirror" ] || { echo "podman.sh: apt has no bookworm source (/etc/apt/sources.list*) to bootstrap from" >&2; exit 1; }
+      debootstrap --variant=minbase bookworm "$PODWORK/rootfs" "$mirror" >/dev/null
     fi
     # What the slim image does not carry: downloaded packages, package lists, docs, manuals, translations.
     rm -rf "$PODWORK/rootfs/usr/local/bin/"node "$PODWORK/rootfs/usr/local/bin/"np[mx] "$PODWORK/rootfs/usr/local/lib/node_modules" \
