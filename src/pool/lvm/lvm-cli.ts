@@ -1,5 +1,7 @@
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { PvReadTimeout, readPvMetadataVersion } from './pv-headers.js';
 import { run } from '../../exec.js';
+import { log } from '../../log.js';
 import { lvmFailure, scanMayHaveMissed } from './lvm-errors.js';
 
 
@@ -16,6 +18,8 @@ export interface LvmCliOptions {
    * thousand loop devices) the scan is most of what a command costs.
    */
   vg?: string;
+  /** How long a read of a PV's metadata headers may take before the PV counts as hung (default 2 s). */
+  pvReadTimeoutMs?: number;
 }
 
 /**
@@ -84,21 +88,21 @@ export class LvmCli {
    * commit raises by one. Null when it cannot be read (the PVs not known yet, one unreadable or
    * unlabelled): then nothing may be taken from memory. seqno is null where the text could not be read.
    */
-  metadataVersion(): { fingerprint: string; seqno: number | null } | null {
-    if (!this.scope) return null;
-    const parts: string[] = [];
-    let seqno: number | null = null;
-    for (const [i, pv] of this.scope.entries()) {
-      const read = readMetadataHeaders(pv);
-      if (!read) return null;
-      parts.push(`${pv}:${read.headers}`);
-      if (i === 0) seqno = read.seqno;
+  async metadataVersion(): Promise<{ fingerprint: string; seqno: number | null } | null> {
+    const scope = this.scope;
+    if (!scope) return null;
+    let reads: Array<Awaited<ReturnType<typeof readPvMetadataVersion>>>;
+    try {
+      reads = await Promise.all(scope.map((pv) => readPvMetadataVersion(pv, this.opts.pvReadTimeoutMs ?? 2_000)));
+    } catch (err) {
+      if (err instanceof PvReadTimeout) {
+        log.warn('a PV of the pool does not answer; its metadata is read through lvm instead', { vg: this.opts.vg, err: err.message });
+        return null;
+      }
+      throw err;
     }
-    return { fingerprint: parts.join('|'), seqno };
-  }
-
-  metadataFingerprint(): string | null {
-    return this.metadataVersion()?.fingerprint ?? null;
+    if (reads.some((r) => r === null)) return null;
+    return { fingerprint: reads.map((r, i) => `${scope[i]}:${r!.headers}`).join('|'), seqno: reads[0]!.seqno };
   }
 
   /** Whether commands scan the VG's PVs only (for tests and diagnostics). */
@@ -219,67 +223,4 @@ function segtypeOf(layout: string): string {
   const parts = layout.split(',');
   if (parts.includes('thin')) return parts.includes('pool') ? 'thin-pool' : 'thin';
   return parts[0] ?? '';
-}
-
-const SECTOR = 512;
-const MDA_MAGIC = ' LVM2 x[5A%r0N*>';
-
-/**
- * The metadata area headers of a PV, as hex: the label (one of the first four sectors, "LABELONE",
- * type "LVM2 001") points at the PV header, whose second list of disk areas is the metadata areas;
- * each starts with a 512-byte header (magic " LVM2 x[5A%r0N*>", then the raw locations of the
- * current metadata). With them, the seqno written near the start of the first area's current
- * metadata text. Null when any of that is not there. lvm's own on-disk format (format_text).
- */
-function readMetadataHeaders(pv: string): { headers: string; seqno: number | null } | null {
-  let fd: number;
-  try {
-    fd = openSync(pv, 'r');
-  } catch {
-    return null;
-  }
-  try {
-    const head = Buffer.alloc(4 * SECTOR);
-    if (readSync(fd, head, 0, head.length, 0) !== head.length) return null;
-    let label = -1;
-    for (let s = 0; s < 4; s++) if (head.toString('latin1', s * SECTOR, s * SECTOR + 8) === 'LABELONE' && head.toString('latin1', s * SECTOR + 24, s * SECTOR + 32) === 'LVM2 001') label = s * SECTOR;
-    if (label < 0) return null;
-    // label_header: id[8], sector u64, crc u32, offset u32 (of the pv_header), type[8]; pv_header: uuid[32], device size u64, then the lists.
-    let p = label + head.readUInt32LE(label + 20) + 32 + 8;
-    const next = () => {
-      if (p + 16 > head.length) return null;
-      const area = { offset: head.readBigUInt64LE(p), size: head.readBigUInt64LE(p + 8) };
-      p += 16;
-      return area;
-    };
-    for (let a = next(); a && (a.offset || a.size); a = next());
-    const headers: string[] = [];
-    let seqno: number | null | undefined;
-    for (let a = next(); a && (a.offset || a.size); a = next()) {
-      const mda = Buffer.alloc(SECTOR);
-      if (readSync(fd, mda, 0, SECTOR, Number(a.offset)) !== SECTOR || mda.toString('latin1', 4, 20) !== MDA_MAGIC) return null;
-      headers.push(mda.toString('hex'));
-      seqno ??= readSeqno(fd, mda, a);
-    }
-    return headers.length ? { headers: headers.join(','), seqno: seqno ?? null } : null;
-  } catch {
-    return null;
-  } finally {
-    closeSync(fd);
-  }
-}
-
-/**
- * mda_header: checksum u32, magic[16], version u32, start u64, size u64, then raw_locn { offset
- * u64 (from the area's start), size u64, checksum u32, flags u32 }: the current metadata text,
- * which opens with `<vg name> {`, its id, then `seqno = N`. Null if the text is not there whole.
- */
-function readSeqno(fd: number, mda: Buffer, area: { offset: bigint; size: bigint }): number | null {
-  const offset = mda.readBigUInt64LE(40);
-  const size = mda.readBigUInt64LE(48);
-  if (!size || offset + 256n > area.size) return null;
-  const text = Buffer.alloc(256);
-  if (readSync(fd, text, 0, text.length, Number(area.offset + offset)) !== text.length) return null;
-  const m = /^[^\n{]+\{\nid = "[^"]*"\nseqno = (\d+)\n/.exec(text.toString('latin1'));
-  return m ? Number(m[1]) : null;
 }

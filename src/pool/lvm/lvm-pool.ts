@@ -13,7 +13,7 @@ import { lvmFailure, lvmReason } from './lvm-errors.js';
 import { tagsOf, tagValue, type LvmCli, type LvRow, type VgRow } from './lvm-cli.js';
 import { dmDeviceOf } from './dm.js';
 import { lvHeld, sweepIncompleteLvs } from './sweep.js';
-import { MetadataCache, withoutThickLv, withThickLv, type VgMetadata } from './metadata-cache.js';
+import { MetadataCache, type VgMetadata } from './metadata-cache.js';
 import { INCOMPLETE_TAG, isIncomplete, isSnapshotRow, isVolumeRow, POOL_TAG, snapshotFromRow, snapshotTags, THIN_POOL_TAG, volumeFromRow, volumeTags } from './tags.js';
 
 export interface LvmPoolOptions {
@@ -210,8 +210,6 @@ export class LvmPool implements PoolBackend {
     }
     // The size is already a whole number of extents, so the record is known without asking lvs again.
     if (!src) {
-      // A plain thick LV is described exactly: the held metadata takes it in without a new report.
-      if (type === 'thick' && !spec.parameters.stripes) this.cache.fold((st) => withThickLv(st, { name: spec.id, bytes: spec.capacityBytes, tags, activation: this.lvm.activation }));
       return { id: spec.id, name: spec.name, capacityBytes: spec.capacityBytes, createdAt, parameters: spec.parameters };
     }
     return this.finishCopy((await this.lvm.lv(this.opts.vg, spec.id))!, spec);
@@ -276,7 +274,6 @@ export class LvmPool implements PoolBackend {
       if (lvmFailure(err) === 'not-found') return;
       throw err;
     }
-    this.cache.fold((st) => withoutThickLv(st, id));
   }
 
   async expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord> {

@@ -1,0 +1,102 @@
+import { open, type FileHandle } from 'node:fs/promises';
+
+const SECTOR = 512;
+const MDA_MAGIC = ' LVM2 x[5A%r0N*>';
+
+/** Where the metadata stands on a PV now: its metadata area headers (hex) and the seqno of its current text. */
+export interface PvMetadataVersion {
+  headers: string;
+  seqno: number | null;
+}
+
+export class PvReadTimeout extends Error {
+  override name = 'PvReadTimeout';
+}
+
+// A read of a PV that has not come back (a hung disk: the thread doing it stays in the kernel until
+// the device answers). No second read of that PV is started while it is out, so a hung PV holds one
+// of libuv's threads, never all of them; its callers are told at once that it is still hung.
+const outstanding = new Map<string, Promise<PvMetadataVersion | null>>();
+
+/**
+ * A PV's metadata area headers, read asynchronously (never on the event loop) within `deadlineMs`:
+ * a PV that does not answer in time is a PvReadTimeout, and the calls, gRPC, health and metrics
+ * of the process go on meanwhile. Null when the PV is readable but holds no LVM2 label and
+ * metadata area. lvm's own on-disk format (format_text): only what tells that the metadata changed.
+ */
+export async function readPvMetadataVersion(pv: string, deadlineMs: number): Promise<PvMetadataVersion | null> {
+  const pending = outstanding.get(pv);
+  if (pending) throw new PvReadTimeout(`${pv}: an earlier read of its metadata headers has not come back (the device is not answering)`);
+  const reading = readHeaders(pv).finally(() => outstanding.delete(pv));
+  outstanding.set(pv, reading);
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new PvReadTimeout(`${pv}: its metadata headers were not read within ${deadlineMs} ms (the device is not answering)`)), deadlineMs);
+  });
+  try {
+    return await Promise.race([reading, late]);
+  } finally {
+    clearTimeout(timer);
+    // A read that ends after its deadline is nobody's to report.
+    reading.catch(() => undefined);
+  }
+}
+
+/**
+ * The label (one of the first four sectors, "LABELONE", type "LVM2 001") points at the PV header,
+ * whose second list of disk areas is the metadata areas; each starts with a 512-byte header (magic,
+ * then the raw locations of the current metadata, with its checksum). With them, the seqno near
+ * the start of the first area's current metadata text.
+ */
+async function readHeaders(pv: string): Promise<PvMetadataVersion | null> {
+  let fh: FileHandle;
+  try {
+    fh = await open(pv, 'r');
+  } catch {
+    return null;
+  }
+  try {
+    const head = Buffer.alloc(4 * SECTOR);
+    if ((await fh.read(head, 0, head.length, 0)).bytesRead !== head.length) return null;
+    let label = -1;
+    for (let s = 0; s < 4; s++) if (head.toString('latin1', s * SECTOR, s * SECTOR + 8) === 'LABELONE' && head.toString('latin1', s * SECTOR + 24, s * SECTOR + 32) === 'LVM2 001') label = s * SECTOR;
+    if (label < 0) return null;
+    // label_header: id[8], sector u64, crc u32, offset u32 (of the pv_header), type[8]; pv_header: uuid[32], device size u64, then the lists.
+    let p = label + head.readUInt32LE(label + 20) + 32 + 8;
+    const next = () => {
+      if (p + 16 > head.length) return null;
+      const area = { offset: head.readBigUInt64LE(p), size: head.readBigUInt64LE(p + 8) };
+      p += 16;
+      return area;
+    };
+    for (let a = next(); a && (a.offset || a.size); a = next());
+    const headers: string[] = [];
+    let seqno: number | null | undefined;
+    for (let a = next(); a && (a.offset || a.size); a = next()) {
+      const mda = Buffer.alloc(SECTOR);
+      if ((await fh.read(mda, 0, SECTOR, Number(a.offset))).bytesRead !== SECTOR || mda.toString('latin1', 4, 20) !== MDA_MAGIC) return null;
+      headers.push(mda.toString('hex'));
+      seqno ??= await readSeqno(fh, mda, a);
+    }
+    return headers.length ? { headers: headers.join(','), seqno: seqno ?? null } : null;
+  } catch {
+    return null;
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * mda_header: checksum u32, magic[16], version u32, start u64, size u64, then raw_locn { offset
+ * u64 (from the area's start), size u64, checksum u32, flags u32 }: the current metadata text,
+ * which opens with `<vg name> {`, its id, then `seqno = N`. Null if the text is not there whole.
+ */
+async function readSeqno(fh: FileHandle, mda: Buffer, area: { offset: bigint; size: bigint }): Promise<number | null> {
+  const offset = mda.readBigUInt64LE(40);
+  const size = mda.readBigUInt64LE(48);
+  if (!size || offset + 256n > area.size) return null;
+  const text = Buffer.alloc(256);
+  if ((await fh.read(text, 0, text.length, Number(area.offset + offset))).bytesRead !== text.length) return null;
+  const m = /^[^\n{]+\{\nid = "[^"]*"\nseqno = (\d+)\n/.exec(text.toString('latin1'));
+  return m ? Number(m[1]) : null;
+}
