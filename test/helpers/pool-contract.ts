@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { open as openFile } from 'node:fs/promises';
 import { after, before, it } from 'node:test';
 import { DriverError } from '../../src/errors.js';
 import { idFor } from '../../src/ids.js';
 import type { PoolBackend } from '../../src/pool/backend.js';
+import { readAt, writeAt } from './data.js';
 
 export interface ContractPool {
   backend: PoolBackend;
@@ -32,25 +32,6 @@ const stamp = (seed: string) => {
   for (let i = 0; i < b.length; i += 32) b.write(`${seed}:${i}`.padEnd(32, '.'), i, 32, 'latin1');
   return b;
 };
-async function writeAt(file: string, offset: number, data: Buffer): Promise<void> {
-  const fh = await openFile(file, 'r+');
-  try {
-    await fh.write(data, 0, data.length, offset);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-async function readAt(file: string, offset: number, length: number): Promise<Buffer> {
-  const fh = await openFile(file, 'r');
-  try {
-    const b = Buffer.alloc(length);
-    await fh.read(b, 0, length, offset);
-    return b;
-  } finally {
-    await fh.close();
-  }
-}
 const kindOf = async (p: Promise<unknown>): Promise<string> => p.then(() => 'ok', (e: unknown) => (e instanceof DriverError ? e.kind : `not a DriverError: ${String(e)}`));
 
 /**
