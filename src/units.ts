@@ -14,8 +14,9 @@ const EXPONENT = /^[eE]([+-]?[0-9]+)$/;
 const HINT = '(a Kubernetes quantity: e.g. 512Mi, 10Gi, 1G, 1e9, 1073741824)';
 
 /**
- * Parses a byte quantity exactly as Kubernetes' own parser reads it ("512Mi", "10G", "1.5Gi", "1e9",
- * "1073741824"), refusing anything else with the reason. A fraction of a byte rounds up, as Kubernetes'
+ * Parses a byte quantity as Kubernetes' own parser reads it ("512Mi", "10G", "1.5Gi", "1e9",
+ * "1073741824"), refusing anything else with the reason. One difference: Kubernetes reads a quantity
+ * with no digits at all ("Gi", ".", "e3") as 0; for a size that is a mistake, refused here. A fraction of a byte rounds up, as Kubernetes'
  * Value() does. Arithmetic is exact (integers), so "0.1Gi" is not off by a float's rounding.
  */
 export function parseQuantity(text: string): number {
@@ -27,8 +28,8 @@ export function parseQuantity(text: string): number {
   let num = BigInt(whole + frac || '0');
   let den = 10n ** BigInt(frac.length);
   let power10 = 0;
-  if (suffix in BINARY) num *= 1024n ** BINARY[suffix];
-  else if (suffix in DECIMAL) power10 = DECIMAL[suffix];
+  if (Object.hasOwn(BINARY, suffix)) num *= 1024n ** BINARY[suffix];
+  else if (Object.hasOwn(DECIMAL, suffix)) power10 = DECIMAL[suffix];
   else {
     const e = EXPONENT.exec(suffix);
     if (!e) throw new Error(`not a byte quantity: ${JSON.stringify(text)}: ${JSON.stringify(suffix)} is not a suffix Kubernetes knows (Ki Mi Gi Ti Pi Ei, n u m k M G T P E, or e<exponent>) ${HINT}`);

@@ -119,7 +119,7 @@ describe('libvirt connection against a FAKE libvirtd', () => {
     }
   });
 
-  it('refuses a pool size past 2^53 with the reason instead of a rounded number', async () => {
+  it('reads a pool size past 2^53 (an NFS or EFS pool says exabytes) as 2^53 - 1, where the strict reader would refuse it', async () => {
     const s = sock();
     const fake = await FakeLibvirtd.start(s, (call) => {
       if (call.proc === Proc.StoragePoolLookupByName) call.client.send(call.client.reply(call, (w) => poolRef(w, 'p')));
@@ -138,7 +138,9 @@ describe('libvirt connection against a FAKE libvirtd', () => {
     });
     const rpc = new RpcLibvirt(URI, s);
     try {
-      await assert.rejects(rpc.poolInfo('p'), /1152921504606846976 .* past what the driver holds exactly/);
+      const info = await rpc.poolInfo('p');
+      assert.equal(info.capacity, Number.MAX_SAFE_INTEGER);
+      assert.equal(info.allocation, 1);
     } finally {
       rpc.close();
       await fake.stop();
@@ -222,6 +224,41 @@ describe('libvirt connection against a FAKE libvirtd', () => {
       for (const c of held.splice(0)) c.client.send(c.client.reply(c, (w) => w.string('h')));
       assert.deepEqual(await Promise.all(slow), Array(6).fill('h'));
       assert.equal(mostInFlight, 4);
+    } finally {
+      conn.close();
+      await fake.stop();
+    }
+  });
+
+  it('a call its caller stopped waiting for keeps its place until libvirtd answers it (libvirtd still counts it)', async () => {
+    const s = sock();
+    const held: FakeCall[] = [];
+    let mostInFlight = 0;
+    const fake = await FakeLibvirtd.start(s, (call) => {
+      mostInFlight = Math.max(mostInFlight, call.client.inFlight);
+      held.push(call);
+    });
+    const conn = new LibvirtConnection(s, URI, { keepalive: { intervalMs: 100, count: 2 } });
+    try {
+      // Four calls whose callers give up after 200 ms; libvirtd has not answered them.
+      const gaveUp = await Promise.all(Array.from({ length: 4 }, () => conn.call(Proc.ConnectGetHostname, undefined, { timeoutMs: 200 }).then(() => 'answered', (e: Error) => e.message)));
+      for (const g of gaveUp) assert.match(g, /did not answer procedure 59 within/);
+      assert.equal(held.length, 4);
+      // A fifth waits for one of them to be answered, not for its callers to leave.
+      const fifth = conn.call(Proc.ConnectGetHostname).then((r) => r.string());
+      const pings = fake.pings;
+      await waitFor(() => fake.pings >= pings + 4, 30_000, 'no pings while four calls were out');
+      assert.equal(held.length, 4, 'the fifth was not sent while libvirtd had four');
+      const first = held.shift()!;
+      first.client.send(first.client.reply(first, (w) => w.string('late')));
+      await waitFor(() => held.length === 4, 30_000, 'the fifth was not sent after one of the four was answered');
+      const last = held.pop()!;
+      last.client.send(last.client.reply(last, (w) => w.string('fifth')));
+      assert.equal(await fifth, 'fifth');
+      assert.equal(mostInFlight, 4);
+      assert.equal(conn.connections, 1, 'the connection was never declared dead');
+      for (const c of held.splice(0)) c.client.send(c.client.reply(c, (w) => w.string('late')));
+      await conn.idle();
     } finally {
       conn.close();
       await fake.stop();

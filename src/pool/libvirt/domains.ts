@@ -141,7 +141,7 @@ export class Domains {
    * (bounded) until the live definition no longer has it: a guest that has not let go still uses it.
    * libvirt itself waits a few seconds for the guest inside the detach, which is enough for most; a
    * slower guest is waited for on libvirt's device-removed event. On the held RPC connection the
-   * event is watched from before the detach, so it cannot be missed and costs one registration; over
+   * event is watched from before the detach (its registration answered first), so it cannot be missed; over
    * virsh a watch is a process, started only when the guest was slow. A once-a-second read of the
    * live definition backs the event up (a watch that ended with its connection, or started late).
    */
@@ -153,6 +153,9 @@ export class Domains {
     const deadline = started + waitMs;
     const early = liveHas && this.libvirt.transport === 'rpc' ? this.libvirt.deviceRemoved(dom.uuid, waitMs + 1000) : null;
     try {
+      // Registered before the detach (one round trip), or the event could come first; a watch that
+      // could not be registered leaves the once-a-second read.
+      if (early?.ready) await early.ready;
       // libvirt finds the disk to detach by its target alone (as virsh detach-disk does).
       if (liveHas || inConfig) await this.libvirt.detachDevice(dom.uuid, `<disk device='disk'><target dev='${xmlEscape(target)}'/></disk>`, { live: liveHas, config: inConfig });
       if (!liveHas) return true;

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { PvReadTimeout, readPvMetadataVersion } from './pv-headers.js';
 import { run } from '../../exec.js';
 import { log } from '../../log.js';
+import { unavailable } from '../../errors.js';
 import { lvmFailure, scanMayHaveMissed } from './lvm-errors.js';
 
 
@@ -95,9 +96,10 @@ export class LvmCli {
     try {
       reads = await Promise.all(scope.map((pv) => readPvMetadataVersion(pv, this.opts.pvReadTimeoutMs ?? 2_000)));
     } catch (err) {
+      // lvm would scan the same PV and hang with it: the call fails at once instead, and says why.
       if (err instanceof PvReadTimeout) {
-        log.warn('a PV of the pool does not answer; its metadata is read through lvm instead', { vg: this.opts.vg, err: err.message });
-        return null;
+        log.warn('a PV of the pool does not answer', { vg: this.opts.vg, err: err.message });
+        throw unavailable(`volume group ${this.opts.vg}: ${err.message}`);
       }
       throw err;
     }

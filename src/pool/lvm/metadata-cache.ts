@@ -1,9 +1,7 @@
 import type { LvmCli, LvmState } from './lvm-cli.js';
 
 /**
- * What the pool reads of its VG: the VG row and its LVs. PV rows are left out: which of several PVs
- * lvm allocates from is its policy's choice, so a fold could not say how their free space moved,
- * and the pool needs the VG's totals only.
+ * What the pool reads of its VG: the VG row and its LVs (the pool needs the VG's totals, not each PV's).
  */
 export type VgMetadata = Omit<LvmState, 'pvs'>;
 
@@ -21,7 +19,7 @@ interface Held {
  * state was read under, and any commit by any process changes them, so the next read is a fresh
  * `lvm fullreport`, the driver's own commits included: every row is lvm's own report, none is made
  * here. The header reads are asynchronous and bounded (pv-headers.ts): a PV that does not answer
- * sends the read to lvm (whose command has its own timeout) and never stalls the event loop. Only
+ * fails the read at once as unavailable (lvm would hang on it too) and never stalls the event loop. Only
  * what the metadata holds is kept (names, sizes, tags, origins); activation, open counts and health
  * come from device-mapper and are read fresh where they matter.
  */

@@ -13,10 +13,13 @@ export class PvReadTimeout extends Error {
   override name = 'PvReadTimeout';
 }
 
-// A read of a PV that has not come back (a hung disk: the thread doing it stays in the kernel until
-// the device answers). No second read of that PV is started while it is out, so a hung PV holds one
-// of libuv's threads, never all of them; its callers are told at once that it is still hung.
+// One read of a PV at a time, shared by every caller that comes while it is out: a PV that does not
+// answer (a hung disk: the thread doing the read stays in the kernel until the device answers) holds
+// one of libuv's threads, never one per caller. At most MAX_OUTSTANDING PVs may be out at once; past
+// that a read fails at once, so hung PVs cannot take every thread the process has for files, DNS
+// and crypto (libuv has four unless UV_THREADPOOL_SIZE says otherwise).
 const outstanding = new Map<string, Promise<PvMetadataVersion | null>>();
+const MAX_OUTSTANDING = 2;
 
 /**
  * A PV's metadata area headers, read asynchronously (never on the event loop) within `deadlineMs`:
@@ -25,10 +28,13 @@ const outstanding = new Map<string, Promise<PvMetadataVersion | null>>();
  * metadata area. lvm's own on-disk format (format_text): only what tells that the metadata changed.
  */
 export async function readPvMetadataVersion(pv: string, deadlineMs: number): Promise<PvMetadataVersion | null> {
-  const pending = outstanding.get(pv);
-  if (pending) throw new PvReadTimeout(`${pv}: an earlier read of its metadata headers has not come back (the device is not answering)`);
-  const reading = readHeaders(pv).finally(() => outstanding.delete(pv));
-  outstanding.set(pv, reading);
+  let reading = outstanding.get(pv);
+  if (!reading) {
+    if (outstanding.size >= MAX_OUTSTANDING) throw new PvReadTimeout(`${pv}: ${outstanding.size} PVs have reads out that have not come back (${[...outstanding.keys()].join(', ')}); not starting another`);
+    const started = readHeaders(pv).finally(() => outstanding.delete(pv));
+    outstanding.set(pv, started);
+    reading = started;
+  }
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new PvReadTimeout(`${pv}: its metadata headers were not read within ${deadlineMs} ms (the device is not answering)`)), deadlineMs);
@@ -37,8 +43,6 @@ export async function readPvMetadataVersion(pv: string, deadlineMs: number): Pro
     return await Promise.race([reading, late]);
   } finally {
     clearTimeout(timer);
-    // A read that ends after its deadline is nobody's to report.
-    reading.catch(() => undefined);
   }
 }
 

@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { callSignal } from '../../../call-context.js';
+import { callSignal, detached } from '../../../call-context.js';
 import { DriverError, unavailable } from '../../../errors.js';
 import { log } from '../../../log.js';
 import { FrameAssembler, HEADER_BYTES } from './frames.js';
@@ -132,14 +132,46 @@ export class LibvirtConnection {
   async call(proc: number, args?: (w: XdrWriter) => void, opts: { timeoutMs?: number } = {}): Promise<XdrReader> {
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
     const deadline = performance.now() + timeoutMs;
+    // Encoded first: a value the protocol cannot carry fails here, before anything is waiting on it.
+    const body = encodeArgs(args);
     await this.turn(proc, timeoutMs);
+    let settled: Promise<void> = Promise.resolve();
     try {
-      const socket = await this.connected();
-      return await this.send(socket, proc, args, Math.max(1, deadline - performance.now()));
+      const socket = await this.bounded(this.connected(), deadline, proc);
+      const sent = this.send(socket, proc, body, Math.max(1, deadline - performance.now()));
+      settled = sent.settled;
+      return await sent.reply;
     } finally {
-      this.inFlight--;
-      this.turns.shift()?.();
+      // The slot is libvirtd's until it has answered or the connection is gone: a caller that stopped
+      // waiting leaves the call running there, and libvirtd counts it against max_client_requests.
+      void settled.then(() => {
+        this.inFlight--;
+        this.turns.shift()?.();
+        if (this.inFlight === 0 && !this.turns.length) for (const w of this.idleWaiters.splice(0)) w();
+      });
     }
+  }
+
+  /** Resolves once no call is out on this connection (each answered, or the connection gone). */
+  async idle(): Promise<void> {
+    while (this.inFlight > 0 || this.turns.length) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private readonly idleWaiters: Array<() => void> = [];
+
+  /** Waits for `p` no longer than the call's deadline (and its signal). */
+  private bounded<T>(p: Promise<T>, deadline: number, proc: number): Promise<T> {
+    const signal = callSignal();
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => reject(unavailable(`libvirtd was not reached for procedure ${proc} within the call's time`)), Math.max(1, deadline - performance.now()));
+      const onAbort = () => reject(new DriverError('cancelled', `the call was cancelled before libvirt was asked (procedure ${proc})`));
+      if (signal?.aborted) onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      p.then(resolve, reject).finally(() => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      });
+    });
   }
 
   close(): void {
@@ -155,6 +187,7 @@ export class LibvirtConnection {
       return Promise.resolve();
     }
     const signal = callSignal();
+    if (signal?.aborted) return Promise.reject(new DriverError('cancelled', `the call was cancelled before libvirt was asked (procedure ${proc})`));
     return new Promise<void>((resolve, reject) => {
       const go = () => {
         clearTimeout(timer);
@@ -179,7 +212,8 @@ export class LibvirtConnection {
   private async connected(): Promise<net.Socket> {
     if (this.closed) throw unavailable('the libvirt connection was closed');
     if (this.socket && !this.socket.destroyed) return this.socket;
-    this.opening ??= this.open().finally(() => (this.opening = null));
+    // Not in the first caller's context: its cancellation must not fail the handshake every caller shares.
+    this.opening ??= detached(() => this.open()).finally(() => (this.opening = null));
     return this.opening;
   }
 
@@ -195,14 +229,18 @@ export class LibvirtConnection {
     this.attach(socket, this.generation);
     try {
       // libvirtd lets root on its unix socket past polkit after the client asks which auth it needs.
-      const auth = (await this.send(socket, Proc.AuthList, undefined, this.timeoutMs)).array((r) => r.i32());
+      const auth = (await this.send(socket, Proc.AuthList, encodeArgs(undefined), this.timeoutMs).reply).array((r) => r.i32());
       if (auth.length && !auth.includes(0)) throw unavailable(`libvirtd at ${this.socketPath} wants authentication (${auth.join(',')}); run the driver as root or use a virsh URI`);
-      await this.send(socket, Proc.ConnectOpen, (w) => w.optionalString(this.uri).u32(0), this.timeoutMs);
+      await this.send(socket, Proc.ConnectOpen, encodeArgs((w) => w.optionalString(this.uri).u32(0)), this.timeoutMs).reply;
       // Asking for the feature is what makes libvirtd ping this client too (remoteDispatchConnectSupportsFeature).
-      if (this.keepalive) await this.send(socket, Proc.ConnectSupportsFeature, (w) => w.i32(FEATURE_PROGRAM_KEEPALIVE), this.timeoutMs);
+      if (this.keepalive) await this.send(socket, Proc.ConnectSupportsFeature, encodeArgs((w) => w.i32(FEATURE_PROGRAM_KEEPALIVE)), this.timeoutMs).reply;
     } catch (err) {
       socket.destroy();
       throw err;
+    }
+    if (this.closed) {
+      socket.destroy();
+      throw unavailable('the libvirt connection was closed');
     }
     if (socket.destroyed) throw unavailable(`the connection to libvirtd (${this.socketPath}) closed as it was opened`);
     this.socket = socket;
@@ -228,16 +266,20 @@ export class LibvirtConnection {
     });
     // Started with the socket, so a libvirtd that accepted the connection and then hung is found out during the handshake too.
     const ka = this.keepalive;
+    // Looked at four times an interval: a ping goes after each whole interval of silence, and the
+    // connection is given up after count + 1 intervals of it (count pings unanswered), within a quarter interval.
     const ticker = ka
       ? setInterval(() => {
-          if (performance.now() - lastHeard < ka.intervalMs) return;
-          if (unanswered >= ka.count) {
+          const silent = performance.now() - lastHeard;
+          if (silent >= (ka.count + 1) * ka.intervalMs) {
             this.kill(socket, `libvirtd answered none of ${ka.count} keepalive pings (${((ka.intervalMs * (ka.count + 1)) / 1000).toFixed(1)} s without a word): declared dead`);
             return;
           }
-          unanswered++;
-          socket.write(frame(KEEPALIVE_PROGRAM, KEEPALIVE_PING, MessageType.Message, 0, undefined));
-        }, ka.intervalMs)
+          if (silent >= (unanswered + 1) * ka.intervalMs && unanswered < ka.count) {
+            unanswered++;
+            socket.write(frame(KEEPALIVE_PROGRAM, KEEPALIVE_PING, MessageType.Message, 0, encodeArgs(undefined)));
+          }
+        }, Math.max(1, ka.intervalMs / 4))
       : undefined;
     ticker?.unref();
     socket.on('error', (err) => log.warn('libvirt connection error', { socket: this.socketPath, err: err.message }));
@@ -267,7 +309,7 @@ export class LibvirtConnection {
     const serial = r.u32();
     const status = r.u32();
     if (prog === KEEPALIVE_PROGRAM) {
-      if (proc === KEEPALIVE_PING) socket.write(frame(KEEPALIVE_PROGRAM, KEEPALIVE_PONG, MessageType.Message, 0, undefined));
+      if (proc === KEEPALIVE_PING) socket.write(frame(KEEPALIVE_PROGRAM, KEEPALIVE_PONG, MessageType.Message, 0, encodeArgs(undefined)));
       return;
     }
     if (prog !== REMOTE_PROGRAM) return;
@@ -299,41 +341,70 @@ export class LibvirtConnection {
     }
   }
 
-  private send(socket: net.Socket, proc: number, args: ((w: XdrWriter) => void) | undefined, timeoutMs: number): Promise<XdrReader> {
+  /**
+   * Sends one call. `reply` is the caller's: it ends with the answer, or when the caller stops
+   * waiting (its time or its signal). `settled` is the connection's: it ends only when libvirtd has
+   * answered or the connection is gone, for libvirtd runs a call its client stopped waiting for.
+   */
+  private send(socket: net.Socket, proc: number, body: Buffer, timeoutMs: number): { reply: Promise<XdrReader>; settled: Promise<void> } {
     const signal = callSignal();
-    if (signal?.aborted) return Promise.reject(new DriverError('cancelled', 'the call was cancelled or ran out of time before libvirt was asked'));
+    if (signal?.aborted) return { reply: Promise.reject(new DriverError('cancelled', 'the call was cancelled or ran out of time before libvirt was asked')), settled: Promise.resolve() };
     // A socket that closed before this call was written would never answer it, and its close has already been told.
     if (socket.destroyed || !socket.writable) {
       const death = this.deaths.get(socket);
-      return Promise.reject(unavailable(`the connection to libvirtd (${this.socketPath}) closed before procedure ${proc} was sent${death ? `: ${death}` : ''}`));
+      return { reply: Promise.reject(unavailable(`the connection to libvirtd (${this.socketPath}) closed before procedure ${proc} was sent${death ? `: ${death}` : ''}`)), settled: Promise.resolve() };
     }
     const serial = this.serial++;
     if (this.serial > 0x7fffffff) this.serial = 1;
-    return new Promise<XdrReader>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const onAbort = () => settle(() => reject(new DriverError('cancelled', `the call was cancelled or ran out of time while libvirt ran procedure ${proc}`)));
-      const settle = (fn: () => void) => {
+    const message = frame(REMOTE_PROGRAM, proc, MessageType.Call, serial, body);
+    let settle!: () => void;
+    const settled = new Promise<void>((resolve) => (settle = resolve));
+    const reply = new Promise<XdrReader>((resolve, reject) => {
+      let waiting = true;
+      const stopWaiting = () => {
+        waiting = false;
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
-        this.pending.delete(serial);
-        fn();
       };
-      this.pending.set(serial, { socket, resolve: (b) => settle(() => resolve(b)), reject: (e) => settle(() => reject(e)) });
-      timer = setTimeout(() => settle(() => reject(unavailable(`libvirtd did not answer procedure ${proc} within ${Math.round(timeoutMs) / 1000} s`))), timeoutMs);
       // libvirt goes on with what it was asked; the caller stops waiting, as with a killed virsh.
+      const onAbort = () => {
+        stopWaiting();
+        reject(new DriverError('cancelled', `the call was cancelled or ran out of time while libvirt ran procedure ${proc}`));
+      };
+      const timer = setTimeout(() => {
+        stopWaiting();
+        reject(unavailable(`libvirtd did not answer procedure ${proc} within ${Math.round(timeoutMs) / 1000} s`));
+      }, timeoutMs);
       signal?.addEventListener('abort', onAbort, { once: true });
-      socket.write(frame(REMOTE_PROGRAM, proc, MessageType.Call, serial, args), (err) => {
-        if (err) settle(() => reject(unavailable(`procedure ${proc} could not be sent to libvirtd (${this.socketPath}): ${err.message}`)));
+      const done = (fn: () => void) => {
+        this.pending.delete(serial);
+        settle();
+        if (waiting) {
+          stopWaiting();
+          fn();
+        }
+      };
+      this.pending.set(serial, { socket, resolve: (b) => done(() => resolve(b)), reject: (e) => done(() => reject(e)) });
+      socket.write(message, (err) => {
+        if (err) this.pending.get(serial)?.reject(unavailable(`procedure ${proc} could not be sent to libvirtd (${this.socketPath}): ${err.message}`));
       });
     });
+    return { reply, settled };
   }
 }
 
-function frame(prog: number, proc: number, type: MessageType, serial: number, args: ((w: XdrWriter) => void) | undefined): Buffer {
+/** A call's arguments in XDR (empty for none). */
+function encodeArgs(args: ((w: XdrWriter) => void) | undefined): Buffer {
+  const w = new XdrWriter();
+  args?.(w);
+  return Buffer.from(w.bytes());
+}
+
+function frame(prog: number, proc: number, type: MessageType, serial: number, body: Buffer): Buffer {
   const w = new XdrWriter();
   w.u32(0).u32(prog).u32(prog === REMOTE_PROGRAM ? REMOTE_VERSION : 1).i32(proc).u32(type).u32(serial).u32(Status.Ok);
-  args?.(w);
-  const buf = w.bytes();
+  const head = w.bytes();
+  const buf = Buffer.concat([head, body]);
   buf.writeUInt32BE(buf.length, 0);
   return buf;
 }

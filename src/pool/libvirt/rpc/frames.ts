@@ -1,6 +1,6 @@
 /** libvirt's message length word counts itself and the 24-byte header: no message is shorter. */
 export const HEADER_BYTES = 4 + 24;
-/** virnetprotocol.x's VIR_NET_MESSAGE_MAX: libvirtd sends nothing longer. */
+/** virnetprotocol.x's VIR_NET_MESSAGE_MAX, which bounds a message after its 4-byte length word (virNetMessageDecodeLength). */
 export const MESSAGE_MAX = 33_554_432;
 
 /**
@@ -22,7 +22,7 @@ export class FrameAssembler {
     for (;;) {
       if (this.held < 4) return out;
       const len = this.peekLength();
-      if (len < HEADER_BYTES || len > MESSAGE_MAX) throw new RangeError(`libvirtd sent a message of ${len} bytes (a message is ${HEADER_BYTES} to ${MESSAGE_MAX})`);
+      if (len < HEADER_BYTES || len - 4 > MESSAGE_MAX) throw new RangeError(`libvirtd sent a message of ${len} bytes (a message is ${HEADER_BYTES} to ${MESSAGE_MAX + 4})`);
       if (this.held < len) return out;
       out.push(this.take(len));
     }

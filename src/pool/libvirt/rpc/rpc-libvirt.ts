@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { Semaphore } from 'async-mutex';
-import { invalid } from '../../../errors.js';
+import { callSignal } from '../../../call-context.js';
+import { DriverError, invalid, unavailable } from '../../../errors.js';
 import { log } from '../../../log.js';
 import { POOL_STATES, WIPE_ALGORITHM_NUMBERS, type Affect, type EventWatch, type Libvirt, type PoolInfo } from '../libvirt-api.js';
 import { LibvirtMissingError, Virsh } from '../virsh.js';
@@ -101,15 +102,45 @@ export class RpcLibvirt implements Libvirt {
 
   /** One long call on a connection of its own, closed after it (libvirtd goes on with a job whose client left, as with a killed virsh). */
   private async job(proc: Proc, args: (w: XdrWriter) => void, timeoutMs: number): Promise<XdrReader> {
-    const [, release] = await this.jobs.acquire();
+    const release = await this.jobTurn(proc, timeoutMs);
     const own = new LibvirtConnection(this.socketPath, this.uri, { ...this.connectionOptions(), maxInFlight: 1 });
     this.jobConnections++;
     try {
       return await this.call(proc, args, timeoutMs, own);
     } finally {
-      own.close();
-      release();
+      // A job its caller stopped waiting for still runs in libvirtd: its turn (and its connection) end when libvirtd has answered.
+      void own.idle().then(() => {
+        own.close();
+        release();
+      });
     }
+  }
+
+  /** A turn among the jobs, waited for within the call's time and signal. */
+  private jobTurn(proc: Proc, timeoutMs: number): Promise<() => void> {
+    const signal = callSignal();
+    return new Promise((resolve, reject) => {
+      let given = false;
+      const fail = (err: Error) => {
+        if (given) return;
+        given = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        reject(err);
+      };
+      const onAbort = () => fail(new DriverError('cancelled', `the call was cancelled while it waited for a turn among libvirt's long jobs (procedure ${proc})`));
+      const timer = setTimeout(() => fail(unavailable(`no turn among libvirt's long jobs within ${timeoutMs / 1000} s for procedure ${proc}`)), timeoutMs);
+      if (signal?.aborted) onAbort();
+      else signal?.addEventListener('abort', onAbort, { once: true });
+      void this.jobs.acquire().then(([, release]) => {
+        // A turn that comes after its caller left is given back at once.
+        if (given) return release();
+        given = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        resolve(release);
+      });
+    });
   }
 
   private async maybe<T>(fn: () => Promise<T>): Promise<T | null> {
@@ -141,7 +172,7 @@ export class RpcLibvirt implements Libvirt {
     const p = await this.pool(pool);
     const r = await this.call(Proc.StoragePoolGetInfo, (w) => writePool(w, p));
     const state = r.u32(); // unsigned char, a 4-byte unit in XDR
-    const info = { state: POOL_STATES[state] ?? `state ${state}`, capacity: r.u64(), allocation: r.u64(), available: r.u64() };
+    const info = { state: POOL_STATES[state] ?? `state ${state}`, capacity: r.u64Saturating(), allocation: r.u64Saturating(), available: r.u64Saturating() };
     return { ...info, running: info.state === 'running' };
   }
 
@@ -272,7 +303,7 @@ export class RpcLibvirt implements Libvirt {
       end();
     });
     return {
-      ready: registered.then(() => callbackId !== null),
+      ready: registered.then(() => callbackId !== null && !ended),
       next: () => (lines.length ? Promise.resolve(lines.shift()!) : ended ? Promise.resolve(null) : new Promise((resolve) => waiting.push(resolve))),
       stop: async () => {
         end();

@@ -99,6 +99,17 @@ export class XdrReader {
     return Number(v);
   }
 
+  /**
+   * An unsigned hyper that may be past 2^53 by nature, not by error: a pool's sizes on a filesystem
+   * that reports "unlimited" (NFS, EFS: exabytes). Held as 2^53 - 1, which no decision here can tell apart.
+   */
+  u64Saturating(): number {
+    this.need(8);
+    const v = this.buf.readBigUInt64BE(this.pos);
+    this.pos += 8;
+    return v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v);
+  }
+
   bool(): boolean {
     return this.u32() !== 0;
   }
