@@ -4,7 +4,7 @@ import { mkdtemp, open, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { PvReadTimeout, readPvMetadataVersion } from '../../src/pool/lvm/pv-headers.js';
+import { PvReadTimeout, readPvMetadataVersion, stuckPvReads } from '../../src/pool/lvm/pv-headers.js';
 import { needsRoot } from '../helpers/driver.js';
 import { forgetVg, loopDisks, uniqueVg } from '../helpers/lvm.js';
 
@@ -42,18 +42,24 @@ describe('the metadata header read of a PV that does not answer', needsRoot(), (
       assert.ok(ticks >= 5, `the event loop ran on while the read was stuck (${ticks} ticks)`);
       // Still stuck: a second caller joins the read that is out (no second thread), and times out too.
       await assert.rejects(readPvMetadataVersion(hung, 300), (e: Error) => e instanceof PvReadTimeout && /not read within 300 ms/.test(e.message));
-      // A second hung PV may still be read; a third is refused at once (hung PVs never take every thread).
+      // The good PV is read while one is stuck.
+      assert.deepEqual(await readPvMetadataVersion(disks.devices[0], 5_000), good);
+      // A second hung PV may still be read; with two stuck no new read starts, of a third PV or of the
+      // good one (the next may hang too: hung PVs never take every thread).
       const hung2 = path.join(dir, 'hung-pv-2');
       const hung3 = path.join(dir, 'hung-pv-3');
       execFileSync('mkfifo', [hung2]);
       execFileSync('mkfifo', [hung3]);
       await assert.rejects(readPvMetadataVersion(hung2, 300), /not read within 300 ms/);
+      assert.deepEqual(stuckPvReads().sort(), [hung, hung2].sort());
       await assert.rejects(readPvMetadataVersion(hung3, 60_000), /2 PVs have reads out that have not come back/);
-      // The good PV is read while they are out.
-      assert.deepEqual(await readPvMetadataVersion(disks.devices[0], 5_000), good);
-      // hung-pv-2 answers (a writer comes and goes: its stuck open returns, the read finds no label).
+      await assert.rejects(readPvMetadataVersion(disks.devices[0], 60_000), /2 PVs have reads out that have not come back/);
+      // hung-pv-2 answers (a writer comes and goes: its stuck open returns, the read finds no label);
+      // once its read is back, reads start again.
       const w2 = await open(hung2, 'w');
       await w2.close();
+      while (stuckPvReads().includes(hung2)) await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(await readPvMetadataVersion(disks.devices[0], 5_000), good);
     } finally {
       clearInterval(ticker);
     }

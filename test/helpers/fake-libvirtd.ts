@@ -60,6 +60,8 @@ export class FakeLibvirtd {
   /** Frozen as by SIGSTOP: nothing read, nothing answered, new connections accepted by the kernel and left alone. */
   frozen = false;
   pings = 0;
+  /** The names clients asked ConnectOpen to open. */
+  readonly opened: Array<string | null> = [];
   private constructor(
     readonly server: net.Server,
     readonly socketPath: string,
@@ -129,7 +131,10 @@ export class FakeLibvirtd {
     if (client.inFlight >= MAX_CLIENT_REQUESTS) client.socket.pause();
     const call: FakeCall = { proc, serial, body: r, client };
     if (proc === 66) client.send(client.reply(call, (w) => w.u32(1).i32(0))); // AuthList: none needed
-    else if (proc === 1) client.send(client.reply(call)); // ConnectOpen
+    else if (proc === 1) {
+      this.opened.push(r.optionalString()); // ConnectOpen
+      client.send(client.reply(call));
+    }
     else if (proc === 60) {
       client.send(client.reply(call, (w) => w.i32(1))); // ConnectSupportsFeature: yes
       this.afterHandshake(client);

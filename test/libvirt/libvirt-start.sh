@@ -20,6 +20,10 @@ stop_pid() {
   local pid; pid=$(cat "$1")
   if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
     for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    # A daemon that is hung does not end on SIGTERM (its main loop handles it).
+    if kill -9 "$pid" 2>/dev/null; then
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
   fi
   rm -f "$1"
 }

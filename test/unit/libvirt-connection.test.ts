@@ -71,6 +71,22 @@ describe('libvirt connection against a FAKE libvirtd', () => {
   let n = 0;
   const sock = () => path.join(dir, `libvirt-${++n}.sock`);
 
+  it('asks libvirtd to open qemu:///system, never the client\'s qemu+unix://...?socket= URI (which libvirtd would open through its remote driver, to itself)', async () => {
+    const s = sock();
+    const fake = await FakeLibvirtd.start(s, (call) => {
+      if (call.proc === Proc.ConnectGetHostname) call.client.send(call.client.reply(call, (w) => w.string("vm")));
+    });
+    const rpc = new RpcLibvirt(`qemu+unix:///system?socket=${s}`, s);
+    try {
+      await rpc.connection.call(Proc.ConnectGetHostname);
+      assert.deepEqual(fake.opened, ['qemu:///system']);
+      assert.throws(() => new LibvirtConnection(s, `qemu+unix:///system?socket=${s}`), /is not a name libvirtd opens itself/);
+    } finally {
+      rpc.close();
+      await fake.stop();
+    }
+  });
+
   it('delivers an event that arrives in the same read as its registration reply', async () => {
     const s = sock();
     const fake = await FakeLibvirtd.start(s, (call) => {

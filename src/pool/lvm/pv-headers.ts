@@ -15,11 +15,19 @@ export class PvReadTimeout extends Error {
 
 // One read of a PV at a time, shared by every caller that comes while it is out: a PV that does not
 // answer (a hung disk: the thread doing the read stays in the kernel until the device answers) holds
-// one of libuv's threads, never one per caller. At most MAX_OUTSTANDING PVs may be out at once; past
-// that a read fails at once, so hung PVs cannot take every thread the process has for files, DNS
-// and crypto (libuv has four unless UV_THREADPOOL_SIZE says otherwise).
+// one of libuv's threads, never one per caller. A read is stuck once a caller's deadline passed
+// with it still out; while MAX_STUCK reads are stuck no new read starts (of any PV: the next may
+// hang too), so hung PVs cannot take every thread the process has for files, DNS and crypto (libuv
+// has four unless UV_THREADPOOL_SIZE says otherwise). Reads that answer, however many at once, are
+// never limited: a VG of many PVs reads them all together.
 const outstanding = new Map<string, Promise<PvMetadataVersion | null>>();
-const MAX_OUTSTANDING = 2;
+const stuck = new Set<string>();
+const MAX_STUCK = 2;
+
+/** The PVs whose reads are stuck now (past a caller's deadline, not come back). */
+export function stuckPvReads(): string[] {
+  return [...stuck];
+}
 
 /**
  * A PV's metadata area headers, read asynchronously (never on the event loop) within `deadlineMs`:
@@ -30,14 +38,20 @@ const MAX_OUTSTANDING = 2;
 export async function readPvMetadataVersion(pv: string, deadlineMs: number): Promise<PvMetadataVersion | null> {
   let reading = outstanding.get(pv);
   if (!reading) {
-    if (outstanding.size >= MAX_OUTSTANDING) throw new PvReadTimeout(`${pv}: ${outstanding.size} PVs have reads out that have not come back (${[...outstanding.keys()].join(', ')}); not starting another`);
-    const started = readHeaders(pv).finally(() => outstanding.delete(pv));
+    if (stuck.size >= MAX_STUCK) throw new PvReadTimeout(`${pv}: ${stuck.size} PVs have reads out that have not come back (${[...stuck].join(', ')}); not starting another`);
+    const started = readHeaders(pv).finally(() => {
+      outstanding.delete(pv);
+      stuck.delete(pv);
+    });
     outstanding.set(pv, started);
     reading = started;
   }
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new PvReadTimeout(`${pv}: its metadata headers were not read within ${deadlineMs} ms (the device is not answering)`)), deadlineMs);
+    timer = setTimeout(() => {
+      if (outstanding.get(pv) === reading) stuck.add(pv);
+      reject(new PvReadTimeout(`${pv}: its metadata headers were not read within ${deadlineMs} ms (the device is not answering)`));
+    }, deadlineMs);
   });
   try {
     return await Promise.race([reading, late]);

@@ -106,6 +106,8 @@ export class LibvirtConnection {
     readonly uri: string,
     opts: ConnectionOptions = {},
   ) {
+    // A transport or a parameter in the name makes libvirtd open it through its remote driver, to itself (rpc-libvirt.ts: DAEMON_URI).
+    if (!/^[a-z]+:\/\/\/[a-z]+$/.test(uri)) throw new Error(`libvirt connection: ${JSON.stringify(uri)} is not a name libvirtd opens itself (driver:///instance)`);
     this.timeoutMs = opts.timeoutMs ?? 120_000;
     this.keepalive = opts.keepalive === undefined ? DEFAULT_KEEPALIVE : opts.keepalive;
     this.maxInFlight = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;

@@ -51,6 +51,14 @@ export function localSocketFor(uri: string, runDir = '/run/libvirt'): string | n
   return existsSync(direct) ? direct : legacy;
 }
 
+/**
+ * The name libvirtd is asked to open: the URI as libvirt's remote driver sends it, without the
+ * transport and the parameters the client itself consumed (`socket`). Sent whole, a `qemu+unix://`
+ * name makes libvirtd open it with its own remote driver, a connection to itself, on which its main
+ * loop blocks for ever when the client leaves (seen with libvirt 9.0).
+ */
+export const DAEMON_URI = 'qemu:///system';
+
 export interface RpcLibvirtOptions {
   timeoutMs?: number;
   /** Default DEFAULT_KEEPALIVE; null: none. */
@@ -78,7 +86,7 @@ export class RpcLibvirt implements Libvirt {
     private readonly socketPath: string,
     private readonly opts: RpcLibvirtOptions = {},
   ) {
-    this.connection = new LibvirtConnection(socketPath, uri, this.connectionOptions());
+    this.connection = new LibvirtConnection(socketPath, DAEMON_URI, this.connectionOptions());
     this.virsh = new Virsh(uri, opts.timeoutMs ?? 120_000);
     this.jobs = new Semaphore(opts.maxJobs ?? 8);
   }
@@ -103,7 +111,7 @@ export class RpcLibvirt implements Libvirt {
   /** One long call on a connection of its own, closed after it (libvirtd goes on with a job whose client left, as with a killed virsh). */
   private async job(proc: Proc, args: (w: XdrWriter) => void, timeoutMs: number): Promise<XdrReader> {
     const release = await this.jobTurn(proc, timeoutMs);
-    const own = new LibvirtConnection(this.socketPath, this.uri, { ...this.connectionOptions(), maxInFlight: 1 });
+    const own = new LibvirtConnection(this.socketPath, DAEMON_URI, { ...this.connectionOptions(), maxInFlight: 1 });
     this.jobConnections++;
     try {
       return await this.call(proc, args, timeoutMs, own);
