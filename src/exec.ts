@@ -45,6 +45,12 @@ export function onCommand(listener: CommandListener): void {
 }
 
 const DEFAULT_TIMEOUT_MS = 120_000;
+/**
+ * How long after SIGKILL a command may take to end before the call goes on without it. A process
+ * waiting on a device that does not answer (a hung disk: uninterruptible sleep) does not end on
+ * SIGKILL until the device answers; the call must not wait for that.
+ */
+const STUCK_GRACE_MS = 5_000;
 // A fixed, minimal environment: commands behave the same whatever the driver was started with.
 const COMMAND_ENV = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C', LVM_SUPPRESS_FD_WARNINGS: '1' };
 
@@ -58,11 +64,26 @@ export async function run(command: string, args: readonly string[], opts: RunOpt
   // The call's cancellation and deadline reach the child (SIGKILL), unless it must not stop half-way.
   const signal = opts.uninterruptible ? undefined : callSignal();
   if (signal?.aborted) throw new CommandError(command, args, undefined, '', false, true);
+  const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  let stuck: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
   const res = await new Promise<{ stdout: string; stderr: string; exitCode?: number; timedOut: boolean; cancelled: boolean; spawnError?: string }>((resolve) => {
+    const leftStuck = (how: { timedOut: boolean; cancelled: boolean }) => () => {
+      log.warn('command did not end after SIGKILL (waiting in the kernel, on a device that does not answer?); going on without it', { command, args, pid: child.pid, graceMs: STUCK_GRACE_MS });
+      resolve({ stdout: '', stderr: `did not end within ${STUCK_GRACE_MS} ms of SIGKILL (stuck in the kernel)`, ...how });
+    };
+    stuck = setTimeout(leftStuck({ timedOut: true, cancelled: false }), timeoutMs + STUCK_GRACE_MS);
+    if (signal) {
+      onAbort = () => {
+        clearTimeout(stuck);
+        stuck = setTimeout(leftStuck({ timedOut: false, cancelled: true }), STUCK_GRACE_MS);
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+    }
     const child = execFile(
       command,
       args,
-      { timeout: opts.timeoutMs ?? DEFAULT_TIMEOUT_MS, killSignal: 'SIGKILL', env: COMMAND_ENV, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8', shell: false, signal },
+      { timeout: timeoutMs, killSignal: 'SIGKILL', env: COMMAND_ENV, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8', shell: false, signal },
       (err, stdout, stderr) => {
         if (!err) return resolve({ stdout, stderr, exitCode: 0, timedOut: false, cancelled: false });
         const e = err as NodeJS.ErrnoException & { code?: number | string; killed?: boolean; signal?: string };
@@ -73,6 +94,9 @@ export async function run(command: string, args: readonly string[], opts: RunOpt
     );
     // Nothing is ever typed into a command: a prompt reads end-of-file and fails at once instead of hanging.
     child.stdin?.end();
+  }).finally(() => {
+    clearTimeout(stuck);
+    if (onAbort) signal?.removeEventListener('abort', onAbort);
   });
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   const { exitCode, stdout } = res;

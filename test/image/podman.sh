@@ -52,19 +52,24 @@ apt_mirror() {
           sub(/^URIs:[ \t]*/, "", uris); split(uris, u, /[ \t]+/); print u[1]
         } }' "$f"
   done
-  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-    | sed -nE 's/^deb[ \t]+(\[[^]]*\][ \t]+)?([^ \t]+)[ \t]+bookworm([ \t].*)?$/\2/p'
+  # One-line sources, in the files that exist (a machine may have none: cat would fail, and pipefail with it).
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    sed -nE 's/^deb[ \t]+(\[[^]]*\][ \t]+)?([^ \t]+)[ \t]+bookworm([ \t].*)?$/\2/p' "$f"
+  done
 }
 
 if [ "${1:-}" = base ]; then
   # Two local stand-ins, as the registry images are: debian:bookworm-slim (the runtime base), and
   # node:20-bookworm-slim (the build stage) with this machine's Node.js 20 and npm in /usr/local.
   if ! podman image exists localhost/debian:bookworm-slim || ! podman image exists localhost/node:20-bookworm-slim; then
-    if [ ! -x "$PODWORK/rootfs/usr/bin/apt-get" ]; then
-      rm -rf "$PODWORK/rootfs"
-      mirror=$(apt_mirror | head -1)
+    if [ ! -d "$PODWORK/rootfs" ]; then
+      # Made aside and moved in whole: a bootstrap cut short never passes for a finished one.
+      rm -rf "$PODWORK/rootfs.partial"
+      mirror=$(apt_mirror | sed -n 1p)
       [ -n "$mirror" ] || { echo "podman.sh: apt has no bookworm source (/etc/apt/sources.list*) to bootstrap from" >&2; exit 1; }
-      debootstrap --variant=minbase bookworm "$PODWORK/rootfs" "$mirror" >/dev/null
+      debootstrap --variant=minbase bookworm "$PODWORK/rootfs.partial" "$mirror" >/dev/null
+      mv "$PODWORK/rootfs.partial" "$PODWORK/rootfs"
     fi
     # What the slim image does not carry: downloaded packages, package lists, docs, manuals, translations.
     rm -rf "$PODWORK/rootfs/usr/local/bin/"node "$PODWORK/rootfs/usr/local/bin/"np[mx] "$PODWORK/rootfs/usr/local/lib/node_modules" \

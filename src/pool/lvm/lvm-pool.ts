@@ -86,7 +86,9 @@ export class LvmPool implements PoolBackend {
   }
 
   async probe(): Promise<void> {
-    const vg = await this.lvm.vg(this.opts.vg);
+    // From the metadata as the PVs say it now: a few header reads while nothing changed (no vgs), and a
+    // PV that does not answer makes Probe say so at once instead of hanging with lvm on it.
+    const { vg } = await this.metadata();
     if (!vg || !tagsOf(vg.vg_tags).includes(POOL_TAG)) throw new Error(`volume group ${this.opts.vg} is gone or no longer tagged ${POOL_TAG}`);
   }
 

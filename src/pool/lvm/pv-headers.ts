@@ -36,6 +36,8 @@ export function stuckPvReads(): string[] {
  * metadata area. lvm's own on-disk format (format_text): only what tells that the metadata changed.
  */
 export async function readPvMetadataVersion(pv: string, deadlineMs: number): Promise<PvMetadataVersion | null> {
+  // Known stuck: no caller waits its deadline again for the same answer.
+  if (stuck.has(pv)) throw new PvReadTimeout(`${pv}: its metadata headers were not read: a read of it is still out past its deadline (the device is not answering)`);
   let reading = outstanding.get(pv);
   if (!reading) {
     if (stuck.size >= MAX_STUCK) throw new PvReadTimeout(`${pv}: ${stuck.size} PVs have reads out that have not come back (${[...stuck].join(', ')}); not starting another`);

@@ -1,0 +1,142 @@
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CommandError, run } from '../../src/exec.js';
+import { PROJECT_ROOT } from '../../src/csi/proto.js';
+import { blockCap } from '../helpers/csi.js';
+import { codeOf, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
+import { forgetVg, loopDisks, poolCmd, uniqueVg, type LoopDisks } from '../helpers/lvm.js';
+import { httpBase } from '../helpers/metrics.js';
+
+const HUNG_FILE = path.join(PROJECT_ROOT, '.tools/bin/hung-file');
+
+/** Polls until `check` holds; fails with `what` past `ms`. */
+async function until(what: string, ms: number, check: () => Promise<boolean> | boolean): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A call that must answer, whatever it answers: one that went to lvm on the hung PV would wait out lvm's 120 s. */
+const answered: string[] = [];
+async function answers<T>(what: string, p: Promise<T>): Promise<T> {
+  const started = Date.now();
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer within 30 s while a PV hung`)), 30_000);
+  });
+  try {
+    const got = await Promise.race([p, late]);
+    answered.push(`${what} ${Date.now() - started} ms`);
+    return got;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const procState = async (pid: number) => (await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')).replace(/^.*\) /s, '')[0];
+
+// A MODEL of a hung disk: a loop device over the one file of a FUSE filesystem (test/tools/hung-file.c)
+// whose daemon withholds every answer while a freeze file exists. What the kernel does with it is real:
+// a read waits in uninterruptible sleep, SIGKILL does not end the reader, and it goes on once the
+// answers come. (No device-mapper on this host for dm-delay or a suspended table.) The VG spans that
+// device and a plain loop device.
+describe('an lvm pool with a PV on a disk that stops answering (a MODEL of a hung disk: loop over FUSE, test/tools/hung-file.c)', needsRoot(), () => {
+  let dir: string;
+  let freeze: string;
+  let mnt: string;
+  let daemon: ChildProcess;
+  let hungDev = '';
+  let good: LoopDisks;
+  let d: Driver | undefined;
+  const vg = uniqueVg('vhd');
+
+  before(async () => {
+    dir = await mkdtemp('/var/tmp/vpool-hung-disk-');
+    const backing = path.join(dir, 'backing');
+    freeze = path.join(dir, 'frozen');
+    mnt = path.join(dir, 'mnt');
+    await mkdir(mnt);
+    await writeFile(backing, '');
+    await truncate(backing, 64 * MiB);
+    // Its stdin is ours: if this process dies, the daemon answers again (nothing stays hung after us).
+    daemon = spawn(HUNG_FILE, [backing, freeze, mnt], { stdio: ['pipe', 'ignore', 'inherit'] });
+    await until('the FUSE file is there', 10_000, async () => {
+      assert.equal(daemon.exitCode, null, 'hung-file exited');
+      return (await stat(path.join(mnt, 'disk')).catch(() => null))?.size === 64 * MiB;
+    });
+    hungDev = execFileSync('losetup', ['--find', '--show', path.join(mnt, 'disk')], { encoding: 'utf8' }).trim();
+    good = await loopDisks(1, 128 * MiB);
+    const init = await poolCmd('init', '--vg', vg, good.devices[0], hungDev);
+    assert.equal(init.code, 0, init.stderr);
+    d = await startDriver({ args: ['--backend', 'lvm', '--vg', vg, '--health-address', '127.0.0.1:0'] });
+  });
+
+  after(async () => {
+    await rm(freeze, { force: true });
+    await d?.stop();
+    await forgetVg(vg, [good.devices[0], hungDev]);
+    if (hungDev) execFileSync('losetup', ['-d', hungDev]);
+    await good?.release();
+    execFileSync('umount', [mnt]);
+    daemon.stdin?.end();
+    if (daemon.exitCode === null) await new Promise((r) => daemon.once('exit', r));
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('Probe, /healthz and calls answer at once while the PV hangs (UNAVAILABLE, naming it); a command stuck on it is left behind after SIGKILL; all serves again once it answers', async (t) => {
+    const driver = d!;
+    const create = (name: string) => driver.client.createVolume({ name, capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [blockCap()] });
+    const before = (await create('before-the-hang')).volume!;
+    assert.equal((await driver.client.probe({})).ready?.value, true);
+
+    // The buffer cache must not answer for the device, then the answers are withheld.
+    execFileSync('blockdev', ['--flushbufs', hungDev]);
+    await writeFile(freeze, '');
+    // Positive control: a direct read of the device now waits in the kernel (D state), where SIGKILL cannot end it.
+    const reader = spawn('dd', [`if=${hungDev}`, 'of=/dev/null', 'bs=4096', 'count=1', 'iflag=direct'], { stdio: 'ignore' });
+    await until('dd waits in uninterruptible sleep on the frozen device', 20_000, async () => (await procState(reader.pid!)) === 'D');
+    reader.kill('SIGKILL');
+    // The one command runner: a command stuck so is left behind after the grace period, not waited for.
+    const stuck = await run('dd', [`if=${hungDev}`, 'of=/dev/null', 'bs=4096', 'count=1', 'skip=1', 'iflag=direct'], { timeoutMs: 500 }).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    assert.ok(stuck instanceof CommandError && stuck.timedOut, `the stuck dd timed out: ${String(stuck)}`);
+    assert.match(stuck.stderr, /did not end within 5000 ms of SIGKILL/);
+    assert.equal(await procState(reader.pid!), 'D', 'the killed reader is still waiting on the device: the freeze holds');
+
+    let ticks = 0;
+    const ticker = setInterval(() => ticks++, 20);
+    try {
+      const probe = await answers('Probe', driver.client.probe({}));
+      assert.equal(probe.ready?.value, false, 'not ready while a PV of the pool hangs');
+      const health = await answers('/healthz', fetch(`${httpBase(driver)}/healthz`));
+      assert.equal(health.status, 503);
+      assert.match(await health.text(), new RegExp(hungDev));
+      assert.equal((await answers('GetPluginInfo', driver.client.getPluginInfo({}))).manifest?.backend, 'lvm');
+      assert.ok((await answers('NodeGetInfo', driver.client.nodeGetInfo({}))).node_id);
+      const during = await answers('CreateVolume', create('during-the-hang').then(() => null, (e: Error & { code?: number }) => e));
+      assert.equal(await codeOf(Promise.reject(during)), 'UNAVAILABLE');
+      assert.match(String(during?.message), new RegExp(`${hungDev}.*(not read within|still out past its deadline)`));
+      assert.equal(await answers('ListVolumes', codeOf(driver.client.listVolumes({}))), 'UNAVAILABLE');
+      assert.ok(driver.logs.some((l) => l.includes('a PV of the pool does not answer') && l.includes(hungDev)), 'the driver says which PV');
+    } finally {
+      clearInterval(ticker);
+    }
+    assert.ok(ticks > 0, 'this process ran on meanwhile');
+    t.diagnostic(`answered while the PV hung: ${answered.join(', ')}`);
+
+    // The disk answers again: the stuck reads return, the killed reader ends, the pool serves.
+    await rm(freeze);
+    await until('the killed reader ends', 30_000, () => reader.exitCode !== null || reader.signalCode !== null);
+    await until('Probe is ready again', 60_000, async () => (await driver.client.probe({})).ready?.value === true);
+    const afterwards = (await create('after-the-hang')).volume!;
+    const ids = (await driver.client.listVolumes({})).entries!.map((e) => e.volume!.volume_id).sort();
+    assert.deepEqual(ids, [before.volume_id, afterwards.volume_id].sort(), 'nothing was made during the hang');
+  });
+});
