@@ -51,6 +51,12 @@ const DEFAULT_TIMEOUT_MS = 120_000;
  * SIGKILL until the device answers; the call must not wait for that.
  */
 const STUCK_GRACE_MS = 5_000;
+let stuckCommands = 0;
+
+/** Commands left behind stuck in the kernel that have not ended yet. */
+export function commandsStuck(): number {
+  return stuckCommands;
+}
 // A fixed, minimal environment: commands behave the same whatever the driver was started with.
 const COMMAND_ENV = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C', LVM_SUPPRESS_FD_WARNINGS: '1' };
 
@@ -69,12 +75,21 @@ export async function run(command: string, args: readonly string[], opts: RunOpt
   let onAbort: (() => void) | undefined;
   const res = await new Promise<{ stdout: string; stderr: string; exitCode?: number; timedOut: boolean; cancelled: boolean; spawnError?: string }>((resolve) => {
     const leftStuck = (how: { timedOut: boolean; cancelled: boolean }) => () => {
-      log.warn('command did not end after SIGKILL (waiting in the kernel, on a device that does not answer?); going on without it', { command, args, pid: child.pid, graceMs: STUCK_GRACE_MS });
+      stuckCommands++;
+      log.warn('command did not end after SIGKILL (waiting in the kernel, on a device that does not answer?); going on without it', { command, args, pid: child.pid, graceMs: STUCK_GRACE_MS, stuckCommands });
+      // Nothing of it may keep this process up or hold its pipes: it ends by itself when the device answers.
+      child.once('close', () => stuckCommands--);
+      child.unref();
+      child.stdout?.destroy();
+      child.stderr?.destroy();
       resolve({ stdout: '', stderr: `did not end within ${STUCK_GRACE_MS} ms of SIGKILL (stuck in the kernel)`, ...how });
     };
+    const timeoutAt = Date.now() + timeoutMs;
     stuck = setTimeout(leftStuck({ timedOut: true, cancelled: false }), timeoutMs + STUCK_GRACE_MS);
     if (signal) {
       onAbort = () => {
+        // Past the timeout its SIGKILL went already: that grace runs on.
+        if (Date.now() >= timeoutAt) return;
         clearTimeout(stuck);
         stuck = setTimeout(leftStuck({ timedOut: false, cancelled: true }), STUCK_GRACE_MS);
       };

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { onRpc } from './csi/rpc.js';
-import { onCommand } from './exec.js';
+import { commandsStuck, onCommand } from './exec.js';
 import { onSends, onTransfer } from './transfer/events.js';
 import { log } from './log.js';
 import type { PoolBackend } from './pool/backend.js';
@@ -60,6 +60,14 @@ export function createMetrics(pool: () => PoolBackend | undefined, orphans?: Orp
   const sends = new Gauge({ name: 'vpool_csi_transfer_sends', help: 'sends to other nodes under way at this node (at most --transfer-max-sends)', registers: [register] });
   const turnedAway = new Counter({ name: 'vpool_csi_transfer_sends_turned_away_total', help: 'sends asked of this node while it was at --transfer-max-sends (the peer backs off and asks again)', registers: [register] });
   onSends({ changed: (n) => sends.set(n), turnedAway: () => turnedAway.inc() });
+  new Gauge({
+    name: 'vpool_csi_commands_stuck',
+    help: 'commands left behind after SIGKILL that have not ended (waiting in the kernel on a device that does not answer)',
+    registers: [register],
+    collect() {
+      this.set(commandsStuck());
+    },
+  });
 
   {
     // One read of the pool per scrape, shared by its gauges (prom-client asks each gauge in turn).

@@ -2,7 +2,7 @@ import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { DriverError, errno, errorMessage, exhausted, internal } from '../errors.js';
 import { syscalls } from '../host/syscalls.js';
-import { AlignedBuffers } from '../transfer/aligned.js';
+import { AlignedBuffers } from '../host/aligned.js';
 import { snapshotLock, volumeLock, type KeyedLocks } from '../locks.js';
 import { log } from '../log.js';
 import type { PoolBackend, WritableData } from '../pool/backend.js';

@@ -2,7 +2,7 @@ import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { log } from '../log.js';
 import { syscalls, type SeekFn } from '../host/syscalls.js';
-import { ALIGN, AlignedBuffers } from './aligned.js';
+import { ALIGN, AlignedBuffers } from '../host/aligned.js';
 
 /** A run of a volume's bytes that holds data; everything between runs reads as zeros. */
 export interface Chunk {

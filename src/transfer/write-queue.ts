@@ -1,6 +1,6 @@
 import type { FileHandle } from 'node:fs/promises';
 import { log } from '../log.js';
-import { ALIGN, type AlignedBuffers } from './aligned.js';
+import { ALIGN, type AlignedBuffers } from '../host/aligned.js';
 
 /** The file written, opened twice: through the page cache, and with O_DIRECT where the filesystem takes it. */
 export interface WriteTarget {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { constants } from 'node:fs';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,6 +10,20 @@ import { needsRoot } from '../helpers/driver.js';
 import { forgetVg, loopDisks, uniqueVg } from '../helpers/lvm.js';
 
 const MiB = 1024 * 1024;
+
+async function until(what: string, check: () => boolean): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`not within 30 s: ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Lets a read blocked on a FIFO go (an opener for writing arrives and leaves), so a failed test cannot wait on it for ever. */
+async function release(fifo: string): Promise<void> {
+  const fh = await open(fifo, constants.O_RDWR | constants.O_NONBLOCK).catch(() => null);
+  await fh?.close();
+}
 
 // A PV that does not answer, modelled by a FIFO with no writer: open(2) of it blocks in the kernel as
 // a read of a hung disk does (no device-mapper here for dm-delay or a suspended table). A real PV on a
@@ -37,6 +52,7 @@ describe('the metadata header read of a PV that does not answer', needsRoot(), (
     execFileSync('mkfifo', [hung]);
     let ticks = 0;
     const ticker = setInterval(() => ticks++, 20);
+    let passed = false;
     try {
       await assert.rejects(readPvMetadataVersion(hung, 500), (e: Error) => e instanceof PvReadTimeout && /not read within 500 ms/.test(e.message));
       assert.ok(ticks >= 5, `the event loop ran on while the read was stuck (${ticks} ticks)`);
@@ -54,20 +70,26 @@ describe('the metadata header read of a PV that does not answer', needsRoot(), (
       assert.deepEqual(stuckPvReads().sort(), [hung, hung2].sort());
       await assert.rejects(readPvMetadataVersion(hung3, 60_000), /2 PVs have reads out that have not come back/);
       await assert.rejects(readPvMetadataVersion(disks.devices[0], 60_000), /2 PVs have reads out that have not come back/);
-      // hung-pv-2 answers (a writer comes and goes: its stuck open returns, the read finds no label);
-      // once its read is back, reads start again.
+      // hung-pv-2 answers (a writer comes, and stays until the read is back: its stuck open returns, the
+      // read finds no label); once its read is back, reads start again.
       const w2 = await open(hung2, 'w');
-      await w2.close();
-      while (stuckPvReads().includes(hung2)) await new Promise((r) => setTimeout(r, 10));
+      try {
+        await until(`the read of ${hung2} comes back`, () => !stuckPvReads().includes(hung2));
+      } finally {
+        await w2.close();
+      }
       assert.deepEqual(await readPvMetadataVersion(disks.devices[0], 5_000), good);
+      passed = true;
     } finally {
       clearInterval(ticker);
+      // A failure above must not leave reads blocked on the FIFOs for the runner's timeout.
+      if (!passed) for (const f of [hung, path.join(dir, 'hung-pv-2')]) await release(f);
     }
     // The first answers too: a writer comes and stays, with bytes enough for that read and the next (no label in them).
     const writer = await open(hung, 'w');
     try {
       await writer.write(Buffer.alloc(8 * 1024));
-      while (stuckPvReads().includes(hung)) await new Promise((r) => setTimeout(r, 10));
+      await until(`the read of ${hung} comes back`, () => !stuckPvReads().includes(hung));
       // Back: a new read of it starts and is answered (a FIFO of zeros holds no LVM label).
       assert.equal(await readPvMetadataVersion(hung, 5_000), null, 'answered, and it holds no LVM label');
     } finally {

@@ -106,7 +106,7 @@ export function poolContract(open: () => Promise<ContractPool>): void {
       return;
     }
     // Bytes in the source at the snapshot, and other bytes written after it at the same place: the restore
-    // must hold the first, the clone the second, each exactly (and a hole stays zeros).
+    // must hold the first, the clone the second, each exactly (and where the source was never written, what it holds there).
     const atSnapshot = stamp('at the snapshot');
     const afterwards = stamp('written after the snapshot');
     await writeAt(await pool.dataPath(vol('a')), 3 * MiB, atSnapshot);

@@ -63,13 +63,14 @@ if [ "${1:-}" = base ]; then
   # Two local stand-ins, as the registry images are: debian:bookworm-slim (the runtime base), and
   # node:20-bookworm-slim (the build stage) with this machine's Node.js 20 and npm in /usr/local.
   if ! podman image exists localhost/debian:bookworm-slim || ! podman image exists localhost/node:20-bookworm-slim; then
-    if [ ! -d "$PODWORK/rootfs" ]; then
-      # Made aside and moved in whole: a bootstrap cut short never passes for a finished one.
-      rm -rf "$PODWORK/rootfs.partial"
+    if [ ! -f "$PODWORK/rootfs.complete" ]; then
+      # Made aside, moved in whole, then marked: a bootstrap cut short never passes for a finished one.
+      rm -rf "$PODWORK/rootfs.partial" "$PODWORK/rootfs"
       mirror=$(apt_mirror | sed -n 1p)
       [ -n "$mirror" ] || { echo "podman.sh: apt has no bookworm source (/etc/apt/sources.list*) to bootstrap from" >&2; exit 1; }
       debootstrap --variant=minbase bookworm "$PODWORK/rootfs.partial" "$mirror" >/dev/null
       mv "$PODWORK/rootfs.partial" "$PODWORK/rootfs"
+      touch "$PODWORK/rootfs.complete"
     fi
     # What the slim image does not carry: downloaded packages, package lists, docs, manuals, translations.
     rm -rf "$PODWORK/rootfs/usr/local/bin/"node "$PODWORK/rootfs/usr/local/bin/"np[mx] "$PODWORK/rootfs/usr/local/lib/node_modules" \

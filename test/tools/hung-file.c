@@ -8,13 +8,15 @@
  *
  * Usage: hung-file BACKING FREEZE_PATH MOUNTPOINT   (stays in the foreground; ends when unmounted)
  * When its stdin ends (the test that started it died) it answers again whatever FREEZE_PATH says, so a
- * crashed test cannot leave a disk hung for every lvm scan after it.
+ * crashed test cannot leave a disk hung for every lvm scan after it (the mount and the loop device stay
+ * until removed). Its stdin must be a pipe held open by the test: from /dev/null it never freezes.
  */
 #define FUSE_USE_VERSION 31
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -23,7 +25,7 @@
 static int backing = -1;
 static const char *freeze_path;
 /* Set once stdin ends: the test that froze the disk is gone, and nothing may stay frozen after it. */
-static volatile int orphaned;
+static volatile sig_atomic_t orphaned;
 
 /* Every I/O waits while the freeze file exists: the answer is withheld, not refused. */
 static void wait_thawed(void) {
@@ -113,7 +115,10 @@ int main(int argc, char **argv) {
   }
   freeze_path = argv[2];
   pthread_t t;
-  pthread_create(&t, NULL, watch_stdin, NULL);
+  if (pthread_create(&t, NULL, watch_stdin, NULL) != 0) {
+    fprintf(stderr, "hung-file: cannot watch stdin\n");
+    return 1;
+  }
   /* Foreground, multi-threaded: a withheld read holds one thread, others (getattr) still answer. */
   char *fargv[] = { argv[0], "-f", argv[3], NULL };
   return fuse_main(3, fargv, &ops, NULL);

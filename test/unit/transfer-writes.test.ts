@@ -6,7 +6,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { syscalls } from '../../src/host/syscalls.js';
-import { ALIGN, AlignedBuffers } from '../../src/transfer/aligned.js';
+import { ALIGN, AlignedBuffers } from '../../src/host/aligned.js';
 import { FrameReader, frame, endFrame } from '../../src/transfer/wire.js';
 import { WriteQueue } from '../../src/transfer/write-queue.js';
 import { createHash } from 'node:crypto';

@@ -1,4 +1,7 @@
+import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { syscalls } from '../../host/syscalls.js';
+import { ALIGN, AlignedBuffers } from '../../host/aligned.js';
 
 const SECTOR = 512;
 const MDA_MAGIC = ' LVM2 x[5A%r0N*>';
@@ -15,18 +18,34 @@ export class PvReadTimeout extends Error {
 
 // One read of a PV at a time, shared by every caller that comes while it is out: a PV that does not
 // answer (a hung disk: the thread doing the read stays in the kernel until the device answers) holds
-// one of libuv's threads, never one per caller. A read is stuck once a caller's deadline passed
-// with it still out; while MAX_STUCK reads are stuck no new read starts (of any PV: the next may
-// hang too), so hung PVs cannot take every thread the process has for files, DNS and crypto (libuv
-// has four unless UV_THREADPOOL_SIZE says otherwise). Reads that answer, however many at once, are
-// never limited: a VG of many PVs reads them all together.
+// one of libuv's threads, never one per caller. At most MAX_IN_FLIGHT reads run at once (more wait
+// their turn within their callers' deadlines), so PVs that hang together (one HBA, one iSCSI target)
+// take at most that many of libuv's threads (the entry point raises them from four to 16), never all
+// the threads the process has for files, DNS and crypto. A read is stuck once a caller's deadline
+// passed with it still out: later callers of that PV fail at once, and while MAX_STUCK reads are
+// stuck no new read starts (the next may hang too).
 const outstanding = new Map<string, Promise<PvMetadataVersion | null>>();
 const stuck = new Set<string>();
 const MAX_STUCK = 2;
+const MAX_IN_FLIGHT = 4;
+let inFlight = 0;
+const turns: Array<() => void> = [];
 
 /** The PVs whose reads are stuck now (past a caller's deadline, not come back). */
 export function stuckPvReads(): string[] {
   return [...stuck];
+}
+
+async function inTurn<T>(work: () => Promise<T>): Promise<T> {
+  if (inFlight >= MAX_IN_FLIGHT) await new Promise<void>((resolve) => turns.push(resolve));
+  else inFlight++;
+  try {
+    return await work();
+  } finally {
+    const next = turns.shift();
+    if (next) next();
+    else inFlight--;
+  }
 }
 
 /**
@@ -41,7 +60,7 @@ export async function readPvMetadataVersion(pv: string, deadlineMs: number): Pro
   let reading = outstanding.get(pv);
   if (!reading) {
     if (stuck.size >= MAX_STUCK) throw new PvReadTimeout(`${pv}: ${stuck.size} PVs have reads out that have not come back (${[...stuck].join(', ')}); not starting another`);
-    const started = readHeaders(pv).finally(() => {
+    const started = inTurn(() => readHeaders(pv)).finally(() => {
       outstanding.delete(pv);
       stuck.delete(pv);
     });
@@ -63,21 +82,63 @@ export async function readPvMetadataVersion(pv: string, deadlineMs: number): Pro
 }
 
 /**
+ * Reads around the page cache (O_DIRECT, as lvm does): a cached copy would answer for a disk that no
+ * longer does, and say a hung PV is fine. Offsets, lengths and memory aligned to 4 KiB; where no
+ * aligned memory can be had (koffi not loaded) or the file refuses O_DIRECT, through the cache.
+ */
+class PvReader {
+  private constructor(
+    private readonly fh: FileHandle,
+    private readonly buffers: AlignedBuffers | null,
+  ) {}
+
+  static async open(pv: string): Promise<PvReader> {
+    const address = (await syscalls())?.address ?? null;
+    if (address) {
+      const fh = await open(pv, constants.O_RDONLY | constants.O_DIRECT).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'EINVAL') return null;
+        throw err;
+      });
+      if (fh) return new PvReader(fh, new AlignedBuffers(address, 0, 0));
+    }
+    return new PvReader(await open(pv, 'r'), null);
+  }
+
+  /** `length` bytes at `position`, or null when the PV ends before them. */
+  async read(position: number, length: number): Promise<Buffer | null> {
+    if (!this.buffers) {
+      const b = Buffer.alloc(length);
+      return (await this.fh.read(b, 0, length, position)).bytesRead === length ? b : null;
+    }
+    const start = Math.floor(position / ALIGN) * ALIGN;
+    const end = Math.ceil((position + length) / ALIGN) * ALIGN;
+    const b = this.buffers.get(end - start);
+    const { bytesRead } = await this.fh.read(b, 0, b.length, start);
+    if (bytesRead < position - start + length) return null;
+    return Buffer.from(b.subarray(position - start, position - start + length));
+  }
+
+  close(): Promise<void> {
+    return this.fh.close();
+  }
+}
+
+/**
  * The label (one of the first four sectors, "LABELONE", type "LVM2 001") points at the PV header,
  * whose second list of disk areas is the metadata areas; each starts with a 512-byte header (magic,
  * then the raw locations of the current metadata, with its checksum). With them, the seqno near
  * the start of the first area's current metadata text.
  */
 async function readHeaders(pv: string): Promise<PvMetadataVersion | null> {
-  let fh: FileHandle;
+  let r: PvReader;
   try {
-    fh = await open(pv, 'r');
+    r = await PvReader.open(pv);
   } catch {
     return null;
   }
   try {
-    const head = Buffer.alloc(4 * SECTOR);
-    if ((await fh.read(head, 0, head.length, 0)).bytesRead !== head.length) return null;
+    const head = await r.read(0, 4 * SECTOR);
+    if (!head) return null;
     let label = -1;
     for (let s = 0; s < 4; s++) if (head.toString('latin1', s * SECTOR, s * SECTOR + 8) === 'LABELONE' && head.toString('latin1', s * SECTOR + 24, s * SECTOR + 32) === 'LVM2 001') label = s * SECTOR;
     if (label < 0) return null;
@@ -93,16 +154,16 @@ async function readHeaders(pv: string): Promise<PvMetadataVersion | null> {
     const headers: string[] = [];
     let seqno: number | null | undefined;
     for (let a = next(); a && (a.offset || a.size); a = next()) {
-      const mda = Buffer.alloc(SECTOR);
-      if ((await fh.read(mda, 0, SECTOR, Number(a.offset))).bytesRead !== SECTOR || mda.toString('latin1', 4, 20) !== MDA_MAGIC) return null;
+      const mda = await r.read(Number(a.offset), SECTOR);
+      if (!mda || mda.toString('latin1', 4, 20) !== MDA_MAGIC) return null;
       headers.push(mda.toString('hex'));
-      seqno ??= await readSeqno(fh, mda, a);
+      seqno ??= await readSeqno(r, mda, a);
     }
     return headers.length ? { headers: headers.join(','), seqno: seqno ?? null } : null;
   } catch {
     return null;
   } finally {
-    await fh.close();
+    await r.close();
   }
 }
 
@@ -111,12 +172,12 @@ async function readHeaders(pv: string): Promise<PvMetadataVersion | null> {
  * u64 (from the area's start), size u64, checksum u32, flags u32 }: the current metadata text,
  * which opens with `<vg name> {`, its id, then `seqno = N`. Null if the text is not there whole.
  */
-async function readSeqno(fh: FileHandle, mda: Buffer, area: { offset: bigint; size: bigint }): Promise<number | null> {
+async function readSeqno(r: PvReader, mda: Buffer, area: { offset: bigint; size: bigint }): Promise<number | null> {
   const offset = mda.readBigUInt64LE(40);
   const size = mda.readBigUInt64LE(48);
   if (!size || offset + 256n > area.size) return null;
-  const text = Buffer.alloc(256);
-  if ((await fh.read(text, 0, text.length, Number(area.offset + offset))).bytesRead !== text.length) return null;
+  const text = await r.read(Number(area.offset + offset), 256);
+  if (!text) return null;
   const m = /^[^\n{]+\{\nid = "[^"]*"\nseqno = (\d+)\n/.exec(text.toString('latin1'));
   return m ? Number(m[1]) : null;
 }
