@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { FrameAssembler } from '../../src/pool/libvirt/rpc/frames.js';
-import { REMOTE_PROGRAM } from '../../src/pool/libvirt/rpc/connection.js';
+import { REMOTE_PROGRAM } from '../../src/pool/libvirt/rpc/protocol.js';
 import { XdrReader, XdrWriter } from '../../src/pool/libvirt/rpc/xdr.js';
 
 /**

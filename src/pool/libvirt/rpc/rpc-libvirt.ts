@@ -5,7 +5,8 @@ import { DriverError, invalid, unavailable } from '../../../errors.js';
 import { log } from '../../../log.js';
 import { POOL_STATES, WIPE_ALGORITHM_NUMBERS, type Affect, type EventWatch, type Libvirt, type PoolInfo } from '../libvirt-api.js';
 import { LibvirtMissingError, Virsh } from '../virsh.js';
-import { LibvirtConnection, LibvirtRpcError, Proc, type ConnectionOptions, type Keepalive } from './connection.js';
+import { LibvirtConnection, type ConnectionOptions, type Keepalive } from './connection.js';
+import { LibvirtRpcError, Proc } from './protocol.js';
 import type { XdrReader, XdrWriter } from './xdr.js';
 
 /** remote_nonnull_domain: libvirtd finds a domain by its UUID, the name and id ride along. */
