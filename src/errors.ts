@@ -26,6 +26,19 @@ export class DriverError extends Error {
   }
 }
 
+/**
+ * A disk the pool needs does not answer (a hung device: its reads wait in the kernel). UNAVAILABLE
+ * like any missing dependency; a kind of its own because restarting the driver cannot help it (the
+ * reads stay in the kernel until the disk answers), so Probe, which the livenessprobe sidecar turns
+ * into restarts, does not report it (identity.ts).
+ */
+export class DeviceNotAnswering extends DriverError {
+  constructor(message: string) {
+    super('unavailable', message);
+    this.name = 'DeviceNotAnswering';
+  }
+}
+
 export const invalid = (msg: string) => new DriverError('invalid', msg);
 export const notFound = (msg: string) => new DriverError('not-found', msg);
 export const conflict = (msg: string) => new DriverError('conflict', msg);

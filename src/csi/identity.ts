@@ -21,8 +21,19 @@ export function getPluginCapabilities(withController: boolean): GetPluginCapabil
   };
 }
 
+/**
+ * Ready unless the pool is not there yet or not usable. A disk of the pool that does not answer is the
+ * exception: the livenessprobe sidecar turns a Probe that is not ready into a restart, and a restart
+ * cannot help a process whose reads wait in the kernel (the new one would wait too, and the old one may
+ * not end); so Probe stays ready (the spec's ready means initialised), the calls that need the disk
+ * fail UNAVAILABLE naming it, and /healthz answers 503 with the reason.
+ */
 export async function probe(state: IdentityState): Promise<ProbeResponse> {
-  const reason = await notReadyBecause(state);
-  if (reason) log.warn('probe: not ready', { reason });
-  return { ready: { value: reason === null } };
+  const problem = await notReadyBecause(state);
+  if (problem?.deviceNotAnswering) {
+    log.warn('probe: a disk of the pool does not answer; ready all the same (a restart cannot help)', { reason: problem.reason });
+    return { ready: { value: true } };
+  }
+  if (problem) log.warn('probe: not ready', { reason: problem.reason });
+  return { ready: { value: problem === null } };
 }

@@ -1,3 +1,4 @@
+import { DeviceNotAnswering } from '../errors.js';
 import type { DriverContext, IdentityState } from './context.js';
 
 /** What the pool behind this process can do, in the terms the CSI capability table is built from. */
@@ -13,14 +14,14 @@ export function poolFeatures(ctx: Partial<DriverContext>): PoolFeatures {
   return { attachesFromController: ctx.controllerAttacher !== undefined, growsOnController: ctx.backend?.expansion === 'controller' };
 }
 
-/** Why this process cannot serve calls now, or null when it can. */
-export async function notReadyBecause({ ctx, notServing }: IdentityState): Promise<string | null> {
-  if (notServing) return notServing;
+/** Why this process cannot serve calls now; `deviceNotAnswering` when it is a disk of the pool that hangs. Null when it can. */
+export async function notReadyBecause({ ctx, notServing }: IdentityState): Promise<{ reason: string; deviceNotAnswering: boolean } | null> {
+  if (notServing) return { reason: notServing, deviceNotAnswering: false };
   try {
     // A node in hypervisor mode has no pool to ask; it is ready when it can serve its own calls.
     await ctx.backend?.probe();
     return null;
   } catch (err) {
-    return `pool not usable: ${String(err)}`;
+    return { reason: `pool not usable: ${String(err)}`, deviceNotAnswering: err instanceof DeviceNotAnswering };
   }
 }

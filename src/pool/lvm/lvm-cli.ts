@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { PvReadTimeout, readPvMetadataVersion } from './pv-headers.js';
 import { run } from '../../exec.js';
 import { log } from '../../log.js';
-import { unavailable } from '../../errors.js';
+import { DeviceNotAnswering } from '../../errors.js';
 import { lvmFailure, scanMayHaveMissed } from './lvm-errors.js';
 
 
@@ -99,7 +99,7 @@ export class LvmCli {
       // lvm would scan the same PV and hang with it: the call fails at once instead, and says why.
       if (err instanceof PvReadTimeout) {
         log.warn('a PV of the pool does not answer', { vg: this.opts.vg, err: err.message });
-        throw unavailable(`volume group ${this.opts.vg}: ${err.message}`);
+        throw new DeviceNotAnswering(`volume group ${this.opts.vg}: ${err.message}`);
       }
       throw err;
     }
