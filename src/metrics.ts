@@ -2,6 +2,7 @@ import http from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { onRpc } from './csi/rpc.js';
 import { commandsStuck, onCommand } from './exec.js';
+import { stuckPvReads } from './pool/lvm/pv-headers.js';
 import { onSends, onTransfer } from './transfer/events.js';
 import { log } from './log.js';
 import type { PoolBackend } from './pool/backend.js';
@@ -66,6 +67,14 @@ export function createMetrics(pool: () => PoolBackend | undefined, orphans?: Orp
     registers: [register],
     collect() {
       this.set(commandsStuck());
+    },
+  });
+  new Gauge({
+    name: 'vpool_csi_pv_reads_stuck',
+    help: "reads of an lvm PV's metadata headers past their deadline that have not come back (a disk of the pool that does not answer)",
+    registers: [register],
+    collect() {
+      this.set(stuckPvReads().length);
     },
   });
 

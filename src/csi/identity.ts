@@ -25,8 +25,9 @@ export function getPluginCapabilities(withController: boolean): GetPluginCapabil
  * Ready unless the pool is not there yet or not usable. A disk of the pool that does not answer is the
  * exception: the livenessprobe sidecar turns a Probe that is not ready into a restart, and a restart
  * cannot help a process whose reads wait in the kernel (the new one would wait too, and the old one may
- * not end); so Probe stays ready (the spec's ready means initialised), the calls that need the disk
- * fail UNAVAILABLE naming it, and /healthz answers 503 with the reason.
+ * not end); so Probe stays ready, the calls that need the disk fail UNAVAILABLE naming it, /healthz
+ * answers 503 with the reason and vpool_csi_pv_reads_stuck counts it. A deviation from the spec, whose
+ * ready also means ready to serve calls; docs/architecture.md says so.
  */
 export async function probe(state: IdentityState): Promise<ProbeResponse> {
   const problem = await notReadyBecause(state);

@@ -8,7 +8,7 @@ import { PROJECT_ROOT } from '../../src/csi/proto.js';
 import { blockCap } from '../helpers/csi.js';
 import { codeOf, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
 import { forgetVg, loopDisks, poolCmd, uniqueVg, type LoopDisks } from '../helpers/lvm.js';
-import { httpBase } from '../helpers/metrics.js';
+import { httpBase, samples } from '../helpers/metrics.js';
 
 const HUNG_FILE = path.join(PROJECT_ROOT, '.tools/bin/hung-file');
 
@@ -51,6 +51,8 @@ describe('an lvm pool with a PV on a disk that stops answering (a MODEL of a hun
   let mnt: string;
   let daemon: ChildProcess;
   let hungDev = '';
+  // The hung device named in a text, not a longer name it begins (/dev/loop1 in /dev/loop10).
+  const namesDev = (text: string) => new RegExp(`${hungDev}(?![0-9])`).test(text);
   let good: LoopDisks;
   let d: Driver | undefined;
   const vg = uniqueVg('vhd');
@@ -73,7 +75,7 @@ describe('an lvm pool with a PV on a disk that stops answering (a MODEL of a hun
     good = await loopDisks(1, 128 * MiB);
     const init = await poolCmd('init', '--vg', vg, good.devices[0], hungDev);
     assert.equal(init.code, 0, init.stderr);
-    d = await startDriver({ args: ['--backend', 'lvm', '--vg', vg, '--health-address', '127.0.0.1:0'] });
+    d = await startDriver({ args: ['--backend', 'lvm', '--vg', vg, '--health-address', '127.0.0.1:0', '--metrics-address', '127.0.0.1:0'] });
   });
 
   after(async () => {
@@ -133,17 +135,21 @@ describe('an lvm pool with a PV on a disk that stops answering (a MODEL of a hun
       const probe = await answers('Probe', driver.client.probe({}));
       // The livenessprobe sidecar restarts a plugin whose Probe is not ready; a restart cannot help a hung disk.
       assert.equal(probe.ready?.value, true, 'Probe stays ready while a PV of the pool hangs');
-      await until('Probe logs why it answers ready', 10_000, () => driver.logs.some((l) => l.includes('a disk of the pool does not answer; ready all the same') && l.includes(hungDev)));
+      await until('Probe logs why it answers ready', 10_000, () => driver.logs.some((l) => l.includes('a disk of the pool does not answer; ready all the same') && namesDev(l)));
       const health = await answers('/healthz', fetch(`${httpBase(driver)}/healthz`));
       assert.equal(health.status, 503);
-      assert.match(await health.text(), new RegExp(hungDev));
+      assert.ok(namesDev(await health.text()), '/healthz names the PV');
+      // What an operator alerts on (Probe stays ready): the stuck read, and the pool down.
+      const scraped = await (await answers('/metrics', fetch(`${httpBase(driver)}/metrics`))).text();
+      assert.equal(samples(scraped, 'vpool_csi_pv_reads_stuck').get(''), 1);
+      assert.equal(samples(scraped, 'vpool_csi_pool_up').get('{backend="lvm"}'), 0);
       assert.equal((await answers('GetPluginInfo', driver.client.getPluginInfo({}))).manifest?.backend, 'lvm');
       assert.ok((await answers('NodeGetInfo', driver.client.nodeGetInfo({}))).node_id);
       const during = await answers('CreateVolume', create('during-the-hang').then(() => null, (e: Error & { code?: number }) => e));
       assert.equal(await codeOf(Promise.reject(during)), 'UNAVAILABLE');
       assert.match(String(during?.message), new RegExp(`${hungDev}.*(not read within|still out past its deadline)`));
       assert.equal(await answers('ListVolumes', codeOf(driver.client.listVolumes({}))), 'UNAVAILABLE');
-      assert.ok(driver.logs.some((l) => l.includes('a PV of the pool does not answer') && l.includes(hungDev)), 'the driver says which PV');
+      assert.ok(driver.logs.some((l) => l.includes('a PV of the pool does not answer') && namesDev(l)), 'the driver says which PV');
     }
     // The freeze held throughout: the pool is still not usable.
     assert.equal((await answers('/healthz again', fetch(`${httpBase(driver)}/healthz`))).status, 503, 'still not usable: the PV still hangs');
@@ -155,7 +161,7 @@ describe('an lvm pool with a PV on a disk that stops answering (a MODEL of a hun
     await rm(freeze);
     await until('the killed reader ends', 30_000, () => reader.exitCode !== null || reader.signalCode !== null);
     await until('/healthz says ok again', 60_000, async () => (await fetch(`${httpBase(driver)}/healthz`)).status === 200);
-    assert.equal((await driver.client.probe({})).ready?.value, true);
+    assert.equal(samples(await (await fetch(`${httpBase(driver)}/metrics`)).text(), 'vpool_csi_pv_reads_stuck').get(''), 0);
     const afterwards = (await create('after-the-hang')).volume!;
     const ids = (await driver.client.listVolumes({})).entries!.map((e) => e.volume!.volume_id).sort();
     assert.deepEqual(ids, [before.volume_id, afterwards.volume_id].sort(), 'nothing was made during the hang');
