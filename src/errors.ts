@@ -49,6 +49,7 @@ export const busy = (msg: string) => new DriverError('busy', msg);
 export const unsupported = (msg: string) => new DriverError('unsupported', msg);
 export const unavailable = (msg: string) => new DriverError('unavailable', msg);
 export const internal = (msg: string) => new DriverError('internal', msg);
+export const cancelled = (msg: string) => new DriverError('cancelled', msg);
 export const denied = (msg: string) => new DriverError('denied', msg);
 
 export function errorMessage(err: unknown): string {

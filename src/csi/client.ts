@@ -8,6 +8,30 @@ function promisify<Req, Res>(fn: (argument: Req, callback: Callback<Res>) => grp
   return (req) => new Promise<Res>((resolve, reject) => fn(req, (err, res) => (err ? reject(err) : resolve(res as Res))));
 }
 
+/** A server stream's messages, all of them; rejects with the status when the stream ends in an error, not at its end. */
+function collect<Req, Res>(fn: (argument: Req, options?: grpc.CallOptions) => grpc.ClientReadableStream<Res>): (req: Req, options?: grpc.CallOptions) => Promise<Res[]> {
+  return (req, options) =>
+    new Promise<Res[]>((resolve, reject) => {
+      const got: Res[] = [];
+      const call = fn(req, options ?? {});
+      // Whole only when the messages are all read ('end') and the status is OK: grpc-js ends the
+      // stream before it reports an error status.
+      let ended = false;
+      let ok = false;
+      const settle = () => ended && ok && resolve(got);
+      call.on('data', (m: Res) => got.push(m));
+      call.on('error', reject);
+      call.on('status', (st: grpc.StatusObject) => {
+        ok = st.code === grpc.status.OK;
+        settle();
+      });
+      call.on('end', () => {
+        ended = true;
+        settle();
+      });
+    });
+}
+
 /** A typed CSI client over a unix socket, for the CLI, the tests and the benchmarks. */
 export function connectCsi(endpoint: string) {
   const csi = loadCsi().csi.v1;
@@ -16,6 +40,7 @@ export function connectCsi(endpoint: string) {
   const id = new csi.Identity(address, creds);
   const ctl = new csi.Controller(address, creds);
   const node = new csi.Node(address, creds);
+  const meta = new csi.SnapshotMetadata(address, creds);
   return {
     getPluginInfo: promisify(id.GetPluginInfo.bind(id)),
     getPluginCapabilities: promisify(id.GetPluginCapabilities.bind(id)),
@@ -42,7 +67,12 @@ export function connectCsi(endpoint: string) {
     nodeExpandVolume: promisify(node.NodeExpandVolume.bind(node)),
     nodeGetCapabilities: promisify(node.NodeGetCapabilities.bind(node)),
     nodeGetInfo: promisify(node.NodeGetInfo.bind(node)),
+    getMetadataAllocated: collect(meta.GetMetadataAllocated.bind(meta)),
+    getMetadataDelta: collect(meta.GetMetadataDelta.bind(meta)),
+    /** The stream itself, to read part of it or cancel it. */
+    streamMetadataDelta: meta.GetMetadataDelta.bind(meta),
     close(): void {
+      meta.close();
       id.close();
       ctl.close();
       node.close();

@@ -10,10 +10,12 @@ export function getPluginInfo({ ctx }: IdentityState): GetPluginInfoResponse {
   return { name: ctx.driverName, vendor_version: ctx.version, manifest: { backend: ctx.backendKind } };
 }
 
-export function getPluginCapabilities(withController: boolean): GetPluginCapabilitiesResponse {
+/** `snapshotMetadata`: the SnapshotMetadata service is served here (a controller of a pool that tells its snapshots' blocks). */
+export function getPluginCapabilities(withController: boolean, snapshotMetadata = false): GetPluginCapabilitiesResponse {
   return {
     capabilities: [
       ...(withController ? [{ service: { type: 'CONTROLLER_SERVICE' as const } }] : []),
+      ...(withController && snapshotMetadata ? [{ service: { type: 'SNAPSHOT_METADATA_SERVICE' as const } }] : []),
       { service: { type: 'VOLUME_ACCESSIBILITY_CONSTRAINTS' } },
       { volume_expansion: { type: 'ONLINE' } },
       { volume_expansion: { type: 'OFFLINE' } },

@@ -52,22 +52,25 @@ function subjectOf(req: unknown): string | undefined {
   return r.volume_id || r.snapshot_id || r.name || r.source_volume_id || undefined;
 }
 
-/**
- * Adapts an async handler to grpc-js: one log line per call (method, volume, duration, code; never
- * the request itself, which may hold secrets), errors mapped once here.
- */
-export function unary<Req, Res>(method: string, fn: (req: Req) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> {
-  return (call, callback) => {
-    const started = process.hrtime.bigint();
-    const subject = subjectOf(call.request);
-    // The call's context: aborted when the client cancels or the deadline passes (grpc-js cancels the call then too).
-    const context = new AbortController();
-    const cancel = () => context.abort();
-    call.once('cancelled', cancel);
-    const deadline = call.getDeadline();
-    const left = (deadline instanceof Date ? deadline.getTime() : Number(deadline)) - Date.now();
-    const timer = Number.isFinite(left) ? setTimeout(cancel, Math.max(0, left)) : undefined;
-    const finish = (code: grpc.status, err?: unknown, mapped = true) => {
+interface CallEnds {
+  /** Aborted when the client cancels or the deadline passes (grpc-js cancels the call then too). */
+  signal: AbortSignal;
+  /** Logs the call's end (method, volume, duration, code; never the request, which may hold secrets) and tells the observers. */
+  finish(code: grpc.status, err?: unknown, mapped?: boolean): void;
+}
+
+function begin(method: string, call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>): CallEnds {
+  const started = process.hrtime.bigint();
+  const subject = subjectOf(call.request);
+  const context = new AbortController();
+  const cancel = () => context.abort();
+  call.once('cancelled', cancel);
+  const deadline = call.getDeadline();
+  const left = (deadline instanceof Date ? deadline.getTime() : Number(deadline)) - Date.now();
+  const timer = Number.isFinite(left) ? setTimeout(cancel, Math.max(0, left)) : undefined;
+  return {
+    signal: context.signal,
+    finish(code, err, mapped = true) {
       clearTimeout(timer);
       call.removeListener('cancelled', cancel);
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -77,9 +80,16 @@ export function unary<Req, Res>(method: string, fn: (req: Req) => Promise<Res> |
       else if (!mapped) log.error('rpc', { ...line, unmapped: true, error: err instanceof Error ? err.stack : String(err) });
       else if (code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN) log.error('rpc', { ...line, error: err instanceof Error ? err.stack : String(err) });
       else log.warn('rpc', { ...line, error: err instanceof Error ? err.message : String(err) });
-    };
+    },
+  };
+}
+
+/** Adapts an async handler to grpc-js: one log line per call, errors mapped once here. */
+export function unary<Req, Res>(method: string, fn: (req: Req) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    const { signal, finish } = begin(method, call);
     Promise.resolve()
-      .then(() => runForCall(context.signal, () => fn(call.request)))
+      .then(() => runForCall(signal, () => fn(call.request)))
       .then(
         (res) => {
           finish(grpc.status.OK);
@@ -91,5 +101,45 @@ export function unary<Req, Res>(method: string, fn: (req: Req) => Promise<Res> |
           callback({ code, details });
         },
       );
+  };
+}
+
+/**
+ * Adapts an async source of messages to a grpc-js server stream: written as the client takes them
+ * (a slow reader holds the source, it does not fill memory), stopped when the call is cancelled,
+ * and ended with the error's status when the source fails half-way, which the client tells from a
+ * stream's end (the spec's SnapshotMetadata streams rely on that).
+ */
+export function serverStream<Req, Res>(method: string, fn: (req: Req, signal: AbortSignal) => Promise<AsyncIterable<Res>>): grpc.handleServerStreamingCall<Req, Res> {
+  return (call) => {
+    const { signal, finish } = begin(method, call);
+    const drained = () =>
+      new Promise<void>((resolve) => {
+        const done = () => {
+          call.removeListener('drain', done);
+          signal.removeEventListener('abort', done);
+          resolve();
+        };
+        call.once('drain', done);
+        signal.addEventListener('abort', done, { once: true });
+      });
+    runForCall(signal, async () => {
+      for await (const message of await fn(call.request, signal)) {
+        if (signal.aborted) throw new DriverError('cancelled', `${method} was cancelled or ran out of time`);
+        if (!call.write(message)) await drained();
+      }
+      if (signal.aborted) throw new DriverError('cancelled', `${method} was cancelled or ran out of time`);
+    }).then(
+      () => {
+        finish(grpc.status.OK);
+        call.end();
+      },
+      (err: unknown) => {
+        const { code, details, mapped } = toStatus(err);
+        finish(code, err, mapped);
+        // A cancelled call has no client left to tell.
+        if (!call.cancelled) call.emit('error', { code, details });
+      },
+    );
   };
 }

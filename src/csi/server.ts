@@ -4,8 +4,9 @@ import net from 'node:net';
 import type { ControllerHandlers } from '../../gen/csi/v1/Controller.js';
 import type { IdentityHandlers } from '../../gen/csi/v1/Identity.js';
 import type { NodeHandlers } from '../../gen/csi/v1/Node.js';
+import type { SnapshotMetadataHandlers } from '../../gen/csi/v1/SnapshotMetadata.js';
 import { errno, unavailable, unsupported } from '../errors.js';
-import { hasBackend, type DriverContext, type DriverState, type IdentityState, type StartContext } from '../driver/context.js';
+import { hasBackend, type ControllerContext, type DriverContext, type DriverState, type IdentityState, type StartContext } from '../driver/context.js';
 import { poolFeatures } from '../driver/pool-state.js';
 import { controllerExpandVolume, controllerPublishVolume, controllerUnpublishVolume } from './controller/publish.js';
 import { controllerGetVolume, listVolumes, validateVolumeCapabilities } from './controller/queries.js';
@@ -16,7 +17,8 @@ import { nodeExpandVolume, nodeGetInfo, nodeGetVolumeStats } from './node/info-s
 import { capabilityResponse, CONTROLLER_RPC_NEEDS, NODE_RPC_NEEDS, serviceCapabilities } from './service-capabilities.js';
 import { nodePublishVolume, nodeStageVolume, nodeUnpublishVolume, nodeUnstageVolume } from './node/stage-publish.js';
 import { loadCsi } from './proto.js';
-import { unary } from './rpc.js';
+import { serverStream, unary } from './rpc.js';
+import { getMetadataAllocated, getMetadataDelta } from './snapshot-metadata.js';
 
 /**
  * `resizer` serves what external-resizer asks at start, and nothing else, for pools that grow on the
@@ -31,7 +33,7 @@ export type Mode = 'all' | 'controller' | 'node' | 'resizer';
 function identityHandlers(state: () => IdentityState, mode: Mode): IdentityHandlers {
   return {
     GetPluginInfo: unary('GetPluginInfo', () => getPluginInfo(state())),
-    GetPluginCapabilities: unary('GetPluginCapabilities', () => getPluginCapabilities(mode !== 'node')),
+    GetPluginCapabilities: unary('GetPluginCapabilities', () => getPluginCapabilities(mode !== 'node' && mode !== 'resizer', poolFeatures(state().ctx).snapshotMetadata)),
     Probe: unary('Probe', () => probe(state())),
   };
 }
@@ -86,6 +88,26 @@ function controllerHandlers(state: () => DriverState, mode: Mode): ControllerHan
     ControllerExpandVolume: served('ControllerExpandVolume', (ctx, r) => controllerExpandVolume(ctx, r)),
     // Never advertised: the gate answers UNIMPLEMENTED before this runs.
     ControllerModifyVolume: served('ControllerModifyVolume', () => ({})),
+  };
+}
+
+/**
+ * The SnapshotMetadata service, beside the controller, where the pool tells its snapshots' blocks
+ * (UNIMPLEMENTED elsewhere, as GetPluginCapabilities says).
+ */
+function snapshotMetadataHandlers(state: () => DriverState): SnapshotMetadataHandlers {
+  const served =
+    <Req, Res>(method: string, fn: (ctx: ControllerContext, req: Req, signal: AbortSignal) => Promise<AsyncIterable<Res>>) =>
+    serverStream<Req, Res>(method, async (req, signal) => {
+      const s = state();
+      if (s.notServing !== undefined) throw unavailable(`the pool is not ready: ${s.notServing}`);
+      if (!hasBackend(s.ctx)) throw unavailable(`${method} needs the pool, and this process has none`);
+      if (!poolFeatures(s.ctx).snapshotMetadata) throw unsupported(`${method} is not supported by the ${s.ctx.backendKind} pool (no SNAPSHOT_METADATA_SERVICE)`);
+      return fn(s.ctx, req, signal);
+    });
+  return {
+    GetMetadataAllocated: served('GetMetadataAllocated', getMetadataAllocated),
+    GetMetadataDelta: served('GetMetadataDelta', getMetadataDelta),
   };
 }
 
@@ -165,6 +187,7 @@ export async function startServer(served: Served, endpoint: string, socketGroup?
     const { mode, state } = served;
     server.addService(csi.Identity.service, identityHandlers(state, mode));
     if (mode !== 'node') server.addService(csi.Controller.service, controllerHandlers(state, mode));
+    if (mode !== 'node') server.addService(csi.SnapshotMetadata.service, snapshotMetadataHandlers(state));
     if (mode !== 'controller') server.addService(csi.Node.service, nodeHandlers(state, mode));
   }
 

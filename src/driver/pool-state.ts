@@ -7,11 +7,17 @@ export interface PoolFeatures {
   attachesFromController: boolean;
   /** Volumes grow on the controller; otherwise on the node that holds them. */
   growsOnController: boolean;
+  /** The pool tells its snapshots' allocated and changed blocks (the SnapshotMetadata service). */
+  snapshotMetadata: boolean;
 }
 
 /** A pool not open yet (a VolumePool being built) is node-local: it grows on the node. */
 export function poolFeatures(ctx: Partial<DriverContext>): PoolFeatures {
-  return { attachesFromController: ctx.controllerAttacher !== undefined, growsOnController: ctx.backend?.expansion === 'controller' };
+  return {
+    attachesFromController: ctx.controllerAttacher !== undefined,
+    growsOnController: ctx.backend?.expansion === 'controller',
+    snapshotMetadata: ctx.backend?.snapshotBlocks !== undefined,
+  };
 }
 
 /** Why this process cannot serve calls now; `deviceNotAnswering` when it is a disk of the pool that hangs. Null when it can. */

@@ -35,6 +35,21 @@ export interface Syscalls {
   seek: SeekFn;
   /** Where a buffer's bytes are in memory (O_DIRECT wants them on a block boundary). */
   address(buf: Buffer): bigint;
+  /**
+   * The extents of an open file from `start` on (FS_IOC_FIEMAP with FIEMAP_FLAG_SYNC, so delayed
+   * writes have their place), at most `max` of them; `last` when the file has no more. The errno's
+   * name when the filesystem does not map its files (EOPNOTSUPP on tmpfs, for one).
+   */
+  fiemap(fd: number, start: number, max: number): { extents: MappedExtent[]; last: boolean } | { errno: string };
+}
+
+/** One run of a file as FIEMAP maps it: `length` bytes at `logical` in the file lie at `physical` on the disk. */
+export interface MappedExtent {
+  logical: number;
+  physical: number;
+  length: number;
+  /** FIEMAP_EXTENT_* flags. */
+  flags: number;
 }
 
 /** An lseek(2) for data ranges; a parameter of the range walk so a test can make it fail as a filesystem would. */
@@ -50,6 +65,12 @@ const LO_FLAGS_DIRECT_IO = 16;
 const MS_RDONLY = 1;
 const MS_REMOUNT = 32;
 const MS_BIND = 4096;
+// _IOWR('f', 11, struct fiemap): struct fiemap is 32 bytes, then fiemap_extent[] of 56 bytes each.
+const FS_IOC_FIEMAP = 0xc020660b;
+const FIEMAP_HEADER = 32;
+const FIEMAP_EXTENT = 56;
+const FIEMAP_FLAG_SYNC = 1;
+const FIEMAP_EXTENT_LAST = 1;
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
 const O_RDONLY = 0;
@@ -155,6 +176,24 @@ async function load(): Promise<Syscalls> {
     },
     address(buf) {
       return koffi.address(buf);
+    },
+    fiemap(fd, start, max) {
+      const buf = Buffer.alloc(FIEMAP_HEADER + max * FIEMAP_EXTENT);
+      buf.writeBigUInt64LE(BigInt(start), 0); // fm_start
+      buf.writeBigUInt64LE(0xffffffffffffffffn, 8); // fm_length: to the end (FIEMAP_MAX_OFFSET)
+      buf.writeUInt32LE(FIEMAP_FLAG_SYNC, 16); // fm_flags
+      buf.writeUInt32LE(max, 24); // fm_extent_count
+      if ((ioctlPtr(fd, FS_IOC_FIEMAP, buf) as number) !== 0) return { errno: errnoName(koffi.errno()) };
+      const mapped = buf.readUInt32LE(20);
+      const extents: MappedExtent[] = [];
+      let last = mapped === 0;
+      for (let i = 0; i < mapped; i++) {
+        const at = FIEMAP_HEADER + i * FIEMAP_EXTENT;
+        const flags = buf.readUInt32LE(at + 40);
+        extents.push({ logical: Number(buf.readBigUInt64LE(at)), physical: Number(buf.readBigUInt64LE(at + 8)), length: Number(buf.readBigUInt64LE(at + 16)), flags });
+        if (flags & FIEMAP_EXTENT_LAST) last = true;
+      }
+      return { extents, last };
     },
   };
 }

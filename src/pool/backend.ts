@@ -4,6 +4,7 @@
  * idempotency.
  */
 import type { Page } from '../paging.js';
+import type { ByteRange } from './block-ranges.js';
 import type { Condition, ContentSource, SnapshotRecord, VolumeRecord } from '../records.js';
 
 export type { Condition, ContentSource, SnapshotRecord, VolumeRecord };
@@ -133,6 +134,24 @@ export interface PoolBackend {
   listSnapshots(): Promise<SnapshotRecord[]>;
   createSnapshot(spec: CreateSnapshotSpec): Promise<SnapshotRecord>;
   deleteSnapshot(id: string): Promise<void>;
+
+  /** Which blocks of its snapshots hold data and which changed (CSI SnapshotMetadata); pools that cannot tell leave this out. */
+  readonly snapshotBlocks?: SnapshotBlocks;
+}
+
+/**
+ * The block metadata of a pool's snapshots. Ranges come ascending and apart, start at or after
+ * `from` (a range across it starts there) and end within the snapshot's size. A reader that copies
+ * the ranges of `allocated` into a blank volume, and then those of each `delta` from the newer
+ * snapshot, has every snapshot byte for byte: so a range may hold bytes that did not change, never
+ * miss one that did. The caller has checked the snapshots exist, `base` is older than `target`
+ * and both are of one volume.
+ */
+export interface SnapshotBlocks {
+  /** Where the snapshot holds data: everything else reads as zeros. */
+  allocated(snap: SnapshotRecord, from: number, signal: AbortSignal): AsyncIterable<ByteRange>;
+  /** Where `target` may differ from `base`, to `target`'s size (a volume grown in between: the base reads zeros past its size). */
+  delta(base: SnapshotRecord, target: SnapshotRecord, from: number, signal: AbortSignal): AsyncIterable<ByteRange>;
 }
 
 export interface AttachedDevice {

@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
-import { log } from '../log.js';
+import { open } from 'node:fs/promises';
 import { syscalls, type SeekFn } from '../host/syscalls.js';
+import { fileRanges } from '../host/file-ranges.js';
 import { ALIGN, AlignedBuffers } from '../host/aligned.js';
 
 /** A run of a volume's bytes that holds data; everything between runs reads as zeros. */
@@ -90,36 +90,6 @@ export async function* dataChunks(
     await direct?.close();
     await fh.close();
   }
-}
-
-/**
- * The data ranges of a file by SEEK_DATA/SEEK_HOLE; null where they cannot be had (then everything
- * is read, zero blocks still skipped). Only ENXIO means "no data after here": any other refusal
- * (EINVAL, EOPNOTSUPP, ...) says nothing about the data, and taking it as the end would send
- * nothing and restore zeros.
- */
-export async function fileRanges(fh: FileHandle, size: number, seek: SeekFn | undefined): Promise<Array<readonly [number, number]> | null> {
-  if (!seek) return null;
-  const ranges: Array<readonly [number, number]> = [];
-  let at = 0;
-  while (at < size) {
-    const data = seek(fh.fd, at, 'data');
-    if ('errno' in data) {
-      if (data.errno === 'ENXIO') break;
-      return cannotTell(data.errno);
-    }
-    if (data.offset >= size) break;
-    const hole = seek(fh.fd, data.offset, 'hole');
-    if ('errno' in hole) return cannotTell(hole.errno);
-    ranges.push([data.offset, Math.min(hole.offset, size)]);
-    at = hole.offset;
-  }
-  return ranges;
-}
-
-function cannotTell(errno: string): null {
-  log.info('the filesystem does not tell a file\'s data ranges; reading the whole file', { errno });
-  return null;
 }
 
 /** The runs of a buffer that are not whole zero blocks. */

@@ -11,6 +11,7 @@ import { log } from '../../log.js';
 import { Mutex } from 'async-mutex';
 import { MiB } from '../../units.js';
 import { RecordIndex } from './record-index.js';
+import { FileSnapshotBlocks } from './snapshot-blocks.js';
 import { ImageCopies } from './image-copies.js';
 
 /** How long a measurement of the images' allocation stands (capacity()). */
@@ -58,6 +59,10 @@ export class FilePool implements PoolBackend {
   }
 
   private readonly copies: ImageCopies;
+  readonly snapshotBlocks = new FileSnapshotBlocks(
+    (id) => this.snapshotImage(id),
+    () => this.copies.canReflink(),
+  );
 
   /**
    * Creates the pool layout if needed; paths are resolved so they match what the kernel reports for

@@ -46,7 +46,7 @@ export class ImageCopies {
   }
 
   /** Whether the pool's filesystem reflinks: one small file cloned in .tmp (swept at start), asked once. */
-  private canReflink(): Promise<boolean> {
+  canReflink(): Promise<boolean> {
     this.reflinks ??= (async () => {
       const probe = path.join(this.tmpDir, `reflink-probe-${process.pid}`);
       try {
