@@ -110,16 +110,27 @@ export function unary<Req, Res>(method: string, fn: (req: Req) => Promise<Res> |
  * and ended with the error's status when the source fails half-way, which the client tells from a
  * stream's end (the spec's SnapshotMetadata streams rely on that).
  */
-export function serverStream<Req, Res>(method: string, fn: (req: Req, signal: AbortSignal) => Promise<AsyncIterable<Res>>): grpc.handleServerStreamingCall<Req, Res> {
+export function serverStream<Req, Res>(
+  method: string,
+  fn: (req: Req, signal: AbortSignal) => Promise<AsyncIterable<Res>>,
+  /** A client that takes nothing for this long is given up (its stream holds a file and a slot). */
+  stallMs = 300_000,
+): grpc.handleServerStreamingCall<Req, Res> {
   return (call) => {
     const { signal, finish } = begin(method, call);
     const drained = () =>
-      new Promise<void>((resolve) => {
+      new Promise<void>((resolve, reject) => {
         const done = () => {
+          clearTimeout(timer);
           call.removeListener('drain', done);
           signal.removeEventListener('abort', done);
           resolve();
         };
+        const timer = setTimeout(() => {
+          call.removeListener('drain', done);
+          signal.removeEventListener('abort', done);
+          reject(new DriverError('unavailable', `${method}: the client took nothing for ${stallMs} ms; the stream is given up (resume at the next offset)`));
+        }, stallMs);
         call.once('drain', done);
         signal.addEventListener('abort', done, { once: true });
       });

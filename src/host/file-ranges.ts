@@ -9,19 +9,24 @@ import type { SeekFn } from './syscalls.js';
  * nothing and restore zeros.
  */
 export async function fileRanges(fh: FileHandle, size: number, seek: SeekFn | undefined): Promise<Array<readonly [number, number]> | null> {
+  return fileRangesIn(fh, 0, size, seek);
+}
+
+/** fileRanges within [start, end): a window of a large file, so no caller holds all of its ranges at once. */
+export async function fileRangesIn(fh: FileHandle, start: number, end: number, seek: SeekFn | undefined): Promise<Array<readonly [number, number]> | null> {
   if (!seek) return null;
   const ranges: Array<readonly [number, number]> = [];
-  let at = 0;
-  while (at < size) {
+  let at = start;
+  while (at < end) {
     const data = seek(fh.fd, at, 'data');
     if ('errno' in data) {
       if (data.errno === 'ENXIO') break;
       return cannotTell(data.errno);
     }
-    if (data.offset >= size) break;
+    if (data.offset >= end) break;
     const hole = seek(fh.fd, data.offset, 'hole');
     if ('errno' in hole) return cannotTell(hole.errno);
-    ranges.push([data.offset, Math.min(hole.offset, size)]);
+    ranges.push([data.offset, Math.min(hole.offset, end)]);
     at = hole.offset;
   }
   return ranges;

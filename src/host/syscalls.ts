@@ -36,11 +36,12 @@ export interface Syscalls {
   /** Where a buffer's bytes are in memory (O_DIRECT wants them on a block boundary). */
   address(buf: Buffer): bigint;
   /**
-   * The extents of an open file from `start` on (FS_IOC_FIEMAP with FIEMAP_FLAG_SYNC, so delayed
-   * writes have their place), at most `max` of them; `last` when the file has no more. The errno's
+   * The extents of an open file that overlap [start, start + length) (FS_IOC_FIEMAP with FIEMAP_FLAG_SYNC, so delayed
+   * writes have their place), at most `max` of them; `more` when there may be more in the range (`max`
+   * came back, none the file's last): the caller asks again from the end of the last. The errno's
    * name when the filesystem does not map its files (EOPNOTSUPP on tmpfs, for one).
    */
-  fiemap(fd: number, start: number, max: number): { extents: MappedExtent[]; last: boolean } | { errno: string };
+  fiemap(fd: number, start: number, length: number, max: number): { extents: MappedExtent[]; more: boolean } | { errno: string };
 }
 
 /** One run of a file as FIEMAP maps it: `length` bytes at `logical` in the file lie at `physical` on the disk. */
@@ -177,23 +178,23 @@ async function load(): Promise<Syscalls> {
     address(buf) {
       return koffi.address(buf);
     },
-    fiemap(fd, start, max) {
+    fiemap(fd, start, length, max) {
       const buf = Buffer.alloc(FIEMAP_HEADER + max * FIEMAP_EXTENT);
       buf.writeBigUInt64LE(BigInt(start), 0); // fm_start
-      buf.writeBigUInt64LE(0xffffffffffffffffn, 8); // fm_length: to the end (FIEMAP_MAX_OFFSET)
+      buf.writeBigUInt64LE(BigInt(length), 8); // fm_length
       buf.writeUInt32LE(FIEMAP_FLAG_SYNC, 16); // fm_flags
       buf.writeUInt32LE(max, 24); // fm_extent_count
       if ((ioctlPtr(fd, FS_IOC_FIEMAP, buf) as number) !== 0) return { errno: errnoName(koffi.errno()) };
       const mapped = buf.readUInt32LE(20);
       const extents: MappedExtent[] = [];
-      let last = mapped === 0;
+      let last = false;
       for (let i = 0; i < mapped; i++) {
         const at = FIEMAP_HEADER + i * FIEMAP_EXTENT;
         const flags = buf.readUInt32LE(at + 40);
         extents.push({ logical: Number(buf.readBigUInt64LE(at)), physical: Number(buf.readBigUInt64LE(at + 8)), length: Number(buf.readBigUInt64LE(at + 16)), flags });
         if (flags & FIEMAP_EXTENT_LAST) last = true;
       }
-      return { extents, last };
+      return { extents, more: mapped === max && !last };
     },
   };
 }

@@ -53,10 +53,10 @@ export function union(a: readonly ByteRange[], b: readonly ByteRange[]): ByteRan
 
 type Piece = { kind: 'zero' } | { kind: 'data'; physical: number; trusted: boolean };
 
-/** What each byte range of [0, end) holds by a file's extents: zeros (a hole, an unwritten extent) or data at a physical address. */
-function pieces(extents: readonly MappedExtent[], end: number): Array<{ start: number; end: number; piece: Piece }> {
+/** What each byte range of [start, end) holds by a file's extents: zeros (a hole, an unwritten extent) or data at a physical address. */
+function pieces(extents: readonly MappedExtent[], start: number, end: number): Array<{ start: number; end: number; piece: Piece }> {
   const out: Array<{ start: number; end: number; piece: Piece }> = [];
-  let at = 0;
+  let at = start;
   for (const x of [...extents].sort((p, q) => p.logical - q.logical)) {
     const s = Math.max(x.logical, at);
     const e = Math.min(x.logical + x.length, end);
@@ -77,13 +77,15 @@ function pieces(extents: readonly MappedExtent[], end: number): Array<{ start: n
  * unchanged when both read zeros there, or both map it to the same physical bytes (a reflink copy
  * shares the blocks no write has touched since); anything else, data moved, written or discarded, or
  * an address FIEMAP does not vouch for, is reported changed. So nothing that changed is missed;
- * what is reported and did not change is data rewritten with the same bytes. `end` is the newer
- * file's size (a grown volume: the base reads zeros past its own end).
+ * what is reported and did not change is data rewritten with the same bytes. Over [start, end) of
+ * the newer file (a grown volume: the base reads zeros past its own size); the extents may reach
+ * outside it (a window of the files' maps).
  */
-export function physicalDelta(base: readonly MappedExtent[], target: readonly MappedExtent[], baseSize: number, end: number): ByteRange[] {
-  const a = pieces(base, Math.min(baseSize, end));
-  if (baseSize < end) a.push({ start: baseSize, end, piece: { kind: 'zero' } });
-  const b = pieces(target, end);
+export function physicalDelta(base: readonly MappedExtent[], target: readonly MappedExtent[], baseSize: number, start: number, end: number): ByteRange[] {
+  if (start >= end) return [];
+  const a = start < baseSize ? pieces(base, start, Math.min(baseSize, end)) : [];
+  if (baseSize < end) a.push({ start: Math.max(start, baseSize), end, piece: { kind: 'zero' } });
+  const b = pieces(target, start, end);
   const changed: ByteRange[] = [];
   let i = 0;
   let j = 0;

@@ -1,4 +1,4 @@
-import { invalid, notFound, outOfRange, unsupported } from '../../errors.js';
+import { DriverError, exhausted, invalid, notFound, outOfRange, unsupported } from '../../errors.js';
 import { parseId } from '../../ids.js';
 import type { ByteRange } from '../../pool/block-ranges.js';
 import type { SnapshotBlocks, SnapshotRecord } from '../../pool/backend.js';
@@ -8,6 +8,58 @@ import type { ControllerContext } from '../context.js';
 export interface BlockStream {
   capacityBytes: number;
   ranges: AsyncIterable<ByteRange>;
+}
+
+/**
+ * Streams served at once, and waiting: a delta compared by reading data reads two whole images, so
+ * a crowd of backups must not start them all together. Past the queue: RESOURCE_EXHAUSTED, retried.
+ */
+export class StreamSlots {
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+  constructor(
+    readonly max = 4,
+    readonly queue = 16,
+  ) {}
+
+  /** Waits for a slot (or the call's end); the slot is the caller's until it calls the release returned. */
+  async take(signal: AbortSignal): Promise<() => void> {
+    if (this.running >= this.max) {
+      if (this.waiting.length >= this.queue) throw exhausted(`${this.running} snapshot metadata streams run and ${this.waiting.length} wait; retry later`);
+      await new Promise<void>((resolve, reject) => {
+        const turn = () => {
+          signal.removeEventListener('abort', gone);
+          resolve();
+        };
+        const gone = () => {
+          this.waiting.splice(this.waiting.indexOf(turn), 1);
+          reject(new DriverError('cancelled', 'the call ended while it waited for a snapshot metadata stream slot'));
+        };
+        this.waiting.push(turn);
+        signal.addEventListener('abort', gone, { once: true });
+      });
+    } else this.running++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.waiting.shift();
+      // The slot passes straight to the next in line: `running` stays.
+      if (next) next();
+      else this.running--;
+    };
+  }
+}
+
+const slots = new StreamSlots();
+
+/** Ranges that hold a stream slot until they are done with (ended, failed or given up). */
+async function* holding(release: () => void, ranges: AsyncIterable<ByteRange>): AsyncGenerator<ByteRange> {
+  try {
+    yield* ranges;
+  } finally {
+    release();
+  }
 }
 
 /** Whether this pool can tell its snapshots' blocks (the SNAPSHOT_METADATA_SERVICE capability). */
@@ -39,7 +91,8 @@ export async function allocatedBlocks(ctx: ControllerContext, req: { snapshotId:
   const blocks = blocksOf(ctx);
   const snap = await snapshot(ctx, 'snapshot_id', req.snapshotId);
   checkOffset(req.from, snap.sizeBytes);
-  return { capacityBytes: snap.sizeBytes, ranges: blocks.allocated(snap, req.from, signal) };
+  const release = await slots.take(signal);
+  return { capacityBytes: snap.sizeBytes, ranges: holding(release, blocks.allocated(snap, req.from, signal)) };
 }
 
 /**
@@ -59,6 +112,7 @@ export async function changedBlocks(ctx: ControllerContext, req: { baseId: strin
   }
   if (target.sizeBytes < base.sizeBytes) throw invalid(`target_snapshot_id ${target.id} is smaller than base_snapshot_id ${base.id}: volumes do not shrink`);
   checkOffset(req.from, target.sizeBytes);
-  const ranges = base.id === target.id ? (async function* (): AsyncGenerator<ByteRange> {})() : blocks.delta(base, target, req.from, signal);
-  return { capacityBytes: target.sizeBytes, ranges };
+  if (base.id === target.id) return { capacityBytes: target.sizeBytes, ranges: (async function* (): AsyncGenerator<ByteRange> {})() };
+  const release = await slots.take(signal);
+  return { capacityBytes: target.sizeBytes, ranges: holding(release, blocks.delta(base, target, req.from, signal)) };
 }

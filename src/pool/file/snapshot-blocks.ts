@@ -1,7 +1,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { cancelled } from '../../errors.js';
-import { fileRanges } from '../../host/file-ranges.js';
-import { syscalls, type MappedExtent } from '../../host/syscalls.js';
+import { fileRangesIn } from '../../host/file-ranges.js';
+import { syscalls, type MappedExtent, type Syscalls } from '../../host/syscalls.js';
 import { log } from '../../log.js';
 import type { SnapshotBlocks, SnapshotRecord } from '../backend.js';
 import { clipped, physicalDelta, toBlocks, union, type ByteRange } from '../block-ranges.js';
@@ -10,6 +10,8 @@ import { clipped, physicalDelta, toBlocks, union, type ByteRange } from '../bloc
 const BLOCK = 4096;
 const COMPARE_CHUNK = 1024 * 1024;
 const FIEMAP_BATCH = 512;
+/** How much of a file's map is held at once: a window's ranges, never a whole fragmented image's. */
+const WINDOW = 256 * 1024 * 1024;
 
 /**
  * The file pool's snapshot metadata, from its snapshot images (each a copy of the volume at its
@@ -25,101 +27,134 @@ export class FileSnapshotBlocks implements SnapshotBlocks {
   constructor(
     private readonly imageOf: (snapshotId: string) => string,
     private readonly reflinks: () => Promise<boolean>,
+    /** How much of a file's map is held at once (smaller in tests, to cross windows). */
+    private readonly window = WINDOW,
   ) {}
 
   async *allocated(snap: SnapshotRecord, from: number, signal: AbortSignal): AsyncIterable<ByteRange> {
-    const ranges = await withFile(this.imageOf(snap.id), async (fh) => (await dataRanges(fh, snap.sizeBytes)) ?? [[0, snap.sizeBytes] as const]);
-    if (signal.aborted) throw cancelled('the call was cancelled');
-    yield* clipped(toBlocks(ranges, BLOCK, snap.sizeBytes), from, snap.sizeBytes);
+    const fh = await open(this.imageOf(snap.id), 'r');
+    const window = this.window;
+    try {
+      const seek = (await syscalls())?.seek;
+      yield* coalesced(
+        (async function* () {
+          for (const [w0, w1] of windows(from, snap.sizeBytes, window)) {
+            if (signal.aborted) throw cancelled('the call was cancelled');
+            const ranges = (await fileRangesIn(fh, w0, w1, seek)) ?? [[w0, w1] as const];
+            yield* clipped(toBlocks(ranges, BLOCK, w1), from, w1);
+          }
+        })(),
+      );
+    } finally {
+      await fh.close();
+    }
   }
 
   async *delta(base: SnapshotRecord, target: SnapshotRecord, from: number, signal: AbortSignal): AsyncIterable<ByteRange> {
-    const end = target.sizeBytes;
-    if (await this.reflinks()) {
-      const maps = await Promise.all([extentMap(this.imageOf(base.id)), extentMap(this.imageOf(target.id))]);
-      if (maps[0] && maps[1]) {
-        if (signal.aborted) throw cancelled('the call was cancelled');
-        yield* clipped(toBlocks(physicalDelta(maps[0], maps[1], base.sizeBytes, end), BLOCK, end), from, end);
-        return;
+    const sys = await syscalls();
+    const a = await open(this.imageOf(base.id), 'r');
+    try {
+      const b = await open(this.imageOf(target.id), 'r');
+      try {
+        const byMaps = sys !== null && (await this.reflinks());
+        yield* coalesced(byMaps ? mapped(sys, a, base.sizeBytes, b, target.sizeBytes, from, this.window, signal) : compared(a, base.sizeBytes, b, target.sizeBytes, from, this.window, signal));
+      } finally {
+        await b.close();
       }
+    } finally {
+      await a.close();
     }
-    yield* compared(this.imageOf(base.id), base.sizeBytes, this.imageOf(target.id), end, from, signal);
   }
 }
 
-async function withFile<T>(file: string, fn: (fh: FileHandle) => Promise<T>): Promise<T> {
-  const fh = await open(file, 'r');
-  try {
-    return await fn(fh);
-  } finally {
-    await fh.close();
+/** [from, end) cut at WINDOW boundaries: what is held of a file's map at once. */
+function* windows(from: number, end: number, size: number): Generator<ByteRange> {
+  for (let w = from; w < end; ) {
+    const next = Math.min(end, (Math.floor(w / size) + 1) * size);
+    yield [w, next];
+    w = next;
   }
 }
 
-async function dataRanges(fh: FileHandle, size: number): Promise<ByteRange[] | null> {
-  return fileRanges(fh, size, (await syscalls())?.seek);
+/** Ranges that touch across windows made one. */
+async function* coalesced(ranges: AsyncIterable<ByteRange>): AsyncGenerator<ByteRange> {
+  let cur: [number, number] | null = null;
+  for await (const [s, e] of ranges) {
+    if (cur && s <= cur[1]) cur[1] = Math.max(cur[1], e);
+    else {
+      if (cur) yield [cur[0], cur[1]];
+      cur = [s, e];
+    }
+  }
+  if (cur) yield [cur[0], cur[1]];
 }
 
-/** A file's whole extent map; null where the filesystem does not give one (then the data is compared). */
-async function extentMap(file: string): Promise<MappedExtent[] | null> {
-  const sys = await syscalls();
-  if (!sys) return null;
-  return withFile(file, async (fh) => {
-    const extents: MappedExtent[] = [];
-    let at = 0;
-    for (;;) {
-      const got = sys.fiemap(fh.fd, at, FIEMAP_BATCH);
-      if ('errno' in got) {
-        log.info('the filesystem does not map the snapshot image; comparing its data instead', { file, errno: got.errno });
-        return null;
-      }
-      extents.push(...got.extents);
-      const lastOne = got.extents.at(-1);
-      if (got.last || !lastOne) return extents;
-      at = lastOne.logical + lastOne.length;
+/** A window of a file's extent map; null where the filesystem does not give one. */
+function extentsIn(sys: Syscalls, fh: FileHandle, start: number, end: number): MappedExtent[] | null {
+  const extents: MappedExtent[] = [];
+  let at = start;
+  while (at < end) {
+    const got = sys.fiemap(fh.fd, at, end - at, FIEMAP_BATCH);
+    if ('errno' in got) {
+      log.info('the filesystem does not map the snapshot image; comparing its data instead', { errno: got.errno });
+      return null;
     }
-  });
+    extents.push(...got.extents);
+    const lastOne = got.extents.at(-1);
+    if (!got.more || !lastOne) break;
+    at = lastOne.logical + lastOne.length;
+  }
+  return extents;
+}
+
+/** Where two reflinked images differ, from their extent maps, window by window; by their data where the filesystem gives no map. */
+async function* mapped(sys: Syscalls, a: FileHandle, baseSize: number, b: FileHandle, end: number, from: number, window: number, signal: AbortSignal): AsyncGenerator<ByteRange> {
+  for (const [w0, w1] of windows(from, end, window)) {
+    if (signal.aborted) throw cancelled('the call was cancelled');
+    const ea = w0 < baseSize ? extentsIn(sys, a, w0, Math.min(w1, baseSize)) : [];
+    const eb = extentsIn(sys, b, w0, w1);
+    if (!ea || !eb) {
+      yield* compared(a, baseSize, b, end, w0, window, signal);
+      return;
+    }
+    yield* clipped(toBlocks(physicalDelta(ea, eb, baseSize, w0, w1), BLOCK, w1), from, w1);
+    // The maps are read on this thread: let other calls in between windows.
+    await new Promise((r) => setImmediate(r));
+  }
 }
 
 /** Where two images differ, read and compared block by block over the union of their data ranges (past the base's end it reads zeros). */
-async function* compared(basePath: string, baseSize: number, targetPath: string, end: number, from: number, signal: AbortSignal): AsyncGenerator<ByteRange> {
-  const base = await open(basePath, 'r');
-  try {
-    const target = await open(targetPath, 'r');
-    try {
-      const a = (await dataRanges(base, baseSize)) ?? [[0, baseSize] as const];
-      const b = (await dataRanges(target, end)) ?? [[0, end] as const];
-      const bufA = Buffer.alloc(COMPARE_CHUNK);
-      const bufB = Buffer.alloc(COMPARE_CHUNK);
-      // The run of changed blocks being gathered: handed on once a block that did not change ends it.
-      let run: [number, number] | null = null;
-      for (const [s, e] of clipped(toBlocks(union(a, b), BLOCK, end), from, end)) {
-        for (let at = s; at < e; at += COMPARE_CHUNK) {
-          if (signal.aborted) throw cancelled('the call was cancelled');
-          const want = Math.min(COMPARE_CHUNK, e - at);
-          const [ra, rb] = await Promise.all([
-            at < baseSize ? base.read(bufA, 0, Math.min(want, baseSize - at), at) : Promise.resolve({ bytesRead: 0 }),
-            target.read(bufB, 0, want, at),
-          ]);
-          // What a read did not return (past a file's end) reads as zeros.
-          bufA.fill(0, ra.bytesRead, want);
-          bufB.fill(0, rb.bytesRead, want);
-          for (let off = 0; off < want; off += BLOCK) {
-            const len = Math.min(BLOCK, want - off);
-            if (bufA.subarray(off, off + len).equals(bufB.subarray(off, off + len))) continue;
-            if (run && run[1] === at + off) run[1] = at + off + len;
-            else {
-              if (run) yield [run[0], run[1]];
-              run = [at + off, at + off + len];
-            }
+async function* compared(base: FileHandle, baseSize: number, target: FileHandle, end: number, from: number, window: number, signal: AbortSignal): AsyncGenerator<ByteRange> {
+  const seek = (await syscalls())?.seek;
+  const bufA = Buffer.alloc(COMPARE_CHUNK);
+  const bufB = Buffer.alloc(COMPARE_CHUNK);
+  // The run of changed blocks being gathered: handed on once a block that did not change ends it.
+  let run: [number, number] | null = null;
+  for (const [w0, w1] of windows(from, end, window)) {
+    const a = w0 < baseSize ? ((await fileRangesIn(base, w0, Math.min(w1, baseSize), seek)) ?? [[w0, Math.min(w1, baseSize)] as const]) : [];
+    const b = (await fileRangesIn(target, w0, w1, seek)) ?? [[w0, w1] as const];
+    for (const [s, e] of clipped(toBlocks(union(a, b), BLOCK, w1), from, w1)) {
+      for (let at = s; at < e; at += COMPARE_CHUNK) {
+        if (signal.aborted) throw cancelled('the call was cancelled');
+        const want = Math.min(COMPARE_CHUNK, e - at);
+        const [ra, rb] = await Promise.all([
+          at < baseSize ? base.read(bufA, 0, Math.min(want, baseSize - at), at) : Promise.resolve({ bytesRead: 0 }),
+          target.read(bufB, 0, want, at),
+        ]);
+        // What a read did not return (past a file's end) reads as zeros.
+        bufA.fill(0, ra.bytesRead, want);
+        bufB.fill(0, rb.bytesRead, want);
+        for (let off = 0; off < want; off += BLOCK) {
+          const len = Math.min(BLOCK, want - off);
+          if (bufA.subarray(off, off + len).equals(bufB.subarray(off, off + len))) continue;
+          if (run && run[1] === at + off) run[1] = at + off + len;
+          else {
+            if (run) yield [run[0], run[1]];
+            run = [at + off, at + off + len];
           }
         }
       }
-      if (run) yield [run[0], run[1]];
-    } finally {
-      await target.close();
     }
-  } finally {
-    await base.close();
   }
+  if (run) yield [run[0], run[1]];
 }
