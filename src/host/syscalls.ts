@@ -38,10 +38,12 @@ export interface Syscalls {
   /**
    * The extents of an open file that overlap [start, start + length) (FS_IOC_FIEMAP with FIEMAP_FLAG_SYNC, so delayed
    * writes have their place), at most `max` of them; `more` when there may be more in the range (`max`
-   * came back, none the file's last): the caller asks again from the end of the last. The errno's
-   * name when the filesystem does not map its files (EOPNOTSUPP on tmpfs, for one).
+   * came back, none the file's last): the caller asks again from the end of the last. `failed` when
+   * the filesystem does not map its files (EOPNOTSUPP on tmpfs, for one). Run on a worker thread: a
+   * filesystem that reads its map from a disk that hangs holds that thread, not the event loop (and
+   * a worker cannot read errno, so the reason is not known).
    */
-  fiemap(fd: number, start: number, length: number, max: number): { extents: MappedExtent[]; more: boolean } | { errno: string };
+  fiemap(fd: number, start: number, length: number, max: number): Promise<{ extents: MappedExtent[]; more: boolean } | { failed: true }>;
 }
 
 /** One run of a file as FIEMAP maps it: `length` bytes at `logical` in the file lie at `physical` on the disk. */
@@ -178,13 +180,13 @@ async function load(): Promise<Syscalls> {
     address(buf) {
       return koffi.address(buf);
     },
-    fiemap(fd, start, length, max) {
+    async fiemap(fd, start, length, max) {
       const buf = Buffer.alloc(FIEMAP_HEADER + max * FIEMAP_EXTENT);
       buf.writeBigUInt64LE(BigInt(start), 0); // fm_start
       buf.writeBigUInt64LE(BigInt(length), 8); // fm_length
       buf.writeUInt32LE(FIEMAP_FLAG_SYNC, 16); // fm_flags
       buf.writeUInt32LE(max, 24); // fm_extent_count
-      if ((ioctlPtr(fd, FS_IOC_FIEMAP, buf) as number) !== 0) return { errno: errnoName(koffi.errno()) };
+      if ((await ioctlPtrAsync(fd, FS_IOC_FIEMAP, buf)) !== 0) return { failed: true };
       const mapped = buf.readUInt32LE(20);
       const extents: MappedExtent[] = [];
       let last = false;

@@ -90,13 +90,13 @@ async function* coalesced(ranges: AsyncIterable<ByteRange>): AsyncGenerator<Byte
 }
 
 /** A window of a file's extent map; null where the filesystem does not give one. */
-function extentsIn(sys: Syscalls, fh: FileHandle, start: number, end: number): MappedExtent[] | null {
+async function extentsIn(sys: Syscalls, fh: FileHandle, start: number, end: number): Promise<MappedExtent[] | null> {
   const extents: MappedExtent[] = [];
   let at = start;
   while (at < end) {
-    const got = sys.fiemap(fh.fd, at, end - at, FIEMAP_BATCH);
-    if ('errno' in got) {
-      log.info('the filesystem does not map the snapshot image; comparing its data instead', { errno: got.errno });
+    const got = await sys.fiemap(fh.fd, at, end - at, FIEMAP_BATCH);
+    if ('failed' in got) {
+      log.info('the filesystem does not map the snapshot image (FIEMAP refused); comparing its data instead');
       return null;
     }
     extents.push(...got.extents);
@@ -111,15 +111,13 @@ function extentsIn(sys: Syscalls, fh: FileHandle, start: number, end: number): M
 async function* mapped(sys: Syscalls, a: FileHandle, baseSize: number, b: FileHandle, end: number, from: number, window: number, signal: AbortSignal): AsyncGenerator<ByteRange> {
   for (const [w0, w1] of windows(from, end, window)) {
     if (signal.aborted) throw cancelled('the call was cancelled');
-    const ea = w0 < baseSize ? extentsIn(sys, a, w0, Math.min(w1, baseSize)) : [];
-    const eb = extentsIn(sys, b, w0, w1);
+    const ea = w0 < baseSize ? await extentsIn(sys, a, w0, Math.min(w1, baseSize)) : [];
+    const eb = await extentsIn(sys, b, w0, w1);
     if (!ea || !eb) {
       yield* compared(a, baseSize, b, end, w0, window, signal);
       return;
     }
     yield* clipped(toBlocks(physicalDelta(ea, eb, baseSize, w0, w1), BLOCK, w1), from, w1);
-    // The maps are read on this thread: let other calls in between windows.
-    await new Promise((r) => setImmediate(r));
   }
 }
 
