@@ -1,5 +1,5 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import { cancelled } from '../../errors.js';
+import { cancelled, errno, notFound } from '../../errors.js';
 import { fileRangesIn } from '../../host/file-ranges.js';
 import { syscalls, type MappedExtent, type Syscalls } from '../../host/syscalls.js';
 import { log } from '../../log.js';
@@ -32,7 +32,7 @@ export class FileSnapshotBlocks implements SnapshotBlocks {
   ) {}
 
   async *allocated(snap: SnapshotRecord, from: number, signal: AbortSignal): AsyncIterable<ByteRange> {
-    const fh = await open(this.imageOf(snap.id), 'r');
+    const fh = await openImage(this.imageOf(snap.id), snap.id);
     const window = this.window;
     try {
       const seek = (await syscalls())?.seek;
@@ -52,9 +52,9 @@ export class FileSnapshotBlocks implements SnapshotBlocks {
 
   async *delta(base: SnapshotRecord, target: SnapshotRecord, from: number, signal: AbortSignal): AsyncIterable<ByteRange> {
     const sys = await syscalls();
-    const a = await open(this.imageOf(base.id), 'r');
+    const a = await openImage(this.imageOf(base.id), base.id);
     try {
-      const b = await open(this.imageOf(target.id), 'r');
+      const b = await openImage(this.imageOf(target.id), target.id);
       try {
         const byMaps = sys !== null && (await this.reflinks());
         yield* coalesced(byMaps ? mapped(sys, a, base.sizeBytes, b, target.sizeBytes, from, this.window, signal) : compared(a, base.sizeBytes, b, target.sizeBytes, from, this.window, signal));
@@ -65,6 +65,14 @@ export class FileSnapshotBlocks implements SnapshotBlocks {
       await a.close();
     }
   }
+}
+
+/** A snapshot's image, open for the whole stream (deleted meanwhile, it is still read as it was). */
+async function openImage(file: string, id: string): Promise<FileHandle> {
+  return open(file, 'r').catch((err: unknown) => {
+    if (errno(err) === 'ENOENT') throw notFound(`snapshot ${id} was deleted`);
+    throw err;
+  });
 }
 
 /** [from, end) cut at WINDOW boundaries: what is held of a file's map at once. */
