@@ -7,10 +7,10 @@ import { invalid } from './errors.js';
  *   vol-<slug of the name, ≤48>-<16 hex of sha256(kind, name)>
  * The slug is for people reading `ls` or `lvs`; the hash makes it unique.
  */
-export type IdKind = 'vol' | 'snap';
+export type IdKind = 'vol' | 'snap' | 'group';
 
 const MAX_BYTES = 128;
-const ID_RE = { vol: /^vol-[a-z0-9-]{0,48}-[0-9a-f]{16}$/, snap: /^snap-[a-z0-9-]{0,48}-[0-9a-f]{16}$/ };
+const ID_RE = { vol: /^vol-[a-z0-9-]{0,48}-[0-9a-f]{16}$/, snap: /^snap-[a-z0-9-]{0,48}-[0-9a-f]{16}$/, group: /^group-[a-z0-9-]{0,48}-[0-9a-f]{16}$/ };
 // Characters a CO-supplied ID may carry at all; anything else is hostile, not merely unknown.
 const PLAUSIBLE_ID = /^[A-Za-z0-9._:-]+$/;
 // '+' is there because COs use it (csi-sanity does); it is safe in LVM tags and in JSON, and IDs never carry it.

@@ -5,6 +5,7 @@ import { busy } from './errors.js';
 /** The keys volumes, snapshots and nodes are locked by, the same for the CSI handlers and the orphan reaper. */
 export const volumeLock = (id: string) => `volume/${id}`;
 export const snapshotLock = (id: string) => `snapshot/${id}`;
+export const groupLock = (id: string) => `group/${id}`;
 export const nodeLock = (id: string) => `node/${id}`;
 
 interface Slot {

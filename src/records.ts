@@ -23,6 +23,25 @@ export interface SnapshotRecord {
   sizeBytes: number;
   createdAt: number;
   readyToUse: boolean;
+  /** The group snapshot it was cut with: it is deleted with the group, never alone. */
+  groupId?: string;
+}
+
+/** Snapshots of several volumes cut at one point in time (a VolumeGroupSnapshot). */
+export interface GroupSnapshotRecord {
+  id: string;
+  name: string;
+  /** The source volumes, sorted: what a retried create is compared with. */
+  sourceVolumeIds: string[];
+  /** The members, in the order of sourceVolumeIds. */
+  snapshotIds: string[];
+  createdAt: number;
+}
+
+/** A group snapshot with its members. */
+export interface GroupSnapshot {
+  group: GroupSnapshotRecord;
+  snapshots: SnapshotRecord[];
 }
 
 /** Whether a volume is healthy, and why not. */

@@ -41,6 +41,7 @@ export function connectCsi(endpoint: string) {
   const ctl = new csi.Controller(address, creds);
   const node = new csi.Node(address, creds);
   const meta = new csi.SnapshotMetadata(address, creds);
+  const group = new csi.GroupController(address, creds);
   return {
     getPluginInfo: promisify(id.GetPluginInfo.bind(id)),
     getPluginCapabilities: promisify(id.GetPluginCapabilities.bind(id)),
@@ -67,12 +68,17 @@ export function connectCsi(endpoint: string) {
     nodeExpandVolume: promisify(node.NodeExpandVolume.bind(node)),
     nodeGetCapabilities: promisify(node.NodeGetCapabilities.bind(node)),
     nodeGetInfo: promisify(node.NodeGetInfo.bind(node)),
+    groupControllerGetCapabilities: promisify(group.GroupControllerGetCapabilities.bind(group)),
+    createVolumeGroupSnapshot: promisify(group.CreateVolumeGroupSnapshot.bind(group)),
+    getVolumeGroupSnapshot: promisify(group.GetVolumeGroupSnapshot.bind(group)),
+    deleteVolumeGroupSnapshot: promisify(group.DeleteVolumeGroupSnapshot.bind(group)),
     getMetadataAllocated: collect(meta.GetMetadataAllocated.bind(meta)),
     getMetadataDelta: collect(meta.GetMetadataDelta.bind(meta)),
     /** The stream itself, to read part of it or cancel it. */
     streamMetadataDelta: meta.GetMetadataDelta.bind(meta),
     close(): void {
       meta.close();
+      group.close();
       id.close();
       ctl.close();
       node.close();

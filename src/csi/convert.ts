@@ -26,7 +26,7 @@ export function toCsiSnapshot(s: SnapshotRecord): Snapshot {
     size_bytes: String(s.sizeBytes),
     creation_time: { seconds: String(Math.floor(s.createdAt / 1000)), nanos: (s.createdAt % 1000) * 1e6 },
     ready_to_use: s.readyToUse,
-    group_snapshot_id: '',
+    group_snapshot_id: s.groupId ?? '',
   };
 }
 

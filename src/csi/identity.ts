@@ -10,12 +10,13 @@ export function getPluginInfo({ ctx }: IdentityState): GetPluginInfoResponse {
   return { name: ctx.driverName, vendor_version: ctx.version, manifest: { backend: ctx.backendKind } };
 }
 
-/** `snapshotMetadata`: the SnapshotMetadata service is served here (a controller of a pool that tells its snapshots' blocks). */
-export function getPluginCapabilities(withController: boolean, snapshotMetadata = false): GetPluginCapabilitiesResponse {
+/** The SnapshotMetadata and GroupController services are served beside a controller whose pool does them. */
+export function getPluginCapabilities(withController: boolean, pool: { snapshotMetadata: boolean; groupSnapshots: boolean } = { snapshotMetadata: false, groupSnapshots: false }): GetPluginCapabilitiesResponse {
   return {
     capabilities: [
       ...(withController ? [{ service: { type: 'CONTROLLER_SERVICE' as const } }] : []),
-      ...(withController && snapshotMetadata ? [{ service: { type: 'SNAPSHOT_METADATA_SERVICE' as const } }] : []),
+      ...(withController && pool.snapshotMetadata ? [{ service: { type: 'SNAPSHOT_METADATA_SERVICE' as const } }] : []),
+      ...(withController && pool.groupSnapshots ? [{ service: { type: 'GROUP_CONTROLLER_SERVICE' as const } }] : []),
       { service: { type: 'VOLUME_ACCESSIBILITY_CONSTRAINTS' } },
       { volume_expansion: { type: 'ONLINE' } },
       { volume_expansion: { type: 'OFFLINE' } },

@@ -5,6 +5,8 @@ import type { ControllerHandlers } from '../../gen/csi/v1/Controller.js';
 import type { IdentityHandlers } from '../../gen/csi/v1/Identity.js';
 import type { NodeHandlers } from '../../gen/csi/v1/Node.js';
 import type { SnapshotMetadataHandlers } from '../../gen/csi/v1/SnapshotMetadata.js';
+import type { GroupControllerHandlers } from '../../gen/csi/v1/GroupController.js';
+import { createVolumeGroupSnapshot, deleteVolumeGroupSnapshot, getVolumeGroupSnapshot } from './group-controller.js';
 import { errno, unavailable, unsupported } from '../errors.js';
 import { hasBackend, type ControllerContext, type DriverContext, type DriverState, type IdentityState, type StartContext } from '../driver/context.js';
 import { poolFeatures } from '../driver/pool-state.js';
@@ -33,7 +35,7 @@ export type Mode = 'all' | 'controller' | 'node' | 'resizer';
 function identityHandlers(state: () => IdentityState, mode: Mode): IdentityHandlers {
   return {
     GetPluginInfo: unary('GetPluginInfo', () => getPluginInfo(state())),
-    GetPluginCapabilities: unary('GetPluginCapabilities', () => getPluginCapabilities(mode !== 'node' && mode !== 'resizer', poolFeatures(state().ctx).snapshotMetadata)),
+    GetPluginCapabilities: unary('GetPluginCapabilities', () => getPluginCapabilities(mode !== 'node' && mode !== 'resizer', poolFeatures(state().ctx))),
     Probe: unary('Probe', () => probe(state())),
   };
 }
@@ -108,6 +110,26 @@ function snapshotMetadataHandlers(state: () => DriverState): SnapshotMetadataHan
   return {
     GetMetadataAllocated: served('GetMetadataAllocated', getMetadataAllocated),
     GetMetadataDelta: served('GetMetadataDelta', getMetadataDelta),
+  };
+}
+
+/** The GroupController service, beside the controller, where the pool cuts group snapshots (UNIMPLEMENTED elsewhere). */
+function groupControllerHandlers(state: () => DriverState): GroupControllerHandlers {
+  const served = <Req, Res>(method: string, fn: (ctx: ControllerContext, req: Req) => Promise<Res>) =>
+    unary<Req, Res>(method, (req) => {
+      const s = state();
+      if (s.notServing !== undefined) throw unavailable(`the pool is not ready: ${s.notServing}`);
+      if (!hasBackend(s.ctx)) throw unavailable(`${method} needs the pool, and this process has none`);
+      if (!poolFeatures(s.ctx).groupSnapshots) throw unsupported(`${method} is not supported by the ${s.ctx.backendKind} pool (no GROUP_CONTROLLER_SERVICE)`);
+      return fn(s.ctx, req);
+    });
+  return {
+    GroupControllerGetCapabilities: unary('GroupControllerGetCapabilities', () => ({
+      capabilities: poolFeatures(state().ctx).groupSnapshots ? [{ rpc: { type: 'CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT' as const } }] : [],
+    })),
+    CreateVolumeGroupSnapshot: served('CreateVolumeGroupSnapshot', createVolumeGroupSnapshot),
+    DeleteVolumeGroupSnapshot: served('DeleteVolumeGroupSnapshot', deleteVolumeGroupSnapshot),
+    GetVolumeGroupSnapshot: served('GetVolumeGroupSnapshot', getVolumeGroupSnapshot),
   };
 }
 
@@ -188,6 +210,7 @@ export async function startServer(served: Served, endpoint: string, socketGroup?
     server.addService(csi.Identity.service, identityHandlers(state, mode));
     if (mode !== 'node') server.addService(csi.Controller.service, controllerHandlers(state, mode));
     if (mode !== 'node') server.addService(csi.SnapshotMetadata.service, snapshotMetadataHandlers(state));
+    if (mode !== 'node') server.addService(csi.GroupController.service, groupControllerHandlers(state));
     if (mode !== 'controller') server.addService(csi.Node.service, nodeHandlers(state, mode));
   }
 

@@ -9,6 +9,8 @@ export interface PoolFeatures {
   growsOnController: boolean;
   /** The pool tells its snapshots' allocated and changed blocks (the SnapshotMetadata service). */
   snapshotMetadata: boolean;
+  /** The pool cuts snapshots of several volumes at one point in time (the GroupController service). */
+  groupSnapshots: boolean;
 }
 
 /** A pool not open yet (a VolumePool being built) is node-local: it grows on the node. */
@@ -17,6 +19,7 @@ export function poolFeatures(ctx: Partial<DriverContext>): PoolFeatures {
     attachesFromController: ctx.controllerAttacher !== undefined,
     growsOnController: ctx.backend?.expansion === 'controller',
     snapshotMetadata: ctx.backend?.snapshotBlocks !== undefined,
+    groupSnapshots: ctx.backend?.groupSnapshots !== undefined,
   };
 }
 

@@ -5,9 +5,9 @@
  */
 import type { Page } from '../paging.js';
 import type { ByteRange } from './block-ranges.js';
-import type { Condition, ContentSource, SnapshotRecord, VolumeRecord } from '../records.js';
+import type { Condition, ContentSource, GroupSnapshot, GroupSnapshotRecord, SnapshotRecord, VolumeRecord } from '../records.js';
 
-export type { Condition, ContentSource, SnapshotRecord, VolumeRecord };
+export type { Condition, ContentSource, GroupSnapshot, GroupSnapshotRecord, SnapshotRecord, VolumeRecord };
 
 export interface ThinPoolUse {
   name: string;
@@ -137,6 +137,21 @@ export interface PoolBackend {
 
   /** Which blocks of its snapshots hold data and which changed (CSI SnapshotMetadata); pools that cannot tell leave this out. */
   readonly snapshotBlocks?: SnapshotBlocks;
+  /** Snapshots of several volumes at one point in time; pools that cannot cut one leave this out. */
+  readonly groupSnapshots?: GroupSnapshots;
+}
+
+/**
+ * Group snapshots of a pool. The caller holds the group's lock and every member volume's, has
+ * checked the IDs, and derived the members' snapshot IDs; create cuts every member at one point in
+ * time or fails leaving none (FAILED_PRECONDITION where the pool cannot make the cut consistent,
+ * saying why), and a group is listed only once all its members are.
+ */
+export interface GroupSnapshots {
+  get(id: string): Promise<GroupSnapshot | null>;
+  create(spec: { id: string; name: string; members: ReadonlyArray<{ volumeId: string; snapshotId: string; snapshotName: string }> }): Promise<GroupSnapshot>;
+  /** Removes the group and every member (also members a crash left without their group); nothing there is OK. */
+  delete(id: string): Promise<void>;
 }
 
 /**

@@ -5,13 +5,14 @@ import { errno, exhausted, notFound } from '../../errors.js';
 import { isId } from '../../ids.js';
 import { deviceUsers } from '../../host/in-use.js';
 import { loopsBackedBy } from '../../host/loop.js';
-import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, PoolBackend, PoolCapacity, PoolTuning, ReadableData, SnapshotRecord, VolumeRecord } from '../backend.js';
+import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, PoolBackend, PoolCapacity, PoolTuning, ReadableData, GroupSnapshotRecord, SnapshotRecord, VolumeRecord } from '../backend.js';
 import { syncDir, syncFile, writeTempSynced } from './atomic.js';
 import { log } from '../../log.js';
 import { Mutex } from 'async-mutex';
 import { MiB } from '../../units.js';
 import { RecordIndex } from './record-index.js';
 import { FileSnapshotBlocks } from './snapshot-blocks.js';
+import { FileGroupSnapshots } from './group-snapshots.js';
 import { ImageCopies } from './image-copies.js';
 
 /** How long a measurement of the images' allocation stands (capacity()). */
@@ -56,6 +57,20 @@ export class FilePool implements PoolBackend {
     this.volumes = new RecordIndex(this.volumesDir, 'vol');
     this.snapshots = new RecordIndex(this.snapshotsDir, 'snap');
     this.copies = new ImageCopies(root, this.tmpDir);
+    this.groupsDir = path.join(root, 'groups');
+    this.groups = new RecordIndex(this.groupsDir, 'group');
+    const pool = this;
+    this.groupSnapshots = new FileGroupSnapshots({
+      tmpDir: this.tmpDir,
+      snapshotsDir: this.snapshotsDir,
+      volumeImage: (id) => this.volumeImage(id),
+      snapshotImage: (id) => this.snapshotImage(id),
+      getVolume: (id) => this.getVolume(id),
+      snapshots: this.snapshots,
+      groups: this.groups,
+      copies: this.copies,
+      withSpace: (bytes, fn) => pool.withSpace(bytes, fn),
+    });
   }
 
   private readonly copies: ImageCopies;
@@ -63,6 +78,9 @@ export class FilePool implements PoolBackend {
     (id) => this.snapshotImage(id),
     () => this.copies.canReflink(),
   );
+  private readonly groupsDir: string;
+  private readonly groups: RecordIndex<GroupSnapshotRecord>;
+  readonly groupSnapshots: FileGroupSnapshots;
 
   /**
    * Creates the pool layout if needed; paths are resolved so they match what the kernel reports for
@@ -72,7 +90,7 @@ export class FilePool implements PoolBackend {
   static async open(dir: string, reserveBytes: number, opts: { sweep: boolean }): Promise<FilePool> {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const pool = new FilePool(await realpath(dir), reserveBytes);
-    for (const d of [pool.volumesDir, pool.snapshotsDir, pool.tmpDir]) await mkdir(d, { recursive: true, mode: 0o700 });
+    for (const d of [pool.volumesDir, pool.snapshotsDir, pool.groupsDir, pool.tmpDir]) await mkdir(d, { recursive: true, mode: 0o700 });
     if (opts.sweep) await pool.sweep();
     return pool;
   }
@@ -241,11 +259,14 @@ export class FilePool implements PoolBackend {
   }
 
   async getSnapshot(id: string): Promise<SnapshotRecord | null> {
-    return this.snapshots.get(id);
+    const s = await this.snapshots.get(id);
+    return s && (await this.groupSnapshots.listed(s)) ? s : null;
   }
 
   async listSnapshots(): Promise<SnapshotRecord[]> {
-    return this.snapshots.sorted();
+    const out: SnapshotRecord[] = [];
+    for (const s of await this.snapshots.sorted()) if (await this.groupSnapshots.listed(s)) out.push(s);
+    return out;
   }
 
   async createSnapshot(spec: CreateSnapshotSpec): Promise<SnapshotRecord> {
@@ -328,6 +349,8 @@ export class FilePool implements PoolBackend {
 
   /** Removes what a crash left half-made: temporaries, and images whose metadata was never committed. */
   private async sweep(): Promise<void> {
+    // First: a crash while a group snapshot held filesystems frozen is undone before .tmp (its mark) is cleared.
+    await this.groupSnapshots.sweep();
     for (const f of await readdir(this.tmpDir)) await rm(path.join(this.tmpDir, f), { force: true });
     for (const [dir, kind] of [[this.volumesDir, 'vol'], [this.snapshotsDir, 'snap']] as const) {
       const names = new Set(await readdir(dir));
