@@ -228,7 +228,7 @@ describe('group snapshots of a file pool on XFS: filesystems frozen, images refl
     try {
       const err = await d.client.createVolumeGroupSnapshot({ name: 'rawmix', source_volume_ids: [fsVol[0]!.id, raw[0]!.id], parameters: {} }).then(() => null, (e: Error & { code?: number }) => e);
       assert.equal(err?.code, 9, String(err));
-      assert.match(err!.message, /attached as \/dev\/loop\d+ with no filesystem mounted from it here \(a raw block device\)/);
+      assert.match(err!.message, /attached as \/dev\/loop\d+ with no filesystem mounted from it here \(used as a raw block device/);
       assert.deepEqual((await d.client.listSnapshots({})).entries, []);
       // The filesystem member was never frozen: it takes a write at once.
       await writeFile(path.join(fsVol[0]!.p.target, 'after'), 'x');

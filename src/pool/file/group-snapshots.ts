@@ -1,6 +1,7 @@
 import { readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { errno, precondition } from '../../errors.js';
+import { errno, errorMessage, precondition, unavailable } from '../../errors.js';
+import { CommandError } from '../../exec.js';
 import { filesystemOn, freezeFilesystem, thawFilesystem } from '../../host/freeze.js';
 import { loopsBackedBy } from '../../host/loop.js';
 import { log } from '../../log.js';
@@ -23,6 +24,8 @@ export interface FileGroupPool {
 }
 
 const FREEZE_MARK = /^freeze-(group-[a-z0-9-]+)\.json$/;
+/** How long a freeze that timed out is watched for taking hold late (then thawed). */
+const LATE_THAW_MS = 10 * 60_000;
 
 /**
  * Group snapshots of the file pool, one point in time for all members:
@@ -73,7 +76,7 @@ export class FileGroupSnapshots implements GroupSnapshots {
         const fs = await filesystemOn(l.device);
         if (!fs) {
           throw precondition(
-            `volume ${vol.id} is attached as ${l.device} with no filesystem mounted from it here (a raw block device): the file pool cannot hold its writes, ` +
+            `volume ${vol.id} is attached as ${l.device} with no filesystem mounted from it here (used as a raw block device, or mounted only in another mount namespace): the file pool cannot hold its writes, ` +
               'so a group snapshot of it would not be one point in time; stop its workload (detach it), or snapshot it alone',
           );
         }
@@ -138,9 +141,16 @@ export class FileGroupSnapshots implements GroupSnapshots {
     await rename(await writeTempSynced(`freeze-${groupId}.json.new`, JSON.stringify(mountPoints), this.pool.tmpDir), mark);
     await syncDir(this.pool.tmpDir);
     const frozen: string[] = [];
+    let late: string | undefined;
     try {
       for (const mp of mountPoints) {
-        await freezeFilesystem(mp);
+        try {
+          await freezeFilesystem(mp);
+        } catch (err) {
+          // A freeze that timed out may still be waiting in the kernel (a disk slow to take the sync) and take hold later.
+          if (err instanceof CommandError && err.timedOut) late = mp;
+          throw unavailable(`the filesystem at ${mp} could not be frozen for the group snapshot: ${errorMessage(err)}`);
+        }
         frozen.push(mp);
       }
       const at = Date.now();
@@ -150,8 +160,25 @@ export class FileGroupSnapshots implements GroupSnapshots {
       for (const mp of frozen.reverse()) {
         await thawFilesystem(mp).catch((err: unknown) => log.error('a filesystem frozen for a group snapshot could not be thawed; thaw it by hand (fsfreeze --unfreeze)', { mountPoint: mp, err: String(err) }));
       }
-      await rm(mark, { force: true });
+      if (late) void this.thawWhenFrozen(late, mark);
+      else await rm(mark, { force: true });
     }
+  }
+
+  /**
+   * After a freeze that timed out: thaws the filesystem should the freeze take hold later, trying for
+   * LATE_THAW_MS; the freeze mark stays meanwhile, so a restart thaws it too.
+   */
+  private async thawWhenFrozen(mountPoint: string, mark: string): Promise<void> {
+    const until = Date.now() + LATE_THAW_MS;
+    while (Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 5_000).unref());
+      if (await thawFilesystem(mountPoint).catch(() => false)) {
+        log.warn('a freeze that had timed out took hold later; thawed', { mountPoint });
+        break;
+      }
+    }
+    await rm(mark, { force: true });
   }
 
   async delete(id: string): Promise<void> {
