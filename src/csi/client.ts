@@ -4,8 +4,10 @@ import { socketPath } from './server.js';
 
 type Callback<Res> = grpc.requestCallback<Res>;
 
-function promisify<Req, Res>(fn: (argument: Req, callback: Callback<Res>) => grpc.ClientUnaryCall): (req: Req) => Promise<Res> {
-  return (req) => new Promise<Res>((resolve, reject) => fn(req, (err, res) => (err ? reject(err) : resolve(res as Res))));
+function promisify<Req, Res>(fn: (argument: Req, callback: Callback<Res>) => grpc.ClientUnaryCall): (req: Req, options?: grpc.CallOptions) => Promise<Res> {
+  // The same method takes call options (a deadline) before the callback; typed by its two-argument form.
+  const withOptions = fn as unknown as (argument: Req, options: grpc.CallOptions, callback: Callback<Res>) => grpc.ClientUnaryCall;
+  return (req, options) => new Promise<Res>((resolve, reject) => withOptions(req, options ?? {}, (err, res) => (err ? reject(err) : resolve(res as Res))));
 }
 
 /** A server stream's messages, all of them; rejects with the status when the stream ends in an error, not at its end. */

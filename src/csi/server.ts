@@ -35,7 +35,8 @@ export type Mode = 'all' | 'controller' | 'node' | 'resizer';
 function identityHandlers(state: () => IdentityState, mode: Mode): IdentityHandlers {
   return {
     GetPluginInfo: unary('GetPluginInfo', () => getPluginInfo(state())),
-    GetPluginCapabilities: unary('GetPluginCapabilities', () => getPluginCapabilities(mode !== 'node' && mode !== 'resizer', poolFeatures(state().ctx))),
+    // The resizer's CONTROLLER_SERVICE is what external-resizer asks for at start; it serves neither snapshot service.
+    GetPluginCapabilities: unary('GetPluginCapabilities', () => getPluginCapabilities(mode !== 'node', mode === 'resizer' ? undefined : poolFeatures(state().ctx))),
     Probe: unary('Probe', () => probe(state())),
   };
 }

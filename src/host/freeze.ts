@@ -1,5 +1,6 @@
 import { run, CommandError } from '../exec.js';
-import { deviceNumber } from './devices.js';
+import { stat } from 'node:fs/promises';
+import { deviceNumber, majorMinor } from './devices.js';
 import { readMounts } from './mounts.js';
 
 /**
@@ -11,8 +12,12 @@ import { readMounts } from './mounts.js';
 export async function filesystemOn(device: string): Promise<string | null> {
   const number = await deviceNumber(device);
   if (!number) return null;
-  const m = (await readMounts()).find((e) => e.majorMinor === number);
-  return m ? m.mountPoint : null;
+  for (const m of (await readMounts()).filter((e) => e.majorMinor === number)) {
+    // What is at the path now must be that filesystem: a mount over it would have the wrong one frozen.
+    const st = await stat(m.mountPoint).catch(() => null);
+    if (st && majorMinor(st.dev) === number) return m.mountPoint;
+  }
+  return null;
 }
 
 /**
@@ -21,16 +26,21 @@ export async function filesystemOn(device: string): Promise<string | null> {
  * the freeze after `timeoutMs` (the kernel finishes or drops the freeze on its own).
  */
 export async function freezeFilesystem(mountPoint: string, timeoutMs = 60_000): Promise<void> {
-  await run('fsfreeze', ['--freeze', mountPoint], { timeoutMs });
+  // Not stopped by the call's end: a freeze killed half-way may still take hold, and its caller must know it failed to thaw it.
+  await run('fsfreeze', ['--freeze', mountPoint], { timeoutMs, uninterruptible: true });
 }
 
-/** Thaws a frozen filesystem; false when it was not frozen (fsfreeze says EINVAL) or is gone. */
+/**
+ * Thaws a frozen filesystem: true when it was frozen and is thawed, false when it was not frozen
+ * (the kernel's EINVAL, which fsfreeze reports as "Invalid argument"). Anything else (the path gone,
+ * a timeout) throws: nobody may take it for thawed. Runs to the end whatever becomes of the call.
+ */
 export async function thawFilesystem(mountPoint: string): Promise<boolean> {
   try {
-    await run('fsfreeze', ['--unfreeze', mountPoint], { timeoutMs: 30_000 });
+    await run('fsfreeze', ['--unfreeze', mountPoint], { timeoutMs: 30_000, uninterruptible: true });
     return true;
   } catch (err) {
-    if (err instanceof CommandError && !err.timedOut) return false;
+    if (err instanceof CommandError && !err.timedOut && /Invalid argument/.test(err.stderr)) return false;
     throw err;
   }
 }

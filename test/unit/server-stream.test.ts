@@ -112,7 +112,7 @@ describe('server streams (a real gRPC server and client on a unix socket)', () =
       call.on('error', () => undefined);
       await new Promise<void>((resolve) => call.once('data', () => resolve()));
       call.cancel();
-      await ended;
+      await Promise.race([ended, new Promise((_, reject) => setTimeout(() => reject(new Error('the source did not stop within 10 s of the cancel')), 10_000).unref())]);
     });
   });
 });

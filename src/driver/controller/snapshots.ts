@@ -1,4 +1,4 @@
-import { conflict, invalid, notFound, precondition } from '../../errors.js';
+import { conflict, invalid, notFound } from '../../errors.js';
 import { idFor, isId, parseId, validateName } from '../../ids.js';
 import { snapshotLock, volumeLock } from '../../locks.js';
 import type { SnapshotRecord } from '../../records.js';
@@ -34,12 +34,8 @@ export async function createSnapshot(ctx: ControllerContext, req: NewSnapshot): 
 export async function deleteSnapshot(ctx: ControllerContext, snapshotId: string): Promise<void> {
   const id = parseId('snap', 'snapshot_id', snapshotId);
   if (!id) return;
-  await ctx.locks.with([snapshotLock(id)], async () => {
-    const snap = await ctx.backend.getSnapshot(id);
-    // The spec: a snapshot cut with a group cannot be deleted alone (the group would no longer be whole).
-    if (snap?.groupId) throw precondition(`snapshot ${id} is a member of group snapshot ${snap.groupId}: delete the group (DeleteVolumeGroupSnapshot)`);
-    await ctx.backend.deleteSnapshot(id);
-  });
+  // A member of a group snapshot is refused by the pool (INVALID_ARGUMENT, the spec's code).
+  await ctx.locks.with([snapshotLock(id)], () => ctx.backend.deleteSnapshot(id));
 }
 
 export interface SnapshotFilter {

@@ -1,7 +1,7 @@
 import { constants, statSync } from 'node:fs';
 import { access, mkdir, open, readdir, realpath, rename, rm, stat, statfs, truncate } from 'node:fs/promises';
 import path from 'node:path';
-import { errno, exhausted, notFound } from '../../errors.js';
+import { errno, exhausted, invalid, notFound } from '../../errors.js';
 import { isId } from '../../ids.js';
 import { deviceUsers } from '../../host/in-use.js';
 import { loopsBackedBy } from '../../host/loop.js';
@@ -63,6 +63,7 @@ export class FilePool implements PoolBackend {
     this.groupSnapshots = new FileGroupSnapshots({
       tmpDir: this.tmpDir,
       snapshotsDir: this.snapshotsDir,
+      groupsDir: this.groupsDir,
       volumeImage: (id) => this.volumeImage(id),
       snapshotImage: (id) => this.snapshotImage(id),
       getVolume: (id) => this.getVolume(id),
@@ -301,6 +302,11 @@ export class FilePool implements PoolBackend {
   }
 
   async deleteSnapshot(id: string): Promise<void> {
+    // The spec: a member of a group is deleted with its group, never alone (whoever asks: the CO, the orphan reaper).
+    const s = await this.snapshots.get(id);
+    if (s?.groupId && (await this.groups.get(s.groupId))) {
+      throw invalid(`snapshot ${id} is a member of group snapshot ${s.groupId} and cannot be deleted alone: delete the group (DeleteVolumeGroupSnapshot)`);
+    }
     await this.snapshots.remove(id, async () => {
       await syncDir(this.snapshotsDir);
       await rm(this.snapshotImage(id), { force: true });

@@ -1,7 +1,7 @@
 import { readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { errno, errorMessage, precondition, unavailable } from '../../errors.js';
-import { CommandError } from '../../exec.js';
+import { detached } from '../../call-context.js';
 import { filesystemOn, freezeFilesystem, thawFilesystem } from '../../host/freeze.js';
 import { loopsBackedBy } from '../../host/loop.js';
 import { log } from '../../log.js';
@@ -14,6 +14,7 @@ import type { RecordIndex } from './record-index.js';
 export interface FileGroupPool {
   tmpDir: string;
   snapshotsDir: string;
+  groupsDir: string;
   volumeImage(id: string): string;
   snapshotImage(id: string): string;
   getVolume(id: string): Promise<VolumeRecord | null>;
@@ -26,6 +27,8 @@ export interface FileGroupPool {
 const FREEZE_MARK = /^freeze-(group-[a-z0-9-]+)\.json$/;
 /** How long a freeze that timed out is watched for taking hold late (then thawed). */
 const LATE_THAW_MS = 10 * 60_000;
+/** A reflink under freeze takes milliseconds; one that takes this long is given up (and the filesystems thawed). */
+const FROZEN_COPY_TIMEOUT_MS = 30_000;
 
 /**
  * Group snapshots of the file pool, one point in time for all members:
@@ -96,7 +99,10 @@ export class FileGroupSnapshots implements GroupSnapshots {
       const committed: string[] = [];
       try {
         const createdAt = await this.cut(spec.id, [...mountPoints].sort(), async () => {
-          for (const [i, vol] of volumes.entries()) await this.pool.copies.copy(this.pool.volumeImage(vol.id), tmps[i]!, { kind: 'volume', id: vol.id }, attached ? 'reflink' : 'plain');
+          // Under a freeze only reflinks, and each bounded: the workloads wait for as long as this takes.
+          for (const [i, vol] of volumes.entries()) {
+            await this.pool.copies.copy(this.pool.volumeImage(vol.id), tmps[i]!, { kind: 'volume', id: vol.id }, attached ? 'reflink' : 'plain', attached ? FROZEN_COPY_TIMEOUT_MS : undefined);
+          }
         });
         const snapshots: SnapshotRecord[] = [];
         for (const [i, m] of spec.members.entries()) {
@@ -115,10 +121,13 @@ export class FileGroupSnapshots implements GroupSnapshots {
           snapshotIds: spec.members.map((m) => m.snapshotId),
           createdAt,
         };
-        // The commit point: from here the group and its members are listed.
+        // The commit point: from here the group and its members are listed (and, synced, after a power loss too).
         await this.pool.groups.put(group, await writeTempSynced(`${spec.id}.json`, JSON.stringify(group), this.pool.tmpDir));
+        await syncDir(this.pool.groupsDir);
         return { group, snapshots };
       } catch (err) {
+        // A group record that made it in goes first: never a committed group without its members.
+        if (await this.pool.groups.get(spec.id)) await this.pool.groups.remove(spec.id).catch((e: unknown) => log.error('a half-made group snapshot could not be removed', { group: spec.id, err: String(e) }));
         for (const id of committed) await this.removeSnapshot(id);
         for (const t of tmps) await rm(t, { force: true });
         throw err;
@@ -129,7 +138,9 @@ export class FileGroupSnapshots implements GroupSnapshots {
   /**
    * Runs `copy` with every filesystem in `mountPoints` frozen, and returns the time of the cut. The
    * mount points are on disk before the first freeze, so a crash while they are frozen is undone by
-   * the next start; each is thawed whatever happens here.
+   * the next start. Whatever happens here (a failure, the call cancelled or past its deadline), each
+   * filesystem a freeze was begun on is thawed, outside the call, before the mark goes; one that
+   * cannot be confirmed thawed keeps the mark and is watched (thawWhenFrozen).
    */
   private async cut(groupId: string, mountPoints: string[], copy: () => Promise<void>): Promise<number> {
     if (!mountPoints.length) {
@@ -140,45 +151,60 @@ export class FileGroupSnapshots implements GroupSnapshots {
     const mark = path.join(this.pool.tmpDir, `freeze-${groupId}.json`);
     await rename(await writeTempSynced(`freeze-${groupId}.json.new`, JSON.stringify(mountPoints), this.pool.tmpDir), mark);
     await syncDir(this.pool.tmpDir);
-    const frozen: string[] = [];
-    let late: string | undefined;
+    const begun: Array<{ mountPoint: string; failed: boolean }> = [];
     try {
       for (const mp of mountPoints) {
+        // Counted before it is asked: a freeze that fails or is cut short may still take hold in the kernel.
+        const entry = { mountPoint: mp, failed: true };
+        begun.push(entry);
         try {
           await freezeFilesystem(mp);
         } catch (err) {
-          // A freeze that timed out may still be waiting in the kernel (a disk slow to take the sync) and take hold later.
-          if (err instanceof CommandError && err.timedOut) late = mp;
           throw unavailable(`the filesystem at ${mp} could not be frozen for the group snapshot: ${errorMessage(err)}`);
         }
-        frozen.push(mp);
+        entry.failed = false;
       }
       const at = Date.now();
       await copy();
       return at;
     } finally {
-      for (const mp of frozen.reverse()) {
-        await thawFilesystem(mp).catch((err: unknown) => log.error('a filesystem frozen for a group snapshot could not be thawed; thaw it by hand (fsfreeze --unfreeze)', { mountPoint: mp, err: String(err) }));
-      }
-      if (late) void this.thawWhenFrozen(late, mark);
-      else await rm(mark, { force: true });
+      await detached(async () => {
+        const unsure: string[] = [];
+        for (const { mountPoint, failed } of [...begun].reverse()) {
+          try {
+            // A freeze that failed and is not in effect now may yet take hold: watched all the same.
+            if (!(await thawFilesystem(mountPoint)) && failed) unsure.push(mountPoint);
+          } catch (err) {
+            log.error('a filesystem frozen for a group snapshot could not be thawed; trying again (a restart tries too)', { mountPoint, err: String(err) });
+            unsure.push(mountPoint);
+          }
+        }
+        if (unsure.length) void this.thawWhenFrozen(unsure, mark);
+        else await rm(mark, { force: true });
+      });
     }
   }
 
   /**
-   * After a freeze that timed out: thaws the filesystem should the freeze take hold later, trying for
-   * LATE_THAW_MS; the freeze mark stays meanwhile, so a restart thaws it too.
+   * Filesystems a freeze may still hold (a freeze that failed or was cut short, a thaw that failed):
+   * thawed should they be frozen, tried every 5 s for LATE_THAW_MS, outside any call. The freeze mark
+   * stays until each is confirmed thawed, so a restart thaws what this could not.
    */
-  private async thawWhenFrozen(mountPoint: string, mark: string): Promise<void> {
+  private async thawWhenFrozen(mountPoints: string[], mark: string): Promise<void> {
+    const left = new Set(mountPoints);
     const until = Date.now() + LATE_THAW_MS;
-    while (Date.now() < until) {
+    while (left.size && Date.now() < until) {
       await new Promise((r) => setTimeout(r, 5_000).unref());
-      if (await thawFilesystem(mountPoint).catch(() => false)) {
-        log.warn('a freeze that had timed out took hold later; thawed', { mountPoint });
-        break;
+      for (const mp of [...left]) {
+        const thawed = await thawFilesystem(mp).catch(() => null);
+        if (thawed) {
+          log.warn('a filesystem a group snapshot had left frozen is thawed', { mountPoint: mp });
+          left.delete(mp);
+        }
       }
     }
-    await rm(mark, { force: true });
+    if (left.size) log.warn('filesystems a group snapshot may yet leave frozen are still watched at the next start (freeze mark kept)', { mountPoints: [...left], mark });
+    else await rm(mark, { force: true });
   }
 
   async delete(id: string): Promise<void> {
@@ -218,12 +244,19 @@ export class FileGroupSnapshots implements GroupSnapshots {
         log.error('a freeze mark cannot be read; check its filesystems are not frozen (fsfreeze --unfreeze)', { file: f, err: String(err) });
         continue;
       }
+      let unsure = false;
       for (const mp of Array.isArray(mountPoints) ? mountPoints : []) {
         if (typeof mp !== 'string') continue;
-        const thawed = await thawFilesystem(mp).catch(() => false);
-        log.warn('a group snapshot was cut short while its filesystems were frozen; thawed', { mountPoint: mp, wasFrozen: thawed });
+        try {
+          const thawed = await thawFilesystem(mp);
+          log.warn('a group snapshot was cut short while its filesystems were frozen; thawed', { mountPoint: mp, wasFrozen: thawed });
+        } catch (err) {
+          // Gone (unmounted), or fsfreeze failed: the mark stays for the next start; a person may look.
+          log.error('a filesystem named by a freeze mark could not be thawed (is it still mounted?)', { mountPoint: mp, err: String(err) });
+          unsure = true;
+        }
       }
-      await rm(path.join(this.pool.tmpDir, f), { force: true });
+      if (!unsure) await rm(path.join(this.pool.tmpDir, f), { force: true });
     }
     for (const s of await this.pool.snapshots.sorted()) {
       if (s.groupId && !(await this.pool.groups.get(s.groupId))) {

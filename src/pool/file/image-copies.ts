@@ -35,14 +35,14 @@ export class ImageCopies {
   }
 
   /** A reflink where asked (or where the filesystem can: XFS and btrfs, instant), else a sparse copy. */
-  async copy(from: string, to: string, source: { kind: string; id: string }, mode: CopyMode): Promise<void> {
+  async copy(from: string, to: string, source: { kind: string; id: string }, mode: CopyMode, timeoutMs = 30 * 60_000): Promise<void> {
     try {
       await access(from, constants.R_OK);
     } catch {
       throw notFound(`${source.kind} ${source.id} has no image`);
     }
     // A reflink shares the source's extents, holes included: cp takes no --sparse with it.
-    await run('cp', [...(mode === 'reflink' ? ['--reflink=always'] : ['--reflink=auto', '--sparse=always']), '--', from, to], { timeoutMs: 30 * 60_000 });
+    await run('cp', [...(mode === 'reflink' ? ['--reflink=always'] : ['--reflink=auto', '--sparse=always']), '--', from, to], { timeoutMs });
   }
 
   /** Whether the pool's filesystem reflinks: one small file cloned in .tmp (swept at start), asked once. */
