@@ -13,13 +13,25 @@ export interface PoolFeatures {
   groupSnapshots: boolean;
 }
 
+/**
+ * The snapshot services each kind of pool serves, known before its pool opens (a VolumePool still
+ * being built): the sidecars ask GetPluginCapabilities once, at their start. A unit test holds each
+ * pool to its row.
+ */
+export const SNAPSHOT_SERVICES_BY_KIND: Readonly<Record<string, { snapshotMetadata: boolean; groupSnapshots: boolean }>> = {
+  file: { snapshotMetadata: true, groupSnapshots: true },
+  lvm: { snapshotMetadata: false, groupSnapshots: false },
+  libvirt: { snapshotMetadata: false, groupSnapshots: false },
+};
+
 /** A pool not open yet (a VolumePool being built) is node-local: it grows on the node. */
 export function poolFeatures(ctx: Partial<DriverContext>): PoolFeatures {
+  const byKind = ctx.backendKind !== undefined ? SNAPSHOT_SERVICES_BY_KIND[ctx.backendKind] : undefined;
   return {
     attachesFromController: ctx.controllerAttacher !== undefined,
     growsOnController: ctx.backend?.expansion === 'controller',
-    snapshotMetadata: ctx.backend?.snapshotBlocks !== undefined,
-    groupSnapshots: ctx.backend?.groupSnapshots !== undefined,
+    snapshotMetadata: ctx.backend ? ctx.backend.snapshotBlocks !== undefined : (byKind?.snapshotMetadata ?? false),
+    groupSnapshots: ctx.backend ? ctx.backend.groupSnapshots !== undefined : (byKind?.groupSnapshots ?? false),
   };
 }
 

@@ -2,7 +2,11 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { loadCsi } from '../../src/csi/proto.js';
 import { CONTROLLER_RPC_NEEDS, NODE_RPC_NEEDS, serviceCapabilities } from '../../src/csi/service-capabilities.js';
-import { poolFeatures } from '../../src/driver/pool-state.js';
+import { poolFeatures, SNAPSHOT_SERVICES_BY_KIND } from '../../src/driver/pool-state.js';
+import { FilePool } from '../../src/pool/file/file-pool.js';
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
+import { tempDir } from '../helpers/driver.js';
 import type { PoolBackend, ControllerAttacher } from '../../src/pool/backend.js';
 
 describe('the capability table', () => {
@@ -20,5 +24,22 @@ describe('the capability table', () => {
     for (const c of ['EXPAND_VOLUME', 'PUBLISH_UNPUBLISH_VOLUME', 'PUBLISH_READONLY', 'LIST_VOLUMES_PUBLISHED_NODES'] as const) assert.ok(hypervisor.controller.includes(c), c);
     assert.deepEqual(serviceCapabilities(poolFeatures({}), 'resizer'), { controller: [], node: ['EXPAND_VOLUME'] });
     assert.ok(!nodeLocal.controller.includes('MODIFY_VOLUME'), 'ControllerModifyVolume is never advertised');
+  });
+
+  it('advertises the snapshot services of a pool before it opens as it will once it has (the sidecars ask once, at their start)', async () => {
+    const dir = await tempDir('vpool-caps-');
+    try {
+      const file = await FilePool.open(path.join(dir, 'pool'), 0, { sweep: false });
+      const opened = poolFeatures({ backendKind: 'file', backend: file });
+      const before = poolFeatures({ backendKind: 'file' });
+      assert.deepEqual([before.snapshotMetadata, before.groupSnapshots], [opened.snapshotMetadata, opened.groupSnapshots]);
+      assert.deepEqual([opened.snapshotMetadata, opened.groupSnapshots], [true, true]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    // lvm and libvirt serve neither yet: their row says so, and nothing is advertised for a kind not in the table.
+    assert.deepEqual(SNAPSHOT_SERVICES_BY_KIND.lvm, { snapshotMetadata: false, groupSnapshots: false });
+    assert.deepEqual(SNAPSHOT_SERVICES_BY_KIND.libvirt, { snapshotMetadata: false, groupSnapshots: false });
+    assert.deepEqual(poolFeatures({ backendKind: 'something-else' }).snapshotMetadata, false);
   });
 });
