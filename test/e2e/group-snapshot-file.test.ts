@@ -1,44 +1,15 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
-import { after, before, beforeEach, describe, it } from 'node:test';
+import { beforeEach, describe, it } from 'node:test';
 import { blockCap, createVolume, mountCap, paths, stageAndPublish, unpublishAndUnstage } from '../helpers/csi.js';
-import { codeOf, finish, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
+import { codeOf, MiB, needsRoot, type Driver } from '../helpers/driver.js';
+import { useOwnPool } from '../helpers/own-pool.js';
 
 const execFileP = promisify(execFile);
-
-/** A pool on a filesystem of its own: XFS with reflink (the group is cut under freeze), or ext4 (no reflink). */
-function usePool(fs: 'xfs' | 'ext4'): { d: Driver } {
-  const box = {} as { d: Driver };
-  let own: { dir: string; mnt: string } | undefined;
-  let saved: string | undefined;
-  before(async () => {
-    const dir = await mkdtemp(`/var/tmp/vpool-${fs}-`);
-    own = { dir, mnt: path.join(dir, 'mnt') };
-    const img = path.join(dir, 'fs.img');
-    await execFileP('truncate', ['-s', '2G', img]);
-    await execFileP(`mkfs.${fs}`, fs === 'xfs' ? ['-q', '-m', 'reflink=1', img] : ['-q', '-F', img]);
-    await execFileP('mkdir', ['-p', own.mnt]);
-    await execFileP('mount', ['-o', 'loop', img, own.mnt]);
-    saved = process.env.VPOOL_TEST_DIR;
-    process.env.VPOOL_TEST_DIR = own.mnt;
-    box.d = await startDriver();
-  });
-  after(async () => {
-    if (saved === undefined) delete process.env.VPOOL_TEST_DIR;
-    else process.env.VPOOL_TEST_DIR = saved;
-    const left = box.d ? await finish(box.d) : [];
-    if (own) {
-      await execFileP('umount', [own.mnt]).catch(() => undefined);
-      await rm(own.dir, { recursive: true, force: true });
-    }
-    assert.deepEqual(left, []);
-  });
-  return box;
-}
 
 type Staged = { id: string; p: { staging: string; target: string } };
 
@@ -121,7 +92,7 @@ async function logOf(d: Driver, snapshotId: string, name: string): Promise<numbe
 }
 
 describe('group snapshots of a file pool on XFS: filesystems frozen, images reflinked, one point in time', needsRoot(), () => {
-  const pool = usePool('xfs');
+  const pool = useOwnPool('xfs');
   let d: Driver;
   beforeEach(() => {
     d = pool.d;
@@ -298,7 +269,7 @@ describe('group snapshots of a file pool on XFS: filesystems frozen, images refl
 });
 
 describe('group snapshots of a file pool on ext4 (no reflink)', needsRoot(), () => {
-  const pool = usePool('ext4');
+  const pool = useOwnPool('ext4');
   let d: Driver;
   beforeEach(() => {
     d = pool.d;

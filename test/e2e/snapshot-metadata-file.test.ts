@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import path from 'node:path';
 import { promisify } from 'node:util';
-import { after, before, describe, it } from 'node:test';
+import { beforeEach, describe, it } from 'node:test';
 import type { GetMetadataAllocatedResponse__Output } from '../../gen/csi/v1/GetMetadataAllocatedResponse.js';
 import { blockCap, createVolume, paths, stageAndPublish, unpublishAndUnstage } from '../helpers/csi.js';
 import { readAt, writeAt } from '../helpers/data.js';
-import { codeOf, finish, MiB, needsRoot, pattern, startDriver, type Driver } from '../helpers/driver.js';
+import { codeOf, MiB, needsRoot, pattern, type Driver } from '../helpers/driver.js';
+import { useOwnPool } from '../helpers/own-pool.js';
 
 const execFileP = promisify(execFile);
 const K = 4096;
@@ -45,31 +44,10 @@ const covered = (rs: readonly Range[], at: number) => rs.some(([s, e]) => s <= a
 function suite(fs: 'xfs' | 'ext4') {
   const title = fs === 'xfs' ? 'a file pool on XFS (reflinked snapshots: the delta from the extent maps)' : 'a file pool on ext4 (copied snapshots: the delta from comparing the data)';
   describe(`SnapshotMetadata on ${title}`, needsRoot(), () => {
+    const pool = useOwnPool(fs);
     let d: Driver;
-    let xfs: { dir: string; file: string; mnt: string } | undefined;
-    let before1: string | undefined;
-    before(async () => {
-      if (fs === 'xfs') {
-        const dir = await mkdtemp('/var/tmp/vpool-xfs-');
-        xfs = { dir, file: path.join(dir, 'xfs.img'), mnt: path.join(dir, 'mnt') };
-        await execFileP('truncate', ['-s', '2G', xfs.file]);
-        await execFileP('mkfs.xfs', ['-q', '-m', 'reflink=1', xfs.file]);
-        await execFileP('mkdir', ['-p', xfs.mnt]);
-        await execFileP('mount', ['-o', 'loop', xfs.file, xfs.mnt]);
-        before1 = process.env.VPOOL_TEST_DIR;
-        process.env.VPOOL_TEST_DIR = xfs.mnt;
-      }
-      d = await startDriver();
-    });
-    after(async () => {
-      const left = d ? await finish(d) : [];
-      if (xfs) {
-        if (before1 === undefined) delete process.env.VPOOL_TEST_DIR;
-        else process.env.VPOOL_TEST_DIR = before1;
-        await execFileP('umount', [xfs.mnt]).catch(() => undefined);
-        await rm(xfs.dir, { recursive: true, force: true });
-      }
-      assert.deepEqual(left, []);
+    beforeEach(() => {
+      d = pool.d;
     });
 
     /** A volume restored from a snapshot, read whole through a raw block publish, then deleted. */
