@@ -3,7 +3,7 @@ import { open } from 'node:fs/promises';
 import { errno, internal } from '../errors.js';
 import { run } from '../exec.js';
 import { majorMinor } from './devices.js';
-import { syscalls, type Syscalls } from './syscalls.js';
+import { syscalls, VOLUME_SECTOR, type Syscalls } from './syscalls.js';
 
 /**
  * A file's identity in every mount namespace: the device it lives on and its inode. A path is not
@@ -114,7 +114,7 @@ export async function attachLoop(file: string, readOnly = false): Promise<string
     const n = await withBacking(file, readOnly, (fd) => sys.configureLoop(fd, readOnly, true));
     if (n !== null) return `/dev/loop${n}`;
   }
-  const { stdout } = await run('losetup', ['--direct-io=on', ...(readOnly ? ['--read-only'] : []), '--find', '--show', '--', file]);
+  const { stdout } = await run('losetup', ['--direct-io=on', '--sector-size', String(VOLUME_SECTOR), ...(readOnly ? ['--read-only'] : []), '--find', '--show', '--', file]);
   const device = stdout.trim();
   if (!/^\/dev\/loop[0-9]+$/.test(device)) throw internal(`losetup printed an unexpected device name: ${JSON.stringify(device)}`);
   return device;

@@ -58,6 +58,15 @@ export interface MappedExtent {
 /** An lseek(2) for data ranges; a parameter of the range walk so a test can make it fail as a filesystem would. */
 export type SeekFn = (fd: number, offset: number, whence: 'data' | 'hole') => { offset: number } | { errno: string };
 
+/**
+ * The logical sector size of every loop device, whatever its backing file. Left to the kernel, a
+ * direct-I/O loop device takes the file's direct-I/O alignment, which XFS raises to its block size
+ * (4 KiB) for a file with shared extents: a volume once snapshotted or cloned by reflink would come
+ * back with 4 KiB sectors, and its 1 KiB-block ext4 would not mount, nor its partition table be found
+ * where 512-byte sectors put it. A volume's sectors never change; the kernel then does the I/O of
+ * such a file through the page cache.
+ */
+export const VOLUME_SECTOR = 512;
 const LOOP_CTL_GET_FREE = 0x4c82;
 const LOOP_CONFIGURE = 0x4c0a;
 const LOOP_CLR_FD = 0x4c01;
@@ -135,6 +144,7 @@ async function load(): Promise<Syscalls> {
         if (n === null || n < 0) return null;
         const config = Buffer.alloc(CONFIG_SIZE);
         config.writeUInt32LE(fd, 0);
+        config.writeUInt32LE(VOLUME_SECTOR, 4); // block_size: see VOLUME_SECTOR
         config.writeUInt32LE((readOnly ? LO_FLAGS_READ_ONLY : 0) | (directIo ? LO_FLAGS_DIRECT_IO : 0), 8 + INFO_FLAGS);
         const r = await withFd(`/dev/loop${n}`, readOnly ? O_RDONLY : O_RDWR, (loop) => ioctlPtrAsync(loop, LOOP_CONFIGURE, config));
         if (r === 0) return n;

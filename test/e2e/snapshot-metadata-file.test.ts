@@ -57,6 +57,8 @@ function suite(fs: 'xfs' | 'ext4') {
       const p = await paths(d, vol.volume_id);
       await stageAndPublish(d, vol.volume_id, p, cap);
       try {
+        // A restore shares the snapshot's extents (a reflink on XFS): its device keeps 512-byte sectors all the same.
+        assert.equal((await execFileP('blockdev', ['--getss', p.target])).stdout.trim(), '512');
         return await readAt(p.target, 0, size);
       } finally {
         await unpublishAndUnstage(d, vol.volume_id, p);
