@@ -16,7 +16,7 @@ function offset(text: string): number {
   if (!/^-?\d+$/.test(text)) throw invalid(`starting_offset ${JSON.stringify(text)} is not an integer`);
   const v = BigInt(text);
   if (v < 0n) throw outOfRange(`starting_offset ${text} is negative`);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw outOfRange(`starting_offset ${text} is past the end of any volume of this pool`);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw outOfRange(`starting_offset ${text} is past the end of every volume this pool can hold`);
   return Number(v);
 }
 

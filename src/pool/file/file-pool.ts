@@ -265,9 +265,9 @@ export class FilePool implements PoolBackend {
   }
 
   async listSnapshots(): Promise<SnapshotRecord[]> {
-    const out: SnapshotRecord[] = [];
-    for (const s of await this.snapshots.sorted()) if (await this.groupSnapshots.listed(s)) out.push(s);
-    return out;
+    // One look at the groups for the whole list (ListSnapshots pages through every snapshot).
+    const groups = await this.groups.all();
+    return (await this.snapshots.sorted()).filter((s) => !s.groupId || groups.has(s.groupId));
   }
 
   async createSnapshot(spec: CreateSnapshotSpec): Promise<SnapshotRecord> {
