@@ -20,7 +20,7 @@ export interface PoolFeatures {
  */
 export const SNAPSHOT_SERVICES_BY_KIND: Readonly<Record<string, { snapshotMetadata: boolean; groupSnapshots: boolean }>> = {
   file: { snapshotMetadata: true, groupSnapshots: true },
-  lvm: { snapshotMetadata: false, groupSnapshots: false },
+  lvm: { snapshotMetadata: true, groupSnapshots: true },
   libvirt: { snapshotMetadata: false, groupSnapshots: false },
 };
 

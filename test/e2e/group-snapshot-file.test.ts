@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { beforeEach, describe, it } from 'node:test';
 import { blockCap, createVolume, mountCap, paths, stageAndPublish, unpublishAndUnstage } from '../helpers/csi.js';
 import { codeOf, MiB, needsRoot, type Driver } from '../helpers/driver.js';
 import { useOwnPool } from '../helpers/own-pool.js';
+import { dependentWriter } from '../helpers/dependent-writer.js';
 
 const execFileP = promisify(execFile);
 
@@ -29,51 +29,6 @@ async function removeVolumes(d: Driver, vols: Staged[]): Promise<void> {
     await unpublishAndUnstage(d, v.id, v.p);
     await d.client.deleteVolume({ volume_id: v.id });
   }
-}
-
-/**
- * A writer of dependent writes: write n goes to member n mod 3 (one line appended, then fdatasync),
- * and is issued only once write n-1 completed. It prints each n once done.
- */
-function dependentWriter(dirs: string[]): { proc: ChildProcess; done: () => number; waitFor: (n: number) => Promise<void> } {
-  const script = `
-    const fs = require('node:fs');
-    const dirs = JSON.parse(process.argv[1]);
-    const fds = dirs.map((d) => fs.openSync(d + '/log', 'a'));
-    let stop = false;
-    process.on('SIGTERM', () => { stop = true; });
-    (async () => {
-      for (let n = 1; !stop; n++) {
-        const fd = fds[n % dirs.length];
-        fs.writeSync(fd, n + '\\n');
-        fs.fdatasyncSync(fd);
-        process.stdout.write(n + '\\n');
-        if (n % 20 === 0) await new Promise((r) => setImmediate(r));
-      }
-      process.exit(0);
-    })();`;
-  const proc = spawn(process.execPath, ['-e', script, JSON.stringify(dirs)], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let last = 0;
-  const waiters: Array<{ n: number; resolve: () => void }> = [];
-  createInterface({ input: proc.stdout! }).on('line', (l) => {
-    last = Number(l);
-    for (const w of waiters.filter((x) => x.n <= last)) {
-      waiters.splice(waiters.indexOf(w), 1);
-      w.resolve();
-    }
-  });
-  return {
-    proc,
-    done: () => last,
-    // Bounded: a writer that stops (held by a filesystem left frozen) fails the test instead of hanging it.
-    waitFor: (n) =>
-      last >= n
-        ? Promise.resolve()
-        : new Promise<void>((resolve, reject) => {
-            const timer = setTimeout(() => reject(new Error(`the writer did not reach write ${n} within 60 s (at ${last}): held by a frozen filesystem?`)), 60_000);
-            waiters.push({ n, resolve: () => (clearTimeout(timer), resolve()) });
-          }),
-  };
 }
 
 /** The numbers a restored member's log holds. */
@@ -107,7 +62,7 @@ describe('group snapshots of a file pool on XFS: filesystems frozen, images refl
 
   it('crash consistency: dependent writes across 3 members while groups are cut again and again; every group is a prefix of the writes', async (t) => {
     const vols = await stagedVolumes(d, 'cc', 3);
-    const writer = dependentWriter(vols.map((v) => v.p.target));
+    const writer = dependentWriter(vols.map((v) => ({ kind: 'dir' as const, path: v.p.target })));
     const groups: string[] = [];
     try {
       for (let g = 0; g < 5; g++) {

@@ -12,16 +12,23 @@ import { LvHealth } from './lv-health.js';
 import { lvmFailure, lvmReason } from './lvm-errors.js';
 import { tagsOf, tagValue, type LvmCli, type LvRow, type VgRow } from './lvm-cli.js';
 import { dmDeviceOf } from './dm.js';
-import { lvHeld, sweepIncompleteLvs } from './sweep.js';
+import { lvHeld, sweepHalfGroups, sweepIncompleteLvs } from './sweep.js';
 import { MetadataCache, type VgMetadata } from './metadata-cache.js';
-import { INCOMPLETE_TAG, isIncomplete, isSnapshotRow, isVolumeRow, POOL_TAG, snapshotFromRow, snapshotTags, THIN_POOL_TAG, volumeFromRow, volumeTags } from './tags.js';
+import { groupOfRow, INCOMPLETE_TAG, isIncomplete, isSnapshotRow, isVolumeRow, POOL_TAG, snapshotFromRow, snapshotTags, THIN_POOL_TAG, visibleSnapshotRows, volumeFromRow, volumeTags } from './tags.js';
+import { LvmGroupSnapshots, resumeLeftSuspended } from './group-snapshots.js';
+import { LvmSnapshotBlocks } from './snapshot-blocks.js';
+import { ThinMetadata } from './thin-metadata.js';
 
 export interface LvmPoolOptions {
   vg: string;
   reserveBytes: number;
   /** Thin pools may promise this many times their size to thin volumes. */
   overprovisionRatio: number;
+  /** Where marks of devices suspended for a group snapshot are kept (a tmpfs; default /run/vpool-csi). */
+  runDir?: string;
 }
+
+const RUN_DIR = '/run/vpool-csi';
 
 const LV_NAME = /^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$/;
 const stripes = (p: Record<string, string>) => (p.stripes ? ['-i', p.stripes] : []);
@@ -51,7 +58,15 @@ export class LvmPool implements PoolBackend {
   ) {
     this.cache = new MetadataCache(lvm, opts.vg);
     this.health = new LvHealth(lvm, opts.vg);
+    // Both need device-mapper: the thin pool's metadata device, and suspending members.
+    if (lvm.activation) {
+      this.snapshotBlocks = new LvmSnapshotBlocks(lvm, opts.vg, new ThinMetadata(opts.vg));
+      this.groupSnapshots = new LvmGroupSnapshots({ vg: opts.vg, lvm, runDir: opts.runDir ?? RUN_DIR, snapshotLv: (src, id, tags, copyOnWrite) => this.snapshotLv(src, id, tags, undefined, copyOnWrite) });
+    }
   }
+
+  readonly snapshotBlocks?: LvmSnapshotBlocks;
+  readonly groupSnapshots?: LvmGroupSnapshots;
 
   private readonly cache: MetadataCache;
   private readonly health: LvHealth;
@@ -68,9 +83,12 @@ export class LvmPool implements PoolBackend {
     if (!vg) throw new Error(`volume group ${opts.vg} does not exist; create it with \`vpool-csi pool init --vg ${opts.vg} DEVICE...\``);
     const tags = tagsOf(vg.vg_tags);
     if (!tags.includes(POOL_TAG)) throw new Error(`volume group ${opts.vg} is not a vpool pool (no ${POOL_TAG} tag); the driver does not touch it`);
+    // Whoever opens the pool: a device a crashed group snapshot left suspended holds its workload's I/O.
+    if (lvm.activation) await resumeLeftSuspended(opts.runDir ?? RUN_DIR, opts.vg);
     if (how.sweep) {
       await sweepSendLvs(lvm, opts.vg, lvs);
       await sweepIncompleteLvs(lvm, opts.vg, lvs, how.sysBlock);
+      await sweepHalfGroups(lvm, opts.vg, lvs);
     }
     return new LvmPool(lvm, { ...opts }, Number(vg.vg_extent_size), tagValue(tags, THIN_POOL_TAG));
   }
@@ -197,7 +215,7 @@ export class LvmPool implements PoolBackend {
       if (!made) throw internal(`volume ${spec.id} vanished right after it was filled`);
       return made;
     }
-    const src = spec.source ? rows.find((r) => r.lv_name === spec.source!.id && (spec.source!.kind === 'snapshot' ? isSnapshotRow(r) : isVolumeRow(r))) : undefined;
+    const src = spec.source ? (spec.source.kind === 'snapshot' ? visibleSnapshotRows(rows) : rows.filter(isVolumeRow)).find((r) => r.lv_name === spec.source!.id) : undefined;
     if (spec.source && !src) throw notFound(`source ${spec.source.kind} ${spec.source.id} does not exist`);
 
     if (src && type === 'thin' && src.segtype === 'thin' && src.pool_lv === thinPool) {
@@ -221,7 +239,7 @@ export class LvmPool implements PoolBackend {
   async openData(kind: 'volume' | 'snapshot', id: string): Promise<ReadableData | null> {
     const { lvs } = await this.metadata();
     const row = lvs.find((r) => r.lv_name === id);
-    if (!row || (kind === 'snapshot' ? !isSnapshotRow(row) : !isVolumeRow(row) || isIncomplete(row))) return null;
+    if (!row || (kind === 'snapshot' ? !visibleSnapshotRows([...lvs]).includes(row) : !isVolumeRow(row) || isIncomplete(row))) return null;
     return openLvData(this.transferContext, kind, row, lvs.some((r) => r.lv_name === `${id}.send`));
   }
 
@@ -349,35 +367,42 @@ export class LvmPool implements PoolBackend {
   }
 
   async getSnapshot(id: string): Promise<SnapshotRecord | null> {
-    const row = (await this.metadata()).lvs.find((r) => r.lv_name === id);
-    return row && isSnapshotRow(row) ? snapshotFromRow(row) : null;
+    const row = visibleSnapshotRows((await this.metadata()).lvs).find((r) => r.lv_name === id);
+    return row ? snapshotFromRow(row) : null;
   }
 
   async listSnapshots(): Promise<SnapshotRecord[]> {
-    return (await this.metadata()).lvs.filter(isSnapshotRow).map(snapshotFromRow).sort((a, b) => a.id.localeCompare(b.id));
+    return visibleSnapshotRows((await this.metadata()).lvs).map(snapshotFromRow).sort((a, b) => a.id.localeCompare(b.id));
   }
 
   async createSnapshot(spec: CreateSnapshotSpec): Promise<SnapshotRecord> {
     const src = await this.lvm.lv(this.opts.vg, spec.sourceVolumeId);
     if (!src || !isVolumeRow(src)) throw notFound(`source volume ${spec.sourceVolumeId} does not exist`);
-    const sizeBytes = Number(src.lv_size);
-    const tags = snapshotTags({ name: spec.name, createdAt: Date.now(), sourceVolumeId: src.lv_name, sizeBytes }).flatMap((t) => ['--addtag', t]);
-    if (src.segtype === 'thin') {
-      // Thin snapshots are skipped at activation and read-only: a point in time, not a volume.
-      await this.lvmChange('lvcreate', ['-y', '-s', '-ky', '-pr', '-n', spec.id, ...tags, this.lvPath(src.lv_name)]);
-    } else {
-      const reserve = spec.parameters.snapshotReserve ?? '20%';
-      if (reserve === '0' || reserve === 'none') throw invalid(`volume ${src.lv_name} is thick: its snapshots need a copy-on-write reserve (snapshotReserve), which this class disables`);
-      const cow = roundUp(Math.ceil((sizeBytes * Number(reserve.replace('%', ''))) / 100), this.granularity);
-      await this.lvmChange('lvcreate', ['-y', '-s', '-pr', '-L', `${cow}b`, '-n', spec.id, ...tags, this.lvPath(src.lv_name)]);
-    }
+    const tags = snapshotTags({ name: spec.name, createdAt: Date.now(), sourceVolumeId: src.lv_name, sizeBytes: Number(src.lv_size) });
+    await this.snapshotLv(src, spec.id, tags, spec.parameters.snapshotReserve);
     return (await this.getSnapshot(spec.id))!;
+  }
+
+  /** One snapshot LV of a volume: thin from thin (skipped at activation, read-only: a point in time, not a volume), else copy-on-write. */
+  private async snapshotLv(src: LvRow, id: string, tags: string[], snapshotReserve = '20%', copyOnWrite = false): Promise<void> {
+    const tagArgs = tags.flatMap((t) => ['--addtag', t]);
+    if (src.segtype === 'thin' && !copyOnWrite) {
+      await this.lvmChange('lvcreate', ['-y', '-s', '-ky', '-pr', '-n', id, ...tagArgs, this.lvPath(src.lv_name)]);
+      return;
+    }
+    if (snapshotReserve === '0' || snapshotReserve === 'none') throw invalid(`volume ${src.lv_name} is ${src.segtype === 'thin' ? 'cut copy-on-write' : 'thick'}: its snapshots need a copy-on-write reserve (snapshotReserve), which this class disables`);
+    const cow = roundUp(Math.ceil((Number(src.lv_size) * Number(snapshotReserve.replace('%', ''))) / 100), this.granularity);
+    await this.lvmChange('lvcreate', ['-y', '-s', '-pr', '-L', `${cow}b`, '-n', id, ...tagArgs, this.lvPath(src.lv_name)]);
   }
 
   async deleteSnapshot(id: string): Promise<void> {
     const row = await this.lvm.lv(this.opts.vg, id);
     if (!row) return;
     if (!isSnapshotRow(row)) throw internal(`LV ${id} is not a vpool snapshot`);
+    const group = groupOfRow(row);
+    if (group && visibleSnapshotRows(await this.lvm.lvs(this.opts.vg)).some((r) => r.lv_name === id)) {
+      throw invalid(`snapshot ${id} is a member of group snapshot ${group.id} and cannot be deleted alone: delete the group (DeleteVolumeGroupSnapshot)`);
+    }
     await this.lvm.exec('lvremove', ['-y', this.lvPath(id)]);
   }
 }

@@ -86,7 +86,7 @@ export async function readPvMetadataVersion(pv: string, deadlineMs: number): Pro
  * longer does, and say a hung PV is fine. Offsets, lengths and memory aligned to 4 KiB; where no
  * aligned memory can be had (koffi not loaded) or the file refuses O_DIRECT, through the cache.
  */
-class PvReader {
+export class PvReader {
   private constructor(
     private readonly fh: FileHandle,
     private readonly buffers: AlignedBuffers | null,

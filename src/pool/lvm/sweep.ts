@@ -3,7 +3,7 @@ import { log } from '../../log.js';
 import { parseLvAttr } from './lv-attr.js';
 import { dmDeviceOf } from './dm.js';
 import type { LvmCli, LvRow } from './lvm-cli.js';
-import { isIncomplete, isVolumeRow } from './tags.js';
+import { groupOfRow, isIncomplete, isSnapshotRow, isVolumeRow, visibleSnapshotRows } from './tags.js';
 
 /**
  * Why an LV must be left alone now (something holds it), or null. Only device-mapper can hold an
@@ -43,6 +43,26 @@ export async function sweepIncompleteLvs(lvm: LvmCli, vg: string, lvs: readonly 
       removed.push(r.lv_name);
     } catch (e) {
       log.warn('cannot remove an unfinished clone or restore', { lv: r.lv_name, error: String(e) });
+    }
+  }
+  return removed;
+}
+
+/**
+ * Removes the members of group snapshots a crash left short of their last member: never listed, never
+ * restored from (a restore from one would have taken a listed snapshot), and a claim deleted meanwhile
+ * never retries the group. Run once when the pool opens, by the process that cuts groups.
+ */
+export async function sweepHalfGroups(lvm: LvmCli, vg: string, lvs: readonly LvRow[]): Promise<string[]> {
+  const visible = new Set(visibleSnapshotRows(lvs).map((r) => r.lv_name));
+  const removed: string[] = [];
+  for (const r of lvs.filter((x) => isSnapshotRow(x) && groupOfRow(x) && !visible.has(x.lv_name))) {
+    try {
+      await lvm.exec('lvremove', ['-y', `${vg}/${r.lv_name}`]);
+      log.warn('removed a member of a group snapshot a crash left half-made', { lv: r.lv_name, group: groupOfRow(r)!.id });
+      removed.push(r.lv_name);
+    } catch (e) {
+      log.warn('cannot remove a member of a half-made group snapshot', { lv: r.lv_name, error: String(e) });
     }
   }
   return removed;

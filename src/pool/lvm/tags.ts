@@ -15,6 +15,10 @@ const SOURCE = 'vpool.src';
 const SOURCE_VOLUME = 'vpool.srcvol';
 const SIZE = 'vpool.size';
 const PARAM = 'vpool.p.';
+/** A group snapshot's member: the group's ID, its name and how many members it has (all of them listed, or none). */
+const GROUP = 'vpool.group';
+const GROUP_NAME = 'vpool.gname';
+const GROUP_SIZE = 'vpool.gsize';
 /** Set while a clone or restore is still being filled; a retried CreateVolume finishes the job. */
 export const INCOMPLETE_TAG = 'vpool.incomplete';
 
@@ -37,8 +41,46 @@ export function volumeTags(v: { name: string; createdAt: number; source?: Conten
   ];
 }
 
-export function snapshotTags(s: { name: string; createdAt: number; sourceVolumeId: string; sizeBytes: number }): string[] {
-  return [tag(KIND, 'snap'), tag(NAME, s.name), tag(CREATED, String(s.createdAt)), tag(SOURCE_VOLUME, s.sourceVolumeId), tag(SIZE, String(s.sizeBytes))];
+export interface GroupTag {
+  id: string;
+  name: string;
+  size: number;
+}
+
+export function snapshotTags(s: { name: string; createdAt: number; sourceVolumeId: string; sizeBytes: number; group?: GroupTag }): string[] {
+  return [
+    tag(KIND, 'snap'),
+    tag(NAME, s.name),
+    tag(CREATED, String(s.createdAt)),
+    tag(SOURCE_VOLUME, s.sourceVolumeId),
+    tag(SIZE, String(s.sizeBytes)),
+    ...(s.group ? [tag(GROUP, s.group.id), tag(GROUP_NAME, s.group.name), tag(GROUP_SIZE, String(s.group.size))] : []),
+  ];
+}
+
+/** The group snapshot a snapshot LV was cut with, or undefined. */
+export function groupOfRow(row: LvRow): GroupTag | undefined {
+  const tags = tagsOf(row.lv_tags);
+  const id = tagValue(tags, GROUP);
+  if (id === undefined) return undefined;
+  return { id, name: tagValue(tags, GROUP_NAME) ?? id, size: Number(tagValue(tags, GROUP_SIZE) ?? 0) };
+}
+
+/**
+ * The snapshot rows a caller may see: a group's members only once all of them exist (the last one
+ * made is the group's commit point), so a cut a crash left half-made is never listed or restored.
+ */
+export function visibleSnapshotRows(rows: readonly LvRow[]): LvRow[] {
+  const counts = new Map<string, number>();
+  for (const r of rows) {
+    const g = isSnapshotRow(r) ? groupOfRow(r) : undefined;
+    if (g) counts.set(g.id, (counts.get(g.id) ?? 0) + 1);
+  }
+  return rows.filter((r) => {
+    if (!isSnapshotRow(r)) return false;
+    const g = groupOfRow(r);
+    return !g || (g.size > 0 && counts.get(g.id) === g.size);
+  });
 }
 
 export function isVolumeRow(row: LvRow): boolean {
@@ -82,5 +124,6 @@ export function snapshotFromRow(row: LvRow): SnapshotRecord {
     sizeBytes: Number(tagValue(tags, SIZE) ?? row.lv_size),
     createdAt: Number(tagValue(tags, CREATED) ?? 0),
     readyToUse: true,
+    ...(tagValue(tags, GROUP) !== undefined ? { groupId: tagValue(tags, GROUP) } : {}),
   };
 }
