@@ -21,7 +21,7 @@ export interface PoolFeatures {
 export const SNAPSHOT_SERVICES_BY_KIND: Readonly<Record<string, { snapshotMetadata: boolean; groupSnapshots: boolean }>> = {
   file: { snapshotMetadata: true, groupSnapshots: true },
   lvm: { snapshotMetadata: true, groupSnapshots: true },
-  libvirt: { snapshotMetadata: false, groupSnapshots: false },
+  libvirt: { snapshotMetadata: true, groupSnapshots: false },
 };
 
 /** A pool not open yet (a VolumePool being built) is node-local: it grows on the node. */

@@ -164,6 +164,14 @@ describe('libvirt pool: controller against a real libvirtd', needsRoot(), () => 
       assert.ok(snap.ready_to_use);
       assert.deepEqual((await d.client.createSnapshot({ name: `snap-${format}`, source_volume_id: src.volume_id, parameters: {}, secrets: {} })).snapshot, snap, 'idempotent');
       await put(src.volume_id, afterData);
+      // SnapshotMetadata: libvirt keeps no map of a copy, so all of it is allocated, and a delta is the
+      // spec's "changed block tracking is not enabled" (FAILED_PRECONDITION: take a full backup).
+      const allocated = await d.client.getMetadataAllocated({ snapshot_id: snap.snapshot_id, starting_offset: String(MiB), max_results: 0 });
+      assert.deepEqual(allocated.flatMap((m) => m.block_metadata.map((b) => [Number(b.byte_offset), Number(b.size_bytes)])), [[MiB, 15 * MiB]]);
+      assert.equal(allocated[0]!.volume_capacity_bytes, String(16 * MiB));
+      const later = (await d.client.createSnapshot({ name: `snap-${format}-later`, source_volume_id: src.volume_id, parameters: {}, secrets: {} })).snapshot!;
+      assert.equal(await codeOf(d.client.getMetadataDelta({ base_snapshot_id: snap.snapshot_id, target_snapshot_id: later.snapshot_id, starting_offset: '0', max_results: 0 })), 'FAILED_PRECONDITION');
+      await d.client.deleteSnapshot({ snapshot_id: later.snapshot_id });
 
       const params: Record<string, string> = format === 'qcow2' ? { format } : {};
       const restored = (await create(`pvc-restored-${format}`, 24 * MiB, params, { snapshot: snap.snapshot_id })).volume!;

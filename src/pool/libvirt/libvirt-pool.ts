@@ -1,4 +1,5 @@
 import { exhausted, internal, notFound, precondition, unsupported } from '../../errors.js';
+import { LibvirtSnapshotBlocks } from './snapshot-blocks.js';
 import { log } from '../../log.js';
 import { pageAfter, type Page } from '../../paging.js';
 import { MiB, roundUp } from '../../units.js';
@@ -28,6 +29,7 @@ const RESIZABLE_POOLS = new Set([...FILE_POOLS, 'rbd']);
  */
 export class LibvirtPool implements PoolBackend {
   readonly kind = 'libvirt';
+  readonly snapshotBlocks = new LibvirtSnapshotBlocks();
   readonly expansion = 'controller' as const;
   readonly volumeParameters: Record<string, ParameterCheck>;
   readonly snapshotParameters: Record<string, ParameterCheck> = {};
