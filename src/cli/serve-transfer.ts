@@ -1,8 +1,10 @@
-import { denied, errorMessage, unavailable } from '../errors.js';
+import { denied, DriverError, errorMessage, unavailable } from '../errors.js';
 import type { KeyedLocks } from '../locks.js';
 import type { PoolBackend } from '../pool/backend.js';
 import type { SourceFetcher } from '../transfer/client.js';
 import type { TransferSource } from '../transfer/server.js';
+import type { LocalMetadata } from '../transfer/metadata.js';
+import type { RemoteSnapshotMetadata } from '../driver/controller/snapshot-metadata.js';
 import { TOPOLOGY_KEY } from '../driver/context.js';
 import { MIN_PROGRESS } from '../transfer/progress.js';
 import { parseDuration, parseQuantity } from '../units.js';
@@ -21,6 +23,8 @@ export interface TransferDeps {
 export interface RunningTransfer {
   /** For CreateVolume: sources this node lacks. */
   client?: SourceFetcher;
+  /** For the SnapshotMetadata service: snapshots this node lacks, asked of the node holding them. */
+  metadata?: RemoteSnapshotMetadata;
   close(): Promise<void>;
 }
 
@@ -33,6 +37,20 @@ function sourceOnceOpen(pool: ServedPool, make: (backend: PoolBackend) => Transf
   return {
     size: async (kind, id) => (source ? source.size(kind, id) : null),
     open: async (kind, id) => (source ? source.open(kind, id) : null),
+  };
+}
+
+/** The same for the snapshot metadata peers ask of this node. */
+function metadataOnceOpen(pool: ServedPool, make: (backend: PoolBackend) => LocalMetadata): LocalMetadata {
+  let local: LocalMetadata | undefined;
+  pool.whenOpen(({ pool: o }) => {
+    if (o.backend?.snapshotBlocks) local = make(o.backend);
+  });
+  const none = () => Promise.reject(new DriverError('not-found', 'this node serves no snapshot metadata (yet)'));
+  return {
+    holds: async (id) => (local ? local.holds(id) : false),
+    allocated: (...a) => (local ? local.allocated(...a) : none()),
+    delta: (...a) => (local ? local.delta(...a) : none()),
   };
 }
 
@@ -59,7 +77,7 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
   // waits for the transfer's code (slow to load on a slow machine) or for the API.
   let stopped = false;
   const loaded = (async () => {
-    const [{ loadKube }, { clusterPeers }, { TransferAccess, Refusal, Mismatch, NotYet }, { TransferEnrolment }, { TransferCredentials }, { TransferClient }, { transferSource }] = await Promise.all([
+    const [{ loadKube }, { clusterPeers }, { TransferAccess, Refusal, Mismatch, NotYet }, { TransferEnrolment }, { TransferCredentials }, { TransferClient }, { transferSource }, { MetadataClient }, { localMetadata }] = await Promise.all([
       import('../cluster/kube.js'),
       import('../cluster/transfer-peers.js'),
       import('../cluster/transfer-access.js'),
@@ -67,6 +85,8 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
       import('../transfer/credentials.js'),
       import('../transfer/client.js'),
       import('../driver/transfer.js'),
+      import('../transfer/metadata.js'),
+      import('../driver/controller/snapshot-metadata.js'),
     ]);
     const kube = loadKube(opts.kubeconfig);
     const credentials = new TransferCredentials();
@@ -78,6 +98,7 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
     const holder = (kind: 'volume' | 'snapshot', id: string, claim: { namespace: string; name: string }) =>
       access.holder(kind, id, claim).catch((err: unknown) => Promise.reject(err instanceof Mismatch ? denied(errorMessage(err)) : err instanceof Refusal ? unavailable(errorMessage(err)) : err));
     const client = new TransferClient(credentials, peers, holder, { stallMs, deadlineMs });
+    const metadata = new MetadataClient(credentials, peers);
     let listener: Promise<{ close(): Promise<void> }> | undefined;
     if (listen) {
       const { startTransferServer } = await import('../transfer/server.js');
@@ -96,6 +117,18 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
           }
         },
         source: sourceOnceOpen(pool, (backend) => transferSource(backend, locks)),
+        metadata: metadataOnceOpen(pool, localMetadata),
+        // Any live node plugin of the driver may ask a snapshot's block metadata: it relays a request the
+        // external-snapshot-metadata sidecar authorized (docs/backup.md); only ranges cross, never data.
+        authorizePeer: async (who, address) => {
+          try {
+            await access.checkPeer(who, address);
+            return null;
+          } catch (err) {
+            if (err instanceof Refusal && !(err instanceof NotYet)) return err.message;
+            throw err;
+          }
+        },
         bytesPerSecond,
         stallMs,
         deadlineMs,
@@ -107,7 +140,7 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
         process.exit(1);
       });
     }
-    return { client, enrolment, listener };
+    return { client, metadata, enrolment, listener };
   })();
   loaded.catch((err: unknown) => {
     process.stderr.write(`vpool-csi: the transfer cannot start: ${errorMessage(err)}\n`);
@@ -117,8 +150,13 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
     locate: async (...a) => (await loaded).client.locate(...a),
     fetch: async (...a) => (await loaded).client.fetch(...a),
   };
+  const metadata: RemoteSnapshotMetadata = {
+    allocated: async (...a) => (await loaded).metadata.allocated(...a),
+    delta: async (...a) => (await loaded).metadata.delta(...a),
+  };
   return {
     client,
+    metadata,
     close: async () => {
       stopped = true;
       const l = await loaded;

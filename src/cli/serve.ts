@@ -13,6 +13,7 @@ import { log, setLogLevel } from '../log.js';
 import { PathPolicy } from '../host/paths.js';
 import { packageVersion } from '../project.js';
 import type { SourceFetcher } from '../transfer/client.js';
+import type { RemoteSnapshotMetadata } from '../driver/controller/snapshot-metadata.js';
 import { parseDuration, parseQuantity } from '../units.js';
 import { backendOptions, openBackend, type BackendFlags } from './backends.js';
 import type { ClusterRun } from './serve-cluster.js';
@@ -75,10 +76,10 @@ async function startHttp(opts: ServeOptions, pool: ServedPool | undefined, orpha
 }
 
 /** What the CSI server answers from: the driver context is made once, when the pool opens, from what start knew and the pool. */
-function driverState(start: StartContext, pool: ServedPool, transfer: SourceFetcher | undefined): () => DriverState {
+function driverState(start: StartContext, pool: ServedPool, transfer: SourceFetcher | undefined, remoteMetadata: RemoteSnapshotMetadata | undefined): () => DriverState {
   let opened: DriverContext | undefined;
   pool.whenOpen(({ kind, pool: o }) => {
-    opened = { ...start, backendKind: kind, backend: o.backend, controllerAttacher: o.controllerAttacher, volumeView: o.volumeView, blockDevices: o.blockDevices, transfer };
+    opened = { ...start, backendKind: kind, backend: o.backend, controllerAttacher: o.controllerAttacher, volumeView: o.volumeView, blockDevices: o.blockDevices, transfer, remoteMetadata };
   });
   return () => {
     const reason = pool.notServing;
@@ -114,7 +115,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
 
   // The socket first: a slow or unreachable API server delays VolumePools and orphan checks, never the CSI services.
   let cluster: ClusterRun | undefined;
-  const server = await startServer({ mode: plan.mode, state: driverState(start, pool, transfer?.client) }, opts.endpoint, plan.socketGroup);
+  const server = await startServer({ mode: plan.mode, state: driverState(start, pool, transfer?.client, transfer?.metadata) }, opts.endpoint, plan.socketGroup);
   const http = await startHttp(opts, pool, kube && (() => cluster?.orphanCounts()));
   log.info('serving', { socket: server.socket, driver: start.driverName, version: start.version, node: nodeId, mode: opts.mode, backend: start.backendKind, pool: opts.poolFromCluster ? `VolumePool ${opts.poolFromCluster}` : (opts.poolDir ?? opts.vg ?? opts.libvirtPool), volumePools: plan.volumePools, topology: start.topology, allowedRoots: start.paths.allowedRoots });
   stopOnSignals(server, http, transfer);

@@ -77,6 +77,11 @@ export class TransferAccess {
     return source.holder;
   }
 
+  /** For requests any node plugin may make (snapshot metadata): the credential is a live node plugin's, used from its pod. */
+  checkPeer(who: PeerIdentity, address: string): Promise<void> {
+    return this.livePeer(who, address);
+  }
+
   /** The credential's pod is alive, a node plugin of the driver, on the node it names, and the connection comes from it. */
   private async livePeer(who: PeerIdentity, address: string): Promise<void> {
     if (who.pod.namespace !== this.o.namespace) throw new Refusal(`the credential names pod ${who.pod.namespace}/${who.pod.name}, outside the driver's namespace`);

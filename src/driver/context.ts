@@ -2,6 +2,7 @@ import type { KeyedLocks } from '../locks.js';
 import type { PathPolicy } from '../host/paths.js';
 import type { BlockDevices, NodeVolumeView, PoolBackend, ControllerAttacher } from '../pool/backend.js';
 import type { SourceFetcher } from '../transfer/client.js';
+import type { RemoteSnapshotMetadata } from './controller/snapshot-metadata.js';
 import type { AccessPolicy } from './access.js';
 import type { SizingPolicy } from './sizing.js';
 
@@ -35,6 +36,8 @@ export interface DriverContext extends StartContext {
   blockDevices: BlockDevices;
   /** Reads sources other nodes hold (a restore or clone across nodes); absent when no peers are configured. */
   transfer?: SourceFetcher;
+  /** Asks the node holding a snapshot for its block metadata (node-local pools); absent when no peers are configured. */
+  remoteMetadata?: RemoteSnapshotMetadata;
 }
 
 /**

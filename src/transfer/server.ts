@@ -13,6 +13,7 @@ import { guardStream } from './progress.js';
 import type { TransferCredentials } from './credentials.js';
 import { describe as describePeer, identityFromSan, type PeerIdentity } from './identity.js';
 import { endFrame, frame } from './wire.js';
+import { metadataRoute, serveMetadata, type LocalMetadata, type MetadataRequest } from './metadata.js';
 
 export type TransferKind = 'volume' | 'snapshot';
 
@@ -57,6 +58,10 @@ export interface TransferServerOptions {
   /** Sends at once; a GET past it is answered 503 with Retry-After before anything is opened. Default 4. */
   maxSends?: number;
   onSent?: (bytes: number, seconds: number) => void;
+  /** Snapshot metadata this node answers peers from (metadata.ts); absent: every such request is 404. */
+  metadata?: LocalMetadata;
+  /** Why a peer may not ask for snapshot metadata (null: it may); throws when that cannot be decided now. */
+  authorizePeer?(who: PeerIdentity, address: string): Promise<string | null>;
 }
 
 /** What the socket may hold before a write waits: several chunks, so it never runs dry while the next is read. */
@@ -133,6 +138,11 @@ export async function startTransferServer(o: TransferServerOptions): Promise<{ p
   const material = await o.credentials.ready();
   const tlsOf = (m: typeof material) => ({ ca: m.trust, cert: m.cert, key: m.key });
   const server = https.createServer({ ...tlsOf(material), requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', highWaterMark: SEND_BUFFER }, (req, res) => {
+    const m = metadataRoute(req.method, req.url);
+    if (m) {
+      if (m === 'bad') return void res.writeHead(400).end();
+      return void answerMetadata(req.socket, m, res);
+    }
     const r = route(req);
     if (!r || req.method !== 'HEAD') {
       // A GET must ask for the upgrade (it arrives as 'upgrade', not here).
@@ -176,6 +186,33 @@ export async function startTransferServer(o: TransferServerOptions): Promise<{ p
     if (reason === null) return null;
     log.warn('refused a transfer read', { kind: r.kind, id: r.id, node: who.node, pod: `${who.pod.namespace}/${who.pod.name}`, remote: socket.remoteAddress, claim, reason });
     return { status: 403, reason };
+  };
+  /** A peer's snapshot metadata request: any live node plugin of the driver may ask (only ranges cross, never data). */
+  const answerMetadata = async (socket: Socket, m: MetadataRequest, res: import('node:http').ServerResponse): Promise<void> => {
+    const who = identityOf(socket);
+    if (!who) return void res.writeHead(403, { [ERROR_MESSAGE]: encodeURIComponent('the client certificate names no node') }).end();
+    if (!o.metadata || !o.authorizePeer) return void res.writeHead(404).end();
+    if (authorizing >= MAX_AUTHORIZING) return void res.writeHead(503, { 'retry-after': '2' }).end();
+    let reason: string | null;
+    authorizing++;
+    try {
+      reason = await o.authorizePeer(who, socket.remoteAddress ?? '');
+    } catch (err) {
+      log.warn('a snapshot metadata request could not be authorized now', { ...m, node: who.node, err: String(err) });
+      return void res.writeHead(503, { 'retry-after': '2', [ERROR_MESSAGE]: encodeURIComponent(errorMessage(err)) }).end();
+    } finally {
+      authorizing--;
+    }
+    if (reason !== null) {
+      log.warn('refused a snapshot metadata request', { ...m, node: who.node, pod: `${who.pod.namespace}/${who.pod.name}`, remote: socket.remoteAddress, reason });
+      return void res.writeHead(403, { [ERROR_MESSAGE]: encodeURIComponent(reason) }).end();
+    }
+    try {
+      await serveMetadata(m, res, o.metadata);
+    } catch (err) {
+      log.error('a snapshot metadata request failed', { ...m, node: who.node, err: String(err) });
+      res.destroy();
+    }
   };
   server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     const r = route(req);

@@ -67,17 +67,10 @@ export function hasSnapshotMetadata(ctx: Partial<ControllerContext>): boolean {
   return ctx.backend?.snapshotBlocks !== undefined;
 }
 
-function blocksOf(ctx: ControllerContext): SnapshotBlocks {
+function blocksOf(ctx: Pick<ControllerContext, 'backend'>): SnapshotBlocks {
   const blocks = ctx.backend.snapshotBlocks;
   if (!blocks) throw unsupported(`the ${ctx.backend.kind} pool does not tell its snapshots' blocks`);
   return blocks;
-}
-
-async function snapshot(ctx: ControllerContext, field: string, snapshotId: string): Promise<SnapshotRecord> {
-  const id = parseId('snap', field, snapshotId);
-  const snap = id ? await ctx.backend.getSnapshot(id) : null;
-  if (!snap) throw notFound(`${field} ${snapshotId}: no such snapshot`);
-  return snap;
 }
 
 /** The spec's starting_offset: negative or past the volume's end is OUT_OF_RANGE; at the end, nothing is left to send. */
@@ -86,10 +79,40 @@ function checkOffset(from: number, capacityBytes: number): void {
   if (from > capacityBytes) throw outOfRange(`starting_offset ${from} is past the end of the snapshot (${capacityBytes} bytes)`);
 }
 
+/**
+ * Snapshots this node's pool does not hold, asked of the node that does (a node-local pool: the
+ * sidecar a backup tool reaches may sit on any node). Absent without the node-to-node channel.
+ */
+export interface RemoteSnapshotMetadata {
+  allocated(snapshotId: string, from: number, signal: AbortSignal): Promise<BlockStream>;
+  delta(baseId: string, targetId: string, from: number, signal: AbortSignal): Promise<BlockStream>;
+}
+
+/** What the answers take: the pool, and the peers for what it lacks. */
+export type MetadataContext = Pick<ControllerContext, 'backend'> & { remoteMetadata?: RemoteSnapshotMetadata };
+
+/** A snapshot of this pool, null when it holds none by that ID (the ID checked first: a malformed one is INVALID_ARGUMENT, never forwarded). */
+async function localSnapshot(ctx: MetadataContext, field: string, snapshotId: string): Promise<SnapshotRecord | null> {
+  const id = parseId('snap', field, snapshotId);
+  return id ? await ctx.backend.getSnapshot(id) : null;
+}
+
 /** GetMetadataAllocated: where the snapshot holds data, from `from` on. */
-export async function allocatedBlocks(ctx: ControllerContext, req: { snapshotId: string; from: number }, signal: AbortSignal): Promise<BlockStream> {
+export async function allocatedBlocks(ctx: MetadataContext, req: { snapshotId: string; from: number }, signal: AbortSignal): Promise<BlockStream> {
+  const snap = await localSnapshot(ctx, 'snapshot_id', req.snapshotId);
+  if (!snap && ctx.remoteMetadata) {
+    if (!Number.isSafeInteger(req.from) || req.from < 0) throw outOfRange(`starting_offset ${req.from} is negative`);
+    const release = await slots.take(signal);
+    try {
+      const remote = await ctx.remoteMetadata.allocated(req.snapshotId, req.from, signal);
+      return { capacityBytes: remote.capacityBytes, ranges: holding(release, remote.ranges) };
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+  if (!snap) throw notFound(`snapshot_id ${req.snapshotId}: no such snapshot`);
   const blocks = blocksOf(ctx);
-  const snap = await snapshot(ctx, 'snapshot_id', req.snapshotId);
   checkOffset(req.from, snap.sizeBytes);
   const release = await slots.take(signal);
   return { capacityBytes: snap.sizeBytes, ranges: holding(release, blocks.allocated(snap, req.from, signal)) };
@@ -98,12 +121,26 @@ export async function allocatedBlocks(ctx: ControllerContext, req: { snapshotId:
 /**
  * GetMetadataDelta: where the target may differ from the base, from `from` on. Both must be
  * snapshots of one volume and the base the older: a delta across volumes, or backwards, would
- * restore something that never existed.
+ * restore something that never existed. Snapshots of one volume are on one node: both here, or both
+ * asked of the node that holds them.
  */
-export async function changedBlocks(ctx: ControllerContext, req: { baseId: string; targetId: string; from: number }, signal: AbortSignal): Promise<BlockStream> {
+export async function changedBlocks(ctx: MetadataContext, req: { baseId: string; targetId: string; from: number }, signal: AbortSignal): Promise<BlockStream> {
+  const base = await localSnapshot(ctx, 'base_snapshot_id', req.baseId);
+  const target = await localSnapshot(ctx, 'target_snapshot_id', req.targetId);
+  if (!base && !target && ctx.remoteMetadata) {
+    if (!Number.isSafeInteger(req.from) || req.from < 0) throw outOfRange(`starting_offset ${req.from} is negative`);
+    const release = await slots.take(signal);
+    try {
+      const remote = await ctx.remoteMetadata.delta(req.baseId, req.targetId, req.from, signal);
+      return { capacityBytes: remote.capacityBytes, ranges: holding(release, remote.ranges) };
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+  if (!base) throw notFound(`base_snapshot_id ${req.baseId}: no such snapshot${target ? ' on the node that holds the target (a delta is between snapshots of one volume)' : ''}`);
+  if (!target) throw notFound(`target_snapshot_id ${req.targetId}: no such snapshot on the node that holds the base (a delta is between snapshots of one volume)`);
   const blocks = blocksOf(ctx);
-  const base = await snapshot(ctx, 'base_snapshot_id', req.baseId);
-  const target = await snapshot(ctx, 'target_snapshot_id', req.targetId);
   if (base.sourceVolumeId !== target.sourceVolumeId) {
     throw invalid(`base_snapshot_id ${base.id} is of volume ${base.sourceVolumeId} and target_snapshot_id ${target.id} of volume ${target.sourceVolumeId}: a delta is between snapshots of one volume`);
   }
@@ -115,4 +152,14 @@ export async function changedBlocks(ctx: ControllerContext, req: { baseId: strin
   if (base.id === target.id) return { capacityBytes: target.sizeBytes, ranges: (async function* (): AsyncGenerator<ByteRange> {})() };
   const release = await slots.take(signal);
   return { capacityBytes: target.sizeBytes, ranges: holding(release, blocks.delta(base, target, req.from, signal)) };
+}
+
+/** This node's own answers, for a peer that forwards a request (never forwarded again). */
+export function localMetadata(backend: ControllerContext['backend']): { holds(id: string): Promise<boolean>; allocated: RemoteSnapshotMetadata['allocated']; delta: RemoteSnapshotMetadata['delta'] } {
+  const ctx: MetadataContext = { backend };
+  return {
+    holds: async (id) => (await backend.getSnapshot(id)) !== null,
+    allocated: (id, from, signal) => allocatedBlocks(ctx, { snapshotId: id, from }, signal),
+    delta: (baseId, targetId, from, signal) => changedBlocks(ctx, { baseId, targetId, from }, signal),
+  };
 }
