@@ -68,6 +68,11 @@ describe('lvm snapshot metadata parsing', () => {
       // Past the origin's size: left out.
       assert.deepEqual(await cowCopiedChunks(segs, extent, 100 * K), toRanges([...new Set(chunks)].filter((c) => c < 100).map((c) => [c, 1] as [number, number]), K, 100 * K));
 
+      // Exactly one full area (256 exceptions): the table ends at the first entry of the next, zeroed by the kernel before it commits.
+      const full = Array.from({ length: 256 }, (_, i) => 2 * i);
+      await writeFile(pvA, Buffer.concat([Buffer.alloc(1 << 20), cowStore(8, full)]));
+      assert.deepEqual(await cowCopiedChunks([{ pv: pvA, peStart: 1 << 20, firstPe: 0, count: 2 }], extent, 1000 * K), full.map((c) => [c * K, (c + 1) * K]));
+
       await writeFile(pvA, Buffer.concat([Buffer.alloc(1 << 20), cowStore(8, [1, 2], 0)]));
       await assert.rejects(cowCopiedChunks([{ pv: pvA, peStart: 1 << 20, firstPe: 0, count: 1 }], extent, 1000 * K), /invalid/);
       await writeFile(pvA, Buffer.alloc(2 << 20));

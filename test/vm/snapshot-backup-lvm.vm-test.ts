@@ -195,6 +195,7 @@ describe('lvm pool: snapshot metadata and group snapshots on real device-mapper'
   it('crash consistency: dependent writes across a mounted thin ext4, a raw thin and a raw thick member while groups are cut again and again; every group is one point in time', async (t) => {
     const made: Array<{ id: string; p: { staging: string; target: string }; cap: ReturnType<typeof blockCap>; target: WriterTarget; params: Record<string, string> }> = [];
     const groups: string[] = [];
+    let idle = '';
     const SIZE = 32 * MiB;
     try {
       const kinds: Array<{ params: Record<string, string>; cap: ReturnType<typeof blockCap>; dir: boolean }> = [
@@ -208,11 +209,15 @@ describe('lvm pool: snapshot metadata and group snapshots on real device-mapper'
         await stageAndPublish(d, vol.volume_id, p, k.cap);
         made.push({ id: vol.volume_id, p, cap: k.cap, params: k.params, target: k.dir ? { kind: 'dir', path: p.target } : { kind: 'block', path: p.target } });
       }
+      // A fourth member in the same thin pool, not attached anywhere (inactive): cut as a thin snapshot
+      // while its siblings are suspended, which must not resume them early.
+      idle = (await createVolume(d, 'cc-idle', SIZE, blockCap(), { parameters: { type: 'thin' } })).volume_id;
+      sh('lvchange', ['-an', `${VG}/${idle}`]);
       const writer = dependentWriter(made.map((m) => m.target));
       try {
         for (let g = 0; g < 4; g++) {
           await writer.waitFor(writer.done() + 30);
-          const res = await d.client.createVolumeGroupSnapshot({ name: `cc-${g}`, source_volume_ids: made.map((m) => m.id), parameters: {} });
+          const res = await d.client.createVolumeGroupSnapshot({ name: `cc-${g}`, source_volume_ids: [...made.map((m) => m.id), idle], parameters: {} });
           groups.push(res.group_snapshot!.group_snapshot_id);
         }
         // Not left suspended: the writer goes on.
@@ -227,11 +232,12 @@ describe('lvm pool: snapshot metadata and group snapshots on real device-mapper'
       const cuts: number[] = [];
       for (const [g, gid] of groups.entries()) {
         const group = (await d.client.getVolumeGroupSnapshot({ group_snapshot_id: gid, snapshot_ids: [] })).group_snapshot!;
-        assert.equal(group.snapshots.length, 3);
+        assert.equal(group.snapshots.length, 4);
         const logs: number[][] = [];
         for (const s of group.snapshots) {
           assert.equal(s.group_snapshot_id, gid);
           const idx = made.findIndex((m) => m.id === s.source_volume_id);
+          if (idx < 0) continue; // the idle member: nothing written
           const m = made[idx]!;
           const vol = await createVolume(d, `cc-${g}-r${idx}`, SIZE, m.cap, { source: { snapshot: s.snapshot_id }, parameters: m.params });
           const rp = await paths(d, vol.volume_id);
@@ -254,7 +260,7 @@ describe('lvm pool: snapshot metadata and group snapshots on real device-mapper'
 
       // The spec's answers on this pool.
       const members = (await d.client.getVolumeGroupSnapshot({ group_snapshot_id: groups[0]!, snapshot_ids: [] })).group_snapshot!.snapshots.map((s) => s.snapshot_id);
-      const again = (await d.client.createVolumeGroupSnapshot({ name: 'cc-0', source_volume_ids: [...made.map((m) => m.id)].reverse(), parameters: {} })).group_snapshot!;
+      const again = (await d.client.createVolumeGroupSnapshot({ name: 'cc-0', source_volume_ids: [idle, ...made.map((m) => m.id)].reverse(), parameters: {} })).group_snapshot!;
       assert.equal(again.group_snapshot_id, groups[0]);
       assert.deepEqual(
         {
@@ -270,8 +276,44 @@ describe('lvm pool: snapshot metadata and group snapshots on real device-mapper'
         await unpublishAndUnstage(d, m.id, m.p);
         await d.client.deleteVolume({ volume_id: m.id });
       }
+      if (idle) await d.client.deleteVolume({ volume_id: idle });
     }
     assert.deepEqual((await d.client.listSnapshots({})).entries, [], 'deleting the groups deleted their members');
+  });
+
+  it('calls cut short by their deadlines at every point of a cut leave no device suspended and no member behind; the writer never stops for long', async () => {
+    const cap = blockCap();
+    const vols: Array<{ id: string; p: { staging: string; target: string } }> = [];
+    for (const [i, type] of (['thin', 'thick'] as const).entries()) {
+      const id = (await createVolume(d, `dl-${i}`, 16 * MiB, cap, { parameters: { type } })).volume_id;
+      const p = await paths(d, id);
+      await stageAndPublish(d, id, p, cap);
+      vols.push({ id, p });
+    }
+    const writer = dependentWriter(vols.map((v) => ({ kind: 'block' as const, path: v.p.target })));
+    try {
+      let cut = 0;
+      for (const ms of [5, 40, 150, 400, 1000]) {
+        const name = `dl-${ms}`;
+        const ids = vols.map((v) => v.id);
+        if (await d.client.createVolumeGroupSnapshot({ name, source_volume_ids: ids, parameters: {} }, { deadline: Date.now() + ms }).then(() => true, () => false)) cut++;
+        // The retry queues behind the first on the group's lock, and returns once the cut it makes (if any) is done.
+        const g = (await d.client.createVolumeGroupSnapshot({ name, source_volume_ids: ids, parameters: {} })).group_snapshot!;
+        assert.equal(g.snapshots.length, 2);
+        assert.deepEqual(sh('dmsetup', ['info', '-c', '--noheadings', '-o', 'name,attr']).split('\n').filter((l) => /^\S+:..s/.test(l.trim())), [], `no device left suspended after a call with a ${ms} ms deadline`);
+        await writer.waitFor(writer.done() + 10);
+        await d.client.deleteVolumeGroupSnapshot({ group_snapshot_id: g.group_snapshot_id, snapshot_ids: [] });
+      }
+      assert.ok(cut < 5, 'some calls were cut short');
+      assert.deepEqual((await d.client.listSnapshots({})).entries, []);
+      assert.deepEqual(lvNames().filter((n) => n.startsWith('snap-')), [], 'no member left, listed or not');
+    } finally {
+      await writer.stop();
+      for (const v of vols) {
+        await unpublishAndUnstage(d, v.id, v.p);
+        await d.client.deleteVolume({ volume_id: v.id });
+      }
+    }
   });
 
   it('a restart after a crash mid-cut: devices the mark names are resumed, members short of their group are removed and never listed', async () => {

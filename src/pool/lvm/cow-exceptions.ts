@@ -1,4 +1,4 @@
-import { precondition, unavailable } from '../../errors.js';
+import { cancelled, precondition, unavailable } from '../../errors.js';
 import type { ByteRange } from '../block-ranges.js';
 import { PvReader } from './pv-headers.js';
 
@@ -12,8 +12,8 @@ export interface LvSegment {
 
 const SNAPSHOT_MAGIC = 0x70416e53; // 'SnAp'
 const EXCEPTION_BYTES = 16;
-/** An exception table past this many entries is not read: more than a 64 TiB origin's worth of 4 KiB chunks could hold. */
-const MAX_EXCEPTIONS = 2 ** 34;
+/** The largest map of copied chunks held: 512 MiB of origin chunks (4 TiB at 4 KiB chunks) in 128 MiB. */
+const MAX_BITMAP_BYTES = 128 * 1024 * 1024;
 
 /**
  * The origin chunks a thick (copy-on-write) snapshot has copied aside: every chunk of the origin
@@ -27,7 +27,7 @@ const MAX_EXCEPTIONS = 2 ** 34;
  * is copying while this reads is found or not, but every write that completed before the read
  * began has its exception committed first, so none is missed.
  */
-export async function cowCopiedChunks(segments: readonly LvSegment[], extentBytes: number, originBytes: number): Promise<ByteRange[]> {
+export async function cowCopiedChunks(segments: readonly LvSegment[], extentBytes: number, originBytes: number, signal?: AbortSignal): Promise<ByteRange[]> {
   const readers = new Map<string, PvReader>();
   try {
     const read = async (position: number, length: number): Promise<Buffer> => {
@@ -36,7 +36,12 @@ export async function cowCopiedChunks(segments: readonly LvSegment[], extentByte
       for (const s of segments) {
         if (pe < s.count) {
           let r = readers.get(s.pv);
-          if (!r) readers.set(s.pv, (r = await PvReader.open(s.pv)));
+          if (!r) {
+            readers.set(s.pv, (r = await PvReader.open(s.pv)));
+            // The kernel writes the table through device-mapper, which never refreshes the PV's page
+            // cache: read through it, a table could be an older, shorter one and miss changed chunks.
+            if (!r.direct) throw unavailable(`${s.pv} cannot be read around the page cache (O_DIRECT), so its copy-on-write table cannot be trusted; take a full backup`);
+          }
           const at = s.peStart + (s.firstPe + pe) * extentBytes + (position % extentBytes);
           const b = await r.read(at, length);
           if (!b) throw unavailable(`${s.pv} ends before the copy-on-write table of the snapshot`);
@@ -52,8 +57,12 @@ export async function cowCopiedChunks(segments: readonly LvSegment[], extentByte
     const chunkBytes = header.readUInt32LE(12) * 512;
     if (!chunkBytes || chunkBytes % 512) throw unavailable('the snapshot header gives no chunk size');
     const perArea = chunkBytes / EXCEPTION_BYTES;
-    const chunks: number[] = [];
-    for (let area = 0; chunks.length < MAX_EXCEPTIONS; area++) {
+    // One bit per origin chunk, not a number per exception: a large reserve holds tens of millions of them.
+    const originChunks = Math.ceil(originBytes / chunkBytes);
+    if (originChunks > MAX_BITMAP_BYTES * 8) throw precondition(`the origin has ${originChunks} chunks of ${chunkBytes} bytes: too many to map here; take a full backup`);
+    const copied = new Uint8Array(Math.ceil(originChunks / 8));
+    for (let area = 0; ; area++) {
+      if (signal?.aborted) throw cancelled('the call was cancelled');
       const table = await read((1 + area * (perArea + 1)) * chunkBytes, chunkBytes);
       let full = true;
       for (let i = 0; i < perArea; i++) {
@@ -62,18 +71,22 @@ export async function cowCopiedChunks(segments: readonly LvSegment[], extentByte
           full = false;
           break;
         }
-        chunks.push(Number(table.readBigUInt64LE(i * EXCEPTION_BYTES)));
+        const old = table.readBigUInt64LE(i * EXCEPTION_BYTES);
+        if (old < BigInt(originChunks)) copied[Number(old) >> 3]! |= 1 << (Number(old) & 7);
       }
       if (!full) break;
     }
-    chunks.sort((a, b) => a - b);
     const out: Array<[number, number]> = [];
-    for (const c of chunks) {
+    for (let c = 0; c < originChunks; c++) {
+      if (!copied[c >> 3]) {
+        c |= 7; // a byte with no bit set: eight chunks at once
+        continue;
+      }
+      if (!(copied[c >> 3]! & (1 << (c & 7)))) continue;
       const s = c * chunkBytes;
-      if (s >= originBytes) continue;
       const e = Math.min(originBytes, s + chunkBytes);
       const last = out[out.length - 1];
-      if (last && last[1] >= s) last[1] = Math.max(last[1], e);
+      if (last && last[1] >= s) last[1] = e;
       else out.push([s, e]);
     }
     return out;

@@ -25,6 +25,10 @@ export interface LvmGroupPool {
 const SUSPEND_TIMEOUT_MS = 30_000;
 const RESUME_TIMEOUT_MS = 30_000;
 const MARK = /^lvm-suspend-(.+)\.json$/;
+/** How long the members' I/O may be held while they are cut, all of them together. */
+const CUT_DEADLINE_MS = 120_000;
+/** How long a suspend that may yet take hold is watched. */
+const LATE_RESUME_MS = 10 * 60_000;
 
 /**
  * Group snapshots of the lvm pool, one point in time for every member: every member active on this
@@ -78,7 +82,10 @@ export class LvmGroupSnapshots implements GroupSnapshots {
     const made: string[] = [];
     try {
       await this.suspended(spec.id, active, async (createdAt) => {
+        const deadline = Date.now() + CUT_DEADLINE_MS;
         for (const [i, m] of spec.members.entries()) {
+          // The first member's workload has waited since the cut began: past the bound, the group fails and every device resumes.
+          if (active.length && Date.now() > deadline) throw unavailable(`the group snapshot's cut took longer than ${CUT_DEADLINE_MS / 1000} s with its members' I/O held; given up, nothing kept`);
           const src = sources[i]!;
           const tags = snapshotTags({ name: m.snapshotName, createdAt, sourceVolumeId: src.lv_name, sizeBytes: Number(src.lv_size), group: { id: spec.id, name: spec.name, size: spec.members.length } });
           made.push(m.snapshotId);
@@ -119,9 +126,17 @@ export class LvmGroupSnapshots implements GroupSnapshots {
     if (!devices.length) return cut(Date.now());
     const mark = markPath(this.pool.runDir, this.pool.vg, groupId);
     await mkdir(this.pool.runDir, { recursive: true, mode: 0o700 });
-    await writeFile(`${mark}.new`, JSON.stringify({ vg: this.pool.vg, devices }));
+    // A mark an earlier cut of this group left (devices not confirmed resumed): those first, or not now.
+    const earlier = await readMark(mark);
+    if (earlier) {
+      const left = await resumeSuspended(earlier);
+      if (left.length) throw unavailable(`devices ${left.join(', ')} an earlier cut of this group suspended are not resumed yet; retry later`);
+      await rm(mark, { force: true });
+    }
+    await writeFile(`${mark}.new`, JSON.stringify({ vg: this.pool.vg, devices }), { mode: 0o600 });
     await rename(`${mark}.new`, mark);
     const begun: string[] = [];
+    const unsure: string[] = [];
     try {
       for (const d of devices) {
         // Counted before it is asked: a suspend that times out may still take hold.
@@ -129,6 +144,8 @@ export class LvmGroupSnapshots implements GroupSnapshots {
         try {
           await run('dmsetup', ['suspend', d], { timeoutMs: SUSPEND_TIMEOUT_MS, uninterruptible: true });
         } catch (err) {
+          // Its flush may still be under way in the kernel, and the suspend take hold after this gives up.
+          unsure.push(d);
           throw unavailable(`device ${d} could not be suspended for the group snapshot: ${errorMessage(err)}`);
         }
       }
@@ -136,8 +153,8 @@ export class LvmGroupSnapshots implements GroupSnapshots {
     } finally {
       await detached(async () => {
         const left = await resumeSuspended(begun);
-        if (!left.length) await rm(mark, { force: true });
-        else log.error('devices suspended for a group snapshot could not be resumed; the mark stays for the next start', { mark, devices: left });
+        if (left.length || unsure.length) void resumeWhenSuspended([...new Set([...left, ...unsure])], mark);
+        else await rm(mark, { force: true });
       });
     }
   }
@@ -180,6 +197,32 @@ async function resumeSuspended(devices: readonly string[]): Promise<string[]> {
     }
   }
   return left;
+}
+
+/**
+ * Devices a suspend may still take hold of (it timed out with its flush under way in the kernel), or
+ * that could not be resumed: resumed should they be suspended, tried every 5 s for LATE_RESUME_MS,
+ * outside any call. The mark stays until each is confirmed, so a restart resumes what this could not.
+ */
+async function resumeWhenSuspended(devices: string[], mark: string): Promise<void> {
+  log.error('devices of a group snapshot may be left suspended; watching them to resume them', { devices, mark });
+  const until = Date.now() + LATE_RESUME_MS;
+  // Each device to the end of the watch: one active now may yet be suspended by a suspend still stuck in the kernel.
+  while (Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 5_000).unref());
+    await resumeSuspended(devices);
+  }
+  const left = await resumeSuspended(devices);
+  if (!left.length) await rm(mark, { force: true });
+  else log.error('devices suspended for a group snapshot could not be resumed; the mark stays for the next start', { mark, devices: left });
+}
+
+async function readMark(mark: string): Promise<string[] | null> {
+  try {
+    return (JSON.parse(await readFile(mark, 'utf8')) as { devices: string[] }).devices;
+  } catch {
+    return null;
+  }
 }
 
 /** At start: devices a crashed group snapshot left suspended (its mark names them) are resumed. */

@@ -126,10 +126,10 @@ export class LvmCli {
    * Runs an lvm tool (`lvcreate`, ..., or `lvm` with its subcommand first). `scanAll` for a command
    * that must see every device (a report of all PVs).
    */
-  async exec(command: string, args: readonly string[], opts: { timeoutMs?: number; config?: string; scanAll?: boolean } = {}): Promise<string> {
+  async exec(command: string, args: readonly string[], opts: { timeoutMs?: number; config?: string; scanAll?: boolean; uninterruptible?: boolean } = {}): Promise<string> {
     // `lvm SUBCOMMAND` takes its options after the subcommand.
     const [head, rest] = command === 'lvm' ? [[args[0]], args.slice(1)] : [[], args];
-    const attempt = async (scan: string[]) => (await run(command, [...head, ...this.config(opts.config), ...scan, ...rest], { timeoutMs: opts.timeoutMs ?? this.opts.timeoutMs ?? 120_000 })).stdout;
+    const attempt = async (scan: string[]) => (await run(command, [...head, ...this.config(opts.config), ...scan, ...rest], { timeoutMs: opts.timeoutMs ?? this.opts.timeoutMs ?? 120_000, uninterruptible: opts.uninterruptible })).stdout;
     const scan = opts.scanAll ? [] : this.scanArgs();
     if (!scan.length) return attempt([]);
     try {

@@ -61,7 +61,7 @@ export class LvmPool implements PoolBackend {
     // Both need device-mapper: the thin pool's metadata device, and suspending members.
     if (lvm.activation) {
       this.snapshotBlocks = new LvmSnapshotBlocks(lvm, opts.vg, new ThinMetadata(opts.vg));
-      this.groupSnapshots = new LvmGroupSnapshots({ vg: opts.vg, lvm, runDir: opts.runDir ?? RUN_DIR, snapshotLv: (src, id, tags, copyOnWrite) => this.snapshotLv(src, id, tags, undefined, copyOnWrite) });
+      this.groupSnapshots = new LvmGroupSnapshots({ vg: opts.vg, lvm, runDir: opts.runDir ?? RUN_DIR, snapshotLv: (src, id, tags, copyOnWrite) => this.snapshotLv(src, id, tags, undefined, copyOnWrite, true) });
     }
   }
 
@@ -83,9 +83,10 @@ export class LvmPool implements PoolBackend {
     if (!vg) throw new Error(`volume group ${opts.vg} does not exist; create it with \`vpool-csi pool init --vg ${opts.vg} DEVICE...\``);
     const tags = tagsOf(vg.vg_tags);
     if (!tags.includes(POOL_TAG)) throw new Error(`volume group ${opts.vg} is not a vpool pool (no ${POOL_TAG} tag); the driver does not touch it`);
-    // Whoever opens the pool: a device a crashed group snapshot left suspended holds its workload's I/O.
-    if (lvm.activation) await resumeLeftSuspended(opts.runDir ?? RUN_DIR, opts.vg);
     if (how.sweep) {
+      // The process that cuts groups: a device its crashed predecessor left suspended holds its workload's
+      // I/O. Never another process (`reconcile` beside a running driver would resume members mid-cut).
+      if (lvm.activation) await resumeLeftSuspended(opts.runDir ?? RUN_DIR, opts.vg);
       await sweepSendLvs(lvm, opts.vg, lvs);
       await sweepIncompleteLvs(lvm, opts.vg, lvs, how.sysBlock);
       await sweepHalfGroups(lvm, opts.vg, lvs);
@@ -172,9 +173,9 @@ export class LvmPool implements PoolBackend {
   }
 
   /** Runs an lvcreate-like command; what lvm's failure means is decided in lvm-errors.ts. */
-  private async lvmChange(command: string, args: string[]): Promise<void> {
+  private async lvmChange(command: string, args: string[], opts?: { uninterruptible?: boolean; timeoutMs?: number }): Promise<void> {
     try {
-      await this.lvm.exec(command, args);
+      await this.lvm.exec(command, args, opts);
     } catch (err) {
       const failure = lvmFailure(err);
       if (failure === 'no-space') throw exhausted(`${this.opts.vg}: ${lvmReason(err as CommandError)}`);
@@ -384,15 +385,18 @@ export class LvmPool implements PoolBackend {
   }
 
   /** One snapshot LV of a volume: thin from thin (skipped at activation, read-only: a point in time, not a volume), else copy-on-write. */
-  private async snapshotLv(src: LvRow, id: string, tags: string[], snapshotReserve = '20%', copyOnWrite = false): Promise<void> {
+  private async snapshotLv(src: LvRow, id: string, tags: string[], snapshotReserve = '20%', copyOnWrite = false, inCut = false): Promise<void> {
     const tagArgs = tags.flatMap((t) => ['--addtag', t]);
+    // Within a group's cut, lvcreate is never killed for the call's sake: killed between loading the
+    // origin's new table and resuming it, it would leave the origin suspended with a table half made.
+    const how = inCut ? { uninterruptible: true, timeoutMs: 300_000 } : undefined;
     if (src.segtype === 'thin' && !copyOnWrite) {
-      await this.lvmChange('lvcreate', ['-y', '-s', '-ky', '-pr', '-n', id, ...tagArgs, this.lvPath(src.lv_name)]);
+      await this.lvmChange('lvcreate', ['-y', '-s', '-ky', '-pr', '-n', id, ...tagArgs, this.lvPath(src.lv_name)], how);
       return;
     }
     if (snapshotReserve === '0' || snapshotReserve === 'none') throw invalid(`volume ${src.lv_name} is ${src.segtype === 'thin' ? 'cut copy-on-write' : 'thick'}: its snapshots need a copy-on-write reserve (snapshotReserve), which this class disables`);
     const cow = roundUp(Math.ceil((Number(src.lv_size) * Number(snapshotReserve.replace('%', ''))) / 100), this.granularity);
-    await this.lvmChange('lvcreate', ['-y', '-s', '-pr', '-L', `${cow}b`, '-n', id, ...tagArgs, this.lvPath(src.lv_name)]);
+    await this.lvmChange('lvcreate', ['-y', '-s', '-pr', '-L', `${cow}b`, '-n', id, ...tagArgs, this.lvPath(src.lv_name)], how);
   }
 
   async deleteSnapshot(id: string): Promise<void> {

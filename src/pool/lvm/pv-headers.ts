@@ -104,6 +104,11 @@ export class PvReader {
     return new PvReader(await open(pv, 'r'), null);
   }
 
+  /** Whether reads go around the page cache (O_DIRECT with aligned memory). */
+  get direct(): boolean {
+    return this.buffers !== null;
+  }
+
   /** `length` bytes at `position`, or null when the PV ends before them. */
   async read(position: number, length: number): Promise<Buffer | null> {
     if (!this.buffers) {

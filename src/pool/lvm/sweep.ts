@@ -3,7 +3,9 @@ import { log } from '../../log.js';
 import { parseLvAttr } from './lv-attr.js';
 import { dmDeviceOf } from './dm.js';
 import type { LvmCli, LvRow } from './lvm-cli.js';
-import { groupOfRow, isIncomplete, isSnapshotRow, isVolumeRow, visibleSnapshotRows } from './tags.js';
+import { groupOfRow, isIncomplete, isSnapshotRow, isVolumeRow, snapshotFromRow, visibleSnapshotRows } from './tags.js';
+
+const HALF_GROUP_AGE_MS = 10 * 60_000;
 
 /**
  * Why an LV must be left alone now (something holds it), or null. Only device-mapper can hold an
@@ -57,6 +59,11 @@ export async function sweepHalfGroups(lvm: LvmCli, vg: string, lvs: readonly LvR
   const visible = new Set(visibleSnapshotRows(lvs).map((r) => r.lv_name));
   const removed: string[] = [];
   for (const r of lvs.filter((x) => isSnapshotRow(x) && groupOfRow(x) && !visible.has(x.lv_name))) {
+    // Recent: perhaps a cut another process is still making (a rolling update's two plugins); its retry or a later start removes it.
+    if (Date.now() - snapshotFromRow(r).createdAt < HALF_GROUP_AGE_MS) {
+      log.warn('leaving a member of a half-made group snapshot cut in the last 10 minutes', { lv: r.lv_name, group: groupOfRow(r)!.id });
+      continue;
+    }
     try {
       await lvm.exec('lvremove', ['-y', `${vg}/${r.lv_name}`]);
       log.warn('removed a member of a group snapshot a crash left half-made', { lv: r.lv_name, group: groupOfRow(r)!.id });

@@ -114,7 +114,8 @@ export class ThinMetadata {
     };
     const found = await find();
     if (found) return found;
-    await run('lvchange', ['-ay', `${this.vg}/${pool}`], { timeoutMs: DM_TIMEOUT_MS, uninterruptible: true });
+    // Activation may run thin_check on the pool's metadata: minutes on a large pool, never cut short.
+    await run('lvchange', ['-ay', `${this.vg}/${pool}`], { timeoutMs: 600_000, uninterruptible: true });
     const now = await find();
     if (!now) throw unavailable(`thin pool ${this.vg}/${pool} has no active thin-pool device on this node`);
     return now;
