@@ -303,7 +303,7 @@ export class LvmPool implements PoolBackend {
     const target = roundUp(capacityBytes, this.granularity);
     if (target > Number(row.lv_size)) {
       const cow = (await this.lvm.lvs(this.opts.vg)).filter((r) => r.origin === id && r.segtype !== 'thin' && isSnapshotRow(r)).map((r) => r.lv_name);
-      if (cow.length) throw precondition(`thick volume ${id} has copy-on-write snapshots (${cow.join(', ')}); LVM cannot grow the origin of one while it is active: delete them first`);
+      if (cow.length) throw precondition(`volume ${id} has copy-on-write snapshots (${cow.join(', ')}: its own, or members of group snapshots cut while it was attached); LVM cannot grow the origin of one while it is active: delete them first`);
       const params = volumeFromRow(row).parameters;
       const { availableBytes } = await this.capacity(params);
       if (target - Number(row.lv_size) > availableBytes) throw exhausted(`the pool has ${availableBytes} bytes available, growing needs ${target - Number(row.lv_size)}`);
