@@ -173,3 +173,63 @@ export async function snapshotterSyncPreProvisioned(client: CsiClient, list: (la
   }
   return out;
 }
+
+/**
+ * MODEL of external-snapshot-metadata v1.1.0 (no sidecar can run here), read from its source at that
+ * tag: pkg/sidecar/sidecar.go (its flags, a flag.FlagSet of its own: any other flag exits 2),
+ * pkg/internal/runtime/runtime.go (Args.Validate: csi-address, timeout, port > 0, tls-cert and
+ * tls-key required; initialize: GetPluginInfo for the driver name, an error exits;
+ * WaitTillCSIDriverIsValidated: csi-lib-utils ProbeForever, then GetPluginCapabilities must list
+ * SNAPSHOT_METADATA_SERVICE, else it exits 1: CrashLoopBackOff) and pkg/internal/server/grpc (per
+ * request: TokenReview with the audience, a SubjectAccessReview to get the VolumeSnapshot, the
+ * VolumeSnapshot, its content, its VolumeSnapshotClass by name or the list of classes for the
+ * driver's default, then the CSI call with the content's snapshot handle).
+ */
+export const SNAPSHOT_METADATA_FLAGS = ['csi-address', 'timeout', 'port', 'http-endpoint', 'kube-api-burst', 'kube-api-qps', 'kubeconfig', 'max-streaming-duration-min', 'metrics-path', 'tls-cert', 'tls-key', 'version', 'audience', 'disable-metrics'];
+
+/** The API calls the sidecar makes for each request, as RBAC must allow them (group, resource, verb). */
+export const SNAPSHOT_METADATA_API_CALLS: Array<[string, string, string]> = [
+  ['authentication.k8s.io', 'tokenreviews', 'create'],
+  ['authorization.k8s.io', 'subjectaccessreviews', 'create'],
+  ['snapshot.storage.k8s.io', 'volumesnapshots', 'get'],
+  ['snapshot.storage.k8s.io', 'volumesnapshotcontents', 'get'],
+  ['snapshot.storage.k8s.io', 'volumesnapshotclasses', 'get'],
+  ['snapshot.storage.k8s.io', 'volumesnapshotclasses', 'list'],
+];
+
+/** The sidecar's flags as it parses them; throws as it exits on a flag it does not know or a missing required one. */
+export function snapshotMetadataArgs(args: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const a of args) {
+    const m = /^--?([a-z-]+)(?:=(.*))?$/.exec(a);
+    if (!m || !SNAPSHOT_METADATA_FLAGS.includes(m[1]!)) throw new Error(`flag provided but not defined: ${a}`);
+    out[m[1]!] = m[2] ?? 'true';
+  }
+  if (!out['tls-cert']) throw new Error('missing TLSCertFile');
+  if (!out['tls-key']) throw new Error('missing TLSKeyFile');
+  if (out.port !== undefined && !(Number(out.port) > 0)) throw new Error('invalid GRPCPort');
+  return out;
+}
+
+export async function snapshotMetadataStartup(client: CsiClient, opts: { probeDeadlineMs?: number } = {}): Promise<{ driverName: string; calls: string[] }> {
+  const calls: string[] = ['GetPluginInfo'];
+  const driverName = (await client.getPluginInfo({}).catch((err: Error) => Promise.reject(new Error(`error getting CSI driver name: ${err.message}`)))).name;
+  const deadline = Date.now() + (opts.probeDeadlineMs ?? 10_000);
+  for (;;) {
+    calls.push('Probe');
+    let ready: boolean;
+    try {
+      ready = (await client.probe({})).ready?.value ?? true;
+    } catch (err) {
+      if ((await codeOf(Promise.reject(err))) !== 'DEADLINE_EXCEEDED') throw new Error(`error waiting for CSI driver to become ready: ${(err as Error).message}`);
+      ready = false;
+    }
+    if (ready) break;
+    if (Date.now() > deadline) throw new Error('CSI driver is not ready (the real sidecar would keep probing)');
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  calls.push('GetPluginCapabilities');
+  const caps = await client.getPluginCapabilities({}).catch((err: Error) => Promise.reject(new Error(`error getting CSI plugin capabilities: ${err.message}`)));
+  if (!caps.capabilities.some((c) => c.service?.type === 'SNAPSHOT_METADATA_SERVICE')) throw new Error(`CSI driver ${driverName} does not support the SNAPSHOT_METADATA_SERVICE`);
+  return { driverName, calls };
+}

@@ -68,3 +68,42 @@ resources:
 {{- define "vpool.nodePodSelector" -}}
 app.kubernetes.io/name=vpool-csi,app.kubernetes.io/instance={{ .Release.Name }},app.kubernetes.io/component=node
 {{- end }}
+
+{{/* The external-snapshot-metadata sidecar (docs/backup.md), beside the driver container that holds the pool. */}}
+{{- define "vpool.snapshotMetadataSidecar" -}}
+- name: csi-snapshot-metadata
+  image: {{ include "vpool.sidecarImage" .Values.snapshotMetadata.image }}
+  args:
+    - --csi-address=/csi/csi.sock
+    - --port={{ .Values.snapshotMetadata.port }}
+    - --http-endpoint=:{{ .Values.snapshotMetadata.healthPort }}
+    - --tls-cert=/etc/snapshot-metadata-tls/tls.crt
+    - --tls-key=/etc/snapshot-metadata-tls/tls.key
+    # Given here, so the sidecar need not read the SnapshotMetadataService object for it.
+    - --audience={{ .Values.snapshotMetadata.audience | default .Values.driverName }}
+    - --timeout=120s
+  ports:
+    - name: snapshot-meta
+      containerPort: {{ .Values.snapshotMetadata.port }}
+    - name: snapshot-health
+      containerPort: {{ .Values.snapshotMetadata.healthPort }}
+  readinessProbe:
+    httpGet:
+      path: /health
+      port: snapshot-health
+    periodSeconds: 10
+  {{- include "vpool.sidecarCommon" . | nindent 2 }}
+  volumeMounts:
+    - name: socket-dir
+      mountPath: /csi
+    - name: snapshot-metadata-tls
+      mountPath: /etc/snapshot-metadata-tls
+      readOnly: true
+{{- end -}}
+
+{{- define "vpool.snapshotMetadataVolume" -}}
+- name: snapshot-metadata-tls
+  secret:
+    secretName: {{ .Values.snapshotMetadata.tls.existingSecret | default (printf "%s-snapshot-metadata-tls" (include "vpool.name" .)) }}
+    defaultMode: 0440
+{{- end -}}
