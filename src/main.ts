@@ -5,6 +5,7 @@ import { addPoolCommands } from './cli/pool.js';
 import { addReconcileCommand } from './cli/reconcile.js';
 import { addCheckVolumeCommand } from './cli/check-volume.js';
 import { addTransferSignerCommand } from './cli/transfer-signer.js';
+import { addBackupCommands } from './cli/backup.js';
 import { packageVersion } from './project.js';
 import type { ServeOptions } from './cli/serve.js';
 
@@ -67,6 +68,7 @@ addPoolCommands(program);
 addReconcileCommand(program);
 addCheckVolumeCommand(program);
 addTransferSignerCommand(program);
+addBackupCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`vpool-csi: ${err instanceof Error ? err.message : String(err)}\n`);
