@@ -191,7 +191,10 @@ export async function startTransferServer(o: TransferServerOptions): Promise<{ p
   const answerMetadata = async (socket: Socket, m: MetadataRequest, res: import('node:http').ServerResponse): Promise<void> => {
     const who = identityOf(socket);
     if (!who) return void res.writeHead(403, { [ERROR_MESSAGE]: encodeURIComponent('the client certificate names no node') }).end();
-    if (!o.metadata || !o.authorizePeer) return void res.writeHead(404).end();
+    if (!o.metadata || !o.authorizePeer) {
+      log.warn('a peer asked for snapshot metadata, which this listener does not serve', { ...m, node: who.node });
+      return void res.writeHead(404).end();
+    }
     if (authorizing >= MAX_AUTHORIZING) return void res.writeHead(503, { 'retry-after': '2' }).end();
     let reason: string | null;
     authorizing++;
