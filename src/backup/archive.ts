@@ -88,14 +88,22 @@ export class ArchiveWriter {
     const safe = header.snapshot.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 200);
     const final = path.join(dir, `${String(seq).padStart(6, '0')}-${safe}.vbk`);
     const w = new ArchiveWriter(`${final}.tmp`, final);
+    // A run killed before its rename left this: never a file of the backup, and ours to replace.
+    await rm(w.tmp, { force: true });
     w.fh = await open(w.tmp, 'wx', 0o600);
-    const json = JSON.stringify(header);
-    await w.write(Buffer.from(`${json}\n${createHash('sha256').update(json).digest('hex')}\n`));
+    try {
+      const json = JSON.stringify(header);
+      await w.write(Buffer.from(`${json}\n${createHash('sha256').update(json).digest('hex')}\n`));
+    } catch (err) {
+      await w.abort();
+      throw err;
+    }
     return w;
   }
 
   private async write(b: Buffer): Promise<void> {
-    await this.fh.write(b, 0, b.length, this.at);
+    let done = 0;
+    while (done < b.length) done += (await this.fh.write(b, done, b.length - done, this.at + done)).bytesWritten;
     this.at += b.length;
   }
 

@@ -46,9 +46,10 @@ function metadataOnceOpen(pool: ServedPool, make: (backend: PoolBackend) => Loca
   pool.whenOpen(({ pool: o }) => {
     if (o.backend?.snapshotBlocks) local = make(o.backend);
   });
-  const none = () => Promise.reject(new DriverError('not-found', 'this node serves no snapshot metadata (yet)'));
+  // Not open yet (a served VolumePool being built): "not now", never "not here", which a reader takes as final.
+  const none = () => Promise.reject(new DriverError('unavailable', 'this node\'s pool is not open yet'));
   return {
-    holds: async (id) => (local ? local.holds(id) : false),
+    holds: async (id) => (local ? local.holds(id) : none()),
     allocated: (...a) => (local ? local.allocated(...a) : none()),
     delta: (...a) => (local ? local.delta(...a) : none()),
   };

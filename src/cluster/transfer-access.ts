@@ -77,9 +77,20 @@ export class TransferAccess {
     return source.holder;
   }
 
-  /** For requests any node plugin may make (snapshot metadata): the credential is a live node plugin's, used from its pod. */
-  checkPeer(who: PeerIdentity, address: string): Promise<void> {
-    return this.livePeer(who, address);
+  private readonly checked = new Map<string, number>();
+
+  /**
+   * For requests any node plugin may make (snapshot metadata): the credential is a live node plugin's,
+   * used from its pod. A pass is remembered for 30 s per pod and address: one backup's requests (and a
+   * fan-out asking every node) cost the API one read of the pod, not one each.
+   */
+  async checkPeer(who: PeerIdentity, address: string): Promise<void> {
+    const key = `${who.pod.uid}|${who.node}|${address}`;
+    const at = this.checked.get(key);
+    if (at !== undefined && performance.now() - at < 30_000) return;
+    await this.livePeer(who, address);
+    if (this.checked.size > 1024) this.checked.clear();
+    this.checked.set(key, performance.now());
   }
 
   /** The credential's pod is alive, a node plugin of the driver, on the node it names, and the connection comes from it. */

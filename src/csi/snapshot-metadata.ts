@@ -5,6 +5,7 @@ import type { GetMetadataDeltaRequest__Output } from '../../gen/csi/v1/GetMetada
 import type { ControllerContext } from '../driver/context.js';
 import { allocatedBlocks, changedBlocks, type BlockStream } from '../driver/controller/snapshot-metadata.js';
 import { invalid, outOfRange } from '../errors.js';
+import { HEARTBEAT, withHeartbeat } from '../heartbeat.js';
 
 /**
  * Tuples per message when the caller leaves max_results 0: about 20 bytes each on the wire, so a
@@ -38,16 +39,24 @@ async function* messages(stream: BlockStream, max: number): AsyncGenerator<GetMe
   });
   let batch: BlockMetadata[] = [];
   let sent = false;
-  for await (const [start, end] of stream.ranges) {
-    batch.push({ byte_offset: String(start), size_bytes: String(end - start) });
-    if (batch.length >= max) {
+  let at = Date.now();
+  // A delta that reads two images may find nothing for minutes: what it found goes out within FLUSH_MS,
+  // and a message with no tuples at least every HEARTBEAT_MS, so a reader (the sidecar, a forwarding
+  // node, a backup) tells a slow answer from a hung one.
+  for await (const item of withHeartbeat(stream.ranges, HEARTBEAT_MS)) {
+    if (item !== HEARTBEAT) batch.push({ byte_offset: String(item[0]), size_bytes: String(item[1] - item[0]) });
+    if (batch.length >= max || (batch.length && Date.now() - at >= FLUSH_MS) || item === HEARTBEAT) {
       yield message(batch);
       sent = true;
       batch = [];
+      at = Date.now();
     }
   }
   if (batch.length || !sent) yield message(batch);
 }
+
+const FLUSH_MS = 5_000;
+const HEARTBEAT_MS = 30_000;
 
 export async function getMetadataAllocated(ctx: ControllerContext, req: GetMetadataAllocatedRequest__Output, signal: AbortSignal): Promise<AsyncIterable<GetMetadataAllocatedResponse>> {
   const max = perMessage(req.max_results);

@@ -1,9 +1,9 @@
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { PeerCertificate } from 'node:tls';
-import { createInterface } from 'node:readline';
 import { DriverError, errorMessage, internal, notFound, unavailable, type ErrorKind } from '../errors.js';
 import { isId } from '../ids.js';
+import { HEARTBEAT, withHeartbeat } from '../heartbeat.js';
 import { log } from '../log.js';
 import type { TransferCredentials } from './credentials.js';
 import { identityFromSan, type PeerIdentity } from './identity.js';
@@ -44,6 +44,12 @@ export interface LocalMetadata {
 const PER_LINE = 1024;
 /** How long a forwarded stream may bring nothing: as long as the CSI stream's own stall bound (csi/rpc.ts). */
 const STREAM_IDLE_MS = 300_000;
+/** Ranges found are sent within this, and a line at least this often while nothing is found. */
+const FLUSH_MS = 5_000;
+const HEARTBEAT_MS = 30_000;
+/** A line of the answer is at most 1,024 ranges (about 40 KiB): a longer one is no answer of a holder. */
+const MAX_LINE = 256 * 1024;
+
 const KINDS: ReadonlySet<ErrorKind> = new Set(['invalid', 'not-found', 'conflict', 'out-of-range', 'exhausted', 'precondition', 'busy', 'unsupported', 'denied', 'unavailable', 'cancelled', 'internal']);
 
 /** The metadata request a URL asks for; null when it is none (another route), 'bad' when malformed. */
@@ -97,8 +103,10 @@ export async function serveMetadata(r: MetadataRequest, res: ServerResponse, loc
   res.writeHead(200, { 'content-type': 'application/x-ndjson' });
   const line = async (o: unknown) => {
     if (!res.write(`${JSON.stringify(o)}\n`)) {
+      // A reader that takes nothing for a stall window is given up: its slot and open images are freed.
       await new Promise<void>((resolve) => {
-        const done = () => (res.off('drain', done), res.off('close', done), resolve());
+        const timer = setTimeout(() => res.destroy(new Error('the reader took nothing for 300 s')), STREAM_IDLE_MS);
+        const done = () => (clearTimeout(timer), res.off('drain', done), res.off('close', done), resolve());
         res.once('drain', done);
         res.once('close', done);
       });
@@ -106,14 +114,24 @@ export async function serveMetadata(r: MetadataRequest, res: ServerResponse, loc
     if (gone.signal.aborted) throw gone.signal.reason;
   };
   try {
+    // Not holding the snapshot asked about (the target of a delta) is "ask elsewhere"; any other answer is the answer.
+    if (!(await local.holds(r.snapshot))) {
+      res.write(`${JSON.stringify({ error: { kind: 'not-found', message: `snapshot ${r.snapshot} is not on this node`, moved: true } })}\n`);
+      res.end();
+      return;
+    }
     const stream = r.op === 'allocated' ? await local.allocated(r.snapshot, r.from, gone.signal) : await local.delta(r.base!, r.snapshot, r.from, gone.signal);
     await line({ capacity: stream.capacityBytes });
     let batch: number[] = [];
-    for await (const [s, e] of stream.ranges) {
-      batch.push(s, e);
-      if (batch.length >= 2 * PER_LINE) {
+    let sent = Date.now();
+    // While the pool computes (an ext4 delta reads both images), what was found goes out every few seconds and an
+    // empty line at least every HEARTBEAT_MS: the forwarder's idle bound measures a silent holder, not a slow one.
+    for await (const item of withHeartbeat(stream.ranges, HEARTBEAT_MS)) {
+      if (item !== HEARTBEAT) batch.push(item[0], item[1]);
+      if (batch.length >= 2 * PER_LINE || (Date.now() - sent >= FLUSH_MS && batch.length) || item === HEARTBEAT) {
         await line({ r: batch });
         batch = [];
+        sent = Date.now();
       }
     }
     if (batch.length) await line({ r: batch });
@@ -191,7 +209,10 @@ export class MetadataClient {
         return null;
       }),
     );
-    const found = answers.find((p): p is MetadataPeer => p !== null);
+    const claimed = answers.filter((p): p is MetadataPeer => p !== null);
+    // Snapshot IDs are unique to the node that made them: two nodes claiming one is a node that lies (or a copy made by hand).
+    if (claimed.length > 1) throw unavailable(`nodes ${claimed.map((p) => p.node).join(', ')} each claim snapshot ${snapshotId}; refusing to guess which answers for it`);
+    const found = claimed[0];
     if (found) {
       if (this.holders.size > 4096) this.holders.clear();
       this.holders.set(snapshotId, found.node);
@@ -212,9 +233,11 @@ export class MetadataClient {
       const reason = res.headers['x-vpool-error'] ? `: ${safeDecode(String(res.headers['x-vpool-error']))}` : '';
       throw res.statusCode === 403 ? new DriverError('denied', `node ${peer.node} refused the forwarded request${reason}`) : unavailable(`node ${peer.node} answered ${res.statusCode}${reason}`);
     }
-    const lines = createInterface({ input: res, crlfDelay: Infinity })[Symbol.asyncIterator]();
+    const lines = boundedLines(res, MAX_LINE)[Symbol.asyncIterator]();
     const next = async (): Promise<Record<string, unknown>> => {
-      const { value, done } = await lines.next();
+      const { value, done } = await lines.next().catch((err: unknown) => {
+        throw unavailable(`the answer of node ${peer.node}: ${errorMessage(err)}`);
+      });
       if (done) throw unavailable(`the answer of node ${peer.node} ended before it was complete`);
       try {
         return JSON.parse(value) as Record<string, unknown>;
@@ -229,7 +252,11 @@ export class MetadataClient {
     const first = await next();
     if (first.error) {
       res.destroy();
-      if ((first.error as { kind?: string }).kind === 'not-found' && remembered) return 'moved';
+      // Moved: the holder remembered no longer holds it (a base missing there is the answer, not a move).
+      if ((first.error as { moved?: boolean }).moved === true) {
+        if (remembered) return 'moved';
+        throw unavailable(`node ${peer.node} said it held snapshot ${path.split(/[=&]/)[1]} and now does not`);
+      }
       fail(first.error);
     }
     if (typeof first.capacity !== 'number' || !Number.isSafeInteger(first.capacity) || first.capacity < 0) throw unavailable(`node ${peer.node} sent no capacity`);
@@ -296,4 +323,19 @@ function safeDecode(s: string): string {
   } catch {
     return s;
   }
+}
+
+/** The lines of a body, each at most `max` bytes: a longer one ends the body with an error. */
+async function* boundedLines(body: AsyncIterable<Buffer>, max: number): AsyncGenerator<string> {
+  let pending = '';
+  for await (const chunk of body) {
+    pending += chunk.toString('utf8');
+    let i: number;
+    while ((i = pending.indexOf('\n')) >= 0) {
+      yield pending.slice(0, i);
+      pending = pending.slice(i + 1);
+    }
+    if (pending.length > max) throw new Error(`a line longer than ${max} bytes`);
+  }
+  if (pending.length) yield pending;
 }

@@ -14,7 +14,12 @@ const DRIVER = 'vpool.csi.dev';
 const NS = 'vpool-csi';
 const CA = '-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n';
 
-type Pod = { serviceAccountName: string; containers: Array<{ name: string; args?: string[]; ports?: Array<{ name?: string; containerPort: number }>; volumeMounts?: Array<{ name: string; mountPath: string }> }>; volumes?: Array<{ name: string; secret?: { secretName: string } }> };
+type Pod = {
+  serviceAccountName: string;
+  securityContext?: { fsGroup?: number };
+  containers: Array<{ name: string; args?: string[]; ports?: Array<{ name?: string; containerPort: number }>; volumeMounts?: Array<{ name: string; mountPath: string }>; readinessProbe?: unknown; securityContext?: { runAsUser?: number; runAsGroup?: number } }>;
+  volumes?: Array<{ name: string; secret?: { secretName: string; defaultMode?: number } }>;
+};
 const podOf = (objects: K8sObject[], kind: 'DaemonSet' | 'Deployment') => (objects.find((o) => o.kind === kind)!.spec as { template: { spec: Pod } }).template.spec;
 const one = (objects: K8sObject[], kind: string, name?: string) => {
   const found = objects.filter((o) => o.kind === kind && (!name || o.metadata.name === name));
@@ -61,7 +66,18 @@ describe('the chart\'s external-snapshot-metadata sidecar', needsRoot(), () => {
       // TLS from the Secret given.
       const tlsVolume = mountOf(sidecar, f['tls-cert']!);
       assert.equal(mountOf(sidecar, f['tls-key']!), tlsVolume);
-      assert.equal(pod.volumes!.find((v) => v.name === tlsVolume)?.secret?.secretName, 'backup-tls');
+      const secret = pod.volumes!.find((v) => v.name === tlsVolume)?.secret;
+      assert.equal(secret?.secretName, 'backup-tls');
+      // The kubelet writes a Secret's files owned by root (group: the pod's fsGroup, if any) with defaultMode: the
+      // sidecar's user must be able to read them, or it exits at start (its certificate watcher reads the key).
+      const mode = secret?.defaultMode ?? 0o644;
+      const uid = sidecar.securityContext?.runAsUser;
+      const readable = uid === 0 || (mode & 0o004) !== 0 || ((mode & 0o040) !== 0 && pod.securityContext?.fsGroup !== undefined && pod.securityContext.fsGroup === sidecar.securityContext?.runAsGroup);
+      assert.ok(readable, `the TLS files (mode ${mode.toString(8)}) are readable by the sidecar's user ${uid}`);
+      assert.equal(pod.containers.filter((c) => c.volumeMounts?.some((m) => m.name === tlsVolume)).map((c) => c.name).join(), 'csi-snapshot-metadata', 'only the sidecar mounts the key');
+      // No readiness probe: it would hold a node pod not Ready, and the DaemonSet's rollout, while the pool is not served.
+      assert.equal(sidecar.readinessProbe, undefined);
+      assert.equal(f['disable-metrics'], 'true', 'no metrics naming VolumeSnapshots on an open port');
       // Its ports apart from every other port of the pod (hostNetwork: of the node too).
       const grpcPort = Number(f.port);
       const healthPort = Number(f['http-endpoint']!.split(':').pop());
@@ -100,8 +116,10 @@ describe('the chart\'s external-snapshot-metadata sidecar', needsRoot(), () => {
     });
   }
 
-  it('refuses to render without the TLS Secret and CA, saying what to give', async () => {
+  it('refuses to render without the TLS Secret and CA, or (file, lvm) without the transfer that forwards, saying what to give', async () => {
     await assert.rejects(render(['backend=file', 'snapshotMetadata.enabled=true'], NS), /snapshotMetadata\.tls\.existingSecret.*snapshotMetadata\.tls\.caCert/s);
+    await assert.rejects(render([...sets('lvm'), 'snapshotMetadata.tls.caCert=x', 'transfer.enabled=false'], NS), /needs transfer\.enabled/);
+    assert.ok((await render([...sets('libvirt'), 'snapshotMetadata.tls.caCert=x', 'transfer.enabled=false'], NS)).some((o) => o.kind === 'SnapshotMetadataService'), 'libvirt needs no transfer');
   });
 
   it('file: the sidecar\'s start-up against the node plugin container as rendered passes, and its calls are answered', async () => {
@@ -109,8 +127,11 @@ describe('the chart\'s external-snapshot-metadata sidecar', needsRoot(), () => {
     await writeFile(caFile, CA);
     const kubelet = path.join(dir, 'kubelet');
     const pool = path.join(dir, 'pool');
-    const objects = await render(sets('file', ['metrics.enabled=false', 'transfer.enabled=false', `kubeletDir=${kubelet}`, `file.poolDir=${pool}`]), NS, [], ['--set-file', `snapshotMetadata.tls.caCert=${caFile}`]);
-    const node = await runContainer(containerOf(objects, 'DaemonSet', 'driver'), { '/csi': path.join(dir, 'plugin') }, { NODE_NAME: 'node-a', KUBECONFIG: kubeconfig });
+    const objects = await render(sets('file', ['metrics.enabled=false', `kubeletDir=${kubelet}`, `file.poolDir=${pool}`]), NS, [], ['--set-file', `snapshotMetadata.tls.caCert=${caFile}`]);
+    // The transfer's flags left out: its listener needs the pod IP and a certificate from the signer, which this
+    // model of the kubelet does not make (test/e2e/snapshot-metadata-forward.test.ts runs it).
+    const rendered = containerOf(objects, 'DaemonSet', 'driver');
+    const node = await runContainer({ ...rendered, args: rendered.args!.filter((a) => !a.startsWith('--transfer-')) }, { '/csi': path.join(dir, 'plugin') }, { NODE_NAME: 'node-a', KUBECONFIG: kubeconfig });
     try {
       const model = await snapshotMetadataStartup(node.client, { probeDeadlineMs: 60_000 });
       assert.equal(model.driverName, DRIVER);

@@ -107,6 +107,8 @@ describe('SnapshotMetadata forwarded to the node holding the snapshot, over the 
   });
 
   it('with A gone, B answers UNAVAILABLE (it cannot tell the snapshot is nowhere), not NOT_FOUND', async () => {
+    // A fresh B remembers no holder: it asks every node, and A does not answer.
+    await nodes.restartB();
     await nodes.a.stop();
     try {
       assert.equal(await codeOf(nodes.b.client.getMetadataAllocated({ snapshot_id: s1, starting_offset: '0', max_results: 0 })), 'UNAVAILABLE');

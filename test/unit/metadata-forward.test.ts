@@ -147,8 +147,52 @@ describe('snapshot metadata forwarding: the route, and what the forwarding side 
     const c = new MetadataClient(creds, () => holders);
     await collect(c);
     // Moved to node-c.
-    scripts[0] = (req, res) => (req.method === 'HEAD' ? res.writeHead(404).end() : res.writeHead(200).end('{"error":{"kind":"not-found","message":"no such snapshot"}}\n'));
+    scripts[0] = (req, res) => (req.method === 'HEAD' ? res.writeHead(404).end() : res.writeHead(200).end('{"error":{"kind":"not-found","message":"no such snapshot","moved":true}}\n'));
     scripts[1] = (req, res) => (req.method === 'HEAD' ? res.writeHead(200).end() : res.writeHead(200).end('{"capacity":8192}\n{"r":[4096,8192]}\n{"end":true}\n'));
     assert.deepEqual(await collect(c), { capacity: 8192, out: [[4096, 8192]] });
+  });
+
+  it('a base the holder lacks is its answer (NOT_FOUND), not a move: no peer is asked again; heartbeats (empty lines) are taken', async () => {
+    let heads = 0;
+    scripts[0] = (req, res) => {
+      if (req.method === 'HEAD') return (heads++, res.writeHead(200).end());
+      res.writeHead(200).end(req.url!.includes('/delta') ? '{"error":{"kind":"not-found","message":"base_snapshot_id x: no such snapshot"}}\n' : '{"capacity":8192}\n{"r":[]}\n{"r":[]}\n{"r":[0,4096]}\n{"end":true}\n');
+    };
+    scripts[1] = (_req, res) => res.writeHead(404).end();
+    const c = new MetadataClient(creds, () => holders);
+    assert.deepEqual(await collect(c), { capacity: 8192, out: [[0, 4096]] });
+    const delta = c.delta('snap-gone-0123456789abcdef', SNAP, 0, new AbortController().signal);
+    assert.match(await failure(delta), /^not-found: .*base_snapshot_id/);
+    assert.equal(heads, 1, 'the remembered holder answered; nobody was asked again');
+  });
+
+  it('refuses to guess when two nodes claim one snapshot, and a line longer than any holder sends', async () => {
+    scripts[0] = (req, res) => (req.method === 'HEAD' ? res.writeHead(200).end() : res.writeHead(200).end('{"capacity":4096}\n{"end":true}\n'));
+    scripts[1] = (req, res) => (req.method === 'HEAD' ? res.writeHead(200).end() : res.writeHead(200).end('{"capacity":4096}\n{"end":true}\n'));
+    assert.match(await failure(collect(new MetadataClient(creds, () => holders))), /^unavailable: nodes node-a, node-c each claim/);
+    holdsOnA(`{"capacity":1048576}\n{"r":[${'0,'.repeat(200_000)}0]}\n{"end":true}\n`);
+    assert.match(await failure(collect(new MetadataClient(creds, () => holders))), /^unavailable: .*longer than/);
+  });
+});
+
+describe('heartbeats of a slow stream', () => {
+  it('marks each silence of the period between items, passes every item through, and ends (and cleans up) with its source', async () => {
+    const { HEARTBEAT, withHeartbeat } = await import('../../src/heartbeat.js');
+    let closed = false;
+    const slow = async function* () {
+      try {
+        yield 1;
+        await new Promise((r) => setTimeout(r, 120));
+        yield 2;
+      } finally {
+        closed = true;
+      }
+    };
+    const got: Array<number | string> = [];
+    for await (const x of withHeartbeat(slow(), 25)) got.push(x === HEARTBEAT ? 'beat' : (x as number));
+    assert.equal(got[0], 1);
+    assert.equal(got.at(-1), 2);
+    assert.ok(got.filter((x) => x === 'beat').length >= 2, `heartbeats in a 120 ms silence at 25 ms: ${got.join(',')}`);
+    assert.ok(closed);
   });
 });

@@ -82,16 +82,14 @@ app.kubernetes.io/name=vpool-csi,app.kubernetes.io/instance={{ .Release.Name }},
     # Given here, so the sidecar need not read the SnapshotMetadataService object for it.
     - --audience={{ .Values.snapshotMetadata.audience | default .Values.driverName }}
     - --timeout=120s
+    - --max-streaming-duration-min={{ .Values.snapshotMetadata.maxStreamingMinutes }}
+    # Its metrics label each call with the VolumeSnapshot's namespace and name: not served.
+    - --disable-metrics
+  # No readiness probe: the sidecar listens only once the driver is ready, and a probe would hold a node
+  # plugin pod not Ready (stalling the DaemonSet's rollout) for as long as its pool is not served.
   ports:
     - name: snapshot-meta
       containerPort: {{ .Values.snapshotMetadata.port }}
-    - name: snapshot-health
-      containerPort: {{ .Values.snapshotMetadata.healthPort }}
-  readinessProbe:
-    httpGet:
-      path: /health
-      port: snapshot-health
-    periodSeconds: 10
   {{- include "vpool.sidecarCommon" . | nindent 2 }}
   volumeMounts:
     - name: socket-dir
@@ -104,6 +102,7 @@ app.kubernetes.io/name=vpool-csi,app.kubernetes.io/instance={{ .Release.Name }},
 {{- define "vpool.snapshotMetadataVolume" -}}
 - name: snapshot-metadata-tls
   secret:
-    secretName: {{ .Values.snapshotMetadata.tls.existingSecret | default (printf "%s-snapshot-metadata-tls" (include "vpool.name" .)) }}
-    defaultMode: 0440
+    secretName: {{ .Values.snapshotMetadata.tls.existingSecret }}
+    # Mounted by the sidecar alone, which runs as a non-root user the files' owner (root) is not.
+    defaultMode: 0444
 {{- end -}}

@@ -102,14 +102,9 @@ export async function allocatedBlocks(ctx: MetadataContext, req: { snapshotId: s
   const snap = await localSnapshot(ctx, 'snapshot_id', req.snapshotId);
   if (!snap && ctx.remoteMetadata) {
     if (!Number.isSafeInteger(req.from) || req.from < 0) throw outOfRange(`starting_offset ${req.from} is negative`);
-    const release = await slots.take(signal);
-    try {
-      const remote = await ctx.remoteMetadata.allocated(req.snapshotId, req.from, signal);
-      return { capacityBytes: remote.capacityBytes, ranges: holding(release, remote.ranges) };
-    } catch (err) {
-      release();
-      throw err;
-    }
+    // No slot here: a relay reads no disk, and the holder takes one of its own (two nodes relaying to each
+    // other from a shared pool of slots could each wait for the other's).
+    return ctx.remoteMetadata.allocated(req.snapshotId, req.from, signal);
   }
   if (!snap) throw notFound(`snapshot_id ${req.snapshotId}: no such snapshot`);
   const blocks = blocksOf(ctx);
@@ -129,14 +124,7 @@ export async function changedBlocks(ctx: MetadataContext, req: { baseId: string;
   const target = await localSnapshot(ctx, 'target_snapshot_id', req.targetId);
   if (!base && !target && ctx.remoteMetadata) {
     if (!Number.isSafeInteger(req.from) || req.from < 0) throw outOfRange(`starting_offset ${req.from} is negative`);
-    const release = await slots.take(signal);
-    try {
-      const remote = await ctx.remoteMetadata.delta(req.baseId, req.targetId, req.from, signal);
-      return { capacityBytes: remote.capacityBytes, ranges: holding(release, remote.ranges) };
-    } catch (err) {
-      release();
-      throw err;
-    }
+    return ctx.remoteMetadata.delta(req.baseId, req.targetId, req.from, signal);
   }
   if (!base) throw notFound(`base_snapshot_id ${req.baseId}: no such snapshot${target ? ' on the node that holds the target (a delta is between snapshots of one volume)' : ''}`);
   if (!target) throw notFound(`target_snapshot_id ${req.targetId}: no such snapshot on the node that holds the base (a delta is between snapshots of one volume)`);
