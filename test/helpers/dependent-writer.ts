@@ -18,13 +18,15 @@ export const RECORD = 4096;
 /**
  * A writer of dependent writes: write n goes to member n mod (members), and is issued only once
  * write n-1 completed (an fdatasync after each: the data is on the device, not in the page cache).
- * On a block device, member k's i-th record is the 4 KiB at i*4096 holding "n\n" then zeros.
+ * On a block device, member k's i-th record is the 4 KiB at i*4096 holding "n\n" then zeros (with
+ * `wrapRecords`, at (i mod wrapRecords)*4096: a writer that must not run off the end of its device).
  * It prints each n once done.
  */
-export function dependentWriter(targets: readonly WriterTarget[]): DependentWriter {
+export function dependentWriter(targets: readonly WriterTarget[], o: { wrapRecords?: number } = {}): DependentWriter {
   const script = `
     const fs = require('node:fs');
     const targets = JSON.parse(process.argv[1]);
+    const WRAP = Number(process.argv[2] || 0);
     const fds = targets.map((t) => t.kind === 'dir' ? fs.openSync(t.path + '/log', 'a') : fs.openSync(t.path, 'r+'));
     const counts = targets.map(() => 0);
     let stop = false;
@@ -36,7 +38,8 @@ export function dependentWriter(targets: readonly WriterTarget[]): DependentWrit
         else {
           const rec = Buffer.alloc(${RECORD});
           rec.write(n + '\\n');
-          fs.writeSync(fds[k], rec, 0, rec.length, counts[k]++ * ${RECORD});
+          // With a wrap, a block member's records go round (for a test of progress only, not of what a cut holds).
+          fs.writeSync(fds[k], rec, 0, rec.length, (WRAP ? counts[k]++ % WRAP : counts[k]++) * ${RECORD});
         }
         fs.fdatasyncSync(fds[k]);
         process.stdout.write(n + '\\n');
@@ -44,7 +47,7 @@ export function dependentWriter(targets: readonly WriterTarget[]): DependentWrit
       }
       process.exit(0);
     })();`;
-  const proc = spawn(process.execPath, ['-e', script, JSON.stringify(targets)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn(process.execPath, ['-e', script, JSON.stringify(targets), String(o.wrapRecords ?? 0)], { stdio: ['ignore', 'pipe', 'inherit'] });
   let last = 0;
   const waiters: Array<{ n: number; resolve: () => void }> = [];
   createInterface({ input: proc.stdout! }).on('line', (l) => {
