@@ -21,13 +21,17 @@ interface RestoreOptions {
   upto?: string;
 }
 
-/** Ctrl-C (or SIGTERM) stops the run: what it was writing is removed, and the command exits 130. */
-function interruptible(): AbortController {
+/** Runs `work` so that Ctrl-C (or SIGTERM) stops it: the command says what is left (`left`) and exits 130. */
+async function interruptible(left: string, work: (signal: AbortSignal) => Promise<void>): Promise<void> {
   const stop = new AbortController();
   const on = () => stop.abort(new Error('interrupted'));
   process.once('SIGINT', on);
   process.once('SIGTERM', on);
-  return stop;
+  await work(stop.signal).catch((err: unknown) => {
+    if (!stop.signal.aborted) throw err;
+    process.stderr.write(`vpool-csi: interrupted; ${left}\n`);
+    process.exit(130);
+  });
 }
 
 /**
@@ -56,14 +60,7 @@ export function addBackupCommands(program: Command): void {
     .option('--max-results <n>', 'ranges per message of the metadata stream (0: the server\'s choice)', '0')
     .action(async (o: TakeOptions) => {
       const { take } = await import('../backup/take.js');
-      const stop = interruptible();
-      await take(o, stop.signal).catch((err: unknown) => {
-        if (stop.signal.aborted) {
-          process.stderr.write('vpool-csi: interrupted; nothing of this run is kept\n');
-          process.exit(130);
-        }
-        throw err;
-      });
+      await interruptible('nothing of this run is kept', (signal) => take(o, signal));
     });
   backup
     .command('restore')
@@ -73,13 +70,6 @@ export function addBackupCommands(program: Command): void {
     .option('--upto <snapshot>', 'the snapshot to restore (default: the last backed up)')
     .action(async (o: RestoreOptions) => {
       const { restore } = await import('../backup/restore.js');
-      const stop = interruptible();
-      await restore(o, stop.signal).catch((err: unknown) => {
-        if (stop.signal.aborted) {
-          process.stderr.write('vpool-csi: interrupted; the volume holds a partial restore\n');
-          process.exit(130);
-        }
-        throw err;
-      });
+      await interruptible('the volume holds a partial restore', (signal) => restore(o, signal));
     });
 }

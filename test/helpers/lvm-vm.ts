@@ -6,6 +6,15 @@ import { MiB } from './driver.js';
 
 export const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 
+/** As sh, and a failure says the command and its stderr. */
+export const shSaying = (cmd: string, args: string[]) => {
+  try {
+    return sh(cmd, args);
+  } catch (err) {
+    throw new Error(`${cmd} ${args.join(' ')} failed: ${(err as { stderr?: string }).stderr ?? err}`);
+  }
+};
+
 /** The SHA-256 of a whole device or file (the first `bytes` of it). */
 export async function sumOf(file: string, bytes: number): Promise<string> {
   const fh = await open(file, 'r');

@@ -7,46 +7,19 @@ import { execFileSync } from 'node:child_process';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { GetMetadataAllocatedResponse__Output } from '../../gen/csi/v1/GetMetadataAllocatedResponse.js';
 import { blockCap, createVolume, mountCap, paths, stageAndPublish, unpublishAndUnstage } from '../helpers/csi.js';
 import { readAt, writeAt } from '../helpers/data.js';
 import { dependentWriter, missingBelowMost, recordsOn, type WriterTarget } from '../helpers/dependent-writer.js';
+import { shSaying as sh } from '../helpers/lvm-vm.js';
+import { bytesIn, covered, rangesOf, type Range } from '../helpers/snapshot-metadata.js';
 import { BIN, codeOf, finish, MiB, pattern, startDriver, type Driver } from '../helpers/driver.js';
 
 const VG = 'cbtpool';
 const DISKS = ['/dev/disk/by-id/virtio-data0', '/dev/disk/by-id/virtio-data1'];
 const K = 4096;
-type Range = [number, number];
 const RUN_DIR = '/run/vpool-csi';
 
-const sh = (cmd: string, args: string[]) => {
-  try {
-    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (err) {
-    throw new Error(`${cmd} ${args.join(' ')} failed: ${(err as { stderr?: string }).stderr ?? err}`);
-  }
-};
 const lvNames = () => sh('lvs', ['--noheadings', '-o', 'lv_name', VG]).split('\n').map((l) => l.trim()).filter(Boolean).sort();
-
-function rangesOf(messages: GetMetadataAllocatedResponse__Output[], capacity: number): Range[] {
-  assert.ok(messages.length >= 1, 'at least one message: it carries the capacity');
-  const out: Range[] = [];
-  for (const m of messages) {
-    assert.equal(m.block_metadata_type, 'VARIABLE_LENGTH');
-    assert.equal(m.volume_capacity_bytes, String(capacity));
-    for (const b of m.block_metadata) {
-      const s = Number(b.byte_offset);
-      const e = s + Number(b.size_bytes);
-      assert.ok(e > s);
-      if (out.length) assert.ok(out.at(-1)![1] <= s, 'ascending, apart');
-      assert.ok(e <= capacity, 'within the volume');
-      out.push([s, e]);
-    }
-  }
-  return out;
-}
-const bytesIn = (rs: readonly Range[]) => rs.reduce((n, [s, e]) => n + e - s, 0);
-const covered = (rs: readonly Range[], at: number) => rs.some(([s, e]) => s <= at && at < e);
 
 describe('lvm pool: snapshot metadata and group snapshots on real device-mapper', { timeout: 20 * 60_000 }, () => {
   let d: Driver;
