@@ -17,16 +17,37 @@ export interface TwoHosts {
   remove(): Promise<void>;
 }
 
+/**
+ * A 10.N.0.0/16 that no route on this machine (any table: local addresses included) overlaps. A
+ * subnet taken from the pid alone once landed on podman's 10.88.0.0/16, whose 10.88.0.1 is a local
+ * address: connections meant for namespace A reached this machine instead (ECONNREFUSED).
+ */
+async function freeSubnet(): Promise<number> {
+  const { stdout } = await execFileP('ip', ['-j', '-4', 'route', 'show', 'table', 'all']);
+  const taken = new Set<number>();
+  for (const r of JSON.parse(stdout) as { dst: string }[]) {
+    const m = /^10\.(\d+)\.\d+\.\d+(?:\/(\d+))?$/.exec(r.dst);
+    if (!m) continue;
+    if (m[2] !== undefined && Number(m[2]) < 16) throw new Error(`a route covers more than one 10.N.0.0/16 (${r.dst}): no subnet to test on`);
+    taken.add(Number(m[1]));
+  }
+  for (let i = 0; i < 100; i++) {
+    const n = 64 + ((process.pid + i) % 100);
+    if (!taken.has(n)) return n;
+  }
+  throw new Error('no free 10.N.0.0/16 among 10.64-10.163 for the test namespaces');
+}
+
 export async function twoHosts(tag: string, o: { hostLink?: boolean } = {}): Promise<TwoHosts> {
   const id = `${tag}${process.pid % 10000}`;
   const [nsA, nsB, vA, vB] = [`${id}a`, `${id}b`, `v${id}a`, `v${id}b`];
-  const subnet = 64 + (process.pid % 100);
-  const a = { ns: nsA, addr: `10.${subnet}.0.1` };
-  const b = { ns: nsB, addr: `10.${subnet}.0.2` };
   const remove = async () => {
     for (const ns of [nsA, nsB]) await ip('netns', 'del', ns).catch(() => undefined);
   };
   await remove();
+  const subnet = await freeSubnet();
+  const a = { ns: nsA, addr: `10.${subnet}.0.1` };
+  const b = { ns: nsB, addr: `10.${subnet}.0.2` };
   await ip('netns', 'add', nsA);
   await ip('netns', 'add', nsB);
   await ip('link', 'add', vA, 'type', 'veth', 'peer', 'name', vB);
