@@ -84,8 +84,9 @@ export interface TestDomain {
 /**
  * A small TCG domain (`type='qemu'`, no KVM here) booting Debian's kernel and the idle initramfs of
  * test/libvirt/idle-guest.sh; `<acpi/>` is what PCI hot-plug needs. Defined only, or started.
+ * `writer`: the guest also writes dependent writes across that many vp- disks (idle-guest.sh).
  */
-export async function testDomain(name: string, dir: string, start: boolean): Promise<TestDomain> {
+export async function testDomain(name: string, dir: string, start: boolean, o: { writer?: number } = {}): Promise<TestDomain> {
   const { writeFile, readFile } = await import('node:fs/promises');
   const { randomUUID } = await import('node:crypto');
   const guest = path.join(dir, 'guest');
@@ -103,7 +104,7 @@ export async function testDomain(name: string, dir: string, start: boolean): Pro
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>${guest}/vmlinux</kernel>
     <initrd>${guest}/idle-initrd.cpio</initrd>
-    <cmdline>console=ttyS0 quiet</cmdline>
+    <cmdline>console=ttyS0 quiet${o.writer ? ` vpwriter=${o.writer}` : ''}</cmdline>
   </os>
   <features><acpi/><apic/></features>
   <on_poweroff>destroy</on_poweroff>

@@ -233,3 +233,27 @@ export async function snapshotMetadataStartup(client: CsiClient, opts: { probeDe
   if (!caps.capabilities.some((c) => c.service?.type === 'SNAPSHOT_METADATA_SERVICE')) throw new Error(`CSI driver ${driverName} does not support the SNAPSHOT_METADATA_SERVICE`);
   return { driverName, calls };
 }
+
+/**
+ * MODEL of external-snapshotter v8.3.0's csi-snapshotter creating a dynamic VolumeGroupSnapshot (none
+ * can run here), read from its source: pkg/sidecar-controller/groupsnapshot_helper.go
+ * (createGroupSnapshotWrapper), pkg/utils/util.go (RemovePrefixedParameters) and csi_handler.go
+ * (makeGroupSnapshotName). The class's parameters lose the csi.storage.k8s.io/ secret keys it knows
+ * (any other key under that prefix fails the group before the driver is called); with
+ * --extra-create-metadata (the chart passes it) three keys are added: the VolumeGroupSnapshot's name and
+ * namespace and the VolumeGroupSnapshotContent's name. The request's name is "groupsnapshot-<UID>".
+ * The same request is sent again to see a dynamic group become ready (checkandUpdateGroupSnapshotContentStatusOperation).
+ */
+export function snapshotterCreateGroupSnapshot(g: { uid: string; name: string; namespace: string; contentName: string; volumeHandles: string[]; classParameters?: Record<string, string> }): Parameters<CsiClient['createVolumeGroupSnapshot']>[0] {
+  const known = ['snapshotter-secret-name', 'snapshotter-secret-namespace', 'snapshotter-list-secret-name', 'snapshotter-list-secret-namespace', 'group-snapshotter-get-secret-name', 'group-snapshotter-get-secret-namespace', 'group-snapshotter-secret-name', 'group-snapshotter-secret-namespace'].map((k) => `csi.storage.k8s.io/${k}`);
+  const parameters: Record<string, string> = {};
+  for (const [k, v] of Object.entries(g.classParameters ?? {})) {
+    if (k.startsWith('csi.storage.k8s.io/')) {
+      if (!known.includes(k)) throw new Error(`found unknown parameter key "${k}" with reserved namespace csi.storage.k8s.io/`);
+    } else parameters[k] = v;
+  }
+  parameters['csi.storage.k8s.io/volumegroupsnapshot/name'] = g.name;
+  parameters['csi.storage.k8s.io/volumegroupsnapshot/namespace'] = g.namespace;
+  parameters['csi.storage.k8s.io/volumegroupsnapshotcontent/name'] = g.contentName;
+  return { name: `groupsnapshot-${g.uid}`, source_volume_ids: g.volumeHandles, parameters, secrets: {} };
+}

@@ -3,6 +3,11 @@
 # test/vm/vm-run.sh --setup-only) and a busybox initramfs that reports on its serial console, every
 # time they change, the virtio disks it sees as name:serial:sectors:ro. Hot-plug is observed from
 # inside the guest, not only in libvirt's XML.
+# With `vpwriter=N` on the kernel command line, the guest is also a writer of dependent writes (the
+# records of test/helpers/dependent-writer.ts): once N disks with a vp- serial are there (sorted by
+# serial), write n goes to disk n mod N as its next 4 KiB record ("n\n", zeros), and is issued only
+# once write n-1 is on its disk (dd conv=fsync: a flush the virtual disk completes). It stops before
+# a disk's records run off its end, and says how far it got.
 # Usage: idle-guest.sh OUTDIR     → OUTDIR/vmlinux, OUTDIR/idle-initrd.cpio
 set -euo pipefail
 OUT=$1
@@ -18,7 +23,34 @@ cat > "$W/init" <<'GUESTINIT'
 /bin/busybox --install -s /bin
 mkdir -p /proc /sys /dev; mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
 for m in $(cat /modlist); do insmod /mods/$m 2>/dev/null; done
+writer() {
+  want=$1
+  while :; do
+    set -- $(for b in /sys/block/vd*; do s=$(cat "$b/serial" 2>/dev/null); case "$s" in vp-*) echo "$s:${b##*/}:$(cat "$b/size")";; esac; done | sort)
+    [ $# -ge "$want" ] && break
+    sleep 0.2
+  done
+  i=0
+  for p in "$@"; do
+    dev=${p#*:}; eval "dev$i=/dev/${dev%%:*}; cnt$i=0; max$i=$((${p##*:} / 8))"
+    i=$((i + 1))
+    [ $i -ge "$want" ] && break
+  done
+  echo "GUEST WRITER ON: $*"
+  n=1
+  while :; do
+    k=$((n % want))
+    eval "d=\$dev$k; c=\$cnt$k; m=\$max$k"
+    [ "$c" -ge "$m" ] && { echo "GUEST WRITER FULL AT $((n - 1))"; break; }
+    printf '%s\n' "$n" | dd of="$d" bs=4096 seek="$c" count=1 conv=sync,notrunc,fsync 2>/dev/null || { echo "GUEST WRITER FAILED AT $n"; break; }
+    eval "cnt$k=$((c + 1))"
+    [ $((n % 20)) -eq 0 ] && echo "GUEST WROTE $n"
+    n=$((n + 1))
+  done
+}
 echo "GUEST READY"
+w=$(sed -n 's/.*vpwriter=\([0-9]*\).*/\1/p' /proc/cmdline)
+[ -n "$w" ] && writer "$w" &
 prev=""
 while true; do
   cur=""

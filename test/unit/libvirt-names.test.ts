@@ -4,7 +4,7 @@ import { idFor } from '../../src/ids.js';
 import { diskXml, freeTarget, parseDomain } from '../../src/pool/libvirt/domains.js';
 import { rbdSource } from '../../src/pool/libvirt/rbd.js';
 import { parseXml } from '../../src/pool/libvirt/virsh.js';
-import { markerName, parseName, serialFor, snapshotName, volumeName } from '../../src/pool/libvirt/names.js';
+import { groupName, markerName, parseName, serialFor, snapshotName, volumeName } from '../../src/pool/libvirt/names.js';
 
 describe('libvirt volume names', () => {
   const vol = idFor('vol', 'pvc-0f5e4c7a-51a4-4c52-a4a2-2d6f1c3c9b10');
@@ -25,6 +25,20 @@ describe('libvirt volume names', () => {
     assert.ok(longest.length <= 127, `${longest.length}: ${longest}`);
     const s = snapshotName({ id: snap, sourceHash: vol.slice(-16), createdAt: Date.now(), format: 'qcow2' });
     assert.ok(s.length <= 127, `${s.length}: ${s}`);
+  });
+
+  it('names a group snapshot\'s record and members, within 127 characters for the longest names a CO makes', () => {
+    const group = idFor('group', 'groupsnapshot-0f5e4c7a-51a4-4c52-a4a2-2d6f1c3c9b10-with-a-long-tail');
+    const member = idFor('snap', `${group}/${vol}`);
+    const createdAt = Date.now();
+    const name = snapshotName({ id: member, sourceHash: vol.slice(-16), createdAt, format: 'qcow2', groupHash: group.slice(-16) });
+    assert.ok(name.length <= 127, `${name.length}: ${name}`);
+    assert.deepEqual(parseName(name), { kind: 'snap', id: member, sourceHash: vol.slice(-16), createdAt, format: 'qcow2', groupHash: group.slice(-16) });
+    assert.deepEqual(parseName(groupName({ id: group, members: 3 })), { kind: 'group', id: group, members: 3 });
+    assert.deepEqual(parseName(markerName(group)), { kind: 'marker', id: group });
+    for (const bad of [`${group}.n0.group`, `${group}.n03.group`, `${group}.3.group`, `${group}.n3.raw`, `${group}.group`, `${member}.of-${vol.slice(-16)}.t1.gXYZ.raw`, `${member}.of-${vol.slice(-16)}.t1.g${group.slice(-16)}.x.raw`]) {
+      assert.equal(parseName(bad), null, bad);
+    }
   });
 
   it('ignores volumes it did not make, and names that differ from the canonical form', () => {

@@ -35,7 +35,8 @@ export async function createGroupSnapshot(ctx: ControllerContext, req: NewGroupS
   const groups = groupsOf(ctx);
   const name = validateName('name', req.name);
   if (!req.sourceVolumeIds.length) throw invalid('source_volume_ids is required');
-  const unknown = Object.keys(req.parameters);
+  // The csi-snapshotter's own keys (with --extra-create-metadata: the group's and its content's names) carry nothing for the pool.
+  const unknown = Object.keys(req.parameters).filter((k) => !k.startsWith('csi.storage.k8s.io/'));
   if (unknown.length) throw invalid(`unknown parameters ${unknown.join(', ')}: the ${ctx.backend.kind} pool takes none for group snapshots`);
   const volumeIds = req.sourceVolumeIds.map((v, i) => {
     const id = parseId('vol', `source_volume_ids[${i}]`, v);

@@ -1,4 +1,4 @@
-import { exhausted, internal, notFound, precondition, unsupported } from '../../errors.js';
+import { exhausted, internal, invalid, notFound, precondition, unsupported } from '../../errors.js';
 import { LibvirtSnapshotBlocks } from './snapshot-blocks.js';
 import { log } from '../../log.js';
 import { pageAfter, type Page } from '../../paging.js';
@@ -8,6 +8,8 @@ import type { Domains, RbdSource } from './domains.js';
 import { VolumeDisks } from './volume-disks.js';
 import { FORMATS, idHash, markerName, parseName, snapshotName, volumeName, WIPE_ALGORITHMS, type Format, type SnapshotName, type VolumeName } from './names.js';
 import { copyRunningDisk } from './backup-job.js';
+import { LibvirtGroupSnapshots } from './group-snapshots.js';
+import { isId } from '../../ids.js';
 import { PoolListing, type Entry, type PoolVolume, type VolumeSizeAndPath } from './listing.js';
 import { rbdSource } from './rbd.js';
 import type { Libvirt } from './libvirt-api.js';
@@ -33,6 +35,7 @@ export class LibvirtPool implements PoolBackend {
   readonly expansion = 'controller' as const;
   readonly volumeParameters: Record<string, ParameterCheck>;
   readonly snapshotParameters: Record<string, ParameterCheck> = {};
+  readonly groupSnapshots: LibvirtGroupSnapshots;
 
   private constructor(
     readonly libvirt: Libvirt,
@@ -50,6 +53,24 @@ export class LibvirtPool implements PoolBackend {
     // The local daemon's file pool: the files are on this host, and their facts can be held while they are unchanged.
     this.listing = new PoolListing(libvirt, opts.pool, fileBacked && libvirt.transport === 'rpc' ? targetPath : undefined);
     this.disks = new VolumeDisks(domains, opts.pool, (name) => this.pathOf(name));
+    const listing = this.listing;
+    this.groupSnapshots = new LibvirtGroupSnapshots({
+      poolType,
+      fileBacked,
+      virsh: libvirt.virsh,
+      entries: () => listing.entries(),
+      complete: (e) => listing.complete(e),
+      groups: (e) => listing.groups(e),
+      snapshotRecord: (v, f, e) => listing.snapshotRecord(v, f, e),
+      sizeAndPath: (name) => this.sizeAndPath(name),
+      runningWriter: (v) => this.disks.runningWriter(v),
+      requireSpace: (bytes, what) => this.requireSpace(bytes, what),
+      createMarker: (name) => this.createMarker(name),
+      createTarget: (name, capacity, format) => this.libvirt.createVolume(this.opts.pool, this.volumeXml(name, capacity, false, format)),
+      copyVolume: (name, capacity, format, source) => this.libvirt.createVolumeFrom(this.opts.pool, this.volumeXml(name, capacity, false, format), source, 3_600_000),
+      deleteNamed: (name) => this.deleteNamed(name),
+      clearUnfinished: (id, e) => this.clearUnfinished(id, e),
+    });
     this.volumeParameters = {
       format: (v) => (!(FORMATS as readonly string[]).includes(v) ? 'raw or qcow2' : v === 'qcow2' && !fileBacked ? `a ${poolType} pool holds raw volumes only` : null),
       preallocate: (v) => (v === 'true' || v === 'false' ? null : 'true or false'),
@@ -199,9 +220,13 @@ export class LibvirtPool implements PoolBackend {
     }
   }
 
-  /** Removes what an interrupted copy left under this ID (the partial volume and its marker). */
+  /**
+   * Removes what an interrupted copy left under this ID (the partial volume and its marker); under a
+   * group's ID, its members and record too.
+   */
   private async clearUnfinished(id: string, entries: Entry[]): Promise<void> {
-    const leftovers = entries.filter((e) => e.parsed.id === id);
+    const group = isId('group', id) ? idHash(id) : undefined;
+    const leftovers = entries.filter((e) => e.parsed.id === id || (group && e.parsed.kind === 'snap' && e.parsed.groupHash === group));
     if (!leftovers.length) return;
     log.warn('removing what an interrupted create left', { id, volumes: leftovers.map((e) => e.name) });
     for (const e of leftovers.filter((l) => l.parsed.kind !== 'marker')) await this.deleteNamed(e.name);
@@ -397,6 +422,12 @@ export class LibvirtPool implements PoolBackend {
   }
 
   async deleteSnapshot(id: string): Promise<void> {
-    for (const e of (await this.listing.entriesFor(id)).filter((x) => x.parsed.id === id)) await this.deleteNamed(e.name);
+    const entries = await this.listing.entriesFor(id);
+    const member = await this.find('snap', id, entries);
+    if (member?.parsed.groupHash) {
+      const group = this.listing.groups(entries).find((g) => idHash(g.parsed.id) === member.parsed.groupHash);
+      if (group) throw invalid(`snapshot ${id} is a member of group snapshot ${group.parsed.id} and cannot be deleted alone: delete the group (DeleteVolumeGroupSnapshot)`);
+    }
+    for (const e of entries.filter((x) => x.parsed.id === id)) await this.deleteNamed(e.name);
   }
 }

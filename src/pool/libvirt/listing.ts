@@ -1,5 +1,5 @@
 import type { SnapshotRecord, VolumeRecord } from '../backend.js';
-import { idHash, parseName, type PoolName, type SnapshotName, type VolumeName } from './names.js';
+import { idHash, parseName, type GroupName, type PoolName, type SnapshotName, type VolumeName } from './names.js';
 import { FileFacts, type VolumeSizeAndPath } from './file-facts.js';
 import type { Libvirt } from './libvirt-api.js';
 
@@ -72,10 +72,24 @@ export class PoolListing {
     return entries;
   }
 
-  /** Our complete volumes and snapshots: an ID with an `incomplete` marker is still being copied and does not exist yet. */
+  /**
+   * Our complete volumes and snapshots: an ID with an `incomplete` marker is still being copied and
+   * does not exist yet; a group snapshot's member exists only while its group does (its record is
+   * there and no marker says the group is being made or unmade).
+   */
   complete(entries: Entry[]): PoolVolume[] {
     const unfinished = new Set(entries.filter((e) => e.parsed.kind === 'marker').map((e) => e.parsed.id));
-    return entries.filter((e): e is PoolVolume => e.parsed.kind !== 'marker' && !unfinished.has(e.parsed.id));
+    const groups = new Set(this.groups(entries).map((g) => idHash(g.parsed.id)));
+    return entries.filter(
+      (e): e is PoolVolume =>
+        (e.parsed.kind === 'vol' || e.parsed.kind === 'snap') && !unfinished.has(e.parsed.id) && (e.parsed.kind === 'vol' || !e.parsed.groupHash || groups.has(e.parsed.groupHash)),
+    );
+  }
+
+  /** The committed group snapshot records (no marker beside them). */
+  groups(entries: Entry[]): Array<{ name: string; parsed: GroupName }> {
+    const unfinished = new Set(entries.filter((e) => e.parsed.kind === 'marker').map((e) => e.parsed.id));
+    return entries.filter((e): e is { name: string; parsed: GroupName } => e.parsed.kind === 'group' && !unfinished.has(e.parsed.id));
   }
 
   async sizeAndPath(name: string): Promise<VolumeSizeAndPath | null> {
@@ -128,6 +142,8 @@ export class PoolListing {
   }
 
   snapshotRecord(s: PoolVolume<SnapshotName>, f: VolumeSizeAndPath, entries: Entry[]): SnapshotRecord {
+    const groupHash = s.parsed.groupHash;
+    const groupId = groupHash ? this.groups(entries).find((g) => idHash(g.parsed.id) === groupHash)?.parsed.id : undefined;
     return {
       id: s.parsed.id,
       name: s.parsed.id,
@@ -135,6 +151,7 @@ export class PoolListing {
       sizeBytes: f.capacity,
       createdAt: s.parsed.createdAt,
       readyToUse: true,
+      ...(groupId ? { groupId } : {}),
     };
   }
 }

@@ -6,8 +6,9 @@ import type { ContentSource } from '../backend.js';
  * volume's name (the documented convention; docs/libvirt.md):
  *
  *   volume    <volume-id>[.<fsType>][.prealloc][.wipe-<algorithm>][.from-<v|s><hash>].<raw|qcow2>
- *   snapshot  <snapshot-id>.of-<hash>.t<creation ms, base 36>.<raw|qcow2>
- *   marker    <volume-or-snapshot-id>.incomplete   (exists while a copy is being made)
+ *   snapshot  <snapshot-id>.of-<hash>.t<creation ms, base 36>[.g<group hash>].<raw|qcow2>
+ *   group     <group-id>.n<members>.group           (a group snapshot's record: one byte or one extent)
+ *   marker    <volume-snapshot-or-group-id>.incomplete   (exists while a copy or a group is made or unmade)
  *
  * Sources are named by the 16-hex hash that ends every ID rather than the whole ID, so that the
  * longest names a Kubernetes CO produces (pvc-<uuid>, snapshot-<uuid>) stay within LVM's 127
@@ -20,6 +21,7 @@ const HASH = /^[0-9a-f]{16}$/;
 /** vol-wipe algorithms offered as the `wipe` StorageClass parameter. */
 export const WIPE_ALGORITHMS = ['zero', 'trim', 'random'] as const;
 const INCOMPLETE = 'incomplete';
+const GROUP = 'group';
 
 export interface VolumeName {
   kind: 'vol';
@@ -39,9 +41,18 @@ export interface SnapshotName {
   format: Format;
   sourceHash: string;
   createdAt: number;
+  /** The hash of the group snapshot this snapshot is a member of. */
+  groupHash?: string;
 }
 
-export type PoolName = VolumeName | SnapshotName | { kind: 'marker'; id: string };
+/** A group snapshot's record: its ID and how many members it has. */
+export interface GroupName {
+  kind: 'group';
+  id: string;
+  members: number;
+}
+
+export type PoolName = VolumeName | SnapshotName | GroupName | { kind: 'marker'; id: string };
 
 /** The 16 hex characters that end every volume and snapshot ID (unique per CSI name). */
 export function idHash(id: string): string {
@@ -59,7 +70,11 @@ export function volumeName(v: Omit<VolumeName, 'kind'>): string {
 }
 
 export function snapshotName(s: Omit<SnapshotName, 'kind'>): string {
-  return [s.id, `of-${s.sourceHash}`, `t${s.createdAt.toString(36)}`, s.format].join('.');
+  return [s.id, `of-${s.sourceHash}`, `t${s.createdAt.toString(36)}`, ...(s.groupHash ? [`g${s.groupHash}`] : []), s.format].join('.');
+}
+
+export function groupName(g: Omit<GroupName, 'kind'>): string {
+  return `${g.id}.n${g.members}.${GROUP}`;
 }
 
 export function markerName(id: string): string {
@@ -70,19 +85,25 @@ export function markerName(id: string): string {
 export function parseName(name: string): PoolName | null {
   const parts = name.split('.');
   const id = parts[0];
-  const kind = isId('vol', id) ? 'vol' : isId('snap', id) ? 'snap' : null;
+  const kind = isId('vol', id) ? 'vol' : isId('snap', id) ? 'snap' : isId('group', id) ? 'group' : null;
   if (!kind || parts.length < 2) return null;
   const last = parts[parts.length - 1];
   if (parts.length === 2 && last === INCOMPLETE) return { kind: 'marker', id };
+  if (kind === 'group') {
+    const members = parts.length === 3 && last === GROUP && /^n[1-9][0-9]{0,3}$/.test(parts[1]) ? Number(parts[1].slice(1)) : 0;
+    return members ? { kind: 'group', id, members } : null;
+  }
   if (!(FORMATS as readonly string[]).includes(last)) return null;
   const format = last as Format;
   const middle = parts.slice(1, -1);
   if (kind === 'snap') {
-    if (middle.length !== 2 || !middle[0].startsWith('of-') || !middle[1].startsWith('t')) return null;
+    if (middle.length < 2 || middle.length > 3 || !middle[0].startsWith('of-') || !middle[1].startsWith('t')) return null;
     const sourceHash = middle[0].slice(3);
     const createdAt = parseInt(middle[1].slice(1), 36);
     if (!HASH.test(sourceHash) || !Number.isSafeInteger(createdAt) || createdAt.toString(36) !== middle[1].slice(1)) return null;
-    return { kind: 'snap', id, format, sourceHash, createdAt };
+    if (middle.length === 2) return { kind: 'snap', id, format, sourceHash, createdAt };
+    const groupHash = middle[2].startsWith('g') ? middle[2].slice(1) : '';
+    return HASH.test(groupHash) ? { kind: 'snap', id, format, sourceHash, createdAt, groupHash } : null;
   }
   const v: VolumeName = { kind: 'vol', id, format, preallocated: false };
   for (const token of middle) {

@@ -1,0 +1,194 @@
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { idFor } from '../../src/ids.js';
+import { blockCap } from '../helpers/csi.js';
+import { readAt, writeAt } from '../helpers/data.js';
+import { missingBelowMost, recordsOn } from '../helpers/dependent-writer.js';
+import { codeOf, finish, MiB, needsRoot, pattern, startDriver, type Driver } from '../helpers/driver.js';
+import { snapshotterCreateGroupSnapshot } from '../helpers/sidecars.js';
+import { dirPool, guestDisk, pollUntil, startLibvirt, testDomain, URI, virsh, type TestDomain, type TestPool } from '../helpers/libvirt.js';
+
+const SIZE = 16 * MiB;
+
+// Group snapshots of a libvirt pool, for real: a TCG domain under a real libvirtd whose guest writes
+// dependent writes across three hot-plugged disks (test/libvirt/idle-guest.sh, vpwriter=3) while
+// groups are cut by one backup job over all three.
+describe('libvirt group snapshots: one backup job over the disks of one running domain', needsRoot(), () => {
+  let pool: TestPool;
+  let d: Driver;
+  let writerDom: TestDomain;
+  let otherDom: TestDomain;
+  const create = async (name: string) =>
+    (await d.client.createVolume({ name, capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()], parameters: {} })).volume!;
+  const publish = (volume_id: string, node_id: string) =>
+    d.client.controllerPublishVolume({ volume_id, node_id, volume_capability: blockCap(), readonly: false, secrets: {}, volume_context: {} });
+  const fileOf = async (id: string) => path.join(pool.dir, (await pool.volumes()).find((n) => n.startsWith(`${id}.`))!);
+  /** The highest "GUEST WROTE n" the writer printed. */
+  const written = async () => Math.max(0, ...[...(await writerDom.console()).matchAll(/^GUEST WROTE (\d+)$/gm)].map((m) => Number(m[1])));
+  const writesReach = (n: number) =>
+    pollUntil(async () => ((await written()) >= n ? true : undefined), 120_000, async () => `the guest's writer did not reach write ${n}:\n${(await writerDom.console()).slice(-2000)}`);
+
+  before(async () => {
+    await startLibvirt();
+    pool = await dirPool('vpool-gs');
+    const tag = path.basename(pool.dir).slice(-6);
+    writerDom = await testDomain(`vpool-gsw-${tag}`, `${pool.dir}-dom`, true, { writer: 3 });
+    otherDom = await testDomain(`vpool-gso-${tag}`, `${pool.dir}-dom`, true);
+    d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-uri', URI, '--libvirt-pool', pool.name, '--hypervisor', 'hv-test', '--attach-timeout', '20'] });
+  });
+  after(async () => {
+    const left = d ? await finish(d) : [];
+    await writerDom?.remove();
+    await otherDom?.remove();
+    const vols = pool ? await pool.volumes() : [];
+    await pool?.remove();
+    const { rm } = await import('node:fs/promises');
+    if (pool) await rm(`${pool.dir}-dom`, { recursive: true, force: true });
+    assert.deepEqual(left, []);
+    assert.deepEqual(vols, []);
+  });
+
+  it('advertises the GroupController service on the libvirt pool', async () => {
+    const caps = await d.client.groupControllerGetCapabilities({});
+    assert.deepEqual(caps.capabilities.map((c) => c.rpc?.type), ['CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT']);
+  });
+
+  it('crash consistency: the guest writes dependent writes across 3 disks while groups are cut again and again; every group is a prefix of the writes', async (t) => {
+    const vols = [await create('cc-0'), await create('cc-1'), await create('cc-2')];
+    const groups: string[] = [];
+    try {
+      for (const v of vols) await publish(v.volume_id, writerDom.uuid);
+      await writerDom.waitDisks((l) => vols.every((v) => guestDisk(l, `vp-${v.volume_id.slice(-16)}`) !== null));
+      await pollUntil(async () => ((await writerDom.console()).includes('GUEST WRITER ON') ? true : undefined), 60_000, async () => `the guest's writer never started:\n${await writerDom.console()}`);
+      for (let g = 0; g < 4; g++) {
+        // Cut while the guest is writing: after it has made progress since the last cut.
+        await writesReach((await written()) + 40);
+        const res = await d.client.createVolumeGroupSnapshot({ name: `cc-${g}`, source_volume_ids: vols.map((v) => v.volume_id), parameters: {} });
+        groups.push(res.group_snapshot!.group_snapshot_id);
+      }
+      const lastWritten = await written();
+      assert.ok(d.logs.some((l) => l.includes('copying a running disk with a backup job') && /vd[b-z],vd[b-z],vd[b-z]/.test(l)), 'one backup job over the three disks');
+      const console = await writerDom.console();
+      assert.doesNotMatch(console, /GUEST WRITER (FAILED|FULL)/, 'the writer went on through every cut');
+
+      const cuts: number[] = [];
+      for (const [g, gid] of groups.entries()) {
+        const group = (await d.client.getVolumeGroupSnapshot({ group_snapshot_id: gid, snapshot_ids: [] })).group_snapshot!;
+        assert.equal(group.snapshots.length, 3);
+        assert.ok(group.ready_to_use);
+        const members: number[][] = [];
+        for (const s of group.snapshots) {
+          assert.equal(s.group_snapshot_id, gid);
+          const records = await recordsOn(await fileOf(s.snapshot_id), SIZE);
+          // Each disk holds one residue class of the writes, in order: the writer's own records.
+          assert.ok(records.every((n, i) => n % 3 === records[0]! % 3 && (i === 0 || n === records[i - 1]! + 3)), `member ${s.snapshot_id} holds the writer's records in order`);
+          members.push(records);
+        }
+        const { most, missing } = missingBelowMost(members);
+        assert.deepEqual(missing, [], `group ${g} holds write ${most} but not every write before it: not one point in time`);
+        assert.ok(most > 0, `group ${g} holds writes`);
+        cuts.push(most);
+      }
+      t.diagnostic(`group cuts at writes ${cuts.join(', ')}; the guest had reported ${lastWritten} writes done (it reports every 20th)`);
+      for (let i = 1; i < cuts.length; i++) assert.ok(cuts[i]! > cuts[i - 1]!, 'each group cut later than the one before (the guest never stopped)');
+    } finally {
+      for (const gid of groups) await d.client.deleteVolumeGroupSnapshot({ group_snapshot_id: gid, snapshot_ids: [] });
+      for (const v of vols) await d.client.controllerUnpublishVolume({ volume_id: v.volume_id, node_id: writerDom.uuid, secrets: {} });
+      for (const v of vols) await d.client.deleteVolume({ volume_id: v.volume_id });
+    }
+  });
+
+  it('the spec\'s answers: idempotent create, ALREADY_EXISTS for other volumes, members deleted only with their group, a restore from a member, delete twice OK', async () => {
+    const vols = [await create('spec-0'), await create('spec-1')];
+    const other = await create('spec-other');
+    try {
+      const data = vols.map((v, i) => pattern(`member-${i}`, MiB));
+      for (const [i, v] of vols.entries()) await writeAt(await fileOf(v.volume_id), 3 * MiB, data[i]!);
+      const ids = vols.map((v) => v.volume_id);
+      // As the chart's csi-snapshotter asks (MODEL of v8.3.0 with --extra-create-metadata): its own keys in the parameters.
+      const asked = snapshotterCreateGroupSnapshot({ uid: '6f1c3c9b-0f5e-4c7a-a4a2-2d6f1c3c9b10', name: 'db', namespace: 'apps', contentName: 'groupsnapcontent-6f1c3c9b', volumeHandles: ids });
+      const one = (await d.client.createVolumeGroupSnapshot(asked)).group_snapshot!;
+      // The sidecar asks again to see a dynamic group ready: the same group.
+      const again = (await d.client.createVolumeGroupSnapshot({ ...asked, source_volume_ids: [...ids].reverse() })).group_snapshot!;
+      assert.equal(again.group_snapshot_id, one.group_snapshot_id);
+      assert.deepEqual(again.snapshots.map((s) => s.snapshot_id).sort(), one.snapshots.map((s) => s.snapshot_id).sort());
+      const members = one.snapshots.map((s) => s.snapshot_id);
+      const listed = (await d.client.listSnapshots({})).entries.map((e) => e.snapshot!);
+      for (const m of members) assert.equal(listed.find((s) => s.snapshot_id === m)?.group_snapshot_id, one.group_snapshot_id, 'ListSnapshots shows each member with its group');
+      assert.equal((await d.client.getVolumeGroupSnapshot({ group_snapshot_id: one.group_snapshot_id, snapshot_ids: members })).group_snapshot?.ready_to_use, true);
+
+      const codes = {
+        otherVolumes: await codeOf(d.client.createVolumeGroupSnapshot({ ...asked, source_volume_ids: [ids[0]!, other.volume_id] })),
+        unknownParameter: await codeOf(d.client.createVolumeGroupSnapshot({ ...asked, name: 'g6', parameters: { ...asked.parameters, fast: 'yes' } })),
+        notInPool: await codeOf(d.client.createVolumeGroupSnapshot({ name: 'g5', source_volume_ids: [ids[0]!, 'vol-elsewhere-0123456789abcdef'], parameters: {} })),
+        memberAlone: await codeOf(d.client.deleteSnapshot({ snapshot_id: members[0]! })),
+        getMismatch: await codeOf(d.client.getVolumeGroupSnapshot({ group_snapshot_id: one.group_snapshot_id, snapshot_ids: [members[0]!] })),
+        getUnknown: await codeOf(d.client.getVolumeGroupSnapshot({ group_snapshot_id: 'group-nope-0123456789abcdef', snapshot_ids: [] })),
+      };
+      assert.deepEqual(codes, { otherVolumes: 'ALREADY_EXISTS', unknownParameter: 'INVALID_ARGUMENT', notInPool: 'FAILED_PRECONDITION', memberAlone: 'INVALID_ARGUMENT', getMismatch: 'INVALID_ARGUMENT', getUnknown: 'NOT_FOUND' });
+
+      // A member restores like any snapshot.
+      const member0 = one.snapshots.find((s) => s.source_volume_id === ids[0])!;
+      const restored = (await d.client.createVolume({ name: 'spec-restore', volume_capabilities: [blockCap()], parameters: {}, volume_content_source: { snapshot: { snapshot_id: member0.snapshot_id } } })).volume!;
+      assert.ok((await readAt(await fileOf(restored.volume_id), 3 * MiB, MiB)).equals(data[0]!), 'the restore holds the member\'s data');
+      await d.client.deleteVolume({ volume_id: restored.volume_id });
+
+      await d.client.deleteVolumeGroupSnapshot({ group_snapshot_id: one.group_snapshot_id, snapshot_ids: members });
+      for (const m of members) assert.equal(await codeOf(d.client.getSnapshot({ snapshot_id: m })), 'NOT_FOUND');
+      await d.client.deleteVolumeGroupSnapshot({ group_snapshot_id: one.group_snapshot_id, snapshot_ids: members });
+      assert.deepEqual((await pool.volumes()).filter((n) => n.startsWith('group-') || n.startsWith('snap-')), [], 'no record, member or marker left');
+    } finally {
+      for (const v of [...vols, other]) await d.client.deleteVolume({ volume_id: v.volume_id });
+    }
+  });
+
+  it('members written by two running domains are refused with the reason (two jobs would be two instants); nothing is left', async () => {
+    const a = await create('two-a');
+    const b = await create('two-b');
+    try {
+      await publish(a.volume_id, writerDom.uuid);
+      await publish(b.volume_id, otherDom.uuid);
+      const before = await pool.volumes();
+      const err = await d.client.createVolumeGroupSnapshot({ name: 'two', source_volume_ids: [a.volume_id, b.volume_id], parameters: {} }).then(
+        () => null,
+        (e: { code: number; details: string }) => e,
+      );
+      assert.equal(err?.code, 9, 'FAILED_PRECONDITION');
+      assert.match(err!.details, new RegExp(`written by 2 running domains .*${writerDom.name}|written by 2 running domains .*${otherDom.name}`));
+      assert.deepEqual(await pool.volumes(), before, 'no member, record or marker made');
+    } finally {
+      await d.client.controllerUnpublishVolume({ volume_id: a.volume_id, node_id: writerDom.uuid, secrets: {} });
+      await d.client.controllerUnpublishVolume({ volume_id: b.volume_id, node_id: otherDom.uuid, secrets: {} });
+      await d.client.deleteVolume({ volume_id: a.volume_id });
+      await d.client.deleteVolume({ volume_id: b.volume_id });
+    }
+  });
+
+  it('a group a crash left half-made (its marker, a member) is never listed and is swept at the next start; a delete a crash stopped is finished by its retry', async () => {
+    const v = await create('crash-src');
+    try {
+      // What a controller killed between a group's marker and its commit leaves.
+      const gid = idFor('group', 'never-committed');
+      const sid = idFor('snap', `${gid}/${v.volume_id}`);
+      await virsh('vol-create-as', pool.name, `${gid}.incomplete`, '0', '--allocation', '0');
+      const member = `${sid}.of-${v.volume_id.slice(-16)}.t${Date.now().toString(36)}.g${gid.slice(-16)}.raw`;
+      await virsh('vol-create-as', pool.name, member, String(SIZE), '--format', 'raw', '--allocation', '0');
+      assert.equal(await codeOf(d.client.getSnapshot({ snapshot_id: sid })), 'NOT_FOUND', 'a member of an uncommitted group does not exist');
+      assert.ok(!(await d.client.listSnapshots({})).entries.some((e) => e.snapshot?.snapshot_id === sid));
+      assert.equal(await codeOf(d.client.getVolumeGroupSnapshot({ group_snapshot_id: gid, snapshot_ids: [] })), 'NOT_FOUND');
+      await d.stop('SIGKILL');
+      d = await d.restart();
+      assert.deepEqual((await pool.volumes()).filter((n) => n.startsWith(gid) || n.startsWith(sid)), [], 'the sweep removed the member and the marker');
+
+      // A delete stopped after its marker: the group is gone from view at once, and the retry finishes it.
+      const g = (await d.client.createVolumeGroupSnapshot({ name: 'half-deleted', source_volume_ids: [v.volume_id], parameters: {} })).group_snapshot!;
+      await virsh('vol-create-as', pool.name, `${g.group_snapshot_id}.incomplete`, '0', '--allocation', '0');
+      assert.equal(await codeOf(d.client.getVolumeGroupSnapshot({ group_snapshot_id: g.group_snapshot_id, snapshot_ids: [] })), 'NOT_FOUND');
+      await d.client.deleteVolumeGroupSnapshot({ group_snapshot_id: g.group_snapshot_id, snapshot_ids: g.snapshots.map((s) => s.snapshot_id) });
+      assert.deepEqual((await pool.volumes()).filter((n) => n.startsWith('group-') || n.startsWith('snap-')), []);
+    } finally {
+      await d.client.deleteVolume({ volume_id: v.volume_id });
+    }
+  });
+});
