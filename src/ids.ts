@@ -25,6 +25,16 @@ export function idFor(kind: IdKind, name: string): string {
   return `${kind}-${slug(name)}-${hash}`;
 }
 
+/**
+ * A group snapshot member's ID: `snap--<16 hex>`, the hash of its name with no slug. Members are
+ * named from two IDs, whose slug would only repeat them, and names on the pool carry the group too:
+ * in a libvirt `logical` pool a member's volume name must leave room for the VG's name within
+ * LVM's 127 characters.
+ */
+export function memberIdFor(name: string): string {
+  return `snap--${createHash('sha256').update(`snap\0${name}`).digest('hex').slice(0, 16)}`;
+}
+
 /** A CSI name (CreateVolume/CreateSnapshot): required, ≤128 bytes, no path or shell characters. */
 export function validateName(field: string, name: string): string {
   if (!name) throw invalid(`${field} is required`);

@@ -14,7 +14,8 @@ function toCsiGroup(g: GroupSnapshot): VolumeGroupSnapshot {
     group_snapshot_id: g.group.id,
     snapshots: g.snapshots.map(toCsiSnapshot),
     creation_time: { seconds: String(Math.floor(g.group.createdAt / 1000)), nanos: (g.group.createdAt % 1000) * 1e6 },
-    ready_to_use: g.snapshots.length === g.group.snapshotIds.length && g.snapshots.every((s) => s.readyToUse),
+    // A group without members is no backup: never ready (a pool that lost them says why in its log).
+    ready_to_use: g.snapshots.length > 0 && g.snapshots.length === g.group.snapshotIds.length && g.snapshots.every((s) => s.readyToUse),
   };
 }
 

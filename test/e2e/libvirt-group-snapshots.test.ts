@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { idFor } from '../../src/ids.js';
+import { idFor, memberIdFor } from '../../src/ids.js';
 import { blockCap } from '../helpers/csi.js';
 import { readAt, writeAt } from '../helpers/data.js';
 import { missingBelowMost, recordsOn } from '../helpers/dependent-writer.js';
@@ -19,6 +19,7 @@ describe('libvirt group snapshots: one backup job over the disks of one running 
   let d: Driver;
   let writerDom: TestDomain;
   let otherDom: TestDomain;
+  let stoppedDom: TestDomain;
   const create = async (name: string) =>
     (await d.client.createVolume({ name, capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()], parameters: {} })).volume!;
   const publish = (volume_id: string, node_id: string) =>
@@ -35,12 +36,14 @@ describe('libvirt group snapshots: one backup job over the disks of one running 
     const tag = path.basename(pool.dir).slice(-6);
     writerDom = await testDomain(`vpool-gsw-${tag}`, `${pool.dir}-dom`, true, { writer: 3 });
     otherDom = await testDomain(`vpool-gso-${tag}`, `${pool.dir}-dom`, true);
+    stoppedDom = await testDomain(`vpool-gss-${tag}`, `${pool.dir}-dom`, false);
     d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-uri', URI, '--libvirt-pool', pool.name, '--hypervisor', 'hv-test', '--attach-timeout', '20'] });
   });
   after(async () => {
     const left = d ? await finish(d) : [];
     await writerDom?.remove();
     await otherDom?.remove();
+    await stoppedDom?.remove();
     const vols = pool ? await pool.volumes() : [];
     await pool?.remove();
     const { rm } = await import('node:fs/promises');
@@ -56,6 +59,10 @@ describe('libvirt group snapshots: one backup job over the disks of one running 
 
   it('crash consistency: the guest writes dependent writes across 3 disks while groups are cut again and again; every group is a prefix of the writes', async (t) => {
     const vols = [await create('cc-0'), await create('cc-1'), await create('cc-2')];
+    // A fourth member no domain has: copied by libvirt beside the job, as it stands.
+    const still = await create('cc-still');
+    const stillData = pattern('still', MiB);
+    await writeAt(await fileOf(still.volume_id), 2 * MiB, stillData);
     const groups: string[] = [];
     try {
       for (const v of vols) await publish(v.volume_id, writerDom.uuid);
@@ -64,7 +71,7 @@ describe('libvirt group snapshots: one backup job over the disks of one running 
       for (let g = 0; g < 4; g++) {
         // Cut while the guest is writing: after it has made progress since the last cut.
         await writesReach((await written()) + 40);
-        const res = await d.client.createVolumeGroupSnapshot({ name: `cc-${g}`, source_volume_ids: vols.map((v) => v.volume_id), parameters: {} });
+        const res = await d.client.createVolumeGroupSnapshot({ name: `cc-${g}`, source_volume_ids: [...vols, still].map((v) => v.volume_id), parameters: {} });
         groups.push(res.group_snapshot!.group_snapshot_id);
       }
       const lastWritten = await written();
@@ -75,11 +82,15 @@ describe('libvirt group snapshots: one backup job over the disks of one running 
       const cuts: number[] = [];
       for (const [g, gid] of groups.entries()) {
         const group = (await d.client.getVolumeGroupSnapshot({ group_snapshot_id: gid, snapshot_ids: [] })).group_snapshot!;
-        assert.equal(group.snapshots.length, 3);
+        assert.equal(group.snapshots.length, 4);
         assert.ok(group.ready_to_use);
         const members: number[][] = [];
         for (const s of group.snapshots) {
           assert.equal(s.group_snapshot_id, gid);
+          if (s.source_volume_id === still.volume_id) {
+            assert.ok((await readAt(await fileOf(s.snapshot_id), 2 * MiB, MiB)).equals(stillData), 'the detached member as it stood');
+            continue;
+          }
           const records = await recordsOn(await fileOf(s.snapshot_id), SIZE);
           // Each disk holds one residue class of the writes, in order: the writer's own records.
           assert.ok(records.every((n, i) => n % 3 === records[0]! % 3 && (i === 0 || n === records[i - 1]! + 3)), `member ${s.snapshot_id} holds the writer's records in order`);
@@ -92,10 +103,17 @@ describe('libvirt group snapshots: one backup job over the disks of one running 
       }
       t.diagnostic(`group cuts at writes ${cuts.join(', ')}; the guest had reported ${lastWritten} writes done (it reports every 20th)`);
       for (let i = 1; i < cuts.length; i++) assert.ok(cuts[i]! > cuts[i - 1]!, 'each group cut later than the one before (the guest never stopped)');
+
+      // A domain runs one backup job at a time: snapshots of two of its disks at once take turns, and both are made.
+      const both = await Promise.all(vols.slice(0, 2).map((v, i) => d.client.createSnapshot({ name: `turns-${i}`, source_volume_id: v.volume_id, parameters: {}, secrets: {} })));
+      for (const r of both) {
+        assert.ok(r.snapshot?.ready_to_use);
+        await d.client.deleteSnapshot({ snapshot_id: r.snapshot!.snapshot_id });
+      }
     } finally {
       for (const gid of groups) await d.client.deleteVolumeGroupSnapshot({ group_snapshot_id: gid, snapshot_ids: [] });
       for (const v of vols) await d.client.controllerUnpublishVolume({ volume_id: v.volume_id, node_id: writerDom.uuid, secrets: {} });
-      for (const v of vols) await d.client.deleteVolume({ volume_id: v.volume_id });
+      for (const v of [...vols, still]) await d.client.deleteVolume({ volume_id: v.volume_id });
     }
   });
 
@@ -165,27 +183,66 @@ describe('libvirt group snapshots: one backup job over the disks of one running 
     }
   });
 
-  it('a group a crash left half-made (its marker, a member) is never listed and is swept at the next start; a delete a crash stopped is finished by its retry', async () => {
-    const v = await create('crash-src');
+  it('a member read-write in a domain that is not running is refused (it could start during the copy); nothing is left', async () => {
+    const a = await create('stopped-a');
+    const b = await create('stopped-b');
     try {
-      // What a controller killed between a group's marker and its commit leaves.
-      const gid = idFor('group', 'never-committed');
-      const sid = idFor('snap', `${gid}/${v.volume_id}`);
-      await virsh('vol-create-as', pool.name, `${gid}.incomplete`, '0', '--allocation', '0');
-      const member = `${sid}.of-${v.volume_id.slice(-16)}.t${Date.now().toString(36)}.g${gid.slice(-16)}.raw`;
-      await virsh('vol-create-as', pool.name, member, String(SIZE), '--format', 'raw', '--allocation', '0');
-      assert.equal(await codeOf(d.client.getSnapshot({ snapshot_id: sid })), 'NOT_FOUND', 'a member of an uncommitted group does not exist');
-      assert.ok(!(await d.client.listSnapshots({})).entries.some((e) => e.snapshot?.snapshot_id === sid));
-      assert.equal(await codeOf(d.client.getVolumeGroupSnapshot({ group_snapshot_id: gid, snapshot_ids: [] })), 'NOT_FOUND');
+      await publish(a.volume_id, stoppedDom.uuid);
+      const before = await pool.volumes();
+      const err = await d.client.createVolumeGroupSnapshot({ name: 'stopped', source_volume_ids: [a.volume_id, b.volume_id], parameters: {} }).then(
+        () => null,
+        (e: { code: number; details: string }) => e,
+      );
+      assert.equal(err?.code, 9, 'FAILED_PRECONDITION');
+      assert.match(err!.details, new RegExp(`attached read-write to domain ${stoppedDom.name}, which is not running but could start`));
+      assert.deepEqual(await pool.volumes(), before);
+    } finally {
+      await d.client.controllerUnpublishVolume({ volume_id: a.volume_id, node_id: stoppedDom.uuid, secrets: {} });
+      await d.client.deleteVolume({ volume_id: a.volume_id });
+      await d.client.deleteVolume({ volume_id: b.volume_id });
+    }
+  });
+
+  it('a group a crash left half-made is never listed; a young marker (maybe another process\'s cut) is left alone and its group refused ABORTED, an old one is swept at start; a half-done delete is finished by its retry; a record without members is never ready', async () => {
+    const v = await create('crash-src');
+    const member = (gid: string, sid: string) => `${sid}.of-${v.volume_id.slice(-16)}.t${Date.now().toString(36)}.g${gid.slice(-16)}.raw`;
+    try {
+      // What a controller killed between a group's marker and its commit leaves: an old marker (2 hours) and a young one (now).
+      const oldGid = idFor('group', 'never-committed');
+      const oldSid = memberIdFor(`${oldGid}/${v.volume_id}`);
+      await virsh('vol-create-as', pool.name, `${oldGid}.t${(Date.now() - 2 * 3_600_000).toString(36)}.incomplete`, '0', '--allocation', '0');
+      await virsh('vol-create-as', pool.name, member(oldGid, oldSid), String(SIZE), '--format', 'raw', '--allocation', '0');
+      const youngGid = idFor('group', 'young');
+      const youngSid = memberIdFor(`${youngGid}/${v.volume_id}`);
+      await virsh('vol-create-as', pool.name, `${youngGid}.t${Date.now().toString(36)}.incomplete`, '0', '--allocation', '0');
+      await virsh('vol-create-as', pool.name, member(youngGid, youngSid), String(SIZE), '--format', 'raw', '--allocation', '0');
+      for (const [gid, sid] of [[oldGid, oldSid], [youngGid, youngSid]] as const) {
+        assert.equal(await codeOf(d.client.getSnapshot({ snapshot_id: sid })), 'NOT_FOUND', 'a member of an uncommitted group does not exist');
+        assert.ok(!(await d.client.listSnapshots({})).entries.some((e) => e.snapshot?.snapshot_id === sid));
+        assert.equal(await codeOf(d.client.getVolumeGroupSnapshot({ group_snapshot_id: gid, snapshot_ids: [] })), 'NOT_FOUND');
+      }
       await d.stop('SIGKILL');
       d = await d.restart();
-      assert.deepEqual((await pool.volumes()).filter((n) => n.startsWith(gid) || n.startsWith(sid)), [], 'the sweep removed the member and the marker');
+      const names = await pool.volumes();
+      assert.deepEqual(names.filter((n) => n.startsWith(oldGid) || n.startsWith(oldSid)), [], 'the sweep removed the old marker\'s member and the marker');
+      assert.equal(names.filter((n) => n.startsWith(youngGid) || n.startsWith(youngSid)).length, 2, 'a young marker and its member are left to whoever may be cutting them');
+      assert.equal(await codeOf(d.client.createVolumeGroupSnapshot({ name: 'young', source_volume_ids: [v.volume_id], parameters: {} })), 'ABORTED', 'a retry does not clear a young marker');
+      await d.client.deleteVolumeGroupSnapshot({ group_snapshot_id: youngGid, snapshot_ids: [] });
+      assert.deepEqual((await pool.volumes()).filter((n) => n.startsWith(youngGid) || n.startsWith(youngSid)), [], 'DeleteVolumeGroupSnapshot removes it');
 
       // A delete stopped after its marker: the group is gone from view at once, and the retry finishes it.
       const g = (await d.client.createVolumeGroupSnapshot({ name: 'half-deleted', source_volume_ids: [v.volume_id], parameters: {} })).group_snapshot!;
-      await virsh('vol-create-as', pool.name, `${g.group_snapshot_id}.incomplete`, '0', '--allocation', '0');
+      await virsh('vol-create-as', pool.name, `${g.group_snapshot_id}.t${Date.now().toString(36)}.incomplete`, '0', '--allocation', '0');
       assert.equal(await codeOf(d.client.getVolumeGroupSnapshot({ group_snapshot_id: g.group_snapshot_id, snapshot_ids: [] })), 'NOT_FOUND');
       await d.client.deleteVolumeGroupSnapshot({ group_snapshot_id: g.group_snapshot_id, snapshot_ids: g.snapshots.map((s) => s.snapshot_id) });
+      assert.deepEqual((await pool.volumes()).filter((n) => n.startsWith('group-') || n.startsWith('snap-')), []);
+
+      // A record whose members are gone (a hand's work): the group is there, and not ready.
+      const bare = idFor('group', 'bare');
+      await virsh('vol-create-as', pool.name, `${bare}.n2.group`, '0', '--allocation', '0');
+      const seen = (await d.client.getVolumeGroupSnapshot({ group_snapshot_id: bare, snapshot_ids: [] })).group_snapshot!;
+      assert.deepEqual({ ready: seen.ready_to_use, members: seen.snapshots.length }, { ready: false, members: 0 });
+      await d.client.deleteVolumeGroupSnapshot({ group_snapshot_id: bare, snapshot_ids: [] });
       assert.deepEqual((await pool.volumes()).filter((n) => n.startsWith('group-') || n.startsWith('snap-')), []);
     } finally {
       await d.client.deleteVolume({ volume_id: v.volume_id });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { idFor } from '../../src/ids.js';
+import { idFor, memberIdFor } from '../../src/ids.js';
 import { diskXml, freeTarget, parseDomain } from '../../src/pool/libvirt/domains.js';
 import { rbdSource } from '../../src/pool/libvirt/rbd.js';
 import { parseXml } from '../../src/pool/libvirt/virsh.js';
@@ -27,12 +27,17 @@ describe('libvirt volume names', () => {
     assert.ok(s.length <= 127, `${s.length}: ${s}`);
   });
 
-  it('names a group snapshot\'s record and members, within 127 characters for the longest names a CO makes', () => {
+  it('names a group snapshot\'s record and members, short enough for LVM beside a VG name of 24 characters (logical pools)', () => {
     const group = idFor('group', 'groupsnapshot-0f5e4c7a-51a4-4c52-a4a2-2d6f1c3c9b10-with-a-long-tail');
-    const member = idFor('snap', `${group}/${vol}`);
+    const member = memberIdFor(`${group}/${vol}`);
     const createdAt = Date.now();
     const name = snapshotName({ id: member, sourceHash: vol.slice(-16), createdAt, format: 'qcow2', groupHash: group.slice(-16) });
-    assert.ok(name.length <= 127, `${name.length}: ${name}`);
+    // lvm2's vg_validate: len(LV) + len(VG) + 3 < 128 (the "VG/LV" path and its terminator).
+    const vg = 'v'.repeat(24);
+    assert.ok(name.length + vg.length + 3 < 128, `${name.length}: ${name}`);
+    assert.ok(groupName({ id: group, members: 9999 }).length + vg.length + 3 < 128);
+    assert.ok(markerName(group, Date.now()).length + vg.length + 3 < 128);
+    assert.deepEqual(parseName(markerName(group, 1795580153398)), { kind: 'marker', id: group, startedAt: 1795580153398 });
     assert.deepEqual(parseName(name), { kind: 'snap', id: member, sourceHash: vol.slice(-16), createdAt, format: 'qcow2', groupHash: group.slice(-16) });
     assert.deepEqual(parseName(groupName({ id: group, members: 3 })), { kind: 'group', id: group, members: 3 });
     assert.deepEqual(parseName(markerName(group)), { kind: 'marker', id: group });

@@ -1,5 +1,5 @@
 import { conflict, invalid, notFound, precondition, unsupported } from '../../errors.js';
-import { idFor, parseId, validateName } from '../../ids.js';
+import { idFor, memberIdFor, parseId, validateName } from '../../ids.js';
 import { groupLock, snapshotLock, volumeLock } from '../../locks.js';
 import type { GroupSnapshot, GroupSnapshots } from '../../pool/backend.js';
 import type { ControllerContext } from '../context.js';
@@ -21,7 +21,7 @@ function groupsOf(ctx: ControllerContext): GroupSnapshots {
  */
 function member(groupId: string, volumeId: string): { snapshotId: string; snapshotName: string } {
   const snapshotName = `${groupId}/${volumeId}`;
-  return { snapshotId: idFor('snap', snapshotName), snapshotName };
+  return { snapshotId: memberIdFor(snapshotName), snapshotName };
 }
 
 export interface NewGroupSnapshot {

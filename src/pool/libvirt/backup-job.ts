@@ -25,10 +25,11 @@ export async function copyRunningDisk(virsh: Virsh, running: { domain: DomainInf
  * guest's I/O drained across all of them meanwhile), so no write lands in one copy that was issued
  * after a write missing from another. Disks of the domain not named are left out of the job.
  */
-export async function copyRunningDisks(virsh: Virsh, domain: DomainInfo, copies: readonly DiskCopy[], label: string): Promise<void> {
+export async function copyRunningDisks(virsh: Virsh, domain: DomainInfo, copies: readonly DiskCopy[], label: string, timeoutMs = 3_600_000): Promise<void> {
   // A domain runs one backup job at a time: snapshots of two of its disks (each under its own volume's lock) take turns here.
   const before = jobs.get(domain.uuid) ?? Promise.resolve();
-  const mine = before.then(() => runJob(virsh, domain, copies, label));
+  const deadline = Date.now() + timeoutMs;
+  const mine = before.then(() => runJob(virsh, domain, copies, label, deadline));
   const tail = mine.catch(() => undefined);
   jobs.set(domain.uuid, tail);
   void tail.then(() => {
@@ -39,7 +40,7 @@ export async function copyRunningDisks(virsh: Virsh, domain: DomainInfo, copies:
 
 const jobs = new Map<string, Promise<unknown>>();
 
-async function runJob(virsh: Virsh, domain: DomainInfo, copies: readonly DiskCopy[], label: string): Promise<void> {
+async function runJob(virsh: Virsh, domain: DomainInfo, copies: readonly DiskCopy[], label: string, deadline: number): Promise<void> {
   const named = new Set(copies.map((c) => c.disk.target));
   const others = domain.disks.filter((d) => !named.has(d.target)).map((d) => `    <disk name='${xmlEscape(d.target)}' backup='no'/>`);
   const xml = [
@@ -58,14 +59,14 @@ async function runJob(virsh: Virsh, domain: DomainInfo, copies: readonly DiskCop
   const dom = domain.uuid;
   log.info('copying a running disk with a backup job', { domain: domain.name, disks: copies.map((c) => c.disk.target).join(','), snapshot: label });
   await withXml(xml, (file) => virsh.run(['backup-begin', '--domain', dom, '--backupxml', file, '--reuse-external']));
-  const deadline = Date.now() + 3_600_000;
   for (;;) {
     const active = parseInfo(await virsh.run(['domjobinfo', '--domain', dom]));
     if ((active['Job type'] ?? 'None') === 'None') break;
     if (Date.now() > deadline) {
       // Stopped before the caller removes its targets: a job left running would write into deleted files.
+      // (Only this process's jobs run here: the domain's jobs queue above, and a job of anyone else makes backup-begin fail.)
       await virsh.run(['domjobabort', '--domain', dom]).catch((err) => log.error('cannot abort a backup job past its hour', { domain: domain.name, err: String(err) }));
-      throw unavailable(`backup job on ${domain.name} did not finish within an hour (aborted)`);
+      throw unavailable(`backup job on ${domain.name} did not finish in time (aborted)`);
     }
     await new Promise((r) => setTimeout(r, 100));
   }

@@ -8,7 +8,8 @@ import type { Domains, RbdSource } from './domains.js';
 import { VolumeDisks } from './volume-disks.js';
 import { FORMATS, idHash, markerName, parseName, snapshotName, volumeName, WIPE_ALGORITHMS, type Format, type SnapshotName, type VolumeName } from './names.js';
 import { copyRunningDisk } from './backup-job.js';
-import { LibvirtGroupSnapshots } from './group-snapshots.js';
+import { LibvirtGroupSnapshots, YOUNG_MARKER_MS } from './group-snapshots.js';
+import { detached } from '../../call-context.js';
 import { isId } from '../../ids.js';
 import { PoolListing, type Entry, type PoolVolume, type VolumeSizeAndPath } from './listing.js';
 import { rbdSource } from './rbd.js';
@@ -63,11 +64,11 @@ export class LibvirtPool implements PoolBackend {
       groups: (e) => listing.groups(e),
       snapshotRecord: (v, f, e) => listing.snapshotRecord(v, f, e),
       sizeAndPath: (name) => this.sizeAndPath(name),
-      runningWriter: (v) => this.disks.runningWriter(v),
+      attached: (v) => this.disks.attached(v),
       requireSpace: (bytes, what) => this.requireSpace(bytes, what),
       createMarker: (name) => this.createMarker(name),
       createTarget: (name, capacity, format) => this.libvirt.createVolume(this.opts.pool, this.volumeXml(name, capacity, false, format)),
-      copyVolume: (name, capacity, format, source) => this.libvirt.createVolumeFrom(this.opts.pool, this.volumeXml(name, capacity, false, format), source, 3_600_000),
+      copyVolume: (name, capacity, format, source, timeoutMs) => this.libvirt.createVolumeFrom(this.opts.pool, this.volumeXml(name, capacity, false, format), source, timeoutMs),
       deleteNamed: (name) => this.deleteNamed(name),
       clearUnfinished: (id, e) => this.clearUnfinished(id, e),
     });
@@ -114,6 +115,13 @@ export class LibvirtPool implements PoolBackend {
   private async sweep(): Promise<void> {
     const entries = await this.listing.entries();
     for (const id of new Set(entries.filter((e) => e.parsed.kind === 'marker').map((e) => e.parsed.id))) {
+      const started = entries.find((e) => e.parsed.kind === 'marker' && e.parsed.id === id && e.parsed.startedAt !== undefined);
+      const age = started?.parsed.kind === 'marker' && started.parsed.startedAt !== undefined ? Date.now() - started.parsed.startedAt : Infinity;
+      if (age < YOUNG_MARKER_MS) {
+        // A group's cut writes its targets through QEMU, and libvirt would let us delete them: a young one may be another process's, under way.
+        log.info('leaving a young group snapshot marker (another controller process may be cutting it)', { id, ageSeconds: Math.round(age / 1000) });
+        continue;
+      }
       try {
         await this.clearUnfinished(id, entries);
       } catch (err) {
@@ -395,6 +403,11 @@ export class LibvirtPool implements PoolBackend {
     await this.requireSpace(f.allocation, `a snapshot of ${spec.sourceVolumeId}`);
     const name = snapshotName({ id: spec.id, sourceHash: idHash(source.parsed.id), createdAt: Date.now(), format: source.parsed.format });
     const marker = markerName(spec.id);
+    // Once begun the copy runs to its end whatever becomes of the call (a backup job outlasts csi-snapshotter's 300 s): its retries wait on the lock.
+    return detached(() => this.copyForSnapshot(spec.id, source, f, name, marker));
+  }
+
+  private async copyForSnapshot(id: string, source: PoolVolume<VolumeName>, f: VolumeSizeAndPath, name: string, marker: string): Promise<SnapshotRecord> {
     await this.createMarker(marker);
     try {
       const running = await this.disks.runningWriter(source);
@@ -416,7 +429,7 @@ export class LibvirtPool implements PoolBackend {
       throw err;
     }
     await this.deleteNamed(marker);
-    const snap = await this.getSnapshot(spec.id);
+    const snap = await this.getSnapshot(id);
     if (!snap) throw internal(`snapshot ${name} vanished right after it was made`);
     return snap;
   }

@@ -8,7 +8,8 @@ import type { ContentSource } from '../backend.js';
  *   volume    <volume-id>[.<fsType>][.prealloc][.wipe-<algorithm>][.from-<v|s><hash>].<raw|qcow2>
  *   snapshot  <snapshot-id>.of-<hash>.t<creation ms, base 36>[.g<group hash>].<raw|qcow2>
  *   group     <group-id>.n<members>.group           (a group snapshot's record: one byte or one extent)
- *   marker    <volume-snapshot-or-group-id>.incomplete   (exists while a copy or a group is made or unmade)
+ *   marker    <volume-or-snapshot-id>.incomplete        (exists while a copy is being made)
+ *             <group-id>.t<start ms, base 36>.incomplete  (while a group is made or unmade)
  *
  * Sources are named by the 16-hex hash that ends every ID rather than the whole ID, so that the
  * longest names a Kubernetes CO produces (pvc-<uuid>, snapshot-<uuid>) stay within LVM's 127
@@ -52,7 +53,14 @@ export interface GroupName {
   members: number;
 }
 
-export type PoolName = VolumeName | SnapshotName | GroupName | { kind: 'marker'; id: string };
+/** A copy or group in the making; a group's marker says when it began (a sweep leaves a young one alone). */
+export interface MarkerName {
+  kind: 'marker';
+  id: string;
+  startedAt?: number;
+}
+
+export type PoolName = VolumeName | SnapshotName | GroupName | MarkerName;
 
 /** The 16 hex characters that end every volume and snapshot ID (unique per CSI name). */
 export function idHash(id: string): string {
@@ -77,8 +85,8 @@ export function groupName(g: Omit<GroupName, 'kind'>): string {
   return `${g.id}.n${g.members}.${GROUP}`;
 }
 
-export function markerName(id: string): string {
-  return `${id}.${INCOMPLETE}`;
+export function markerName(id: string, startedAt?: number): string {
+  return startedAt === undefined ? `${id}.${INCOMPLETE}` : `${id}.t${startedAt.toString(36)}.${INCOMPLETE}`;
 }
 
 /** Parses a libvirt volume name; null for anything this driver did not make. */
@@ -89,6 +97,10 @@ export function parseName(name: string): PoolName | null {
   if (!kind || parts.length < 2) return null;
   const last = parts[parts.length - 1];
   if (parts.length === 2 && last === INCOMPLETE) return { kind: 'marker', id };
+  if (kind === 'group' && parts.length === 3 && last === INCOMPLETE && parts[1].startsWith('t')) {
+    const startedAt = parseInt(parts[1].slice(1), 36);
+    return Number.isSafeInteger(startedAt) && startedAt.toString(36) === parts[1].slice(1) ? { kind: 'marker', id, startedAt } : null;
+  }
   if (kind === 'group') {
     const members = parts.length === 3 && last === GROUP && /^n[1-9][0-9]{0,3}$/.test(parts[1]) ? Number(parts[1].slice(1)) : 0;
     return members ? { kind: 'group', id, members } : null;
