@@ -4,7 +4,7 @@ import { idFor, memberIdFor } from '../../src/ids.js';
 import { diskXml, freeTarget, parseDomain } from '../../src/pool/libvirt/domains.js';
 import { rbdSource } from '../../src/pool/libvirt/rbd.js';
 import { parseXml } from '../../src/pool/libvirt/virsh.js';
-import { groupName, markerName, parseName, serialFor, snapshotName, volumeName } from '../../src/pool/libvirt/names.js';
+import { groupName, lvmNameProblem, markerName, parseName, serialFor, snapshotName, volumeName } from '../../src/pool/libvirt/names.js';
 
 describe('libvirt volume names', () => {
   const vol = idFor('vol', 'pvc-0f5e4c7a-51a4-4c52-a4a2-2d6f1c3c9b10');
@@ -34,6 +34,9 @@ describe('libvirt volume names', () => {
     const name = snapshotName({ id: member, sourceHash: vol.slice(-16), createdAt, format: 'qcow2', groupHash: group.slice(-16) });
     // lvm2's vg_validate: len(LV) + len(VG) + 3 < 128 (the "VG/LV" path and its terminator).
     const vg = 'v'.repeat(24);
+    assert.equal(lvmNameProblem(name, vg), null);
+    assert.match(lvmNameProblem(name, 'v'.repeat(128 - 3 - name.length)) ?? '', /does not fit LVM's limit beside VG v+: len\(LV\) \+ len\(VG\) \+ 3 must stay under 128/);
+    assert.equal(lvmNameProblem(name, 'v'.repeat(127 - 3 - name.length)), null);
     assert.ok(name.length + vg.length + 3 < 128, `${name.length}: ${name}`);
     assert.ok(groupName({ id: group, members: 9999 }).length + vg.length + 3 < 128);
     assert.ok(markerName(group, Date.now()).length + vg.length + 3 < 128);

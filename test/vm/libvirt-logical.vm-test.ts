@@ -81,4 +81,23 @@ describe('libvirt logical pool (LVM under libvirt) on real device-mapper', { tim
     for (const v of [restored, clone, src]) await d.client.deleteVolume({ volume_id: v.volume_id });
     await d.client.deleteSnapshot({ snapshot_id: snap.snapshot_id });
   });
+
+  it('cuts a group snapshot of detached volumes as LVs whose names fit LVM beside the VG (Kubernetes-length names), restores a member, deletes the group', async () => {
+    const uid = '0f5e4c7a-51a4-4c52-a4a2-2d6f1c3c9b10';
+    const vols = [await create(`pvc-${uid}`, 8 * MiB), await create(`pvc-${uid.replace('0f', '1f')}`, 8 * MiB)];
+    const data = vols.map((_, i) => pattern(`lv-group-${i}`, MiB));
+    for (const [i, v] of vols.entries()) await writeAt(device(v.volume_id), MiB, data[i]!);
+    const g = (await d.client.createVolumeGroupSnapshot({ name: `groupsnapshot-${uid}`, source_volume_ids: vols.map((v) => v.volume_id), parameters: {} })).group_snapshot!;
+    assert.equal(g.snapshots.length, 2);
+    assert.ok(g.ready_to_use);
+    for (const n of lvs()) assert.ok(n.length + VG.length + 3 < 128, `${n} fits beside ${VG}`);
+    assert.ok(lvs().some((n) => n.startsWith(`${g.group_snapshot_id}.n2.group`)), 'the group record is an LV');
+    const member = g.snapshots.find((s) => s.source_volume_id === vols[0]!.volume_id)!;
+    const restored = await create('pvc-lvgroup-restore', 8 * MiB, {}, { snapshot: member.snapshot_id });
+    assert.equal(await sumAt(device(restored.volume_id), MiB, MiB), sha256(data[0]!));
+    assert.equal(await codeOf(d.client.deleteSnapshot({ snapshot_id: member.snapshot_id })), 'INVALID_ARGUMENT', 'a member goes with its group only');
+    await d.client.deleteVolumeGroupSnapshot({ group_snapshot_id: g.group_snapshot_id, snapshot_ids: g.snapshots.map((s) => s.snapshot_id) });
+    assert.deepEqual(lvs().filter((n) => n.startsWith('group-') || n.startsWith('snap-')), []);
+    for (const v of [restored, ...vols]) await d.client.deleteVolume({ volume_id: v.volume_id });
+  });
 });

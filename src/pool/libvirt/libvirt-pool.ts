@@ -6,7 +6,7 @@ import { MiB, roundUp } from '../../units.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, SnapshotRecord, VolumeRecord } from '../backend.js';
 import type { Domains, RbdSource } from './domains.js';
 import { VolumeDisks } from './volume-disks.js';
-import { FORMATS, idHash, markerName, parseName, snapshotName, volumeName, WIPE_ALGORITHMS, type Format, type SnapshotName, type VolumeName } from './names.js';
+import { FORMATS, idHash, lvmNameProblem, markerName, parseName, snapshotName, volumeName, WIPE_ALGORITHMS, type Format, type SnapshotName, type VolumeName } from './names.js';
 import { copyRunningDisk } from './backup-job.js';
 import { LibvirtGroupSnapshots, YOUNG_MARKER_MS } from './group-snapshots.js';
 import { detached } from '../../call-context.js';
@@ -287,6 +287,9 @@ export class LibvirtPool implements PoolBackend {
    * so LVs there are always allocated in full.
    */
   private volumeXml(name: string, capacity: number, preallocated: boolean, format: Format): string {
+    // Refused here, before libvirt's lvcreate fails with an error that names nothing the user chose.
+    const tooLong = this.poolType === 'logical' ? lvmNameProblem(name, this.targetPath.split('/').pop() ?? '') : null;
+    if (tooLong) throw precondition(tooLong);
     const sparse = this.fileBacked && !preallocated;
     return [
       '<volume>',

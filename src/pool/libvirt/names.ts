@@ -144,3 +144,11 @@ export function validatePoolName(name: string): string {
   if (!POOL_NAME_RE.test(name)) throw new Error(`--libvirt-pool ${JSON.stringify(name)} is not a plain libvirt pool name`);
   return name;
 }
+
+/**
+ * Why LVM would refuse this LV name in this VG, or null: lvm2 takes a name only while
+ * len(LV) + len(VG) + 3 < 128 (vg_validate: the "VG/LV" path and its terminator).
+ */
+export function lvmNameProblem(name: string, vg: string): string | null {
+  return name.length + vg.length + 3 < 128 ? null : `the volume name ${name} (${name.length} characters) does not fit LVM's limit beside VG ${vg}: len(LV) + len(VG) + 3 must stay under 128; use a VG name of at most 24 characters (docs/libvirt.md)`;
+}
