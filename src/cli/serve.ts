@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import { runShutdownHooks } from '../shutdown-hooks.js';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -166,7 +167,7 @@ function stopOnSignals(server: RunningServer, http: Server[], transfer?: { close
     log.info('draining in-flight calls', { signal });
     for (const h of http) h.close();
     void transfer?.close();
-    void server.shutdown().then(() => {
+    void server.shutdown().then(() => runShutdownHooks()).then(() => {
       log.info('stopped', { signal });
       process.exit(0);
     });

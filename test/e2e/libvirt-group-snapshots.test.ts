@@ -20,8 +20,8 @@ describe('libvirt group snapshots: one backup job over the disks of one running 
   let writerDom: TestDomain;
   let otherDom: TestDomain;
   let stoppedDom: TestDomain;
-  const create = async (name: string) =>
-    (await d.client.createVolume({ name, capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()], parameters: {} })).volume!;
+  const create = async (name: string, bytes = SIZE) =>
+    (await d.client.createVolume({ name, capacity_range: { required_bytes: String(bytes) }, volume_capabilities: [blockCap()], parameters: {} })).volume!;
   const publish = (volume_id: string, node_id: string) =>
     d.client.controllerPublishVolume({ volume_id, node_id, volume_capability: blockCap(), readonly: false, secrets: {}, volume_context: {} });
   const fileOf = async (id: string) => path.join(pool.dir, (await pool.volumes()).find((n) => n.startsWith(`${id}.`))!);
@@ -180,6 +180,66 @@ describe('libvirt group snapshots: one backup job over the disks of one running 
       await d.client.controllerUnpublishVolume({ volume_id: b.volume_id, node_id: otherDom.uuid, secrets: {} });
       await d.client.deleteVolume({ volume_id: a.volume_id });
       await d.client.deleteVolume({ volume_id: b.volume_id });
+    }
+  });
+
+  it('a call past its deadline mid-cut: the cut and its backup job run to their end and the retry gets the group; a disk read-write in two running domains is refused; a young dated marker of a snapshot is ABORTED', async () => {
+    // Large enough that its backup job outlasts the first call's 300 ms.
+    const a = await create('late-a', 512 * MiB);
+    const b = await create('late-b');
+    const shared = await create('shared');
+    try {
+      await publish(a.volume_id, writerDom.uuid);
+      await publish(b.volume_id, writerDom.uuid);
+      const data = pattern('late', MiB);
+      await writeAt(await fileOf(a.volume_id), 4 * MiB, data);
+      for (let at = 8; at < 512; at += 8) await writeAt(await fileOf(a.volume_id), at * MiB, pattern(`fill-${at}`, 8 * MiB));
+      // How long a cut of these two takes here, so that the next call's deadline falls in the middle of one.
+      // (Twice: the first reads the disk cold, and the call timed below finds it warm.)
+      let took = 0;
+      for (const name of ['late-probe-1', 'late-probe-2']) {
+        const t0 = performance.now();
+        const probe = (await d.client.createVolumeGroupSnapshot({ name, source_volume_ids: [a.volume_id, b.volume_id], parameters: {} })).group_snapshot!;
+        took = performance.now() - t0;
+        await d.client.deleteVolumeGroupSnapshot({ group_snapshot_id: probe.group_snapshot_id, snapshot_ids: [] });
+      }
+      const jobs = () => d.logs.filter((l) => l.includes('copying a running disk with a backup job') && /"snapshot":"group-late-[0-9a-f]{16}"/.test(l)).length;
+      const late = await d.client.createVolumeGroupSnapshot({ name: 'late', source_volume_ids: [a.volume_id, b.volume_id], parameters: {} }, { deadline: Date.now() + took / 2 }).then(
+        () => 'OK',
+        (e: { code: number }) => e.code,
+      );
+      assert.equal(late, 4, `DEADLINE_EXCEEDED: the call gave up ${Math.round(took / 2)} ms in, half way through a cut that takes ${Math.round(took)} ms`);
+
+      // The retry queues behind the cut still at work on the group's lock, and returns the group it made.
+      const g = (await d.client.createVolumeGroupSnapshot({ name: 'late', source_volume_ids: [a.volume_id, b.volume_id], parameters: {} })).group_snapshot!;
+      assert.ok(g.ready_to_use);
+      assert.equal(g.snapshots.length, 2);
+      const memberA = g.snapshots.find((m) => m.source_volume_id === a.volume_id)!;
+      assert.ok((await readAt(await fileOf(memberA.snapshot_id), 4 * MiB, MiB)).equals(data), 'the member holds the disk\'s data: the job ran to its end');
+      assert.ok(!d.logs.some((l) => l.includes('aborted a backup job')), 'no job was aborted');
+      assert.equal(jobs(), 1, 'one backup job for both calls: the retry took the cut the first call began');
+      await d.client.deleteVolumeGroupSnapshot({ group_snapshot_id: g.group_snapshot_id, snapshot_ids: [] });
+
+      // A shared disk read-write in two running node VMs (a live migration): one job would catch one QEMU's writes only.
+      const multi = blockCap('MULTI_NODE_MULTI_WRITER');
+      for (const dom of [writerDom, otherDom]) await d.client.controllerPublishVolume({ volume_id: shared.volume_id, node_id: dom.uuid, volume_capability: multi, readonly: false, secrets: {}, volume_context: {} });
+      const before = await pool.volumes();
+      const single = await d.client.createSnapshot({ name: 'shared-snap', source_volume_id: shared.volume_id, parameters: {}, secrets: {} }).then(() => null, (e: { code: number; details: string }) => e);
+      assert.equal(single?.code, 9);
+      assert.match(single!.details, /written by 2 running domains/);
+      assert.equal(await codeOf(d.client.createVolumeGroupSnapshot({ name: 'shared-group', source_volume_ids: [shared.volume_id, a.volume_id], parameters: {} })), 'FAILED_PRECONDITION');
+      assert.deepEqual(await pool.volumes(), before, 'nothing made');
+
+      // Another process's copy of a running disk under way (a dated marker, minutes old): a retry here waits its turn.
+      const dated = `${idFor('snap', 'copied-elsewhere')}.t${(Date.now() - 5 * 60_000).toString(36)}.incomplete`;
+      await virsh('vol-create-as', pool.name, dated, '0', '--allocation', '0');
+      assert.equal(await codeOf(d.client.createSnapshot({ name: 'copied-elsewhere', source_volume_id: a.volume_id, parameters: {}, secrets: {} })), 'ABORTED');
+      assert.ok((await pool.volumes()).includes(dated), 'the marker is left to its process');
+      await virsh('vol-delete', '--pool', pool.name, dated);
+    } finally {
+      for (const dom of [writerDom, otherDom]) await d.client.controllerUnpublishVolume({ volume_id: shared.volume_id, node_id: dom.uuid, secrets: {} });
+      for (const v of [a, b]) await d.client.controllerUnpublishVolume({ volume_id: v.volume_id, node_id: writerDom.uuid, secrets: {} });
+      for (const v of [a, b, shared]) await d.client.deleteVolume({ volume_id: v.volume_id });
     }
   });
 

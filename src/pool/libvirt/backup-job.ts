@@ -1,4 +1,5 @@
 import { log } from '../../log.js';
+import { onShutdown } from '../../shutdown-hooks.js';
 import { unavailable, internal } from '../../errors.js';
 import type { DomainDisk, DomainInfo } from './domains.js';
 import { parseInfo, xmlEscape, type Virsh } from './virsh.js';
@@ -39,6 +40,8 @@ export async function copyRunningDisks(virsh: Virsh, domain: DomainInfo, copies:
 }
 
 const jobs = new Map<string, Promise<unknown>>();
+/** How long the job's state may go unread (libvirtd restarting) before the job is aborted and the copy given up. */
+const POLL_GIVE_UP_MS = 60_000;
 
 async function runJob(virsh: Virsh, domain: DomainInfo, copies: readonly DiskCopy[], label: string, deadline: number): Promise<void> {
   const named = new Set(copies.map((c) => c.disk.target));
@@ -59,16 +62,41 @@ async function runJob(virsh: Virsh, domain: DomainInfo, copies: readonly DiskCop
   const dom = domain.uuid;
   log.info('copying a running disk with a backup job', { domain: domain.name, disks: copies.map((c) => c.disk.target).join(','), snapshot: label });
   await withXml(xml, (file) => virsh.run(['backup-begin', '--domain', dom, '--backupxml', file, '--reuse-external']));
-  for (;;) {
-    const active = parseInfo(await virsh.run(['domjobinfo', '--domain', dom]));
-    if ((active['Job type'] ?? 'None') === 'None') break;
-    if (Date.now() > deadline) {
-      // Stopped before the caller removes its targets: a job left running would write into deleted files.
-      // (Only this process's jobs run here: the domain's jobs queue above, and a job of anyone else makes backup-begin fail.)
-      await virsh.run(['domjobabort', '--domain', dom]).catch((err) => log.error('cannot abort a backup job past its hour', { domain: domain.name, err: String(err) }));
-      throw unavailable(`backup job on ${domain.name} did not finish in time (aborted)`);
+  const abort = async (why: string) => {
+    await virsh.run(['domjobabort', '--domain', dom]).then(
+      () => log.warn('aborted a backup job', { domain: domain.name, snapshot: label, why }),
+      (err: unknown) => log.error('cannot abort a backup job', { domain: domain.name, snapshot: label, why, err: String(err) }),
+    );
+  };
+  // Leaving with the job still running would let QEMU write into targets the caller is about to remove.
+  const unhook = onShutdown(() => abort('the driver is stopping'));
+  try {
+    let failingSince = 0;
+    for (;;) {
+      let active: Record<string, string>;
+      try {
+        active = parseInfo(await virsh.run(['domjobinfo', '--domain', dom]));
+        failingSince = 0;
+      } catch (err) {
+        // A libvirtd restart or a slow answer: the job goes on in QEMU meanwhile; only a long silence gives it up.
+        failingSince ||= Date.now();
+        if (Date.now() - failingSince > POLL_GIVE_UP_MS) {
+          await abort('its state could not be read');
+          throw err;
+        }
+        await new Promise((r) => setTimeout(r, 1000));
+        continue;
+      }
+      if ((active['Job type'] ?? 'None') === 'None') break;
+      if (Date.now() > deadline) {
+        // Only this process's jobs run here: the domain's jobs queue above, and a job of anyone else makes backup-begin fail.
+        await abort('past its deadline');
+        throw unavailable(`backup job on ${domain.name} did not finish in time (aborted)`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
     }
-    await new Promise((r) => setTimeout(r, 100));
+  } finally {
+    unhook();
   }
   const done = parseInfo(await virsh.run(['domjobinfo', '--domain', dom, '--completed']));
   if (done['Job type'] !== 'Completed' || (done.Operation && done.Operation !== 'Backup')) {

@@ -17,10 +17,11 @@ export interface LibvirtGroupPool {
   entries(): Promise<Entry[]>;
   complete(entries: Entry[]): PoolVolume[];
   groups(entries: Entry[]): Array<{ name: string; parsed: { kind: 'group'; id: string; members: number } }>;
+  markerStart(entries: Entry[], id: string): number | undefined;
   snapshotRecord(s: PoolVolume<SnapshotName>, f: VolumeSizeAndPath, entries: Entry[]): SnapshotRecord;
   sizeAndPath(name: string): Promise<VolumeSizeAndPath | null>;
-  /** Every domain disk that is this volume, in running and stopped domains. */
-  attached(v: PoolVolume): Promise<AttachedDisk[]>;
+  /** The volume's read-write disks, all of one running domain (others refused: VolumeDisks.writersForCopy). */
+  writersForCopy(v: PoolVolume): Promise<AttachedDisk[]>;
   requireSpace(bytes: number, what: string): Promise<void>;
   /** Creates a tiny volume under this name (a marker or a group record). */
   createMarker(name: string): Promise<void>;
@@ -95,8 +96,7 @@ export class LibvirtGroupSnapshots implements GroupSnapshots {
     if (spec.members.length > MAX_MEMBERS) throw invalid(`a group snapshot of the libvirt pool holds at most ${MAX_MEMBERS} volumes`);
     let entries = await this.pool.entries();
     // Under the group's lock no cut of this process is under way: a young marker is another process's (or a crash's, cleared once old).
-    const marker = entries.find((e) => e.parsed.kind === 'marker' && e.parsed.id === spec.id);
-    const startedAt = marker?.parsed.kind === 'marker' ? marker.parsed.startedAt : undefined;
+    const startedAt = this.pool.markerStart(entries, spec.id);
     if (startedAt !== undefined && Date.now() - startedAt < YOUNG_MARKER_MS) {
       throw busy(`group snapshot ${spec.id} is being made or deleted by another controller process since ${new Date(startedAt).toISOString()} (or one that stopped then; cleared once ${YOUNG_MARKER_MS / 60_000} minutes old): retry later`);
     }
@@ -110,12 +110,7 @@ export class LibvirtGroupSnapshots implements GroupSnapshots {
       const volume = complete.find((e): e is PoolVolume<VolumeName> => e.parsed.kind === 'vol' && e.parsed.id === m.volumeId);
       const facts = volume ? await this.pool.sizeAndPath(volume.name) : null;
       if (!volume || !facts) throw precondition(`volume ${m.volumeId} is not in this pool`);
-      const readWrite = (await this.pool.attached(volume)).filter((a) => !a.disk.readOnly);
-      const stopped = readWrite.find((a) => !a.domain.running);
-      if (stopped) {
-        throw precondition(`volume ${m.volumeId} is attached read-write to domain ${stopped.domain.name}, which is not running but could start while the group is copied; detach it (ControllerUnpublishVolume) or start the domain`);
-      }
-      sources.push({ member: m, volume, facts, writers: readWrite });
+      sources.push({ member: m, volume, facts, writers: await this.pool.writersForCopy(volume) });
     }
     const domains = new Map<string, DomainInfo>(sources.flatMap((s) => s.writers.map((w) => [w.domain.uuid, w.domain] as const)));
     if (domains.size > 1) {

@@ -1,11 +1,11 @@
-import { exhausted, internal, invalid, notFound, precondition, unsupported } from '../../errors.js';
+import { busy, exhausted, internal, invalid, notFound, precondition, unsupported } from '../../errors.js';
 import { LibvirtSnapshotBlocks } from './snapshot-blocks.js';
 import { log } from '../../log.js';
 import { pageAfter, type Page } from '../../paging.js';
 import { MiB, roundUp } from '../../units.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, SnapshotRecord, VolumeRecord } from '../backend.js';
 import type { Domains, RbdSource } from './domains.js';
-import { VolumeDisks } from './volume-disks.js';
+import { VolumeDisks, type AttachedDisk } from './volume-disks.js';
 import { FORMATS, idHash, lvmNameProblem, markerName, parseName, snapshotName, volumeName, WIPE_ALGORITHMS, type Format, type SnapshotName, type VolumeName } from './names.js';
 import { copyRunningDisk } from './backup-job.js';
 import { LibvirtGroupSnapshots, YOUNG_MARKER_MS } from './group-snapshots.js';
@@ -21,6 +21,8 @@ export interface LibvirtPoolOptions {
   reserveBytes: number;
 }
 
+/** How often the controller sweeps again what interrupted copies left (only markers past YOUNG_MARKER_MS go). */
+const SWEEP_EVERY_MS = 10 * 60_000;
 // Pool types whose volumes are files (qcow2 is possible) and those libvirt can resize.
 const FILE_POOLS = new Set(['dir', 'fs', 'netfs', 'gluster', 'vstorage']);
 const RESIZABLE_POOLS = new Set([...FILE_POOLS, 'rbd']);
@@ -64,7 +66,8 @@ export class LibvirtPool implements PoolBackend {
       groups: (e) => listing.groups(e),
       snapshotRecord: (v, f, e) => listing.snapshotRecord(v, f, e),
       sizeAndPath: (name) => this.sizeAndPath(name),
-      attached: (v) => this.disks.attached(v),
+      writersForCopy: (v) => this.disks.writersForCopy(v),
+      markerStart: (e, id) => listing.markerStart(e, id),
       requireSpace: (bytes, what) => this.requireSpace(bytes, what),
       createMarker: (name) => this.createMarker(name),
       createTarget: (name, capacity, format) => this.libvirt.createVolume(this.opts.pool, this.volumeXml(name, capacity, false, format)),
@@ -103,7 +106,11 @@ export class LibvirtPool implements PoolBackend {
     const target = rbd ? rbd.cephPool : (text(child(doc, 'target'), 'path') ?? '');
     const pool = new LibvirtPool(libvirt, domains, opts, type, type === 'logical' ? 4 * MiB : MiB, target, rbd);
     await pool.probe();
-    if (how.sweep) await pool.sweep();
+    if (how.sweep) {
+      await pool.sweep();
+      // Again now and then: a crash's young markers are left at start, and must go once old even if no retry comes.
+      setInterval(() => void pool.sweep().catch((err: unknown) => log.warn('sweep of interrupted copies failed', { err: String(err) })), SWEEP_EVERY_MS).unref();
+    }
     return pool;
   }
 
@@ -115,11 +122,11 @@ export class LibvirtPool implements PoolBackend {
   private async sweep(): Promise<void> {
     const entries = await this.listing.entries();
     for (const id of new Set(entries.filter((e) => e.parsed.kind === 'marker').map((e) => e.parsed.id))) {
-      const started = entries.find((e) => e.parsed.kind === 'marker' && e.parsed.id === id && e.parsed.startedAt !== undefined);
-      const age = started?.parsed.kind === 'marker' && started.parsed.startedAt !== undefined ? Date.now() - started.parsed.startedAt : Infinity;
+      const started = this.listing.markerStart(entries, id);
+      const age = started === undefined ? Infinity : Date.now() - started;
       if (age < YOUNG_MARKER_MS) {
-        // A group's cut writes its targets through QEMU, and libvirt would let us delete them: a young one may be another process's, under way.
-        log.info('leaving a young group snapshot marker (another controller process may be cutting it)', { id, ageSeconds: Math.round(age / 1000) });
+        // A backup job writes its targets through QEMU, and libvirt would let us delete them: a young one may be another process's, under way.
+        log.info('leaving a young marker (another controller process may be copying a running disk under it)', { id, ageSeconds: Math.round(age / 1000) });
         continue;
       }
       try {
@@ -399,24 +406,31 @@ export class LibvirtPool implements PoolBackend {
 
   async createSnapshot(spec: CreateSnapshotSpec): Promise<SnapshotRecord> {
     const entries = await this.listing.entriesFor(spec.id);
+    // Under the snapshot's lock no copy of this process is under way: a young dated marker is another process's backup job (or a crash's, cleared once old).
+    const startedAt = this.listing.markerStart(entries, spec.id);
+    if (startedAt !== undefined && Date.now() - startedAt < YOUNG_MARKER_MS) {
+      throw busy(`snapshot ${spec.id} is being copied by another controller process since ${new Date(startedAt).toISOString()} (or one that stopped then; cleared once ${YOUNG_MARKER_MS / 60_000} minutes old): retry later`);
+    }
     await this.clearUnfinished(spec.id, entries);
     const source = await this.find('vol', spec.sourceVolumeId, entries);
     const f = source ? await this.sizeAndPath(source.name) : null;
     if (!source || !f) throw notFound(`source volume ${spec.sourceVolumeId} does not exist`);
     await this.requireSpace(f.allocation, `a snapshot of ${spec.sourceVolumeId}`);
-    const name = snapshotName({ id: spec.id, sourceHash: idHash(source.parsed.id), createdAt: Date.now(), format: source.parsed.format });
-    const marker = markerName(spec.id);
+    const running = (await this.disks.writersForCopy(source))[0] ?? null;
+    if (running && !this.fileBacked) {
+      throw precondition(`volume ${source.parsed.id} is attached read-write to running domain ${running.domain.name}; a consistent copy of a running disk needs a file-backed pool (dir, fs, netfs), this one is ${this.poolType}`);
+    }
+    const createdAt = Date.now();
+    const name = snapshotName({ id: spec.id, sourceHash: idHash(source.parsed.id), createdAt, format: source.parsed.format });
+    // A backup job's target is a file libvirt lets anyone delete: its marker is dated, so another process leaves it while young.
+    const marker = running ? markerName(spec.id, createdAt) : markerName(spec.id);
     // Once begun the copy runs to its end whatever becomes of the call (a backup job outlasts csi-snapshotter's 300 s): its retries wait on the lock.
-    return detached(() => this.copyForSnapshot(spec.id, source, f, name, marker));
+    return detached(() => this.copyForSnapshot(spec.id, source, f, name, marker, running));
   }
 
-  private async copyForSnapshot(id: string, source: PoolVolume<VolumeName>, f: VolumeSizeAndPath, name: string, marker: string): Promise<SnapshotRecord> {
+  private async copyForSnapshot(id: string, source: PoolVolume<VolumeName>, f: VolumeSizeAndPath, name: string, marker: string, running: AttachedDisk | null): Promise<SnapshotRecord> {
     await this.createMarker(marker);
     try {
-      const running = await this.disks.runningWriter(source);
-      if (running && !this.fileBacked) {
-        throw precondition(`volume ${source.parsed.id} is attached read-write to running domain ${running.domain.name}; a consistent copy of a running disk needs a file-backed pool (dir, fs, netfs), this one is ${this.poolType}`);
-      }
       if (running) {
         await this.libvirt.createVolume(this.opts.pool, this.volumeXml(name, f.capacity, false, source.parsed.format));
         const target = await this.sizeAndPath(name);

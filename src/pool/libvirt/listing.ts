@@ -86,6 +86,17 @@ export class PoolListing {
     );
   }
 
+  /**
+   * When the newest dated marker under this ID was made (a group's cut, a copy of a running disk):
+   * the targets such a cut writes through QEMU are files libvirt lets anyone delete, so a young one
+   * may be another controller process's work under way. Undefined when no marker is dated.
+   */
+  markerStart(entries: Entry[], id: string): number | undefined {
+    let newest: number | undefined;
+    for (const e of entries) if (e.parsed.kind === 'marker' && e.parsed.id === id && e.parsed.startedAt !== undefined) newest = Math.max(newest ?? 0, e.parsed.startedAt);
+    return newest;
+  }
+
   /** The committed group snapshot records (no marker beside them). */
   groups(entries: Entry[]): Array<{ name: string; parsed: GroupName }> {
     const unfinished = new Set(entries.filter((e) => e.parsed.kind === 'marker').map((e) => e.parsed.id));

@@ -8,8 +8,9 @@ import type { ContentSource } from '../backend.js';
  *   volume    <volume-id>[.<fsType>][.prealloc][.wipe-<algorithm>][.from-<v|s><hash>].<raw|qcow2>
  *   snapshot  <snapshot-id>.of-<hash>.t<creation ms, base 36>[.g<group hash>].<raw|qcow2>
  *   group     <group-id>.n<members>.group           (a group snapshot's record: one byte or one extent)
- *   marker    <volume-or-snapshot-id>.incomplete        (exists while a copy is being made)
- *             <group-id>.t<start ms, base 36>.incomplete  (while a group is made or unmade)
+ *   marker    <volume-or-snapshot-id>.incomplete        (exists while libvirt makes a copy)
+ *             <snapshot-or-group-id>.t<start ms, base 36>.incomplete  (while a backup job copies a
+ *             running disk, or a group is made or unmade: libvirt would let anyone delete its targets)
  *
  * Sources are named by the 16-hex hash that ends every ID rather than the whole ID, so that the
  * longest names a Kubernetes CO produces (pvc-<uuid>, snapshot-<uuid>) stay within LVM's 127
@@ -97,7 +98,7 @@ export function parseName(name: string): PoolName | null {
   if (!kind || parts.length < 2) return null;
   const last = parts[parts.length - 1];
   if (parts.length === 2 && last === INCOMPLETE) return { kind: 'marker', id };
-  if (kind === 'group' && parts.length === 3 && last === INCOMPLETE && parts[1].startsWith('t')) {
+  if ((kind === 'group' || kind === 'snap') && parts.length === 3 && last === INCOMPLETE && parts[1].startsWith('t')) {
     const startedAt = parseInt(parts[1].slice(1), 36);
     return Number.isSafeInteger(startedAt) && startedAt.toString(36) === parts[1].slice(1) ? { kind: 'marker', id, startedAt } : null;
   }

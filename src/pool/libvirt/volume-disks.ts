@@ -1,3 +1,4 @@
+import { precondition } from '../../errors.js';
 import type { DomainDisk, DomainInfo, Domains } from './domains.js';
 import type { PoolVolume } from './listing.js';
 import { serialFor } from './names.js';
@@ -41,6 +42,25 @@ export class VolumeDisks {
     if (disk.serial === serialFor(volumeId)) return true;
     if (disk.sourcePool === this.pool && disk.sourceVolume?.split('.')[0] === volumeId) return true;
     return name !== undefined && disk.sourceFile === this.pathOf(name);
+  }
+
+  /**
+   * Who may write this volume while it is copied: its read-write disks, all in running domains. A
+   * read-write disk of a domain that is not running is refused (the domain could start during the
+   * copy), and so are read-write disks in two domains (a shared disk during a live migration: one
+   * backup job catches the writes of one QEMU only).
+   */
+  async writersForCopy(v: PoolVolume): Promise<AttachedDisk[]> {
+    const readWrite = (await this.attached(v)).filter((a) => !a.disk.readOnly);
+    const stopped = readWrite.find((a) => !a.domain.running);
+    if (stopped) {
+      throw precondition(`volume ${v.parsed.id} is attached read-write to domain ${stopped.domain.name}, which is not running but could start while it is copied; detach it (ControllerUnpublishVolume) or start the domain`);
+    }
+    const domains = [...new Set(readWrite.map((a) => a.domain.name))];
+    if (domains.length > 1) {
+      throw precondition(`volume ${v.parsed.id} is written by ${domains.length} running domains (${domains.join(', ')}): one backup job copies what one of them writes; detach it from all but one`);
+    }
+    return readWrite;
   }
 
   /** The running domain that has this volume attached writable, if any. */
