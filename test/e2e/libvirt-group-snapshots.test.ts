@@ -297,6 +297,17 @@ describe('libvirt group snapshots: one backup job over the disks of one running 
       await d.client.deleteVolumeGroupSnapshot({ group_snapshot_id: g.group_snapshot_id, snapshot_ids: g.snapshots.map((s) => s.snapshot_id) });
       assert.deepEqual((await pool.volumes()).filter((n) => n.startsWith('group-') || n.startsWith('snap-')), []);
 
+      // A group one of whose members was removed by hand: the group and the member left are not ready.
+      const w = await create('crash-src-2');
+      const short = (await d.client.createVolumeGroupSnapshot({ name: 'short', source_volume_ids: [v.volume_id, w.volume_id], parameters: {} })).group_snapshot!;
+      const gone = short.snapshots.find((m) => m.source_volume_id === w.volume_id)!;
+      await virsh('vol-delete', '--pool', pool.name, (await pool.volumes()).find((n) => n.startsWith(`${gone.snapshot_id}.`))!);
+      const left = short.snapshots.find((m) => m.source_volume_id === v.volume_id)!;
+      assert.equal((await d.client.getVolumeGroupSnapshot({ group_snapshot_id: short.group_snapshot_id, snapshot_ids: [] })).group_snapshot?.ready_to_use, false);
+      assert.equal((await d.client.listSnapshots({ snapshot_id: left.snapshot_id })).entries[0]?.snapshot?.ready_to_use, false, 'ListSnapshots (what csi-snapshotter asks of a member) says not ready');
+      await d.client.deleteVolumeGroupSnapshot({ group_snapshot_id: short.group_snapshot_id, snapshot_ids: [] });
+      await d.client.deleteVolume({ volume_id: w.volume_id });
+
       // A record whose members are gone (a hand's work): the group is there, and not ready.
       const bare = idFor('group', 'bare');
       await virsh('vol-create-as', pool.name, `${bare}.n2.group`, '0', '--allocation', '0');

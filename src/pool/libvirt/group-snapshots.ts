@@ -86,7 +86,7 @@ export class LibvirtGroupSnapshots implements GroupSnapshots {
         snapshotIds: snapshots.map((s) => s.id),
         createdAt: Math.min(...snapshots.map((s) => s.createdAt), Date.now()),
       },
-      snapshots: whole ? snapshots : snapshots.map((s) => ({ ...s, readyToUse: false })),
+      snapshots,
     };
   }
 

@@ -328,9 +328,9 @@ export class LibvirtPool implements PoolBackend {
    * crash at any point leaves an ID that reads as absent and is cleared and redone by the retry.
    */
   private async copy(id: string, source: PoolVolume, name: string, size: number, format: Format, preallocated: boolean): Promise<void> {
-    await this.disks.runningWriter(source).then((dom) => {
-      if (dom) throw precondition(`volume ${source.parsed.id} is attached read-write to running domain ${dom.domain.name}; clone it from a snapshot instead (CreateSnapshot copies a running disk consistently)`);
-    });
+    // A disk read-write in a stopped domain is refused too (writersForCopy): the domain could start during the copy.
+    const writers = source.parsed.kind === 'vol' ? await this.disks.writersForCopy(source) : [];
+    if (writers.length) throw precondition(`volume ${source.parsed.id} is attached read-write to running domain ${writers[0]!.domain.name}; clone it from a snapshot instead (CreateSnapshot copies a running disk consistently)`);
     const marker = markerName(id);
     await this.createMarker(marker);
     try {

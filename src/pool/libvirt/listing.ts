@@ -154,14 +154,17 @@ export class PoolListing {
 
   snapshotRecord(s: PoolVolume<SnapshotName>, f: VolumeSizeAndPath, entries: Entry[]): SnapshotRecord {
     const groupHash = s.parsed.groupHash;
-    const groupId = groupHash ? this.groups(entries).find((g) => idHash(g.parsed.id) === groupHash)?.parsed.id : undefined;
+    const group = groupHash ? this.groups(entries).find((g) => idHash(g.parsed.id) === groupHash) : undefined;
+    const groupId = group?.parsed.id;
+    // A member of a group short of members (one removed by hand) is not of a whole cut: not ready.
+    const whole = !group || entries.filter((e) => e.parsed.kind === 'snap' && e.parsed.groupHash === groupHash).length === group.parsed.members;
     return {
       id: s.parsed.id,
       name: s.parsed.id,
       sourceVolumeId: this.fullId('vol', s.parsed.sourceHash, entries) ?? `vol--${s.parsed.sourceHash}`,
       sizeBytes: f.capacity,
       createdAt: s.parsed.createdAt,
-      readyToUse: true,
+      readyToUse: whole,
       ...(groupId ? { groupId } : {}),
     };
   }

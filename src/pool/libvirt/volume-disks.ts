@@ -62,9 +62,4 @@ export class VolumeDisks {
     }
     return readWrite;
   }
-
-  /** The running domain that has this volume attached writable, if any. */
-  async runningWriter(v: PoolVolume): Promise<AttachedDisk | null> {
-    return (await this.attached(v)).find((a) => a.domain.running && !a.disk.readOnly) ?? null;
-  }
 }
