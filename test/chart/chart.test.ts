@@ -38,7 +38,8 @@ function checkCustom(o: K8sObject): string[] {
     if (typeof o.driver !== 'string' || !['Delete', 'Retain'].includes(String(o.deletionPolicy))) problems.push('driver/deletionPolicy');
     return problems;
   }
-  if (o.kind === 'VolumeGroupSnapshotClass' && o.apiVersion === 'groupsnapshot.storage.k8s.io/v1beta1') {
+  // The class's fields are the same in v1beta1, v1beta2 and v1 (external-snapshotter v8.6.0's CRD).
+  if (o.kind === 'VolumeGroupSnapshotClass' && /^groupsnapshot\.storage\.k8s\.io\/(v1beta1|v1beta2|v1)$/.test(o.apiVersion)) {
     const problems = bad('', ['apiVersion', 'kind', 'metadata', 'driver', 'deletionPolicy', 'parameters'], keys(o));
     if (typeof o.driver !== 'string' || !['Delete', 'Retain'].includes(String(o.deletionPolicy))) problems.push('driver/deletionPolicy');
     return problems;
@@ -102,6 +103,7 @@ const VARIANTS: Record<string, string[]> = {
   'file, transfer with its own Secret, no NetworkPolicy, a rate and bounds': ['transfer.tls.existingSecret=my-tls', 'transfer.networkPolicy.enabled=false', 'transfer.rate=100Mi', 'transfer.maxSends=2', 'transfer.timeout=2h', 'transfer.stallTimeout=30s'],
   'file without the transfer': ['transfer.enabled=false'],
   'libvirt with group snapshots': ['backend=libvirt', 'groupSnapshots.enabled=true', 'groupSnapshots.deletionPolicy=Retain'],
+  'libvirt with group snapshots, class v1': ['backend=libvirt', 'groupSnapshots.enabled=true', 'groupSnapshots.classApiVersion=groupsnapshot.storage.k8s.io/v1'],
   'libvirt with KubeVirt': ['backend=libvirt', 'kubevirt.enabled=true', 'controller.replicas=2', 'metrics.enabled=false', 'libvirt.diskCache=writeback'],
 };
 
@@ -227,7 +229,9 @@ describe('Helm chart', () => {
     assert.deepEqual(verbsOf('volumegroupsnapshotcontents/status'), ['patch', 'update']);
     const klass = byKind(objects, 'VolumeGroupSnapshotClass');
     assert.equal(klass.length, 1);
-    assert.deepEqual({ driver: klass[0]!.driver, deletionPolicy: klass[0]!.deletionPolicy, name: klass[0]!.metadata.name }, { driver: 'vpool.csi.dev', deletionPolicy: 'Retain', name: 'vpool-group' });
+    assert.deepEqual({ driver: klass[0]!.driver, deletionPolicy: klass[0]!.deletionPolicy, name: klass[0]!.metadata.name, apiVersion: klass[0]!.apiVersion }, { driver: 'vpool.csi.dev', deletionPolicy: 'Retain', name: 'vpool-group', apiVersion: 'groupsnapshot.storage.k8s.io/v1beta1' });
+    assert.equal(byKind(rendered['libvirt with group snapshots, class v1'], 'VolumeGroupSnapshotClass')[0]!.apiVersion, 'groupsnapshot.storage.k8s.io/v1');
+    await assert.rejects(render(['backend=libvirt', 'groupSnapshots.enabled=true', 'groupSnapshots.classApiVersion=groupsnapshot.storage.k8s.io/v2']), /classApiVersion/);
 
     for (const variant of ['libvirt', 'file (defaults)', 'lvm']) {
       assert.equal(byKind(rendered[variant], 'VolumeGroupSnapshotClass').length, 0, `${variant}: no class by default`);

@@ -5,9 +5,9 @@ import { idFor, memberIdFor } from '../../src/ids.js';
 import { blockCap } from '../helpers/csi.js';
 import { readAt, writeAt } from '../helpers/data.js';
 import { missingBelowMost, recordsOn } from '../helpers/dependent-writer.js';
-import { codeOf, finish, MiB, needsRoot, pattern, startDriver, type Driver } from '../helpers/driver.js';
+import { codeOf, MiB, needsRoot, pattern, startDriver, type Driver } from '../helpers/driver.js';
 import { snapshotterCreateGroupSnapshot } from '../helpers/sidecars.js';
-import { dirPool, guestDisk, pollUntil, startLibvirt, testDomain, URI, virsh, type TestDomain, type TestPool } from '../helpers/libvirt.js';
+import { dirPool, finishHypervisorSuite, guestDisk, pollUntil, startLibvirt, testDomain, URI, virsh, type TestDomain, type TestPool } from '../helpers/libvirt.js';
 
 const SIZE = 16 * MiB;
 
@@ -24,6 +24,8 @@ describe('libvirt group snapshots: one backup job over the disks of one running 
     (await d.client.createVolume({ name, capacity_range: { required_bytes: String(bytes) }, volume_capabilities: [blockCap()], parameters: {} })).volume!;
   const publish = (volume_id: string, node_id: string) =>
     d.client.controllerPublishVolume({ volume_id, node_id, volume_capability: blockCap(), readonly: false, secrets: {}, volume_context: {} });
+  /** How a call failed (its gRPC code and message), or null when it did not. */
+  const failure = (p: Promise<unknown>) => p.then(() => null, (e: { code: number; details: string }) => e);
   const fileOf = async (id: string) => path.join(pool.dir, (await pool.volumes()).find((n) => n.startsWith(`${id}.`))!);
   /** The highest "GUEST WROTE n" the writer printed. */
   const written = async () => Math.max(0, ...[...(await writerDom.console()).matchAll(/^GUEST WROTE (\d+)$/gm)].map((m) => Number(m[1])));
@@ -39,18 +41,7 @@ describe('libvirt group snapshots: one backup job over the disks of one running 
     stoppedDom = await testDomain(`vpool-gss-${tag}`, `${pool.dir}-dom`, false);
     d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-uri', URI, '--libvirt-pool', pool.name, '--hypervisor', 'hv-test', '--attach-timeout', '20'] });
   });
-  after(async () => {
-    const left = d ? await finish(d) : [];
-    await writerDom?.remove();
-    await otherDom?.remove();
-    await stoppedDom?.remove();
-    const vols = pool ? await pool.volumes() : [];
-    await pool?.remove();
-    const { rm } = await import('node:fs/promises');
-    if (pool) await rm(`${pool.dir}-dom`, { recursive: true, force: true });
-    assert.deepEqual(left, []);
-    assert.deepEqual(vols, []);
-  });
+  after(() => finishHypervisorSuite(d, pool, [writerDom, otherDom, stoppedDom]));
 
   it('advertises the GroupController service on the libvirt pool', async () => {
     const caps = await d.client.groupControllerGetCapabilities({});
@@ -168,10 +159,7 @@ describe('libvirt group snapshots: one backup job over the disks of one running 
       await publish(a.volume_id, writerDom.uuid);
       await publish(b.volume_id, otherDom.uuid);
       const before = await pool.volumes();
-      const err = await d.client.createVolumeGroupSnapshot({ name: 'two', source_volume_ids: [a.volume_id, b.volume_id], parameters: {} }).then(
-        () => null,
-        (e: { code: number; details: string }) => e,
-      );
+      const err = await failure(d.client.createVolumeGroupSnapshot({ name: 'two', source_volume_ids: [a.volume_id, b.volume_id], parameters: {} }));
       assert.equal(err?.code, 9, 'FAILED_PRECONDITION');
       assert.match(err!.details, new RegExp(`written by 2 running domains .*${writerDom.name}|written by 2 running domains .*${otherDom.name}`));
       assert.deepEqual(await pool.volumes(), before, 'no member, record or marker made');
@@ -224,7 +212,7 @@ describe('libvirt group snapshots: one backup job over the disks of one running 
       const multi = blockCap('MULTI_NODE_MULTI_WRITER');
       for (const dom of [writerDom, otherDom]) await d.client.controllerPublishVolume({ volume_id: shared.volume_id, node_id: dom.uuid, volume_capability: multi, readonly: false, secrets: {}, volume_context: {} });
       const before = await pool.volumes();
-      const single = await d.client.createSnapshot({ name: 'shared-snap', source_volume_id: shared.volume_id, parameters: {}, secrets: {} }).then(() => null, (e: { code: number; details: string }) => e);
+      const single = await failure(d.client.createSnapshot({ name: 'shared-snap', source_volume_id: shared.volume_id, parameters: {}, secrets: {} }));
       assert.equal(single?.code, 9);
       assert.match(single!.details, /written by 2 running domains/);
       assert.equal(await codeOf(d.client.createVolumeGroupSnapshot({ name: 'shared-group', source_volume_ids: [shared.volume_id, a.volume_id], parameters: {} })), 'FAILED_PRECONDITION');
@@ -249,12 +237,14 @@ describe('libvirt group snapshots: one backup job over the disks of one running 
     try {
       await publish(a.volume_id, stoppedDom.uuid);
       const before = await pool.volumes();
-      const err = await d.client.createVolumeGroupSnapshot({ name: 'stopped', source_volume_ids: [a.volume_id, b.volume_id], parameters: {} }).then(
-        () => null,
-        (e: { code: number; details: string }) => e,
-      );
+      const err = await failure(d.client.createVolumeGroupSnapshot({ name: 'stopped', source_volume_ids: [a.volume_id, b.volume_id], parameters: {} }));
       assert.equal(err?.code, 9, 'FAILED_PRECONDITION');
       assert.match(err!.details, new RegExp(`attached read-write to domain ${stoppedDom.name}, which is not running but could start`));
+      // A single snapshot and a clone of it likewise (one writer rule for every copy).
+      const single = await failure(d.client.createSnapshot({ name: 'stopped-snap', source_volume_id: a.volume_id, parameters: {}, secrets: {} }));
+      assert.deepEqual([single?.code, /which is not running but could start/.test(single?.details ?? '')], [9, true]);
+      const clone = await failure(d.client.createVolume({ name: 'stopped-clone', volume_capabilities: [blockCap()], parameters: {}, volume_content_source: { volume: { volume_id: a.volume_id } } }));
+      assert.deepEqual([clone?.code, /which is not running but could start/.test(clone?.details ?? '')], [9, true]);
       assert.deepEqual(await pool.volumes(), before);
     } finally {
       await d.client.controllerUnpublishVolume({ volume_id: a.volume_id, node_id: stoppedDom.uuid, secrets: {} });

@@ -7,7 +7,7 @@ import { Virsh } from '../../src/pool/libvirt/virsh.js';
 import { blockCap, mountCap } from '../helpers/csi.js';
 import { readAt, writeAt } from '../helpers/data.js';
 import { codeOf, finish, MiB, needsRoot, pattern, startDriver, type Driver } from '../helpers/driver.js';
-import { dirPool, guestDisk, libvirtdClientPids, pollUntil, startLibvirt, testDomain, URI, virsh, type TestDomain, type TestPool } from '../helpers/libvirt.js';
+import { dirPool, finishHypervisorSuite, guestDisk, libvirtdClientPids, pollUntil, startLibvirt, testDomain, URI, virsh, type TestDomain, type TestPool } from '../helpers/libvirt.js';
 
 // Hypervisor mode for real: a TCG domain under a real libvirtd, volumes hot-plugged into it by
 // ControllerPublishVolume and seen by the guest's kernel, which reports its disks on its console.
@@ -34,17 +34,7 @@ describe('libvirt hypervisor mode: hot-plug into a running TCG domain', needsRoo
     idle = await testDomain(`vpool-idle-${path.basename(pool.dir).slice(-6)}`, pool.dir.replace(/$/, '-dom'), false);
     d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-uri', URI, '--libvirt-pool', pool.name, '--hypervisor', 'hv-test', '--max-volumes-per-node', '3', '--attach-timeout', '20'] });
   });
-  after(async () => {
-    const left = d ? await finish(d) : [];
-    await node?.remove();
-    await idle?.remove();
-    const vols = pool ? await pool.volumes() : [];
-    await pool?.remove();
-    const { rm } = await import('node:fs/promises');
-    if (pool) await rm(`${pool.dir}-dom`, { recursive: true, force: true });
-    assert.deepEqual(left, []);
-    assert.deepEqual(vols, []);
-  });
+  after(() => finishHypervisorSuite(d, pool, [node, idle]));
 
   it('publishes into the running domain: domblklist and the guest see the disk with its serial; unpublish takes it away', async () => {
     const v = await create('pvc-hot', 16 * MiB);

@@ -2,7 +2,9 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import assert from 'node:assert/strict';
 import { PROJECT_ROOT } from '../../src/csi/proto.js';
+import { finish, type Driver } from './driver.js';
 
 const execFileP = promisify(execFile);
 /** The tests' own libvirtd (test/libvirt/libvirt-start.sh), never the host's: its directory, socket, admin socket and PID file. */
@@ -269,4 +271,19 @@ export async function libvirtdClientPids(): Promise<number[]> {
     if (m) pids.push(Number(m[1]));
   }
   return pids;
+}
+
+/**
+ * The end of a hypervisor-mode suite: the driver stopped, its domains and pool removed (with the
+ * domains' directory beside the pool), and then nothing may be left: no volume the driver still
+ * lists, no volume in the pool.
+ */
+export async function finishHypervisorSuite(d: Driver | undefined, pool: TestPool | undefined, domains: ReadonlyArray<TestDomain | undefined>): Promise<void> {
+  const left = d ? await finish(d) : [];
+  for (const dom of domains) await dom?.remove();
+  const vols = pool ? await pool.volumes() : [];
+  await pool?.remove();
+  if (pool) await rm(`${pool.dir}-dom`, { recursive: true, force: true });
+  assert.deepEqual(left, []);
+  assert.deepEqual(vols, []);
 }

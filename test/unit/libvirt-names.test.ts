@@ -27,13 +27,13 @@ describe('libvirt volume names', () => {
     assert.ok(s.length <= 127, `${s.length}: ${s}`);
   });
 
-  it('names a group snapshot\'s record and members, short enough for LVM beside a VG name of 24 characters (logical pools)', () => {
+  it('names a group snapshot\'s record and members, short enough for LVM beside a VG name of 32 characters (logical pools)', () => {
     const group = idFor('group', 'groupsnapshot-0f5e4c7a-51a4-4c52-a4a2-2d6f1c3c9b10-with-a-long-tail');
     const member = memberIdFor(`${group}/${vol}`);
     const createdAt = Date.now();
     const name = snapshotName({ id: member, sourceHash: vol.slice(-16), createdAt, format: 'qcow2', groupHash: group.slice(-16) });
     // lvm2's vg_validate: len(LV) + len(VG) + 3 < 128 (the "VG/LV" path and its terminator).
-    const vg = 'v'.repeat(24);
+    const vg = 'v'.repeat(32);
     assert.equal(lvmNameProblem(name, vg), null);
     assert.match(lvmNameProblem(name, 'v'.repeat(128 - 3 - name.length)) ?? '', /does not fit LVM's limit beside VG v+: len\(LV\) \+ len\(VG\) \+ 3 must stay under 128/);
     assert.equal(lvmNameProblem(name, 'v'.repeat(127 - 3 - name.length)), null);

@@ -107,9 +107,9 @@ export class LibvirtPool implements PoolBackend {
     const pool = new LibvirtPool(libvirt, domains, opts, type, type === 'logical' ? 4 * MiB : MiB, target, rbd);
     await pool.probe();
     if (how.sweep) {
-      await pool.sweep();
-      // Again now and then: a crash's young markers are left at start, and must go once old even if no retry comes.
-      setInterval(() => void pool.sweep().catch((err: unknown) => log.warn('sweep of interrupted copies failed', { err: String(err) })), SWEEP_EVERY_MS).unref();
+      await pool.sweep({ atStart: true });
+      // Again now and then, dated markers only: a crash's young markers are left at start, and must go once old even if no retry comes.
+      setInterval(() => void pool.sweep({ atStart: false }).catch((err: unknown) => log.warn('sweep of interrupted copies failed', { err: String(err) })), SWEEP_EVERY_MS).unref();
     }
     return pool;
   }
@@ -119,10 +119,12 @@ export class LibvirtPool implements PoolBackend {
    * controller replica's, during a rollout) is not touched: libvirt refuses to delete a volume it is
    * still building, and the marker stays with it, so the ID still reads as absent.
    */
-  private async sweep(): Promise<void> {
+  private async sweep(how: { atStart: boolean }): Promise<void> {
     const entries = await this.listing.entries();
     for (const id of new Set(entries.filter((e) => e.parsed.kind === 'marker').map((e) => e.parsed.id))) {
       const started = this.listing.markerStart(entries, id);
+      // An undated marker (a copy libvirt makes) is swept at start only: later it may be this process's own copy under way.
+      if (started === undefined && !how.atStart) continue;
       const age = started === undefined ? Infinity : Date.now() - started;
       if (age < YOUNG_MARKER_MS) {
         // A backup job writes its targets through QEMU, and libvirt would let us delete them: a young one may be another process's, under way.

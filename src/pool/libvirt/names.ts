@@ -151,5 +151,5 @@ export function validatePoolName(name: string): string {
  * len(LV) + len(VG) + 3 < 128 (vg_validate: the "VG/LV" path and its terminator).
  */
 export function lvmNameProblem(name: string, vg: string): string | null {
-  return name.length + vg.length + 3 < 128 ? null : `the volume name ${name} (${name.length} characters) does not fit LVM's limit beside VG ${vg}: len(LV) + len(VG) + 3 must stay under 128; use a VG name of at most 24 characters (docs/libvirt.md)`;
+  return name.length + vg.length + 3 < 128 ? null : `the volume name ${name} (${name.length} characters) does not fit LVM's limit beside VG ${vg}: len(LV) + len(VG) + 3 must stay under 128; use a shorter VG name (docs/libvirt.md)`;
 }

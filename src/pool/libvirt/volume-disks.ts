@@ -54,7 +54,7 @@ export class VolumeDisks {
     const readWrite = (await this.attached(v)).filter((a) => !a.disk.readOnly);
     const stopped = readWrite.find((a) => !a.domain.running);
     if (stopped) {
-      throw precondition(`volume ${v.parsed.id} is attached read-write to domain ${stopped.domain.name}, which is not running but could start while it is copied; detach it (ControllerUnpublishVolume) or start the domain`);
+      throw precondition(`volume ${v.parsed.id} is attached read-write to domain ${stopped.domain.name}, which is not running but could start while it is copied; detach it (ControllerUnpublishVolume) first`);
     }
     const domains = [...new Set(readWrite.map((a) => a.domain.name))];
     if (domains.length > 1) {
