@@ -5,6 +5,7 @@ import { addPoolCommands } from './cli/pool.js';
 import { addReconcileCommand } from './cli/reconcile.js';
 import { addCheckVolumeCommand } from './cli/check-volume.js';
 import { addTransferSignerCommand } from './cli/transfer-signer.js';
+import { addSnapshotRouterCommand } from './cli/serve-router.js';
 import { addBackupCommands } from './cli/backup.js';
 import { packageVersion } from './project.js';
 import type { ServeOptions } from './cli/serve.js';
@@ -48,6 +49,7 @@ program
   .option('--snapshot-import-interval <duration>', 'file/lvm with the Kubernetes API: how often to look for imported VolumeSnapshotContents (no node label) whose snapshot this node holds, and label them for this node\'s csi-snapshotter (0: never)', '30s')
   .option('--transfer-listen <host:port>', 'file/lvm: serve this node\'s volumes and snapshots to the nodes whose claims restore or clone them, at this address, over mutual TLS')
   .option('--transfer-peers-from-cluster <selector>', 'file/lvm: the node plugin pods (this label selector in $POD_NAMESPACE): peers are found at their container port named "transfer", and readers checked against them')
+  .option('--transfer-router-from-cluster <selector>', 'file/lvm: take snapshot and group snapshot calls on the transfer listener from the snapshot router pods (this label selector in $POD_NAMESPACE; their router certificate, from their own address)')
   .option('--transfer-trust-configmap <name>', 'the ConfigMap (in $POD_NAMESPACE) whose ca.crt holds the CAs the transfer trusts; kept by `vpool-csi transfer-signer`', 'vpool-csi-transfer-trust')
   .option('--transfer-signer-name <name>', 'the signer name of this node\'s transfer certificate request (CertificateSigningRequest API)', 'vpool.dev/transfer')
   .option('--transfer-cert-lifetime <duration>', 'how long a transfer certificate is asked for (renewed at two thirds)', '24h')
@@ -68,6 +70,7 @@ addPoolCommands(program);
 addReconcileCommand(program);
 addCheckVolumeCommand(program);
 addTransferSignerCommand(program);
+addSnapshotRouterCommand(program);
 addBackupCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -71,6 +71,7 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
   if (!namespace) throw new Error('the transfer needs POD_NAMESPACE (the chart sets it from the pod)');
   const listen = opts.transferListen ? /^(.*):(\d{1,5})$/.exec(opts.transferListen) : null;
   if (opts.transferListen && !listen) throw new Error(`--transfer-listen is host:port, not ${JSON.stringify(opts.transferListen)}`);
+  if (opts.transferRouterFromCluster && !listen) throw new Error('--transfer-router-from-cluster needs --transfer-listen (the router\'s commands arrive on the listener)');
   const { stallMs, deadlineMs, maxSends, bytesPerSecond } = transferBounds(opts);
   const refreshMs = parseDuration(opts.transferRefresh);
   const lifetimeSeconds = Math.round(parseDuration(opts.transferCertLifetime) / 1000);
@@ -93,7 +94,7 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
     const credentials = new TransferCredentials();
     const enrolment = new TransferEnrolment(kube, credentials, { node: nodeId, namespace, trustConfigMap: opts.transferTrustConfigmap, signerName: opts.transferSignerName, lifetimeSeconds, refreshMs });
     if (!stopped) enrolment.start();
-    const access = new TransferAccess(kube, { driver: driverName, namespace, nodeSelector: selector, topologyKey: TOPOLOGY_KEY });
+    const access = new TransferAccess(kube, { driver: driverName, namespace, nodeSelector: selector, topologyKey: TOPOLOGY_KEY, routerSelector: opts.transferRouterFromCluster });
     const peers = clusterPeers(kube, { namespace, selector, node: nodeId });
     // A claim that names another source is final (PERMISSION_DENIED); a cluster that does not say yet is retried.
     const holder = (kind: 'volume' | 'snapshot', id: string, claim: { namespace: string; name: string }) =>
@@ -103,6 +104,8 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
     let listener: Promise<{ close(): Promise<void> }> | undefined;
     if (listen) {
       const { startTransferServer } = await import('../transfer/server.js');
+      const source = sourceOnceOpen(pool, (backend) => transferSource(backend, locks));
+      const router = opts.transferRouterFromCluster ? (await import('./local-commands.js')).localCommands(opts.endpoint, source, () => pool.current !== undefined && pool.notServing === undefined) : undefined;
       listener = startTransferServer({
         host: listen[1].replace(/^\[|\]$/g, '') || '0.0.0.0',
         port: Number(listen[2]),
@@ -117,7 +120,7 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
             throw err;
           }
         },
-        source: sourceOnceOpen(pool, (backend) => transferSource(backend, locks)),
+        source,
         metadata: metadataOnceOpen(pool, localMetadata),
         // Any live node plugin of the driver may ask a snapshot's block metadata: it relays a request the
         // external-snapshot-metadata sidecar authorized (docs/backup.md); only ranges cross, never data.
@@ -130,6 +133,19 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
             throw err;
           }
         },
+        // The snapshot router (a central csi-snapshotter's driver) hands this node the snapshot calls for its volumes.
+        commands: router,
+        authorizeRouter: router
+          ? async (who, address) => {
+              try {
+                await access.checkRouter(who, address);
+                return null;
+              } catch (err) {
+                if (err instanceof Refusal && !(err instanceof NotYet)) return err.message;
+                throw err;
+              }
+            }
+          : undefined,
         bytesPerSecond,
         stallMs,
         deadlineMs,

@@ -43,6 +43,7 @@ export interface ServeOptions extends BackendFlags {
   orphanDeleteAfter?: string;
   transferListen?: string;
   transferPeersFromCluster?: string;
+  transferRouterFromCluster?: string;
   transferTrustConfigmap: string;
   transferSignerName: string;
   transferCertLifetime: string;

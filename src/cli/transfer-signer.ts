@@ -10,6 +10,8 @@ interface SignerFlags {
   trustConfigmap: string;
   nodeServiceAccount: string;
   nodeSelector: string;
+  routerServiceAccount?: string;
+  routerSelector?: string;
   certLifetime: string;
   caLifetime: string;
   overlap: string;
@@ -31,6 +33,8 @@ export function addTransferSignerCommand(program: Command): void {
     .option('--trust-configmap <name>', 'the ConfigMap the node plugins read the trusted CAs from', 'vpool-csi-transfer-trust')
     .option('--node-service-account <name>', 'the node plugins\' ServiceAccount (the only requester served)', 'vpool-csi-node')
     .option('--node-selector <selector>', 'the node plugin pods\' labels (a requester\'s pod must carry them)', 'app.kubernetes.io/name=vpool-csi,app.kubernetes.io/component=node')
+    .option('--router-service-account <name>', 'the snapshot router\'s ServiceAccount: its pods get a router certificate (no node); unset: none is issued')
+    .option('--router-selector <selector>', 'the snapshot router pods\' labels (with --router-service-account)')
     .option('--cert-lifetime <duration>', 'the longest node certificate issued', '24h')
     .option('--ca-lifetime <duration>', 'the life of a CA made here (replaced by itself in its last fifth)', '8760h')
     .option('--overlap <duration>', 'how long a replaced CA is still trusted beside the new one', '48h')
@@ -42,6 +46,7 @@ export function addTransferSignerCommand(program: Command): void {
       setLogLevel(o.logLevel);
       const namespace = o.namespace ?? process.env.POD_NAMESPACE;
       if (!namespace) throw new Error('--namespace is required (or POD_NAMESPACE)');
+      if (!o.routerServiceAccount !== !o.routerSelector) throw new Error('--router-service-account and --router-selector go together');
       const [{ loadKube }, { TransferSigner }] = await Promise.all([import('../cluster/kube.js'), import('../cluster/transfer-signer.js')]);
       const signer = new TransferSigner(loadKube(o.kubeconfig), {
         namespace,
@@ -51,6 +56,7 @@ export function addTransferSignerCommand(program: Command): void {
         trustConfigMap: o.trustConfigmap,
         nodeServiceAccount: o.nodeServiceAccount,
         nodeSelector: o.nodeSelector,
+        router: o.routerServiceAccount && o.routerSelector ? { serviceAccount: o.routerServiceAccount, selector: o.routerSelector } : undefined,
         certLifetimeMs: parseDuration(o.certLifetime),
         caLifetimeMs: parseDuration(o.caLifetime),
         overlapMs: parseDuration(o.overlap),

@@ -1,5 +1,5 @@
 import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
-import type { PeerIdentity } from '../transfer/identity.js';
+import type { PeerIdentity, RouterIdentity } from '../transfer/identity.js';
 import type { TransferKind } from '../transfer/server.js';
 import { orNull, type Kube } from './kube.js';
 import { matchesSelector } from './label-selector.js';
@@ -25,6 +25,8 @@ export interface AccessOptions {
   nodeSelector: string;
   /** The topology key a PV's node affinity names its node by. */
   topologyKey: string;
+  /** The snapshot router's pods' label selector: unset, no router certificate is taken. */
+  routerSelector?: string;
 }
 
 export const SELECTED_NODE = 'volume.kubernetes.io/selected-node';
@@ -93,6 +95,33 @@ export class TransferAccess {
     this.checked.set(key, performance.now());
   }
 
+  /**
+   * For snapshot commands: the router credential is a live snapshot router pod's (the driver's
+   * namespace, the router's labels), used from that pod; remembered for 30 s as a peer's is.
+   */
+  async checkRouter(who: RouterIdentity, address: string): Promise<void> {
+    const selector = this.o.routerSelector;
+    if (!selector) throw new Refusal('this node takes no snapshot router (no --transfer-router-from-cluster)');
+    const key = `router|${who.pod.uid}|${address}`;
+    const at = this.checked.get(key);
+    if (at !== undefined && performance.now() - at < 30_000) return;
+    if (who.pod.namespace !== this.o.namespace) throw new Refusal(`the router credential names pod ${who.pod.namespace}/${who.pod.name}, outside the driver's namespace`);
+    const pod = await orNull(bounded(this.kube.core.readNamespacedPod({ name: who.pod.name, namespace: who.pod.namespace }), 'for a pod'));
+    if (!pod || pod.metadata?.uid !== who.pod.uid) throw new Refusal(`the router credential's pod ${who.pod.name} (${who.pod.uid}) no longer exists`);
+    if (pod.metadata?.deletionTimestamp) throw new NotYet(`the router credential's pod ${who.pod.name} is being deleted`);
+    if (!matchesSelector(selector, pod.metadata?.labels ?? {})) throw new Refusal(`the router credential's pod ${who.pod.name} is not a snapshot router pod (${selector})`);
+    this.fromPod(pod, address, `the snapshot router ${who.pod.name}`);
+    if (this.checked.size > 1024) this.checked.clear();
+    this.checked.set(key, performance.now());
+  }
+
+  /** The connection comes from one of the pod's own addresses. */
+  private fromPod(pod: import('@kubernetes/client-node').V1Pod, address: string, who: string): void {
+    const ips = (pod.status?.podIPs?.map((p) => p.ip) ?? [pod.status?.podIP]).filter((ip): ip is string => !!ip);
+    const from = address.replace(/^::ffff:/, '');
+    if (!ips.includes(from)) throw new Refusal(`the credential of ${who} is used from ${from}, not from its pod (${ips.join(', ') || 'no IP'})`);
+  }
+
   /** The credential's pod is alive, a node plugin of the driver, on the node it names, and the connection comes from it. */
   private async livePeer(who: PeerIdentity, address: string): Promise<void> {
     if (who.pod.namespace !== this.o.namespace) throw new Refusal(`the credential names pod ${who.pod.namespace}/${who.pod.name}, outside the driver's namespace`);
@@ -102,9 +131,7 @@ export class TransferAccess {
     if (pod.metadata?.deletionTimestamp) throw new NotYet(`the credential's pod ${who.pod.name} is being deleted`);
     if (pod.spec?.nodeName !== who.node) throw new Refusal(`the credential's pod ${who.pod.name} runs on ${pod.spec?.nodeName}, not ${who.node}`);
     if (!matchesSelector(this.o.nodeSelector, pod.metadata?.labels ?? {})) throw new Refusal(`the credential's pod ${who.pod.name} is not a node plugin pod`);
-    const ips = (pod.status?.podIPs?.map((p) => p.ip) ?? [pod.status?.podIP]).filter((ip): ip is string => !!ip);
-    const from = address.replace(/^::ffff:/, '');
-    if (!ips.includes(from)) throw new Refusal(`the credential of ${who.node} is used from ${from}, not from its pod (${ips.join(', ') || 'no IP'})`);
+    this.fromPod(pod, address, who.node);
   }
 
   private async claim(c: Claim): Promise<V1PersistentVolumeClaim> {

@@ -3,12 +3,14 @@ import type { V1CertificateSigningRequest } from '@kubernetes/client-node';
 import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
 import type { TransferCredentials } from '../transfer/credentials.js';
-import { identityFromSan } from '../transfer/identity.js';
+import { identityFromSan, routerFromSan } from '../transfer/identity.js';
 import { certFacts, fingerprint, makeCsr, newKeyPair, splitPem, type KeyPair } from '../transfer/pki.js';
 import { orNull, statusOf, type Kube } from './kube.js';
 
 export interface EnrolOptions {
+  /** The node this plugin runs on (its certificate names it), or the snapshot router's pod (a router certificate, no node). */
   node: string;
+  router?: { pod: string };
   /** The driver's namespace: the trust bundle's ConfigMap is there. */
   namespace: string;
   /** The ConfigMap whose `ca.crt` holds the CAs peers are trusted by (the signer keeps it). */
@@ -101,13 +103,14 @@ export class TransferEnrolment {
 
   private async request(): Promise<void> {
     const key = await newKeyPair();
-    const csr = await makeCsr(key, this.o.node);
-    // Named by node and key: a retry after a lost answer finds its own request, another node never collides.
-    const name = `vpool-csi-transfer-${this.o.node.slice(0, 180)}-${createHash('sha256').update(csr).digest('hex').slice(0, 12)}`;
+    const csr = await makeCsr(key, this.o.router ? 'snapshot-router' : this.o.node);
+    // Named by node (or router pod) and key: a retry after a lost answer finds its own request, another node never collides.
+    const who = this.o.router ? `router-${this.o.router.pod}` : this.o.node;
+    const name = `vpool-csi-transfer-${who.slice(0, 180)}-${createHash('sha256').update(csr).digest('hex').slice(0, 12)}`;
     const body: V1CertificateSigningRequest = {
       apiVersion: 'certificates.k8s.io/v1',
       kind: 'CertificateSigningRequest',
-      metadata: { name, labels: { 'app.kubernetes.io/name': 'vpool-csi', 'vpool.dev/transfer-node': this.o.node.slice(0, 63) } },
+      metadata: { name, labels: { 'app.kubernetes.io/name': 'vpool-csi', ...(this.o.router ? { 'vpool.dev/transfer-role': 'snapshot-router' } : { 'vpool.dev/transfer-node': this.o.node.slice(0, 63) }) } },
       spec: { request: Buffer.from(csr).toString('base64'), signerName: this.o.signerName, expirationSeconds: this.o.lifetimeSeconds, usages: ['digital signature', 'server auth', 'client auth'] },
     };
     await this.kube.certificates.createCertificateSigningRequest({ body });
@@ -143,11 +146,16 @@ export class TransferEnrolment {
     this.publish();
   }
 
-  /** A certificate is taken only for this node, for this key, from a trusted CA. */
+  /** A certificate is taken only for this node (or this router pod), for this key, from a trusted CA. */
   private check(cert: string, key: KeyPair): void {
     const c = new X509Certificate(cert);
-    const id = identityFromSan(c.subjectAltName);
-    if (!id || id.node !== this.o.node) throw new Error(`the issued certificate names ${id ? `node ${id.node}` : 'no node'}, not ${this.o.node}`);
+    if (this.o.router) {
+      const r = routerFromSan(c.subjectAltName);
+      if (!r || r.pod.name !== this.o.router.pod) throw new Error(`the issued certificate is ${r ? `pod ${r.pod.name}'s` : 'no router certificate'}, not the snapshot router's of pod ${this.o.router.pod}`);
+    } else {
+      const id = identityFromSan(c.subjectAltName);
+      if (!id || id.node !== this.o.node) throw new Error(`the issued certificate names ${id ? `node ${id.node}` : 'no node'}, not ${this.o.node}`);
+    }
     if (!c.checkPrivateKey(createPrivateKey(key.keyPem))) throw new Error('the issued certificate is not for this key');
     if (!certFacts(cert, this.trust).issuer) throw new Error('the issued certificate is not signed by a CA of the trust bundle');
   }

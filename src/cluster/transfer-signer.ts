@@ -1,8 +1,11 @@
 import type { V1CertificateSigningRequest, V1CertificateSigningRequestCondition, V1ConfigMap } from '@kubernetes/client-node';
 import { errorMessage } from '../errors.js';
 import { log } from '../log.js';
-import type { PeerIdentity } from '../transfer/identity.js';
-import { validIdentity } from '../transfer/identity.js';
+import type { PeerIdentity, RouterIdentity } from '../transfer/identity.js';
+import { routerFromSan, routerUris, validIdentity } from '../transfer/identity.js';
+
+/** A snapshot router's request: its certificate names its pod and the role, no node. */
+type Requester = RouterIdentity & { router: true };
 import { fingerprint, issue, loadCa, makeCa, readCsr, splitPem, type CertificateAuthority } from '../transfer/pki.js';
 import { orNull, statusOf, type Kube } from './kube.js';
 import { matchesSelector } from './label-selector.js';
@@ -19,6 +22,11 @@ export interface SignerOptions {
   /** The node plugins' ServiceAccount (in `namespace`) and their pods' label selector. */
   nodeServiceAccount: string;
   nodeSelector: string;
+  /**
+   * The snapshot router's ServiceAccount and its pods' labels (the controller's): a request from one of
+   * them gets a router certificate (transfer/identity.ts), which names no node. Unset: none is issued.
+   */
+  router?: { serviceAccount: string; selector: string };
   /** The longest certificate issued. */
   certLifetimeMs: number;
   caLifetimeMs: number;
@@ -152,7 +160,7 @@ export class TransferSigner {
 
   private async answer(csr: V1CertificateSigningRequest): Promise<void> {
     const name = csr.metadata!.name!;
-    let id: PeerIdentity;
+    let id: PeerIdentity | Requester;
     let publicKey: Awaited<ReturnType<typeof readCsr>>['publicKey'];
     try {
       id = await this.requester(csr);
@@ -165,26 +173,33 @@ export class TransferSigner {
       return;
     }
     if (!condition(csr, 'Approved')) {
-      csr = await this.setCondition(csr, { type: 'Approved', status: 'True', reason: 'VpoolTransferSignerApproved', message: `${id.pod.namespace}/${id.pod.name} on node ${id.node}` });
+      csr = await this.setCondition(csr, { type: 'Approved', status: 'True', reason: 'VpoolTransferSignerApproved', message: 'router' in id ? `snapshot router ${id.pod.namespace}/${id.pod.name}` : `${id.pod.namespace}/${id.pod.name} on node ${id.node}` });
     }
     const asked = csr.spec.expirationSeconds ? csr.spec.expirationSeconds * 1000 : this.o.certLifetimeMs;
     const cert = await issue(this.ca!, publicKey, id, Math.min(asked, this.o.certLifetimeMs));
     await this.kube.certificates.replaceCertificateSigningRequestStatus({ name, body: { ...csr, status: { ...csr.status, certificate: b64(cert) } } });
-    log.info('transfer signer: issued a certificate', { csr: name, node: id.node, pod: `${id.pod.namespace}/${id.pod.name}` });
+    log.info('transfer signer: issued a certificate', { csr: name, ...('router' in id ? { role: 'snapshot-router' } : { node: id.node }), pod: `${id.pod.namespace}/${id.pod.name}` });
   }
 
   /** Who made the request, from what the API server recorded of the requester; throws the reason to deny. */
-  private async requester(csr: V1CertificateSigningRequest): Promise<PeerIdentity> {
-    const sa = `system:serviceaccount:${this.o.namespace}:${this.o.nodeServiceAccount}`;
-    if (csr.spec.username !== sa) throw new Error(`requested by ${csr.spec.username ?? 'nobody'}, not the node plugins' ServiceAccount ${sa}`);
+  private async requester(csr: V1CertificateSigningRequest): Promise<PeerIdentity | Requester> {
+    const sa = (account: string) => `system:serviceaccount:${this.o.namespace}:${account}`;
+    const router = this.o.router && csr.spec.username === sa(this.o.router.serviceAccount) ? this.o.router : undefined;
+    if (csr.spec.username !== sa(this.o.nodeServiceAccount) && !router) throw new Error(`requested by ${csr.spec.username ?? 'nobody'}, not the node plugins' ServiceAccount ${sa(this.o.nodeServiceAccount)}${this.o.router ? ` nor the snapshot router's ${sa(this.o.router.serviceAccount)}` : ''}`);
     const podName = csr.spec.extra?.[POD_NAME]?.[0];
     const podUid = csr.spec.extra?.[POD_UID]?.[0];
     if (!podName || !podUid) throw new Error('the requester\'s token is not bound to a pod (no pod name and UID in the request\'s user info)');
     const pod = await orNull(this.kube.core.readNamespacedPod({ name: podName, namespace: this.o.namespace }));
     if (!pod || pod.metadata?.uid !== podUid) throw new Error(`pod ${this.o.namespace}/${podName} (${podUid}) does not exist`);
     if (pod.metadata?.deletionTimestamp) throw new Error(`pod ${this.o.namespace}/${podName} is being deleted`);
-    if (!matchesSelector(this.o.nodeSelector, pod.metadata?.labels ?? {})) throw new Error(`pod ${this.o.namespace}/${podName} is not a node plugin pod (${this.o.nodeSelector})`);
-    if ((pod.spec?.serviceAccountName ?? 'default') !== this.o.nodeServiceAccount) throw new Error(`pod ${podName} runs as ${pod.spec?.serviceAccountName}, not ${this.o.nodeServiceAccount}`);
+    const [selector, account, what] = router ? [router.selector, router.serviceAccount, 'snapshot router pod'] : [this.o.nodeSelector, this.o.nodeServiceAccount, 'node plugin pod'];
+    if (!matchesSelector(selector, pod.metadata?.labels ?? {})) throw new Error(`pod ${this.o.namespace}/${podName} is not a ${what} (${selector})`);
+    if ((pod.spec?.serviceAccountName ?? 'default') !== account) throw new Error(`pod ${podName} runs as ${pod.spec?.serviceAccountName}, not ${account}`);
+    if (router) {
+      const id = { router: true as const, pod: { namespace: this.o.namespace, name: podName, uid: podUid } };
+      if (!routerFromSan(routerUris(id).map((u) => `URI:${u}`).join(', '))) throw new Error(`pod ${podName} has a name a certificate cannot carry`);
+      return id;
+    }
     const node = pod.spec?.nodeName;
     if (!node) throw new Error(`pod ${podName} is not on a node yet`);
     const claimed = csr.spec.extra?.[NODE_NAME]?.[0];

@@ -20,6 +20,14 @@ const CODE: Record<ErrorKind, grpc.status> = {
   internal: grpc.status.INTERNAL,
 };
 
+/** The kind a gRPC status stands for (the inverse of CODE): a forwarded call's answer, relayed as the same code. */
+export function kindOfStatus(code: number | undefined): ErrorKind {
+  const found = (Object.entries(CODE) as Array<[ErrorKind, grpc.status]>).find(([, c]) => c === code);
+  if (found) return found[0];
+  // DEADLINE_EXCEEDED is the call running out of time, as CANCELLED is here; anything else is the holder's fault.
+  return code === grpc.status.DEADLINE_EXCEEDED ? 'cancelled' : 'internal';
+}
+
 /**
  * The gRPC status for any error. A DriverError carries its kind; a failed command is INTERNAL with
  * what it said (CANCELLED when the call's cancellation stopped it). Anything else is unmapped: INTERNAL

@@ -19,6 +19,7 @@ import { nodeExpandVolume, nodeGetInfo, nodeGetVolumeStats } from './node/info-s
 import { capabilityResponse, CONTROLLER_RPC_NEEDS, NODE_RPC_NEEDS, serviceCapabilities } from './service-capabilities.js';
 import { nodePublishVolume, nodeStageVolume, nodeUnpublishVolume, nodeUnstageVolume } from './node/stage-publish.js';
 import { loadCsi } from './proto.js';
+import type { routerHandlers } from './router-handlers.js';
 import { serverStream, unary } from './rpc.js';
 import { getMetadataAllocated, getMetadataDelta } from './snapshot-metadata.js';
 
@@ -195,12 +196,20 @@ export interface RunningServer {
 }
 
 /** What a server serves: the driver (its state at each call), or the resizer mode's identity alone. */
-export type Served = { mode: Exclude<Mode, 'resizer'>; state: () => DriverState } | { mode: 'resizer'; identity: IdentityState['ctx'] };
+export type Served =
+  | { mode: Exclude<Mode, 'resizer'>; state: () => DriverState }
+  | { mode: 'resizer'; identity: IdentityState['ctx'] }
+  /** The snapshot router's services alone (router-handlers.ts): no pool, no node. */
+  | { mode: 'snapshot-router'; handlers: ReturnType<typeof routerHandlers> };
 
 export async function startServer(served: Served, endpoint: string, socketGroup?: number): Promise<RunningServer> {
   const csi = loadCsi().csi.v1;
   const server = new grpc.Server();
-  if (served.mode === 'resizer') {
+  if (served.mode === 'snapshot-router') {
+    server.addService(csi.Identity.service, served.handlers.identity);
+    server.addService(csi.Controller.service, served.handlers.controller as grpc.UntypedServiceImplementation);
+    server.addService(csi.GroupController.service, served.handlers.group);
+  } else if (served.mode === 'resizer') {
     const identity = { ctx: served.identity };
     server.addService(csi.Identity.service, identityHandlers(() => identity, 'resizer'));
     const { controller, node } = resizerHandlers();

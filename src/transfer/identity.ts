@@ -41,4 +41,34 @@ export function identityFromSan(san: string | undefined): PeerIdentity | null {
   return validIdentity(id) ? id : null;
 }
 
+/**
+ * The snapshot router's certificate (cli/serve-router.ts): the controller's pod, and a role no node
+ * plugin's certificate carries, so it speaks for no node (identityFromSan is null for it: it reads no
+ * volume and asks for no metadata), and no node's certificate passes for it:
+ *   urn:vpool-csi:role:snapshot-router
+ *   urn:vpool-csi:pod:<namespace>:<pod name>:<pod uid>
+ */
+export interface RouterIdentity {
+  pod: { namespace: string; name: string; uid: string };
+}
+
+const ROUTER = 'urn:vpool-csi:role:snapshot-router';
+
+export function routerUris(id: RouterIdentity): string[] {
+  return [ROUTER, `${POD}${id.pod.namespace}:${id.pod.name}:${id.pod.uid}`];
+}
+
+/** The router identity in a certificate's subjectAltName; null unless it is exactly the role and one pod. */
+export function routerFromSan(san: string | undefined): RouterIdentity | null {
+  if (!san) return null;
+  const entries = san.split(', ');
+  if (entries.length !== 2 || !entries.every((e) => e.startsWith('URI:'))) return null;
+  const uris = entries.map((e) => e.slice(4));
+  if (!uris.includes(ROUTER)) return null;
+  const pod = uris.find((u) => u.startsWith(POD))?.slice(POD.length).split(':');
+  if (!pod || pod.length !== 3) return null;
+  const id = { pod: { namespace: pod[0], name: pod[1], uid: pod[2] } };
+  return NAME.test(id.pod.namespace) && NAME.test(id.pod.name) && UID.test(id.pod.uid) ? id : null;
+}
+
 export const describe = (id: PeerIdentity) => `node ${id.node} (pod ${id.pod.namespace}/${id.pod.name})`;

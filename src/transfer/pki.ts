@@ -2,7 +2,7 @@
 import 'reflect-metadata';
 import { randomBytes, webcrypto, X509Certificate } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
-import { identityUris, type PeerIdentity } from './identity.js';
+import { identityUris, routerUris, type PeerIdentity, type RouterIdentity } from './identity.js';
 
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
@@ -86,13 +86,18 @@ export async function readCsr(request: string): Promise<{ subject: string; publi
   return { subject: csr.subject, publicKey: csr.publicKey };
 }
 
-/** A node's certificate: the identity in its SANs, usable as TLS server and client, for `lifetimeMs` (never past the CA's end). */
-export async function issue(ca: CertificateAuthority, publicKey: x509.PublicKey, id: PeerIdentity, lifetimeMs: number): Promise<string> {
+/**
+ * A node's certificate, or the snapshot router's: the identity in its SANs, usable as TLS server and
+ * client, for `lifetimeMs` (never past the CA's end).
+ */
+export async function issue(ca: CertificateAuthority, publicKey: x509.PublicKey, id: PeerIdentity | (RouterIdentity & { router: true }), lifetimeMs: number): Promise<string> {
+  const uris = 'router' in id ? routerUris(id) : identityUris(id);
+  const cn = 'router' in id ? 'snapshot-router' : id.node.slice(0, 64);
   const now = Date.now();
   const notAfter = new Date(Math.min(now + lifetimeMs, ca.cert.notAfter.getTime()));
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serial(),
-    subject: [{ CN: [id.node.slice(0, 64)] }],
+    subject: [{ CN: [cn] }],
     issuer: ca.cert.subject,
     // Five minutes back: a peer whose clock lags a little still takes a certificate issued just now.
     notBefore: new Date(now - 5 * 60_000),
@@ -101,7 +106,7 @@ export async function issue(ca: CertificateAuthority, publicKey: x509.PublicKey,
     publicKey,
     signingAlgorithm: ALG,
     extensions: [
-      new x509.SubjectAlternativeNameExtension(identityUris(id).map((value) => ({ type: 'url' as const, value })), true),
+      new x509.SubjectAlternativeNameExtension(uris.map((value) => ({ type: 'url' as const, value })), true),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
       new x509.BasicConstraintsExtension(false, undefined, true),

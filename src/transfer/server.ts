@@ -11,7 +11,8 @@ import { sendsChanged, sendTurnedAway, transferEnded } from './events.js';
 import { dataChunks } from './extents.js';
 import { guardStream } from './progress.js';
 import type { TransferCredentials } from './credentials.js';
-import { describe as describePeer, identityFromSan, type PeerIdentity } from './identity.js';
+import { describe as describePeer, identityFromSan, routerFromSan, type PeerIdentity, type RouterIdentity } from './identity.js';
+import { commandRoute, serveCommand, type CommandName, type LocalCommands } from './commands.js';
 import { endFrame, frame } from './wire.js';
 import { metadataRoute, serveMetadata, type LocalMetadata, type MetadataRequest } from './metadata.js';
 
@@ -62,6 +63,10 @@ export interface TransferServerOptions {
   metadata?: LocalMetadata;
   /** Why a peer may not ask for snapshot metadata (null: it may); throws when that cannot be decided now. */
   authorizePeer?(who: PeerIdentity, address: string): Promise<string | null>;
+  /** Snapshot commands this node takes from the snapshot router (commands.ts); absent: every one is 404. */
+  commands?: LocalCommands;
+  /** Why a router certificate may not send commands (null: it may); throws when that cannot be decided now. */
+  authorizeRouter?(who: RouterIdentity, address: string): Promise<string | null>;
 }
 
 /** What the socket may hold before a write waits: several chunks, so it never runs dry while the next is read. */
@@ -138,6 +143,11 @@ export async function startTransferServer(o: TransferServerOptions): Promise<{ p
   const material = await o.credentials.ready();
   const tlsOf = (m: typeof material) => ({ ca: m.trust, cert: m.cert, key: m.key });
   const server = https.createServer({ ...tlsOf(material), requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', highWaterMark: SEND_BUFFER }, (req, res) => {
+    const c = commandRoute(req.method, req.url);
+    if (c) {
+      if (c === 'bad') return void res.writeHead(400).end();
+      return void answerCommand(req, c, res);
+    }
     const m = metadataRoute(req.method, req.url);
     if (m) {
       if (m === 'bad') return void res.writeHead(400).end();
@@ -214,6 +224,41 @@ export async function startTransferServer(o: TransferServerOptions): Promise<{ p
       await serveMetadata(m, res, o.metadata);
     } catch (err) {
       log.error('a snapshot metadata request failed', { ...m, node: who.node, err: String(err) });
+      res.destroy();
+    }
+  };
+  /** A snapshot command: from the snapshot router's certificate only, from its live pod (a node's certificate is refused). */
+  const answerCommand = async (req: IncomingMessage, c: { command: CommandName | 'Holds'; deadlineMs: number }, res: import('node:http').ServerResponse): Promise<void> => {
+    const socket = req.socket;
+    const router = routerFromSan((socket as TLSSocket).getPeerCertificate?.()?.subjectaltname);
+    const refuse = (status: number, reason: string) => {
+      req.resume();
+      res.writeHead(status, { [ERROR_MESSAGE]: encodeURIComponent(reason), ...(status === 503 ? { 'retry-after': '2' } : {}) }).end();
+    };
+    if (!o.commands || !o.authorizeRouter) return refuse(404, 'this node takes no snapshot commands (no --transfer-router-from-cluster)');
+    if (!router) {
+      log.warn('refused a snapshot command: the certificate is not the snapshot router\'s', { command: c.command, peer: peerOf(socket) });
+      return refuse(403, 'snapshot commands are taken from the snapshot router\'s certificate only');
+    }
+    if (authorizing >= MAX_AUTHORIZING) return refuse(503, `${MAX_AUTHORIZING} requests are being authorized already`);
+    let reason: string | null;
+    authorizing++;
+    try {
+      reason = await o.authorizeRouter(router, socket.remoteAddress ?? '');
+    } catch (err) {
+      log.warn('a snapshot command could not be authorized now', { command: c.command, pod: router.pod.name, err: String(err) });
+      return refuse(503, `the snapshot router could not be checked now: ${errorMessage(err)}`);
+    } finally {
+      authorizing--;
+    }
+    if (reason !== null) {
+      log.warn('refused a snapshot command', { command: c.command, pod: `${router.pod.namespace}/${router.pod.name}`, remote: socket.remoteAddress, reason });
+      return refuse(403, reason);
+    }
+    try {
+      await serveCommand(c, req, res, o.commands);
+    } catch (err) {
+      log.error('a snapshot command failed', { command: c.command, err: String(err) });
       res.destroy();
     }
   };

@@ -1,0 +1,261 @@
+import https from 'node:https';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { PeerCertificate } from 'node:tls';
+import { DriverError, errorMessage, unavailable, type ErrorKind } from '../errors.js';
+import { isId } from '../ids.js';
+import { log } from '../log.js';
+import type { TransferCredentials } from './credentials.js';
+import { identityFromSan } from './identity.js';
+
+/**
+ * Snapshot commands over the node-to-node channel, from the snapshot router (cli/serve-router.ts) to
+ * the node plugin that holds the volumes. A node-local pool's snapshots are cut where its volumes are,
+ * and the one csi-snapshotter that sees VolumeGroupSnapshotContents is central: its calls reach the
+ * router, which asks each node what it holds and hands the call to the holder. Only the router's
+ * certificate (transfer/identity.ts: a role, no node) may send these; a node's may not.
+ *
+ *   POST /v1/commands/<Method>      body: the CSI request (JSON, at most 1 MiB)
+ *   POST /v1/commands/Holds         body: {"volumes":[id...],"snapshots":[...],"groups":[...]}
+ *
+ * The answer is 200 with one JSON object: {"ok": <CSI response>} or {"error": {kind, message}}, the
+ * holder's own answer to the call; any other status is the channel's refusal (403: this certificate
+ * may not; 503: not now).
+ */
+export const COMMANDS = ['CreateSnapshot', 'DeleteSnapshot', 'ListSnapshots', 'CreateVolumeGroupSnapshot', 'DeleteVolumeGroupSnapshot', 'GetVolumeGroupSnapshot'] as const;
+export type CommandName = (typeof COMMANDS)[number];
+
+export interface HoldsQuery {
+  volumes: string[];
+  snapshots: string[];
+  groups: string[];
+}
+
+/** What a node answers the router from: its own CSI controller, never another node. */
+export interface LocalCommands {
+  holds(q: HoldsQuery, signal: AbortSignal): Promise<HoldsQuery>;
+  /** The node's own answer to a CSI call; throws a DriverError with the kind of its gRPC status. */
+  run(method: CommandName, request: unknown, deadlineMs: number, signal: AbortSignal): Promise<unknown>;
+}
+
+const MAX_BODY = 1024 * 1024;
+/** IDs asked about at once: a group's members and a little more; a request past it is no router's. */
+const MAX_IDS = 10_000;
+/** The longest a forwarded call may run on the holder: the sidecar's own timeout is shorter (300 s in the chart). */
+export const MAX_DEADLINE_MS = 15 * 60_000;
+const KINDS: ReadonlySet<ErrorKind> = new Set(['invalid', 'not-found', 'conflict', 'out-of-range', 'exhausted', 'precondition', 'busy', 'unsupported', 'denied', 'unavailable', 'cancelled', 'internal']);
+
+/** The command a URL asks for; null when it is none (another route), 'bad' when malformed. */
+export function commandRoute(method: string | undefined, url: string | undefined): { command: CommandName | 'Holds'; deadlineMs: number } | null | 'bad' {
+  let u: URL;
+  try {
+    u = new URL(url ?? '', 'https://peer');
+  } catch {
+    return null;
+  }
+  const m = /^\/v1\/commands\/([A-Za-z]+)$/.exec(u.pathname);
+  if (!m) return u.pathname.startsWith('/v1/commands/') ? 'bad' : null;
+  if (method !== 'POST' || [...u.searchParams.keys()].some((k) => k !== 'deadline')) return 'bad';
+  const command = m[1] === 'Holds' ? 'Holds' : (COMMANDS as readonly string[]).includes(m[1]) ? (m[1] as CommandName) : null;
+  if (!command) return 'bad';
+  const d = u.searchParams.get('deadline') ?? String(MAX_DEADLINE_MS);
+  if (!/^\d{1,9}$/.test(d) || Number(d) < 1) return 'bad';
+  return { command, deadlineMs: Math.min(Number(d), MAX_DEADLINE_MS) };
+}
+
+const ids = (v: unknown, kind: 'vol' | 'snap' | 'group'): string[] | null => (Array.isArray(v) && v.length <= MAX_IDS && v.every((x) => typeof x === 'string' && isId(kind, x)) ? (v as string[]) : null);
+
+/** A Holds body, checked: three lists of well-formed IDs; null when it is anything else. */
+export function parseHolds(body: unknown): HoldsQuery | null {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return null;
+  const b = body as Record<string, unknown>;
+  if (Object.keys(b).some((k) => !['volumes', 'snapshots', 'groups'].includes(k))) return null;
+  const volumes = ids(b.volumes ?? [], 'vol');
+  const snapshots = ids(b.snapshots ?? [], 'snap');
+  const groups = ids(b.groups ?? [], 'group');
+  return volumes && snapshots && groups ? { volumes, snapshots, groups } : null;
+}
+
+/** Reads a request body of at most `max` bytes as JSON; throws on more, or on what is not JSON. */
+async function readJson(req: IncomingMessage, max: number): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > max) throw new Error(`the body is longer than ${max} bytes`);
+    chunks.push(c);
+  }
+  return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+}
+
+/** Serves one authorized command from this node's controller; the holder's answer, or its error, is the body. */
+export async function serveCommand(route: { command: CommandName | 'Holds'; deadlineMs: number }, req: IncomingMessage, res: ServerResponse, local: LocalCommands): Promise<void> {
+  let body: unknown;
+  try {
+    body = await readJson(req, MAX_BODY);
+  } catch (err) {
+    return void res.writeHead(400, { 'x-vpool-error': encodeURIComponent(errorMessage(err)) }).end();
+  }
+  const gone = new AbortController();
+  res.once('close', () => gone.abort(new Error('the router went away')));
+  const answer = (o: unknown) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(o));
+  try {
+    if (route.command === 'Holds') {
+      const q = parseHolds(body);
+      if (!q) return void res.writeHead(400, { 'x-vpool-error': 'a Holds body is {volumes, snapshots, groups}: lists of IDs' }).end();
+      return void answer({ ok: await local.holds(q, gone.signal) });
+    }
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) return void res.writeHead(400).end();
+    answer({ ok: await local.run(route.command, body, route.deadlineMs, gone.signal) });
+  } catch (err) {
+    if (gone.signal.aborted) return;
+    const kind = err instanceof DriverError ? err.kind : 'internal';
+    if (kind === 'internal') log.error('a routed snapshot command failed', { command: route.command, err: String(err) });
+    answer({ error: { kind, message: errorMessage(err).slice(0, 4000) } });
+  }
+}
+
+/** A node plugin's listener, and the node and pod its certificate must name. */
+export interface CommandPeer {
+  host: string;
+  port: number;
+  node: string;
+  pod: { uid: string; name: string };
+}
+
+/**
+ * The router's side: asks nodes what they hold, and hands a call to the one that does. Nothing is
+ * remembered between calls but where an ID was found (an ID never moves: it is made on its node).
+ */
+export class CommandClient {
+  private readonly found = new Map<string, string>();
+
+  constructor(
+    private readonly credentials: TransferCredentials,
+    private readonly peers: (fresh?: boolean) => Promise<CommandPeer[]> | CommandPeer[],
+    private readonly askMs = 10_000,
+  ) {}
+
+  /**
+   * Which node holds each ID asked about, from every node's answer (IDs no node holds are absent).
+   * Throws UNAVAILABLE when a node that may hold one did not answer, or two nodes claim one ID: a
+   * missing answer is not an absence.
+   */
+  async holders(q: HoldsQuery, signal: AbortSignal): Promise<Map<string, CommandPeer>> {
+    const all = [...q.volumes, ...q.snapshots, ...q.groups];
+    let peers = await this.peers();
+    const out = new Map<string, CommandPeer>();
+    // Remembered holders that are still peers: asked nothing.
+    for (const id of all) {
+      const p = peers.find((x) => x.node === this.found.get(id));
+      if (p) out.set(id, p);
+    }
+    if (out.size === all.length) return out;
+    peers = await this.peers(true);
+    const failures: string[] = [];
+    const claims = new Map<string, CommandPeer[]>();
+    await Promise.all(
+      peers.map(async (p) => {
+        try {
+          const held = parseHolds(await this.call(p, '/v1/commands/Holds', q, this.askMs, signal));
+          if (!held) throw new Error('it sent a malformed Holds answer');
+          for (const id of [...held.volumes, ...held.snapshots, ...held.groups]) {
+            // A node claiming what was not asked is no answer to trust.
+            if (!all.includes(id)) throw new Error(`it claims ${id}, which was not asked about`);
+            claims.set(id, [...(claims.get(id) ?? []), p]);
+          }
+        } catch (err) {
+          failures.push(`node ${p.node}: ${errorMessage(err)}`);
+        }
+      }),
+    );
+    for (const [id, ps] of claims) {
+      // IDs are made on one node: two claiming one is a node that lies, or a copy made by hand.
+      if (ps.length > 1) throw unavailable(`nodes ${ps.map((p) => p.node).join(', ')} each claim ${id}; refusing to guess which answers for it`);
+      out.set(id, ps[0]);
+      if (this.found.size > 8192) this.found.clear();
+      this.found.set(id, ps[0].node);
+    }
+    if (out.size < all.length && failures.length) throw unavailable(`not every node could be asked where ${all.filter((id) => !out.has(id)).slice(0, 5).join(', ')} ${all.length - out.size === 1 ? 'is' : 'are'}: ${failures.slice(0, 5).join('; ')}`);
+    return out;
+  }
+
+  /** Every node plugin now, read afresh (a listing over all of them). */
+  async all(): Promise<CommandPeer[]> {
+    return this.peers(true);
+  }
+
+  /** The holder's answer to a CSI call; its error as the same kind, prefixed with the node. */
+  async run(peer: CommandPeer, method: CommandName, request: unknown, deadlineMs: number, signal: AbortSignal): Promise<unknown> {
+    const d = Math.max(1, Math.min(Math.round(deadlineMs), MAX_DEADLINE_MS));
+    // The channel's own wait: the holder's deadline, and a little for the answer to come back.
+    return this.call(peer, `/v1/commands/${method}?deadline=${d}`, request, d + 5_000, signal);
+  }
+
+  private async call(peer: CommandPeer, path: string, body: unknown, timeoutMs: number, signal: AbortSignal): Promise<unknown> {
+    const m = this.credentials.material;
+    if (!m) throw unavailable('the snapshot router has no certificate yet (its certificate request is not answered)');
+    const payload = Buffer.from(JSON.stringify(body));
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      const req = https.request({
+        host: peer.host,
+        port: peer.port,
+        method: 'POST',
+        path,
+        headers: { 'content-type': 'application/json', 'content-length': payload.length },
+        ca: m.trust,
+        cert: m.cert,
+        key: m.key,
+        checkServerIdentity: (_host: string, cert: PeerCertificate) => {
+          const who = identityFromSan(cert.subjectaltname);
+          if (who?.node === peer.node && who.pod.uid === peer.pod.uid) return undefined;
+          return new Error(`the listener at ${peer.host}:${peer.port} is ${who ? `node ${who.node}` : 'no node'}, not node ${peer.node}`);
+        },
+        minVersion: 'TLSv1.3',
+        agent: false,
+        timeout: timeoutMs,
+        signal,
+      });
+      req.once('response', resolve);
+      req.once('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+      req.once('error', reject);
+      req.end(payload);
+    }).catch((err: unknown) => {
+      throw unavailable(`node ${peer.node} did not answer: ${errorMessage(err)}`);
+    });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    try {
+      for await (const c of res as AsyncIterable<Buffer>) {
+        size += c.length;
+        if (size > 64 * MAX_BODY) throw new Error('its answer is longer than 64 MiB');
+        chunks.push(c);
+      }
+    } catch (err) {
+      res.destroy();
+      throw unavailable(`node ${peer.node}: ${errorMessage(err)}`);
+    }
+    const reason = res.headers['x-vpool-error'] ? `: ${safeDecode(String(res.headers['x-vpool-error']))}` : '';
+    if (res.statusCode === 403) throw new DriverError('denied', `node ${peer.node} refused the snapshot router${reason}`);
+    if (res.statusCode !== 200) throw unavailable(`node ${peer.node} answered ${res.statusCode}${reason}`);
+    let o: { ok?: unknown; error?: { kind?: string; message?: string } };
+    try {
+      o = JSON.parse(Buffer.concat(chunks).toString('utf8')) as typeof o;
+    } catch {
+      throw unavailable(`node ${peer.node} sent an answer that is not JSON`);
+    }
+    if (o.error) {
+      const kind = KINDS.has(o.error.kind as ErrorKind) ? (o.error.kind as ErrorKind) : 'internal';
+      throw new DriverError(kind, `node ${peer.node}: ${String(o.error.message ?? 'an error')}`);
+    }
+    if (!('ok' in o)) throw unavailable(`node ${peer.node} sent neither an answer nor an error`);
+    return o.ok;
+  }
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
