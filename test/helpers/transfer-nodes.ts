@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { blockCap } from './csi.js';
-import { BIN, finish, startDriver, tempDir, type Driver } from './driver.js';
+import { BIN, finish, launchDriver, startDriver, tempDir, type Driver } from './driver.js';
 import { BUILTIN_TYPES, CLAIM_TYPE, CONFIGMAP_TYPE, CSR_TYPE, FakeApiServer, POD_TYPE, SECRET_TYPE, SNAPSHOT_CONTENT_TYPE, SNAPSHOT_TYPE } from './fake-apiserver.js';
 import { pollUntil } from './libvirt.js';
 import { twoHosts, type TwoHosts } from './netns.js';
@@ -43,15 +43,37 @@ export interface TransferNodes {
    * for `node`'s current pod (asked with that pod's token), for a FAKE standing in for that node.
    */
   credentialDir(node: string): Promise<string>;
+  /** The same for any pod of the FAKE API with a token (`token-<pod>`): what the signer issues that pod; throws the reason when it denies. */
+  credentialOfPod(podName: string, cn?: string): Promise<string>;
   /** The cluster objects naming a source: a bound VolumeSnapshot and its content, or a bound claim and its PV, on A's node. */
   source(source: Source, holder?: string): { kind: 'VolumeSnapshot' | 'PersistentVolumeClaim'; name: string };
   /** A pending claim selected onto `node` (B's by default) whose data source is `source`. */
   claim(name: string, source: Source, o?: { node?: string; holder?: string }): void;
   /** CreateVolume on B (or `on`) for claim `name` (made unless `claim: false`), whose content is A's snapshot or volume. */
   restore(name: string, source: Source, o?: { size?: number; on?: Driver; holder?: string; claim?: boolean; params?: Record<string, string>; anonymous?: boolean }): Promise<Volume>;
+  /**
+   * Starts `vpool-csi snapshot-router` as the controller's pod would run it (a pod of its own in the
+   * FAKE API, with the controller's ServiceAccount and labels, its bound token), inside A's network
+   * namespace (so its address is A's side of the link, the pod's IP), once its certificate is issued.
+   */
+  startRouter(extra?: string[]): Promise<Router>;
+  /** A router pod in the FAKE API and its token, without a process (for credentials a test uses by hand). */
+  routerPod(labels?: Record<string, string>): { name: string; token: string };
   /** Stops both and the signer and removes what was made; returns anything left behind (loop devices, mounts). */
   remove(): Promise<string[]>;
 }
+
+export interface Router {
+  pod: string;
+  client: Driver['client'];
+  logs: string[];
+  socket: string;
+  stop(): Promise<void>;
+}
+
+export const ROUTER_SELECTOR = 'app.kubernetes.io/name=vpool-csi,app.kubernetes.io/component=controller';
+export const ROUTER_SA = 'vpool-csi-controller';
+const ROUTER_LABELS = { 'app.kubernetes.io/name': 'vpool-csi', 'app.kubernetes.io/component': 'controller' };
 
 export type Source = { snapshot?: string; volume?: string };
 type Volume = NonNullable<Awaited<ReturnType<Driver['client']['createVolume']>>['volume']>;
@@ -63,6 +85,8 @@ export interface TransferNodesOptions {
   stallTimeout?: string;
   /** A's transfer port (9810). */
   port?: number;
+  /** B's transfer port: B listens too when set. */
+  bPort?: number;
   /** Extra flags of the transfer signer. */
   signerArgs?: string[];
   /** More plugins, each a node of its own (on A's side of the link or B's, listening on its own port when `port` is set). */
@@ -106,7 +130,7 @@ export async function transferNodes(tag: string, o: TransferNodesOptions = {}): 
   type Spec = { node: string; side: 'a' | 'b'; port?: number; args: string[] };
   const specs = new Map<string, Spec>([
     ['node-a', { node: 'node-a', side: 'a', port, args: o.aArgs ?? [] }],
-    ['node-b', { node: 'node-b', side: 'b', args: o.bArgs ?? [] }],
+    ['node-b', { node: 'node-b', side: 'b', port: o.bPort, args: o.bArgs ?? [] }],
     ...(o.more ?? []).map((m) => [m.node, { node: m.node, side: m.side, port: m.port, args: m.args ?? [] }] as const),
   ]);
   const start = async (node: string, extra: string[], dirOf?: string) => {
@@ -129,8 +153,42 @@ export async function transferNodes(tag: string, o: TransferNodesOptions = {}): 
     for (const x of api.list('pods', NAMESPACE)) if ((x.spec as { nodeName?: string }).nodeName === node) api.delete('pods', x.metadata.name, NAMESPACE);
   };
 
+  let routers = 0;
+  const routerProcs: Router[] = [];
+  const routerPod = (labels: Record<string, string> = ROUTER_LABELS) => {
+    const name = `vpool-csi-controller-${++routers}`;
+    const made = api.create('pods', { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: NAMESPACE, labels }, spec: { nodeName: 'node-c', serviceAccountName: ROUTER_SA, containers: [{ name: 'snapshot-router', image: 'vpool-csi' }] } });
+    api.updateStatus('pods', name, (p) => void (p.status = { phase: 'Running', podIP: hosts.a.addr, podIPs: [{ ip: hosts.a.addr }] }), NAMESPACE);
+    const token = `token-${name}`;
+    api.identify(token, { username: `system:serviceaccount:${NAMESPACE}:${ROUTER_SA}`, groups: ['system:serviceaccounts', 'system:authenticated'], extra: { 'authentication.kubernetes.io/pod-name': [name], 'authentication.kubernetes.io/pod-uid': [made.metadata.uid!], 'authentication.kubernetes.io/node-name': ['node-c'] } });
+    return { name, token };
+  };
+
   const made = new Set<string>();
   const nodes: TransferNodes = {
+    routerPod,
+    async startRouter(extra = []) {
+      const p = routerPod();
+      const kc = await kubeconfig(p.name, hosts.host!.fromA, p.token);
+      const socket = path.join(dir, `${p.name}.sock`);
+      const launched = await launchDriver(socket, ['snapshot-router', '--endpoint', `unix://${socket}`, '--driver-name', DRIVER, '--kubeconfig', kc, '--node-selector', NODE_SELECTOR, '--refresh', '1s', ...extra], { wrap: hosts.wrap(hosts.a.ns), env: { POD_NAMESPACE: NAMESPACE, POD_NAME: p.name } });
+      await pollUntil(async () => (launched.logs.some((l) => l.includes('transfer credential: certificate issued')) ? true : undefined), 120_000, async () => `the router did not get its certificate: ${launched.logs.slice(-5).join('\n')}\nsigner: ${signerLogs.slice(-5).join('\n')}`);
+      const r: Router = {
+        pod: p.name,
+        client: launched.client,
+        logs: launched.logs,
+        socket,
+        async stop() {
+          launched.client.close();
+          if (launched.proc.exitCode === null) launched.proc.kill('SIGTERM');
+          await launched.exited;
+          // Its pod goes with it, as the Deployment's would.
+          api.delete('pods', p.name, NAMESPACE);
+        },
+      };
+      routerProcs.push(r);
+      return r;
+    },
     hosts,
     api,
     a: undefined as unknown as Driver,
@@ -152,21 +210,26 @@ export async function transferNodes(tag: string, o: TransferNodesOptions = {}): 
     },
     others: new Map(),
     async credentialDir(node) {
-      const p = api.list('pods', NAMESPACE).find((x) => (x.spec as { nodeName?: string }).nodeName === node);
+      const p = api.list('pods', NAMESPACE).find((x) => (x.spec as { nodeName?: string }).nodeName === node && x.metadata.name.startsWith('vpool-csi-node-'));
       if (!p) throw new Error(`no pod on ${node}`);
+      return nodes.credentialOfPod(p.metadata.name, node);
+    },
+    async credentialOfPod(podName, cn = podName) {
       const { makeCsr, newKeyPair } = await import('../../src/transfer/pki.js');
       const key = await newKeyPair();
-      const csr = `fake-${p.metadata.name}-${Date.now()}`;
+      const csr = `fake-${podName}-${Date.now()}`;
       const res = await fetch(`http://127.0.0.1:${apiPort}/apis/certificates.k8s.io/v1/certificatesigningrequests`, {
         method: 'POST',
-        headers: { authorization: `Bearer token-${p.metadata.name}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ metadata: { name: csr }, spec: { request: Buffer.from(await makeCsr(key, node)).toString('base64'), signerName: 'vpool.dev/transfer', usages: ['digital signature', 'server auth', 'client auth'] } }),
+        headers: { authorization: `Bearer token-${podName}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ metadata: { name: csr }, spec: { request: Buffer.from(await makeCsr(key, cn)).toString('base64'), signerName: 'vpool.dev/transfer', usages: ['digital signature', 'server auth', 'client auth'] } }),
       });
-      if (res.status !== 201) throw new Error(`CSR for ${node}: ${res.status} ${await res.text()}`);
+      if (res.status !== 201) throw new Error(`CSR for ${podName}: ${res.status} ${await res.text()}`);
       const cert = await pollUntil(async () => {
-        const c = api.get('certificatesigningrequests', csr) as { status?: { certificate?: string } } | undefined;
+        const c = api.get('certificatesigningrequests', csr) as { status?: { certificate?: string; conditions?: Array<{ type: string; message?: string }> } } | undefined;
+        const denied = c?.status?.conditions?.find((x) => x.type === 'Denied');
+        if (denied) throw new Error(`the signer denied ${podName}'s request: ${denied.message}`);
         return c?.status?.certificate ? Buffer.from(c.status.certificate, 'base64').toString() : undefined;
-      }, 60_000, async () => `the signer did not issue ${node} a certificate`);
+      }, 60_000, async () => `the signer did not issue ${podName} a certificate`);
       const out = path.join(dir, `credential-${csr}`);
       await mkdir(out, { recursive: true });
       const trust = (api.get('configmaps', 'vpool-csi-transfer-trust', NAMESPACE) as unknown as { data: Record<string, string> }).data['ca.crt'];
@@ -224,6 +287,7 @@ export async function transferNodes(tag: string, o: TransferNodesOptions = {}): 
       return res.volume!;
     },
     async remove() {
+      for (const r of routerProcs) await r.stop().catch(() => undefined);
       const left = [...(nodes.a ? await finish(nodes.a) : []), ...(nodes.b ? await finish(nodes.b) : [])];
       for (const d of nodes.others.values()) left.push(...(await finish(d)));
       signerProc.kill();

@@ -1,0 +1,217 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { readFile } from 'node:fs/promises';
+import https from 'node:https';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { splitPem } from '../../src/transfer/pki.js';
+import { blockCap } from '../helpers/csi.js';
+import { readAt, writeAt } from '../helpers/data.js';
+import { codeOf, MiB, needsRoot, pattern, type Driver } from '../helpers/driver.js';
+import { pollUntil } from '../helpers/libvirt.js';
+import { snapshotterCreateGroupSnapshot } from '../helpers/sidecars.js';
+import { DRIVER, ROUTER_SA, ROUTER_SELECTOR, transferNodes, type Router, type TransferNodes } from '../helpers/transfer-nodes.js';
+
+const SIZE = 16 * MiB;
+const execFileP = promisify(execFile);
+const ROUTER_FLAGS = ['--transfer-router-from-cluster', ROUTER_SELECTOR];
+
+async function volumeWith(d: Driver, name: string, text: string): Promise<string> {
+  const id = (await d.client.createVolume({ name, capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()], parameters: {} })).volume!.volume_id;
+  await writeAt(path.join(d.poolDir, 'volumes', `${id}.img`), MiB, pattern(text, 64 * 1024));
+  return id;
+}
+
+/** A request on a node's transfer listener with a credential directory's certificate, from this host. */
+function post(listen: string, dir: { key: string; cert: string; ca: string[] }, urlPath: string, body: unknown, method = 'POST'): Promise<{ status: number; reason: string; body: string }> {
+  const [host, port] = listen.split(':');
+  return new Promise((resolve, reject) => {
+    const payload = Buffer.from(JSON.stringify(body));
+    const req = https.request({ host, port: Number(port), method, path: urlPath, key: dir.key, cert: dir.cert, ca: dir.ca, rejectUnauthorized: false, agent: false, minVersion: 'TLSv1.3', timeout: 10_000, headers: { 'content-type': 'application/json', 'content-length': method === 'POST' ? payload.length : 0 } });
+    req.once('response', (r) => {
+      const chunks: Buffer[] = [];
+      r.on('data', (c: Buffer) => chunks.push(c));
+      r.once('end', () => resolve({ status: r.statusCode ?? 0, reason: decodeURIComponent(String(r.headers['x-vpool-error'] ?? '')), body: Buffer.concat(chunks).toString() }));
+    });
+    req.once('error', reject);
+    req.end(method === 'POST' ? payload : undefined);
+  });
+}
+
+const credential = async (dir: string) => ({ key: await readFile(path.join(dir, 'tls.key'), 'utf8'), cert: await readFile(path.join(dir, 'tls.crt'), 'utf8'), ca: splitPem(await readFile(path.join(dir, 'ca.crt'), 'utf8')) });
+
+// Two node plugins (file pools) in their own network namespaces and the snapshot router, in a cluster
+// the FAKE API server models (transfer-nodes.ts), with the real transfer signer issuing the router's
+// certificate. The calls are csi-snapshotter v8.3.0's as it makes them when it runs centrally with
+// --feature-gates=CSIVolumeGroupSnapshot=true (a MODEL, from its source, pkg/sidecar-controller and
+// pkg/group_snapshotter: the request of snapshotterCreateGroupSnapshot, the create re-sent until the group
+// is ready, ListSnapshots by ID for each member's content, DeleteVolumeGroupSnapshot with the members'
+// handles, never DeleteSnapshot of a member; CreateSnapshot and DeleteSnapshot for single contents).
+describe('the snapshot router: a central csi-snapshotter\'s calls handed to the node holding the volumes', needsRoot(), () => {
+  let nodes: TransferNodes;
+  let router: Router;
+  const vols = { a: [] as string[], b: [] as string[] };
+  before(async () => {
+    nodes = await transferNodes('vpr', { bPort: 9811, aArgs: ROUTER_FLAGS, bArgs: ROUTER_FLAGS, signerArgs: ['--router-service-account', ROUTER_SA, '--router-selector', ROUTER_SELECTOR] });
+    for (const i of [0, 1]) {
+      vols.a.push(await volumeWith(nodes.a, `a${i}`, `a-${i}`));
+      vols.b.push(await volumeWith(nodes.b, `b${i}`, `b-${i}`));
+    }
+    router = await nodes.startRouter();
+  });
+  after(async () => {
+    if (!nodes) return;
+    for (const [d, ids] of [[nodes.a, vols.a], [nodes.b, vols.b]] as const) {
+      for (const e of (await d.client.listSnapshots({})).entries) {
+        if (e.snapshot!.group_snapshot_id) await d.client.deleteVolumeGroupSnapshot({ group_snapshot_id: e.snapshot!.group_snapshot_id, snapshot_ids: [] });
+        else await d.client.deleteSnapshot({ snapshot_id: e.snapshot!.snapshot_id });
+      }
+      for (const v of ids) await d.client.deleteVolume({ volume_id: v });
+    }
+    assert.deepEqual(await nodes.remove(), []);
+  });
+
+  it('answers the sidecar\'s start-up as a controller with snapshots and groups, and cuts each group on the node that holds its volumes', async () => {
+    const r = router.client;
+    assert.equal((await r.getPluginInfo({})).name, DRIVER);
+    assert.equal((await r.probe({})).ready?.value, true);
+    assert.deepEqual((await r.getPluginCapabilities({})).capabilities.map((c) => c.service?.type).sort(), ['CONTROLLER_SERVICE', 'GROUP_CONTROLLER_SERVICE']);
+    assert.deepEqual((await r.controllerGetCapabilities({})).capabilities.map((c) => c.rpc?.type).sort(), ['CREATE_DELETE_SNAPSHOT', 'LIST_SNAPSHOTS']);
+    assert.deepEqual((await r.groupControllerGetCapabilities({})).capabilities.map((c) => c.rpc?.type), ['CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT']);
+
+    for (const [side, holder, other] of [['a', nodes.a, nodes.b], ['b', nodes.b, nodes.a]] as const) {
+      const req = snapshotterCreateGroupSnapshot({ uid: `6c3f1e2a-0000-4000-8000-00000000000${side === 'a' ? 1 : 2}`, name: `db-${side}`, namespace: 'apps', contentName: `groupsnapcontent-${side}`, volumeHandles: vols[side] });
+      const made = (await r.createVolumeGroupSnapshot(req)).group_snapshot!;
+      assert.equal(made.snapshots.length, 2);
+      // The sidecar re-sends the create until ready_to_use: the same group, from the same node.
+      const again = (await r.createVolumeGroupSnapshot(req)).group_snapshot!;
+      assert.equal(again.group_snapshot_id, made.group_snapshot_id);
+      assert.equal(again.ready_to_use, true);
+      assert.deepEqual(again.snapshots.map((s) => s.snapshot_id).sort(), made.snapshots.map((s) => s.snapshot_id).sort());
+      // Made by the holder, in its pool; the other node has no such group.
+      assert.equal((await holder.client.getVolumeGroupSnapshot({ group_snapshot_id: made.group_snapshot_id, snapshot_ids: [] })).group_snapshot!.snapshots.length, 2);
+      assert.equal(await codeOf(other.client.getVolumeGroupSnapshot({ group_snapshot_id: made.group_snapshot_id, snapshot_ids: [] })), 'NOT_FOUND');
+      // Each member's content: ListSnapshots by its ID, as the sidecar asks for members it did not make.
+      for (const m of made.snapshots) {
+        const listed = (await r.listSnapshots({ snapshot_id: m.snapshot_id })).entries.map((e) => e.snapshot!);
+        assert.equal(listed.length, 1);
+        assert.equal(listed[0]!.group_snapshot_id, made.group_snapshot_id);
+        assert.equal(listed[0]!.ready_to_use, true);
+        assert.equal(listed[0]!.source_volume_id, m.source_volume_id);
+      }
+      assert.equal((await r.getVolumeGroupSnapshot({ group_snapshot_id: made.group_snapshot_id, snapshot_ids: made.snapshots.map((s) => s.snapshot_id) })).group_snapshot!.group_snapshot_id, made.group_snapshot_id);
+      // A member restores on its node with the data its volume had.
+      const m0 = made.snapshots.find((s) => s.source_volume_id === vols[side][0])!;
+      const restored = (await holder.client.createVolume({ name: `restored-${side}`, capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()], parameters: {}, volume_content_source: { snapshot: { snapshot_id: m0.snapshot_id } } })).volume!.volume_id;
+      assert.deepEqual(await readAt(path.join(holder.poolDir, 'volumes', `${restored}.img`), MiB, 64 * 1024), pattern(`${side}-0`, 64 * 1024));
+      await holder.client.deleteVolume({ volume_id: restored });
+      // The sidecar deletes a group with its members' handles; twice is OK; the members went with it.
+      await r.deleteVolumeGroupSnapshot({ group_snapshot_id: made.group_snapshot_id, snapshot_ids: made.snapshots.map((s) => s.snapshot_id) });
+      await r.deleteVolumeGroupSnapshot({ group_snapshot_id: made.group_snapshot_id, snapshot_ids: made.snapshots.map((s) => s.snapshot_id) });
+      assert.deepEqual((await holder.client.listSnapshots({})).entries, []);
+      assert.equal(await codeOf(r.getVolumeGroupSnapshot({ group_snapshot_id: made.group_snapshot_id, snapshot_ids: [] })), 'NOT_FOUND');
+    }
+  });
+
+  it('routes single snapshots too (the central sidecar takes every content): made, listed across nodes page by page, deleted on their node', async () => {
+    const r = router.client;
+    const sa = (await r.createSnapshot({ name: 'single-a', source_volume_id: vols.a[0]!, parameters: {}, secrets: {} })).snapshot!;
+    assert.equal((await r.createSnapshot({ name: 'single-a', source_volume_id: vols.a[0]!, parameters: {}, secrets: {} })).snapshot!.snapshot_id, sa.snapshot_id, 'a retried create lands on the same snapshot');
+    const sb = (await r.createSnapshot({ name: 'single-b', source_volume_id: vols.b[1]!, parameters: {}, secrets: {} })).snapshot!;
+    assert.equal((await nodes.a.client.listSnapshots({ snapshot_id: sa.snapshot_id })).entries.length, 1, 'made on A');
+    assert.equal((await nodes.b.client.listSnapshots({ snapshot_id: sb.snapshot_id })).entries.length, 1, 'made on B');
+    assert.deepEqual((await r.listSnapshots({ source_volume_id: vols.b[1]! })).entries.map((e) => e.snapshot!.snapshot_id), [sb.snapshot_id]);
+    const all = (await r.listSnapshots({})).entries.map((e) => e.snapshot!.snapshot_id);
+    assert.deepEqual(all, [sa.snapshot_id, sb.snapshot_id].sort(), 'one list over both nodes, in ID order');
+    const paged: string[] = [];
+    let token = '';
+    do {
+      const page = await r.listSnapshots({ max_entries: 1, starting_token: token });
+      assert.ok(page.entries.length <= 1);
+      paged.push(...page.entries.map((e) => e.snapshot!.snapshot_id));
+      token = page.next_token;
+    } while (token);
+    assert.deepEqual(paged, all);
+    assert.deepEqual(
+      {
+        badToken: await codeOf(r.listSnapshots({ starting_token: 'not-a-token' })),
+        unknownId: (await r.listSnapshots({ snapshot_id: 'snap-nope-0123456789abcdef' })).entries.length,
+        unknownVolume: await codeOf(r.createSnapshot({ name: 'x', source_volume_id: 'vol-nope-0123456789abcdef', parameters: {}, secrets: {} })),
+        hostileVolume: await codeOf(r.createSnapshot({ name: 'x', source_volume_id: '../../etc', parameters: {}, secrets: {} })),
+        badName: await codeOf(r.createSnapshot({ name: '../x', source_volume_id: vols.a[0]!, parameters: {}, secrets: {} })),
+        deleteUnknown: await codeOf(r.deleteSnapshot({ snapshot_id: 'snap-nope-0123456789abcdef', secrets: {} })),
+        noVolumes: await codeOf(r.createVolumeGroupSnapshot({ name: 'g', source_volume_ids: [], parameters: {}, secrets: {} })),
+        getUnknownGroup: await codeOf(r.getVolumeGroupSnapshot({ group_snapshot_id: 'group-nope-0123456789abcdef', snapshot_ids: [], secrets: {} })),
+        deleteUnknownGroup: await codeOf(r.deleteVolumeGroupSnapshot({ group_snapshot_id: 'group-nope-0123456789abcdef', snapshot_ids: [], secrets: {} })),
+        volumes: await codeOf(r.createVolume({ name: 'v', capacity_range: { required_bytes: String(MiB) }, volume_capabilities: [blockCap()], parameters: {} })),
+      },
+      { badToken: 'ABORTED', unknownId: 0, unknownVolume: 'NOT_FOUND', hostileVolume: 'INVALID_ARGUMENT', badName: 'INVALID_ARGUMENT', deleteUnknown: 'OK', noVolumes: 'INVALID_ARGUMENT', getUnknownGroup: 'NOT_FOUND', deleteUnknownGroup: 'OK', volumes: 'UNIMPLEMENTED' },
+    );
+    for (const s of [sa, sb]) {
+      await r.deleteSnapshot({ snapshot_id: s.snapshot_id, secrets: {} });
+      await r.deleteSnapshot({ snapshot_id: s.snapshot_id, secrets: {} });
+    }
+    assert.deepEqual([...(await nodes.a.client.listSnapshots({})).entries, ...(await nodes.b.client.listSnapshots({})).entries], []);
+  });
+
+  it('refuses a group over two nodes\' volumes FAILED_PRECONDITION naming them, and makes nothing', async () => {
+    const err = await router.client.createVolumeGroupSnapshot({ name: 'spread', source_volume_ids: [vols.a[0]!, vols.b[0]!], parameters: {}, secrets: {} }).catch((e: Error & { code?: number; details?: string }) => e);
+    assert.ok(err instanceof Error);
+    assert.equal(await codeOf(Promise.reject(err)), 'FAILED_PRECONDITION');
+    assert.match((err as { details?: string }).details ?? '', /node-a: .*node-b: |node-b: .*node-a: /);
+    assert.equal(await codeOf(router.client.createVolumeGroupSnapshot({ name: 'half', source_volume_ids: [vols.a[0]!, 'vol-nope-0123456789abcdef'], parameters: {}, secrets: {} })), 'NOT_FOUND');
+    assert.deepEqual([...(await nodes.a.client.listSnapshots({})).entries, ...(await nodes.b.client.listSnapshots({})).entries], []);
+  });
+
+  it('nodes take commands from a live router pod\'s certificate only: a node\'s is refused, the router\'s reads nothing, a deleted pod\'s speaks for no one', async (t) => {
+    // This machine reaches A's listener through A's link to it, from an address that is no pod's.
+    const insideA = nodes.hosts.host!.fromA.replace(/\.1$/, '.2');
+    await execFileP('ip', ['route', 'replace', `${nodes.hosts.a.addr}/32`, 'via', insideA]);
+    t.after(() => execFileP('ip', ['route', 'del', `${nodes.hosts.a.addr}/32`]).catch(() => undefined));
+    const create = { name: 'forged', source_volume_id: vols.a[0]!, parameters: {}, secrets: {} };
+    // A node plugin's own certificate (B's), on A's listener: never a command.
+    const fromNode = await post(nodes.listen, await credential(await nodes.credentialDir('node-b')), '/v1/commands/CreateSnapshot', create);
+    assert.equal(fromNode.status, 403, JSON.stringify(fromNode));
+    assert.match(fromNode.reason, /snapshot router's certificate only/);
+    // A router pod's certificate, used from this host rather than from its pod: refused by address.
+    const pod = nodes.routerPod();
+    const routerCred = await credential(await nodes.credentialOfPod(pod.name, 'snapshot-router'));
+    const fromHost = await post(nodes.listen, routerCred, '/v1/commands/CreateSnapshot', create);
+    assert.equal(fromHost.status, 403, JSON.stringify(fromHost));
+    assert.match(fromHost.reason, /used from .*, not from its pod/);
+    // The router's certificate names no node: it reads no volume and asks for no metadata.
+    const read = await post(nodes.listen, routerCred, `/v1/volumes/${vols.a[0]}`, {}, 'HEAD');
+    assert.equal(read.status, 403);
+    const meta = await post(nodes.listen, routerCred, `/v1/metadata/snapshots/snap-nope-0123456789abcdef`, {}, 'HEAD');
+    assert.equal(meta.status, 403);
+    // Its pod deleted: the certificate speaks for no one, wherever it is used from.
+    nodes.api.delete('pods', pod.name, 'vpool');
+    const gone = await post(nodes.listen, routerCred, '/v1/commands/CreateSnapshot', create);
+    assert.equal(gone.status, 403);
+    assert.match(gone.reason, /no longer exists/);
+    // The signer gives no router certificate to a pod of the router's account without the router's labels.
+    const stray = nodes.routerPod({ 'app.kubernetes.io/name': 'vpool-csi', 'app.kubernetes.io/component': 'debug' });
+    await assert.rejects(nodes.credentialOfPod(stray.name, 'snapshot-router'), /denied .*not a snapshot router pod/);
+    assert.deepEqual((await nodes.a.client.listSnapshots({})).entries, [], 'nothing was made');
+  });
+
+  it('with the holder down the router answers UNAVAILABLE, not NOT_FOUND; a restarted holder and a restarted router serve the re-sent create', async () => {
+    const req = snapshotterCreateGroupSnapshot({ uid: '6c3f1e2a-0000-4000-8000-000000000009', name: 'late', namespace: 'apps', contentName: 'groupsnapcontent-late', volumeHandles: vols.a });
+    await nodes.a.stop();
+    try {
+      assert.equal(await codeOf(router.client.createVolumeGroupSnapshot(req)), 'UNAVAILABLE');
+      assert.equal(await codeOf(router.client.deleteSnapshot({ snapshot_id: 'snap-nope-0123456789abcdef', secrets: {} })), 'UNAVAILABLE', 'a delete of what may be on the silent node is not OK');
+    } finally {
+      await nodes.restartA(ROUTER_FLAGS);
+    }
+    await router.stop();
+    router = await nodes.startRouter();
+    // The sidecar retries with backoff: the router finds A's new pod once it lists it.
+    const made = await pollUntil(async () => router.client.createVolumeGroupSnapshot(req).then((r) => r.group_snapshot!, () => undefined), 60_000, async () => `the re-sent create never succeeded: ${router.logs.slice(-5).join('\n')}`);
+    assert.equal(made.ready_to_use, true);
+    assert.equal((await nodes.a.client.getVolumeGroupSnapshot({ group_snapshot_id: made.group_snapshot_id, snapshot_ids: [] })).group_snapshot!.snapshots.length, 2);
+    await router.client.deleteVolumeGroupSnapshot({ group_snapshot_id: made.group_snapshot_id, snapshot_ids: made.snapshots.map((s) => s.snapshot_id), secrets: {} });
+    assert.deepEqual((await nodes.a.client.listSnapshots({})).entries, []);
+  });
+});
