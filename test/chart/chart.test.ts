@@ -78,6 +78,7 @@ const pods = (objects: K8sObject[]) =>
 interface Container {
   name: string;
   args?: string[];
+  env?: Array<{ name: string; valueFrom?: { fieldRef?: { fieldPath?: string } } }>;
   resources?: { limits?: Record<string, string> };
   securityContext?: { privileged?: boolean; runAsUser?: number; runAsNonRoot?: boolean; readOnlyRootFilesystem?: boolean; allowPrivilegeEscalation?: boolean; capabilities?: { drop?: string[] } };
 }
@@ -102,6 +103,8 @@ const VARIANTS: Record<string, string[]> = {
   'file from a VolumePool': ['volumePool.name=files', 'orphans.checkInterval=0'],
   'file, transfer with its own Secret, no NetworkPolicy, a rate and bounds': ['transfer.tls.existingSecret=my-tls', 'transfer.networkPolicy.enabled=false', 'transfer.rate=100Mi', 'transfer.maxSends=2', 'transfer.timeout=2h', 'transfer.stallTimeout=30s'],
   'file without the transfer': ['transfer.enabled=false'],
+  'file with group snapshots': ['groupSnapshots.enabled=true'],
+  'lvm with group snapshots, the CA from a Secret': ['backend=lvm', 'groupSnapshots.enabled=true', 'transfer.tls.existingSecret=my-tls'],
   'libvirt with group snapshots': ['backend=libvirt', 'groupSnapshots.enabled=true', 'groupSnapshots.deletionPolicy=Retain'],
   'libvirt with group snapshots, class v1': ['backend=libvirt', 'groupSnapshots.enabled=true', 'groupSnapshots.classApiVersion=groupsnapshot.storage.k8s.io/v1'],
   'libvirt with KubeVirt': ['backend=libvirt', 'kubevirt.enabled=true', 'controller.replicas=2', 'metrics.enabled=false', 'libvirt.diskCache=writeback'],
@@ -216,7 +219,7 @@ describe('Helm chart', () => {
     }
   });
 
-  it('group snapshots (libvirt): csi-snapshotter with its feature gate, the RBAC it asks for groups, a VolumeGroupSnapshotClass; off by default; refused on file and lvm with the reason', async () => {
+  it('group snapshots (libvirt): csi-snapshotter with its feature gate, the RBAC it asks for groups, a VolumeGroupSnapshotClass; off by default; refused on file and lvm without the transfer, with the reason', async () => {
     const objects = rendered['libvirt with group snapshots'];
     const deployment = byKind(objects, 'Deployment').find((o) => o.metadata.name.endsWith('-controller'))!;
     const snapshotter = (deployment.spec as { template: { spec: PodSpec } }).template.spec.containers.find((c) => c.name === 'csi-snapshotter')!;
@@ -239,8 +242,59 @@ describe('Helm chart', () => {
       assert.ok(!text.includes('CSIVolumeGroupSnapshot') && !text.includes('groupsnapshot.storage.k8s.io'), `${variant}: no gate, no group RBAC by default`);
     }
     for (const backend of ['file', 'lvm']) {
-      await assert.rejects(render([`backend=${backend}`, 'groupSnapshots.enabled=true']), /groupSnapshots\.enabled works with backend=libvirt only for now: with (file|lvm) the node csi-snapshotters never see a VolumeGroupSnapshot/);
+      await assert.rejects(render([`backend=${backend}`, 'groupSnapshots.enabled=true', 'transfer.enabled=false']), /groupSnapshots\.enabled with backend=(file|lvm) needs transfer\.enabled: the snapshot router hands each group to the node holding its volumes over the transfer listener/);
     }
+  });
+
+  it('group snapshots (file, lvm): the snapshot router and one central csi-snapshotter in the controller, none on the nodes; each selector picks exactly its pods; the router\'s RBAC, certificate and network path', () => {
+    const selects = (selector: string, labels: Record<string, string>) => selector.split(',').every((kv) => labels[kv.split('=')[0]!] === kv.split('=')[1]);
+    for (const variant of ['file with group snapshots', 'lvm with group snapshots, the CA from a Secret']) {
+      const objects = rendered[variant];
+      const deployments = byKind(objects, 'Deployment');
+      const controller = deployments.find((o) => o.metadata.name.endsWith('-controller'))!;
+      const cspec = (controller.spec as { template: { metadata: { labels: Record<string, string> }; spec: PodSpec & { serviceAccountName: string } } }).template;
+      const router = cspec.spec.containers.find((c) => c.name === 'snapshot-router')!;
+      const central = cspec.spec.containers.find((c) => c.name === 'csi-snapshotter')!;
+      assert.equal(router.args?.[0], 'snapshot-router', variant);
+      assert.ok(router.args?.includes('--endpoint=unix:///csi/router.sock'));
+      assert.deepEqual(router.env?.map((e) => e.name).sort(), ['POD_NAME', 'POD_NAMESPACE']);
+      assert.ok(central.args?.includes('--csi-address=/csi/router.sock'), 'the central sidecar calls the router');
+      assert.ok(central.args?.includes('--feature-gates=CSIVolumeGroupSnapshot=true') && central.args.includes('--leader-election'));
+      assert.ok(!central.args?.includes('--node-deployment'));
+      const ds = byKind(objects, 'DaemonSet')[0]!;
+      const nspec = (ds.spec as { template: { metadata: { labels: Record<string, string> }; spec: PodSpec } }).template;
+      assert.ok(!nspec.spec.containers.some((c) => c.name === 'csi-snapshotter'), 'no node csi-snapshotter: the central one takes every content, one here would take each twice');
+      const nodeDriver = nspec.spec.containers.find((c) => c.name === 'driver')!;
+      const arg = (c: { args?: string[] }, f: string) => c.args?.find((a) => a.startsWith(`--${f}=`))?.slice(f.length + 3);
+      const routerSelector = arg(nodeDriver, 'transfer-router-from-cluster')!;
+      const signer = deployments.find((o) => o.metadata.name.endsWith('-transfer-signer'))!;
+      const signerC = (signer.spec as { template: { spec: PodSpec } }).template.spec.containers[0]!;
+      assert.equal(arg(signerC, 'router-selector'), routerSelector);
+      assert.equal(arg(signerC, 'router-service-account'), cspec.spec.serviceAccountName, 'the signer issues router certificates to the controller\'s account');
+      // Each selector picks its own pods and never the other kind.
+      assert.ok(selects(routerSelector, cspec.metadata.labels) && !selects(routerSelector, nspec.metadata.labels), `${variant}: the router selector is the controller pods'`);
+      assert.ok(selects(arg(router, 'node-selector')!, nspec.metadata.labels) && !selects(arg(router, 'node-selector')!, cspec.metadata.labels), `${variant}: the router hands calls to node plugin pods`);
+      assert.equal(arg(router, 'trust-configmap'), arg(nodeDriver, 'transfer-trust-configmap'));
+      assert.equal(arg(router, 'signer-name'), arg(nodeDriver, 'transfer-signer-name'));
+      // RBAC: the sidecar's contents and groups, the router's CSR, its pods list and the trust bundle.
+      type Rule = { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] };
+      const rules = (kind: string, suffix: string) => (byKind(objects, kind).find((r) => r.metadata.name.endsWith(suffix)) as unknown as { rules: Rule[] }).rules;
+      const has = (rs: Rule[], group: string, resource: string, verb: string) => rs.some((r) => r.apiGroups.includes(group) && r.resources.includes(resource) && r.verbs.includes(verb));
+      const cluster = rules('ClusterRole', '-controller');
+      for (const [g, r, v] of [['groupsnapshot.storage.k8s.io', 'volumegroupsnapshotcontents', 'update'], ['groupsnapshot.storage.k8s.io', 'volumegroupsnapshotclasses', 'watch'], ['snapshot.storage.k8s.io', 'volumesnapshotcontents', 'patch'], ['snapshot.storage.k8s.io', 'volumesnapshotcontents/status', 'update'], ['certificates.k8s.io', 'certificatesigningrequests', 'create']] as const) assert.ok(has(cluster, g, r, v), `${variant}: ${g}/${r} ${v}`);
+      const leases = rules('Role', '-controller-leases');
+      assert.ok(has(leases, '', 'pods', 'list'));
+      assert.deepEqual(leases.find((r) => r.resources.includes('configmaps'))?.resourceNames, [arg(router, 'trust-configmap')]);
+      // The transfer's NetworkPolicy lets the controller's pods reach the listener.
+      const policy = byKind(objects, 'NetworkPolicy').find((p) => p.metadata.name.endsWith('-transfer')) as unknown as { spec: { ingress: Array<{ from?: Array<{ podSelector: { matchLabels: Record<string, string> } }> }> } };
+      const froms = policy.spec.ingress.flatMap((i) => i.from ?? []).map((f) => f.podSelector.matchLabels);
+      assert.ok(froms.some((m) => Object.entries(m).every(([k, v]) => cspec.metadata.labels[k] === v)), `${variant}: the NetworkPolicy admits the router's pods`);
+      assert.equal(byKind(objects, 'VolumeGroupSnapshotClass').length, 1);
+    }
+    // Without groups, the nodes keep their csi-snapshotters and nothing of the router is rendered.
+    const plain = rendered['file (defaults)'];
+    assert.ok((byKind(plain, 'DaemonSet')[0]!.spec as { template: { spec: PodSpec } }).template.spec.containers.some((c) => c.name === 'csi-snapshotter'));
+    assert.ok(!JSON.stringify(plain).includes('snapshot-router') && !JSON.stringify(plain).includes('router-from-cluster'));
   });
 
   it('refuses at install a class external-provisioner would refuse at every claim: the filesystem twice, an unknown csi.storage.k8s.io/ key', async () => {
@@ -290,7 +344,8 @@ describe('Helm chart', () => {
   // runs its start-up against the real process); node-driver-registrar calls NodeGetInfo; livenessprobe Probe.
   const NEEDS: Record<string, string[]> = {
     'csi-provisioner': ['all', 'controller'],
-    'csi-snapshotter': ['all', 'controller'],
+    // The snapshot router serves what a central csi-snapshotter asks (test/e2e/snapshot-router.test.ts runs it as rendered).
+    'csi-snapshotter': ['all', 'controller', 'snapshot-router'],
     'csi-attacher': ['controller'],
     'csi-resizer': ['all', 'controller', 'resizer'],
     'node-driver-registrar': ['all', 'node'],
@@ -299,13 +354,18 @@ describe('Helm chart', () => {
   it('every sidecar talks to a driver whose --mode serves what that sidecar asks', () => {
     for (const [name, objects] of Object.entries(rendered)) {
       for (const { owner, spec } of pods(objects)) {
-        const driver = spec.containers.find((c) => c.name === 'driver')!;
-        const mode = driver.args?.find((a) => a.startsWith('--mode='))?.slice(7);
-        const endpoint = driver.args?.find((a) => a.startsWith('--endpoint='))?.slice(11);
-        for (const c of spec.containers.filter((x) => x.name !== 'driver')) {
+        // The driver container, and the snapshot router beside it (node-local pools with groups): what each socket serves.
+        const served = new Map<string, string>();
+        for (const c of spec.containers.filter((x) => x.name === 'driver' || x.name === 'snapshot-router')) {
+          const mode = c.name === 'snapshot-router' ? 'snapshot-router' : c.args?.find((a) => a.startsWith('--mode='))?.slice(7);
+          served.set(c.args?.find((a) => a.startsWith('--endpoint='))?.slice(11) ?? '', mode ?? '');
+        }
+        for (const c of spec.containers.filter((x) => x.name !== 'driver' && x.name !== 'snapshot-router')) {
           const where = `${name}: ${owner.kind} ${c.name}`;
           assert.ok(NEEDS[c.name], `${where}: a sidecar this test knows`);
-          assert.equal(`unix://${c.args?.find((a) => a.startsWith('--csi-address='))?.slice(14)}`, endpoint, `${where} talks to the driver of its pod`);
+          const socket = `unix://${c.args?.find((a) => a.startsWith('--csi-address='))?.slice(14)}`;
+          const mode = served.get(socket);
+          assert.ok(mode !== undefined, `${where} talks to a driver of its pod`);
           assert.ok(NEEDS[c.name].includes(mode ?? ''), `${where} needs a driver in mode ${NEEDS[c.name].join(' or ')}, the chart runs --mode=${mode}`);
         }
       }

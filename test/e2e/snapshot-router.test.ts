@@ -11,11 +11,26 @@ import { readAt, writeAt } from '../helpers/data.js';
 import { codeOf, MiB, needsRoot, pattern, type Driver } from '../helpers/driver.js';
 import { pollUntil } from '../helpers/libvirt.js';
 import { snapshotterCreateGroupSnapshot } from '../helpers/sidecars.js';
+import { render } from '../helpers/manifests.js';
 import { DRIVER, ROUTER_SA, ROUTER_SELECTOR, transferNodes, type Router, type TransferNodes } from '../helpers/transfer-nodes.js';
 
 const SIZE = 16 * MiB;
 const execFileP = promisify(execFile);
-const ROUTER_FLAGS = ['--transfer-router-from-cluster', ROUTER_SELECTOR];
+/** The new flags of each process as the chart renders them for a file pool with group snapshots. */
+async function chartFlags(): Promise<{ router: string[]; node: string[]; signer: string[] }> {
+  const objects = await render(['groupSnapshots.enabled=true']);
+  type C = { name: string; args?: string[] };
+  const containers = (name: string) => (objects.find((o) => (o.kind === 'Deployment' || o.kind === 'DaemonSet') && o.metadata.name === name)!.spec as { template: { spec: { containers: C[] } } }).template.spec.containers;
+  const router = containers('vpool-csi-controller').find((c) => c.name === 'snapshot-router')!.args!;
+  const nodeDriver = containers('vpool-csi-node').find((c) => c.name === 'driver')!.args!;
+  const signer = containers('vpool-csi-transfer-signer')[0]!.args!;
+  return {
+    router,
+    node: nodeDriver.filter((a) => a.startsWith('--transfer-router-from-cluster=')),
+    signer: signer.filter((a) => a.startsWith('--router-')),
+  };
+}
+let ROUTER_FLAGS: string[] = [];
 
 async function volumeWith(d: Driver, name: string, text: string): Promise<string> {
   const id = (await d.client.createVolume({ name, capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()], parameters: {} })).volume!.volume_id;
@@ -41,7 +56,8 @@ function post(listen: string, dir: { key: string; cert: string; ca: string[] }, 
 
 const credential = async (dir: string) => ({ key: await readFile(path.join(dir, 'tls.key'), 'utf8'), cert: await readFile(path.join(dir, 'tls.crt'), 'utf8'), ca: splitPem(await readFile(path.join(dir, 'ca.crt'), 'utf8')) });
 
-// Two node plugins (file pools) in their own network namespaces and the snapshot router, in a cluster
+// Two node plugins (file pools) in their own network namespaces and the snapshot router (run with the
+// args the chart renders for it, and the nodes and the signer with the chart's router flags), in a cluster
 // the FAKE API server models (transfer-nodes.ts), with the real transfer signer issuing the router's
 // certificate. The calls are csi-snapshotter v8.3.0's as it makes them when it runs centrally with
 // --feature-gates=CSIVolumeGroupSnapshot=true (a MODEL, from its source, pkg/sidecar-controller and
@@ -51,14 +67,21 @@ const credential = async (dir: string) => ({ key: await readFile(path.join(dir, 
 describe('the snapshot router: a central csi-snapshotter\'s calls handed to the node holding the volumes', needsRoot(), () => {
   let nodes: TransferNodes;
   let router: Router;
+  let routerArgs: string[] = [];
   const vols = { a: [] as string[], b: [] as string[] };
   before(async () => {
-    nodes = await transferNodes('vpr', { bPort: 9811, aArgs: ROUTER_FLAGS, bArgs: ROUTER_FLAGS, signerArgs: ['--router-service-account', ROUTER_SA, '--router-selector', ROUTER_SELECTOR] });
+    // Each process with the router's flags exactly as the chart renders them.
+    const chart = await chartFlags();
+    ROUTER_FLAGS = chart.node;
+    assert.deepEqual(chart.node, [`--transfer-router-from-cluster=${ROUTER_SELECTOR}`], 'the chart\'s selector is the one the FAKE pods are labelled for');
+    assert.deepEqual(chart.signer, [`--router-service-account=${ROUTER_SA}`, `--router-selector=${ROUTER_SELECTOR}`]);
+    routerArgs = chart.router;
+    nodes = await transferNodes('vpr', { bPort: 9811, aArgs: ROUTER_FLAGS, bArgs: ROUTER_FLAGS, signerArgs: chart.signer });
     for (const i of [0, 1]) {
       vols.a.push(await volumeWith(nodes.a, `a${i}`, `a-${i}`));
       vols.b.push(await volumeWith(nodes.b, `b${i}`, `b-${i}`));
     }
-    router = await nodes.startRouter();
+    router = await nodes.startRouter(routerArgs);
   });
   after(async () => {
     if (!nodes) return;
@@ -206,7 +229,7 @@ describe('the snapshot router: a central csi-snapshotter\'s calls handed to the 
       await nodes.restartA(ROUTER_FLAGS);
     }
     await router.stop();
-    router = await nodes.startRouter();
+    router = await nodes.startRouter(routerArgs);
     // The sidecar retries with backoff: the router finds A's new pod once it lists it.
     const made = await pollUntil(async () => router.client.createVolumeGroupSnapshot(req).then((r) => r.group_snapshot!, () => undefined), 60_000, async () => `the re-sent create never succeeded: ${router.logs.slice(-5).join('\n')}`);
     assert.equal(made.ready_to_use, true);

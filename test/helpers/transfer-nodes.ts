@@ -12,7 +12,8 @@ export const NAMESPACE = 'vpool';
 export const DRIVER = 'vpool.csi.dev';
 export const NODE_SELECTOR = 'app.kubernetes.io/name=vpool-csi,app.kubernetes.io/component=node';
 const NODE_SA = 'vpool-csi-node';
-const LABELS = { 'app.kubernetes.io/name': 'vpool-csi', 'app.kubernetes.io/component': 'node' };
+// The chart's pod labels (release vpool-csi), so that the selectors it renders pick these pods.
+const LABELS = { 'app.kubernetes.io/name': 'vpool-csi', 'app.kubernetes.io/instance': 'vpool-csi', 'app.kubernetes.io/component': 'node' };
 
 /**
  * Two node plugins, each in its own network namespace (a veth pair between them) and with its own
@@ -55,8 +56,10 @@ export interface TransferNodes {
    * Starts `vpool-csi snapshot-router` as the controller's pod would run it (a pod of its own in the
    * FAKE API, with the controller's ServiceAccount and labels, its bound token), inside A's network
    * namespace (so its address is A's side of the link, the pod's IP), once its certificate is issued.
+   * `args`: the container's args as a chart renders them (its --endpoint moved to a test socket, and a
+   * kubeconfig added: the FAKE API is no in-cluster service); by default, the test's own flags.
    */
-  startRouter(extra?: string[]): Promise<Router>;
+  startRouter(args?: string[]): Promise<Router>;
   /** A router pod in the FAKE API and its token, without a process (for credentials a test uses by hand). */
   routerPod(labels?: Record<string, string>): { name: string; token: string };
   /** Stops both and the signer and removes what was made; returns anything left behind (loop devices, mounts). */
@@ -71,9 +74,9 @@ export interface Router {
   stop(): Promise<void>;
 }
 
-export const ROUTER_SELECTOR = 'app.kubernetes.io/name=vpool-csi,app.kubernetes.io/component=controller';
+export const ROUTER_SELECTOR = 'app.kubernetes.io/name=vpool-csi,app.kubernetes.io/instance=vpool-csi,app.kubernetes.io/component=controller';
 export const ROUTER_SA = 'vpool-csi-controller';
-const ROUTER_LABELS = { 'app.kubernetes.io/name': 'vpool-csi', 'app.kubernetes.io/component': 'controller' };
+const ROUTER_LABELS = { 'app.kubernetes.io/name': 'vpool-csi', 'app.kubernetes.io/instance': 'vpool-csi', 'app.kubernetes.io/component': 'controller' };
 
 export type Source = { snapshot?: string; volume?: string };
 type Volume = NonNullable<Awaited<ReturnType<Driver['client']['createVolume']>>['volume']>;
@@ -167,11 +170,14 @@ export async function transferNodes(tag: string, o: TransferNodesOptions = {}): 
   const made = new Set<string>();
   const nodes: TransferNodes = {
     routerPod,
-    async startRouter(extra = []) {
+    async startRouter(args) {
       const p = routerPod();
       const kc = await kubeconfig(p.name, hosts.host!.fromA, p.token);
       const socket = path.join(dir, `${p.name}.sock`);
-      const launched = await launchDriver(socket, ['snapshot-router', '--endpoint', `unix://${socket}`, '--driver-name', DRIVER, '--kubeconfig', kc, '--node-selector', NODE_SELECTOR, '--refresh', '1s', ...extra], { wrap: hosts.wrap(hosts.a.ns), env: { POD_NAMESPACE: NAMESPACE, POD_NAME: p.name } });
+      const argv = args
+        ? [...args.map((a) => (a.startsWith('--endpoint=') ? `--endpoint=unix://${socket}` : a)), '--kubeconfig', kc]
+        : ['snapshot-router', '--endpoint', `unix://${socket}`, '--driver-name', DRIVER, '--kubeconfig', kc, '--node-selector', NODE_SELECTOR, '--refresh', '1s'];
+      const launched = await launchDriver(socket, argv, { wrap: hosts.wrap(hosts.a.ns), env: { POD_NAMESPACE: NAMESPACE, POD_NAME: p.name } });
       await pollUntil(async () => (launched.logs.some((l) => l.includes('transfer credential: certificate issued')) ? true : undefined), 120_000, async () => `the router did not get its certificate: ${launched.logs.slice(-5).join('\n')}\nsigner: ${signerLogs.slice(-5).join('\n')}`);
       const r: Router = {
         pod: p.name,

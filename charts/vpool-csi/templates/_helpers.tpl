@@ -64,6 +64,17 @@ resources:
 - --leader-election-namespace={{ .Release.Namespace }}
 {{- end -}}
 
+{{/*
+  Group snapshots on a node-local pool (file, lvm): the snapshot router and a central csi-snapshotter run
+  in the controller Deployment and hand each call to the node holding the volumes (docs/backup.md).
+*/}}
+{{- define "vpool.snapshotRouter" -}}{{ if and (include "vpool.nodeLocal" .) .Values.groupSnapshots.enabled }}true{{ end }}{{- end -}}
+
+{{/* The controller pods' label selector: the snapshot router's certificate is issued to, and taken from, its pods only. */}}
+{{- define "vpool.controllerPodSelector" -}}
+app.kubernetes.io/name=vpool-csi,app.kubernetes.io/instance={{ .Release.Name }},app.kubernetes.io/component=controller
+{{- end }}
+
 {{/* The node plugin pods' label selector: transfer peers are found by it, and certificates issued only to its pods. */}}
 {{- define "vpool.nodePodSelector" -}}
 app.kubernetes.io/name=vpool-csi,app.kubernetes.io/instance={{ .Release.Name }},app.kubernetes.io/component=node
