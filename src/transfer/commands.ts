@@ -158,11 +158,11 @@ export class CommandClient {
         try {
           const held = parseHolds(await this.call(p, '/v1/commands/Holds', q, this.askMs, signal));
           if (!held) throw new Error('it sent a malformed Holds answer');
-          for (const id of [...held.volumes, ...held.snapshots, ...held.groups]) {
-            // A node claiming what was not asked is no answer to trust.
-            if (!all.includes(id)) throw new Error(`it claims ${id}, which was not asked about`);
-            claims.set(id, [...(claims.get(id) ?? []), p]);
-          }
+          const ids = [...held.volumes, ...held.snapshots, ...held.groups];
+          // A node claiming what was not asked is no answer to trust, none of it.
+          const stray = ids.find((id) => !all.includes(id));
+          if (stray) throw new Error(`it claims ${stray}, which was not asked about`);
+          for (const id of ids) claims.set(id, [...(claims.get(id) ?? []), p]);
         } catch (err) {
           failures.push(`node ${p.node}: ${errorMessage(err)}`);
         }

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 
@@ -28,5 +28,24 @@ export async function makeCa(dir: string, name: string): Promise<{ node(node: st
       await execFileP('cp', [caCrt, path.join(out, 'ca.crt')]);
       return out;
     },
+  };
+}
+
+/**
+ * A CA and certificates as the transfer signer writes them (URI SANs), with openssl: a node's names its
+ * node and pod; `issueRouter` the snapshot router's role and its pod (no node).
+ */
+export async function uriPki(dir: string) {
+  const issueUris = async (file: string, cn: string, uris: string[]) => {
+    await writeFile(`${dir}/${file}.cnf`, `subjectAltName=${uris.map((u) => `URI:${u}`).join(',')}\nextendedKeyUsage=serverAuth,clientAuth\n`);
+    await openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${dir}/${file}.key`, '-out', `${dir}/${file}.csr`, '-subj', `/CN=${cn}`);
+    await openssl('x509', '-req', '-in', `${dir}/${file}.csr`, '-CA', `${dir}/ca.crt`, '-CAkey', `${dir}/ca.key`, '-CAcreateserial', '-out', `${dir}/${file}.crt`, '-days', '1', '-extfile', `${dir}/${file}.cnf`);
+    return { key: await readFile(`${dir}/${file}.key`, 'utf8'), cert: await readFile(`${dir}/${file}.crt`, 'utf8') };
+  };
+  await openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${dir}/ca.key`, '-out', `${dir}/ca.crt`, '-days', '1', '-subj', '/CN=test-ca');
+  return {
+    ca: await readFile(`${dir}/ca.crt`, 'utf8'),
+    issue: (node: string, uid: string) => issueUris(node, node, [`urn:vpool-csi:node:${node}`, `urn:vpool-csi:pod:vpool:plugin-${node}:${uid}`]),
+    issueRouter: (pod: string, uid: string) => issueUris(`router-${pod}`, 'snapshot-router', ['urn:vpool-csi:role:snapshot-router', `urn:vpool-csi:pod:vpool:${pod}:${uid}`]),
   };
 }

@@ -1,33 +1,18 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { DriverError } from '../../src/errors.js';
 import { TransferCredentials } from '../../src/transfer/credentials.js';
 import { MetadataClient, metadataRoute, type MetadataPeer } from '../../src/transfer/metadata.js';
+import { uriPki } from '../helpers/certs.js';
 
-const execFileP = promisify(execFile);
 const SNAP = 'snap-one-0123456789abcdef';
 /** Pod UIDs as the API server makes them (hex and dashes): a certificate naming anything else speaks for no one. */
 const UID: Record<string, string> = { 'node-a': 'aaaa-0001', 'node-c': 'cccc-0003' };
-
-/** A CA and certificates naming a node and its pod as the transfer signer writes them (URI SANs). */
-async function pki(dir: string) {
-  const openssl = (...a: string[]) => execFileP('openssl', a);
-  await openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${dir}/ca.key`, '-out', `${dir}/ca.crt`, '-days', '1', '-subj', '/CN=test-ca');
-  const issue = async (node: string, uid: string) => {
-    await writeFile(`${dir}/${node}.cnf`, `subjectAltName=URI:urn:vpool-csi:node:${node},URI:urn:vpool-csi:pod:vpool:plugin-${node}:${uid}\nextendedKeyUsage=serverAuth,clientAuth\n`);
-    await openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${dir}/${node}.key`, '-out', `${dir}/${node}.csr`, '-subj', `/CN=${node}`);
-    await openssl('x509', '-req', '-in', `${dir}/${node}.csr`, '-CA', `${dir}/ca.crt`, '-CAkey', `${dir}/ca.key`, '-CAcreateserial', '-out', `${dir}/${node}.crt`, '-days', '1', '-extfile', `${dir}/${node}.cnf`);
-    return { key: await readFile(`${dir}/${node}.key`, 'utf8'), cert: await readFile(`${dir}/${node}.crt`, 'utf8') };
-  };
-  return { ca: await readFile(`${dir}/ca.crt`, 'utf8'), issue };
-}
 
 /** A FAKE holder: a TLS listener whose answers each test scripts (a real plugin's are in test/e2e/snapshot-metadata-forward.test.ts). */
 type Script = (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => void;
@@ -41,7 +26,7 @@ describe('snapshot metadata forwarding: the route, and what the forwarding side 
 
   before(async () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'vpool-mdfwd-'));
-    const p = await pki(dir);
+    const p = await uriPki(dir);
     const self = await p.issue('node-b', 'b0b0b0b0');
     creds = new TransferCredentials();
     creds.set({ key: self.key, cert: self.cert, trust: [p.ca] });
