@@ -48,7 +48,10 @@ export function localCommands(endpoint: string, source: TransferSource, isOpen: 
         );
       const keep = async <T>(ids: string[], test: (id: string) => Promise<boolean>) => {
         const out: string[] = [];
-        for (const id of ids) if (await test(id)) out.push(id);
+        for (const id of ids) {
+          signal.throwIfAborted();
+          if (await test(id)) out.push(id);
+        }
         return out;
       };
       return { volumes: await keep(q.volumes, (id) => has('volume', id)), snapshots: await keep(q.snapshots, (id) => has('snapshot', id)), groups: await keep(q.groups, group) };

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { log, setLogLevel } from '../log.js';
 import { packageVersion } from '../project.js';
 import { parseDuration } from '../units.js';
+import { TOPOLOGY_KEY } from '../driver/context.js';
 
 interface RouterFlags {
   endpoint: string;
@@ -9,6 +10,8 @@ interface RouterFlags {
   namespace?: string;
   podName?: string;
   nodeSelector: string;
+  nodeDaemonset: string;
+  topologyKey: string;
   trustConfigmap: string;
   signerName: string;
   certLifetime: string;
@@ -34,6 +37,8 @@ export function addSnapshotRouterCommand(program: Command): void {
     .option('--namespace <namespace>', 'the driver\'s namespace (default: $POD_NAMESPACE)')
     .option('--pod-name <name>', 'this pod\'s name, which its certificate names (default: $POD_NAME)')
     .option('--node-selector <selector>', 'the node plugin pods\' labels: the nodes calls are handed to', 'app.kubernetes.io/name=vpool-csi,app.kubernetes.io/component=node')
+    .option('--node-daemonset <name>', 'the node plugins\' DaemonSet (in the namespace): a thing is on no node only once as many plugins as it wants have said so', 'vpool-csi-node')
+    .option('--topology-key <key>', 'the node label key the volumes\' PersistentVolumes are pinned by: a node\'s claim to hold a volume must agree', TOPOLOGY_KEY)
     .option('--trust-configmap <name>', 'the ConfigMap whose ca.crt holds the CAs the transfer trusts', 'vpool-csi-transfer-trust')
     .option('--signer-name <name>', 'the signer name of this router\'s certificate request', 'vpool.dev/transfer')
     .option('--cert-lifetime <duration>', 'how long the certificate is asked for (renewed at two thirds)', '24h')
@@ -51,8 +56,9 @@ export function addSnapshotRouterCommand(program: Command): void {
       if (socketGroup !== undefined && !(Number.isInteger(socketGroup) && socketGroup >= 0)) throw new Error(`--socket-group must be a numeric group ID (got ${o.socketGroup})`);
       const deadlineMs = parseDuration(o.timeout);
       if (deadlineMs < 1000) throw new Error(`--timeout is at least 1s, not ${o.timeout}`);
-      const [{ loadKube }, { clusterPeers }, { TransferEnrolment }, { TransferCredentials }, { CommandClient }, { SnapshotRouter }, { routerHandlers }, { startServer }] = await Promise.all([
+      const [{ loadKube }, { RouterView }, { clusterPeers }, { TransferEnrolment }, { TransferCredentials }, { CommandClient }, { SnapshotRouter }, { routerHandlers }, { startServer }] = await Promise.all([
         import('../cluster/kube.js'),
+        import('../cluster/router-view.js'),
         import('../cluster/transfer-peers.js'),
         import('../cluster/transfer-enrol.js'),
         import('../transfer/credentials.js'),
@@ -74,8 +80,9 @@ export function addSnapshotRouterCommand(program: Command): void {
       });
       enrolment.start();
       // Every node plugin is a possible holder ('' is no node: none is left out as "this one").
-      const nodes = new CommandClient(credentials, clusterPeers(kube, { namespace, selector: o.nodeSelector, node: '' }));
-      const router = new SnapshotRouter(nodes, { deadlineMs });
+      const view = new RouterView(kube, { driver: o.driverName, namespace, daemonSet: o.nodeDaemonset, topologyKey: o.topologyKey });
+      const nodes = new CommandClient(credentials, clusterPeers(kube, { namespace, selector: o.nodeSelector, node: '' }), () => view.expectedNodes());
+      const router = new SnapshotRouter(nodes, (v) => view.pinnedNode(v), { deadlineMs });
       const server = await startServer({ mode: 'snapshot-router', handlers: routerHandlers({ driverName: o.driverName, version: packageVersion() }, router) }, o.endpoint, socketGroup);
       log.info('snapshot router ready', { socket: server.socket, namespace, pod, nodes: o.nodeSelector });
       const stop = () => {

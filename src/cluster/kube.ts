@@ -1,4 +1,4 @@
-import { CertificatesV1Api, CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { AppsV1Api, CertificatesV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, type V1PersistentVolume } from '@kubernetes/client-node';
 
 /** The API clients the driver uses, from one kubeconfig. */
 export interface Kube {
@@ -6,6 +6,7 @@ export interface Kube {
   core: CoreV1Api;
   custom: CustomObjectsApi;
   certificates: CertificatesV1Api;
+  apps: AppsV1Api;
 }
 
 /**
@@ -19,7 +20,7 @@ export function loadKube(kubeconfig?: string): Kube {
   else if (process.env.KUBECONFIG) config.loadFromDefault();
   else if (process.env.KUBERNETES_SERVICE_HOST) config.loadFromCluster();
   else throw new Error('no Kubernetes API to talk to: pass --kubeconfig, set KUBECONFIG, or run in a pod');
-  return { config, core: config.makeApiClient(CoreV1Api), custom: config.makeApiClient(CustomObjectsApi), certificates: config.makeApiClient(CertificatesV1Api) };
+  return { config, core: config.makeApiClient(CoreV1Api), custom: config.makeApiClient(CustomObjectsApi), certificates: config.makeApiClient(CertificatesV1Api), apps: config.makeApiClient(AppsV1Api) };
 }
 
 /** The HTTP status of a failed API call (ApiException.code), or undefined for anything else. */
@@ -34,4 +35,10 @@ export function orNull<T>(read: Promise<T>): Promise<T | null> {
     if (statusOf(err) === 404) return null;
     throw err;
   });
+}
+
+/** The one node a PV's required node affinity pins it to by `topologyKey` (a node-local volume's node); null when it names none or several. */
+export function pinnedNodeOf(pv: V1PersistentVolume, topologyKey: string): string | null {
+  const terms = pv.spec?.nodeAffinity?.required?.nodeSelectorTerms ?? [];
+  return terms.flatMap((t) => t.matchExpressions ?? []).find((e) => e.key === topologyKey && e.operator === 'In' && e.values?.length === 1)?.values?.[0] ?? null;
 }

@@ -16,8 +16,21 @@ export const MANAGED_BY = 'snapshot.storage.kubernetes.io/managed-by';
 const API = { group: 'snapshot.storage.k8s.io', version: 'v1', plural: 'volumesnapshotcontents' };
 
 interface Content {
-  metadata: { name: string; resourceVersion?: string; deletionTimestamp?: string; labels?: Record<string, string> };
+  metadata: { name: string; resourceVersion?: string; deletionTimestamp?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
   spec?: { driver?: string; source?: { snapshotHandle?: string; volumeHandle?: string } };
+  status?: { snapshotHandle?: string };
+}
+
+/**
+ * Set by the snapshot-controller on the member contents it makes for a VolumeGroupSnapshot
+ * (external-snapshotter v8.3.0 pkg/utils VolumeGroupSnapshotHandleAnnotation): their snapshot is the
+ * member's handle in status.snapshotHandle, and they carry no node label either.
+ */
+const GROUP_HANDLE = 'groupsnapshot.storage.k8s.io/volumeGroupSnapshotHandle';
+
+/** The snapshot a content names: an import's handle (spec), or a group member's (status, on a content the snapshot-controller made for a group). */
+function handleOf(c: Content): string | undefined {
+  return c.spec?.source?.snapshotHandle ?? (c.metadata.annotations?.[GROUP_HANDLE] ? c.status?.snapshotHandle : undefined);
 }
 
 export interface SnapshotImportOptions {
@@ -32,6 +45,9 @@ export interface SnapshotImportOptions {
  * that names an existing snapshot by its handle and that no node manages is labelled for this node
  * when this node's pool holds that snapshot. This node's csi-snapshotter then takes it up (ListSnapshots
  * with the handle, here) and marks it ready. A content whose snapshot is on no node stays as it is.
+ * Group members' contents are labelled the same way: the label is also how a restore on another node
+ * finds the node holding a snapshot (cluster/transfer-access.ts), and the snapshot-controller sets
+ * none on them.
  */
 export class SnapshotImport {
   private timer?: NodeJS.Timeout;
@@ -70,8 +86,8 @@ export class SnapshotImport {
     }
     let labelled = 0;
     for (const c of contents) {
-      const handle = c.spec?.source?.snapshotHandle;
-      // The handle is written by hand: only something shaped like one of our snapshot IDs is looked up.
+      const handle = handleOf(c);
+      // The handle is written by hand (or by whoever may write statuses): only something shaped like one of our snapshot IDs is looked up.
       if (c.spec?.driver !== this.opts.driver || !handle || !isId('snap', handle) || c.metadata.deletionTimestamp || c.metadata.labels?.[MANAGED_BY]) continue;
       if (!(await this.backend.getSnapshot(handle).catch(() => null))) continue;
       const body = { ...c, metadata: { ...c.metadata, labels: { ...c.metadata.labels, [MANAGED_BY]: this.opts.node } } };

@@ -1,7 +1,7 @@
 import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import type { PeerIdentity, RouterIdentity } from '../transfer/identity.js';
 import type { TransferKind } from '../transfer/server.js';
-import { orNull, type Kube } from './kube.js';
+import { orNull, pinnedNodeOf, type Kube } from './kube.js';
 import { matchesSelector } from './label-selector.js';
 
 /** The claim a restore or clone is for, as external-provisioner names it (--extra-create-metadata). */
@@ -177,9 +177,7 @@ export class TransferAccess {
       const ref = pv.spec?.claimRef;
       if (ref?.name !== ds.name || ref?.namespace !== c.namespace || (ref.uid && ref.uid !== src.metadata?.uid)) throw new Refusal(`PersistentVolume ${pv.metadata?.name} is not bound to claim ${c.namespace}/${ds.name}`);
       if (pv.spec?.csi?.driver !== this.o.driver) throw new Refusal(`PersistentVolume ${pv.metadata?.name} is not of driver ${this.o.driver}`);
-      const terms = pv.spec?.nodeAffinity?.required?.nodeSelectorTerms ?? [];
-      const holder = terms.flatMap((t) => t.matchExpressions ?? []).find((e) => e.key === this.o.topologyKey && e.operator === 'In' && e.values?.length === 1)?.values?.[0] ?? null;
-      return { kind: 'volume', id: pv.spec.csi.volumeHandle, holder };
+      return { kind: 'volume', id: pv.spec.csi.volumeHandle, holder: pinnedNodeOf(pv, this.o.topologyKey) };
     }
     throw new Refusal(`claim ${show(c)} has a data source of kind ${ds.kind} (${ds.apiGroup ?? 'core'}), not a VolumeSnapshot or a PersistentVolumeClaim`);
   }

@@ -122,35 +122,42 @@ export interface CommandPeer {
   pod: { uid: string; name: string };
 }
 
+/** Where the IDs asked about are, as every node answered; `missing` says why an absence is not final. */
+export interface Placement {
+  found: Map<string, CommandPeer>;
+  /** Why some node that may hold an ID did not say (a node plugin not running, one that did not answer); undefined: every one did. */
+  missing?: string;
+}
+
 /**
- * The router's side: asks nodes what they hold, and hands a call to the one that does. Nothing is
- * remembered between calls but where an ID was found (an ID never moves: it is made on its node).
+ * The router's side: asks every node what it holds, and hands a call to the one that does. Nothing is
+ * remembered between calls: each placement is every node's answer now, so a node that restarted, or
+ * one that lied once while the holder was silent, is never trusted from memory.
  */
 export class CommandClient {
-  private readonly found = new Map<string, string>();
-
   constructor(
     private readonly credentials: TransferCredentials,
     private readonly peers: (fresh?: boolean) => Promise<CommandPeer[]> | CommandPeer[],
+    /** How many node plugins there should be (the DaemonSet's desired count); a pod not listed is a node not asked. */
+    private readonly expected: () => Promise<number> | number,
     private readonly askMs = 10_000,
   ) {}
 
+  /** The node plugins listed now, and why that is not all of them (fewer than the DaemonSet wants). */
+  private async everyNode(): Promise<{ peers: CommandPeer[]; short?: string }> {
+    const [peers, want] = await Promise.all([this.peers(true), this.expected()]);
+    // A node whose plugin is being replaced (a rolling update), evicted or not yet running holds what it held.
+    const short = peers.length < want ? `${peers.length} of the ${want} node plugins are running (a node whose plugin is being replaced, or not yet started, may hold it)` : undefined;
+    return { peers, short };
+  }
+
   /**
-   * Which node holds each ID asked about, from every node's answer (IDs no node holds are absent).
-   * Throws UNAVAILABLE when a node that may hold one did not answer, or two nodes claim one ID: a
-   * missing answer is not an absence.
+   * Which node holds each ID asked about, from every node's answer. Throws UNAVAILABLE when two nodes
+   * claim one ID (IDs are made on one node: one of them lies, or a copy was made by hand).
    */
-  async holders(q: HoldsQuery, signal: AbortSignal): Promise<Map<string, CommandPeer>> {
-    const all = [...q.volumes, ...q.snapshots, ...q.groups];
-    let peers = await this.peers();
-    const out = new Map<string, CommandPeer>();
-    // Remembered holders that are still peers: asked nothing.
-    for (const id of all) {
-      const p = peers.find((x) => x.node === this.found.get(id));
-      if (p) out.set(id, p);
-    }
-    if (out.size === all.length) return out;
-    peers = await this.peers(true);
+  async holders(q: HoldsQuery, signal: AbortSignal): Promise<Placement> {
+    const all = new Set([...q.volumes, ...q.snapshots, ...q.groups]);
+    const { peers, short } = await this.everyNode();
     const failures: string[] = [];
     const claims = new Map<string, CommandPeer[]>();
     await Promise.all(
@@ -160,7 +167,7 @@ export class CommandClient {
           if (!held) throw new Error('it sent a malformed Holds answer');
           const ids = [...held.volumes, ...held.snapshots, ...held.groups];
           // A node claiming what was not asked is no answer to trust, none of it.
-          const stray = ids.find((id) => !all.includes(id));
+          const stray = ids.find((id) => !all.has(id));
           if (stray) throw new Error(`it claims ${stray}, which was not asked about`);
           for (const id of ids) claims.set(id, [...(claims.get(id) ?? []), p]);
         } catch (err) {
@@ -168,20 +175,31 @@ export class CommandClient {
         }
       }),
     );
+    const found = new Map<string, CommandPeer>();
     for (const [id, ps] of claims) {
-      // IDs are made on one node: two claiming one is a node that lies, or a copy made by hand.
       if (ps.length > 1) throw unavailable(`nodes ${ps.map((p) => p.node).join(', ')} each claim ${id}; refusing to guess which answers for it`);
-      out.set(id, ps[0]);
-      if (this.found.size > 8192) this.found.clear();
-      this.found.set(id, ps[0].node);
+      found.set(id, ps[0]);
     }
-    if (out.size < all.length && failures.length) throw unavailable(`not every node could be asked where ${all.filter((id) => !out.has(id)).slice(0, 5).join(', ')} ${all.length - out.size === 1 ? 'is' : 'are'}: ${failures.slice(0, 5).join('; ')}`);
-    return out;
+    const missing = [short, failures.length ? `not every node answered: ${failures.slice(0, 5).join('; ')}` : undefined].filter(Boolean).join('; ') || undefined;
+    return { found, missing };
   }
 
-  /** Every node plugin now, read afresh (a listing over all of them). */
-  async all(): Promise<CommandPeer[]> {
-    return this.peers(true);
+  /**
+   * The same call on every node, each answering for what it holds (a delete: the holder deletes, the
+   * rest have nothing to delete): done only once every node the DaemonSet wants said so. The first
+   * error any node answers is the answer.
+   */
+  async everywhere(method: CommandName, request: unknown, deadlineMs: number, signal: AbortSignal): Promise<void> {
+    const { peers, short } = await this.everyNode();
+    if (short) throw unavailable(`${method} is answered once every node has: ${short}`);
+    const results = await Promise.allSettled(peers.map((p) => this.run(p, method, request, deadlineMs, signal)));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  /** Every node plugin now, and why that is not all of them (a listing over all of them). */
+  async all(): Promise<{ peers: CommandPeer[]; short?: string }> {
+    return this.everyNode();
   }
 
   /** The holder's answer to a CSI call; its error as the same kind, prefixed with the node. */

@@ -284,6 +284,9 @@ describe('Helm chart', () => {
       for (const [g, r, v] of [['groupsnapshot.storage.k8s.io', 'volumegroupsnapshotcontents', 'update'], ['groupsnapshot.storage.k8s.io', 'volumegroupsnapshotclasses', 'watch'], ['snapshot.storage.k8s.io', 'volumesnapshotcontents', 'patch'], ['snapshot.storage.k8s.io', 'volumesnapshotcontents/status', 'update'], ['certificates.k8s.io', 'certificatesigningrequests', 'create']] as const) assert.ok(has(cluster, g, r, v), `${variant}: ${g}/${r} ${v}`);
       const leases = rules('Role', '-controller-leases');
       assert.ok(has(leases, '', 'pods', 'list'));
+      assert.ok(has(cluster, '', 'persistentvolumes', 'list'), 'the router checks a node\'s claim to a volume against its PV');
+      assert.equal(arg(router, 'node-daemonset'), ds.metadata.name, 'the router counts the node plugins the DaemonSet wants');
+      assert.deepEqual(leases.find((r) => r.resources.includes('daemonsets'))?.resourceNames, [ds.metadata.name]);
       assert.deepEqual(leases.find((r) => r.resources.includes('configmaps'))?.resourceNames, [arg(router, 'trust-configmap')]);
       // The transfer's NetworkPolicy lets the controller's pods reach the listener.
       const policy = byKind(objects, 'NetworkPolicy').find((p) => p.metadata.name.endsWith('-transfer')) as unknown as { spec: { ingress: Array<{ from?: Array<{ podSelector: { matchLabels: Record<string, string> } }> }> } };

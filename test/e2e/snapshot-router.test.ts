@@ -12,7 +12,7 @@ import { codeOf, MiB, needsRoot, pattern, type Driver } from '../helpers/driver.
 import { pollUntil } from '../helpers/libvirt.js';
 import { snapshotterCreateGroupSnapshot } from '../helpers/sidecars.js';
 import { render } from '../helpers/manifests.js';
-import { DRIVER, ROUTER_SA, ROUTER_SELECTOR, transferNodes, type Router, type TransferNodes } from '../helpers/transfer-nodes.js';
+import { DRIVER, NAMESPACE, ROUTER_SA, ROUTER_SELECTOR, transferNodes, type Router, type TransferNodes } from '../helpers/transfer-nodes.js';
 
 const SIZE = 16 * MiB;
 const execFileP = promisify(execFile);
@@ -76,10 +76,17 @@ describe('the snapshot router: a central csi-snapshotter\'s calls handed to the 
     assert.deepEqual(chart.node, [`--transfer-router-from-cluster=${ROUTER_SELECTOR}`], 'the chart\'s selector is the one the FAKE pods are labelled for');
     assert.deepEqual(chart.signer, [`--router-service-account=${ROUTER_SA}`, `--router-selector=${ROUTER_SELECTOR}`]);
     routerArgs = chart.router;
-    nodes = await transferNodes('vpr', { bPort: 9811, aArgs: ROUTER_FLAGS, bArgs: ROUTER_FLAGS, signerArgs: chart.signer });
+    // The snapshot import labels group members' contents for their node (1 s here; 30 s by default).
+    const importing = ['--snapshot-import-interval', '1s'];
+    nodes = await transferNodes('vpr', { bPort: 9811, aArgs: [...ROUTER_FLAGS, ...importing], bArgs: [...ROUTER_FLAGS, ...importing], signerArgs: chart.signer });
     for (const i of [0, 1]) {
       vols.a.push(await volumeWith(nodes.a, `a${i}`, `a-${i}`));
       vols.b.push(await volumeWith(nodes.b, `b${i}`, `b-${i}`));
+    }
+    // Their PVs, as external-provisioner makes them for a node-local pool (pinned to the node by the topology key):
+    // the router believes a node's claim to a volume only where the volume's PV agrees.
+    for (const [node, ids] of [['node-a', vols.a], ['node-b', vols.b]] as const) {
+      for (const id of ids) nodes.api.create('persistentvolumes', { metadata: { name: `pv-${id}` }, spec: { csi: { driver: DRIVER, volumeHandle: id }, nodeAffinity: { required: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'topology.vpool.dev/node', operator: 'In', values: [node] }] }] } } } });
     }
     router = await nodes.startRouter(routerArgs);
   });
@@ -95,7 +102,7 @@ describe('the snapshot router: a central csi-snapshotter\'s calls handed to the 
     assert.deepEqual(await nodes.remove(), []);
   });
 
-  it('answers the sidecar\'s start-up as a controller with snapshots and groups, and cuts each group on the node that holds its volumes', async () => {
+  it('answers the sidecar\'s start-up as a controller with snapshots and groups, cuts each group on the node that holds its volumes, and its members restore on either node', async () => {
     const r = router.client;
     assert.equal((await r.getPluginInfo({})).name, DRIVER);
     assert.equal((await r.probe({})).ready?.value, true);
@@ -129,6 +136,25 @@ describe('the snapshot router: a central csi-snapshotter\'s calls handed to the 
       const restored = (await holder.client.createVolume({ name: `restored-${side}`, capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()], parameters: {}, volume_content_source: { snapshot: { snapshot_id: m0.snapshot_id } } })).volume!.volume_id;
       assert.deepEqual(await readAt(path.join(holder.poolDir, 'volumes', `${restored}.img`), MiB, 64 * 1024), pattern(`${side}-0`, 64 * 1024));
       await holder.client.deleteVolume({ volume_id: restored });
+      // And on the other node, through the transfer, from the member's content as the snapshot-controller makes it
+      // (MODEL, external-snapshotter v8.3.0 buildVolumeSnapshotContentSpecForGroupSnapshot: the group handle
+      // annotation, spec.source.volumeHandle, status.snapshotHandle, no node label): the holder's snapshot
+      // import labels it for its node, which is how the reader finds where to ask.
+      const content = `snapcontent-member-${side}`;
+      const vsName = `member-${side}`;
+      const vs = nodes.api.create('volumesnapshots', { metadata: { name: vsName, namespace: NAMESPACE }, spec: { source: { volumeSnapshotContentName: content } } });
+      nodes.api.create('volumesnapshotcontents', { metadata: { name: content, annotations: { 'groupsnapshot.storage.k8s.io/volumeGroupSnapshotHandle': made.group_snapshot_id } }, spec: { driver: DRIVER, deletionPolicy: 'Delete', source: { volumeHandle: m0.source_volume_id }, volumeSnapshotRef: { kind: 'VolumeSnapshot', name: vsName, namespace: NAMESPACE, uid: vs.metadata.uid } } });
+      nodes.api.updateStatus('volumesnapshotcontents', content, (c) => void (c.status = { snapshotHandle: m0.snapshot_id, volumeGroupSnapshotHandle: made.group_snapshot_id, readyToUse: true }));
+      nodes.api.updateStatus('volumesnapshots', vsName, (x) => void (x.status = { boundVolumeSnapshotContentName: content, readyToUse: true }), NAMESPACE);
+      const holderNode = side === 'a' ? 'node-a' : 'node-b';
+      const otherNode = side === 'a' ? 'node-b' : 'node-a';
+      await pollUntil(async () => ((nodes.api.get('volumesnapshotcontents', content) as { metadata: { labels?: Record<string, string> } }).metadata.labels?.['snapshot.storage.kubernetes.io/managed-by'] === holderNode ? true : undefined), 30_000, async () => `the member's content was not labelled for ${holderNode}`);
+      const claim = `member-restore-${side}`;
+      const dataSource = { apiGroup: 'snapshot.storage.k8s.io', kind: 'VolumeSnapshot', name: vsName };
+      nodes.api.create('persistentvolumeclaims', { metadata: { name: claim, namespace: NAMESPACE, annotations: { 'volume.kubernetes.io/selected-node': otherNode } }, spec: { accessModes: ['ReadWriteOnce'], dataSource, dataSourceRef: dataSource, resources: { requests: { storage: '1Gi' } } } });
+      const far = (await other.client.createVolume({ name: claim, capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()], parameters: { 'csi.storage.k8s.io/pvc/name': claim, 'csi.storage.k8s.io/pvc/namespace': NAMESPACE, 'csi.storage.k8s.io/pv/name': `pv-${claim}` }, volume_content_source: { snapshot: { snapshot_id: m0.snapshot_id } } })).volume!.volume_id;
+      assert.deepEqual(await readAt(path.join(other.poolDir, 'volumes', `${far}.img`), MiB, 64 * 1024), pattern(`${side}-0`, 64 * 1024), 'the member restored on the other node holds its data');
+      await other.client.deleteVolume({ volume_id: far });
       // The sidecar deletes a group with its members' handles; twice is OK; the members went with it.
       await r.deleteVolumeGroupSnapshot({ group_snapshot_id: made.group_snapshot_id, snapshot_ids: made.snapshots.map((s) => s.snapshot_id) });
       await r.deleteVolumeGroupSnapshot({ group_snapshot_id: made.group_snapshot_id, snapshot_ids: made.snapshots.map((s) => s.snapshot_id) });
@@ -142,6 +168,8 @@ describe('the snapshot router: a central csi-snapshotter\'s calls handed to the 
     const sa = (await r.createSnapshot({ name: 'single-a', source_volume_id: vols.a[0]!, parameters: {}, secrets: {} })).snapshot!;
     assert.equal((await r.createSnapshot({ name: 'single-a', source_volume_id: vols.a[0]!, parameters: {}, secrets: {} })).snapshot!.snapshot_id, sa.snapshot_id, 'a retried create lands on the same snapshot');
     const sb = (await r.createSnapshot({ name: 'single-b', source_volume_id: vols.b[1]!, parameters: {}, secrets: {} })).snapshot!;
+    // A name's snapshot ID is the name's: taken on A, it is ALREADY_EXISTS for a volume of B (and nothing is made on B).
+    assert.equal(await codeOf(r.createSnapshot({ name: 'single-a', source_volume_id: vols.b[0]!, parameters: {}, secrets: {} })), 'ALREADY_EXISTS');
     assert.equal((await nodes.a.client.listSnapshots({ snapshot_id: sa.snapshot_id })).entries.length, 1, 'made on A');
     assert.equal((await nodes.b.client.listSnapshots({ snapshot_id: sb.snapshot_id })).entries.length, 1, 'made on B');
     assert.deepEqual((await r.listSnapshots({ source_volume_id: vols.b[1]! })).entries.map((e) => e.snapshot!.snapshot_id), [sb.snapshot_id]);
@@ -184,6 +212,16 @@ describe('the snapshot router: a central csi-snapshotter\'s calls handed to the 
     assert.equal(await codeOf(Promise.reject(err)), 'FAILED_PRECONDITION');
     assert.match((err as { details?: string }).details ?? '', /node-a: .*node-b: |node-b: .*node-a: /);
     assert.equal(await codeOf(router.client.createVolumeGroupSnapshot({ name: 'half', source_volume_ids: [vols.a[0]!, 'vol-nope-0123456789abcdef'], parameters: {}, secrets: {} })), 'NOT_FOUND');
+    // A node claiming a volume whose PV is pinned elsewhere is not handed its snapshot (here A holds it and the PV says B:
+    // as a node that lies about another node's volume would look to the router).
+    const odd = await volumeWith(nodes.a, 'odd', 'odd');
+    nodes.api.create('persistentvolumes', { metadata: { name: `pv-${odd}` }, spec: { csi: { driver: DRIVER, volumeHandle: odd }, nodeAffinity: { required: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'topology.vpool.dev/node', operator: 'In', values: ['node-b'] }] }] } } } });
+    try {
+      const refused = await router.client.createSnapshot({ name: 'odd', source_volume_id: odd, parameters: {}, secrets: {} }).catch((e: { details?: string }) => e);
+      assert.match((refused as { details?: string }).details ?? '', /node node-a claims volume .*whose PersistentVolume is on node node-b/);
+    } finally {
+      await nodes.a.client.deleteVolume({ volume_id: odd });
+    }
     assert.deepEqual([...(await nodes.a.client.listSnapshots({})).entries, ...(await nodes.b.client.listSnapshots({})).entries], []);
   });
 
@@ -225,6 +263,14 @@ describe('the snapshot router: a central csi-snapshotter\'s calls handed to the 
     try {
       assert.equal(await codeOf(router.client.createVolumeGroupSnapshot(req)), 'UNAVAILABLE');
       assert.equal(await codeOf(router.client.deleteSnapshot({ snapshot_id: 'snap-nope-0123456789abcdef', secrets: {} })), 'UNAVAILABLE', 'a delete of what may be on the silent node is not OK');
+      // A's pod gone, its successor not yet there (a rolling update, an eviction): the DaemonSet still wants two plugins,
+      // so "on no node" is still not an answer, for a delete, a get or a listing.
+      for (const p of nodes.api.list('pods', NAMESPACE)) if ((p.spec as { nodeName?: string }).nodeName === 'node-a') nodes.api.delete('pods', p.metadata.name, NAMESPACE);
+      const gone = await router.client.deleteSnapshot({ snapshot_id: 'snap-nope-0123456789abcdef', secrets: {} }).catch((e: { code?: number; details?: string }) => e);
+      assert.match((gone as { details?: string }).details ?? '', /1 of the 2 node plugins are running/);
+      assert.equal(await codeOf(router.client.getVolumeGroupSnapshot({ group_snapshot_id: 'group-nope-0123456789abcdef', snapshot_ids: [], secrets: {} })), 'UNAVAILABLE');
+      assert.equal(await codeOf(router.client.listSnapshots({ snapshot_id: 'snap-nope-0123456789abcdef' })), 'UNAVAILABLE');
+      assert.equal(await codeOf(router.client.listSnapshots({})), 'UNAVAILABLE');
     } finally {
       await nodes.restartA(ROUTER_FLAGS);
     }

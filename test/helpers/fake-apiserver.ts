@@ -77,6 +77,7 @@ export interface UserInfo {
 }
 
 export const CSR_TYPE: ResourceType = { group: 'certificates.k8s.io', version: 'v1', plural: 'certificatesigningrequests', kind: 'CertificateSigningRequest', namespaced: false, statusSubresource: true };
+export const DAEMONSET_TYPE: ResourceType = { group: 'apps', version: 'v1', plural: 'daemonsets', kind: 'DaemonSet', namespaced: true, statusSubresource: true };
 export const POD_TYPE: ResourceType = { group: '', version: 'v1', plural: 'pods', kind: 'Pod', namespaced: true, statusSubresource: true };
 export const CLAIM_TYPE: ResourceType = { group: '', version: 'v1', plural: 'persistentvolumeclaims', kind: 'PersistentVolumeClaim', namespaced: true, statusSubresource: true };
 export const CONFIGMAP_TYPE: ResourceType = { group: '', version: 'v1', plural: 'configmaps', kind: 'ConfigMap', namespaced: true, statusSubresource: false };

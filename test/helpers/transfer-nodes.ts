@@ -4,7 +4,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { blockCap } from './csi.js';
 import { BIN, finish, launchDriver, startDriver, tempDir, type Driver } from './driver.js';
-import { BUILTIN_TYPES, CLAIM_TYPE, CONFIGMAP_TYPE, CSR_TYPE, FakeApiServer, POD_TYPE, SECRET_TYPE, SNAPSHOT_CONTENT_TYPE, SNAPSHOT_TYPE } from './fake-apiserver.js';
+import { BUILTIN_TYPES, CLAIM_TYPE, CONFIGMAP_TYPE, CSR_TYPE, DAEMONSET_TYPE, FakeApiServer, POD_TYPE, SECRET_TYPE, SNAPSHOT_CONTENT_TYPE, SNAPSHOT_TYPE } from './fake-apiserver.js';
 import { pollUntil } from './libvirt.js';
 import { twoHosts, type TwoHosts } from './netns.js';
 
@@ -101,7 +101,7 @@ const hash = (s: string) => createHash('sha256').update(s).digest('hex').slice(0
 export async function transferNodes(tag: string, o: TransferNodesOptions = {}): Promise<TransferNodes> {
   const hosts = await twoHosts(tag, { hostLink: true });
   const dir = await tempDir('vpool-cluster-');
-  const api = await new FakeApiServer([...BUILTIN_TYPES, POD_TYPE, CLAIM_TYPE, CONFIGMAP_TYPE, SECRET_TYPE, SNAPSHOT_TYPE, SNAPSHOT_CONTENT_TYPE, CSR_TYPE]).start('0.0.0.0');
+  const api = await new FakeApiServer([...BUILTIN_TYPES, DAEMONSET_TYPE, POD_TYPE, CLAIM_TYPE, CONFIGMAP_TYPE, SECRET_TYPE, SNAPSHOT_TYPE, SNAPSHOT_CONTENT_TYPE, CSR_TYPE]).start('0.0.0.0');
   const port = o.port ?? 9810;
   const listen = `${hosts.a.addr}:${port}`;
   const apiPort = new URL(api.url).port;
@@ -166,6 +166,10 @@ export async function transferNodes(tag: string, o: TransferNodesOptions = {}): 
     api.identify(token, { username: `system:serviceaccount:${NAMESPACE}:${ROUTER_SA}`, groups: ['system:serviceaccounts', 'system:authenticated'], extra: { 'authentication.kubernetes.io/pod-name': [name], 'authentication.kubernetes.io/pod-uid': [made.metadata.uid!], 'authentication.kubernetes.io/node-name': ['node-c'] } });
     return { name, token };
   };
+
+  // The node plugins' DaemonSet, as the DaemonSet controller reports it: one plugin wanted on each node.
+  api.create('daemonsets', { apiVersion: 'apps/v1', kind: 'DaemonSet', metadata: { name: 'vpool-csi-node', namespace: NAMESPACE, labels: LABELS }, spec: { selector: { matchLabels: LABELS }, template: { metadata: { labels: LABELS }, spec: { containers: [] } } } });
+  api.updateStatus('daemonsets', 'vpool-csi-node', (d) => void (d.status = { desiredNumberScheduled: specs.size, currentNumberScheduled: specs.size, numberReady: specs.size, numberMisscheduled: 0 }), NAMESPACE);
 
   const made = new Set<string>();
   const nodes: TransferNodes = {

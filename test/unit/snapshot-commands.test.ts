@@ -98,8 +98,8 @@ describe('snapshot commands: the route, the router identity, and what the router
     const kinds: ErrorKind[] = ['invalid', 'not-found', 'conflict', 'out-of-range', 'exhausted', 'precondition', 'busy', 'unsupported', 'unavailable', 'internal'];
     for (const kind of kinds) {
       holdsOnA((_p, _b, res) => json(res, { error: { kind, message: 'as the node said' } }));
-      const c = new CommandClient(creds, () => peers);
-      const [peer] = (await c.holders({ volumes: [VOL], snapshots: [], groups: [] }, signal())).values();
+      const c = new CommandClient(creds, () => peers, () => 2);
+      const [peer] = (await c.holders({ volumes: [VOL], snapshots: [], groups: [] }, signal())).found.values();
       const got = await c.run(peer!, 'CreateSnapshot', { name: 'x', source_volume_id: VOL }, 5_000, signal()).catch((e: DriverError) => e);
       assert.ok(got instanceof DriverError);
       assert.equal(got.kind, kind);
@@ -112,23 +112,29 @@ describe('snapshot commands: the route, the router identity, and what the router
 
   it('refuses what no node should say: a claim it was not asked about, two claims of one ID, no answer, a non-answer', async () => {
     const q = { volumes: [VOL], snapshots: [], groups: [] };
+    const missing = async (c: CommandClient) => (await c.holders(q, signal())).missing ?? '';
     scripts[0] = (_p, _b, res) => json(res, { ok: { volumes: [VOL, 'vol-two-0123456789abcdef'], snapshots: [], groups: [] } });
     scripts[1] = (_p, _b, res) => json(res, { ok: { volumes: [], snapshots: [], groups: [] } });
-    assert.match(await kindOf(new CommandClient(creds, () => peers).holders(q, signal())), /^unavailable: .*claims vol-two/);
+    const stray = await new CommandClient(creds, () => peers, () => 2).holders(q, signal());
+    assert.equal(stray.found.size, 0, 'none of a stray answer is taken');
+    assert.match(stray.missing ?? '', /node node-a: it claims vol-two/);
     scripts[1] = (_p, _b, res) => json(res, { ok: { volumes: [VOL], snapshots: [], groups: [] } });
     scripts[0] = scripts[1];
-    assert.match(await kindOf(new CommandClient(creds, () => peers).holders(q, signal())), /^unavailable: nodes node-a, node-c each claim/);
+    assert.match(await kindOf(new CommandClient(creds, () => peers, () => 2).holders(q, signal())), /^unavailable: nodes node-a, node-c each claim/);
     // Silent, then a 503: not "on no node" but "not now".
     scripts[0] = (_p, _b, res) => res.writeHead(503, { 'x-vpool-error': 'busy' }).end();
     scripts[1] = (_p, _b, res) => json(res, { ok: { volumes: [], snapshots: [], groups: [] } });
-    assert.match(await kindOf(new CommandClient(creds, () => peers).holders(q, signal())), /^unavailable: not every node could be asked/);
-    // Every node answered and none holds it: absent, which the router answers as the spec asks.
+    assert.match(await missing(new CommandClient(creds, () => peers, () => 2)), /not every node answered: node node-a: node node-a answered 503: busy/);
+    // Every node answered and none holds it: absent, final.
     scripts[0] = scripts[1];
-    assert.equal((await new CommandClient(creds, () => peers).holders(q, signal())).size, 0);
+    assert.deepEqual(await new CommandClient(creds, () => peers, () => 2).holders(q, signal()), { found: new Map(), missing: undefined });
+    // ...unless the DaemonSet wants more node plugins than are running (one being replaced): not final.
+    assert.match(await missing(new CommandClient(creds, () => peers, () => 3)), /2 of the 3 node plugins are running/);
+    assert.match(await kindOf(new CommandClient(creds, () => peers, () => 3).everywhere('DeleteSnapshot', { snapshot_id: SNAP }, 5_000, signal())), /^unavailable: DeleteSnapshot is answered once every node has: 2 of the 3/);
     // A body that is no answer.
     holdsOnA((_p, _b, res) => res.writeHead(200).end('not json'));
-    const c = new CommandClient(creds, () => peers);
-    const [peer] = (await c.holders(q, signal())).values();
+    const c = new CommandClient(creds, () => peers, () => 2);
+    const [peer] = (await c.holders(q, signal())).found.values();
     assert.match(await kindOf(c.run(peer!, 'DeleteSnapshot', { snapshot_id: SNAP }, 5_000, signal())), /^unavailable: node node-a sent an answer that is not JSON/);
     holdsOnA((_p, _b, res) => json(res, {}));
     assert.match(await kindOf(c.run(peer!, 'DeleteSnapshot', { snapshot_id: SNAP }, 5_000, signal())), /^unavailable: .*neither an answer nor an error/);
@@ -139,7 +145,8 @@ describe('snapshot commands: the route, the router identity, and what the router
   it('talks only to the node the pod list names: a listener whose certificate is another node\'s or another pod\'s is not asked', async () => {
     holdsOnA((_p, _b, res) => json(res, { ok: {} }));
     const swapped = [{ ...peers[0]!, node: 'node-c', pod: peers[1]!.pod }, { ...peers[1]!, pod: { uid: 'eeee-0005', name: 'plugin-node-c' } }];
-    const got = await kindOf(new CommandClient(creds, () => swapped).holders({ volumes: [VOL], snapshots: [], groups: [] }, signal()));
-    assert.match(got, /^unavailable: .*is node node-a, not node node-c/);
+    const got = await new CommandClient(creds, () => swapped, () => 2).holders({ volumes: [VOL], snapshots: [], groups: [] }, signal());
+    assert.equal(got.found.size, 0);
+    assert.match(got.missing ?? '', /is node node-a, not node node-c/);
   });
 });
