@@ -10,7 +10,7 @@ import type { TransferSource } from '../transfer/server.js';
  * capability a local one does (and is logged as one). "Held" is what this pool holds: volumes and
  * snapshots by the transfer's lookups, groups by this controller's GetVolumeGroupSnapshot.
  */
-export function localCommands(endpoint: string, source: TransferSource, isOpen: () => boolean): LocalCommands {
+export function localCommands(endpoint: string, source: TransferSource, state: { isOpen(): boolean; holdsNothing(): string | undefined }): LocalCommands {
   let client: ReturnType<typeof connectCsi> | undefined;
   const csi = () => (client ??= connectCsi(endpoint));
   const call = async (method: CommandName | 'GetVolumeGroupSnapshot', request: unknown, deadlineMs: number, signal: AbortSignal): Promise<unknown> => {
@@ -34,8 +34,10 @@ export function localCommands(endpoint: string, source: TransferSource, isOpen: 
   };
   return {
     async holds(q: HoldsQuery, signal: AbortSignal): Promise<HoldsQuery> {
-      // Not open yet (a VolumePool being built): "not now", never "not here", which the router takes as final.
-      if (!isOpen()) throw unavailable('this node\'s pool is not open yet');
+      // No pool here at all (its VolumePool selects another node): nothing held, for good. Not open yet (being
+      // built, failing): "not now", never "not here", which the router takes as final.
+      if (!state.isOpen() && state.holdsNothing()) return { volumes: [], snapshots: [], groups: [] };
+      if (!state.isOpen()) throw unavailable('this node\'s pool is not open yet');
       const has = async (kind: 'volume' | 'snapshot', id: string) => (await source.size(kind, id)) !== null;
       const group = async (id: string) =>
         call('GetVolumeGroupSnapshot', { group_snapshot_id: id, snapshot_ids: [] }, 30_000, signal).then(
@@ -56,6 +58,14 @@ export function localCommands(endpoint: string, source: TransferSource, isOpen: 
       };
       return { volumes: await keep(q.volumes, (id) => has('volume', id)), snapshots: await keep(q.snapshots, (id) => has('snapshot', id)), groups: await keep(q.groups, group) };
     },
-    run: (method, request, deadlineMs, signal) => call(method, request, deadlineMs, signal),
+    run: async (method, request, deadlineMs, signal) => {
+      // A node with no pool here has nothing to delete and nothing to list (the router sends deletes and
+      // unfiltered listings to every node); anything else is never handed to it (it claims nothing).
+      if (!state.isOpen() && state.holdsNothing()) {
+        if (method === 'DeleteSnapshot' || method === 'DeleteVolumeGroupSnapshot') return {};
+        if (method === 'ListSnapshots') return { entries: [], next_token: '' };
+      }
+      return call(method, request, deadlineMs, signal);
+    },
   };
 }

@@ -26,7 +26,7 @@ export interface ClusterOptions {
   /** Called with the served VolumePool's pool once it is usable here; throws when the pool cannot be opened. */
   openServed?: (pool: BackendOptions) => Promise<PoolBackend | undefined>;
   /** Tells the driver why the served pool cannot serve yet (undefined: it serves). */
-  setPending?: (reason: string | undefined) => void;
+  setPending?: (reason: string | undefined, nothingHere?: boolean) => void;
   orphans?: { driver: string; topology: Record<string, string>; intervalMs: number; deleteAfterMs?: number; locks: ConstructorParameters<typeof OrphanChecks>[2] };
   /** Label imported VolumeSnapshotContents whose snapshot this node holds, for this node's csi-snapshotter. */
   snapshotImport?: { driver: string; intervalMs: number };
@@ -70,8 +70,8 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterRun> {
   const nodeRef = { apiVersion: 'v1', kind: 'Node', name: o.node };
   let told = '';
   // A named pool that cannot serve says so everywhere at once: Probe, the log, an Event on the Node (once per reason).
-  const pending = (reason: string | undefined) => {
-    o.setPending?.(reason);
+  const pending = (reason: string | undefined, nothingHere = false) => {
+    o.setPending?.(reason, nothingHere);
     if (!reason || reason === told) return;
     told = reason;
     log.warn('not serving yet', { pool: o.serve, reason });
@@ -122,7 +122,8 @@ export async function startCluster(o: ClusterOptions): Promise<ClusterRun> {
             : agent.selectsNode(name) === false
               ? `VolumePool ${name} does not select node ${o.node} (spec.nodeSelector)`
               : undefined;
-      if (reason) pending(reason);
+      // None of these builds a pool here: the node holds nothing of the driver's (what the snapshot router asks).
+      if (reason) pending(reason, reason !== 'waiting for the VolumePools to be listed');
       else if (said) pending(`VolumePool ${name} is being built on this node`);
       said = reason !== undefined;
     };

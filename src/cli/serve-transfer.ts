@@ -101,51 +101,34 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
       access.holder(kind, id, claim).catch((err: unknown) => Promise.reject(err instanceof Mismatch ? denied(errorMessage(err)) : err instanceof Refusal ? unavailable(errorMessage(err)) : err));
     const client = new TransferClient(credentials, peers, holder, { stallMs, deadlineMs });
     const metadata = new MetadataClient(credentials, peers);
+    /** A check's refusal as the listener takes it: the reason, or null to go ahead; "not yet" is thrown (answered "not now", retried), not refused for good. */
+    const refusalOf = async (check: () => Promise<void>): Promise<string | null> => {
+      try {
+        await check();
+        return null;
+      } catch (err) {
+        if (err instanceof Refusal && !(err instanceof NotYet)) return err.message;
+        throw err;
+      }
+    };
     let listener: Promise<{ close(): Promise<void> }> | undefined;
     if (listen) {
       const { startTransferServer } = await import('../transfer/server.js');
       const source = sourceOnceOpen(pool, (backend) => transferSource(backend, locks));
-      const router = opts.transferRouterFromCluster ? (await import('./local-commands.js')).localCommands(opts.endpoint, source, () => pool.current !== undefined && pool.notServing === undefined) : undefined;
+      const router = opts.transferRouterFromCluster ? (await import('./local-commands.js')).localCommands(opts.endpoint, source, { isOpen: () => pool.current !== undefined && pool.notServing === undefined, holdsNothing: () => pool.holdsNothing }) : undefined;
       listener = startTransferServer({
         host: listen[1].replace(/^\[|\]$/g, '') || '0.0.0.0',
         port: Number(listen[2]),
         credentials,
-        authorize: async (r) => {
-          try {
-            await access.authorize(r.who, r.address, r.kind, r.id, r.claim);
-            return null;
-          } catch (err) {
-            // Not yet bound: answered "not now" (the reader retries), not refused for good.
-            if (err instanceof Refusal && !(err instanceof NotYet)) return err.message;
-            throw err;
-          }
-        },
+        authorize: (r) => refusalOf(() => access.authorize(r.who, r.address, r.kind, r.id, r.claim)),
         source,
         metadata: metadataOnceOpen(pool, localMetadata),
         // Any live node plugin of the driver may ask a snapshot's block metadata: it relays a request the
         // external-snapshot-metadata sidecar authorized (docs/backup.md); only ranges cross, never data.
-        authorizePeer: async (who, address) => {
-          try {
-            await access.checkPeer(who, address);
-            return null;
-          } catch (err) {
-            if (err instanceof Refusal && !(err instanceof NotYet)) return err.message;
-            throw err;
-          }
-        },
+        authorizePeer: (who, address) => refusalOf(() => access.checkPeer(who, address)),
         // The snapshot router (a central csi-snapshotter's driver) hands this node the snapshot calls for its volumes.
         commands: router,
-        authorizeRouter: router
-          ? async (who, address) => {
-              try {
-                await access.checkRouter(who, address);
-                return null;
-              } catch (err) {
-                if (err instanceof Refusal && !(err instanceof NotYet)) return err.message;
-                throw err;
-              }
-            }
-          : undefined,
+        authorizeRouter: router ? (who, address) => refusalOf(() => access.checkRouter(who, address)) : undefined,
         bytesPerSecond,
         stallMs,
         deadlineMs,

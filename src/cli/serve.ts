@@ -135,7 +135,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
           pool.setOpen(settings.kind, o);
           return o.backend;
         },
-        setPending: (reason) => pool.setReason(reason),
+        setPending: (reason, nothingHere) => pool.setReason(reason, nothingHere),
         snapshotImport: plan.snapshotImportMs > 0 ? { driver: start.driverName, intervalMs: plan.snapshotImportMs } : undefined,
         orphans: plan.orphans ? { driver: start.driverName, topology: start.topology, intervalMs: plan.orphans.intervalMs, deleteAfterMs: plan.orphans.deleteAfterMs, locks: start.locks } : undefined,
       });

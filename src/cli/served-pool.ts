@@ -38,8 +38,19 @@ export class ServedPool {
     return this.reason ?? (this.opened ? undefined : 'starting');
   }
 
-  setReason(reason: string | undefined): void {
+  /**
+   * Why this node has no pool to serve at all (its VolumePool does not exist or does not select it, the
+   * CRD is missing), as opposed to one not open yet: the snapshot router then counts it as holding nothing.
+   */
+  private nothingHere?: string;
+
+  get holdsNothing(): string | undefined {
+    return this.opened ? undefined : this.nothingHere;
+  }
+
+  setReason(reason: string | undefined, nothingHere = false): void {
     this.reason = reason;
+    this.nothingHere = nothingHere ? reason : undefined;
   }
 
   /** The pool opened: every part waiting for it starts now. A pool opens once per process. */

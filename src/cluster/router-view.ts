@@ -37,7 +37,10 @@ export class RouterView {
     if (!this.daemonSet || now - this.daemonSet.at > this.ttl) {
       const want = orNull(this.kube.apps.readNamespacedDaemonSet({ name: this.o.daemonSet, namespace: this.o.namespace })).then((ds) => {
         if (!ds) throw new Error(`the node plugins' DaemonSet ${this.o.namespace}/${this.o.daemonSet} does not exist (--node-daemonset)`);
-        return ds.status?.desiredNumberScheduled ?? 0;
+        // A count the DaemonSet controller has not written for this generation yet is no count: taken as 0, every absence would look final.
+        const want = ds.status?.desiredNumberScheduled;
+        if (want === undefined || (ds.status?.observedGeneration ?? 0) < (ds.metadata?.generation ?? 0)) throw new Error(`the node plugins' DaemonSet ${this.o.daemonSet} has no up-to-date status yet`);
+        return want;
       });
       this.daemonSet = { at: now, want };
       want.catch((err: unknown) => {

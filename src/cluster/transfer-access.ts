@@ -110,14 +110,16 @@ export class TransferAccess {
     if (!pod || pod.metadata?.uid !== who.pod.uid) throw new Refusal(`the router credential's pod ${who.pod.name} (${who.pod.uid}) no longer exists`);
     if (pod.metadata?.deletionTimestamp) throw new NotYet(`the router credential's pod ${who.pod.name} is being deleted`);
     if (!matchesSelector(selector, pod.metadata?.labels ?? {})) throw new Refusal(`the router credential's pod ${who.pod.name} is not a snapshot router pod (${selector})`);
-    this.fromPod(pod, address, `the snapshot router ${who.pod.name}`);
+    // From its pod's IP, or its node's: node plugins on the host network see a pod's connection masqueraded
+    // as its node's address by CNIs that SNAT traffic leaving the pod network (hostNetwork=true).
+    this.fromPod(pod, address, `the snapshot router ${who.pod.name}`, pod.status?.hostIP);
     if (this.checked.size > 1024) this.checked.clear();
     this.checked.set(key, performance.now());
   }
 
   /** The connection comes from one of the pod's own addresses. */
-  private fromPod(pod: import('@kubernetes/client-node').V1Pod, address: string, who: string): void {
-    const ips = (pod.status?.podIPs?.map((p) => p.ip) ?? [pod.status?.podIP]).filter((ip): ip is string => !!ip);
+  private fromPod(pod: import('@kubernetes/client-node').V1Pod, address: string, who: string, alsoFrom?: string): void {
+    const ips = [...(pod.status?.podIPs?.map((p) => p.ip) ?? [pod.status?.podIP]), alsoFrom].filter((ip): ip is string => !!ip);
     const from = address.replace(/^::ffff:/, '');
     if (!ips.includes(from)) throw new Refusal(`the credential of ${who} is used from ${from}, not from its pod (${ips.join(', ') || 'no IP'})`);
   }

@@ -53,16 +53,26 @@ export class SnapshotRouter {
    */
   private async place(q: Partial<HoldsQuery>, signal: AbortSignal): Promise<Placement> {
     const p = await this.nodes.holders({ ...NONE, ...q }, signal);
+    const pinOf = async (v: string) =>
+      this.pinned(v).catch((err: unknown) => {
+        throw unavailable(`the PersistentVolumes cannot be read now to check where volume ${v} is: ${err instanceof Error ? err.message : String(err)}`);
+      });
     const wrong: string[] = [];
     for (const v of q.volumes ?? []) {
-      const claimed = p.found.get(v);
-      if (!claimed) continue;
-      const pin = await this.pinned(v);
-      if (pin !== null && pin !== claimed.node) {
-        p.found.delete(v);
-        wrong.push(`node ${claimed.node} claims volume ${v}, whose PersistentVolume is on node ${pin}`);
-      }
+      const claimants = p.contested?.get(v) ?? (p.found.has(v) ? [p.found.get(v)!] : []);
+      if (!claimants.length) continue;
+      const pin = await pinOf(v);
+      // The one claimant the volume's PV agrees with; a claim it contradicts is dropped (the node lies, or its PV does).
+      const agreed = pin === null ? claimants : claimants.filter((c) => c.node === pin);
+      p.found.delete(v);
+      p.contested?.delete(v);
+      if (agreed.length === 1) p.found.set(v, agreed[0]!);
+      else if (agreed.length > 1) p.contested = new Map([...(p.contested ?? []), [v, agreed]]);
+      for (const c of claimants.filter((x) => !agreed.includes(x))) wrong.push(`node ${c.node} claims volume ${v}, whose PersistentVolume is on node ${pin}`);
     }
+    // What two nodes claim and no PV settles: refused, never guessed.
+    const [contested, by] = [...(p.contested ?? [])][0] ?? [];
+    if (contested) throw unavailable(`nodes ${by!.map((c) => c.node).join(', ')} each claim ${contested}; refusing to guess which answers for it`);
     if (wrong.length) return { found: p.found, missing: [p.missing, ...wrong].filter(Boolean).join('; ') };
     return p;
   }

@@ -1,5 +1,4 @@
 import https from 'node:https';
-import type { PeerCertificate } from 'node:tls';
 import { callSignal } from '../call-context.js';
 import { denied, DriverError, errorMessage, unavailable, type ErrorKind } from '../errors.js';
 import { log } from '../log.js';
@@ -8,7 +7,7 @@ import type { Socket } from 'node:net';
 import { guardStream, seconds } from './progress.js';
 import { ERROR_KIND, ERROR_MESSAGE, UPGRADE, type TransferKind } from './server.js';
 import type { TransferCredentials } from './credentials.js';
-import { identityFromSan } from './identity.js';
+import { expectPeer } from './identity.js';
 import { transferEnded } from './events.js';
 import { FrameReader } from './wire.js';
 
@@ -86,11 +85,7 @@ export class TransferClient {
         cert: m.cert,
         key: m.key,
         // The peer is the node it was meant to be: its certificate names that node and its plugin pod.
-        checkServerIdentity: (_host: string, cert: PeerCertificate) => {
-          const who = identityFromSan(cert.subjectaltname);
-          if (who?.node === peer.node && who.pod.uid === peer.pod.uid) return undefined;
-          return new Error(`the transfer peer at ${peer.host}:${peer.port} is ${who ? `node ${who.node} (pod ${who.pod.name})` : 'no node'}, not node ${peer.node} (pod ${peer.pod.name})`);
-        },
+        checkServerIdentity: expectPeer(peer, 'transfer peer'),
         minVersion: 'TLSv1.3',
         agent: false,
         timeout: timeoutMs,

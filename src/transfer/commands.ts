@@ -1,11 +1,10 @@
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { PeerCertificate } from 'node:tls';
 import { DriverError, errorMessage, unavailable, type ErrorKind } from '../errors.js';
 import { isId } from '../ids.js';
 import { log } from '../log.js';
 import type { TransferCredentials } from './credentials.js';
-import { identityFromSan } from './identity.js';
+import { expectPeer } from './identity.js';
 
 /**
  * Snapshot commands over the node-to-node channel, from the snapshot router (cli/serve-router.ts) to
@@ -125,6 +124,8 @@ export interface CommandPeer {
 /** Where the IDs asked about are, as every node answered; `missing` says why an absence is not final. */
 export interface Placement {
   found: Map<string, CommandPeer>;
+  /** IDs more than one node claims (IDs are made on one node: all but one of them lie, or a copy was made by hand). */
+  contested?: Map<string, CommandPeer[]>;
   /** Why some node that may hold an ID did not say (a node plugin not running, one that did not answer); undefined: every one did. */
   missing?: string;
 }
@@ -145,16 +146,16 @@ export class CommandClient {
 
   /** The node plugins listed now, and why that is not all of them (fewer than the DaemonSet wants). */
   private async everyNode(): Promise<{ peers: CommandPeer[]; short?: string }> {
-    const [peers, want] = await Promise.all([this.peers(true), this.expected()]);
+    const [peers, want] = await Promise.all([this.peers(true), this.expected()]).catch((err: unknown) => {
+      throw unavailable(`the node plugins cannot be counted now: ${errorMessage(err)}`);
+    });
     // A node whose plugin is being replaced (a rolling update), evicted or not yet running holds what it held.
-    const short = peers.length < want ? `${peers.length} of the ${want} node plugins are running (a node whose plugin is being replaced, or not yet started, may hold it)` : undefined;
+    const nodes = new Set(peers.map((p) => p.node)).size;
+    const short = nodes < want ? `${nodes} of the ${want} node plugins are running (a node whose plugin is being replaced, or not yet started, may hold it)` : undefined;
     return { peers, short };
   }
 
-  /**
-   * Which node holds each ID asked about, from every node's answer. Throws UNAVAILABLE when two nodes
-   * claim one ID (IDs are made on one node: one of them lies, or a copy was made by hand).
-   */
+  /** Which node holds each ID asked about, from every node's answer; an ID two nodes claim is `contested`, in neither. */
   async holders(q: HoldsQuery, signal: AbortSignal): Promise<Placement> {
     const all = new Set([...q.volumes, ...q.snapshots, ...q.groups]);
     const { peers, short } = await this.everyNode();
@@ -176,12 +177,10 @@ export class CommandClient {
       }),
     );
     const found = new Map<string, CommandPeer>();
-    for (const [id, ps] of claims) {
-      if (ps.length > 1) throw unavailable(`nodes ${ps.map((p) => p.node).join(', ')} each claim ${id}; refusing to guess which answers for it`);
-      found.set(id, ps[0]);
-    }
+    const contested = new Map<string, CommandPeer[]>();
+    for (const [id, ps] of claims) (ps.length > 1 ? contested.set(id, ps) : found.set(id, ps[0]));
     const missing = [short, failures.length ? `not every node answered: ${failures.slice(0, 5).join('; ')}` : undefined].filter(Boolean).join('; ') || undefined;
-    return { found, missing };
+    return { found, missing, ...(contested.size ? { contested } : {}) };
   }
 
   /**
@@ -223,11 +222,7 @@ export class CommandClient {
         ca: m.trust,
         cert: m.cert,
         key: m.key,
-        checkServerIdentity: (_host: string, cert: PeerCertificate) => {
-          const who = identityFromSan(cert.subjectaltname);
-          if (who?.node === peer.node && who.pod.uid === peer.pod.uid) return undefined;
-          return new Error(`the listener at ${peer.host}:${peer.port} is ${who ? `node ${who.node}` : 'no node'}, not node ${peer.node}`);
-        },
+        checkServerIdentity: expectPeer(peer, 'listener'),
         minVersion: 'TLSv1.3',
         agent: false,
         timeout: timeoutMs,
@@ -235,6 +230,12 @@ export class CommandClient {
       });
       req.once('response', resolve);
       req.once('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+      // A node that does not even take the connection is known for silent at once, not after the call's whole deadline.
+      req.once('socket', (socket) => {
+        const connecting = setTimeout(() => req.destroy(new Error(`no connection within ${this.askMs} ms`)), this.askMs);
+        socket.once('secureConnect', () => clearTimeout(connecting));
+        socket.once('close', () => clearTimeout(connecting));
+      });
       req.once('error', reject);
       req.end(payload);
     }).catch((err: unknown) => {

@@ -72,3 +72,15 @@ export function routerFromSan(san: string | undefined): RouterIdentity | null {
 }
 
 export const describe = (id: PeerIdentity) => `node ${id.node} (pod ${id.pod.namespace}/${id.pod.name})`;
+
+/**
+ * The TLS client's check of a listener: its certificate must name the node and the plugin pod the
+ * caller meant (the pod list's), or the connection ends before a byte is sent.
+ */
+export function expectPeer(peer: { host: string; port: number; node: string; pod: { uid: string; name?: string } }, what: string) {
+  return (_host: string, cert: { subjectaltname?: string }): Error | undefined => {
+    const who = identityFromSan(cert.subjectaltname);
+    if (who?.node === peer.node && who.pod.uid === peer.pod.uid) return undefined;
+    return new Error(`the ${what} at ${peer.host}:${peer.port} is ${who ? `node ${who.node} (pod ${who.pod.name})` : 'no node'}, not node ${peer.node}${peer.pod.name ? ` (pod ${peer.pod.name})` : ''}`);
+  };
+}

@@ -1,12 +1,11 @@
 import https from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { PeerCertificate } from 'node:tls';
 import { DriverError, errorMessage, internal, notFound, unavailable, type ErrorKind } from '../errors.js';
 import { isId } from '../ids.js';
 import { HEARTBEAT, withHeartbeat } from '../heartbeat.js';
 import { log } from '../log.js';
 import type { TransferCredentials } from './credentials.js';
-import { identityFromSan, type PeerIdentity } from './identity.js';
+import { expectPeer } from './identity.js';
 
 /**
  * SnapshotMetadata over the node-to-node channel. A node-local pool's snapshot is on one node, and
@@ -298,11 +297,7 @@ export class MetadataClient {
         ca: m.trust,
         cert: m.cert,
         key: m.key,
-        checkServerIdentity: (_host: string, cert: PeerCertificate) => {
-          const who: PeerIdentity | null = identityFromSan(cert.subjectaltname);
-          if (who?.node === peer.node && who.pod.uid === peer.pod.uid) return undefined;
-          return new Error(`the peer at ${peer.host}:${peer.port} is ${who ? `node ${who.node}` : 'no node'}, not node ${peer.node}`);
-        },
+        checkServerIdentity: expectPeer(peer, 'peer'),
         minVersion: 'TLSv1.3',
         agent: false,
         timeout: timeoutMs,

@@ -78,7 +78,16 @@ describe('the snapshot router: a central csi-snapshotter\'s calls handed to the 
     routerArgs = chart.router;
     // The snapshot import labels group members' contents for their node (1 s here; 30 s by default).
     const importing = ['--snapshot-import-interval', '1s'];
-    nodes = await transferNodes('vpr', { bPort: 9811, aArgs: [...ROUTER_FLAGS, ...importing], bArgs: [...ROUTER_FLAGS, ...importing], signerArgs: chart.signer });
+    // And a third node plugin with no pool at all (its VolumePool is not here: the CRD is missing), as on a node no
+    // VolumePool selects: the DaemonSet wants it too, and it must count as holding nothing, not as silent.
+    nodes = await transferNodes('vpr', {
+      bPort: 9811,
+      aArgs: [...ROUTER_FLAGS, ...importing],
+      bArgs: [...ROUTER_FLAGS, ...importing],
+      signerArgs: chart.signer,
+      more: [{ node: 'node-c', side: 'b', port: 9812, args: [...ROUTER_FLAGS, '--pool-from-cluster', 'fast'] }],
+    });
+    assert.match(nodes.others.get('node-c')!.logs.join('\n'), /VolumePool CRD is not installed/);
     for (const i of [0, 1]) {
       vols.a.push(await volumeWith(nodes.a, `a${i}`, `a-${i}`));
       vols.b.push(await volumeWith(nodes.b, `b${i}`, `b-${i}`));
@@ -267,7 +276,7 @@ describe('the snapshot router: a central csi-snapshotter\'s calls handed to the 
       // so "on no node" is still not an answer, for a delete, a get or a listing.
       for (const p of nodes.api.list('pods', NAMESPACE)) if ((p.spec as { nodeName?: string }).nodeName === 'node-a') nodes.api.delete('pods', p.metadata.name, NAMESPACE);
       const gone = await router.client.deleteSnapshot({ snapshot_id: 'snap-nope-0123456789abcdef', secrets: {} }).catch((e: { code?: number; details?: string }) => e);
-      assert.match((gone as { details?: string }).details ?? '', /1 of the 2 node plugins are running/);
+      assert.match((gone as { details?: string }).details ?? '', /2 of the 3 node plugins are running/);
       assert.equal(await codeOf(router.client.getVolumeGroupSnapshot({ group_snapshot_id: 'group-nope-0123456789abcdef', snapshot_ids: [], secrets: {} })), 'UNAVAILABLE');
       assert.equal(await codeOf(router.client.listSnapshots({ snapshot_id: 'snap-nope-0123456789abcdef' })), 'UNAVAILABLE');
       assert.equal(await codeOf(router.client.listSnapshots({})), 'UNAVAILABLE');

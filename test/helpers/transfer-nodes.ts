@@ -168,8 +168,8 @@ export async function transferNodes(tag: string, o: TransferNodesOptions = {}): 
   };
 
   // The node plugins' DaemonSet, as the DaemonSet controller reports it: one plugin wanted on each node.
-  api.create('daemonsets', { apiVersion: 'apps/v1', kind: 'DaemonSet', metadata: { name: 'vpool-csi-node', namespace: NAMESPACE, labels: LABELS }, spec: { selector: { matchLabels: LABELS }, template: { metadata: { labels: LABELS }, spec: { containers: [] } } } });
-  api.updateStatus('daemonsets', 'vpool-csi-node', (d) => void (d.status = { desiredNumberScheduled: specs.size, currentNumberScheduled: specs.size, numberReady: specs.size, numberMisscheduled: 0 }), NAMESPACE);
+  const ds = api.create('daemonsets', { apiVersion: 'apps/v1', kind: 'DaemonSet', metadata: { name: 'vpool-csi-node', namespace: NAMESPACE, labels: LABELS }, spec: { selector: { matchLabels: LABELS }, template: { metadata: { labels: LABELS }, spec: { containers: [] } } } });
+  api.updateStatus('daemonsets', 'vpool-csi-node', (d) => void (d.status = { observedGeneration: ds.metadata.generation ?? 0, desiredNumberScheduled: specs.size, currentNumberScheduled: specs.size, numberReady: specs.size, numberMisscheduled: 0 }), NAMESPACE);
 
   const made = new Set<string>();
   const nodes: TransferNodes = {

@@ -124,7 +124,7 @@ describe('snapshot metadata forwarding: the route, and what the forwarding side 
     // A peer whose certificate names another node than the listing says is not asked anything.
     holdsOnA('{"capacity":4096}\n{"end":true}\n');
     const impostor: MetadataPeer = { ...holders[0]!, node: 'node-x' };
-    assert.match(await failure(collect(new MetadataClient(creds, () => [impostor, holders[1]!]))), /^unavailable: .*is node node-a, not node node-x/);
+    assert.match(await failure(collect(new MetadataClient(creds, () => [impostor, holders[1]!]))), /^unavailable: .*is node node-a \(pod [^)]+\), not node node-x/);
   });
 
   it('asks every peer again when the remembered holder no longer has the snapshot', async () => {

@@ -120,7 +120,10 @@ describe('snapshot commands: the route, the router identity, and what the router
     assert.match(stray.missing ?? '', /node node-a: it claims vol-two/);
     scripts[1] = (_p, _b, res) => json(res, { ok: { volumes: [VOL], snapshots: [], groups: [] } });
     scripts[0] = scripts[1];
-    assert.match(await kindOf(new CommandClient(creds, () => peers, () => 2).holders(q, signal())), /^unavailable: nodes node-a, node-c each claim/);
+    const twice = await new CommandClient(creds, () => peers, () => 2).holders(q, signal());
+    assert.equal(twice.found.size, 0, 'an ID two nodes claim is neither\'s');
+    assert.deepEqual(twice.contested?.get(VOL)?.map((p) => p.node), ['node-a', 'node-c'].filter((n) => twice.contested!.get(VOL)!.some((p) => p.node === n)));
+    assert.equal(twice.contested?.get(VOL)?.length, 2);
     // Silent, then a 503: not "on no node" but "not now".
     scripts[0] = (_p, _b, res) => res.writeHead(503, { 'x-vpool-error': 'busy' }).end();
     scripts[1] = (_p, _b, res) => json(res, { ok: { volumes: [], snapshots: [], groups: [] } });
@@ -130,6 +133,8 @@ describe('snapshot commands: the route, the router identity, and what the router
     assert.deepEqual(await new CommandClient(creds, () => peers, () => 2).holders(q, signal()), { found: new Map(), missing: undefined });
     // ...unless the DaemonSet wants more node plugins than are running (one being replaced): not final.
     assert.match(await missing(new CommandClient(creds, () => peers, () => 3)), /2 of the 3 node plugins are running/);
+    // The count unknown (no DaemonSet status yet, the API away): nothing is final.
+    assert.match(await kindOf(new CommandClient(creds, () => peers, () => Promise.reject(new Error('no up-to-date status yet'))).holders(q, signal())), /^unavailable: the node plugins cannot be counted now: no up-to-date status yet/);
     assert.match(await kindOf(new CommandClient(creds, () => peers, () => 3).everywhere('DeleteSnapshot', { snapshot_id: SNAP }, 5_000, signal())), /^unavailable: DeleteSnapshot is answered once every node has: 2 of the 3/);
     // A body that is no answer.
     holdsOnA((_p, _b, res) => res.writeHead(200).end('not json'));
@@ -147,6 +152,6 @@ describe('snapshot commands: the route, the router identity, and what the router
     const swapped = [{ ...peers[0]!, node: 'node-c', pod: peers[1]!.pod }, { ...peers[1]!, pod: { uid: 'eeee-0005', name: 'plugin-node-c' } }];
     const got = await new CommandClient(creds, () => swapped, () => 2).holders({ volumes: [VOL], snapshots: [], groups: [] }, signal());
     assert.equal(got.found.size, 0);
-    assert.match(got.missing ?? '', /is node node-a, not node node-c/);
+    assert.match(got.missing ?? '', /is node node-a \(pod plugin-node-a\), not node node-c/);
   });
 });

@@ -18,13 +18,18 @@ const kind = (p: Promise<unknown>) => p.then(() => 'ok', (e: unknown) => (e inst
  * `claims` is what each node says it holds, `short` why not every node answered; every call handed to
  * a node is recorded.
  */
-function fakeNodes(claims: Record<string, CommandPeer>, short?: string) {
+function fakeNodes(claims: Record<string, CommandPeer | CommandPeer[]>, short?: string) {
   const calls: Array<[string, CommandName]> = [];
   const nodes: Nodes = {
     async holders(q: HoldsQuery): Promise<Placement> {
       const found = new Map<string, CommandPeer>();
-      for (const id of [...q.volumes, ...q.snapshots, ...q.groups]) if (claims[id]) found.set(id, claims[id]!);
-      return { found, missing: short };
+      const contested = new Map<string, CommandPeer[]>();
+      for (const id of [...q.volumes, ...q.snapshots, ...q.groups]) {
+        const c = claims[id];
+        if (Array.isArray(c)) contested.set(id, c);
+        else if (c) found.set(id, c);
+      }
+      return { found, missing: short, ...(contested.size ? { contested } : {}) };
     },
     async run(p: CommandPeer, method: CommandName) {
       calls.push([p.node, method]);
@@ -94,13 +99,26 @@ describe('the snapshot router\'s decisions (FAKE nodes)', () => {
   });
 
   it('deletes on every node (the holder deletes, the rest have nothing to), never on a claim', async () => {
-    const f = fakeNodes({});
+    const f = fakeNodes({ 'group-x-0123456789abcdef': A });
     const r = new SnapshotRouter(f.nodes, pinned, { deadlineMs: 1000 });
     await r.deleteGroup({ group_snapshot_id: 'group-x-0123456789abcdef' }, signal);
     assert.deepEqual(f.calls, [['node-a', 'DeleteVolumeGroupSnapshot'], ['node-b', 'DeleteVolumeGroupSnapshot']]);
     // An ID no node could have made: done, nobody asked.
     await r.deleteSnapshot({ snapshot_id: 'snap-Not_Ours' }, signal);
     assert.equal(f.calls.length, 2);
+  });
+
+  it('two nodes claiming one volume: the one its PV names is the holder; claiming a snapshot or group, UNAVAILABLE', async () => {
+    const f = fakeNodes({ [VA]: [A, B], 'snap-x-0123456789abcdef': [A, B], 'group-x-0123456789abcdef': [A, B] });
+    const r = new SnapshotRouter(f.nodes, pinned, { deadlineMs: 1000 });
+    assert.deepEqual(await r.createSnapshot({ name: 's2', source_volume_id: VA }, signal), { from: 'node-a' });
+    assert.deepEqual(f.calls, [['node-a', 'CreateSnapshot']], 'handed to the PV\'s node only');
+    assert.match(await kind(r.listSnapshots({ snapshot_id: 'snap-x-0123456789abcdef', source_volume_id: '', max_entries: 0, starting_token: '' }, signal)), /^unavailable: nodes node-a, node-b each claim snap-x/);
+    assert.match(await kind(r.getGroup({ group_snapshot_id: 'group-x-0123456789abcdef' }, signal)), /^unavailable: nodes node-a, node-b each claim group-x/);
+    // No PV to settle it: refused.
+    assert.match(await kind(new SnapshotRouter(f.nodes, async () => null, { deadlineMs: 1000 }).createSnapshot({ name: 's3', source_volume_id: VA }, signal)), /^unavailable: nodes node-a, node-b each claim vol-a/);
+    // The PVs cannot be read: not now.
+    assert.match(await kind(new SnapshotRouter(fakeNodes({ [VA]: A }).nodes, () => Promise.reject(new Error('API away')), { deadlineMs: 1000 }).createSnapshot({ name: 's', source_volume_id: VA }, signal)), /^unavailable: the PersistentVolumes cannot be read now .*API away/);
   });
 
   it('a group over two nodes is FAILED_PRECONDITION naming both; its volumes\' holders are checked against their PVs first', async () => {
