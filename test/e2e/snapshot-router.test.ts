@@ -263,6 +263,14 @@ describe('the snapshot router: a central csi-snapshotter\'s calls handed to the 
     // The signer gives no router certificate to a pod of the router's account without the router's labels.
     const stray = nodes.routerPod({ 'app.kubernetes.io/name': 'vpool-csi', 'app.kubernetes.io/component': 'debug' });
     await assert.rejects(nodes.credentialOfPod(stray.name, 'snapshot-router'), /denied .*not a snapshot router pod/);
+    // A router pod's certificate used from its pod's node (a pod's connection masqueraded as its node's address, as
+    // host-network node plugins see it behind a CNI that SNATs) is the router's.
+    const onHost = nodes.routerPod();
+    nodes.api.updateStatus('pods', onHost.name, (p) => void ((p.status as Record<string, unknown>).hostIP = nodes.hosts.host!.fromA), 'vpool');
+    const fromItsNode = await post(nodes.listen, await credential(await nodes.credentialOfPod(onHost.name, 'snapshot-router')), '/v1/commands/Holds', { volumes: [vols.a[0]] });
+    assert.equal(fromItsNode.status, 200, JSON.stringify(fromItsNode));
+    assert.deepEqual(JSON.parse(fromItsNode.body), { ok: { volumes: [vols.a[0]], snapshots: [], groups: [] } });
+    nodes.api.delete('pods', onHost.name, 'vpool');
     assert.deepEqual((await nodes.a.client.listSnapshots({})).entries, [], 'nothing was made');
   });
 
