@@ -166,6 +166,8 @@ function nodeHandlers(state: () => DriverState, mode: Mode): NodeHandlers {
 export function socketPath(endpoint: string): string {
   const p = endpoint.replace(/^unix:\/\//, '').replace(/^unix:/, '');
   if (!p.startsWith('/')) throw new Error(`--endpoint must be unix:///absolute/path (got ${endpoint})`);
+  // Longer paths do not fit sockaddr_un: the bind would take a truncated name and the socket be lost.
+  if (Buffer.byteLength(p) > 107) throw new Error(`--endpoint ${p} is ${Buffer.byteLength(p)} bytes long; a unix socket path is at most 107`);
   return p;
 }
 

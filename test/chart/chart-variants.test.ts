@@ -121,6 +121,23 @@ describe('every chart variant starts: each driver container of the render runs u
         for (const p of pods.filter((x) => x.args.some((a) => a.startsWith('--transfer-listen=')))) await transferUp(p);
       },
     },
+    {
+      // Group snapshots on a file pool: the snapshot router in the controller, its certificate from the signer of the same
+      // render (the controller's account and labels, POD_NAME from the pod), the node plugin taking its calls.
+      name: 'groupSnapshots.enabled=true (file: the snapshot router)',
+      sets: ['groupSnapshots.enabled=true'],
+      then: async (pods) => {
+        await transferUp(pods.find((p) => p.id.startsWith('DaemonSet/'))!);
+        const router = pods.find((p) => p.id.endsWith('/snapshot-router'))!;
+        assert.ok(router, 'the render runs the snapshot router');
+        const deadline = Date.now() + 60_000;
+        while (!router.stderr().includes('transfer credential: certificate issued')) {
+          if (Date.now() > deadline) throw new Error(`the router got no certificate:\n${router.stderr().split('\n').slice(-8).join('\n')}`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.ok(pods.find((p) => p.id.startsWith('DaemonSet/'))!.args.some((a) => a.startsWith('--transfer-router-from-cluster=')));
+      },
+    },
     { name: 'volumePool.name, transfer off', sets: ['volumePool.name=plain', 'transfer.enabled=false'], outcome: (d) => (d.workload.kind === 'DaemonSet' ? { notReady: /VolumePool plain does not exist/ } : { ready: true }) },
   ];
 

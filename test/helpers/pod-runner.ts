@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { FakeApiServer } from './fake-apiserver.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -171,7 +172,8 @@ function fieldValue(world: PodWorld, d: DriverContainer, podIp: string, fieldPat
  */
 export async function startPod(world: PodWorld, d: DriverContainer): Promise<RunningPod> {
   const c = d.container;
-  const podDir = path.join(world.root, 'pods', d.id.replace(/\//g, '_'));
+  // Short: a socket under it must fit a unix socket path (107 bytes), as /csi/... does in the pod.
+  const podDir = path.join(world.root, 'pods', createHash('sha256').update(d.id).digest('hex').slice(0, 10));
   await mkdir(podDir, { recursive: true });
   const network = await podNetwork(world.apiServer);
   try {
