@@ -33,9 +33,11 @@ if [ "${1:-}" = stop ]; then
   exit 0
 fi
 
-if ! command -v libvirtd >/dev/null || ! command -v virsh >/dev/null || ! command -v qemu-img >/dev/null || ! command -v unshare >/dev/null; then
+# The rbd storage backend (a module libvirtd loads at start): the tests' Ceph pools (test/ceph/ceph-start.sh).
+RBD_BACKEND=/usr/lib/x86_64-linux-gnu/libvirt/storage-backend/libvirt_storage_backend_rbd.so
+if ! command -v libvirtd >/dev/null || ! command -v virsh >/dev/null || ! command -v qemu-img >/dev/null || ! command -v unshare >/dev/null || [ ! -f $RBD_BACKEND ]; then
   # --no-install-recommends: not libvirt-daemon-system (systemd units, a default network)
-  pkgs="libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils util-linux"
+  pkgs="libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-storage-rbd libvirt-clients qemu-system-x86 qemu-utils util-linux"
   apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $pkgs >/dev/null \
   || { apt-get update -q >/dev/null && apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $pkgs >/dev/null; }
 fi

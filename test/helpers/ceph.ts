@@ -1,0 +1,83 @@
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { PROJECT_ROOT } from '../../src/csi/proto.js';
+import { virsh, virshTry, type TestPool } from './libvirt.js';
+
+const execFileP = promisify(execFile);
+const SCRIPT = path.join(PROJECT_ROOT, 'test/ceph/ceph-start.sh');
+
+/** A real single-node Ceph cluster (test/ceph/ceph-start.sh: Debian's ceph 16.2, no systemd), on a port of its own. */
+export interface TestCeph {
+  dir: string;
+  conf: string;
+  /** `ceph` with this cluster's configuration and admin key. */
+  ceph(...args: string[]): Promise<string>;
+  rbd(...args: string[]): Promise<string>;
+  stop(): Promise<void>;
+}
+
+/** A loopback port nothing listens on now (the kernel's pick). */
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+export async function startCeph(): Promise<TestCeph> {
+  const dir = await mkdtemp('/var/tmp/vpool-ceph-');
+  const port = await freePort();
+  const conf = path.join(dir, 'ceph.conf');
+  const stop = async () => {
+    await execFileP('bash', [SCRIPT, 'stop', dir], { timeout: 120_000 }).catch(() => rm(dir, { recursive: true, force: true }));
+  };
+  try {
+    await execFileP('bash', [SCRIPT, dir, String(port)], { timeout: 600_000 });
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  const run = (cmd: string) => async (...args: string[]) => (await execFileP(cmd, ['-c', conf, ...args], { timeout: 120_000 })).stdout;
+  return { dir, conf, ceph: run('ceph'), rbd: run('rbd'), stop };
+}
+
+/**
+ * A libvirt `rbd` storage pool on the cluster's `rbd` pool, in the tests' libvirtd: a Ceph user of its own
+ * (`profile rbd` on that pool), its key in a libvirt secret (usage ceph), the pool's source the monitor.
+ */
+export async function rbdPool(c: TestCeph, prefix: string): Promise<TestPool & { secret: string; user: string }> {
+  const name = `${prefix}-${randomUUID().slice(0, 8)}`;
+  const user = `libvirt-${name}`;
+  const key = (await c.ceph('auth', 'get-or-create-key', `client.${user}`, 'mon', 'profile rbd', 'osd', 'profile rbd pool=rbd')).trim();
+  const secret = randomUUID();
+  const host = /mon_host = v1:([\d.]+):(\d+)/.exec(await (await import('node:fs/promises')).readFile(c.conf, 'utf8'));
+  if (!host) throw new Error(`no monitor address in ${c.conf}`);
+  const xml = path.join(c.dir, `${name}-secret.xml`);
+  await writeFile(xml, `<secret ephemeral='no' private='yes'><uuid>${secret}</uuid><usage type='ceph'><name>client.${user}</name></usage></secret>`);
+  await virsh('secret-define', xml);
+  await virsh('secret-set-value', '--secret', secret, '--base64', key);
+  const poolXml = path.join(c.dir, `${name}-pool.xml`);
+  await writeFile(poolXml, `<pool type='rbd'><name>${name}</name><source><name>rbd</name><host name='${host[1]}' port='${host[2]}'/><auth username='${user}' type='ceph'><secret uuid='${secret}'/></auth></source></pool>`);
+  await virsh('pool-define', poolXml);
+  await virsh('pool-start', name);
+  return {
+    name,
+    dir: c.dir,
+    secret,
+    user,
+    async volumes() {
+      await virsh('pool-refresh', name);
+      return (await virsh('vol-list', name)).split('\n').map((l) => l.trim().split(/\s+/)[0]).filter(Boolean);
+    },
+    async remove() {
+      await virshTry('pool-destroy', name);
+      await virshTry('pool-undefine', name);
+      await virshTry('secret-undefine', secret);
+    },
+  };
+}
