@@ -4,7 +4,7 @@ import type { SeekFn } from './syscalls.js';
 
 /**
  * The data ranges of a file by SEEK_DATA/SEEK_HOLE; null where they cannot be had (then everything
- * is read, zero blocks still skipped). Only ENXIO means "no data after here": any other refusal
+ * is read, zero blocks still skipped). Only ENXIO means "no data after here"; every other refusal
  * (EINVAL, EOPNOTSUPP, ...) says nothing about the data, and taking it as the end would send
  * nothing and restore zeros.
  */

@@ -4,7 +4,8 @@ import { DriverError, errorMessage, unavailable, type ErrorKind } from '../error
 import { isId } from '../ids.js';
 import { log } from '../log.js';
 import type { TransferCredentials } from './credentials.js';
-import { expectPeer } from './identity.js';
+import type { TLSSocket } from 'node:tls';
+import { expectPeer, routerFromSan, type RouterIdentity } from './identity.js';
 
 /**
  * Snapshot commands over the node-to-node channel, from the snapshot router (cli/serve-router.ts) to
@@ -110,6 +111,52 @@ export async function serveCommand(route: { command: CommandName | 'Holds'; dead
     const kind = err instanceof DriverError ? err.kind : 'internal';
     if (kind === 'internal') log.error('a routed snapshot command failed', { command: route.command, err: String(err) });
     answer({ error: { kind, message: errorMessage(err).slice(0, 4000) } });
+  }
+}
+
+/** What the listener gives a command's gate: this node's commands, the router check, and its authorization bound. */
+export interface CommandGate {
+  commands?: LocalCommands;
+  authorizeRouter?(who: RouterIdentity, address: string): Promise<string | null>;
+  /** A slot among the authorizations under way (its release), or null when they are at their bound. */
+  admit(): (() => void) | null;
+  /** Who is asking, for the log. */
+  peer(): string;
+}
+
+/** A snapshot command: from the snapshot router's certificate only, from its live pod (a node's certificate is refused). */
+export async function answerCommand(req: IncomingMessage, c: { command: CommandName | 'Holds'; deadlineMs: number }, res: ServerResponse, g: CommandGate): Promise<void> {
+  const socket = req.socket;
+  const router = routerFromSan((socket as TLSSocket).getPeerCertificate?.()?.subjectaltname);
+  const refuse = (status: number, reason: string) => {
+    req.resume();
+    res.writeHead(status, { 'x-vpool-error': encodeURIComponent(reason), ...(status === 503 ? { 'retry-after': '2' } : {}) }).end();
+  };
+  if (!g.commands || !g.authorizeRouter) return refuse(404, 'this node takes no snapshot commands (no --transfer-router-from-cluster)');
+  if (!router) {
+    log.warn('refused a snapshot command: the certificate is not the snapshot router\'s', { command: c.command, peer: g.peer() });
+    return refuse(403, 'snapshot commands are taken from the snapshot router\'s certificate only');
+  }
+  const release = g.admit();
+  if (!release) return refuse(503, 'too many requests are being authorized already');
+  let reason: string | null;
+  try {
+    reason = await g.authorizeRouter(router, socket.remoteAddress ?? '');
+  } catch (err) {
+    log.warn('a snapshot command could not be authorized now', { command: c.command, pod: router.pod.name, err: String(err) });
+    return refuse(503, `the snapshot router could not be checked now: ${errorMessage(err)}`);
+  } finally {
+    release();
+  }
+  if (reason !== null) {
+    log.warn('refused a snapshot command', { command: c.command, pod: `${router.pod.namespace}/${router.pod.name}`, remote: socket.remoteAddress, reason });
+    return refuse(403, reason);
+  }
+  try {
+    await serveCommand(c, req, res, g.commands);
+  } catch (err) {
+    log.error('a snapshot command failed', { command: c.command, err: String(err) });
+    res.destroy();
   }
 }
 

@@ -11,8 +11,8 @@ import { sendsChanged, sendTurnedAway, transferEnded } from './events.js';
 import { dataChunks } from './extents.js';
 import { guardStream } from './progress.js';
 import type { TransferCredentials } from './credentials.js';
-import { describe as describePeer, identityFromSan, routerFromSan, type PeerIdentity, type RouterIdentity } from './identity.js';
-import { commandRoute, serveCommand, type CommandName, type LocalCommands } from './commands.js';
+import { describe as describePeer, identityFromSan, type PeerIdentity, type RouterIdentity } from './identity.js';
+import { answerCommand, commandRoute, type LocalCommands } from './commands.js';
 import { endFrame, frame } from './wire.js';
 import { metadataRoute, serveMetadata, type LocalMetadata, type MetadataRequest } from './metadata.js';
 
@@ -146,7 +146,13 @@ export async function startTransferServer(o: TransferServerOptions): Promise<{ p
     const c = commandRoute(req.method, req.url);
     if (c) {
       if (c === 'bad') return void res.writeHead(400).end();
-      return void answerCommand(req, c, res);
+      return void answerCommand(req, c, res, {
+        commands: o.commands,
+        authorizeRouter: o.authorizeRouter,
+        // The same bound as every other authorization: a flood is turned away before it costs the node's API share.
+        admit: () => (authorizing < MAX_AUTHORIZING ? (authorizing++, () => void authorizing--) : null),
+        peer: () => peerOf(req.socket),
+      });
     }
     const m = metadataRoute(req.method, req.url);
     if (m) {
@@ -197,7 +203,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<{ p
     log.warn('refused a transfer read', { kind: r.kind, id: r.id, node: who.node, pod: `${who.pod.namespace}/${who.pod.name}`, remote: socket.remoteAddress, claim, reason });
     return { status: 403, reason };
   };
-  /** A peer's snapshot metadata request: any live node plugin of the driver may ask (only ranges cross, never data). */
+  /** A peer's snapshot metadata request: every live node plugin of the driver may ask (only ranges cross, never data). */
   const answerMetadata = async (socket: Socket, m: MetadataRequest, res: import('node:http').ServerResponse): Promise<void> => {
     const who = identityOf(socket);
     if (!who) return void res.writeHead(403, { [ERROR_MESSAGE]: encodeURIComponent('the client certificate names no node') }).end();
@@ -224,41 +230,6 @@ export async function startTransferServer(o: TransferServerOptions): Promise<{ p
       await serveMetadata(m, res, o.metadata);
     } catch (err) {
       log.error('a snapshot metadata request failed', { ...m, node: who.node, err: String(err) });
-      res.destroy();
-    }
-  };
-  /** A snapshot command: from the snapshot router's certificate only, from its live pod (a node's certificate is refused). */
-  const answerCommand = async (req: IncomingMessage, c: { command: CommandName | 'Holds'; deadlineMs: number }, res: import('node:http').ServerResponse): Promise<void> => {
-    const socket = req.socket;
-    const router = routerFromSan((socket as TLSSocket).getPeerCertificate?.()?.subjectaltname);
-    const refuse = (status: number, reason: string) => {
-      req.resume();
-      res.writeHead(status, { [ERROR_MESSAGE]: encodeURIComponent(reason), ...(status === 503 ? { 'retry-after': '2' } : {}) }).end();
-    };
-    if (!o.commands || !o.authorizeRouter) return refuse(404, 'this node takes no snapshot commands (no --transfer-router-from-cluster)');
-    if (!router) {
-      log.warn('refused a snapshot command: the certificate is not the snapshot router\'s', { command: c.command, peer: peerOf(socket) });
-      return refuse(403, 'snapshot commands are taken from the snapshot router\'s certificate only');
-    }
-    if (authorizing >= MAX_AUTHORIZING) return refuse(503, `${MAX_AUTHORIZING} requests are being authorized already`);
-    let reason: string | null;
-    authorizing++;
-    try {
-      reason = await o.authorizeRouter(router, socket.remoteAddress ?? '');
-    } catch (err) {
-      log.warn('a snapshot command could not be authorized now', { command: c.command, pod: router.pod.name, err: String(err) });
-      return refuse(503, `the snapshot router could not be checked now: ${errorMessage(err)}`);
-    } finally {
-      authorizing--;
-    }
-    if (reason !== null) {
-      log.warn('refused a snapshot command', { command: c.command, pod: `${router.pod.namespace}/${router.pod.name}`, remote: socket.remoteAddress, reason });
-      return refuse(403, reason);
-    }
-    try {
-      await serveCommand(c, req, res, o.commands);
-    } catch (err) {
-      log.error('a snapshot command failed', { command: c.command, err: String(err) });
       res.destroy();
     }
   };

@@ -5,7 +5,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { PROJECT_ROOT } from '../../src/csi/proto.js';
-import { virsh, virshTry, type TestPool } from './libvirt.js';
+import { poolVolumes, virsh, virshTry, type TestPool } from './libvirt.js';
 
 const execFileP = promisify(execFile);
 const SCRIPT = path.join(PROJECT_ROOT, 'test/ceph/ceph-start.sh');
@@ -70,10 +70,7 @@ export async function rbdPool(c: TestCeph, prefix: string): Promise<TestPool & {
     dir: c.dir,
     secret,
     user,
-    async volumes() {
-      await virsh('pool-refresh', name);
-      return (await virsh('vol-list', name)).split('\n').map((l) => l.trim().split(/\s+/)[0]).filter(Boolean);
-    },
+    volumes: () => poolVolumes(name),
     async remove() {
       await virshTry('pool-destroy', name);
       await virshTry('pool-undefine', name);

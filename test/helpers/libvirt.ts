@@ -52,6 +52,12 @@ export interface TestPool {
   remove(): Promise<void>;
 }
 
+/** A pool's volume names, as libvirt lists them once the pool is refreshed. */
+export async function poolVolumes(name: string): Promise<string[]> {
+  await virsh('pool-refresh', name);
+  return (await virsh('vol-list', name)).split('\n').map((l) => l.trim().split(/\s+/)[0]).filter(Boolean);
+}
+
 /** A `dir` pool in a fresh directory (not tmpfs: disks are opened with O_DIRECT). */
 export async function dirPool(prefix: string): Promise<TestPool> {
   const dir = await mkdtemp(`/var/tmp/${prefix}-`);
@@ -61,10 +67,7 @@ export async function dirPool(prefix: string): Promise<TestPool> {
   return {
     name,
     dir,
-    async volumes() {
-      await virsh('pool-refresh', name);
-      return (await virsh('vol-list', name)).split('\n').map((l) => l.trim().split(/\s+/)[0]).filter(Boolean);
-    },
+    volumes: () => poolVolumes(name),
     async remove() {
       await virshTry('pool-destroy', name);
       await virshTry('pool-undefine', name);

@@ -11,7 +11,7 @@ export interface VolumeSizeAndPath {
   ctime?: string;
 }
 
-/** A file's identity and state: any write, resize, rename over it or metadata change moves it. */
+/** A file's identity and state: every write, resize, rename over it or metadata change moves it. */
 function stampOf(path: string): { stamp: string; ctimeNs: bigint } | null {
   try {
     const st = statSync(path, { bigint: true, throwIfNoEntry: false });
