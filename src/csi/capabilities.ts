@@ -19,6 +19,10 @@ export function capabilityProblem(cap: VolumeCapability__Output | null | undefin
   const isSingle = SINGLE_NODE.includes(mode);
   const blockMultiRead = cap.access_type === 'block' && mode === 'MULTI_NODE_READER_ONLY';
   const blockMultiWrite = cap.access_type === 'block' && mode === 'MULTI_NODE_MULTI_WRITER' && policy.multiNodeWriterBlock;
+  if (cap.access_type === 'mount' && !isSingle && !READ_ONLY.includes(mode)) {
+    // ext4 and xfs keep their state in each mounting kernel: two nodes writing one would corrupt it.
+    return `access mode ${mode} is not supported for filesystem volumes: ext4 and xfs are single-node filesystems, mounted read-write on two nodes at once they are corrupted; use a SINGLE_NODE_* mode${policy.multiNodeWriterBlock ? ', or block access (volumeMode: Block) for a volume several nodes write' : ''}`;
+  }
   if (!isSingle && !blockMultiRead && !blockMultiWrite) {
     const block = policy.multiNodeWriterBlock ? ', MULTI_NODE_READER_ONLY and MULTI_NODE_MULTI_WRITER' : ' and MULTI_NODE_READER_ONLY';
     return `access mode ${mode} is not supported for ${cap.access_type} volumes (SINGLE_NODE_* modes${cap.access_type === 'block' ? block : ''})`;

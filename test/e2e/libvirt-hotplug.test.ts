@@ -120,11 +120,16 @@ describe('libvirt hypervisor mode: hot-plug into a running TCG domain', needsRoo
     await publish(third.volume_id, node.uuid);
     assert.equal(await codeOf(publish(fourth.volume_id, node.uuid)), 'RESOURCE_EXHAUSTED');
 
+    // QEMU locks a qcow2 image to one writer: refused before anything is attached anywhere.
+    const q = await create('pvc-qcow2-shared', 4 * MiB, { format: 'qcow2' });
+    assert.equal(await codeOf(publish(q.volume_id, idle.uuid, blockCap('MULTI_NODE_MULTI_WRITER'))), 'FAILED_PRECONDITION');
+    assert.doesNotMatch(await configXml(idle.name), new RegExp(`vp-${q.volume_id.slice(-16)}`));
+
     await unpublish(shared.volume_id); // every node
     assert.doesNotMatch(await configXml(idle.name), new RegExp(sSerial));
     for (const v of [ro, third]) await unpublish(v.volume_id, node.uuid);
     await node.waitDisks((l) => !l.includes('vp-'));
-    for (const v of [shared, ro, third, fourth]) await d.client.deleteVolume({ volume_id: v.volume_id });
+    for (const v of [shared, ro, third, fourth, q]) await d.client.deleteVolume({ volume_id: v.volume_id });
   });
 
   it('a controller on the virsh transport (remote URIs) hot-plugs and releases the same way', async () => {

@@ -90,8 +90,9 @@ export interface TestDomain {
  * A small TCG domain (`type='qemu'`, no KVM here) booting Debian's kernel and the idle initramfs of
  * test/libvirt/idle-guest.sh; `<acpi/>` is what PCI hot-plug needs. Defined only, or started.
  * `writer`: the guest also writes dependent writes across that many vp- disks (idle-guest.sh).
+ * `stamp` ("SLOT:WORD"): the guest writes WORD into sector SLOT of each vp- disk and reports sectors 0-3 (idle-guest.sh).
  */
-export async function testDomain(name: string, dir: string, start: boolean, o: { writer?: number } = {}): Promise<TestDomain> {
+export async function testDomain(name: string, dir: string, start: boolean, o: { writer?: number; stamp?: string } = {}): Promise<TestDomain> {
   const { writeFile, readFile } = await import('node:fs/promises');
   const { randomUUID } = await import('node:crypto');
   const guest = path.join(dir, 'guest');
@@ -109,7 +110,7 @@ export async function testDomain(name: string, dir: string, start: boolean, o: {
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>${guest}/vmlinux</kernel>
     <initrd>${guest}/idle-initrd.cpio</initrd>
-    <cmdline>console=ttyS0 quiet${o.writer ? ` vpwriter=${o.writer}` : ''}</cmdline>
+    <cmdline>console=ttyS0 quiet${o.writer ? ` vpwriter=${o.writer}` : ''}${o.stamp ? ` vpstamp=${o.stamp}` : ''}</cmdline>
   </os>
   <features><acpi/><apic/></features>
   <on_poweroff>destroy</on_poweroff>
@@ -150,11 +151,11 @@ export async function testDomain(name: string, dir: string, start: boolean, o: {
   return dom;
 }
 
-/** The guest's view of one disk, from its last report: sectors and read-only flag, or null when absent. */
-export function guestDisk(line: string, serial: string): { dev: string; sectors: number; ro: boolean } | null {
+/** The guest's view of one disk, from its last report: sectors, read-only flag and (a stamping guest's) sectors 0-3, or null when absent. */
+export function guestDisk(line: string, serial: string): { dev: string; sectors: number; ro: boolean; words: string[] } | null {
   for (const part of line.replace('GUEST DISKS:', '').trim().split(/\s+/)) {
-    const [dev, s, sectors, ro] = part.split(':');
-    if (s === serial) return { dev, sectors: Number(sectors), ro: ro === '1' };
+    const [dev, s, sectors, ro, words] = part.split(':');
+    if (s === serial) return { dev, sectors: Number(sectors), ro: ro === '1', words: words === undefined ? [] : words.split(',') };
   }
   return null;
 }

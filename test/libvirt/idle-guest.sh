@@ -8,6 +8,10 @@
 # serial), write n goes to disk n mod N as its next 4 KiB record ("n\n", zeros), and is issued only
 # once write n-1 is on its disk (dd conv=fsync: a flush the virtual disk completes). It stops before
 # a disk's records run off its end, and says how far it got.
+# With `vpstamp=SLOT:WORD`, the guest writes WORD into 512-byte sector SLOT of every vp- disk once, as
+# it appears (conv=fsync: on the disk), and its reports add what sectors 0-3 of each vp- disk hold, read
+# after dropping the guest's cache of that disk (so another guest's writes to a shared disk are seen):
+# name:serial:sectors:ro:word0,word1,word2,word3.
 # Usage: idle-guest.sh OUTDIR     → OUTDIR/vmlinux, OUTDIR/idle-initrd.cpio
 set -euo pipefail
 OUT=$1
@@ -51,12 +55,26 @@ writer() {
 echo "GUEST READY"
 w=$(sed -n 's/.*vpwriter=\([0-9]*\).*/\1/p' /proc/cmdline)
 [ -n "$w" ] && writer "$w" &
+stamp=$(sed -n 's/.*vpstamp=\([0-3]:[A-Za-z0-9-]*\).*/\1/p' /proc/cmdline)
+stamped=" "
+sectors() {
+  blockdev --flushbufs "$1" 2>/dev/null; echo 1 > /proc/sys/vm/drop_caches
+  for i in 0 1 2 3; do printf '%s' "$(dd if="$1" bs=512 skip=$i count=1 2>/dev/null | head -c 40 | tr -cd 'A-Za-z0-9-')"; [ $i -lt 3 ] && printf ','; done
+}
 prev=""
 while true; do
   cur=""
   for b in /sys/block/vd*; do
     [ -e "$b" ] || continue
-    cur="$cur ${b##*/}:$(cat $b/serial 2>/dev/null):$(cat $b/size):$(cat $b/ro)"
+    s=$(cat $b/serial 2>/dev/null); d=/dev/${b##*/}
+    extra=""
+    case "$s" in vp-*) if [ -n "$stamp" ]; then
+      case "$stamped" in *" $s "*) ;; *)
+        printf '%s\n' "${stamp#*:}" | dd of="$d" bs=512 seek="${stamp%%:*}" count=1 conv=sync,notrunc,fsync 2>/dev/null && stamped="$stamped$s ";;
+      esac
+      extra=":$(sectors "$d")"
+    fi;; esac
+    cur="$cur ${b##*/}:$s:$(cat $b/size):$(cat $b/ro)$extra"
   done
   [ "$cur" != "$prev" ] && { echo "GUEST DISKS:$cur"; prev="$cur"; }
   sleep 0.2

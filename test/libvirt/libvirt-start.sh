@@ -34,10 +34,12 @@ if [ "${1:-}" = stop ]; then
 fi
 
 # The rbd storage backend (a module libvirtd loads at start): the tests' Ceph pools (test/ceph/ceph-start.sh).
+# QEMU opens an attached rbd image through librbd: its block-rbd module is Debian's qemu-block-extra.
 RBD_BACKEND=/usr/lib/x86_64-linux-gnu/libvirt/storage-backend/libvirt_storage_backend_rbd.so
-if ! command -v libvirtd >/dev/null || ! command -v virsh >/dev/null || ! command -v qemu-img >/dev/null || ! command -v unshare >/dev/null || [ ! -f $RBD_BACKEND ]; then
+QEMU_RBD=/usr/lib/x86_64-linux-gnu/qemu/block-rbd.so
+if ! command -v libvirtd >/dev/null || ! command -v virsh >/dev/null || ! command -v qemu-img >/dev/null || ! command -v unshare >/dev/null || [ ! -f $RBD_BACKEND ] || [ ! -f $QEMU_RBD ]; then
   # --no-install-recommends: not libvirt-daemon-system (systemd units, a default network)
-  pkgs="libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-storage-rbd libvirt-clients qemu-system-x86 qemu-utils util-linux"
+  pkgs="libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-storage-rbd libvirt-clients qemu-system-x86 qemu-utils qemu-block-extra util-linux"
   apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $pkgs >/dev/null \
   || { apt-get update -q >/dev/null && apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $pkgs >/dev/null; }
 fi

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { idFor, memberIdFor } from '../../src/ids.js';
-import { diskXml, freeTarget, parseDomain } from '../../src/pool/libvirt/domains.js';
+import { diskXml, freeTarget, parseDomain, rbdModuleMissing } from '../../src/pool/libvirt/domains.js';
 import { rbdSource } from '../../src/pool/libvirt/rbd.js';
 import { parseXml } from '../../src/pool/libvirt/virsh.js';
 import { groupName, lvmNameProblem, markerName, parseName, serialFor, snapshotName, volumeName } from '../../src/pool/libvirt/names.js';
@@ -107,6 +107,18 @@ describe('libvirt domain XML', () => {
     const back = parseDomain(`<domain><uuid>u</uuid><devices>${xml}</devices></domain>`).disks[0];
     assert.equal(back.sourceFile, 'kube/v.raw');
     assert.equal(back.shared, true);
+  });
+
+  it('names the missing package when QEMU cannot open rbd images (the message libvirt 9 and QEMU 7.2 give without qemu-block-extra)', () => {
+    const rbd = { cephPool: 'kube', hosts: [{ name: 'mon1' }], image: 'v.raw' };
+    const spec = { pool: 'ceph', volume: 'v.raw', rbd, format: 'raw', serial: 's', readOnly: false, shared: true, cache: 'none' };
+    const seen = new Error("internal error: unable to execute QEMU command 'blockdev-add': Unknown driver 'rbd'");
+    const mapped = rbdModuleMissing(spec, seen);
+    assert.equal((mapped as { kind?: string } | null)?.kind, 'precondition');
+    assert.match(mapped!.message, /qemu-block-extra/);
+    assert.match(mapped!.message, /Unknown driver 'rbd'/, 'libvirt\'s own words are kept');
+    assert.equal(rbdModuleMissing({ ...spec, rbd: undefined }, seen), null, 'a pool volume disk is not an rbd problem');
+    assert.equal(rbdModuleMissing(spec, new Error('internal error: unable to connect to the monitor')), null);
   });
 
   it('picks the first virtio target name no disk uses', () => {

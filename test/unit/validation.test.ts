@@ -91,7 +91,8 @@ describe('capabilities and parameters', () => {
     const mount = { mount: { fs_type: 'ext4', mount_flags: [], volume_mount_group: '' }, access_mode: { mode: 'MULTI_NODE_MULTI_WRITER' as const }, access_type: 'mount' as const };
     assert.equal(capabilityProblem(block, HYPERVISOR_ACCESS), null);
     assert.match(capabilityProblem(block, NODE_LOCAL_ACCESS) ?? '', /not supported/);
-    assert.match(capabilityProblem(mount, HYPERVISOR_ACCESS) ?? '', /not supported for mount/);
+    assert.match(capabilityProblem(mount, HYPERVISOR_ACCESS) ?? '', /single-node filesystems.*corrupted.*block access/);
+    assert.match(capabilityProblem(mount, NODE_LOCAL_ACCESS) ?? '', /single-node filesystems/);
     assert.equal(capabilityProblem({ ...block, access_mode: { mode: 'MULTI_NODE_SINGLE_WRITER' as const } }, HYPERVISOR_ACCESS) !== null, true);
   });
   it('refuses unknown filesystems and mount flags that could smuggle options', () => {

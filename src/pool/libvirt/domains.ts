@@ -1,6 +1,6 @@
 import { log } from '../../log.js';
 import { attr, child, children, parseXml, text, xmlEscape } from './virsh.js';
-import { exhausted } from '../../errors.js';
+import { exhausted, precondition } from '../../errors.js';
 import type { Libvirt } from './libvirt-api.js';
 
 /** A disk of a domain, as its XML describes it. */
@@ -91,6 +91,16 @@ export function diskXml(d: DiskSpec, target: string): string {
   ].join('\n');
 }
 
+/**
+ * QEMU opens rbd images with a block module packaged apart from QEMU (Debian's qemu-block-extra);
+ * without it the hot-plug fails with "Unknown driver 'rbd'" (blockdev-add) or "Unknown protocol"
+ * (older QEMU), which says nothing about what to install.
+ */
+export function rbdModuleMissing(disk: DiskSpec, err: unknown): Error | null {
+  if (!disk.rbd || !/Unknown (driver|protocol) '?rbd/i.test(String(err))) return null;
+  return precondition(`the hypervisor's QEMU cannot open rbd images: it lacks its rbd block module (Debian and Ubuntu: install qemu-block-extra; RHEL: qemu-kvm-block-rbd); libvirt said: ${String(err instanceof Error ? err.message : err).trim()}`);
+}
+
 /** vdb, vdc, … vdz, vdaa, vdab, …: the first virtio target name neither XML uses (vda is the boot disk by habit). */
 export function freeTarget(used: Set<string>): string {
   const letters = 'abcdefghijklmnopqrstuvwxyz';
@@ -132,7 +142,11 @@ export class Domains {
       if (inactive) for (const d of parseDomain(inactive).disks) used.add(d.target);
     }
     const target = freeTarget(used);
-    await this.libvirt.attachDevice(dom.uuid, diskXml(disk, target), { live: dom.running, config: true });
+    try {
+      await this.libvirt.attachDevice(dom.uuid, diskXml(disk, target), { live: dom.running, config: true });
+    } catch (err) {
+      throw rbdModuleMissing(disk, err) ?? err;
+    }
     return target;
   }
 

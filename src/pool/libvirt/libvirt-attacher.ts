@@ -1,4 +1,4 @@
-import { notFound, unavailable } from '../../errors.js';
+import { notFound, precondition, unavailable } from '../../errors.js';
 import type { Attachment, PublishSpec, PublishState, ControllerAttacher } from '../backend.js';
 import type { LibvirtPool } from './libvirt-pool.js';
 import { SERIAL_RE, serialFor } from './names.js';
@@ -49,6 +49,8 @@ export class LibvirtAttacher implements ControllerAttacher {
     const attachments = domains.flatMap((d) => this.pool.disks.of(d, v).map((disk) => ({ nodeId: d.uuid, readOnly: disk.readOnly, shared: disk.shared })));
     const nodeVolumes = dom.disks.filter((d) => d.serial !== undefined && SERIAL_RE.test(d.serial)).length;
     if (!decide({ nodeId: dom.uuid, attachments, nodeVolumes })) return context;
+    // QEMU locks a qcow2 image to one writer (its metadata is the writer's): only raw shares.
+    if (spec.shared && v.parsed.format !== 'raw') throw precondition(`volume ${volumeId} is ${v.parsed.format}: several nodes can write only a raw volume (StorageClass format: raw)`);
     // An rbd pool names its images as libvirt names the volumes.
     const rbd = this.pool.rbd;
     await this.pool.domains.attach(dom, {
