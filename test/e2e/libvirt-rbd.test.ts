@@ -71,6 +71,87 @@ describe('libvirt on a real Ceph: volumes in an rbd pool', needsRoot(), () => {
     assert.equal((await ceph.rbd('ls', 'rbd')).split('\n').filter((i) => i.startsWith(vol.volume_id)).length, 0, 'gone from Ceph');
     assert.equal(await codeOf(d.client.deleteVolume({ volume_id: vol.volume_id })), 'OK');
   });
+
+  const images = async () => (await ceph.rbd('ls', 'rbd')).split('\n').filter(Boolean);
+  const imageOf = async (id: string) => (await images()).find((i) => i.startsWith(`${id}.`) && !i.endsWith('.retired'))!;
+  const parentOf = async (image: string) => (JSON.parse(await ceph.rbd('info', '--format', 'json', `rbd/${image}`)) as { parent?: { image: string } }).parent?.image;
+  const exportHash = async (spec: string) => {
+    const { createHash } = await import('node:crypto');
+    const { execFile } = await import('node:child_process');
+    return new Promise<string>((resolve, reject) => {
+      const h = createHash('sha256');
+      const p = execFile('rbd', ['-c', ceph.conf, 'export', '--no-progress', spec, '-'], { encoding: 'buffer', maxBuffer: 1 << 30 }, (err) => (err ? reject(err) : resolve(h.digest('hex'))));
+      p.stdout!.on('data', (b: Buffer) => h.update(b));
+    });
+  };
+  const write = (image: string, offset: string) => ceph.rbd('bench', '--io-type', 'write', '--io-size', '64K', '--io-total', '4M', '--io-pattern', 'rand', '--io-threads', '1', `rbd/${image}`).then(() => offset);
+  const mkVol = async (name: string, source?: { snapshot?: { snapshot_id: string }; volume?: { volume_id: string } }) =>
+    (await d.client.createVolume({ name, capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [blockCap()], parameters: {}, ...(source ? { volume_content_source: source } : {}) })).volume!;
+  const mkSnap = async (name: string, source_volume_id: string) => (await d.client.createSnapshot({ name, source_volume_id, parameters: {}, secrets: {} })).snapshot!;
+
+  it('snapshots and restores are Ceph clones with the data of their instant; a deleted parent is retired while clones read it and goes with the last of them, across a restart', async () => {
+    const a = await mkVol('pvc-rbd-parent');
+    await write(await imageOf(a.volume_id), 'first');
+    const atSnapshot = await exportHash(`rbd/${await imageOf(a.volume_id)}`);
+    const s = await mkSnap('snap-rbd-1', a.volume_id);
+    assert.equal(s.ready_to_use, true);
+    const sImage = await imageOf(s.snapshot_id);
+    assert.equal(await parentOf(sImage), await imageOf(a.volume_id), 'the snapshot is a Ceph clone of the volume');
+    await write(await imageOf(a.volume_id), 'after'); // changes the volume, not its snapshot
+    assert.notEqual(await exportHash(`rbd/${await imageOf(a.volume_id)}`), atSnapshot);
+    const b = await mkVol('pvc-rbd-restored', { snapshot: { snapshot_id: s.snapshot_id } });
+    assert.equal(await parentOf(await imageOf(b.volume_id)), sImage, 'the restore is a Ceph clone of the snapshot');
+    assert.equal(await exportHash(`rbd/${await imageOf(b.volume_id)}`), atSnapshot, 'and holds the data of the snapshot\'s instant');
+
+    // The volume goes from the CO's view at once; its image stays while the snapshot (a clone of it) reads it.
+    await d.client.deleteVolume({ volume_id: a.volume_id });
+    assert.ok(!(await d.client.listVolumes({})).entries.some((e) => e.volume!.volume_id === a.volume_id), 'no longer listed');
+    assert.ok((await images()).includes(`${a.volume_id}.retired`), 'a tombstone in Ceph says it was deleted');
+    assert.equal(await codeOf(d.client.deleteVolume({ volume_id: a.volume_id })), 'OK', 'a retried delete is done');
+    assert.equal(await codeOf(mkVol('pvc-rbd-parent')), 'FAILED_PRECONDITION', 'its name cannot be made again while its image is read');
+    await d.client.deleteSnapshot({ snapshot_id: s.snapshot_id });
+    assert.ok(!(await d.client.listSnapshots({})).entries.some((e) => e.snapshot!.snapshot_id === s.snapshot_id));
+    assert.equal(await exportHash(`rbd/${await imageOf(b.volume_id)}`), atSnapshot, 'the restore still reads its data through both retired images');
+
+    // The backend is the source of truth: a new process knows the chain from the names in Ceph alone.
+    await d.stop();
+    d = await startDriver({ dir: d.dir, args: args() });
+    assert.deepEqual((await d.client.listVolumes({})).entries.map((e) => e.volume!.volume_id), [b.volume_id]);
+    assert.deepEqual((await d.client.listSnapshots({})).entries, []);
+    await d.client.deleteVolume({ volume_id: b.volume_id });
+    assert.deepEqual(await images(), [], 'the last clone took its retired snapshot and volume with it');
+  });
+
+  it('a chain of clones is bounded: past 16 images a copy is refused with the reason, and the whole chain is removed whatever the order', async () => {
+    const chain: Array<{ kind: 'vol' | 'snap'; id: string }> = [];
+    let v = await mkVol('pvc-rbd-chain-0');
+    chain.push({ kind: 'vol', id: v.volume_id });
+    let refused = '';
+    for (let i = 1; i <= 20 && !refused; i++) {
+      if (i % 2 === 1) {
+        const s = await d.client.createSnapshot({ name: `snap-rbd-chain-${i}`, source_volume_id: v.volume_id, parameters: {}, secrets: {} }).catch((e: Error) => e);
+        if (s instanceof Error) refused = s.message;
+        else chain.push({ kind: 'snap', id: s.snapshot!.snapshot_id });
+      } else {
+        const last = chain[chain.length - 1]!;
+        const next = await mkVol(`pvc-rbd-chain-${i}`, { snapshot: { snapshot_id: last.id } }).catch((e: Error) => e);
+        if (next instanceof Error) refused = next.message;
+        else {
+          v = next;
+          chain.push({ kind: 'vol', id: v.volume_id });
+        }
+      }
+    }
+    assert.equal(chain.length, 17, 'sixteen clones on the first image');
+    assert.match(refused, /16 levels deep in Ceph.*cannot flatten/);
+    assert.equal((await images()).length, 17, 'the refused copy made nothing');
+    // Oldest first: each is retired while the next reads it, and the newest's removal takes the whole chain.
+    for (const c of chain) {
+      if (c.kind === 'vol') await d.client.deleteVolume({ volume_id: c.id });
+      else await d.client.deleteSnapshot({ snapshot_id: c.id });
+    }
+    assert.deepEqual(await images(), []);
+  });
 });
 
 describe('libvirt on a real Ceph: one rbd volume shared by two running domains', needsRoot(), () => {
@@ -134,6 +215,20 @@ describe('libvirt on a real Ceph: one rbd volume shared by two running domains',
     const published = (await d.client.controllerGetVolume({ volume_id: vol.volume_id })).status!.published_node_ids.sort();
     assert.deepEqual(published, [a.uuid, b.uuid].sort());
 
+    // A snapshot of the disk two running guests write: a Ceph snapshot, one instant of the image (crash-consistent), no copy job;
+    // its restore, attached to b, holds a's word in the sector b never wrote.
+    const snap = (await d.client.createSnapshot({ name: 'snap-rbd-rwx', source_volume_id: vol.volume_id, parameters: {}, secrets: {} })).snapshot!;
+    const restored = (
+      await d.client.createVolume({ name: 'pvc-rbd-rwx-restored', capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [blockCap()], parameters: {}, volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } } })
+    ).volume!;
+    const rSerial = `vp-${restored.volume_id.slice(-16)}`;
+    await publish(restored.volume_id, b.uuid, blockCap());
+    const fromSnapshot = guestDisk(await b.waitDisks((l) => (guestDisk(l, rSerial)?.words.length ?? 0) === 4, 120_000), rSerial)!;
+    assert.equal(fromSnapshot.words[0], words[0], "a's word, read by b through the snapshot's clone");
+    await d.client.controllerUnpublishVolume({ volume_id: restored.volume_id, node_id: b.uuid, secrets: {} });
+    await b.waitDisks((l) => guestDisk(l, rSerial) === null, 60_000);
+    await d.client.deleteVolume({ volume_id: restored.volume_id });
+
     await d.client.controllerUnpublishVolume({ volume_id: vol.volume_id, node_id: a.uuid, secrets: {} });
     await a.waitDisks((l) => guestDisk(l, serial) === null, 60_000);
     assert.ok(guestDisk((await b.console()).split('\n').filter((l) => l.startsWith('GUEST DISKS:')).pop() ?? '', serial), 'b still has the disk');
@@ -144,5 +239,6 @@ describe('libvirt on a real Ceph: one rbd volume shared by two running domains',
     await d.client.controllerUnpublishVolume({ volume_id: vol.volume_id, node_id: b.uuid, secrets: {} });
     await b.waitDisks((l) => guestDisk(l, serial) === null, 60_000);
     await d.client.deleteVolume({ volume_id: vol.volume_id });
+    await d.client.deleteSnapshot({ snapshot_id: snap.snapshot_id });
   });
 });

@@ -49,7 +49,8 @@ export interface Libvirt {
   createVolumeFrom(pool: string, xml: string, source: string, timeoutMs: number): Promise<void>;
   resizeVolume(pool: string, name: string, capacity: number): Promise<void>;
   wipeVolume(pool: string, name: string, algorithm: string, timeoutMs: number): Promise<void>;
-  deleteVolume(pool: string, name: string): Promise<void>;
+  /** `withSnapshots`: also the snapshots libvirt took of it to clone it (rbd pools; other pools refuse the flag). */
+  deleteVolume(pool: string, name: string, opts?: { withSnapshots?: boolean }): Promise<void>;
 
   /** A domain's XML by UUID or name (the live one when it runs, unless inactive); null when there is none. */
   domainXml(domain: string, inactive?: boolean): Promise<string | null>;

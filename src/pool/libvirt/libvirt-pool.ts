@@ -13,6 +13,7 @@ import { detached } from '../../call-context.js';
 import { isId } from '../../ids.js';
 import { PoolListing, type Entry, type PoolVolume, type VolumeSizeAndPath } from './listing.js';
 import { rbdSource } from './rbd.js';
+import { CloneChains } from './clone-chains.js';
 import type { Libvirt } from './libvirt-api.js';
 import { attr, child, LibvirtMissingError, parseXml, text, xmlEscape } from './virsh.js';
 
@@ -39,6 +40,8 @@ export class LibvirtPool implements PoolBackend {
   readonly volumeParameters: Record<string, ParameterCheck>;
   readonly snapshotParameters: Record<string, ParameterCheck> = {};
   readonly groupSnapshots: LibvirtGroupSnapshots;
+  /** rbd pools: every copy is a Ceph clone, and an image with clones is retired rather than removed. */
+  readonly clones?: CloneChains;
 
   private constructor(
     readonly libvirt: Libvirt,
@@ -71,10 +74,20 @@ export class LibvirtPool implements PoolBackend {
       requireSpace: (bytes, what) => this.requireSpace(bytes, what),
       createMarker: (name) => this.createMarker(name),
       createTarget: (name, capacity, format) => this.libvirt.createVolume(this.opts.pool, this.volumeXml(name, capacity, false, format)),
-      copyVolume: (name, capacity, format, source, timeoutMs) => this.libvirt.createVolumeFrom(this.opts.pool, this.volumeXml(name, capacity, false, format), source, timeoutMs),
+      copyVolume: async (name, capacity, format, source, timeoutMs) => {
+        await this.checkCloneDepth(source);
+        await this.libvirt.createVolumeFrom(this.opts.pool, this.volumeXml(name, capacity, false, format), source, timeoutMs);
+      },
       deleteNamed: (name) => this.deleteNamed(name),
       clearUnfinished: (id, e) => this.clearUnfinished(id, e),
     });
+    if (poolType === 'rbd') {
+      this.clones = new CloneChains({
+        entries: () => listing.entries(),
+        deleteImage: (name, wipe) => this.deleteNamed(name, wipe),
+        createTombstone: (name) => this.createMarker(name),
+      });
+    }
     this.volumeParameters = {
       format: (v) => (!(FORMATS as readonly string[]).includes(v) ? 'raw or qcow2' : v === 'qcow2' && !fileBacked ? `a ${poolType} pool holds raw volumes only` : null),
       preallocate: (v) => (v === 'true' || v === 'false' ? null : 'true or false'),
@@ -120,6 +133,7 @@ export class LibvirtPool implements PoolBackend {
    * still building, and the marker stays with it, so the ID still reads as absent.
    */
   private async sweep(how: { atStart: boolean }): Promise<void> {
+    await this.clones?.collect().catch((err: unknown) => log.warn('collecting retired images failed', { err: String(err) }));
     const entries = await this.listing.entries();
     for (const id of new Set(entries.filter((e) => e.parsed.kind === 'marker').map((e) => e.parsed.id))) {
       const started = this.listing.markerStart(entries, id);
@@ -231,7 +245,8 @@ export class LibvirtPool implements PoolBackend {
         await this.libvirt.wipeVolume(this.opts.pool, name, wipe, 3_600_000);
         log.info('wiped a volume before deleting it', { volume: name, algorithm: wipe, ms: Date.now() - started });
       }
-      await this.libvirt.deleteVolume(this.opts.pool, name);
+      // libvirt snapshotted an rbd image to clone it: they go with it (while its clones live, Ceph refuses).
+      await this.libvirt.deleteVolume(this.opts.pool, name, { withSnapshots: this.poolType === 'rbd' });
     } catch (err) {
       if (!(err instanceof LibvirtMissingError)) throw err;
     }
@@ -246,8 +261,39 @@ export class LibvirtPool implements PoolBackend {
     const leftovers = entries.filter((e) => e.parsed.id === id || (group && e.parsed.kind === 'snap' && e.parsed.groupHash === group));
     if (!leftovers.length) return;
     log.warn('removing what an interrupted create left', { id, volumes: leftovers.map((e) => e.name) });
-    for (const e of leftovers.filter((l) => l.parsed.kind !== 'marker')) await this.deleteNamed(e.name);
+    // A tombstone stays: its image goes when its clones do (clones.remove).
+    for (const e of leftovers.filter((l) => l.parsed.kind !== 'marker' && l.parsed.kind !== 'retired')) await this.removeEntry(e);
     for (const e of leftovers.filter((l) => l.parsed.kind === 'marker')) await this.deleteNamed(e.name);
+  }
+
+  /**
+   * Removes one of our images: in an rbd pool through its clone chain (retired while clones read
+   * it), judged on a fresh listing: clones are made under their own ID's lock, not this one's, so a
+   * listing kept from this ID's lookup may not have them yet.
+   */
+  private async removeEntry(e: Entry, wipe?: string): Promise<void> {
+    if (this.clones) await this.clones.remove(e, await this.listing.entries(), wipe);
+    else await this.deleteNamed(e.name, wipe);
+  }
+
+  /** rbd: a copy is a clone, refused past the depth libvirt can serve without a flatten. */
+  private async checkCloneDepth(sourceName: string, entries?: Entry[]): Promise<void> {
+    if (!this.clones) return;
+    const all = entries ?? (await this.listing.entries());
+    const source = all.find((e) => e.name === sourceName);
+    if (source) this.clones.checkDepth(source, all);
+  }
+
+  /**
+   * A name whose volume or snapshot was retired (deleted, its image still read by clones) cannot be
+   * made again while the image is there: its image has the name the new one would take.
+   */
+  private async refuseRetired(id: string, entries: Entry[]): Promise<Entry[]> {
+    if (!this.clones?.isRetired(id, entries)) return entries;
+    await this.clones.collect();
+    const now = await this.listing.entries();
+    if (this.clones.isRetired(id, now)) throw precondition(`${id} was deleted, and its image is still read by Ceph clones made from it; the name can be used again once they are deleted`);
+    return now;
   }
 
   private async requireSpace(bytes: number, what: string): Promise<void> {
@@ -258,7 +304,7 @@ export class LibvirtPool implements PoolBackend {
   async createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord> {
     if (spec.fill) throw unsupported(`a volume from another node's ${spec.source?.kind ?? 'source'} is not supported by the ${this.kind} pool yet`);
     const p = spec.parameters;
-    const entries = await this.listing.entriesFor(spec.id);
+    const entries = await this.refuseRetired(spec.id, await this.listing.entriesFor(spec.id));
     await this.clearUnfinished(spec.id, entries);
     const size = roundUp(spec.capacityBytes, this.granularity);
     await this.requireSpace(size, `a ${size}-byte volume`);
@@ -331,8 +377,10 @@ export class LibvirtPool implements PoolBackend {
    */
   private async copy(id: string, source: PoolVolume, name: string, size: number, format: Format, preallocated: boolean): Promise<void> {
     // A disk read-write in a stopped domain is refused too (writersForCopy): the domain could start during the copy.
-    const writers = source.parsed.kind === 'vol' ? await this.disks.writersForCopy(source) : [];
+    // In rbd a copy is a clone of a Ceph snapshot, taken at one instant whoever writes.
+    const writers = source.parsed.kind === 'vol' && !this.clones ? await this.disks.writersForCopy(source) : [];
     if (writers.length) throw precondition(`volume ${source.parsed.id} is attached read-write to running domain ${writers[0]!.domain.name}; clone it from a snapshot instead (CreateSnapshot copies a running disk consistently)`);
+    await this.checkCloneDepth(source.name);
     const marker = markerName(id);
     await this.createMarker(marker);
     try {
@@ -351,8 +399,8 @@ export class LibvirtPool implements PoolBackend {
 
   async deleteVolume(id: string): Promise<void> {
     const entries = (await this.listing.entriesFor(id)).filter((e) => e.parsed.id === id);
-    for (const e of entries) if (e.parsed.kind === 'vol') await this.deleteNamed(e.name, e.parsed.wipe);
-    for (const e of entries) if (e.parsed.kind !== 'vol') await this.deleteNamed(e.name);
+    for (const e of entries) if (e.parsed.kind === 'vol') await this.removeEntry(e, e.parsed.wipe);
+    for (const e of entries) if (e.parsed.kind === 'marker') await this.deleteNamed(e.name);
   }
 
   async expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord> {
@@ -407,7 +455,7 @@ export class LibvirtPool implements PoolBackend {
 
 
   async createSnapshot(spec: CreateSnapshotSpec): Promise<SnapshotRecord> {
-    const entries = await this.listing.entriesFor(spec.id);
+    const entries = await this.refuseRetired(spec.id, await this.listing.entriesFor(spec.id));
     // Under the snapshot's lock no copy of this process is under way: a young dated marker is another process's backup job (or a crash's, cleared once old).
     const startedAt = this.listing.markerStart(entries, spec.id);
     if (startedAt !== undefined && Date.now() - startedAt < YOUNG_MARKER_MS) {
@@ -418,7 +466,9 @@ export class LibvirtPool implements PoolBackend {
     const f = source ? await this.sizeAndPath(source.name) : null;
     if (!source || !f) throw notFound(`source volume ${spec.sourceVolumeId} does not exist`);
     await this.requireSpace(f.allocation, `a snapshot of ${spec.sourceVolumeId}`);
-    const running = (await this.disks.writersForCopy(source))[0] ?? null;
+    // rbd: the copy is a clone of a Ceph snapshot, one instant of the image however many write it (crash-consistent).
+    const running = this.clones ? null : ((await this.disks.writersForCopy(source))[0] ?? null);
+    await this.checkCloneDepth(source.name, entries);
     if (running && !this.fileBacked) {
       throw precondition(`volume ${source.parsed.id} is attached read-write to running domain ${running.domain.name}; a consistent copy of a running disk needs a file-backed pool (dir, fs, netfs), this one is ${this.poolType}`);
     }
@@ -460,6 +510,7 @@ export class LibvirtPool implements PoolBackend {
       const group = this.listing.groups(entries).find((g) => idHash(g.parsed.id) === member.parsed.groupHash);
       if (group) throw invalid(`snapshot ${id} is a member of group snapshot ${group.parsed.id} and cannot be deleted alone: delete the group (DeleteVolumeGroupSnapshot)`);
     }
-    for (const e of entries.filter((x) => x.parsed.id === id)) await this.deleteNamed(e.name);
+    for (const e of entries.filter((x) => x.parsed.id === id && x.parsed.kind === 'snap')) await this.removeEntry(e);
+    for (const e of entries.filter((x) => x.parsed.id === id && x.parsed.kind === 'marker')) await this.deleteNamed(e.name);
   }
 }

@@ -74,11 +74,12 @@ export class PoolListing {
 
   /**
    * Our complete volumes and snapshots: an ID with an `incomplete` marker is still being copied and
-   * does not exist yet; a group snapshot's member exists only while its group does (its record is
+   * does not exist yet, one `retired` was deleted; a group snapshot's member exists only while its group does (its record is
    * there and no marker says the group is being made or unmade).
    */
   complete(entries: Entry[]): PoolVolume[] {
-    const unfinished = new Set(entries.filter((e) => e.parsed.kind === 'marker').map((e) => e.parsed.id));
+    // A retired ID was deleted (its image stays while Ceph clones read it): absent, like one still being made.
+    const unfinished = new Set(entries.filter((e) => e.parsed.kind === 'marker' || e.parsed.kind === 'retired').map((e) => e.parsed.id));
     const groups = new Set(this.groups(entries).map((g) => idHash(g.parsed.id)));
     return entries.filter(
       (e): e is PoolVolume =>

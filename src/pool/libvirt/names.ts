@@ -11,6 +11,8 @@ import type { ContentSource } from '../backend.js';
  *   marker    <volume-or-snapshot-id>.incomplete        (exists while libvirt makes a copy)
  *             <snapshot-or-group-id>.t<start ms, base 36>.incomplete  (while a backup job copies a
  *             running disk, or a group is made or unmade: libvirt would let anyone delete its targets)
+ *   retired   <volume-or-snapshot-id>.retired    (rbd: deleted, but Ceph clones still read its data;
+ *             removed with the image once the last of them is gone)
  *
  * Sources are named by the 16-hex hash that ends every ID rather than the whole ID, so that the
  * longest names a Kubernetes CO produces (pvc-<uuid>, snapshot-<uuid>) stay within LVM's 127
@@ -23,6 +25,7 @@ const HASH = /^[0-9a-f]{16}$/;
 /** vol-wipe algorithms offered as the `wipe` StorageClass parameter. */
 export const WIPE_ALGORITHMS = ['zero', 'trim', 'random'] as const;
 const INCOMPLETE = 'incomplete';
+const RETIRED = 'retired';
 const GROUP = 'group';
 
 export interface VolumeName {
@@ -61,7 +64,13 @@ export interface MarkerName {
   startedAt?: number;
 }
 
-export type PoolName = VolumeName | SnapshotName | GroupName | MarkerName;
+/** A deleted volume or snapshot whose image still backs Ceph clones: its ID reads as absent. */
+export interface RetiredName {
+  kind: 'retired';
+  id: string;
+}
+
+export type PoolName = VolumeName | SnapshotName | GroupName | MarkerName | RetiredName;
 
 /** The 16 hex characters that end every volume and snapshot ID (unique per CSI name). */
 export function idHash(id: string): string {
@@ -86,6 +95,10 @@ export function groupName(g: Omit<GroupName, 'kind'>): string {
   return `${g.id}.n${g.members}.${GROUP}`;
 }
 
+export function retiredName(id: string): string {
+  return `${id}.${RETIRED}`;
+}
+
 export function markerName(id: string, startedAt?: number): string {
   return startedAt === undefined ? `${id}.${INCOMPLETE}` : `${id}.t${startedAt.toString(36)}.${INCOMPLETE}`;
 }
@@ -98,6 +111,7 @@ export function parseName(name: string): PoolName | null {
   if (!kind || parts.length < 2) return null;
   const last = parts[parts.length - 1];
   if (parts.length === 2 && last === INCOMPLETE) return { kind: 'marker', id };
+  if (parts.length === 2 && last === RETIRED) return kind === 'vol' || kind === 'snap' ? { kind: 'retired', id } : null;
   if ((kind === 'group' || kind === 'snap') && parts.length === 3 && last === INCOMPLETE && parts[1].startsWith('t')) {
     const startedAt = parseInt(parts[1].slice(1), 36);
     return Number.isSafeInteger(startedAt) && startedAt.toString(36) === parts[1].slice(1) ? { kind: 'marker', id, startedAt } : null;

@@ -62,8 +62,8 @@ export class VirshLibvirt implements Libvirt {
     await this.virsh.run(['vol-wipe', '--vol', name, '--pool', pool, '--algorithm', algorithm], { timeoutMs });
   }
 
-  async deleteVolume(pool: string, name: string): Promise<void> {
-    await this.virsh.run(['vol-delete', '--vol', name, '--pool', pool]);
+  async deleteVolume(pool: string, name: string, opts: { withSnapshots?: boolean } = {}): Promise<void> {
+    await this.virsh.run(['vol-delete', '--vol', name, '--pool', pool, ...(opts.withSnapshots ? ['--delete-snapshots'] : [])]);
   }
 
   domainXml(domain: string, inactive = false): Promise<string | null> {

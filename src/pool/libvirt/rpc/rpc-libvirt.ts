@@ -220,8 +220,9 @@ export class RpcLibvirt implements Libvirt {
     await this.job(Proc.StorageVolWipePattern, (w) => writeVolume(w, pool, name).u32(alg).u32(0), timeoutMs);
   }
 
-  async deleteVolume(pool: string, name: string): Promise<void> {
-    await this.call(Proc.StorageVolDelete, (w) => writeVolume(w, pool, name).u32(0));
+  async deleteVolume(pool: string, name: string, opts: { withSnapshots?: boolean } = {}): Promise<void> {
+    // VIR_STORAGE_VOL_DELETE_WITH_SNAPSHOTS
+    await this.call(Proc.StorageVolDelete, (w) => writeVolume(w, pool, name).u32(opts.withSnapshots ? 2 : 0));
   }
 
   private async domain(id: string): Promise<DomainRef> {
