@@ -5,7 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { blockCap, mountCap } from '../helpers/csi.js';
 import { codeOf, finish, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
 import { rbdPool, startCeph, type TestCeph } from '../helpers/ceph.js';
-import { guestDisk, startLibvirt, testDomain, URI, virsh, type TestDomain, type TestPool } from '../helpers/libvirt.js';
+import { guestDisk, pollUntil, startLibvirt, testDomain, URI, virsh, type TestDomain, type TestPool } from '../helpers/libvirt.js';
 
 interface RbdInfo {
   size: number;
@@ -122,6 +122,31 @@ describe('libvirt on a real Ceph: volumes in an rbd pool', needsRoot(), () => {
     assert.deepEqual(await images(), [], 'the last clone took its retired snapshot and volume with it');
   });
 
+  // The monitor hung (SIGSTOP: it takes connections and answers nothing) for the whole call: libvirt gives up after its
+  // 30 s RADOS timeouts, and the driver must say the storage is unavailable, make nothing, and succeed on the retry.
+  it('a hung monitor: CreateVolume gets UNAVAILABLE once libvirt gives up, nothing is made in Ceph, and the retry succeeds', async () => {
+    const src = await mkVol('pvc-rbd-mon-src');
+    const s = await mkSnap('snap-rbd-mon', src.volume_id);
+    const before = await images();
+    const req = { name: 'pvc-rbd-mon', capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [blockCap()], parameters: {}, volume_content_source: { snapshot: { snapshot_id: s.snapshot_id } } };
+    await ceph.signal('mon.a', 'SIGSTOP');
+    let err: (Error & { code?: number }) | null;
+    try {
+      err = await d.client.createVolume(req).then(() => null, (e: Error & { code?: number }) => e);
+    } finally {
+      await ceph.signal('mon.a', 'SIGCONT');
+    }
+    assert.equal(err?.code, 14, `UNAVAILABLE, not ${err?.code}: ${err?.message}`);
+    assert.match(String(err?.message), /storage does not answer libvirtd.*RADOS monitor/);
+    assert.deepEqual(await images(), before, 'nothing was made in Ceph');
+    const v = (await d.client.createVolume(req)).volume!;
+    assert.equal(await parentOf(await imageOf(v.volume_id)), await imageOf(s.snapshot_id), 'the retry makes the clone');
+    await d.client.deleteVolume({ volume_id: v.volume_id });
+    await d.client.deleteSnapshot({ snapshot_id: s.snapshot_id });
+    await d.client.deleteVolume({ volume_id: src.volume_id });
+    assert.deepEqual(await images(), []);
+  });
+
   it('a chain of clones is bounded: past 16 images a copy is refused with the reason, and the whole chain is removed whatever the order', async () => {
     const chain: Array<{ kind: 'vol' | 'snap'; id: string }> = [];
     let v = await mkVol('pvc-rbd-chain-0');
@@ -160,6 +185,7 @@ describe('libvirt on a real Ceph: one rbd volume shared by two running domains',
   let d: Driver;
   let dir = '';
   const doms: TestDomain[] = [];
+  const stampWords = [`alpha-${randomBytes(4).toString('hex')}`, `beta-${randomBytes(4).toString('hex')}`];
   before(async () => {
     await startLibvirt();
     ceph = await startCeph();
@@ -192,7 +218,7 @@ describe('libvirt on a real Ceph: one rbd volume shared by two running domains',
   // as it appears, and reports sectors 0-3 read past its cache: each must see the other's word, written by another QEMU through librbd.
   it('attaches one image to two domains at once: what one writes the other reads; unpublishing one leaves the other attached', async () => {
     dir = await mkdtemp('/var/tmp/vpool-rbd-doms-');
-    const words = [`alpha-${randomBytes(4).toString('hex')}`, `beta-${randomBytes(4).toString('hex')}`];
+    const words = stampWords;
     for (const [i, w] of words.entries()) doms.push(await testDomain(`vpool-rbd-node${i}-${randomBytes(3).toString('hex')}`, dir, true, { stamp: `${i}:${w}` }));
     const [a, b] = doms;
     const vol = (await d.client.createVolume({ name: 'pvc-rbd-rwx', capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [blockCap('MULTI_NODE_MULTI_WRITER')], parameters: {} })).volume!;
@@ -240,5 +266,27 @@ describe('libvirt on a real Ceph: one rbd volume shared by two running domains',
     await b.waitDisks((l) => guestDisk(l, serial) === null, 60_000);
     await d.client.deleteVolume({ volume_id: vol.volume_id });
     await d.client.deleteSnapshot({ snapshot_id: snap.snapshot_id });
+  });
+
+  // The guests keep reading their vp- disks (idle-guest.sh drops its cache and reads sectors 0-3 every 0.2 s): b's reads wait in
+  // librbd while the only OSD is gone, and its QEMU's session must carry on once the OSD is back.
+  it('the only OSD killed and started again while a volume is attached and idle: the volume is usable afterwards, by the domain that held it and one attached after', async () => {
+    const [a, b] = doms;
+    const vol = (await d.client.createVolume({ name: 'pvc-rbd-osd', capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [blockCap('MULTI_NODE_MULTI_WRITER')], parameters: {} })).volume!;
+    const serial = `vp-${vol.volume_id.slice(-16)}`;
+    await publish(vol.volume_id, b.uuid);
+    await b.waitDisks((l) => guestDisk(l, serial)?.words[1] === stampWords[1], 120_000);
+    await ceph.signal('osd.0', 'SIGKILL');
+    await ceph.restart('osd.0');
+    await pollUntil(async () => (/^[0-9]+ pgs: [0-9]+ active\+clean;/.test(await ceph.ceph('pg', 'stat').catch(() => '')) ? true : undefined), 120_000, async () => `placement groups: ${await ceph.ceph('pg', 'stat').catch((e: Error) => e.message)}`);
+    await publish(vol.volume_id, a.uuid);
+    const both = (line: string) => guestDisk(line, serial)?.words.slice(0, 2).join(',') === stampWords.join(',');
+    await a.waitDisks(both, 120_000);
+    await b.waitDisks(both, 120_000);
+    for (const dom of [a, b]) {
+      await d.client.controllerUnpublishVolume({ volume_id: vol.volume_id, node_id: dom.uuid, secrets: {} });
+      await dom.waitDisks((l) => guestDisk(l, serial) === null, 60_000);
+    }
+    await d.client.deleteVolume({ volume_id: vol.volume_id });
   });
 });

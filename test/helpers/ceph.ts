@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -17,6 +17,10 @@ export interface TestCeph {
   /** `ceph` with this cluster's configuration and admin key. */
   ceph(...args: string[]): Promise<string>;
   rbd(...args: string[]): Promise<string>;
+  /** Signals one daemon by its PID file: SIGSTOP hangs it (a hung daemon), SIGCONT wakes it, SIGKILL kills it. */
+  signal(daemon: 'mon.a' | 'osd.0' | 'mgr.x', sig: NodeJS.Signals): Promise<void>;
+  /** Starts a killed daemon again, as ceph-start.sh started it. */
+  restart(daemon: 'mon.a' | 'osd.0'): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -43,7 +47,27 @@ export async function startCeph(): Promise<TestCeph> {
     throw err;
   }
   const run = (cmd: string) => async (...args: string[]) => (await execFileP(cmd, ['-c', conf, ...args], { timeout: 120_000 })).stdout;
-  return { dir, conf, ceph: run('ceph'), rbd: run('rbd'), stop };
+  const pidOf = async (daemon: string) => Number((await readFile(path.join(dir, 'run', `ceph-${daemon}.pid`), 'utf8')).trim());
+  const signal = async (daemon: string, sig: NodeJS.Signals) => {
+    const pid = await pidOf(daemon);
+    process.kill(pid, sig);
+    if (sig === 'SIGKILL') {
+      for (let i = 0; i < 200; i++) {
+        try {
+          process.kill(pid, 0);
+        } catch {
+          return;
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(`ceph ${daemon} (pid ${pid}) did not die`);
+    }
+  };
+  const restart = async (daemon: 'mon.a' | 'osd.0') => {
+    const [type, id] = daemon.split('.') as [string, string];
+    await execFileP(`ceph-${type}`, ['-c', conf, '-i', id], { timeout: 120_000 });
+  };
+  return { dir, conf, ceph: run('ceph'), rbd: run('rbd'), signal, restart, stop };
 }
 
 /**

@@ -1,3 +1,4 @@
+import { unavailable } from '../../errors.js';
 import type { Virsh } from './virsh.js';
 
 /** How calls reach libvirt: auto is the held RPC connection for the local system daemon, virsh otherwise. */
@@ -70,3 +71,14 @@ export const POOL_STATES = ['inactive', 'building', 'running', 'degraded', 'inac
 
 /** virStorageVolWipeAlgorithm's numbers for the algorithms the driver offers. */
 export const WIPE_ALGORITHM_NUMBERS: Record<string, number> = { zero: 0, random: 8, trim: 9 };
+
+/**
+ * libvirt's words when the storage behind a pool does not answer (an rbd pool's monitors down or
+ * hung: libvirt gives up after its 30 s RADOS timeouts): the dependency is missing, a retry may
+ * succeed, so UNAVAILABLE rather than an internal error.
+ */
+const UNREACHABLE = /failed to connect to the RADOS monitor|failed to create the RBD IoCTX|failed to stat the RADOS (cluster|pool)|failed to open the RBD image '[^']*': (Connection timed out|Cannot send after transport endpoint shutdown)/i;
+
+export function storageUnreachable(message: string): Error | null {
+  return UNREACHABLE.test(message) ? unavailable(`the pool's storage does not answer libvirtd (${message.trim()}); retry once it does`) : null;
+}

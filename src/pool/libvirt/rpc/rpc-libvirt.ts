@@ -3,7 +3,7 @@ import { Semaphore } from 'async-mutex';
 import { callSignal } from '../../../call-context.js';
 import { DriverError, invalid, unavailable } from '../../../errors.js';
 import { log } from '../../../log.js';
-import { POOL_STATES, WIPE_ALGORITHM_NUMBERS, type Affect, type EventWatch, type Libvirt, type PoolInfo } from '../libvirt-api.js';
+import { POOL_STATES, storageUnreachable, WIPE_ALGORITHM_NUMBERS, type Affect, type EventWatch, type Libvirt, type PoolInfo } from '../libvirt-api.js';
 import { LibvirtMissingError, Virsh } from '../virsh.js';
 import { LibvirtConnection, type ConnectionOptions, type Keepalive } from './connection.js';
 import { LibvirtRpcError, Proc } from './protocol.js';
@@ -105,7 +105,7 @@ export class RpcLibvirt implements Libvirt {
       return await on.call(proc, args, { timeoutMs });
     } catch (err) {
       if (err instanceof LibvirtRpcError && err.missing) throw new LibvirtMissingError(err.message);
-      throw err;
+      throw (err instanceof LibvirtRpcError && storageUnreachable(err.message)) || err;
     }
   }
 
