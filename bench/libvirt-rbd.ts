@@ -1,0 +1,96 @@
+// The libvirt backend on an rbd pool of a real single-node Ceph (test/ceph/ceph-start.sh) beside the bare
+// commands doing the same, in one run: virsh for what libvirt does (create, attach), and `rbd` for a
+// Ceph snapshot and clone (what vol-create-from does inside libvirtd). Not a test: it prints a table.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { diskXml } from '../src/pool/libvirt/domains.js';
+import { ratioRow, timed } from './measure.js';
+import { blockCap } from '../test/helpers/csi.js';
+import { finish, startDriver } from '../test/helpers/driver.js';
+import { rbdPool, startCeph } from '../test/helpers/ceph.js';
+import { startLibvirt, testDomain, URI, virsh } from '../test/helpers/libvirt.js';
+
+const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 10);
+const SIZE = 64 * 1024 * 1024;
+const row = (what: string, ours: number[], bareWhat: string, bare: number[]) => console.log(ratioRow(what, ours, bareWhat, bare));
+
+async function goneFromDomain(dom: string, needle: string): Promise<void> {
+  while ((await virsh('domblklist', dom)).includes(needle)) await new Promise((r) => setTimeout(r, 100));
+}
+
+async function main(): Promise<void> {
+  await startLibvirt();
+  const ceph = await startCeph();
+  const pool = await rbdPool(ceph, 'vpool-bench-rbd');
+  const dir = await mkdtemp('/var/tmp/vpool-bench-rbd-');
+  const dom = await testDomain(`vpool-bench-rbd-${path.basename(dir).slice(-6)}`, dir, true);
+  const d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-uri', URI, '--libvirt-pool', pool.name, '--hypervisor', 'bench', '--log-level', 'warn'] });
+  const o = { create: [] as number[], snap: [] as number[], clone: [] as number[], pub: [] as number[], unpub: [] as number[], del: [] as number[] };
+  const r = { create: [] as number[], snap: [] as number[], clone: [] as number[], fromVirsh: [] as number[], attach: [] as number[], detach: [] as number[], del: [] as number[] };
+  try {
+    for (let i = 0; i < ITERATIONS; i++) {
+      let id = '';
+      let snapId = '';
+      let cloneId = '';
+      o.create.push(await timed(async () => (id = (await d.client.createVolume({ name: `b-${i}`, capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()] })).volume!.volume_id)));
+      o.snap.push(await timed(async () => (snapId = (await d.client.createSnapshot({ name: `bs-${i}`, source_volume_id: id, parameters: {}, secrets: {} })).snapshot!.snapshot_id)));
+      o.clone.push(
+        await timed(async () => (cloneId = (await d.client.createVolume({ name: `bc-${i}`, capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()], volume_content_source: { snapshot: { snapshot_id: snapId } } })).volume!.volume_id)),
+      );
+      o.pub.push(await timed(() => d.client.controllerPublishVolume({ volume_id: cloneId, node_id: dom.uuid, volume_capability: blockCap(), readonly: false, secrets: {}, volume_context: {} })));
+      o.unpub.push(await timed(() => d.client.controllerUnpublishVolume({ volume_id: cloneId, node_id: dom.uuid, secrets: {} })));
+      o.del.push(await timed(() => d.client.deleteVolume({ volume_id: cloneId })));
+      await d.client.deleteSnapshot({ snapshot_id: snapId });
+      await d.client.deleteVolume({ volume_id: id });
+
+      const name = `raw-${i}`;
+      r.create.push(await timed(() => virsh('vol-create-as', pool.name, name, String(SIZE))));
+      // What a copy costs through libvirt itself, from an image with no snapshot yet (it takes one, then clones).
+      const xml = path.join(dir, 'vol.xml');
+      await writeFile(xml, `<volume><name>${name}-from</name><capacity unit='bytes'>${SIZE}</capacity></volume>`);
+      r.fromVirsh.push(await timed(() => virsh('vol-create-from', '--pool', pool.name, '--file', xml, '--vol', name, '--inputpool', pool.name)));
+      // And with the rbd CLI: a snapshot (created and protected, as a clone v1 parent must be), then a clone.
+      r.snap.push(await timed(async () => {
+        await ceph.rbd('snap', 'create', `rbd/${name}@s`);
+        await ceph.rbd('snap', 'protect', `rbd/${name}@s`);
+      }));
+      r.clone.push(await timed(() => ceph.rbd('clone', `rbd/${name}@s`, `rbd/${name}-clone`)));
+      await virsh('pool-refresh', pool.name);
+      const secret = pool.secret;
+      const host = /mon_host = v1:([\d.]+):(\d+)/.exec(await (await import('node:fs/promises')).readFile(ceph.conf, 'utf8'))!;
+      const disk = path.join(dir, 'disk.xml');
+      const rbd = { cephPool: 'rbd', hosts: [{ name: host[1]!, port: host[2] }], auth: { username: pool.user, secretUuid: secret }, image: `${name}-clone` };
+      await writeFile(disk, diskXml({ pool: pool.name, volume: `${name}-clone`, rbd, format: 'raw', serial: `raw-${i}`, readOnly: false, shared: false, cache: 'none' }, 'vdb'));
+      r.attach.push(await timed(() => virsh('attach-device', dom.name, disk, '--live', '--config')));
+      r.detach.push(await timed(async () => {
+        await virsh('detach-disk', dom.name, 'vdb', '--live', '--config');
+        await goneFromDomain(dom.name, `${name}-clone`);
+      }));
+      r.del.push(await timed(() => ceph.rbd('rm', '--no-progress', `rbd/${name}-clone`)));
+      await ceph.rbd('rm', '--no-progress', `rbd/${name}-from`);
+      await virsh('pool-refresh', pool.name);
+      await virsh('vol-delete', '--delete-snapshots', name, '--pool', pool.name);
+    }
+    console.log(`libvirt backend on a real Ceph 16.2 rbd pool (one OSD on a file, ${SIZE >> 20} MiB images, TCG domain, ${ITERATIONS} iterations), medians in ms`);
+    const snapAndClone = r.snap.map((x, k) => x + r.clone[k]!);
+    row('CreateVolume', o.create, 'bare virsh vol-create-as', r.create);
+    row('CreateSnapshot', o.snap, 'bare virsh vol-create-from', r.fromVirsh);
+    row('CreateSnapshot', o.snap, 'bare rbd snap create+protect, clone', snapAndClone);
+    row('CreateVolume from snapshot', o.clone, 'bare virsh vol-create-from', r.fromVirsh);
+    row('CreateVolume from snapshot', o.clone, 'bare rbd snap create+protect, clone', snapAndClone);
+    row('ControllerPublishVolume', o.pub, 'bare virsh attach-device (rbd)', r.attach);
+    row('ControllerUnpublishVolume', o.unpub, 'bare virsh detach-disk + until gone', r.detach);
+    row('DeleteVolume (a clone)', o.del, 'bare rbd rm (a clone)', r.del);
+  } finally {
+    await finish(d);
+    await dom.remove();
+    await pool.remove();
+    await ceph.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
