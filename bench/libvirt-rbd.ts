@@ -8,7 +8,9 @@ import { ratioRow, timed } from './measure.js';
 import { blockCap } from '../test/helpers/csi.js';
 import { finish, startDriver } from '../test/helpers/driver.js';
 import { rbdPool, startCeph } from '../test/helpers/ceph.js';
-import { startLibvirt, testDomain, URI, virsh } from '../test/helpers/libvirt.js';
+import { nodeVm, startLibvirt, testDomain, URI, virsh } from '../test/helpers/libvirt.js';
+import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 10);
 const SIZE = 64 * 1024 * 1024;
@@ -81,12 +83,49 @@ async function main(): Promise<void> {
     row('ControllerPublishVolume', o.pub, 'bare virsh attach-device (rbd)', r.attach);
     row('ControllerUnpublishVolume', o.unpub, 'bare virsh detach-disk + until gone', r.detach);
     row('DeleteVolume (a clone)', o.del, 'bare rbd rm (a clone)', r.del);
+    if (process.env.BENCH_SKIP_IOPS !== '1') await iops(d, ceph);
   } finally {
     await finish(d);
     await dom.remove();
     await pool.remove();
     await ceph.stop();
     await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * 4 KiB random reads, 16 in flight, for 20 s: fio in a node VM (the VM harness's Debian, TCG) on a
+ * volume ControllerPublishVolume hot-plugged there (QEMU's librbd underneath), against `rbd bench`
+ * reading the same image from the host (librbd natively). The image is written in full first: an
+ * unwritten rbd object reads as zeros without asking an OSD.
+ */
+async function iops(d: Awaited<ReturnType<typeof startDriver>>, ceph: Awaited<ReturnType<typeof startCeph>>): Promise<void> {
+  const size = 256 * 1024 * 1024;
+  const vol = (await d.client.createVolume({ name: 'bench-iops', capacity_range: { required_bytes: String(size) }, volume_capabilities: [blockCap()] })).volume!;
+  const image = (await ceph.rbd('ls', 'rbd')).split('\n').find((i) => i.startsWith(`${vol.volume_id}.`))!;
+  await ceph.rbd('bench', '--io-type', 'write', '--io-pattern', 'seq', '--io-size', '4M', '--io-total', String(size), `rbd/${image}`);
+  const serial = `vp-${vol.volume_id.slice(-16)}`;
+  const script = [
+    'while [ ! -e /vmrun/go-fio ]; do sleep 0.5; done',
+    `for b in /sys/block/vd*; do [ "$(cat $b/serial 2>/dev/null)" = ${serial} ] && dev=/dev/\${b##*/}; done`,
+    'fio --name=randread --filename=$dev --rw=randread --bs=4k --iodepth=16 --ioengine=libaio --direct=1 --time_based --runtime=20 --output-format=json > /vmrun/fio.json',
+    'touch /vmrun/fio-done',
+  ].join('\n');
+  const uuid = randomUUID();
+  const vm = await nodeVm(`vpool-bench-iops-${uuid.slice(0, 6)}`, uuid, ['bash', '-c', `modprobe virtio_blk 2>/dev/null; ${script}`], {});
+  try {
+    await d.client.controllerPublishVolume({ volume_id: vol.volume_id, node_id: uuid, volume_capability: blockCap(), readonly: false, secrets: {}, volume_context: {} });
+    await vm.go('fio');
+    await vm.waitFile('fio-done', 300_000);
+    const fio = JSON.parse(await readFile(path.join(vm.run, 'fio.json'), 'utf8')) as { jobs: { read: { iops: number } }[] };
+    const guest = fio.jobs[0]!.read.iops;
+    const out = await ceph.rbd('bench', '--io-type', 'read', '--io-pattern', 'rand', '--io-size', '4K', '--io-threads', '16', '--io-total', String(64 * 1024 * 1024), `rbd/${image}`);
+    const host = Number(/elapsed:\s*\d+\s+ops:\s*\d+\s+ops\/sec:\s*([\d.]+)/.exec(out)?.[1]);
+    console.log(`4 KiB random reads, 16 in flight, ${size >> 20} MiB image: fio in a TCG node VM (librbd in QEMU) ${Math.round(guest)} IOPS, rbd bench on the host ${Math.round(host)} IOPS, ratio ${(guest / host).toFixed(2)}`);
+    await d.client.controllerUnpublishVolume({ volume_id: vol.volume_id, node_id: uuid, secrets: {} });
+  } finally {
+    await vm.remove();
+    await d.client.deleteVolume({ volume_id: vol.volume_id });
   }
 }
 

@@ -26,8 +26,9 @@ fi
 
 DIR=${1:?usage: ceph-start.sh DIR [PORT]}
 PORT=${2:-6789}
-if ! command -v ceph-mon >/dev/null || ! command -v ceph-osd >/dev/null || ! command -v ceph-mgr >/dev/null || ! command -v rbd >/dev/null; then
-  pkgs="ceph-mon ceph-osd ceph-mgr ceph-common"
+# rbd-fuse: the tests read and write images as files through it (this kernel has no krbd).
+if ! command -v ceph-mon >/dev/null || ! command -v ceph-osd >/dev/null || ! command -v ceph-mgr >/dev/null || ! command -v rbd >/dev/null || ! command -v rbd-fuse >/dev/null; then
+  pkgs="ceph-mon ceph-osd ceph-mgr ceph-common rbd-fuse"
   apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $pkgs >/dev/null \
   || { apt-get update -q >/dev/null && apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $pkgs >/dev/null; }
 fi

@@ -11,6 +11,7 @@ import { MiB, needsRoot } from '../helpers/driver.js';
 import { CLAIM_TYPE, CONFIGMAP_TYPE, CSR_TYPE, POD_TYPE, SECRET_TYPE, SNAPSHOT_TYPE, type FakeApiServer, type KObject } from '../helpers/fake-apiserver.js';
 import { startFakeCluster } from '../helpers/kube.js';
 import { dirPool, startLibvirt, URI, type TestPool } from '../helpers/libvirt.js';
+import { rbdPool, startCeph, type TestCeph } from '../helpers/ceph.js';
 import { forgetVg, loopDisks, poolCmd, uniqueVg, type LoopDisks } from '../helpers/lvm.js';
 import { CHART, render, type K8sObject } from '../helpers/manifests.js';
 import { driverContainers, removeWorld, startPod, type DriverContainer, type PodWorld, type RunningPod } from '../helpers/pod-runner.js';
@@ -68,6 +69,8 @@ describe('every chart variant starts: each driver container of the render runs u
   let fake: FakeApiServer;
   let disks: LoopDisks;
   let libvirtPool: TestPool;
+  let ceph: TestCeph;
+  let cephPool: TestPool;
   const vg = uniqueVg('vcv');
   let caDir: string;
 
@@ -83,6 +86,9 @@ describe('every chart variant starts: each driver container of the render runs u
     assert.equal(init.code, 0, init.stderr);
     await startLibvirt();
     libvirtPool = await dirPool('vpool-variants');
+    // The rbd example on a real Ceph (test/ceph/ceph-start.sh) and an rbd pool of the tests' libvirtd, as docs/libvirt.md sets one up.
+    ceph = await startCeph();
+    cephPool = await rbdPool(ceph, 'vpool-variants-rbd');
     caDir = await mkdtemp('/var/tmp/vpool-variants-ca-');
   });
   after(async () => {
@@ -90,6 +96,8 @@ describe('every chart variant starts: each driver container of the render runs u
     await forgetVg(vg, disks?.devices ?? []);
     await disks?.release();
     await libvirtPool?.remove();
+    await cephPool?.remove();
+    await ceph?.stop();
     if (caDir) await rm(caDir, { recursive: true, force: true });
   });
 
@@ -106,6 +114,26 @@ describe('every chart variant starts: each driver container of the render runs u
     { name: 'examples/values-file.yaml', files: [example('values-file.yaml')] },
     { name: 'examples/values-lvm.yaml', files: [example('values-lvm.yaml')], sets: lvmHere },
     { name: 'examples/values-libvirt.yaml', files: [example('values-libvirt.yaml')], sets: libvirtHere, userSecrets: libvirtCredentials, outcome: libvirtOutcome },
+    {
+      name: 'examples/values-libvirt-rbd.yaml',
+      files: [example('values-libvirt-rbd.yaml')],
+      sets: () => [`libvirt.uri=${URI}`, `libvirt.pool=${cephPool.name}`],
+      userSecrets: libvirtCredentials,
+      outcome: libvirtOutcome,
+      // The rendered controller serves the rbd pool: a ReadWriteMany block volume is an image in Ceph, and goes.
+      then: async (pods) => {
+        const controller = pods.find((p) => p.id.startsWith('Deployment/') && p.args.some((a) => a.startsWith('--endpoint=')))!;
+        const client = connectCsi(controller.args.find((a) => a.startsWith('--endpoint='))!.slice('--endpoint='.length));
+        try {
+          const vol = (await client.createVolume({ name: 'pvc-variant-rwx', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [{ block: {}, access_mode: { mode: 'MULTI_NODE_MULTI_WRITER' } }], parameters: { format: 'raw' } })).volume!;
+          assert.ok((await ceph.rbd('ls', 'rbd')).split('\n').some((i) => i.startsWith(`${vol.volume_id}.`)), 'an image in Ceph');
+          await client.deleteVolume({ volume_id: vol.volume_id });
+          assert.deepEqual((await ceph.rbd('ls', 'rbd')).split('\n').filter(Boolean), []);
+        } finally {
+          client.close();
+        }
+      },
+    },
     { name: 'backend=lvm', sets: ['backend=lvm', ...lvmHere] },
     { name: 'backend=libvirt', sets: () => ['backend=libvirt', ...libvirtHere()], userSecrets: libvirtCredentials, outcome: libvirtOutcome },
     { name: 'transfer.enabled=false', sets: ['transfer.enabled=false'] },

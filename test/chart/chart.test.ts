@@ -110,7 +110,7 @@ const VARIANTS: Record<string, string[]> = {
   'libvirt with KubeVirt': ['backend=libvirt', 'kubevirt.enabled=true', 'controller.replicas=2', 'metrics.enabled=false', 'libvirt.diskCache=writeback'],
 };
 
-const EXAMPLES = ['values-file.yaml', 'values-lvm.yaml', 'values-libvirt.yaml'];
+const EXAMPLES = ['values-file.yaml', 'values-lvm.yaml', 'values-libvirt.yaml', 'values-libvirt-rbd.yaml'];
 
 describe('Helm chart', () => {
   const rendered: Record<string, K8sObject[]> = {};

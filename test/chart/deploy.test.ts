@@ -19,8 +19,9 @@ describe('deploy/', () => {
   }
 
   it('the examples are valid objects that use the chart\'s classes', async () => {
-    const chartClasses = new Set((await render(['backend=lvm'])).filter((o) => o.kind === 'StorageClass').map((o) => o.metadata.name));
-    for (const file of ['pvc-filesystem.yaml', 'kubevirt-vm-block.yaml', 'snapshot-and-restore.yaml', 'import-snapshot.yaml']) {
+    const classesOf = async (sets: string[], files: string[] = []) => (await render(sets, 'vpool-csi', files)).filter((o) => o.kind === 'StorageClass').map((o) => o.metadata.name);
+    const chartClasses = new Set([...(await classesOf(['backend=lvm'])), ...(await classesOf([], [path.join(PROJECT_ROOT, 'charts/vpool-csi/examples/values-libvirt-rbd.yaml')]))]);
+    for (const file of ['pvc-filesystem.yaml', 'kubevirt-vm-block.yaml', 'kubevirt-vm-rwx.yaml', 'snapshot-and-restore.yaml', 'import-snapshot.yaml']) {
       const objects = parseObjects(await readFile(path.join(DEPLOY, 'examples', file), 'utf8'));
       assert.ok(objects.length >= 2, file);
       for (const o of objects) {
@@ -47,5 +48,9 @@ describe('deploy/', () => {
     assert.equal((bound.spec as { source: { volumeSnapshotContentName: string } }).source.volumeSnapshotContentName, imported.metadata.name);
     const vm = parseObjects(await readFile(path.join(DEPLOY, 'examples', 'kubevirt-vm-block.yaml'), 'utf8'));
     assert.equal((vm[0].spec as { volumeMode: string }).volumeMode, 'Block');
+    // Live migration needs the disk in two VMs at once: a ReadWriteMany raw block claim, and the VM asking to migrate.
+    const [claim, rwxVm] = parseObjects(await readFile(path.join(DEPLOY, 'examples', 'kubevirt-vm-rwx.yaml'), 'utf8'));
+    assert.deepEqual([(claim.spec as { volumeMode: string }).volumeMode, (claim.spec as { accessModes: string[] }).accessModes], ['Block', ['ReadWriteMany']]);
+    assert.equal((rwxVm.spec as { template: { spec: { evictionStrategy: string } } }).template.spec.evictionStrategy, 'LiveMigrate');
   });
 });

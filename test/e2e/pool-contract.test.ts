@@ -1,8 +1,11 @@
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { describe } from 'node:test';
 import { openBackend } from '../../src/cli/backends.js';
 import { needsRoot } from '../helpers/driver.js';
+import { rbdPool, startCeph } from '../helpers/ceph.js';
 import { dirPool, startLibvirt, URI } from '../helpers/libvirt.js';
 import { forgetVg, loopDisks, poolCmd, uniqueVg } from '../helpers/lvm.js';
 import { poolContract } from '../helpers/pool-contract.js';
@@ -56,3 +59,34 @@ for (const transport of ['rpc', 'virsh'] as const) {
     });
   });
 }
+
+// An rbd pool of a real single-node Ceph (test/ceph/ceph-start.sh) through the tests' libvirtd. The
+// bytes are read and written through rbd-fuse (Debian's, librbd in a FUSE daemon: this kernel has no
+// krbd), which shows each image of the Ceph pool as a file; copies are Ceph clones (clone-chains.ts),
+// and a volume written since its last copy is copied no more (libvirt's rbd backend: copiesOnce).
+describe('backend contract: libvirt rbd pool on a real Ceph', needsRoot(), () => {
+  poolContract(async () => {
+    const execFileP = promisify(execFile);
+    await startLibvirt();
+    const ceph = await startCeph();
+    const pool = await rbdPool(ceph, 'vpool-contract-rbd');
+    const mnt = await mkdtemp('/var/tmp/vpool-rbd-fuse-');
+    await execFileP('rbd-fuse', ['-c', ceph.conf, '-p', 'rbd', mnt], { timeout: 60_000 });
+    const opened = await openBackend({ kind: 'libvirt', uri: URI, transport: 'rpc', pool: pool.name, hypervisor: 'hv-contract', diskCache: 'none', attachTimeoutMs: 10_000, reserveBytes: 0 }, 'controller');
+    return {
+      backend: opened.backend!,
+      parameters: {},
+      copies: true,
+      copiesOnce: true,
+      countsPromisedSpace: false,
+      release: () => execFileP('umount', [mnt]).then(() => undefined),
+      close: async () => {
+        await execFileP('umount', [mnt]).catch(() => undefined);
+        await rm(mnt, { recursive: true, force: true });
+        await pool.remove();
+        await ceph.stop();
+      },
+      dataPath: async (id) => path.join(mnt, (await pool.volumes()).find((n) => n.startsWith(`${id}.`) && !n.endsWith('.retired'))!),
+    };
+  });
+});

@@ -176,9 +176,9 @@ export interface NodeVm {
  * A node VM under libvirt: the VM harness's kernel and initramfs (test/vm/vm-run.sh), the host's
  * root over 9p read-only and a run directory read-write, both as libvirt <filesystem> devices, so
  * the guest runs the project's own code. `command` runs in the guest (cwd: the project); its exit
- * code lands in <run>/rc and the guest powers off.
+ * code lands in <run>/rc and the guest powers off. `devices`: more device XML (a virtio-serial channel).
  */
-export async function nodeVm(name: string, uuid: string, command: string[], env: Record<string, string>): Promise<NodeVm> {
+export async function nodeVm(name: string, uuid: string, command: string[], env: Record<string, string>, o: { devices?: string } = {}): Promise<NodeVm> {
   const { mkdtemp, readFile, writeFile, access, copyFile, rm } = await import('node:fs/promises');
   const cache = process.env.VM_CACHE ?? '/var/cache/vm-lvm-test';
   await execFileP('bash', [path.join(PROJECT_ROOT, 'test/vm/vm-run.sh'), '--setup-only'], { timeout: 600_000 });
@@ -227,7 +227,7 @@ export async function nodeVm(name: string, uuid: string, command: string[], env:
       <target dir='project'/>
     </filesystem>
     <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
-    <serial type='file'><source path='${run}/console.log'/></serial>
+    <serial type='file'><source path='${run}/console.log'/></serial>${o.devices ? `\n    ${o.devices}` : ''}
   </devices>
 </domain>`;
   await writeFile(path.join(run, 'domain.xml'), xml);

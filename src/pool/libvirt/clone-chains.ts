@@ -1,5 +1,5 @@
 import { log } from '../../log.js';
-import { precondition } from '../../errors.js';
+import { errorMessage, precondition } from '../../errors.js';
 import type { Entry } from './listing.js';
 import { idHash, retiredName, type PoolName } from './names.js';
 
@@ -17,6 +17,21 @@ function parentRef(p: PoolName): { kind: 'vol' | 'snap'; hash: string } | null {
   return null;
 }
 
+/**
+ * libvirt's rbd backend (9.0, and upstream to this day) copies an image by cloning a snapshot of it,
+ * reusing one that has no difference from the image: its search stops at the first snapshot with a
+ * difference by returning -1 from rbd_diff_iterate2's callback, and then takes that -1 for a failure
+ * ("An error occurred, but the cause is unknown"; its log: "failed to iterate RBD snapshot"). So once
+ * an image has been copied and then written, libvirt copies it no more. Said as what it is.
+ */
+export function rbdRecopyRefusal(err: unknown, source: string): Error | null {
+  const m = errorMessage(err);
+  if (!/An error occurred, but the cause is unknown|failed to iterate RBD snapshot/i.test(m)) return null;
+  return precondition(
+    `libvirt cannot copy ${source} again: it was copied before (a snapshot or clone of it) and written since, and libvirt's rbd backend fails every copy of such an image (its search for a reusable snapshot takes "a difference found" for an error; libvirt said: ${m.trim()}). A snapshot is never written, so restores from snapshots still work; see docs/libvirt.md (Ceph)`,
+  );
+}
+
 const isImage = (e: Entry) => e.parsed.kind === 'vol' || e.parsed.kind === 'snap';
 
 /**
@@ -27,14 +42,20 @@ const isImage = (e: Entry) => e.parsed.kind === 'vol' || e.parsed.kind === 'snap
  * absent at once, and the image goes with its tombstone when its last clone goes, up the chain.
  * Who is whose clone is read from the names (a snapshot names its volume, a volume its source), so
  * a restart, or a second controller, knows it from the pool alone.
+ *
+ * A tombstone names an ID, so an ID must have one image: a name whose image is retired is not made
+ * again (refused by the pool), and where two images carry one ID or one hash all the same, nothing
+ * of theirs is removed here (which of them a tombstone or a clone means cannot be proven).
  */
 export class CloneChains {
   constructor(
     private readonly deps: {
       entries(): Promise<Entry[]>;
-      /** Removes an image with the snapshots libvirt took of it (and a tombstone, a plain image). */
+      /** Removes an image with the snapshots libvirt took of it (and a tombstone, a plain image), wiping it first if asked. */
       deleteImage(name: string, wipe?: string): Promise<void>;
       createTombstone(name: string): Promise<void>;
+      /** Whether a domain has the image as a disk (then it is never removed here, whatever its name says). */
+      attached(e: Entry): Promise<boolean>;
     },
   ) {}
 
@@ -47,9 +68,12 @@ export class CloneChains {
     });
   }
 
+  /** The image this one was cloned from; undefined when none, or when more than one image could be it. */
   parent(e: Entry, entries: readonly Entry[]): Entry | undefined {
     const ref = parentRef(e.parsed);
-    return ref ? entries.find((p) => isImage(p) && p.parsed.kind === ref.kind && idHash(p.parsed.id) === ref.hash) : undefined;
+    if (!ref) return undefined;
+    const found = entries.filter((p) => isImage(p) && p.parsed.kind === ref.kind && idHash(p.parsed.id) === ref.hash);
+    return found.length === 1 ? found[0] : undefined;
   }
 
   /** How many images this one's data is read through (0 for one cloned from nothing). */
@@ -77,9 +101,16 @@ export class CloneChains {
     return entries.some((e) => e.parsed.kind === 'retired' && e.parsed.id === id);
   }
 
+  /** The one image under an ID, or undefined when there is none or more than one. */
+  private only(id: string, entries: readonly Entry[]): Entry | undefined {
+    const found = entries.filter((e) => isImage(e) && e.parsed.id === id);
+    return found.length === 1 ? found[0] : undefined;
+  }
+
   /**
    * Removes a volume or snapshot image, or retires it while clones read it. A removal makes its
-   * parent childless perhaps: a retired parent goes then too, and so on up the chain.
+   * parent childless perhaps: a retired parent goes then too, and so on up the chain, as far as it
+   * can now (what stays is collected later: collect()).
    */
   async remove(e: Entry, entries: Entry[], wipe?: string): Promise<'deleted' | 'retired'> {
     const kids = this.children(e, entries);
@@ -90,24 +121,48 @@ export class CloneChains {
       }
       return 'retired';
     }
-    await this.deps.deleteImage(e.name, wipe);
+    // The tombstone names the ID: with two images under it, which one it means is not proven.
+    if (this.isRetired(e.parsed.id, entries) && !this.only(e.parsed.id, entries)) {
+      log.warn('two images carry one retired ID: neither is removed', { id: e.parsed.id, images: entries.filter((x) => isImage(x) && x.parsed.id === e.parsed.id).map((x) => x.name) });
+      return 'retired';
+    }
+    await this.deps.deleteImage(e.name, wipe ?? (e.parsed.kind === 'vol' ? e.parsed.wipe : undefined));
     if (this.isRetired(e.parsed.id, entries)) await this.deps.deleteImage(retiredName(e.parsed.id));
     const rest = entries.filter((x) => x.name !== e.name && !(x.parsed.kind === 'retired' && x.parsed.id === e.parsed.id));
     const parent = this.parent(e, rest);
-    if (parent && this.isRetired(parent.parsed.id, rest)) await this.remove(parent, rest);
+    if (parent && this.isRetired(parent.parsed.id, rest)) {
+      // This call's own image is gone: a parent that cannot go now is collect()'s, not this call's failure.
+      await this.removeRetired(parent, rest).catch((err: unknown) => log.warn('a retired parent stays for now (collected later)', { image: parent.name, err: String(err) }));
+    }
     return 'deleted';
   }
 
-  /** Every retired image no clone reads any more goes (what a crash between a clone's removal and its parent's left). */
+  /** A retired image no clone reads, unless a domain has it as a disk. */
+  private async removeRetired(e: Entry, entries: Entry[]): Promise<void> {
+    if (this.children(e, entries).length) return;
+    if (await this.deps.attached(e)) {
+      log.warn('a retired image is a disk of a domain: left alone', { image: e.name });
+      return;
+    }
+    await this.remove(e, entries);
+  }
+
+  /**
+   * Every retired image no clone reads any more goes (what a crash between a clone's removal and
+   * its parent's left, or a parent that could not go then); a tombstone without its image goes too.
+   * Each failure is logged and the rest go on.
+   */
   async collect(): Promise<void> {
     const entries = await this.deps.entries();
     for (const t of entries.filter((e) => e.parsed.kind === 'retired')) {
-      const image = entries.find((e) => isImage(e) && e.parsed.id === t.parsed.id);
-      if (!image) {
-        await this.deps.deleteImage(t.name);
-        continue;
+      const images = entries.filter((e) => isImage(e) && e.parsed.id === t.parsed.id);
+      try {
+        if (!images.length) await this.deps.deleteImage(t.name);
+        else if (images.length === 1) await this.removeRetired(images[0]!, await this.deps.entries());
+        else log.warn('two images carry one retired ID: neither is removed', { id: t.parsed.id, images: images.map((x) => x.name) });
+      } catch (err) {
+        log.warn('a retired image stays for now', { tombstone: t.name, err: String(err) });
       }
-      if (!this.children(image, entries).length) await this.remove(image, entries).catch((err: unknown) => log.warn('cannot remove a retired image', { image: image.name, err: String(err) }));
     }
   }
 }

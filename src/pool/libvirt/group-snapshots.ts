@@ -32,6 +32,8 @@ export interface LibvirtGroupPool {
   deleteNamed(name: string): Promise<void>;
   /** Removes what an unfinished create or delete left under an ID (a group's: its members, record and marker). */
   clearUnfinished(id: string, entries: Entry[]): Promise<void>;
+  /** Refuses IDs whose deleted images Ceph clones still read (rbd: their names cannot be made again yet); the listing after. */
+  refuseRetired(ids: readonly string[], entries: Entry[]): Promise<Entry[]>;
 }
 
 /** A cut (its backup job and its copies) gets this long, whatever becomes of the call. */
@@ -94,7 +96,8 @@ export class LibvirtGroupSnapshots implements GroupSnapshots {
     const existing = await this.get(spec.id);
     if (existing) return existing;
     if (spec.members.length > MAX_MEMBERS) throw invalid(`a group snapshot of the libvirt pool holds at most ${MAX_MEMBERS} volumes`);
-    let entries = await this.pool.entries();
+    // A member of a deleted group may still be read by a restore of it (rbd): its ID cannot take a new image yet.
+    let entries = await this.pool.refuseRetired(spec.members.map((m) => m.snapshotId), await this.pool.entries());
     // Under the group's lock no cut of this process is under way: a young marker is another process's (or a crash's, cleared once old).
     const startedAt = this.pool.markerStart(entries, spec.id);
     if (startedAt !== undefined && Date.now() - startedAt < YOUNG_MARKER_MS) {

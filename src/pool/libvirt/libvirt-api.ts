@@ -1,4 +1,4 @@
-import { unavailable } from '../../errors.js';
+import { precondition, unavailable } from '../../errors.js';
 import type { Virsh } from './virsh.js';
 
 /** How calls reach libvirt: auto is the held RPC connection for the local system daemon, virsh otherwise. */
@@ -44,6 +44,8 @@ export interface Libvirt {
   hostname(): Promise<string>;
   poolXml(pool: string): Promise<string | null>;
   poolInfo(pool: string): Promise<PoolInfo>;
+  /** Reads the pool's volumes again from its storage (libvirt lists what it last read, and what it made since). */
+  refreshPool(pool: string, timeoutMs: number): Promise<void>;
   volumeNames(pool: string): Promise<string[]>;
   volumeXml(pool: string, name: string): Promise<string | null>;
   createVolume(pool: string, xml: string): Promise<void>;
@@ -73,12 +75,17 @@ export const POOL_STATES = ['inactive', 'building', 'running', 'degraded', 'inac
 export const WIPE_ALGORITHM_NUMBERS: Record<string, number> = { zero: 0, random: 8, trim: 9 };
 
 /**
- * libvirt's words when the storage behind a pool does not answer (an rbd pool's monitors down or
- * hung: libvirt gives up after its 30 s RADOS timeouts): the dependency is missing, a retry may
- * succeed, so UNAVAILABLE rather than an internal error.
+ * libvirt's words when the storage behind a pool fails it (an rbd pool; libvirt 9.0's RADOS
+ * messages, matched by their prefix: the errno text libvirt appends is not reliable). Monitors down
+ * or hung (libvirt gives up after its 30 s RADOS timeouts), or a key they refuse: UNAVAILABLE, with
+ * what to check. The Ceph pool missing, or the user not allowed in it: FAILED_PRECONDITION.
  */
-const UNREACHABLE = /failed to connect to the RADOS monitor|failed to create the RBD IoCTX|failed to stat the RADOS (cluster|pool)|failed to open the RBD image '[^']*': (Connection timed out|Cannot send after transport endpoint shutdown)/i;
+const UNREACHABLE = /failed to connect to the RADOS monitor|failed to stat the RADOS cluster/i;
+const NO_POOL = /failed to create the RBD IoCTX/i;
 
-export function storageUnreachable(message: string): Error | null {
-  return UNREACHABLE.test(message) ? unavailable(`the pool's storage does not answer libvirtd (${message.trim()}); retry once it does`) : null;
+export function storageFailure(message: string): Error | null {
+  const m = message.trim();
+  if (UNREACHABLE.test(m)) return unavailable(`the pool's storage does not answer libvirtd, or refuses its Ceph user (${m}); check the monitors and the key in libvirt's secret; retry once it answers`);
+  if (NO_POOL.test(m)) return precondition(`libvirtd reaches Ceph but cannot open the pool's Ceph pool: it does not exist, or libvirt's Ceph user may not use it (${m})`);
+  return null;
 }

@@ -13,7 +13,7 @@ import { detached } from '../../call-context.js';
 import { isId } from '../../ids.js';
 import { PoolListing, type Entry, type PoolVolume, type VolumeSizeAndPath } from './listing.js';
 import { rbdSource } from './rbd.js';
-import { CloneChains } from './clone-chains.js';
+import { CloneChains, rbdRecopyRefusal } from './clone-chains.js';
 import type { Libvirt } from './libvirt-api.js';
 import { attr, child, LibvirtMissingError, parseXml, text, xmlEscape } from './virsh.js';
 
@@ -76,16 +76,18 @@ export class LibvirtPool implements PoolBackend {
       createTarget: (name, capacity, format) => this.libvirt.createVolume(this.opts.pool, this.volumeXml(name, capacity, false, format)),
       copyVolume: async (name, capacity, format, source, timeoutMs) => {
         await this.checkCloneDepth(source);
-        await this.libvirt.createVolumeFrom(this.opts.pool, this.volumeXml(name, capacity, false, format), source, timeoutMs);
+        await this.copyFrom(this.volumeXml(name, capacity, false, format), source, timeoutMs);
       },
       deleteNamed: (name) => this.deleteNamed(name),
       clearUnfinished: (id, e) => this.clearUnfinished(id, e),
+      refuseRetired: (ids, e) => this.refuseRetired(ids, e),
     });
     if (poolType === 'rbd') {
       this.clones = new CloneChains({
         entries: () => listing.entries(),
         deleteImage: (name, wipe) => this.deleteNamed(name, wipe),
         createTombstone: (name) => this.createMarker(name),
+        attached: async (e) => e.parsed.kind === 'vol' && (await this.disks.attached({ name: e.name, parsed: e.parsed })).length > 0,
       });
     }
     this.volumeParameters = {
@@ -119,6 +121,9 @@ export class LibvirtPool implements PoolBackend {
     const target = rbd ? rbd.cephPool : (text(child(doc, 'target'), 'path') ?? '');
     const pool = new LibvirtPool(libvirt, domains, opts, type, type === 'logical' ? 4 * MiB : MiB, target, rbd);
     await pool.probe();
+    // Ceph is shared: another hypervisor's libvirtd (a controller that led before this one) changed it
+    // behind this libvirtd's listing, which it reads from Ceph only when the pool starts or refreshes.
+    if (type === 'rbd') await libvirt.refreshPool(opts.pool, 600_000);
     if (how.sweep) {
       await pool.sweep({ atStart: true });
       // Again now and then, dated markers only: a crash's young markers are left at start, and must go once old even if no retry comes.
@@ -276,6 +281,15 @@ export class LibvirtPool implements PoolBackend {
     else await this.deleteNamed(e.name, wipe);
   }
 
+  /** libvirt's copy within the pool (in rbd, a clone), its known rbd failure said for what it is. */
+  private async copyFrom(xml: string, source: string, timeoutMs: number): Promise<void> {
+    try {
+      await this.libvirt.createVolumeFrom(this.opts.pool, xml, source, timeoutMs);
+    } catch (err) {
+      throw (this.clones && rbdRecopyRefusal(err, source)) || err;
+    }
+  }
+
   /** rbd: a copy is a clone, refused past the depth libvirt can serve without a flatten. */
   private async checkCloneDepth(sourceName: string, entries?: Entry[]): Promise<void> {
     if (!this.clones) return;
@@ -288,11 +302,13 @@ export class LibvirtPool implements PoolBackend {
    * A name whose volume or snapshot was retired (deleted, its image still read by clones) cannot be
    * made again while the image is there: its image has the name the new one would take.
    */
-  private async refuseRetired(id: string, entries: Entry[]): Promise<Entry[]> {
-    if (!this.clones?.isRetired(id, entries)) return entries;
-    await this.clones.collect();
+  private async refuseRetired(ids: readonly string[], entries: Entry[]): Promise<Entry[]> {
+    const clones = this.clones;
+    if (!clones || !ids.some((id) => clones.isRetired(id, entries))) return entries;
+    await clones.collect().catch((err: unknown) => log.warn('collecting retired images failed', { err: String(err) }));
     const now = await this.listing.entries();
-    if (this.clones.isRetired(id, now)) throw precondition(`${id} was deleted, and its image is still read by Ceph clones made from it; the name can be used again once they are deleted`);
+    const still = ids.find((id) => clones.isRetired(id, now));
+    if (still) throw precondition(`${still} was deleted, and its image is still read by Ceph clones made from it; the name can be used again once they are deleted`);
     return now;
   }
 
@@ -304,7 +320,7 @@ export class LibvirtPool implements PoolBackend {
   async createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord> {
     if (spec.fill) throw unsupported(`a volume from another node's ${spec.source?.kind ?? 'source'} is not supported by the ${this.kind} pool yet`);
     const p = spec.parameters;
-    const entries = await this.refuseRetired(spec.id, await this.listing.entriesFor(spec.id));
+    const entries = await this.refuseRetired([spec.id], await this.listing.entriesFor(spec.id));
     await this.clearUnfinished(spec.id, entries);
     const size = roundUp(spec.capacityBytes, this.granularity);
     await this.requireSpace(size, `a ${size}-byte volume`);
@@ -385,7 +401,7 @@ export class LibvirtPool implements PoolBackend {
     await this.createMarker(marker);
     try {
       const xml = this.volumeXml(name, size, preallocated, format);
-      await this.libvirt.createVolumeFrom(this.opts.pool, xml, source.name, 3_600_000);
+      await this.copyFrom(xml, source.name, 3_600_000);
       const f = await this.sizeAndPath(name);
       // qemu-img convert keeps the source's virtual size; a larger request is a resize afterwards.
       if (f && f.capacity < size) await this.libvirt.resizeVolume(this.opts.pool, name, size);
@@ -455,7 +471,7 @@ export class LibvirtPool implements PoolBackend {
 
 
   async createSnapshot(spec: CreateSnapshotSpec): Promise<SnapshotRecord> {
-    const entries = await this.refuseRetired(spec.id, await this.listing.entriesFor(spec.id));
+    const entries = await this.refuseRetired([spec.id], await this.listing.entriesFor(spec.id));
     // Under the snapshot's lock no copy of this process is under way: a young dated marker is another process's backup job (or a crash's, cleared once old).
     const startedAt = this.listing.markerStart(entries, spec.id);
     if (startedAt !== undefined && Date.now() - startedAt < YOUNG_MARKER_MS) {
@@ -465,7 +481,8 @@ export class LibvirtPool implements PoolBackend {
     const source = await this.find('vol', spec.sourceVolumeId, entries);
     const f = source ? await this.sizeAndPath(source.name) : null;
     if (!source || !f) throw notFound(`source volume ${spec.sourceVolumeId} does not exist`);
-    await this.requireSpace(f.allocation, `a snapshot of ${spec.sourceVolumeId}`);
+    // In rbd a snapshot is a clone: it takes space only as the volume is written after it.
+    if (!this.clones) await this.requireSpace(f.allocation, `a snapshot of ${spec.sourceVolumeId}`);
     // rbd: the copy is a clone of a Ceph snapshot, one instant of the image however many write it (crash-consistent).
     const running = this.clones ? null : ((await this.disks.writersForCopy(source))[0] ?? null);
     await this.checkCloneDepth(source.name, entries);
@@ -490,7 +507,7 @@ export class LibvirtPool implements PoolBackend {
         await copyRunningDisk(this.libvirt.virsh, running, target.path, source.parsed.format, name);
       } else {
         const xml = this.volumeXml(name, f.capacity, false, source.parsed.format);
-        await this.libvirt.createVolumeFrom(this.opts.pool, xml, source.name, 3_600_000);
+        await this.copyFrom(xml, source.name, 3_600_000);
       }
     } catch (err) {
       await this.deleteNamed(name).catch((e) => log.error('cleanup after a failed snapshot', { name, err: String(e) }));

@@ -1,7 +1,7 @@
 import { XMLParser } from 'fast-xml-parser';
 import { DriverError } from '../../errors.js';
 import { CommandError, run, watch, type Watch } from '../../exec.js';
-import { storageUnreachable } from './libvirt-api.js';
+import { storageFailure } from './libvirt-api.js';
 
 /** What libvirt said when the object a call named does not exist: a not-found kind, so one that escapes is NOT_FOUND. */
 export class LibvirtMissingError extends DriverError {
@@ -78,7 +78,7 @@ export class Virsh {
       return (await run('virsh', ['-q', '-c', this.uri, ...args], { timeoutMs: opts.timeoutMs ?? this.timeoutMs })).stdout;
     } catch (err) {
       if (err instanceof CommandError && MISSING.test(err.stderr)) throw new LibvirtMissingError(err.stderr.trim().split('\n').pop() ?? err.message);
-      throw (err instanceof CommandError && storageUnreachable(err.stderr)) || err;
+      throw (err instanceof CommandError && storageFailure(err.stderr)) || err;
     }
   }
 

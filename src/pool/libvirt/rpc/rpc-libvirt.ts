@@ -3,7 +3,7 @@ import { Semaphore } from 'async-mutex';
 import { callSignal } from '../../../call-context.js';
 import { DriverError, invalid, unavailable } from '../../../errors.js';
 import { log } from '../../../log.js';
-import { POOL_STATES, storageUnreachable, WIPE_ALGORITHM_NUMBERS, type Affect, type EventWatch, type Libvirt, type PoolInfo } from '../libvirt-api.js';
+import { POOL_STATES, storageFailure, WIPE_ALGORITHM_NUMBERS, type Affect, type EventWatch, type Libvirt, type PoolInfo } from '../libvirt-api.js';
 import { LibvirtMissingError, Virsh } from '../virsh.js';
 import { LibvirtConnection, type ConnectionOptions, type Keepalive } from './connection.js';
 import { LibvirtRpcError, Proc } from './protocol.js';
@@ -105,7 +105,7 @@ export class RpcLibvirt implements Libvirt {
       return await on.call(proc, args, { timeoutMs });
     } catch (err) {
       if (err instanceof LibvirtRpcError && err.missing) throw new LibvirtMissingError(err.message);
-      throw (err instanceof LibvirtRpcError && storageUnreachable(err.message)) || err;
+      throw (err instanceof LibvirtRpcError && storageFailure(err.message)) || err;
     }
   }
 
@@ -183,6 +183,11 @@ export class RpcLibvirt implements Libvirt {
     const state = r.u32(); // unsigned char, a 4-byte unit in XDR
     const info = { state: POOL_STATES[state] ?? `state ${state}`, capacity: r.u64Saturating(), allocation: r.u64Saturating(), available: r.u64Saturating() };
     return { ...info, running: info.state === 'running' };
+  }
+
+  async refreshPool(pool: string, timeoutMs: number): Promise<void> {
+    const p = await this.pool(pool);
+    await this.call(Proc.StoragePoolRefresh, (w) => writePool(w, p).u32(0), timeoutMs);
   }
 
   async volumeNames(pool: string): Promise<string[]> {

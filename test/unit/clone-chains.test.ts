@@ -1,0 +1,90 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { idFor } from '../../src/ids.js';
+import { CloneChains, MAX_CLONE_DEPTH } from '../../src/pool/libvirt/clone-chains.js';
+import { storageFailure } from '../../src/pool/libvirt/libvirt-api.js';
+import type { Entry } from '../../src/pool/libvirt/listing.js';
+import { idHash, parseName, retiredName, snapshotName, volumeName } from '../../src/pool/libvirt/names.js';
+
+// The clone bookkeeping of an rbd pool over a FAKE pool: a set of image names standing for what libvirt lists
+// (the real pool, Ceph and libvirt: test/e2e/libvirt-rbd.test.ts). What Ceph itself refuses is not modelled here.
+function fakePool(names: string[], attachedNames: string[] = []) {
+  const images = new Set(names);
+  const deleted: string[] = [];
+  const entries = async (): Promise<Entry[]> => [...images].map((name) => ({ name, parsed: parseName(name)! }));
+  const chains = new CloneChains({
+    entries,
+    deleteImage: async (name) => {
+      images.delete(name);
+      deleted.push(name);
+    },
+    createTombstone: async (name) => void images.add(name),
+    attached: async (e) => attachedNames.includes(e.name),
+  });
+  const entry = async (name: string) => (await entries()).find((e) => e.name === name)!;
+  return { images, deleted, entries, chains, entry };
+}
+
+const vol = (name: string, source?: { kind: 'volume' | 'snapshot'; id: string }) =>
+  volumeName({ id: idFor('vol', name), format: 'raw', preallocated: false, source: source ? { kind: source.kind, hash: idHash(source.id) } : undefined });
+const snap = (name: string, of: string, t = 1) => snapshotName({ id: idFor('snap', name), sourceHash: idHash(idFor('vol', of)), createdAt: t, format: 'raw' });
+
+describe('rbd clone chains (FAKE pool of names)', () => {
+  it('retires a parent while a clone reads it, and removes it with its last clone', async () => {
+    const p = fakePool([vol('a'), snap('s', 'a'), vol('b', { kind: 'snapshot', id: idFor('snap', 's') })]);
+    assert.equal(await p.chains.remove(await p.entry(vol('a')), await p.entries()), 'retired');
+    assert.ok(p.images.has(retiredName(idFor('vol', 'a'))));
+    assert.equal(await p.chains.remove(await p.entry(snap('s', 'a')), await p.entries()), 'retired');
+    assert.deepEqual(p.deleted, []);
+    assert.equal(await p.chains.remove(await p.entry(vol('b', { kind: 'snapshot', id: idFor('snap', 's') })), await p.entries()), 'deleted');
+    assert.deepEqual([...p.images], [], 'the whole chain went, tombstones too');
+  });
+
+  it('a child names its parent by kind and hash: a snapshot whose ID ends in a volume\'s hash is not that volume', async () => {
+    const sameHash = `snap-x-${idHash(idFor('vol', 'x'))}`;
+    const s = snapshotName({ id: sameHash, sourceHash: idHash(idFor('vol', 'other')), createdAt: 1, format: 'raw' });
+    const p = fakePool([vol('x'), s, vol('c', { kind: 'snapshot', id: sameHash })]);
+    assert.equal(p.chains.children(await p.entry(vol('x')), await p.entries()).length, 0);
+    assert.equal(p.chains.children(await p.entry(s), await p.entries()).length, 1);
+  });
+
+  it('two images under one retired ID: neither is removed, by a remove or by collect', async () => {
+    const a1 = vol('a');
+    const a2 = volumeName({ id: idFor('vol', 'a'), format: 'raw', preallocated: false, fsType: 'ext4' });
+    const p = fakePool([a1, a2, retiredName(idFor('vol', 'a'))]);
+    assert.equal(await p.chains.remove(await p.entry(a1), await p.entries()), 'retired');
+    await p.chains.collect();
+    assert.deepEqual(p.deleted, []);
+  });
+
+  it('collect removes a childless retired image and a lone tombstone, but never an image a domain has as a disk', async () => {
+    const p = fakePool([vol('a'), retiredName(idFor('vol', 'a')), retiredName(idFor('vol', 'gone')), vol('held'), retiredName(idFor('vol', 'held'))], [vol('held')]);
+    await p.chains.collect();
+    assert.deepEqual(p.deleted.sort(), [vol('a'), retiredName(idFor('vol', 'a')), retiredName(idFor('vol', 'gone'))].sort());
+    assert.ok(p.images.has(vol('held')), 'attached: left alone');
+  });
+
+  it('counts the depth of a chain and refuses a copy past the bound', async () => {
+    const names = [vol('v0')];
+    for (let i = 1; i <= MAX_CLONE_DEPTH; i++) {
+      names.push(i % 2 ? snap(`s${i}`, `v${i - 1}`) : vol(`v${i}`, { kind: 'snapshot', id: idFor('snap', `s${i - 1}`) }));
+    }
+    const p = fakePool(names);
+    const all = await p.entries();
+    const last = all.find((e) => e.name === names[names.length - 1])!;
+    assert.equal(p.chains.depth(last, all), MAX_CLONE_DEPTH);
+    assert.throws(() => p.chains.checkDepth(last, all), /16 levels deep.*cannot flatten/);
+    assert.doesNotThrow(() => p.chains.checkDepth(all.find((e) => e.name === names[names.length - 2])!, all));
+  });
+});
+
+describe('libvirt storage failures (rbd): the words of libvirt 9.0, over RPC and in virsh\'s stderr', () => {
+  it('monitors that do not answer are UNAVAILABLE; a Ceph pool libvirt cannot open is FAILED_PRECONDITION; anything else is left alone', () => {
+    const rpc = "failed to connect to the RADOS monitor on: 127.0.0.1:37109,: No such file or directory";
+    const virsh = `error: Failed to create vol from /tmp/v.xml\nerror: ${rpc}\n`;
+    for (const m of [rpc, virsh]) assert.equal((storageFailure(m) as { kind?: string } | null)?.kind, 'unavailable');
+    assert.match(storageFailure(virsh)!.message, /check the monitors and the key/);
+    assert.equal((storageFailure("error: failed to create the RBD IoCTX. Does the pool 'kube' exist?: No such file or directory") as { kind?: string } | null)?.kind, 'precondition');
+    assert.equal(storageFailure("error: failed to remove volume 'rbd/x': Device or resource busy"), null);
+  });
+});
