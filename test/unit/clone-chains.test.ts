@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { idFor } from '../../src/ids.js';
-import { CloneChains, MAX_CLONE_DEPTH } from '../../src/pool/libvirt/clone-chains.js';
+import { CloneChains, MAX_CLONE_DEPTH, rbdRecopyRefusal } from '../../src/pool/libvirt/clone-chains.js';
 import { storageFailure } from '../../src/pool/libvirt/libvirt-api.js';
 import type { Entry } from '../../src/pool/libvirt/listing.js';
 import { idHash, parseName, retiredName, snapshotName, volumeName } from '../../src/pool/libvirt/names.js';
@@ -86,5 +86,17 @@ describe('libvirt storage failures (rbd): the words of libvirt 9.0, over RPC and
     assert.match(storageFailure(virsh)!.message, /check the monitors and the key/);
     assert.equal((storageFailure("error: failed to create the RBD IoCTX. Does the pool 'kube' exist?: No such file or directory") as { kind?: string } | null)?.kind, 'precondition');
     assert.equal(storageFailure("error: failed to remove volume 'rbd/x': Device or resource busy"), null);
+  });
+});
+
+describe("libvirt's rbd copy failure (FindNoDiff), as libvirt 9.0 reports it", () => {
+  it('is a precondition naming the likely cause and where the real one is logged; other failures are left alone', () => {
+    const seen = new Error('An error occurred, but the cause is unknown');
+    const mapped = rbdRecopyRefusal(seen, 'vol-a-0123456789abcdef.raw');
+    assert.equal((mapped as { kind?: string } | null)?.kind, 'precondition');
+    assert.match(mapped!.message, /most likely because it was copied before .* written since/);
+    assert.match(mapped!.message, /failed to iterate RBD snapshot/);
+    assert.equal((rbdRecopyRefusal(new Error('failed to iterate RBD snapshot vol-a.raw@libvirt-1: No such file or directory'), 'vol-a.raw') as { kind?: string } | null)?.kind, 'precondition');
+    assert.equal(rbdRecopyRefusal(new Error("failed to clone RBD volume a to b: No space left on device"), 'a'), null);
   });
 });

@@ -22,13 +22,15 @@ function parentRef(p: PoolName): { kind: 'vol' | 'snap'; hash: string } | null {
  * reusing one that has no difference from the image: its search stops at the first snapshot with a
  * difference by returning -1 from rbd_diff_iterate2's callback, and then takes that -1 for a failure
  * ("An error occurred, but the cause is unknown"; its log: "failed to iterate RBD snapshot"). So once
- * an image has been copied and then written, libvirt copies it no more. Said as what it is.
+ * an image has been copied and then written, libvirt copies it no more. The generic text may hide
+ * another failure of the same call (libvirt loses the first error while it cleans up), so it is
+ * mapped for volume sources only (a snapshot is never written) and the message says "most likely".
  */
 export function rbdRecopyRefusal(err: unknown, source: string): Error | null {
   const m = errorMessage(err);
   if (!/An error occurred, but the cause is unknown|failed to iterate RBD snapshot/i.test(m)) return null;
   return precondition(
-    `libvirt cannot copy ${source} again: it was copied before (a snapshot or clone of it) and written since, and libvirt's rbd backend fails every copy of such an image (its search for a reusable snapshot takes "a difference found" for an error; libvirt said: ${m.trim()}). A snapshot is never written, so restores from snapshots still work; see docs/libvirt.md (Ceph)`,
+    `libvirt cannot copy ${source} again, most likely because it was copied before (a snapshot or clone of it) and written since: libvirt's rbd backend fails every copy of such an image (its search for a reusable snapshot takes "a difference found" for an error). libvirt said only: ${m.trim()}; libvirtd's log names the cause ("failed to iterate RBD snapshot" for this one). Restores from snapshots still work; see docs/libvirt.md (Ceph)`,
   );
 }
 
@@ -124,6 +126,11 @@ export class CloneChains {
     // The tombstone names the ID: with two images under it, which one it means is not proven.
     if (this.isRetired(e.parsed.id, entries) && !this.only(e.parsed.id, entries)) {
       log.warn('two images carry one retired ID: neither is removed', { id: e.parsed.id, images: entries.filter((x) => isImage(x) && x.parsed.id === e.parsed.id).map((x) => x.name) });
+      return 'retired';
+    }
+    // A retired volume is found by no lookup, so no busy check saw it: a domain may have it (attached by hand).
+    if (this.isRetired(e.parsed.id, entries) && (await this.deps.attached(e))) {
+      log.warn('a retired image is a disk of a domain: left alone', { image: e.name });
       return 'retired';
     }
     await this.deps.deleteImage(e.name, wipe ?? (e.parsed.kind === 'vol' ? e.parsed.wipe : undefined));

@@ -44,8 +44,6 @@ export interface Libvirt {
   hostname(): Promise<string>;
   poolXml(pool: string): Promise<string | null>;
   poolInfo(pool: string): Promise<PoolInfo>;
-  /** Reads the pool's volumes again from its storage (libvirt lists what it last read, and what it made since). */
-  refreshPool(pool: string, timeoutMs: number): Promise<void>;
   volumeNames(pool: string): Promise<string[]>;
   volumeXml(pool: string, name: string): Promise<string | null>;
   createVolume(pool: string, xml: string): Promise<void>;

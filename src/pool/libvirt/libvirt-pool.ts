@@ -93,7 +93,8 @@ export class LibvirtPool implements PoolBackend {
     this.volumeParameters = {
       format: (v) => (!(FORMATS as readonly string[]).includes(v) ? 'raw or qcow2' : v === 'qcow2' && !fileBacked ? `a ${poolType} pool holds raw volumes only` : null),
       preallocate: (v) => (v === 'true' || v === 'false' ? null : 'true or false'),
-      wipe: (v) => ((WIPE_ALGORITHMS as readonly string[]).includes(v) ? null : `one of ${WIPE_ALGORITHMS.join(', ')}`),
+      // libvirt wipes rbd images with zero or trim only (storage_backend_rbd.c).
+      wipe: (v) => (!(WIPE_ALGORITHMS as readonly string[]).includes(v) ? `one of ${WIPE_ALGORITHMS.join(', ')}` : poolType === 'rbd' && v === 'random' ? 'zero or trim in an rbd pool (libvirt wipes rbd images with those only)' : null),
     };
   }
 
@@ -121,9 +122,8 @@ export class LibvirtPool implements PoolBackend {
     const target = rbd ? rbd.cephPool : (text(child(doc, 'target'), 'path') ?? '');
     const pool = new LibvirtPool(libvirt, domains, opts, type, type === 'logical' ? 4 * MiB : MiB, target, rbd);
     await pool.probe();
-    // Ceph is shared: another hypervisor's libvirtd (a controller that led before this one) changed it
-    // behind this libvirtd's listing, which it reads from Ceph only when the pool starts or refreshes.
-    if (type === 'rbd') await libvirt.refreshPool(opts.pool, 600_000);
+    // No pool-refresh here, though libvirtd lists an rbd pool as it last read it from Ceph: a refresh
+    // that fails (Ceph down at that moment) makes libvirt stop the pool (docs/libvirt.md, Ceph).
     if (how.sweep) {
       await pool.sweep({ atStart: true });
       // Again now and then, dated markers only: a crash's young markers are left at start, and must go once old even if no retry comes.
@@ -138,7 +138,8 @@ export class LibvirtPool implements PoolBackend {
    * still building, and the marker stays with it, so the ID still reads as absent.
    */
   private async sweep(how: { atStart: boolean }): Promise<void> {
-    await this.clones?.collect().catch((err: unknown) => log.warn('collecting retired images failed', { err: String(err) }));
+    // In the background: a collected image may be wiped first, which takes as long as its size.
+    void this.clones?.collect().catch((err: unknown) => log.warn('collecting retired images failed', { err: String(err) }));
     const entries = await this.listing.entries();
     for (const id of new Set(entries.filter((e) => e.parsed.kind === 'marker').map((e) => e.parsed.id))) {
       const started = this.listing.markerStart(entries, id);
@@ -286,7 +287,8 @@ export class LibvirtPool implements PoolBackend {
     try {
       await this.libvirt.createVolumeFrom(this.opts.pool, xml, source, timeoutMs);
     } catch (err) {
-      throw (this.clones && rbdRecopyRefusal(err, source)) || err;
+      // A snapshot is never written: its copies never meet libvirt's failure, whatever the message.
+      throw (this.clones && parseName(source)?.kind === 'vol' && rbdRecopyRefusal(err, source)) || err;
     }
   }
 
@@ -303,13 +305,10 @@ export class LibvirtPool implements PoolBackend {
    * made again while the image is there: its image has the name the new one would take.
    */
   private async refuseRetired(ids: readonly string[], entries: Entry[]): Promise<Entry[]> {
-    const clones = this.clones;
-    if (!clones || !ids.some((id) => clones.isRetired(id, entries))) return entries;
-    await clones.collect().catch((err: unknown) => log.warn('collecting retired images failed', { err: String(err) }));
-    const now = await this.listing.entries();
-    const still = ids.find((id) => clones.isRetired(id, now));
+    // No collection here: the retired image goes when its last clone is deleted (or at the next sweep).
+    const still = this.clones ? ids.find((id) => this.clones!.isRetired(id, entries)) : undefined;
     if (still) throw precondition(`${still} was deleted, and its image is still read by Ceph clones made from it; the name can be used again once they are deleted`);
-    return now;
+    return entries;
   }
 
   private async requireSpace(bytes: number, what: string): Promise<void> {

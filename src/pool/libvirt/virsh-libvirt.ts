@@ -34,10 +34,6 @@ export class VirshLibvirt implements Libvirt {
     return { state, running: state === 'running', capacity: Number(info.Capacity ?? 0), allocation: Number(info.Allocation ?? 0), available: Number(info.Available ?? 0) };
   }
 
-  async refreshPool(pool: string, timeoutMs: number): Promise<void> {
-    await this.virsh.run(['pool-refresh', '--pool', pool], { timeoutMs });
-  }
-
   async volumeNames(pool: string): Promise<string[]> {
     const out = await this.virsh.run(['vol-list', '--pool', pool]);
     return out

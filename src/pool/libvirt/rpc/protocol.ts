@@ -62,7 +62,6 @@ export const enum Proc {
   DomainLookupByName = 23,
   DomainLookupByUuid = 24,
   AuthList = 66,
-  StoragePoolRefresh = 83,
   StoragePoolLookupByName = 84,
   StoragePoolGetInfo = 87,
   StoragePoolGetXmlDesc = 88,

@@ -185,11 +185,6 @@ export class RpcLibvirt implements Libvirt {
     return { ...info, running: info.state === 'running' };
   }
 
-  async refreshPool(pool: string, timeoutMs: number): Promise<void> {
-    const p = await this.pool(pool);
-    await this.call(Proc.StoragePoolRefresh, (w) => writePool(w, p).u32(0), timeoutMs);
-  }
-
   async volumeNames(pool: string): Promise<string[]> {
     const p = await this.pool(pool);
     const r = await this.call(Proc.StoragePoolListAllVolumes, (w) => writePool(w, p).i32(1).u32(0));
