@@ -6,6 +6,7 @@ import { HYPERVISOR_TOPOLOGY_KEY, TOPOLOGY_KEY } from '../driver/context.js';
 import { log } from '../log.js';
 import type { BlockDevices, NodeVolumeView, PoolBackend, ControllerAttacher } from '../pool/backend.js';
 import type { LibvirtTransport } from '../pool/libvirt/libvirt-api.js';
+import type { CephIdentity } from '../pool/libvirt/rbd-cli.js';
 import type { Keepalive } from '../pool/libvirt/rpc/connection.js';
 import { parseDuration, parseQuantity } from '../units.js';
 
@@ -18,7 +19,7 @@ const LIBVIRT_TRANSPORTS = ['auto', 'rpc', 'virsh'] as const satisfies readonly 
 export type BackendOptions =
   | { kind: 'file'; poolDir: string; reserveBytes: number }
   | { kind: 'lvm'; vg: string; reserveBytes: number; overprovisionRatio: number }
-  | { kind: 'libvirt'; uri: string; transport: LibvirtTransport; keepalive?: Keepalive | null; pool?: string; hypervisor?: string; diskCache: DiskCache; attachTimeoutMs: number; reserveBytes: number };
+  | { kind: 'libvirt'; uri: string; transport: LibvirtTransport; keepalive?: Keepalive | null; pool?: string; hypervisor?: string; diskCache: DiskCache; attachTimeoutMs: number; reserveBytes: number; ceph?: CephIdentity };
 
 /**
  * What this process does with the pool: `node` only attaches (a node-only process beside a
@@ -38,6 +39,9 @@ export interface BackendFlags {
   libvirtKeepaliveInterval?: string;
   libvirtKeepaliveCount?: string;
   libvirtPool?: string;
+  cephConf?: string;
+  cephUser?: string;
+  cephKeyring?: string;
   hypervisor?: string;
   diskCache: string;
   attachTimeout: string;
@@ -62,9 +66,18 @@ export function backendOptions(f: BackendFlags): BackendOptions {
     if (!(DISK_CACHE_MODES as readonly string[]).includes(f.diskCache)) throw new Error(`--disk-cache ${JSON.stringify(f.diskCache)} is not a libvirt cache mode (${DISK_CACHE_MODES.join(', ')})`);
     const transport = f.libvirtTransport ?? 'auto';
     if (!(LIBVIRT_TRANSPORTS as readonly string[]).includes(transport)) throw new Error(`--libvirt-transport ${JSON.stringify(transport)} is not one of ${LIBVIRT_TRANSPORTS.join(', ')}`);
-    return { kind: 'libvirt', uri: f.libvirtUri, transport: transport as LibvirtTransport, keepalive: keepaliveOf(f), pool: f.libvirtPool, hypervisor: f.hypervisor, diskCache: f.diskCache as DiskCache, attachTimeoutMs: seconds * 1000, reserveBytes };
+    return { kind: 'libvirt', uri: f.libvirtUri, transport: transport as LibvirtTransport, keepalive: keepaliveOf(f), pool: f.libvirtPool, hypervisor: f.hypervisor, diskCache: f.diskCache as DiskCache, attachTimeoutMs: seconds * 1000, reserveBytes, ceph: cephOf(f) };
   }
   throw new Error(`--backend ${f.backend} is not supported (file, lvm or libvirt)`);
+}
+
+/** All three or none: half an identity would fail at the first Ceph call instead of at start. */
+function cephOf(f: BackendFlags): CephIdentity | undefined {
+  const given = [f.cephConf, f.cephUser, f.cephKeyring].filter((x) => x !== undefined).length;
+  if (given === 0) return undefined;
+  if (given < 3) throw new Error('--ceph-conf, --ceph-user and --ceph-keyring go together (the controller\'s Ceph identity for an rbd pool)');
+  if (!/^[A-Za-z0-9_.-]+$/.test(f.cephUser!) || f.cephUser!.startsWith('client.')) throw new Error(`--ceph-user is a cephx user name without "client." (letters, digits, _ . -), not ${JSON.stringify(f.cephUser)}`);
+  return { conf: path.resolve(f.cephConf!), user: f.cephUser!, keyring: path.resolve(f.cephKeyring!) };
 }
 
 function keepaliveOf(f: BackendFlags): Keepalive | null {
@@ -135,7 +148,7 @@ async function openLibvirt(o: Extract<BackendOptions, { kind: 'libvirt' }>, role
     import('../pool/libvirt/libvirt-attacher.js'),
   ]);
   const libvirt = connectLibvirt(o.uri, o.transport, { keepalive: o.keepalive });
-  const backend = await LibvirtPool.open(libvirt, new Domains(libvirt), { pool: validatePoolName(o.pool), reserveBytes: o.reserveBytes }, { sweep: true });
+  const backend = await LibvirtPool.open(libvirt, new Domains(libvirt), { pool: validatePoolName(o.pool), reserveBytes: o.reserveBytes, ceph: o.ceph }, { sweep: true });
   const hypervisor = o.hypervisor ?? (await libvirt.hostname()).trim().split('.')[0];
   return {
     ...common,

@@ -1,3 +1,4 @@
+import { LibvirtStore } from '../../src/pool/libvirt/volume-store.js';
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
@@ -116,7 +117,7 @@ describe('libvirt over its RPC protocol: one held connection, reconnected after 
     try {
       const names = ['held-a.raw', 'held-b.raw'];
       for (const n of names) await rpc.createVolume(pool.name, `<volume><name>${n}</name><capacity unit='bytes'>${4 * MiB}</capacity><allocation unit='bytes'>0</allocation></volume>`);
-      const listing = new PoolListing(rpc, pool.name, pool.dir);
+      const listing = new PoolListing(new LibvirtStore(rpc, pool.name, 'dir', pool.dir), pool.dir);
       const facts = async () => Promise.all(names.map((n) => listing.sizeAndPath(n)));
       const first = await facts();
       assert.equal(xmlReads, 2);
@@ -134,7 +135,7 @@ describe('libvirt over its RPC protocol: one held connection, reconnected after 
       // A copy of the pool elsewhere (a controller that sees other files at the pool's path): never held.
       await mkdir(other, { recursive: true });
       for (const n of names) await copyFile(`${pool.dir}/${n}`, `${other}/${n}`);
-      const blind = new PoolListing(rpc, pool.name, other);
+      const blind = new PoolListing(new LibvirtStore(rpc, pool.name, 'dir', pool.dir), other);
       xmlReads = 0;
       for (let i = 0; i < 3; i++) await Promise.all(names.map((n) => blind.sizeAndPath(n)));
       assert.equal(xmlReads, 6, 'not libvirt\'s files: libvirt is asked every time');

@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { describe } from 'node:test';
 import { openBackend } from '../../src/cli/backends.js';
 import { needsRoot } from '../helpers/driver.js';
-import { rbdPool, startCeph } from '../helpers/ceph.js';
+import { controllerIdentity, rbdPool, startCeph } from '../helpers/ceph.js';
 import { dirPool, startLibvirt, URI } from '../helpers/libvirt.js';
 import { forgetVg, loopDisks, poolCmd, uniqueVg } from '../helpers/lvm.js';
 import { poolContract } from '../helpers/pool-contract.js';
@@ -62,31 +62,36 @@ for (const transport of ['rpc', 'virsh'] as const) {
 
 // An rbd pool of a real single-node Ceph (test/ceph/ceph-start.sh) through the tests' libvirtd. The
 // bytes are read and written through rbd-fuse (Debian's, librbd in a FUSE daemon: this kernel has no
-// krbd), which shows each image of the Ceph pool as a file; copies are Ceph clones (clone-chains.ts),
-// and a volume written since its last copy is copied no more (libvirt's rbd backend: copiesOnce).
-describe('backend contract: libvirt rbd pool on a real Ceph', needsRoot(), () => {
-  poolContract(async () => {
-    const execFileP = promisify(execFile);
-    await startLibvirt();
-    const ceph = await startCeph();
-    const pool = await rbdPool(ceph, 'vpool-contract-rbd');
-    const mnt = await mkdtemp('/var/tmp/vpool-rbd-fuse-');
-    await execFileP('rbd-fuse', ['-c', ceph.conf, '-p', 'rbd', mnt], { timeout: 60_000 });
-    const opened = await openBackend({ kind: 'libvirt', uri: URI, transport: 'rpc', pool: pool.name, hypervisor: 'hv-contract', diskCache: 'none', attachTimeoutMs: 10_000, reserveBytes: 0 }, 'controller');
-    return {
-      backend: opened.backend!,
-      parameters: {},
-      copies: true,
-      copiesOnce: true,
-      countsPromisedSpace: false,
-      release: () => execFileP('umount', [mnt]).then(() => undefined),
-      close: async () => {
-        await execFileP('umount', [mnt]).catch(() => undefined);
-        await rm(mnt, { recursive: true, force: true });
-        await pool.remove();
-        await ceph.stop();
-      },
-      dataPath: async (id) => path.join(mnt, (await pool.volumes()).find((n) => n.startsWith(`${id}.`) && !n.endsWith('.retired'))!),
-    };
+// krbd), which shows each image of the Ceph pool as a file; copies are Ceph clones (clone-chains.ts).
+// Made by libvirt, a volume written since its last copy is copied no more (libvirt's rbd backend:
+// copiesOnce); made by Ceph's tools (the controller given a Ceph identity: ceph-store.ts), it is.
+for (const withIdentity of [false, true]) {
+  describe(`backend contract: libvirt rbd pool on a real Ceph${withIdentity ? ', the controller with a Ceph identity' : ''}`, needsRoot(), () => {
+    poolContract(async () => {
+      const execFileP = promisify(execFile);
+      await startLibvirt();
+      const ceph = await startCeph();
+      const pool = await rbdPool(ceph, 'vpool-contract-rbd');
+      const identity = withIdentity ? await controllerIdentity(ceph, 'contract') : undefined;
+      const mnt = await mkdtemp('/var/tmp/vpool-rbd-fuse-');
+      await execFileP('rbd-fuse', ['-c', ceph.conf, '-p', 'rbd', mnt], { timeout: 60_000 });
+      const ceph_ = identity ? { conf: identity.conf, user: identity.user, keyring: identity.keyring } : undefined;
+      const opened = await openBackend({ kind: 'libvirt', uri: URI, transport: 'rpc', pool: pool.name, hypervisor: 'hv-contract', diskCache: 'none', attachTimeoutMs: 10_000, reserveBytes: 0, ceph: ceph_ }, 'controller');
+      return {
+        backend: opened.backend!,
+        parameters: {},
+        copies: true,
+        copiesOnce: !withIdentity,
+        countsPromisedSpace: false,
+        release: () => execFileP('umount', [mnt]).then(() => undefined),
+        close: async () => {
+          await execFileP('umount', [mnt]).catch(() => undefined);
+          await rm(mnt, { recursive: true, force: true });
+          await pool.remove();
+          await ceph.stop();
+        },
+        dataPath: async (id) => path.join(mnt, (await pool.volumes()).find((n) => n.startsWith(`${id}.`) && !n.endsWith('.retired'))!),
+      };
+    });
   });
-});
+}

@@ -74,10 +74,10 @@ export async function startCeph(): Promise<TestCeph> {
  * A libvirt `rbd` storage pool on the cluster's `rbd` pool, in the tests' libvirtd: a Ceph user of its own
  * (`profile rbd` on that pool), its key in a libvirt secret (usage ceph), the pool's source the monitor.
  */
-export async function rbdPool(c: TestCeph, prefix: string): Promise<TestPool & { secret: string; user: string }> {
+export async function rbdPool(c: TestCeph, prefix: string, cephPool = 'rbd'): Promise<TestPool & { secret: string; user: string }> {
   const name = `${prefix}-${randomUUID().slice(0, 8)}`;
   const user = `libvirt-${name}`;
-  const key = (await c.ceph('auth', 'get-or-create-key', `client.${user}`, 'mon', 'profile rbd', 'osd', 'profile rbd pool=rbd')).trim();
+  const key = (await c.ceph('auth', 'get-or-create-key', `client.${user}`, 'mon', 'profile rbd', 'osd', `profile rbd pool=${cephPool}`)).trim();
   const secret = randomUUID();
   const host = /mon_host = v1:([\d.]+):(\d+)/.exec(await (await import('node:fs/promises')).readFile(c.conf, 'utf8'));
   if (!host) throw new Error(`no monitor address in ${c.conf}`);
@@ -86,7 +86,7 @@ export async function rbdPool(c: TestCeph, prefix: string): Promise<TestPool & {
   await virsh('secret-define', xml);
   await virsh('secret-set-value', '--secret', secret, '--base64', key);
   const poolXml = path.join(c.dir, `${name}-pool.xml`);
-  await writeFile(poolXml, `<pool type='rbd'><name>${name}</name><source><name>rbd</name><host name='${host[1]}' port='${host[2]}'/><auth username='${user}' type='ceph'><secret uuid='${secret}'/></auth></source></pool>`);
+  await writeFile(poolXml, `<pool type='rbd'><name>${name}</name><source><name>${cephPool}</name><host name='${host[1]}' port='${host[2]}'/><auth username='${user}' type='ceph'><secret uuid='${secret}'/></auth></source></pool>`);
   await virsh('pool-define', poolXml);
   await virsh('pool-start', name);
   return {
@@ -101,4 +101,16 @@ export async function rbdPool(c: TestCeph, prefix: string): Promise<TestPool & {
       await virshTry('secret-undefine', secret);
     },
   };
+}
+
+/**
+ * A Ceph identity for the controller (--ceph-conf/--ceph-user/--ceph-keyring): a user of its own with
+ * what docs/libvirt.md asks for (mon 'profile rbd', osd 'profile rbd pool=<pool>'), its keyring in the
+ * cluster's directory. Never the admin key.
+ */
+export async function controllerIdentity(c: TestCeph, name: string, cephPool = 'rbd'): Promise<{ conf: string; user: string; keyring: string; flags: string[] }> {
+  const user = `vpool-ctl-${name}-${randomUUID().slice(0, 6)}`;
+  const keyring = path.join(c.dir, `ceph.client.${user}.keyring`);
+  await c.ceph('auth', 'get-or-create', `client.${user}`, 'mon', 'profile rbd', 'osd', `profile rbd pool=${cephPool}`, '-o', keyring);
+  return { conf: c.conf, user, keyring, flags: ['--ceph-conf', c.conf, '--ceph-user', user, '--ceph-keyring', keyring] };
 }

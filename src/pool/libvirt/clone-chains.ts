@@ -10,6 +10,27 @@ import { idHash, retiredName, type PoolName } from './names.js';
  */
 export const MAX_CLONE_DEPTH = 16;
 
+/**
+ * With a Ceph identity (ceph-store.ts) a copy deeper than this is flattened as it is made: reads of
+ * what a clone has not written walk its chain, and ceph-csi keeps chains as short.
+ */
+export const FLATTEN_DEPTH = 8;
+
+/**
+ * Who is whose clone as Ceph says it (a controller with a Ceph identity), and what Ceph can do about
+ * it: flatten a clone, and tell whether the pool has room for that.
+ */
+export interface CephGraph {
+  /** The image this one is a clone of, null when none. */
+  parent(name: string): Promise<string | null>;
+  /** The images cloned from any snapshot of this one. */
+  children(name: string): Promise<string[]>;
+  flatten(name: string): Promise<void>;
+  /** Whether the pool can take this many more bytes (a flatten writes up to the clone's size). */
+  hasRoom(bytes: number): Promise<boolean>;
+  size(name: string): Promise<number>;
+}
+
 /** What a volume or snapshot was cloned from, by kind and ID hash (its name says). */
 function parentRef(p: PoolName): { kind: 'vol' | 'snap'; hash: string } | null {
   if (p.kind === 'snap') return { kind: 'vol', hash: p.sourceHash };
@@ -58,11 +79,25 @@ export class CloneChains {
       createTombstone(name: string): Promise<void>;
       /** Whether a domain has the image as a disk (then it is never removed here, whatever its name says). */
       attached(e: Entry): Promise<boolean>;
+      /** With a Ceph identity: the chain from Ceph itself, and flattening (else from the names, and no flatten). */
+      ceph?: CephGraph;
     },
   ) {}
 
-  /** The images cloned from this one, retired ones included. */
-  children(e: Entry, entries: readonly Entry[]): Entry[] {
+  /** Whether clones can be flattened (the controller has a Ceph identity). */
+  get canFlatten(): boolean {
+    return this.deps.ceph !== undefined;
+  }
+
+  /**
+   * The images cloned from this one, retired ones included. From Ceph, an image cloned from it that
+   * is not one of ours counts too (it blocks the removal all the same), as an entry of no kind.
+   */
+  async children(e: Entry, entries: readonly Entry[]): Promise<Entry[]> {
+    if (this.deps.ceph) {
+      const names = await this.deps.ceph.children(e.name);
+      return names.map((n) => entries.find((x) => x.name === n) ?? { name: n, parsed: { kind: 'marker', id: `foreign:${n}` } as Entry['parsed'] });
+    }
     const hash = idHash(e.parsed.id);
     return entries.filter((c) => {
       const ref = isImage(c) ? parentRef(c.parsed) : null;
@@ -71,7 +106,11 @@ export class CloneChains {
   }
 
   /** The image this one was cloned from; undefined when none, or when more than one image could be it. */
-  parent(e: Entry, entries: readonly Entry[]): Entry | undefined {
+  async parent(e: Entry, entries: readonly Entry[]): Promise<Entry | undefined> {
+    if (this.deps.ceph) {
+      const name = await this.deps.ceph.parent(e.name);
+      return name ? entries.find((x) => x.name === name && isImage(x)) : undefined;
+    }
     const ref = parentRef(e.parsed);
     if (!ref) return undefined;
     const found = entries.filter((p) => isImage(p) && p.parsed.kind === ref.kind && idHash(p.parsed.id) === ref.hash);
@@ -79,24 +118,57 @@ export class CloneChains {
   }
 
   /** How many images this one's data is read through (0 for one cloned from nothing). */
-  depth(e: Entry, entries: readonly Entry[]): number {
+  async depth(e: Entry, entries: readonly Entry[]): Promise<number> {
     let n = 0;
     const seen = new Set<string>();
-    for (let p = this.parent(e, entries); p && !seen.has(p.name); p = this.parent(p, entries)) {
+    for (let p = await this.parent(e, entries); p && !seen.has(p.name); p = await this.parent(p, entries)) {
       seen.add(p.name);
       n++;
     }
     return n;
   }
 
-  /** Refuses a clone of `source` that would make the chain deeper than MAX_CLONE_DEPTH. */
-  checkDepth(source: Entry, entries: readonly Entry[]): void {
-    const depth = this.depth(source, entries) + 1;
+  /**
+   * How a copy of `source` is made: a plain clone, or with a Ceph identity past FLATTEN_DEPTH one
+   * flattened as it is made; without one, refused past MAX_CLONE_DEPTH.
+   */
+  async copyHow(source: Entry, entries: readonly Entry[]): Promise<{ flatten: boolean }> {
+    const depth = (await this.depth(source, entries)) + 1;
+    if (this.canFlatten) return { flatten: depth > FLATTEN_DEPTH };
     if (depth > MAX_CLONE_DEPTH) {
       throw precondition(
-        `${source.parsed.id} is already a clone ${depth - 1} levels deep in Ceph; a copy of it would read its data through ${depth} images (at most ${MAX_CLONE_DEPTH}), and libvirt cannot flatten it: copy from an earlier snapshot, or from a volume made without a source`,
+        `${source.parsed.id} is already a clone ${depth - 1} levels deep in Ceph; a copy of it would read its data through ${depth} images (at most ${MAX_CLONE_DEPTH}), and libvirt cannot flatten it: copy from an earlier snapshot, or from a volume made without a source, or give the controller a Ceph identity (--ceph-conf; it flattens)`,
       );
     }
+    return { flatten: false };
+  }
+
+  /**
+   * With a Ceph identity, the clones of an image that must go are flattened, so it can: only when
+   * every one is ours and the pool has room for all of them at full size. False when it cannot (the
+   * image is retired then, as without one).
+   */
+  private async flattenAway(e: Entry, kids: Entry[]): Promise<boolean> {
+    const ceph = this.deps.ceph;
+    if (!ceph) return false;
+    const foreign = kids.filter((k) => !isImage(k) && k.parsed.kind !== 'retired');
+    if (foreign.length) {
+      log.warn('an image is read by clones that are not the driver\'s: retired, not flattened', { image: e.name, clones: foreign.map((k) => k.name) });
+      return false;
+    }
+    let bytes = 0;
+    for (const k of kids) bytes += await ceph.size(k.name);
+    if (!(await ceph.hasRoom(bytes))) {
+      log.warn('no room in the Ceph pool to flatten the clones of an image: retired, flattened later', { image: e.name, clones: kids.map((k) => k.name), bytes });
+      return false;
+    }
+    try {
+      for (const k of kids) await ceph.flatten(k.name);
+    } catch (err) {
+      log.warn('flattening the clones of an image failed: retired, flattened later', { image: e.name, err: String(err) });
+      return false;
+    }
+    return true;
   }
 
   isRetired(id: string, entries: readonly Entry[]): boolean {
@@ -115,8 +187,8 @@ export class CloneChains {
    * can now (what stays is collected later: collect()).
    */
   async remove(e: Entry, entries: Entry[], wipe?: string): Promise<'deleted' | 'retired'> {
-    const kids = this.children(e, entries);
-    if (kids.length) {
+    const kids = await this.children(e, entries);
+    if (kids.length && !(await this.flattenAway(e, kids))) {
       if (!this.isRetired(e.parsed.id, entries)) {
         await this.deps.createTombstone(retiredName(e.parsed.id));
         log.info('retired an image that Ceph clones still read; it goes with the last of them', { image: e.name, clones: kids.map((k) => k.name) });
@@ -133,10 +205,11 @@ export class CloneChains {
       log.warn('a retired image is a disk of a domain: left alone', { image: e.name });
       return 'retired';
     }
+    // Read before the image goes: from Ceph, a removed image has no parent to ask for.
+    const parent = await this.parent(e, entries);
     await this.deps.deleteImage(e.name, wipe ?? (e.parsed.kind === 'vol' ? e.parsed.wipe : undefined));
     if (this.isRetired(e.parsed.id, entries)) await this.deps.deleteImage(retiredName(e.parsed.id));
     const rest = entries.filter((x) => x.name !== e.name && !(x.parsed.kind === 'retired' && x.parsed.id === e.parsed.id));
-    const parent = this.parent(e, rest);
     if (parent && this.isRetired(parent.parsed.id, rest)) {
       // This call's own image is gone: a parent that cannot go now is collect()'s, not this call's failure.
       await this.removeRetired(parent, rest).catch((err: unknown) => log.warn('a retired parent stays for now (collected later)', { image: parent.name, err: String(err) }));
@@ -146,7 +219,7 @@ export class CloneChains {
 
   /** A retired image no clone reads, unless a domain has it as a disk. */
   private async removeRetired(e: Entry, entries: Entry[]): Promise<void> {
-    if (this.children(e, entries).length) return;
+    if ((await this.children(e, entries)).length && !this.canFlatten) return;
     if (await this.deps.attached(e)) {
       log.warn('a retired image is a disk of a domain: left alone', { image: e.name });
       return;

@@ -6,7 +6,7 @@ import { MiB, roundUp } from '../../units.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, SnapshotRecord, VolumeRecord } from '../backend.js';
 import type { Domains, RbdSource } from './domains.js';
 import { VolumeDisks, type AttachedDisk } from './volume-disks.js';
-import { FORMATS, idHash, lvmNameProblem, markerName, parseName, snapshotName, volumeName, WIPE_ALGORITHMS, type Format, type SnapshotName, type VolumeName } from './names.js';
+import { FORMATS, idHash, markerName, parseName, snapshotName, volumeName, WIPE_ALGORITHMS, type Format, type SnapshotName, type VolumeName } from './names.js';
 import { copyRunningDisk } from './backup-job.js';
 import { LibvirtGroupSnapshots, YOUNG_MARKER_MS } from './group-snapshots.js';
 import { detached } from '../../call-context.js';
@@ -15,17 +15,21 @@ import { PoolListing, type Entry, type PoolVolume, type VolumeSizeAndPath } from
 import { rbdSource } from './rbd.js';
 import { CloneChains, rbdRecopyRefusal } from './clone-chains.js';
 import type { Libvirt } from './libvirt-api.js';
-import { attr, child, LibvirtMissingError, parseXml, text, xmlEscape } from './virsh.js';
+import { attr, child, LibvirtMissingError, parseXml, text } from './virsh.js';
+import { FILE_POOLS, LibvirtStore, type VolumeStore } from './volume-store.js';
+import { CephStore } from './ceph-store.js';
+import { RbdCli, type CephIdentity } from './rbd-cli.js';
 
 export interface LibvirtPoolOptions {
   pool: string;
   reserveBytes: number;
+  /** An rbd pool's controller with a Ceph identity of its own: images are made, cloned, flattened and sized by Ceph's tools. */
+  ceph?: CephIdentity;
 }
 
 /** How often the controller sweeps again what interrupted copies left (only markers past YOUNG_MARKER_MS go). */
 const SWEEP_EVERY_MS = 10 * 60_000;
-// Pool types whose volumes are files (qcow2 is possible) and those libvirt can resize.
-const FILE_POOLS = new Set(['dir', 'fs', 'netfs', 'gluster', 'vstorage']);
+// Pool types libvirt can resize.
 const RESIZABLE_POOLS = new Set([...FILE_POOLS, 'rbd']);
 /**
  * A libvirt storage pool as the driver's pool: volumes are libvirt volumes named by the convention
@@ -56,8 +60,9 @@ export class LibvirtPool implements PoolBackend {
     readonly rbd?: RbdSource,
   ) {
     const fileBacked = FILE_POOLS.has(poolType);
+    this.store = opts.ceph && rbd ? new CephStore(new RbdCli(opts.ceph, rbd.cephPool)) : new LibvirtStore(libvirt, opts.pool, poolType, targetPath);
     // The local daemon's file pool: the files are on this host, and their facts can be held while they are unchanged.
-    this.listing = new PoolListing(libvirt, opts.pool, fileBacked && libvirt.transport === 'rpc' ? targetPath : undefined);
+    this.listing = new PoolListing(this.store, fileBacked && libvirt.transport === 'rpc' ? targetPath : undefined);
     this.disks = new VolumeDisks(domains, opts.pool, (name) => this.pathOf(name));
     const listing = this.listing;
     this.groupSnapshots = new LibvirtGroupSnapshots({
@@ -73,21 +78,31 @@ export class LibvirtPool implements PoolBackend {
       markerStart: (e, id) => listing.markerStart(e, id),
       requireSpace: (bytes, what) => this.requireSpace(bytes, what),
       createMarker: (name) => this.createMarker(name),
-      createTarget: (name, capacity, format) => this.libvirt.createVolume(this.opts.pool, this.volumeXml(name, capacity, false, format)),
+      createTarget: (name, capacity, format) => this.store.create(name, capacity, { preallocated: false, format }),
       copyVolume: async (name, capacity, format, source, timeoutMs) => {
-        await this.checkCloneDepth(source);
-        await this.copyFrom(this.volumeXml(name, capacity, false, format), source, timeoutMs);
+        await this.copyFrom(name, capacity, format, source, timeoutMs, await this.copyHow(source));
       },
       deleteNamed: (name) => this.deleteNamed(name),
       clearUnfinished: (id, e) => this.clearUnfinished(id, e),
       refuseRetired: (ids, e) => this.refuseRetired(ids, e),
     });
     if (poolType === 'rbd') {
+      const store = this.store;
       this.clones = new CloneChains({
         entries: () => listing.entries(),
         deleteImage: (name, wipe) => this.deleteNamed(name, wipe),
         createTombstone: (name) => this.createMarker(name),
         attached: async (e) => e.parsed.kind === 'vol' && (await this.disks.attached({ name: e.name, parsed: e.parsed })).length > 0,
+        ceph:
+          store instanceof CephStore
+            ? {
+                parent: async (name) => (await store.rbd.info(name))?.parent?.image ?? null,
+                children: (name) => store.rbd.children(name),
+                flatten: (name) => store.flatten(name, 3_600_000),
+                hasRoom: async (bytes) => bytes <= Math.max(0, (await store.space()).available - opts.reserveBytes),
+                size: async (name) => (await store.rbd.info(name))?.size ?? 0,
+              }
+            : undefined,
       });
     }
     this.volumeParameters = {
@@ -120,6 +135,7 @@ export class LibvirtPool implements PoolBackend {
     // LVM allocates whole extents (4 MiB by default); everything else is byte-addressed, MiB keeps sizes tidy.
     const rbd = type === 'rbd' ? rbdSource(doc) : undefined;
     const target = rbd ? rbd.cephPool : (text(child(doc, 'target'), 'path') ?? '');
+    if (opts.ceph && !rbd) throw new Error(`a Ceph identity (--ceph-conf) serves rbd pools only; libvirt pool ${opts.pool} is of type ${type}`);
     const pool = new LibvirtPool(libvirt, domains, opts, type, type === 'logical' ? 4 * MiB : MiB, target, rbd);
     await pool.probe();
     // No pool-refresh here, though libvirtd lists an rbd pool as it last read it from Ceph: a refresh
@@ -140,6 +156,8 @@ export class LibvirtPool implements PoolBackend {
   private async sweep(how: { atStart: boolean }): Promise<void> {
     // In the background: a collected image may be wiped first, which takes as long as its size.
     void this.clones?.collect().catch((err: unknown) => log.warn('collecting retired images failed', { err: String(err) }));
+    // At start only: then no copy of this process is between its snapshot and its clone.
+    if (how.atStart && this.store instanceof CephStore) void this.store.dropOrphanSnapshots().catch((err: unknown) => log.warn('looking for snapshots whose clones are gone failed', { err: String(err) }));
     const entries = await this.listing.entries();
     for (const id of new Set(entries.filter((e) => e.parsed.kind === 'marker').map((e) => e.parsed.id))) {
       const started = this.listing.markerStart(entries, id);
@@ -159,14 +177,20 @@ export class LibvirtPool implements PoolBackend {
     }
   }
 
+  /** The pool can serve: libvirt's pool runs, or with a Ceph identity Ceph answers the controller's user. */
   async probe(): Promise<void> {
+    if (this.store instanceof CephStore) {
+      await this.store.names();
+      return;
+    }
     const info = await this.libvirt.poolInfo(this.opts.pool);
     if (!info.running) throw new Error(`libvirt pool ${this.opts.pool} is ${info.state}, not running (virsh pool-start ${this.opts.pool})`);
   }
 
+  /** Without a Ceph identity an rbd pool's room is libvirt's figure: the cluster's raw free space. */
   async capacity(): Promise<PoolCapacity> {
-    const info = await this.libvirt.poolInfo(this.opts.pool);
-    return { totalBytes: info.capacity, availableBytes: Math.max(0, info.available - this.opts.reserveBytes) };
+    const room = await this.store.space();
+    return { totalBytes: room.capacity, availableBytes: Math.max(0, room.available - this.opts.reserveBytes) };
   }
 
   /** Canonical form of the parameters for comparison: defaults are the same as leaving the key out. */
@@ -184,6 +208,8 @@ export class LibvirtPool implements PoolBackend {
 
 
   private readonly listing: PoolListing;
+  /** Where volumes are made: libvirt, or Ceph's tools. */
+  readonly store: VolumeStore;
   /** Which domain disks are which of this pool's volumes. */
   readonly disks: VolumeDisks;
 
@@ -248,11 +274,10 @@ export class LibvirtPool implements PoolBackend {
     try {
       if (wipe) {
         const started = Date.now();
-        await this.libvirt.wipeVolume(this.opts.pool, name, wipe, 3_600_000);
+        await this.store.wipe(name, wipe, 3_600_000);
         log.info('wiped a volume before deleting it', { volume: name, algorithm: wipe, ms: Date.now() - started });
       }
-      // libvirt snapshotted an rbd image to clone it: they go with it (while its clones live, Ceph refuses).
-      await this.libvirt.deleteVolume(this.opts.pool, name, { withSnapshots: this.poolType === 'rbd' });
+      await this.store.remove(name);
     } catch (err) {
       if (!(err instanceof LibvirtMissingError)) throw err;
     }
@@ -282,22 +307,22 @@ export class LibvirtPool implements PoolBackend {
     else await this.deleteNamed(e.name, wipe);
   }
 
-  /** libvirt's copy within the pool (in rbd, a clone), its known rbd failure said for what it is. */
-  private async copyFrom(xml: string, source: string, timeoutMs: number): Promise<void> {
+  /** A copy within the pool (in rbd, a clone), libvirt's known rbd failure said for what it is. */
+  private async copyFrom(name: string, capacity: number, format: Format, source: string, timeoutMs: number, how: { flatten: boolean }): Promise<void> {
     try {
-      await this.libvirt.createVolumeFrom(this.opts.pool, xml, source, timeoutMs);
+      await this.store.copy(name, capacity, format, source, timeoutMs, how);
     } catch (err) {
       // A snapshot is never written: its copies never meet libvirt's failure, whatever the message.
-      throw (this.clones && parseName(source)?.kind === 'vol' && rbdRecopyRefusal(err, source)) || err;
+      throw (this.clones && this.store.kind === 'libvirt' && parseName(source)?.kind === 'vol' && rbdRecopyRefusal(err, source)) || err;
     }
   }
 
-  /** rbd: a copy is a clone, refused past the depth libvirt can serve without a flatten. */
-  private async checkCloneDepth(sourceName: string, entries?: Entry[]): Promise<void> {
-    if (!this.clones) return;
+  /** rbd: a copy is a clone, flattened (with a Ceph identity) or refused (without) past the depth a chain may have. */
+  private async copyHow(sourceName: string, entries?: Entry[]): Promise<{ flatten: boolean }> {
+    if (!this.clones) return { flatten: false };
     const all = entries ?? (await this.listing.entries());
     const source = all.find((e) => e.name === sourceName);
-    if (source) this.clones.checkDepth(source, all);
+    return source ? this.clones.copyHow(source, all) : { flatten: false };
   }
 
   /**
@@ -350,35 +375,14 @@ export class LibvirtPool implements PoolBackend {
     return this.listing.volumeRecord({ name, parsed }, f, entries);
   }
 
-  /**
-   * A new volume's XML. File pools take a format; LVM and rbd volumes are raw by nature and take
-   * none. Sparse unless asked otherwise, where sparse is a plain property of the volume (files; rbd
-   * is always thin): in a logical pool libvirt would make a "sparse" LV a COW snapshot of nothing,
-   * so LVs there are always allocated in full.
-   */
-  private volumeXml(name: string, capacity: number, preallocated: boolean, format: Format): string {
-    // Refused here, before libvirt's lvcreate fails with an error that names nothing the user chose.
-    const tooLong = this.poolType === 'logical' ? lvmNameProblem(name, this.targetPath.split('/').pop() ?? '') : null;
-    if (tooLong) throw precondition(tooLong);
-    const sparse = this.fileBacked && !preallocated;
-    return [
-      '<volume>',
-      `  <name>${xmlEscape(name)}</name>`,
-      `  <capacity unit='bytes'>${capacity}</capacity>`,
-      ...(sparse ? ["  <allocation unit='bytes'>0</allocation>"] : []),
-      ...(this.fileBacked ? [`  <target><format type='${format}'/></target>`] : []),
-      '</volume>',
-    ].join('\n');
-  }
-
   /** The smallest volume the pool can hold (one byte in a file, one extent in a VG): it marks a copy in progress. */
   private async createMarker(marker: string): Promise<void> {
-    await this.libvirt.createVolume(this.opts.pool, this.volumeXml(marker, 1, false, 'raw'));
+    await this.store.create(marker, 1, { preallocated: false, format: 'raw' });
   }
 
   private async createBlank(name: string, size: number, format: Format, preallocated: boolean): Promise<void> {
     try {
-      await this.libvirt.createVolume(this.opts.pool, this.volumeXml(name, size, preallocated, format));
+      await this.store.create(name, size, { preallocated, format });
     } catch (err) {
       // A failed create can leave the half-made file behind (libvirt does not always clean up).
       await this.deleteNamed(name);
@@ -395,15 +399,14 @@ export class LibvirtPool implements PoolBackend {
     // In rbd a copy is a clone of a Ceph snapshot, taken at one instant whoever writes.
     const writers = source.parsed.kind === 'vol' && !this.clones ? await this.disks.writersForCopy(source) : [];
     if (writers.length) throw precondition(`volume ${source.parsed.id} is attached read-write to running domain ${writers[0]!.domain.name}; clone it from a snapshot instead (CreateSnapshot copies a running disk consistently)`);
-    await this.checkCloneDepth(source.name);
+    const how = await this.copyHow(source.name);
     const marker = markerName(id);
     await this.createMarker(marker);
     try {
-      const xml = this.volumeXml(name, size, preallocated, format);
-      await this.copyFrom(xml, source.name, 3_600_000);
+      await this.copyFrom(name, size, format, source.name, 3_600_000, how);
       const f = await this.sizeAndPath(name);
       // qemu-img convert keeps the source's virtual size; a larger request is a resize afterwards.
-      if (f && f.capacity < size) await this.libvirt.resizeVolume(this.opts.pool, name, size);
+      if (f && f.capacity < size) await this.store.resize(name, size);
     } catch (err) {
       await this.deleteNamed(name).catch((e) => log.error('cleanup after a failed copy', { name, err: String(e) }));
       await this.deleteNamed(marker).catch((e) => log.error('cleanup after a failed copy', { name: marker, err: String(e) }));
@@ -433,7 +436,7 @@ export class LibvirtPool implements PoolBackend {
         // A disk in use is grown by its QEMU, which also tells the guest; vol-resize would go behind QEMU's back.
         for (const a of running) await this.domains.blockResize(a.domain, a.disk.target, target);
       } else {
-        await this.libvirt.resizeVolume(this.opts.pool, v.name, target);
+        await this.store.resize(v.name, target);
       }
     }
     const grown = await this.getVolume(id);
@@ -484,7 +487,7 @@ export class LibvirtPool implements PoolBackend {
     if (!this.clones) await this.requireSpace(f.allocation, `a snapshot of ${spec.sourceVolumeId}`);
     // rbd: the copy is a clone of a Ceph snapshot, one instant of the image however many write it (crash-consistent).
     const running = this.clones ? null : ((await this.disks.writersForCopy(source))[0] ?? null);
-    await this.checkCloneDepth(source.name, entries);
+    const how = await this.copyHow(source.name, entries);
     if (running && !this.fileBacked) {
       throw precondition(`volume ${source.parsed.id} is attached read-write to running domain ${running.domain.name}; a consistent copy of a running disk needs a file-backed pool (dir, fs, netfs), this one is ${this.poolType}`);
     }
@@ -493,20 +496,19 @@ export class LibvirtPool implements PoolBackend {
     // A backup job's target is a file libvirt lets anyone delete: its marker is dated, so another process leaves it while young.
     const marker = running ? markerName(spec.id, createdAt) : markerName(spec.id);
     // Once begun the copy runs to its end whatever becomes of the call (a backup job outlasts csi-snapshotter's 300 s): its retries wait on the lock.
-    return detached(() => this.copyForSnapshot(spec.id, source, f, name, marker, running));
+    return detached(() => this.copyForSnapshot(spec.id, source, f, name, marker, running, how));
   }
 
-  private async copyForSnapshot(id: string, source: PoolVolume<VolumeName>, f: VolumeSizeAndPath, name: string, marker: string, running: AttachedDisk | null): Promise<SnapshotRecord> {
+  private async copyForSnapshot(id: string, source: PoolVolume<VolumeName>, f: VolumeSizeAndPath, name: string, marker: string, running: AttachedDisk | null, how: { flatten: boolean }): Promise<SnapshotRecord> {
     await this.createMarker(marker);
     try {
       if (running) {
-        await this.libvirt.createVolume(this.opts.pool, this.volumeXml(name, f.capacity, false, source.parsed.format));
+        await this.store.create(name, f.capacity, { preallocated: false, format: source.parsed.format });
         const target = await this.sizeAndPath(name);
         if (!target) throw internal(`snapshot volume ${name} vanished`);
         await copyRunningDisk(this.libvirt.virsh, running, target.path, source.parsed.format, name);
       } else {
-        const xml = this.volumeXml(name, f.capacity, false, source.parsed.format);
-        await this.copyFrom(xml, source.name, 3_600_000);
+        await this.copyFrom(name, f.capacity, source.parsed.format, source.name, 3_600_000, how);
       }
     } catch (err) {
       await this.deleteNamed(name).catch((e) => log.error('cleanup after a failed snapshot', { name, err: String(e) }));

@@ -1,7 +1,7 @@
 import type { SnapshotRecord, VolumeRecord } from '../backend.js';
 import { idHash, parseName, type GroupName, type PoolName, type SnapshotName, type VolumeName } from './names.js';
 import { FileFacts, type VolumeSizeAndPath } from './file-facts.js';
-import type { Libvirt } from './libvirt-api.js';
+import type { VolumeStore } from './volume-store.js';
 
 export type { VolumeSizeAndPath };
 import { child, parseXml, text } from './virsh.js';
@@ -30,8 +30,7 @@ export class PoolListing {
   private readonly files?: FileFacts;
 
   constructor(
-    private readonly libvirt: Libvirt,
-    private readonly pool: string,
+    private readonly store: VolumeStore,
     localDir?: string,
   ) {
     if (localDir) this.files = new FileFacts(localDir);
@@ -59,7 +58,7 @@ export class PoolListing {
 
   async entries(): Promise<Entry[]> {
     const entries: Entry[] = [];
-    const names = await this.libvirt.volumeNames(this.pool);
+    const names = await this.store.names();
     // A name says the same for as long as it exists: parsed once (a thousand names cost a millisecond each listing).
     const parsedNames = new Map<string, PoolName | null>();
     for (const name of names) {
@@ -105,10 +104,7 @@ export class PoolListing {
   }
 
   async sizeAndPath(name: string): Promise<VolumeSizeAndPath | null> {
-    const read = async () => {
-      const xml = await this.libvirt.volumeXml(this.pool, name);
-      return xml === null ? null : volumeFacts(xml);
-    };
+    const read = () => this.store.facts(name);
     return this.files ? this.files.get(name, read) : read();
   }
 
