@@ -1,4 +1,3 @@
-import { LibvirtStore } from '../../src/pool/libvirt/volume-store.js';
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
@@ -8,6 +7,7 @@ import { idFor } from '../../src/ids.js';
 import { localSocketFor, RpcLibvirt } from '../../src/pool/libvirt/rpc/rpc-libvirt.js';
 import { parsedVolumeFacts, PoolListing, volumeFacts } from '../../src/pool/libvirt/listing.js';
 import { copyFile, mkdir } from 'node:fs/promises';
+import { LibvirtStore } from '../../src/pool/libvirt/volume-store.js';
 import { LibvirtMissingError } from '../../src/pool/libvirt/virsh.js';
 import { blockCap } from '../helpers/csi.js';
 import { codeOf, finish, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
