@@ -16,6 +16,33 @@ stop_pid() {
   fi
   rm -f "$1"
 }
+# Usage: ceph-start.sh add-osd DIR       one more bluestore OSD (10 GiB sparse file) in the cluster under DIR; waits for active+clean
+add_osd() {
+  local DIR=$1 CONF=$1/ceph.conf UUID ID
+  local C="ceph -c $CONF --connect-timeout 30"
+  UUID=$(cat /proc/sys/kernel/random/uuid)
+  ID=$($C osd new "$UUID")
+  mkdir -p "$DIR/osd/ceph-$ID"
+  $C auth get-or-create "osd.$ID" osd 'allow *' mon 'allow profile osd' mgr 'allow profile osd' -o "$DIR/osd/ceph-$ID/keyring" >/dev/null
+  ceph-osd -c "$CONF" -i "$ID" --mkfs --osd-uuid "$UUID" >"$DIR/log/mkfs.$ID.log" 2>&1 || { cat "$DIR/log/mkfs.$ID.log" >&2; exit 1; }
+  ceph-osd -c "$CONF" -i "$ID"
+  echo "$ID"
+}
+wait_clean() {
+  local C="ceph -c $1/ceph.conf --connect-timeout 30"
+  for _ in $(seq 600); do
+    if $C pg stat 2>/dev/null | grep -qE '^[0-9]+ pgs: [0-9]+ active\+clean;'; then return 0; fi
+    sleep 0.2
+  done
+  echo "ceph-start.sh: the cluster under $1 did not become active+clean" >&2
+  $C -s >&2 || true
+  exit 1
+}
+if [ "${1:-}" = add-osd ]; then
+  add_osd "${2:?usage: ceph-start.sh add-osd DIR}" >/dev/null
+  wait_clean "$2"
+  exit 0
+fi
 if [ "${1:-}" = stop ]; then
   DIR=${2:?usage: ceph-start.sh stop DIR}
   [ -f "$DIR/ceph.conf" ] || { rm -rf "$DIR"; exit 0; }

@@ -21,6 +21,8 @@ export interface TestCeph {
   signal(daemon: 'mon.a' | 'osd.0' | 'mgr.x', sig: NodeJS.Signals): Promise<void>;
   /** Starts a killed daemon again, as ceph-start.sh started it. */
   restart(daemon: 'mon.a' | 'osd.0'): Promise<void>;
+  /** One more OSD (ceph-start.sh add-osd), so pools can keep two copies; waits for active+clean. */
+  addOsd(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -67,7 +69,8 @@ export async function startCeph(): Promise<TestCeph> {
     const [type, id] = daemon.split('.') as [string, string];
     await execFileP(`ceph-${type}`, ['-c', conf, '-i', id], { timeout: 120_000 });
   };
-  return { dir, conf, ceph: run('ceph'), rbd: run('rbd'), signal, restart, stop };
+  const addOsd = async () => void (await execFileP('bash', [SCRIPT, 'add-osd', dir], { timeout: 300_000 }));
+  return { dir, conf, ceph: run('ceph'), rbd: run('rbd'), signal, restart, addOsd, stop };
 }
 
 /**

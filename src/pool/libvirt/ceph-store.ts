@@ -133,7 +133,11 @@ export class CephStore implements VolumeStore {
     const now = Date.now();
     if (!this.room || now - this.room.at > SPACE_TTL_MS) {
       const value = this.rbd.poolSpace().then(
-        (s) => ({ capacity: s.stored + s.maxAvail, available: s.maxAvail }),
+        (s) => {
+          // A byte quota bounds the pool below what its OSDs could still take.
+          const available = s.quotaBytes > 0 ? Math.min(s.maxAvail, Math.max(0, s.quotaBytes - s.stored)) : s.maxAvail;
+          return { capacity: s.stored + available, available };
+        },
         (err: unknown) => {
           this.room = undefined;
           return cephFailure(err);

@@ -168,14 +168,15 @@ export class RbdCli {
   }
 
   /**
-   * The pool's room as Ceph reports it: `stored` (what its images hold, before replication) and
-   * `max_avail` (what can still be written to it, after its replication or erasure coding and the
-   * fullest OSD its rule uses).
+   * The pool's room as Ceph reports it: `stored` (what its images hold, before replication),
+   * `max_avail` (what can still be written to it, after its replication or erasure coding, the
+   * fullest OSD its rule uses, and the copies its objects really have now), and its byte quota
+   * (0: none), which max_avail does not count.
    */
-  async poolSpace(): Promise<{ stored: number; maxAvail: number }> {
-    const df = JSON.parse(await this.run('ceph', ['df', '--format', 'json'])) as { pools: Array<{ name: string; stats: { stored?: number; bytes_used?: number; max_avail: number } }> };
+  async poolSpace(): Promise<{ stored: number; maxAvail: number; quotaBytes: number }> {
+    const df = JSON.parse(await this.run('ceph', ['df', 'detail', '--format', 'json'])) as { pools: Array<{ name: string; stats: { stored?: number; bytes_used?: number; max_avail: number; quota_bytes?: number } }> };
     const p = df.pools.find((x) => x.name === this.cephPool);
     if (!p) throw new RbdError('missing', `ceph df does not list the Ceph pool ${this.cephPool}`);
-    return { stored: p.stats.stored ?? p.stats.bytes_used ?? 0, maxAvail: p.stats.max_avail };
+    return { stored: p.stats.stored ?? p.stats.bytes_used ?? 0, maxAvail: p.stats.max_avail, quotaBytes: p.stats.quota_bytes ?? 0 };
   }
 }
