@@ -7,7 +7,7 @@ import { diskXml } from '../src/pool/libvirt/domains.js';
 import { ratioRow, timed } from './measure.js';
 import { blockCap } from '../test/helpers/csi.js';
 import { finish, startDriver } from '../test/helpers/driver.js';
-import { rbdPool, startCeph } from '../test/helpers/ceph.js';
+import { controllerIdentity, rbdPool, startCeph } from '../test/helpers/ceph.js';
 import { nodeVm, startLibvirt, testDomain, URI, virsh } from '../test/helpers/libvirt.js';
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -27,7 +27,12 @@ async function main(): Promise<void> {
   const dir = await mkdtemp('/var/tmp/vpool-bench-rbd-');
   const dom = await testDomain(`vpool-bench-rbd-${path.basename(dir).slice(-6)}`, dir, true);
   const d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-uri', URI, '--libvirt-pool', pool.name, '--hypervisor', 'bench', '--log-level', 'warn'] });
+  // The same controller given a Ceph identity (ceph-store.ts: Ceph's tools make the images), on a libvirt pool of its own.
+  const poolId = await rbdPool(ceph, 'vpool-bench-rbd-id');
+  const identity = await controllerIdentity(ceph, 'bench');
+  const di = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-uri', URI, '--libvirt-pool', poolId.name, '--hypervisor', 'bench', '--log-level', 'warn', ...identity.flags] });
   const o = { create: [] as number[], snap: [] as number[], clone: [] as number[], pub: [] as number[], unpub: [] as number[], del: [] as number[] };
+  const c = { create: [] as number[], snap: [] as number[], resnap: [] as number[], clone: [] as number[], del: [] as number[] };
   const r = { create: [] as number[], snap: [] as number[], clone: [] as number[], fromVirsh: [] as number[], attach: [] as number[], detach: [] as number[], del: [] as number[] };
   try {
     for (let i = 0; i < ITERATIONS; i++) {
@@ -44,6 +49,18 @@ async function main(): Promise<void> {
       o.del.push(await timed(() => d.client.deleteVolume({ volume_id: cloneId })));
       await d.client.deleteSnapshot({ snapshot_id: snapId });
       await d.client.deleteVolume({ volume_id: id });
+
+      // With the identity: a second snapshot of the volume after its first (libvirt refuses one once the volume is written).
+      let snap2 = '';
+      c.create.push(await timed(async () => (id = (await di.client.createVolume({ name: `c-${i}`, capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()] })).volume!.volume_id)));
+      c.snap.push(await timed(async () => (snapId = (await di.client.createSnapshot({ name: `cs-${i}`, source_volume_id: id, parameters: {}, secrets: {} })).snapshot!.snapshot_id)));
+      c.resnap.push(await timed(async () => (snap2 = (await di.client.createSnapshot({ name: `cs2-${i}`, source_volume_id: id, parameters: {}, secrets: {} })).snapshot!.snapshot_id)));
+      c.clone.push(
+        await timed(async () => (cloneId = (await di.client.createVolume({ name: `cc-${i}`, capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()], volume_content_source: { snapshot: { snapshot_id: snapId } } })).volume!.volume_id)),
+      );
+      c.del.push(await timed(() => di.client.deleteVolume({ volume_id: cloneId })));
+      for (const s of [snapId, snap2]) await di.client.deleteSnapshot({ snapshot_id: s });
+      await di.client.deleteVolume({ volume_id: id });
 
       const name = `raw-${i}`;
       r.create.push(await timed(() => virsh('vol-create-as', pool.name, name, String(SIZE))));
@@ -83,9 +100,17 @@ async function main(): Promise<void> {
     row('ControllerPublishVolume', o.pub, 'bare virsh attach-device (rbd)', r.attach);
     row('ControllerUnpublishVolume', o.unpub, 'bare virsh detach-disk + until gone', r.detach);
     row('DeleteVolume (a clone)', o.del, 'bare rbd rm (a clone)', r.del);
+    console.log('the controller with a Ceph identity (rbd tools make the images):');
+    row('CreateVolume', c.create, 'bare virsh vol-create-as', r.create);
+    row('CreateSnapshot', c.snap, 'bare rbd snap create+protect, clone', snapAndClone);
+    row('CreateSnapshot, the second', c.resnap, 'bare rbd snap create+protect, clone', snapAndClone);
+    row('CreateVolume from snapshot', c.clone, 'bare rbd snap create+protect, clone', snapAndClone);
+    row('DeleteVolume (a clone)', c.del, 'bare rbd rm (a clone)', r.del);
     if (process.env.BENCH_SKIP_IOPS !== '1') await iops(d, ceph);
   } finally {
     await finish(d);
+    await finish(di);
+    await poolId.remove();
     await dom.remove();
     await pool.remove();
     await ceph.stop();

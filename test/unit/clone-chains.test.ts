@@ -100,3 +100,70 @@ describe("libvirt's rbd copy failure (FindNoDiff), as libvirt 9.0 reports it", (
     assert.equal(rbdRecopyRefusal(new Error("failed to clone RBD volume a to b: No space left on device"), 'a'), null);
   });
 });
+
+// The same bookkeeping with a Ceph identity, over a FAKE Ceph graph (a map of image to parent standing for what
+// `rbd info`/`rbd children` say; the real Ceph: test/e2e/libvirt-rbd-identity.test.ts). What Ceph refuses is not modelled.
+function fakeCeph(parents: Record<string, string | null>, o: { room?: number; failFlatten?: boolean } = {}) {
+  const graph = new Map(Object.entries(parents));
+  const deleted: string[] = [];
+  const flattened: string[] = [];
+  const entries = async (): Promise<Entry[]> => [...graph.keys()].flatMap((name) => (parseName(name) ? [{ name, parsed: parseName(name)! }] : []));
+  const chains = new CloneChains({
+    entries,
+    deleteImage: async (name) => {
+      graph.delete(name);
+      deleted.push(name);
+    },
+    createTombstone: async (name) => void graph.set(name, null),
+    attached: async () => false,
+    ceph: {
+      parent: async (name) => graph.get(name) ?? null,
+      children: async (name) => [...graph].filter(([, p]) => p === name).map(([c]) => c),
+      flatten: async (name) => {
+        if (o.failFlatten) throw new Error('rbd flatten failed: (28) No space left on device');
+        graph.set(name, null);
+        flattened.push(name);
+      },
+      hasRoom: async (bytes) => bytes <= (o.room ?? Infinity),
+      size: async () => 32 * 1024 * 1024,
+    },
+  });
+  const entry = async (name: string) => (await entries()).find((e) => e.name === name)!;
+  return { graph, deleted, flattened, entries, chains, entry };
+}
+
+describe('rbd clone chains with a Ceph identity (FAKE Ceph graph)', () => {
+  const a = vol('a');
+  const s = snap('s', 'a');
+  it('flattens the clones of an image that must go, and removes it: no tombstone', async () => {
+    const p = fakeCeph({ [a]: null, [s]: a });
+    assert.equal(await p.chains.remove(await p.entry(a), await p.entries()), 'deleted');
+    assert.deepEqual(p.flattened, [s]);
+    assert.deepEqual([...p.graph.keys()], [s]);
+  });
+
+  it('retires instead when a clone is not the driver\'s, when the pool has no room, or when a flatten fails; nothing is removed', async () => {
+    for (const [how, p] of [
+      ['a foreign clone', fakeCeph({ [a]: null, 'someones-clone': a })],
+      ['no room', fakeCeph({ [a]: null, [s]: a }, { room: 1024 })],
+      ['a failing flatten', fakeCeph({ [a]: null, [s]: a }, { failFlatten: true })],
+    ] as const) {
+      assert.equal(await p.chains.remove(await p.entry(a), await p.entries()), 'retired', how);
+      assert.deepEqual(p.deleted, [], how);
+      assert.ok(p.graph.has(retiredName(idFor('vol', 'a'))), `${how}: tombstone`);
+      assert.ok(p.graph.has(a), `${how}: the parent stays for its clone`);
+    }
+  });
+
+  it('reads depth from Ceph, not from the names, and flattens a copy past 8 instead of refusing past 16', async () => {
+    // Names that say nothing of the chain (no source in them): Ceph's parents decide.
+    const names = Array.from({ length: 10 }, (_, i) => vol(`c${i}`));
+    const p = fakeCeph(Object.fromEntries(names.map((n, i) => [n, i ? names[i - 1]! : null])));
+    const all = await p.entries();
+    const at = (i: number) => all.find((e) => e.name === names[i])!;
+    assert.equal(await p.chains.depth(at(9), all), 9);
+    assert.deepEqual(await p.chains.copyHow(at(6), all), { flatten: false }, 'a copy of depth 7');
+    assert.deepEqual(await p.chains.copyHow(at(7), all), { flatten: false }, 'a copy of depth 8');
+    assert.deepEqual(await p.chains.copyHow(at(8), all), { flatten: true }, 'a copy of depth 9');
+  });
+});
