@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { idFor } from '../../src/ids.js';
 import { CloneChains, MAX_CLONE_DEPTH, rbdRecopyRefusal } from '../../src/pool/libvirt/clone-chains.js';
 import { storageFailure } from '../../src/pool/libvirt/libvirt-api.js';
+import { rbdFailureOf } from '../../src/pool/libvirt/rbd-cli.js';
 import type { Entry } from '../../src/pool/libvirt/listing.js';
 import { idHash, parseName, retiredName, snapshotName, volumeName } from '../../src/pool/libvirt/names.js';
 
@@ -165,5 +166,17 @@ describe('rbd clone chains with a Ceph identity (FAKE Ceph graph)', () => {
     assert.deepEqual(await p.chains.copyHow(at(6), all), { flatten: false }, 'a copy of depth 7');
     assert.deepEqual(await p.chains.copyHow(at(7), all), { flatten: false }, 'a copy of depth 8');
     assert.deepEqual(await p.chains.copyHow(at(8), all), { flatten: true }, 'a copy of depth 9');
+  });
+});
+
+describe('Ceph tool failures (their words as Ceph 16.2 prints them)', () => {
+  it('tells an unreachable cluster from a refused user, whatever the exit code, and else goes by errno', () => {
+    assert.equal(rbdFailureOf(1, '[errno 110] RADOS timed out (error connecting to the cluster)', false), 'unreachable', 'the ceph tool exits 1 on a timeout');
+    assert.equal(rbdFailureOf(1, '[errno 13] RADOS permission denied (error connecting to the cluster)', false), 'denied');
+    assert.equal(rbdFailureOf(2, "auth: unable to find a keyring on /k: (2) No such file or directory\nrbd: couldn't connect to the cluster!", false), 'denied');
+    assert.equal(rbdFailureOf(110, "rbd: couldn't connect to the cluster!", false), 'unreachable');
+    assert.equal(rbdFailureOf(16, 'rbd: unprotecting snap failed: (16) Device or resource busy', false), 'busy');
+    assert.equal(rbdFailureOf(2, 'rbd: error opening image x: (2) No such file or directory', false), 'missing');
+    assert.equal(rbdFailureOf(undefined, '', true), 'unreachable');
   });
 });

@@ -1,5 +1,6 @@
 import { log } from '../../log.js';
 import { exhausted, precondition, unavailable } from '../../errors.js';
+import { parseName } from './names.js';
 import type { VolumeSizeAndPath } from './file-facts.js';
 import type { Format } from './names.js';
 import { RbdError, type RbdCli } from './rbd-cli.js';
@@ -157,7 +158,8 @@ export class CephStore implements VolumeStore {
     const images = new Set(listing.filter((l) => !l.snapshot).map((l) => l.image));
     let dropped = 0;
     for (const l of listing) {
-      if (!l.snapshot || !isCloneSnapshot(l.snapshot) || images.has(l.snapshot.slice(3))) continue;
+      // Only a snapshot of the driver's naming on an image of the driver's naming: anyone else's `to.x` is theirs.
+      if (!l.snapshot || !isCloneSnapshot(l.snapshot) || !parseName(l.image) || !parseName(l.snapshot.slice(3)) || images.has(l.snapshot.slice(3))) continue;
       try {
         await this.dropSnapshot(l.image, l.snapshot, { missingOk: true });
         dropped++;
@@ -176,5 +178,6 @@ export function cephFailure(err: unknown): never {
   if (err.failure === 'unreachable') throw unavailable(`Ceph does not answer the controller (${err.message}); check the monitors, and the controller's --ceph-conf; retry once it answers`);
   if (err.failure === 'denied') throw precondition(`Ceph refuses the controller's user (${err.message}); it needs mon 'profile rbd' and osd 'profile rbd pool=<pool>' (docs/libvirt.md, Ceph)`);
   if (err.failure === 'full') throw exhausted(`the Ceph pool is full or over its quota (${err.message})`);
+  if (err.failure === 'busy') throw precondition(`Ceph refuses: the image or snapshot is in use (${err.message})`);
   throw err;
 }

@@ -134,7 +134,13 @@ export class CloneChains {
    */
   async copyHow(source: Entry, entries: readonly Entry[]): Promise<{ flatten: boolean }> {
     const depth = (await this.depth(source, entries)) + 1;
-    if (this.canFlatten) return { flatten: depth > FLATTEN_DEPTH };
+    if (this.deps.ceph) {
+      if (depth <= FLATTEN_DEPTH) return { flatten: false };
+      // A flatten writes as much as the copy is large: without room the chain grows one more instead.
+      const room = await this.deps.ceph.hasRoom(await this.deps.ceph.size(source.name));
+      if (!room) log.warn('no room in the Ceph pool to flatten a deep copy: made as a clone, one level deeper', { source: source.name, depth });
+      return { flatten: room };
+    }
     if (depth > MAX_CLONE_DEPTH) {
       throw precondition(
         `${source.parsed.id} is already a clone ${depth - 1} levels deep in Ceph; a copy of it would read its data through ${depth} images (at most ${MAX_CLONE_DEPTH}), and libvirt cannot flatten it: copy from an earlier snapshot, or from a volume made without a source, or give the controller a Ceph identity (--ceph-conf; it flattens)`,

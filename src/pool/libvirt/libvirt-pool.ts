@@ -99,7 +99,8 @@ export class LibvirtPool implements PoolBackend {
                 parent: async (name) => (await store.rbd.info(name))?.parent?.image ?? null,
                 children: (name) => store.rbd.children(name),
                 flatten: (name) => store.flatten(name, 3_600_000),
-                hasRoom: async (bytes) => bytes <= Math.max(0, (await store.space()).available - opts.reserveBytes),
+                // Half of what is left after the reserve at most: a flatten that filled the pool would mark OSDs full, and stop every client's writes.
+                hasRoom: async (bytes) => bytes <= Math.max(0, (await store.space()).available - opts.reserveBytes) / 2,
                 size: async (name) => (await store.rbd.info(name))?.size ?? 0,
               }
             : undefined,
@@ -170,7 +171,10 @@ export class LibvirtPool implements PoolBackend {
         continue;
       }
       try {
-        await this.clearUnfinished(id, entries);
+        // Read again just before: the listing above may be older than a copy that has since finished (its marker gone).
+        const fresh = await this.listing.entries();
+        if (!fresh.some((e) => e.parsed.kind === 'marker' && e.parsed.id === id)) continue;
+        await this.clearUnfinished(id, fresh);
       } catch (err) {
         log.warn('cannot remove what an interrupted copy left (still being written?)', { id, err: String(err) });
       }

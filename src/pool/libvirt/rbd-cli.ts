@@ -24,7 +24,18 @@ export class RbdError extends Error {
   }
 }
 
-// The rbd and ceph tools exit with the errno of what failed (rbd's main returns -r).
+// rbd exits with the errno of what failed (its main returns -r); the ceph tool exits 1 for any
+// failure to connect, timeouts included, so a failed connection is told by its words first.
+const NO_CONNECTION = /couldn't connect to the cluster|error connecting to the cluster|failed to fetch mon config|unable to find a keyring|RADOS (timed out|permission denied|object not found)|conf_read_file/i;
+const REFUSED = /\(13\)|\(1\) Operation not permitted|Permission denied|PermissionDenied|unable to find a keyring|\(2\) No such file|object not found|conf_read_file/i;
+
+/** How a failed Ceph tool ended, from its words where they say it, else from its errno. */
+export function rbdFailureOf(exitCode: number | undefined, stderr: string, timedOut: boolean): RbdFailure {
+  if (timedOut) return 'unreachable';
+  if (NO_CONNECTION.test(stderr)) return REFUSED.test(stderr) ? 'denied' : 'unreachable';
+  return BY_ERRNO[exitCode ?? -1] ?? 'other';
+}
+
 const BY_ERRNO: Record<number, RbdFailure> = { 2: 'missing', 17: 'exists', 16: 'busy', 39: 'busy', 28: 'full', 122: 'full', 1: 'denied', 13: 'denied', 110: 'unreachable', 107: 'unreachable', 111: 'unreachable' };
 
 export interface RbdImageInfo {
@@ -61,10 +72,12 @@ export class RbdCli {
 
   async run(tool: 'rbd' | 'ceph', args: string[], timeoutMs = 90_000): Promise<string> {
     try {
-      return (await run(tool, [...this.common(), ...args], { timeoutMs })).stdout;
+      // Never stopped half-way by a cancelled call: each command has its own bound, and what follows it (a clone's
+      // flatten, the cleanup after a failure) must run to its end, or a retry would find half a step.
+      return (await run(tool, [...this.common(), ...args], { timeoutMs, uninterruptible: true })).stdout;
     } catch (err) {
       if (!(err instanceof CommandError)) throw err;
-      const failure: RbdFailure = err.timedOut ? 'unreachable' : (BY_ERRNO[err.exitCode ?? -1] ?? 'other');
+      const failure = rbdFailureOf(err.exitCode, err.stderr, err.timedOut);
       // librbd logs a line per failing step: the last lines say what failed.
       const said = err.stderr.trim().split('\n').filter((l) => l.trim()).slice(-2).join(' / ');
       throw new RbdError(failure, `${tool} ${args.filter((a) => !a.startsWith('--')).slice(0, 3).join(' ')} ${err.timedOut ? 'timed out' : 'failed'}: ${said || err.message}`);
