@@ -27,14 +27,15 @@ LABEL org.opencontainers.image.title="vpool-csi" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/vpool-csi/vpool-csi"
 # util-linux/mount: losetup, blkid, wipefs, mount; e2fsprogs, xfsprogs: mkfs and growth; lvm2 and
-# thin-provisioning-tools: the lvm pool; libvirt-clients and openssh-client: virsh over qemu+ssh.
+# thin-provisioning-tools: the lvm pool; libvirt-clients and openssh-client: virsh over qemu+ssh;
+# librbd1 (and librados2): an rbd pool's controller given a Ceph identity (loaded only then).
 # No documentation, manuals or translations (what debian:bookworm-slim leaves out too). xfsprogs
 # depends on python3 for xfs_scrub_all alone, which the driver never runs: it is removed (38 MB);
 # the image test runs every tool the driver calls.
 RUN printf 'path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\npath-exclude /usr/share/man/*\npath-exclude /usr/share/info/*\npath-exclude /usr/share/locale/*\npath-include /usr/share/locale/locale.alias\npath-exclude /usr/share/lintian/*\n' > /etc/dpkg/dpkg.cfg.d/vpool-slim \
  && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      util-linux mount e2fsprogs xfsprogs lvm2 thin-provisioning-tools libvirt-clients openssh-client \
+      util-linux mount e2fsprogs xfsprogs lvm2 thin-provisioning-tools libvirt-clients openssh-client librbd1 \
  && dpkg --purge --force-depends $(dpkg-query -W -f '${Package}\n' 'python3*' 'libpython3*' | tr '\n' ' ') \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old /var/lib/dpkg/*-old /var/log/* \
  && groupadd --system --gid 65532 vpool && useradd --system --uid 65532 --gid 65532 --home-dir /nonexistent --shell /usr/sbin/nologin vpool

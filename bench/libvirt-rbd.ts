@@ -27,7 +27,7 @@ async function main(): Promise<void> {
   const dir = await mkdtemp('/var/tmp/vpool-bench-rbd-');
   const dom = await testDomain(`vpool-bench-rbd-${path.basename(dir).slice(-6)}`, dir, true);
   const d = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-uri', URI, '--libvirt-pool', pool.name, '--hypervisor', 'bench', '--log-level', 'warn'] });
-  // The same controller given a Ceph identity (ceph-store.ts: Ceph's tools make the images), on a libvirt pool of its own.
+  // The same controller given a Ceph identity (ceph-store.ts: librbd makes the images), on a libvirt pool of its own.
   const poolId = await rbdPool(ceph, 'vpool-bench-rbd-id');
   const identity = await controllerIdentity(ceph, 'bench');
   const di = await startDriver({ args: ['--backend', 'libvirt', '--libvirt-uri', URI, '--libvirt-pool', poolId.name, '--hypervisor', 'bench', '--log-level', 'warn', ...identity.flags] });
@@ -100,7 +100,7 @@ async function main(): Promise<void> {
     row('ControllerPublishVolume', o.pub, 'bare virsh attach-device (rbd)', r.attach);
     row('ControllerUnpublishVolume', o.unpub, 'bare virsh detach-disk + until gone', r.detach);
     row('DeleteVolume (a clone)', o.del, 'bare rbd rm (a clone)', r.del);
-    console.log('the controller with a Ceph identity (rbd tools make the images):');
+    console.log('the controller with a Ceph identity (librbd makes the images):');
     row('CreateVolume', c.create, 'bare virsh vol-create-as', r.create);
     row('CreateSnapshot', c.snap, 'bare rbd snap create+protect, clone', snapAndClone);
     row('CreateSnapshot, the second', c.resnap, 'bare rbd snap create+protect, clone', snapAndClone);

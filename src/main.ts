@@ -29,7 +29,7 @@ program
   .option('--libvirt-keepalive-interval <duration>', 'libvirt backend (rpc): ping libvirtd after this long without a word from it (0: no keepalive)', '5s')
   .option('--libvirt-keepalive-count <n>', 'libvirt backend (rpc): pings in a row left unanswered before the connection is declared dead and calls fail UNAVAILABLE', '3')
   .option('--libvirt-pool <name>', 'libvirt backend: the storage pool volumes are made in')
-  .option('--ceph-conf <path>', 'libvirt backend, rbd pool, controller: a ceph.conf of the cluster; with --ceph-user and --ceph-keyring the controller makes, clones, flattens and sizes images with Ceph\'s own tools (docs/libvirt.md, Ceph)')
+  .option('--ceph-conf <path>', 'libvirt backend, rbd pool, controller: a ceph.conf of the cluster; with --ceph-user and --ceph-keyring the controller makes, clones, flattens and sizes images with librbd (Debian librbd1; docs/libvirt.md, Ceph)')
   .option('--ceph-user <name>', 'libvirt backend, rbd pool: the controller\'s cephx user, without "client." (mon \'profile rbd\', osd \'profile rbd pool=<pool>\')')
   .option('--ceph-keyring <path>', 'libvirt backend, rbd pool: the keyring holding that user\'s key')
   .option('--hypervisor <name>', 'libvirt backend: topology value of the hypervisor (controller default: its hostname; required on nodes)')

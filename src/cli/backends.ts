@@ -6,7 +6,7 @@ import { HYPERVISOR_TOPOLOGY_KEY, TOPOLOGY_KEY } from '../driver/context.js';
 import { log } from '../log.js';
 import type { BlockDevices, NodeVolumeView, PoolBackend, ControllerAttacher } from '../pool/backend.js';
 import type { LibvirtTransport } from '../pool/libvirt/libvirt-api.js';
-import type { CephIdentity } from '../pool/libvirt/rbd-cli.js';
+import type { CephIdentity } from '../pool/libvirt/librbd.js';
 import type { Keepalive } from '../pool/libvirt/rpc/connection.js';
 import { parseDuration, parseQuantity } from '../units.js';
 

@@ -108,6 +108,7 @@ const VARIANTS: Record<string, string[]> = {
   'libvirt with group snapshots': ['backend=libvirt', 'groupSnapshots.enabled=true', 'groupSnapshots.deletionPolicy=Retain'],
   'libvirt with group snapshots, class v1': ['backend=libvirt', 'groupSnapshots.enabled=true', 'groupSnapshots.classApiVersion=groupsnapshot.storage.k8s.io/v1'],
   'libvirt with KubeVirt': ['backend=libvirt', 'kubevirt.enabled=true', 'controller.replicas=2', 'metrics.enabled=false', 'libvirt.diskCache=writeback'],
+  'libvirt rbd with a Ceph identity': ['backend=libvirt', 'libvirt.ceph.identitySecret=vpool-ceph', 'libvirt.ceph.user=vpool-ctl'],
 };
 
 const EXAMPLES = ['values-file.yaml', 'values-lvm.yaml', 'values-libvirt.yaml', 'values-libvirt-rbd.yaml'];
@@ -376,6 +377,23 @@ describe('Helm chart', () => {
     const resizerMode = (v: string) => pods(rendered[v]).find((p) => p.owner.kind === 'Deployment')!.spec.containers.find((c) => c.name === 'driver')!.args!.find((a) => a.startsWith('--mode='));
     assert.equal(resizerMode('lvm'), '--mode=resizer');
     assert.equal(resizerMode('libvirt'), '--mode=controller');
+  });
+
+  it('a Ceph identity (libvirt rbd): its Secret mounted in the controller\'s driver alone, the three flags at the paths it is mounted at; a user is required, without client.', async () => {
+    const objects = rendered['libvirt rbd with a Ceph identity'];
+    const ctl = pods(objects).find((p) => p.owner.kind === 'Deployment')!;
+    const driver = ctl.spec.containers.find((c) => c.name === 'driver')! as unknown as { args: string[]; volumeMounts: { name: string; mountPath: string }[] };
+    assert.deepEqual(driver.args.filter((a) => a.startsWith('--ceph-')), ['--ceph-conf=/etc/vpool-csi/ceph/ceph.conf', '--ceph-user=vpool-ctl', '--ceph-keyring=/etc/vpool-csi/ceph/keyring']);
+    assert.ok(driver.volumeMounts.some((m) => m.name === 'ceph-identity' && m.mountPath === '/etc/vpool-csi/ceph'));
+    const volume = (ctl.spec as unknown as { volumes: { name: string; secret?: { secretName: string; items: { key: string; path: string }[] } }[] }).volumes.find((v) => v.name === 'ceph-identity')!;
+    assert.equal(volume.secret!.secretName, 'vpool-ceph');
+    assert.deepEqual(volume.secret!.items.map((i) => i.path).sort(), ['ceph.conf', 'keyring']);
+    for (const c of ctl.spec.containers.filter((x) => x.name !== 'driver')) assert.ok(!JSON.stringify(c).includes('ceph-identity'), `${c.name} does not mount it`);
+    const node = pods(objects).find((p) => p.owner.kind === 'DaemonSet')!;
+    assert.ok(!JSON.stringify(node).includes('ceph'), 'the node plugin never gets it');
+    assert.ok(!JSON.stringify(pods(rendered.libvirt)).includes('ceph-identity'), 'off by default');
+    await assert.rejects(render(['backend=libvirt', 'libvirt.ceph.identitySecret=vpool-ceph']), /libvirt.ceph.user is required/);
+    await assert.rejects(render(['backend=libvirt', 'libvirt.ceph.identitySecret=vpool-ceph', 'libvirt.ceph.user=client.admin']), /user/);
   });
 
   it('VolumePools are built by default on file and lvm nodes, served only when named, off when disabled', async () => {

@@ -15,7 +15,7 @@ interface RbdInfo {
 
 // The libvirt controller on an rbd pool of a REAL single-node Ceph (test/ceph/ceph-start.sh), given a Ceph identity of
 // its own (a user with mon 'profile rbd' and osd 'profile rbd pool=rbd', never the admin key): images are made, cloned,
-// flattened and sized by Ceph's tools (ceph-store.ts), and libvirt only attaches them. What the driver did is read back
+// flattened and sized by librbd in the driver's process (librbd.ts, ceph-store.ts), and libvirt only attaches them. What the driver did is read back
 // from Ceph itself (rbd info, rbd snap ls, rbd export, ceph df).
 describe('libvirt on a real Ceph, the controller with a Ceph identity', needsRoot(), () => {
   let ceph: TestCeph;

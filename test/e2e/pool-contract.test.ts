@@ -64,7 +64,7 @@ for (const transport of ['rpc', 'virsh'] as const) {
 // bytes are read and written through rbd-fuse (Debian's, librbd in a FUSE daemon: this kernel has no
 // krbd), which shows each image of the Ceph pool as a file; copies are Ceph clones (clone-chains.ts).
 // Made by libvirt, a volume written since its last copy is copied no more (libvirt's rbd backend:
-// copiesOnce); made by Ceph's tools (the controller given a Ceph identity: ceph-store.ts), it is.
+// copiesOnce); made by librbd (the controller given a Ceph identity: ceph-store.ts), it is.
 for (const withIdentity of [false, true]) {
   describe(`backend contract: libvirt rbd pool on a real Ceph${withIdentity ? ', the controller with a Ceph identity' : ''}`, needsRoot(), () => {
     poolContract(async () => {

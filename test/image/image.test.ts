@@ -31,6 +31,8 @@ describe('container image', { ...needsRoot(), timeout: 20 * 60_000 }, () => {
       // Each tool runs (python3 was removed from under xfsprogs; nothing the driver calls may need it).
       'for c in "losetup --version" "blkid -V" "wipefs --version" "mkfs.ext4 -V" "e2fsck -V" "mkfs.xfs -V" "xfs_growfs -V" "lvm version" "thin_check -V" "virsh --version" "ssh -V"; do $c >/dev/null 2>&1 || echo "broken $c"; done',
       'resize2fs 2>&1 | grep -q "^resize2fs 1" || echo "broken resize2fs"',
+      // The Ceph identity's libraries load into the driver's node through its koffi (librbd.ts).
+      `node -e "const k = require('/opt/vpool-csi/node_modules/koffi'); k.load('librados.so.2'); k.load('librbd.so.1')" || echo "broken librbd"`,
       'command -v python3 && echo "python3 shipped" || true',
       'lvmconfig --type current activation/udev_sync activation/monitoring devices/obtain_device_list_from_udev',
       'test -d /opt/vpool-csi/node_modules/typescript && echo "dev dependencies shipped" || true',

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { idFor } from '../../src/ids.js';
 import { CloneChains, MAX_CLONE_DEPTH, rbdRecopyRefusal } from '../../src/pool/libvirt/clone-chains.js';
 import { storageFailure } from '../../src/pool/libvirt/libvirt-api.js';
-import { rbdFailureOf } from '../../src/pool/libvirt/rbd-cli.js';
+import { rbdFailureOf } from '../../src/pool/libvirt/librbd.js';
 import type { Entry } from '../../src/pool/libvirt/listing.js';
 import { idHash, parseName, retiredName, snapshotName, volumeName } from '../../src/pool/libvirt/names.js';
 
@@ -169,14 +169,17 @@ describe('rbd clone chains with a Ceph identity (FAKE Ceph graph)', () => {
   });
 });
 
-describe('Ceph tool failures (their words as Ceph 16.2 prints them)', () => {
-  it('tells an unreachable cluster from a refused user, whatever the exit code, and else goes by errno', () => {
-    assert.equal(rbdFailureOf(1, '[errno 110] RADOS timed out (error connecting to the cluster)', false), 'unreachable', 'the ceph tool exits 1 on a timeout');
-    assert.equal(rbdFailureOf(1, '[errno 13] RADOS permission denied (error connecting to the cluster)', false), 'denied');
-    assert.equal(rbdFailureOf(2, "auth: unable to find a keyring on /k: (2) No such file or directory\nrbd: couldn't connect to the cluster!", false), 'denied');
-    assert.equal(rbdFailureOf(110, "rbd: couldn't connect to the cluster!", false), 'unreachable');
-    assert.equal(rbdFailureOf(16, 'rbd: unprotecting snap failed: (16) Device or resource busy', false), 'busy');
-    assert.equal(rbdFailureOf(2, 'rbd: error opening image x: (2) No such file or directory', false), 'missing');
-    assert.equal(rbdFailureOf(undefined, '', true), 'unreachable');
+describe('librados and librbd return codes', () => {
+  it('a refused key or a missing keyring at connect is a refusal; a timeout is an unreachable cluster; else by errno', () => {
+    assert.equal(rbdFailureOf(-2, true), 'denied', 'ENOENT at connect: no key for the user in the keyring');
+    assert.equal(rbdFailureOf(-1, true), 'denied');
+    assert.equal(rbdFailureOf(-13, true), 'denied');
+    assert.equal(rbdFailureOf(-110, true), 'unreachable');
+    assert.equal(rbdFailureOf(-110), 'unreachable');
+    assert.equal(rbdFailureOf(-2), 'missing', 'ENOENT of an image');
+    assert.equal(rbdFailureOf(-16), 'busy');
+    assert.equal(rbdFailureOf(-39), 'busy', 'ENOTEMPTY: an image with snapshots');
+    assert.equal(rbdFailureOf(-122), 'full', 'EDQUOT');
+    assert.equal(rbdFailureOf(-22), 'other');
   });
 });

@@ -3,30 +3,31 @@ import { exhausted, precondition, unavailable } from '../../errors.js';
 import { parseName } from './names.js';
 import type { VolumeSizeAndPath } from './file-facts.js';
 import type { Format } from './names.js';
-import { RbdError, type RbdCli } from './rbd-cli.js';
+import { RbdError, type CephImages } from './librbd.js';
 import type { VolumeStore } from './volume-store.js';
 
 /** The Ceph snapshot a clone is made from, one per clone and named for it, so it goes with the clone. */
 export const cloneSnapshot = (target: string) => `to.${target}`;
 const isCloneSnapshot = (snap: string) => snap.startsWith('to.');
 
-/** How long a measured `ceph df` stands: it costs a quarter second (the ceph tool is Python). */
+/** How long a measured `df` stands: a monitor command, and creates are thin (a create does not move it, writes do). */
 const SPACE_TTL_MS = 5_000;
 
 /**
- * An rbd pool's volumes made by Ceph's own tools, for a controller given a Ceph identity. libvirt
+ * An rbd pool's volumes made by librbd itself, for a controller given a Ceph identity. libvirt
  * copies an rbd image once it has been copied and written no more (clone-chains.ts,
- * rbdRecopyRefusal), cannot flatten, and reports the cluster's raw free space for every pool; with
- * rbd itself each copy clones a snapshot of its own (`to.<target>`, removed with the clone), a
- * clone can be flattened, and the room is `ceph df`'s max_avail for this pool (its replication
- * included). libvirt then only attaches images to domains: it does not see images made here until
- * an operator refreshes its pool, and the driver never asks it to (docs/libvirt.md, Ceph).
+ * rbdRecopyRefusal), cannot flatten, and reports the cluster's raw free space for every pool; here
+ * each copy clones a snapshot of its own (`to.<target>`, removed with the clone), a clone can be
+ * flattened, and the room is the monitors' max_avail for this pool (its replication included), all
+ * on one held librados connection (librbd.ts). libvirt then only attaches images to domains: it
+ * does not see images made here until an operator refreshes its pool, and the driver never asks it
+ * to (docs/libvirt.md, Ceph).
  */
 export class CephStore implements VolumeStore {
   readonly kind = 'ceph' as const;
   private room?: { at: number; value: Promise<{ capacity: number; available: number }> };
 
-  constructor(readonly rbd: RbdCli) {}
+  constructor(readonly rbd: CephImages) {}
 
   names(): Promise<string[]> {
     return this.rbd.images().catch(cephFailure);
@@ -56,7 +57,7 @@ export class CephStore implements VolumeStore {
       await this.rbd.snapCreate(source, snap);
       await this.rbd.snapProtect(source, snap);
       await this.rbd.clone(source, snap, name);
-      if (how.flatten) await this.flatten(name, timeoutMs);
+      if (how.flatten) await this.flatten(name);
     } catch (err) {
       // The clone is the caller's to remove; the snapshot it was made from goes here if nothing was cloned from it.
       await this.dropSnapshot(source, snap, { missingOk: true }).catch(() => undefined);
@@ -66,11 +67,11 @@ export class CephStore implements VolumeStore {
   }
 
   /** Makes a clone read nothing from its parent, then drops the snapshot it was cloned from when that was its own. */
-  async flatten(name: string, timeoutMs: number): Promise<void> {
+  async flatten(name: string): Promise<void> {
     const before = await this.rbd.info(name);
     if (!before?.parent) return;
     const started = Date.now();
-    await this.rbd.flatten(name, timeoutMs);
+    await this.rbd.flatten(name);
     log.info('flattened a Ceph clone', { image: name, parent: before.parent.image, ms: Date.now() - started });
     await this.dropParentSnapshot(name, before.parent);
     this.room = undefined;
@@ -80,7 +81,8 @@ export class CephStore implements VolumeStore {
     try {
       await this.rbd.snapUnprotect(image, snap).catch((err: unknown) => {
         // Not protected (or gone): rm says which.
-        if (!(err instanceof RbdError) || (err.failure !== 'other' && err.failure !== 'missing' && !/not protected/i.test(err.message))) throw err;
+        // EINVAL: not protected (rm then says whether it can go); ENOENT: gone.
+        if (!(err instanceof RbdError) || (err.errno !== 22 && err.errno !== 2)) throw err;
       });
       await this.rbd.snapRemove(image, snap);
     } catch (err) {
@@ -105,9 +107,10 @@ export class CephStore implements VolumeStore {
   }
 
   /** Both of libvirt's rbd wipes (zero, trim) leave an image that reads zeros: a discard of all of it does that in one pass. */
-  async wipe(name: string, _algorithm: string, timeoutMs: number): Promise<void> {
-    const i = await this.rbd.info(name).catch(cephFailure);
-    if (i) await this.rbd.discardAll(name, i.size, timeoutMs).catch(cephFailure);
+  async wipe(name: string): Promise<void> {
+    await this.rbd.discardAll(name).catch((err: unknown) => {
+      if (!(err instanceof RbdError && err.failure === 'missing')) cephFailure(err);
+    });
   }
 
   /**
@@ -154,12 +157,18 @@ export class CephStore implements VolumeStore {
    * or between a snapshot and its clone): at start, when no copy of this process is under way.
    */
   async dropOrphanSnapshots(): Promise<number> {
-    const listing = JSON.parse(await this.rbd.run('rbd', ['ls', '-l', '--format', 'json', '--pool', this.rbd.cephPool])) as Array<{ image: string; snapshot?: string }>;
-    const images = new Set(listing.filter((l) => !l.snapshot).map((l) => l.image));
+    const images = await this.rbd.images();
+    const exists = new Set(images);
+    const listing: Array<{ image: string; snapshot: string }> = [];
+    // Only images of the driver's naming are opened (a pool may hold thousands of others).
+    for (const image of images.filter((i) => parseName(i))) {
+      const snaps = await this.rbd.snapshots(image).catch(() => []);
+      for (const s of snaps) listing.push({ image, snapshot: s.name });
+    }
     let dropped = 0;
     for (const l of listing) {
       // Only a snapshot of the driver's naming on an image of the driver's naming: anyone else's `to.x` is theirs.
-      if (!l.snapshot || !isCloneSnapshot(l.snapshot) || !parseName(l.image) || !parseName(l.snapshot.slice(3)) || images.has(l.snapshot.slice(3))) continue;
+      if (!isCloneSnapshot(l.snapshot) || !parseName(l.snapshot.slice(3)) || exists.has(l.snapshot.slice(3))) continue;
       try {
         await this.dropSnapshot(l.image, l.snapshot, { missingOk: true });
         dropped++;

@@ -17,13 +17,13 @@ import { CloneChains, rbdRecopyRefusal } from './clone-chains.js';
 import type { Libvirt } from './libvirt-api.js';
 import { attr, child, LibvirtMissingError, parseXml, text } from './virsh.js';
 import { FILE_POOLS, LibvirtStore, type VolumeStore } from './volume-store.js';
-import { CephStore } from './ceph-store.js';
-import { RbdCli, type CephIdentity } from './rbd-cli.js';
+import { cephFailure, CephStore } from './ceph-store.js';
+import { Librbd, type CephIdentity, type CephImages } from './librbd.js';
 
 export interface LibvirtPoolOptions {
   pool: string;
   reserveBytes: number;
-  /** An rbd pool's controller with a Ceph identity of its own: images are made, cloned, flattened and sized by Ceph's tools. */
+  /** An rbd pool's controller with a Ceph identity of its own: images are made, cloned, flattened and sized by librbd (librbd.ts). */
   ceph?: CephIdentity;
 }
 
@@ -58,9 +58,11 @@ export class LibvirtPool implements PoolBackend {
     private readonly targetPath: string,
     /** For rbd pools: how the images are reached (a network disk). */
     readonly rbd?: RbdSource,
+    /** With a Ceph identity: the held connection to the pool's Ceph pool. */
+    ceph?: CephImages,
   ) {
     const fileBacked = FILE_POOLS.has(poolType);
-    this.store = opts.ceph && rbd ? new CephStore(new RbdCli(opts.ceph, rbd.cephPool)) : new LibvirtStore(libvirt, opts.pool, poolType, targetPath);
+    this.store = ceph ? new CephStore(ceph) : new LibvirtStore(libvirt, opts.pool, poolType, targetPath);
     // The local daemon's file pool: the files are on this host, and their facts can be held while they are unchanged.
     this.listing = new PoolListing(this.store, fileBacked && libvirt.transport === 'rpc' ? targetPath : undefined);
     this.disks = new VolumeDisks(domains, opts.pool, (name) => this.pathOf(name));
@@ -98,7 +100,7 @@ export class LibvirtPool implements PoolBackend {
             ? {
                 parent: async (name) => (await store.rbd.info(name))?.parent?.image ?? null,
                 children: (name) => store.rbd.children(name),
-                flatten: (name) => store.flatten(name, 3_600_000),
+                flatten: (name) => store.flatten(name),
                 // Half of what is left after the reserve at most: a flatten that filled the pool would mark OSDs full, and stop every client's writes.
                 hasRoom: async (bytes) => bytes <= Math.max(0, (await store.space()).available - opts.reserveBytes) / 2,
                 size: async (name) => (await store.rbd.info(name))?.size ?? 0,
@@ -137,7 +139,8 @@ export class LibvirtPool implements PoolBackend {
     const rbd = type === 'rbd' ? rbdSource(doc) : undefined;
     const target = rbd ? rbd.cephPool : (text(child(doc, 'target'), 'path') ?? '');
     if (opts.ceph && !rbd) throw new Error(`a Ceph identity (--ceph-conf) serves rbd pools only; libvirt pool ${opts.pool} is of type ${type}`);
-    const pool = new LibvirtPool(libvirt, domains, opts, type, type === 'logical' ? 4 * MiB : MiB, target, rbd);
+    const ceph = opts.ceph && rbd ? await Librbd.connect(opts.ceph, rbd.cephPool).catch(cephFailure) : undefined;
+    const pool = new LibvirtPool(libvirt, domains, opts, type, type === 'logical' ? 4 * MiB : MiB, target, rbd, ceph);
     await pool.probe();
     // No pool-refresh here, though libvirtd lists an rbd pool as it last read it from Ceph: a refresh
     // that fails (Ceph down at that moment) makes libvirt stop the pool (docs/libvirt.md, Ceph).
@@ -212,7 +215,7 @@ export class LibvirtPool implements PoolBackend {
 
 
   private readonly listing: PoolListing;
-  /** Where volumes are made: libvirt, or Ceph's tools. */
+  /** Where volumes are made: libvirt, or librbd. */
   readonly store: VolumeStore;
   /** Which domain disks are which of this pool's volumes. */
   readonly disks: VolumeDisks;
