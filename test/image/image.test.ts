@@ -40,9 +40,10 @@ describe('container image', { ...needsRoot(), timeout: 20 * 60_000 }, () => {
     const lines = out.trim().split('\n');
     assert.equal(lines[0], '65532', 'the default user is not root');
     assert.deepEqual(lines.filter((l) => l.startsWith('missing') || l.startsWith('broken') || l.includes('dev dependencies') || l.includes('python3')), []);
-    // The size a node pulls: at most 300 MB (was 638 MB; layers measured in the closing note of this change).
+    // The size a node pulls: at most 330 MB (was 638 MB; layers measured in the closing note of that change). 300 MB
+    // until the Ceph identity's librbd1 and librados2 (with two boost libraries: 30 MB, measured 322.8 MB with them).
     const bytes = Number((await podman('image', 'inspect', IMAGE, '--format', '{{.Size}}')).trim());
-    assert.ok(bytes > 100e6 && bytes <= 300e6, `image size ${bytes} bytes`);
+    assert.ok(bytes > 100e6 && bytes <= 330e6, `image size ${bytes} bytes`);
     assert.ok(lines.includes('udev_sync=0') && lines.includes('monitoring=0') && lines.includes('obtain_device_list_from_udev=0'), out);
     const labels = JSON.parse(await podman('image', 'inspect', IMAGE, '--format', '{{json .Config.Labels}}')) as Record<string, string>;
     assert.equal(labels['org.opencontainers.image.title'], 'vpool-csi');
