@@ -73,6 +73,12 @@ for (const withIdentity of [false, true]) {
       const ceph = await startCeph();
       const pool = await rbdPool(ceph, 'vpool-contract-rbd');
       const identity = withIdentity ? await controllerIdentity(ceph, 'contract') : undefined;
+      if (withIdentity) {
+        // Clone format 2 (Ceph's default once clients are mimic or newer): its images carry features librbd sets
+        // itself, which a clone must not ask for again (librbd.ts, CLONE_FEATURES).
+        await ceph.ceph('osd', 'set-require-min-compat-client', 'mimic');
+        await ceph.ceph('config', 'set', 'client', 'rbd_default_clone_format', '2');
+      }
       const mnt = await mkdtemp('/var/tmp/vpool-rbd-fuse-');
       await execFileP('rbd-fuse', ['-c', ceph.conf, '-p', 'rbd', mnt], { timeout: 60_000 });
       const ceph_ = identity ? { conf: identity.conf, user: identity.user, keyring: identity.keyring } : undefined;

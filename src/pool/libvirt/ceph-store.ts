@@ -68,10 +68,10 @@ export class CephStore implements VolumeStore {
 
   /** Makes a clone read nothing from its parent, then drops the snapshot it was cloned from when that was its own. */
   async flatten(name: string): Promise<void> {
-    const before = await this.rbd.info(name);
+    const before = await this.rbd.info(name).catch(cephFailure);
     if (!before?.parent) return;
     const started = Date.now();
-    await this.rbd.flatten(name);
+    await this.rbd.flatten(name).catch(cephFailure);
     log.info('flattened a Ceph clone', { image: name, parent: before.parent.image, ms: Date.now() - started });
     await this.dropParentSnapshot(name, before.parent);
     this.room = undefined;
@@ -184,7 +184,7 @@ export class CephStore implements VolumeStore {
 /** A Ceph tool's failure as the driver's error: the cluster out of reach, full, or the user not allowed. */
 export function cephFailure(err: unknown): never {
   if (!(err instanceof RbdError)) throw err;
-  if (err.failure === 'unreachable') throw unavailable(`Ceph does not answer the controller (${err.message}); check the monitors, and the controller's --ceph-conf; retry once it answers`);
+  if (err.failure === 'unreachable') throw unavailable(`Ceph does not answer the controller, or has cut it off (${err.message}); check the monitors, the controller's --ceph-conf, and \`ceph osd blocklist ls\` (a blocklisted controller must be restarted); retry once it answers`);
   if (err.failure === 'denied') throw precondition(`Ceph refuses the controller's user (${err.message}); it needs mon 'profile rbd' and osd 'profile rbd pool=<pool>' (docs/libvirt.md, Ceph)`);
   if (err.failure === 'full') throw exhausted(`the Ceph pool is full or over its quota (${err.message})`);
   if (err.failure === 'busy') throw precondition(`Ceph refuses: the image or snapshot is in use (${err.message})`);

@@ -1,4 +1,5 @@
 import { log } from '../../log.js';
+import { onShutdown } from '../../shutdown-hooks.js';
 
 /** The Ceph identity the controller may be given for an rbd pool: the cluster's conf, a cephx user and its keyring. */
 export interface CephIdentity {
@@ -69,7 +70,7 @@ export interface CephImages {
   remove(image: string): Promise<void>;
   discardAll(image: string): Promise<void>;
   poolSpace(): Promise<{ stored: number; maxAvail: number; quotaBytes: number }>;
-  close(): void;
+  close(): Promise<void>;
 }
 
 // Sizes of librbd's structs on the 64-bit ABIs koffi ships for (librbd.h, Ceph 16.2).
@@ -77,6 +78,14 @@ const LINKED_SPEC = 48; // int64 pool_id; char *pool_name, *pool_namespace, *ima
 const SNAP_SPEC = 24; // uint64 id; int namespace_type; char *name
 const SNAP_INFO = 24; // uint64 id; uint64 size; const char *name
 const MAX_DISCARD = 1 << 30; // rbd_discard returns the length as an int
+// The features a clone may be asked for: given explicitly, librbd does not drop the ones it sets itself
+// (operations, migrating, non-primary, data-pool, striping), and refuses them (EINVAL).
+const CLONE_FEATURES = 1n | 4n | 8n | 16n | 32n | 64n; // layering, exclusive-lock, object-map, fast-diff, deep-flatten, journaling
+/**
+ * Calls as long as the data (a flatten, a removal, a discard) at once at most: they run on libuv's
+ * threads (16, the launcher's UV_THREADPOOL_SIZE), which files, DNS and every other Ceph call share.
+ */
+const LONG_CALLS = 4;
 
 type Fn = ((...args: unknown[]) => number) & { async: (...args: unknown[]) => void };
 
@@ -108,6 +117,13 @@ export class Librbd implements CephImages {
     let rbd: ReturnType<typeof import('koffi').load>;
     try {
       koffi = (await import('koffi')).default as unknown as typeof import('koffi');
+      // koffi runs a worker call on a stack of its own, 128 KiB by default: librados connecting (DNS, cephx) and
+      // librbd opening an image want more. Settable only before koffi loads its first library in this process.
+      try {
+        koffi.config({ ...koffi.config(), async_stack_size: 1 << 20 });
+      } catch (err) {
+        log.warn('cannot give koffi\'s worker calls a 1 MiB stack (a library was loaded before)', { err: String(err) });
+      }
       rados = koffi.load('librados.so.2');
       rbd = koffi.load('librbd.so.1');
     } catch (err) {
@@ -144,6 +160,7 @@ export class Librbd implements CephImages {
     def(rbd, 'int rbd_list_children3(void *image, void *images, _Inout_ size_t *max)');
     def(rbd, 'void rbd_linked_image_spec_list_cleanup(void *images, size_t n)');
     def(rbd, 'int rbd_snap_list(void *image, void *snaps, _Inout_ int *max)');
+    def(rbd, 'int rbd_snap_get_namespace_type(void *image, uint64_t snap_id, _Out_ int *type)');
     def(rbd, 'void rbd_snap_list_end(void *snaps)');
     def(rbd, 'int rbd_snap_is_protected(void *image, const char *snap, _Out_ int *protected)');
     def(rbd, 'int rbd_snap_create(void *image, const char *snap)');
@@ -153,10 +170,10 @@ export class Librbd implements CephImages {
     def(rbd, 'int rbd_discard(void *image, uint64_t ofs, uint64_t len)');
 
     const out: unknown[] = [null];
-    check(lib.rados_create2!(out, 'ceph', `client.${identity.user}`, 0), 'rados_create2', true);
+    check(lib.rados_create2!(out, 'ceph', `client.${identity.user}`, 0), 'rados_create2');
     const cluster = out[0];
     try {
-      check(lib.rados_conf_read_file!(cluster, identity.conf), `reading ${identity.conf}`, true);
+      check(lib.rados_conf_read_file!(cluster, identity.conf), `reading the Ceph configuration ${identity.conf}`);
       const conf: Record<string, string> = {
         keyring: identity.keyring,
         client_mount_timeout: '20',
@@ -168,32 +185,62 @@ export class Librbd implements CephImages {
         log_file: '',
         admin_socket: '',
       };
-      for (const [k, v] of Object.entries(conf)) check(lib.rados_conf_set!(cluster, k, v), `setting ${k}`, true);
+      for (const [k, v] of Object.entries(conf)) check(lib.rados_conf_set!(cluster, k, v), `setting ${k}`);
       check(await onWorker(lib.rados_connect!, cluster), `connecting to Ceph as client.${identity.user}`, true);
       const io: unknown[] = [null];
-      check(lib.rados_ioctx_create!(cluster, cephPool, io), `opening the Ceph pool ${cephPool}`);
-      return new Librbd(lib, koffi, cluster, io[0], cephPool);
+      check(await onWorker(lib.rados_ioctx_create!, cluster, cephPool, io), `opening the Ceph pool ${cephPool}`);
+      const conn = new Librbd(lib, koffi, cluster, io[0], cephPool);
+      onShutdown(() => conn.close());
+      return conn;
     } catch (err) {
       lib.rados_shutdown!(cluster);
       throw err;
     }
   }
 
+  private inFlight = 0;
+  private closed = false;
+  private longRunning = 0;
+  private readonly longQueue: Array<() => void> = [];
+
+  /** A call on a worker, counted so the connection is never closed under it. */
+  private async worker(name: string, ...args: unknown[]): Promise<number> {
+    // An image opened before the close is still closed.
+    if (this.closed && name !== 'rbd_close') throw new RbdError('unreachable', 108, 'the Ceph connection is closed (the driver is stopping)');
+    this.inFlight++;
+    try {
+      return await onWorker(this.lib[name]!, ...args);
+    } finally {
+      this.inFlight--;
+    }
+  }
+
   private async call(name: string, what: string, ...args: unknown[]): Promise<number> {
-    const ret = await onWorker(this.lib[name]!, ...args);
-    return check(ret, what);
+    return check(await this.worker(name, ...args), what);
+  }
+
+  /** Runs a call as long as its data with at most LONG_CALLS others. */
+  private async long<R>(run: () => Promise<R>): Promise<R> {
+    if (this.longRunning >= LONG_CALLS) await new Promise<void>((r) => this.longQueue.push(r));
+    this.longRunning++;
+    try {
+      return await run();
+    } finally {
+      this.longRunning--;
+      this.longQueue.shift()?.();
+    }
   }
 
   /** Opens an image for the length of `use`; null when it does not exist. */
   private async withImage<R>(image: string, use: (img: unknown) => Promise<R>): Promise<R | null> {
     const out: unknown[] = [null];
-    const ret = await onWorker(this.lib.rbd_open!, this.io, image, out, null);
+    const ret = await this.worker('rbd_open', this.io, image, out, null);
     if (ret === -2) return null;
     check(ret, `opening image ${image}`);
     try {
       return await use(out[0]);
     } finally {
-      await onWorker(this.lib.rbd_close!, out[0]).catch((err: unknown) => log.warn('closing an rbd image failed', { image, err: String(err) }));
+      await this.worker('rbd_close', out[0]).catch((err: unknown) => log.warn('closing an rbd image failed', { image, err: String(err) }));
     }
   }
 
@@ -207,7 +254,7 @@ export class Librbd implements CephImages {
     for (let size = 4096; ; ) {
       const buf = Buffer.alloc(size);
       const len = [size];
-      const ret = await onWorker(this.lib.rbd_list!, this.io, buf, len);
+      const ret = await this.worker('rbd_list', this.io, buf, len);
       if (ret === -34) {
         size = Math.max(Number(len[0]), size * 2);
         continue;
@@ -221,18 +268,18 @@ export class Librbd implements CephImages {
   info(image: string): Promise<RbdImageInfo | null> {
     return this.withImage(image, async (img) => {
       const size: unknown[] = [0];
-      check(this.lib.rbd_get_size!(img, size), `size of ${image}`);
+      await this.call('rbd_get_size', `size of ${image}`, img, size);
       const ts = Buffer.alloc(16);
-      const created = this.lib.rbd_get_create_timestamp!(img, ts) === 0 ? Number(ts.readBigInt64LE(0)) : undefined;
-      return { size: Number(size[0]), createdAt: created, parent: this.parentOf(img, image), snapshotCount: this.snapList(img).length };
+      const created = (await this.worker('rbd_get_create_timestamp', img, ts)) === 0 ? Number(ts.readBigInt64LE(0)) : undefined;
+      return { size: Number(size[0]), createdAt: created, parent: await this.parentOf(img, image), snapshotCount: (await this.snapList(img)).length };
     });
   }
 
   /** The image's parent in this Ceph pool (a parent elsewhere is not one of ours), from the open image. */
-  private parentOf(img: unknown, image: string): { image: string; snapshot: string } | undefined {
+  private async parentOf(img: unknown, image: string): Promise<{ image: string; snapshot: string } | undefined> {
     const spec = Buffer.alloc(LINKED_SPEC);
     const snap = Buffer.alloc(SNAP_SPEC);
-    const ret = this.lib.rbd_get_parent!(img, spec, snap);
+    const ret = await this.worker('rbd_get_parent', img, spec, snap);
     if (ret === -2) return undefined;
     check(ret, `parent of ${image}`);
     try {
@@ -245,32 +292,45 @@ export class Librbd implements CephImages {
     }
   }
 
-  private snapList(img: unknown): string[] {
+  /**
+   * The image's user snapshots: librbd lists every namespace's (mirror, group, trash), and those
+   * are Ceph's own, named in no user's namespace, and never the driver's to touch.
+   */
+  private async snapList(img: unknown): Promise<string[]> {
     for (let max = 16; ; ) {
       const buf = Buffer.alloc(SNAP_INFO * max);
       const n = [max];
-      const ret = this.lib.rbd_snap_list!(img, buf, n);
+      const ret = await this.worker('rbd_snap_list', img, buf, n);
       if (ret === -34) {
         max = Math.max(Number(n[0]), max * 2);
         continue;
       }
       check(ret, 'listing snapshots');
+      let all: Array<{ id: bigint; name: string }>;
       try {
-        return Array.from({ length: ret }, (_, i) => this.koffi.decode(buf, SNAP_INFO * i + 16, 'const char *') as string);
+        all = Array.from({ length: ret }, (_, i) => ({ id: buf.readBigUInt64LE(SNAP_INFO * i), name: this.koffi.decode(buf, SNAP_INFO * i + 16, 'const char *') as string }));
       } finally {
         this.lib.rbd_snap_list_end!(buf);
       }
+      const user: string[] = [];
+      for (const s of all) {
+        const type = [0];
+        if ((await this.worker('rbd_snap_get_namespace_type', img, s.id, type)) === 0 && Number(type[0]) === 0) user.push(s.name);
+      }
+      return user;
     }
   }
 
   async snapshots(image: string): Promise<RbdSnapshot[]> {
-    return this.withExisting(image, async (img) =>
-      this.snapList(img).map((name) => {
+    return this.withExisting(image, async (img) => {
+      const out: RbdSnapshot[] = [];
+      for (const name of await this.snapList(img)) {
         const p = [0];
-        check(this.lib.rbd_snap_is_protected!(img, name, p), `protection of ${image}@${name}`);
-        return { name, protected: Number(p[0]) === 1 };
-      }),
-    );
+        await this.call('rbd_snap_is_protected', `protection of ${image}@${name}`, img, name, p);
+        out.push({ name, protected: Number(p[0]) === 1 });
+      }
+      return out;
+    });
   }
 
   /** The images cloned from any snapshot of this one; clones in another pool as pool/image (they block its removal all the same). */
@@ -279,7 +339,7 @@ export class Librbd implements CephImages {
       for (let max = 16; ; ) {
         const buf = Buffer.alloc(LINKED_SPEC * max);
         const n = [max];
-        const ret = await onWorker(this.lib.rbd_list_children3!, img, buf, n);
+        const ret = await this.worker('rbd_list_children3', img, buf, n);
         if (ret === -34) {
           max = Math.max(Number(n[0]), max * 2);
           continue;
@@ -315,8 +375,9 @@ export class Librbd implements CephImages {
     await this.withExisting(image, (img) => this.call('rbd_snap_protect', `protecting ${image}@${snap}`, img, snap));
   }
 
+  /** Long: librbd looks for clones in every pool first. */
   async snapUnprotect(image: string, snap: string): Promise<void> {
-    await this.withExisting(image, (img) => this.call('rbd_snap_unprotect', `unprotecting ${image}@${snap}`, img, snap));
+    await this.long(() => this.withExisting(image, (img) => this.call('rbd_snap_unprotect', `unprotecting ${image}@${snap}`, img, snap)));
   }
 
   async snapRemove(image: string, snap: string): Promise<void> {
@@ -327,25 +388,29 @@ export class Librbd implements CephImages {
   async clone(image: string, snap: string, target: string): Promise<void> {
     const features = await this.withExisting(image, async (img) => {
       const f: unknown[] = [0];
-      check(this.lib.rbd_get_features!(img, f), `features of ${image}`);
-      return f[0];
+      await this.call('rbd_get_features', `features of ${image}`, img, f);
+      return BigInt(f[0] as number | bigint) & CLONE_FEATURES;
     });
     await this.call('rbd_clone', `cloning ${image}@${snap} to ${target}`, this.io, image, snap, this.io, target, features, [0]);
   }
 
   async flatten(image: string): Promise<void> {
-    await this.withExisting(image, (img) => this.call('rbd_flatten', `flattening ${image}`, img));
+    await this.long(() => this.withExisting(image, (img) => this.call('rbd_flatten', `flattening ${image}`, img)));
   }
 
   async remove(image: string): Promise<void> {
-    await this.call('rbd_remove', `removing ${image}`, this.io, image);
+    await this.long(() => this.call('rbd_remove', `removing ${image}`, this.io, image));
   }
 
   /** Discards the whole image: it reads zeros and its objects are freed. */
   async discardAll(image: string): Promise<void> {
+    await this.long(() => this.discardWhole(image));
+  }
+
+  private async discardWhole(image: string): Promise<void> {
     await this.withExisting(image, async (img) => {
       const size: unknown[] = [0];
-      check(this.lib.rbd_get_size!(img, size), `size of ${image}`);
+      await this.call('rbd_get_size', `size of ${image}`, img, size);
       const total = Number(size[0]);
       for (let at = 0; at < total; at += MAX_DISCARD) await this.call('rbd_discard', `discarding ${image}`, img, at, Math.min(MAX_DISCARD, total - at));
     });
@@ -363,22 +428,31 @@ export class Librbd implements CephImages {
     const outs: unknown[] = [null];
     const outslen: unknown[] = [0];
     const cmd = JSON.stringify({ prefix: 'df', detail: 'detail', format: 'json' });
-    const ret = await onWorker(this.lib.rados_mon_command!, this.cluster, [cmd], 1, '', 0, outbuf, outlen, outs, outslen);
+    const ret = await this.worker('rados_mon_command', this.cluster, [cmd], 1, '', 0, outbuf, outlen, outs, outslen);
     let text = '';
+    let said = '';
     try {
       if (ret >= 0 && outbuf[0] && Number(outlen[0]) > 0) text = this.koffi.decode(outbuf[0], 'char', Number(outlen[0])) as string;
+      if (outs[0] && Number(outslen[0]) > 0) said = this.koffi.decode(outs[0], 'char', Number(outslen[0])) as string;
     } finally {
       if (outbuf[0]) this.lib.rados_buffer_free!(outbuf[0]);
       if (outs[0]) this.lib.rados_buffer_free!(outs[0]);
     }
-    check(ret, 'ceph df');
+    check(ret, `the monitors' df${said ? ` (${said})` : ''}`);
     const df = JSON.parse(text) as { pools: Array<{ name: string; stats: { stored?: number; bytes_used?: number; max_avail: number; quota_bytes?: number } }> };
     const p = df.pools.find((x) => x.name === this.cephPool);
     if (!p) throw new RbdError('missing', 2, `ceph df does not list the Ceph pool ${this.cephPool}`);
     return { stored: p.stats.stored ?? p.stats.bytes_used ?? 0, maxAvail: p.stats.max_avail, quotaBytes: p.stats.quota_bytes ?? 0 };
   }
 
-  close(): void {
+  /**
+   * On the way out: new calls are refused, those under way are waited for (the shutdown hooks'
+   * bound ends the wait), then the connection goes, releasing its watches and locks at once
+   * rather than after the OSDs' watch timeout. Left open while a call still runs in librbd.
+   */
+  async close(): Promise<void> {
+    this.closed = true;
+    while (this.inFlight > 0) await new Promise((r) => setTimeout(r, 50));
     this.lib.rados_ioctx_destroy!(this.io);
     this.lib.rados_shutdown!(this.cluster);
   }

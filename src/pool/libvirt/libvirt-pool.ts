@@ -98,12 +98,12 @@ export class LibvirtPool implements PoolBackend {
         ceph:
           store instanceof CephStore
             ? {
-                parent: async (name) => (await store.rbd.info(name))?.parent?.image ?? null,
-                children: (name) => store.rbd.children(name),
+                parent: async (name) => (await store.rbd.info(name).catch(cephFailure))?.parent?.image ?? null,
+                children: (name) => store.rbd.children(name).catch(cephFailure),
                 flatten: (name) => store.flatten(name),
                 // Half of what is left after the reserve at most: a flatten that filled the pool would mark OSDs full, and stop every client's writes.
                 hasRoom: async (bytes) => bytes <= Math.max(0, (await store.space()).available - opts.reserveBytes) / 2,
-                size: async (name) => (await store.rbd.info(name))?.size ?? 0,
+                size: async (name) => (await store.rbd.info(name).catch(cephFailure))?.size ?? 0,
               }
             : undefined,
       });
