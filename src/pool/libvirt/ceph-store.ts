@@ -121,7 +121,7 @@ export class CephStore implements VolumeStore {
     try {
       const i = await this.rbd.info(name);
       if (!i) return;
-      if (i.snapshotCount > 0) for (const s of await this.rbd.snapshots(name)) await this.dropSnapshot(name, s.name, { missingOk: true });
+      for (const s of await this.rbd.snapshots(name)) await this.dropSnapshot(name, s.name, { missingOk: true });
       await this.rbd.remove(name).catch((err: unknown) => {
         if (!(err instanceof RbdError && err.failure === 'missing')) throw err;
       });

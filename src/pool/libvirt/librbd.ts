@@ -44,7 +44,6 @@ export interface RbdImageInfo {
   /** Seconds since the epoch. */
   createdAt?: number;
   parent?: { image: string; snapshot: string };
-  snapshotCount: number;
 }
 
 export interface RbdSnapshot {
@@ -271,7 +270,8 @@ export class Librbd implements CephImages {
       await this.call('rbd_get_size', `size of ${image}`, img, size);
       const ts = Buffer.alloc(16);
       const created = (await this.worker('rbd_get_create_timestamp', img, ts)) === 0 ? Number(ts.readBigInt64LE(0)) : undefined;
-      return { size: Number(size[0]), createdAt: created, parent: await this.parentOf(img, image), snapshotCount: (await this.snapList(img)).length };
+      // No snapshot listing here: this is every listed volume's lookup, and only a removal needs them (snapshots()).
+      return { size: Number(size[0]), createdAt: created, parent: await this.parentOf(img, image) };
     });
   }
 
