@@ -279,8 +279,8 @@ describe('libvirt on a real Ceph: one rbd volume shared by two running domains',
     assert.deepEqual(await pool.volumes(), [], 'no image was made');
   });
 
-  // Each guest (test/libvirt/idle-guest.sh, vpstamp) writes its own word into its own sector of the shared disk
-  // as it appears, and reports sectors 0-3 read past its cache: each must see the other's word, written by another QEMU through librbd.
+  // Each guest (test/libvirt/idle-guest.sh, vpstamp) writes its own word into its own 4 KiB block of the shared disk
+  // as it appears, and reports blocks 0-3 read past its cache: each must see the other's word, written by another QEMU through librbd.
   it('attaches one image to two domains at once: what one writes the other reads; unpublishing one leaves the other attached', async () => {
     dir = await mkdtemp('/var/tmp/vpool-rbd-doms-');
     const words = stampWords;
@@ -307,7 +307,7 @@ describe('libvirt on a real Ceph: one rbd volume shared by two running domains',
     assert.deepEqual(published, [a.uuid, b.uuid].sort());
 
     // A snapshot of the disk two running guests write: a Ceph snapshot, one instant of the image (crash-consistent), no copy job;
-    // its restore, attached to b, holds a's word in the sector b never wrote.
+    // its restore, attached to b, holds a's word in the block b never wrote.
     const snap = (await d.client.createSnapshot({ name: 'snap-rbd-rwx', source_volume_id: vol.volume_id, parameters: {}, secrets: {} })).snapshot!;
     const restored = (
       await d.client.createVolume({ name: 'pvc-rbd-rwx-restored', capacity_range: { required_bytes: String(32 * MiB) }, volume_capabilities: [blockCap()], parameters: {}, volume_content_source: { snapshot: { snapshot_id: snap.snapshot_id } } })
@@ -333,7 +333,7 @@ describe('libvirt on a real Ceph: one rbd volume shared by two running domains',
     await d.client.deleteSnapshot({ snapshot_id: snap.snapshot_id });
   });
 
-  // The guests keep reading their vp- disks (idle-guest.sh drops its cache and reads sectors 0-3 every 0.2 s): b's reads wait in
+  // The guests keep reading their vp- disks (idle-guest.sh drops its cache and reads blocks 0-3 every 0.2 s): b's reads wait in
   // librbd while the only OSD is gone, and its QEMU's session must carry on once the OSD is back.
   it('the only OSD killed and started again while a volume is attached and idle: the volume is usable afterwards, by the domain that held it and one attached after', async () => {
     const [a, b] = doms;

@@ -90,7 +90,7 @@ export interface TestDomain {
  * A small TCG domain (`type='qemu'`, no KVM here) booting Debian's kernel and the idle initramfs of
  * test/libvirt/idle-guest.sh; `<acpi/>` is what PCI hot-plug needs. Defined only, or started.
  * `writer`: the guest also writes dependent writes across that many vp- disks (idle-guest.sh).
- * `stamp` ("SLOT:WORD"): the guest writes WORD into sector SLOT of each vp- disk and reports sectors 0-3 (idle-guest.sh).
+ * `stamp` ("SLOT:WORD"): the guest writes WORD into 4 KiB block SLOT of each vp- disk and reports blocks 0-3 (idle-guest.sh).
  */
 export async function testDomain(name: string, dir: string, start: boolean, o: { writer?: number; stamp?: string } = {}): Promise<TestDomain> {
   const { writeFile, readFile } = await import('node:fs/promises');
@@ -151,7 +151,7 @@ export async function testDomain(name: string, dir: string, start: boolean, o: {
   return dom;
 }
 
-/** The guest's view of one disk, from its last report: sectors, read-only flag and (a stamping guest's) sectors 0-3, or null when absent. */
+/** The guest's view of one disk, from its last report: sectors, read-only flag and (a stamping guest's) blocks 0-3, or null when absent. */
 export function guestDisk(line: string, serial: string): { dev: string; sectors: number; ro: boolean; words: string[] } | null {
   for (const part of line.replace('GUEST DISKS:', '').trim().split(/\s+/)) {
     const [dev, s, sectors, ro, words] = part.split(':');

@@ -8,10 +8,13 @@
 # serial), write n goes to disk n mod N as its next 4 KiB record ("n\n", zeros), and is issued only
 # once write n-1 is on its disk (dd conv=fsync: a flush the virtual disk completes). It stops before
 # a disk's records run off its end, and says how far it got.
-# With `vpstamp=SLOT:WORD`, the guest writes WORD into 512-byte sector SLOT of every vp- disk once, as
-# it appears (conv=fsync: on the disk), and its reports add what sectors 0-3 of each vp- disk hold, read
+# With `vpstamp=SLOT:WORD`, the guest writes WORD into 4 KiB block SLOT of every vp- disk once, as it
+# appears (conv=fsync: on the disk), and its reports add what blocks 0-3 of each vp- disk hold, read
 # after dropping the guest's cache of that disk (so another guest's writes to a shared disk are seen):
-# name:serial:sectors:ro:word0,word1,word2,word3.
+# name:serial:sectors:ro:word0,word1,word2,word3. A slot is a whole 4 KiB block, not a sector, because
+# the guest's block-device cache works in 4 KiB blocks: a 512-byte write reads the block, changes one
+# sector and writes all eight back, which would undo another guest's word written to a neighbouring
+# sector in between (seen in CI: a word never appeared).
 # Usage: idle-guest.sh OUTDIR     → OUTDIR/vmlinux, OUTDIR/idle-initrd.cpio
 set -euo pipefail
 OUT=$1
@@ -59,7 +62,7 @@ stamp=$(sed -n 's/.*vpstamp=\([0-3]:[A-Za-z0-9-]*\).*/\1/p' /proc/cmdline)
 stamped=" "
 sectors() {
   blockdev --flushbufs "$1" 2>/dev/null; echo 1 > /proc/sys/vm/drop_caches
-  for i in 0 1 2 3; do printf '%s' "$(dd if="$1" bs=512 skip=$i count=1 2>/dev/null | head -c 40 | tr -cd 'A-Za-z0-9-')"; [ $i -lt 3 ] && printf ','; done
+  for i in 0 1 2 3; do printf '%s' "$(dd if="$1" bs=4096 skip=$i count=1 2>/dev/null | head -c 40 | tr -cd 'A-Za-z0-9-')"; [ $i -lt 3 ] && printf ','; done
 }
 prev=""
 while true; do
@@ -70,7 +73,7 @@ while true; do
     extra=""
     case "$s" in vp-*) if [ -n "$stamp" ]; then
       case "$stamped" in *" $s "*) ;; *)
-        printf '%s\n' "${stamp#*:}" | dd of="$d" bs=512 seek="${stamp%%:*}" count=1 conv=sync,notrunc,fsync 2>/dev/null && stamped="$stamped$s ";;
+        printf '%s\n' "${stamp#*:}" | dd of="$d" bs=4096 seek="${stamp%%:*}" count=1 conv=sync,notrunc,fsync 2>/dev/null && stamped="$stamped$s ";;
       esac
       extra=":$(sectors "$d")"
     fi;; esac
