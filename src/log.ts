@@ -24,7 +24,28 @@ function line(level: LogLevel, message: string, meta: Record<string, unknown> | 
   return `${JSON.stringify({ ...meta, level, message, timestamp: new Date().toISOString() }, replacer)}\n`;
 }
 
+export interface LoggedProblem {
+  at: Date;
+  message: string;
+  meta?: Record<string, unknown>;
+}
+
+// What `vpool-csi status` shows as the last errors: every error, and the refusals that say the driver
+// or its pool is in trouble (not a caller's mistake such as NOT_FOUND or INVALID_ARGUMENT), whatever --log-level hides.
+const SERIOUS_CODES = new Set(['UNAVAILABLE', 'DEADLINE_EXCEEDED', 'INTERNAL', 'UNKNOWN', 'DATA_LOSS']);
+const PROBLEMS_KEPT = 20;
+const problems: LoggedProblem[] = [];
+
+/** The last problems logged, oldest first. */
+export function recentProblems(): readonly LoggedProblem[] {
+  return problems;
+}
+
 function write(level: LogLevel, message: string, meta?: Record<string, unknown>): void {
+  if (level === 'error' || (level === 'warn' && SERIOUS_CODES.has(String(meta?.code)))) {
+    problems.push({ at: new Date(), message, meta });
+    if (problems.length > PROBLEMS_KEPT) problems.shift();
+  }
   if (RANK[level] > threshold) return;
   process.stderr.write(line(level, message, meta));
 }

@@ -7,6 +7,7 @@ import { addCheckVolumeCommand } from './cli/check-volume.js';
 import { addTransferSignerCommand } from './cli/transfer-signer.js';
 import { addSnapshotRouterCommand } from './cli/serve-router.js';
 import { addBackupCommands } from './cli/backup.js';
+import { addStatusCommand } from './cli/status.js';
 import { packageVersion } from './project.js';
 import type { ServeOptions } from './cli/serve.js';
 
@@ -69,6 +70,7 @@ program
   });
 
 addClientCommands(program);
+addStatusCommand(program);
 addPoolCommands(program);
 addReconcileCommand(program);
 addCheckVolumeCommand(program);
@@ -76,7 +78,15 @@ addTransferSignerCommand(program);
 addSnapshotRouterCommand(program);
 addBackupCommands(program);
 
+// A mistake on the command line exits 2 (docs/cli.md), as commander's own usage errors are made to.
+const USAGE = 2;
+const usageExits = (c: Command): void => {
+  c.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : USAGE));
+  c.commands.forEach(usageExits);
+};
+usageExits(program);
+
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`vpool-csi: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
+  process.exit(err instanceof Error && err.name === 'UsageError' ? USAGE : 1);
 });

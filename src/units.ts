@@ -40,7 +40,7 @@ export function parseQuantity(text: string): number {
   else den *= 10n ** BigInt(-power10);
   if (m[1] === '-' && num !== 0n) throw new Error(`not a byte quantity: ${JSON.stringify(text)} is negative`);
   const bytes = (num + den - 1n) / den;
-  if (bytes > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error(`byte quantity too large: ${text} (at most ${Number.MAX_SAFE_INTEGER} bytes)`);
+  if (bytes > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error(`byte quantity too large: ${text} (at most 8Pi, ${Number.MAX_SAFE_INTEGER} bytes)`);
   return Number(bytes);
 }
 
@@ -62,4 +62,36 @@ export function parseDuration(text: string): number {
   let ms = 0;
   for (const m of t.matchAll(/([0-9]+)(ms|s|m|h|d)/g)) ms += Number(m[1]) * DURATION_UNIT[m[2]];
   return ms;
+}
+
+const BINARY_UNITS = ['Ki', 'Mi', 'Gi', 'Ti', 'Pi', 'Ei'];
+
+/**
+ * A byte count as a person reads it, in the binary units Kubernetes writes: "0", "512", "768Mi",
+ * "1Gi", "2.5Ti", "69.4Gi". The largest unit the count reaches; one decimal, rounded, only where the
+ * count is not a whole number of that unit (so a size that is exact reads exact, as in a claim).
+ */
+export function formatBytes(bytes: number): string {
+  if (!Number.isFinite(bytes) || bytes < 1024) return String(Math.max(0, Math.round(bytes)));
+  let unit = -1;
+  let v = bytes;
+  while (v >= 1024 && unit < BINARY_UNITS.length - 1) {
+    v /= 1024;
+    unit++;
+  }
+  if (Number.isInteger(v)) return `${v}${BINARY_UNITS[unit]}`;
+  let tenths = Math.round(v * 10);
+  // 1023.96Mi rounds to 1024.0Mi: that is 1Gi.
+  if (tenths >= 10240 && unit < BINARY_UNITS.length - 1) {
+    tenths = Math.round(tenths / 1024);
+    unit++;
+  }
+  return tenths % 10 === 0 ? `${tenths / 10}${BINARY_UNITS[unit]}` : `${(tenths / 10).toFixed(1)}${BINARY_UNITS[unit]}`;
+}
+
+/** Two byte counts side by side in an error ("69.4Gi free, 5Ti asked"): exact bytes as well when the short forms would read alike. */
+export function formatBytesPair(a: number, b: number): [string, string] {
+  const fa = formatBytes(a);
+  const fb = formatBytes(b);
+  return fa === fb && a !== b ? [`${fa} (${a} bytes)`, `${fb} (${b} bytes)`] : [fa, fb];
 }

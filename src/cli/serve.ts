@@ -20,6 +20,8 @@ import { backendOptions, openBackend, type BackendFlags } from './backends.js';
 import type { ClusterRun } from './serve-cluster.js';
 import { servePlan } from './serve-plan.js';
 import { startTransfer } from './serve-transfer.js';
+import { onSends } from '../transfer/events.js';
+import type { StatusSources } from '../driver/status/collect.js';
 import { ServedPool } from './served-pool.js';
 
 export interface ServeOptions extends BackendFlags {
@@ -117,7 +119,15 @@ export async function serve(opts: ServeOptions): Promise<void> {
 
   // The socket first: a slow or unreachable API server delays VolumePools and orphan checks, never the CSI services.
   let cluster: ClusterRun | undefined;
-  const server = await startServer({ mode: plan.mode, state: driverState(start, pool, transfer?.client, transfer?.metadata) }, opts.endpoint, plan.socketGroup);
+  let sending = 0;
+  if (transfer) onSends({ changed: (n) => (sending = n), turnedAway: () => undefined });
+  const inspect: StatusSources = {
+    mode: plan.mode,
+    startedAt: new Date(),
+    ...(transfer ? { sending: () => sending } : {}),
+    ...(plan.orphans ? { orphans: () => cluster?.orphanCounts() } : {}),
+  };
+  const server = await startServer({ mode: plan.mode, state: driverState(start, pool, transfer?.client, transfer?.metadata), inspect }, opts.endpoint, plan.socketGroup);
   const http = await startHttp(opts, pool, kube && (() => cluster?.orphanCounts()));
   log.info('serving', { socket: server.socket, driver: start.driverName, version: start.version, node: nodeId, mode: opts.mode, backend: start.backendKind, pool: opts.poolFromCluster ? `VolumePool ${opts.poolFromCluster}` : (opts.poolDir ?? opts.vg ?? opts.libvirtPool), volumePools: plan.volumePools, topology: start.topology, allowedRoots: start.paths.allowedRoots });
   stopOnSignals(server, http, transfer);

@@ -7,7 +7,10 @@ import type { NodeHandlers } from '../../gen/csi/v1/Node.js';
 import type { SnapshotMetadataHandlers } from '../../gen/csi/v1/SnapshotMetadata.js';
 import type { GroupControllerHandlers } from '../../gen/csi/v1/GroupController.js';
 import { createVolumeGroupSnapshot, deleteVolumeGroupSnapshot, getVolumeGroupSnapshot } from './group-controller.js';
-import { errno, unavailable, unsupported } from '../errors.js';
+import { errno, invalid, notFound, unavailable, unsupported } from '../errors.js';
+import { collectStatus, volumeDetail, volumeDetails, type StatusSources } from '../driver/status/collect.js';
+import { parseId } from '../ids.js';
+import { INSPECT_SERVICE, MAX_PAGE, type VolumesRequest } from './inspect-service.js';
 import { hasBackend, type ControllerContext, type DriverContext, type DriverState, type IdentityState, type StartContext } from '../driver/context.js';
 import { poolFeatures } from '../driver/pool-state.js';
 import { controllerExpandVolume, controllerPublishVolume, controllerUnpublishVolume } from './controller/publish.js';
@@ -162,6 +165,32 @@ function nodeHandlers(state: () => DriverState, mode: Mode): NodeHandlers {
   };
 }
 
+/** vpool.v1.Inspect (src/status/): the status of the whole node, and volumes with what CSI does not carry. */
+function inspectHandlers(state: () => DriverState, mode: Mode, sources: StatusSources): grpc.UntypedServiceImplementation {
+  const withPool = (): ControllerContext => {
+    const s = state();
+    if (s.notServing !== undefined) throw unavailable(`the pool is not ready: ${s.notServing}`);
+    if (!('volumeView' in s.ctx) || !hasBackend(s.ctx)) throw unavailable('this node plugin has no pool (hypervisor mode: the controller holds it); ask the controller');
+    return s.ctx;
+  };
+  return {
+    Status: unary('InspectStatus', () => collectStatus(state(), sources)),
+    Volumes: unary('InspectVolumes', (req: VolumesRequest) => {
+      const after = req.after ?? '';
+      const limit = req.limit ?? MAX_PAGE;
+      if (typeof after !== 'string' || Buffer.byteLength(after) > 128) throw invalid('after must be a volume ID (at most 128 bytes)');
+      if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) throw invalid(`limit must be a whole number from 1 to ${MAX_PAGE}`);
+      return volumeDetails(withPool(), after, limit, mode !== 'controller');
+    }),
+    Volume: unary('InspectVolume', async (req: { id?: string }) => {
+      const id = parseId('vol', 'id', typeof req.id === 'string' ? req.id : '');
+      const found = id ? await volumeDetail(withPool(), id, mode !== 'controller') : null;
+      if (!found) throw notFound(`volume ${String(req.id)} does not exist`);
+      return found;
+    }),
+  };
+}
+
 /** `unix:///run/csi.sock`, `unix:/run/csi.sock` or a bare absolute path → the socket path. */
 export function socketPath(endpoint: string): string {
   const p = endpoint.replace(/^unix:\/\//, '').replace(/^unix:/, '');
@@ -199,7 +228,7 @@ export interface RunningServer {
 
 /** What a server serves: the driver (its state at each call), or the resizer mode's identity alone. */
 export type Served =
-  | { mode: Exclude<Mode, 'resizer'>; state: () => DriverState }
+  | { mode: Exclude<Mode, 'resizer'>; state: () => DriverState; inspect?: StatusSources }
   | { mode: 'resizer'; identity: IdentityState['ctx'] }
   /** The snapshot router's services alone (router-handlers.ts): no pool, no node. */
   | { mode: 'snapshot-router'; handlers: ReturnType<typeof routerHandlers> };
@@ -224,6 +253,7 @@ export async function startServer(served: Served, endpoint: string, socketGroup?
     if (mode !== 'node') server.addService(csi.SnapshotMetadata.service, snapshotMetadataHandlers(state));
     if (mode !== 'node') server.addService(csi.GroupController.service, groupControllerHandlers(state));
     if (mode !== 'controller') server.addService(csi.Node.service, nodeHandlers(state, mode));
+    if (served.inspect) server.addService(INSPECT_SERVICE, inspectHandlers(state, mode, served.inspect));
   }
 
   const socket = socketPath(endpoint);

@@ -1,5 +1,5 @@
 import { outOfRange } from '../errors.js';
-import { MiB, roundDown, roundUp } from '../units.js';
+import { formatBytes, MiB, roundDown, roundUp } from '../units.js';
 
 export interface SizingPolicy {
   defaultBytes: number;
@@ -22,9 +22,9 @@ export function chooseSize(range: Range, policy: SizingPolicy = DEFAULT_SIZING):
   const g = policy.granularity;
   let size = required ? roundUp(required, g) : policy.defaultBytes;
   if (limit && size > limit) size = roundDown(limit, g);
-  if (!required && limit && size === 0) throw outOfRange(`capacity_range.limit_bytes ${limit} is below the smallest volume (${g} bytes)`);
-  if (required && size < required) throw outOfRange(`no multiple of ${g} bytes lies between required_bytes ${required} and limit_bytes ${limit}`);
-  if (size > policy.maxBytes) throw outOfRange(`${size} bytes is more than the largest volume this pool supports (${policy.maxBytes})`);
+  if (!required && limit && size === 0) throw outOfRange(`capacity_range.limit_bytes ${formatBytes(limit)} is below the smallest volume (${formatBytes(g)}): ask for at least ${formatBytes(g)}`);
+  if (required && size < required) throw outOfRange(`volumes are whole multiples of ${formatBytes(g)}, and none lies between required_bytes ${formatBytes(required)} and limit_bytes ${formatBytes(limit)} (${required} and ${limit} bytes): widen the range`);
+  if (size > policy.maxBytes) throw outOfRange(`${formatBytes(size)} is more than the largest volume this pool supports (${formatBytes(policy.maxBytes)})`);
   return size;
 }
 

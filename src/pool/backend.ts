@@ -20,6 +20,13 @@ export interface PoolTuning {
   overprovisionRatio: number;
 }
 
+/** Where a pool is (a directory, a volume group, a libvirt pool) and the disks it is made of. */
+export interface PoolDescription {
+  location: string;
+  devices: Array<{ name: string; sizeBytes: number; freeBytes?: number; missing?: boolean; fsType?: string }>;
+  reserveBytes: number;
+}
+
 export interface PoolCapacity {
   totalBytes: number;
   /** What a new volume can still be given, after the reserve and what existing volumes may yet use. */
@@ -104,6 +111,10 @@ export interface PoolBackend {
   expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord>;
   /** How healthy each volume is, in the order given: one look at the pool for all of them (a ListVolumes page). */
   volumeConditions(volumes: readonly VolumeRecord[]): Promise<Condition[]>;
+  /** Where the pool is and what it is made of, for `vpool-csi status`. */
+  describe(): Promise<PoolDescription>;
+  /** What each volume holds on the pool's disks now (a sparse file, a thin LV: less than its size); pools that cannot tell leave this out. */
+  allocation?(volumes: readonly VolumeRecord[]): Promise<Map<string, number>>;
   /** How full the pool's thin pools are (pools without thin pools leave this out). */
   thinPools?(): Promise<ThinPoolUse[]>;
   /** Applies settings changed while serving (a VolumePool edited); pools without such settings leave this out. */

@@ -6,6 +6,7 @@ import type { Capability } from '../access.js';
 import type { ControllerContext } from '../context.js';
 import { requirePoolVolume } from '../lookups.js';
 import { chooseSize, fitsRange, type Range } from '../sizing.js';
+import { formatBytes } from '../../units.js';
 
 function attacherOf(ctx: ControllerContext): ControllerAttacher {
   // Reached only when PUBLISH_UNPUBLISH_VOLUME is advertised, which it is exactly when there is a controller attacher (pool-state.ts).
@@ -86,7 +87,7 @@ export async function expandVolume(ctx: ControllerContext, volumeId: string, ran
   if (!id) throw notFound(`volume ${volumeId} does not exist`);
   return ctx.locks.with([volumeLock(id)], async () => {
     const vol = await requirePoolVolume(ctx, 'volume_id', id);
-    if (range.limit && vol.capacityBytes > range.limit) throw outOfRange(`volume ${vol.id} is already ${vol.capacityBytes} bytes, more than limit_bytes ${range.limit}; volumes do not shrink`);
+    if (range.limit && vol.capacityBytes > range.limit) throw outOfRange(`volume ${vol.id} is already ${formatBytes(vol.capacityBytes)}, more than limit_bytes ${formatBytes(range.limit)}; volumes do not shrink`);
     let bytes = vol.capacityBytes;
     if (!fitsRange(vol.capacityBytes, range)) {
       const size = chooseSize(range, { ...ctx.sizing, granularity: ctx.backend.granularity });

@@ -6,7 +6,7 @@ import { snapshotLock, volumeLock } from '../../locks.js';
 import type { ContentSource, VolumeRecord } from '../../records.js';
 import type { WritableData } from '../../pool/backend.js';
 import { fillFromPeer } from '../transfer.js';
-import { roundUp } from '../../units.js';
+import { formatBytes, roundUp } from '../../units.js';
 import type { Capability } from '../access.js';
 import type { ControllerContext, DriverContext } from '../context.js';
 import { chooseFilesystem } from '../filesystem-choice.js';
@@ -92,7 +92,7 @@ export async function createVolume(ctx: ControllerContext, req: NewVolume): Prom
   return ctx.locks.with(lockKeys, async () => {
     const existing = await ctx.backend.getVolume(id);
     if (existing) {
-      if (!fitsRange(existing.capacityBytes, range)) throw conflict(`volume ${name} exists with ${existing.capacityBytes} bytes, outside the requested range`);
+      if (!fitsRange(existing.capacityBytes, range)) throw conflict(`volume ${name} exists with ${formatBytes(existing.capacityBytes)} (${existing.capacityBytes} bytes), outside the requested range: ask for its size, or use another name`);
       if (!sameSource(existing.source, source)) throw conflict(`volume ${name} exists with another content source`);
       // Earlier versions recorded only a class's fsType, not the capability's: such a volume is not
       // held against a filesystem that only the capability names (a retry across the upgrade).
@@ -117,11 +117,13 @@ export async function createVolume(ctx: ControllerContext, req: NewVolume): Prom
         }
       }
       if (sourceBytes === undefined) throw notFound(`source ${source.kind} ${source.id} does not exist${ctx.transfer ? ' on this node or on the node holding it' : ''}`);
-      if (range.limit && range.limit < sourceBytes) throw outOfRange(`the source ${source.kind} is ${sourceBytes} bytes, more than limit_bytes ${range.limit}`);
+      if (range.limit && range.limit < sourceBytes) throw outOfRange(`the source ${source.kind} ${source.id} is ${formatBytes(sourceBytes)}, more than limit_bytes ${formatBytes(range.limit)}: a copy is at least as large as its source`);
       minBytes = Math.max(minBytes, sourceBytes);
     }
-    const size = Math.max(chooseSize(range, { ...ctx.sizing, granularity: ctx.backend.granularity }), roundUp(minBytes, ctx.backend.granularity));
-    if (range.limit && size > range.limit) throw outOfRange(`the volume needs at least ${size} bytes (filesystem or source minimum), more than limit_bytes ${range.limit}`);
+    // A copy asked without a size is the size of its source, not the default size of a new volume.
+    const sizing = source && !range.required && !range.limit ? { ...ctx.sizing, defaultBytes: roundUp(minBytes, ctx.backend.granularity) } : ctx.sizing;
+    const size = Math.max(chooseSize(range, { ...sizing, granularity: ctx.backend.granularity }), roundUp(minBytes, ctx.backend.granularity));
+    if (range.limit && size > range.limit) throw outOfRange(`the volume needs at least ${formatBytes(size)} (filesystem or source minimum), more than limit_bytes ${formatBytes(range.limit)}`);
     const parameters: Record<string, string> = { ...identityParameters(params) };
     if (params.pvcName) parameters.pvcName = params.pvcName;
     if (params.pvcNamespace) parameters.pvcNamespace = params.pvcNamespace;

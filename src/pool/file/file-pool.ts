@@ -5,11 +5,12 @@ import { errno, exhausted, invalid, notFound } from '../../errors.js';
 import { isId } from '../../ids.js';
 import { deviceUsers } from '../../host/in-use.js';
 import { loopsBackedBy } from '../../host/loop.js';
-import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, PoolBackend, PoolCapacity, PoolTuning, ReadableData, GroupSnapshotRecord, SnapshotRecord, VolumeRecord } from '../backend.js';
+import { readMounts } from '../../host/mounts.js';
+import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, PoolBackend, PoolCapacity, PoolDescription, PoolTuning, ReadableData, GroupSnapshotRecord, SnapshotRecord, VolumeRecord } from '../backend.js';
 import { syncDir, syncFile, writeTempSynced } from './atomic.js';
 import { log } from '../../log.js';
 import { Mutex } from 'async-mutex';
-import { MiB } from '../../units.js';
+import { formatBytesPair, MiB } from '../../units.js';
 import { RecordIndex } from './record-index.js';
 import { FileSnapshotBlocks } from './snapshot-blocks.js';
 import { FileGroupSnapshots } from './group-snapshots.js';
@@ -129,6 +130,31 @@ export class FilePool implements PoolBackend {
     const fs = await statfs(this.root);
     const promised = this.pendingBytes + this.unallocated(vols);
     return { totalBytes: fs.blocks * fs.bsize, availableBytes: Math.max(0, fs.bavail * fs.bsize - this.reserveBytes - promised) };
+  }
+
+  async describe(): Promise<PoolDescription> {
+    const fs = await statfs(this.root);
+    const real = await realpath(this.root);
+    // The filesystem the directory is on: the mount with the longest mount point above it.
+    const under = (await readMounts()).filter((m) => real === m.mountPoint || real.startsWith(m.mountPoint === '/' ? '/' : `${m.mountPoint}/`));
+    const m = under.sort((a, b) => a.mountPoint.length - b.mountPoint.length).pop();
+    return {
+      location: this.root,
+      devices: [{ name: m ? `${m.source} (${m.mountPoint})` : real, fsType: m?.fsType, sizeBytes: fs.blocks * fs.bsize, freeBytes: fs.bavail * fs.bsize }],
+      reserveBytes: this.reserveBytes,
+    };
+  }
+
+  async allocation(volumes: readonly VolumeRecord[]): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    for (const v of volumes) {
+      const st = await stat(this.volumeImage(v.id)).catch((err: unknown) => {
+        if (errno(err) === 'ENOENT') return null;
+        throw err;
+      });
+      if (st) out.set(v.id, st.blocks * 512);
+    }
+    return out;
   }
 
   /** What the volumes may still allocate, summed again only when the records or the measurement changed. */
@@ -343,7 +369,10 @@ export class FilePool implements PoolBackend {
       let { availableBytes, totalBytes } = await this.capacity();
       // Near the edge the estimate may be stale either way: measure before saying yes or no.
       if (bytes > availableBytes - totalBytes * NEAR_FULL) ({ availableBytes } = await this.capacity({ measure: true }));
-      if (bytes > availableBytes) throw exhausted(`the pool has ${availableBytes} bytes available, ${bytes} are needed`);
+      if (bytes > availableBytes) {
+        const [free, asked] = formatBytesPair(availableBytes, bytes);
+        throw exhausted(`pool ${this.root} has ${free} free (after the reserve), ${asked} asked: delete volumes or snapshots, lower --reserve, or give the pool a larger disk`);
+      }
       this.pendingBytes += bytes;
     });
     try {

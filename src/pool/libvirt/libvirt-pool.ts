@@ -2,8 +2,8 @@ import { busy, exhausted, internal, invalid, notFound, precondition, unsupported
 import { LibvirtSnapshotBlocks } from './snapshot-blocks.js';
 import { log } from '../../log.js';
 import { pageAfter, type Page } from '../../paging.js';
-import { MiB, roundUp } from '../../units.js';
-import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, SnapshotRecord, VolumeRecord } from '../backend.js';
+import { formatBytes, formatBytesPair, MiB, roundUp } from '../../units.js';
+import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, PoolDescription, SnapshotRecord, VolumeRecord } from '../backend.js';
 import type { Domains, RbdSource } from './domains.js';
 import { VolumeDisks, type AttachedDisk } from './volume-disks.js';
 import { FORMATS, idHash, markerName, parseName, snapshotName, volumeName, WIPE_ALGORITHMS, type Format, type SnapshotName, type VolumeName } from './names.js';
@@ -200,6 +200,23 @@ export class LibvirtPool implements PoolBackend {
     return { totalBytes: room.capacity, availableBytes: Math.max(0, room.available - this.opts.reserveBytes) };
   }
 
+  async describe(): Promise<PoolDescription> {
+    const room = await this.store.space();
+    const where = this.store instanceof CephStore ? `, Ceph pool ${this.rbd?.cephPool ?? '?'} through the controller's Ceph identity` : '';
+    return {
+      location: `libvirt pool ${this.opts.pool} (${this.poolType}${where})`,
+      devices: [{ name: this.opts.pool, sizeBytes: room.capacity, freeBytes: room.available }],
+      reserveBytes: this.opts.reserveBytes,
+    };
+  }
+
+  /** What libvirt (or Ceph) says each volume has allocated; one pass over the pool, as ListVolumes reads it. */
+  async allocation(volumes: readonly VolumeRecord[]): Promise<Map<string, number>> {
+    const wanted = new Set(volumes.map((v) => v.id));
+    const all = await this.all('vol', (v, f, e) => ({ id: this.listing.volumeRecord(v, f, e).id, allocation: f.allocation }));
+    return new Map(all.filter((a) => wanted.has(a.id)).map((a) => [a.id, a.allocation]));
+  }
+
   /** Canonical form of the parameters for comparison: defaults are the same as leaving the key out. */
   canonicalParameters(p: Record<string, string>): Record<string, string> {
     const out = { ...p };
@@ -345,7 +362,10 @@ export class LibvirtPool implements PoolBackend {
 
   private async requireSpace(bytes: number, what: string): Promise<void> {
     const { availableBytes } = await this.capacity();
-    if (bytes > availableBytes) throw exhausted(`libvirt pool ${this.opts.pool} has ${availableBytes} bytes available (after the reserve), ${what} needs ${bytes}`);
+    if (bytes > availableBytes) {
+      const [free, asked] = formatBytesPair(availableBytes, bytes);
+      throw exhausted(`libvirt pool ${this.opts.pool} has ${free} free (after the reserve), ${what} needs ${asked}: delete volumes or snapshots, or grow the pool`);
+    }
   }
 
   async createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord> {
@@ -437,7 +457,7 @@ export class LibvirtPool implements PoolBackend {
       if (!RESIZABLE_POOLS.has(this.poolType)) {
         throw precondition(`libvirt cannot resize volumes of a ${this.poolType} pool (${this.opts.pool}); create a larger volume from a snapshot instead`);
       }
-      await this.requireSpace(target - f.capacity, `growing ${id} by ${target - f.capacity} bytes`);
+      await this.requireSpace(target - f.capacity, `growing ${id} to ${formatBytes(target)}`);
       const running = (await this.disks.attached(v)).filter((a) => a.domain.running);
       if (running.length) {
         // A disk in use is grown by its QEMU, which also tells the guest; vol-resize would go behind QEMU's back.

@@ -3,8 +3,8 @@ import { CommandError } from '../../exec.js';
 import { log } from '../../log.js';
 import { pageAfter, type Page } from '../../paging.js';
 import { deviceUsers } from '../../host/in-use.js';
-import { roundUp } from '../../units.js';
-import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, PoolTuning, ReadableData, SnapshotRecord, VolumeRecord, ThinPoolUse, UnfinishedVolume } from '../backend.js';
+import { formatBytes, formatBytesPair, roundUp } from '../../units.js';
+import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, ParameterCheck, PoolBackend, PoolCapacity, PoolDescription, PoolTuning, ReadableData, SnapshotRecord, VolumeRecord, ThinPoolUse, UnfinishedVolume } from '../backend.js';
 import { copyBlockDevice } from './copy.js';
 import { createFilledLv, openLvData, sweepSendLvs, type LvTransferContext } from './lv-transfer.js';
 import { parseLvAttr } from './lv-attr.js';
@@ -18,6 +18,7 @@ import { groupOfRow, INCOMPLETE_TAG, isIncomplete, isSnapshotRow, isVolumeRow, P
 import { LvmGroupSnapshots, resumeLeftSuspended } from './group-snapshots.js';
 import { LvmSnapshotBlocks } from './snapshot-blocks.js';
 import { ThinMetadata } from './thin-metadata.js';
+import { statusFromRows } from './pool-admin.js';
 
 export interface LvmPoolOptions {
   vg: string;
@@ -202,7 +203,10 @@ export class LvmPool implements PoolBackend {
       throw conflict(`LV ${spec.id} exists but is not a vpool volume`);
     }
     const { availableBytes } = await this.capacity(spec.parameters, rows, vgRow);
-    if (spec.capacityBytes > availableBytes) throw exhausted(`the pool has ${availableBytes} bytes available for ${type} volumes, ${spec.capacityBytes} are needed`);
+    if (spec.capacityBytes > availableBytes) {
+      const [free, asked] = formatBytesPair(availableBytes, spec.capacityBytes);
+      throw exhausted(`volume group ${this.opts.vg} has ${free} free for ${type} volumes (after the reserve), ${asked} asked for ${spec.name}: delete volumes or snapshots, or add a disk (vpool-csi pool extend)`);
+    }
     const createdAt = Date.now();
     const tags = volumeTags({ ...spec, createdAt });
     const tagArgs = tags.flatMap((t) => ['--addtag', t]);
@@ -306,10 +310,31 @@ export class LvmPool implements PoolBackend {
       if (cow.length) throw precondition(`volume ${id} has copy-on-write snapshots (${cow.join(', ')}: its own, or members of group snapshots cut while it was attached); LVM cannot grow the origin of one while it is active: delete them first`);
       const params = volumeFromRow(row).parameters;
       const { availableBytes } = await this.capacity(params);
-      if (target - Number(row.lv_size) > availableBytes) throw exhausted(`the pool has ${availableBytes} bytes available, growing needs ${target - Number(row.lv_size)}`);
+      if (target - Number(row.lv_size) > availableBytes) {
+        const [free, asked] = formatBytesPair(availableBytes, target - Number(row.lv_size));
+        throw exhausted(`volume group ${this.opts.vg} has ${free} free (after the reserve), growing ${id} to ${formatBytes(target)} needs ${asked} more: delete volumes or snapshots, or add a disk (vpool-csi pool extend)`);
+      }
       await this.lvmChange('lvextend', ['-y', '-L', `${target}b`, this.lvPath(id)]);
     }
     return (await this.getVolume(id))!;
+  }
+
+  async describe(): Promise<PoolDescription> {
+    const { vg, pvs, lvs } = await this.lvm.state(this.opts.vg);
+    if (!vg) throw notFound(`volume group ${this.opts.vg} does not exist`);
+    const status = statusFromRows(vg, pvs, lvs);
+    return { location: `volume group ${this.opts.vg}`, devices: status.devices, reserveBytes: this.opts.reserveBytes };
+  }
+
+  /** A thick LV holds its whole size; a thin one what its data_percent says it has mapped. */
+  async allocation(volumes: readonly VolumeRecord[]): Promise<Map<string, number>> {
+    const rows = new Map((await this.lvm.lvs(this.opts.vg)).map((r) => [r.lv_name, r]));
+    const out = new Map<string, number>();
+    for (const v of volumes) {
+      const r = rows.get(v.id);
+      if (r) out.set(v.id, r.segtype === 'thin' ? Math.round((Number(r.lv_size) * Number(r.data_percent || 0)) / 100) : Number(r.lv_size));
+    }
+    return out;
   }
 
   async thinPools(): Promise<ThinPoolUse[]> {
