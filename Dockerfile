@@ -11,10 +11,11 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY proto ./proto
 COPY src ./src
+COPY scripts/proto-descriptor.mjs ./scripts/
 # Production dependencies only, without what only compilers and people read (types, sources, maps,
 # docs); and the node binary without its symbol table (binutils' strip: 99 MB -> 86 MB).
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends binutils && rm -rf /var/lib/apt/lists/*
-RUN npm run --silent gen && npx tsc -p tsconfig.build.json && npm prune --omit=dev --no-audit --no-fund \
+RUN npm run --silent gen && npx tsc -p tsconfig.build.json && node scripts/proto-descriptor.mjs && npm prune --omit=dev --no-audit --no-fund \
  && find node_modules \( -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.ts' -o -name '*.map' -o -name '*.md' -o -name '*.markdown' \) -type f -delete \
  && rm -rf node_modules/@types \
  && strip -o /src/node "$(command -v node)" && /src/node --version

@@ -52,6 +52,27 @@ async function main(): Promise<void> {
     bare.push(await timed(() => execFileP(process.execPath, ['-e', ''])));
   }
   console.log(`vpool-csi --version ${median(version).toFixed(0)} ms, bare node -e '' ${median(bare).toFixed(0)} ms (median of ${RUNS}), ratio ${(median(version) / median(bare)).toFixed(2)}`);
+  // A person's commands against a running driver (two volumes and a snapshot), each beside --version.
+  const d = await startDriver({ args: ['--log-level', 'warn'] });
+  try {
+    const v = (await d.client.createVolume({ name: 'fp-cli', capacity_range: { required_bytes: String(16 * 1024 * 1024) }, volume_capabilities: [mountCap('ext4')] })).volume!;
+    await d.client.createVolume({ name: 'fp-cli-2', capacity_range: { required_bytes: String(16 * 1024 * 1024) }, volume_capabilities: [mountCap('ext4')] });
+    await d.client.createSnapshot({ name: 'fp-cli-snap', source_volume_id: v.volume_id });
+    const commands: Array<[string, string[]]> = [
+      ['client info', ['client', '--endpoint', d.endpoint, '-o', 'table', 'info']],
+      ['client list-volumes', ['client', '--endpoint', d.endpoint, '-o', 'table', 'list-volumes']],
+      ['client list-snapshots', ['client', '--endpoint', d.endpoint, '-o', 'table', 'list-snapshots']],
+      ['status', ['status', '--endpoint', d.endpoint, '-o', 'table']],
+    ];
+    for (const [what, args] of commands) {
+      const t: number[] = [];
+      for (let i = 0; i < RUNS; i++) t.push(await timed(() => execFileP(BIN, args)));
+      console.log(`vpool-csi ${what} -o table`.padEnd(44), `${median(t).toFixed(0).padStart(6)} ms, ratio to --version ${(median(t) / median(version)).toFixed(2)}, to bare node ${(median(t) / median(bare)).toFixed(2)}`);
+    }
+  } finally {
+    // The bench's volumes go with the driver's directory.
+    await finish(d);
+  }
   const { fake, kubeconfig } = await startFakeCluster();
   try {
     console.log(`${'serve --backend file'.padEnd(44)} ${'socket'.padStart(9)} ${'idle RSS'.padStart(12)} ${'after 100'.padStart(12)}`);

@@ -8,6 +8,7 @@ import { addTransferSignerCommand } from './cli/transfer-signer.js';
 import { addSnapshotRouterCommand } from './cli/serve-router.js';
 import { addBackupCommands } from './cli/backup.js';
 import { addStatusCommand } from './cli/status.js';
+import { addCompletionCommand } from './cli/completion.js';
 import { packageVersion } from './project.js';
 import type { ServeOptions } from './cli/serve.js';
 
@@ -77,6 +78,7 @@ addCheckVolumeCommand(program);
 addTransferSignerCommand(program);
 addSnapshotRouterCommand(program);
 addBackupCommands(program);
+addCompletionCommand(program);
 
 // A mistake on the command line exits 2 (docs/cli.md), as commander's own usage errors are made to.
 const USAGE = 2;

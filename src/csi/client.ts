@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { loadCsi } from './proto.js';
-import { socketPath } from './server.js';
+import { socketPath } from './socket-path.js';
 
 type Callback<Res> = grpc.requestCallback<Res>;
 

@@ -1,5 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
-import { socketPath } from './server.js';
+import { socketPath } from './socket-path.js';
 import { INSPECT_SERVICE, MAX_BYTES, MAX_PAGE } from './inspect-service.js';
 import type { DriverStatus, VolumeDetail } from '../driver/status/types.js';
 

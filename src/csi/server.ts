@@ -22,6 +22,9 @@ import { nodeExpandVolume, nodeGetInfo, nodeGetVolumeStats } from './node/info-s
 import { capabilityResponse, CONTROLLER_RPC_NEEDS, NODE_RPC_NEEDS, serviceCapabilities } from './service-capabilities.js';
 import { nodePublishVolume, nodeStageVolume, nodeUnpublishVolume, nodeUnstageVolume } from './node/stage-publish.js';
 import { loadCsi } from './proto.js';
+import { socketPath } from './socket-path.js';
+
+export { socketPath };
 import type { routerHandlers } from './router-handlers.js';
 import { serverStream, unary } from './rpc.js';
 import { getMetadataAllocated, getMetadataDelta } from './snapshot-metadata.js';
@@ -189,15 +192,6 @@ function inspectHandlers(state: () => DriverState, mode: Mode, sources: StatusSo
       return found;
     }),
   };
-}
-
-/** `unix:///run/csi.sock`, `unix:/run/csi.sock` or a bare absolute path → the socket path. */
-export function socketPath(endpoint: string): string {
-  const p = endpoint.replace(/^unix:\/\//, '').replace(/^unix:/, '');
-  if (!p.startsWith('/')) throw new Error(`--endpoint must be unix:///absolute/path (got ${endpoint})`);
-  // Longer paths do not fit sockaddr_un: the bind would take a truncated name and the socket be lost.
-  if (Buffer.byteLength(p) > 107) throw new Error(`--endpoint ${p} is ${Buffer.byteLength(p)} bytes long; a unix socket path is at most 107`);
-  return p;
 }
 
 /** Removes a socket left by a crashed driver; refuses to steal one that a live process answers on. */

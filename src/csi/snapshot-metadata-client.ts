@@ -3,7 +3,7 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { loadCsi } from './proto.js';
-import { socketPath } from './server.js';
+import { socketPath } from './socket-path.js';
 import { PROJECT_ROOT } from '../project.js';
 
 /**
