@@ -46,8 +46,10 @@ run: build
 	@mkdir -p $(VAR)/pool $(VAR)/mnt
 	@echo "vpool-csi: serving the file pool $(VAR)/pool on $(ENDPOINT)"
 	@echo "try, in another shell:"
-	@echo "  ./vpool-csi client --endpoint $(ENDPOINT) create-volume --name demo --size 1Gi"
-	@echo "  ./vpool-csi client --endpoint $(ENDPOINT) -o table list-volumes"
+	@echo "  export VPOOL_CSI_ENDPOINT=$(ENDPOINT)"
+	@echo "  ./vpool-csi client create-volume --name demo --size 1Gi"
+	@echo "  ./vpool-csi client list-volumes"
+	@echo "  ./vpool-csi status"
 	exec ./vpool-csi serve --endpoint $(ENDPOINT) --pool-dir $(VAR)/pool --allowed-root $(VAR)/mnt --node-id $$(hostname)
 
 test: build tools
