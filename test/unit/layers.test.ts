@@ -9,7 +9,7 @@ import { PROJECT_ROOT } from '../../src/project.js';
  * shared terms at the root, host primitives, pools, the driver's operations (which speak pool and
  * host terms), then the CSI edge (which speaks gRPC and reaches the pools and the host only through
  * the driver) and the cluster side (the two never import each other), then metrics (which observes
- * the CSI edge's calls), the backup client (a caller of the APIs) and the CLI. gen/ (the CSI types) is the CSI edge's alone.
+ * the CSI edge's calls), the backup client (a caller of the APIs) and the CLI, and the kubectl plugin above it. gen/ (the CSI types) is the CSI edge's alone.
  */
 const SRC = path.join(PROJECT_ROOT, 'src');
 const ROOT_SHARED = ['errors', 'ids', 'locks', 'exec', 'log', 'units', 'filesystems', 'records', 'paging', 'call-context', 'project', 'heartbeat', 'shutdown-hooks'];
@@ -35,6 +35,8 @@ const MAY_IMPORT: Record<string, string[]> = {
   // The backup client: a caller of the CSI and Kubernetes SnapshotMetadata APIs, never of the driver's insides.
   backup: ['shared', 'host', 'transfer', 'csi', 'backup'],
   cli: ['shared', 'host', 'pool', 'transfer', 'driver', 'cluster', 'csi', 'metrics', 'backup', 'cli', 'gen'],
+  // The kubectl plugin: a reader of the Kubernetes API through kubectl, printing with the CLI's views; bundled alone.
+  kubectl: ['shared', 'cli', 'kubectl'],
 };
 
 async function sources(dir: string): Promise<string[]> {
