@@ -8,7 +8,9 @@ import { promisify } from 'node:util';
 import { mountCap } from '../test/helpers/csi.js';
 import { BIN, finish, startDriver, type Driver } from '../test/helpers/driver.js';
 import { startFakeCluster } from '../test/helpers/kube.js';
+import { PLUGIN_READ_TYPES } from '../test/helpers/fake-apiserver.js';
 import { median, timed } from './measure.js';
+import { PROJECT_ROOT } from '../src/project.js';
 
 const execFileP = promisify(execFile);
 const RUNS = 10;
@@ -75,6 +77,18 @@ async function main(): Promise<void> {
   }
   const { fake, kubeconfig } = await startFakeCluster();
   try {
+    // The kubectl plugin: its own start (one bundled file), and a whole `kubectl vpool pools` through kubectl against the FAKE API server.
+    for (const t of PLUGIN_READ_TYPES) fake.addType(t);
+    const plugin = path.join(PROJECT_ROOT, 'dist', 'kubectl-plugin', 'kubectl-vpool');
+    const env = { ...process.env, KUBECONFIG: kubeconfig, PATH: `${path.dirname(plugin)}:${path.join(PROJECT_ROOT, '.tools', 'bin')}:${process.env.PATH}` };
+    const helpT: number[] = [];
+    const poolsT: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      helpT.push(await timed(() => execFileP(plugin, ['--help'])));
+      poolsT.push(await timed(() => execFileP('kubectl', ['vpool', 'pools'], { env })));
+    }
+    console.log(`${'kubectl-vpool --help (its start)'.padEnd(44)} ${median(helpT).toFixed(0).padStart(6)} ms, ratio to bare node ${(median(helpT) / median(bare)).toFixed(2)}`);
+    console.log(`${'kubectl vpool pools (3 reads through kubectl)'.padEnd(44)} ${median(poolsT).toFixed(0).padStart(6)} ms, ratio to bare node ${(median(poolsT) / median(bare)).toFixed(2)}`);
     console.log(`${'serve --backend file'.padEnd(44)} ${'socket'.padStart(9)} ${'idle RSS'.padStart(12)} ${'after 100'.padStart(12)}`);
     console.log(await serveRow('no cluster, no metrics (make run)', []));
     console.log(await serveRow('with --metrics-address', ['--metrics-address', '127.0.0.1:0']));

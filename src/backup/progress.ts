@@ -1,3 +1,5 @@
+import { formatBytes } from '../units.js';
+
 /**
  * Progress of a long run on stderr: on a terminal one line redrawn (done, rate, and the time left
  * where the total is known); otherwise a line every 10 s, which a log keeps.
@@ -38,22 +40,20 @@ export class Progress {
     const secs = (performance.now() - this.started) / 1000;
     const rate = secs > 0 ? this.done / secs : 0;
     const left = this.total !== null && rate > 0 && !final ? `, ${eta((this.total - this.done) / rate)} left` : '';
-    const of = this.total !== null ? ` of ${size(this.total)} (${((100 * this.done) / Math.max(1, this.total)).toFixed(0)}%)` : '';
-    const line = `${this.what}: ${size(this.done)}${of}, ${size(rate)}/s${left}${final ? `, done in ${eta(secs)}` : ''}`;
+    const share = this.total !== null ? Math.min(1, this.done / Math.max(1, this.total)) : null;
+    const of = this.total !== null ? ` of ${size(this.total)} (${((share ?? 0) * 100).toFixed(0)}%)` : '';
+    // On a terminal, a bar where the total is known: [##########..........].
+    const bar = this.tty && share !== null && !final ? `[${'#'.repeat(Math.round(share * 20)).padEnd(20, '.')}] ` : '';
+    const line = `${this.what}: ${bar}${size(this.done)}${of}, ${size(rate)}/s${left}${final ? `, done in ${eta(secs)}` : ''}`;
     if (this.tty) this.out.write(`\r\x1b[K${line}${final ? '\n' : ''}`);
     else this.out.write(`${line}\n`);
   }
 }
 
+/** Bytes as Kubernetes writes them (768Mi, 2.5Ti), "0B"-style for small counts so a figure is never a bare number. */
 export function size(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i ? v.toFixed(1) : v.toFixed(0)} ${units[i]}`;
+  const s = formatBytes(n);
+  return /[0-9]$/.test(s) ? `${s}B` : s;
 }
 
 function eta(s: number): string {

@@ -5,6 +5,7 @@ import { formatBytes, parseQuantity } from '../units.js';
 import { describeFailure, EXIT } from './call-errors.js';
 import { capabilityRow, capabilityView, capacityView, nodeView, pluginView, snapshotView, usageView, volumeDetailView, volumeView, type VolumeRow } from './view/csi-views.js';
 import { chooseFormat, printDone, printList, UsageError, type OutputOptions, type Printed } from './view/output.js';
+import { whileWaiting } from './waiting.js';
 import type { Snapshot__Output } from '../../gen/csi/v1/Snapshot.js';
 
 interface Common {
@@ -66,11 +67,13 @@ async function allPages<E>(page: (token: string) => Promise<{ entries: E[]; next
 }
 
 const machineFormat = (o: OutputOptions) => o.format === 'json' || o.format === 'yaml';
+/** Ctrl-C of the command under way: cancels its calls to the driver (one command runs per process). */
+let interrupted: AbortSignal | undefined;
 
 /** Asks the driver's Inspect service; null from a driver that has none (older than this client). */
 async function inspected<T>(endpoint: string, ask: (i: ReturnType<typeof import('../csi/inspect-client.js').connectInspect>) => Promise<T>): Promise<T | null> {
   const { connectInspect, isUnimplemented } = await import('../csi/inspect-client.js');
-  const i = connectInspect(endpoint);
+  const i = connectInspect(endpoint, interrupted);
   try {
     return await ask(i);
   } catch (err) {
@@ -103,18 +106,30 @@ export function addClientCommands(program: Command): void {
       };
       // gRPC is loaded by the command that uses it, not by every start of the binary.
       const { connectCsi } = await import('../csi/client.js');
-      const c = connectCsi(common.endpoint);
+      const interrupt = new AbortController();
+      const onSignal = () => interrupt.abort();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      interrupted = interrupt.signal;
+      const c = connectCsi(common.endpoint, interrupt.signal);
       let printed: Printed;
       try {
-        printed = await (await action(c, opts))(out);
+        printed = await whileWaiting(name, (async () => (await action(c, opts))(out))());
       } catch (err) {
         if (err instanceof UsageError) throw err;
+        if (interrupt.signal.aborted) {
+          process.stderr.write(`vpool-csi: interrupted: ${name} was cancelled; the driver stops it where it can, and running the same command again is safe (CSI calls are idempotent)\n`);
+          process.exitCode = 130;
+          return;
+        }
         const f = describeFailure(err, common.endpoint.replace(/^unix:\/\//, ''));
         if (common.verbose && f.raw) process.stderr.write(`${f.raw}\n`);
         process.stderr.write(`vpool-csi: ${f.message}\n`);
         process.exitCode = f.exitCode;
         return;
       } finally {
+        process.removeListener('SIGINT', onSignal);
+        process.removeListener('SIGTERM', onSignal);
         c.close();
       }
       process.stdout.write(printed.stdout);

@@ -4,10 +4,16 @@ import { socketPath } from './socket-path.js';
 
 type Callback<Res> = grpc.requestCallback<Res>;
 
-function promisify<Req, Res>(fn: (argument: Req, callback: Callback<Res>) => grpc.ClientUnaryCall): (req: Req, options?: grpc.CallOptions) => Promise<Res> {
+function promisify<Req, Res>(fn: (argument: Req, callback: Callback<Res>) => grpc.ClientUnaryCall, signal?: AbortSignal): (req: Req, options?: grpc.CallOptions) => Promise<Res> {
   // The same method takes call options (a deadline) before the callback; typed by its two-argument form.
   const withOptions = fn as unknown as (argument: Req, options: grpc.CallOptions, callback: Callback<Res>) => grpc.ClientUnaryCall;
-  return (req, options) => new Promise<Res>((resolve, reject) => withOptions(req, options ?? {}, (err, res) => (err ? reject(err) : resolve(res as Res))));
+  return (req, options) =>
+    new Promise<Res>((resolve, reject) => {
+      const call = withOptions(req, options ?? {}, (err, res) => (err ? reject(err) : resolve(res as Res)));
+      // Cancelled (Ctrl-C): the driver's handler sees the call end and stops where it can.
+      if (signal?.aborted) call.cancel();
+      else signal?.addEventListener('abort', () => call.cancel(), { once: true });
+    });
 }
 
 /** A server stream's messages, all of them; rejects with the status when the stream ends in an error, not at its end. */
@@ -34,8 +40,8 @@ function collect<Req, Res>(fn: (argument: Req, options?: grpc.CallOptions) => gr
     });
 }
 
-/** A typed CSI client over a unix socket, for the CLI, the tests and the benchmarks. */
-export function connectCsi(endpoint: string) {
+/** A typed CSI client over a unix socket, for the CLI, the tests and the benchmarks; `signal` cancels every unary call under way. */
+export function connectCsi(endpoint: string, signal?: AbortSignal) {
   const csi = loadCsi().csi.v1;
   const address = `unix://${socketPath(endpoint)}`;
   const creds = grpc.credentials.createInsecure();
@@ -45,35 +51,35 @@ export function connectCsi(endpoint: string) {
   const meta = new csi.SnapshotMetadata(address, creds);
   const group = new csi.GroupController(address, creds);
   return {
-    getPluginInfo: promisify(id.GetPluginInfo.bind(id)),
-    getPluginCapabilities: promisify(id.GetPluginCapabilities.bind(id)),
-    probe: promisify(id.Probe.bind(id)),
-    createVolume: promisify(ctl.CreateVolume.bind(ctl)),
-    deleteVolume: promisify(ctl.DeleteVolume.bind(ctl)),
-    validateVolumeCapabilities: promisify(ctl.ValidateVolumeCapabilities.bind(ctl)),
-    listVolumes: promisify(ctl.ListVolumes.bind(ctl)),
-    getCapacity: promisify(ctl.GetCapacity.bind(ctl)),
-    controllerGetCapabilities: promisify(ctl.ControllerGetCapabilities.bind(ctl)),
-    controllerGetVolume: promisify(ctl.ControllerGetVolume.bind(ctl)),
-    controllerPublishVolume: promisify(ctl.ControllerPublishVolume.bind(ctl)),
-    controllerUnpublishVolume: promisify(ctl.ControllerUnpublishVolume.bind(ctl)),
-    controllerExpandVolume: promisify(ctl.ControllerExpandVolume.bind(ctl)),
-    createSnapshot: promisify(ctl.CreateSnapshot.bind(ctl)),
-    deleteSnapshot: promisify(ctl.DeleteSnapshot.bind(ctl)),
-    listSnapshots: promisify(ctl.ListSnapshots.bind(ctl)),
-    getSnapshot: promisify(ctl.GetSnapshot.bind(ctl)),
-    nodeStageVolume: promisify(node.NodeStageVolume.bind(node)),
-    nodeUnstageVolume: promisify(node.NodeUnstageVolume.bind(node)),
-    nodePublishVolume: promisify(node.NodePublishVolume.bind(node)),
-    nodeUnpublishVolume: promisify(node.NodeUnpublishVolume.bind(node)),
-    nodeGetVolumeStats: promisify(node.NodeGetVolumeStats.bind(node)),
-    nodeExpandVolume: promisify(node.NodeExpandVolume.bind(node)),
-    nodeGetCapabilities: promisify(node.NodeGetCapabilities.bind(node)),
-    nodeGetInfo: promisify(node.NodeGetInfo.bind(node)),
-    groupControllerGetCapabilities: promisify(group.GroupControllerGetCapabilities.bind(group)),
-    createVolumeGroupSnapshot: promisify(group.CreateVolumeGroupSnapshot.bind(group)),
-    getVolumeGroupSnapshot: promisify(group.GetVolumeGroupSnapshot.bind(group)),
-    deleteVolumeGroupSnapshot: promisify(group.DeleteVolumeGroupSnapshot.bind(group)),
+    getPluginInfo: promisify(id.GetPluginInfo.bind(id), signal),
+    getPluginCapabilities: promisify(id.GetPluginCapabilities.bind(id), signal),
+    probe: promisify(id.Probe.bind(id), signal),
+    createVolume: promisify(ctl.CreateVolume.bind(ctl), signal),
+    deleteVolume: promisify(ctl.DeleteVolume.bind(ctl), signal),
+    validateVolumeCapabilities: promisify(ctl.ValidateVolumeCapabilities.bind(ctl), signal),
+    listVolumes: promisify(ctl.ListVolumes.bind(ctl), signal),
+    getCapacity: promisify(ctl.GetCapacity.bind(ctl), signal),
+    controllerGetCapabilities: promisify(ctl.ControllerGetCapabilities.bind(ctl), signal),
+    controllerGetVolume: promisify(ctl.ControllerGetVolume.bind(ctl), signal),
+    controllerPublishVolume: promisify(ctl.ControllerPublishVolume.bind(ctl), signal),
+    controllerUnpublishVolume: promisify(ctl.ControllerUnpublishVolume.bind(ctl), signal),
+    controllerExpandVolume: promisify(ctl.ControllerExpandVolume.bind(ctl), signal),
+    createSnapshot: promisify(ctl.CreateSnapshot.bind(ctl), signal),
+    deleteSnapshot: promisify(ctl.DeleteSnapshot.bind(ctl), signal),
+    listSnapshots: promisify(ctl.ListSnapshots.bind(ctl), signal),
+    getSnapshot: promisify(ctl.GetSnapshot.bind(ctl), signal),
+    nodeStageVolume: promisify(node.NodeStageVolume.bind(node), signal),
+    nodeUnstageVolume: promisify(node.NodeUnstageVolume.bind(node), signal),
+    nodePublishVolume: promisify(node.NodePublishVolume.bind(node), signal),
+    nodeUnpublishVolume: promisify(node.NodeUnpublishVolume.bind(node), signal),
+    nodeGetVolumeStats: promisify(node.NodeGetVolumeStats.bind(node), signal),
+    nodeExpandVolume: promisify(node.NodeExpandVolume.bind(node), signal),
+    nodeGetCapabilities: promisify(node.NodeGetCapabilities.bind(node), signal),
+    nodeGetInfo: promisify(node.NodeGetInfo.bind(node), signal),
+    groupControllerGetCapabilities: promisify(group.GroupControllerGetCapabilities.bind(group), signal),
+    createVolumeGroupSnapshot: promisify(group.CreateVolumeGroupSnapshot.bind(group), signal),
+    getVolumeGroupSnapshot: promisify(group.GetVolumeGroupSnapshot.bind(group), signal),
+    deleteVolumeGroupSnapshot: promisify(group.DeleteVolumeGroupSnapshot.bind(group), signal),
     getMetadataAllocated: collect(meta.GetMetadataAllocated.bind(meta)),
     getMetadataDelta: collect(meta.GetMetadataDelta.bind(meta)),
     /** The stream itself, to read part of it or cancel it. */

@@ -3,14 +3,18 @@ import { socketPath } from './socket-path.js';
 import { INSPECT_SERVICE, MAX_BYTES, MAX_PAGE } from './inspect-service.js';
 import type { DriverStatus, VolumeDetail } from '../driver/status/types.js';
 
-type Unary<Req, Res> = (req: Req, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Res) => void) => void;
+type Unary<Req, Res> = (req: Req, options: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Res) => void) => grpc.ClientUnaryCall;
 
 /** A client of vpool.v1.Inspect (inspect-service.ts) on a driver's CSI socket. */
-export function connectInspect(endpoint: string) {
+export function connectInspect(endpoint: string, signal?: AbortSignal) {
   const Client = grpc.makeGenericClientConstructor(INSPECT_SERVICE, 'vpool.v1.Inspect');
   const c = new Client(`unix://${socketPath(endpoint)}`, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': MAX_BYTES }) as unknown as Record<string, Unary<unknown, unknown>> & grpc.Client;
   const call = <Req, Res>(name: string, req: Req, deadlineMs = 60_000) =>
-    new Promise<Res>((resolve, reject) => c[name]!.call(c, req, { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(err) : resolve(res as Res))));
+    new Promise<Res>((resolve, reject) => {
+      const unary = c[name]!.call(c, req, { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(err) : resolve(res as Res))) as unknown as grpc.ClientUnaryCall;
+      if (signal?.aborted) unary.cancel();
+      else signal?.addEventListener('abort', () => unary.cancel(), { once: true });
+    });
   return {
     status: () => call<object, DriverStatus>('Status', {}),
     volume: (id: string) => call<{ id: string }, VolumeDetail>('Volume', { id }),

@@ -28,7 +28,8 @@ function kubectl(o: ApiOptions, args: string[]): Promise<string> {
     execFile(o.kubectl, [...globals, ...args], { maxBuffer: 256 * 1024 * 1024, timeout: (o.timeoutSeconds + 5) * 1000 }, (err, stdout, stderr) => {
       if (!err) return resolve(stdout);
       const why = (stderr || err.message).trim().split('\n').pop() ?? '';
-      reject(new ApiError(why, /NotFound|not found|the server could not find the requested resource/i.test(stderr)));
+      const notFound = /NotFound|the server could not find the requested resource/i.test(stderr);
+      reject(new ApiError(notFound ? `the Kubernetes API serves no ${args.at(-1)?.split('?')[0]}: ${why}` : `the Kubernetes API did not answer: ${why}`, notFound));
     });
   });
 }

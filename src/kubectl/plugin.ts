@@ -89,7 +89,7 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
     const usage = err instanceof UsageError || (err instanceof TypeError && (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS'));
-    process.stderr.write(`kubectl vpool: ${err instanceof ApiError ? `the Kubernetes API did not answer: ${err.message}` : err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`kubectl vpool: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(usage ? 2 : err instanceof ApiError ? 4 : 1);
   },
 );

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PROJECT_ROOT } from '../../src/project.js';
-import { type FakeApiServer } from '../helpers/fake-apiserver.js';
+import { PLUGIN_READ_TYPES, type FakeApiServer } from '../helpers/fake-apiserver.js';
 import { matchGolden, transcript, type Run } from '../helpers/golden.js';
 import { startFakeCluster } from '../helpers/kube.js';
 
@@ -42,13 +42,7 @@ describe('kubectl vpool (the kubectl plugin) against a FAKE API server with two 
 
   before(async () => {
     ({ fake } = await startFakeCluster());
-    for (const t of [
-      { group: 'storage.k8s.io', version: 'v1', plural: 'storageclasses', kind: 'StorageClass', namespaced: false, statusSubresource: false },
-      { group: 'storage.k8s.io', version: 'v1', plural: 'csistoragecapacities', kind: 'CSIStorageCapacity', namespaced: true, statusSubresource: false },
-      { group: 'storage.k8s.io', version: 'v1', plural: 'volumeattachments', kind: 'VolumeAttachment', namespaced: false, statusSubresource: true },
-      { group: '', version: 'v1', plural: 'pods', kind: 'Pod', namespaced: true, statusSubresource: true },
-    ])
-      fake.addType(t);
+    for (const t of PLUGIN_READ_TYPES) fake.addType(t);
     dir = await mkdtemp(path.join(os.tmpdir(), 'vpool-kplugin-'));
     // Two contexts: the current one points at a port nobody serves, so only --context reaches the fake.
     const dead = await new Promise<number>((r) => {

@@ -84,6 +84,14 @@ export const CONFIGMAP_TYPE: ResourceType = { group: '', version: 'v1', plural: 
 export const SECRET_TYPE: ResourceType = { group: '', version: 'v1', plural: 'secrets', kind: 'Secret', namespaced: true, statusSubresource: false };
 export const SNAPSHOT_TYPE: ResourceType = { group: 'snapshot.storage.k8s.io', version: 'v1', plural: 'volumesnapshots', kind: 'VolumeSnapshot', namespaced: true, statusSubresource: true };
 
+/** What the kubectl plugin reads beyond the driver's own types. */
+export const PLUGIN_READ_TYPES: ResourceType[] = [
+  { group: 'storage.k8s.io', version: 'v1', plural: 'storageclasses', kind: 'StorageClass', namespaced: false, statusSubresource: false },
+  { group: 'storage.k8s.io', version: 'v1', plural: 'csistoragecapacities', kind: 'CSIStorageCapacity', namespaced: true, statusSubresource: false },
+  { group: 'storage.k8s.io', version: 'v1', plural: 'volumeattachments', kind: 'VolumeAttachment', namespaced: false, statusSubresource: true },
+  { group: '', version: 'v1', plural: 'pods', kind: 'Pod', namespaced: true, statusSubresource: true },
+];
+
 export const SNAPSHOT_CONTENT_TYPE: ResourceType = { group: 'snapshot.storage.k8s.io', version: 'v1', plural: 'volumesnapshotcontents', kind: 'VolumeSnapshotContent', namespaced: false, statusSubresource: true };
 
 /** A ResourceType from a CustomResourceDefinition object (its storage version). */
