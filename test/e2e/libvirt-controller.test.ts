@@ -99,6 +99,15 @@ describe('libvirt pool: controller against a real libvirtd', needsRoot(), () => 
     const rest = await d.client.listVolumes({ max_entries: 0, starting_token: listed.next_token });
     const ids = [...listed.entries, ...rest.entries].map((e) => e.volume!.volume_id).sort();
     assert.deepEqual(ids, [raw, full, q].map((v) => v.volume_id).concat(idFor('vol', 'pvc-topo2')).sort());
+    // The volume table and `vpool-csi status` on the libvirt pool: libvirt's allocation (sparse, preallocated), the pool and its room.
+    const table = (await execFileP(BIN, ['client', '--endpoint', d.endpoint, '-o', 'table', 'list-volumes'])).stdout;
+    assert.match(table, new RegExp(`^${full.volume_id} +8Mi +8Mi +<none> `, 'm'), 'preallocated: all of it allocated');
+    assert.match(table, new RegExp(`^${raw.volume_id} +300Mi +[0-9.]+(Ki)? +<none> +xfs `, 'm'), 'sparse: next to nothing allocated');
+    const st = JSON.parse((await execFileP(BIN, ['status', '--endpoint', d.endpoint, '-o', 'json']).catch((e: { stdout: string }) => e)).stdout) as { pool: { location: string; devices: Array<{ name: string; sizeBytes: number }>; totalBytes: number }; volumes: { count: number } };
+    assert.equal(st.pool.location, `libvirt pool ${pool.name} (dir)`);
+    assert.deepEqual(st.pool.devices.map((x) => x.name), [pool.name]);
+    assert.ok(st.pool.totalBytes > 0 && st.pool.devices[0]!.sizeBytes === st.pool.totalBytes);
+    assert.equal(st.volumes.count, 4);
     for (const v of [raw, full, q]) await d.client.deleteVolume({ volume_id: v.volume_id });
     await d.client.deleteVolume({ volume_id: idFor('vol', 'pvc-topo2') });
     await d.client.deleteVolume({ volume_id: q.volume_id });

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -99,6 +99,19 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
       const again = await d.restart();
       assert.equal((await again.client.listVolumes({})).entries.length, 3);
       assert.equal((await again.client.controllerGetVolume({ volume_id: v1.volume_id })).status?.volume_condition?.abnormal, false);
+      // `vpool-csi status` and the volume table on the lvm pool: the VG and its PVs, thick LVs holding their whole size, a full pool needing attention.
+      const status = await new Promise<{ code: number; stdout: string }>((resolve) =>
+        execFile(BIN, ['status', '--endpoint', again.endpoint, '-o', 'json'], (err, stdout) => resolve({ code: err ? Number((err as { code?: number }).code) : 0, stdout })),
+      );
+      const st = JSON.parse(status.stdout) as { pool: { location: string; devices: Array<{ name: string }>; availableBytes: number }; volumes: { count: number }; attention: string[] };
+      assert.equal(status.code, 5, 'the pool is full: it needs attention');
+      assert.equal(st.pool.location, `volume group ${vg}`);
+      assert.deepEqual(st.pool.devices.map((x) => x.name).sort(), disks.devices.slice(0, 3).sort());
+      assert.equal(st.pool.availableBytes, 0);
+      assert.equal(st.volumes.count, 3);
+      assert.match(st.attention.join('\n'), /the pool has 0 of [0-9.]+[GM]i free for new volumes/);
+      const table = execFileSync(BIN, ['client', '--endpoint', again.endpoint, '-o', 'table', 'get-volume', '--id', v1.volume_id], { encoding: 'utf8' });
+      assert.match(table, new RegExp(`^${v1.volume_id} +12Mi +12Mi +<none> +<any> +<none> +0 +ok +\\d+s$`, 'm'), 'a thick LV holds its whole size');
       for (const v of [v1, striped, filler]) await again.client.deleteVolume({ volume_id: v.volume_id });
       await again.client.deleteVolume({ volume_id: v1.volume_id });
       assert.equal((await again.client.listVolumes({})).entries.length, 0);
