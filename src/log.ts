@@ -42,7 +42,8 @@ export function recentProblems(): readonly LoggedProblem[] {
 }
 
 function write(level: LogLevel, message: string, meta?: Record<string, unknown>): void {
-  if (level === 'error' || (level === 'warn' && SERIOUS_CODES.has(String(meta?.code)))) {
+  // The status service's own refusals (a node plugin with no pool, a read still under way) are answers to a person, not problems.
+  if (level === 'error' || (level === 'warn' && SERIOUS_CODES.has(String(meta?.code)) && !String(meta?.method).startsWith('Inspect'))) {
     problems.push({ at: new Date(), message, meta });
     if (problems.length > PROBLEMS_KEPT) problems.shift();
   }

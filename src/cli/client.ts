@@ -28,7 +28,7 @@ function keyValues(pairs: string[] | undefined): Record<string, string> {
   const out: Record<string, string> = {};
   for (const p of pairs ?? []) {
     const i = p.indexOf('=');
-    if (i <= 0) throw new Error(`expected key=value, got ${JSON.stringify(p)}`);
+    if (i <= 0) throw new UsageError(`expected key=value, got ${JSON.stringify(p)}`);
     out[p.slice(0, i)] = p.slice(i + 1);
   }
   return out;
@@ -67,6 +67,8 @@ async function allPages<E>(page: (token: string) => Promise<{ entries: E[]; next
 }
 
 const machineFormat = (o: OutputOptions) => o.format === 'json' || o.format === 'yaml';
+/** The commands whose call may take long (a copy, an attach, a mkfs, a resize): they show that they wait. */
+const LONG_CALLS = new Set(['create-volume', 'delete-volume', 'controller-publish', 'controller-unpublish', 'controller-expand', 'create-snapshot', 'delete-snapshot', 'stage', 'unstage', 'publish', 'unpublish', 'expand']);
 /** Ctrl-C of the command under way: cancels its calls to the driver (one command runs per process). */
 let interrupted: AbortSignal | undefined;
 
@@ -107,19 +109,31 @@ export function addClientCommands(program: Command): void {
       // gRPC is loaded by the command that uses it, not by every start of the binary.
       const { connectCsi } = await import('../csi/client.js');
       const interrupt = new AbortController();
-      const onSignal = () => interrupt.abort();
+      let interruptedBy = '';
+      const onSignal = (signal: NodeJS.Signals) => {
+        interruptedBy = signal;
+        interrupt.abort();
+      };
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       interrupted = interrupt.signal;
+      const { socketPath } = await import('../csi/socket-path.js');
+      try {
+        socketPath(common.endpoint);
+      } catch (err) {
+        throw new UsageError((err as Error).message);
+      }
       const c = connectCsi(common.endpoint, interrupt.signal);
       let printed: Printed;
       try {
-        printed = await whileWaiting(name, (async () => (await action(c, opts))(out))());
+        const work = (async () => (await action(c, opts))(out))();
+        // Reads answer at once; a call that makes, copies, attaches or grows may take long: say that it waits.
+        printed = await (LONG_CALLS.has(name) ? whileWaiting(name, work) : work);
       } catch (err) {
         if (err instanceof UsageError) throw err;
         if (interrupt.signal.aborted) {
           process.stderr.write(`vpool-csi: interrupted: ${name} was cancelled; the driver stops it where it can, and running the same command again is safe (CSI calls are idempotent)\n`);
-          process.exitCode = 130;
+          process.exitCode = 128 + (interruptedBy === 'SIGTERM' ? 15 : 2);
           return;
         }
         const f = describeFailure(err, common.endpoint.replace(/^unix:\/\//, ''));

@@ -64,16 +64,28 @@ ${valueCase}
   esac
 }
 _vpool_csi_ids() {
-  local kind=$1 ep=$2
+  # At most 2 s: a Tab press never hangs on a driver that does not answer.
+  local bin=$1 kind=$2 ep=$3
   if [ -n "$ep" ]; then set -- --endpoint "$ep"; else set --; fi
-  "\${COMP_WORDS[0]}" client "$@" -o name "list-$kind" 2>/dev/null | sed 's#^[a-z]*/##'
+  timeout 2 "$bin" client "$@" -o name "list-$kind" 2>/dev/null | sed 's#^[a-z]*/##'
 }
 _vpool_csi() {
-  local cur=\${COMP_WORDS[COMP_CWORD]} words_so_far="" ep="" i w how
+  local -a words
+  local cur cword words_so_far="" ep="" i w how id
+  if [ -n "\${ZSH_VERSION-}" ] || [ -z "\${COMP_LINE-}" ]; then
+    words=("\${COMP_WORDS[@]:0:$((COMP_CWORD + 1))}")
+  else
+    # The line's own words, split at blanks only: bash's COMP_WORDS are also split at ':' (COMP_WORDBREAKS), which cuts unix:///path.
+    local line=\${COMP_LINE:0:COMP_POINT}
+    read -r -a words <<< "$line"
+    if [ -z "$line" ] || [[ $line == *[[:space:]] ]]; then words+=(""); fi
+  fi
+  cword=$((\${#words[@]} - 1))
+  cur=\${words[cword]}
   COMPREPLY=()
-  for ((i = 1; i < COMP_CWORD; i++)); do
-    w=\${COMP_WORDS[i]}
-    if [ "$w" = --endpoint ]; then ep=\${COMP_WORDS[i + 1]}; fi
+  for ((i = 1; i < cword; i++)); do
+    w=\${words[i]}
+    if [ "$w" = --endpoint ]; then ep=\${words[i + 1]}; fi
     if [[ $w == -* ]]; then
       _vpool_csi_value "\${words_so_far# } $w" >/dev/null && i=$((i + 1))
     elif [[ " $(_vpool_csi_words "\${words_so_far# }") " == *" $w "* ]]; then
@@ -81,10 +93,12 @@ _vpool_csi() {
     fi
   done
   words_so_far=\${words_so_far# }
-  if [ "$COMP_CWORD" -gt 1 ] && how=$(_vpool_csi_value "$words_so_far \${COMP_WORDS[COMP_CWORD - 1]}"); then
+  if [ "$cword" -gt 1 ] && how=$(_vpool_csi_value "$words_so_far \${words[cword - 1]}"); then
     case "$how" in
       words\\ *) COMPREPLY=($(compgen -W "\${how#words }" -- "$cur")) ;;
-      ids\\ *) COMPREPLY=($(compgen -W "$(_vpool_csi_ids "\${how#ids }" "$ep")" -- "$cur")) ;;
+      ids\\ *)
+        # Filtered here, not by compgen -W (which would expand what the driver returned).
+        while IFS= read -r id; do [[ $id == "$cur"* ]] && COMPREPLY+=("$id"); done < <(_vpool_csi_ids "\${words[0]}" "\${how#ids }" "$ep") ;;
       files) COMPREPLY=($(compgen -f -- "$cur")) ;;
     esac
     return 0
@@ -97,8 +111,8 @@ complete -o default -F _vpool_csi vpool-csi
 
 export function zshCompletion(program: Command): string {
   return `# vpool-csi completion for zsh: source <(vpool-csi completion zsh)
-autoload -U +X compinit && compinit
-autoload -U +X bashcompinit && bashcompinit
+(( $+functions[compdef] )) || { autoload -U +X compinit && compinit; }
+(( $+functions[complete] )) || { autoload -U +X bashcompinit && bashcompinit; }
 ${bashCompletion(program).split('\n').slice(1).join('\n')}`;
 }
 

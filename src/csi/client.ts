@@ -9,10 +9,15 @@ function promisify<Req, Res>(fn: (argument: Req, callback: Callback<Res>) => grp
   const withOptions = fn as unknown as (argument: Req, options: grpc.CallOptions, callback: Callback<Res>) => grpc.ClientUnaryCall;
   return (req, options) =>
     new Promise<Res>((resolve, reject) => {
-      const call = withOptions(req, options ?? {}, (err, res) => (err ? reject(err) : resolve(res as Res)));
+      const cancel = () => call.cancel();
+      const call = withOptions(req, options ?? {}, (err, res) => {
+        signal?.removeEventListener('abort', cancel);
+        if (err) reject(err);
+        else resolve(res as Res);
+      });
       // Cancelled (Ctrl-C): the driver's handler sees the call end and stops where it can.
       if (signal?.aborted) call.cancel();
-      else signal?.addEventListener('abort', () => call.cancel(), { once: true });
+      else signal?.addEventListener('abort', cancel, { once: true });
     });
 }
 

@@ -11,9 +11,14 @@ export function connectInspect(endpoint: string, signal?: AbortSignal) {
   const c = new Client(`unix://${socketPath(endpoint)}`, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': MAX_BYTES }) as unknown as Record<string, Unary<unknown, unknown>> & grpc.Client;
   const call = <Req, Res>(name: string, req: Req, deadlineMs = 60_000) =>
     new Promise<Res>((resolve, reject) => {
-      const unary = c[name]!.call(c, req, { deadline: Date.now() + deadlineMs }, (err, res) => (err ? reject(err) : resolve(res as Res))) as unknown as grpc.ClientUnaryCall;
+      const cancel = () => unary.cancel();
+      const unary = c[name]!.call(c, req, { deadline: Date.now() + deadlineMs }, (err, res) => {
+        signal?.removeEventListener('abort', cancel);
+        if (err) reject(err);
+        else resolve(res as Res);
+      }) as unknown as grpc.ClientUnaryCall;
       if (signal?.aborted) unary.cancel();
-      else signal?.addEventListener('abort', () => unary.cancel(), { once: true });
+      else signal?.addEventListener('abort', cancel, { once: true });
     });
   return {
     status: () => call<object, DriverStatus>('Status', {}),

@@ -8,7 +8,7 @@ import type { SnapshotMetadataHandlers } from '../../gen/csi/v1/SnapshotMetadata
 import type { GroupControllerHandlers } from '../../gen/csi/v1/GroupController.js';
 import { createVolumeGroupSnapshot, deleteVolumeGroupSnapshot, getVolumeGroupSnapshot } from './group-controller.js';
 import { errno, invalid, notFound, unavailable, unsupported } from '../errors.js';
-import { collectStatus, volumeDetail, volumeDetails, type StatusSources } from '../driver/status/collect.js';
+import { collectStatus, OneRead, volumeDetail, volumeDetails, type StatusSources } from '../driver/status/collect.js';
 import { parseId } from '../ids.js';
 import { INSPECT_SERVICE, MAX_PAGE, type VolumesRequest } from './inspect-service.js';
 import { hasBackend, type ControllerContext, type DriverContext, type DriverState, type IdentityState, type StartContext } from '../driver/context.js';
@@ -170,6 +170,9 @@ function nodeHandlers(state: () => DriverState, mode: Mode): NodeHandlers {
 
 /** vpool.v1.Inspect (src/status/): the status of the whole node, and volumes with what CSI does not carry. */
 function inspectHandlers(state: () => DriverState, mode: Mode, sources: StatusSources): grpc.UntypedServiceImplementation {
+  const reads = new OneRead();
+  // A JSON request is whatever the caller sent: anything but an object reads as an empty one.
+  const fields = (req: unknown): Record<string, unknown> => (req && typeof req === 'object' && !Array.isArray(req) ? (req as Record<string, unknown>) : {});
   const withPool = (): ControllerContext => {
     const s = state();
     if (s.notServing !== undefined) throw unavailable(`the pool is not ready: ${s.notServing}`);
@@ -177,18 +180,20 @@ function inspectHandlers(state: () => DriverState, mode: Mode, sources: StatusSo
     return s.ctx;
   };
   return {
-    Status: unary('InspectStatus', () => collectStatus(state(), sources)),
+    Status: unary('InspectStatus', () => reads.run('the status', (track) => collectStatus(state(), sources, track))),
     Volumes: unary('InspectVolumes', (req: VolumesRequest) => {
-      const after = req.after ?? '';
-      const limit = req.limit ?? MAX_PAGE;
-      if (typeof after !== 'string' || Buffer.byteLength(after) > 128) throw invalid('after must be a volume ID (at most 128 bytes)');
+      const { after = '', limit = MAX_PAGE } = fields(req) as VolumesRequest;
+      if (typeof after !== 'string' || (after !== '' && parseId('vol', 'after', after) === null)) throw invalid('after must be a volume ID (the last of the page before)');
       if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) throw invalid(`limit must be a whole number from 1 to ${MAX_PAGE}`);
-      return volumeDetails(withPool(), after, limit, mode !== 'controller');
+      const ctx = withPool();
+      return reads.run('the volume listing', () => volumeDetails(ctx, after, limit, mode !== 'controller'));
     }),
     Volume: unary('InspectVolume', async (req: { id?: string }) => {
-      const id = parseId('vol', 'id', typeof req.id === 'string' ? req.id : '');
-      const found = id ? await volumeDetail(withPool(), id, mode !== 'controller') : null;
-      if (!found) throw notFound(`volume ${String(req.id)} does not exist`);
+      const asked = fields(req).id;
+      const id = parseId('vol', 'id', typeof asked === 'string' ? asked : '');
+      const ctx = withPool();
+      const found = id ? await reads.run('the volume', () => volumeDetail(ctx, id, mode !== 'controller')) : null;
+      if (!found) throw notFound(`volume ${String(asked)} does not exist`);
       return found;
     }),
   };

@@ -29,7 +29,7 @@ function kubectl(o: ApiOptions, args: string[]): Promise<string> {
       if (!err) return resolve(stdout);
       const why = (stderr || err.message).trim().split('\n').pop() ?? '';
       const notFound = /NotFound|the server could not find the requested resource/i.test(stderr);
-      reject(new ApiError(notFound ? `the Kubernetes API serves no ${args.at(-1)?.split('?')[0]}: ${why}` : `the Kubernetes API did not answer: ${why}`, notFound));
+      reject(new ApiError(notFound ? `the Kubernetes API serves no ${args.at(-1)?.split('?')[0]}: ${why}` : `reading the Kubernetes API failed: ${why}`, notFound));
     });
   });
 }

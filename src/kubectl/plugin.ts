@@ -17,7 +17,7 @@ const USAGE = `kubectl vpool: vpool-csi's pools, volumes and orphans, from the K
 Flags: --kubeconfig FILE, --context NAME, -n/--namespace NS, -A/--all-namespaces,
        -o/--output table|wide|json|yaml|name, --no-headers, --driver NAME (default vpool.csi.dev),
        --request-timeout SECONDS (default 30)
-Exit codes: 0 done, 2 usage, 4 the API did not answer.
+Exit codes: 0 done, 2 usage, 4 a read of the API failed.
 `;
 
 async function main(argv: string[]): Promise<number> {

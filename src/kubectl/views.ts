@@ -56,6 +56,8 @@ export interface Pod extends Item {
 }
 export interface KubeEvent extends Item {
   involvedObject: { kind: string; name: string };
+  source?: { component?: string };
+  reportingComponent?: string;
   reason: string;
   message: string;
   lastTimestamp?: string;
@@ -210,6 +212,7 @@ export function volumeView(now: number, allNamespaces: boolean): ListView<Volume
   };
 }
 
+const DRIVER_COMPONENTS = new Set(['vpool-csi-node', 'vpool-csi-reconcile']);
 const ORPHAN_REASONS: Record<string, string> = { OrphanVolume: 'volume', OrphanSnapshot: 'snapshot', UnfinishedVolume: 'unfinished volume', VolumeMissing: 'missing volume' };
 
 export interface OrphanRow {
@@ -226,7 +229,8 @@ export function orphanRows(events: KubeEvent[]): OrphanRow[] {
   const newest = new Map<string, OrphanRow>();
   for (const e of events) {
     const kind = ORPHAN_REASONS[e.reason];
-    if (!kind) continue;
+    // Only what the driver's node plugins (or `vpool-csi reconcile`) wrote: anyone may create an Event with these reasons.
+    if (!kind || !DRIVER_COMPONENTS.has(e.reportingComponent || e.source?.component || '')) continue;
     const id = /^(?:volume|snapshot) (\S+)/.exec(e.message)?.[1] ?? '<unknown>';
     const at = e.lastTimestamp ?? e.eventTime ?? e.metadata.creationTimestamp;
     const state = e.reason === 'VolumeMissing' ? 'missing' : (/: ([^:]+)$/.exec(e.message)?.[1] ?? '<unknown>');

@@ -8,6 +8,8 @@ import { finish, needsRoot, startDriver, type Driver } from '../helpers/driver.j
 import { matchGolden, runCli, runOnTerminal, transcript, type Run } from '../helpers/golden.js';
 
 const execFileP = promisify(execFile);
+/** Every layout choice of mke2fs given, not left to /etc/mke2fs.conf: the free space the goldens print is the same wherever they run. */
+const MKFS = ['-q', '-F', '-m', '0', '-b', '4096', '-I', '256', '-N', '4096', '-J', 'size=4', '-O', '^resize_inode,^metadata_csum_seed,sparse_super,extent,flex_bg,huge_file,dir_nlink,extra_isize,64bit,metadata_csum', '-G', '16', '-E', 'lazy_itable_init=0,lazy_journal_init=0'];
 
 /**
  * The command line as a person and a script see it: the real binary against a real driver, whole
@@ -34,7 +36,7 @@ describe('vpool-csi client and status: whole outputs (golden files)', needsRoot(
     dir = await mkdtemp('/var/tmp/vpool-golden-');
     // A filesystem of its own: the same size and the same free space on every run.
     await execFileP('truncate', ['-s', '512M', path.join(dir, 'pool.img')]);
-    await execFileP('mkfs.ext4', ['-q', '-F', '-m', '0', path.join(dir, 'pool.img')]);
+    await execFileP('mkfs.ext4', MKFS.concat(path.join(dir, 'pool.img')));
     await mkdir(path.join(dir, 'pool'));
     await execFileP('mount', ['-o', 'loop', path.join(dir, 'pool.img'), path.join(dir, 'pool')]);
     d = await startDriver({ dir, nodeId: 'node-a' });
@@ -136,7 +138,7 @@ describe('vpool-csi client and status: whole outputs (golden files)', needsRoot(
   it('a stopped driver (killed, its socket left behind) and a full pool', async () => {
     // Its own 64 MiB filesystem too, and a reserve larger than it: nothing is free.
     await execFileP('truncate', ['-s', '64M', path.join(dir, 'full.img')]);
-    await execFileP('mkfs.ext4', ['-q', '-F', '-m', '0', path.join(dir, 'full.img')]);
+    await execFileP('mkfs.ext4', MKFS.concat(path.join(dir, 'full.img')));
     await mkdir(path.join(dir, 'full', 'pool'), { recursive: true });
     await execFileP('mount', ['-o', 'loop', path.join(dir, 'full.img'), path.join(dir, 'full', 'pool')]);
     const full = await startDriver({ dir: path.join(dir, 'full'), nodeId: 'node-b', args: ['--reserve', '1Gi'] });

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, it } from 'node:test';
@@ -16,11 +17,19 @@ describe('vpool-csi completion', needsRoot(), () => {
   let d: Driver;
   useDriver((x) => (d = x));
   const env = () => ({ ...process.env, PATH: `${path.dirname(BIN)}:${process.env.PATH}` });
+  const q = (w: string) => `'${w}'`;
+  /**
+   * bash: COMP_LINE and COMP_POINT as bash sets them, and COMP_WORDS split as bash splits them (at blanks
+   * and at ':', COMP_WORDBREAKS: `unix:///x` is three words); zsh: COMP_WORDS as its bashcompinit gives them.
+   */
   const complete = async (shell: 'bash' | 'zsh', words: string[]): Promise<string[]> => {
-    const arr = words.map((w) => `'${w}'`).join(' ');
-    const setup = shell === 'bash' ? 'source <(vpool-csi completion bash)' : 'source <(vpool-csi completion zsh); emulate -L sh; setopt kshglob noshglob braceexpand';
-    const script = `${setup}; COMP_WORDS=(${arr}); COMP_CWORD=${words.length - 1}; _vpool_csi; printf '%s\\n' "\${COMPREPLY[@]}"`;
-    const { stdout } = await execFileP(shell, ['-c', script], { env: env() });
+    const line = words.join(' ');
+    const bashWords = words.flatMap((w) => w.split(/(:)/).filter((x, i, a) => x !== '' || a.length === 1));
+    const setup =
+      shell === 'bash'
+        ? `source <(vpool-csi completion bash); COMP_LINE=${q(line)}; COMP_POINT=${line.length}; COMP_WORDS=(${bashWords.map(q).join(' ')}); COMP_CWORD=${bashWords.length - 1}`
+        : `source <(vpool-csi completion zsh); emulate -L sh; setopt kshglob noshglob braceexpand; COMP_WORDS=(${words.map(q).join(' ')}); COMP_CWORD=${words.length - 1}`;
+    const { stdout } = await execFileP(shell, ['-c', `${setup}; _vpool_csi; printf '%s\\n' "\${COMPREPLY[@]}"`], { env: env() });
     return stdout.split('\n').filter(Boolean).sort();
   };
 
@@ -37,6 +46,19 @@ describe('vpool-csi completion', needsRoot(), () => {
       assert.deepEqual(await complete('bash', ['vpool-csi', 'client', '--endpoint', d.endpoint, 'delete-snapshot', '--id', '']), [snap]);
       assert.deepEqual(await complete('bash', ['vpool-csi', 'client', '--endpoint', `unix://${d.dir}/nobody.sock`, 'get-volume', '--id', '']), [], 'no driver: no IDs, and no error printed');
       assert.ok((await complete('bash', ['vpool-csi', 'client', 'list-volumes', '--'])).includes('--max'));
+      assert.deepEqual(await complete('bash', ['vpool-csi', 'client', '--endpoint', d.endpoint, 'get-volume', '--id', 'vol-comp']), [vol], 'a typed prefix');
+      assert.deepEqual(await complete('bash', ['vpool-csi', 'client', '--endpoint', d.endpoint, 'get-volume', '--id', 'vol-zz']), []);
+      // A driver that accepts and never answers: the Tab press gives up within its 2 s.
+      const hung = net.createServer(() => undefined);
+      const hungSock = path.join(d.dir, 'hung.sock');
+      await new Promise<void>((r) => hung.listen(hungSock, r));
+      try {
+        const t0 = Date.now();
+        assert.deepEqual(await complete('bash', ['vpool-csi', 'client', '--endpoint', `unix://${hungSock}`, 'get-volume', '--id', '']), []);
+        assert.ok(Date.now() - t0 < 8000, `took ${Date.now() - t0} ms`);
+      } finally {
+        hung.close();
+      }
     } finally {
       await d.client.deleteSnapshot({ snapshot_id: snap });
       await d.client.deleteVolume({ volume_id: vol });

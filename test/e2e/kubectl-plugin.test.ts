@@ -118,14 +118,17 @@ describe('kubectl vpool (the kubectl plugin) against a FAKE API server with two 
     };
     pod('web-0', 'team-a', 'data', 'Running');
     pod('backup-job', 'team-a', 'data', 'Succeeded');
-    const event = (name: string, kind: string, object: string, reason: string, message: string, at: string) =>
-      fake.create('events', { apiVersion: 'v1', kind: 'Event', metadata: { name, namespace: 'default' }, involvedObject: { apiVersion: 'v1', kind, name: object }, type: 'Warning', reason, message, lastTimestamp: at } as never);
+    const event = (name: string, kind: string, object: string, reason: string, message: string, at: string, component = 'vpool-csi-node') =>
+      fake.create('events', { apiVersion: 'v1', kind: 'Event', metadata: { name, namespace: 'default' }, involvedObject: { apiVersion: 'v1', kind, name: object }, type: 'Warning', reason, message, lastTimestamp: at, source: { component, host: object }, reportingComponent: component } as never);
     event('e1', 'Node', 'node-a', 'OrphanVolume', 'volume vol-gone-0123456789abcdef (gone, 1073741824 bytes, created 2026-11-01T00:00:00Z) has no PersistentVolume: not deleted (dry run)', '2026-11-02T00:00:00Z');
     event('e2', 'Node', 'node-a', 'OrphanVolume', 'volume vol-gone-0123456789abcdef (gone, 1073741824 bytes, created 2026-11-01T00:00:00Z) has no PersistentVolume: reported', '2026-11-03T00:00:00Z');
     event('e3', 'Node', 'node-b', 'UnfinishedVolume', 'volume vol-half-fedcba9876543210 (half, 536870912 bytes, created 2026-11-01T00:00:00Z) is what a crashed clone or restore left unfinished: deleted', '2026-11-03T00:00:00Z');
     event('e4', 'PersistentVolume', 'pvc-2222', 'VolumeMissing', 'volume vol-pvc-2222-0123456789abcdef is not in the pool on node node-b', '2026-11-03T00:00:00Z');
     event('e5', 'Node', 'node-b', 'OrphanSnapshot', 'snapshot snap-old-00112233aabbccdd (old, created 2026-10-01T00:00:00Z) has no VolumeSnapshotContent: reported', '2026-11-03T00:00:00Z');
     event('e6', 'Node', 'node-a', 'Scheduled', 'not ours', '2026-11-03T00:00:00Z');
+    // Anyone may write an Event with the driver's reasons: one from another component is not shown, nor its escape sequence.
+    event('e7', 'Node', 'node-a', 'OrphanVolume', 'volume vol-fake-0123456789abcdef (x) has no PersistentVolume: \u001b]0;pwned\u0007reported', '2026-11-03T00:00:00Z', 'someone-else');
+    event('e8', 'Node', 'node-b', 'OrphanVolume', 'volume vol-esc-0123456789abcdef (x) has no PersistentVolume: \u001b[31mreported', '2026-11-03T00:00:00Z', 'vpool-csi-reconcile');
   });
   after(async () => {
     await fake?.stop();
@@ -150,16 +153,18 @@ describe('kubectl vpool (the kubectl plugin) against a FAKE API server with two 
     await matchGolden('kubectl-volumes', show(runs));
   });
 
-  it('orphans: the newest report of each, from the Events the node plugins wrote', async () => {
-    const runs = [await run(['vpool', 'orphans', '--context', 'fake']), await run(['vpool', 'orphans', '--context', 'fake', '-o', 'yaml'])];
+  it("orphans: the newest report of each, from the Events the driver's node plugins and reconcile wrote (no one else's), control characters shown as '?'", async () => {
+    const runs = [await run(['vpool', 'orphans', '--context', 'fake']), await run(['vpool', 'orphans', '--context', 'fake', '-o', 'wide'])];
     assert.deepEqual(runs.map((r) => r.code), [0, 0]);
+    assert.doesNotMatch(runs[1]!.stdout, /vol-fake|\u001b/, "another component's Event is not shown; no escape sequence reaches the terminal");
+    assert.match(runs[1]!.stdout, /vol-esc-0123456789abcdef .*\?\[31mreported/);
     await matchGolden('kubectl-orphans', show(runs));
   });
 
   it('refusals: no API (exit 4, kubectl\'s reason), an unknown command and an unknown flag (exit 2)', async () => {
     const runs = [await run(['vpool', 'pools']), await run(['vpool', 'snapshots', '--context', 'fake']), await run(['vpool', 'pools', '--bogus'])];
     assert.deepEqual(runs.map((r) => r.code), [4, 2, 2]);
-    assert.match(runs[0]!.stderr, /^kubectl vpool: the Kubernetes API did not answer: .*refused/);
+    assert.match(runs[0]!.stderr, /^kubectl vpool: reading the Kubernetes API failed: .*refused/);
     await matchGolden('kubectl-refusals', show(runs));
   });
 });

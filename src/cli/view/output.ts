@@ -29,7 +29,8 @@ export interface Printed {
 
 /**
  * The format asked for, or the default: a table for a person at a terminal, JSON for a program (standard
- * output is a pipe or a file), so scripts written against the JSON keep working.
+ * output is a pipe or a file), so a script that pipes the client still reads JSON (in proto3's names
+ * since 0.1.0's CLI change: docs/cli.md).
  */
 export function chooseFormat(asked: string | undefined, isTTY: boolean): Format {
   if (asked === undefined) return isTTY ? 'table' : 'json';

@@ -35,8 +35,9 @@ export interface Rendered {
 
 export function renderTable<R>(columns: readonly Column<R>[], rows: readonly R[], o: TableOptions): Rendered {
   let cols = columns.filter((c) => o.wide || !c.wide);
-  let cells = rows.map((r) => cols.map((c) => c.cell(r).replace(/\s+/g, ' ')));
-  let width = cols.map((c, i) => Math.max(o.headers ? c.header.length : 0, ...cells.map((row) => len(row[i]!))));
+  // Control characters (an escape sequence in an Event's message) never reach the terminal.
+  let cells = rows.map((r) => cols.map((c) => c.cell(r).replace(/\s+/g, ' ').replace(/[\u0000-\u001f\u007f-\u009f]/g, '?')));
+  let width = cols.map((c, i) => cells.reduce((w, row) => Math.max(w, len(row[i]!)), o.headers ? c.header.length : 0));
   let shortened = false;
   const dropped: string[] = [];
   if (o.width && !o.wide) {

@@ -1,8 +1,10 @@
+import { realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { readMounts, type MountEntry } from '../../host/mounts.js';
 import { deviceNumber } from '../../host/devices.js';
 import { recentProblems } from '../../log.js';
 import { formatBytes } from '../../units.js';
+import { unavailable } from '../../errors.js';
 import { listVolumes, statuses } from '../controller/queries.js';
 import { hasBackend, type ControllerContext, type DriverContext, type DriverState } from '../context.js';
 import type { VolumeRecord } from '../../records.js';
@@ -28,12 +30,55 @@ export const FULL_SHARE = 0.9;
 export const THIN_FULL_PERCENT = 90;
 const RECENT_MS = 15 * 60_000;
 
-function within<T>(what: string, p: Promise<T>): Promise<T> {
+function within<T>(what: string, p: Promise<T>, ms = PART_TIMEOUT_MS): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${PART_TIMEOUT_MS / 1000} s`)), PART_TIMEOUT_MS);
+    timer = setTimeout(() => reject(unavailable(`${what} did not answer within ${ms / 1000} s (a disk or daemon that does not answer?)`)), ms);
   });
   return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * One read of the pool for the status and the volume tables at a time, per process. A read past its
+ * time limit goes on in the background (a hung disk holds it: a stat, an lvm command), and while it
+ * does, later calls wait for it up to the limit and are then refused UNAVAILABLE instead of starting
+ * more reads that would hang too: `watch vpool-csi status` on a node with a hung disk holds one
+ * thread and one command, not one per call.
+ */
+export type Track = <U>(work: Promise<U>) => Promise<U>;
+
+export class OneRead {
+  private running?: Promise<unknown>;
+
+  /** `limitMs`: how long a call waits for an earlier read, and how long its own read may take. */
+  constructor(private readonly limitMs = PART_TIMEOUT_MS + 5_000) {}
+
+  /** `read` registers with `track` the parts it gives up on (collectStatus's), so they count as under way until they end. */
+  async run<T>(what: string, read: (track: Track) => Promise<T>): Promise<T> {
+    const deadline = Date.now() + this.limitMs;
+    while (this.running) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw unavailable(`an earlier read of the pool has not finished after ${this.limitMs / 1000} s (a disk or daemon that does not answer?); try again later`);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.running.catch(() => undefined), new Promise((r) => (timer = setTimeout(r, left)))]);
+      clearTimeout(timer);
+    }
+    const pending = new Set<Promise<unknown>>();
+    const track: Track = (work) => {
+      pending.add(work);
+      void work.catch(() => undefined).finally(() => pending.delete(work));
+      return work;
+    };
+    const p = track(read(track));
+    const running = (async () => {
+      while (pending.size) await Promise.allSettled([...pending]);
+    })();
+    this.running = running;
+    void running.finally(() => {
+      if (this.running === running) this.running = undefined;
+    });
+    return within(what, p, this.limitMs);
+  }
 }
 
 const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
@@ -46,7 +91,8 @@ async function mountsOf(ctx: DriverContext, ids: readonly string[], table: reado
     const found: NonNullable<VolumeDetail['mounts']> = [];
     for (const d of devices) {
       const number = await deviceNumber(d.device);
-      const name = path.basename(d.device);
+      // /dev/vg/lv and /dev/disk/by-id/... are links: a bind of the device node shows devtmpfs's own name (dm-3, vdb).
+      const name = path.basename(await realpath(d.device).catch(() => d.device));
       for (const m of table) {
         if (number && m.majorMinor === number) found.push({ path: m.mountPoint, as: m.fsType, readOnly: m.options.includes('ro') });
         else if (m.fsType === 'devtmpfs' && m.root === `/${name}`) found.push({ path: m.mountPoint, as: 'block', readOnly: m.options.includes('ro') });
@@ -60,10 +106,10 @@ async function mountsOf(ctx: DriverContext, ids: readonly string[], table: reado
 const rfc3339 = (ms: number) => new Date(ms).toISOString();
 
 /** One page of volumes with what a person asks of them; `node`: this process serves the node side and can say where each is mounted. */
-export async function volumeDetails(ctx: ControllerContext, after: string, limit: number, node: boolean): Promise<VolumePage> {
+export async function volumeDetails(ctx: ControllerContext, after: string, limit: number, node: boolean, withAllocation = true): Promise<VolumePage> {
   const page = await listVolumes(ctx, after, limit);
   const vols = page.items;
-  return { volumes: await detailsOf(ctx, vols, node), next: page.more && vols.length ? vols[vols.length - 1]!.id : '' };
+  return { volumes: await detailsOf(ctx, vols, node, withAllocation), next: page.more && vols.length ? vols[vols.length - 1]!.id : '' };
 }
 
 /** One volume with what a person asks of it, or null when there is no such volume. */
@@ -72,10 +118,10 @@ export async function volumeDetail(ctx: ControllerContext, id: string, node: boo
   return v ? (await detailsOf(ctx, [v], node))[0]! : null;
 }
 
-async function detailsOf(ctx: ControllerContext, vols: VolumeRecord[], node: boolean): Promise<VolumeDetail[]> {
+async function detailsOf(ctx: ControllerContext, vols: VolumeRecord[], node: boolean, withAllocation = true): Promise<VolumeDetail[]> {
   const [st, allocation, table] = await Promise.all([
     statuses(ctx, vols),
-    ctx.backend.allocation ? ctx.backend.allocation(vols).catch(() => new Map<string, number>()) : Promise.resolve(new Map<string, number>()),
+    withAllocation && ctx.backend.allocation ? ctx.backend.allocation(vols).catch(() => new Map<string, number>()) : Promise.resolve(new Map<string, number>()),
     node ? readMounts() : Promise.resolve([]),
   ]);
   const mounts = node ? await mountsOf(ctx, vols.map((v) => v.id), table) : undefined;
@@ -101,7 +147,7 @@ async function poolReport(ctx: ControllerContext): Promise<PoolStatusReport> {
 }
 
 /** The whole node at a glance (`vpool-csi status`); each part bounded by PART_TIMEOUT_MS. */
-export async function collectStatus(state: DriverState, src: StatusSources): Promise<DriverStatus> {
+export async function collectStatus(state: DriverState, src: StatusSources, track: Track = (w) => w): Promise<DriverStatus> {
   const ctx = state.ctx;
   const status: DriverStatus = {
     driver: {
@@ -128,9 +174,9 @@ export async function collectStatus(state: DriverState, src: StatusSources): Pro
   if (full && hasBackend(full)) {
     const serveNode = src.mode === 'all' || src.mode === 'node';
     const [pool, vols, snaps] = await Promise.allSettled([
-      within('the pool', poolReport(full)),
-      within('the volume listing', volumeDetails(full, '', COUNT_LIMIT, serveNode)),
-      within('the snapshot listing', full.backend.listSnapshots()),
+      within('the pool', track(poolReport(full))),
+      within('the volume listing', track(volumeDetails(full, '', COUNT_LIMIT, serveNode, false))),
+      within('the snapshot listing', track(full.backend.listSnapshots())),
     ]);
     if (pool.status === 'fulfilled') {
       const p = pool.value;
@@ -149,7 +195,7 @@ export async function collectStatus(state: DriverState, src: StatusSources): Pro
     if (vols.status === 'fulfilled') {
       const v = vols.value.volumes;
       const abnormal = v.filter((x) => x.health.abnormal);
-      status.volumes = { count: v.length, attached: v.filter((x) => x.attachedTo.length).length, staged: v.filter((x) => x.mounts?.length).length, abnormal: abnormal.length };
+      status.volumes = { count: v.length, ...(vols.value.next ? { atLeast: true } : {}), attached: v.filter((x) => x.attachedTo.length).length, staged: v.filter((x) => x.mounts?.length).length, abnormal: abnormal.length };
       for (const a of abnormal.slice(0, 5)) attention.push(`volume ${a.id} is abnormal: ${a.health.message}`);
       if (abnormal.length > 5) attention.push(`and ${abnormal.length - 5} more abnormal volumes`);
     } else {

@@ -68,7 +68,8 @@ export interface DriverStatus {
   driver: { name: string; version: string; mode: string; nodeId: string; backend: string; startedAt: string; ready: boolean; notReadyBecause?: string };
   /** Absent on a node plugin in hypervisor mode (the pool is the controller's); `error` when the pool did not answer. */
   pool?: PoolStatusReport | { error: string };
-  volumes?: { count: number; attached: number; staged: number; abnormal: number } | { error: string };
+  /** `atLeast`: the pool holds more than the 10,000 a status reads; the counts are of those. */
+  volumes?: { count: number; atLeast?: boolean; attached: number; staged: number; abnormal: number } | { error: string };
   snapshots?: { count: number; groups?: number } | { error: string };
   /** Sends to other nodes under way now; absent without a transfer listener. */
   transfers?: { sending: number };

@@ -320,6 +320,9 @@ export class LvmPool implements PoolBackend {
   }
 
   async describe(): Promise<PoolDescription> {
+    // The PV headers first (metadata(): fails at once on a PV that does not answer), so a status never
+    // starts lvm commands that would hang on such a disk and hold the VG's lock against real calls.
+    await this.metadata();
     const { vg, pvs, lvs } = await this.lvm.state(this.opts.vg);
     if (!vg) throw notFound(`volume group ${this.opts.vg} does not exist`);
     const status = statusFromRows(vg, pvs, lvs);
@@ -328,7 +331,11 @@ export class LvmPool implements PoolBackend {
 
   /** A thick LV holds its whole size; a thin one what its data_percent says it has mapped. */
   async allocation(volumes: readonly VolumeRecord[]): Promise<Map<string, number>> {
-    const rows = new Map((await this.lvm.lvs(this.opts.vg)).map((r) => [r.lv_name, r]));
+    const known = (await this.metadata()).lvs;
+    const wanted = new Set(volumes.map((v) => v.id));
+    // Only thin LVs need lvs (their data_percent is device-mapper's); thick ones are their size, from the metadata already read.
+    const thin = known.some((r) => wanted.has(r.lv_name) && r.segtype === 'thin');
+    const rows = new Map((thin ? await this.lvm.lvs(this.opts.vg) : known).map((r) => [r.lv_name, r]));
     const out = new Map<string, number>();
     for (const v of volumes) {
       const r = rows.get(v.id);
