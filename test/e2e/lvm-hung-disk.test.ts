@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CommandError, run } from '../../src/exec.js';
 import { PROJECT_ROOT } from '../../src/csi/proto.js';
 import { blockCap } from '../helpers/csi.js';
-import { codeOf, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
+import { BIN, codeOf, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
 import { forgetVg, loopDisks, poolCmd, uniqueVg, type LoopDisks } from '../helpers/lvm.js';
 import { httpBase, samples } from '../helpers/metrics.js';
 
@@ -150,6 +150,24 @@ describe('an lvm pool with a PV on a disk that stops answering (a MODEL of a hun
       assert.match(String(during?.message), new RegExp(`${hungDev}.*(not read within|still out past its deadline)`));
       assert.equal(await answers('ListVolumes', codeOf(driver.client.listVolumes({}))), 'UNAVAILABLE');
       assert.ok(driver.logs.some((l) => l.includes('a PV of the pool does not answer') && namesDev(l)), 'the driver says which PV');
+      // What a person runs: `status` says which part did not answer and why (exit 5), twice in a row, and the volume table
+      // is refused naming the PV (exit 4); none of them waits on the disk or starts an lvm command that would.
+      const cli = (args: string[]) =>
+        new Promise<{ code: number; stdout: string; stderr: string; ms: number }>((resolve) => {
+          const t0 = Date.now();
+          execFile(BIN, args, { timeout: 60_000 }, (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code) : 0, stdout, stderr, ms: Date.now() - t0 }));
+        });
+      for (const round of [1, 2]) {
+        const st = await cli(['status', '--endpoint', driver.endpoint, '-o', 'json']);
+        assert.equal(st.code, 5, `status ${round}: needs attention`);
+        const s = JSON.parse(st.stdout) as { pool: { error?: string }; volumes: { error?: string }; attention: string[] };
+        assert.ok(s.pool.error && namesDev(s.pool.error), `status ${round}: the pool part names the PV: ${s.pool.error}`);
+        assert.ok(s.volumes.error && namesDev(s.volumes.error), `status ${round}: the volume part names the PV: ${s.volumes.error}`);
+        assert.ok(st.ms < 10_000, `status ${round} took ${st.ms} ms`);
+      }
+      const table = await cli(['client', '--endpoint', driver.endpoint, '-o', 'table', 'list-volumes']);
+      assert.equal(table.code, 4);
+      assert.ok(namesDev(table.stderr) && /\(UNAVAILABLE\)$/m.test(table.stderr), table.stderr);
     }
     // The freeze held throughout: the pool is still not usable.
     assert.equal((await answers('/healthz again', fetch(`${httpBase(driver)}/healthz`))).status, 503, 'still not usable: the PV still hangs');
