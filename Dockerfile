@@ -11,11 +11,11 @@ RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY proto ./proto
 COPY src ./src
-COPY scripts/proto-descriptor.mjs ./scripts/
+COPY scripts/proto-descriptor.mjs scripts/bundle-cli.mjs ./scripts/
 # Production dependencies only, without what only compilers and people read (types, sources, maps,
 # docs); and the node binary without its symbol table (binutils' strip: 99 MB -> 86 MB).
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends binutils && rm -rf /var/lib/apt/lists/*
-RUN npm run --silent gen && npx tsc -p tsconfig.build.json && node scripts/proto-descriptor.mjs && npm prune --omit=dev --no-audit --no-fund \
+RUN npm run --silent gen && npx tsc -p tsconfig.build.json && node scripts/proto-descriptor.mjs && node scripts/bundle-cli.mjs && npm prune --omit=dev --no-audit --no-fund \
  && find node_modules \( -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' -o -name '*.ts' -o -name '*.map' -o -name '*.md' -o -name '*.markdown' \) -type f -delete \
  && rm -rf node_modules/@types \
  && strip -o /src/node "$(command -v node)" && /src/node --version
@@ -46,6 +46,7 @@ WORKDIR /opt/vpool-csi
 COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist/src ./dist/src
+COPY --from=build /src/dist/cli ./dist/cli
 COPY proto ./proto
 COPY vpool-csi ./vpool-csi
 RUN ln -s /opt/vpool-csi/vpool-csi /usr/local/bin/vpool-csi

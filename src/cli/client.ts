@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
-import type { CsiClient } from '../csi/client.js';
+import { connectCsiWire, type CsiCalls } from '../csi/wire/csi-client.js';
+import { connectInspect, isUnimplemented } from '../csi/inspect-client.js';
+import { socketPath } from '../csi/socket-path.js';
 import type { VolumeCapability } from '../../gen/csi/v1/VolumeCapability.js';
 import { formatBytes, parseQuantity } from '../units.js';
 import { describeFailure, EXIT } from './call-errors.js';
@@ -50,7 +52,7 @@ function bytes(v: string | undefined, flag = '--size'): string | undefined {
 
 /** What a command prints: the response in the format asked for. */
 type Present = (o: OutputOptions) => Promise<Printed>;
-type Action<O> = (c: CsiClient, opts: O) => Promise<Present>;
+type Action<O> = (c: CsiCalls, opts: O) => Promise<Present>;
 
 const done = (kind: string, id: string, what: string, raw: unknown): Present => (o) => printDone(kind, id, what, raw, o);
 
@@ -73,8 +75,7 @@ const LONG_CALLS = new Set(['create-volume', 'delete-volume', 'controller-publis
 let interrupted: AbortSignal | undefined;
 
 /** Asks the driver's Inspect service; null from a driver that has none (older than this client). */
-async function inspected<T>(endpoint: string, ask: (i: ReturnType<typeof import('../csi/inspect-client.js').connectInspect>) => Promise<T>): Promise<T | null> {
-  const { connectInspect, isUnimplemented } = await import('../csi/inspect-client.js');
+async function inspected<T>(endpoint: string, ask: (i: ReturnType<typeof connectInspect>) => Promise<T>): Promise<T | null> {
   const i = connectInspect(endpoint, interrupted);
   try {
     return await ask(i);
@@ -106,8 +107,6 @@ export function addClientCommands(program: Command): void {
         width: process.stdout.isTTY ? process.stdout.columns : undefined,
         now: Date.now(),
       };
-      // gRPC is loaded by the command that uses it, not by every start of the binary.
-      const { connectCsi } = await import('../csi/client.js');
       const interrupt = new AbortController();
       let interruptedBy = '';
       const onSignal = (signal: NodeJS.Signals) => {
@@ -117,13 +116,12 @@ export function addClientCommands(program: Command): void {
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
       interrupted = interrupt.signal;
-      const { socketPath } = await import('../csi/socket-path.js');
       try {
         socketPath(common.endpoint);
       } catch (err) {
         throw new UsageError((err as Error).message);
       }
-      const c = connectCsi(common.endpoint, interrupt.signal);
+      const c = connectCsiWire(common.endpoint, interrupt.signal);
       let printed: Printed;
       try {
         const work = (async () => (await action(c, opts))(out))();

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { formatBytes } from '../units.js';
 import { describeFailure, EXIT } from './call-errors.js';
+import { connectInspect, isUnimplemented } from '../csi/inspect-client.js';
 import { humanDuration } from './view/age.js';
 import { chooseFormat, machine, UsageError } from './view/output.js';
 import type { DriverStatus, PoolStatusReport } from '../driver/status/types.js';
@@ -67,7 +68,6 @@ export function addStatusCommand(program: Command): void {
     .action(async (o: { endpoint: string; output?: string; verbose?: boolean }) => {
       const format = chooseFormat(o.output, !!process.stdout.isTTY);
       if (format === 'name' || format === 'wide') throw new UsageError(`-o ${format}: status prints table, json or yaml`);
-      const { connectInspect, isUnimplemented } = await import('../csi/inspect-client.js');
       const i = connectInspect(o.endpoint);
       let s: DriverStatus;
       try {

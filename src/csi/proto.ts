@@ -1,7 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs/light.js';
 import type { ProtoGrpcType } from '../../gen/csi.js';
 import { PROJECT_ROOT } from '../project.js';
@@ -16,8 +15,8 @@ export const PROTO_PATH = path.join(PROJECT_ROOT, 'proto', 'csi.proto');
  * and encoded; a received one decoded and toObject'ed. Not parsing the .proto at each start is most of
  * what a `vpool-csi client` call's start costs less (bench/footprint.ts).
  */
-const DESCRIPTOR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'csi-descriptor.json');
-const TO_OBJECT: protobuf.IConversionOptions = { longs: String, enums: String, defaults: true, oneofs: true };
+const DESCRIPTOR = path.join(PROJECT_ROOT, 'dist', 'src', 'csi', 'csi-descriptor.json');
+export const TO_OBJECT: protobuf.IConversionOptions = { longs: String, enums: String, defaults: true, oneofs: true };
 
 let cached: ProtoGrpcType | undefined;
 
@@ -40,10 +39,16 @@ function serviceDefinition(root: protobuf.Root, service: protobuf.Service, pkg: 
   return def;
 }
 
-export function loadCsi(): ProtoGrpcType {
-  if (cached) return cached;
+/** The CSI types as the driver codes them (and the CLI's own codec is compared with: test/unit/wire-codec.test.ts). */
+export function csiRoot(): protobuf.Root {
   const root = protobuf.Root.fromJSON(JSON.parse(readFileSync(DESCRIPTOR, 'utf8')) as protobuf.INamespace);
   root.resolveAll();
+  return root;
+}
+
+export function loadCsi(): ProtoGrpcType {
+  if (cached) return cached;
+  const root = csiRoot();
   const v1 = root.lookup('csi.v1') as protobuf.Namespace;
   const services: Record<string, grpc.ServiceClientConstructor> = {};
   for (const s of v1.nestedArray) if (s instanceof protobuf.Service) services[s.name] = grpc.makeGenericClientConstructor(serviceDefinition(root, s, 'csi.v1'), s.name);

@@ -1,0 +1,145 @@
+import http2 from 'node:http2';
+import net from 'node:net';
+
+/**
+ * One gRPC unary call over HTTP/2 on a unix socket, as the gRPC wire protocol describes it
+ * (PROTOCOL-HTTP2.md: a POST of one length-prefixed message, the status in the trailers or, for a
+ * trailers-only answer, in the headers), for the CLI: node's own http2 costs a start a fraction of
+ * what loading grpc-js does (bench/footprint.ts). The driver serves with grpc-js; the tests drive it
+ * with grpc-js too, so both sides of this are shown against the real thing.
+ *
+ * Failures are Errors carrying `code` (the gRPC status number) and `details`, as grpc-js's are, so
+ * that one describer (cli/call-errors.ts) reads both.
+ */
+
+export const STATUS = { OK: 0, CANCELLED: 1, UNKNOWN: 2, DEADLINE_EXCEEDED: 4, RESOURCE_EXHAUSTED: 8, UNIMPLEMENTED: 12, INTERNAL: 13, UNAVAILABLE: 14 } as const;
+
+export class CallError extends Error {
+  constructor(
+    readonly code: number,
+    readonly details: string,
+  ) {
+    super(`${code} ${details}`);
+  }
+}
+
+export interface CallOptions {
+  /** Milliseconds since the epoch (as grpc-js's deadline), or a Date. */
+  deadline?: number | Date;
+  signal?: AbortSignal;
+  /** The largest answer taken (grpc-js's default is 4 MiB). */
+  maxReceiveBytes?: number;
+}
+
+/** One HTTP/2 connection to a driver's socket, opened at the first call. */
+export class UnaryChannel {
+  private session?: http2.ClientHttp2Session;
+  private connectError?: Error;
+
+  constructor(private readonly socket: string) {}
+
+  private open(): http2.ClientHttp2Session {
+    if (this.session && !this.session.destroyed && !this.session.closed) return this.session;
+    this.connectError = undefined;
+    const s = http2.connect('http://localhost', { createConnection: () => net.connect(this.socket) });
+    // A refused or missing socket ends the session with its errno; the calls under way read it from here.
+    s.on('error', (err) => (this.connectError = err));
+    this.session = s;
+    return s;
+  }
+
+  call(path: string, message: Buffer, options: CallOptions = {}): Promise<Buffer> {
+    const maxReceive = options.maxReceiveBytes ?? 4 * 1024 * 1024;
+    return new Promise<Buffer>((resolve, reject) => {
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      const finish = (err: CallError | null, value?: Buffer) => {
+        if (settled) return;
+        settled = true;
+        if (timer) clearTimeout(timer);
+        options.signal?.removeEventListener('abort', onAbort);
+        if (err) reject(err);
+        else resolve(value!);
+      };
+      const session = this.open();
+      const headers: http2.OutgoingHttpHeaders = {
+        ':method': 'POST',
+        ':path': path,
+        'content-type': 'application/grpc',
+        te: 'trailers',
+        'user-agent': 'vpool-csi-cli',
+      };
+      const deadline = options.deadline === undefined ? undefined : Number(options.deadline);
+      if (deadline !== undefined) headers['grpc-timeout'] = `${Math.max(1, deadline - Date.now())}m`;
+      const stream = session.request(headers);
+      const onAbort = () => {
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        finish(new CallError(STATUS.CANCELLED, 'Cancelled on client'));
+      };
+      if (options.signal?.aborted) return onAbort();
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      if (deadline !== undefined) {
+        timer = setTimeout(() => {
+          stream.close(http2.constants.NGHTTP2_CANCEL);
+          finish(new CallError(STATUS.DEADLINE_EXCEEDED, 'Deadline exceeded'));
+        }, Math.max(0, deadline - Date.now()));
+      }
+      let head: http2.IncomingHttpHeaders = {};
+      let trailers: http2.IncomingHttpHeaders | undefined;
+      const chunks: Buffer[] = [];
+      let received = 0;
+      stream.on('response', (h) => (head = h));
+      stream.on('trailers', (t) => (trailers = t));
+      stream.on('data', (chunk: Buffer) => {
+        received += chunk.length;
+        if (received > maxReceive + 5) {
+          stream.close(http2.constants.NGHTTP2_CANCEL);
+          finish(new CallError(STATUS.RESOURCE_EXHAUSTED, `Received message larger than max (${received - 5} vs. ${maxReceive})`));
+          return;
+        }
+        chunks.push(chunk);
+      });
+      // Reported by 'close' below: a connection that never came up fails its streams with its errno.
+      let streamError: Error | undefined;
+      stream.on('error', (err) => (streamError = err));
+      stream.on('close', () => {
+        if (settled) return;
+        const status = trailers?.['grpc-status'] ?? head['grpc-status'];
+        if (status === undefined) {
+          const why = streamError ?? this.connectError ?? (stream.rstCode ? new Error(`stream reset with code ${stream.rstCode}`) : new Error('the connection ended without an answer'));
+          const errno = (why as NodeJS.ErrnoException).code;
+          const httpStatus = head[':status'];
+          if (httpStatus !== undefined && Number(httpStatus) !== 200) return finish(new CallError(STATUS.UNKNOWN, `Received HTTP status code ${httpStatus}`));
+          return finish(new CallError(STATUS.UNAVAILABLE, `No connection established. Last error: ${errno && !why.message.includes(errno) ? `${errno} ` : ''}${why.message}`));
+        }
+        const code = Number(status);
+        if (code !== STATUS.OK) return finish(new CallError(code, grpcMessage(trailers?.['grpc-message'] ?? head['grpc-message'])));
+        const body = Buffer.concat(chunks);
+        if (body.length < 5) return finish(new CallError(STATUS.INTERNAL, 'the answer carries no message'));
+        if (body[0] !== 0) return finish(new CallError(STATUS.INTERNAL, 'the answer is compressed, which this client did not offer'));
+        const length = body.readUInt32BE(1);
+        if (body.length < 5 + length) return finish(new CallError(STATUS.INTERNAL, 'the answer is shorter than its length says'));
+        finish(null, body.subarray(5, 5 + length));
+      });
+      const frame = Buffer.alloc(5 + message.length);
+      frame.writeUInt32BE(message.length, 1);
+      message.copy(frame, 5);
+      stream.end(frame);
+    });
+  }
+
+  /** Ends the connection at once, calls under way included: a CLI closes it when it has its answers, or when it stops waiting (Ctrl-C, a deadline) on a driver that may never answer. */
+  close(): void {
+    this.session?.destroy();
+  }
+}
+
+/** grpc-message is percent-encoded (PROTOCOL-HTTP2.md). */
+function grpcMessage(v: string | string[] | undefined): string {
+  const s = Array.isArray(v) ? v.join(',') : (v ?? '');
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
