@@ -106,7 +106,8 @@ export class UnaryChannel {
         if (settled) return;
         const status = trailers?.['grpc-status'] ?? head['grpc-status'];
         if (status === undefined) {
-          const why = streamError ?? this.connectError ?? (stream.rstCode ? new Error(`stream reset with code ${stream.rstCode}`) : new Error('the connection ended without an answer'));
+          const cause = (streamError as { cause?: unknown } | undefined)?.cause;
+          const why = (cause instanceof Error ? cause : undefined) ?? this.connectError ?? streamError ?? (stream.rstCode ? new Error(`stream reset with code ${stream.rstCode}`) : new Error('the connection ended without an answer'));
           const errno = (why as NodeJS.ErrnoException).code;
           const httpStatus = head[':status'];
           if (httpStatus !== undefined && Number(httpStatus) !== 200) return finish(new CallError(STATUS.UNKNOWN, `Received HTTP status code ${httpStatus}`));
