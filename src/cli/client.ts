@@ -7,7 +7,7 @@ import { formatBytes, parseQuantity } from '../units.js';
 import { describeFailure, EXIT } from './call-errors.js';
 import { capabilityRow, capabilityView, capacityView, nodeView, pluginView, snapshotView, usageView, volumeDetailView, volumeView, type VolumeRow } from './view/csi-views.js';
 import { chooseFormat, printDone, printList, UsageError, type OutputOptions, type Printed } from './view/output.js';
-import { whileWaiting } from './waiting.js';
+import { whileWaiting, type WorkSample } from './waiting.js';
 import type { Snapshot__Output } from '../../gen/csi/v1/Snapshot.js';
 
 interface Common {
@@ -87,6 +87,26 @@ async function inspected<T>(endpoint: string, ask: (i: ReturnType<typeof connect
   }
 }
 
+/** How far the driver has come with a restore or clone this create-volume asked for (the Inspect service's copies, matched by the volume's name). */
+function copyProbe(endpoint: string, o: { name?: string; fromSnapshot?: string; fromVolume?: string }): { probe: () => Promise<WorkSample | null>; close(): void } | null {
+  if (!o.name || (!o.fromSnapshot && !o.fromVolume)) return null;
+  const i = connectInspect(endpoint, interrupted);
+  let unsupported = false;
+  return {
+    probe: async () => {
+      if (unsupported) return null;
+      try {
+        const op = (await i.operations()).operations.find((c) => c.name === o.name);
+        return op ? { doing: op.kind === 'receive' ? `receiving ${op.source} from ${op.fromNode ?? 'another node'}` : `copying ${op.source}`, doneBytes: op.doneBytes, totalBytes: op.totalBytes } : null;
+      } catch (err) {
+        if (isUnimplemented(err)) unsupported = true;
+        return null;
+      }
+    },
+    close: () => i.close(),
+  };
+}
+
 /** `vpool-csi client <rpc>`: every RPC of the driver from the command line; tables for a person, JSON or YAML for a program. */
 export function addClientCommands(program: Command): void {
   const client = program
@@ -126,7 +146,12 @@ export function addClientCommands(program: Command): void {
       try {
         const work = (async () => (await action(c, opts))(out))();
         // Reads answer at once; a call that makes, copies, attaches or grows may take long: say that it waits.
-        printed = await (LONG_CALLS.has(name) ? whileWaiting(name, work) : work);
+        const copy = name === 'create-volume' ? copyProbe(common.endpoint, opts as { name?: string; fromSnapshot?: string; fromVolume?: string }) : null;
+        try {
+          printed = await (LONG_CALLS.has(name) ? whileWaiting(name, work, process.stderr, 10_000, copy?.probe) : work);
+        } finally {
+          copy?.close();
+        }
       } catch (err) {
         if (err instanceof UsageError) throw err;
         if (interrupt.signal.aborted) {

@@ -5,6 +5,7 @@ import { connectInspect, isUnimplemented } from '../csi/inspect-client.js';
 import { humanDuration } from './view/age.js';
 import { chooseFormat, machine, UsageError } from './view/output.js';
 import type { DriverStatus, PoolStatusReport } from '../driver/status/types.js';
+import type { OperationView } from '../operations.js';
 
 /** Exit code of `vpool-csi status` when something needs a person (the ATTENTION lines). */
 export const NEEDS_ATTENTION = 5;
@@ -25,6 +26,10 @@ export function renderStatus(s: DriverStatus, now: number): string {
   if (s.volumes) row('Volumes', isError(s.volumes) ? `could not be listed: ${s.volumes.error}` : `${s.volumes.atLeast ? 'at least ' : ''}${s.volumes.count} (${s.volumes.attached} attached, ${s.volumes.staged} mounted here, ${s.volumes.abnormal} unhealthy)`);
   if (s.snapshots) row('Snapshots', isError(s.snapshots) ? `could not be listed: ${s.snapshots.error}` : `${s.snapshots.count}${s.snapshots.groups ? ` (${s.snapshots.groups} group snapshots)` : ''}`);
   row('Transfers', s.transfers ? `${s.transfers.sending} sending to other nodes` : 'off (no --transfer-listen)');
+  if (s.copies) {
+    row('Copies', s.copies.length ? `${s.copies.length} under way:` : 'none under way');
+    for (const c of s.copies) out.push(`  ${copyLine(c, now)}`);
+  }
   if (!s.orphans) row('Orphans', 'not checked (--orphan-check-interval 0)');
   else if ('pending' in s.orphans) row('Orphans', 'the first check has not run yet');
   else {
@@ -84,4 +89,10 @@ export function addStatusCommand(program: Command): void {
       process.stdout.write(format === 'table' ? renderStatus(s, Date.now()) : await machine(s, format, false));
       if (s.attention.length) process.exitCode = NEEDS_ATTENTION;
     });
+}
+
+/** One copy under way as a person reads it: what, from where, how far, for how long. */
+export function copyLine(c: OperationView, now: number): string {
+  const share = c.totalBytes > 0 ? Math.min(100, Math.floor((c.doneBytes / c.totalBytes) * 100)) : 0;
+  return `${c.name} (${c.volumeId}): ${c.kind === 'receive' ? `receiving ${c.source} from ${c.fromNode ?? 'another node'}` : `copying ${c.source}`}, ${share}% (${formatBytes(c.doneBytes)} of ${formatBytes(c.totalBytes)}), for ${humanDuration(now - Date.parse(c.startedAt))}`;
 }

@@ -2,6 +2,7 @@ import { socketPath } from './socket-path.js';
 import { INSPECT_SERVICE, MAX_BYTES, MAX_PAGE } from './inspect-service.js';
 import { STATUS, UnaryChannel } from './wire/unary-call.js';
 import type { DriverStatus, VolumeDetail } from '../driver/status/types.js';
+import type { OperationView } from '../operations.js';
 
 /** A client of vpool.v1.Inspect (inspect-service.ts) on a driver's CSI socket, over the CLI's own HTTP/2 call (wire/unary-call.ts). */
 export function connectInspect(endpoint: string, signal?: AbortSignal) {
@@ -13,6 +14,8 @@ export function connectInspect(endpoint: string, signal?: AbortSignal) {
   };
   return {
     status: () => call<object, DriverStatus>('Status', {}),
+    /** The copies under way; asked every second while a client waits, so it gives up after 2 s. */
+    operations: () => call<object, { operations: OperationView[] }>('Operations', {}, 2000),
     volume: (id: string) => call<{ id: string }, VolumeDetail>('Volume', { id }),
     page: (after: string, limit: number) => call<{ after: string; limit: number }, { volumes: VolumeDetail[]; next: string }>('Volumes', { after, limit: Math.min(limit, MAX_PAGE) }),
     /** Every volume, page by page. */

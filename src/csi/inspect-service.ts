@@ -10,6 +10,7 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import type { DriverStatus, VolumeDetail, VolumePage } from '../driver/status/types.js';
+import type { OperationView } from '../operations.js';
 
 export const MAX_BYTES = 16 * 1024 * 1024;
 export const MAX_PAGE = 1000;
@@ -42,4 +43,6 @@ export const INSPECT_SERVICE = {
   Status: method<Record<string, never>, DriverStatus>('Status'),
   Volumes: method<VolumesRequest, VolumePage>('Volumes'),
   Volume: method<{ id?: string }, VolumeDetail>('Volume'),
+  /** The copies under way and how far each has come: read from memory, so not held behind a status read. */
+  Operations: method<Record<string, never>, { operations: OperationView[] }>('Operations'),
 };

@@ -28,6 +28,7 @@ export { socketPath };
 import type { routerHandlers } from './router-handlers.js';
 import { serverStream, unary } from './rpc.js';
 import { getMetadataAllocated, getMetadataDelta } from './snapshot-metadata.js';
+import { operationsInProgress } from '../operations.js';
 
 /**
  * `resizer` serves what external-resizer asks at start, and nothing else, for pools that grow on the
@@ -196,6 +197,7 @@ function inspectHandlers(state: () => DriverState, mode: Mode, sources: StatusSo
       if (!found) throw notFound(`volume ${String(asked)} does not exist`);
       return found;
     }),
+    Operations: unary('InspectOperations', () => ({ operations: operationsInProgress() })),
   };
 }
 

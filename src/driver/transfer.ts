@@ -4,6 +4,7 @@ import { DriverError, errno, errorMessage, exhausted, internal } from '../errors
 import { syscalls } from '../host/syscalls.js';
 import { AlignedBuffers } from '../host/aligned.js';
 import { snapshotLock, volumeLock, type KeyedLocks } from '../locks.js';
+import { progressReporter } from '../operations.js';
 import { log } from '../log.js';
 import type { PoolBackend, WritableData } from '../pool/backend.js';
 import type { Claim, Peer, SourceFetcher } from '../transfer/client.js';
@@ -78,6 +79,8 @@ export function localWriteError(err: unknown): DriverError {
 /** The fill of a new volume from a peer: each frame written where it belongs, the rest left as zeros. */
 export function fillFromPeer(client: SourceFetcher, peer: Peer, kind: TransferKind, id: string, claim: Claim, size: number): (target: WritableData) => Promise<void> {
   return async (target) => {
+    // Frames come in the order of their offsets: the end of the last one is how far the volume has come.
+    const progress = progressReporter();
     const fh = await open(target.path, 'r+');
     const direct = await open(target.path, constants.O_RDWR | constants.O_DIRECT).catch(() => null);
     const buffers = new AlignedBuffers((await syscalls())?.address ?? null);
@@ -85,7 +88,19 @@ export function fillFromPeer(client: SourceFetcher, peer: Peer, kind: TransferKi
     const local = async (p: Promise<void>) => p.catch((err: unknown) => Promise.reject(localWriteError(err)));
     try {
       const started = performance.now();
-      const { bytes } = await client.fetch(peer, kind, id, claim, size, (offset, data) => local(writes.add(offset, data)), (n) => buffers.get(n));
+      const { bytes } = await client.fetch(
+        peer,
+        kind,
+        id,
+        claim,
+        size,
+        (offset, data) => {
+          progress?.(offset + data.length, size);
+          return local(writes.add(offset, data));
+        },
+        (n) => buffers.get(n),
+      );
+      progress?.(size, size);
       await local(writes.drain());
       // Synced here, where a failure is known to be this disk's (EIO, or ENOSPC where the filesystem allocates late); the pool's sync after it finds nothing left to write.
       await local(fh.datasync());

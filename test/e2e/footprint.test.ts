@@ -23,12 +23,21 @@ describe('what each command loads', () => {
   });
   const recording = (name: string) => {
     const log = path.join(dir, `${name}.log`);
-    return { env: { ...process.env, NODE_OPTIONS: `--import=${RECORDER}`, VPOOL_IMPORT_LOG: log }, read: async () => (await readFile(log, 'utf8').catch(() => '')).split('\n').filter(Boolean) };
+    return { env: { ...process.env, NODE_OPTIONS: `--import=${RECORDER}`, VPOOL_IMPORT_LOG: log }, read: async () => throughBundle((await readFile(log, 'utf8').catch(() => '')).split('\n').filter(Boolean)) };
+  };
+  // A person's commands run from the bundle (scripts/bundle-cli.mjs): a file of it loaded stands for the modules it holds.
+  const throughBundle = async (urls: string[]) => {
+    const held = JSON.parse(await readFile(path.join(PROJECT_ROOT, 'dist', 'cli', 'modules.json'), 'utf8')) as Record<string, string[]>;
+    return urls.flatMap((u) => {
+      const file = /\/dist\/cli\/([^/]+)$/.exec(u)?.[1];
+      return file && held[file] ? [u, ...held[file].map((m) => `file://${PROJECT_ROOT}/${m}`)] : [u];
+    });
   };
   const loads = (urls: string[], what: RegExp) => urls.some((u) => what.test(u));
   const HEAVY: Record<string, RegExp> = {
     'the Kubernetes client': /@kubernetes\/client-node/,
     'gRPC': /@grpc\//,
+    'protobufjs': /\/protobufjs\//,
     'the lvm pool': /\/src\/pool\/lvm\//,
     'the libvirt pool': /\/src\/pool\/libvirt\//,
     'the file pool': /\/src\/pool\/file\//,
@@ -36,13 +45,14 @@ describe('what each command loads', () => {
     'the cluster code': /\/src\/cluster\//,
   };
 
-  it('--version loads none of the pools, gRPC, the cluster client or metrics', async () => {
+  it('--version loads none of the pools, gRPC, protobufjs, the cluster client or metrics, nor any other command', async () => {
     const r = recording('version');
     const { stdout } = await execFileP(BIN, ['--version'], { env: r.env });
     assert.equal(stdout.trim(), JSON.parse(await readFile(path.join(PROJECT_ROOT, 'package.json'), 'utf8')).version);
     const urls = await r.read();
-    assert.ok(urls.some((u) => u.endsWith('/src/main.js')), 'the recorder saw the process');
+    assert.ok(urls.some((u) => u.endsWith('/dist/cli/main.js')) && urls.some((u) => u.endsWith('/dist/src/main.js')), 'the recorder saw the process, run from the bundle');
     for (const [what, re] of Object.entries(HEAVY)) assert.ok(!loads(urls, re), `--version loads ${what}`);
+    assert.ok(!loads(urls, /\/src\/cli\/(client|status|pool|serve)/), '--version loads a command\'s code');
   });
 
   it('serve on the file pool without a cluster or metrics loads the file pool and gRPC only', needsRoot(), async () => {
@@ -58,11 +68,16 @@ describe('what each command loads', () => {
     }
   });
 
-  it('client loads gRPC, not the pools or the cluster client', async () => {
-    const r = recording('client');
-    await execFileP(BIN, ['client', '--endpoint', `unix://${dir}/nobody.sock`, 'info'], { env: r.env }).catch(() => undefined);
-    const urls = await r.read();
-    assert.ok(loads(urls, HEAVY.gRPC));
-    for (const what of ['the Kubernetes client', 'the lvm pool', 'the libvirt pool', 'the file pool', 'metrics']) assert.ok(!loads(urls, HEAVY[what]), `client loads ${what}`);
+  it('client and status load their own codec and HTTP/2 call: not grpc-js, protobufjs, the pools, the cluster client or another command', async () => {
+    for (const args of [['client', '--endpoint', `unix://${dir}/nobody.sock`, 'info'], ['status', '--endpoint', `unix://${dir}/nobody.sock`]]) {
+      const r = recording(args[0]!);
+      const failed = await execFileP(BIN, args, { env: r.env }).then(() => null, (e: { code?: number; stderr?: string }) => e);
+      assert.equal(failed?.code, 4, `${args[0]}: no driver there (${failed?.stderr})`);
+      const urls = await r.read();
+      assert.ok(urls.some((u) => u.endsWith('/dist/cli/main.js')), `${args[0]} runs from the bundle`);
+      assert.ok(loads(urls, /\/src\/csi\/wire\/unary-call\.js$/), `${args[0]} loads the CLI's HTTP/2 call`);
+      for (const what of ['gRPC', 'protobufjs', 'the Kubernetes client', 'the lvm pool', 'the libvirt pool', 'the file pool', 'metrics', 'the cluster code']) assert.ok(!loads(urls, HEAVY[what]), `${args[0]} loads ${what}`);
+      assert.ok(!loads(urls, args[0] === 'client' ? /\/src\/cli\/(status|pool|serve|backup)/ : /\/src\/cli\/(client|pool|serve|backup)/), `${args[0]} loads another command's code`);
+    }
   });
 });

@@ -1,17 +1,18 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { copyFile, mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { loadCsi } from '../../src/csi/proto.js';
+import { connectInspect } from '../../src/csi/inspect-client.js';
 import { promisify } from 'node:util';
 import { blockCap } from '../helpers/csi.js';
 import { makeCa } from '../helpers/certs.js';
 import { NAMESPACE, transferNodes, type TransferNodes } from '../helpers/transfer-nodes.js';
 import { writeAt } from '../helpers/data.js';
-import { codeOf, MiB, needsRoot, pattern, sha256File, tempDir, type Driver } from '../helpers/driver.js';
+import { BIN, codeOf, MiB, needsRoot, pattern, sha256File, tempDir, type Driver } from '../helpers/driver.js';
 import { pollUntil } from '../helpers/libvirt.js';
 
 const execFileP = promisify(execFile);
@@ -166,6 +167,50 @@ describe('restore and clone across nodes: file pool to file pool, per-node certi
       await a.client.deleteSnapshot({ snapshot_id: snap });
     } finally {
       ctl.close();
+    }
+  });
+
+  // `vpool-csi client create-volume --from-snapshot` on B while A sends slowly (--transfer-rate 4 MiB/s):
+  // B's Inspect service lists the copy and how far it has come, and the client, its output a
+  // pipe as in a log, prints a progress line every 10 s while it waits, then the volume.
+  it('a restore seen from the client: the copy under way on B with its bytes, a progress line with rate and time left, then the volume', async () => {
+    await startA(['--transfer-rate', `${4 * MiB}`]);
+    const src = (await a.client.createVolume({ name: 'src-progress', capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()], parameters: {} })).volume!.volume_id;
+    await writeAt(imageOf(a, 'volumes', src), 0, pattern('progress', 56 * MiB));
+    const snap = (await a.client.createSnapshot({ name: 'snap-progress', source_volume_id: src, parameters: {} })).snapshot!.snapshot_id;
+    nodes.claim('restored-cli', { snapshot: snap });
+    const cli = spawn(BIN, ['client', '--endpoint', `unix://${b.socket}`, 'create-volume', '--name', 'restored-cli', '--size', '64Mi', '--block', '--from-snapshot', snap, '--param', 'csi.storage.k8s.io/pvc/name=restored-cli', '--param', `csi.storage.k8s.io/pvc/namespace=${NAMESPACE}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    cli.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    cli.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((r) => cli.on('exit', r));
+    const inspect = connectInspect(`unix://${b.socket}`);
+    try {
+      const seen = await pollUntil(
+        async () => (await inspect.operations()).operations.find((o) => o.name === 'restored-cli' && o.doneBytes > 0),
+        60_000,
+        async () => `B never listed the copy: ${JSON.stringify(await inspect.operations())}`,
+      );
+      assert.equal(seen.kind, 'receive');
+      assert.equal(seen.fromNode, 'node-a');
+      assert.equal(seen.source, `snapshot ${snap}`);
+      assert.equal(seen.totalBytes, SIZE);
+      assert.ok(seen.doneBytes < SIZE, `${seen.doneBytes} of ${SIZE} while A sends at 4 MiB/s`);
+      const status = await inspect.status();
+      assert.ok(status.copies?.some((c) => c.name === 'restored-cli'), 'status lists the copy too');
+      const line = await pollUntil(async () => /^create-volume: receiving snapshot \S+ from node-a: .*$/m.exec(stderr)?.[0], 60_000, async () => `no progress line; stderr: ${stderr}`);
+      assert.match(line, /: [0-9.]+[KMG]i of 64Mi \([0-9]+%\), [0-9.]+[KMG]i\/s, [0-9]+s left, [0-9]+s so far$/);
+      assert.equal(await exited, 0, stderr);
+      const made = JSON.parse(stdout) as { volume: { volumeId: string } };
+      assert.equal(await sha256File(imageOf(b, 'volumes', made.volume.volumeId)), await sha256File(imageOf(a, 'snapshots', snap)));
+      assert.deepEqual((await inspect.operations()).operations, [], 'nothing under way once it is done');
+      await b.client.deleteVolume({ volume_id: made.volume.volumeId });
+      await a.client.deleteSnapshot({ snapshot_id: snap });
+      await a.client.deleteVolume({ volume_id: src });
+    } finally {
+      inspect.close();
+      cli.kill();
     }
   });
 

@@ -12,7 +12,7 @@ import { PROJECT_ROOT } from '../../src/project.js';
  * the CSI edge's calls), the backup client (a caller of the APIs) and the CLI, and the kubectl plugin above it. gen/ (the CSI types) is the CSI edge's alone.
  */
 const SRC = path.join(PROJECT_ROOT, 'src');
-const ROOT_SHARED = ['errors', 'ids', 'locks', 'exec', 'log', 'units', 'filesystems', 'records', 'paging', 'call-context', 'project', 'heartbeat', 'shutdown-hooks'];
+const ROOT_SHARED = ['errors', 'ids', 'locks', 'exec', 'log', 'units', 'filesystems', 'records', 'paging', 'call-context', 'project', 'heartbeat', 'shutdown-hooks', 'operations'];
 
 function layerOf(file: string): string {
   const rel = path.relative(PROJECT_ROOT, file).replace(/\.(ts|js)$/, '');

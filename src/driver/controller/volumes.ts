@@ -6,6 +6,7 @@ import { snapshotLock, volumeLock } from '../../locks.js';
 import type { ContentSource, VolumeRecord } from '../../records.js';
 import type { WritableData } from '../../pool/backend.js';
 import { fillFromPeer } from '../transfer.js';
+import { underOperation } from '../../operations.js';
 import { formatBytes, roundUp } from '../../units.js';
 import type { Capability } from '../access.js';
 import type { ControllerContext, DriverContext } from '../context.js';
@@ -104,6 +105,7 @@ export async function createVolume(ctx: ControllerContext, req: NewVolume): Prom
 
     let minBytes = minimumFor(req.uses, params.fsType);
     let fill: ((target: WritableData) => Promise<void>) | undefined;
+    let fromNode: string | undefined;
     if (source) {
       let sourceBytes = source.kind === 'snapshot' ? (await ctx.backend.getSnapshot(source.id))?.sizeBytes : (await ctx.backend.getVolume(source.id))?.capacityBytes;
       if (sourceBytes === undefined && ctx.transfer) {
@@ -114,6 +116,7 @@ export async function createVolume(ctx: ControllerContext, req: NewVolume): Prom
         if (remote) {
           sourceBytes = remote.size;
           fill = fillFromPeer(ctx.transfer, remote.peer, source.kind, source.id, claim, remote.size);
+          fromNode = remote.peer.node;
         }
       }
       if (sourceBytes === undefined) throw notFound(`source ${source.kind} ${source.id} does not exist${ctx.transfer ? ' on this node or on the node holding it' : ''}`);
@@ -131,7 +134,10 @@ export async function createVolume(ctx: ControllerContext, req: NewVolume): Prom
     const spec = { id, name, capacityBytes: size, source, parameters, ...(fill ? { fill } : {}) };
     // A copy (local or from a peer) may take longer than the CO waits for one call: it goes on, under
     // the lock, after the call's deadline; retries are ABORTED ("in progress") until it is done.
-    return source ? detached(() => ctx.backend.createVolume(spec)) : ctx.backend.createVolume(spec);
+    // Its progress is shown to a client waiting on the call (operations.ts, the Inspect service).
+    if (!source) return ctx.backend.createVolume(spec);
+    const operation = { kind: fill ? ('receive' as const) : ('copy' as const), name, volumeId: id, source: `${source.kind} ${source.id}`, ...(fromNode ? { fromNode } : {}), totalBytes: minBytes };
+    return detached(() => underOperation(operation, () => ctx.backend.createVolume(spec)));
   });
 }
 

@@ -9,6 +9,7 @@ import { listVolumes, statuses } from '../controller/queries.js';
 import { hasBackend, type ControllerContext, type DriverContext, type DriverState } from '../context.js';
 import type { VolumeRecord } from '../../records.js';
 import type { DriverStatus, PoolStatusReport, VolumeDetail, VolumePage } from './types.js';
+import { operationsInProgress } from '../../operations.js';
 
 /** What the status needs beyond the driver's state: how it was started, and the parts that run beside the CSI services. */
 export interface StatusSources {
@@ -206,6 +207,7 @@ export async function collectStatus(state: DriverState, src: StatusSources, trac
     else status.snapshots = { error: message(snaps.reason) };
   }
   if (src.sending) status.transfers = { sending: src.sending() };
+  status.copies = operationsInProgress();
   if (src.orphans) {
     const counts = src.orphans();
     status.orphans = counts ? { counts } : { pending: true };

@@ -1,3 +1,4 @@
+import type { OperationView } from '../../operations.js';
 /**
  * What `vpool-csi status` and the client's volume tables read from a running driver (the vpool.v1.Inspect
  * service on the CSI socket, src/status/inspect-service.ts). JSON on the wire: these types are the contract.
@@ -73,6 +74,8 @@ export interface DriverStatus {
   snapshots?: { count: number; groups?: number } | { error: string };
   /** Sends to other nodes under way now; absent without a transfer listener. */
   transfers?: { sending: number };
+  /** Copies this driver is making now (restores, clones, volumes received from other nodes). */
+  copies?: OperationView[];
   /** The last orphan check's counts by kind; absent when orphans are not checked, `pending` before the first check. */
   orphans?: { counts: Record<string, number> } | { pending: true };
   /** The last problems the driver logged (newest last), at most 20. */

@@ -1,10 +1,11 @@
 import { constants } from 'node:fs';
-import { access, open, rm } from 'node:fs/promises';
+import { access, open, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { notFound, precondition } from '../../errors.js';
 import { run } from '../../exec.js';
 import { loopsBackedBy } from '../../host/loop.js';
 import { log } from '../../log.js';
+import { progressReporter } from '../../operations.js';
 
 /** How an image may be copied: plainly (a sparse copy, a reflink where one can be had, or read in place), or only by a reflink. */
 export type CopyMode = 'plain' | 'reflink';
@@ -42,7 +43,12 @@ export class ImageCopies {
       throw notFound(`${source.kind} ${source.id} has no image`);
     }
     // A reflink shares the source's extents, holes included: cp takes no --sparse with it.
-    await run('cp', [...(mode === 'reflink' ? ['--reflink=always'] : ['--reflink=auto', '--sparse=always']), '--', from, to], { timeoutMs });
+    const watching = watchCopy(from, to);
+    try {
+      await run('cp', [...(mode === 'reflink' ? ['--reflink=always'] : ['--reflink=auto', '--sparse=always']), '--', from, to], { timeoutMs });
+    } finally {
+      watching?.stop();
+    }
   }
 
   /** Whether the pool's filesystem reflinks: one small file cloned in .tmp (swept at start), asked once. */
@@ -64,4 +70,31 @@ export class ImageCopies {
     })();
     return this.reflinks;
   }
+}
+
+/**
+ * How far a sparse copy has come, for a client waiting on it (operations.ts): the bytes the copy
+ * holds against those its source holds, read twice a second while cp runs. One stat at a time, so a
+ * disk that stops answering holds one libuv thread, not one per tick.
+ */
+function watchCopy(from: string, to: string): { stop(): void } | null {
+  const progress = progressReporter();
+  if (!progress) return null;
+  let total: number | undefined;
+  let reading = false;
+  const tick = async () => {
+    if (reading) return;
+    reading = true;
+    try {
+      total ??= (await stat(from)).blocks * 512;
+      progress((await stat(to)).blocks * 512, total);
+    } catch {
+      // Not made yet, or gone: the next tick reads again.
+    } finally {
+      reading = false;
+    }
+  };
+  const timer = setInterval(() => void tick(), 500);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
 }

@@ -1,6 +1,7 @@
 import { open } from 'node:fs/promises';
 import { log } from '../../log.js';
 import { blockDeviceSize } from '../../host/loop.js';
+import { progressReporter } from '../../operations.js';
 
 const CHUNK = 4 * 1024 * 1024;
 
@@ -9,6 +10,7 @@ const CHUNK = 4 * 1024 * 1024;
  * block is written, zeros included: a thick destination may hold another volume's old data.
  */
 export async function copyBlockDevice(from: string, to: string): Promise<void> {
+  const progress = progressReporter();
   const src = await open(from, 'r');
   try {
     const dst = await open(to, 'r+');
@@ -23,6 +25,7 @@ export async function copyBlockDevice(from: string, to: string): Promise<void> {
         if (bytesRead === 0) break;
         await dst.write(buf, 0, bytesRead, done);
         done += bytesRead;
+        progress?.(done, size);
         if (Date.now() - lastLogged > 5000) {
           lastLogged = Date.now();
           log.info('copying volume', { from, to, percent: Math.floor((done / size) * 100), bytes: done });

@@ -1,0 +1,55 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+
+/**
+ * Copies under way in this driver (a restore or clone made here, a volume received from another node),
+ * with how far each has come, for `vpool-csi client` to draw while it waits on the call, and for status.
+ * The controller opens one around the backend's create; whoever moves the bytes, however deep, reports
+ * through the async context (reportProgress), so no signature between them changes.
+ * Failure model: in memory only; a restart forgets them with the work itself (the CO's retry starts
+ * again). Bounded by the copies running, which the volume locks bound.
+ */
+export interface OperationView {
+  /** 'copy' (in this pool) or 'receive' (from another node). */
+  kind: 'copy' | 'receive';
+  /** The CSI name of the volume being made (the client's --name). */
+  name: string;
+  volumeId: string;
+  /** What it is a copy of: "snapshot snap-...", "volume vol-...". */
+  source: string;
+  /** The node it comes from, for a receive. */
+  fromNode?: string;
+  doneBytes: number;
+  /** The bytes the copy moves at most (the source's size, or its allocated bytes for a sparse copy). */
+  totalBytes: number;
+  startedAt: string;
+}
+
+const running = new Set<OperationView>();
+const current = new AsyncLocalStorage<OperationView>();
+
+export async function underOperation<T>(op: Omit<OperationView, 'doneBytes' | 'startedAt'>, fn: () => Promise<T>): Promise<T> {
+  const view: OperationView = { ...op, doneBytes: 0, startedAt: new Date().toISOString() };
+  running.add(view);
+  try {
+    return await current.run(view, fn);
+  } finally {
+    running.delete(view);
+  }
+}
+
+/**
+ * A reporter bound to the operation this code runs under (taken now, so that callbacks of streams and
+ * timers report to it wherever they run), or null when there is none (a CLI command, a test).
+ */
+export function progressReporter(): ((doneBytes: number, totalBytes?: number) => void) | null {
+  const op = current.getStore();
+  if (!op) return null;
+  return (done, total) => {
+    if (total !== undefined && total > 0) op.totalBytes = total;
+    op.doneBytes = Math.max(op.doneBytes, Math.min(done, op.totalBytes || done));
+  };
+}
+
+export function operationsInProgress(): OperationView[] {
+  return [...running].map((o) => ({ ...o }));
+}
