@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import type { LvmCli } from '../pool/lvm/lvm-cli.js';
 import type { PoolStatus } from '../pool/lvm/pool-admin.js';
-import { printResult } from './output.js';
+import { chooseFormat, printList } from './view/output.js';
+import { lvmPoolView } from './view/admin-views.js';
 
 /** The lvm code, loaded by the pool commands only. */
 async function lvm(): Promise<{ cli: LvmCli; admin: typeof import('../pool/lvm/pool-admin.js') }> {
@@ -9,18 +10,6 @@ async function lvm(): Promise<{ cli: LvmCli; admin: typeof import('../pool/lvm/p
   return { cli: new LvmCli({ activation: deviceMapperAvailable() }), admin };
 }
 
-const GiB = 1024 ** 3;
-const gib = (b: number) => `${(b / GiB).toFixed(2)}Gi`;
-
-function statusTable(s: PoolStatus): unknown {
-  return {
-    entries: [
-      { what: 'vg', name: s.vg, size: gib(s.sizeBytes), free: gib(s.freeBytes), detail: `${s.volumes.length} volumes, ${s.snapshots} snapshots` },
-      ...s.devices.map((d) => ({ what: 'device', name: d.name, size: gib(d.sizeBytes), free: gib(d.freeBytes), detail: d.missing ? 'MISSING' : 'ok' })),
-      ...s.thinPools.map((t) => ({ what: 'thin-pool', name: t.name, size: gib(t.sizeBytes), free: '', detail: `data ${t.dataPercent}%, metadata ${t.metadataPercent}%` })),
-    ],
-  };
-}
 
 /** `vpool-csi pool init|extend|status|destroy`: the LVM pool the lvm backend serves volumes from. */
 export function addPoolCommands(program: Command): void {
@@ -52,13 +41,16 @@ export function addPoolCommands(program: Command): void {
     .command('status')
     .description('devices, size, free space, thin pool fill, volumes')
     .option('--vg <name>', 'one pool (default: every vpool pool on this host)')
-    .option('-o, --output <format>', 'json or table', 'json')
-    .action(async (o: { vg?: string; output: 'json' | 'table' }) => {
+    .option('-o, --output <format>', 'table, wide, json, yaml or name (default: table on a terminal, json otherwise)')
+    .option('--no-headers', 'a table without its header line')
+    .action(async (o: { vg?: string; output?: string; headers: boolean }) => {
+      const format = chooseFormat(o.output, !!process.stdout.isTTY);
       const { cli, admin } = await lvm();
       const vgs = o.vg ? [o.vg] : await admin.listPools(cli);
-      const all = await Promise.all(vgs.map((vg) => admin.poolStatus(cli, vg)));
-      if (o.output === 'table') for (const s of all) printResult(statusTable(s), 'table');
-      else printResult(o.vg ? all[0] : all, 'json');
+      const all: PoolStatus[] = await Promise.all(vgs.map((vg) => admin.poolStatus(cli, vg)));
+      const printed = await printList(lvmPoolView(), all, o.vg ? all[0] : all, { format, headers: o.headers, width: process.stdout.isTTY ? process.stdout.columns : undefined, now: Date.now() }, false);
+      process.stdout.write(printed.stdout);
+      process.stderr.write(printed.stderr);
     });
   pool
     .command('destroy')

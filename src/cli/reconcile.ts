@@ -3,11 +3,11 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Kube } from '../cluster/kube.js';
 import type { BackendOptions } from './backends.js';
-import type { OrphanReport } from '../cluster/orphans.js';
 import type { VolumePool } from '../cluster/volume-pool.js';
 import { TOPOLOGY_KEY } from '../driver/context.js';
 import { parseDuration } from '../units.js';
-import { printResult } from './output.js';
+import { chooseFormat, printList } from './view/output.js';
+import { orphanRows, orphanView } from './view/admin-views.js';
 
 interface ReconcileFlags {
   dryRun?: boolean;
@@ -20,7 +20,9 @@ interface ReconcileFlags {
   driverName: string;
   kubeconfig?: string;
   events: boolean;
-  output: 'json' | 'table';
+  /** Unlike the client's, json by default: a reconcile runs from cron and scripts more than by hand. */
+  output: string;
+  headers: boolean;
 }
 
 /** The pool the flags name, or the one a VolumePool holds; the reserve does not matter to a reconcile. */
@@ -38,17 +40,6 @@ async function poolToReconcile(f: ReconcileFlags, kube: Kube): Promise<BackendOp
   return { kind: 'file', poolDir: path.resolve(f.poolDir), reserveBytes: 0 };
 }
 
-function summary(r: OrphanReport): unknown {
-  return {
-    entries: [
-      ...r.volumes.map((v) => ({ kind: 'volume', id: v.id, name: v.name, age: `${v.ageSeconds}s`, action: v.action })),
-      ...r.snapshots.map((s) => ({ kind: 'snapshot', id: s.id, name: s.name, age: `${s.ageSeconds}s`, action: s.action })),
-      ...r.unfinished.map((u) => ({ kind: 'unfinished-volume', id: u.id, name: u.name, age: `${u.ageSeconds}s`, action: u.action })),
-      ...r.missingVolumes.map((m) => ({ kind: 'pv-without-volume', id: m.volumeHandle, name: m.persistentVolume, age: '', action: 'reported' })),
-    ],
-  };
-}
-
 /** `vpool-csi reconcile`: this node's pool against the cluster's PVs and VolumeSnapshotContents. */
 export function addReconcileCommand(program: Command): void {
   program
@@ -64,7 +55,8 @@ export function addReconcileCommand(program: Command): void {
     .option('--driver-name <name>', 'the CSI driver name in the PVs', 'vpool.csi.dev')
     .option('--kubeconfig <file>', 'default: $KUBECONFIG, else the pod\'s service account')
     .option('--no-events', 'do not send Kubernetes Events')
-    .addOption(new Option('-o, --output <format>', 'json or table').choices(['json', 'table']).default('json'))
+    .option('-o, --output <format>', 'json, yaml, table, wide or name', 'json')
+    .option('--no-headers', 'a table without its header line')
     .action(async (f: ReconcileFlags) => {
       const graceMs = parseDuration(f.gracePeriod);
       // The cluster client is loaded by the commands that talk to the cluster only.
@@ -88,7 +80,10 @@ export function addReconcileCommand(program: Command): void {
         gracePeriodMs: graceMs,
         events: f.events ? new EventRecorder(kube, 'vpool-csi-reconcile', node) : undefined,
       });
-      printResult(f.output === 'table' ? summary(report) : report, f.output);
+      const format = chooseFormat(f.output, !!process.stdout.isTTY);
+      const printed = await printList(orphanView(), orphanRows(report), report, { format, headers: f.headers, width: process.stdout.isTTY ? process.stdout.columns : undefined, now: Date.now() }, false);
+      process.stdout.write(printed.stdout);
+      process.stderr.write(printed.stderr);
       if (report.volumes.concat(report.snapshots, report.unfinished).some((i) => i.action.startsWith('delete failed'))) process.exitCode = 1;
     });
 }

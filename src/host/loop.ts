@@ -46,7 +46,7 @@ export function fileId(p: string): FileId | null {
   return st ? { dev: majorMinor(st.dev), ino: String(st.ino) } : null;
 }
 
-const sameFile = (a: FileId, b: FileId) => a.dev === b.dev && a.ino === b.ino;
+export const sameFile = (a: FileId, b: FileId) => a.dev === b.dev && a.ino === b.ino;
 const unescapeRaw = (s: string) => s.replace(/\\x([0-9a-fA-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
 
 /**

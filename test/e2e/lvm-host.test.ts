@@ -44,7 +44,14 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
     assert.deepEqual(status.devices.map((d) => d.name).sort(), [a, b, c].sort());
     assert.ok(status.sizeBytes > 1400 * MiB && status.freeBytes === status.sizeBytes);
     assert.equal(status.extentBytes, 4 * MiB);
-    assert.match((await poolCmd('status', '--vg', vg, '-o', 'table')).stdout, /^vg\s+vpt/m);
+    // As `vgs` shows a VG, in kubectl's table: sizes in binary units; -o wide names the devices.
+    const table = (await poolCmd('status', '--vg', vg, '-o', 'table')).stdout.trimEnd().split('\n');
+    assert.match(table[0]!, /^VG {2,}DEVICES {2,}SIZE {2,}FREE {2,}THIN POOLS {2,}VOLUMES {2,}SNAPSHOTS {2,}HEALTH$/);
+    assert.match(table[1]!, new RegExp(`^${vg} {3,}3 {3,}1\\.[0-9]+Gi {3,}1\\.[0-9]+Gi {3,}<none> {3,}0 {3,}0 {3,}ok$`));
+    const wide = (await poolCmd('status', '--vg', vg, '-o', 'wide')).stdout;
+    for (const dev of [a, b, c]) assert.ok(wide.includes(`${dev} (`), wide);
+    assert.equal((await poolCmd('status', '--vg', vg, '-o', 'name')).stdout, `pool/${vg}\n`);
+    assert.equal((await poolCmd('status', '--vg', vg, '-o', 'csv')).code, 2, 'an unknown format is a usage error');
     const all = JSON.parse((await poolCmd('status')).stdout) as PoolStatus[];
     assert.ok(all.some((s) => s.vg === vg));
   });

@@ -91,6 +91,16 @@ describe('pool from the cluster, and orphan reconciliation', needsRoot(), () => 
     assert.ok(said('OrphanVolume').some((m) => m.startsWith('Node/test-node') && m.includes(ids.orphan) && m.endsWith('not deleted (dry run)')), said('OrphanVolume').join('\n'));
     assert.ok(said('OrphanSnapshot').some((m) => m.includes(ids.snapOrphan)));
     assert.ok(said('VolumeMissing').some((m) => m.startsWith('PersistentVolume/pv-lost')));
+    // The same report as a person reads it: one row per finding, ages as kubectl's, actions as taken.
+    const { stdout: table } = await execFileP(BIN, ['reconcile', '--dry-run', '--no-events', '--pool-from-cluster', 'files', '--node-id', 'test-node', '--kubeconfig', kubeconfig, '-o', 'table']);
+    const lines = table.trimEnd().split('\n');
+    assert.match(lines[0]!, /^KIND {2,}ID {2,}NAME {2,}AGE {2,}ACTION$/);
+    assert.match(lines[1]!, new RegExp(`^volume {3,}${ids.orphan} {3,}pvc-orphan {3,}[0-9]+[smh] {3,}reported$`));
+    assert.match(lines[2]!, new RegExp(`^snapshot {3,}${ids.snapOrphan} {3,}snap-orphan {3,}[0-9]+[smh] {3,}reported$`));
+    assert.match(lines[3]!, /^PV without volume {3,}pvc-gone-0000 {3,}pv-lost {3,}<none> {3,}reported$/);
+    assert.equal(lines.length, 4, table);
+    const { stdout: names } = await execFileP(BIN, ['reconcile', '--dry-run', '--no-events', '--pool-from-cluster', 'files', '--node-id', 'test-node', '--kubeconfig', kubeconfig, '-o', 'name']);
+    assert.deepEqual(names.trim().split('\n'), [`orphan/${ids.orphan}`, `orphan/${ids.snapOrphan}`, 'orphan/pvc-gone-0000']);
   });
 
   it('the driver\'s periodic check (report only by default) exports the counts as a metric', async () => {

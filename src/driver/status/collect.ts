@@ -87,8 +87,9 @@ const message = (err: unknown) => (err instanceof Error ? err.message : String(e
 /** Where this node has each volume mounted: a filesystem of its device, or a bind of the device node itself (raw block). */
 async function mountsOf(ctx: DriverContext, ids: readonly string[], table: readonly MountEntry[]): Promise<Map<string, VolumeDetail['mounts']>> {
   const out = new Map<string, VolumeDetail['mounts']>();
+  const many = ctx.blockDevices.devicesOfMany ? await ctx.blockDevices.devicesOfMany(ids).catch(() => null) : null;
   for (const id of ids) {
-    const devices = await ctx.blockDevices.devices(id).catch(() => []);
+    const devices = many?.get(id) ?? (await ctx.blockDevices.devices(id).catch(() => []));
     const found: NonNullable<VolumeDetail['mounts']> = [];
     for (const d of devices) {
       const number = await deviceNumber(d.device);

@@ -1,7 +1,7 @@
 import { access, stat } from 'node:fs/promises';
 import { notFound } from '../../errors.js';
 import type { AttachedDevice, BlockDevices } from '../backend.js';
-import { attachLoop, detachLoop, loopsBackedBy, refreshLoopSize } from '../../host/loop.js';
+import { attachLoop, detachLoop, fileId, listLoopDevices, loopsBackedBy, refreshLoopSize, sameFile } from '../../host/loop.js';
 import type { FilePool } from './file-pool.js';
 
 /**
@@ -13,6 +13,17 @@ export class LoopBlockDevices implements BlockDevices {
 
   async devices(volumeId: string): Promise<AttachedDevice[]> {
     return (await loopsBackedBy(this.pool.volumeImage(volumeId))).map((l) => ({ device: l.device, readOnly: l.readOnly }));
+  }
+
+  /** One listing of the loop devices for all of them: each volume's look would list them again. */
+  async devicesOfMany(volumeIds: readonly string[]): Promise<Map<string, AttachedDevice[]>> {
+    const loops = await listLoopDevices();
+    const out = new Map<string, AttachedDevice[]>();
+    for (const id of volumeIds) {
+      const file = loops.length ? fileId(this.pool.volumeImage(id)) : null;
+      out.set(id, file ? loops.filter((l) => sameFile(l.backing, file)).map((l) => ({ device: l.device, readOnly: l.readOnly })) : []);
+    }
+    return out;
   }
 
   async attach(volumeId: string): Promise<string> {
