@@ -21,14 +21,25 @@ export interface OperationView {
   doneBytes: number;
   /** The bytes the copy moves at most (the source's size, or its allocated bytes for a sparse copy). */
   totalBytes: number;
+  /** Whether whoever moves the bytes reports them (the libvirt pool's copies do not): until then the bytes say nothing. */
+  reported: boolean;
+  /** 'sync': every byte is written and the copy waits for the disk to hold them (the page cache's flush). */
+  phase: 'copy' | 'sync';
   startedAt: string;
+}
+
+export interface ProgressReporter {
+  /** How far the copy has come; the total where the reporter knows it better than the controller did. */
+  bytes(doneBytes: number, totalBytes?: number): void;
+  /** Every byte written; now waiting for the disk. */
+  syncing(): void;
 }
 
 const running = new Set<OperationView>();
 const current = new AsyncLocalStorage<OperationView>();
 
-export async function underOperation<T>(op: Omit<OperationView, 'doneBytes' | 'startedAt'>, fn: () => Promise<T>): Promise<T> {
-  const view: OperationView = { ...op, doneBytes: 0, startedAt: new Date().toISOString() };
+export async function underOperation<T>(op: Omit<OperationView, 'doneBytes' | 'startedAt' | 'reported' | 'phase'>, fn: () => Promise<T>): Promise<T> {
+  const view: OperationView = { ...op, doneBytes: 0, reported: false, phase: 'copy', startedAt: new Date().toISOString() };
   running.add(view);
   try {
     return await current.run(view, fn);
@@ -41,12 +52,18 @@ export async function underOperation<T>(op: Omit<OperationView, 'doneBytes' | 's
  * A reporter bound to the operation this code runs under (taken now, so that callbacks of streams and
  * timers report to it wherever they run), or null when there is none (a CLI command, a test).
  */
-export function progressReporter(): ((doneBytes: number, totalBytes?: number) => void) | null {
+export function progressReporter(): ProgressReporter | null {
   const op = current.getStore();
   if (!op) return null;
-  return (done, total) => {
-    if (total !== undefined && total > 0) op.totalBytes = total;
-    op.doneBytes = Math.max(op.doneBytes, Math.min(done, op.totalBytes || done));
+  return {
+    bytes(done, total) {
+      op.reported = true;
+      if (total !== undefined && total > 0) op.totalBytes = total;
+      op.doneBytes = Math.max(op.doneBytes, Math.min(done, op.totalBytes || done));
+    },
+    syncing() {
+      op.phase = 'sync';
+    },
   };
 }
 

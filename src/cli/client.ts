@@ -97,7 +97,9 @@ function copyProbe(endpoint: string, o: { name?: string; fromSnapshot?: string; 
       if (unsupported) return null;
       try {
         const op = (await i.operations()).operations.find((c) => c.name === o.name);
-        return op ? { doing: op.kind === 'receive' ? `receiving ${op.source} from ${op.fromNode ?? 'another node'}` : `copying ${op.source}`, doneBytes: op.doneBytes, totalBytes: op.totalBytes } : null;
+        // A copy whose bytes nobody reports (the libvirt pool's) keeps the plain waiting line.
+        if (!op?.reported) return null;
+        return { doing: op.kind === 'receive' ? `receiving ${op.source} from ${op.fromNode ?? 'another node'}` : `copying ${op.source}`, doneBytes: op.doneBytes, totalBytes: op.totalBytes, syncing: op.phase === 'sync', startedAt: op.startedAt };
       } catch (err) {
         if (isUnimplemented(err)) unsupported = true;
         return null;

@@ -26,6 +26,8 @@ export function connectInspect(endpoint: string, signal?: AbortSignal) {
         const page = await call<{ after: string; limit: number }, { volumes: VolumeDetail[]; next: string }>('Volumes', { after, limit: MAX_PAGE });
         out.push(...page.volumes);
         if (!page.next) return out;
+        // IDs are listed in order: a driver whose next page would not move on is not followed round in a circle.
+        if (page.next <= after) throw new Error(`the driver's volume pages do not move on (after ${after}, next ${page.next})`);
         after = page.next;
       }
     },

@@ -67,7 +67,7 @@ interface CallEnds {
   finish(code: grpc.status, err?: unknown, mapped?: boolean): void;
 }
 
-function begin(method: string, call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>): CallEnds {
+function begin(method: string, call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>, quiet = false): CallEnds {
   const started = process.hrtime.bigint();
   const subject = subjectOf(call.request);
   const context = new AbortController();
@@ -84,7 +84,7 @@ function begin(method: string, call: grpc.ServerUnaryCall<unknown, unknown> | gr
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       for (const o of observers) o(method, grpc.status[code], seconds);
       const line = { method, volume: subject, ms: Math.round(seconds * 10000) / 10, code: grpc.status[code] };
-      if (code === grpc.status.OK) log.info('rpc', line);
+      if (code === grpc.status.OK) (quiet ? log.debug : log.info)('rpc', line);
       else if (!mapped) log.error('rpc', { ...line, unmapped: true, error: err instanceof Error ? err.stack : String(err) });
       else if (code === grpc.status.INTERNAL || code === grpc.status.UNKNOWN) log.error('rpc', { ...line, error: err instanceof Error ? err.stack : String(err) });
       else log.warn('rpc', { ...line, error: err instanceof Error ? err.message : String(err) });
@@ -93,9 +93,10 @@ function begin(method: string, call: grpc.ServerUnaryCall<unknown, unknown> | gr
 }
 
 /** Adapts an async handler to grpc-js: one log line per call, errors mapped once here. */
-export function unary<Req, Res>(method: string, fn: (req: Req) => Promise<Res> | Res): grpc.handleUnaryCall<Req, Res> {
+export function unary<Req, Res>(method: string, fn: (req: Req) => Promise<Res> | Res, o: { quiet?: boolean } = {}): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
-    const { signal, finish } = begin(method, call);
+    // `quiet`: a read a client repeats every few seconds (a progress probe) logs its success at debug, not info.
+    const { signal, finish } = begin(method, call, o.quiet);
     Promise.resolve()
       .then(() => runForCall(signal, () => fn(call.request)))
       .then(

@@ -197,7 +197,7 @@ function inspectHandlers(state: () => DriverState, mode: Mode, sources: StatusSo
       if (!found) throw notFound(`volume ${String(asked)} does not exist`);
       return found;
     }),
-    Operations: unary('InspectOperations', () => ({ operations: operationsInProgress() })),
+    Operations: unary('InspectOperations', () => ({ operations: operationsInProgress() }), { quiet: true }),
   };
 }
 

@@ -95,12 +95,13 @@ export function fillFromPeer(client: SourceFetcher, peer: Peer, kind: TransferKi
         claim,
         size,
         (offset, data) => {
-          progress?.(offset + data.length, size);
+          progress?.bytes(offset + data.length, size);
           return local(writes.add(offset, data));
         },
         (n) => buffers.get(n),
       );
-      progress?.(size, size);
+      progress?.bytes(size, size);
+      progress?.syncing();
       await local(writes.drain());
       // Synced here, where a failure is known to be this disk's (EIO, or ENOSPC where the filesystem allocates late); the pool's sync after it finds nothing left to write.
       await local(fh.datasync());

@@ -1,5 +1,5 @@
 import { constants, readFileSync, statSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, stat as statAsync } from 'node:fs/promises';
 import { errno, internal } from '../errors.js';
 import { run } from '../exec.js';
 import { majorMinor } from './devices.js';
@@ -43,6 +43,12 @@ function readSys(file: string): string | null {
 /** The identity of a file or device node as this process sees it, or null when there is none at that path. */
 export function fileId(p: string): FileId | null {
   const st = statSync(p, { bigint: true, throwIfNoEntry: false });
+  return st ? { dev: majorMinor(st.dev), ino: String(st.ino) } : null;
+}
+
+/** fileId off the event loop: a stat of a pool whose disk hangs holds a libuv thread, not the whole driver. */
+export async function fileIdOf(p: string): Promise<FileId | null> {
+  const st = await statAsync(p, { bigint: true }).catch(() => null);
   return st ? { dev: majorMinor(st.dev), ino: String(st.ino) } : null;
 }
 

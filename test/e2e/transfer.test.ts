@@ -170,11 +170,11 @@ describe('restore and clone across nodes: file pool to file pool, per-node certi
     }
   });
 
-  // `vpool-csi client create-volume --from-snapshot` on B while A sends slowly (--transfer-rate 4 MiB/s):
+  // `vpool-csi client create-volume --from-snapshot` on B while A sends slowly (--transfer-rate 2 MiB/s, 28 s):
   // B's Inspect service lists the copy and how far it has come, and the client, its output a
   // pipe as in a log, prints a progress line every 10 s while it waits, then the volume.
   it('a restore seen from the client: the copy under way on B with its bytes, a progress line with rate and time left, then the volume', async () => {
-    await startA(['--transfer-rate', `${4 * MiB}`]);
+    await startA(['--transfer-rate', `${2 * MiB}`]);
     const src = (await a.client.createVolume({ name: 'src-progress', capacity_range: { required_bytes: String(SIZE) }, volume_capabilities: [blockCap()], parameters: {} })).volume!.volume_id;
     await writeAt(imageOf(a, 'volumes', src), 0, pattern('progress', 56 * MiB));
     const snap = (await a.client.createSnapshot({ name: 'snap-progress', source_volume_id: src, parameters: {} })).snapshot!.snapshot_id;
@@ -196,10 +196,13 @@ describe('restore and clone across nodes: file pool to file pool, per-node certi
       assert.equal(seen.fromNode, 'node-a');
       assert.equal(seen.source, `snapshot ${snap}`);
       assert.equal(seen.totalBytes, SIZE);
-      assert.ok(seen.doneBytes < SIZE, `${seen.doneBytes} of ${SIZE} while A sends at 4 MiB/s`);
+      assert.ok(seen.doneBytes < SIZE, `${seen.doneBytes} of ${SIZE} while A sends at 2 MiB/s`);
+      assert.equal(seen.reported, true);
+      assert.equal(seen.phase, 'copy');
       const status = await inspect.status();
       assert.ok(status.copies?.some((c) => c.name === 'restored-cli'), 'status lists the copy too');
-      const line = await pollUntil(async () => /^create-volume: receiving snapshot \S+ from node-a: .*$/m.exec(stderr)?.[0], 60_000, async () => `no progress line; stderr: ${stderr}`);
+      // A line every 10 s in a log: the one with a rate (two of the driver's reports apart) says the time left.
+      const line = await pollUntil(async () => /^create-volume: receiving snapshot \S+ from node-a: .* left, .*$/m.exec(stderr)?.[0], 60_000, async () => `no progress line with a rate; stderr: ${stderr}`);
       assert.match(line, /: [0-9.]+[KMG]i of 64Mi \([0-9]+%\), [0-9.]+[KMG]i\/s, [0-9]+s left, [0-9]+s so far$/);
       assert.equal(await exited, 0, stderr);
       const made = JSON.parse(stdout) as { volume: { volumeId: string } };

@@ -40,12 +40,16 @@ describe('copies under way', () => {
     const running = underOperation(op, async () => {
       const report = progressReporter()!;
       // A report from a callback that runs later (a stream's, a timer's) still reaches this copy.
-      setTimeout(() => report(3 * MiB), 1);
+      setTimeout(() => report.bytes(3 * MiB), 1);
       await held;
+      report.syncing();
+      await new Promise((r) => setImmediate(r));
     });
+    assert.deepEqual(operationsInProgress().map((o) => [o.reported, o.phase, o.doneBytes]), [[false, 'copy', 0]], 'listed at once, nothing reported yet');
     const seen = await until(() => operationsInProgress().find((o) => o.doneBytes === 3 * MiB), 'the report');
     assert.equal(seen.name, 'pvc-1');
     assert.equal(seen.totalBytes, 8 * MiB);
+    assert.equal(seen.reported, true);
     // The list is a copy: a caller cannot change the registry.
     seen.doneBytes = 0;
     assert.equal(operationsInProgress()[0]!.doneBytes, 3 * MiB);
@@ -66,7 +70,9 @@ describe('copies under way', () => {
     const writer = await open(fifo, 'w');
     await writer.write(Buffer.alloc(4 * MiB, 0x5a));
     const mid = await until(() => operationsInProgress().find((o) => o.doneBytes >= 4 * MiB), 'a reading of 4 MiB copied');
-    assert.ok(mid.doneBytes <= 8 * MiB);
+    assert.equal(mid.phase, 'copy');
+    // A FIFO holds no blocks: the controller's total stands.
+    assert.equal(mid.totalBytes, 8 * MiB);
     await writer.write(Buffer.alloc(4 * MiB, 0xa5));
     await writer.close();
     await copying;
@@ -81,12 +87,22 @@ describe('copies under way', () => {
       return { stream: w as unknown as NodeJS.WriteStream, text: () => text };
     };
     let done = 0;
-    const probe = async (): Promise<WorkSample> => ({ doing: 'receiving snapshot snap-x from node-a', doneBytes: (done += 256 * MiB), totalBytes: 4096 * MiB });
+    let phase = { syncing: false, startedAt: '2026-12-07T00:00:00.000Z' };
+    const probe = async (): Promise<WorkSample> => ({ doing: 'receiving snapshot snap-x from node-a', doneBytes: (done += 256 * MiB), totalBytes: 4096 * MiB, ...phase });
     let finish!: () => void;
     const term = sink(true);
     const waiting = whileWaiting('create-volume', new Promise<void>((r) => (finish = r)), term.stream, 10_000, probe);
     const bar = await until(() => /\r\x1b\[Kcreate-volume: receiving snapshot snap-x from node-a: \[#*\.*\] ([0-9.]+[MG]i) of 4Gi \(([0-9]+)%\), ([0-9.]+[MG]i)\/s, (\S+) left, \S+ so far/.exec(term.text()) ?? undefined, 'a bar', 30_000);
     assert.ok(Number(bar[2]) > 0 && Number(bar[2]) < 100, bar[0]);
+    // Another copy of the same name (a retry's, after the first failed) starts again from 0: counted afresh, never a negative rate.
+    done = 0;
+    phase = { syncing: false, startedAt: '2026-12-07T00:05:00.000Z' };
+    const mark = term.text().length;
+    await until(() => (/, [0-9.]+[MG]i\/s, \S+ left/.test(term.text().slice(mark)) ? true : undefined), 'a rate of the new copy', 30_000);
+    assert.doesNotMatch(term.text(), /-[0-9.]+[KMG]?i?\/s/, 'no negative rate');
+    // Every byte written: the line says it waits for the disk instead of sitting at 99%.
+    phase = { syncing: true, startedAt: phase.startedAt };
+    await until(() => (/all 4Gi written, waiting for the disk to hold it, \S+ so far/.test(term.text()) ? true : undefined), 'the sync line', 30_000);
     finish();
     await waiting;
     assert.ok(term.text().endsWith('\r\x1b[K'), 'the line is cleared when the call ends');

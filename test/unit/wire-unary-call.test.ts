@@ -8,7 +8,10 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CallError, STATUS, UnaryChannel } from '../../src/csi/wire/unary-call.js';
+import { CallError, grpcTimeout, STATUS, UnaryChannel } from '../../src/csi/wire/unary-call.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { PROJECT_ROOT } from '../../src/project.js';
 
 let dir: string;
 before(async () => (dir = await mkdtemp(path.join(os.tmpdir(), 'vpool-unary-'))));
@@ -76,6 +79,37 @@ describe('the CLI\'s gRPC unary call', () => {
     c2.close();
   });
 
+  it('a deadline is sent in units grpc-timeout takes (at most 8 digits)', () => {
+    assert.equal(grpcTimeout(2000), '2000m');
+    assert.equal(grpcTimeout(0.2), '1m');
+    assert.equal(grpcTimeout(99_999_999), '99999999m');
+    assert.equal(grpcTimeout(100_000_000), '100000S');
+    assert.equal(grpcTimeout(30 * 24 * 3600 * 1000), '2592000S');
+    assert.equal(grpcTimeout(1e18), '99999999H');
+  });
+
+  it('a process that closes its channel to a driver that never answered exits by itself', async () => {
+    // In a child process: what keeps it alive (a session, a socket, a timer) would keep it from exiting.
+    const sock = path.join(dir, 'hung-exit.sock');
+    const sockets: net.Socket[] = [];
+    const l = net.createServer((s) => sockets.push(s)).listen(sock);
+    await new Promise((r) => l.once('listening', r));
+    const code = `import { UnaryChannel } from ${JSON.stringify(path.join(PROJECT_ROOT, 'dist', 'src', 'csi', 'wire', 'unary-call.js'))};
+      const ch = new UnaryChannel(${JSON.stringify(sock)});
+      const stop = new AbortController();
+      const p = ch.call('/t.T/Echo', Buffer.alloc(0), { signal: stop.signal, deadline: Date.now() + 40 * 24 * 3600 * 1000 }).catch((e) => console.log('ended', e.code));
+      setTimeout(() => stop.abort(), 200);
+      await p;
+      ch.close();`;
+    try {
+      const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', code], { timeout: 20_000 });
+      assert.equal(stdout.trim(), `ended ${STATUS.CANCELLED}`, 'a 40-day deadline does not fire at once, the cancel ends the call, and the process exits');
+    } finally {
+      sockets.forEach((s) => s.destroy());
+      l.close();
+    }
+  });
+
   it('a driver that accepts and never answers: DEADLINE_EXCEEDED at the deadline, and close() lets the process go', async () => {
     const sock = path.join(dir, 'hung.sock');
     const sockets: net.Socket[] = [];
@@ -97,6 +131,16 @@ describe('the CLI\'s gRPC unary call', () => {
     server.on('stream', (stream, headers) => {
       const p = headers[':path'];
       if (p === '/t.T/NotFound') return stream.respond({ ':status': 404 }, { endStream: true });
+      if (p === '/t.T/Busy') return stream.respond({ ':status': 503 }, { endStream: true });
+      if (p === '/t.T/Refused') {
+        stream.on('error', () => undefined); // this side's own record of the reset
+        return stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      }
+      if (p === '/t.T/NoStatus' || p === '/t.T/BadStatus') {
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+        stream.on('wantTrailers', () => stream.sendTrailers(p === '/t.T/BadStatus' ? { 'grpc-status': 'abc' } : {}));
+        return stream.end();
+      }
       stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
       stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
       if (p === '/t.T/Big') {
@@ -114,8 +158,17 @@ describe('the CLI\'s gRPC unary call', () => {
     const ch = new UnaryChannel(sock);
     try {
       const e404 = await refusal(ch.call('/t.T/NotFound', Buffer.alloc(0)));
-      assert.equal(e404.code, STATUS.UNKNOWN);
+      assert.equal(e404.code, STATUS.UNIMPLEMENTED);
       assert.match(e404.details, /HTTP status code 404/);
+      assert.equal((await refusal(ch.call('/t.T/Busy', Buffer.alloc(0)))).code, STATUS.UNAVAILABLE);
+      // A server that is there and answers oddly is not "no driver listening".
+      const refused = await refusal(ch.call('/t.T/Refused', Buffer.alloc(0)));
+      assert.equal(refused.code, STATUS.UNAVAILABLE);
+      assert.match(refused.details, /REFUSED_STREAM/);
+      const none = await refusal(ch.call('/t.T/NoStatus', Buffer.alloc(0)));
+      assert.equal(none.code, STATUS.UNKNOWN);
+      assert.match(none.details, /without a gRPC status/);
+      assert.equal((await refusal(ch.call('/t.T/BadStatus', Buffer.alloc(0)))).code, STATUS.UNKNOWN);
       const big = await refusal(ch.call('/t.T/Big', Buffer.alloc(0), { maxReceiveBytes: 1024 }));
       assert.equal(big.code, STATUS.RESOURCE_EXHAUSTED);
       assert.equal((await refusal(ch.call('/t.T/Short', Buffer.alloc(0)))).code, STATUS.INTERNAL);

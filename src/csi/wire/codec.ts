@@ -88,7 +88,14 @@ class Reader {
     else if (wire === FIXED64) this.take(8);
     else if (wire === LENGTH) this.take(Number(this.varint()));
     else if (wire === FIXED32) this.take(4);
-    else throw new Error(`invalid wire type ${wire}`);
+    else if (wire === 3) {
+      // A group (proto2's): skipped to its end, as protobufjs does.
+      for (;;) {
+        const t = Number(this.varint());
+        if ((t & 7) === 4) return;
+        this.skip(t & 7);
+      }
+    } else throw new Error(`invalid wire type ${wire}`);
   }
 }
 
@@ -214,7 +221,9 @@ export class WireCodec {
     const byId = new Map(fields.map((f) => [f.id, f]));
     const got = new Map<string, unknown>();
     while (r.pos < r.end) {
-      const tag = Number(r.varint());
+      const raw = r.varint();
+      if (raw > 0xffffffffn) throw new Error(`invalid tag ${raw}`);
+      const tag = Number(raw);
       const id = tag >>> 3;
       const wire = tag & 7;
       const f = byId.get(id);

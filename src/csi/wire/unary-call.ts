@@ -14,6 +14,33 @@ import net from 'node:net';
 
 export const STATUS = { OK: 0, CANCELLED: 1, UNKNOWN: 2, DEADLINE_EXCEEDED: 4, RESOURCE_EXHAUSTED: 8, UNIMPLEMENTED: 12, INTERNAL: 13, UNAVAILABLE: 14 } as const;
 
+/** An HTTP status without a gRPC one, as gRPC's http-grpc-status-mapping.md (and grpc-js) read it. */
+function fromHttp(status: number): number {
+  if (status === 404) return STATUS.UNIMPLEMENTED;
+  if (status === 429 || status === 502 || status === 503 || status === 504) return STATUS.UNAVAILABLE;
+  if (status === 400) return STATUS.INTERNAL;
+  return STATUS.UNKNOWN;
+}
+
+/** A stream the server reset, as grpc-js reads the HTTP/2 error code. */
+function fromReset(code: number): { code: number; details: string } {
+  if (code === http2.constants.NGHTTP2_REFUSED_STREAM) return { code: STATUS.UNAVAILABLE, details: 'the driver refused the stream (REFUSED_STREAM)' };
+  if (code === http2.constants.NGHTTP2_CANCEL) return { code: STATUS.CANCELLED, details: 'the driver cancelled the call' };
+  if (code === http2.constants.NGHTTP2_ENHANCE_YOUR_CALM) return { code: STATUS.RESOURCE_EXHAUSTED, details: 'the driver asked this client to calm down (ENHANCE_YOUR_CALM)' };
+  return { code: STATUS.INTERNAL, details: `the driver reset the stream with HTTP/2 error ${code}` };
+}
+
+/** grpc-timeout takes at most 8 digits: milliseconds while they fit, then seconds, then hours (PROTOCOL-HTTP2.md). */
+export function grpcTimeout(ms: number): string {
+  const m = Math.max(1, Math.ceil(ms));
+  if (m < 1e8) return `${m}m`;
+  const s = Math.ceil(m / 1000);
+  return s < 1e8 ? `${s}S` : `${Math.min(99_999_999, Math.ceil(s / 3600))}H`;
+}
+
+/** Node's timers fire at once past 2^31-1 ms (24.8 days): a longer deadline is waited for in steps. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export class CallError extends Error {
   constructor(
     readonly code: number,
@@ -70,7 +97,7 @@ export class UnaryChannel {
         'user-agent': 'vpool-csi-cli',
       };
       const deadline = options.deadline === undefined ? undefined : Number(options.deadline);
-      if (deadline !== undefined) headers['grpc-timeout'] = `${Math.max(1, deadline - Date.now())}m`;
+      if (deadline !== undefined) headers['grpc-timeout'] = grpcTimeout(deadline - Date.now());
       const stream = session.request(headers);
       const onAbort = () => {
         stream.close(http2.constants.NGHTTP2_CANCEL);
@@ -79,10 +106,16 @@ export class UnaryChannel {
       if (options.signal?.aborted) return onAbort();
       options.signal?.addEventListener('abort', onAbort, { once: true });
       if (deadline !== undefined) {
-        timer = setTimeout(() => {
+        const wait = () => {
+          const left = deadline - Date.now();
+          if (left > 0) {
+            timer = setTimeout(wait, Math.min(left, MAX_TIMER_MS));
+            return;
+          }
           stream.close(http2.constants.NGHTTP2_CANCEL);
           finish(new CallError(STATUS.DEADLINE_EXCEEDED, 'Deadline exceeded'));
-        }, Math.max(0, deadline - Date.now()));
+        };
+        wait();
       }
       let head: http2.IncomingHttpHeaders = {};
       let trailers: http2.IncomingHttpHeaders | undefined;
@@ -106,14 +139,21 @@ export class UnaryChannel {
         if (settled) return;
         const status = trailers?.['grpc-status'] ?? head['grpc-status'];
         if (status === undefined) {
-          const cause = (streamError as { cause?: unknown } | undefined)?.cause;
-          const why = (cause instanceof Error ? cause : undefined) ?? this.connectError ?? streamError ?? (stream.rstCode ? new Error(`stream reset with code ${stream.rstCode}`) : new Error('the connection ended without an answer'));
-          const errno = (why as NodeJS.ErrnoException).code;
           const httpStatus = head[':status'];
-          if (httpStatus !== undefined && Number(httpStatus) !== 200) return finish(new CallError(STATUS.UNKNOWN, `Received HTTP status code ${httpStatus}`));
+          if (httpStatus !== undefined && Number(httpStatus) !== 200) return finish(new CallError(fromHttp(Number(httpStatus)), `Received HTTP status code ${httpStatus}`));
+          const cause = (streamError as { cause?: unknown } | undefined)?.cause;
+          const lost = (cause instanceof Error ? cause : undefined) ?? this.connectError;
+          // The driver answered (headers came) or reset this one stream on a live connection: it is there, so this is not "no driver".
+          if (!lost && httpStatus !== undefined) return finish(new CallError(STATUS.UNKNOWN, 'the driver answered without a gRPC status'));
+          if (!lost && stream.rstCode && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) {
+            const r = fromReset(stream.rstCode);
+            return finish(new CallError(r.code, r.details));
+          }
+          const why = lost ?? streamError ?? new Error('the connection ended without an answer');
+          const errno = (why as NodeJS.ErrnoException).code;
           return finish(new CallError(STATUS.UNAVAILABLE, `No connection established. Last error: ${errno && !why.message.includes(errno) ? `${errno} ` : ''}${why.message}`));
         }
-        const code = Number(status);
+        const code = /^[0-9]{1,2}$/.test(String(status)) && Number(status) <= 16 ? Number(status) : STATUS.UNKNOWN;
         if (code !== STATUS.OK) return finish(new CallError(code, grpcMessage(trailers?.['grpc-message'] ?? head['grpc-message'])));
         const body = Buffer.concat(chunks);
         if (body.length < 5) return finish(new CallError(STATUS.INTERNAL, 'the answer carries no message'));

@@ -46,6 +46,8 @@ export class ImageCopies {
     const watching = watchCopy(from, to);
     try {
       await run('cp', [...(mode === 'reflink' ? ['--reflink=always'] : ['--reflink=auto', '--sparse=always']), '--', from, to], { timeoutMs });
+      // cp wrote into the page cache: the caller's sync that follows is most of a large copy's time.
+      watching?.syncing();
     } finally {
       watching?.stop();
     }
@@ -72,29 +74,30 @@ export class ImageCopies {
   }
 }
 
+/** A watcher's stat under way, in this process: one at most, whatever the copies, so a pool disk that stops answering holds one libuv thread for them all. */
+let statting = false;
+
 /**
  * How far a sparse copy has come, for a client waiting on it (operations.ts): the bytes the copy
- * holds against those its source holds, read twice a second while cp runs. One stat at a time, so a
- * disk that stops answering holds one libuv thread, not one per tick.
+ * holds against those its source holds, read twice a second while cp runs.
  */
-function watchCopy(from: string, to: string): { stop(): void } | null {
+function watchCopy(from: string, to: string): { stop(): void; syncing(): void } | null {
   const progress = progressReporter();
   if (!progress) return null;
   let total: number | undefined;
-  let reading = false;
   const tick = async () => {
-    if (reading) return;
-    reading = true;
+    if (statting) return;
+    statting = true;
     try {
       total ??= (await stat(from)).blocks * 512;
-      progress((await stat(to)).blocks * 512, total);
+      progress.bytes((await stat(to)).blocks * 512, total);
     } catch {
       // Not made yet, or gone: the next tick reads again.
     } finally {
-      reading = false;
+      statting = false;
     }
   };
   const timer = setInterval(() => void tick(), 500);
   timer.unref();
-  return { stop: () => clearInterval(timer) };
+  return { stop: () => clearInterval(timer), syncing: () => progress.syncing() };
 }

@@ -1,7 +1,7 @@
 import { access, stat } from 'node:fs/promises';
 import { notFound } from '../../errors.js';
 import type { AttachedDevice, BlockDevices } from '../backend.js';
-import { attachLoop, detachLoop, fileId, listLoopDevices, loopsBackedBy, refreshLoopSize, sameFile } from '../../host/loop.js';
+import { attachLoop, detachLoop, fileIdOf, listLoopDevices, loopsBackedBy, refreshLoopSize, sameFile } from '../../host/loop.js';
 import type { FilePool } from './file-pool.js';
 
 /**
@@ -20,7 +20,7 @@ export class LoopBlockDevices implements BlockDevices {
     const loops = await listLoopDevices();
     const out = new Map<string, AttachedDevice[]>();
     for (const id of volumeIds) {
-      const file = loops.length ? fileId(this.pool.volumeImage(id)) : null;
+      const file = loops.length ? await fileIdOf(this.pool.volumeImage(id)) : null;
       out.set(id, file ? loops.filter((l) => sameFile(l.backing, file)).map((l) => ({ device: l.device, readOnly: l.readOnly })) : []);
     }
     return out;

@@ -25,12 +25,13 @@ export async function copyBlockDevice(from: string, to: string): Promise<void> {
         if (bytesRead === 0) break;
         await dst.write(buf, 0, bytesRead, done);
         done += bytesRead;
-        progress?.(done, size);
+        progress?.bytes(done, size);
         if (Date.now() - lastLogged > 5000) {
           lastLogged = Date.now();
           log.info('copying volume', { from, to, percent: Math.floor((done / size) * 100), bytes: done });
         }
       }
+      progress?.syncing();
       await dst.datasync();
       log.info('copied volume', { from, to, bytes: done, ms: Date.now() - started });
     } finally {
