@@ -6,7 +6,7 @@ SHELL := /bin/bash
 TOOLS := unzip:unzip losetup:mount blkid:util-linux wipefs:util-linux lvm:lvm2 mkfs.ext4:e2fsprogs resize2fs:e2fsprogs e2fsck:e2fsprogs \
          mkfs.xfs:xfsprogs xfs_growfs:xfsprogs cp:coreutils truncate:coreutils virsh:libvirt-clients qemu-img:qemu-utils \
          ip:iproute2 openssl:openssl thin_delta:thin-provisioning-tools dmsetup:dmsetup \
-         script:bsdutils zsh:zsh
+         script:bsdutils zsh:zsh fio:fio
 VAR := $(CURDIR)/var
 ENDPOINT := unix://$(VAR)/csi.sock
 

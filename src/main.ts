@@ -55,6 +55,8 @@ function addServeCommand(program: Command): void {
     .option('--transfer-stall-timeout <duration>', 'a transfer that moves less than 1 MiB in this window (a cut link, a peer gone without a word, a peer trickling) is given up on both sides', '60s')
     .option('--transfer-timeout <duration>', 'the most one transfer may take, from its request to its end, on both sides (then given up like a stall)', '6h')
     .option('--transfer-max-sends <n>', 'sends to peers at once; a peer asking past it is told to come back (it waits and asks again)', '4')
+    .option('--cgroup-root <dir>', 'file/lvm nodes: the host\'s cgroup filesystem, where the pods\' I/O limits are set (cgroup v2 io.max, or v1 blkio)', '/sys/fs/cgroup')
+    .option('--kubepods-cgroup <path>', 'file/lvm nodes: the kubelet\'s kubepods cgroup under the cgroup root, where pod cgroups are looked for (repeatable; default kubepods.slice and kubepods, for the systemd and cgroupfs drivers)', collect)
     .option('--log-level <level>', 'error, warn, info or debug', 'info')
     .action(async (opts: ServeOptions) => {
       // Each command loads its own code: `--version` and `client` do not pay for the pools, the cluster client or metrics.

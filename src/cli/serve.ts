@@ -23,6 +23,10 @@ import { startTransfer } from './serve-transfer.js';
 import { onSends } from '../transfer/events.js';
 import type { StatusSources } from '../driver/status/collect.js';
 import { ServedPool } from './served-pool.js';
+import { PodCgroups } from '../host/cgroup-io.js';
+import { PodIoLimits } from '../driver/node/io-limits.js';
+import { hasIoLimits, ioLimitsOf } from '../pool/mutable-parameters.js';
+import { volumeLock } from '../locks.js';
 
 export interface ServeOptions extends BackendFlags {
   mode: string;
@@ -54,6 +58,8 @@ export interface ServeOptions extends BackendFlags {
   transferStallTimeout: string;
   transferTimeout: string;
   transferMaxSends: string;
+  cgroupRoot: string;
+  kubepodsCgroup?: string[];
 }
 
 /** The metrics and health endpoints: one HTTP server per distinct address; their code is loaded only when asked for. */
@@ -80,10 +86,12 @@ async function startHttp(opts: ServeOptions, pool: ServedPool | undefined, orpha
 }
 
 /** What the CSI server answers from: the driver context is made once, when the pool opens, from what start knew and the pool. */
-function driverState(start: StartContext, pool: ServedPool, transfer: SourceFetcher | undefined, remoteMetadata: RemoteSnapshotMetadata | undefined): () => DriverState {
+function driverState(start: StartContext, pool: ServedPool, transfer: SourceFetcher | undefined, remoteMetadata: RemoteSnapshotMetadata | undefined, limits: LimitSettings): () => DriverState {
   let opened: DriverContext | undefined;
   pool.whenOpen(({ kind, pool: o }) => {
     opened = { ...start, backendKind: kind, backend: o.backend, controllerAttacher: o.controllerAttacher, volumeView: o.volumeView, blockDevices: o.blockDevices, transfer, remoteMetadata };
+    const podIoLimits = podLimitsFor(opened, limits);
+    if (podIoLimits) Object.assign(opened, { podIoLimits, volumeLimits: podIoLimits });
   });
   return () => {
     const reason = pool.notServing;
@@ -94,6 +102,7 @@ function driverState(start: StartContext, pool: ServedPool, transfer: SourceFetc
 export async function serve(opts: ServeOptions): Promise<void> {
   setLogLevel(opts.logLevel);
   const plan = servePlan(opts);
+  PodCgroups.checkParents(opts.kubepodsCgroup ?? []);
   if (plan.mode === 'resizer') return serveResizer(opts, plan.socketGroup);
   const kube: Kube | undefined = plan.kube ? (await import('../cluster/kube.js')).loadKube(opts.kubeconfig) : undefined;
 
@@ -127,7 +136,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     ...(transfer ? { sending: () => sending } : {}),
     ...(plan.orphans ? { orphans: () => cluster?.orphanCounts() } : {}),
   };
-  const server = await startServer({ mode: plan.mode, state: driverState(start, pool, transfer?.client, transfer?.metadata), inspect }, opts.endpoint, plan.socketGroup);
+  const server = await startServer({ mode: plan.mode, state: driverState(start, pool, transfer?.client, transfer?.metadata, { mode: plan.mode, cgroupRoot: opts.cgroupRoot, kubepods: opts.kubepodsCgroup }), inspect }, opts.endpoint, plan.socketGroup);
   const http = await startHttp(opts, pool, kube && (() => cluster?.orphanCounts()));
   log.info('serving', { socket: server.socket, driver: start.driverName, version: start.version, node: nodeId, mode: opts.mode, backend: start.backendKind, pool: opts.poolFromCluster ? `VolumePool ${opts.poolFromCluster}` : (opts.poolDir ?? opts.vg ?? opts.libvirtPool), volumePools: plan.volumePools, topology: start.topology, allowedRoots: start.paths.allowedRoots });
   stopOnSignals(server, http, transfer);
@@ -156,6 +165,35 @@ export async function serve(opts: ServeOptions): Promise<void> {
       if (opts.poolFromCluster) pool.setReason(`the Kubernetes side did not start: ${errorMessage(e)}`);
     }
   }
+}
+
+interface LimitSettings {
+  mode: string;
+  cgroupRoot: string;
+  kubepods?: string[];
+}
+
+/**
+ * A node of a node-local pool holds its volumes' I/O limits in the cgroups of the pods using them,
+ * and sets them again at start for every limited volume it finds in use (a restart, an upgrade).
+ */
+function podLimitsFor(ctx: DriverContext, s: LimitSettings): PodIoLimits | undefined {
+  if (s.mode === 'controller' || !ctx.backend || ctx.controllerAttacher) return undefined;
+  const cgroups = PodCgroups.detect(s.cgroupRoot, s.kubepods?.length ? s.kubepods : undefined);
+  if (!cgroups) log.warn('no block I/O control in the cgroup filesystem: volumes with I/O limits will not be published here', { cgroupRoot: s.cgroupRoot });
+  else log.info('pod I/O limits', { cgroup: `v${cgroups.version}`, hierarchy: cgroups.hierarchy });
+  const limits = new PodIoLimits(cgroups, ctx.blockDevices);
+  const backend = ctx.backend;
+  void (async () => {
+    for (const vol of await backend.listVolumes()) {
+      if (!hasIoLimits(ioLimitsOf(vol.parameters))) continue;
+      await ctx.locks.with([volumeLock(vol.id)], async () => {
+        const now = await backend.getVolume(vol.id);
+        if (now) await limits.apply(now);
+      }).catch((err) => log.error('setting a volume\'s I/O limits again at start failed', { volume: vol.id, error: errorMessage(err) }));
+    }
+  })().catch((err) => log.error('listing volumes to set their I/O limits again failed', { error: errorMessage(err) }));
+  return limits;
 }
 
 /**

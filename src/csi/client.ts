@@ -69,6 +69,7 @@ export function connectCsi(endpoint: string, signal?: AbortSignal) {
     controllerPublishVolume: promisify(ctl.ControllerPublishVolume.bind(ctl), signal),
     controllerUnpublishVolume: promisify(ctl.ControllerUnpublishVolume.bind(ctl), signal),
     controllerExpandVolume: promisify(ctl.ControllerExpandVolume.bind(ctl), signal),
+    controllerModifyVolume: promisify(ctl.ControllerModifyVolume.bind(ctl), signal),
     createSnapshot: promisify(ctl.CreateSnapshot.bind(ctl), signal),
     deleteSnapshot: promisify(ctl.DeleteSnapshot.bind(ctl), signal),
     listSnapshots: promisify(ctl.ListSnapshots.bind(ctl), signal),

@@ -16,7 +16,7 @@ import { poolFeatures } from '../driver/pool-state.js';
 import { controllerExpandVolume, controllerPublishVolume, controllerUnpublishVolume } from './controller/publish.js';
 import { controllerGetVolume, listVolumes, validateVolumeCapabilities } from './controller/queries.js';
 import { createSnapshot, deleteSnapshot, getSnapshot, listSnapshots } from './controller/snapshots.js';
-import { createVolume, deleteVolume, getCapacity } from './controller/volumes.js';
+import { controllerModifyVolume, createVolume, deleteVolume, getCapacity } from './controller/volumes.js';
 import { getPluginCapabilities, getPluginInfo, probe } from './identity.js';
 import { nodeExpandVolume, nodeGetInfo, nodeGetVolumeStats } from './node/info-stats-expand.js';
 import { capabilityResponse, CONTROLLER_RPC_NEEDS, NODE_RPC_NEEDS, serviceCapabilities } from './service-capabilities.js';
@@ -97,8 +97,7 @@ function controllerHandlers(state: () => DriverState, mode: Mode): ControllerHan
     ControllerPublishVolume: served('ControllerPublishVolume', (ctx, r) => controllerPublishVolume(ctx, r)),
     ControllerUnpublishVolume: served('ControllerUnpublishVolume', (ctx, r) => controllerUnpublishVolume(ctx, r)),
     ControllerExpandVolume: served('ControllerExpandVolume', (ctx, r) => controllerExpandVolume(ctx, r)),
-    // Never advertised: the gate answers UNIMPLEMENTED before this runs.
-    ControllerModifyVolume: served('ControllerModifyVolume', () => ({})),
+    ControllerModifyVolume: served('ControllerModifyVolume', (ctx, r) => controllerModifyVolume(ctx, r)),
   };
 }
 

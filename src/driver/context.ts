@@ -5,6 +5,8 @@ import type { SourceFetcher } from '../transfer/client.js';
 import type { RemoteSnapshotMetadata } from './controller/snapshot-metadata.js';
 import type { AccessPolicy } from './access.js';
 import type { SizingPolicy } from './sizing.js';
+import type { PodIoLimits } from './node/io-limits.js';
+import type { VolumeRecord } from '../records.js';
 
 /** Node-local pools: a volume is reachable on the node that holds the pool. */
 export const TOPOLOGY_KEY = 'topology.vpool.dev/node';
@@ -38,6 +40,15 @@ export interface DriverContext extends StartContext {
   transfer?: SourceFetcher;
   /** Asks the node holding a snapshot for its block metadata (node-local pools); absent when no peers are configured. */
   remoteMetadata?: RemoteSnapshotMetadata;
+  /** Applies a volume's recorded I/O limits where this process applies them; absent where nothing is applied. */
+  volumeLimits?: VolumeLimits;
+  /** Node-local pools on a node: the limits held in the cgroups of the pods using a volume. */
+  podIoLimits?: PodIoLimits;
+}
+
+export interface VolumeLimits {
+  /** The caller holds the volume's lock. */
+  apply(volume: VolumeRecord): Promise<void>;
 }
 
 /**

@@ -1,12 +1,18 @@
 import { invalid } from '../errors.js';
 import type { ParameterCheck } from '../pool/backend.js';
 import { FS_TYPES, isFsType, type FsType } from '../filesystems.js';
+import { parseMutableParameters, type MutableCheck } from '../pool/mutable-parameters.js';
 
 /** StorageClass parameters after validation. */
 export interface VolumeParameters {
   fsType?: FsType;
   /** The backend's own parameters (thin/thick, stripes, ...), as given. */
   backend: Record<string, string>;
+  /**
+   * Mutable parameters (I/O limits, tier) a StorageClass sets, as changes to a new volume's record;
+   * CreateVolume's mutable_parameters take precedence over them.
+   */
+  mutable: Record<string, string | null>;
   /** PVC/PV identity passed by external-provisioner --extra-create-metadata, kept for people and reconcilers. */
   pvcName?: string;
   pvcNamespace?: string;
@@ -31,8 +37,8 @@ function supported(spec: Readonly<Record<string, ParameterCheck>>, extra: string
   return [...extra, ...Object.keys(spec)].join(', ') || 'none';
 }
 
-export function parseVolumeParameters(params: Record<string, string> | undefined, spec: Readonly<Record<string, ParameterCheck>>): VolumeParameters {
-  const out: VolumeParameters = { backend: {} };
+export function parseVolumeParameters(params: Record<string, string> | undefined, spec: Readonly<Record<string, ParameterCheck>>, mutableSpec: Readonly<Record<string, MutableCheck>> = {}): VolumeParameters {
+  const out: VolumeParameters = { backend: {}, mutable: {} };
   let fsKey = '';
   for (const [key, value] of Object.entries(params ?? {})) {
     if (isLegacyFsKey(key) || key === FSTYPE_KEY) {
@@ -50,8 +56,10 @@ export function parseVolumeParameters(params: Record<string, string> | undefined
       const problem = spec[key](value);
       if (problem) throw invalid(`parameter ${key}=${JSON.stringify(value)}: ${problem}`);
       out.backend[key] = value;
+    } else if (Object.hasOwn(mutableSpec, key)) {
+      Object.assign(out.mutable, parseMutableParameters({ [key]: value }, mutableSpec, 'parameters'));
     } else {
-      throw invalid(`unknown parameter ${JSON.stringify(key)} (supported: ${supported(spec, [FSTYPE_KEY, 'fsType'])})`);
+      throw invalid(`unknown parameter ${JSON.stringify(key)} (supported: ${supported(spec, [FSTYPE_KEY, 'fsType', ...Object.keys(mutableSpec)])})`);
     }
   }
   return out;

@@ -11,6 +11,8 @@ export interface PoolFeatures {
   snapshotMetadata: boolean;
   /** The pool cuts snapshots of several volumes at one point in time (the GroupController service). */
   groupSnapshots: boolean;
+  /** The pool changes a live volume's mutable parameters (VolumeAttributesClass). */
+  modifiesVolumes: boolean;
 }
 
 /**
@@ -18,10 +20,10 @@ export interface PoolFeatures {
  * being built): the sidecars ask GetPluginCapabilities once, at their start. A unit test holds each
  * pool to its row.
  */
-export const SNAPSHOT_SERVICES_BY_KIND: Readonly<Record<string, { snapshotMetadata: boolean; groupSnapshots: boolean }>> = {
-  file: { snapshotMetadata: true, groupSnapshots: true },
-  lvm: { snapshotMetadata: true, groupSnapshots: true },
-  libvirt: { snapshotMetadata: true, groupSnapshots: false },
+export const SNAPSHOT_SERVICES_BY_KIND: Readonly<Record<string, { snapshotMetadata: boolean; groupSnapshots: boolean; modifiesVolumes: boolean }>> = {
+  file: { snapshotMetadata: true, groupSnapshots: true, modifiesVolumes: true },
+  lvm: { snapshotMetadata: true, groupSnapshots: true, modifiesVolumes: true },
+  libvirt: { snapshotMetadata: true, groupSnapshots: false, modifiesVolumes: false },
 };
 
 /** A pool not open yet (a VolumePool being built) is node-local: it grows on the node. */
@@ -32,6 +34,7 @@ export function poolFeatures(ctx: Partial<DriverContext>): PoolFeatures {
     growsOnController: ctx.backend?.expansion === 'controller',
     snapshotMetadata: ctx.backend ? ctx.backend.snapshotBlocks !== undefined : (byKind?.snapshotMetadata ?? false),
     groupSnapshots: ctx.backend ? ctx.backend.groupSnapshots !== undefined : (byKind?.groupSnapshots ?? false),
+    modifiesVolumes: ctx.backend ? ctx.backend.setParameters !== undefined && ctx.backend.mutableParameters !== undefined : (byKind?.modifiesVolumes ?? false),
   };
 }
 

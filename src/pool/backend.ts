@@ -5,6 +5,7 @@
  */
 import type { Page } from '../paging.js';
 import type { ByteRange } from './block-ranges.js';
+import type { MutableCheck } from './mutable-parameters.js';
 import type { Condition, ContentSource, GroupSnapshot, GroupSnapshotRecord, SnapshotRecord, VolumeRecord } from '../records.js';
 
 export type { Condition, ContentSource, GroupSnapshot, GroupSnapshotRecord, SnapshotRecord, VolumeRecord };
@@ -91,6 +92,13 @@ export interface PoolBackend {
   readonly volumeParameters: Readonly<Record<string, ParameterCheck>>;
   /** VolumeSnapshotClass parameters. */
   readonly snapshotParameters: Readonly<Record<string, ParameterCheck>>;
+  /**
+   * VolumeAttributesClass parameters (CSI mutable_parameters), changed on a live volume by
+   * setParameters; pools that can change nothing leave both out (no MODIFY_VOLUME).
+   */
+  readonly mutableParameters?: Readonly<Record<string, MutableCheck>>;
+  /** Replaces the volume's recorded parameters in one atomic write; the caller holds the volume's lock and checked the keys. */
+  setParameters?(id: string, parameters: Record<string, string>): Promise<VolumeRecord>;
   /** The parameters as compared on a CreateVolume retry, when a default and an absent key mean the same. */
   canonicalParameters?(parameters: Record<string, string>): Record<string, string>;
   /** Throws with the reason when the pool cannot serve requests. */

@@ -32,16 +32,17 @@ describe('the capability table', () => {
       const file = await FilePool.open(path.join(dir, 'pool'), 0, { sweep: false });
       const opened = poolFeatures({ backendKind: 'file', backend: file });
       const before = poolFeatures({ backendKind: 'file' });
-      assert.deepEqual([before.snapshotMetadata, before.groupSnapshots], [opened.snapshotMetadata, opened.groupSnapshots]);
-      assert.deepEqual([opened.snapshotMetadata, opened.groupSnapshots], [true, true]);
+      assert.deepEqual([before.snapshotMetadata, before.groupSnapshots, before.modifiesVolumes], [opened.snapshotMetadata, opened.groupSnapshots, opened.modifiesVolumes]);
+      assert.deepEqual([opened.snapshotMetadata, opened.groupSnapshots, opened.modifiesVolumes], [true, true, true]);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
     // lvm serves both (where the node has device-mapper: test/vm/snapshot-backup-lvm.vm-test.ts); libvirt the metadata
     // (all allocated, no delta) but no groups yet;
     // nothing is advertised for a kind not in the table.
-    assert.deepEqual(SNAPSHOT_SERVICES_BY_KIND.lvm, { snapshotMetadata: true, groupSnapshots: true });
-    assert.deepEqual(SNAPSHOT_SERVICES_BY_KIND.libvirt, { snapshotMetadata: true, groupSnapshots: false });
+    // lvm and file change I/O limits on live volumes (MODIFY_VOLUME); libvirt not yet.
+    assert.deepEqual(SNAPSHOT_SERVICES_BY_KIND.lvm, { snapshotMetadata: true, groupSnapshots: true, modifiesVolumes: true });
+    assert.deepEqual(SNAPSHOT_SERVICES_BY_KIND.libvirt, { snapshotMetadata: true, groupSnapshots: false, modifiesVolumes: false });
     assert.deepEqual(poolFeatures({ backendKind: 'something-else' }).snapshotMetadata, false);
   });
 });

@@ -105,7 +105,7 @@ describe('capabilities and parameters', () => {
     assert.equal(code(() => parseCapability(null, NODE_LOCAL_ACCESS)), 'INVALID_ARGUMENT');
   });
   it('names the unknown parameter, and accepts the provisioner\'s own keys', () => {
-    assert.deepEqual(parseVolumeParameters({ fsType: 'xfs', 'csi.storage.k8s.io/pvc/name': 'data', 'csi.storage.k8s.io/pvc/namespace': 'apps' }, {}), { backend: {}, fsType: 'xfs', pvcName: 'data', pvcNamespace: 'apps' });
+    assert.deepEqual(parseVolumeParameters({ fsType: 'xfs', 'csi.storage.k8s.io/pvc/name': 'data', 'csi.storage.k8s.io/pvc/namespace': 'apps' }, {}), { backend: {}, mutable: {}, fsType: 'xfs', pvcName: 'data', pvcNamespace: 'apps' });
     assert.throws(() => parseVolumeParameters({ thinPool: 'x' }, {}), /unknown parameter "thinPool" \(supported: csi\.storage\.k8s\.io\/fstype, fsType\)/);
     assert.throws(() => parseVolumeParameters({ fsType: 'ntfs' }, {}), /ntfs/);
     const spec = { type: (v: string) => (['thin', 'thick'].includes(v) ? null : 'use thin or thick') };

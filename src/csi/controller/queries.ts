@@ -17,10 +17,12 @@ export async function validateVolumeCapabilities(ctx: ControllerContext, req: Va
   if (!req.volume_capabilities.length) throw invalid('volume_capabilities is required');
   const fromVolume = await queries.mismatches(ctx, req.volume_id, {
     parameters: req.parameters,
+    mutableParameters: req.mutable_parameters,
     mountFsTypes: req.volume_capabilities.map((c) => (c.access_type === 'mount' ? (c.mount?.fs_type ?? '') : '')),
     contextFsType: req.volume_context.fsType,
   });
   const problems = [...req.volume_capabilities.map((c) => capabilityProblem(c, ctx.access)).filter((p): p is string => p !== null), ...fromVolume];
+
   if (problems.length) return { confirmed: null, message: problems.join('; ') };
   return {
     confirmed: { volume_context: req.volume_context, volume_capabilities: req.volume_capabilities, parameters: req.parameters, mutable_parameters: req.mutable_parameters },

@@ -5,7 +5,10 @@ import type { DeleteVolumeResponse } from '../../../gen/csi/v1/DeleteVolumeRespo
 import type { GetCapacityRequest__Output } from '../../../gen/csi/v1/GetCapacityRequest.js';
 import type { GetCapacityResponse } from '../../../gen/csi/v1/GetCapacityResponse.js';
 import type { TopologyRequirement__Output } from '../../../gen/csi/v1/TopologyRequirement.js';
+import type { ControllerModifyVolumeRequest__Output } from '../../../gen/csi/v1/ControllerModifyVolumeRequest.js';
+import type { ControllerModifyVolumeResponse } from '../../../gen/csi/v1/ControllerModifyVolumeResponse.js';
 import type { ControllerContext } from '../../driver/context.js';
+import { modifyVolume } from '../../driver/controller/modify.js';
 import * as volumes from '../../driver/controller/volumes.js';
 import type { ContentSource } from '../../records.js';
 import { capabilityProblem, parseCapabilities } from '../capabilities.js';
@@ -29,6 +32,7 @@ export async function createVolume(ctx: ControllerContext, req: CreateVolumeRequ
     name: req.name,
     uses: parseCapabilities(req.volume_capabilities, ctx.access),
     parameters: req.parameters,
+    mutableParameters: req.mutable_parameters,
     range: parseRange(req.capacity_range),
     source: contentSource(req),
     placement: placement(req.accessibility_requirements),
@@ -52,4 +56,9 @@ export async function getCapacity(ctx: ControllerContext, req: GetCapacityReques
     maximum_volume_size: c.maximumVolumeBytes === null ? null : { value: String(c.maximumVolumeBytes) },
     minimum_volume_size: c.minimumVolumeBytes === null ? null : { value: String(c.minimumVolumeBytes) },
   };
+}
+
+export async function controllerModifyVolume(ctx: ControllerContext, req: ControllerModifyVolumeRequest__Output): Promise<ControllerModifyVolumeResponse> {
+  await modifyVolume(ctx, req.volume_id, req.mutable_parameters);
+  return {};
 }

@@ -1,3 +1,4 @@
+import { parseMutableParameters } from '../../pool/mutable-parameters.js';
 import { notFound } from '../../errors.js';
 import { parseId } from '../../ids.js';
 import { pageAfter, type Page } from '../../paging.js';
@@ -13,6 +14,8 @@ export interface IntendedUse {
   mountFsTypes: string[];
   /** The fsType of the volume_context the CO holds, if it holds one. */
   contextFsType?: string;
+  /** VolumeAttributesClass parameters the volume is to be used with. */
+  mutableParameters?: Record<string, string>;
 }
 
 /** Why the volume cannot be used as intended (empty: it can); NOT_FOUND when there is no such volume. */
@@ -21,8 +24,13 @@ export async function mismatches(ctx: ControllerContext, volumeId: string, use: 
   const problems: string[] = [];
   const made = vol.parameters.fsType;
   try {
-    const params = parseVolumeParameters(use.parameters, ctx.backend.volumeParameters);
+    const params = parseVolumeParameters(use.parameters, ctx.backend.volumeParameters, ctx.backend.mutableParameters);
     if (params.fsType && params.fsType !== made) problems.push(`the volume was not created with fsType ${params.fsType}`);
+  } catch (err) {
+    problems.push((err as Error).message);
+  }
+  try {
+    parseMutableParameters(use.mutableParameters, ctx.backend.mutableParameters ?? {});
   } catch (err) {
     problems.push((err as Error).message);
   }

@@ -12,6 +12,7 @@ import type { Capability } from '../access.js';
 import type { ControllerContext, DriverContext } from '../context.js';
 import { chooseFilesystem } from '../filesystem-choice.js';
 import { identityParameters, parseVolumeParameters, sameParameters } from '../parameters.js';
+import { parseMutableParameters, withChanges, withoutMutable } from '../../pool/mutable-parameters.js';
 import { chooseSize, fitsRange, type Range } from '../sizing.js';
 
 /** Topology segments: key → value, as in NodeGetInfo's accessible_topology. */
@@ -29,6 +30,8 @@ export interface NewVolume {
   uses: Capability[];
   /** StorageClass parameters as given. */
   parameters: Record<string, string>;
+  /** VolumeAttributesClass parameters as given (they win over the StorageClass's). */
+  mutableParameters?: Record<string, string>;
   range: Range;
   /** The content source as the CO named it (its ID not yet checked). */
   source?: ContentSource;
@@ -80,7 +83,9 @@ function minimumFor(uses: Capability[], fsParam: string | undefined): number {
 /** Creates the volume, or returns the one a retry of the same request made; ALREADY_EXISTS for the same name asked differently. */
 export async function createVolume(ctx: ControllerContext, req: NewVolume): Promise<VolumeRecord> {
   const name = validateName('name', req.name);
-  const params = parseVolumeParameters(req.parameters, ctx.backend.volumeParameters);
+  const mutableSpec = ctx.backend.mutableParameters ?? {};
+  const params = parseVolumeParameters(req.parameters, ctx.backend.volumeParameters, mutableSpec);
+  const mutable = { ...params.mutable, ...parseMutableParameters(req.mutableParameters, mutableSpec) };
   const legacyFsType = params.fsType;
   const fsType = chooseFilesystem(req.uses, legacyFsType);
   if (fsType) params.fsType = fsType;
@@ -99,8 +104,11 @@ export async function createVolume(ctx: ControllerContext, req: NewVolume): Prom
       // held against a filesystem that only the capability names (a retry across the upgrade).
       const asked = !existing.parameters.fsType && !legacyFsType ? identityParameters({ ...params, fsType: undefined }) : identityParameters(params);
       if (existing.parameters.fsType && params.fsType && existing.parameters.fsType !== params.fsType) throw conflict(`volume ${name} exists for ${existing.parameters.fsType}, not ${params.fsType}`);
-      if (!sameParameters(canonical(ctx, existing.parameters), canonical(ctx, asked))) throw conflict(`volume ${name} exists with other parameters (${JSON.stringify(existing.parameters)})`);
-      return existing;
+      const made = withoutMutable(existing.parameters, mutableSpec);
+      if (!sameParameters(canonical(ctx, made), canonical(ctx, asked))) throw conflict(`volume ${name} exists with other parameters (${JSON.stringify(made)})`);
+      // Mutable parameters are not what the volume is: a retry asking others sets them, as ControllerModifyVolume would.
+      const wanted = withChanges(existing.parameters, mutable);
+      return wanted === existing.parameters || !ctx.backend.setParameters ? existing : ctx.backend.setParameters(id, wanted);
     }
 
     let minBytes = minimumFor(req.uses, params.fsType);
@@ -127,7 +135,7 @@ export async function createVolume(ctx: ControllerContext, req: NewVolume): Prom
     const sizing = source && !range.required && !range.limit ? { ...ctx.sizing, defaultBytes: roundUp(minBytes, ctx.backend.granularity) } : ctx.sizing;
     const size = Math.max(chooseSize(range, { ...sizing, granularity: ctx.backend.granularity }), roundUp(minBytes, ctx.backend.granularity));
     if (range.limit && size > range.limit) throw outOfRange(`the volume needs at least ${formatBytes(size)} (filesystem or source minimum), more than limit_bytes ${formatBytes(range.limit)}`);
-    const parameters: Record<string, string> = { ...identityParameters(params) };
+    const parameters: Record<string, string> = withChanges({ ...identityParameters(params) }, mutable);
     if (params.pvcName) parameters.pvcName = params.pvcName;
     if (params.pvcNamespace) parameters.pvcNamespace = params.pvcNamespace;
     if (params.pvName) parameters.pvName = params.pvName;
@@ -167,7 +175,7 @@ export interface Capacity {
 }
 
 export async function capacity(ctx: ControllerContext, q: CapacityQuery): Promise<Capacity> {
-  const params = parseVolumeParameters(q.parameters, ctx.backend.volumeParameters);
+  const params = parseVolumeParameters(q.parameters, ctx.backend.volumeParameters, ctx.backend.mutableParameters);
   const none = { availableBytes: 0, maximumVolumeBytes: null, minimumVolumeBytes: null };
   if (q.segments && !isHere(ctx, q.segments)) return none;
   if (!q.servable) return none;

@@ -9,6 +9,9 @@ import { volumeLock } from '../../locks.js';
 import { parseId } from '../../ids.js';
 import { requireVolume } from '../lookups.js';
 
+/** What the kubelet adds to the volume context with the CSIDriver's podInfoOnMount. */
+export const POD_UID_KEY = 'csi.storage.k8s.io/pod.uid';
+
 export interface Publication {
   volumeId: string;
   /** The pod's path as the CO gave it: a directory to bind the filesystem on, or a file to bind the device on. */
@@ -46,7 +49,7 @@ export async function publishVolume(ctx: DriverContext, req: Publication): Promi
       if (cap.fsType && staged.fsType !== cap.fsType) throw conflict(`volume ${vol.id} is staged as ${staged.fsType}, not ${cap.fsType}`);
       if (atTarget.kind === 'filesystem') {
         if (atTarget.readOnly !== readOnly) throw conflict(`volume ${vol.id} is published at ${target} ${atTarget.readOnly ? 'read-only' : 'read-write'}`);
-        return;
+        return limitPod(ctx, id, req, target, atTarget.device);
       }
       if (atTarget.kind === 'block') throw conflict(`volume ${vol.id} is published at ${target} as a raw block device`);
       await mkdir(target, { recursive: true, mode: 0o750 });
@@ -56,14 +59,18 @@ export async function publishVolume(ctx: DriverContext, req: Publication): Promi
         await rmdir(target).catch(() => undefined);
         throw err;
       }
-      return;
+      // A pod that cannot be held to its limits gets no mount: nothing is left for the kubelet to clean.
+      return limitPod(ctx, id, req, target, staged.device).catch(async (err) => {
+        await unmount(target).then(() => rmdir(target)).catch((e) => log.error('undoing a publish failed', { target, err: String(e) }));
+        throw err;
+      });
     }
 
     const staged = await stateAt(mounts, blockMarker(staging), devices);
     if (staged.kind !== 'block') throw precondition(`volume ${vol.id} is not staged as a raw block device at ${staging}; call NodeStageVolume first`);
     if (atTarget.kind === 'block') {
       if (atTarget.readOnly !== readOnly) throw conflict(`volume ${vol.id} is published at ${target} ${atTarget.readOnly ? 'read-only' : 'read-write'}`);
-      return;
+      return limitPod(ctx, id, req, target, atTarget.device);
     }
     if (atTarget.kind === 'filesystem') throw conflict(`volume ${vol.id} is published at ${target} with a filesystem`);
     // A read-only mount does not stop writes through a device node, so a read-only publish gets its own read-only device.
@@ -77,7 +84,25 @@ export async function publishVolume(ctx: DriverContext, req: Publication): Promi
       if (readOnly) await ctx.blockDevices.detach(vol.id, device).catch((e) => log.error('rollback detach failed', { device, err: String(e) }));
       throw err;
     }
+    return limitPod(ctx, id, req, target, device).catch(async (err) => {
+      await unmount(target)
+        .then(() => (existed ? undefined : rm(target, { force: true })))
+        .then(() => (readOnly ? ctx.blockDevices.detach(vol.id, device) : undefined))
+        .catch((e) => log.error('undoing a publish failed', { target, err: String(e) }));
+      throw err;
+    });
   });
+}
+
+/**
+ * The pod gets the volume's I/O limits once its mount is in place (a repeat of the call sets them
+ * again). Failing to set them fails the publish: the kubelet retries, and the pod does not start
+ * without the limits its class asks for.
+ */
+async function limitPod(ctx: DriverContext, id: string, req: Publication, target: string, device: string): Promise<void> {
+  if (!ctx.podIoLimits) return;
+  const vol = await ctx.volumeView.get(id, req.volumeContext);
+  if (vol) await ctx.podIoLimits.published(vol, target, device, req.volumeContext[POD_UID_KEY]);
 }
 
 /** Undoes publishVolume and removes what it created at the target path; leaves alone anything it did not create. */
@@ -91,6 +116,7 @@ export async function unpublishVolume(ctx: DriverContext, volumeId: string, targ
     const staged = attached.find((a) => !a.readOnly)?.device;
     const state = await stateAt(await readMounts(), target, devices);
     if (state.kind === 'foreign') throw precondition(`target_path is a mount point of ${state.mount.source}, not of volume ${id}`);
+    if (state.kind === 'filesystem' || state.kind === 'block') await ctx.podIoLimits?.unpublished(target, state.device);
     if (state.kind !== 'empty') await unmount(target);
     if (state.kind === 'block' && state.device !== staged) await ctx.blockDevices.detach(id, state.device);
     // Remove what NodePublishVolume created: an empty directory or the device file.

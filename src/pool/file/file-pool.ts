@@ -15,6 +15,7 @@ import { RecordIndex } from './record-index.js';
 import { FileSnapshotBlocks } from './snapshot-blocks.js';
 import { FileGroupSnapshots } from './group-snapshots.js';
 import { ImageCopies } from './image-copies.js';
+import { IO_LIMIT_PARAMETERS } from '../mutable-parameters.js';
 
 /** How long a measurement of the images' allocation stands (capacity()). */
 const ALLOCATION_TTL_MS = 5_000;
@@ -33,6 +34,7 @@ export class FilePool implements PoolBackend {
   readonly granularity = MiB;
   readonly volumeParameters = {};
   readonly snapshotParameters = {};
+  readonly mutableParameters = IO_LIMIT_PARAMETERS;
   private readonly volumesDir: string;
   private readonly snapshotsDir: string;
   private readonly tmpDir: string;
@@ -259,6 +261,15 @@ export class FilePool implements PoolBackend {
     await this.volumes.put(grown, await writeTempSynced(`${id}.json`, JSON.stringify(grown), this.tmpDir));
     await syncDir(this.volumesDir);
     return grown;
+  }
+
+  async setParameters(id: string, parameters: Record<string, string>): Promise<VolumeRecord> {
+    const rec = await this.getVolume(id);
+    if (!rec) throw notFound(`volume ${id} does not exist`);
+    const changed = { ...rec, parameters };
+    await this.volumes.put(changed, await writeTempSynced(`${id}.json`, JSON.stringify(changed), this.tmpDir));
+    await syncDir(this.volumesDir);
+    return changed;
   }
 
   /** A stat per image, made in a row: cheaper than a thread-pool round trip each, for a page of a hundred. */

@@ -14,7 +14,8 @@ import { tagsOf, tagValue, type LvmCli, type LvRow, type VgRow } from './lvm-cli
 import { dmDeviceOf } from './dm.js';
 import { lvHeld, sweepHalfGroups, sweepIncompleteLvs } from './sweep.js';
 import { MetadataCache, type VgMetadata } from './metadata-cache.js';
-import { groupOfRow, INCOMPLETE_TAG, isIncomplete, isSnapshotRow, isVolumeRow, POOL_TAG, snapshotFromRow, snapshotTags, THIN_POOL_TAG, visibleSnapshotRows, volumeFromRow, volumeTags } from './tags.js';
+import { groupOfRow, INCOMPLETE_TAG, parameterTagChanges, isIncomplete, isSnapshotRow, isVolumeRow, POOL_TAG, snapshotFromRow, snapshotTags, THIN_POOL_TAG, visibleSnapshotRows, volumeFromRow, volumeTags } from './tags.js';
+import { IO_LIMIT_PARAMETERS } from '../mutable-parameters.js';
 import { LvmGroupSnapshots, resumeLeftSuspended } from './group-snapshots.js';
 import { LvmSnapshotBlocks } from './snapshot-blocks.js';
 import { ThinMetadata } from './thin-metadata.js';
@@ -47,6 +48,7 @@ export class LvmPool implements PoolBackend {
     stripes: (v) => (/^[1-9][0-9]?$/.test(v) ? null : 'a number of stripes from 1 to 99'),
   };
   readonly expansion = 'node' as const;
+  readonly mutableParameters = IO_LIMIT_PARAMETERS;
   readonly snapshotParameters: Record<string, ParameterCheck> = {
     snapshotReserve: (v) => (/^(100|[1-9][0-9]?)%$/.test(v) || v === '0' || v === 'none' ? null : 'a percentage of the source (1% to 100%), or none'),
   };
@@ -316,6 +318,14 @@ export class LvmPool implements PoolBackend {
       }
       await this.lvmChange('lvextend', ['-y', '-L', `${target}b`, this.lvPath(id)]);
     }
+    return (await this.getVolume(id))!;
+  }
+
+  async setParameters(id: string, parameters: Record<string, string>): Promise<VolumeRecord> {
+    const row = await this.lvm.lv(this.opts.vg, id);
+    if (!row || !isVolumeRow(row)) throw notFound(`volume ${id} does not exist`);
+    const args = parameterTagChanges(volumeFromRow(row).parameters, parameters);
+    if (args.length) await this.lvmChange('lvchange', ['-y', ...args, this.lvPath(id)]);
     return (await this.getVolume(id))!;
   }
 

@@ -41,6 +41,13 @@ export function volumeTags(v: { name: string; createdAt: number; source?: Conten
   ];
 }
 
+/** lvchange arguments that turn one recorded parameter set into another (one metadata commit: both at once or neither). */
+export function parameterTagChanges(from: Record<string, string>, to: Record<string, string>): string[] {
+  const was = new Set(Object.entries(from).map(([k, v]) => tag(`${PARAM}${k}`, v)));
+  const will = new Set(Object.entries(to).map(([k, v]) => tag(`${PARAM}${k}`, v)));
+  return [...[...was].filter((t) => !will.has(t)).flatMap((t) => ['--deltag', t]), ...[...will].filter((t) => !was.has(t)).flatMap((t) => ['--addtag', t])];
+}
+
 export interface GroupTag {
   id: string;
   name: string;
