@@ -23,6 +23,7 @@ export function localCommands(endpoint: string, source: TransferSource, state: {
       CreateVolumeGroupSnapshot: c.createVolumeGroupSnapshot,
       DeleteVolumeGroupSnapshot: c.deleteVolumeGroupSnapshot,
       GetVolumeGroupSnapshot: c.getVolumeGroupSnapshot,
+      ControllerModifyVolume: c.controllerModifyVolume,
     };
     signal.throwIfAborted();
     try {

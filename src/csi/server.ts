@@ -240,6 +240,7 @@ export async function startServer(served: Served, endpoint: string, socketGroup?
     server.addService(csi.Identity.service, served.handlers.identity);
     server.addService(csi.Controller.service, served.handlers.controller as grpc.UntypedServiceImplementation);
     server.addService(csi.GroupController.service, served.handlers.group);
+    server.addService(csi.Node.service, served.handlers.node as grpc.UntypedServiceImplementation);
   } else if (served.mode === 'resizer') {
     const identity = { ctx: served.identity };
     server.addService(csi.Identity.service, identityHandlers(() => identity, 'resizer'));

@@ -4,7 +4,8 @@ import { pageAfter } from '../paging.js';
 import type { CommandName, CommandPeer, HoldsQuery, Placement } from '../transfer/commands.js';
 
 /**
- * The snapshot router's decisions (cli/serve-router.ts): which node a snapshot call belongs to, for
+ * The snapshot router's decisions (cli/serve-router.ts): which node a snapshot call (or a volume's
+ * ControllerModifyVolume, from the central csi-resizer) belongs to, for
  * pools whose volumes live on one node each (file, lvm). A central csi-snapshotter is the only one that
  * sees VolumeGroupSnapshotContents; it calls here, and each call is handed whole to the node holding
  * what it names, which answers it as its own (every check, lock and idempotency rule is the holder's).
@@ -172,6 +173,14 @@ export class SnapshotRouter {
     // As a snapshot's delete: every node clears what it holds of the group, a half-made one included.
     await this.nodes.everywhere('DeleteVolumeGroupSnapshot', req, this.o.deadlineMs, signal);
     return {};
+  }
+
+  /** ControllerModifyVolume of the central csi-resizer: the holder of the volume changes it (its checks, its lock, its pods' limits). */
+  async modifyVolume(req: { volume_id: string; mutable_parameters: Record<string, string> }, signal: AbortSignal): Promise<unknown> {
+    const volume = parseId('vol', 'volume_id', req.volume_id);
+    if (!volume) throw notFound(`volume ${req.volume_id} does not exist`);
+    const holder = this.need(await this.place({ volumes: [volume] }, signal), volume, `volume ${volume} is not`);
+    return this.forward(holder, 'ControllerModifyVolume', req, signal);
   }
 
   async getGroup(req: { group_snapshot_id: string }, signal: AbortSignal): Promise<unknown> {

@@ -64,6 +64,8 @@ const ELSEWHERE: Record<string, string> = Object.fromEntries([
 export function parseMutableParameters(params: Record<string, string> | undefined, spec: Readonly<Record<string, MutableCheck>>, field = 'mutable_parameters'): Record<string, string | null> {
   const out: Record<string, string | null> = {};
   for (const [key, value] of Object.entries(params ?? {})) {
+    // The sidecars' own keys (csi-resizer --extra-modify-metadata adds the claim's and PV's names) change nothing.
+    if (key.startsWith('csi.storage.k8s.io/')) continue;
     if (!Object.hasOwn(spec, key)) {
       const why = Object.hasOwn(ELSEWHERE, key) ? `: ${ELSEWHERE[key]}` : '';
       throw invalid(`${field}: ${JSON.stringify(key)} is not a parameter this pool can change${why} (it can change: ${Object.keys(spec).join(', ') || 'none'})`);

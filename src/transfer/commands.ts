@@ -8,7 +8,7 @@ import type { TLSSocket } from 'node:tls';
 import { expectPeer, routerFromSan, type RouterIdentity } from './identity.js';
 
 /**
- * Snapshot commands over the node-to-node channel, from the snapshot router (cli/serve-router.ts) to
+ * Snapshot commands (and ControllerModifyVolume, for the central csi-resizer) over the node-to-node channel, from the snapshot router (cli/serve-router.ts) to
  * the node plugin that holds the volumes. A node-local pool's snapshots are cut where its volumes are,
  * and the one csi-snapshotter that sees VolumeGroupSnapshotContents is central: its calls reach the
  * router, which asks each node what it holds and hands the call to the holder. Only the router's
@@ -21,7 +21,7 @@ import { expectPeer, routerFromSan, type RouterIdentity } from './identity.js';
  * holder's own answer to the call; any other status is the channel's refusal (403: this certificate
  * may not; 503: not now).
  */
-export const COMMANDS = ['CreateSnapshot', 'DeleteSnapshot', 'ListSnapshots', 'CreateVolumeGroupSnapshot', 'DeleteVolumeGroupSnapshot', 'GetVolumeGroupSnapshot'] as const;
+export const COMMANDS = ['CreateSnapshot', 'DeleteSnapshot', 'ListSnapshots', 'CreateVolumeGroupSnapshot', 'DeleteVolumeGroupSnapshot', 'GetVolumeGroupSnapshot', 'ControllerModifyVolume'] as const;
 export type CommandName = (typeof COMMANDS)[number];
 
 export interface HoldsQuery {

@@ -103,6 +103,7 @@ const VARIANTS: Record<string, string[]> = {
   'file from a VolumePool': ['volumePool.name=files', 'orphans.checkInterval=0'],
   'file, transfer with its own Secret, no NetworkPolicy, a rate and bounds': ['transfer.tls.existingSecret=my-tls', 'transfer.networkPolicy.enabled=false', 'transfer.rate=100Mi', 'transfer.maxSends=2', 'transfer.timeout=2h', 'transfer.stallTimeout=30s'],
   'file without the transfer': ['transfer.enabled=false'],
+  'file without VolumeAttributesClasses': ['volumeAttributesClasses.enabled=false'],
   'file with group snapshots': ['groupSnapshots.enabled=true'],
   'lvm with group snapshots, the CA from a Secret': ['backend=lvm', 'groupSnapshots.enabled=true', 'transfer.tls.existingSecret=my-tls'],
   'libvirt with group snapshots': ['backend=libvirt', 'groupSnapshots.enabled=true', 'groupSnapshots.deletionPolicy=Retain'],
@@ -169,7 +170,8 @@ describe('Helm chart', () => {
     assert.deepEqual(driver('lvm').volumeLifecycleModes, ['Persistent']);
     const names = (objects: K8sObject[], kind: string) => pods(objects).filter((p) => p.owner.kind === kind).flatMap((p) => p.spec.containers.map((c) => c.name)).sort();
     assert.deepEqual(names(rendered.lvm, 'DaemonSet'), ['csi-provisioner', 'csi-snapshotter', 'driver', 'liveness-probe', 'node-driver-registrar']);
-    assert.deepEqual(names(rendered.lvm, 'Deployment'), ['csi-resizer', 'driver', 'liveness-probe']);
+    assert.deepEqual(names(rendered.lvm, 'Deployment'), ['csi-resizer', 'driver', 'liveness-probe', 'snapshot-router']);
+    assert.deepEqual(names(rendered['file without VolumeAttributesClasses'], 'Deployment'), ['csi-resizer', 'driver', 'liveness-probe']);
     assert.deepEqual(names(rendered.libvirt, 'DaemonSet'), ['driver', 'liveness-probe', 'node-driver-registrar']);
     assert.deepEqual(names(rendered.libvirt, 'Deployment'), ['csi-attacher', 'csi-provisioner', 'csi-resizer', 'csi-snapshotter', 'driver', 'liveness-probe']);
     const provisioner = pods(rendered.lvm).flatMap((p) => p.spec.containers).find((c) => c.name === 'csi-provisioner')!;
@@ -295,10 +297,49 @@ describe('Helm chart', () => {
       assert.ok(froms.some((m) => Object.entries(m).every(([k, v]) => cspec.metadata.labels[k] === v)), `${variant}: the NetworkPolicy admits the router's pods`);
       assert.equal(byKind(objects, 'VolumeGroupSnapshotClass').length, 1);
     }
-    // Without groups, the nodes keep their csi-snapshotters and nothing of the router is rendered.
+    // Without groups, the nodes keep their csi-snapshotters and no central one is rendered (the router runs for the
+    // resizer's modify calls); without groups and classes, nothing of the router is rendered.
     const plain = rendered['file (defaults)'];
     assert.ok((byKind(plain, 'DaemonSet')[0]!.spec as { template: { spec: PodSpec } }).template.spec.containers.some((c) => c.name === 'csi-snapshotter'));
-    assert.ok(!JSON.stringify(plain).includes('snapshot-router') && !JSON.stringify(plain).includes('router-from-cluster'));
+    assert.ok(!pods(plain).find((p) => p.owner.kind === 'Deployment')!.spec.containers.some((c) => c.name === 'csi-snapshotter'));
+    assert.ok(!(byKind(plain, 'ClusterRole').find((r) => r.metadata.name.endsWith('-controller')) as unknown as { rules: { resources: string[] }[] }).rules.some((r) => r.resources.includes('volumesnapshotcontents')), 'no snapshot rules for a controller that takes no snapshots');
+    const none = rendered['file without VolumeAttributesClasses'];
+    assert.ok(!JSON.stringify(none).includes('snapshot-router') && !JSON.stringify(none).includes('router-from-cluster'));
+  });
+
+  it('VolumeAttributesClasses (file, lvm): sidecars that read storage.k8s.io/v1, their RBAC, the classes where the API is served, the host\'s cgroups for the node plugin', async () => {
+    const sidecar = (objects: K8sObject[], name: string) => pods(objects).flatMap((p) => p.spec.containers).find((c) => c.name === name)! as unknown as { image: string };
+    // csi-provisioner v6 and csi-resizer v2 read classes from storage.k8s.io/v1 (Kubernetes 1.34, GA) and turn it off where it is not served.
+    assert.match(sidecar(rendered.lvm, 'csi-provisioner').image, /csi-provisioner:v6\./);
+    assert.match(sidecar(rendered.lvm, 'csi-resizer').image, /csi-resizer:v2\./);
+    type Rule = { apiGroups: string[]; resources: string[]; verbs: string[] };
+    const may = (objects: K8sObject[], role: string, resource: string, verb: string) => (byKind(objects, 'ClusterRole').find((r) => r.metadata.name.endsWith(role)) as unknown as { rules: Rule[] }).rules.some((r) => r.resources.includes(resource) && r.verbs.includes(verb));
+    for (const v of ['file (defaults)', 'lvm']) {
+      assert.ok(may(rendered[v], '-node', 'volumeattributesclasses', 'get'), `${v}: the provisioner reads a claim's class`);
+      assert.ok(may(rendered[v], '-controller', 'volumeattributesclasses', 'watch'), `${v}: the resizer watches classes`);
+      assert.ok(!may(rendered[v], '-controller', 'volumeattributesclasses', 'create'));
+      const node = pods(rendered[v]).find((p) => p.owner.kind === 'DaemonSet')!;
+      const driver = node.spec.containers.find((c) => c.name === 'driver')! as unknown as { args: string[]; volumeMounts: { name: string; mountPath: string }[] };
+      assert.ok(driver.args.includes('--cgroup-root=/host/sys/fs/cgroup'));
+      assert.ok(driver.volumeMounts.some((m) => m.name === 'host-cgroup' && m.mountPath === '/host/sys/fs/cgroup'));
+      assert.ok((node.spec as unknown as { volumes: { name: string; hostPath?: { path: string } }[] }).volumes.some((x) => x.name === 'host-cgroup' && x.hostPath?.path === '/sys/fs/cgroup'));
+      // Without the v1 API the classes are not made (helm install would fail on the kind).
+      assert.equal(byKind(rendered[v], 'VolumeAttributesClass').length, 0);
+    }
+    const served = await render([], 'vpool-csi', [], ['--api-versions', 'storage.k8s.io/v1/VolumeAttributesClass']);
+    validateAll(served);
+    const classes = byKind(served, 'VolumeAttributesClass') as unknown as { metadata: { name: string }; driverName: string; parameters: Record<string, string> }[];
+    assert.deepEqual(classes.map((c) => [c.metadata.name, c.driverName, c.parameters.readIOPS]), [['vpool-io-limited', 'vpool.csi.dev', '500'], ['vpool-io-unlimited', 'vpool.csi.dev', 'unlimited']]);
+    // Each class's parameters are what the pools take (the same checks the driver makes).
+    const { IO_LIMIT_PARAMETERS, parseMutableParameters } = await import('../../src/pool/mutable-parameters.js');
+    for (const c of classes) assert.doesNotThrow(() => parseMutableParameters(c.parameters, IO_LIMIT_PARAMETERS), c.metadata.name);
+    // Where no claim can change class (no transfer: no way to the node; libvirt: not yet), no class is made.
+    for (const sets of [['transfer.enabled=false'], ['backend=libvirt'], ['volumeAttributesClasses.enabled=false']]) {
+      assert.equal(byKind(await render(sets, 'vpool-csi', [], ['--api-versions', 'storage.k8s.io/v1/VolumeAttributesClass']), 'VolumeAttributesClass').length, 0, sets.join());
+    }
+    await assert.rejects(render(['volumeAttributesClasses.classes[0].name=x', 'volumeAttributesClasses.classes[0].parameters.readIOPS=lots']), /readIOPS/);
+    await assert.rejects(render(['node.kubepodsCgroups[0]=../etc']), /kubepodsCgroups/);
+    assert.ok(pods(await render(['node.kubepodsCgroups[0]=kubelet/kubepods'])).find((p) => p.owner.kind === 'DaemonSet')!.spec.containers[0].args!.includes('--kubepods-cgroup=kubelet/kubepods'));
   });
 
   it('refuses at install a class external-provisioner would refuse at every claim: the filesystem twice, an unknown csi.storage.k8s.io/ key', async () => {
@@ -351,7 +392,8 @@ describe('Helm chart', () => {
     // The snapshot router serves what a central csi-snapshotter asks (test/e2e/snapshot-router.test.ts runs it as rendered).
     'csi-snapshotter': ['all', 'controller', 'snapshot-router'],
     'csi-attacher': ['controller'],
-    'csi-resizer': ['all', 'controller', 'resizer'],
+    // The router answers the resizer's start-up as the resizer mode does, and hands it ControllerModifyVolume (test/e2e/snapshot-router.test.ts).
+    'csi-resizer': ['all', 'controller', 'resizer', 'snapshot-router'],
     'node-driver-registrar': ['all', 'node'],
     'liveness-probe': ['all', 'controller', 'node', 'resizer'],
   };
@@ -375,6 +417,11 @@ describe('Helm chart', () => {
       }
     }
     const resizerMode = (v: string) => pods(rendered[v]).find((p) => p.owner.kind === 'Deployment')!.spec.containers.find((c) => c.name === 'driver')!.args!.find((a) => a.startsWith('--mode='));
+    const resizerSocket = (v: string) => pods(rendered[v]).find((p) => p.owner.kind === 'Deployment')!.spec.containers.find((c) => c.name === 'csi-resizer')!.args!.find((a) => a.startsWith('--csi-address='));
+    // Where claims change class (VolumeAttributesClasses through the router), the resizer calls the router; else the resizer mode.
+    assert.equal(resizerSocket('lvm'), '--csi-address=/csi/router.sock');
+    assert.equal(resizerSocket('file without the transfer'), '--csi-address=/csi/csi.sock');
+    assert.equal(resizerSocket('file without VolumeAttributesClasses'), '--csi-address=/csi/csi.sock');
     assert.equal(resizerMode('lvm'), '--mode=resizer');
     assert.equal(resizerMode('libvirt'), '--mode=controller');
   });

@@ -24,7 +24,7 @@ function resizerPair(objects: Awaited<ReturnType<typeof render>>) {
 }
 
 // Expansion as a real cluster does it, with the processes and flags the chart renders:
-// csi-resizer's start-up and resize (MODEL of external-resizer v1.14.0, test/helpers/sidecars.ts)
+// csi-resizer's start-up and resize (MODEL of external-resizer v2.0.0, test/helpers/sidecars.ts)
 // against the controller Deployment's driver container, then the kubelet's NodeExpandVolume
 // (MODEL of kubelet 1.32, pkg/volume/csi/expander.go: volume_path is the pod's publish path for a
 // filesystem, staging_target_path the globalmount) against the node DaemonSet's driver container.

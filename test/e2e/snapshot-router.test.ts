@@ -10,7 +10,7 @@ import { blockCap } from '../helpers/csi.js';
 import { readAt, writeAt } from '../helpers/data.js';
 import { codeOf, MiB, needsRoot, pattern, type Driver } from '../helpers/driver.js';
 import { pollUntil } from '../helpers/libvirt.js';
-import { snapshotterCreateGroupSnapshot } from '../helpers/sidecars.js';
+import { resizerStartup, snapshotterCreateGroupSnapshot } from '../helpers/sidecars.js';
 import { render } from '../helpers/manifests.js';
 import { DRIVER, NAMESPACE, ROUTER_SA, ROUTER_SELECTOR, transferNodes, type Router, type TransferNodes } from '../helpers/transfer-nodes.js';
 
@@ -116,7 +116,7 @@ describe('the snapshot router: a central csi-snapshotter\'s calls handed to the 
     assert.equal((await r.getPluginInfo({})).name, DRIVER);
     assert.equal((await r.probe({})).ready?.value, true);
     assert.deepEqual((await r.getPluginCapabilities({})).capabilities.map((c) => c.service?.type).sort(), ['CONTROLLER_SERVICE', 'GROUP_CONTROLLER_SERVICE']);
-    assert.deepEqual((await r.controllerGetCapabilities({})).capabilities.map((c) => c.rpc?.type).sort(), ['CREATE_DELETE_SNAPSHOT', 'LIST_SNAPSHOTS']);
+    assert.deepEqual((await r.controllerGetCapabilities({})).capabilities.map((c) => c.rpc?.type).sort(), ['CREATE_DELETE_SNAPSHOT', 'LIST_SNAPSHOTS', 'MODIFY_VOLUME']);
     assert.deepEqual((await r.groupControllerGetCapabilities({})).capabilities.map((c) => c.rpc?.type), ['CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT']);
 
     for (const [side, holder, other] of [['a', nodes.a, nodes.b], ['b', nodes.b, nodes.a]] as const) {
@@ -213,6 +213,31 @@ describe('the snapshot router: a central csi-snapshotter\'s calls handed to the 
       await r.deleteSnapshot({ snapshot_id: s.snapshot_id, secrets: {} });
     }
     assert.deepEqual([...(await nodes.a.client.listSnapshots({})).entries, ...(await nodes.b.client.listSnapshots({})).entries], []);
+  });
+
+  it('hands the central csi-resizer\'s ControllerModifyVolume to the node holding the volume (MODEL: external-resizer v2.0.0\'s start-up and modify controller, the chart\'s)', async () => {
+    const r = router.client;
+    // The resizer's start-up (cmd/csi-resizer, pkg/resizer): a controller service; no controller EXPAND_VOLUME, so
+    // NodeGetCapabilities on the same socket must say EXPAND_VOLUME (the trivial resizer: resizes stay the kubelet's)
+    // or it exits; MODIFY_VOLUME is what its modify controller calls for.
+    const model = await resizerStartup(r);
+    assert.deepEqual([model.driverName, model.kind], [DRIVER, 'trivial']);
+    assert.ok((await r.controllerGetCapabilities({})).capabilities.some((c) => c.rpc?.type === 'MODIFY_VOLUME'));
+    const record = async (d: typeof nodes.a, id: string) => JSON.parse(await readFile(path.join(d.poolDir, 'volumes', `${id}.json`), 'utf8')).parameters as Record<string, string>;
+    // pkg/modifycontroller callModifyVolumeOnPlugin: the class's parameters, plus the claim's and PV's names with --extra-modify-metadata.
+    const meta = { 'csi.storage.k8s.io/pvc/name': 'db', 'csi.storage.k8s.io/pvc/namespace': 'apps', 'csi.storage.k8s.io/pv/name': `pv-${vols.b[0]}` };
+    await r.controllerModifyVolume({ volume_id: vols.b[0], mutable_parameters: { readIOPS: '800', writeBytesPerSecond: '10Mi', ...meta }, secrets: {} });
+    assert.deepEqual([(await record(nodes.b, vols.b[0])).readIOPS, (await record(nodes.b, vols.b[0])).writeBytesPerSecond], ['800', String(10 * MiB)]);
+    assert.equal((await record(nodes.b, vols.b[0]))['csi.storage.k8s.io/pvc/name'], undefined, 'the sidecar\'s own keys are not recorded');
+    assert.equal((await record(nodes.a, vols.a[0])).readIOPS, undefined, 'the other node\'s volumes are untouched');
+    // The holder's refusal comes back as it is: INVALID_ARGUMENT is what the resizer marks Infeasible (and retries slowly).
+    const bad = r.controllerModifyVolume({ volume_id: vols.a[0], mutable_parameters: { readIOPS: 'lots' }, secrets: {} });
+    await assert.rejects(bad, (e: { code?: number; details?: string }) => e.code === 3 && /readIOPS="lots"/.test(e.details ?? ''));
+    assert.equal(await codeOf(r.controllerModifyVolume({ volume_id: 'vol-nowhere-0123456789abcdef', mutable_parameters: { readIOPS: '1' }, secrets: {} })), 'NOT_FOUND');
+    assert.equal(await codeOf(r.controllerModifyVolume({ volume_id: 'non-existing-volume-id', mutable_parameters: { readIOPS: '1' }, secrets: {} })), 'NOT_FOUND');
+    assert.equal(await codeOf(r.controllerModifyVolume({ volume_id: '', mutable_parameters: { readIOPS: '1' }, secrets: {} })), 'INVALID_ARGUMENT');
+    await r.controllerModifyVolume({ volume_id: vols.b[0], mutable_parameters: { readIOPS: 'unlimited', writeBytesPerSecond: 'unlimited' }, secrets: {} });
+    assert.equal((await record(nodes.b, vols.b[0])).readIOPS, undefined);
   });
 
   it('refuses a group over two nodes\' volumes FAILED_PRECONDITION naming them, and makes nothing', async () => {

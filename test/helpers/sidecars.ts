@@ -2,7 +2,9 @@ import type { CsiClient } from '../../src/csi/client.js';
 import { codeOf } from './driver.js';
 
 /**
- * MODEL of external-resizer v1.14.0's start-up (no resizer can run here), read from its source:
+ * MODEL of external-resizer v2.0.0's start-up (no resizer can run here), read from its source (the
+ * same as v1.14.0's: pkg/resizer/csi_resizer.go is unchanged; v2.0.0 first asks the API server whether
+ * storage.k8s.io/v1 VolumeAttributesClass is served and turns its modify controller off if not):
  * cmd/csi-resizer/main.go, pkg/csi/client.go, pkg/resizer/csi_resizer.go, pkg/modifier/csi_modifier.go
  * and csi-lib-utils v0.22 rpc/common.go. In order:
  *  1. csi.New: ProbeForever. Probe until ready; a gRPC error other than DEADLINE_EXCEEDED exits
@@ -68,7 +70,7 @@ export async function resizerStartup(client: CsiClient, opts: { probeDeadlineMs?
 }
 
 /**
- * MODEL of one resize by external-resizer v1.14.0 (pkg/resizer): the trivial resizer calls nothing
+ * MODEL of one resize by external-resizer v2.0.0 (pkg/resizer, as v1.14.0): the trivial resizer calls nothing
  * and answers (requested size, node expansion required); the csiResizer calls ControllerExpandVolume
  * with required_bytes only and the PV's capability.
  */

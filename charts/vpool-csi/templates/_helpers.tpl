@@ -69,6 +69,14 @@ resources:
   in the controller Deployment and hand each call to the node holding the volumes (docs/backup.md).
 */}}
 {{- define "vpool.snapshotRouter" -}}{{ if and (include "vpool.nodeLocal" .) .Values.groupSnapshots.enabled }}true{{ end }}{{- end -}}
+{{/*
+  The router (the controller's `vpool-csi snapshot-router`) on a node-local pool hands calls to the node
+  holding the volumes over the transfer listener: the central csi-snapshotter's (group snapshots) and the
+  csi-resizer's ControllerModifyVolume (VolumeAttributesClasses). Without the transfer there is no way to a node.
+*/}}
+{{- define "vpool.router" -}}{{ if and (include "vpool.nodeLocal" .) .Values.transfer.enabled (or .Values.groupSnapshots.enabled .Values.volumeAttributesClasses.enabled) }}true{{ end }}{{- end -}}
+{{/* Claims can change class on a live volume: file/lvm through the router; libvirt not yet. */}}
+{{- define "vpool.modifiesVolumes" -}}{{ if and .Values.volumeAttributesClasses.enabled (include "vpool.router" .) }}true{{ end }}{{- end -}}
 
 {{/* The controller pods' label selector: the snapshot router's certificate is issued to, and taken from, its pods only. */}}
 {{- define "vpool.controllerPodSelector" -}}
