@@ -1,3 +1,4 @@
+import { ioLimitsOf } from './pool/mutable-parameters.js';
 import http from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { onRpc } from './csi/rpc.js';
@@ -88,6 +89,7 @@ export function createMetrics(pool: () => PoolBackend | undefined, orphans?: Orp
     const up = gauge('vpool_csi_pool_up', '1 when the pool answers, 0 when it does not', ['backend']);
     const thinData = gauge('vpool_csi_thin_pool_data_percent', 'thin pool data use', ['thin_pool']);
     const thinMeta = gauge('vpool_csi_thin_pool_metadata_percent', 'thin pool metadata use', ['thin_pool']);
+    const ioLimit = gauge('vpool_csi_volume_io_limit', 'a volume\'s I/O limit its VolumeAttributesClass set (IOPS, or bytes per second), as recorded; a volume without one has no series', ['volume', 'limit']);
     const readPool = async () => {
       const backend = pool();
       if (!backend) return;
@@ -99,6 +101,8 @@ export function createMetrics(pool: () => PoolBackend | undefined, orphans?: Orp
         volumes.set(labels, vols.length);
         thinData.reset();
         thinMeta.reset();
+        ioLimit.reset();
+        for (const v of vols) for (const [limit, n] of Object.entries(ioLimitsOf(v.parameters))) ioLimit.set({ volume: v.id, limit }, n);
         for (const t of thin) {
           thinData.set({ thin_pool: t.name }, t.dataPercent);
           thinMeta.set({ thin_pool: t.name }, t.metadataPercent);

@@ -23,7 +23,7 @@ export function renderStatus(s: DriverStatus, now: number): string {
   if (!s.pool) row('Pool', d.ready ? 'none in this process (hypervisor mode: the controller holds it)' : '<not open>');
   else if (isError(s.pool)) row('Pool', `did not answer: ${s.pool.error}`);
   else pool(s.pool, row, out);
-  if (s.volumes) row('Volumes', isError(s.volumes) ? `could not be listed: ${s.volumes.error}` : `${s.volumes.atLeast ? 'at least ' : ''}${s.volumes.count} (${s.volumes.attached} attached, ${s.volumes.staged} mounted here, ${s.volumes.abnormal} unhealthy)`);
+  if (s.volumes) row('Volumes', isError(s.volumes) ? `could not be listed: ${s.volumes.error}` : `${s.volumes.atLeast ? 'at least ' : ''}${s.volumes.count} (${s.volumes.attached} attached, ${s.volumes.staged} mounted here, ${s.volumes.abnormal} unhealthy${s.volumes.limited ? `, ${s.volumes.limited} with I/O limits` : ''})`);
   if (s.snapshots) row('Snapshots', isError(s.snapshots) ? `could not be listed: ${s.snapshots.error}` : `${s.snapshots.count}${s.snapshots.groups ? ` (${s.snapshots.groups} group snapshots)` : ''}`);
   row('Transfers', s.transfers ? `${s.transfers.sending} sending to other nodes` : 'off (no --transfer-listen)');
   if (s.copies) {

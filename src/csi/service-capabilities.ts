@@ -26,8 +26,8 @@ export function serviceCapabilities(pool: PoolFeatures, mode: 'all' | 'controlle
       // Node-local pools have nothing to attach from the controller; hypervisor mode hot-plugs disks.
       ...(pool.attachesFromController ? (['PUBLISH_UNPUBLISH_VOLUME', 'PUBLISH_READONLY', 'LIST_VOLUMES_PUBLISHED_NODES'] as const) : []),
       ...(pool.growsOnController ? (['EXPAND_VOLUME'] as const) : []),
-      ...(pool.modifiesVolumes ? (['MODIFY_VOLUME'] as const) : []),
       'CREATE_DELETE_VOLUME', 'CREATE_DELETE_SNAPSHOT', 'LIST_VOLUMES', 'LIST_SNAPSHOTS', 'GET_CAPACITY', 'CLONE_VOLUME', 'GET_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER',
+      ...(pool.modifiesVolumes ? (['MODIFY_VOLUME'] as const) : []),
     ],
     node: ['STAGE_UNSTAGE_VOLUME', 'GET_VOLUME_STATS', 'EXPAND_VOLUME', 'VOLUME_CONDITION', 'SINGLE_NODE_MULTI_WRITER'],
   };

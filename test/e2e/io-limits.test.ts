@@ -4,7 +4,12 @@ import { statSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { blockCap, mountCap } from '../helpers/csi.js';
-import { codeOf, finish, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
+import { BIN, codeOf, finish, MiB, needsRoot, startDriver, type Driver } from '../helpers/driver.js';
+import { httpBase, samples } from '../helpers/metrics.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const execFileP = promisify(execFile);
 import { fioInPod, PodCgroup } from '../helpers/pod-cgroup.js';
 import { majorMinor } from '../../src/host/devices.js';
 
@@ -39,7 +44,7 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, ms 
 describe('I/O limits on a file-pool volume, in a pod cgroup laid out as the kubelet makes it', needsRoot(), () => {
   const pod = new PodCgroup('iolimits');
   let d: Driver;
-  const args = () => ['--kubepods-cgroup', pod.kubepods];
+  const args = () => ['--kubepods-cgroup', pod.kubepods, '--metrics-address', '127.0.0.1:0'];
 
   before(async () => {
     await pod.create();
@@ -99,6 +104,13 @@ describe('I/O limits on a file-pool volume, in a pod cgroup laid out as the kube
         ? [`${dev} rbps=max wbps=${wbps ?? 'max'} riops=${riops ?? 'max'} wiops=max`]
         : [...(riops ? [`read_iops ${dev} ${riops}`] : []), ...(wbps ? [`write_bps ${dev} ${wbps}`] : [])].sort();
     assert.deepEqual(await held(), expected('500', String(20 * MiB)));
+    // Seen by a person (the volume table, status) and by Prometheus.
+    const row = (await execFileP(BIN, ['client', '--endpoint', d.endpoint, '-o', 'wide', 'list-volumes'])).stdout.split('\n').find((l) => l.startsWith(vol.volume_id))!;
+    assert.match(row, / read 500 IO\/s,write 20Mi\/s /);
+    const status = await execFileP(BIN, ['status', '--endpoint', d.endpoint, '-o', 'table']).then((r) => r.stdout, (e: { stdout: string }) => e.stdout);
+    assert.match(status, /Volumes: +1 \(.*, 1 with I\/O limits\)/);
+    const metrics = samples(await (await fetch(`${httpBase(d)}/metrics`)).text(), 'vpool_csi_volume_io_limit');
+    assert.deepEqual([...metrics].sort(), [[`{volume="${vol.volume_id}",limit="readIOPS"}`, 500], [`{volume="${vol.volume_id}",limit="writeBytesPerSecond"}`, 20 * MiB]]);
 
     // The kernel holds a pod's fio to the limit (an upper bound: a slow machine only does less).
     const limited = await fioInPod(pod, p.blockTarget, { rw: 'randread', bs: '4k', seconds: 2 });

@@ -182,9 +182,23 @@ export function volumeDetailView(now: number): ListView<VolumeDetail> {
       { header: 'MOUNT PATHS', cell: (v) => orNone(mounts(v).map((m) => `${m.path}${m.readOnly ? ' (ro)' : ''}`).join(',')), wide: true },
       { header: 'HEALTH', cell: (v) => (v.health.abnormal ? 'abnormal' : 'ok') },
       { header: 'MESSAGE', cell: (v) => orNone(v.health.message), wide: true },
+      { header: 'I/O LIMITS', cell: (v) => orNone(ioLimits(v)), wide: true },
       { header: 'AGE', cell: (v) => age(new Date(v.createdAt), now) },
     ],
   };
+}
+
+const LIMIT_NAMES: Record<string, [string, boolean]> = {
+  readIOPS: ['read', false], writeIOPS: ['write', false], readBytesPerSecond: ['read', true], writeBytesPerSecond: ['write', true],
+  readIOPSBurst: ['read burst', false], writeIOPSBurst: ['write burst', false], readBytesPerSecondBurst: ['read burst', true], writeBytesPerSecondBurst: ['write burst', true],
+};
+
+/** "read 500/s,write 20Mi/s": each limit as a person reads it (IOPS as a count, rates in binary units). */
+function ioLimits(v: VolumeDetail): string {
+  return Object.entries(v.ioLimits ?? {})
+    .filter(([k]) => Object.hasOwn(LIMIT_NAMES, k))
+    .map(([k, n]) => `${LIMIT_NAMES[k]![0]} ${LIMIT_NAMES[k]![1] ? `${formatBytes(n)}/s` : `${n} IO/s`}`)
+    .join(',');
 }
 
 /** How the volume is used here now (its mounts), else the filesystem it was made for; "<any>" when neither says. */

@@ -1,3 +1,4 @@
+import { hasIoLimits, ioLimitsOf } from '../../pool/mutable-parameters.js';
 import { realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { readMounts, type MountEntry } from '../../host/mounts.js';
@@ -139,6 +140,7 @@ async function detailsOf(ctx: ControllerContext, vols: VolumeRecord[], node: boo
     attachedTo: st[i]!.publishedNodes,
     ...(mounts ? { mounts: mounts.get(v.id) ?? [] } : {}),
     health: { abnormal: st[i]!.condition.abnormal, message: st[i]!.condition.message },
+    ...(hasIoLimits(ioLimitsOf(v.parameters)) ? { ioLimits: ioLimitsOf(v.parameters) as Record<string, number> } : {}),
   }));
 }
 
@@ -198,6 +200,8 @@ export async function collectStatus(state: DriverState, src: StatusSources, trac
       const v = vols.value.volumes;
       const abnormal = v.filter((x) => x.health.abnormal);
       status.volumes = { count: v.length, ...(vols.value.next ? { atLeast: true } : {}), attached: v.filter((x) => x.attachedTo.length).length, staged: v.filter((x) => x.mounts?.length).length, abnormal: abnormal.length };
+      const limited = v.filter((x) => x.ioLimits).length;
+      if (limited) status.volumes.limited = limited;
       for (const a of abnormal.slice(0, 5)) attention.push(`volume ${a.id} is abnormal: ${a.health.message}`);
       if (abnormal.length > 5) attention.push(`and ${abnormal.length - 5} more abnormal volumes`);
     } else {

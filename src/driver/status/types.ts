@@ -26,6 +26,8 @@ export interface VolumeDetail {
   /** Where this node has it staged or published: "block" or the filesystem, and the path. Only a node plugin knows. */
   mounts?: Array<{ path: string; as: string; readOnly: boolean }>;
   health: { abnormal: boolean; message: string };
+  /** The I/O limits its class set (VolumeAttributesClass), as recorded: key → figure; absent when none. */
+  ioLimits?: Record<string, number>;
 }
 
 export interface VolumePage {
@@ -70,7 +72,7 @@ export interface DriverStatus {
   /** Absent on a node plugin in hypervisor mode (the pool is the controller's); `error` when the pool did not answer. */
   pool?: PoolStatusReport | { error: string };
   /** `atLeast`: the pool holds more than the 10,000 a status reads; the counts are of those. */
-  volumes?: { count: number; atLeast?: boolean; attached: number; staged: number; abnormal: number } | { error: string };
+  volumes?: { count: number; atLeast?: boolean; attached: number; staged: number; abnormal: number; limited?: number } | { error: string };
   snapshots?: { count: number; groups?: number } | { error: string };
   /** Sends to other nodes under way now; absent without a transfer listener. */
   transfers?: { sending: number };
