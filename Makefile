@@ -73,13 +73,13 @@ bench: build
 	node dist/bench/block-path.js
 	node dist/bench/transfer.js
 	node dist/bench/snapshot-metadata.js
-	node dist/bench/io-limits.js
 	node dist/bench/libvirt-rbd.js
 
 # The lvm node path needs device-mapper: measured inside the QEMU VM (test/vm/vm-run.sh).
 bench-vm: build
 	bash test/vm/vm-run.sh --smp 2 --disk 4G --disk 4G -- node dist/bench/lvm-vm.js
 	bash test/vm/vm-run.sh --smp 2 --disk 4G --disk 4G -- node dist/bench/snapshot-metadata-lvm.js
+	bash test/vm/vm-run.sh --smp 2 --disk 2G --disk 2G --disk 2G -- node dist/bench/io-limits.js
 
 # The container image under the name the chart runs by default (IMAGE=... for another), built with
 # podman from local stand-ins for node:20-bookworm-slim and debian:bookworm-slim (test/image/podman.sh),

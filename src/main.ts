@@ -47,6 +47,7 @@ function addServeCommand(program: Command): void {
     .option('--transfer-listen <host:port>', 'file/lvm: serve this node\'s volumes and snapshots to the nodes whose claims restore or clone them, at this address, over mutual TLS')
     .option('--transfer-peers-from-cluster <selector>', 'file/lvm: the node plugin pods (this label selector in $POD_NAMESPACE): peers are found at their container port named "transfer", and readers checked against them')
     .option('--transfer-router-from-cluster <selector>', 'file/lvm: take snapshot and group snapshot calls on the transfer listener from the snapshot router pods (this label selector in $POD_NAMESPACE; their router certificate, from their own address)')
+    .option('--transfer-router-takes <features>', 'which router calls this node takes: snapshots (snapshot and group snapshot calls of a central csi-snapshotter), modify (the csi-resizer\'s ControllerModifyVolume), or both, comma-separated', 'snapshots')
     .option('--transfer-trust-configmap <name>', 'the ConfigMap (in $POD_NAMESPACE) whose ca.crt holds the CAs the transfer trusts; kept by `vpool-csi transfer-signer`', 'vpool-csi-transfer-trust')
     .option('--transfer-signer-name <name>', 'the signer name of this node\'s transfer certificate request (CertificateSigningRequest API)', 'vpool.dev/transfer')
     .option('--transfer-cert-lifetime <duration>', 'how long a transfer certificate is asked for (renewed at two thirds)', '24h')

@@ -10,6 +10,7 @@ import { MIN_PROGRESS } from '../transfer/progress.js';
 import { parseDuration, parseQuantity } from '../units.js';
 import type { ServeOptions } from './serve.js';
 import type { ServedPool } from './served-pool.js';
+import { commandsOf } from '../transfer/command-groups.js';
 
 /** What the transfer needs of the rest of the driver. */
 export interface TransferDeps {
@@ -71,6 +72,7 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
   if (!namespace) throw new Error('the transfer needs POD_NAMESPACE (the chart sets it from the pod)');
   const listen = opts.transferListen ? /^(.*):(\d{1,5})$/.exec(opts.transferListen) : null;
   if (opts.transferListen && !listen) throw new Error(`--transfer-listen is host:port, not ${JSON.stringify(opts.transferListen)}`);
+  commandsOf(opts.transferRouterTakes);
   if (opts.transferRouterFromCluster && !listen) throw new Error('--transfer-router-from-cluster needs --transfer-listen (the router\'s commands arrive on the listener)');
   const { stallMs, deadlineMs, maxSends, bytesPerSecond } = transferBounds(opts);
   const refreshMs = parseDuration(opts.transferRefresh);
@@ -128,6 +130,7 @@ export async function startTransfer(opts: ServeOptions, { nodeId, driverName, lo
         authorizePeer: (who, address) => refusalOf(() => access.checkPeer(who, address)),
         // The snapshot router (a central csi-snapshotter's driver) hands this node the snapshot calls for its volumes.
         commands: router,
+        allowedCommands: router ? commandsOf(opts.transferRouterTakes) : undefined,
         authorizeRouter: router ? (who, address) => refusalOf(() => access.checkRouter(who, address)) : undefined,
         bytesPerSecond,
         stallMs,

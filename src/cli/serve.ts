@@ -25,7 +25,6 @@ import type { StatusSources } from '../driver/status/collect.js';
 import { ServedPool } from './served-pool.js';
 import { PodCgroups } from '../host/cgroup-io.js';
 import { PodIoLimits } from '../driver/node/io-limits.js';
-import { hasIoLimits, ioLimitsOf } from '../pool/mutable-parameters.js';
 import { volumeLock } from '../locks.js';
 
 export interface ServeOptions extends BackendFlags {
@@ -50,6 +49,7 @@ export interface ServeOptions extends BackendFlags {
   transferListen?: string;
   transferPeersFromCluster?: string;
   transferRouterFromCluster?: string;
+  transferRouterTakes: string;
   transferTrustConfigmap: string;
   transferSignerName: string;
   transferCertLifetime: string;
@@ -180,19 +180,24 @@ interface LimitSettings {
 function podLimitsFor(ctx: DriverContext, s: LimitSettings): PodIoLimits | undefined {
   if (s.mode === 'controller' || !ctx.backend || ctx.controllerAttacher) return undefined;
   const cgroups = PodCgroups.detect(s.cgroupRoot, s.kubepods?.length ? s.kubepods : undefined);
-  if (!cgroups) log.warn('no block I/O control in the cgroup filesystem: volumes with I/O limits will not be published here', { cgroupRoot: s.cgroupRoot });
-  else log.info('pod I/O limits', { cgroup: `v${cgroups.version}`, hierarchy: cgroups.hierarchy });
+  if (typeof cgroups === 'string') log.warn('volumes with I/O limits will not be published here', { reason: cgroups });
+  else log.info('pod I/O limits in cgroup v2', { root: cgroups.hierarchy });
   const limits = new PodIoLimits(cgroups, ctx.blockDevices);
   const backend = ctx.backend;
-  void (async () => {
-    for (const vol of await backend.listVolumes()) {
-      if (!hasIoLimits(ioLimitsOf(vol.parameters))) continue;
-      await ctx.locks.with([volumeLock(vol.id)], async () => {
-        const now = await backend.getVolume(vol.id);
-        if (now) await limits.apply(now);
-      }).catch((err) => log.error('setting a volume\'s I/O limits again at start failed', { volume: vol.id, error: errorMessage(err) }));
-    }
-  })().catch((err) => log.error('listing volumes to set their I/O limits again failed', { error: errorMessage(err) }));
+  // Every volume in use gets what its record says, lifts included (a modify recorded and not yet applied).
+  void backend
+    .listVolumes()
+    .then((vols) =>
+      limits.applyAll(
+        vols.map((v) => v.id),
+        (id, fn) =>
+          ctx.locks.with([volumeLock(id)], async () => {
+            const now = await backend.getVolume(id);
+            if (now) await fn(now);
+          }),
+      ),
+    )
+    .catch((err) => log.error('setting the volumes\' I/O limits again at start failed', { error: errorMessage(err) }));
   return limits;
 }
 

@@ -33,8 +33,8 @@ export const FSTYPE_KEY = 'csi.storage.k8s.io/fstype';
  */
 const isLegacyFsKey = (key: string) => key.toLowerCase() === 'fstype';
 
-function supported(spec: Readonly<Record<string, ParameterCheck>>, extra: string[]): string {
-  return [...extra, ...Object.keys(spec)].join(', ') || 'none';
+function supported(spec: Readonly<Record<string, ParameterCheck>>, extra: string[], after: string[] = []): string {
+  return [...extra, ...Object.keys(spec), ...after].join(', ') || 'none';
 }
 
 export function parseVolumeParameters(params: Record<string, string> | undefined, spec: Readonly<Record<string, ParameterCheck>>, mutableSpec: Readonly<Record<string, MutableCheck>> = {}): VolumeParameters {
@@ -59,7 +59,7 @@ export function parseVolumeParameters(params: Record<string, string> | undefined
     } else if (Object.hasOwn(mutableSpec, key)) {
       Object.assign(out.mutable, parseMutableParameters({ [key]: value }, mutableSpec, 'parameters'));
     } else {
-      throw invalid(`unknown parameter ${JSON.stringify(key)} (supported: ${supported(spec, [FSTYPE_KEY, 'fsType', ...Object.keys(mutableSpec)])})`);
+      throw invalid(`unknown parameter ${JSON.stringify(key)} (supported: ${supported(spec, [FSTYPE_KEY, 'fsType'], Object.keys(mutableSpec))})`);
     }
   }
   return out;

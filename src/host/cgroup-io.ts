@@ -21,13 +21,6 @@ export function isPodUid(uid: string): boolean {
 /** Why a pod's limits cannot be set (no cgroup, no I/O controller), as a sentence an operator acts on. */
 export class CgroupProblem extends Error {}
 
-/** v1's four throttle files, by the figure each holds. */
-const V1_FILES: ReadonlyArray<[keyof DeviceIoLimits, string]> = [
-  ['readIOPS', 'blkio.throttle.read_iops_device'],
-  ['writeIOPS', 'blkio.throttle.write_iops_device'],
-  ['readBytesPerSecond', 'blkio.throttle.read_bps_device'],
-  ['writeBytesPerSecond', 'blkio.throttle.write_bps_device'],
-];
 const V2_KEYS: ReadonlyArray<[keyof DeviceIoLimits, string]> = [
   ['readBytesPerSecond', 'rbps'],
   ['writeBytesPerSecond', 'wbps'],
@@ -36,28 +29,30 @@ const V2_KEYS: ReadonlyArray<[keyof DeviceIoLimits, string]> = [
 ];
 
 /**
- * The kubelet's pod cgroups and the kernel's block I/O throttling in them: cgroup v2's `io.max`, or
- * v1's `blkio.throttle.*` where the node still runs v1. A pod's cgroup is found where the kubelet
- * makes it, with either cgroup driver: systemd (`kubepods.slice/kubepods-burstable.slice/
- * kubepods-burstable-pod<uid_>.slice`) or cgroupfs (`kubepods/burstable/pod<uid>`), for each QoS
- * class; `parents` are the kubelet's kubepods cgroups to look under (its --cgroup-root moves them).
- * Only paths built from a checked pod UID are touched.
+ * The kubelet's pod cgroups and cgroup v2's block I/O throttling in them (`io.max`), which holds every
+ * container of the pod (its child cgroups) to the pod's limit. cgroup v1 is not used: its blkio
+ * throttling is not hierarchical, so a limit on the pod's cgroup does not reach the containers under it,
+ * and the containers' own cgroups come and go with restarts the driver never sees. A pod's cgroup is
+ * found where the kubelet makes it, with either cgroup driver: systemd (`kubepods.slice/
+ * kubepods-burstable.slice/kubepods-burstable-pod<uid_>.slice`) or cgroupfs (`kubepods/burstable/
+ * pod<uid>`), for each QoS class; `parents` are the kubelet's kubepods cgroups to look under (its
+ * --cgroup-root moves them). Only paths built from a checked pod UID are touched.
  */
 export class PodCgroups {
   private constructor(
-    readonly version: 1 | 2,
-    /** The hierarchy the limits are in: the v2 root, or v1's blkio mount. */
+    /** The cgroup v2 root. */
     readonly hierarchy: string,
     private readonly parents: readonly string[],
   ) {}
 
-  /** What the cgroup filesystem under `root` (the host's /sys/fs/cgroup) offers; null when it has no block I/O control. */
-  static detect(root: string, parents: readonly string[] = ['kubepods.slice', 'kubepods']): PodCgroups | null {
+  /** The cgroup v2 filesystem under `root` (the host's /sys/fs/cgroup), or why the node cannot limit a pod's I/O. */
+  static detect(root: string, parents: readonly string[] = ['kubepods.slice', 'kubepods']): PodCgroups | string {
     PodCgroups.checkParents(parents);
-    if (existsSync(path.join(root, 'cgroup.controllers'))) return new PodCgroups(2, root, parents);
-    const v1 = path.join(root, 'blkio');
-    if (existsSync(path.join(v1, 'blkio.throttle.read_iops_device'))) return new PodCgroups(1, v1, parents);
-    return null;
+    if (existsSync(path.join(root, 'cgroup.controllers'))) return new PodCgroups(root, parents);
+    if (existsSync(path.join(root, 'blkio', 'blkio.throttle.read_iops_device'))) {
+      return 'this node runs cgroup v1, whose blkio throttling does not reach the containers under a pod\'s cgroup: I/O limits need cgroup v2 (systemd.unified_cgroup_hierarchy=1, the default of current distributions)';
+    }
+    return `${root} is no cgroup filesystem (--cgroup-root; the chart mounts the host's /sys/fs/cgroup)`;
   }
 
   /** Throws for a kubepods cgroup that is not a plain path under the root (a flag's mistake, found at start). */
@@ -90,34 +85,27 @@ export class PodCgroups {
     return this.candidates(uid).find((dir) => existsSync(dir)) ?? null;
   }
 
-  /** Sets the pod's limits on one device (every figure: an absent one lifts that limit). */
+  /**
+   * Sets the pod's limits on one device, every figure at once (one write of io.max: all or nothing; an
+   * absent figure lifts that limit). Nothing is written when the kernel holds them already.
+   */
   async set(dir: string, device: string, limits: DeviceIoLimits): Promise<void> {
     if (!MAJOR_MINOR.test(device)) throw new Error(`${JSON.stringify(device)} is not a major:minor device number`);
-    if (this.version === 2) {
-      const file = path.join(dir, 'io.max');
-      if (!existsSync(file)) throw new CgroupProblem(`${dir} has no io.max: the io controller is not enabled for the kubelet's pod cgroups (cgroup.subtree_control of its parents)`);
-      const line = [device, ...V2_KEYS.map(([k, key]) => `${key}=${limits[k] ?? 'max'}`)].join(' ');
-      await writeFile(file, line);
-      return;
-    }
-    for (const [k, file] of V1_FILES) await writeFile(path.join(dir, file), `${device} ${limits[k] ?? 0}`);
+    const file = path.join(dir, 'io.max');
+    if (!existsSync(file)) throw new CgroupProblem(`${dir} has no io.max: the io controller is not enabled for the kubelet's pod cgroups (cgroup.subtree_control of its parents)`);
+    const held = await this.get(dir, device);
+    if (V2_KEYS.every(([k]) => held[k] === limits[k])) return;
+    await writeFile(file, [device, ...V2_KEYS.map(([k, key]) => `${key}=${limits[k] ?? 'max'}`)].join(' '));
   }
 
   /** The limits the kernel holds for the device in this cgroup (what `set` wrote, as the kernel reads it back). */
   async get(dir: string, device: string): Promise<DeviceIoLimits> {
     const out: DeviceIoLimits = {};
-    if (this.version === 2) {
-      const line = (await readFile(path.join(dir, 'io.max'), 'utf8')).split('\n').find((l) => l.startsWith(`${device} `));
-      for (const field of line?.split(' ').slice(1) ?? []) {
-        const [key, value] = field.split('=');
-        const k = V2_KEYS.find(([, name]) => name === key)?.[0];
-        if (k && value !== 'max') out[k] = Number(value);
-      }
-      return out;
-    }
-    for (const [k, file] of V1_FILES) {
-      const line = (await readFile(path.join(dir, file), 'utf8')).split('\n').find((l) => l.startsWith(`${device} `));
-      if (line) out[k] = Number(line.split(' ')[1]);
+    const line = (await readFile(path.join(dir, 'io.max'), 'utf8')).split('\n').find((l) => l.startsWith(`${device} `));
+    for (const field of line?.split(' ').slice(1) ?? []) {
+      const [key, value] = field.split('=');
+      const k = V2_KEYS.find(([, name]) => name === key)?.[0];
+      if (k && value !== 'max') out[k] = Number(value);
     }
     return out;
   }

@@ -21,8 +21,8 @@ import { expectPeer, routerFromSan, type RouterIdentity } from './identity.js';
  * holder's own answer to the call; any other status is the channel's refusal (403: this certificate
  * may not; 503: not now).
  */
-export const COMMANDS = ['CreateSnapshot', 'DeleteSnapshot', 'ListSnapshots', 'CreateVolumeGroupSnapshot', 'DeleteVolumeGroupSnapshot', 'GetVolumeGroupSnapshot', 'ControllerModifyVolume'] as const;
-export type CommandName = (typeof COMMANDS)[number];
+export { COMMANDS, type CommandName } from './command-groups.js';
+import { COMMANDS, type CommandName } from './command-groups.js';
 
 export interface HoldsQuery {
   volumes: string[];
@@ -117,6 +117,8 @@ export async function serveCommand(route: { command: CommandName | 'Holds'; dead
 /** What the listener gives a command's gate: this node's commands, the router check, and its authorization bound. */
 export interface CommandGate {
   commands?: LocalCommands;
+  /** The commands this node takes (--transfer-router-takes); Holds goes with any. */
+  allowed?: ReadonlySet<CommandName>;
   authorizeRouter?(who: RouterIdentity, address: string): Promise<string | null>;
   /** A slot among the authorizations under way (its release), or null when they are at their bound. */
   admit(): (() => void) | null;
@@ -136,6 +138,10 @@ export async function answerCommand(req: IncomingMessage, c: { command: CommandN
   if (!router) {
     log.warn('refused a snapshot command: the certificate is not the snapshot router\'s', { command: c.command, peer: g.peer() });
     return refuse(403, 'snapshot commands are taken from the snapshot router\'s certificate only');
+  }
+  if (c.command !== 'Holds' && !g.allowed?.has(c.command)) {
+    log.warn('refused a router command this node does not take', { command: c.command, pod: `${router.pod.namespace}/${router.pod.name}` });
+    return refuse(403, `this node takes no ${c.command} from the router (--transfer-router-takes)`);
   }
   const release = g.admit();
   if (!release) return refuse(503, 'too many requests are being authorized already');

@@ -12,7 +12,7 @@ import { dataChunks } from './extents.js';
 import { guardStream } from './progress.js';
 import type { TransferCredentials } from './credentials.js';
 import { describe as describePeer, identityFromSan, type PeerIdentity, type RouterIdentity } from './identity.js';
-import { answerCommand, commandRoute, type LocalCommands } from './commands.js';
+import { answerCommand, commandRoute, type CommandName, type LocalCommands } from './commands.js';
 import { endFrame, frame } from './wire.js';
 import { metadataRoute, serveMetadata, type LocalMetadata, type MetadataRequest } from './metadata.js';
 
@@ -65,6 +65,8 @@ export interface TransferServerOptions {
   authorizePeer?(who: PeerIdentity, address: string): Promise<string | null>;
   /** Snapshot commands this node takes from the snapshot router (commands.ts); absent: every one is 404. */
   commands?: LocalCommands;
+  /** Which of them (--transfer-router-takes). */
+  allowedCommands?: ReadonlySet<CommandName>;
   /** Why a router certificate may not send commands (null: it may); throws when that cannot be decided now. */
   authorizeRouter?(who: RouterIdentity, address: string): Promise<string | null>;
 }
@@ -148,6 +150,7 @@ export async function startTransferServer(o: TransferServerOptions): Promise<{ p
       if (c === 'bad') return void res.writeHead(400).end();
       return void answerCommand(req, c, res, {
         commands: o.commands,
+        allowed: o.allowedCommands,
         authorizeRouter: o.authorizeRouter,
         // The same bound as every other authorization: a flood is turned away before it costs the node's API share.
         admit: () => (authorizing < MAX_AUTHORIZING ? (authorizing++, () => void authorizing--) : null),

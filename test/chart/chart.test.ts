@@ -104,6 +104,7 @@ const VARIANTS: Record<string, string[]> = {
   'file, transfer with its own Secret, no NetworkPolicy, a rate and bounds': ['transfer.tls.existingSecret=my-tls', 'transfer.networkPolicy.enabled=false', 'transfer.rate=100Mi', 'transfer.maxSends=2', 'transfer.timeout=2h', 'transfer.stallTimeout=30s'],
   'file without the transfer': ['transfer.enabled=false'],
   'file without VolumeAttributesClasses': ['volumeAttributesClasses.enabled=false'],
+  'file with group snapshots, without VolumeAttributesClasses': ['groupSnapshots.enabled=true', 'volumeAttributesClasses.enabled=false'],
   'file with group snapshots': ['groupSnapshots.enabled=true'],
   'lvm with group snapshots, the CA from a Secret': ['backend=lvm', 'groupSnapshots.enabled=true', 'transfer.tls.existingSecret=my-tls'],
   'libvirt with group snapshots': ['backend=libvirt', 'groupSnapshots.enabled=true', 'groupSnapshots.deletionPolicy=Retain'],
@@ -422,6 +423,13 @@ describe('Helm chart', () => {
     assert.equal(resizerSocket('lvm'), '--csi-address=/csi/router.sock');
     assert.equal(resizerSocket('file without the transfer'), '--csi-address=/csi/csi.sock');
     assert.equal(resizerSocket('file without VolumeAttributesClasses'), '--csi-address=/csi/csi.sock');
+    assert.equal(resizerSocket('file with group snapshots, without VolumeAttributesClasses'), '--csi-address=/csi/csi.sock', 'the router runs for the snapshotter, and the resizer does not change classes');
+    // A node takes from the router only the calls of the features turned on: a router certificate can do no more.
+    const takes = (v: string) => pods(rendered[v]).find((p) => p.owner.kind === 'DaemonSet')!.spec.containers[0].args!.filter((a) => a.startsWith('--transfer-router-takes='));
+    assert.deepEqual(takes('file (defaults)'), ['--transfer-router-takes=modify']);
+    assert.deepEqual(takes('file with group snapshots'), ['--transfer-router-takes=snapshots,modify']);
+    assert.deepEqual(takes('file with group snapshots, without VolumeAttributesClasses'), ['--transfer-router-takes=snapshots']);
+    assert.deepEqual(takes('file without VolumeAttributesClasses'), []);
     assert.equal(resizerMode('lvm'), '--mode=resizer');
     assert.equal(resizerMode('libvirt'), '--mode=controller');
   });

@@ -75,7 +75,7 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
       // Striped LVs need device-mapper even for metadata: the VM suite creates them.
       const striped = (await create('pvc-second', 64 * MiB, { type: 'thick' })).volume!;
       assert.match(String(await create('x', MiB, { type: 'thin' }).catch((e: Error) => e.message)), /needs a thin pool/);
-      await assert.rejects(create('x', MiB, { thinpool: 'p' }), /unknown parameter "thinpool" \(supported: csi\.storage\.k8s\.io\/fstype, fsType, type, thinPool, stripes\)/);
+      await assert.rejects(create('x', MiB, { thinpool: 'p' }), /unknown parameter "thinpool" \(supported: csi\.storage\.k8s\.io\/fstype, fsType, type, thinPool, stripes, readIOPS, writeIOPS, readBytesPerSecond, writeBytesPerSecond\)/);
       await assert.rejects(create('x', MiB, { stripes: '0' }), /stripes="0"/);
 
       // Missing sources: NOT_FOUND and no LV left behind; snapshot parameters checked before any LVM call.
@@ -124,6 +124,38 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
       assert.equal((await again.client.listVolumes({})).entries.length, 0);
       assert.equal(await codeOf(again.client.createVolume({ name: 'mnt', volume_capabilities: [mountCap('', 'MULTI_NODE_MULTI_WRITER')] })), 'INVALID_ARGUMENT');
       assert.deepEqual(await finish(again), []);
+    } finally {
+      if (d.proc.exitCode === null) await d.stop();
+    }
+  });
+
+  it('a class\'s I/O limits are LV tags: set at create, changed by ControllerModifyVolume in one metadata commit, read back after a restart', async () => {
+    let d = await startDriver({ args: ['--backend', 'lvm', '--vg', vg] });
+    try {
+      const vol = (await d.client.createVolume({ name: 'pvc-limited', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [blockCap()], parameters: { writeIOPS: '300' }, mutable_parameters: { readIOPS: '500', writeBytesPerSecond: '20Mi' } })).volume!;
+      const limitTags = () => lvsField('lv_tags', `${vg}/${vol.volume_id}`).trim().split(',').filter((t) => /IOPS|BytesPerSecond/.test(t)).sort();
+      assert.deepEqual(limitTags(), ['vpool.p.readIOPS=500', `vpool.p.writeBytesPerSecond=${20 * MiB}`, 'vpool.p.writeIOPS=300']);
+      const seqno = () => Number(execFileSync('vgs', ['--noheadings', '-o', 'vg_seqno', vg], { encoding: 'utf8' }).trim());
+      const before = seqno();
+      await d.client.controllerModifyVolume({ volume_id: vol.volume_id, mutable_parameters: { readIOPS: '250', writeIOPS: 'unlimited' } });
+      assert.equal(seqno(), before + 1, 'one metadata commit');
+      assert.deepEqual(limitTags(), ['vpool.p.readIOPS=250', `vpool.p.writeBytesPerSecond=${20 * MiB}`]);
+      // Nothing to change: no commit at all.
+      await d.client.controllerModifyVolume({ volume_id: vol.volume_id, mutable_parameters: { readIOPS: '250' } });
+      assert.equal(seqno(), before + 1);
+      assert.equal(await codeOf(d.client.controllerModifyVolume({ volume_id: vol.volume_id, mutable_parameters: { readIOPS: '1', bogus: 'x' } })), 'INVALID_ARGUMENT');
+      assert.equal(seqno(), before + 1, 'a refused call commits nothing');
+      // The tags are the record: a new process reads the limits from them (what it sets again on the pods using the volume).
+      await d.stop();
+      d = await startDriver({ args: ['--backend', 'lvm', '--vg', vg], dir: d.dir });
+      const row = execFileSync(BIN, ['client', '--endpoint', d.endpoint, '-o', 'wide', 'list-volumes'], { encoding: 'utf8' }).split('\n').find((l) => l.startsWith(vol.volume_id))!;
+      assert.match(row, / read 250 IO\/s,write 20Mi\/s /);
+      // A create naming no limits is the same volume (keys it does not name are not compared); one naming others is another request.
+      const again = (await d.client.createVolume({ name: 'pvc-limited', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [blockCap()] })).volume!;
+      assert.equal(again.volume_id, vol.volume_id);
+      assert.equal(await codeOf(d.client.createVolume({ name: 'pvc-limited', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [blockCap()], parameters: { writeIOPS: '300' } })), 'ALREADY_EXISTS');
+      await d.client.deleteVolume({ volume_id: vol.volume_id });
+      assert.deepEqual(await finish(d), []);
     } finally {
       if (d.proc.exitCode === null) await d.stop();
     }

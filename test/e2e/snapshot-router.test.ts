@@ -26,7 +26,7 @@ async function chartFlags(): Promise<{ router: string[]; node: string[]; signer:
   const signer = containers('vpool-csi-transfer-signer')[0]!.args!;
   return {
     router,
-    node: nodeDriver.filter((a) => a.startsWith('--transfer-router-from-cluster=')),
+    node: nodeDriver.filter((a) => a.startsWith('--transfer-router-')),
     signer: signer.filter((a) => a.startsWith('--router-')),
   };
 }
@@ -73,7 +73,7 @@ describe('the snapshot router: a central csi-snapshotter\'s calls handed to the 
     // Each process with the router's flags exactly as the chart renders them.
     const chart = await chartFlags();
     ROUTER_FLAGS = chart.node;
-    assert.deepEqual(chart.node, [`--transfer-router-from-cluster=${ROUTER_SELECTOR}`], 'the chart\'s selector is the one the FAKE pods are labelled for');
+    assert.deepEqual(chart.node, [`--transfer-router-from-cluster=${ROUTER_SELECTOR}`, '--transfer-router-takes=snapshots,modify'], 'the chart\'s selector is the one the FAKE pods are labelled for; groups and classes on: both kinds of call');
     assert.deepEqual(chart.signer, [`--router-service-account=${ROUTER_SA}`, `--router-selector=${ROUTER_SELECTOR}`]);
     routerArgs = chart.router;
     // The snapshot import labels group members' contents for their node (1 s here; 30 s by default).

@@ -6,51 +6,48 @@ import path from 'node:path';
 
 export const CGROUP_ROOT = '/sys/fs/cgroup';
 
+/** This host's cgroup version: 2 when the unified hierarchy is mounted at the root, else 1. */
+export const hostCgroupVersion = (): 1 | 2 => (existsSync(path.join(CGROUP_ROOT, 'cgroup.controllers')) ? 2 : 1);
+
 /**
  * A pod's cgroup where the kubelet's cgroupfs driver makes it (`<kubepods>/burstable/pod<uid>`), in
- * this host's real cgroup filesystem: v2 when the host runs it, else v1's blkio hierarchy. The
- * kubepods cgroup is a test's own (`--kubepods-cgroup`), so nothing of the host's is touched.
+ * this host's real cgroup v2 filesystem, with one container cgroup under it as the container runtime
+ * makes it: the pod's processes run in the container's cgroup, never in the pod's (cgroup v2 allows no
+ * process in a cgroup whose controllers are enabled for its children), so a limit on the pod's cgroup is
+ * shown to reach its containers. The kubepods cgroup is a test's own (`--kubepods-cgroup`): nothing of
+ * the host's is touched.
  */
 export class PodCgroup {
   readonly uid = randomUUID();
-  readonly version: 1 | 2 = existsSync(path.join(CGROUP_ROOT, 'cgroup.controllers')) ? 2 : 1;
-  readonly hierarchy = this.version === 2 ? CGROUP_ROOT : path.join(CGROUP_ROOT, 'blkio');
   /** The --kubepods-cgroup to give the driver. */
   readonly kubepods: string;
   readonly dir: string;
+  readonly container: string;
 
   constructor(tag: string) {
     this.kubepods = `vpool-test-${tag}-${process.pid}/kubepods`;
-    this.dir = path.join(this.hierarchy, this.kubepods, 'burstable', `pod${this.uid}`);
+    this.dir = path.join(CGROUP_ROOT, this.kubepods, 'burstable', `pod${this.uid}`);
+    this.container = path.join(this.dir, `cri-containerd-${this.uid.replaceAll('-', '')}.scope`);
   }
 
   async create(): Promise<void> {
-    if (this.version === 2) {
-      // The io controller must be enabled on the way down, as the kubelet's parents have it.
-      let at = this.hierarchy;
-      for (const part of path.relative(this.hierarchy, this.dir).split('/')) {
-        await writeFile(path.join(at, 'cgroup.subtree_control'), '+io').catch(() => undefined);
-        at = path.join(at, part);
-        await mkdir(at, { recursive: true });
-      }
-    } else {
-      await mkdir(this.dir, { recursive: true });
+    // The io controller enabled on the way down, as the kubelet's parents and the pod's cgroup have it.
+    let at = CGROUP_ROOT;
+    for (const part of path.relative(CGROUP_ROOT, this.container).split('/')) {
+      await writeFile(path.join(at, 'cgroup.subtree_control'), '+io');
+      at = path.join(at, part);
+      await mkdir(at, { recursive: true });
     }
   }
 
-  /** The limit lines the kernel holds in this cgroup (v1: every throttle file's lines; v2: io.max's). */
+  /** The io.max lines the kernel holds for the pod. */
   async lines(): Promise<string[]> {
-    if (this.version === 2) return (await readFile(path.join(this.dir, 'io.max'), 'utf8')).split('\n').filter(Boolean);
-    const out: string[] = [];
-    for (const f of ['read_iops', 'write_iops', 'read_bps', 'write_bps']) {
-      for (const l of (await readFile(path.join(this.dir, `blkio.throttle.${f}_device`), 'utf8')).split('\n').filter(Boolean)) out.push(`${f} ${l}`);
-    }
-    return out;
+    return (await readFile(path.join(this.dir, 'io.max'), 'utf8')).split('\n').filter(Boolean);
   }
 
-  /** Runs a command as a process of the pod: a node process joins the cgroup, then starts it (its children stay in it). */
+  /** Runs a command as a process of the pod's container: a node process joins its cgroup, then starts it (its children stay in it). */
   async run(cmd: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    const script = `require('fs').writeFileSync(${JSON.stringify(path.join(this.dir, 'cgroup.procs'))}, String(process.pid));
+    const script = `require('fs').writeFileSync(${JSON.stringify(path.join(this.container, 'cgroup.procs'))}, String(process.pid));
 const r = require('child_process').spawnSync(process.argv[1], process.argv.slice(2), { encoding: 'utf8', maxBuffer: 64 << 20 });
 process.stdout.write(r.stdout ?? ''); process.stderr.write(r.stderr ?? ''); process.exit(r.status ?? 1);`;
     return new Promise((resolve, reject) => {
@@ -64,21 +61,35 @@ process.stdout.write(r.stdout ?? ''); process.stderr.write(r.stderr ?? ''); proc
     });
   }
 
-  /** Removes the pod's cgroup and the test's kubepods tree (their processes have exited). */
+  /** Removes the container's and the pod's cgroups and the test's kubepods tree (their processes have exited). */
   async remove(): Promise<void> {
-    let at = this.dir;
-    while (at.startsWith(path.join(this.hierarchy, 'vpool-test-')) && at !== this.hierarchy) {
+    let at = this.container;
+    while (at.startsWith(path.join(CGROUP_ROOT, 'vpool-test-')) && at !== CGROUP_ROOT) {
       await rmdir(at).catch(() => undefined);
       at = path.dirname(at);
     }
   }
 }
 
-/** fio's figures for one job on a device, run as a process of the pod. */
-export async function fioInPod(pod: PodCgroup, device: string, job: { rw: 'randread' | 'randwrite' | 'read' | 'write'; bs: string; seconds: number }): Promise<{ iops: number; bytesPerSecond: number }> {
-  const r = await pod.run('fio', ['--name=limits', `--filename=${device}`, `--rw=${job.rw}`, `--bs=${job.bs}`, '--direct=1', '--ioengine=libaio', '--iodepth=16', '--time_based', `--runtime=${job.seconds}`, '--output-format=json']);
+/** fio's figures for one job on a device or file, run as a process of the pod's container. */
+export async function fioInPod(pod: PodCgroup, target: string, job: { rw: 'randread' | 'randwrite' | 'read' | 'write'; bs: string; seconds: number }): Promise<{ iops: number; bytesPerSecond: number }> {
+  const r = await pod.run('fio', ['--name=limits', `--filename=${target}`, `--rw=${job.rw}`, `--bs=${job.bs}`, '--direct=1', '--ioengine=libaio', '--iodepth=16', '--time_based', `--runtime=${job.seconds}`, '--output-format=json']);
   if (r.code !== 0) throw new Error(`fio failed (${r.code}): ${r.stderr}`);
   const j = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))).jobs[0];
   const d = job.rw.includes('read') ? j.read : j.write;
   return { iops: d.iops, bytesPerSecond: d.bw_bytes };
+}
+
+/** What the kubelet's volume manager does (k8s-contracts.md): a staging path per volume, publish paths that carry the pod's UID. */
+export function kubeletPaths(mntDir: string, pv: string, podUid: string, access: 'block' | 'mount') {
+  const kubelet = path.join(mntDir, 'kubelet');
+  return access === 'block'
+    ? { staging: path.join(kubelet, 'plugins/kubernetes.io/csi/volumeDevices/staging', pv), target: path.join(kubelet, 'plugins/kubernetes.io/csi/volumeDevices/publish', pv, podUid) }
+    : { staging: path.join(kubelet, 'plugins/kubernetes.io/csi/vpool.csi.dev', pv, 'globalmount'), target: path.join(kubelet, 'pods', podUid, 'volumes/kubernetes.io~csi', pv, 'mount') };
+}
+
+/** The directories the kubelet makes before it calls the driver: the staging directory, and the target's parent. */
+export async function makeKubeletDirs(p: { staging: string; target: string }): Promise<void> {
+  await mkdir(p.staging, { recursive: true });
+  await mkdir(path.dirname(p.target), { recursive: true });
 }

@@ -42,10 +42,9 @@ describe('mutable parameters (VolumeAttributesClass)', () => {
 
 describe('pod cgroups as the kubelet lays them out', () => {
   it('looks where the systemd and cgroupfs drivers put each QoS class, from a checked UID only', () => {
-    const c = PodCgroups.detect('/nonexistent');
-    assert.equal(c, null, 'no cgroup filesystem: no control');
+    assert.match(String(PodCgroups.detect('/nonexistent')), /\/nonexistent is no cgroup filesystem/);
     // The candidates are path arithmetic on the hierarchy: an instance for a v2 root, made without detecting one.
-    const v2 = Object.create(PodCgroups.prototype, { version: { value: 2 }, hierarchy: { value: '/sys/fs/cgroup' }, parents: { value: ['kubepods.slice', 'kubepods'] } }) as PodCgroups;
+    const v2 = Object.create(PodCgroups.prototype, { hierarchy: { value: '/sys/fs/cgroup' }, parents: { value: ['kubepods.slice', 'kubepods'] } }) as PodCgroups;
     assert.deepEqual(v2.candidates('0a1b2c3d-0000-4000-8000-00000000000f'), [
       '/sys/fs/cgroup/kubepods.slice/kubepods-pod0a1b2c3d_0000_4000_8000_00000000000f.slice',
       '/sys/fs/cgroup/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0a1b2c3d_0000_4000_8000_00000000000f.slice',
@@ -56,6 +55,20 @@ describe('pod cgroups as the kubelet lays them out', () => {
     ]);
     for (const bad of ['../../etc', '0A1B2C3D-0000-4000-8000-00000000000F', '0a1b2c3d-0000-4000-8000-00000000000f/..', '']) assert.throws(() => v2.candidates(bad), /not a pod UID/);
     for (const bad of ['/kubepods', '../x', 'a//b', 'a/./b', '']) assert.throws(() => PodCgroups.checkParents([bad]), /--kubepods-cgroup is a path under the cgroup root/);
+  });
+
+  it('refuses cgroup v1, whose throttling does not reach a pod\'s containers, saying so', async () => {
+    const { mkdtemp, mkdir, writeFile, rm } = await import('node:fs/promises');
+    const root = await mkdtemp('/tmp/vpool-cg-');
+    try {
+      await mkdir(`${root}/blkio`);
+      await writeFile(`${root}/blkio/blkio.throttle.read_iops_device`, '');
+      assert.match(String(PodCgroups.detect(root)), /this node runs cgroup v1, whose blkio throttling does not reach the containers under a pod's cgroup: I\/O limits need cgroup v2/);
+      await writeFile(`${root}/cgroup.controllers`, 'io memory');
+      assert.equal(typeof PodCgroups.detect(root), 'object', 'v2: the root');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
   });
 
   it('finds the pod in the kubelet\'s publish paths, and nothing in other paths', () => {

@@ -76,6 +76,31 @@ describe('snapshot commands: the route, the router identity, and what the router
     assert.equal(routerFromSan('URI:urn:vpool-csi:role:snapshot-routers, URI:urn:vpool-csi:pod:vpool:p:u1'), null);
   });
 
+  it('a node takes from the router only the calls of the features it was started with (--transfer-router-takes)', async () => {
+    const { answerCommand } = await import('../../src/transfer/commands.js');
+    const { commandsOf } = await import('../../src/transfer/command-groups.js');
+    assert.deepEqual([...commandsOf('modify')], ['ControllerModifyVolume']);
+    assert.equal(commandsOf('snapshots,modify').size, 7);
+    assert.throws(() => commandsOf('snapshots,everything'), /--transfer-router-takes names snapshots and modify, not "everything"/);
+    const san = new X509Certificate(routerCert.cert).subjectAltName;
+    const ask = async (command: 'ControllerModifyVolume' | 'DeleteSnapshot' | 'Holds', allowed: string) => {
+      let status = 0;
+      let reason = '';
+      let authorized = false;
+      const req = { resume() {}, socket: { getPeerCertificate: () => ({ subjectaltname: san }), remoteAddress: '10.0.0.9' } } as unknown as import('node:http').IncomingMessage;
+      const res = { writeHead(code: number, headers: Record<string, string>) { status = code; reason = decodeURIComponent(headers['x-vpool-error'] ?? ''); return { end() {} }; } } as unknown as import('node:http').ServerResponse;
+      const commands = { holds: async () => ({ volumes: [], snapshots: [], groups: [] }), run: async () => ({}) };
+      await answerCommand(req, { command, deadlineMs: 1000 }, res, { commands, allowed: commandsOf(allowed), authorizeRouter: async () => ((authorized = true), 'stop here'), admit: () => () => undefined, peer: () => 'test' });
+      return { status, reason, authorized };
+    };
+    // Refused before the router is even looked up: the node does not take it at all.
+    assert.deepEqual(await ask('DeleteSnapshot', 'modify'), { status: 403, reason: 'this node takes no DeleteSnapshot from the router (--transfer-router-takes)', authorized: false });
+    assert.deepEqual(await ask('ControllerModifyVolume', 'snapshots'), { status: 403, reason: 'this node takes no ControllerModifyVolume from the router (--transfer-router-takes)', authorized: false });
+    // A call it takes goes on to the router's authorization (refused here by the test's gate), and Holds goes with any.
+    assert.deepEqual(await ask('ControllerModifyVolume', 'modify'), { status: 403, reason: 'stop here', authorized: true });
+    assert.deepEqual(await ask('Holds', 'modify'), { status: 403, reason: 'stop here', authorized: true });
+  });
+
   it('routes: the six calls and Holds by POST only, a bounded deadline, nothing else', () => {
     assert.deepEqual(commandRoute('POST', '/v1/commands/CreateVolumeGroupSnapshot?deadline=300000'), { command: 'CreateVolumeGroupSnapshot', deadlineMs: 300_000 });
     assert.deepEqual(commandRoute('POST', '/v1/commands/Holds'), { command: 'Holds', deadlineMs: 900_000 });

@@ -75,6 +75,12 @@ resources:
   csi-resizer's ControllerModifyVolume (VolumeAttributesClasses). Without the transfer there is no way to a node.
 */}}
 {{- define "vpool.router" -}}{{ if and (include "vpool.nodeLocal" .) .Values.transfer.enabled (or .Values.groupSnapshots.enabled .Values.volumeAttributesClasses.enabled) }}true{{ end }}{{- end -}}
+{{- define "vpool.routerTakes" -}}
+{{- $takes := list -}}
+{{- if include "vpool.snapshotRouter" . }}{{ $takes = append $takes "snapshots" }}{{ end -}}
+{{- if include "vpool.modifiesVolumes" . }}{{ $takes = append $takes "modify" }}{{ end -}}
+{{ join "," $takes }}
+{{- end -}}
 {{/* Claims can change class on a live volume: file/lvm through the router; libvirt not yet. */}}
 {{- define "vpool.modifiesVolumes" -}}{{ if and .Values.volumeAttributesClasses.enabled (include "vpool.router" .) }}true{{ end }}{{- end -}}
 

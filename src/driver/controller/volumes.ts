@@ -106,9 +106,12 @@ export async function createVolume(ctx: ControllerContext, req: NewVolume): Prom
       if (existing.parameters.fsType && params.fsType && existing.parameters.fsType !== params.fsType) throw conflict(`volume ${name} exists for ${existing.parameters.fsType}, not ${params.fsType}`);
       const made = withoutMutable(existing.parameters, mutableSpec);
       if (!sameParameters(canonical(ctx, made), canonical(ctx, asked))) throw conflict(`volume ${name} exists with other parameters (${JSON.stringify(made)})`);
-      // Mutable parameters are not what the volume is: a retry asking others sets them, as ControllerModifyVolume would.
-      const wanted = withChanges(existing.parameters, mutable);
-      return wanted === existing.parameters || !ctx.backend.setParameters ? existing : ctx.backend.setParameters(id, wanted);
+      // The spec's "compatible with mutable_parameters": a retry asking other figures is another request (keys it does not name are not compared).
+      if (withChanges(existing.parameters, mutable) !== existing.parameters) {
+        const asked = Object.entries(mutable).map(([k, v]) => `${k}=${v ?? 'unlimited'}`).join(', ');
+        throw conflict(`volume ${name} exists with other mutable parameters than ${asked} (${JSON.stringify(existing.parameters)}): a live volume's class is changed with ControllerModifyVolume`);
+      }
+      return existing;
     }
 
     let minBytes = minimumFor(req.uses, params.fsType);

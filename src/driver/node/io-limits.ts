@@ -2,7 +2,7 @@ import { precondition } from '../../errors.js';
 import { log } from '../../log.js';
 import { deviceNumber } from '../../host/devices.js';
 import { isPodUid, type DeviceIoLimits, type PodCgroups } from '../../host/cgroup-io.js';
-import { readMounts } from '../../host/mounts.js';
+import { readMounts, type MountEntry } from '../../host/mounts.js';
 import { stateAt } from '../../host/staging.js';
 import type { BlockDevices, VolumeRecord } from '../../pool/backend.js';
 import { IO_LIMIT_KEYS, ioLimitsOf } from '../../pool/mutable-parameters.js';
@@ -32,92 +32,116 @@ export function kernelLimits(volume: VolumeRecord): DeviceIoLimits {
 
 const limited = (l: DeviceIoLimits) => Object.keys(l).length > 0;
 
+/** One look at the node for many volumes: the mount table, and each volume's attached devices. */
+export interface NodeTable {
+  mounts: MountEntry[];
+  devices: Map<string, string[]>;
+}
+
 /**
  * A node-local pool's I/O limits, held by the kernel for each pod that uses the volume: the limits
- * are set in the pod's cgroup on the device the pod was given. Who uses a volume is read from the
- * kernel's mount table (the kubelet's publish paths carry the pod's UID), never remembered, so a
- * restarted plugin applies them again from what it finds. The caller holds the volume's lock.
+ * are set in the pod's cgroup (cgroup v2 io.max, which holds the pod's containers) on the device the
+ * pod was given. Who uses a volume is read from the kernel's mount table (the kubelet's publish paths
+ * carry the pod's UID), never remembered, so a restarted plugin applies them again from what it
+ * finds. The caller holds the volume's lock.
  */
 export class PodIoLimits {
   constructor(
-    private readonly cgroups: PodCgroups | null,
+    /** The pod cgroups, or why this node cannot limit a pod's I/O. */
+    private readonly cgroups: PodCgroups | string,
     private readonly blockDevices: BlockDevices,
   ) {}
 
+  /** The mount table and the volumes' devices, read once. */
+  async table(volumeIds: readonly string[]): Promise<NodeTable> {
+    const attached = this.blockDevices.devicesOfMany ? await this.blockDevices.devicesOfMany(volumeIds) : new Map(await Promise.all(volumeIds.map(async (id) => [id, await this.blockDevices.devices(id)] as const)));
+    const devices = new Map([...attached].map(([id, a]) => [id, a.map((x) => x.device)]));
+    return { mounts: await readMounts(), devices };
+  }
+
   /** The pods using the volume on this node, from the mount table. */
-  async consumers(volumeId: string): Promise<Consumer[]> {
-    const devices = (await this.blockDevices.devices(volumeId)).map((a) => a.device);
+  async consumers(volumeId: string, table?: NodeTable): Promise<Consumer[]> {
+    const t = table ?? (await this.table([volumeId]));
+    const devices = t.devices.get(volumeId) ?? [];
     if (!devices.length) return [];
-    const mounts = await readMounts();
     const out: Consumer[] = [];
-    for (const m of mounts) {
+    for (const m of t.mounts) {
       const pod = podOfTarget(m.mountPoint);
       if (!pod || out.some((c) => c.target === m.mountPoint)) continue;
-      const state = await stateAt(mounts, m.mountPoint, devices);
+      const state = await stateAt(t.mounts, m.mountPoint, devices);
       if (state.kind === 'filesystem' || state.kind === 'block') out.push({ pod, device: state.device, target: m.mountPoint });
     }
     return out;
   }
 
   /**
-   * Sets the volume's recorded limits for every pod using it here (no figure lifts a limit). A pod
-   * whose cgroup is gone is ending: skipped. Every pod is tried; the failures are reported together.
+   * Sets the volume's recorded limits for every pod using it here, lifting what it no longer has (no
+   * write where the kernel holds them already). A pod whose cgroup is gone is ending: skipped. Every
+   * pod is tried; the failures are reported together.
    */
-  async apply(volume: VolumeRecord): Promise<void> {
+  async apply(volume: VolumeRecord, table?: NodeTable): Promise<void> {
     const limits = kernelLimits(volume);
-    const consumers = await this.consumers(volume.id);
-    if (!consumers.length) return;
+    if (typeof this.cgroups === 'string') {
+      if (limited(limits) && (await this.consumers(volume.id, table)).length) throw precondition(`volume ${volume.id}'s I/O limits are recorded, but cannot be set: ${this.cgroups}`);
+      return;
+    }
+    const consumers = await this.consumers(volume.id, table);
     const failed: string[] = [];
     for (const c of consumers) {
       try {
-        const cgroups = this.need(volume, limits);
-        if (!cgroups) return;
-        const dir = cgroups.podCgroup(c.pod);
+        const dir = this.cgroups.podCgroup(c.pod);
         if (!dir) {
           log.warn('a pod using the volume has no cgroup (ending?): its limits are not set', { volume: volume.id, pod: c.pod });
           continue;
         }
-        await cgroups.set(dir, await this.number(c.device), limits);
+        await this.cgroups.set(dir, await this.number(c.device), limits);
       } catch (err) {
         failed.push(`pod ${c.pod}: ${(err as Error).message}`);
       }
     }
     if (failed.length) throw precondition(`volume ${volume.id}'s I/O limits are recorded, but not set for ${failed.join('; ')}`);
-    log.info('volume I/O limits set', { volume: volume.id, pods: consumers.map((c) => c.pod), limits });
+    if (consumers.length) log.info('volume I/O limits set', { volume: volume.id, pods: consumers.map((c) => c.pod), limits });
+  }
+
+  /** At start: every volume in use here gets what its record says (set, or lifted), from one look at the node. */
+  async applyAll(volumeIds: readonly string[], withVolume: (id: string, fn: (now: VolumeRecord) => Promise<void>) => Promise<void>): Promise<void> {
+    const table = await this.table(volumeIds);
+    for (const id of volumeIds) {
+      if (!(table.devices.get(id) ?? []).length) continue;
+      // The record as it is under the volume's lock (a modify may have come in since the listing).
+      await withVolume(id, (now) => this.apply(now, table)).catch((err) => log.error('setting a volume\'s I/O limits again at start failed', { volume: id, error: String(err) }));
+    }
   }
 
   /** After a publish: the new pod gets the volume's limits (the kubelet made its cgroup before mounting its volumes). */
   async published(volume: VolumeRecord, target: string, device: string, podFromContext: string | undefined): Promise<void> {
     const limits = kernelLimits(volume);
     if (!limited(limits)) return;
-    const cgroups = this.need(volume, limits);
-    if (!cgroups) return;
-    const pod = podFromContext && isPodUid(podFromContext) ? podFromContext : podOfTarget(target);
+    if (typeof this.cgroups === 'string') throw precondition(`volume ${volume.id} has I/O limits, and ${this.cgroups}`);
+    const pod = podOf(target, podFromContext);
     if (!pod) {
       log.warn('published to a path that names no pod, and no pod UID in the volume context (CSIDriver podInfoOnMount): its I/O limits are not set', { volume: volume.id, target });
       return;
     }
-    const dir = cgroups.podCgroup(pod);
-    if (!dir) throw precondition(`volume ${volume.id} has I/O limits, and pod ${pod} has no cgroup under ${cgroups.candidates(pod)[0].replace(/\/[^/]+$/, '')} or the other kubepods cgroups looked at (--kubepods-cgroup)`);
+    const dir = this.cgroups.podCgroup(pod);
+    if (!dir) throw precondition(`volume ${volume.id} has I/O limits, and pod ${pod} has no cgroup under ${this.cgroups.candidates(pod)[0].replace(/\/[^/]+$/, '')} or the other kubepods cgroups looked at (--kubepods-cgroup)`);
     try {
-      await cgroups.set(dir, await this.number(device), limits);
+      await this.cgroups.set(dir, await this.number(device), limits);
     } catch (err) {
       throw precondition(`volume ${volume.id}'s I/O limits could not be set for pod ${pod}: ${(err as Error).message}`);
     }
   }
 
-  /** Before the pod's mount goes: its limit on the device is lifted (the device may be given to another pod next). */
+  /** Before the pod's mount goes: its limits on the device are lifted (the device may be given to another pod next). Never fails the unpublish. */
   async unpublished(target: string, device: string): Promise<void> {
-    const pod = podOfTarget(target);
-    const dir = pod && this.cgroups?.podCgroup(pod);
-    if (!dir || !this.cgroups) return;
-    await this.cgroups.clear(dir, await this.number(device)).catch((err) => log.warn('lifting a pod\'s I/O limits failed', { pod, device, err: String(err) }));
-  }
-
-  private need(volume: VolumeRecord, limits: DeviceIoLimits): PodCgroups | null {
-    if (this.cgroups) return this.cgroups;
-    if (limited(limits)) throw precondition(`volume ${volume.id} has I/O limits, and this node's cgroup filesystem (--cgroup-root) has no block I/O control (cgroup v2 io or v1 blkio)`);
-    return null;
+    try {
+      const pod = podOfTarget(target);
+      if (!pod || typeof this.cgroups === 'string') return;
+      const dir = this.cgroups.podCgroup(pod);
+      if (dir) await this.cgroups.clear(dir, await this.number(device));
+    } catch (err) {
+      log.warn('lifting a pod\'s I/O limits failed', { target, device, err: String(err) });
+    }
   }
 
   private async number(device: string): Promise<string> {
@@ -125,4 +149,15 @@ export class PodIoLimits {
     if (!n) throw new Error(`${device} is not a block device`);
     return n;
   }
+}
+
+/**
+ * The pod a publish is for: the kubelet's path names it; the volume context's (podInfoOnMount) is taken
+ * only where the path names none, and refused where the two disagree (a pod's limits on another pod).
+ */
+function podOf(target: string, fromContext: string | undefined): string | null {
+  const fromPath = podOfTarget(target);
+  const ctx = fromContext && isPodUid(fromContext) ? fromContext : undefined;
+  if (fromPath && ctx && fromPath !== ctx) throw precondition(`the volume context names pod ${ctx}, and the target path pod ${fromPath}`);
+  return fromPath ?? ctx ?? null;
 }
