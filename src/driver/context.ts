@@ -49,6 +49,8 @@ export interface DriverContext extends StartContext {
 export interface VolumeLimits {
   /** The caller holds the volume's lock. */
   apply(volume: VolumeRecord): Promise<void>;
+  /** Throws INVALID_ARGUMENT when a volume with these parameters could not be held to its limits here. */
+  check(parameters: Record<string, string>): void;
 }
 
 /**

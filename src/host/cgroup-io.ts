@@ -48,7 +48,11 @@ export class PodCgroups {
   /** The cgroup v2 filesystem under `root` (the host's /sys/fs/cgroup), or why the node cannot limit a pod's I/O. */
   static detect(root: string, parents: readonly string[] = ['kubepods.slice', 'kubepods']): PodCgroups | string {
     PodCgroups.checkParents(parents);
-    if (existsSync(path.join(root, 'cgroup.controllers'))) return new PodCgroups(root, parents);
+    if (existsSync(path.join(root, 'cgroup.controllers'))) {
+      // None of them there: the kubelet keeps its pods elsewhere, and no pod's cgroup would ever be found.
+      if (!parents.some((p) => existsSync(path.join(root, p)))) return `none of the kubelet's kubepods cgroups ${parents.join(', ')} is under ${root} (--kubepods-cgroup)`;
+      return new PodCgroups(root, parents);
+    }
     if (existsSync(path.join(root, 'blkio', 'blkio.throttle.read_iops_device'))) {
       return 'this node runs cgroup v1, whose blkio throttling does not reach the containers under a pod\'s cgroup: I/O limits need cgroup v2 (systemd.unified_cgroup_hierarchy=1, the default of current distributions)';
     }

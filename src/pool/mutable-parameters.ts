@@ -23,7 +23,8 @@ const MAX_BPS = 2 ** 50;
 
 const iops: MutableCheck = (v) => {
   if (v === UNLIMITED) return { value: null };
-  if (!/^[1-9][0-9]{0,9}$/.test(v) || Number(v) > MAX_IOPS) return `an I/O count per second is a whole number from 1 to ${MAX_IOPS}, or "${UNLIMITED}"`;
+  // The kernel's io.max takes no limit of 1 (it reads 0 and 1 as "none" on kernels with io.low).
+  if (!/^[1-9][0-9]{0,9}$/.test(v) || Number(v) < 2 || Number(v) > MAX_IOPS) return `an I/O count per second is a whole number from 2 to ${MAX_IOPS}, or "${UNLIMITED}"`;
   return { value: v };
 };
 

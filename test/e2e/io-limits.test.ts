@@ -14,9 +14,10 @@ const execFileP = promisify(execFile);
 
 /**
  * The file pool's I/O limits on this host: what a class records and refuses, what status, the volume
- * table and Prometheus show, and what the node plugin does on this host's cgroup version (v1 here:
- * publishing a limited volume is refused, since v1's throttling does not reach a pod's containers; on a
- * v2 host the limits are held, as test/vm/io-limits.vm-test.ts shows in the VM).
+ * table and Prometheus show (a controller, --mode controller, which records and holds nothing), and what
+ * a node plugin does on this host's cgroup version (v1 here: it takes no limits and publishes no limited
+ * volume, since v1's throttling does not reach a pod's containers; on a v2 host the limits are held, as
+ * test/vm/io-limits.vm-test.ts shows in the VM).
  */
 describe('I/O limits on a file-pool volume (VolumeAttributesClass, ControllerModifyVolume)', needsRoot(), () => {
   const pod = new PodCgroup('iolimits');
@@ -24,7 +25,7 @@ describe('I/O limits on a file-pool volume (VolumeAttributesClass, ControllerMod
 
   before(async () => {
     if (hostCgroupVersion() === 2) await pod.create();
-    d = await startDriver({ args: ['--kubepods-cgroup', pod.kubepods, '--metrics-address', '127.0.0.1:0'] });
+    d = await startDriver({ args: ['--mode', 'controller', '--metrics-address', '127.0.0.1:0'] });
   });
   after(async () => {
     try {
@@ -52,9 +53,9 @@ describe('I/O limits on a file-pool volume (VolumeAttributesClass, ControllerMod
     await refused({ readIOPSBurst: '1000' }, /bursts are applied by QEMU/);
     await refused({ readBytesPerSecond: '1k' }, /from 4Ki to 1Pi/);
     await refused({ tier: 'fast' }, /lvm pool/);
-    assert.equal(await codeOf(d.client.controllerModifyVolume({ volume_id: '', mutable_parameters: { readIOPS: '1' } })), 'INVALID_ARGUMENT');
-    assert.equal(await codeOf(d.client.controllerModifyVolume({ volume_id: 'vol-gone-0123456789abcdef', mutable_parameters: { readIOPS: '1' } })), 'NOT_FOUND');
-    assert.equal(await codeOf(d.client.controllerModifyVolume({ volume_id: 'non-existing-volume-id', mutable_parameters: { readIOPS: '1' } })), 'NOT_FOUND');
+    assert.equal(await codeOf(d.client.controllerModifyVolume({ volume_id: '', mutable_parameters: { readIOPS: '2' } })), 'INVALID_ARGUMENT');
+    assert.equal(await codeOf(d.client.controllerModifyVolume({ volume_id: 'vol-gone-0123456789abcdef', mutable_parameters: { readIOPS: '2' } })), 'NOT_FOUND');
+    assert.equal(await codeOf(d.client.controllerModifyVolume({ volume_id: 'non-existing-volume-id', mutable_parameters: { readIOPS: '2' } })), 'NOT_FOUND');
     // The resizer's --extra-modify-metadata keys change nothing and are not refused.
     await d.client.controllerModifyVolume({ volume_id: vol.volume_id, mutable_parameters: { 'csi.storage.k8s.io/pvc/name': 'x', readIOPS: '700' } });
     assert.equal(await record(), before);
@@ -83,20 +84,32 @@ describe('I/O limits on a file-pool volume (VolumeAttributesClass, ControllerMod
     assert.equal(samples(await (await fetch(`${httpBase(d)}/metrics`)).text(), 'vpool_csi_volume_io_limit').size, 0, 'a deleted volume leaves no series');
   });
 
-  it(`on this host's cgroup v${hostCgroupVersion()}: ${hostCgroupVersion() === 1 ? 'a limited volume is refused its publish, saying why, and left unmounted; an unlimited one publishes' : 'the limits are held on the pod\'s containers'}`, async () => {
+  it(`a node plugin on this host's cgroup v${hostCgroupVersion()}: ${hostCgroupVersion() === 1 ? 'takes no limits (create and modify refused, lifts taken), refuses to publish a volume that has some, publishes one without' : 'holds the limits on the pod\'s containers'}`, async () => {
+    const limited = (await d.client.createVolume({ name: 'v1-limited', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [blockCap()], mutable_parameters: { readIOPS: '500' } })).volume!;
+    // The same pool, now served by a node plugin (mode all, as the chart runs it).
+    await d.stop();
+    d = await startDriver({ dir: d.dir, args: ['--kubepods-cgroup', pod.kubepods] });
     if (hostCgroupVersion() === 2) {
+      await d.client.deleteVolume({ volume_id: limited.volume_id });
       d = await limitsHeldLive(d, pod, { name: 'host-block', access: 'block', restart: true });
       return;
     }
-    const limited = (await d.client.createVolume({ name: 'v1-limited', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [blockCap()], mutable_parameters: { readIOPS: '500' } })).volume!;
+    const cannot = /this node cannot hold a volume to I\/O limits: this node runs cgroup v1, whose blkio throttling does not reach the containers/;
+    await assert.rejects(d.client.createVolume({ name: 'v1-new', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [blockCap()], mutable_parameters: { readIOPS: '500' } }), (e: { code?: number; details?: string }) => e.code === 3 && cannot.test(e.details ?? ''));
     const plain = (await d.client.createVolume({ name: 'v1-plain', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [mountCap('ext4')] })).volume!;
+    await assert.rejects(d.client.controllerModifyVolume({ volume_id: plain.volume_id, mutable_parameters: { writeIOPS: '100' } }), (e: { code?: number; details?: string }) => e.code === 3 && cannot.test(e.details ?? ''));
+    assert.doesNotMatch(await readFile(path.join(d.poolDir, 'volumes', `${plain.volume_id}.json`), 'utf8'), /writeIOPS/, 'refused: nothing recorded');
     const p = kubeletPaths(d.mntDir, 'pv-v1-limited', pod.uid, 'block');
     const q = kubeletPaths(d.mntDir, 'pv-v1-plain', pod.uid, 'mount');
     for (const x of [p, q]) await makeKubeletDirs(x);
     await d.client.nodeStageVolume({ volume_id: limited.volume_id, staging_target_path: p.staging, volume_capability: blockCap() });
-    const call = d.client.nodePublishVolume({ volume_id: limited.volume_id, staging_target_path: p.staging, target_path: p.target, volume_capability: blockCap(), readonly: false, volume_context: { 'csi.storage.k8s.io/pod.uid': pod.uid } });
-    await assert.rejects(call, (e: { code?: number; details?: string }) => e.code === 9 && /has I\/O limits, and this node runs cgroup v1, whose blkio throttling does not reach the containers/.test(e.details ?? ''));
+    const publish = () => d.client.nodePublishVolume({ volume_id: limited.volume_id, staging_target_path: p.staging, target_path: p.target, volume_capability: blockCap(), readonly: false, volume_context: { 'csi.storage.k8s.io/pod.uid': pod.uid } });
+    await assert.rejects(publish(), (e: { code?: number; details?: string }) => e.code === 9 && /has I\/O limits, and this node runs cgroup v1, whose blkio throttling does not reach the containers/.test(e.details ?? ''));
     assert.ok(!(await readFile('/proc/self/mountinfo', 'utf8')).includes(p.target), 'the refused publish left no mount');
+    // A lift is taken: then the volume publishes.
+    await d.client.controllerModifyVolume({ volume_id: limited.volume_id, mutable_parameters: { readIOPS: 'unlimited' } });
+    await publish();
+    await d.client.nodeUnpublishVolume({ volume_id: limited.volume_id, target_path: p.target });
     await d.client.nodeStageVolume({ volume_id: plain.volume_id, staging_target_path: q.staging, volume_capability: mountCap('ext4') });
     await d.client.nodePublishVolume({ volume_id: plain.volume_id, staging_target_path: q.staging, target_path: q.target, volume_capability: mountCap('ext4'), readonly: false });
     await d.client.nodeUnpublishVolume({ volume_id: plain.volume_id, target_path: q.target });

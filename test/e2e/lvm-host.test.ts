@@ -130,7 +130,8 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
   });
 
   it('a class\'s I/O limits are LV tags: set at create, changed by ControllerModifyVolume in one metadata commit, read back after a restart', async () => {
-    let d = await startDriver({ args: ['--backend', 'lvm', '--vg', vg] });
+    // A controller (it records limits; holding them is a node's, test/vm/io-limits.vm-test.ts, and this host's cgroup v1 cannot).
+    let d = await startDriver({ args: ['--backend', 'lvm', '--vg', vg, '--mode', 'controller'] });
     try {
       const vol = (await d.client.createVolume({ name: 'pvc-limited', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [blockCap()], parameters: { writeIOPS: '300' }, mutable_parameters: { readIOPS: '500', writeBytesPerSecond: '20Mi' } })).volume!;
       const limitTags = () => lvsField('lv_tags', `${vg}/${vol.volume_id}`).trim().split(',').filter((t) => /IOPS|BytesPerSecond/.test(t)).sort();
@@ -147,7 +148,7 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
       assert.equal(seqno(), before + 1, 'a refused call commits nothing');
       // The tags are the record: a new process reads the limits from them (what it sets again on the pods using the volume).
       await d.stop();
-      d = await startDriver({ args: ['--backend', 'lvm', '--vg', vg], dir: d.dir });
+      d = await startDriver({ args: ['--backend', 'lvm', '--vg', vg, '--mode', 'controller'], dir: d.dir });
       const row = execFileSync(BIN, ['client', '--endpoint', d.endpoint, '-o', 'wide', 'list-volumes'], { encoding: 'utf8' }).split('\n').find((l) => l.startsWith(vol.volume_id))!;
       assert.match(row, / read 250 IO\/s,write 20Mi\/s /);
       // A create naming no limits is the same volume (keys it does not name are not compared); one naming others is another request.

@@ -6,7 +6,7 @@ import { MiB, type Driver } from './driver.js';
 import { fioInPod, kubeletPaths, makeKubeletDirs, type PodCgroup } from './pod-cgroup.js';
 import { majorMinor } from '../../src/host/devices.js';
 
-async function waitFor(what: string, probe: () => Promise<boolean>, ms = 30_000): Promise<void> {
+async function waitFor(what: string, probe: () => Promise<boolean>, ms = 180_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await probe().catch(() => false))) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);

@@ -22,6 +22,8 @@ export async function modifyVolume(ctx: ControllerContext, volumeId: string, mut
     const vol = await ctx.backend.getVolume(id);
     if (!vol) throw notFound(`volume ${volumeId} does not exist`);
     const next = withChanges(vol.parameters, changes);
+    // A node that cannot hold limits takes none (a lift it does take): a record it could never publish is refused now.
+    if (next !== vol.parameters) ctx.volumeLimits?.check(next);
     const updated = next === vol.parameters || !ctx.backend.setParameters ? vol : await ctx.backend.setParameters(id, next);
     await ctx.volumeLimits?.apply(updated);
     return updated;

@@ -139,6 +139,7 @@ export async function createVolume(ctx: ControllerContext, req: NewVolume): Prom
     const size = Math.max(chooseSize(range, { ...sizing, granularity: ctx.backend.granularity }), roundUp(minBytes, ctx.backend.granularity));
     if (range.limit && size > range.limit) throw outOfRange(`the volume needs at least ${formatBytes(size)} (filesystem or source minimum), more than limit_bytes ${formatBytes(range.limit)}`);
     const parameters: Record<string, string> = withChanges({ ...identityParameters(params) }, mutable);
+    ctx.volumeLimits?.check(parameters);
     if (params.pvcName) parameters.pvcName = params.pvcName;
     if (params.pvcNamespace) parameters.pvcNamespace = params.pvcNamespace;
     if (params.pvName) parameters.pvName = params.pvName;

@@ -1,9 +1,8 @@
-import { precondition } from '../../errors.js';
+import { invalid, precondition } from '../../errors.js';
 import { log } from '../../log.js';
 import { deviceNumber } from '../../host/devices.js';
 import { isPodUid, type DeviceIoLimits, type PodCgroups } from '../../host/cgroup-io.js';
 import { readMounts, type MountEntry } from '../../host/mounts.js';
-import { stateAt } from '../../host/staging.js';
 import type { BlockDevices, VolumeRecord } from '../../pool/backend.js';
 import { IO_LIMIT_KEYS, ioLimitsOf } from '../../pool/mutable-parameters.js';
 
@@ -25,7 +24,7 @@ export interface Consumer {
 }
 
 /** The kernel's four figures from a volume's recorded limits (bursts are QEMU's, not the kernel's). */
-export function kernelLimits(volume: VolumeRecord): DeviceIoLimits {
+export function kernelLimits(volume: Pick<VolumeRecord, 'parameters'>): DeviceIoLimits {
   const all = ioLimitsOf(volume.parameters);
   return Object.fromEntries(IO_LIMIT_KEYS.filter((k) => all[k] !== undefined).map((k) => [k, all[k]]));
 }
@@ -52,6 +51,17 @@ export class PodIoLimits {
     private readonly blockDevices: BlockDevices,
   ) {}
 
+  /** Why volumes with I/O limits cannot be held here (cgroup v1, no cgroup filesystem), or null: made or changed to have limits, they are refused. */
+  refusal(): string | null {
+    return typeof this.cgroups === 'string' ? this.cgroups : null;
+  }
+
+  /** INVALID_ARGUMENT (the spec's "the volume cannot support the parameters") when the record would hold limits this node cannot. */
+  check(parameters: Record<string, string>): void {
+    const why = this.refusal();
+    if (why && limited(kernelLimits({ parameters }))) throw invalid(`this node cannot hold a volume to I/O limits: ${why}`);
+  }
+
   /** The mount table and the volumes' devices, read once. */
   async table(volumeIds: readonly string[]): Promise<NodeTable> {
     const attached = this.blockDevices.devicesOfMany ? await this.blockDevices.devicesOfMany(volumeIds) : new Map(await Promise.all(volumeIds.map(async (id) => [id, await this.blockDevices.devices(id)] as const)));
@@ -59,17 +69,27 @@ export class PodIoLimits {
     return { mounts: await readMounts(), devices };
   }
 
-  /** The pods using the volume on this node, from the mount table. */
+  /**
+   * The pods using the volume on this node, from the mount table: a filesystem publish by the device
+   * number the kernel writes for the mount, a raw block publish (a bind of a device node, so a devtmpfs
+   * mount) by the device node at its path. Only devtmpfs mounts are looked at: another driver's hung NFS
+   * or FUSE mount under the kubelet's pods cannot hang the lookup.
+   */
   async consumers(volumeId: string, table?: NodeTable): Promise<Consumer[]> {
     const t = table ?? (await this.table([volumeId]));
-    const devices = t.devices.get(volumeId) ?? [];
-    if (!devices.length) return [];
+    const byNumber = new Map<string, string>();
+    for (const device of t.devices.get(volumeId) ?? []) {
+      const n = await deviceNumber(device);
+      if (n) byNumber.set(n, device);
+    }
+    if (!byNumber.size) return [];
     const out: Consumer[] = [];
     for (const m of t.mounts) {
       const pod = podOfTarget(m.mountPoint);
       if (!pod || out.some((c) => c.target === m.mountPoint)) continue;
-      const state = await stateAt(t.mounts, m.mountPoint, devices);
-      if (state.kind === 'filesystem' || state.kind === 'block') out.push({ pod, device: state.device, target: m.mountPoint });
+      const number = FS_TARGET.test(m.mountPoint) ? m.majorMinor : m.fsType === 'devtmpfs' ? await deviceNumber(m.mountPoint) : null;
+      const device = number ? byNumber.get(number) : undefined;
+      if (device) out.push({ pod, device, target: m.mountPoint });
     }
     return out;
   }
@@ -108,8 +128,12 @@ export class PodIoLimits {
     const table = await this.table(volumeIds);
     for (const id of volumeIds) {
       if (!(table.devices.get(id) ?? []).length) continue;
-      // The record as it is under the volume's lock (a modify may have come in since the listing).
-      await withVolume(id, (now) => this.apply(now, table)).catch((err) => log.error('setting a volume\'s I/O limits again at start failed', { volume: id, error: String(err) }));
+      // The record and the devices as they are under the volume's lock (a modify, an unstage may have come in since).
+      await withVolume(id, async (now) => {
+        const devices = (await this.blockDevices.devices(id)).map((a) => a.device);
+        const same = devices.length === table.devices.get(id)!.length && devices.every((d) => table.devices.get(id)!.includes(d));
+        await this.apply(now, same ? table : undefined);
+      }).catch((err) => log.error('setting a volume\'s I/O limits again at start failed', { volume: id, error: String(err) }));
     }
   }
 
@@ -119,10 +143,7 @@ export class PodIoLimits {
     if (!limited(limits)) return;
     if (typeof this.cgroups === 'string') throw precondition(`volume ${volume.id} has I/O limits, and ${this.cgroups}`);
     const pod = podOf(target, podFromContext);
-    if (!pod) {
-      log.warn('published to a path that names no pod, and no pod UID in the volume context (CSIDriver podInfoOnMount): its I/O limits are not set', { volume: volume.id, target });
-      return;
-    }
+    if (!pod) throw precondition(`volume ${volume.id} has I/O limits, and neither the target path (not the kubelet's) nor the volume context (the CSIDriver's podInfoOnMount) names the pod to hold to them`);
     const dir = this.cgroups.podCgroup(pod);
     if (!dir) throw precondition(`volume ${volume.id} has I/O limits, and pod ${pod} has no cgroup under ${this.cgroups.candidates(pod)[0].replace(/\/[^/]+$/, '')} or the other kubepods cgroups looked at (--kubepods-cgroup)`);
     try {
