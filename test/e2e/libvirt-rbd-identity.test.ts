@@ -24,13 +24,20 @@ describe('libvirt on a real Ceph, the controller with a Ceph identity', needsRoo
   let identity: Awaited<ReturnType<typeof controllerIdentity>>;
   let domDir = '';
   const doms: TestDomain[] = [];
+  // Every driver this suite starts, for the after hook's account of a failure: CI shows only the output's tail.
+  const logsSeen: string[][] = [];
+  const start = async (extra: string[] = []) => {
+    const drv = await startDriver({ ...(d ? { dir: d.dir } : {}), args: args(extra) });
+    logsSeen.push(drv.logs);
+    return drv;
+  };
   const args = (extra: string[] = [], poolName = pool.name) => ['--backend', 'libvirt', '--libvirt-uri', URI, '--libvirt-pool', poolName, '--hypervisor', 'hv-rbd', ...identity.flags, ...extra];
   before(async () => {
     await startLibvirt();
     ceph = await startCeph();
     pool = await rbdPool(ceph, 'vpool-rbd-id');
     identity = await controllerIdentity(ceph, 'e2e');
-    d = await startDriver({ args: args() });
+    d = await start();
   });
   after(async () => {
     const left = d ? await finish(d) : [];
@@ -38,9 +45,11 @@ describe('libvirt on a real Ceph, the controller with a Ceph identity', needsRoo
     if (domDir) await rm(domDir, { recursive: true, force: true });
     const left2 = ceph ? await images().catch(() => []) : [];
     await pool?.remove();
+    const health = left2.length ? await ceph.ceph('health', 'detail').catch((e: Error) => e.message) : '';
     await ceph?.stop();
     assert.deepEqual(left, []);
-    assert.deepEqual(left2, [], 'nothing is left in Ceph');
+    const warned = logsSeen.flat().filter((l) => /"level":"(warn|error)"/.test(l)).slice(-30);
+    assert.deepEqual(left2, [], `nothing is left in Ceph (ceph health: ${health.trim()}; the drivers' last warnings and errors:\n${warned.join('\n')})`);
   });
 
   const images = async () => (await ceph.rbd('ls', 'rbd')).split('\n').filter(Boolean);
@@ -108,7 +117,7 @@ describe('libvirt on a real Ceph, the controller with a Ceph identity', needsRoo
     const df = JSON.parse(await ceph.ceph('df', '--format', 'json')) as { pools: Array<{ name: string; stats: { max_avail: number } }> };
     const maxAvail = df.pools.find((p) => p.name === 'rbd')!.stats.max_avail;
     await d.stop();
-    d = await startDriver({ dir: d.dir, args: args(['--reserve', String(maxAvail - 16 * MiB)]) });
+    d = await start(['--reserve', String(maxAvail - 16 * MiB)]);
     await d.client.deleteSnapshot({ snapshot_id: s.snapshot_id });
     assert.ok((await images()).includes(`${s.snapshot_id}.retired`), 'retired');
     assert.equal((await info(rImage)).parent?.image, sImage, 'the restore still reads it');
@@ -116,7 +125,7 @@ describe('libvirt on a real Ceph, the controller with a Ceph identity', needsRoo
 
     // A start with room collects it: the restore is flattened, the retired image and its tombstone go.
     await d.stop();
-    d = await startDriver({ dir: d.dir, args: args() });
+    d = await start();
     await pollUntil(async () => !(await images()).some((i) => i.startsWith(s.snapshot_id)) || undefined, 60_000, async () => `the retired snapshot was not collected at start: ${(await images()).join(', ')}`);
     assert.equal((await info(rImage)).parent, undefined, 'the restore was flattened');
     assert.equal(await exportHash(`rbd/${rImage}`), atSnap, 'and holds the snapshot\'s data');
@@ -200,7 +209,7 @@ describe('libvirt on a real Ceph, the controller with a Ceph identity', needsRoo
     await ceph.rbd('create', '--size', '4M', 'rbd/someones-image');
     await ceph.rbd('snap', 'create', 'rbd/someones-image@to.x');
     await d.stop();
-    d = await startDriver({ dir: d.dir, args: args() });
+    d = await start();
     await pollUntil(async () => (await snapsOf(aImage)).length === 1 || undefined, 60_000, async () => `the orphan snapshot stays: ${(await snapsOf(aImage)).join(', ')}`);
     assert.deepEqual(await snapsOf(aImage), ['admins-own']);
     assert.deepEqual(await snapsOf('someones-image'), ['to.x']);
