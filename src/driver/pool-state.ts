@@ -23,7 +23,7 @@ export interface PoolFeatures {
 export const SNAPSHOT_SERVICES_BY_KIND: Readonly<Record<string, { snapshotMetadata: boolean; groupSnapshots: boolean; modifiesVolumes: boolean }>> = {
   file: { snapshotMetadata: true, groupSnapshots: true, modifiesVolumes: true },
   lvm: { snapshotMetadata: true, groupSnapshots: true, modifiesVolumes: true },
-  libvirt: { snapshotMetadata: true, groupSnapshots: false, modifiesVolumes: false },
+  libvirt: { snapshotMetadata: true, groupSnapshots: false, modifiesVolumes: true },
 };
 
 /** A pool not open yet (a VolumePool being built) is node-local: it grows on the node. */

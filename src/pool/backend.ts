@@ -99,6 +99,11 @@ export interface PoolBackend {
   readonly mutableParameters?: Readonly<Record<string, MutableCheck>>;
   /** Replaces the volume's recorded parameters in one atomic write; the caller holds the volume's lock and checked the keys. */
   setParameters?(id: string, parameters: Record<string, string>): Promise<VolumeRecord>;
+  /**
+   * Holds the recorded parameters where the controller itself applies them (libvirt: the disk in
+   * each domain it is attached to); node-local pools leave this out (their node plugins do it).
+   */
+  applyParameters?(vol: VolumeRecord): Promise<void>;
   /** The parameters as compared on a CreateVolume retry, when a default and an absent key mean the same. */
   canonicalParameters?(parameters: Record<string, string>): Record<string, string>;
   /** Throws with the reason when the pool cannot serve requests. */

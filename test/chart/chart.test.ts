@@ -334,10 +334,15 @@ describe('Helm chart', () => {
     // Each class's parameters are what the pools take (the same checks the driver makes).
     const { IO_LIMIT_PARAMETERS, parseMutableParameters } = await import('../../src/pool/mutable-parameters.js');
     for (const c of classes) assert.doesNotThrow(() => parseMutableParameters(c.parameters, IO_LIMIT_PARAMETERS), c.metadata.name);
-    // Where no claim can change class (no transfer: no way to the node; libvirt: not yet), no class is made.
-    for (const sets of [['transfer.enabled=false'], ['backend=libvirt'], ['volumeAttributesClasses.enabled=false']]) {
+    // Where no claim can change class (no transfer: no way to the node), no class is made.
+    for (const sets of [['transfer.enabled=false'], ['volumeAttributesClasses.enabled=false'], ['backend=libvirt', 'volumeAttributesClasses.enabled=false']]) {
       assert.equal(byKind(await render(sets, 'vpool-csi', [], ['--api-versions', 'storage.k8s.io/v1/VolumeAttributesClass']), 'VolumeAttributesClass').length, 0, sets.join());
     }
+    // libvirt changes a class on the controller (QEMU's throttling of the disk): the classes are made, bursts allowed there only.
+    const burst = ['volumeAttributesClasses.classes[0].name=bursty', 'volumeAttributesClasses.classes[0].parameters.readIOPS=500', 'volumeAttributesClasses.classes[0].parameters.readIOPSBurst=2000'].flatMap((s) => ['--set-string', s]);
+    const libvirtClasses = byKind(await render(['backend=libvirt'], 'vpool-csi', [], ['--api-versions', 'storage.k8s.io/v1/VolumeAttributesClass', ...burst]), 'VolumeAttributesClass') as unknown as { parameters: Record<string, string> }[];
+    assert.deepEqual(libvirtClasses.map((c) => c.parameters), [{ readIOPS: '500', readIOPSBurst: '2000' }]);
+    await assert.rejects(render(['backend=lvm'], 'vpool-csi', [], burst), /then/, 'the kernel\'s limits have no bursts');
     await assert.rejects(render(['volumeAttributesClasses.classes[0].name=x', 'volumeAttributesClasses.classes[0].parameters.readIOPS=lots']), /readIOPS/);
     await assert.rejects(render(['node.kubepodsCgroups[0]=../etc']), /kubepodsCgroups/);
     assert.ok(pods(await render(['node.kubepodsCgroups[0]=kubelet/kubepods'])).find((p) => p.owner.kind === 'DaemonSet')!.spec.containers[0].args!.includes('--kubepods-cgroup=kubelet/kubepods'));
@@ -424,6 +429,7 @@ describe('Helm chart', () => {
     assert.equal(resizerSocket('file without the transfer'), '--csi-address=/csi/csi.sock');
     assert.equal(resizerSocket('file without VolumeAttributesClasses'), '--csi-address=/csi/csi.sock');
     assert.equal(resizerSocket('file with group snapshots, without VolumeAttributesClasses'), '--csi-address=/csi/csi.sock', 'the router runs for the snapshotter, and the resizer does not change classes');
+    assert.equal(resizerSocket('libvirt'), '--csi-address=/csi/csi.sock', 'libvirt\'s controller changes classes itself');
     // A node takes from the router only the calls of the features turned on: a router certificate can do no more.
     const takes = (v: string) => pods(rendered[v]).find((p) => p.owner.kind === 'DaemonSet')!.spec.containers[0].args!.filter((a) => a.startsWith('--transfer-router-takes='));
     assert.deepEqual(takes('file (defaults)'), ['--transfer-router-takes=modify']);

@@ -4,7 +4,10 @@ import { idFor, memberIdFor } from '../../src/ids.js';
 import { diskXml, freeTarget, parseDomain, rbdModuleMissing } from '../../src/pool/libvirt/domains.js';
 import { rbdSource } from '../../src/pool/libvirt/rbd.js';
 import { parseXml } from '../../src/pool/libvirt/virsh.js';
-import { groupName, lvmNameProblem, markerName, parseName, serialFor, snapshotName, volumeName } from '../../src/pool/libvirt/names.js';
+import { groupName, limitsName, lvmNameProblem, markerName, parseName, serialFor, snapshotName, volumeName } from '../../src/pool/libvirt/names.js';
+import { checkBursts, tuneMatches, tuneOf } from '../../src/pool/libvirt/io-tune.js';
+import { limitParameters } from '../../src/pool/libvirt/volume-limits.js';
+import { IO_BURST_PARAMETERS, IO_LIMIT_PARAMETERS, parseMutableParameters } from '../../src/pool/mutable-parameters.js';
 
 describe('libvirt volume names', () => {
   const vol = idFor('vol', 'pvc-0f5e4c7a-51a4-4c52-a4a2-2d6f1c3c9b10');
@@ -55,6 +58,35 @@ describe('libvirt volume names', () => {
     }
   });
 
+  it('names a volume\'s I/O limits record: every key round-trips, the newest sequence is in force, within LVM\'s limit with all eight keys at their largest beside a VG of 15 characters', () => {
+    const hash = vol.slice(-16);
+    const all = { readIOPS: 1e9, writeIOPS: 500, readBytesPerSecond: 2 ** 50, writeBytesPerSecond: 20 * 2 ** 20, readIOPSBurst: 1e9, writeIOPSBurst: 2000, readBytesPerSecondBurst: 2 ** 50, writeBytesPerSecondBurst: 4096 };
+    const name = limitsName({ hash, sequence: 7, limits: all });
+    assert.deepEqual(parseName(name), { kind: 'limits', id: `iolimits-${hash}`, hash, sequence: 7, limits: all });
+    assert.equal(lvmNameProblem(name, 'v'.repeat(15)), null, `${name.length}: ${name} beside a VG name of 15 characters`);
+    const usual = limitsName({ hash, sequence: 1295, limits: { readIOPS: 500, writeIOPS: 500, readBytesPerSecond: 20 * 2 ** 20, writeBytesPerSecond: 20 * 2 ** 20 } });
+    assert.equal(lvmNameProblem(usual, 'v'.repeat(64)), null, `${usual.length}: the four limits beside a VG name of 64 characters`);
+    assert.equal(parseName(`iolimits-${hash}.s1`)?.kind, 'limits', 'a record of no limits still parses (and is removed as superseded)');
+    for (const bad of [`iolimits-${hash}.s1.ri-0500`, `iolimits-${hash}.s1.wi-1.ri-2`, `iolimits-${hash}.s1.ri-1.ri-2`, `iolimits-${hash}.s1.xx-1`, `iolimits-${hash}.1.ri-2`, `iolimits-XYZ.s1`, `iolimits-${hash}.s01`]) {
+      assert.equal(parseName(bad), null, bad);
+    }
+    // The record never reads as a volume's or a snapshot's ID.
+    assert.notEqual(parseName(name)!.id, vol);
+    const entries = [1, 3, 2].map((sequence) => ({ name: limitsName({ hash, sequence, limits: { readIOPS: sequence * 100 } }), parsed: parseName(limitsName({ hash, sequence, limits: { readIOPS: sequence * 100 } }))! }));
+    assert.deepEqual(limitParameters(entries, vol), { readIOPS: '300' }, 'the newest sequence');
+    assert.deepEqual(limitParameters(entries, idFor('vol', 'another')), {});
+  });
+
+  it('QEMU\'s throttling fields from a class: all eight (0 lifts), bursts only above their limit', () => {
+    const p = parseMutableParameters({ readIOPS: '500', writeBytesPerSecond: '20Mi', readIOPSBurst: '2000' }, { ...IO_LIMIT_PARAMETERS, ...IO_BURST_PARAMETERS });
+    assert.deepEqual(tuneOf(p as Record<string, string>), { read_iops_sec: 500, write_iops_sec: 0, read_bytes_sec: 0, write_bytes_sec: 20 * 2 ** 20, read_iops_sec_max: 2000, write_iops_sec_max: 0, read_bytes_sec_max: 0, write_bytes_sec_max: 0 });
+    assert.ok(tuneMatches({ read_iops_sec: 500, write_bytes_sec: 20 * 2 ** 20, read_iops_sec_max: 2000 }, p as Record<string, string>));
+    assert.ok(!tuneMatches({ read_iops_sec: 500 }, p as Record<string, string>));
+    assert.doesNotThrow(() => checkBursts({ readIOPS: '500', readIOPSBurst: '500' }));
+    assert.throws(() => checkBursts({ readIOPSBurst: '500' }), /readIOPSBurst needs readIOPS/);
+    assert.throws(() => checkBursts({ writeBytesPerSecond: '4096000', writeBytesPerSecondBurst: '8192' }), /below writeBytesPerSecond/);
+  });
+
   it('derives a virtio serial of at most 20 characters, unique per volume', () => {
     const serial = serialFor(vol);
     assert.match(serial, /^vp-[0-9a-f]{16}$/);
@@ -79,7 +111,7 @@ describe('libvirt domain XML', () => {
     assert.equal(d.uuid, '6a1b0c3e-1d2f-4e5a-8b9c-0d1e2f3a4b5c');
     assert.equal(d.running, true);
     assert.deepEqual(d.disks.map((x) => x.target), ['vda', 'vdb'], 'cdroms are not disks');
-    assert.deepEqual(d.disks[1], { target: 'vdb', serial: 'vp-0123456789abcdef', sourcePool: 'p1', sourceVolume: 'x.raw', sourceFile: undefined, readOnly: true, shared: true });
+    assert.deepEqual(d.disks[1], { target: 'vdb', serial: 'vp-0123456789abcdef', sourcePool: 'p1', sourceVolume: 'x.raw', sourceFile: undefined, readOnly: true, shared: true, iotune: {} });
     assert.equal(parseDomain(dom.replace(" id='3'", '')).running, false);
   });
 
@@ -92,6 +124,15 @@ describe('libvirt domain XML', () => {
     const wb = diskXml({ pool: 'p1', volume: 'v.raw', format: 'raw', serial: 's', readOnly: false, shared: false, cache: 'writeback' }, 'vdb');
     assert.doesNotMatch(wb, /io=|readonly|shareable/, 'io=native needs O_DIRECT');
     assert.match(diskXml({ pool: "p'<", volume: 'v', format: 'raw', serial: 's', readOnly: false, shared: false, cache: 'none' }, 'vdb'), /pool='p&apos;&lt;'/);
+  });
+
+  it('a disk carries its volume\'s throttling (<iotune>, set fields only) and reads it back', () => {
+    const xml = diskXml({ pool: 'p1', volume: 'v.raw', format: 'raw', serial: 's', readOnly: false, shared: false, cache: 'none', iotune: tuneOf({ readIOPS: '500', writeBytesPerSecond: '20971520' }) }, 'vdb');
+    assert.match(xml, /<iotune>\s*<read_iops_sec>500<\/read_iops_sec>\s*<write_bytes_sec>20971520<\/write_bytes_sec>\s*<\/iotune>/);
+    assert.doesNotMatch(xml, /_max|write_iops_sec/);
+    assert.doesNotMatch(diskXml({ pool: 'p1', volume: 'v.raw', format: 'raw', serial: 's', readOnly: false, shared: false, cache: 'none', iotune: tuneOf({}) }, 'vdb'), /iotune/);
+    const back = parseDomain(`<domain><uuid>u</uuid><devices>${xml.replace('</iotune>', '<group_name>drive-virtio-disk1</group_name></iotune>')}</devices></domain>`).disks[0];
+    assert.deepEqual(back.iotune, { read_iops_sec: 500, write_bytes_sec: 20971520 }, 'libvirt\'s group name is not a figure');
   });
 
   it('attaches an rbd image as a network disk with the pool\'s monitors and cephx secret (libvirt refuses rbd `volume` disks)', () => {

@@ -40,9 +40,9 @@ describe('the capability table', () => {
     // lvm serves both (where the node has device-mapper: test/vm/snapshot-backup-lvm.vm-test.ts); libvirt the metadata
     // (all allocated, no delta) but no groups yet;
     // nothing is advertised for a kind not in the table.
-    // lvm and file change I/O limits on live volumes (MODIFY_VOLUME); libvirt not yet.
+    // Every pool changes I/O limits on live volumes (MODIFY_VOLUME): lvm and file in the pods' cgroups, libvirt in QEMU.
     assert.deepEqual(SNAPSHOT_SERVICES_BY_KIND.lvm, { snapshotMetadata: true, groupSnapshots: true, modifiesVolumes: true });
-    assert.deepEqual(SNAPSHOT_SERVICES_BY_KIND.libvirt, { snapshotMetadata: true, groupSnapshots: false, modifiesVolumes: false });
+    assert.deepEqual(SNAPSHOT_SERVICES_BY_KIND.libvirt, { snapshotMetadata: true, groupSnapshots: false, modifiesVolumes: true });
     assert.deepEqual(poolFeatures({ backendKind: 'something-else' }).snapshotMetadata, false);
   });
 });

@@ -78,11 +78,11 @@ resources:
 {{- define "vpool.routerTakes" -}}
 {{- $takes := list -}}
 {{- if include "vpool.snapshotRouter" . }}{{ $takes = append $takes "snapshots" }}{{ end -}}
-{{- if include "vpool.modifiesVolumes" . }}{{ $takes = append $takes "modify" }}{{ end -}}
+{{- if and (include "vpool.router" .) (include "vpool.modifiesVolumes" .) }}{{ $takes = append $takes "modify" }}{{ end -}}
 {{ join "," $takes }}
 {{- end -}}
-{{/* Claims can change class on a live volume: file/lvm through the router; libvirt not yet. */}}
-{{- define "vpool.modifiesVolumes" -}}{{ if and .Values.volumeAttributesClasses.enabled (include "vpool.router" .) }}true{{ end }}{{- end -}}
+{{/* Claims can change class on a live volume: file/lvm through the router (to the node holding it); libvirt on the controller itself. */}}
+{{- define "vpool.modifiesVolumes" -}}{{ if and .Values.volumeAttributesClasses.enabled (or (not (include "vpool.nodeLocal" .)) (include "vpool.router" .)) }}true{{ end }}{{- end -}}
 
 {{/* The controller pods' label selector: the snapshot router's certificate is issued to, and taken from, its pods only. */}}
 {{- define "vpool.controllerPodSelector" -}}

@@ -25,6 +25,7 @@ export async function modifyVolume(ctx: ControllerContext, volumeId: string, mut
     // A node that cannot hold limits takes none (a lift it does take): a record it could never publish is refused now.
     if (next !== vol.parameters) ctx.volumeLimits?.check(next);
     const updated = next === vol.parameters || !ctx.backend.setParameters ? vol : await ctx.backend.setParameters(id, next);
+    await ctx.backend.applyParameters?.(updated);
     await ctx.volumeLimits?.apply(updated);
     return updated;
   });

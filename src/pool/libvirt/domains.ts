@@ -12,6 +12,8 @@ export interface DomainDisk {
   sourceFile?: string;
   readOnly: boolean;
   shared: boolean;
+  /** QEMU's throttling of the disk: libvirt's <iotune> fields that are set (absent: none). */
+  iotune: Record<string, number>;
 }
 
 export interface DomainInfo {
@@ -40,6 +42,8 @@ export interface DiskSpec {
   shared: boolean;
   /** libvirt's cache mode; io='native' goes with the O_DIRECT modes only. */
   cache: string;
+  /** <iotune> fields (io-tune.ts); those at 0 are left out. */
+  iotune?: Record<string, number>;
 }
 
 export function parseDomain(xml: string): DomainInfo {
@@ -49,6 +53,14 @@ export function parseDomain(xml: string): DomainInfo {
     .filter((d) => (attr(d, 'device') ?? 'disk') === 'disk')
     .map((d) => {
       const source = child(d, 'source');
+      const tune = child(d, 'iotune');
+      const iotune: Record<string, number> = {};
+      if (tune && typeof tune === 'object' && !Array.isArray(tune)) {
+        for (const key of Object.keys(tune)) {
+          const v = Number(text(tune, key));
+          if (Number.isSafeInteger(v) && v > 0) iotune[key] = v;
+        }
+      }
       return {
         target: attr(child(d, 'target'), 'dev') ?? '',
         serial: text(d, 'serial'),
@@ -57,6 +69,7 @@ export function parseDomain(xml: string): DomainInfo {
         sourceFile: attr(source, 'file') ?? attr(source, 'dev') ?? attr(source, 'name'),
         readOnly: child(d, 'readonly') !== undefined,
         shared: child(d, 'shareable') !== undefined,
+        iotune,
       };
     });
   const root = dom && typeof dom === 'object' && !Array.isArray(dom) ? dom : undefined;
@@ -76,6 +89,11 @@ function sourceXml(d: DiskSpec): string[] {
   ];
 }
 
+function tuneLines(iotune: Record<string, number> | undefined): string[] {
+  const set = Object.entries(iotune ?? {}).filter(([, v]) => v > 0);
+  return set.length ? ['  <iotune>', ...set.map(([f, v]) => `    <${f}>${v}</${f}>`), '  </iotune>'] : [];
+}
+
 export function diskXml(d: DiskSpec, target: string): string {
   // io='native' needs O_DIRECT (cache none or directsync) and a local file or device.
   const io = !d.rbd && (d.cache === 'none' || d.cache === 'directsync') ? " io='native'" : '';
@@ -87,6 +105,7 @@ export function diskXml(d: DiskSpec, target: string): string {
     `  <serial>${xmlEscape(d.serial)}</serial>`,
     ...(d.readOnly ? ['  <readonly/>'] : []),
     ...(d.shared ? ['  <shareable/>'] : []),
+    ...tuneLines(d.iotune),
     '</disk>',
   ].join('\n');
 }
@@ -201,6 +220,17 @@ export class Domains {
     } finally {
       await early?.stop();
     }
+  }
+
+  /**
+   * Sets a disk's throttling wherever the domain has it: live while it runs (QEMU throttles at once,
+   * the guest sees nothing else change) and in the persistent definition, so a restart keeps it.
+   */
+  async setTune(dom: DomainInfo, target: string, fields: Record<string, number>): Promise<void> {
+    const inactive = dom.running ? await this.libvirt.domainXml(dom.uuid, true) : null;
+    const inConfig = !dom.running || (inactive !== null && parseDomain(inactive).disks.some((d) => d.target === target));
+    const live = dom.running && dom.disks.some((d) => d.target === target);
+    if (live || inConfig) await this.libvirt.setBlockIoTune(dom.uuid, target, fields, { live, config: inConfig });
   }
 
   /** Tells a running domain its disk grew, so the guest sees the new size at once. */

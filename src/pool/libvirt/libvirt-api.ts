@@ -60,6 +60,8 @@ export interface Libvirt {
   attachDevice(domain: string, xml: string, affect: Affect): Promise<void>;
   detachDevice(domain: string, xml: string, affect: Affect): Promise<void>;
   blockResize(domain: string, target: string, bytes: number): Promise<void>;
+  /** virDomainSetBlockIoTune: QEMU's throttling of one disk (libvirt's <iotune> field names, whole numbers; 0 lifts). */
+  setBlockIoTune(domain: string, target: string, fields: Record<string, number>, affect: Affect): Promise<void>;
   /** libvirt's device-removed events of one domain for at most timeoutMs. */
   deviceRemoved(domain: string, timeoutMs: number): EventWatch;
 

@@ -2,6 +2,7 @@ import { notFound, precondition, unavailable } from '../../errors.js';
 import type { Attachment, PublishSpec, PublishState, ControllerAttacher } from '../backend.js';
 import type { LibvirtPool } from './libvirt-pool.js';
 import { SERIAL_RE, serialFor } from './names.js';
+import { tuneOf } from './io-tune.js';
 
 export interface PublisherOptions {
   /** libvirt disk cache mode: none (O_DIRECT, with io='native') unless the pool's filesystem refuses O_DIRECT. */
@@ -40,8 +41,9 @@ export class LibvirtAttacher implements ControllerAttacher {
   async publish(volumeId: string, nodeId: string, spec: PublishSpec, decide: (state: PublishState) => boolean): Promise<Record<string, string>> {
     const serial = serialFor(volumeId);
     const context = { serial, devicePath: `/dev/disk/by-id/virtio-${serial}` };
-    const v = await this.pool.find('vol', volumeId);
-    if (!v) throw notFound(`volume ${volumeId} does not exist`);
+    const found = await this.pool.findWithLimits(volumeId);
+    if (!found) throw notFound(`volume ${volumeId} does not exist`);
+    const { v, limits } = found;
     // One scan of the domains answers everything: which is the node, where the volume is, how full the node is.
     const domains = await this.pool.domains.all();
     const dom = domains.find((d) => d.uuid === nodeId.toLowerCase() || d.name === nodeId);
@@ -62,6 +64,8 @@ export class LibvirtAttacher implements ControllerAttacher {
       readOnly: spec.readOnly,
       shared: spec.shared,
       cache: this.opts.diskCache,
+      // Every attach carries the volume's limits: a disk is never throttled less than its class says, not even for a moment.
+      iotune: tuneOf(limits),
     });
     return context;
   }

@@ -19,6 +19,9 @@ import { attr, child, LibvirtMissingError, parseXml, text } from './virsh.js';
 import { FILE_POOLS, LibvirtStore, type VolumeStore } from './volume-store.js';
 import { cephFailure, CephStore } from './ceph-store.js';
 import { Librbd, type CephIdentity, type CephImages } from './librbd.js';
+import { IO_BURST_PARAMETERS, IO_LIMIT_PARAMETERS, hasIoLimits, ioLimitsOf } from '../mutable-parameters.js';
+import { checkBursts } from './io-tune.js';
+import { LibvirtVolumeLimits, limitParameters } from './volume-limits.js';
 
 export interface LibvirtPoolOptions {
   pool: string;
@@ -44,6 +47,9 @@ export class LibvirtPool implements PoolBackend {
   readonly volumeParameters: Record<string, ParameterCheck>;
   readonly snapshotParameters: Record<string, ParameterCheck> = {};
   readonly groupSnapshots: LibvirtGroupSnapshots;
+  /** QEMU throttles a disk with bursts too (libvirt's <iotune>). */
+  readonly mutableParameters = { ...IO_LIMIT_PARAMETERS, ...IO_BURST_PARAMETERS };
+  readonly limits: LibvirtVolumeLimits;
   /** rbd pools: every copy is a Ceph clone, and an image with clones is retired rather than removed. */
   readonly clones?: CloneChains;
 
@@ -66,6 +72,7 @@ export class LibvirtPool implements PoolBackend {
     // The local daemon's file pool: the files are on this host, and their facts can be held while they are unchanged.
     this.listing = new PoolListing(this.store, fileBacked && libvirt.transport === 'rpc' ? targetPath : undefined);
     this.disks = new VolumeDisks(domains, opts.pool, (name) => this.pathOf(name));
+    this.limits = new LibvirtVolumeLimits({ createRecord: (name) => this.createMarker(name), deleteNamed: (name) => this.deleteNamed(name), domains, disks: this.disks });
     const listing = this.listing;
     this.groupSnapshots = new LibvirtGroupSnapshots({
       poolType,
@@ -182,6 +189,7 @@ export class LibvirtPool implements PoolBackend {
         log.warn('cannot remove what an interrupted copy left (still being written?)', { id, err: String(err) });
       }
     }
+    if (how.atStart) await this.limits.sweep(await this.listing.entries());
   }
 
   /** The pool can serve: libvirt's pool runs, or with a Ceph identity Ceph answers the controller's user. */
@@ -244,6 +252,13 @@ export class LibvirtPool implements PoolBackend {
   /** A complete volume of ours by ID (a volume's or a snapshot's). */
   find<K extends 'vol' | 'snap'>(kind: K, id: string, entries?: Entry[]): Promise<PoolVolume<K extends 'vol' ? VolumeName : SnapshotName> | null> {
     return this.listing.find(kind, id, entries);
+  }
+
+  /** A complete volume and the I/O limits recorded for it, from one listing (what an attach needs). */
+  async findWithLimits(id: string): Promise<{ v: PoolVolume<VolumeName>; limits: Record<string, string> } | null> {
+    const entries = await this.listing.entries();
+    const v = await this.find('vol', id, entries);
+    return v ? { v, limits: limitParameters(entries, id) } : null;
   }
 
   /** One volume or snapshot by ID: one listing (kept for the act that follows) and its XML. */
@@ -376,6 +391,7 @@ export class LibvirtPool implements PoolBackend {
     const size = roundUp(spec.capacityBytes, this.granularity);
     await this.requireSpace(size, `a ${size}-byte volume`);
     const preallocated = p.preallocate === 'true';
+    checkBursts(p);
     let source: PoolVolume | null = null;
     if (spec.source) {
       source = spec.source.kind === 'volume' ? await this.find('vol', spec.source.id, entries) : await this.find('snap', spec.source.id, entries);
@@ -391,15 +407,24 @@ export class LibvirtPool implements PoolBackend {
       wipe: p.wipe,
       source: spec.source ? { kind: spec.source.kind, hash: idHash(spec.source.id) } : undefined,
     });
-    if (!source) {
-      await this.createBlank(name, size, format, preallocated);
-    } else {
-      await this.copy(spec.id, source, name, size, format, preallocated);
+    // The limits first: a volume is never seen without the limits it was made with (a crash before
+    // the volume leaves a record its retry replaces, or the next start removes).
+    const limited = hasIoLimits(ioLimitsOf(p));
+    if (limited) await this.limits.record(spec.id, p, entries);
+    try {
+      if (!source) {
+        await this.createBlank(name, size, format, preallocated);
+      } else {
+        await this.copy(spec.id, source, name, size, format, preallocated);
+      }
+    } catch (err) {
+      if (limited) await this.limits.drop(spec.id, await this.listing.entries()).catch((e: unknown) => log.error('cleanup after a failed create', { id: spec.id, err: String(e) }));
+      throw err;
     }
     const f = await this.sizeAndPath(name);
     const parsed = parseName(name);
     if (!f || parsed?.kind !== 'vol') throw internal(`volume ${name} vanished right after it was created`);
-    return this.listing.volumeRecord({ name, parsed }, f, entries);
+    return this.listing.volumeRecord({ name, parsed }, f, await this.listing.entries());
   }
 
   /** The smallest volume the pool can hold (one byte in a file, one extent in a VG): it marks a copy in progress. */
@@ -446,6 +471,25 @@ export class LibvirtPool implements PoolBackend {
     const entries = (await this.listing.entriesFor(id)).filter((e) => e.parsed.id === id);
     for (const e of entries) if (e.parsed.kind === 'vol') await this.removeEntry(e, e.parsed.wipe);
     for (const e of entries) if (e.parsed.kind === 'marker') await this.deleteNamed(e.name);
+    // After the volume: a crash in between leaves a record the next start removes, never a volume without its limits.
+    await this.limits.drop(id, await this.listing.entriesFor(id));
+  }
+
+  /** Records a volume's I/O limits (the record's one create is the change); the caller holds its lock. */
+  async setParameters(id: string, parameters: Record<string, string>): Promise<VolumeRecord> {
+    checkBursts(parameters);
+    const entries = await this.listing.entries();
+    if (!(await this.find('vol', id, entries))) throw notFound(`volume ${id} does not exist in libvirt pool ${this.opts.pool}`);
+    await this.limits.record(id, parameters, entries);
+    const updated = await this.getVolume(id);
+    if (!updated) throw notFound(`volume ${id} does not exist in libvirt pool ${this.opts.pool}`);
+    return updated;
+  }
+
+  /** Throttles the volume's disk in every domain it is attached to as its record says. */
+  async applyParameters(vol: VolumeRecord): Promise<void> {
+    const v = await this.find('vol', vol.id);
+    if (v) await this.limits.apply(v, vol.parameters);
   }
 
   async expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord> {

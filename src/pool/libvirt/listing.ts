@@ -2,6 +2,7 @@ import type { SnapshotRecord, VolumeRecord } from '../backend.js';
 import { idHash, parseName, type GroupName, type PoolName, type SnapshotName, type VolumeName } from './names.js';
 import { FileFacts, type VolumeSizeAndPath } from './file-facts.js';
 import type { VolumeStore } from './volume-store.js';
+import { limitParameters } from './volume-limits.js';
 
 export type { VolumeSizeAndPath };
 import { child, parseXml, text } from './virsh.js';
@@ -136,6 +137,7 @@ export class PoolListing {
     if (p.format !== 'raw') parameters.format = p.format;
     if (p.preallocated) parameters.preallocate = 'true';
     if (p.wipe) parameters.wipe = p.wipe;
+    Object.assign(parameters, limitParameters(entries, p.id));
     const sourceKind = p.source?.kind === 'volume' ? 'vol' : 'snap';
     // Names keep only the source's hash; when the source is gone, the ID of that hash with an empty slug stands for it.
     const sourceId = p.source ? (this.fullId(sourceKind, p.source.hash, entries) ?? `${sourceKind}--${p.source.hash}`) : undefined;

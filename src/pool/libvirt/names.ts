@@ -13,6 +13,9 @@ import type { ContentSource } from '../backend.js';
  *             running disk, or a group is made or unmade: libvirt would let anyone delete its targets)
  *   retired   <volume-or-snapshot-id>.retired    (rbd: deleted, but Ceph clones still read its data;
  *             removed with the image once the last of them is gone)
+ *   limits    iolimits-<volume id hash>.s<sequence, base 36>[.<key>-<value, base 36>]...  (a volume's
+ *             I/O limits, its VolumeAttributesClass: a change makes the next sequence, then removes the
+ *             older; the newest is the volume's. The hash, not the ID, keeps it within LVM's names)
  *
  * Sources are named by the 16-hex hash that ends every ID rather than the whole ID, so that the
  * longest names a Kubernetes CO produces (pvc-<uuid>, snapshot-<uuid>) stay within LVM's 127
@@ -70,7 +73,19 @@ export interface RetiredName {
   id: string;
 }
 
-export type PoolName = VolumeName | SnapshotName | GroupName | MarkerName | RetiredName;
+/** A volume's I/O limits record: the newest sequence of a volume's hash is in force. */
+export interface LimitsName {
+  kind: 'limits';
+  /** iolimits-<hash>: never a volume's or snapshot's ID, so what looks for those passes these by. */
+  id: string;
+  /** The hash of the volume's ID (idHash). */
+  hash: string;
+  sequence: number;
+  /** Mutable parameter keys (mutable-parameters.ts) and their whole-number values. */
+  limits: Record<string, number>;
+}
+
+export type PoolName = VolumeName | SnapshotName | GroupName | MarkerName | RetiredName | LimitsName;
 
 /** The 16 hex characters that end every volume and snapshot ID (unique per CSI name). */
 export function idHash(id: string): string {
@@ -103,8 +118,46 @@ export function markerName(id: string, startedAt?: number): string {
   return startedAt === undefined ? `${id}.${INCOMPLETE}` : `${id}.t${startedAt.toString(36)}.${INCOMPLETE}`;
 }
 
+/** The name's short words for the limit keys (m: the burst's maximum). */
+const LIMIT_TOKENS: Readonly<Record<string, string>> = {
+  readIOPS: 'ri',
+  writeIOPS: 'wi',
+  readBytesPerSecond: 'rb',
+  writeBytesPerSecond: 'wb',
+  readIOPSBurst: 'rim',
+  writeIOPSBurst: 'wim',
+  readBytesPerSecondBurst: 'rbm',
+  writeBytesPerSecondBurst: 'wbm',
+};
+const KEY_OF_TOKEN = new Map(Object.entries(LIMIT_TOKENS).map(([k, t]) => [t, k]));
+const LIMITS_PREFIX = 'iolimits-';
+
+export function limitsName(l: Omit<LimitsName, 'kind' | 'id'>): string {
+  const tokens = Object.keys(LIMIT_TOKENS)
+    .filter((k) => Object.hasOwn(l.limits, k))
+    .map((k) => `${LIMIT_TOKENS[k]}-${l.limits[k].toString(36)}`);
+  return [`${LIMITS_PREFIX}${l.hash}`, `s${l.sequence.toString(36)}`, ...tokens].join('.');
+}
+
+function parseLimits(name: string): LimitsName | null {
+  const [head, seq, ...tokens] = name.split('.');
+  const hash = head.slice(LIMITS_PREFIX.length);
+  if (!HASH.test(hash) || !seq || !/^s[0-9a-z]{1,8}$/.test(seq)) return null;
+  const limits: Record<string, number> = {};
+  for (const t of tokens) {
+    const m = /^([a-z]{2,3})-([0-9a-z]{1,12})$/.exec(t);
+    const key = m ? KEY_OF_TOKEN.get(m[1]) : undefined;
+    if (!m || !key || Object.hasOwn(limits, key)) return null;
+    limits[key] = parseInt(m[2], 36);
+  }
+  const parsed: LimitsName = { kind: 'limits', id: head, hash, sequence: parseInt(seq.slice(1), 36), limits };
+  // Only the one spelling this driver writes (key order, no leading zeros).
+  return limitsName(parsed) === name ? parsed : null;
+}
+
 /** Parses a libvirt volume name; null for anything this driver did not make. */
 export function parseName(name: string): PoolName | null {
+  if (name.startsWith(LIMITS_PREFIX)) return parseLimits(name);
   const parts = name.split('.');
   const id = parts[0];
   const kind = isId('vol', id) ? 'vol' : isId('snap', id) ? 'snap' : isId('group', id) ? 'group' : null;

@@ -89,6 +89,11 @@ export class VirshLibvirt implements Libvirt {
     await this.virsh.run(['blockresize', '--domain', domain, '--path', target, '--size', `${bytes}B`]);
   }
 
+  async setBlockIoTune(domain: string, target: string, fields: Record<string, number>, affect: Affect): Promise<void> {
+    const options = Object.entries(fields).flatMap(([f, v]) => [`--${f.replace(/_/g, '-')}`, String(v)]);
+    await this.virsh.run(['blkdeviotune', '--domain', domain, '--device', target, ...options, ...affectArgs(affect)]);
+  }
+
   deviceRemoved(domain: string, timeoutMs: number): EventWatch {
     return this.virsh.events(domain, 'device-removed', timeoutMs);
   }

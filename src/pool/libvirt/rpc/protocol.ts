@@ -72,6 +72,7 @@ export const enum Proc {
   DomainAttachDeviceFlags = 160,
   DomainDetachDeviceFlags = 161,
   DomainBlockResize = 251,
+  DomainSetBlockIoTune = 252,
   StorageVolWipePattern = 259,
   StorageVolResize = 260,
   ConnectListAllDomains = 273,

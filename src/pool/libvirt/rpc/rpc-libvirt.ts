@@ -26,6 +26,7 @@ const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 const DEVICE_REMOVED = 15; // VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED
 const XML_INACTIVE = 2; // VIR_DOMAIN_XML_INACTIVE
 const BLOCK_RESIZE_BYTES = 1;
+const TYPED_PARAM_ULLONG = 4; // VIR_TYPED_PARAM_ULLONG: remote_typed_param_value's discriminant
 
 const readDomain = (r: XdrReader): DomainRef => ({ name: r.string(), uuid: Buffer.from(r.fixed(16)), id: r.i32() });
 const writeDomain = (w: XdrWriter, d: DomainRef) => w.string(d.name).fixed(d.uuid).i32(d.id);
@@ -257,6 +258,16 @@ export class RpcLibvirt implements Libvirt {
   async blockResize(domain: string, target: string, bytes: number): Promise<void> {
     const d = await this.domain(domain);
     await this.call(Proc.DomainBlockResize, (w) => writeDomain(w, d).string(target).u64(bytes).u32(BLOCK_RESIZE_BYTES));
+  }
+
+  async setBlockIoTune(domain: string, target: string, fields: Record<string, number>, affect: Affect): Promise<void> {
+    const d = await this.domain(domain);
+    const entries = Object.entries(fields);
+    await this.call(Proc.DomainSetBlockIoTune, (w) => {
+      writeDomain(w, d).string(target).u32(entries.length);
+      for (const [field, value] of entries) w.string(field).i32(TYPED_PARAM_ULLONG).u64(value);
+      w.u32(affectFlags(affect));
+    });
   }
 
   /**
