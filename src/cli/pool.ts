@@ -21,10 +21,11 @@ export function addPoolCommands(program: Command): void {
     .option('--thin-pool <name>', 'create a thin pool of this name')
     .option('--thin-size <size>', 'thin pool size: a share of the VG (90%) or a size (100Gi)', '90%')
     .option('--wipe', 'erase existing signatures on the devices (destroys their data)')
+    .option('--tier <name>', 'the devices\' tier (fast, slow, ...): a StorageClass with tier: <name> places its volumes on them')
     .argument('<device...>')
-    .action(async (devices: string[], o: { vg: string; thinPool?: string; thinSize: string; wipe?: boolean }) => {
+    .action(async (devices: string[], o: { vg: string; thinPool?: string; thinSize: string; wipe?: boolean; tier?: string }) => {
       const { cli, admin } = await lvm();
-      console.log(await admin.initPool(cli, { vg: o.vg, devices, thinPool: o.thinPool, thinSize: o.thinSize, wipe: !!o.wipe }));
+      console.log(await admin.initPool(cli, { vg: o.vg, devices, thinPool: o.thinPool, thinSize: o.thinSize, wipe: !!o.wipe, tier: o.tier }));
     });
   pool
     .command('extend')
@@ -32,10 +33,11 @@ export function addPoolCommands(program: Command): void {
     .requiredOption('--vg <name>', 'volume group name')
     .option('--grow-thin-pool', 'then give the thin pool all the free space of the VG')
     .option('--wipe', 'erase existing signatures on the new devices')
+    .option('--tier <name>', 'the devices\' tier (devices already in the pool may be named to change theirs)')
     .argument('<device...>')
-    .action(async (devices: string[], o: { vg: string; growThinPool?: boolean; wipe?: boolean }) => {
+    .action(async (devices: string[], o: { vg: string; growThinPool?: boolean; wipe?: boolean; tier?: string }) => {
       const { cli, admin } = await lvm();
-      console.log(await admin.extendPool(cli, { vg: o.vg, devices, wipe: !!o.wipe, growThinPool: !!o.growThinPool }));
+      console.log(await admin.extendPool(cli, { vg: o.vg, devices, wipe: !!o.wipe, growThinPool: !!o.growThinPool, tier: o.tier }));
     });
   pool
     .command('status')

@@ -17,9 +17,9 @@ export type IoLimitKey = (typeof IO_LIMIT_KEYS)[number];
 export const IO_BURST_KEYS = ['readIOPSBurst', 'writeIOPSBurst', 'readBytesPerSecondBurst', 'writeBytesPerSecondBurst'] as const;
 export type IoBurstKey = (typeof IO_BURST_KEYS)[number];
 
-/** Far past any device; keeps values exact in a double and within what the kernel and QEMU take. */
+/** Far past any device; keeps values exact in a double and within what the kernel and QEMU take (QEMU's throttling: at most 10^15). */
 const MAX_IOPS = 1_000_000_000;
-const MAX_BPS = 2 ** 50;
+const MAX_BPS = 1e15;
 
 const iops: MutableCheck = (v) => {
   if (v === UNLIMITED) return { value: null };
@@ -37,7 +37,7 @@ const bytesPerSecond: MutableCheck = (v) => {
     return `${(err as Error).message}, or "${UNLIMITED}"`;
   }
   // Below a page a second nothing useful moves, and the kernel rounds such a limit oddly.
-  if (n < 4096 || n > MAX_BPS) return `a byte rate is from 4Ki to 1Pi a second (a quantity such as 20Mi), or "${UNLIMITED}"`;
+  if (n < 4096 || n > MAX_BPS) return `a byte rate is from 4Ki to 1P (10^15) a second (a quantity such as 20Mi), or "${UNLIMITED}"`;
   return { value: String(n) };
 };
 
@@ -58,7 +58,7 @@ export const IO_BURST_PARAMETERS: Readonly<Record<IoBurstKey, MutableCheck>> = {
 /** Keys some pool takes and another does not, with why: an error that says more than "unknown". */
 const ELSEWHERE: Record<string, string> = Object.fromEntries([
   ...IO_BURST_KEYS.map((k) => [k, 'bursts are applied by QEMU (the libvirt pool); the kernel\'s cgroup I/O limits the file and lvm pools use have none']),
-  ['tier', 'tiers are PVs tagged by `vpool-csi pool init|extend --tier` (the lvm pool)'],
+  ['tier', 'a tier places a thick lvm volume at creation (a StorageClass parameter); moving a live volume to another tier is not built yet'],
 ]);
 
 /** The changes a set of mutable parameters asks for (key: new value, or null to drop it); INVALID_ARGUMENT names the first wrong key. */

@@ -6,7 +6,9 @@ import { rbdSource } from '../../src/pool/libvirt/rbd.js';
 import { parseXml } from '../../src/pool/libvirt/virsh.js';
 import { groupName, limitsName, lvmNameProblem, markerName, parseName, serialFor, snapshotName, volumeName } from '../../src/pool/libvirt/names.js';
 import { checkBursts, tuneMatches, tuneOf } from '../../src/pool/libvirt/io-tune.js';
-import { limitParameters } from '../../src/pool/libvirt/volume-limits.js';
+import { LibvirtVolumeLimits, limitParameters } from '../../src/pool/libvirt/volume-limits.js';
+import type { Domains } from '../../src/pool/libvirt/domains.js';
+import type { VolumeDisks } from '../../src/pool/libvirt/volume-disks.js';
 import { IO_BURST_PARAMETERS, IO_LIMIT_PARAMETERS, parseMutableParameters } from '../../src/pool/mutable-parameters.js';
 
 describe('libvirt volume names', () => {
@@ -60,7 +62,7 @@ describe('libvirt volume names', () => {
 
   it('names a volume\'s I/O limits record: every key round-trips, the newest sequence is in force, within LVM\'s limit with all eight keys at their largest beside a VG of 15 characters', () => {
     const hash = vol.slice(-16);
-    const all = { readIOPS: 1e9, writeIOPS: 500, readBytesPerSecond: 2 ** 50, writeBytesPerSecond: 20 * 2 ** 20, readIOPSBurst: 1e9, writeIOPSBurst: 2000, readBytesPerSecondBurst: 2 ** 50, writeBytesPerSecondBurst: 4096 };
+    const all = { readIOPS: 1e9, writeIOPS: 500, readBytesPerSecond: 1e15, writeBytesPerSecond: 20 * 2 ** 20, readIOPSBurst: 1e9, writeIOPSBurst: 2000, readBytesPerSecondBurst: 1e15, writeBytesPerSecondBurst: 4096 };
     const name = limitsName({ hash, sequence: 7, limits: all });
     assert.deepEqual(parseName(name), { kind: 'limits', id: `iolimits-${hash}`, hash, sequence: 7, limits: all });
     assert.equal(lvmNameProblem(name, 'v'.repeat(15)), null, `${name.length}: ${name} beside a VG name of 15 characters`);
@@ -75,6 +77,43 @@ describe('libvirt volume names', () => {
     const entries = [1, 3, 2].map((sequence) => ({ name: limitsName({ hash, sequence, limits: { readIOPS: sequence * 100 } }), parsed: parseName(limitsName({ hash, sequence, limits: { readIOPS: sequence * 100 } }))! }));
     assert.deepEqual(limitParameters(entries, vol), { readIOPS: '300' }, 'the newest sequence');
     assert.deepEqual(limitParameters(entries, idFor('vol', 'another')), {});
+  });
+
+  it('records: a change makes the next sequence then drops the older; a delete leaves records a volume of the hash still has; the sweep drops superseded ones at once and orphans only when the next sweep still finds them so', async () => {
+    // The pool as names (what the record logic sees of it): the class under test acts on names alone.
+    const names = new Set<string>();
+    const limits = new LibvirtVolumeLimits({ createRecord: async (n) => void names.add(n), deleteNamed: async (n) => void names.delete(n), domains: {} as Domains, disks: {} as VolumeDisks });
+    const entries = () => [...names].map((name) => ({ name, parsed: parseName(name)! }));
+    const volName = volumeName({ id: vol, format: 'raw', preallocated: false });
+    names.add(volName);
+    await limits.record(vol, { readIOPS: '500' }, entries());
+    await limits.record(vol, { readIOPS: '600', writeIOPS: '50' }, entries());
+    assert.deepEqual(limitParameters(entries(), vol), { readIOPS: '600', writeIOPS: '50' });
+    assert.equal(entries().filter((e) => e.parsed.kind === 'limits').length, 1, 'the older went');
+    // Another ID of the same hash (the driver's vol--<hash> for a gone source) while the volume is there: its record stays.
+    await limits.drop(`vol--${vol.slice(-16)}`, entries());
+    assert.deepEqual(limitParameters(entries(), vol), { readIOPS: '600', writeIOPS: '50' });
+    // A crash's leftovers: an older sequence, and a record whose volume is gone.
+    const hash = vol.slice(-16);
+    names.add(limitsName({ hash, sequence: 1, limits: { readIOPS: 100 } }));
+    const orphan = limitsName({ hash: 'fedcba9876543210', sequence: 1, limits: { readIOPS: 100 } });
+    names.add(orphan);
+    await limits.sweep(entries());
+    assert.ok(!names.has(limitsName({ hash, sequence: 1, limits: { readIOPS: 100 } })), 'superseded: gone at once');
+    assert.ok(names.has(orphan), 'an orphan stays through the first sweep (another process may be making its volume)');
+    await limits.sweep(entries());
+    assert.ok(!names.has(orphan), 'and goes at the next');
+    // A record seen orphaned once whose volume then appeared is kept.
+    const late = idFor('vol', 'pvc-late');
+    await limits.record(late, { writeIOPS: '70' }, entries());
+    await limits.sweep(entries());
+    names.add(volumeName({ id: late, format: 'raw', preallocated: false }));
+    await limits.sweep(entries());
+    assert.deepEqual(limitParameters(entries(), late), { writeIOPS: '70' });
+    // The volume deleted: its record goes with it; none left.
+    names.delete(volName);
+    await limits.drop(vol, entries());
+    assert.deepEqual(limitParameters(entries(), vol), {});
   });
 
   it('QEMU\'s throttling fields from a class: all eight (0 lifts), bursts only above their limit', () => {

@@ -22,7 +22,7 @@ export function lvmPoolView(): ListView<PoolStatus> {
       { header: 'VOLUMES', cell: (s) => String(s.volumes.length) },
       { header: 'SNAPSHOTS', cell: (s) => String(s.snapshots) },
       { header: 'HEALTH', cell: (s) => (missing(s).length ? `missing ${missing(s).join(',')}` : 'ok') },
-      { header: 'DEVICE NAMES', cell: (s) => s.devices.map((d) => `${d.name} (${formatBytes(d.sizeBytes)}, ${formatBytes(d.freeBytes)} free)`).join(', ') || NONE, wide: true },
+      { header: 'DEVICE NAMES', cell: (s) => s.devices.map((d) => `${d.name} (${d.tier ? `${d.tier}, ` : ''}${formatBytes(d.sizeBytes)}, ${formatBytes(d.freeBytes)} free)`).join(', ') || NONE, wide: true },
     ],
   };
 }

@@ -2,7 +2,8 @@ import { notFound, precondition, unavailable } from '../../errors.js';
 import type { Attachment, PublishSpec, PublishState, ControllerAttacher } from '../backend.js';
 import type { LibvirtPool } from './libvirt-pool.js';
 import { SERIAL_RE, serialFor } from './names.js';
-import { tuneOf } from './io-tune.js';
+import { tuneMatches, tuneOf } from './io-tune.js';
+import type { DomainInfo } from './domains.js';
 
 export interface PublisherOptions {
   /** libvirt disk cache mode: none (O_DIRECT, with io='native') unless the pool's filesystem refuses O_DIRECT. */
@@ -50,7 +51,11 @@ export class LibvirtAttacher implements ControllerAttacher {
     if (!dom) throw notFound(`node ${nodeId} is not a domain of ${this.pool.libvirt.uri}`);
     const attachments = domains.flatMap((d) => this.pool.disks.of(d, v).map((disk) => ({ nodeId: d.uuid, readOnly: disk.readOnly, shared: disk.shared })));
     const nodeVolumes = dom.disks.filter((d) => d.serial !== undefined && SERIAL_RE.test(d.serial)).length;
-    if (!decide({ nodeId: dom.uuid, attachments, nodeVolumes })) return context;
+    if (!decide({ nodeId: dom.uuid, attachments, nodeVolumes })) {
+      // Attached already (a retry): its throttling is made what the record says now.
+      await this.retune(volumeId, dom, limits);
+      return context;
+    }
     // QEMU locks a qcow2 image to one writer (its metadata is the writer's): only raw shares.
     if (spec.shared && v.parsed.format !== 'raw') throw precondition(`volume ${volumeId} is ${v.parsed.format}: several nodes can write only a raw volume (StorageClass format: raw)`);
     // An rbd pool names its images as libvirt names the volumes.
@@ -67,7 +72,21 @@ export class LibvirtAttacher implements ControllerAttacher {
       // Every attach carries the volume's limits: a disk is never throttled less than its class says, not even for a moment.
       iotune: tuneOf(limits),
     });
+    // A modify in another controller process (a rolling update) between the record read above and the
+    // attach did not see this disk: what it recorded is set now.
+    const now = await this.pool.findWithLimits(volumeId);
+    if (now) {
+      const after = await this.pool.domains.get(dom.uuid);
+      if (after) await this.retune(volumeId, after, now.limits);
+    }
     return context;
+  }
+
+  /** Sets the volume's disks in the domain to the recorded limits where libvirt reports others. */
+  private async retune(volumeId: string, dom: DomainInfo, limits: Record<string, string>): Promise<void> {
+    for (const disk of dom.disks.filter((d) => this.pool.disks.isVolume(d, volumeId))) {
+      if (!tuneMatches(disk.iotune, limits)) await this.pool.domains.setTune(dom, disk.target, tuneOf(limits));
+    }
   }
 
   async unpublish(volumeId: string, nodeId: string): Promise<void> {

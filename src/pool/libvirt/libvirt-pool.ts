@@ -189,7 +189,7 @@ export class LibvirtPool implements PoolBackend {
         log.warn('cannot remove what an interrupted copy left (still being written?)', { id, err: String(err) });
       }
     }
-    if (how.atStart) await this.limits.sweep(await this.listing.entries());
+    await this.limits.sweep(await this.listing.entries());
   }
 
   /** The pool can serve: libvirt's pool runs, or with a Ceph identity Ceph answers the controller's user. */
@@ -408,9 +408,10 @@ export class LibvirtPool implements PoolBackend {
       source: spec.source ? { kind: spec.source.kind, hash: idHash(spec.source.id) } : undefined,
     });
     // The limits first: a volume is never seen without the limits it was made with (a crash before
-    // the volume leaves a record its retry replaces, or the next start removes).
+    // the volume leaves a record its retry replaces, or the sweep removes). A retry without limits
+    // removes what an earlier attempt recorded.
     const limited = hasIoLimits(ioLimitsOf(p));
-    if (limited) await this.limits.record(spec.id, p, entries);
+    await this.limits.record(spec.id, p, entries);
     try {
       if (!source) {
         await this.createBlank(name, size, format, preallocated);

@@ -23,6 +23,11 @@ export function limitParameters(entries: readonly Entry[], volumeId: string): Re
   return newest ? Object.fromEntries(Object.entries(newest.parsed.limits).map(([k, v]) => [k, String(v)])) : {};
 }
 
+/** The hashes of the volumes there (and of those a copy is making): their records are theirs. */
+function volumesByHash(entries: readonly Entry[]): Set<string> {
+  return new Set(entries.filter((e) => (e.parsed.kind === 'vol' || e.parsed.kind === 'marker') && isId('vol', e.parsed.id)).map((e) => idHash(e.parsed.id)));
+}
+
 export interface LimitsDeps {
   /** Makes the smallest volume the pool holds under this name (the record is its name). */
   createRecord(name: string): Promise<void>;
@@ -51,8 +56,12 @@ export class LibvirtVolumeLimits {
     for (const e of older) await this.deps.deleteNamed(e.name);
   }
 
-  /** Removes every record of a volume (it is being deleted). */
+  /**
+   * Removes every record of a deleted volume. Records are found by the ID's hash: while any volume
+   * (or a copy in the making) of that hash is still there, they are its, whatever ID the delete named.
+   */
   async drop(volumeId: string, entries: readonly Entry[]): Promise<void> {
+    if (volumesByHash(entries).has(idHash(volumeId))) return;
     for (const e of limitRecords(entries, volumeId)) await this.deps.deleteNamed(e.name);
   }
 
@@ -70,22 +79,34 @@ export class LibvirtVolumeLimits {
     return disks;
   }
 
+  /** Records without a volume, seen by the last sweep: removed when the next still finds them so. */
+  private suspects = new Set<string>();
+
   /**
-   * At start (no create of this process is under way): records a crash left behind, those older
-   * than a newer one of the same volume, and those of a volume that is no longer there.
+   * Records a crash left behind. One older than a newer record of the same volume goes at once (a
+   * change removes it anyway). One whose volume is not there goes only when the next sweep still finds
+   * it so (ten minutes later): another controller process (a rolling update) may be between a new
+   * volume's record and the volume or its copy marker.
    */
   async sweep(entries: readonly Entry[]): Promise<void> {
-    const volumes = new Set(entries.filter((e) => (e.parsed.kind === 'vol' || e.parsed.kind === 'marker') && isId('vol', e.parsed.id)).map((e) => idHash(e.parsed.id)));
+    const volumes = volumesByHash(entries);
     const newest = new Map<string, number>();
     for (const e of entries.filter(isLimits)) newest.set(e.parsed.hash, Math.max(newest.get(e.parsed.hash) ?? 0, e.parsed.sequence));
+    const orphans = new Set<string>();
     for (const e of entries.filter(isLimits)) {
-      if (volumes.has(e.parsed.hash) && e.parsed.sequence === newest.get(e.parsed.hash)) continue;
+      const superseded = e.parsed.sequence !== newest.get(e.parsed.hash);
+      if (!superseded && volumes.has(e.parsed.hash)) continue;
+      if (!superseded && !this.suspects.has(e.name)) {
+        orphans.add(e.name);
+        continue;
+      }
       try {
         await this.deps.deleteNamed(e.name);
-        log.info('removed an I/O limits record left behind', { record: e.name, why: volumes.has(e.parsed.hash) ? 'a newer one exists' : 'its volume is gone' });
+        log.info('removed an I/O limits record left behind', { record: e.name, why: superseded ? 'a newer one exists' : 'its volume is gone' });
       } catch (err) {
         log.warn('cannot remove an I/O limits record left behind', { record: e.name, err: String(err) });
       }
     }
+    this.suspects = orphans;
   }
 }

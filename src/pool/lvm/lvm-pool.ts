@@ -10,11 +10,11 @@ import { createFilledLv, openLvData, sweepSendLvs, type LvTransferContext } from
 import { parseLvAttr } from './lv-attr.js';
 import { LvHealth } from './lv-health.js';
 import { lvmFailure, lvmReason } from './lvm-errors.js';
-import { tagsOf, tagValue, type LvmCli, type LvRow, type VgRow } from './lvm-cli.js';
+import { tagsOf, tagValue, type LvmCli, type LvRow, type PvRow } from './lvm-cli.js';
 import { dmDeviceOf } from './dm.js';
 import { lvHeld, sweepHalfGroups, sweepIncompleteLvs } from './sweep.js';
 import { MetadataCache, type VgMetadata } from './metadata-cache.js';
-import { groupOfRow, INCOMPLETE_TAG, parameterTagChanges, isIncomplete, isSnapshotRow, isVolumeRow, POOL_TAG, snapshotFromRow, snapshotTags, THIN_POOL_TAG, visibleSnapshotRows, volumeFromRow, volumeTags } from './tags.js';
+import { groupOfRow, INCOMPLETE_TAG, parameterTagChanges, isIncomplete, isSnapshotRow, isVolumeRow, POOL_TAG, snapshotFromRow, snapshotTags, THIN_POOL_TAG, TIER_TAG, visibleSnapshotRows, volumeFromRow, volumeTags } from './tags.js';
 import { IO_LIMIT_PARAMETERS } from '../mutable-parameters.js';
 import { LvmGroupSnapshots, resumeLeftSuspended } from './group-snapshots.js';
 import { LvmSnapshotBlocks } from './snapshot-blocks.js';
@@ -34,6 +34,7 @@ const RUN_DIR = '/run/vpool-csi';
 
 const LV_NAME = /^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$/;
 const stripes = (p: Record<string, string>) => (p.stripes ? ['-i', p.stripes] : []);
+const TIER_NAME = /^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/;
 
 /**
  * Volumes as logical volumes of one VG (thick, or thin in a thin pool), snapshots as thin or COW
@@ -46,6 +47,8 @@ export class LvmPool implements PoolBackend {
     type: (v) => (v === 'thin' || v === 'thick' ? null : 'use thin or thick'),
     thinPool: (v) => (LV_NAME.test(v) ? null : 'not an LV name'),
     stripes: (v) => (/^[1-9][0-9]?$/.test(v) ? null : 'a number of stripes from 1 to 99'),
+    // PVs tagged by `vpool-csi pool init|extend --tier`: a thick volume's extents are placed on them alone.
+    tier: (v) => (TIER_NAME.test(v) ? null : 'a tier name (lower-case letters, digits and -, e.g. fast)'),
   };
   readonly expansion = 'node' as const;
   readonly mutableParameters = IO_LIMIT_PARAMETERS;
@@ -116,17 +119,24 @@ export class LvmPool implements PoolBackend {
 
   private typeOf(params: Record<string, string>): { type: 'thin' | 'thick'; thinPool?: string } {
     const type = (params.type as 'thin' | 'thick' | undefined) ?? (this.defaultThinPool ? 'thin' : 'thick');
+    // A thin volume's blocks are its thin pool's, wherever the pool's extents are: only a thick volume is placed by tier.
+    if (type === 'thin' && params.tier) throw invalid(`tier=${params.tier} places thick volumes (type: thick): a thin volume's blocks are wherever its thin pool is`);
     if (type === 'thick') return { type };
     const thinPool = params.thinPool ?? this.defaultThinPool;
     if (!thinPool) throw invalid(`type=thin needs a thin pool: this VG has none (pass thinPool, or create one with \`vpool-csi pool init --thin-pool\`)`);
     return { type, thinPool };
   }
 
-  async capacity(parameters: Record<string, string> = {}, knownRows?: LvRow[], knownVg?: VgRow | null): Promise<PoolCapacity> {
+  async capacity(parameters: Record<string, string> = {}, known?: VgMetadata): Promise<PoolCapacity> {
     const { type, thinPool } = this.typeOf(parameters);
-    const known = knownVg !== undefined && knownRows !== undefined;
-    const { vg, lvs: rows } = known ? { vg: knownVg, lvs: knownRows } : await this.metadata();
+    const { vg, pvs, lvs: rows } = known ?? (await this.metadata());
     if (!vg) throw unavailable(`volume group ${this.opts.vg} is gone`);
+    if (type === 'thick' && parameters.tier) {
+      // A tier's room is its PVs' free extents: GetCapacity per StorageClass is capacity per tier.
+      const tier = this.tierPvs(pvs, parameters.tier);
+      const free = tier.reduce((sum, p) => sum + Number(p.pv_free), 0);
+      return { totalBytes: tier.reduce((sum, p) => sum + Number(p.pv_size), 0), availableBytes: Math.max(0, free - this.opts.reserveBytes) };
+    }
     if (type === 'thick') {
       const free = Number(vg.vg_free);
       return { totalBytes: Number(vg.vg_size), availableBytes: Math.max(0, free - this.opts.reserveBytes) };
@@ -166,6 +176,21 @@ export class LvmPool implements PoolBackend {
 
   private readonly sortedRows = new WeakMap<VgMetadata, LvRow[]>();
 
+  /** The VG's PVs of a tier; INVALID_ARGUMENT when it has none (a class naming a tier this node lacks). */
+  private tierPvs(pvs: readonly PvRow[], tier: string): PvRow[] {
+    const found = pvs.filter((p) => tagValue(tagsOf(p.pv_tags), TIER_TAG) === tier);
+    if (!found.length) {
+      const tiers = [...new Set(pvs.map((p) => tagValue(tagsOf(p.pv_tags), TIER_TAG)).filter(Boolean))];
+      throw invalid(`volume group ${this.opts.vg} has no PV of tier ${tier} (${tiers.length ? `its tiers: ${tiers.join(', ')}` : 'no PV has a tier'}; give devices one with \`vpool-csi pool extend --tier ${tier}\`)`);
+    }
+    return found;
+  }
+
+  /** Where lvcreate and lvextend may take a thick volume's extents: its tier's PVs, or anywhere. */
+  private placement(pvs: readonly PvRow[], parameters: Record<string, string>): string[] {
+    return parameters.tier ? this.tierPvs(pvs, parameters.tier).map((p) => p.pv_name) : [];
+  }
+
   /** The VG and its LVs as the metadata on the PVs says now (metadata-cache.ts: from memory while it is unchanged). */
   private metadata(): Promise<VgMetadata> {
     return this.cache.read();
@@ -195,7 +220,8 @@ export class LvmPool implements PoolBackend {
   async createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord> {
     const { type, thinPool } = this.typeOf(spec.parameters);
     // Each lvm report costs a device scan: one fullreport for the LVs and the VG, reused below.
-    const { lvs: rows, vg: vgRow } = await this.metadata();
+    const state = await this.metadata();
+    const { lvs: rows } = state;
     const leftover = rows.find((r) => r.lv_name === spec.id);
     if (leftover && isIncomplete(leftover)) {
       // A clone or restore interrupted by a crash or a timeout: start it over from nothing.
@@ -204,10 +230,12 @@ export class LvmPool implements PoolBackend {
     } else if (leftover) {
       throw conflict(`LV ${spec.id} exists but is not a vpool volume`);
     }
-    const { availableBytes } = await this.capacity(spec.parameters, rows, vgRow);
+    const { availableBytes } = await this.capacity(spec.parameters, state);
+    const onPvs = type === 'thick' ? this.placement(state.pvs, spec.parameters) : [];
     if (spec.capacityBytes > availableBytes) {
       const [free, asked] = formatBytesPair(availableBytes, spec.capacityBytes);
-      throw exhausted(`volume group ${this.opts.vg} has ${free} free for ${type} volumes (after the reserve), ${asked} asked for ${spec.name}: delete volumes or snapshots, or add a disk (vpool-csi pool extend)`);
+      const where = spec.parameters.tier && type === 'thick' ? `on its tier ${spec.parameters.tier} PVs` : `for ${type} volumes`;
+      throw exhausted(`volume group ${this.opts.vg} has ${free} free ${where} (after the reserve), ${asked} asked for ${spec.name}: delete volumes or snapshots, or add a disk (vpool-csi pool extend${spec.parameters.tier ? ` --tier ${spec.parameters.tier}` : ''})`);
     }
     const createdAt = Date.now();
     const tags = volumeTags({ ...spec, createdAt });
@@ -216,7 +244,7 @@ export class LvmPool implements PoolBackend {
 
     if (spec.fill) {
       const marked = [...tagArgs, '--addtag', INCOMPLETE_TAG];
-      const args = type === 'thin' ? ['-y', '-V', size, '--thinpool', this.lvPath(thinPool!), '-n', spec.id, ...marked, this.opts.vg] : ['-y', '-L', size, ...stripes(spec.parameters), '-n', spec.id, ...marked, this.opts.vg];
+      const args = type === 'thin' ? ['-y', '-V', size, '--thinpool', this.lvPath(thinPool!), '-n', spec.id, ...marked, this.opts.vg] : ['-y', '-L', size, ...stripes(spec.parameters), '-n', spec.id, ...marked, this.opts.vg, ...onPvs];
       await createFilledLv(this.transferContext, spec, type === 'thin', args);
       const made = await this.getVolume(spec.id);
       if (!made) throw internal(`volume ${spec.id} vanished right after it was filled`);
@@ -233,7 +261,7 @@ export class LvmPool implements PoolBackend {
     if (type === 'thin') {
       await this.lvmChange('lvcreate', ['-y', '-V', size, '--thinpool', this.lvPath(thinPool!), '-n', spec.id, ...tagArgs, ...(src ? ['--addtag', INCOMPLETE_TAG] : []), ...this.activationArgs(false), this.opts.vg]);
     } else {
-      await this.lvmChange('lvcreate', ['-y', '-L', size, ...stripes(spec.parameters), '-n', spec.id, ...tagArgs, ...(src ? ['--addtag', INCOMPLETE_TAG] : []), ...this.activationArgs(true), this.opts.vg]);
+      await this.lvmChange('lvcreate', ['-y', '-L', size, ...stripes(spec.parameters), '-n', spec.id, ...tagArgs, ...(src ? ['--addtag', INCOMPLETE_TAG] : []), ...this.activationArgs(true), this.opts.vg, ...onPvs]);
     }
     // The size is already a whole number of extents, so the record is known without asking lvs again.
     if (!src) {
@@ -311,12 +339,15 @@ export class LvmPool implements PoolBackend {
       const cow = (await this.lvm.lvs(this.opts.vg)).filter((r) => r.origin === id && r.segtype !== 'thin' && isSnapshotRow(r)).map((r) => r.lv_name);
       if (cow.length) throw precondition(`volume ${id} has copy-on-write snapshots (${cow.join(', ')}: its own, or members of group snapshots cut while it was attached); LVM cannot grow the origin of one while it is active: delete them first`);
       const params = volumeFromRow(row).parameters;
-      const { availableBytes } = await this.capacity(params);
+      const state = await this.metadata();
+      const { availableBytes } = await this.capacity(params, state);
+      const onPvs = row.segtype === 'thin' ? [] : this.placement(state.pvs, params);
       if (target - Number(row.lv_size) > availableBytes) {
         const [free, asked] = formatBytesPair(availableBytes, target - Number(row.lv_size));
-        throw exhausted(`volume group ${this.opts.vg} has ${free} free (after the reserve), growing ${id} to ${formatBytes(target)} needs ${asked} more: delete volumes or snapshots, or add a disk (vpool-csi pool extend)`);
+        const where = onPvs.length ? ` on its tier ${params.tier} PVs` : '';
+        throw exhausted(`volume group ${this.opts.vg} has ${free} free${where} (after the reserve), growing ${id} to ${formatBytes(target)} needs ${asked} more: delete volumes or snapshots, or add a disk (vpool-csi pool extend${onPvs.length ? ` --tier ${params.tier}` : ''})`);
       }
-      await this.lvmChange('lvextend', ['-y', '-L', `${target}b`, this.lvPath(id)]);
+      await this.lvmChange('lvextend', ['-y', '-L', `${target}b`, this.lvPath(id), ...onPvs]);
     }
     return (await this.getVolume(id))!;
   }

@@ -1,9 +1,9 @@
 import type { LvmCli, LvmState } from './lvm-cli.js';
 
 /**
- * What the pool reads of its VG: the VG row and its LVs (the pool needs the VG's totals, not each PV's).
+ * What the pool reads of its VG: the VG row, its PVs (their free space and tier tags) and its LVs.
  */
-export type VgMetadata = Omit<LvmState, 'pvs'>;
+export type VgMetadata = LvmState;
 
 interface Held {
   /** The metadata area headers read before the report the state came from. */
@@ -37,7 +37,7 @@ export class MetadataCache {
     // Callers that find the same headers share one report (8 creates at once make one fullreport, not 8):
     // with the headers unchanged since that report began, no commit can be missing from it.
     if (before !== null && this.reading?.fingerprint === before.fingerprint) return this.reading.state;
-    const state = this.lvm.state(this.vg).then(({ vg, lvs }) => ({ vg, lvs }));
+    const state = this.lvm.state(this.vg).then(({ vg, pvs, lvs }) => ({ vg, pvs: pvs.filter((p) => p.vg_name === this.vg), lvs }));
     const reading = before === null ? undefined : { fingerprint: before.fingerprint, state };
     this.reading = reading;
     try {

@@ -7,7 +7,7 @@ import { deviceNumber } from '../../host/devices.js';
 import { probeSignature } from '../../host/filesystem.js';
 import { readMounts } from '../../host/mounts.js';
 import { tagsOf, tagValue, type LvmCli, type LvRow, type PvRow, type VgRow } from './lvm-cli.js';
-import { isSnapshotRow, isVolumeRow, POOL_TAG, THIN_POOL_TAG } from './tags.js';
+import { isSnapshotRow, isVolumeRow, POOL_TAG, THIN_POOL_TAG, TIER_TAG } from './tags.js';
 
 /** Building, growing, inspecting and removing the pool itself: devices → PVs → a tagged VG (→ a thin pool). */
 
@@ -27,6 +27,24 @@ export function validateVgName(vg: string): string {
 export function validateLvName(lv: string): string {
   if (!VG_NAME.test(lv) || lv.includes('..') || /^(snapshot|pvmove)/.test(lv)) throw new PoolAdminError(`invalid thin pool name ${JSON.stringify(lv)}`);
   return lv;
+}
+
+const TIER = /^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/;
+
+/** A tier's name: what a StorageClass's `tier` names and a PV carries in its vpool.tier tag. */
+export function validateTier(tier: string): string {
+  if (!TIER.test(tier)) throw new PoolAdminError(`invalid tier ${JSON.stringify(tier)}: lower-case letters, digits and '-', at most 32, e.g. fast or slow`);
+  return tier;
+}
+
+/** Gives these PVs of the VG the tier (per PV one pvchange: its old tier tag goes as the new one comes); nothing when tier is undefined. */
+async function setTier(lvm: LvmCli, pvs: readonly PvRow[], devices: readonly string[], tier: string | undefined): Promise<void> {
+  if (tier === undefined) return;
+  for (const d of devices) {
+    const old = tagsOf(pvs.find((p) => p.pv_name === d)?.pv_tags).filter((t) => t.startsWith(`${TIER_TAG}=`));
+    if (old.length === 1 && old[0] === `${TIER_TAG}=${tier}`) continue;
+    await lvm.exec('pvchange', ['-y', ...old.flatMap((t) => ['--deltag', t]), '--addtag', `${TIER_TAG}=${tier}`, d]);
+  }
 }
 
 export interface DeviceProblem {
@@ -141,11 +159,14 @@ export interface InitOptions {
   /** Share of the VG for the thin pool, e.g. "90%". */
   thinSize: string;
   wipe: boolean;
+  /** The devices' tier (a PV tag): where a StorageClass's `tier` places its volumes. */
+  tier?: string;
 }
 
 export async function initPool(lvm: LvmCli, o: InitOptions): Promise<string> {
   validateVgName(o.vg);
   if (o.thinPool) validateLvName(o.thinPool);
+  if (o.tier !== undefined) validateTier(o.tier);
   thinSizeArgs(o.thinSize);
   const { vg: existing, pvs } = await lvm.state(o.vg, { allPvs: true });
   if (existing) {
@@ -158,14 +179,17 @@ export async function initPool(lvm: LvmCli, o: InitOptions): Promise<string> {
       throw new PoolAdminError(`VG ${o.vg} already exists with other devices${missing.length ? `; not in it: ${missing.join(', ')} (use pool extend)` : ''}${extra.length ? `; in it but not named: ${extra.join(', ')}` : ''}`);
     }
     await ensureThinPool(lvm, o);
-    return `VG ${o.vg} already holds ${have.join(', ')}: nothing to do`;
+    await setTier(lvm, pvs, have, o.tier);
+    return `VG ${o.vg} already holds ${have.join(', ')}${o.tier ? ` (tier ${o.tier})` : ''}: nothing to do`;
   }
   const devices = await checkDevices(lvm, o.devices, { wipe: o.wipe, pvs });
   if (o.wipe) for (const d of devices) await run('wipefs', ['--all', '--', d]);
   await lvm.exec('pvcreate', ['-y', ...devices]);
   await lvm.exec('vgcreate', ['-y', '--addtag', POOL_TAG, ...(o.thinPool ? ['--addtag', `${THIN_POOL_TAG}=${o.thinPool}`] : []), o.vg, ...devices]);
+  // Before the thin pool: its extents then go where a tier says, if the operator asks lvcreate for it.
+  await setTier(lvm, [], devices, o.tier);
   await ensureThinPool(lvm, o);
-  return `VG ${o.vg} created on ${devices.join(', ')}${o.thinPool ? ` with thin pool ${o.thinPool} (${o.thinSize} of it)` : ''}`;
+  return `VG ${o.vg} created on ${devices.join(', ')}${o.tier ? ` (tier ${o.tier})` : ''}${o.thinPool ? ` with thin pool ${o.thinPool} (${o.thinSize} of it)` : ''}`;
 }
 
 /** lvcreate/lvextend size arguments for a thin pool: a share of the VG ("90%") or a size ("100Gi"). */
@@ -192,8 +216,9 @@ function checkPoolRow(vg: string, row: VgRow | null): VgRow {
   return row;
 }
 
-export async function extendPool(lvm: LvmCli, o: { vg: string; devices: string[]; wipe: boolean; growThinPool: boolean }): Promise<string> {
+export async function extendPool(lvm: LvmCli, o: { vg: string; devices: string[]; wipe: boolean; growThinPool: boolean; tier?: string }): Promise<string> {
   validateVgName(o.vg);
+  if (o.tier !== undefined) validateTier(o.tier);
   const { vg: found, pvs } = await lvm.state(o.vg, { allPvs: true });
   const row = checkPoolRow(o.vg, found);
   const resolved = await checkDevices(lvm, o.devices, { wipe: o.wipe, allowPvOf: o.vg, pvs });
@@ -204,6 +229,8 @@ export async function extendPool(lvm: LvmCli, o: { vg: string; devices: string[]
     await lvm.exec('pvcreate', ['-y', ...fresh]);
     await lvm.exec('vgextend', ['-y', o.vg, ...fresh]);
   }
+  // Devices already in the pool may be named again to change their tier (their extents stay where they are).
+  await setTier(lvm, pvs, resolved, o.tier);
   const thin = tagValue(tagsOf(row.vg_tags), THIN_POOL_TAG);
   if (o.growThinPool) {
     if (!thin) throw new PoolAdminError(`VG ${o.vg} has no thin pool to grow`);
@@ -211,7 +238,8 @@ export async function extendPool(lvm: LvmCli, o: { vg: string; devices: string[]
     // +100%FREE lets LVM keep what the pool's metadata (and its spare) must grow by.
     if (free > 0) await lvm.exec('lvextend', ['-y', '-l', '+100%FREE', `${o.vg}/${thin}`]);
   }
-  return fresh.length ? `VG ${o.vg} extended with ${fresh.join(', ')}` : `VG ${o.vg} already holds ${resolved.join(', ')}`;
+  const tiered = o.tier ? ` (tier ${o.tier})` : '';
+  return fresh.length ? `VG ${o.vg} extended with ${fresh.join(', ')}${tiered}` : `VG ${o.vg} already holds ${resolved.join(', ')}${tiered}`;
 }
 
 export interface PoolStatus {
@@ -219,7 +247,7 @@ export interface PoolStatus {
   sizeBytes: number;
   freeBytes: number;
   extentBytes: number;
-  devices: Array<{ name: string; sizeBytes: number; freeBytes: number; missing: boolean }>;
+  devices: Array<{ name: string; sizeBytes: number; freeBytes: number; missing: boolean; tier?: string }>;
   thinPools: Array<{ name: string; sizeBytes: number; dataPercent: number; metadataPercent: number }>;
   volumes: Array<{ id: string; name: string; sizeBytes: number; type: string }>;
   snapshots: number;
@@ -239,11 +267,17 @@ export function statusFromRows(row: VgRow, pvs: PvRow[], lvs: LvRow[]): PoolStat
     sizeBytes: Number(row.vg_size),
     freeBytes: Number(row.vg_free),
     extentBytes: Number(row.vg_extent_size),
-    devices: pvs.filter((p) => p.vg_name === vg).map((p) => ({ name: p.pv_name, sizeBytes: Number(p.pv_size), freeBytes: Number(p.pv_free), missing: p.pv_attr?.[2] === 'm' })),
+    devices: pvs.filter((p) => p.vg_name === vg).map((p) => ({ name: p.pv_name, sizeBytes: Number(p.pv_size), freeBytes: Number(p.pv_free), missing: p.pv_attr?.[2] === 'm', ...tierOf(p) })),
     thinPools: lvs.filter((l) => l.segtype === 'thin-pool').map((l) => ({ name: l.lv_name, sizeBytes: Number(l.lv_size), dataPercent: Number(l.data_percent || 0), metadataPercent: Number(l.metadata_percent || 0) })),
     volumes: lvs.filter(isVolumeRow).map((l) => ({ id: l.lv_name, name: tagValue(tagsOf(l.lv_tags), 'vpool.name') ?? l.lv_name, sizeBytes: Number(l.lv_size), type: l.segtype === 'thin' ? 'thin' : 'thick' })),
     snapshots: lvs.filter(isSnapshotRow).length,
   };
+}
+
+/** A PV's tier, from its tag. */
+export function tierOf(pv: PvRow): { tier?: string } {
+  const tier = tagValue(tagsOf(pv.pv_tags), TIER_TAG);
+  return tier ? { tier } : {};
 }
 
 /** All vpool pools on this host (VGs with the pool tag). */

@@ -8,6 +8,8 @@ import { tagsOf, tagValue, type LvRow } from './lvm-cli.js';
  */
 export const POOL_TAG = 'vpool.pool';
 export const THIN_POOL_TAG = 'vpool.thinpool';
+/** On a PV: its tier (vpool-csi pool init|extend --tier), where a StorageClass's `tier` places volumes. */
+export const TIER_TAG = 'vpool.tier';
 const KIND = 'vpool.kind';
 const NAME = 'vpool.name';
 const CREATED = 'vpool.created';
