@@ -89,6 +89,7 @@ export function createMetrics(pool: () => PoolBackend | undefined, orphans?: Orp
     const up = gauge('vpool_csi_pool_up', '1 when the pool answers, 0 when it does not', ['backend']);
     const thinData = gauge('vpool_csi_thin_pool_data_percent', 'thin pool data use', ['thin_pool']);
     const thinMeta = gauge('vpool_csi_thin_pool_metadata_percent', 'thin pool metadata use', ['thin_pool']);
+    const tier = gauge('vpool_csi_volume_tier', 'the lvm tier a volume\'s class names (1 for that tier); a volume without one has no series', ['volume', 'tier']);
     const ioLimit = gauge('vpool_csi_volume_io_limit', 'a volume\'s I/O limit its VolumeAttributesClass set (IOPS, or bytes per second), as recorded; a volume without one has no series', ['volume', 'limit']);
     const readPool = async () => {
       const backend = pool();
@@ -103,6 +104,8 @@ export function createMetrics(pool: () => PoolBackend | undefined, orphans?: Orp
         thinMeta.reset();
         ioLimit.reset();
         for (const v of vols) for (const [limit, n] of Object.entries(ioLimitsOf(v.parameters))) ioLimit.set({ volume: v.id, limit }, n);
+        tier.reset();
+        for (const v of vols) if (v.parameters.tier) tier.set({ volume: v.id, tier: v.parameters.tier }, 1);
         for (const t of thin) {
           thinData.set({ thin_pool: t.name }, t.dataPercent);
           thinMeta.set({ thin_pool: t.name }, t.metadataPercent);

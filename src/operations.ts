@@ -9,8 +9,8 @@ import { AsyncLocalStorage } from 'node:async_hooks';
  * again). Bounded by the copies running, which the volume locks bound.
  */
 export interface OperationView {
-  /** 'copy' (in this pool) or 'receive' (from another node). */
-  kind: 'copy' | 'receive';
+  /** 'copy' (in this pool), 'receive' (from another node) or 'move' (a live volume's extents to its tier). */
+  kind: 'copy' | 'receive' | 'move';
   /** The CSI name of the volume being made (the client's --name). */
   name: string;
   volumeId: string;

@@ -99,7 +99,7 @@ function copyProbe(endpoint: string, o: { name?: string; fromSnapshot?: string; 
         const op = (await i.operations()).operations.find((c) => c.name === o.name);
         // A copy whose bytes nobody reports (the libvirt pool's) keeps the plain waiting line.
         if (!op?.reported) return null;
-        return { doing: op.kind === 'receive' ? `receiving ${op.source} from ${op.fromNode ?? 'another node'}` : `copying ${op.source}`, doneBytes: op.doneBytes, totalBytes: op.totalBytes, syncing: op.phase === 'sync', startedAt: op.startedAt };
+        return { doing: op.kind === 'receive' ? `receiving ${op.source} from ${op.fromNode ?? 'another node'}` : op.kind === 'move' ? `moving to ${op.source}` : `copying ${op.source}`, doneBytes: op.doneBytes, totalBytes: op.totalBytes, syncing: op.phase === 'sync', startedAt: op.startedAt };
       } catch (err) {
         if (isUnimplemented(err)) unsupported = true;
         return null;

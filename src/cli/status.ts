@@ -95,5 +95,5 @@ export function addStatusCommand(program: Command): void {
 export function copyLine(c: OperationView, now: number): string {
   const share = c.totalBytes > 0 ? Math.min(100, Math.floor((c.doneBytes / c.totalBytes) * 100)) : 0;
   const how = c.phase === 'sync' ? 'all written, waiting for the disk' : c.reported ? `${share}% (${formatBytes(c.doneBytes)} of ${formatBytes(c.totalBytes)})` : `${formatBytes(c.totalBytes)}, progress not reported by this pool`;
-  return `${c.name} (${c.volumeId}): ${c.kind === 'receive' ? `receiving ${c.source} from ${c.fromNode ?? 'another node'}` : `copying ${c.source}`}, ${how}, for ${humanDuration(now - Date.parse(c.startedAt))}`;
+  return `${c.name} (${c.volumeId}): ${c.kind === 'receive' ? `receiving ${c.source} from ${c.fromNode ?? 'another node'}` : c.kind === 'move' ? `moving to ${c.source}` : `copying ${c.source}`}, ${how}, for ${humanDuration(now - Date.parse(c.startedAt))}`;
 }

@@ -58,7 +58,7 @@ export const IO_BURST_PARAMETERS: Readonly<Record<IoBurstKey, MutableCheck>> = {
 /** Keys some pool takes and another does not, with why: an error that says more than "unknown". */
 const ELSEWHERE: Record<string, string> = Object.fromEntries([
   ...IO_BURST_KEYS.map((k) => [k, 'bursts are applied by QEMU (the libvirt pool); the kernel\'s cgroup I/O limits the file and lvm pools use have none']),
-  ['tier', 'a tier places a thick lvm volume at creation (a StorageClass parameter); moving a live volume to another tier is not built yet'],
+  ['tier', 'tiers are the lvm pool\'s (PVs tagged by `vpool-csi pool init|extend --tier`)'],
 ]);
 
 /** The changes a set of mutable parameters asks for (key: new value, or null to drop it); INVALID_ARGUMENT names the first wrong key. */

@@ -52,7 +52,7 @@ describe('I/O limits on a file-pool volume (VolumeAttributesClass, ControllerMod
     await refused({ readIOPS: '100', writeIOPS: '-5' }, /writeIOPS="-5"/);
     await refused({ readIOPSBurst: '1000' }, /bursts are applied by QEMU/);
     await refused({ readBytesPerSecond: '1k' }, /from 4Ki to 1P \(10\^15\)/);
-    await refused({ tier: 'fast' }, /thick lvm volume at creation/);
+    await refused({ tier: 'fast' }, /tiers are the lvm pool's/);
     assert.equal(await codeOf(d.client.controllerModifyVolume({ volume_id: '', mutable_parameters: { readIOPS: '2' } })), 'INVALID_ARGUMENT');
     assert.equal(await codeOf(d.client.controllerModifyVolume({ volume_id: 'vol-gone-0123456789abcdef', mutable_parameters: { readIOPS: '2' } })), 'NOT_FOUND');
     assert.equal(await codeOf(d.client.controllerModifyVolume({ volume_id: 'non-existing-volume-id', mutable_parameters: { readIOPS: '2' } })), 'NOT_FOUND');

@@ -75,7 +75,7 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
       // Striped LVs need device-mapper even for metadata: the VM suite creates them.
       const striped = (await create('pvc-second', 64 * MiB, { type: 'thick' })).volume!;
       assert.match(String(await create('x', MiB, { type: 'thin' }).catch((e: Error) => e.message)), /needs a thin pool/);
-      await assert.rejects(create('x', MiB, { thinpool: 'p' }), /unknown parameter "thinpool" \(supported: csi\.storage\.k8s\.io\/fstype, fsType, type, thinPool, stripes, tier, readIOPS, writeIOPS, readBytesPerSecond, writeBytesPerSecond\)/);
+      await assert.rejects(create('x', MiB, { thinpool: 'p' }), /unknown parameter "thinpool" \(supported: csi\.storage\.k8s\.io\/fstype, fsType, type, thinPool, stripes, readIOPS, writeIOPS, readBytesPerSecond, writeBytesPerSecond, tier\)/);
       await assert.rejects(create('x', MiB, { stripes: '0' }), /stripes="0"/);
 
       // Missing sources: NOT_FOUND and no LV left behind; snapshot parameters checked before any LVM call.

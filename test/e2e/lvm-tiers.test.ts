@@ -7,6 +7,7 @@ import { LvmPool } from '../../src/pool/lvm/lvm-pool.js';
 import { blockCap } from '../helpers/csi.js';
 import { codeOf, finish, MiB, needsRoot, startDriver } from '../helpers/driver.js';
 import { forgetVg, loopDisks, poolCmd, uniqueVg, type LoopDisks } from '../helpers/lvm.js';
+import { httpBase, samples } from '../helpers/metrics.js';
 
 const lvs = (field: string, lv: string) => execFileSync('lvs', ['--config', 'global{activation=0}', '--noheadings', '-o', field, lv], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
 const pvTags = (pv: string) => execFileSync('pvs', ['--config', 'global{activation=0}', '--noheadings', '-o', 'pv_tags', pv], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
@@ -47,7 +48,7 @@ describe('lvm tiers on this host (activation disabled)', needsRoot(), () => {
 
   it('a StorageClass\'s tier places thick volumes on its PVs alone, when made and when grown; capacity is the tier\'s; refusals make nothing', async () => {
     const [slow, fast1, fast2] = disks.devices;
-    const d = await startDriver({ args: ['--backend', 'lvm', '--vg', vg, '--reserve', '0'] });
+    const d = await startDriver({ args: ['--backend', 'lvm', '--vg', vg, '--reserve', '0', '--metrics-address', '127.0.0.1:0'] });
     try {
       const create = (name: string, bytes: number, parameters: Record<string, string>) =>
         d.client.createVolume({ name, capacity_range: { required_bytes: String(bytes) }, volume_capabilities: [blockCap()], parameters });
@@ -64,6 +65,9 @@ describe('lvm tiers on this host (activation disabled)', needsRoot(), () => {
       assert.match(lvs('lv_tags', `${vg}/${big.volume_id}`), /vpool\.p\.tier=fast/, 'the tier is recorded with the volume');
       const small = (await create('pvc-slow', 40 * MiB, { type: 'thick', tier: 'slow' })).volume!;
       assert.deepEqual(devicesOf(small.volume_id), [slow!]);
+      // Each volume's tier, for Prometheus.
+      const series = samples(await (await fetch(`${httpBase(d)}/metrics`)).text(), 'vpool_csi_volume_tier');
+      assert.deepEqual([...series].sort(), [[`{volume="${big.volume_id}",tier="fast"}`, 1], [`{volume="${small.volume_id}",tier="slow"}`, 1]].sort());
 
       // Grown on its tier alone, even where the VG has room elsewhere (the node plugin's pool grows it: NodeExpandVolume).
       const pool = await LvmPool.open(new LvmCli({ activation: false, vg }), { vg, reserveBytes: 0, overprovisionRatio: 1 }, { sweep: false });
@@ -83,6 +87,11 @@ describe('lvm tiers on this host (activation disabled)', needsRoot(), () => {
       assert.equal(await codeOf(create('pvc-bad', 8 * MiB, { type: 'thick', tier: '../x' })), 'INVALID_ARGUMENT');
       assert.equal(await codeOf(d.client.getCapacity({ volume_capabilities: [blockCap()], parameters: { type: 'thick', tier: 'nvme' } })), 'INVALID_ARGUMENT');
       assert.deepEqual(lvs('lv_name', vg).split(/\s+/).sort(), before, 'nothing made');
+
+      // Moving a live volume to another tier is pvmove's (device-mapper's mirror target): refused here, nothing recorded (moved in the VM: test/vm/lvm-tiers.vm-test.ts).
+      assert.equal(await codeOf(d.client.controllerModifyVolume({ volume_id: small.volume_id, secrets: {}, mutable_parameters: { tier: 'fast' } })), 'FAILED_PRECONDITION');
+      assert.match(lvs('lv_tags', `${vg}/${small.volume_id}`), /vpool\.p\.tier=slow/);
+      assert.equal(await codeOf(d.client.controllerModifyVolume({ volume_id: small.volume_id, secrets: {}, mutable_parameters: { tier: 'nvme' } })), 'INVALID_ARGUMENT');
 
       // A retry of the same request is the same volume; the same name on another tier is another request.
       assert.equal((await create('pvc-slow', 40 * MiB, { type: 'thick', tier: 'slow' })).volume!.volume_id, small.volume_id);

@@ -183,7 +183,8 @@ export async function capacity(ctx: ControllerContext, q: CapacityQuery): Promis
   const none = { availableBytes: 0, maximumVolumeBytes: null, minimumVolumeBytes: null };
   if (q.segments && !isHere(ctx, q.segments)) return none;
   if (!q.servable) return none;
-  const { availableBytes } = await ctx.backend.capacity(params.backend);
+  // A class's mutable keys place volumes too (an lvm tier): its capacity is where its volumes go.
+  const { availableBytes } = await ctx.backend.capacity(withChanges(params.backend, params.mutable));
   const g = ctx.backend.granularity;
   return { availableBytes, maximumVolumeBytes: Math.min(Math.floor(availableBytes / g) * g, ctx.sizing.maxBytes), minimumVolumeBytes: g };
 }

@@ -141,6 +141,7 @@ async function detailsOf(ctx: ControllerContext, vols: VolumeRecord[], node: boo
     ...(mounts ? { mounts: mounts.get(v.id) ?? [] } : {}),
     health: { abnormal: st[i]!.condition.abnormal, message: st[i]!.condition.message },
     ...(hasIoLimits(ioLimitsOf(v.parameters)) ? { ioLimits: ioLimitsOf(v.parameters) as Record<string, number> } : {}),
+    ...(v.parameters.tier ? { tier: v.parameters.tier } : {}),
   }));
 }
 

@@ -28,6 +28,8 @@ export interface VolumeDetail {
   health: { abnormal: boolean; message: string };
   /** The I/O limits its class set (VolumeAttributesClass), as recorded: key → figure; absent when none. */
   ioLimits?: Record<string, number>;
+  /** The lvm tier its class names (its extents are there, or are being moved there: the status's operations). */
+  tier?: string;
 }
 
 export interface VolumePage {

@@ -15,7 +15,8 @@ import { dmDeviceOf } from './dm.js';
 import { lvHeld, sweepHalfGroups, sweepIncompleteLvs } from './sweep.js';
 import { MetadataCache, type VgMetadata } from './metadata-cache.js';
 import { groupOfRow, INCOMPLETE_TAG, parameterTagChanges, isIncomplete, isSnapshotRow, isVolumeRow, POOL_TAG, snapshotFromRow, snapshotTags, THIN_POOL_TAG, TIER_TAG, visibleSnapshotRows, volumeFromRow, volumeTags } from './tags.js';
-import { IO_LIMIT_PARAMETERS } from '../mutable-parameters.js';
+import { IO_LIMIT_PARAMETERS, type MutableCheck } from '../mutable-parameters.js';
+import { TierMoves, type MoveUnit } from './tier-moves.js';
 import { LvmGroupSnapshots, resumeLeftSuspended } from './group-snapshots.js';
 import { LvmSnapshotBlocks } from './snapshot-blocks.js';
 import { ThinMetadata } from './thin-metadata.js';
@@ -47,11 +48,18 @@ export class LvmPool implements PoolBackend {
     type: (v) => (v === 'thin' || v === 'thick' ? null : 'use thin or thick'),
     thinPool: (v) => (LV_NAME.test(v) ? null : 'not an LV name'),
     stripes: (v) => (/^[1-9][0-9]?$/.test(v) ? null : 'a number of stripes from 1 to 99'),
-    // PVs tagged by `vpool-csi pool init|extend --tier`: a thick volume's extents are placed on them alone.
-    tier: (v) => (TIER_NAME.test(v) ? null : 'a tier name (lower-case letters, digits and -, e.g. fast)'),
   };
   readonly expansion = 'node' as const;
-  readonly mutableParameters = IO_LIMIT_PARAMETERS;
+  /**
+   * `tier`: PVs tagged by `vpool-csi pool init|extend --tier`. A thick volume is made and grown on its
+   * tier's PVs alone; a class naming another tier moves a live volume's extents there (tier-moves.ts).
+   * A StorageClass may name it too (a default of the class, as every mutable key).
+   */
+  readonly mutableParameters: Readonly<Record<string, MutableCheck>> = {
+    ...IO_LIMIT_PARAMETERS,
+    tier: (v) => (TIER_NAME.test(v) ? { value: v } : 'a tier name (lower-case letters, digits and -, e.g. fast)'),
+  };
+  readonly moves: TierMoves;
   readonly snapshotParameters: Record<string, ParameterCheck> = {
     snapshotReserve: (v) => (/^(100|[1-9][0-9]?)%$/.test(v) || v === '0' || v === 'none' ? null : 'a percentage of the source (1% to 100%), or none'),
   };
@@ -62,6 +70,7 @@ export class LvmPool implements PoolBackend {
     readonly granularity: number,
     private readonly defaultThinPool: string | undefined,
   ) {
+    this.moves = new TierMoves(lvm, opts.vg, granularity, () => this.cache.drop());
     this.cache = new MetadataCache(lvm, opts.vg);
     this.health = new LvHealth(lvm, opts.vg);
     // Both need device-mapper: the thin pool's metadata device, and suspending members.
@@ -97,7 +106,61 @@ export class LvmPool implements PoolBackend {
       await sweepIncompleteLvs(lvm, opts.vg, lvs, how.sysBlock);
       await sweepHalfGroups(lvm, opts.vg, lvs);
     }
-    return new LvmPool(lvm, { ...opts }, Number(vg.vg_extent_size), tagValue(tags, THIN_POOL_TAG));
+    const pool = new LvmPool(lvm, { ...opts }, Number(vg.vg_extent_size), tagValue(tags, THIN_POOL_TAG));
+    // The process that serves the pool finishes the moves a crash cut short, in the background.
+    if (how.sweep && lvm.activation) void pool.resumeMoves().catch((err: unknown) => log.error('resuming tier moves failed', { vg: opts.vg, err: String(err) }));
+    return pool;
+  }
+
+  /**
+   * After LVM finishes a cut-short pvmove, every volume whose extents are not all on its recorded
+   * tier is moved there. Tried again while it fails: a start beside a busy disk can find a PV slow to
+   * answer (the pool's bounded header reads).
+   */
+  private async resumeMoves(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.moves.finishCutShort();
+        for (const u of await this.misplaced()) this.moves.enqueue(u);
+        return;
+      } catch (err) {
+        if (attempt >= 30) throw err;
+        log.warn('resuming tier moves failed; trying again in 10 s', { vg: this.opts.vg, attempt, err: String(err) });
+        await new Promise((r) => setTimeout(r, 10_000).unref());
+      }
+    }
+  }
+
+  /** The volumes whose extents are not all on their recorded tier, as moves. */
+  private async misplaced(): Promise<MoveUnit[]> {
+    const state = await this.metadata();
+    const units: MoveUnit[] = [];
+    for (const row of state.lvs.filter(isVolumeRow)) {
+      const tier = volumeFromRow(row).parameters.tier;
+      if (!tier) continue;
+      const unit = this.moveUnit(row, state.pvs, tier);
+      // Thin volumes of one pool that record different tiers would move their pool back and forth: left as they are.
+      if (this.poolMatesOnOtherTiers(row, state.lvs, tier).length) {
+        log.warn('a thin pool\'s volumes record different tiers; not moving it', { volume: row.lv_name, pool: row.pool_lv });
+        continue;
+      }
+      if (unit && (await this.moves.outside(unit.lvs, unit.to)).size) units.push(unit);
+    }
+    return units;
+  }
+
+  /** The other thin volumes of a thin volume's pool whose recorded tier is not this one (a thin pool moves whole). */
+  private poolMatesOnOtherTiers(row: LvRow, lvs: readonly LvRow[], tier: string): string[] {
+    if (row.segtype !== 'thin') return [];
+    return lvs.filter((r) => isVolumeRow(r) && r.segtype === 'thin' && r.pool_lv === row.pool_lv && r.lv_name !== row.lv_name && (volumeFromRow(r).parameters.tier ?? tier) !== tier).map((r) => r.lv_name);
+  }
+
+  /** What moving a volume to a tier moves: its LV, or for a thin volume its thin pool's data and metadata; null when no PV has the tier. */
+  private moveUnit(row: LvRow, pvs: readonly PvRow[], tier: string): MoveUnit | null {
+    const to = pvs.filter((p) => tagValue(tagsOf(p.pv_tags), TIER_TAG) === tier).map((p) => p.pv_name);
+    if (!to.length) return null;
+    const lvs = row.segtype === 'thin' ? [`${row.pool_lv}_tdata`, `${row.pool_lv}_tmeta`] : [row.lv_name];
+    return { volumeId: row.lv_name, lvs, to, tier };
   }
 
   get vg(): string {
@@ -355,8 +418,27 @@ export class LvmPool implements PoolBackend {
   async setParameters(id: string, parameters: Record<string, string>): Promise<VolumeRecord> {
     const row = await this.lvm.lv(this.opts.vg, id);
     if (!row || !isVolumeRow(row)) throw notFound(`volume ${id} does not exist`);
-    const args = parameterTagChanges(volumeFromRow(row).parameters, parameters);
+    const was = volumeFromRow(row).parameters;
+    let move: MoveUnit | null = null;
+    if (parameters.tier && parameters.tier !== was.tier) {
+      // Checked before anything is recorded: the tier exists here and has room for what must move.
+      const state = await this.metadata();
+      this.tierPvs(state.pvs, parameters.tier);
+      move = this.moveUnit(row, state.pvs, parameters.tier)!;
+      const others = this.poolMatesOnOtherTiers(row, state.lvs, parameters.tier);
+      if (others.length) throw precondition(`volume ${id} is thin: its blocks move with its whole thin pool ${row.pool_lv}, whose volumes ${others.join(', ')} are of another tier; give them the same class first, or use thick volumes for tiers`);
+      if (!this.lvm.activation) throw precondition(`moving volume ${id} to tier ${parameters.tier} needs device-mapper (pvmove), which this host lacks`);
+      const outside = [...(await this.moves.outside(move.lvs, move.to)).values()].reduce((a, b) => a + b, 0);
+      const room = Math.floor(move.to.reduce((sum, pv) => sum + Number(state.pvs.find((p) => p.pv_name === pv)!.pv_free), 0) / this.granularity);
+      if (outside > room) {
+        const [free, asked] = formatBytesPair(room * this.granularity, outside * this.granularity);
+        throw exhausted(`tier ${parameters.tier} of volume group ${this.opts.vg} has ${free} free, volume ${id} needs ${asked} moved there${row.segtype === 'thin' ? ` (its thin pool ${row.pool_lv})` : ''}: add a disk (vpool-csi pool extend --tier ${parameters.tier})`);
+      }
+    }
+    const args = parameterTagChanges(was, parameters);
     if (args.length) await this.lvmChange('lvchange', ['-y', ...args, this.lvPath(id)]);
+    // Recorded first: a crash from here on leaves a volume off its tier, which the next start moves.
+    if (move) this.moves.enqueue(move);
     return (await this.getVolume(id))!;
   }
 

@@ -1,0 +1,126 @@
+// Runs INSIDE the QEMU VM (test/vm/vm-run.sh): Debian's kernel with device-mapper, whose mirror target
+// pvmove needs. Started by test/e2e/lvm-tiers-vm.test.ts; not picked up on the host directly.
+import assert from 'node:assert/strict';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { openSync, readSync, closeSync, realpathSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import { blockCap } from '../helpers/csi.js';
+import { BIN, codeOf, finish, MiB, startDriver, type Driver } from '../helpers/driver.js';
+import { pollUntil } from '../helpers/libvirt.js';
+
+const VG = 'tierpool';
+// The harness's blank disks by their serials (lvm reports them by their kernel names).
+const [SLOW, FAST1, FAST2] = ['data0', 'data1', 'data2'].map((s) => realpathSync(`/dev/disk/by-id/virtio-${s}`));
+const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+const lvsJson = (fields: string, extra: string[] = []) =>
+  (JSON.parse(sh('lvs', ['-a', '--reportformat', 'json', '-o', fields, ...extra, VG])) as { report: Array<{ lv?: Array<Record<string, string>>; seg?: Array<Record<string, string>> }> }).report.flatMap((r) => [...(r.lv ?? []), ...(r.seg ?? [])]);
+/** The PVs an LV's extents are on (hidden LVs by their name without brackets). */
+const pvsOf = (lv: string) => [...new Set(lvsJson('lv_name,devices', ['--segments']).filter((r) => r.lv_name!.replace(/^\[|\]$/g, '') === lv).flatMap((r) => r.devices!.split(',')).map((d) => d.replace(/\(\d+\)$/, '')).filter(Boolean))].sort();
+const moving = () => lvsJson('lv_name').some((r) => /pvmove\d+/.test(r.lv_name!));
+const hashOf = (dev: string, bytes: number) => {
+  const fd = openSync(dev, 'r');
+  const h = createHash('sha256');
+  const buf = Buffer.alloc(MiB);
+  for (let off = 0; off < bytes; off += MiB) h.update(buf.subarray(0, readSync(fd, buf, 0, MiB, off)));
+  closeSync(fd);
+  return h.digest('hex');
+};
+/** fio writing the LV past its first 64 MiB for a while, direct: its exit and its error count tell of any I/O error. */
+const fioWriting = (dev: string, seconds: number) => {
+  const p = spawn('fio', ['--name=w', `--filename=${dev}`, '--direct=1', '--ioengine=libaio', '--iodepth=8', '--rw=randwrite', '--bs=64k', '--offset=64M', '--time_based', `--runtime=${seconds}`, '--output-format=json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  p.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  p.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+  return {
+    proc: p as ChildProcess,
+    done: new Promise<{ code: number | null; errors: number; writes: number }>((resolve) =>
+      p.on('exit', (code) => {
+        const json = out.slice(out.indexOf('{'));
+        const job = (JSON.parse(json) as { jobs: Array<{ error: number; write: { total_ios: number } }> }).jobs[0]!;
+        resolve({ code, errors: job.error, writes: job.write.total_ios });
+      }),
+    ),
+  };
+};
+
+describe('lvm tiers: a live volume\'s extents moved to its class\'s tier by pvmove while fio writes to it', { timeout: 840_000 }, () => {
+  let d: Driver;
+  before(async () => {
+    execFileSync('modprobe', ['-a', 'dm_thin_pool', 'dm_mirror']);
+    sh(BIN, ['pool', 'init', '--vg', VG, '--tier', 'slow', '--thin-pool', 'thin', '--thin-size', '40%', SLOW]);
+    sh(BIN, ['pool', 'extend', '--vg', VG, '--tier', 'fast', FAST1, FAST2]);
+    d = await startDriver({ args: ['--backend', 'lvm', '--vg', VG, '--log-level', 'info'] });
+  });
+  after(async () => {
+    // The plugin's account of the moves, and LVM's and device-mapper's state, for a failure's report.
+    for (const l of d?.logs ?? []) if (/move|pvmove|"level":"(warn|error)"/.test(l)) console.log(`driver: ${l.slice(0, 600)}`);
+    console.log(sh('lvs', ['-a', '-o', 'lv_name,lv_attr,devices,copy_percent', VG]));
+    console.log(execFileSync('dmsetup', ['info', '-c'], { encoding: 'utf8' }));
+    if (d) assert.deepEqual(await finish(d), []);
+    if (moving()) execFileSync('pvmove', ['--abort'], { stdio: 'ignore' });
+    sh(BIN, ['pool', 'destroy', '--vg', VG, '--force']);
+  });
+
+  const modify = (id: string, p: Record<string, string>) => d.client.controllerModifyVolume({ volume_id: id, secrets: {}, mutable_parameters: p });
+  const activate = (id: string) => {
+    sh('lvchange', ['-ay', '-K', `${VG}/${id}`]);
+    return `/dev/${VG}/${id}`;
+  };
+  const stamp = (dev: string) => {
+    sh('dd', ['if=/dev/urandom', `of=${dev}`, 'bs=1M', 'count=64', 'oflag=direct', 'status=none']);
+    return hashOf(dev, 64 * MiB);
+  };
+
+  it('thick: made on its StorageClass\'s tier, moved live to another by a class change (no I/O error, the data unchanged, every extent on the fast PVs); a tier without room refused and nothing recorded', async () => {
+    const vol = (await d.client.createVolume({ name: 'pvc-thick', capacity_range: { required_bytes: String(256 * MiB) }, volume_capabilities: [blockCap()], parameters: { type: 'thick', tier: 'slow' } })).volume!;
+    assert.deepEqual(pvsOf(vol.volume_id), [SLOW]);
+    const dev = activate(vol.volume_id);
+    const before = stamp(dev);
+    const fio = fioWriting(dev, 40);
+    const started = Date.now();
+    await modify(vol.volume_id, { tier: 'fast' });
+    console.log(`ControllerModifyVolume returned in ${Date.now() - started} ms; the move goes on in the background`);
+    await pollUntil(async () => (!moving() && pvsOf(vol.volume_id).every((p) => p === FAST1 || p === FAST2) ? true : undefined), 300_000, async () => `not moved: ${pvsOf(vol.volume_id).join(', ')}`);
+    console.log(`thick 256 MiB moved to tier fast in ${((Date.now() - started) / 1000).toFixed(1)} s while fio wrote`);
+    // The plugin's pvmove returns once LVM has switched the LV over (which the poll above may see first).
+    await pollUntil(async () => (d.logs.some((l) => l.includes('moved a volume to its tier')) ? true : undefined), 60_000, async () => 'the plugin never said it moved the volume');
+    const result = await fio.done;
+    assert.deepEqual([result.code, result.errors], [0, 0], 'fio saw no I/O error');
+    assert.ok(result.writes > 100, `fio wrote during the move (${result.writes} writes)`);
+    assert.equal(hashOf(dev, 64 * MiB), before, 'the data written before the move is unchanged');
+    assert.match(sh('lvs', ['--noheadings', '-o', 'lv_tags', `${VG}/${vol.volume_id}`]), /vpool\.p\.tier=fast/);
+
+    // No room on the tier: refused, nothing recorded, nothing moved.
+    const filler = (await d.client.createVolume({ name: 'pvc-filler', capacity_range: { required_bytes: String(1600 * MiB) }, volume_capabilities: [blockCap()], parameters: { type: 'thick', tier: 'fast' } })).volume!;
+    const big = (await d.client.createVolume({ name: 'pvc-big', capacity_range: { required_bytes: String(400 * MiB) }, volume_capabilities: [blockCap()], parameters: { type: 'thick', tier: 'slow' } })).volume!;
+    assert.equal(await codeOf(modify(big.volume_id, { tier: 'fast' })), 'RESOURCE_EXHAUSTED');
+    assert.equal(await codeOf(modify(big.volume_id, { tier: 'nvme' })), 'INVALID_ARGUMENT');
+    assert.match(sh('lvs', ['--noheadings', '-o', 'lv_tags', `${VG}/${big.volume_id}`]), /vpool\.p\.tier=slow/);
+    assert.deepEqual(pvsOf(big.volume_id), [SLOW]);
+    sh('lvchange', ['-an', `${VG}/${vol.volume_id}`]);
+    for (const v of [vol, filler, big]) await d.client.deleteVolume({ volume_id: v.volume_id });
+  });
+
+  it('thin: its thin pool moved whole; a kill -9 of the plugin and of pvmove mid-move, and the restarted plugin finishes it (LVM\'s own record of the move), the data unchanged', async () => {
+    const vol = (await d.client.createVolume({ name: 'pvc-thin', capacity_range: { required_bytes: String(128 * MiB) }, volume_capabilities: [blockCap()], parameters: { type: 'thin' } })).volume!;
+    assert.deepEqual(pvsOf('thin_tdata'), [SLOW]);
+    const dev = activate(vol.volume_id);
+    const before = stamp(dev);
+    const fio = fioWriting(dev, 60);
+    await modify(vol.volume_id, { tier: 'fast' });
+    await pollUntil(async () => (moving() ? true : undefined), 120_000, async () => 'no pvmove began');
+    // A crash of the node plugin's container: the plugin and the pvmove it runs die at once.
+    await d.stop('SIGKILL');
+    execFileSync('pkill', ['-9', '-x', 'pvmove']);
+    assert.ok(moving(), 'the move was cut short: LVM still records it');
+    d = await d.restart();
+    await pollUntil(async () => (!moving() && [...pvsOf('thin_tdata'), ...pvsOf('thin_tmeta')].every((p) => p === FAST1 || p === FAST2) ? true : undefined), 400_000, async () => `not moved: tdata ${pvsOf('thin_tdata').join(', ')}, tmeta ${pvsOf('thin_tmeta').join(', ')}`);
+    assert.ok(d.logs.some((l) => l.includes('resuming a move of extents a restart cut short')), 'the restarted plugin resumed it');
+    const result = await fio.done;
+    assert.deepEqual([result.code, result.errors], [0, 0], 'fio saw no I/O error across the kill');
+    assert.equal(hashOf(dev, 64 * MiB), before, 'the data is unchanged');
+    sh('lvchange', ['-an', `${VG}/${vol.volume_id}`]);
+    await d.client.deleteVolume({ volume_id: vol.volume_id });
+  });
+});
