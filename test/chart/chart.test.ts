@@ -343,6 +343,11 @@ describe('Helm chart', () => {
     const libvirtClasses = byKind(await render(['backend=libvirt'], 'vpool-csi', [], ['--api-versions', 'storage.k8s.io/v1/VolumeAttributesClass', ...burst]), 'VolumeAttributesClass') as unknown as { parameters: Record<string, string> }[];
     assert.deepEqual(libvirtClasses.map((c) => c.parameters), [{ readIOPS: '500', readIOPSBurst: '2000' }]);
     await assert.rejects(render(['backend=lvm'], 'vpool-csi', [], burst), /then/, 'the kernel\'s limits have no bursts');
+    // A tier is the lvm pool's: a class naming one is made there, refused elsewhere.
+    const tiered = ['volumeAttributesClasses.classes[0].name=fast', 'volumeAttributesClasses.classes[0].parameters.tier=fast'].flatMap((s) => ['--set-string', s]);
+    const lvmClasses = byKind(await render(['backend=lvm'], 'vpool-csi', [], ['--api-versions', 'storage.k8s.io/v1/VolumeAttributesClass', ...tiered]), 'VolumeAttributesClass') as unknown as { parameters: Record<string, string> }[];
+    assert.deepEqual(lvmClasses.map((c) => c.parameters), [{ tier: 'fast' }]);
+    await assert.rejects(render(['backend=file'], 'vpool-csi', [], tiered), /then/, 'no tiers in the file pool');
     await assert.rejects(render(['volumeAttributesClasses.classes[0].name=x', 'volumeAttributesClasses.classes[0].parameters.readIOPS=lots']), /readIOPS/);
     await assert.rejects(render(['node.kubepodsCgroups[0]=../etc']), /kubepodsCgroups/);
     assert.ok(pods(await render(['node.kubepodsCgroups[0]=kubelet/kubepods'])).find((p) => p.owner.kind === 'DaemonSet')!.spec.containers[0].args!.includes('--kubepods-cgroup=kubelet/kubepods'));

@@ -17,6 +17,8 @@ export interface LvmGroupPool {
   runDir: string;
   /** Makes one snapshot LV of `src` with these tags: a thin snapshot of a thin volume, else (or with copyOnWrite) a copy-on-write one. */
   snapshotLv(src: LvRow, id: string, tags: string[], copyOnWrite: boolean): Promise<void>;
+  /** Why a volume cannot be snapshotted now (its extents are being moved to its tier), or null. */
+  moving?(volumeId: string): string | null;
   /** A sysfs to read the dm table from (dm.ts), for tests. */
   sysBlock?: string;
 }
@@ -68,6 +70,11 @@ export class LvmGroupSnapshots implements GroupSnapshots {
   async create(spec: { id: string; name: string; members: ReadonlyArray<{ volumeId: string; snapshotId: string; snapshotName: string }> }): Promise<GroupSnapshot> {
     const existing = await this.get(spec.id);
     if (existing) return existing;
+    // Before any member is cut: pvmove suspends and resumes a moving LV's tables itself.
+    for (const m of spec.members) {
+      const why = this.pool.moving?.(m.volumeId);
+      if (why) throw precondition(why);
+    }
     // A cut a crash left half-made: its members are not of the point in time about to be taken.
     await this.delete(spec.id);
     const rows = await this.rows();

@@ -1,4 +1,4 @@
-import { conflict, exhausted, internal, invalid, notFound, precondition, unavailable } from '../../errors.js';
+import { busy, conflict, exhausted, internal, invalid, notFound, precondition, unavailable } from '../../errors.js';
 import { CommandError } from '../../exec.js';
 import { log } from '../../log.js';
 import { pageAfter, type Page } from '../../paging.js';
@@ -76,7 +76,7 @@ export class LvmPool implements PoolBackend {
     // Both need device-mapper: the thin pool's metadata device, and suspending members.
     if (lvm.activation) {
       this.snapshotBlocks = new LvmSnapshotBlocks(lvm, opts.vg, new ThinMetadata(opts.vg));
-      this.groupSnapshots = new LvmGroupSnapshots({ vg: opts.vg, lvm, runDir: opts.runDir ?? RUN_DIR, snapshotLv: (src, id, tags, copyOnWrite) => this.snapshotLv(src, id, tags, undefined, copyOnWrite, true) });
+      this.groupSnapshots = new LvmGroupSnapshots({ vg: opts.vg, lvm, runDir: opts.runDir ?? RUN_DIR, snapshotLv: (src, id, tags, copyOnWrite) => this.snapshotLv(src, id, tags, undefined, copyOnWrite, true), moving: (id) => this.movingReason(id) });
     }
   }
 
@@ -149,6 +149,21 @@ export class LvmPool implements PoolBackend {
     return units;
   }
 
+  /** Why a volume's extents cannot be touched now: a move of it (or of its thin pool) is queued or running. */
+  movingReason(id: string): string | null {
+    return this.moves.moving(id) ? `volume ${id} is being moved to its tier (pvmove, in the background); retry when the move is done (vpool-csi status shows it)` : null;
+  }
+
+  /** The idempotent path of a modify (nothing new recorded): a volume off its recorded tier is moved again (a move that failed, a retry after a crash). */
+  async applyParameters(vol: VolumeRecord): Promise<void> {
+    const tier = vol.parameters.tier;
+    if (!tier || !this.lvm.activation || this.moves.moving(vol.id)) return;
+    const state = await this.metadata();
+    const row = state.lvs.find((r) => r.lv_name === vol.id && isVolumeRow(r));
+    const unit = row ? this.moveUnit(row, state.pvs, tier) : null;
+    if (unit && !this.poolMatesOnOtherTiers(row!, state.lvs, tier).length && (await this.moves.outside(unit.lvs, unit.to)).size) this.moves.enqueue(unit);
+  }
+
   /** The other thin volumes of a thin volume's pool whose recorded tier is not this one (a thin pool moves whole). */
   private poolMatesOnOtherTiers(row: LvRow, lvs: readonly LvRow[], tier: string): string[] {
     if (row.segtype !== 'thin') return [];
@@ -182,8 +197,6 @@ export class LvmPool implements PoolBackend {
 
   private typeOf(params: Record<string, string>): { type: 'thin' | 'thick'; thinPool?: string } {
     const type = (params.type as 'thin' | 'thick' | undefined) ?? (this.defaultThinPool ? 'thin' : 'thick');
-    // A thin volume's blocks are its thin pool's, wherever the pool's extents are: only a thick volume is placed by tier.
-    if (type === 'thin' && params.tier) throw invalid(`tier=${params.tier} places thick volumes (type: thick): a thin volume's blocks are wherever its thin pool is`);
     if (type === 'thick') return { type };
     const thinPool = params.thinPool ?? this.defaultThinPool;
     if (!thinPool) throw invalid(`type=thin needs a thin pool: this VG has none (pass thinPool, or create one with \`vpool-csi pool init --thin-pool\`)`);
@@ -293,6 +306,8 @@ export class LvmPool implements PoolBackend {
     } else if (leftover) {
       throw conflict(`LV ${spec.id} exists but is not a vpool volume`);
     }
+    // A thin volume's blocks are its thin pool's, wherever the pool's extents are: only a thick volume is placed by tier.
+    if (type === 'thin' && spec.parameters.tier) throw invalid(`tier=${spec.parameters.tier} places thick volumes (type: thick): a thin volume's blocks are wherever its thin pool is`);
     const { availableBytes } = await this.capacity(spec.parameters, state);
     const onPvs = type === 'thick' ? this.placement(state.pvs, spec.parameters) : [];
     if (spec.capacityBytes > availableBytes) {
@@ -399,6 +414,8 @@ export class LvmPool implements PoolBackend {
     if (!row || !isVolumeRow(row)) throw notFound(`volume ${id} does not exist`);
     const target = roundUp(capacityBytes, this.granularity);
     if (target > Number(row.lv_size)) {
+      const moving = this.movingReason(id);
+      if (moving) throw precondition(moving);
       const cow = (await this.lvm.lvs(this.opts.vg)).filter((r) => r.origin === id && r.segtype !== 'thin' && isSnapshotRow(r)).map((r) => r.lv_name);
       if (cow.length) throw precondition(`volume ${id} has copy-on-write snapshots (${cow.join(', ')}: its own, or members of group snapshots cut while it was attached); LVM cannot grow the origin of one while it is active: delete them first`);
       const params = volumeFromRow(row).parameters;
@@ -420,6 +437,8 @@ export class LvmPool implements PoolBackend {
     if (!row || !isVolumeRow(row)) throw notFound(`volume ${id} does not exist`);
     const was = volumeFromRow(row).parameters;
     let move: MoveUnit | null = null;
+    const movingNow = this.movingReason(id);
+    if (movingNow && parameters.tier !== was.tier) throw busy(movingNow);
     if (parameters.tier && parameters.tier !== was.tier) {
       // Checked before anything is recorded: the tier exists here and has room for what must move.
       const state = await this.metadata();
@@ -429,7 +448,9 @@ export class LvmPool implements PoolBackend {
       if (others.length) throw precondition(`volume ${id} is thin: its blocks move with its whole thin pool ${row.pool_lv}, whose volumes ${others.join(', ')} are of another tier; give them the same class first, or use thick volumes for tiers`);
       if (!this.lvm.activation) throw precondition(`moving volume ${id} to tier ${parameters.tier} needs device-mapper (pvmove), which this host lacks`);
       const outside = [...(await this.moves.outside(move.lvs, move.to)).values()].reduce((a, b) => a + b, 0);
-      const room = Math.floor(move.to.reduce((sum, pv) => sum + Number(state.pvs.find((p) => p.pv_name === pv)!.pv_free), 0) / this.granularity);
+      const stripeCount = Number(was.stripes ?? 1);
+      if (move.to.length < stripeCount) throw exhausted(`volume ${id} is striped over ${stripeCount} PVs, and tier ${parameters.tier} has ${move.to.length}: pvmove keeps stripes on separate PVs`);
+      const room = Math.floor(Math.max(0, move.to.reduce((sum, pv) => sum + Number(state.pvs.find((p) => p.pv_name === pv)!.pv_free), 0) - this.opts.reserveBytes) / this.granularity);
       if (outside > room) {
         const [free, asked] = formatBytesPair(room * this.granularity, outside * this.granularity);
         throw exhausted(`tier ${parameters.tier} of volume group ${this.opts.vg} has ${free} free, volume ${id} needs ${asked} moved there${row.segtype === 'thin' ? ` (its thin pool ${row.pool_lv})` : ''}: add a disk (vpool-csi pool extend --tier ${parameters.tier})`);
@@ -489,6 +510,8 @@ export class LvmPool implements PoolBackend {
     const row = rows.find((r) => r.lv_name === id);
     if (!row) return null;
     if (!isVolumeRow(row)) return `LV ${this.lvPath(id)} is not a vpool volume; the driver does not touch it`;
+    const moving = this.movingReason(id);
+    if (moving) return moving;
     // The held row's lv_attr is as old as the last metadata read: activation and open counts are not
     // metadata, so they are never taken from it. No dm device: inactive, nothing can hold it.
     const dm = this.lvm.activation ? dmDeviceOf(this.opts.vg, id) : null;
@@ -534,6 +557,8 @@ export class LvmPool implements PoolBackend {
   async createSnapshot(spec: CreateSnapshotSpec): Promise<SnapshotRecord> {
     const src = await this.lvm.lv(this.opts.vg, spec.sourceVolumeId);
     if (!src || !isVolumeRow(src)) throw notFound(`source volume ${spec.sourceVolumeId} does not exist`);
+    const moving = this.movingReason(spec.sourceVolumeId);
+    if (moving) throw precondition(moving);
     const tags = snapshotTags({ name: spec.name, createdAt: Date.now(), sourceVolumeId: src.lv_name, sizeBytes: Number(src.lv_size) });
     await this.snapshotLv(src, spec.id, tags, spec.parameters.snapshotReserve);
     return (await this.getSnapshot(spec.id))!;
