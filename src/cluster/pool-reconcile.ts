@@ -2,7 +2,7 @@ import { mkdir, statfs } from 'node:fs/promises';
 import { errorMessage } from '../errors.js';
 import { FilePool } from '../pool/file/file-pool.js';
 import type { LvmCli, LvRow, VgRow } from '../pool/lvm/lvm-cli.js';
-import { ensureThinPool, extendPool, initPool, inspectDevices, statusFromRows, thinSizeArgs } from '../pool/lvm/pool-admin.js';
+import { ensureThinPool, extendPool, initPool, inspectDevices, setTier, statusFromRows, thinSizeArgs, tierOf } from '../pool/lvm/pool-admin.js';
 import { expandDeviceGlob, hasWildcard } from './device-glob.js';
 import type { DeviceStatus, NodePoolStatus, PoolSettings, ThinSize } from './volume-pool.js';
 
@@ -78,6 +78,19 @@ export async function reconcileLvmPool(lvm: LvmCli, settings: PoolSettings): Pro
       }
     }
     if (changed) [vgRow, pvs, lvs] = await read();
+    // Each group's devices carry its tier (a device moved to another group changes tier; its extents stay).
+    const byTier = new Map<string, string[]>();
+    for (const u of inspection.usable) {
+      const spec = candidates.find((c) => c.path === u.device)?.spec;
+      const tier = spec === undefined ? undefined : settings.tiers.get(spec);
+      const pv = pvs.find((p) => p.pv_name === u.path && p.vg_name === vg);
+      if (tier && pv && tierOf(pv).tier !== tier) byTier.set(tier, [...(byTier.get(tier) ?? []), u.path]);
+    }
+    for (const [tier, devs] of byTier) {
+      await setTier(lvm, pvs, devs, tier);
+      note('Normal', 'DeviceTier', `${devs.join(', ')}: tier ${tier}`);
+    }
+    if (byTier.size) [vgRow, pvs, lvs] = await read();
     if (settings.thinPool && vgRow) {
       const thin = lvs.find((l) => l.lv_name === thinName);
       const grown = thin ? await growThinPool(lvm, vgRow, thin, settings.thinPool.size).catch((e: unknown) => void note('Warning', 'ThinPoolGrowFailed', errorMessage(e))) : undefined;
@@ -103,7 +116,7 @@ export async function reconcileLvmPool(lvm: LvmCli, settings: PoolSettings): Pro
     const spec = specOf.get(pv.name);
     const health = pv.missing ? 'Missing' : spec ? 'Healthy' : 'Retained';
     const message = pv.missing ? 'the device is gone from this node; the pool is degraded' : spec ? undefined : 'in the pool but no longer in spec.devices; pools are never shrunk (pvmove + vgreduce by hand)';
-    devices.push({ path: spec ?? pv.name, device: pv.name, sizeBytes: pv.sizeBytes, health, ...(message ? { message } : {}) });
+    devices.push({ path: spec ?? pv.name, device: pv.name, sizeBytes: pv.sizeBytes, ...(pv.tier ? { tier: pv.tier } : {}), health, ...(message ? { message } : {}) });
     if (pv.missing) note('Warning', 'DeviceMissing', `${pv.name}: ${message}`);
   }
   const thin = thinName ? st.thinPools.find((t) => t.name === thinName) : undefined;

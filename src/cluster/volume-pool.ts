@@ -31,6 +31,8 @@ export interface VolumePoolSpec {
   directory?: string;
   /** lvm: device paths or globs (/dev/disk/by-id/nvme-*). */
   devices?: string[];
+  /** lvm: devices by tier (their PVs are tagged with it: a class's `tier` places volumes there). */
+  deviceGroups?: Array<{ tier: string; devices: string[] }>;
   thinPool?: { name?: string; size?: string };
   overprovisionRatio?: number;
   reserve?: string;
@@ -54,6 +56,8 @@ export interface DeviceStatus {
   /** The block device it resolved to. */
   device?: string;
   sizeBytes?: number;
+  /** The tier its PV carries. */
+  tier?: string;
   health: DeviceHealth;
   message?: string;
 }
@@ -96,7 +100,10 @@ export interface PoolSettings {
   backend: 'lvm' | 'file';
   volumeGroup: string;
   directory: string;
+  /** Every device the spec names: spec.devices and each group's. */
   devices: string[];
+  /** The tier of each device pattern a group names. */
+  tiers: Map<string, string>;
   thinPool?: { name: string; size: ThinSize };
   overprovisionRatio: number;
   reserveBytes: number;
@@ -126,7 +133,17 @@ export function poolSettings(pool: Pick<VolumePool, 'metadata' | 'spec'>): PoolS
     }
   };
   if (s.backend !== 'lvm' && s.backend !== 'file') problems.push(`spec.backend must be lvm or file (got ${JSON.stringify(s.backend)})`);
-  const devices = s.devices ?? [];
+  const tiers = new Map<string, string>();
+  for (const [i, g] of (s.deviceGroups ?? []).entries()) {
+    if (typeof g?.tier !== 'string' || !/^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/.test(g.tier)) problems.push(`spec.deviceGroups[${i}].tier: ${JSON.stringify(g?.tier)} is not a tier name (lower-case letters, digits and -, e.g. fast)`);
+    for (const d of Array.isArray(g?.devices) ? g.devices : []) {
+      if (tiers.has(d) && tiers.get(d) !== g.tier) problems.push(`spec.deviceGroups: ${JSON.stringify(d)} is in tier ${tiers.get(d)} and tier ${g.tier}`);
+      tiers.set(d, g.tier);
+    }
+  }
+  if (s.backend === 'file' && tiers.size) problems.push('spec.deviceGroups is for the lvm backend');
+  for (const d of s.devices ?? []) if (tiers.has(d)) problems.push(`spec.devices: ${JSON.stringify(d)} is also in spec.deviceGroups (tier ${tiers.get(d)}): name it once`);
+  const devices = [...(s.devices ?? []), ...tiers.keys()];
   for (const d of devices) if (typeof d !== 'string' || !DEVICE_PATTERN.test(d) || d.includes('..')) problems.push(`spec.devices: ${JSON.stringify(d)} is not a device path or glob under /dev without '..'`);
   if (s.backend === 'file' && devices.length) problems.push('spec.devices is for the lvm backend; a file pool lives in spec.directory');
   const volumeGroup = attempt(() => validateVgName(s.volumeGroup ?? pool.metadata.name), '');
@@ -148,7 +165,7 @@ export function poolSettings(pool: Pick<VolumePool, 'metadata' | 'spec'>): PoolS
   if (s.wipe !== undefined && typeof s.wipe !== 'boolean') problems.push('spec.wipe must be true or false');
   attempt(() => checkSelector(s.nodeSelector), undefined);
   if (problems.length) throw new PoolSpecError(problems.join('; '));
-  return { backend: s.backend, volumeGroup, directory, devices, thinPool, overprovisionRatio: ratio, reserveBytes, wipe: s.wipe === true };
+  return { backend: s.backend, volumeGroup, directory, devices, tiers, thinPool, overprovisionRatio: ratio, reserveBytes, wipe: s.wipe === true };
 }
 
 function checkSelector(sel: LabelSelector | undefined): void {

@@ -134,6 +134,26 @@ describe('VolumePool node agent: builds, extends and reports an lvm pool from th
     fake.delete('volumepools', `${name}-bad`);
   });
 
+  it('device groups give their PVs a tier (the status and the PV tags say it); a device moved to another group changes tier', async () => {
+    const [a, b, c, withFs] = disks.devices;
+    const generation = () => (fake.get('volumepools', name) as unknown as { metadata: { generation: number } }).metadata.generation;
+    fake.update('volumepools', name, (o) => void Object.assign(o.spec as object, { devices: [a, b], deviceGroups: [{ tier: 'fast', devices: [c, withFs] }] }));
+    let e = await atGeneration(generation());
+    assert.deepEqual([a, b, c, withFs].map((d) => device(e, d)?.tier), [undefined, undefined, 'fast', 'fast']);
+    assert.deepEqual([c, withFs].map((d) => execFileSync('pvs', ['--config', 'global{activation=0}', '--noheadings', '-o', 'pv_tags', d], { encoding: 'utf8' }).trim()), ['vpool.tier=fast', 'vpool.tier=fast']);
+    assert.equal(events('DeviceTier').length, 1);
+    fake.update('volumepools', name, (o) => void Object.assign(o.spec as object, { deviceGroups: [{ tier: 'fast', devices: [c] }, { tier: 'slow', devices: [withFs] }] }));
+    e = await atGeneration(generation());
+    assert.deepEqual([c, withFs].map((d) => device(e, d)?.tier), ['fast', 'slow']);
+    assert.equal(execFileSync('pvs', ['--config', 'global{activation=0}', '--noheadings', '-o', 'pv_tags', withFs!], { encoding: 'utf8' }).trim(), 'vpool.tier=slow', 'one tier tag, the old one gone');
+    // A device named in two groups is a spec the driver cannot use: Failed, nothing touched.
+    fake.update('volumepools', name, (o) => void Object.assign(o.spec as object, { deviceGroups: [{ tier: 'fast', devices: [c] }, { tier: 'slow', devices: [c, withFs] }] }));
+    e = await atGeneration(generation());
+    assert.match(e.lastError ?? '', /is in tier fast and tier slow/);
+    fake.update('volumepools', name, (o) => void Object.assign(o.spec as object, { devices: [a, b, c, withFs], deviceGroups: [] }));
+    await atGeneration(generation());
+  });
+
   it('a node that stops matching the selector drops its entry and keeps its pool', async () => {
     fake.update('nodes', 'node-a', (o) => void (o.metadata.labels = {}));
     await eventually('entry removed', () => !entry());

@@ -18,7 +18,15 @@ const api = { group: 'vpool.dev', version: 'v1alpha1', plural: 'volumepools' };
 describe('VolumePool spec', () => {
   it('fills the defaults and refuses what could escape or make no sense, naming every problem', () => {
     const s = poolSettings(pool('fast', { backend: 'lvm', devices: ['/dev/loop1'], thinPool: {} }));
-    assert.deepEqual(s, { backend: 'lvm', volumeGroup: 'fast', directory: '/var/lib/vpool-csi/pools/fast', devices: ['/dev/loop1'], thinPool: { name: 'thin', size: { percent: 90 } }, overprovisionRatio: 1, reserveBytes: 0, wipe: false });
+    assert.deepEqual(s, { backend: 'lvm', volumeGroup: 'fast', directory: '/var/lib/vpool-csi/pools/fast', devices: ['/dev/loop1'], tiers: new Map(), thinPool: { name: 'thin', size: { percent: 90 } }, overprovisionRatio: 1, reserveBytes: 0, wipe: false });
+    const grouped = poolSettings(pool('t', { backend: 'lvm', devices: ['/dev/sdb'], deviceGroups: [{ tier: 'fast', devices: ['/dev/nvme0n1', '/dev/nvme1n1'] }, { tier: 'slow', devices: ['/dev/sdc'] }] }));
+    assert.deepEqual(grouped.devices, ['/dev/sdb', '/dev/nvme0n1', '/dev/nvme1n1', '/dev/sdc']);
+    assert.deepEqual([...grouped.tiers], [['/dev/nvme0n1', 'fast'], ['/dev/nvme1n1', 'fast'], ['/dev/sdc', 'slow']]);
+    assert.throws(() => poolSettings(pool('t', { backend: 'lvm', deviceGroups: [{ tier: 'Fast!', devices: ['/dev/sdb'] }] })), /deviceGroups\[0\]\.tier/);
+    assert.throws(() => poolSettings(pool('t', { backend: 'lvm', deviceGroups: [{ tier: 'a', devices: ['/dev/sdb'] }, { tier: 'b', devices: ['/dev/sdb'] }] })), /in tier a and tier b/);
+    assert.throws(() => poolSettings(pool('t', { backend: 'lvm', devices: ['/dev/sdb'], deviceGroups: [{ tier: 'a', devices: ['/dev/sdb'] }] })), /name it once/);
+    assert.throws(() => poolSettings(pool('t', { backend: 'lvm', deviceGroups: [{ tier: 'a', devices: ['/dev/../etc'] }] })), /not a device path/);
+    assert.throws(() => poolSettings(pool('t', { backend: 'file', deviceGroups: [{ tier: 'a', devices: ['/dev/sdb'] }] })), /deviceGroups is for the lvm backend/);
     assert.deepEqual(poolSettings(pool('x', { backend: 'lvm', thinPool: { size: '10Gi' }, reserve: '1Gi', overprovisionRatio: 2.5 })).thinPool?.size, { bytes: 10 * 1024 ** 3 });
     assert.throws(
       () => poolSettings(pool('x', { backend: 'lvm', devices: ['/dev/../etc/passwd', 'sda', '/dev/sd$(reboot)'], overprovisionRatio: 0.5, thinPool: { size: '150%' }, reserve: 'lots' })),

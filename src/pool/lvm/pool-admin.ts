@@ -38,7 +38,7 @@ export function validateTier(tier: string): string {
 }
 
 /** Gives these PVs of the VG the tier (per PV one pvchange: its old tier tag goes as the new one comes); nothing when tier is undefined. */
-async function setTier(lvm: LvmCli, pvs: readonly PvRow[], devices: readonly string[], tier: string | undefined): Promise<void> {
+export async function setTier(lvm: LvmCli, pvs: readonly PvRow[], devices: readonly string[], tier: string | undefined): Promise<void> {
   if (tier === undefined) return;
   for (const d of devices) {
     const old = tagsOf(pvs.find((p) => p.pv_name === d)?.pv_tags).filter((t) => t.startsWith(`${TIER_TAG}=`));
