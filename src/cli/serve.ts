@@ -181,7 +181,7 @@ function podLimitsFor(ctx: DriverContext, s: LimitSettings): PodIoLimits | undef
   if (s.mode === 'controller' || !ctx.backend || ctx.controllerAttacher) return undefined;
   const cgroups = PodCgroups.detect(s.cgroupRoot, s.kubepods?.length ? s.kubepods : undefined);
   if (typeof cgroups === 'string') log.warn('volumes with I/O limits will not be published here', { reason: cgroups });
-  else log.info('pod I/O limits in cgroup v2', { root: cgroups.hierarchy });
+  else log.info(`pod I/O limits in cgroup v${cgroups.version}`, { hierarchy: cgroups.hierarchy });
   const limits = new PodIoLimits(cgroups, ctx.blockDevices);
   const backend = ctx.backend;
   // Every volume in use gets what its record says, lifts included (a modify recorded and not yet applied).

@@ -1,61 +1,46 @@
 import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { errno } from '../errors.js';
+import { BlkioThrottle } from './blkio-throttle.js';
+import { CgroupProblem, IoMax, type DeviceIoLimits, type IoThrottle } from './io-throttle.js';
 
-/** Limits on one device for one cgroup; an absent figure is no limit. */
-export interface DeviceIoLimits {
-  readIOPS?: number;
-  writeIOPS?: number;
-  readBytesPerSecond?: number;
-  writeBytesPerSecond?: number;
-}
+export { CgroupProblem, type DeviceIoLimits } from './io-throttle.js';
 
 const POD_UID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-const MAJOR_MINOR = /^[0-9]{1,10}:[0-9]{1,10}$/;
 
 export function isPodUid(uid: string): boolean {
   return POD_UID.test(uid);
 }
 
-/** Why a pod's limits cannot be set (no cgroup, no I/O controller), as a sentence an operator acts on. */
-export class CgroupProblem extends Error {}
-
-const V2_KEYS: ReadonlyArray<[keyof DeviceIoLimits, string]> = [
-  ['readBytesPerSecond', 'rbps'],
-  ['writeBytesPerSecond', 'wbps'],
-  ['readIOPS', 'riops'],
-  ['writeIOPS', 'wiops'],
-];
-
 /**
- * The kubelet's pod cgroups and cgroup v2's block I/O throttling in them (`io.max`), which holds every
- * container of the pod (its child cgroups) to the pod's limit. cgroup v1 is not used: its blkio
- * throttling is not hierarchical, so a limit on the pod's cgroup does not reach the containers under it,
- * and the containers' own cgroups come and go with restarts the driver never sees. A pod's cgroup is
- * found where the kubelet makes it, with either cgroup driver: systemd (`kubepods.slice/
- * kubepods-burstable.slice/kubepods-burstable-pod<uid_>.slice`) or cgroupfs (`kubepods/burstable/
- * pod<uid>`), for each QoS class; `parents` are the kubelet's kubepods cgroups to look under (its
- * --cgroup-root moves them). Only paths built from a checked pod UID are touched.
+ * The kubelet's pod cgroups and the kernel's block I/O throttling in them. On cgroup v2 the pod's
+ * io.max holds every container of the pod (its child cgroups); on v1, whose blkio throttling is not
+ * hierarchical, the rule is written in the pod's cgroup and in every cgroup under it, watched for the
+ * containers made later (BlkioThrottle). A pod's cgroup is found where the kubelet makes it, with either
+ * cgroup driver: systemd (`kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid_>.slice`)
+ * or cgroupfs (`kubepods/burstable/pod<uid>`), for each QoS class; `parents` are the kubelet's kubepods
+ * cgroups to look under (its --cgroup-root moves them). Only paths built from a checked pod UID are touched.
  */
 export class PodCgroups {
   private constructor(
-    /** The cgroup v2 root. */
+    /** The hierarchy that holds the I/O controller: the v2 root, or v1's blkio. */
     readonly hierarchy: string,
     private readonly parents: readonly string[],
+    readonly throttle: IoThrottle,
   ) {}
 
-  /** The cgroup v2 filesystem under `root` (the host's /sys/fs/cgroup), or why the node cannot limit a pod's I/O. */
+  get version(): 1 | 2 {
+    return this.throttle.version;
+  }
+
+  /** The pod cgroups under `root` (the host's /sys/fs/cgroup, v2 or v1's blkio), or why the node cannot limit a pod's I/O. */
   static detect(root: string, parents: readonly string[] = ['kubepods.slice', 'kubepods']): PodCgroups | string {
     PodCgroups.checkParents(parents);
-    if (existsSync(path.join(root, 'cgroup.controllers'))) {
-      // None of them there: the kubelet keeps its pods elsewhere, and no pod's cgroup would ever be found.
-      if (!parents.some((p) => existsSync(path.join(root, p)))) return `none of the kubelet's kubepods cgroups ${parents.join(', ')} is under ${root} (--kubepods-cgroup)`;
-      return new PodCgroups(root, parents);
-    }
-    if (existsSync(path.join(root, 'blkio', 'blkio.throttle.read_iops_device'))) {
-      return 'this node runs cgroup v1, whose blkio throttling does not reach the containers under a pod\'s cgroup: I/O limits need cgroup v2 (systemd.unified_cgroup_hierarchy=1, the default of current distributions)';
-    }
+    // None of them there: the kubelet keeps its pods elsewhere, and no pod's cgroup would ever be found.
+    const elsewhere = (h: string) => (parents.some((p) => existsSync(path.join(h, p))) ? null : `none of the kubelet's kubepods cgroups ${parents.join(', ')} is under ${h} (--kubepods-cgroup)`);
+    if (existsSync(path.join(root, 'cgroup.controllers'))) return elsewhere(root) ?? new PodCgroups(root, parents, new IoMax());
+    const blkio = path.join(root, 'blkio');
+    if (existsSync(path.join(blkio, 'blkio.throttle.read_iops_device'))) return elsewhere(blkio) ?? new PodCgroups(blkio, parents, new BlkioThrottle());
     return `${root} is no cgroup filesystem (--cgroup-root; the chart mounts the host's /sys/fs/cgroup)`;
   }
 
@@ -89,29 +74,14 @@ export class PodCgroups {
     return this.candidates(uid).find((dir) => existsSync(dir)) ?? null;
   }
 
-  /**
-   * Sets the pod's limits on one device, every figure at once (one write of io.max: all or nothing; an
-   * absent figure lifts that limit). Nothing is written when the kernel holds them already.
-   */
-  async set(dir: string, device: string, limits: DeviceIoLimits): Promise<void> {
-    if (!MAJOR_MINOR.test(device)) throw new Error(`${JSON.stringify(device)} is not a major:minor device number`);
-    const file = path.join(dir, 'io.max');
-    if (!existsSync(file)) throw new CgroupProblem(`${dir} has no io.max: the io controller is not enabled for the kubelet's pod cgroups (cgroup.subtree_control of its parents)`);
-    const held = await this.get(dir, device);
-    if (V2_KEYS.every(([k]) => held[k] === limits[k])) return;
-    await writeFile(file, [device, ...V2_KEYS.map(([k, key]) => `${key}=${limits[k] ?? 'max'}`)].join(' '));
+  /** Sets the pod's limits on one device (an absent figure lifts that limit); nothing is written where the kernel holds them already. */
+  set(dir: string, device: string, limits: DeviceIoLimits): Promise<void> {
+    return this.throttle.set(dir, device, limits);
   }
 
-  /** The limits the kernel holds for the device in this cgroup (what `set` wrote, as the kernel reads it back). */
-  async get(dir: string, device: string): Promise<DeviceIoLimits> {
-    const out: DeviceIoLimits = {};
-    const line = (await readFile(path.join(dir, 'io.max'), 'utf8')).split('\n').find((l) => l.startsWith(`${device} `));
-    for (const field of line?.split(' ').slice(1) ?? []) {
-      const [key, value] = field.split('=');
-      const k = V2_KEYS.find(([, name]) => name === key)?.[0];
-      if (k && value !== 'max') out[k] = Number(value);
-    }
-    return out;
+  /** The limits the kernel holds for the device in the pod's cgroup. */
+  get(dir: string, device: string): Promise<DeviceIoLimits> {
+    return this.throttle.get(dir, device);
   }
 
   /** Lifts every limit on the device; a cgroup already gone (its pod ended) is fine. */

@@ -130,7 +130,7 @@ describe('lvm pool on this host (activation disabled)', needsRoot(), () => {
   });
 
   it('a class\'s I/O limits are LV tags: set at create, changed by ControllerModifyVolume in one metadata commit, read back after a restart', async () => {
-    // A controller (it records limits; holding them is a node's, test/vm/io-limits.vm-test.ts, and this host's cgroup v1 cannot).
+    // A controller (it records limits; holding them is a node's: test/vm/io-limits.vm-test.ts, and test/e2e/io-limits.test.ts on this host's cgroup v1).
     let d = await startDriver({ args: ['--backend', 'lvm', '--vg', vg, '--mode', 'controller'] });
     try {
       const vol = (await d.client.createVolume({ name: 'pvc-limited', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [blockCap()], parameters: { writeIOPS: '300' }, mutable_parameters: { readIOPS: '500', writeBytesPerSecond: '20Mi' } })).volume!;

@@ -21,9 +21,10 @@ export function deviceAt(target: string, access: 'block' | 'mount'): string {
 }
 
 /**
- * One volume through a pod's life on cgroup v2, as the kubelet drives it: made with a class's limits,
- * staged and published for the pod (its UID from podInfoOnMount), the limits in the pod's io.max on the
- * device and the kernel holding fio in the pod's container under them (an upper bound: a slow machine only
+ * One volume through a pod's life on this machine's cgroup version, as the kubelet drives it: made with a class's limits,
+ * staged and published for the pod (its UID from podInfoOnMount), the limits in the pod's cgroup on the
+ * device (v1: in each container's cgroup too) and the kernel holding fio in the pod's containers under them,
+ * one made after the publish included (an upper bound: a slow machine only
  * does less), a class change applied live, optionally a kill -9 and restart that sets lifted limits
  * again, "unlimited" lifting them without unmounting, unpublish leaving none. Returns the driver (a new
  * one after a restart).
@@ -36,9 +37,11 @@ export async function limitsHeldLive(d: Driver, pod: PodCgroup, o: { name: strin
   await d.client.nodeStageVolume({ volume_id: vol.volume_id, staging_target_path: p.staging, volume_capability: cap });
   await d.client.nodePublishVolume({ volume_id: vol.volume_id, staging_target_path: p.staging, target_path: p.target, volume_capability: cap, readonly: false, volume_context: { 'csi.storage.k8s.io/pod.uid': pod.uid } });
   const dev = deviceAt(p.target, o.access);
-  const held = async () => (await pod.lines()).filter((l) => l.startsWith(`${dev} `));
+  const held = async (dir?: string) => (await pod.lines(dir)).filter((l) => l.startsWith(`${dev} `));
   const line = (riops: string, wbps: string) => [`${dev} rbps=max wbps=${wbps} riops=${riops} wiops=max`];
-  assert.deepEqual(await held(), line('500', String(20 * MiB)), 'the class\'s limits in the pod\'s io.max');
+  assert.deepEqual(await held(), line('500', String(20 * MiB)), 'the class\'s limits in the pod\'s cgroup');
+  // v1's rules hold only the tasks of their own cgroup: the container's must have them too.
+  if (pod.version === 1) assert.deepEqual(await held(pod.container), line('500', String(20 * MiB)), 'and in its container\'s (cgroup v1)');
 
   const file = o.access === 'block' ? p.target : path.join(p.target, 'fio.data');
   const fill = await pod.run('fio', ['--name=fill', `--filename=${file}`, '--size=128M', '--rw=write', '--bs=1M', '--direct=1', '--ioengine=libaio', '--iodepth=8']);
@@ -48,25 +51,34 @@ export async function limitsHeldLive(d: Driver, pod: PodCgroup, o: { name: strin
   o.report?.(`${o.name}: under the class, random read ${reads.iops.toFixed(0)} IOPS (limit 500), write ${(writes.bytesPerSecond / MiB).toFixed(1)} MiB/s (limit 20)`);
   assert.ok(reads.iops <= 550, `${reads.iops} read IOPS in the pod's container under a 500 limit`);
   assert.ok(writes.bytesPerSecond <= 22 * MiB, `${writes.bytesPerSecond} B/s written under a 20Mi limit`);
+  // A container the runtime makes after the publish (a restart, a sidecar) is held too: v2 by the pod's
+  // io.max above it, v1 by the rule the plugin writes into the new cgroup once it sees it appear.
+  const late = await pod.addContainer();
+  if (pod.version === 1) await waitFor('the new container\'s cgroup to get the pod\'s rules (cgroup v1)', async () => JSON.stringify(await held(late)) === JSON.stringify(line('500', String(20 * MiB))), 10_000);
+  const lateReads = await fioInPod(pod, file, { rw: 'randread', bs: '4k', seconds: 2 }, late);
+  o.report?.(`${o.name}: a container made after the publish, random read ${lateReads.iops.toFixed(0)} IOPS (limit 500)`);
+  assert.ok(lateReads.iops <= 550, `${lateReads.iops} read IOPS in a container made after the publish, under a 500 limit`);
 
   await d.client.controllerModifyVolume({ volume_id: vol.volume_id, mutable_parameters: { readIOPS: '250' } });
   assert.deepEqual(await held(), line('250', String(20 * MiB)), 'a class change is set live, and keys it does not name stay');
   if (o.restart) {
     // A plugin killed and started again (an upgrade, an OOM kill) sets what the record says on the pods it finds.
     await d.stop('SIGKILL');
-    const r = await pod.run('sh', ['-c', `echo "${dev} riops=max wbps=max" > ${path.join(pod.dir, 'io.max')}`]);
-    assert.equal(r.code, 0, r.stderr);
+    await pod.liftByHand(dev);
     assert.deepEqual(await held(), [], 'lifted by hand while the plugin was down');
     d = await d.restart();
     await waitFor('the restarted plugin to set the limits again', async () => JSON.stringify(await held()) === JSON.stringify(line('250', String(20 * MiB))));
+    if (pod.version === 1) for (const c of [pod.container, late]) assert.deepEqual(await held(c), line('250', String(20 * MiB)), 'in every container\'s cgroup (cgroup v1)');
   }
   await d.client.controllerModifyVolume({ volume_id: vol.volume_id, mutable_parameters: { readIOPS: 'unlimited', writeBytesPerSecond: 'unlimited' } });
   assert.deepEqual(await held(), [], '"unlimited" lifts them, the volume still mounted');
+  if (pod.version === 1) for (const c of [pod.container, late]) assert.deepEqual(await held(c), [], 'from every container\'s cgroup (cgroup v1)');
   const free = await fioInPod(pod, file, { rw: 'randread', bs: '4k', seconds: 2 });
   o.report?.(`${o.name}: lifted, random read ${free.iops.toFixed(0)} IOPS`);
   await d.client.controllerModifyVolume({ volume_id: vol.volume_id, mutable_parameters: { readIOPS: '300' } });
   await d.client.nodeUnpublishVolume({ volume_id: vol.volume_id, target_path: p.target });
   assert.deepEqual(await held(), [], 'the pod\'s limits on the device go with its publish');
+  if (pod.version === 1) for (const c of [pod.container, late]) assert.deepEqual(await held(c), [], 'from every container\'s cgroup (cgroup v1)');
   await d.client.nodeUnstageVolume({ volume_id: vol.volume_id, staging_target_path: p.staging });
   await d.client.deleteVolume({ volume_id: vol.volume_id });
   return d;

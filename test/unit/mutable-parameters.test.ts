@@ -57,19 +57,27 @@ describe('pod cgroups as the kubelet lays them out', () => {
     for (const bad of ['/kubepods', '../x', 'a//b', 'a/./b', '']) assert.throws(() => PodCgroups.checkParents([bad]), /--kubepods-cgroup is a path under the cgroup root/);
   });
 
-  it('refuses cgroup v1, whose throttling does not reach a pod\'s containers, saying so', async () => {
+  it('finds the I/O controller: v2 at the root, else v1\'s blkio hierarchy; the kubelet\'s cgroups under it, or says where it looked', async () => {
     const { mkdtemp, mkdir, writeFile, rm } = await import('node:fs/promises');
     const root = await mkdtemp('/tmp/vpool-cg-');
+    const found: PodCgroups[] = [];
     try {
       await mkdir(`${root}/blkio`);
       await writeFile(`${root}/blkio/blkio.throttle.read_iops_device`, '');
-      assert.match(String(PodCgroups.detect(root)), /this node runs cgroup v1, whose blkio throttling does not reach the containers under a pod's cgroup: I\/O limits need cgroup v2/);
+      assert.match(String(PodCgroups.detect(root)), new RegExp(`none of the kubelet's kubepods cgroups kubepods.slice, kubepods is under ${root}/blkio`));
+      await mkdir(`${root}/blkio/kubepods.slice`);
+      const v1 = PodCgroups.detect(root);
+      assert.ok(typeof v1 === 'object' && v1.version === 1 && v1.hierarchy === `${root}/blkio`, 'v1: the blkio hierarchy');
+      found.push(v1);
       await writeFile(`${root}/cgroup.controllers`, 'io memory');
       // v2, but the kubelet keeps its pods elsewhere (a wrong --kubepods-cgroup): said at start, not found pod by pod.
       assert.match(String(PodCgroups.detect(root)), /none of the kubelet's kubepods cgroups kubepods.slice, kubepods is under/);
       await mkdir(`${root}/kubepods`);
-      assert.equal(typeof PodCgroups.detect(root), 'object', 'v2 with the kubelet\'s cgroups: the root');
+      const v2 = PodCgroups.detect(root);
+      assert.ok(typeof v2 === 'object' && v2.version === 2 && v2.hierarchy === root, 'v2 with the kubelet\'s cgroups: the root');
+      found.push(v2);
     } finally {
+      for (const f of found) f.throttle.close();
       await rm(root, { recursive: true, force: true });
     }
   });

@@ -39,7 +39,8 @@ export interface NodeTable {
 
 /**
  * A node-local pool's I/O limits, held by the kernel for each pod that uses the volume: the limits
- * are set in the pod's cgroup (cgroup v2 io.max, which holds the pod's containers) on the device the
+ * are set in the pod's cgroup (cgroup v2 io.max, which holds the pod's containers; on v1 in its cgroup and
+ * every cgroup under it, watched for containers made later) on the device the
  * pod was given. Who uses a volume is read from the kernel's mount table (the kubelet's publish paths
  * carry the pod's UID), never remembered, so a restarted plugin applies them again from what it
  * finds. The caller holds the volume's lock.
@@ -51,7 +52,7 @@ export class PodIoLimits {
     private readonly blockDevices: BlockDevices,
   ) {}
 
-  /** Why volumes with I/O limits cannot be held here (cgroup v1, no cgroup filesystem), or null: made or changed to have limits, they are refused. */
+  /** Why volumes with I/O limits cannot be held here (no cgroup filesystem, no kubepods cgroups there), or null: made or changed to have limits, they are refused. */
   refusal(): string | null {
     return typeof this.cgroups === 'string' ? this.cgroups : null;
   }
