@@ -2,7 +2,8 @@ import { mkdir, statfs } from 'node:fs/promises';
 import { errorMessage } from '../errors.js';
 import { FilePool } from '../pool/file/file-pool.js';
 import type { LvmCli, LvRow, VgRow } from '../pool/lvm/lvm-cli.js';
-import { ensureThinPool, extendPool, initPool, inspectDevices, setTier, statusFromRows, thinSizeArgs, tierOf } from '../pool/lvm/pool-admin.js';
+import { ensureThinPool, extendPool, initPool, inspectDevices, statusFromRows, thinSizeArgs } from '../pool/lvm/pool-admin.js';
+import { reconcileTiers } from './pool-tiers.js';
 import { expandDeviceGlob, hasWildcard } from './device-glob.js';
 import type { DeviceStatus, NodePoolStatus, PoolSettings, ThinSize } from './volume-pool.js';
 
@@ -50,7 +51,8 @@ export async function reconcileLvmPool(lvm: LvmCli, settings: PoolSettings): Pro
   }
   const inspection = await inspectDevices(lvm, candidates.map((c) => c.path), { wipe: settings.wipe, allowPvOf: vg, pvs });
   for (const p of inspection.problems) {
-    const spec = candidates.find((c) => c.path === p.device)?.spec ?? p.device;
+    // A device listed twice is reported under the pattern that named it again, not the first.
+    const spec = (p.reason.startsWith('listed twice') ? [...candidates].reverse().find((c) => c.path === p.device) : candidates.find((c) => c.path === p.device))?.spec ?? p.device;
     devices.push({ path: spec, device: spec === p.device ? undefined : p.device, health: 'Invalid', message: p.reason });
     note('Warning', 'DeviceInvalid', `${p.device}: ${p.reason}; left untouched`);
   }
@@ -78,19 +80,7 @@ export async function reconcileLvmPool(lvm: LvmCli, settings: PoolSettings): Pro
       }
     }
     if (changed) [vgRow, pvs, lvs] = await read();
-    // Each group's devices carry its tier (a device moved to another group changes tier; its extents stay).
-    const byTier = new Map<string, string[]>();
-    for (const u of inspection.usable) {
-      const spec = candidates.find((c) => c.path === u.device)?.spec;
-      const tier = spec === undefined ? undefined : settings.tiers.get(spec);
-      const pv = pvs.find((p) => p.pv_name === u.path && p.vg_name === vg);
-      if (tier && pv && tierOf(pv).tier !== tier) byTier.set(tier, [...(byTier.get(tier) ?? []), u.path]);
-    }
-    for (const [tier, devs] of byTier) {
-      await setTier(lvm, pvs, devs, tier);
-      note('Normal', 'DeviceTier', `${devs.join(', ')}: tier ${tier}`);
-    }
-    if (byTier.size) [vgRow, pvs, lvs] = await read();
+    if (await reconcileTiers(lvm, { settings, vg, candidates, usable: inspection.usable, pvs, lvs, note })) [vgRow, pvs, lvs] = await read();
     if (settings.thinPool && vgRow) {
       const thin = lvs.find((l) => l.lv_name === thinName);
       const grown = thin ? await growThinPool(lvm, vgRow, thin, settings.thinPool.size).catch((e: unknown) => void note('Warning', 'ThinPoolGrowFailed', errorMessage(e))) : undefined;

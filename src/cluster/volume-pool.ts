@@ -136,12 +136,13 @@ export function poolSettings(pool: Pick<VolumePool, 'metadata' | 'spec'>): PoolS
   const tiers = new Map<string, string>();
   for (const [i, g] of (s.deviceGroups ?? []).entries()) {
     if (typeof g?.tier !== 'string' || !/^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/.test(g.tier)) problems.push(`spec.deviceGroups[${i}].tier: ${JSON.stringify(g?.tier)} is not a tier name (lower-case letters, digits and -, e.g. fast)`);
+    if (!Array.isArray(g?.devices) || !g.devices.length) problems.push(`spec.deviceGroups[${i}].devices: a list of device paths or globs, at least one`);
     for (const d of Array.isArray(g?.devices) ? g.devices : []) {
       if (tiers.has(d) && tiers.get(d) !== g.tier) problems.push(`spec.deviceGroups: ${JSON.stringify(d)} is in tier ${tiers.get(d)} and tier ${g.tier}`);
       tiers.set(d, g.tier);
     }
   }
-  if (s.backend === 'file' && tiers.size) problems.push('spec.deviceGroups is for the lvm backend');
+  if (s.backend === 'file' && s.deviceGroups?.length) problems.push('spec.deviceGroups is for the lvm backend');
   for (const d of s.devices ?? []) if (tiers.has(d)) problems.push(`spec.devices: ${JSON.stringify(d)} is also in spec.deviceGroups (tier ${tiers.get(d)}): name it once`);
   const devices = [...(s.devices ?? []), ...tiers.keys()];
   for (const d of devices) if (typeof d !== 'string' || !DEVICE_PATTERN.test(d) || d.includes('..')) problems.push(`spec.devices: ${JSON.stringify(d)} is not a device path or glob under /dev without '..'`);

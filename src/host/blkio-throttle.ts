@@ -1,4 +1,4 @@
-import { existsSync, watch, type FSWatcher } from 'node:fs';
+import { existsSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { errno } from '../errors.js';
@@ -12,18 +12,20 @@ const FILES: ReadonlyArray<[keyof DeviceIoLimits, string]> = [
   ['writeIOPS', 'blkio.throttle.write_iops_device'],
 ];
 
-/** A pod cgroup tree deeper or wider than a pod's is not walked further (a runaway tree cannot stall the plugin). */
+/** A pod cgroup tree deeper (levels under the pod's) or wider than a pod's is not walked further (a runaway tree cannot stall the plugin); said once. */
 const MAX_DEPTH = 6;
 const MAX_CGROUPS = 512;
 
 interface HeldPod {
   /** The limits held on each device, by device number. */
   devices: Map<string, DeviceIoLimits>;
-  /** One inotify watch per cgroup of the pod's tree, to see containers' cgroups made later. */
-  watchers: Map<string, FSWatcher>;
+  /** One inotify watch per cgroup of the pod's tree, to see containers' cgroups made later; with the inode it watches (a cgroup removed and made again under the same path is another). */
+  watchers: Map<string, { w: FSWatcher; ino: number }>;
   /** The writes to this pod's tree, one at a time (a class change never lands under an older one). */
   queue: Promise<void>;
   released: boolean;
+  /** Said once per pod: a watch the kernel refused (inotify's limits), a tree cut short. */
+  warned: Set<string>;
 }
 
 /**
@@ -41,8 +43,13 @@ export class BlkioThrottle implements IoThrottle {
   readonly version = 1;
   private readonly pods = new Map<string, HeldPod>();
   private readonly timer: NodeJS.Timeout;
+  private resyncing = false;
 
-  constructor(resyncMs = 30_000) {
+  constructor(
+    resyncMs = 30_000,
+    /** inotify, or a stand-in that refuses (a test of the kernel's watch limit). */
+    private readonly watchDir: (dir: string, listener: (event: string, name: string | Buffer | null) => void) => FSWatcher = (dir, listener) => watch(dir, { persistent: false }, listener),
+  ) {
     this.timer = setInterval(() => void this.resync(), resyncMs);
     this.timer.unref();
   }
@@ -52,16 +59,28 @@ export class BlkioThrottle implements IoThrottle {
     if (!existsSync(path.join(dir, FILES[0]![1]))) throw new CgroupProblem(`${dir} has no ${FILES[0]![1]}: the blkio controller is not mounted with the kubelet's pod cgroups`);
     const want = { ...limits };
     let pod = this.pods.get(dir);
+    const before = pod?.devices.get(device);
     if (Object.keys(want).length) {
       pod ??= this.hold(dir);
       pod.devices.set(device, want);
     } else pod?.devices.delete(device);
+    // A pod whose last rule goes is walked without new watches: it is let go below.
     const run = async () => {
-      for (const cg of await this.tree(dir, pod)) await this.write(cg, device, want);
+      for (const cg of await this.tree(dir, pod?.devices.size ? pod : undefined)) await this.write(cg, device, want);
     };
-    if (pod) await this.serialize(pod, run);
-    else await run();
-    if (pod && !pod.devices.size) this.release(dir);
+    try {
+      if (pod) await this.serialize(pod, run);
+      else await run();
+    } catch (err) {
+      // Not set: the pod does not keep a rule the caller was told failed (a refused publish unmounts).
+      if (pod && pod.devices.get(device) === want) {
+        if (before) pod.devices.set(device, before);
+        else pod.devices.delete(device);
+      }
+      if (pod && !pod.devices.size) this.release(dir, pod);
+      throw err;
+    }
+    if (pod && !pod.devices.size) this.release(dir, pod);
   }
 
   /** What the kernel holds for the device in the pod's own cgroup. */
@@ -74,28 +93,28 @@ export class BlkioThrottle implements IoThrottle {
     return out;
   }
 
-  /** The pod cgroups whose tree is watched, for status and tests. */
-  held(): string[] {
-    return [...this.pods.keys()];
+  /** The pod cgroups whose tree is watched, and how many watches each has, for status and tests. */
+  held(): Map<string, number> {
+    return new Map([...this.pods].map(([dir, pod]) => [dir, pod.watchers.size]));
   }
 
   close(): void {
     clearInterval(this.timer);
-    for (const dir of [...this.pods.keys()]) this.release(dir);
+    for (const [dir, pod] of [...this.pods]) this.release(dir, pod);
   }
 
   private hold(dir: string): HeldPod {
-    const pod: HeldPod = { devices: new Map(), watchers: new Map(), queue: Promise.resolve(), released: false };
+    const pod: HeldPod = { devices: new Map(), watchers: new Map(), queue: Promise.resolve(), released: false, warned: new Set() };
     this.pods.set(dir, pod);
     return pod;
   }
 
-  private release(dir: string): void {
-    const pod = this.pods.get(dir);
-    if (!pod) return;
+  /** Lets this pod go (its watches closed); a newer entry for the same path (the pod held again since) stays. */
+  private release(dir: string, pod: HeldPod): void {
     pod.released = true;
-    for (const w of pod.watchers.values()) w.close();
-    this.pods.delete(dir);
+    for (const { w } of pod.watchers.values()) w.close();
+    pod.watchers.clear();
+    if (this.pods.get(dir) === pod) this.pods.delete(dir);
   }
 
   private serialize(pod: HeldPod, fn: () => Promise<void>): Promise<void> {
@@ -104,14 +123,24 @@ export class BlkioThrottle implements IoThrottle {
     return next;
   }
 
+  private warnOnce(pod: HeldPod, key: string, message: string, fields: Record<string, unknown>): void {
+    if (pod.warned.has(key)) return;
+    pod.warned.add(key);
+    log.warn(message, fields);
+  }
+
   /** The cgroups of the tree at `dir` (breadth first, bounded), each watched when the pod is held. */
   private async tree(dir: string, pod: HeldPod | undefined): Promise<string[]> {
     const out: string[] = [];
     let level = [dir];
-    for (let depth = 0; level.length && depth <= MAX_DEPTH && out.length < MAX_CGROUPS; depth++) {
+    for (let depth = 0; level.length; depth++) {
+      if (depth > MAX_DEPTH || out.length + level.length > MAX_CGROUPS) {
+        if (pod) this.warnOnce(pod, 'cut', 'a pod\'s cgroup tree is deeper or wider than the walk goes: cgroups past it get no I/O limits', { cgroup: dir, maxDepth: MAX_DEPTH, maxCgroups: MAX_CGROUPS });
+        if (depth > MAX_DEPTH) break;
+        level = level.slice(0, Math.max(0, MAX_CGROUPS - out.length));
+      }
       const next: string[] = [];
       for (const cg of level) {
-        if (out.length >= MAX_CGROUPS) break;
         if (pod) this.watch(pod, cg);
         out.push(cg);
         const entries = await readdir(cg, { withFileTypes: true }).catch((err: unknown) => {
@@ -125,56 +154,88 @@ export class BlkioThrottle implements IoThrottle {
     return out;
   }
 
+  /**
+   * Watches a cgroup of a held pod for cgroups made under it. A watch the kernel refuses (inotify's
+   * watch limit) is said once and let be: the rules are still written, and the walk every resyncMs
+   * reaches the cgroups a watch would have.
+   */
   private watch(pod: HeldPod, cg: string): void {
-    if (pod.released || pod.watchers.has(cg)) return;
+    if (pod.released) return;
+    let ino: number;
+    try {
+      ino = statSync(cg).ino;
+    } catch {
+      return; // gone meanwhile
+    }
+    const had = pod.watchers.get(cg);
+    if (had?.ino === ino) return;
+    had?.w.close();
+    pod.watchers.delete(cg);
     let w: FSWatcher;
     try {
-      w = watch(cg, { persistent: false }, (event, name) => {
+      w = this.watchDir(cg, (event, name) => {
         // A cgroup made or removed under this one: 'rename' (our own writes to its files are 'change').
         if (event !== 'rename' || !name || pod.released) return;
         void this.serialize(pod, () => this.fill(pod, path.join(cg, String(name)))).catch((err: unknown) => log.warn('setting a pod\'s I/O limits in a new cgroup failed', { cgroup: cg, error: String(err) }));
       });
     } catch (err) {
-      if (errno(err) === 'ENOENT') return;
-      throw err;
+      if (errno(err) !== 'ENOENT') this.warnOnce(pod, 'watch', 'a pod\'s cgroups cannot all be watched: a container made later gets its I/O limits at the next walk, not at once (fs.inotify.max_user_watches)', { cgroup: cg, error: String(err) });
+      return;
     }
     w.on('error', () => {
       w.close();
-      if (pod.watchers.get(cg) === w) pod.watchers.delete(cg);
+      if (pod.watchers.get(cg)?.w === w) pod.watchers.delete(cg);
     });
-    pod.watchers.set(cg, w);
+    pod.watchers.set(cg, { w, ino });
   }
 
-  /** A cgroup that appeared in a held pod's tree gets every rule the pod holds; one that went loses its watch. */
+  /** A cgroup that appeared in a held pod's tree gets every rule the pod holds; one that went loses its watches. */
   private async fill(pod: HeldPod, cg: string): Promise<void> {
+    if (pod.released) return;
     if (!existsSync(path.join(cg, FILES[0]![1]))) {
-      for (const [dir, w] of pod.watchers) {
-        if (dir === cg || dir.startsWith(`${cg}/`)) {
-          w.close();
-          pod.watchers.delete(dir);
-        }
-      }
+      this.unwatch(pod, (dir) => dir === cg || dir.startsWith(`${cg}/`));
       return;
     }
     const cgs = await this.tree(cg, pod);
     for (const [device, limits] of pod.devices) for (const c of cgs) await this.write(c, device, limits);
   }
 
-  /** Every held pod's tree walked again: its rules in every cgroup, its watches on each; a pod whose cgroup went is let go. */
-  async resync(): Promise<void> {
-    for (const [dir, pod] of [...this.pods]) {
-      if (!existsSync(dir)) {
-        this.release(dir);
-        continue;
-      }
-      await this.serialize(pod, async () => {
-        const cgs = await this.tree(dir, pod);
-        for (const [device, limits] of pod.devices) for (const c of cgs) await this.write(c, device, limits);
-      }).catch((err: unknown) => log.warn('walking a pod\'s cgroups for its I/O limits failed', { cgroup: dir, error: String(err) }));
+  private unwatch(pod: HeldPod, which: (dir: string) => boolean): void {
+    for (const [dir, { w }] of [...pod.watchers]) {
+      if (!which(dir)) continue;
+      w.close();
+      pod.watchers.delete(dir);
     }
   }
 
-  /** The rules of one cgroup for the device: each file written only where it differs (0 removes a rule). A cgroup gone meanwhile is skipped. */
+  /**
+   * Every held pod's tree walked again: its rules in every cgroup, a watch on each (made again where a
+   * cgroup was made again), the watches of cgroups that went closed; a pod whose cgroup went is let go.
+   * One walk at a time: a walk held up (a hung write) is not stacked on.
+   */
+  async resync(): Promise<void> {
+    if (this.resyncing) return;
+    this.resyncing = true;
+    try {
+      for (const [dir, pod] of [...this.pods]) {
+        if (!existsSync(dir)) {
+          this.release(dir, pod);
+          continue;
+        }
+        await this.serialize(pod, async () => {
+          if (pod.released) return;
+          const cgs = await this.tree(dir, pod);
+          const walked = new Set(cgs);
+          this.unwatch(pod, (c) => !walked.has(c));
+          for (const [device, limits] of pod.devices) for (const c of cgs) await this.write(c, device, limits);
+        }).catch((err: unknown) => log.warn('walking a pod\'s cgroups for its I/O limits failed', { cgroup: dir, error: String(err) }));
+      }
+    } finally {
+      this.resyncing = false;
+    }
+  }
+
+  /** The rules of one cgroup for the device: each file written only where it differs (0 removes a rule). A cgroup gone meanwhile is skipped; a device the kernel does not know is an error. */
   private async write(cg: string, device: string, limits: DeviceIoLimits): Promise<void> {
     for (const [k, file] of FILES) {
       const f = path.join(cg, file);
@@ -182,7 +243,9 @@ export class BlkioThrottle implements IoThrottle {
       try {
         if ((await current(f, device)) !== want) await writeFile(f, `${device} ${want}`);
       } catch (err) {
-        if (errno(err) === 'ENOENT' || errno(err) === 'ENODEV') return;
+        // ENODEV is also the kernel's answer for a device number it does not know: only a cgroup that went is skipped.
+        if ((errno(err) === 'ENOENT' || errno(err) === 'ENODEV') && !existsSync(cg)) return;
+        if (errno(err) === 'ENODEV') throw new CgroupProblem(`${cg}: the kernel knows no block device ${device}`);
         throw err;
       }
     }

@@ -41,6 +41,7 @@ export class PodCgroups {
     if (existsSync(path.join(root, 'cgroup.controllers'))) return elsewhere(root) ?? new PodCgroups(root, parents, new IoMax());
     const blkio = path.join(root, 'blkio');
     if (existsSync(path.join(blkio, 'blkio.throttle.read_iops_device'))) return elsewhere(blkio) ?? new PodCgroups(blkio, parents, new BlkioThrottle());
+    if (existsSync(path.join(blkio, 'cgroup.procs'))) return `the cgroup v1 blkio hierarchy at ${blkio} has no blkio.throttle files: this kernel cannot throttle block I/O (CONFIG_BLK_DEV_THROTTLING)`;
     return `${root} is no cgroup filesystem (--cgroup-root; the chart mounts the host's /sys/fs/cgroup)`;
   }
 

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -8,13 +9,15 @@ import { needsRoot } from '../helpers/driver.js';
 import { hostCgroupVersion } from '../helpers/pod-cgroup.js';
 
 const BLKIO = '/sys/fs/cgroup/blkio';
-// A device number no disk here has: the kernel takes rules for any block device number it knows; 7:0 is loop0's.
-const DEV = '7:0';
+// The kernel takes rules only for block devices it has: loop devices' numbers (no data goes through them here).
+const loopNumber = (n: number) => readFileSync(`/sys/block/loop${n}/dev`, 'utf8').trim();
+const DEV = loopNumber(0);
+const NONE = 'read_bps=- write_bps=- read_iops=- write_iops=-';
 
-async function rules(cg: string): Promise<string> {
+async function rules(cg: string, dev = DEV): Promise<string> {
   const out: string[] = [];
   for (const f of ['read_bps_device', 'write_bps_device', 'read_iops_device', 'write_iops_device']) {
-    const line = (await readFile(path.join(cg, `blkio.throttle.${f}`), 'utf8')).split('\n').find((l) => l.startsWith(`${DEV} `));
+    const line = (await readFile(path.join(cg, `blkio.throttle.${f}`), 'utf8')).split('\n').find((l) => l.startsWith(`${dev} `));
     out.push(`${f.split('_device')[0]}=${line?.split(' ')[1] ?? '-'}`);
   }
   return out.join(' ');
@@ -65,6 +68,23 @@ describe('cgroup v1 blkio throttling down a pod\'s cgroup tree (the real kernel 
     await mkdir(nested);
     made.push(nested);
     await until('a nested cgroup to get the rules', async () => (await rules(nested)) === want);
+    assert.equal(t.held().get(pod), 4, 'one watch per cgroup of the tree: the pod, two containers, the nested one');
+  });
+
+  it('a cgroup removed loses its watch; one removed and made again under the same path is watched again (its cgroups made later get the rules)', async () => {
+    const want = `read_bps=- write_bps=${20 << 20} read_iops=500 write_iops=-`;
+    const c2 = path.join(pod, 'cri-containerd-2.scope');
+    await rmdir(path.join(c2, 'inner'));
+    await until('the nested cgroup\'s watch to close', async () => t.held().get(pod) === 3);
+    await rmdir(c2);
+    made.length = 0;
+    await mkdir(c2);
+    made.push(c2);
+    await until('the container made again to get the rules', async () => (await rules(c2)) === want);
+    const inner = path.join(c2, 'again');
+    await mkdir(inner);
+    made.push(inner);
+    await until('a cgroup under the container made again to get the rules (it is watched anew)', async () => (await rules(inner)) === want);
   });
 
   it('a change lands everywhere, with figures it no longer names lifted; a rule lifted by hand comes back at the next walk', async () => {
@@ -78,10 +98,10 @@ describe('cgroup v1 blkio throttling down a pod\'s cgroup tree (the real kernel 
   });
 
   it('lifting the last rule lifts it everywhere and stops watching the tree; a later cgroup gets nothing', async () => {
-    assert.deepEqual(t.held(), [pod]);
+    assert.deepEqual([...t.held().keys()], [pod]);
     await t.set(pod, DEV, {});
     for (const cg of [pod, c1, ...made]) assert.equal(await rules(cg), 'read_bps=- write_bps=- read_iops=- write_iops=-', cg);
-    assert.deepEqual(t.held(), [], 'no watch left');
+    assert.equal(t.held().size, 0, 'no watch left');
     const c3 = path.join(pod, 'cri-containerd-3.scope');
     await mkdir(c3);
     made.push(c3);
@@ -93,12 +113,51 @@ describe('cgroup v1 blkio throttling down a pod\'s cgroup tree (the real kernel 
     const gone = path.join(top, `pod${randomUUID()}`);
     await mkdir(gone);
     await t.set(gone, DEV, { writeIOPS: 100 });
-    assert.ok(t.held().includes(gone));
+    assert.ok(t.held().has(gone));
     await rmdir(gone);
     await t.resync();
-    assert.ok(!t.held().includes(gone), 'let go');
+    assert.ok(!t.held().has(gone), 'let go');
     await assert.rejects(t.set(pod, '7:0 100\n8:0', { readIOPS: 1 }), /not a major:minor device number/);
     await assert.rejects(t.set('/tmp', DEV, { readIOPS: 1 }), /has no blkio.throttle.read_bps_device/);
-    assert.equal(await rules(pod), 'read_bps=- write_bps=- read_iops=- write_iops=-', 'a refusal writes nothing');
+    assert.equal(await rules(pod), NONE, 'a refusal writes nothing');
+    // A device number the kernel does not know: refused (not taken as a cgroup gone), and the pod not held for it.
+    await assert.rejects(t.set(pod, '7:1048575', { readIOPS: 1 }), /the kernel knows no block device 7:1048575/);
+    assert.ok(!t.held().has(pod), 'a rule that was not set is not kept');
+  });
+
+  it('two volumes of one pod lifted at once while a third is published: the pod stays held for the third, a container made later gets its rule', async () => {
+    const [a, b, c] = [loopNumber(1), loopNumber(2), loopNumber(3)];
+    await t.set(pod, a, { readIOPS: 100 });
+    await t.set(pod, b, { readIOPS: 200 });
+    await Promise.all([t.set(pod, a, {}), t.set(pod, b, {}), t.set(pod, c, { writeIOPS: 300 })]);
+    assert.deepEqual([...t.held().keys()], [pod]);
+    const c4 = path.join(pod, 'cri-containerd-4.scope');
+    await mkdir(c4);
+    made.push(c4);
+    await until('the third volume\'s rule in a container made later', async () => (await rules(c4, c)) === 'read_bps=- write_bps=- read_iops=- write_iops=300');
+    for (const d of [a, b]) assert.equal(await rules(c4, d), NONE);
+    await t.set(pod, c, {});
+    assert.equal(t.held().size, 0);
+  });
+
+  it('where the kernel refuses a watch (inotify\'s limit; a stand-in refuses every one), the rules are still written, and the walk reaches cgroups made later', async () => {
+    const refusing = new BlkioThrottle(60_000, () => {
+      throw Object.assign(new Error('ENOSPC: System limit for number of file watchers reached'), { code: 'ENOSPC' });
+    });
+    try {
+      await refusing.set(pod, DEV, { readIOPS: 700 });
+      const want = 'read_bps=- write_bps=- read_iops=700 write_iops=-';
+      assert.equal(await rules(c1), want);
+      const c5 = path.join(pod, 'cri-containerd-5.scope');
+      await mkdir(c5);
+      made.push(c5);
+      assert.equal(await rules(c5), NONE, 'no watch: not at once');
+      await refusing.resync();
+      assert.equal(await rules(c5), want, 'the walk');
+      await refusing.set(pod, DEV, {});
+      for (const cg of [pod, c1, c5]) assert.equal(await rules(cg), NONE);
+    } finally {
+      refusing.close();
+    }
   });
 });

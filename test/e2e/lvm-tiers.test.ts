@@ -1,14 +1,16 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import type { PoolStatus } from '../../src/pool/lvm/pool-admin.js';
 import { LvmCli } from '../../src/pool/lvm/lvm-cli.js';
 import { LvmPool } from '../../src/pool/lvm/lvm-pool.js';
 import { blockCap } from '../helpers/csi.js';
-import { codeOf, finish, MiB, needsRoot, startDriver } from '../helpers/driver.js';
+import { BIN, codeOf, finish, MiB, needsRoot, startDriver } from '../helpers/driver.js';
 import { forgetVg, loopDisks, poolCmd, uniqueVg, type LoopDisks } from '../helpers/lvm.js';
 import { httpBase, samples } from '../helpers/metrics.js';
 
+const execFileP = promisify(execFile);
 const lvs = (field: string, lv: string) => execFileSync('lvs', ['--config', 'global{activation=0}', '--noheadings', '-o', field, lv], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
 const pvTags = (pv: string) => execFileSync('pvs', ['--config', 'global{activation=0}', '--noheadings', '-o', 'pv_tags', pv], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
 
@@ -68,6 +70,11 @@ describe('lvm tiers on this host (activation disabled)', needsRoot(), () => {
       // Each volume's tier, for Prometheus.
       const series = samples(await (await fetch(`${httpBase(d)}/metrics`)).text(), 'vpool_csi_volume_tier');
       assert.deepEqual([...series].sort(), [[`{volume="${big.volume_id}",tier="fast"}`, 1], [`{volume="${small.volume_id}",tier="slow"}`, 1]].sort());
+      // And for a person: the TIER column of the wide volume table.
+      const table = (await execFileP(BIN, ['client', '--endpoint', d.endpoint, '-o', 'wide', 'list-volumes'])).stdout.split('\n');
+      const header = table[0]!.split(/\s{2,}/);
+      const tierOf = (id: string) => table.find((l) => l.startsWith(id))!.split(/\s{2,}/)[header.indexOf('TIER')];
+      assert.deepEqual([tierOf(big.volume_id), tierOf(small.volume_id)], ['fast', 'slow']);
 
       // Grown on its tier alone, even where the VG has room elsewhere (the node plugin's pool grows it: NodeExpandVolume).
       const pool = await LvmPool.open(new LvmCli({ activation: false, vg }), { vg, reserveBytes: 0, overprovisionRatio: 1 }, { sweep: false });

@@ -5,6 +5,8 @@ import type { Kube } from '../../src/cluster/kube.js';
 import { PoolAgent } from '../../src/cluster/pool-agent.js';
 import type { NodePoolStatus, VolumePool } from '../../src/cluster/volume-pool.js';
 import { deviceMapperAvailable, LvmCli } from '../../src/pool/lvm/lvm-cli.js';
+import { LvmPool } from '../../src/pool/lvm/lvm-pool.js';
+import { idFor } from '../../src/ids.js';
 import { MiB, needsRoot } from '../helpers/driver.js';
 import type { FakeApiServer, KObject } from '../helpers/fake-apiserver.js';
 import { eventually, startFakeCluster } from '../helpers/kube.js';
@@ -134,7 +136,7 @@ describe('VolumePool node agent: builds, extends and reports an lvm pool from th
     fake.delete('volumepools', `${name}-bad`);
   });
 
-  it('device groups give their PVs a tier (the status and the PV tags say it); a device moved to another group changes tier', async () => {
+  it('device groups give their PVs a tier (the status and the PV tags say it); a device moved to another group changes tier; two names of one device in two tiers, and a PV holding a volume of its tier, keep theirs; a device out of every group loses its tier', async () => {
     const [a, b, c, withFs] = disks.devices;
     const generation = () => (fake.get('volumepools', name) as unknown as { metadata: { generation: number } }).metadata.generation;
     fake.update('volumepools', name, (o) => void Object.assign(o.spec as object, { devices: [a, b], deviceGroups: [{ tier: 'fast', devices: [c, withFs] }] }));
@@ -146,6 +148,29 @@ describe('VolumePool node agent: builds, extends and reports an lvm pool from th
     e = await atGeneration(generation());
     assert.deepEqual([c, withFs].map((d) => device(e, d)?.tier), ['fast', 'slow']);
     assert.equal(execFileSync('pvs', ['--config', 'global{activation=0}', '--noheadings', '-o', 'pv_tags', withFs!], { encoding: 'utf8' }).trim(), 'vpool.tier=slow', 'one tier tag, the old one gone');
+    const tagOf = (d: string) => execFileSync('pvs', ['--config', 'global{activation=0}', '--noheadings', '-o', 'pv_tags', d], { encoding: 'utf8' }).trim();
+    // What the devices resolve to decides, not the patterns: c again, through a glob in the slow group, is a conflict, and c keeps fast.
+    // (A glob, not a symlink under /dev: lvm would scan the link as a second path of the PV.)
+    const glob = `${c!.slice(0, -1)}[${c!.slice(-1)}]`;
+    fake.update('volumepools', name, (o) => void Object.assign(o.spec as object, { deviceGroups: [{ tier: 'fast', devices: [c] }, { tier: 'slow', devices: [withFs, glob] }] }));
+    e = await atGeneration(generation());
+    assert.equal(device(e, c!)?.tier, 'fast', JSON.stringify(e.devices));
+    assert.equal(tagOf(c!), 'vpool.tier=fast', 'not re-tagged through its other name');
+    assert.match(String(events('DeviceTierConflict')[0]?.message), /is named as (fast and slow|slow and fast)/);
+    // A PV holding a volume of its tier is not re-tagged (the volume would be misplaced, and moved at the plugin's next start).
+    const pool = await LvmPool.open(new LvmCli({ activation: false, vg }), { vg, reserveBytes: 0, overprovisionRatio: 1 }, { sweep: false });
+    const vol = idFor('vol', 'pvc-slow');
+    await pool.createVolume({ id: vol, name: 'pvc-slow', capacityBytes: 8 * MiB, parameters: { type: 'thick', tier: 'slow' } });
+    fake.update('volumepools', name, (o) => void Object.assign(o.spec as object, { devices: [a, b, withFs], deviceGroups: [{ tier: 'fast', devices: [c] }] }));
+    e = await atGeneration(generation());
+    assert.equal(tagOf(withFs!), 'vpool.tier=slow', 'kept while it holds a volume of tier slow');
+    assert.match(String(events('TierChangeBlocked')[0]?.message), new RegExp(`${vol} of tier slow`));
+    // Once the volume is gone: a device named only in spec.devices of a spec with groups has no tier.
+    await pool.deleteVolume(vol);
+    fake.update('volumepools', name, (o) => void Object.assign(o.spec as object, { devices: [a, withFs, b] }));
+    e = await atGeneration(generation());
+    assert.equal(tagOf(withFs!), '', 'its tier taken away');
+    assert.equal(device(e, withFs!)?.tier, undefined);
     // A device named in two groups is a spec the driver cannot use: Failed, nothing touched.
     fake.update('volumepools', name, (o) => void Object.assign(o.spec as object, { deviceGroups: [{ tier: 'fast', devices: [c] }, { tier: 'slow', devices: [c, withFs] }] }));
     e = await atGeneration(generation());

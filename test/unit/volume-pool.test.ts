@@ -27,6 +27,7 @@ describe('VolumePool spec', () => {
     assert.throws(() => poolSettings(pool('t', { backend: 'lvm', devices: ['/dev/sdb'], deviceGroups: [{ tier: 'a', devices: ['/dev/sdb'] }] })), /name it once/);
     assert.throws(() => poolSettings(pool('t', { backend: 'lvm', deviceGroups: [{ tier: 'a', devices: ['/dev/../etc'] }] })), /not a device path/);
     assert.throws(() => poolSettings(pool('t', { backend: 'file', deviceGroups: [{ tier: 'a', devices: ['/dev/sdb'] }] })), /deviceGroups is for the lvm backend/);
+    assert.throws(() => poolSettings(pool('t', { backend: 'file', deviceGroups: [{ tier: 'a', devices: [] }] })), /deviceGroups\[0\]\.devices: a list of device paths or globs, at least one.*deviceGroups is for the lvm backend/);
     assert.deepEqual(poolSettings(pool('x', { backend: 'lvm', thinPool: { size: '10Gi' }, reserve: '1Gi', overprovisionRatio: 2.5 })).thinPool?.size, { bytes: 10 * 1024 ** 3 });
     assert.throws(
       () => poolSettings(pool('x', { backend: 'lvm', devices: ['/dev/../etc/passwd', 'sda', '/dev/sd$(reboot)'], overprovisionRatio: 0.5, thinPool: { size: '150%' }, reserve: 'lots' })),

@@ -183,6 +183,7 @@ export function volumeDetailView(now: number): ListView<VolumeDetail> {
       { header: 'HEALTH', cell: (v) => (v.health.abnormal ? 'abnormal' : 'ok') },
       { header: 'MESSAGE', cell: (v) => orNone(v.health.message), wide: true },
       { header: 'I/O LIMITS', cell: (v) => orNone(ioLimits(v)), wide: true },
+      { header: 'TIER', cell: (v) => orNone(v.tier), wide: true },
       { header: 'AGE', cell: (v) => age(new Date(v.createdAt), now) },
     ],
   };

@@ -37,13 +37,14 @@ export function validateTier(tier: string): string {
   return tier;
 }
 
-/** Gives these PVs of the VG the tier (per PV one pvchange: its old tier tag goes as the new one comes); nothing when tier is undefined. */
-export async function setTier(lvm: LvmCli, pvs: readonly PvRow[], devices: readonly string[], tier: string | undefined): Promise<void> {
+/** Gives these PVs of the VG the tier (per PV one pvchange: its old tier tag goes as the new one comes); null takes their tier away; nothing when tier is undefined. */
+export async function setTier(lvm: LvmCli, pvs: readonly PvRow[], devices: readonly string[], tier: string | null | undefined): Promise<void> {
   if (tier === undefined) return;
   for (const d of devices) {
     const old = tagsOf(pvs.find((p) => p.pv_name === d)?.pv_tags).filter((t) => t.startsWith(`${TIER_TAG}=`));
-    if (old.length === 1 && old[0] === `${TIER_TAG}=${tier}`) continue;
-    await lvm.exec('pvchange', ['-y', ...old.flatMap((t) => ['--deltag', t]), '--addtag', `${TIER_TAG}=${tier}`, d]);
+    const want = tier === null ? [] : [`${TIER_TAG}=${tier}`];
+    if (old.length === want.length && old.every((t, i) => t === want[i])) continue;
+    await lvm.exec('pvchange', ['-y', ...old.flatMap((t) => ['--deltag', t]), ...want.flatMap((t) => ['--addtag', t]), d]);
   }
 }
 

@@ -19,6 +19,23 @@ export interface MoveUnit {
   tier: string;
 }
 
+/** Extents per PV of each LV of the VG (hidden ones too, by their bare names: a thin pool's <pool>_tdata and _tmeta). */
+export async function lvPlacement(lvm: LvmCli, vg: string): Promise<Map<string, Map<string, number>>> {
+  const out = await lvm.exec('lvs', ['-a', '--segments', '--reportformat', 'json', '-o', 'lv_name,seg_size_pe,devices', vg]);
+  // With --segments lvm reports the rows under "seg".
+  const rows = (JSON.parse(out) as { report: Array<{ lv?: SegmentRow[]; seg?: SegmentRow[] }> }).report.flatMap((r) => [...(r.lv ?? []), ...(r.seg ?? [])]);
+  const by = new Map<string, Map<string, number>>();
+  for (const r of rows) {
+    const name = r.lv_name.replace(/^\[|\]$/g, '');
+    const pvs = r.devices.split(',').map((d) => d.replace(/\(\d+\)$/, '')).filter((d) => d.startsWith('/'));
+    if (!pvs.length) continue; // a thin volume's segment is in its pool, not on a PV
+    const per = by.get(name) ?? new Map<string, number>();
+    for (const pv of pvs) per.set(pv, (per.get(pv) ?? 0) + Number(r.seg_size_pe) / pvs.length);
+    by.set(name, per);
+  }
+  return by;
+}
+
 const PVMOVE_LV = /^\[?pvmove\d+\]?$/;
 /** pvmove copies for as long as the data takes: bounded by a day, never by the call that asked. */
 const MOVE_TIMEOUT_MS = 24 * 3600_000;
@@ -42,21 +59,9 @@ export class TierMoves {
     private readonly moved: () => void,
   ) {}
 
-  /** Extents per PV of each LV (hidden ones too: a thin pool's _tdata and _tmeta). */
-  async placement(): Promise<Map<string, Map<string, number>>> {
-    const out = await this.lvm.exec('lvs', ['-a', '--segments', '--reportformat', 'json', '-o', 'lv_name,seg_size_pe,devices', this.vg]);
-    // With --segments lvm reports the rows under "seg".
-    const rows = (JSON.parse(out) as { report: Array<{ lv?: SegmentRow[]; seg?: SegmentRow[] }> }).report.flatMap((r) => [...(r.lv ?? []), ...(r.seg ?? [])]);
-    const by = new Map<string, Map<string, number>>();
-    for (const r of rows) {
-      const name = r.lv_name.replace(/^\[|\]$/g, '');
-      const pvs = r.devices.split(',').map((d) => d.replace(/\(\d+\)$/, '')).filter((d) => d.startsWith('/'));
-      if (!pvs.length) continue; // a thin volume's segment is in its pool, not on a PV
-      const per = by.get(name) ?? new Map<string, number>();
-      for (const pv of pvs) per.set(pv, (per.get(pv) ?? 0) + Number(r.seg_size_pe) / pvs.length);
-      by.set(name, per);
-    }
-    return by;
+  /** Extents per PV of each LV of the pool. */
+  placement(): Promise<Map<string, Map<string, number>>> {
+    return lvPlacement(this.lvm, this.vg);
   }
 
   /** The extents of these LVs that are not on these PVs, per source PV. */
