@@ -73,6 +73,7 @@ bench: build
 	node dist/bench/block-path.js
 	node dist/bench/transfer.js
 	node dist/bench/snapshot-metadata.js
+	node dist/bench/io-limits.js
 	node dist/bench/libvirt-rbd.js
 
 # The lvm node path needs device-mapper: measured inside the QEMU VM (test/vm/vm-run.sh).

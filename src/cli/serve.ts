@@ -167,6 +167,9 @@ export async function serve(opts: ServeOptions): Promise<void> {
   }
 }
 
+/** How often a start tries to set the volumes' I/O limits again (10 s apart). */
+const START_ATTEMPTS = 30;
+
 interface LimitSettings {
   mode: string;
   cgroupRoot: string;
@@ -185,19 +188,35 @@ function podLimitsFor(ctx: DriverContext, s: LimitSettings): PodIoLimits | undef
   const limits = new PodIoLimits(cgroups, ctx.blockDevices);
   const backend = ctx.backend;
   // Every volume in use gets what its record says, lifts included (a modify recorded and not yet applied).
-  void backend
-    .listVolumes()
-    .then((vols) =>
-      limits.applyAll(
-        vols.map((v) => v.id),
-        (id, fn) =>
-          ctx.locks.with([volumeLock(id)], async () => {
-            const now = await backend.getVolume(id);
-            if (now) await fn(now);
-          }),
-      ),
-    )
-    .catch((err) => log.error('setting the volumes\' I/O limits again at start failed', { error: errorMessage(err) }));
+  // Tried again while anything fails: a start beside a busy disk can find a PV slow to answer.
+  void (async () => {
+    for (let attempt = 1; ; attempt++) {
+      let failed: string[];
+      try {
+        const vols = await backend.listVolumes();
+        failed = await limits.applyAll(
+          vols.map((v) => v.id),
+          (id, fn) =>
+            ctx.locks.with([volumeLock(id)], async () => {
+              const now = await backend.getVolume(id);
+              if (now) await fn(now);
+            }),
+        );
+      } catch (err) {
+        failed = [errorMessage(err)];
+      }
+      if (!failed.length) {
+        if (attempt > 1) log.info('the volumes\' I/O limits are set again', { attempts: attempt });
+        return;
+      }
+      if (attempt >= START_ATTEMPTS) {
+        log.error('setting the volumes\' I/O limits again at start failed; a class change or the next start sets them', { failed, attempts: attempt });
+        return;
+      }
+      log.warn('setting the volumes\' I/O limits again at start failed; trying again in 10 s', { failed, attempt });
+      await new Promise((r) => setTimeout(r, 10_000).unref());
+    }
+  })();
   return limits;
 }
 

@@ -1,7 +1,7 @@
 // Runs INSIDE the QEMU VM (test/vm/vm-run.sh): Debian's kernel with device-mapper, whose mirror target
 // pvmove needs. Started by test/e2e/lvm-tiers-vm.test.ts; not picked up on the host directly.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { openSync, readSync, closeSync, realpathSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
@@ -43,6 +43,22 @@ const fioWriting = (dev: string, seconds: number) => {
     ),
   };
 };
+
+/**
+ * Stops the plugin's pvmove between two of its polls: stopped, then let go and stopped again until the
+ * VG's lock file (lvm's file locking, /run/lock/lvm/V_<vg>) can be taken, which it cannot while pvmove
+ * holds it for a poll.
+ */
+async function stopPvmoveBetweenPolls(): Promise<void> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const pid = Number(execFileSync('pgrep', ['-o', '-x', 'pvmove'], { encoding: 'utf8' }).trim());
+    process.kill(pid, 'SIGSTOP');
+    if (spawnSync('flock', ['-n', '-x', `/run/lock/lvm/V_${VG}`, 'true']).status === 0) return;
+    process.kill(pid, 'SIGCONT');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('pvmove never stopped outside a poll');
+}
 
 describe('lvm tiers: a live volume\'s extents moved to its class\'s tier by pvmove while fio writes to it', { timeout: 840_000 }, () => {
   let d: Driver;
@@ -102,7 +118,7 @@ describe('lvm tiers: a live volume\'s extents moved to its class\'s tier by pvmo
     for (const v of [vol, filler, big]) await d.client.deleteVolume({ volume_id: v.volume_id });
   });
 
-  it('thin: its thin pool moved whole; a kill -9 of the plugin and of pvmove mid-move, and the restarted plugin finishes it (LVM\'s own record of the move), the data unchanged', async () => {
+  it('thin: its thin pool moved whole; while it moves another tier is ABORTED and a snapshot or delete FAILED_PRECONDITION; a kill -9 of the plugin and of pvmove mid-move, and the restarted plugin finishes it (LVM\'s own record of the move), the data unchanged', async () => {
     const vol = (await d.client.createVolume({ name: 'pvc-thin', capacity_range: { required_bytes: String(128 * MiB) }, volume_capabilities: [blockCap()], parameters: { type: 'thin' } })).volume!;
     assert.deepEqual(pvsOf('thin_tdata'), [SLOW]);
     const dev = activate(vol.volume_id);
@@ -110,7 +126,15 @@ describe('lvm tiers: a live volume\'s extents moved to its class\'s tier by pvmo
     const fio = fioWriting(dev, 60);
     await modify(vol.volume_id, { tier: 'fast' });
     await pollUntil(async () => (moving() ? true : undefined), 120_000, async () => 'no pvmove began');
-    // A crash of the node plugin's container: the plugin and the pvmove it runs die at once.
+    // Held mid-move for as long as the refusals take: the plugin's pvmove stopped between two of its
+    // polls (never holding the VG's lock, which every lvm command of the plugin would wait on).
+    await stopPvmoveBetweenPolls();
+    assert.equal(await codeOf(modify(vol.volume_id, { tier: 'slow' })), 'ABORTED', 'another tier while it moves');
+    assert.equal(await codeOf(modify(vol.volume_id, { tier: 'fast' })), 'OK', 'the same class again (the resizer\'s retry) while it moves');
+    assert.equal(await codeOf(d.client.createSnapshot({ source_volume_id: vol.volume_id, name: 'snap-while-moving', secrets: {}, parameters: {} })), 'FAILED_PRECONDITION');
+    assert.equal(await codeOf(d.client.deleteVolume({ volume_id: vol.volume_id })), 'FAILED_PRECONDITION');
+    assert.match(sh('lvs', ['--noheadings', '-o', 'lv_tags', `${VG}/${vol.volume_id}`]), /vpool\.p\.tier=fast/, 'the refused change recorded nothing');
+    // A crash of the node plugin's container: the plugin and the pvmove it runs die at once (a stopped process too).
     await d.stop('SIGKILL');
     execFileSync('pkill', ['-9', '-x', 'pvmove']);
     assert.ok(moving(), 'the move was cut short: LVM still records it');

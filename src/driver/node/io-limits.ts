@@ -124,9 +124,10 @@ export class PodIoLimits {
     if (consumers.length) log.info('volume I/O limits set', { volume: volume.id, pods: consumers.map((c) => c.pod), limits });
   }
 
-  /** At start: every volume in use here gets what its record says (set, or lifted), from one look at the node. */
-  async applyAll(volumeIds: readonly string[], withVolume: (id: string, fn: (now: VolumeRecord) => Promise<void>) => Promise<void>): Promise<void> {
+  /** At start: every volume in use here gets what its record says (set, or lifted), from one look at the node. Returns what failed (a volume and why), each logged. */
+  async applyAll(volumeIds: readonly string[], withVolume: (id: string, fn: (now: VolumeRecord) => Promise<void>) => Promise<void>): Promise<string[]> {
     const table = await this.table(volumeIds);
+    const failed: string[] = [];
     for (const id of volumeIds) {
       if (!(table.devices.get(id) ?? []).length) continue;
       // The record and the devices as they are under the volume's lock (a modify, an unstage may have come in since).
@@ -134,8 +135,12 @@ export class PodIoLimits {
         const devices = (await this.blockDevices.devices(id)).map((a) => a.device);
         const same = devices.length === table.devices.get(id)!.length && devices.every((d) => table.devices.get(id)!.includes(d));
         await this.apply(now, same ? table : undefined);
-      }).catch((err) => log.error('setting a volume\'s I/O limits again at start failed', { volume: id, error: String(err) }));
+      }).catch((err) => {
+        failed.push(`${id}: ${String(err)}`);
+        log.warn('setting a volume\'s I/O limits again at start failed', { volume: id, error: String(err) });
+      });
     }
+    return failed;
   }
 
   /** After a publish: the new pod gets the volume's limits (the kubelet made its cgroup before mounting its volumes). */
