@@ -17,7 +17,7 @@ const FILE_MNT = '/mnt/vpool-file';
 const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const report = (line: string) => console.log(line);
 
-describe('I/O limits held by cgroup v2 io.max on the pods\' containers (pod cgroups laid out as the kubelet\'s cgroupfs driver makes them)', { timeout: 840_000 }, () => {
+describe('I/O limits held by cgroup v2 io.max on the pods\' containers (pod cgroups laid out as the kubelet\'s cgroupfs driver makes them)', { timeout: 1_440_000 }, () => {
   let pod: PodCgroup;
   before(async () => {
     // The VM's init mounts no cgroup filesystem: v2, as a kubelet on v2 has it.

@@ -17,7 +17,7 @@ const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 
 const virsh = (...args: string[]) => sh('virsh', ['-q', '-c', URI, ...args]);
 const lvs = () => sh('lvs', ['--noheadings', '-o', 'lv_name', VG]).split('\n').map((l) => l.trim()).filter(Boolean).sort();
 
-describe('libvirt logical pool (LVM under libvirt) on real device-mapper', { timeout: 300_000 }, () => {
+describe('libvirt logical pool (LVM under libvirt) on real device-mapper', { timeout: 900_000 }, () => {
   let d: Driver;
   const create = async (name: string, bytes: number, parameters: Record<string, string> = {}, source?: { snapshot?: string; volume?: string }) =>
     (await d.client.createVolume({

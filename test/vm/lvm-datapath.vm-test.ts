@@ -28,7 +28,7 @@ const fsBytes = async (dir: string) => {
   return s.blocks * s.bsize;
 };
 
-describe('lvm data path on real device-mapper', { timeout: 360_000 }, () => {
+describe('lvm data path on real device-mapper', { timeout: 1_140_000 }, () => {
   let d: Driver;
   before(async () => {
     execFileSync('modprobe', ['-a', 'dm_thin_pool', 'dm_snapshot']);

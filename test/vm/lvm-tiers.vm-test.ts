@@ -60,7 +60,7 @@ async function stopPvmoveBetweenPolls(): Promise<void> {
   throw new Error('pvmove never stopped outside a poll');
 }
 
-describe('lvm tiers: a live volume\'s extents moved to its class\'s tier by pvmove while fio writes to it', { timeout: 840_000 }, () => {
+describe('lvm tiers: a live volume\'s extents moved to its class\'s tier by pvmove while fio writes to it', { timeout: 1_440_000 }, () => {
   let d: Driver;
   before(async () => {
     execFileSync('modprobe', ['-a', 'dm_thin_pool', 'dm_mirror']);

@@ -21,7 +21,7 @@ const RUN_DIR = '/run/vpool-csi';
 
 const lvNames = () => sh('lvs', ['--noheadings', '-o', 'lv_name', VG]).split('\n').map((l) => l.trim()).filter(Boolean).sort();
 
-describe('lvm pool: snapshot metadata and group snapshots on real device-mapper', { timeout: 20 * 60_000 }, () => {
+describe('lvm pool: snapshot metadata and group snapshots on real device-mapper', { timeout: 1_740_000 }, () => {
   let d: Driver;
   before(async () => {
     execFileSync('modprobe', ['-a', 'dm_thin_pool', 'dm_snapshot']);

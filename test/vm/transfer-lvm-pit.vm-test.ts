@@ -33,7 +33,7 @@ async function kernelNode(vg: string, lv: string): Promise<string> {
   return node;
 }
 
-describe('lvm sends of one point in time, and the sweep of unfinished LVs, on real device-mapper', { timeout: 1_380_000 }, () => {
+describe('lvm sends of one point in time, and the sweep of unfinished LVs, on real device-mapper', { timeout: 2_040_000 }, () => {
   let nodes: TransferNodes;
   let a: Driver; // lvm vga, node-a, namespace a, listens; sends at 4 MiB/s, so a stream of 16 MiB takes seconds
   let b: Driver; // lvm vgb, node-b, namespace b

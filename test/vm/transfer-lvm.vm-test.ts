@@ -16,7 +16,7 @@ const SIZE = 64 * MiB;
 /** A thin LV's allocated bytes, as the thin pool counts them. */
 const thinAllocated = (vg: string, lv: string) => (Number(sh('lvs', ['--noheadings', '--units', 'b', '--nosuffix', '-o', 'data_percent,lv_size', `${vg}/${lv}`]).trim().split(/\s+/)[0]) / 100) * SIZE;
 
-describe('transfer between lvm pools, and between lvm and file pools, on real device-mapper', { timeout: 1_260_000 }, () => {
+describe('transfer between lvm pools, and between lvm and file pools, on real device-mapper', { timeout: 2_040_000 }, () => {
   let nodes: TransferNodes;
   let a: Driver; // lvm vga, node-a, namespace a, listens
   let f: Driver; // file, node-f, namespace a, listens

@@ -16,7 +16,7 @@ const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 
 const lvBytes = (lv: string) => Number(sh('lvs', ['--noheadings', '--units', 'b', '--nosuffix', '-o', 'lv_size', `${VG}/${lv}`]).trim());
 const vgBytes = () => Number(sh('vgs', ['--noheadings', '--units', 'b', '--nosuffix', '-o', 'vg_size', VG]).trim());
 
-describe('VolumePools on real device-mapper', { timeout: 300_000 }, () => {
+describe('VolumePools on real device-mapper', { timeout: 840_000 }, () => {
   let fake: FakeApiServer;
   let agent: PoolAgent;
   const entry = () => (fake.get('volumepools', 'fast') as unknown as VolumePool).status?.nodes?.find((n) => n.node === 'vm-node');
