@@ -167,8 +167,9 @@ export async function serve(opts: ServeOptions): Promise<void> {
   }
 }
 
-/** How often a start tries to set the volumes' I/O limits again (10 s apart). */
-const START_ATTEMPTS = 30;
+/** A start's I/O limits that failed are tried again after 10 s, then twice as long each time up to 5 min: never given up (a volume left unlimited is a noisy neighbour). */
+const RETRY_FIRST_MS = 10_000;
+const RETRY_MAX_MS = 300_000;
 
 interface LimitSettings {
   mode: string;
@@ -190,12 +191,12 @@ function podLimitsFor(ctx: DriverContext, s: LimitSettings): PodIoLimits | undef
   // Every volume in use gets what its record says, lifts included (a modify recorded and not yet applied).
   // Tried again while anything fails: a start beside a busy disk can find a PV slow to answer.
   void (async () => {
-    for (let attempt = 1; ; attempt++) {
-      let failed: string[];
+    let ids: string[] | undefined; // the first pass: every volume; then only those that failed
+    for (let attempt = 1, wait = RETRY_FIRST_MS; ; attempt++, wait = Math.min(wait * 2, RETRY_MAX_MS)) {
+      let failed: string[] | undefined; // undefined: not even the listing or the node's table could be read
       try {
-        const vols = await backend.listVolumes();
         failed = await limits.applyAll(
-          vols.map((v) => v.id),
+          ids ?? (await backend.listVolumes()).map((v) => v.id),
           (id, fn) =>
             ctx.locks.with([volumeLock(id)], async () => {
               const now = await backend.getVolume(id);
@@ -203,18 +204,15 @@ function podLimitsFor(ctx: DriverContext, s: LimitSettings): PodIoLimits | undef
             }),
         );
       } catch (err) {
-        failed = [errorMessage(err)];
+        log.warn('setting the volumes\' I/O limits again at start failed', { error: errorMessage(err), attempt });
       }
-      if (!failed.length) {
+      if (failed && !failed.length) {
         if (attempt > 1) log.info('the volumes\' I/O limits are set again', { attempts: attempt });
         return;
       }
-      if (attempt >= START_ATTEMPTS) {
-        log.error('setting the volumes\' I/O limits again at start failed; a class change or the next start sets them', { failed, attempts: attempt });
-        return;
-      }
-      log.warn('setting the volumes\' I/O limits again at start failed; trying again in 10 s', { failed, attempt });
-      await new Promise((r) => setTimeout(r, 10_000).unref());
+      if (failed) ids = failed;
+      log.warn(`setting volumes' I/O limits again at start: trying again in ${wait / 1000} s`, { volumes: ids ?? 'all', attempt });
+      await new Promise((r) => setTimeout(r, wait).unref());
     }
   })();
   return limits;

@@ -24,9 +24,14 @@ interface HeldPod {
   /** The writes to this pod's tree, one at a time (a class change never lands under an older one). */
   queue: Promise<void>;
   released: boolean;
-  /** Said once per pod: a watch the kernel refused (inotify's limits), a tree cut short. */
+  /** Said once per pod: a watch the kernel refused (inotify's limits), a tree cut short, a cgroup that refused a rule. */
   warned: Set<string>;
+  /** A walk of this pod's tree is under way: one at a time per pod (a walk held up by a hung write is not stacked on, and holds up no other pod's). */
+  walking: boolean;
 }
+
+/** The kernel knows no block device by that number (a volume detached under a pod that still holds its rule). */
+class UnknownDevice extends CgroupProblem {}
 
 /**
  * cgroup v1's blkio throttling for a pod. v1's throttling is not hierarchical: a rule holds only the
@@ -43,7 +48,6 @@ export class BlkioThrottle implements IoThrottle {
   readonly version = 1;
   private readonly pods = new Map<string, HeldPod>();
   private readonly timer: NodeJS.Timeout;
-  private resyncing = false;
 
   constructor(
     resyncMs = 30_000,
@@ -65,18 +69,25 @@ export class BlkioThrottle implements IoThrottle {
       pod.devices.set(device, want);
     } else pod?.devices.delete(device);
     // A pod whose last rule goes is walked without new watches: it is let go below.
+    let cgs: string[] = [];
     const run = async () => {
-      for (const cg of await this.tree(dir, pod?.devices.size ? pod : undefined)) await this.write(cg, device, want);
+      cgs = await this.tree(dir, pod?.devices.size ? pod : undefined, dir);
+      for (const cg of cgs) await this.write(cg, device, want);
     };
     try {
       if (pod) await this.serialize(pod, run);
       else await run();
     } catch (err) {
-      // Not set: the pod does not keep a rule the caller was told failed (a refused publish unmounts).
+      // Not set: the pod does not keep a rule the caller was told failed (a refused publish unmounts), and
+      // the cgroups written before the failure get back what they held (best effort: the failure may be theirs too).
       if (pod && pod.devices.get(device) === want) {
         if (before) pod.devices.set(device, before);
         else pod.devices.delete(device);
       }
+      const back = async () => {
+        for (const cg of cgs) await this.write(cg, device, before ?? {}).catch(() => undefined);
+      };
+      await (pod ? this.serialize(pod, back) : back()).catch(() => undefined);
       if (pod && !pod.devices.size) this.release(dir, pod);
       throw err;
     }
@@ -104,7 +115,7 @@ export class BlkioThrottle implements IoThrottle {
   }
 
   private hold(dir: string): HeldPod {
-    const pod: HeldPod = { devices: new Map(), watchers: new Map(), queue: Promise.resolve(), released: false, warned: new Set() };
+    const pod: HeldPod = { devices: new Map(), watchers: new Map(), queue: Promise.resolve(), released: false, warned: new Set(), walking: false };
     this.pods.set(dir, pod);
     return pod;
   }
@@ -129,19 +140,26 @@ export class BlkioThrottle implements IoThrottle {
     log.warn(message, fields);
   }
 
-  /** The cgroups of the tree at `dir` (breadth first, bounded), each watched when the pod is held. */
-  private async tree(dir: string, pod: HeldPod | undefined): Promise<string[]> {
+  /**
+   * The cgroups of the tree at `dir` (breadth first), each watched when the pod is held. The bounds are
+   * the pod's: depth counted from the pod's cgroup `podDir`, and no more cgroups than the pod may have
+   * (a walk of part of the tree has room for what the rest is not already watched for).
+   */
+  private async tree(dir: string, pod: HeldPod | undefined, podDir: string): Promise<string[]> {
     const out: string[] = [];
+    const below = dir === podDir ? 0 : path.relative(podDir, dir).split(path.sep).length;
+    const room = dir === podDir || !pod ? MAX_CGROUPS : Math.max(0, MAX_CGROUPS - pod.watchers.size);
     let level = [dir];
-    for (let depth = 0; level.length; depth++) {
-      if (depth > MAX_DEPTH || out.length + level.length > MAX_CGROUPS) {
-        if (pod) this.warnOnce(pod, 'cut', 'a pod\'s cgroup tree is deeper or wider than the walk goes: cgroups past it get no I/O limits', { cgroup: dir, maxDepth: MAX_DEPTH, maxCgroups: MAX_CGROUPS });
+    for (let depth = below; level.length; depth++) {
+      if (depth > MAX_DEPTH || out.length + level.length > room) {
+        if (pod) this.warnOnce(pod, 'cut', 'a pod\'s cgroup tree is deeper or wider than the walk goes: cgroups past it get no I/O limits', { cgroup: podDir, maxDepth: MAX_DEPTH, maxCgroups: MAX_CGROUPS });
         if (depth > MAX_DEPTH) break;
-        level = level.slice(0, Math.max(0, MAX_CGROUPS - out.length));
+        level = level.slice(0, Math.max(0, room - out.length));
+        if (!level.length) break;
       }
       const next: string[] = [];
       for (const cg of level) {
-        if (pod) this.watch(pod, cg);
+        if (pod) this.watch(pod, podDir, cg);
         out.push(cg);
         const entries = await readdir(cg, { withFileTypes: true }).catch((err: unknown) => {
           if (errno(err) === 'ENOENT') return [];
@@ -159,7 +177,7 @@ export class BlkioThrottle implements IoThrottle {
    * watch limit) is said once and let be: the rules are still written, and the walk every resyncMs
    * reaches the cgroups a watch would have.
    */
-  private watch(pod: HeldPod, cg: string): void {
+  private watch(pod: HeldPod, podDir: string, cg: string): void {
     if (pod.released) return;
     let ino: number;
     try {
@@ -176,7 +194,7 @@ export class BlkioThrottle implements IoThrottle {
       w = this.watchDir(cg, (event, name) => {
         // A cgroup made or removed under this one: 'rename' (our own writes to its files are 'change').
         if (event !== 'rename' || !name || pod.released) return;
-        void this.serialize(pod, () => this.fill(pod, path.join(cg, String(name)))).catch((err: unknown) => log.warn('setting a pod\'s I/O limits in a new cgroup failed', { cgroup: cg, error: String(err) }));
+        void this.serialize(pod, () => this.fill(pod, podDir, path.join(cg, String(name)))).catch((err: unknown) => log.warn('setting a pod\'s I/O limits in a new cgroup failed', { cgroup: cg, error: String(err) }));
       });
     } catch (err) {
       if (errno(err) !== 'ENOENT') this.warnOnce(pod, 'watch', 'a pod\'s cgroups cannot all be watched: a container made later gets its I/O limits at the next walk, not at once (fs.inotify.max_user_watches)', { cgroup: cg, error: String(err) });
@@ -190,14 +208,35 @@ export class BlkioThrottle implements IoThrottle {
   }
 
   /** A cgroup that appeared in a held pod's tree gets every rule the pod holds; one that went loses its watches. */
-  private async fill(pod: HeldPod, cg: string): Promise<void> {
+  private async fill(pod: HeldPod, podDir: string, cg: string): Promise<void> {
     if (pod.released) return;
     if (!existsSync(path.join(cg, FILES[0]![1]))) {
       this.unwatch(pod, (dir) => dir === cg || dir.startsWith(`${cg}/`));
       return;
     }
-    const cgs = await this.tree(cg, pod);
-    for (const [device, limits] of pod.devices) for (const c of cgs) await this.write(c, device, limits);
+    await this.writeAll(pod, podDir, await this.tree(cg, pod, podDir));
+  }
+
+  /**
+   * Every rule the pod holds, in each of the cgroups: a cgroup that refuses one is said once and the rest
+   * are still written; a device the kernel no longer knows (detached under the pod) is let go.
+   */
+  private async writeAll(pod: HeldPod, podDir: string, cgs: readonly string[]): Promise<void> {
+    for (const [device, limits] of [...pod.devices]) {
+      for (const c of cgs) {
+        if (pod.devices.get(device) !== limits) break; // changed or lifted meanwhile
+        try {
+          await this.write(c, device, limits);
+        } catch (err) {
+          if (err instanceof UnknownDevice) {
+            pod.devices.delete(device);
+            log.warn('a pod held I/O limits on a device the kernel no longer knows: they are let go', { cgroup: podDir, device });
+            break;
+          }
+          this.warnOnce(pod, `write ${c} ${device}`, 'a cgroup of a pod refused its I/O limits: the others hold them, the next walk tries again', { cgroup: c, device, error: String(err) });
+        }
+      }
+    }
   }
 
   private unwatch(pod: HeldPod, which: (dir: string) => boolean): void {
@@ -211,28 +250,34 @@ export class BlkioThrottle implements IoThrottle {
   /**
    * Every held pod's tree walked again: its rules in every cgroup, a watch on each (made again where a
    * cgroup was made again), the watches of cgroups that went closed; a pod whose cgroup went is let go.
-   * One walk at a time: a walk held up (a hung write) is not stacked on.
+   * The pods are walked side by side, each one walk at a time: a walk held up (a hung write) is not
+   * stacked on, and holds up no other pod's.
    */
   async resync(): Promise<void> {
-    if (this.resyncing) return;
-    this.resyncing = true;
-    try {
-      for (const [dir, pod] of [...this.pods]) {
+    await Promise.all(
+      [...this.pods].map(async ([dir, pod]) => {
+        if (pod.walking) return;
         if (!existsSync(dir)) {
           this.release(dir, pod);
-          continue;
+          return;
         }
-        await this.serialize(pod, async () => {
-          if (pod.released) return;
-          const cgs = await this.tree(dir, pod);
-          const walked = new Set(cgs);
-          this.unwatch(pod, (c) => !walked.has(c));
-          for (const [device, limits] of pod.devices) for (const c of cgs) await this.write(c, device, limits);
-        }).catch((err: unknown) => log.warn('walking a pod\'s cgroups for its I/O limits failed', { cgroup: dir, error: String(err) }));
-      }
-    } finally {
-      this.resyncing = false;
-    }
+        pod.walking = true;
+        try {
+          await this.serialize(pod, async () => {
+            if (pod.released) return;
+            const cgs = await this.tree(dir, pod, dir);
+            const walked = new Set(cgs);
+            this.unwatch(pod, (c) => !walked.has(c));
+            await this.writeAll(pod, dir, cgs);
+          });
+          if (!pod.devices.size) this.release(dir, pod);
+        } catch (err) {
+          log.warn('walking a pod\'s cgroups for its I/O limits failed', { cgroup: dir, error: String(err) });
+        } finally {
+          pod.walking = false;
+        }
+      }),
+    );
   }
 
   /** The rules of one cgroup for the device: each file written only where it differs (0 removes a rule). A cgroup gone meanwhile is skipped; a device the kernel does not know is an error. */
@@ -245,7 +290,7 @@ export class BlkioThrottle implements IoThrottle {
       } catch (err) {
         // ENODEV is also the kernel's answer for a device number it does not know: only a cgroup that went is skipped.
         if ((errno(err) === 'ENOENT' || errno(err) === 'ENODEV') && !existsSync(cg)) return;
-        if (errno(err) === 'ENODEV') throw new CgroupProblem(`${cg}: the kernel knows no block device ${device}`);
+        if (errno(err) === 'ENODEV') throw new UnknownDevice(`${cg}: the kernel knows no block device ${device}`);
         throw err;
       }
     }

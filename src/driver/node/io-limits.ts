@@ -124,19 +124,18 @@ export class PodIoLimits {
     if (consumers.length) log.info('volume I/O limits set', { volume: volume.id, pods: consumers.map((c) => c.pod), limits });
   }
 
-  /** At start: every volume in use here gets what its record says (set, or lifted), from one look at the node. Returns what failed (a volume and why), each logged. */
+  /**
+   * At start: every volume in use here gets what its record says (set, or lifted). One look at the node
+   * picks the volumes attached here; each is then set under its lock from a fresh look (a publish, an
+   * unpublish or a modify may have come in since). Returns the volumes that failed, each logged.
+   */
   async applyAll(volumeIds: readonly string[], withVolume: (id: string, fn: (now: VolumeRecord) => Promise<void>) => Promise<void>): Promise<string[]> {
     const table = await this.table(volumeIds);
     const failed: string[] = [];
     for (const id of volumeIds) {
       if (!(table.devices.get(id) ?? []).length) continue;
-      // The record and the devices as they are under the volume's lock (a modify, an unstage may have come in since).
-      await withVolume(id, async (now) => {
-        const devices = (await this.blockDevices.devices(id)).map((a) => a.device);
-        const same = devices.length === table.devices.get(id)!.length && devices.every((d) => table.devices.get(id)!.includes(d));
-        await this.apply(now, same ? table : undefined);
-      }).catch((err) => {
-        failed.push(`${id}: ${String(err)}`);
+      await withVolume(id, (now) => this.apply(now)).catch((err) => {
+        failed.push(id);
         log.warn('setting a volume\'s I/O limits again at start failed', { volume: id, error: String(err) });
       });
     }
