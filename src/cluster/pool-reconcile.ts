@@ -80,7 +80,12 @@ export async function reconcileLvmPool(lvm: LvmCli, settings: PoolSettings): Pro
       }
     }
     if (changed) [vgRow, pvs, lvs] = await read();
-    if (await reconcileTiers(lvm, { settings, vg, candidates, usable: inspection.usable, pvs, lvs, note })) [vgRow, pvs, lvs] = await read();
+    // A tier that cannot be set (a PV that refuses its tag) is said, and the rest of the pass goes on (the thin pool's growth).
+    const tagged = await reconcileTiers(lvm, { settings, vg, candidates, usable: inspection.usable, pvs, lvs, note }).catch((e: unknown) => {
+      note('Warning', 'DeviceTierFailed', errorMessage(e));
+      return true; // some tags may have been set before the failure: read again
+    });
+    if (tagged) [vgRow, pvs, lvs] = await read();
     if (settings.thinPool && vgRow) {
       const thin = lvs.find((l) => l.lv_name === thinName);
       const grown = thin ? await growThinPool(lvm, vgRow, thin, settings.thinPool.size).catch((e: unknown) => void note('Warning', 'ThinPoolGrowFailed', errorMessage(e))) : undefined;

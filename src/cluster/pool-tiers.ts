@@ -2,7 +2,7 @@ import { realpath } from 'node:fs/promises';
 import type { LvmCli, LvRow, PvRow } from '../pool/lvm/lvm-cli.js';
 import { setTier, tierOf } from '../pool/lvm/pool-admin.js';
 import { isVolumeRow, volumeFromRow } from '../pool/lvm/tags.js';
-import { lvPlacement } from '../pool/lvm/tier-moves.js';
+import { lvPlacement, PVMOVE_LV } from '../pool/lvm/tier-moves.js';
 import type { PoolSettings } from './volume-pool.js';
 
 type Note = (type: 'Normal' | 'Warning', reason: string, message: string) => void;
@@ -15,7 +15,9 @@ type Note = (type: 'Normal' | 'Warning', reason: string, message: string) => voi
  * resolve to (a glob and a by-id link of one disk) keeps the tier it has, said as a Warning. A PV is
  * not re-tagged while volumes that record another tier have extents on it (a thin volume through
  * its pool's data or metadata): those volumes would be misplaced, and the node plugin would move
- * them at its next start, at a time nobody chose; give their claims the new tier's class first.
+ * them at its next start, at a time nobody chose; give their claims the new tier's class first. Nor is
+ * any PV re-tagged while a move is under way (its pvmove LV exists): the move's destination was chosen
+ * by the tags, and it is left to finish on the tiers it began with.
  * Returns whether any PV was tagged.
  */
 export async function reconcileTiers(lvm: LvmCli, o: { settings: PoolSettings; vg: string; candidates: ReadonlyArray<{ spec: string; path: string }>; usable: ReadonlyArray<{ path: string }>; pvs: readonly PvRow[]; lvs: readonly LvRow[]; note: Note }): Promise<boolean> {
@@ -48,6 +50,11 @@ export async function reconcileTiers(lvm: LvmCli, o: { settings: PoolSettings; v
       continue;
     }
     changes.set(want, [...(changes.get(want) ?? []), dev]);
+  }
+  const moving = o.lvs.find((l) => PVMOVE_LV.test(l.lv_name));
+  if (moving && changes.size) {
+    note('Warning', 'TierChangeBlocked', `${[...changes.values()].flat().join(', ')}: tiers are not changed while a volume is being moved between tiers (${moving.lv_name.replace(/[[\]]/g, '')}); they are at the next pass after it`);
+    return false;
   }
   for (const [tier, devs] of changes) {
     await setTier(lvm, o.pvs, devs, tier);

@@ -8,6 +8,9 @@ import { after, before, describe, it } from 'node:test';
 import { blockCap } from '../helpers/csi.js';
 import { BIN, codeOf, finish, MiB, startDriver, type Driver } from '../helpers/driver.js';
 import { pollUntil } from '../helpers/libvirt.js';
+import { reconcileTiers } from '../../src/cluster/pool-tiers.js';
+import type { PoolSettings } from '../../src/cluster/volume-pool.js';
+import { LvmCli } from '../../src/pool/lvm/lvm-cli.js';
 
 const VG = 'tierpool';
 // The harness's blank disks by their serials (lvm reports them by their kernel names).
@@ -49,16 +52,24 @@ const fioWriting = (dev: string, seconds: number) => {
  * VG's lock file (lvm's file locking, /run/lock/lvm/V_<vg>) can be taken, which it cannot while pvmove
  * holds it for a poll.
  */
-async function stopPvmoveBetweenPolls(): Promise<void> {
+async function stopPvmoveBetweenPolls(): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
     const pid = Number(execFileSync('pgrep', ['-o', '-x', 'pvmove'], { encoding: 'utf8' }).trim());
     process.kill(pid, 'SIGSTOP');
-    if (spawnSync('flock', ['-n', '-x', `/run/lock/lvm/V_${VG}`, 'true']).status === 0) return;
-    process.kill(pid, 'SIGCONT');
+    if (spawnSync('flock', ['-n', '-x', `/run/lock/lvm/V_${VG}`, 'true']).status === 0) return pid;
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      // it ended meanwhile: the next one is looked for
+    }
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error('pvmove never stopped outside a poll');
 }
+
+/** A call's gRPC code, or a failure after `ms` (a call waiting on a lock the stopped pvmove holds would otherwise hang the suite). */
+const codeWithin = <T,>(call: Promise<T>, ms = 60_000): Promise<string> =>
+  Promise.race([codeOf(call), new Promise<string>((_, reject) => setTimeout(() => reject(new Error(`no answer in ${ms} ms: waiting on the held move's lock?`)), ms).unref())]);
 
 describe('lvm tiers: a live volume\'s extents moved to its class\'s tier by pvmove while fio writes to it', { timeout: 1_440_000 }, () => {
   let d: Driver;
@@ -73,9 +84,12 @@ describe('lvm tiers: a live volume\'s extents moved to its class\'s tier by pvmo
     for (const l of d?.logs ?? []) if (/move|pvmove|"level":"(warn|error)"/.test(l)) console.log(`driver: ${l.slice(0, 600)}`);
     console.log(sh('lvs', ['-a', '-o', 'lv_name,lv_attr,devices,copy_percent', VG]));
     console.log(execFileSync('dmsetup', ['info', '-c'], { encoding: 'utf8' }));
-    if (d) assert.deepEqual(await finish(d), []);
-    if (moving()) execFileSync('pvmove', ['--abort'], { stdio: 'ignore' });
-    sh(BIN, ['pool', 'destroy', '--vg', VG, '--force']);
+    // A pvmove a failed test left stopped is let go, and the pool removed, before the plugin's own account is asserted.
+    spawnSync('pkill', ['-CONT', '-x', 'pvmove']);
+    const finished = d ? await finish(d) : [];
+    if (moving()) spawnSync('pvmove', ['--abort'], { stdio: 'ignore' });
+    spawnSync(BIN, ['pool', 'destroy', '--vg', VG, '--force'], { stdio: 'inherit' });
+    assert.deepEqual(finished, []);
   });
 
   const modify = (id: string, p: Record<string, string>) => d.client.controllerModifyVolume({ volume_id: id, secrets: {}, mutable_parameters: p });
@@ -129,11 +143,29 @@ describe('lvm tiers: a live volume\'s extents moved to its class\'s tier by pvmo
     // Held mid-move for as long as the refusals take: the plugin's pvmove stopped between two of its
     // polls (never holding the VG's lock, which every lvm command of the plugin would wait on).
     await stopPvmoveBetweenPolls();
-    assert.equal(await codeOf(modify(vol.volume_id, { tier: 'slow' })), 'ABORTED', 'another tier while it moves');
-    assert.equal(await codeOf(modify(vol.volume_id, { tier: 'fast' })), 'OK', 'the same class again (the resizer\'s retry) while it moves');
-    assert.equal(await codeOf(d.client.createSnapshot({ source_volume_id: vol.volume_id, name: 'snap-while-moving', secrets: {}, parameters: {} })), 'FAILED_PRECONDITION');
-    assert.equal(await codeOf(d.client.deleteVolume({ volume_id: vol.volume_id })), 'FAILED_PRECONDITION');
+    assert.equal(await codeWithin(modify(vol.volume_id, { tier: 'slow' })), 'ABORTED', 'another tier while it moves');
+    assert.equal(await codeWithin(modify(vol.volume_id, { tier: 'fast' })), 'OK', 'the same class again (the resizer\'s retry) while it moves');
+    assert.equal(await codeWithin(d.client.createSnapshot({ source_volume_id: vol.volume_id, name: 'snap-while-moving', secrets: {}, parameters: {} })), 'FAILED_PRECONDITION');
+    assert.equal(await codeWithin(d.client.deleteVolume({ volume_id: vol.volume_id })), 'FAILED_PRECONDITION');
     assert.match(sh('lvs', ['--noheadings', '-o', 'lv_tags', `${VG}/${vol.volume_id}`]), /vpool\.p\.tier=fast/, 'the refused change recorded nothing');
+    // A VolumePool whose groups now name the slow disk fast (no volume of another tier on it): no PV is
+    // re-tagged while the move is under way.
+    const lvm = new LvmCli({ activation: true });
+    const notes: string[] = [];
+    const settings = { tiers: new Map(['data0', 'data1', 'data2'].map((s) => [`/dev/disk/by-id/virtio-${s}`, 'fast'])) } as PoolSettings;
+    const tagsBefore = sh('pvs', ['--noheadings', '-o', 'pv_name,pv_tags']);
+    const retagged = await reconcileTiers(lvm, {
+      settings,
+      vg: VG,
+      candidates: [...settings.tiers.keys()].map((spec) => ({ spec, path: spec })),
+      usable: [SLOW, FAST1, FAST2].map((p) => ({ path: p })),
+      pvs: await lvm.pvs(),
+      lvs: await lvm.lvs(VG),
+      note: (type, reason, message) => notes.push(`${type} ${reason}: ${message}`),
+    });
+    assert.equal(retagged, false);
+    assert.match(notes.join('\n'), new RegExp(`Warning TierChangeBlocked: ${SLOW}: tiers are not changed while a volume is being moved between tiers \\(pvmove\\d+\\)`));
+    assert.equal(sh('pvs', ['--noheadings', '-o', 'pv_name,pv_tags']), tagsBefore, 'no PV re-tagged');
     // A crash of the node plugin's container: the plugin and the pvmove it runs die at once (a stopped process too).
     await d.stop('SIGKILL');
     execFileSync('pkill', ['-9', '-x', 'pvmove']);

@@ -36,7 +36,8 @@ export async function lvPlacement(lvm: LvmCli, vg: string): Promise<Map<string, 
   return by;
 }
 
-const PVMOVE_LV = /^\[?pvmove\d+\]?$/;
+/** The LV lvm makes for a move under way (pvmove0, shown as [pvmove0] among hidden LVs). */
+export const PVMOVE_LV = /^\[?pvmove\d+\]?$/;
 /** pvmove copies for as long as the data takes: bounded by a day, never by the call that asked. */
 const MOVE_TIMEOUT_MS = 24 * 3600_000;
 
