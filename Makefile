@@ -10,7 +10,7 @@ TOOLS := unzip:unzip losetup:mount blkid:util-linux wipefs:util-linux lvm:lvm2 m
 VAR := $(CURDIR)/var
 ENDPOINT := unix://$(VAR)/csi.sock
 
-.PHONY: deps system-deps tools build run test bench bench-vm deploy image clean
+.PHONY: deps system-deps tools test-deps build run test bench bench-vm deploy image clean
 
 system-deps:
 	@missing=""; for t in $(TOOLS); do command -v $${t%%:*} >/dev/null || missing="$$missing $${t##*:}"; done; \
@@ -52,7 +52,16 @@ run: build
 	@echo "  ./vpool-csi status"
 	exec ./vpool-csi serve --endpoint $(ENDPOINT) --pool-dir $(VAR)/pool --allowed-root $(VAR)/mnt --node-id $$(hostname)
 
-test: build tools
+# What the test scripts would install as they start (test/libvirt, test/ceph, test/image, test/vm):
+# installed before the suites run, since the QEMU VM suites see this machine's /usr while the host
+# suites run beside them (scripts/run-tests.mjs).
+TEST_PKGS := libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-storage-rbd libvirt-clients qemu-system-x86 \
+             qemu-utils qemu-block-extra util-linux ceph-mon ceph-osd ceph-mgr ceph-common rbd-fuse podman runc debootstrap \
+             slirp4netns busybox-static kmod cpio
+test-deps:
+	@dpkg -s $(TEST_PKGS) >/dev/null 2>&1 || { echo "installing the tests' Debian packages"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEST_PKGS); }
+
+test: build tools test-deps
 	npm test
 
 # The chart rendered for each backend, checked in (a test fails when these are stale). The cross-node

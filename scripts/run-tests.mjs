@@ -48,13 +48,16 @@ if (vmLane.length > 0 && root_) {
 }
 
 // A bound on every test, so a hang fails the run instead of eating CI's time.
-const args = (list) => ['--test', '--test-reporter=spec', '--test-timeout=1800000', ...list];
+// One file at a time in each lane (on more cores node would run several: VMs beside VMs).
+const args = (list) => ['--test', '--test-concurrency=1', '--test-reporter=spec', '--test-timeout=1800000', ...list];
 
+const children = [];
 /** Runs one lane; its lines go out whole, prefixed when another lane runs beside it. */
 function lane(name, list, prefix) {
   if (list.length === 0) return Promise.resolve({ name, code: 0, ms: 0 });
   const t0 = Date.now();
   const child = spawn(process.execPath, args(list), { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
   for (const stream of [child.stdout, child.stderr]) {
     createInterface({ input: stream }).on('line', (l) => process.stdout.write(`${prefix}${l}\n`));
   }
@@ -62,6 +65,9 @@ function lane(name, list, prefix) {
 }
 
 const both = vmLane.length > 0 && hostLane.length > 0;
-const results = await Promise.all([lane('host', hostLane, ''), lane('vm', vmLane, both ? '[vm lane] ' : '')]);
+const running = [lane('host', hostLane, ''), lane('vm', vmLane, both ? '[vm lane] ' : '')];
+// A CI cancel (SIGTERM) or Ctrl-C reaches the lanes, whose tests stop their VMs and daemons.
+for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => { for (const c of children) c.kill(sig); });
+const results = await Promise.all(running);
 for (const r of results) if (r.ms > 0) console.log(`run-tests: ${r.name} lane ${r.code === 0 ? 'passed' : `FAILED (exit ${r.code})`} in ${(r.ms / 1000).toFixed(0)} s`);
 process.exit(results.some((r) => r.code !== 0) ? 1 : 0);

@@ -51,9 +51,10 @@ export async function reconcileTiers(lvm: LvmCli, o: { settings: PoolSettings; v
     }
     changes.set(want, [...(changes.get(want) ?? []), dev]);
   }
-  const moving = o.lvs.find((l) => PVMOVE_LV.test(l.lv_name));
-  if (moving && changes.size) {
-    note('Warning', 'TierChangeBlocked', `${[...changes.values()].flat().join(', ')}: tiers are not changed while a volume is being moved between tiers (${moving.lv_name.replace(/[[\]]/g, '')}); they are at the next pass after it`);
+  // The move's LV is hidden (only a listing of every LV shows it, as the placement's does).
+  const moving = changes.size ? [...(placement ?? (await lvPlacement(lvm, vg))).keys()].find((n) => PVMOVE_LV.test(n)) : undefined;
+  if (moving) {
+    note('Warning', 'TierChangeBlocked', `${[...changes.values()].flat().join(', ')}: tiers are not changed while a volume is being moved between tiers (${moving.replace(/[[\]]/g, '')}); they are at the next pass after it`);
     return false;
   }
   for (const [tier, devs] of changes) {

@@ -15,6 +15,8 @@ const FILES: ReadonlyArray<[keyof DeviceIoLimits, string]> = [
 /** A pod cgroup tree deeper (levels under the pod's) or wider than a pod's is not walked further (a runaway tree cannot stall the plugin); said once. */
 const MAX_DEPTH = 6;
 const MAX_CGROUPS = 512;
+/** Pods walked at once by the periodic walk. */
+const MAX_WALKS = 2;
 
 interface HeldPod {
   /** The limits held on each device, by device number. */
@@ -26,8 +28,10 @@ interface HeldPod {
   released: boolean;
   /** Said once per pod: a watch the kernel refused (inotify's limits), a tree cut short, a cgroup that refused a rule. */
   warned: Set<string>;
-  /** A walk of this pod's tree is under way: one at a time per pod (a walk held up by a hung write is not stacked on, and holds up no other pod's). */
+  /** A walk of this pod's tree is under way or queued: one at a time per pod (a walk held up by a hung write is not stacked on). */
   walking: boolean;
+  /** Calls of set() on this pod not yet done: the pod is let go only when none is (one may be about to give it a rule). */
+  pending: number;
 }
 
 /** The kernel knows no block device by that number (a volume detached under a pod that still holds its rule). */
@@ -62,36 +66,40 @@ export class BlkioThrottle implements IoThrottle {
     checkDeviceNumber(device);
     if (!existsSync(path.join(dir, FILES[0]![1]))) throw new CgroupProblem(`${dir} has no ${FILES[0]![1]}: the blkio controller is not mounted with the kubelet's pod cgroups`);
     const want = { ...limits };
-    let pod = this.pods.get(dir);
-    const before = pod?.devices.get(device);
-    if (Object.keys(want).length) {
-      pod ??= this.hold(dir);
-      pod.devices.set(device, want);
-    } else pod?.devices.delete(device);
-    // A pod whose last rule goes is walked without new watches: it is let go below.
-    let cgs: string[] = [];
-    const run = async () => {
-      cgs = await this.tree(dir, pod?.devices.size ? pod : undefined, dir);
-      for (const cg of cgs) await this.write(cg, device, want);
-    };
-    try {
-      if (pod) await this.serialize(pod, run);
-      else await run();
-    } catch (err) {
-      // Not set: the pod does not keep a rule the caller was told failed (a refused publish unmounts), and
-      // the cgroups written before the failure get back what they held (best effort: the failure may be theirs too).
-      if (pod && pod.devices.get(device) === want) {
-        if (before) pod.devices.set(device, before);
-        else pod.devices.delete(device);
-      }
-      const back = async () => {
-        for (const cg of cgs) await this.write(cg, device, before ?? {}).catch(() => undefined);
-      };
-      await (pod ? this.serialize(pod, back) : back()).catch(() => undefined);
-      if (pod && !pod.devices.size) this.release(dir, pod);
-      throw err;
+    const lift = !Object.keys(want).length;
+    const pod = this.pods.get(dir) ?? (lift ? undefined : this.hold(dir));
+    if (!pod) {
+      // A lift in a pod not held: its tree written once, nothing watched.
+      for (const cg of await this.tree(dir, undefined, dir)) await this.write(cg, device, want);
+      return;
     }
-    if (pod && !pod.devices.size) this.release(dir, pod);
+    pod.pending++;
+    try {
+      // The pod's record and the kernel change together, in the pod's queue: no fill, walk or other set runs between.
+      await this.serialize(pod, async () => {
+        const before = pod.devices.get(device);
+        if (lift) pod.devices.delete(device);
+        else pod.devices.set(device, want);
+        const written: string[] = [];
+        try {
+          // A pod whose last rule goes is walked without new watches: it is let go below.
+          for (const cg of await this.tree(dir, pod.devices.size ? pod : undefined, dir)) {
+            written.push(cg);
+            await this.write(cg, device, want);
+          }
+        } catch (err) {
+          // Not set: the pod keeps what it had, in its record (a refused publish unmounts) and in the cgroups
+          // this call wrote (best effort: the failure may be theirs too).
+          if (before) pod.devices.set(device, before);
+          else pod.devices.delete(device);
+          for (const cg of written) await this.write(cg, device, before ?? {}).catch(() => undefined);
+          throw err;
+        }
+      });
+    } finally {
+      pod.pending--;
+      if (!pod.devices.size && !pod.pending) this.release(dir, pod);
+    }
   }
 
   /** What the kernel holds for the device in the pod's own cgroup. */
@@ -115,7 +123,7 @@ export class BlkioThrottle implements IoThrottle {
   }
 
   private hold(dir: string): HeldPod {
-    const pod: HeldPod = { devices: new Map(), watchers: new Map(), queue: Promise.resolve(), released: false, warned: new Set(), walking: false };
+    const pod: HeldPod = { devices: new Map(), watchers: new Map(), queue: Promise.resolve(), released: false, warned: new Set(), walking: false, pending: 0 };
     this.pods.set(dir, pod);
     return pod;
   }
@@ -229,7 +237,7 @@ export class BlkioThrottle implements IoThrottle {
           await this.write(c, device, limits);
         } catch (err) {
           if (err instanceof UnknownDevice) {
-            pod.devices.delete(device);
+            if (pod.devices.get(device) === limits) pod.devices.delete(device);
             log.warn('a pod held I/O limits on a device the kernel no longer knows: they are let go', { cgroup: podDir, device });
             break;
           }
@@ -250,34 +258,40 @@ export class BlkioThrottle implements IoThrottle {
   /**
    * Every held pod's tree walked again: its rules in every cgroup, a watch on each (made again where a
    * cgroup was made again), the watches of cgroups that went closed; a pod whose cgroup went is let go.
-   * The pods are walked side by side, each one walk at a time: a walk held up (a hung write) is not
-   * stacked on, and holds up no other pod's.
+   * Two pods are walked at a time, each one walk at a time: a walk held up (a hung write) is not stacked
+   * on, and holds up the other pods' only when two are held up (each holds a thread of libuv's pool,
+   * which the plugin's other file I/O needs too).
    */
   async resync(): Promise<void> {
-    await Promise.all(
-      [...this.pods].map(async ([dir, pod]) => {
-        if (pod.walking) return;
-        if (!existsSync(dir)) {
-          this.release(dir, pod);
-          return;
-        }
-        pod.walking = true;
-        try {
-          await this.serialize(pod, async () => {
-            if (pod.released) return;
-            const cgs = await this.tree(dir, pod, dir);
-            const walked = new Set(cgs);
-            this.unwatch(pod, (c) => !walked.has(c));
-            await this.writeAll(pod, dir, cgs);
-          });
-          if (!pod.devices.size) this.release(dir, pod);
-        } catch (err) {
-          log.warn('walking a pod\'s cgroups for its I/O limits failed', { cgroup: dir, error: String(err) });
-        } finally {
-          pod.walking = false;
-        }
-      }),
-    );
+    const waiting = [...this.pods].filter(([, pod]) => !pod.walking);
+    const slots = MAX_WALKS - [...this.pods.values()].filter((pod) => pod.walking).length;
+    const worker = async () => {
+      for (let next = waiting.shift(); next; next = waiting.shift()) await this.walk(...next);
+    };
+    await Promise.all(Array.from({ length: Math.max(0, Math.min(slots, waiting.length)) }, worker));
+  }
+
+  private async walk(dir: string, pod: HeldPod): Promise<void> {
+    if (pod.released) return;
+    if (!existsSync(dir)) {
+      this.release(dir, pod);
+      return;
+    }
+    pod.walking = true;
+    try {
+      await this.serialize(pod, async () => {
+        if (pod.released) return;
+        const cgs = await this.tree(dir, pod, dir);
+        const walked = new Set(cgs);
+        this.unwatch(pod, (c) => !walked.has(c));
+        await this.writeAll(pod, dir, cgs);
+      });
+      if (!pod.devices.size && !pod.pending) this.release(dir, pod);
+    } catch (err) {
+      log.warn('walking a pod\'s cgroups for its I/O limits failed', { cgroup: dir, error: String(err) });
+    } finally {
+      pod.walking = false;
+    }
   }
 
   /** The rules of one cgroup for the device: each file written only where it differs (0 removes a rule). A cgroup gone meanwhile is skipped; a device the kernel does not know is an error. */

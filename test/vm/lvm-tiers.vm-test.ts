@@ -154,13 +154,14 @@ describe('lvm tiers: a live volume\'s extents moved to its class\'s tier by pvmo
     const notes: string[] = [];
     const settings = { tiers: new Map(['data0', 'data1', 'data2'].map((s) => [`/dev/disk/by-id/virtio-${s}`, 'fast'])) } as PoolSettings;
     const tagsBefore = sh('pvs', ['--noheadings', '-o', 'pv_name,pv_tags']);
+    const state = await lvm.state(VG, { allPvs: true }); // what the VolumePool agent reads (lvm fullreport: the move's LV is hidden there)
     const retagged = await reconcileTiers(lvm, {
       settings,
       vg: VG,
       candidates: [...settings.tiers.keys()].map((spec) => ({ spec, path: spec })),
       usable: [SLOW, FAST1, FAST2].map((p) => ({ path: p })),
-      pvs: await lvm.pvs(),
-      lvs: await lvm.lvs(VG),
+      pvs: state.pvs,
+      lvs: state.lvs,
       note: (type, reason, message) => notes.push(`${type} ${reason}: ${message}`),
     });
     assert.equal(retagged, false);
