@@ -33,7 +33,6 @@ if (selected.length === 0) {
 // The files whose tests boot test/vm/vm-run.sh's VM (they call runSuiteInVm). libvirt-node-vm is not
 // one: it runs a domain under the host's test libvirtd, which host suites use too.
 const VM_SUITES = [
-  // longest first, so the lane's tail is short
   'transfer-vm', 'transfer-pit-vm', 'snapshot-backup-lvm-vm', 'lvm-vm', 'io-limits-vm', 'lvm-tiers-vm', 'volume-pool-vm', 'libvirt-logical-vm',
 ];
 const vmRank = (f) => VM_SUITES.indexOf(path.basename(f, '.test.js'));

@@ -272,7 +272,8 @@ export class BlkioThrottle implements IoThrottle {
   }
 
   private async walk(dir: string, pod: HeldPod): Promise<void> {
-    if (pod.released) return;
+    // Already walked or queued (a walker held up by a hung write may carry an older resync's list).
+    if (pod.released || pod.walking) return;
     if (!existsSync(dir)) {
       this.release(dir, pod);
       return;

@@ -11,7 +11,10 @@ import { PROJECT_ROOT } from '../../src/csi/proto.js';
 export async function runSuiteInVm(vmArgs: string[], suite: string, passes: number): Promise<void> {
   const script = path.join(PROJECT_ROOT, 'test', 'vm', 'vm-run.sh');
   const inner = path.join(PROJECT_ROOT, 'dist', 'test', 'vm', suite);
-  const vm = spawn('bash', [script, ...vmArgs, '--', 'node', '--test', '--test-reporter=spec', inner], { cwd: PROJECT_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  // An emulated VM beside the host's suites (scripts/run-tests.mjs) is a machine whose disks are slow to
+  // answer when nothing is wrong: a PV's header read gets 30 s before the plugins count it as hung.
+  const env = { ...process.env, VPOOL_PV_READ_TIMEOUT_MS: process.env.VPOOL_PV_READ_TIMEOUT_MS ?? '30000' };
+  const vm = spawn('bash', [script, ...vmArgs, '--env', 'VPOOL_PV_READ_TIMEOUT_MS', '--', 'node', '--test', '--test-reporter=spec', inner], { cwd: PROJECT_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env });
   let out = '';
   vm.stdout.on('data', (b: Buffer) => (out += b.toString()));
   vm.stderr.on('data', (b: Buffer) => (out += b.toString()));

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import { CommandError } from '../../src/exec.js';
 import { parseLvAttr } from '../../src/pool/lvm/lv-attr.js';
 import { lvmFailure } from '../../src/pool/lvm/lvm-errors.js';
+import { pvReadTimeoutMs } from '../../src/pool/lvm/lvm-cli.js';
 
 describe('lvm output, typed', () => {
   it('reads lv_attr into named fields (lvs(8)): thin volumes, pools, open, health', () => {
@@ -24,5 +25,14 @@ describe('lvm output, typed', () => {
     assert.equal(lvmFailure(failed("  Can't create snapshot without using device-mapper kernel driver.")), 'no-device-mapper');
     assert.equal(lvmFailure(new CommandError('lvremove', [], undefined, 'Failed to find logical volume', false, true)), 'other', 'a cancelled command is not an answer');
     assert.equal(lvmFailure(new Error('x')), 'other');
+  });
+});
+
+describe('the PV header read deadline', () => {
+  it('is 2 s unless $VPOOL_PV_READ_TIMEOUT_MS says otherwise; a value out of range or not a whole number is refused', () => {
+    assert.equal(pvReadTimeoutMs({}), 2_000);
+    assert.equal(pvReadTimeoutMs({ VPOOL_PV_READ_TIMEOUT_MS: '' }), 2_000);
+    assert.equal(pvReadTimeoutMs({ VPOOL_PV_READ_TIMEOUT_MS: '30000' }), 30_000);
+    for (const bad of ['99', '600001', '1.5', '2s', '-1', 'abc']) assert.throws(() => pvReadTimeoutMs({ VPOOL_PV_READ_TIMEOUT_MS: bad }), /VPOOL_PV_READ_TIMEOUT_MS must be a whole number of milliseconds from 100 to 600000/);
   });
 });

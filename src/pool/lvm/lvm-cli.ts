@@ -19,8 +19,21 @@ export interface LvmCliOptions {
    * thousand loop devices) the scan is most of what a command costs.
    */
   vg?: string;
-  /** How long a read of a PV's metadata headers may take before the PV counts as hung (default 2 s). */
+  /** How long a read of a PV's metadata headers may take before the PV counts as hung (default: pvReadTimeoutMs()). */
   pvReadTimeoutMs?: number;
+}
+
+/**
+ * How long a read of a PV's metadata headers may take before the PV counts as hung: 2 s, or
+ * $VPOOL_PV_READ_TIMEOUT_MS (100 to 600000) on a machine whose disks are slow to answer when nothing is
+ * wrong (an emulated VM, an overloaded node). A value out of range is an error, not a silent default.
+ */
+export function pvReadTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
+  const text = env.VPOOL_PV_READ_TIMEOUT_MS;
+  if (text === undefined || text === '') return 2_000;
+  const ms = Number(text);
+  if (!Number.isInteger(ms) || ms < 100 || ms > 600_000) throw new Error(`VPOOL_PV_READ_TIMEOUT_MS must be a whole number of milliseconds from 100 to 600000 (got ${JSON.stringify(text)})`);
+  return ms;
 }
 
 /**
@@ -64,7 +77,11 @@ export class LvmCli {
   /** The PVs of opts.vg as last seen, which commands scan instead of every device; null: scan all. */
   private scope: string[] | null = null;
 
-  constructor(private readonly opts: LvmCliOptions) {}
+  private readonly pvReadTimeoutMs: number;
+
+  constructor(private readonly opts: LvmCliOptions) {
+    this.pvReadTimeoutMs = opts.pvReadTimeoutMs ?? pvReadTimeoutMs();
+  }
 
   /** The devices a command may scan, as lvm arguments. */
   private scanArgs(): string[] {
@@ -94,7 +111,7 @@ export class LvmCli {
     if (!scope) return null;
     let reads: Array<Awaited<ReturnType<typeof readPvMetadataVersion>>>;
     try {
-      reads = await Promise.all(scope.map((pv) => readPvMetadataVersion(pv, this.opts.pvReadTimeoutMs ?? 2_000)));
+      reads = await Promise.all(scope.map((pv) => readPvMetadataVersion(pv, this.pvReadTimeoutMs)));
     } catch (err) {
       // lvm would scan the same PV and hang with it: the call fails at once instead, and says why.
       if (err instanceof PvReadTimeout) {
