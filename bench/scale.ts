@@ -14,6 +14,7 @@ import { forgetVg, loopDisks, poolCmd, uniqueVg } from '../test/helpers/lvm.js';
 import { deviceMapperAvailable } from '../src/pool/lvm/lvm-cli.js';
 import { startHostPath } from './host-path.js';
 import { median, timed } from './measure.js';
+import { FloorDir } from './durable-floor.js';
 
 const LEVELS = (process.env.BENCH_LEVELS ?? '0,100,1000').split(',').map(Number);
 const SNAPSHOTS = Number(process.env.BENCH_SNAPSHOTS ?? 100);
@@ -33,12 +34,14 @@ interface Subject {
   snapshots: boolean;
   /** The bare commands the pool's create and delete wrap, run on the same pool at each level (lvm). */
   bare?: { create(name: string): Promise<unknown>; remove(name: string): Promise<unknown> };
+  /** A directory on the disk the pool is on, where the durable-create floor is measured beside the driver. */
+  floorDir?: string;
   stop(): Promise<void>;
 }
 
-type Probe = 'CreateVolume' | 'DeleteVolume' | 'ControllerGetVolume' | 'ValidateVolumeCapabilities' | 'GetCapacity' | 'ListVolumes first page of 100' | 'ListVolumes all pages of 100' | 'ListVolumes unpaged' | 'ListSnapshots all pages of 100' | 'CreateSnapshot' | 'DeleteSnapshot' | 'bare create (same LV, --devices)' | 'bare remove (same LV, --devices)';
-const PROBES: Probe[] = ['CreateVolume', 'DeleteVolume', 'ControllerGetVolume', 'ValidateVolumeCapabilities', 'GetCapacity', 'ListVolumes first page of 100', 'ListVolumes all pages of 100', 'ListVolumes unpaged', 'ListSnapshots all pages of 100', 'CreateSnapshot', 'DeleteSnapshot', 'bare create (same LV, --devices)', 'bare remove (same LV, --devices)'];
-const TARGET: Partial<Record<Probe, string>> = { 'ListVolumes all pages of 100': '≤ 100 ms', GetCapacity: '≤ 10 ms' };
+type Probe = 'CreateVolume' | 'durable create floor (bare)' | 'DeleteVolume' | 'ControllerGetVolume' | 'ValidateVolumeCapabilities' | 'GetCapacity' | 'ListVolumes first page of 100' | 'ListVolumes all pages of 100' | 'ListVolumes slowest page of 100' | 'ListVolumes unpaged' | 'ListSnapshots all pages of 100' | 'CreateSnapshot' | 'DeleteSnapshot' | 'bare create (same LV, --devices)' | 'bare remove (same LV, --devices)';
+const PROBES: Probe[] = ['CreateVolume', 'durable create floor (bare)', 'DeleteVolume', 'ControllerGetVolume', 'ValidateVolumeCapabilities', 'GetCapacity', 'ListVolumes first page of 100', 'ListVolumes all pages of 100', 'ListVolumes slowest page of 100', 'ListVolumes unpaged', 'ListSnapshots all pages of 100', 'CreateSnapshot', 'DeleteSnapshot', 'bare create (same LV, --devices)', 'bare remove (same LV, --devices)'];
+const TARGET: Partial<Record<Probe, string>> = { 'ListVolumes all pages of 100': '≤ 100 ms', GetCapacity: '≤ 2 ms', 'ListVolumes slowest page of 100': '≤ 50 ms', 'durable create floor (bare)': '' };
 
 async function rssMiB(pid: number): Promise<number> {
   return Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
@@ -49,6 +52,11 @@ const cap = blockCap();
 async function createNamed(s: Subject, name: string): Promise<string> {
   const res = await s.client.createVolume({ name, capacity_range: { required_bytes: String(s.volumeBytes) }, volume_capabilities: [cap], parameters: s.parameters });
   return res.volume!.volume_id;
+}
+
+/** Waits until the page cache's dirty data is on disk (sync(1)). */
+async function settle(): Promise<void> {
+  await execFileP('sync', []);
 }
 
 /** Fills the pool from `from` to `to` volumes with CLIENTS callers at once; returns creates per second. */
@@ -68,18 +76,26 @@ async function fill(s: Subject, ids: string[], to: number): Promise<number> {
   return ((to - from) * 1000) / (performance.now() - t);
 }
 
-async function allPages(list: (token: string) => Promise<{ next_token: string }>): Promise<void> {
+/** Walks every page; returns the slowest page's ms. */
+async function allPages(list: (token: string) => Promise<{ next_token: string }>): Promise<number> {
   let token = '';
-  do token = (await list(token)).next_token;
-  while (token);
+  let slowest = 0;
+  do {
+    const t = performance.now();
+    token = (await list(token)).next_token;
+    slowest = Math.max(slowest, performance.now() - t);
+  } while (token);
+  return slowest;
 }
 
-async function probe(s: Subject, ids: string[], snapshots: string[], level: number): Promise<Record<Probe, number>> {
+async function probe(s: Subject, ids: string[], snapshots: string[], level: number, floor?: FloorDir): Promise<Record<Probe, number>> {
   const out = Object.fromEntries(PROBES.map((p) => [p, [] as number[]])) as Record<Probe, number[]>;
   const some = ids[Math.floor(ids.length / 2)];
   for (let r = 0; r < ROUNDS; r++) {
     let id = '';
     out.CreateVolume.push(await timed(async () => (id = await createNamed(s, `probe-${level}-${r}`))));
+    // The same durable create made with bare calls, right after, on the same disk in the same state.
+    if (floor) out['durable create floor (bare)'].push(await timed(() => floor.create()));
     out.DeleteVolume.push(await timed(() => s.client.deleteVolume({ volume_id: id })));
     if (some) {
       out.ControllerGetVolume.push(await timed(() => s.client.controllerGetVolume({ volume_id: some })));
@@ -89,7 +105,9 @@ async function probe(s: Subject, ids: string[], snapshots: string[], level: numb
     out['ListVolumes first page of 100'].push(await timed(() => s.client.listVolumes({ max_entries: 100 })));
   }
   for (let r = 0; r < Math.max(3, ROUNDS / 6); r++) {
-    out['ListVolumes all pages of 100'].push(await timed(() => allPages((t) => s.client.listVolumes({ max_entries: 100, starting_token: t }))));
+    let slowest = 0;
+    out['ListVolumes all pages of 100'].push(await timed(async () => (slowest = await allPages((t) => s.client.listVolumes({ max_entries: 100, starting_token: t })))));
+    out['ListVolumes slowest page of 100'].push(slowest);
     out['ListVolumes unpaged'].push(await timed(() => s.client.listVolumes({})));
     out['ListSnapshots all pages of 100'].push(await timed(() => allPages((t) => s.client.listSnapshots({ max_entries: 100, starting_token: t }))));
   }
@@ -114,6 +132,7 @@ interface Run {
   byLevel: Map<number, Record<Probe, number>>;
   fillRate: number;
   rss: Map<number, number>;
+  floor?: { recordMs: number; sparseMs: number; createMs: number; createsPerSecond: number };
   cleanup(): Promise<void>;
 }
 
@@ -123,23 +142,34 @@ async function measure(s: Subject): Promise<Run> {
   const byLevel = new Map<number, Record<Probe, number>>();
   const rss = new Map<number, number>();
   let fillRate = NaN;
+  const floorDir = s.floorDir ? await FloorDir.make(s.floorDir) : undefined;
+  let floor: Run['floor'];
   for (const level of LEVELS) {
+    if (floorDir && level === Math.max(...LEVELS)) {
+      // Just before the fill to N, as many bare durable creates with as many callers: the rate's floor.
+      const parts = await floorDir.parts(ROUNDS);
+      await settle();
+      floor = { ...parts, createsPerSecond: await floorDir.rate(level - ids.length, CLIENTS) };
+    }
+    // Each fill starts from a disk with nothing dirty: the writeback of what ran before is not counted against it.
+    await settle();
     const rate = await fill(s, ids, level);
     if (level === Math.max(...LEVELS)) fillRate = rate;
     while (s.snapshots && ids.length && snapshots.length < Math.min(SNAPSHOTS, ids.length)) {
       const i = snapshots.length;
       snapshots.push((await s.client.createSnapshot({ name: `keep-snap-${i}`, source_volume_id: ids[i % ids.length] })).snapshot!.snapshot_id);
     }
-    byLevel.set(level, await probe(s, ids, snapshots, level));
+    byLevel.set(level, await probe(s, ids, snapshots, level, floorDir));
     rss.set(level, await rssMiB(s.pid));
     process.stderr.write(`${s.name}: ${level} volumes measured\n`);
   }
   // Emptying the pool one call at a time takes minutes on lvm; the figures are printed first.
+  await floorDir?.remove();
   const cleanup = async () => {
     for (const snap of snapshots) await s.client.deleteSnapshot({ snapshot_id: snap });
     for (const id of ids) await s.client.deleteVolume({ volume_id: id });
   };
-  return { byLevel, fillRate, rss, cleanup };
+  return { byLevel, fillRate, rss, floor, cleanup };
 }
 
 function table(title: string, runs: Array<{ s: string; run: Run }>): string {
@@ -158,13 +188,21 @@ function table(title: string, runs: Array<{ s: string; run: Run }>): string {
     lines.push([p.padEnd(32), ...cells, (TARGET[p] ?? (p.startsWith('bare') ? '' : '≤ 1.2x')).padStart(10)].join(' '));
   }
   lines.push(['fill rate to N (creates/s)'.padEnd(32), ...runs.flatMap(({ run }) => [...LEVELS.map((l) => (l === top ? run.fillRate.toFixed(0) : '').padStart(16)), ''.padStart(14)]), '≥ 400'.padStart(10)].join(' '));
+  for (const { s, run } of runs) {
+    const f = run.floor;
+    if (!f) continue;
+    const create = run.byLevel.get(top)?.CreateVolume ?? NaN;
+    const bare = run.byLevel.get(top)?.['durable create floor (bare)'] ?? NaN;
+    lines.push(`${s}: the disk's floor (bare calls, bench/durable-floor.ts), just before the fill to N=${top}: durable record ${f.recordMs.toFixed(2)} ms, sparse image ${f.sparseMs.toFixed(2)} ms, durable create ${f.createMs.toFixed(2)} ms p50; ${f.createsPerSecond.toFixed(0)} durable creates/s with ${CLIENTS} callers`);
+    lines.push(`${s}: at N=${top}, CreateVolume p50 is ${(create / bare).toFixed(2)}x the bare durable create made beside it (target ≤ 2x); the fill's rate is ${((100 * run.fillRate) / f.createsPerSecond).toFixed(0)}% of the bare rate (target ≥ 50%)`);
+  }
   lines.push(['driver RSS (MiB)'.padEnd(32), ...runs.flatMap(({ run }) => [...LEVELS.map((l) => (run.rss.get(l)?.toFixed(1) ?? '—').padStart(16)), ''.padStart(14)]), '≤ 80'.padStart(10)].join(' '));
   return lines.join('\n');
 }
 
 async function vpoolFile(): Promise<Subject> {
   const d = await startDriver({ args: ['--log-level', 'warn'] });
-  return { name: 'vpool file', client: d.client, pid: d.proc.pid!, parameters: {}, volumeBytes: MiB, snapshots: true, stop: async () => {
+  return { name: 'vpool file', client: d.client, pid: d.proc.pid!, parameters: {}, volumeBytes: MiB, snapshots: true, floorDir: d.dir, stop: async () => {
     d.client.close();
     await d.stop();
     await rm(d.dir, { recursive: true, force: true });

@@ -235,7 +235,8 @@ export type Served =
 
 export async function startServer(served: Served, endpoint: string, socketGroup?: number): Promise<RunningServer> {
   const csi = loadCsi().csi.v1;
-  const server = new grpc.Server();
+  // No channelz: it counts and traces every call for a debugging service this server never exposes.
+  const server = new grpc.Server({ 'grpc.enable_channelz': 0 });
   if (served.mode === 'snapshot-router') {
     server.addService(csi.Identity.service, served.handlers.identity);
     server.addService(csi.Controller.service, served.handlers.controller as grpc.UntypedServiceImplementation);

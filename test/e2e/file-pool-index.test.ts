@@ -144,4 +144,23 @@ describe('RecordIndex', needsRoot(), () => {
     assert.equal(await mine.get(recs[0].id), null);
     assert.deepEqual((await mine.sorted()).map((r) => r.id), [...recs.slice(1).map((r) => r.id), extra.id].sort());
   });
+
+  it('a file made alongside the records (a new image) keeps it exact; one made outside it, once the clock moved, makes it list again', async () => {
+    const index = new RecordIndex<{ id: string; n: number }>(dir, 'vol');
+    await index.all();
+    assert.equal(index.needsReload, false);
+    // Eight at once, as eight creates make their images while their records are committed.
+    await Promise.all(
+      Array.from({ length: 8 }, async (_, i) => {
+        const rec = { id: idFor('vol', `side${i}`), n: i };
+        await index.alongside(() => writeFile(path.join(dir, `${rec.id}.img`), ''));
+        await index.put(rec, await staged(rec));
+      }),
+    );
+    assert.equal(index.needsReload, false, 'its own images and commits keep it exact');
+    await pastLastChangeOf(dir);
+    await writeFile(path.join(dir, 'by-hand'), '');
+    assert.equal(index.needsReload, true, 'a change it did not make is noticed');
+    await rm(path.join(dir, 'by-hand'));
+  });
 });

@@ -1,13 +1,13 @@
-import { constants, statSync } from 'node:fs';
+import { constants, statfsSync, statSync } from 'node:fs';
 import { access, mkdir, open, readdir, realpath, rename, rm, stat, statfs, truncate } from 'node:fs/promises';
 import path from 'node:path';
-import { errno, exhausted, invalid, notFound } from '../../errors.js';
+import { errno, exhausted, invalid, notFound, precondition } from '../../errors.js';
 import { isId } from '../../ids.js';
 import { deviceUsers } from '../../host/in-use.js';
 import { loopsBackedBy } from '../../host/loop.js';
 import { readMounts } from '../../host/mounts.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, PoolBackend, PoolCapacity, PoolDescription, PoolTuning, ReadableData, GroupSnapshotRecord, SnapshotRecord, VolumeRecord } from '../backend.js';
-import { syncDir, syncFile, writeTempSynced } from './atomic.js';
+import { syncDir, syncFile, unlinkIfPresent, writeTempSynced } from './atomic.js';
 import { log } from '../../log.js';
 import { Mutex } from 'async-mutex';
 import { formatBytesPair, MiB } from '../../units.js';
@@ -21,6 +21,8 @@ import { IO_LIMIT_PARAMETERS } from '../mutable-parameters.js';
 const ALLOCATION_TTL_MS = 5_000;
 /** Within this share of the pool's size from full, a create measures the allocation first. */
 const NEAR_FULL = 0.1;
+/** Images stat'ed at once when the allocation is measured. */
+const MEASURE_BATCH = 16;
 
 /**
  * The embedded pool: one sparse file per volume in `<pool>/volumes`, one copy per snapshot in
@@ -49,6 +51,7 @@ export class FilePool implements PoolBackend {
   /** Goes up with every change to `allocated`. */
   private allocationVersion = 0;
   private unallocatedSum?: { key: string; bytes: number };
+  private measuring: Promise<void> | null = null;
 
   private constructor(
     readonly root: string,
@@ -128,8 +131,10 @@ export class FilePool implements PoolBackend {
    */
   async capacity(opts: { measure?: boolean } = {}): Promise<PoolCapacity> {
     const vols = await this.volumes.all();
-    if (opts.measure || performance.now() - this.allocatedMeasuredAt > ALLOCATION_TTL_MS) this.measureAllocation(vols.keys());
-    const fs = await statfs(this.root);
+    if (opts.measure) await this.measureAllocation(vols.keys());
+    else if (performance.now() - this.allocatedMeasuredAt > ALLOCATION_TTL_MS) this.measureInBackground(vols.keys());
+    // statfs reads the superblock's counters in memory: no disk I/O, cheaper than a thread-pool round trip.
+    const fs = statfsSync(this.root);
     const promised = this.pendingBytes + this.unallocated(vols);
     return { totalBytes: fs.blocks * fs.bsize, availableBytes: Math.max(0, fs.bavail * fs.bsize - this.reserveBytes - promised) };
   }
@@ -170,17 +175,40 @@ export class FilePool implements PoolBackend {
     return this.unallocatedSum.bytes;
   }
 
-  private measureAllocation(ids: Iterable<string>): void {
-    this.allocated.clear();
-    for (const id of ids) {
-      try {
-        this.allocated.set(id, statSync(this.volumeImage(id)).blocks * 512);
-      } catch (err) {
-        if (errno(err) !== 'ENOENT') throw err;
-      }
+  /**
+   * A stat per image, on libuv's threads, a few at a time: a thousand images cost the event loop no
+   * more than a few hundred microseconds at once. Creates and deletes meanwhile keep their own entries
+   * (a create's image is counted as unallocated, the safe side, until the next measurement).
+   */
+  private async measureAllocation(ids: Iterable<string>): Promise<void> {
+    const list = [...ids];
+    const started = performance.now();
+    const measured = new Map<string, number>();
+    for (let i = 0; i < list.length; i += MEASURE_BATCH) {
+      await Promise.all(
+        list.slice(i, i + MEASURE_BATCH).map(async (id) => {
+          try {
+            measured.set(id, (await stat(this.volumeImage(id))).blocks * 512);
+          } catch (err) {
+            if (errno(err) !== 'ENOENT') throw err;
+          }
+        }),
+      );
     }
-    this.allocatedMeasuredAt = performance.now();
+    // A newer measurement already landed: this one is older news.
+    if (started < this.allocatedMeasuredAt) return;
+    this.allocated.clear();
+    for (const [id, bytes] of measured) this.allocated.set(id, bytes);
+    this.allocatedMeasuredAt = started;
     this.allocationVersion++;
+  }
+
+  /** One measurement at a time, not awaited: a call uses the last one, which errs low (see capacity()). */
+  private measureInBackground(ids: Iterable<string>): void {
+    if (this.measuring) return;
+    this.measuring = this.measureAllocation(ids)
+      .catch((err: unknown) => log.warn('measuring the images\' allocation failed; the last measurement stands', { pool: this.root, error: String(err) }))
+      .finally(() => (this.measuring = null));
   }
 
   async getVolume(id: string): Promise<VolumeRecord | null> {
@@ -193,7 +221,10 @@ export class FilePool implements PoolBackend {
 
   async createVolume(spec: CreateVolumeSpec): Promise<VolumeRecord> {
     const imagePath = this.volumeImage(spec.id);
-    const tmp = path.join(this.tmpDir, `${spec.id}.img`);
+    // A copy or a transfer takes a while and is written at a temporary name; a new empty image is
+    // made in place (one rename fewer): until its record is renamed in, no volume exists, and the
+    // startup sweep removes an image left without a record by a crash.
+    const tmp = spec.fill || spec.source ? path.join(this.tmpDir, `${spec.id}.img`) : null;
     const record: VolumeRecord = {
       id: spec.id,
       name: spec.name,
@@ -206,8 +237,15 @@ export class FilePool implements PoolBackend {
     // Metadata is committed inside the space reservation, so no other create counts space twice.
     await this.withSpace(spec.capacityBytes, async () => {
       let metaTmp: string | undefined;
+      let madeImage = false;
       try {
         const image = async () => {
+          if (!tmp) {
+            await this.volumes.alongside(() => this.newImage(imagePath, spec.capacityBytes));
+            madeImage = true;
+            return;
+          }
+          madeImage = true;
           if (spec.fill) {
             // From another node: an empty sparse image, written by the transfer, synced, then committed like any other.
             const fh = await open(tmp, 'w', 0o600);
@@ -219,9 +257,6 @@ export class FilePool implements PoolBackend {
             await this.copies.copy(from, tmp, spec.source, mode);
             await truncate(tmp, spec.capacityBytes);
             await syncFile(tmp);
-          } else {
-            const fh = await open(tmp, 'w', 0o600);
-            await fh.truncate(spec.capacityBytes).finally(() => fh.close());
           }
         };
         const meta = async () => {
@@ -230,23 +265,53 @@ export class FilePool implements PoolBackend {
         // Both settle before either failure is thrown: the cleanup below must know every file they made.
         const made = await Promise.allSettled([image(), meta()]);
         for (const m of made) if (m.status === 'rejected') throw m.reason;
-        await this.volumes.put(record, metaTmp!, () => rename(tmp, imagePath)); // the commit point
-        this.allocated.set(spec.id, statSync(imagePath).blocks * 512);
+        await this.volumes.put(record, metaTmp!, tmp ? () => rename(tmp, imagePath) : undefined); // the commit point
+        // A new sparse image has nothing allocated; a copy has what it copied.
+        this.allocated.set(spec.id, tmp ? statSync(imagePath).blocks * 512 : 0);
         this.allocationVersion++;
         await syncDir(this.volumesDir);
       } catch (err) {
-        await Promise.all([tmp, imagePath, metaTmp].map((f) => (f ? rm(f, { force: true }) : undefined)));
+        // Only what this call made: an image found in place (refused by newImage) is not this call's.
+        await Promise.all([tmp, madeImage ? imagePath : undefined, metaTmp].map((f) => (f ? rm(f, { force: true }) : undefined)));
         throw err;
       }
     });
     return record;
   }
 
+  /**
+   * Makes an empty sparse image at its final name (O_EXCL). One already there has no record (the
+   * caller found none under the volume's lock): a failed create's or a crash's leftover, removed
+   * first unless a loop device still reads it (then nothing is touched: the error says where).
+   */
+  private async newImage(file: string, bytes: number): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      let fh;
+      try {
+        fh = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+      } catch (err) {
+        if (errno(err) !== 'EEXIST' || attempt > 0) throw err;
+        const loops = await loopsBackedBy(file);
+        if (loops.length) throw precondition(`${file} has no volume record but is attached as ${loops.map((l) => l.device).join(', ')}: detach it (losetup -d) before creating this volume again`);
+        log.warn('removing an image left without a record before creating the volume again', { image: file });
+        await rm(file, { force: true });
+        continue;
+      }
+      try {
+        await fh.truncate(bytes).finally(() => fh.close());
+      } catch (err) {
+        await rm(file, { force: true });
+        throw err;
+      }
+      return;
+    }
+  }
+
   async deleteVolume(id: string): Promise<void> {
     // Uncommit first: from here on the volume does not exist, whatever happens to the image.
     await this.volumes.remove(id, async () => {
       await syncDir(this.volumesDir);
-      await rm(this.volumeImage(id), { force: true });
+      await unlinkIfPresent(this.volumeImage(id));
     });
     this.allocated.delete(id);
     this.allocationVersion++;

@@ -1,5 +1,6 @@
-import { appendFileSync, statSync, type BigIntStats } from 'node:fs';
-import { readdir, readFile, rename, rm } from 'node:fs/promises';
+import { closeSync, openSync, statSync, writeSync, type BigIntStats } from 'node:fs';
+import { readdir, readFile, rename } from 'node:fs/promises';
+import { unlinkIfPresent } from './atomic.js';
 import path from 'node:path';
 import { Mutex } from 'async-mutex';
 import { errno } from '../../errors.js';
@@ -38,8 +39,12 @@ export class RecordIndex<T extends { id: string }> {
   private changes = 0;
   /** The commit count and directory mtime the records are exact for; null: read the directory again. */
   private seen: { commits: number; dirMtimeNs: bigint } | null = null;
+  /** This process's commits begun and not yet counted. */
+  private inflight = 0;
   private readonly changesFile: string;
-  /** One reload at a time, and this process's commits folded in one by one. */
+  /** `.changes`, held open for appends (a commit costs one write, not an open, a write and a close). */
+  private changesFd: { fd: number; ino: number } | null = null;
+  /** One reload at a time. */
   private readonly mutex = new Mutex();
 
   constructor(
@@ -49,22 +54,45 @@ export class RecordIndex<T extends { id: string }> {
     this.changesFile = path.join(dir, '.changes');
   }
 
-  /** The commits counted in `.changes` (its size). */
+  /** The commits counted in `.changes` (its size). A file replaced under the open one is opened again at the next append. */
   private commits(): number {
     try {
-      return statSync(this.changesFile).size;
+      const st = statSync(this.changesFile);
+      if (this.changesFd && this.changesFd.ino !== st.ino) this.closeChanges();
+      return st.size;
     } catch (err) {
-      if (errno(err) === 'ENOENT') return 0;
-      throw err;
+      if (errno(err) !== 'ENOENT') throw err;
+      this.closeChanges();
+      return 0;
     }
+  }
+
+  /** Counts one commit (O_APPEND: one atomic write, whichever processes append at once). */
+  private countCommit(): void {
+    if (!this.changesFd) {
+      const fd = openSync(this.changesFile, 'a', 0o600);
+      this.changesFd = { fd, ino: statSync(this.changesFile).ino };
+    }
+    writeSync(this.changesFd.fd, '.');
+  }
+
+  private closeChanges(): void {
+    if (!this.changesFd) return;
+    closeSync(this.changesFd.fd);
+    this.changesFd = null;
   }
 
   private dirMtimeNs(): bigint {
     return statSync(this.dir, { bigint: true }).mtimeNs;
   }
 
+  /**
+   * While this process has commits in flight, the directory's mtime moves under it and says nothing:
+   * only the count is compared, and the mtime is taken again when the last of them lands. (A
+   * person's `rm` in that window goes unseen until the next change, as within one clock tick.)
+   */
   private exact(): boolean {
-    return this.seen !== null && this.seen.commits === this.commits() && this.seen.dirMtimeNs === this.dirMtimeNs();
+    return this.seen !== null && this.seen.commits === this.commits() && (this.inflight > 0 || this.seen.dirMtimeNs === this.dirMtimeNs());
   }
 
   /** The records as the directory holds them now. */
@@ -88,22 +116,51 @@ export class RecordIndex<T extends { id: string }> {
    * Runs `commit` (the rename or unlink that makes the change), counts it in `.changes`, and folds
    * it into the index without reading the directory, when the index was exact before and no other
    * process committed meanwhile; otherwise the next read lists the directory again.
+   * Commits of this process run at once (eight creates share their renames' waits): what follows the
+   * rename is synchronous, so no other call of this process runs between the count read and the
+   * append, and a commit of this process still in flight is counted when it lands. A reload that
+   * overlaps a commit leaves `seen` at its own figures, which the count has passed: the next read
+   * lists the directory again.
    */
   private async commit(commit: () => Promise<void>, apply: () => void): Promise<void> {
-    await this.mutex.runExclusive(async () => {
-      const wasExact = this.exact();
-      const before = this.commits();
+    const wasExact = this.exact();
+    this.inflight++;
+    try {
       await commit();
-      appendFileSync(this.changesFile, '.', { mode: 0o600 });
-      if (wasExact && this.commits() === before + 1) {
-        apply();
-        this.changes++;
-        this.sortedIds = null;
-        this.seen = { commits: before + 1, dirMtimeNs: this.dirMtimeNs() };
-      } else {
-        this.seen = null;
-      }
-    });
+    } catch (err) {
+      // Half a change may have landed: the next read lists the directory.
+      this.seen = null;
+      throw err;
+    } finally {
+      this.inflight--;
+    }
+    const before = this.commits();
+    this.countCommit();
+    if (wasExact && this.seen !== null && this.seen.commits === before && this.commits() === before + 1) {
+      apply();
+      this.changes++;
+      this.sortedIds = null;
+      this.seen = { commits: before + 1, dirMtimeNs: this.inflight === 0 ? this.dirMtimeNs() : this.seen.dirMtimeNs };
+    } else {
+      this.seen = null;
+    }
+  }
+
+  /**
+   * Runs `change`, which adds or removes a file beside the records (a new volume's image, before its
+   * record is committed), so that the directory's mtime moving under it does not read as another
+   * process's change, and the index stays exact.
+   */
+  async alongside<T>(change: () => Promise<T>): Promise<T> {
+    const wasExact = this.exact();
+    this.inflight++;
+    try {
+      return await change();
+    } finally {
+      this.inflight--;
+      if (!wasExact || this.seen === null || this.seen.commits !== this.commits()) this.seen = null;
+      else if (this.inflight === 0) this.seen = { ...this.seen, dirMtimeNs: this.dirMtimeNs() };
+    }
   }
 
   /**
@@ -133,7 +190,7 @@ export class RecordIndex<T extends { id: string }> {
   async remove(id: string, afterwards: () => Promise<void> = async () => undefined): Promise<void> {
     await this.commit(
       async () => {
-        await rm(path.join(this.dir, `${id}.json`), { force: true });
+        await unlinkIfPresent(path.join(this.dir, `${id}.json`));
         await afterwards();
       },
       () => {
