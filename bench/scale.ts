@@ -136,7 +136,24 @@ interface Run {
   cleanup(): Promise<void>;
 }
 
+/**
+ * Steady state, as a controller that has served a while: each subject first answers WARMUP rounds of
+ * the calls the probes make (on an empty pool, all removed again). A JIT-compiled server (and this
+ * client) is several times slower on its first hundred calls of a kind than on later ones.
+ */
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 200);
+async function warmUp(s: Subject): Promise<void> {
+  for (let r = 0; r < WARMUP; r++) {
+    const id = await createNamed(s, `warm-${r}`);
+    await s.client.controllerGetVolume({ volume_id: id });
+    await s.client.getCapacity({ volume_capabilities: [cap], parameters: s.parameters });
+    await s.client.listVolumes({ max_entries: 100 });
+    await s.client.deleteVolume({ volume_id: id });
+  }
+}
+
 async function measure(s: Subject): Promise<Run> {
+  await warmUp(s);
   const ids: string[] = [];
   const snapshots: string[] = [];
   const byLevel = new Map<number, Record<Probe, number>>();
@@ -174,7 +191,7 @@ async function measure(s: Subject): Promise<Run> {
 
 function table(title: string, runs: Array<{ s: string; run: Run }>): string {
   const top = Math.max(...LEVELS);
-  const lines = [`\n${title} (p50 ms; ${CLIENTS} clients filling, one probing; ${ROUNDS} rounds)`];
+  const lines = [`\n${title} (p50 ms; ${CLIENTS} clients filling, one probing; ${ROUNDS} rounds, after ${WARMUP} rounds of warm-up)`];
   const head = ['RPC'.padEnd(32), ...runs.flatMap(({ s }) => [...LEVELS.map((l) => `${s} N=${l}`.padStart(16)), `${s} ${top}/0`.padStart(14)]), 'target'.padStart(10)];
   lines.push(head.join(' '));
   for (const p of PROBES) {

@@ -7,7 +7,7 @@ import { deviceUsers } from '../../host/in-use.js';
 import { loopsBackedBy } from '../../host/loop.js';
 import { readMounts } from '../../host/mounts.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, PoolBackend, PoolCapacity, PoolDescription, PoolTuning, ReadableData, GroupSnapshotRecord, SnapshotRecord, VolumeRecord } from '../backend.js';
-import { syncDir, syncFile, unlinkIfPresent, writeTempSynced } from './atomic.js';
+import { createSparse, syncDir, syncFile, unlinkIfPresent, writeTempSynced } from './atomic.js';
 import { log } from '../../log.js';
 import { Mutex } from 'async-mutex';
 import { formatBytesPair, MiB } from '../../units.js';
@@ -285,25 +285,15 @@ export class FilePool implements PoolBackend {
    * first unless a loop device still reads it (then nothing is touched: the error says where).
    */
   private async newImage(file: string, bytes: number): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      let fh;
-      try {
-        fh = await open(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-      } catch (err) {
-        if (errno(err) !== 'EEXIST' || attempt > 0) throw err;
-        const loops = await loopsBackedBy(file);
-        if (loops.length) throw precondition(`${file} has no volume record but is attached as ${loops.map((l) => l.device).join(', ')}: detach it (losetup -d) before creating this volume again`);
-        log.warn('removing an image left without a record before creating the volume again', { image: file });
-        await rm(file, { force: true });
-        continue;
-      }
-      try {
-        await fh.truncate(bytes).finally(() => fh.close());
-      } catch (err) {
-        await rm(file, { force: true });
-        throw err;
-      }
-      return;
+    try {
+      await createSparse(file, bytes);
+    } catch (err) {
+      if (errno(err) !== 'EEXIST') throw err;
+      const loops = await loopsBackedBy(file);
+      if (loops.length) throw precondition(`${file} has no volume record but is attached as ${loops.map((l) => l.device).join(', ')}: detach it (losetup -d) before creating this volume again`);
+      log.warn('removing an image left without a record before creating the volume again', { image: file });
+      await rm(file, { force: true });
+      await createSparse(file, bytes);
     }
   }
 
