@@ -149,6 +149,8 @@ describe('RecordIndex', needsRoot(), () => {
     const index = new RecordIndex<{ id: string; n: number }>(dir, 'vol');
     await index.all();
     assert.equal(index.needsReload, false);
+    // Past the clock tick of the last change: a change made now shows in the directory's mtime.
+    await pastLastChangeOf(dir);
     // Eight at once, as eight creates make their images while their records are committed.
     await Promise.all(
       Array.from({ length: 8 }, async (_, i) => {
@@ -162,5 +164,25 @@ describe('RecordIndex', needsRoot(), () => {
     await writeFile(path.join(dir, 'by-hand'), '');
     assert.equal(index.needsReload, true, 'a change it did not make is noticed');
     await rm(path.join(dir, 'by-hand'));
+  });
+
+  it('a record another process renamed in without counting it (killed before its count), while this process\'s changes overlapped, is found', async () => {
+    const index = new RecordIndex<{ id: string; n: number }>(dir, 'vol');
+    await index.all();
+    const peer = { id: idFor('vol', 'uncounted'), n: 7 };
+    const peerTmp = await staged(peer);
+    const mine = Array.from({ length: 8 }, (_, i) => ({ id: idFor('vol', `overlap${i}`), n: i }));
+    const staging = await Promise.all(mine.map((r) => staged(r)));
+    // All eight begin at once; the peer's rename lands while they are under way.
+    const done = Promise.all(mine.map(async (r, i) => {
+      await index.alongside(() => writeFile(path.join(dir, `${r.id}.img`), ''));
+      await index.put(r, staging[i]);
+    }));
+    await rename(peerTmp, path.join(dir, `${peer.id}.json`));
+    await done;
+    // The names are listed when the window closes: wait for that check, not for a time.
+    for (let i = 0; i < 10_000 && !index.needsReload; i++) await new Promise((r) => setImmediate(r));
+    assert.equal(index.needsReload, true, 'the uncounted record is noticed');
+    assert.equal((await index.get(peer.id))?.n, 7);
   });
 });

@@ -71,7 +71,7 @@ export async function syncFile(file: string): Promise<void> {
 export function syncDir(dir: string): Promise<void> {
   let g = groups.get(dir);
   if (!g) {
-    g = { running: null, next: null, fh: null, ino: 0 };
+    g = { running: null, next: null, fh: null, dev: 0, ino: 0 };
     groups.set(dir, g);
   }
   const group = g;
@@ -93,7 +93,8 @@ interface SyncGroup {
   next: Promise<void> | null;
   /** The directory, held open between syncs: a sync costs one fsync, not an open, an fsync and a close. */
   fh: FileHandle | null;
-  /** The inode held: a directory replaced at the same path is opened again, never synced through the old one. */
+  /** The directory held (device and inode): one replaced or mounted over at the same path is opened again, never synced through the old one. */
+  dev: number;
   ino: number;
 }
 const groups = new Map<string, SyncGroup>();
@@ -102,14 +103,17 @@ const MAX_HELD = 32;
 
 async function run(dir: string, group: SyncGroup): Promise<void> {
   try {
-    if (group.fh && fs.statSync(dir).ino !== group.ino) {
+    const at = group.fh ? fs.statSync(dir) : null;
+    if (group.fh && (at!.ino !== group.ino || at!.dev !== group.dev)) {
       const stale = group.fh;
       group.fh = null;
       await stale.close().catch(() => undefined);
     }
     if (!group.fh && [...groups.values()].filter((g) => g.fh).length < MAX_HELD) {
       const fh = await open(dir, 'r');
-      group.ino = (await fh.stat()).ino;
+      const st = await fh.stat();
+      group.dev = st.dev;
+      group.ino = st.ino;
       group.fh = fh;
     }
     if (group.fh) {

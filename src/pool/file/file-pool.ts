@@ -1,7 +1,7 @@
 import { constants, statfsSync, statSync } from 'node:fs';
-import { access, mkdir, open, readdir, realpath, rename, rm, stat, statfs, truncate } from 'node:fs/promises';
+import { access, lstat, mkdir, open, readdir, realpath, rename, rm, stat, statfs, truncate } from 'node:fs/promises';
 import path from 'node:path';
-import { errno, exhausted, invalid, notFound, precondition } from '../../errors.js';
+import { busy, errno, exhausted, invalid, notFound, precondition } from '../../errors.js';
 import { isId } from '../../ids.js';
 import { deviceUsers } from '../../host/in-use.js';
 import { loopsBackedBy } from '../../host/loop.js';
@@ -16,6 +16,17 @@ import { FileSnapshotBlocks } from './snapshot-blocks.js';
 import { FileGroupSnapshots } from './group-snapshots.js';
 import { ImageCopies } from './image-copies.js';
 import { IO_LIMIT_PARAMETERS } from '../mutable-parameters.js';
+
+/** Whether anything is at the path (a symlink counts), without following it. */
+async function exists(p: string): Promise<boolean> {
+  return lstat(p).then(
+    () => true,
+    (err: unknown) => {
+      if (errno(err) === 'ENOENT') return false;
+      throw err;
+    },
+  );
+}
 
 /** How long a measurement of the images' allocation stands (capacity()). */
 const ALLOCATION_TTL_MS = 5_000;
@@ -52,6 +63,9 @@ export class FilePool implements PoolBackend {
   private allocationVersion = 0;
   private unallocatedSum?: { key: string; bytes: number };
   private measuring: Promise<void> | null = null;
+  /** When each volume was last created or deleted, in tickets (see touched()). */
+  private readonly lastTouched = new Map<string, number>();
+  private touchTicket = 0;
 
   private constructor(
     readonly root: string,
@@ -183,6 +197,7 @@ export class FilePool implements PoolBackend {
   private async measureAllocation(ids: Iterable<string>): Promise<void> {
     const list = [...ids];
     const started = performance.now();
+    const ticket = this.touchTicket + 1;
     const measured = new Map<string, number>();
     for (let i = 0; i < list.length; i += MEASURE_BATCH) {
       await Promise.all(
@@ -197,9 +212,26 @@ export class FilePool implements PoolBackend {
     }
     // A newer measurement already landed: this one is older news.
     if (started < this.allocatedMeasuredAt) return;
+    // A volume created or deleted since this measurement began keeps what its create or delete set:
+    // a stat taken before it (of an image since removed and made anew) could count a new, empty
+    // image as allocated and report space that is not there.
+    const next = new Map<string, number>();
+    for (const [id, bytes] of measured) if ((this.lastTouched.get(id) ?? -1) < ticket) next.set(id, bytes);
+    for (const [id, at] of this.lastTouched) {
+      if (at < ticket) this.lastTouched.delete(id);
+      else if (this.allocated.has(id)) next.set(id, this.allocated.get(id)!);
+    }
     this.allocated.clear();
-    for (const [id, bytes] of measured) this.allocated.set(id, bytes);
+    for (const [id, bytes] of next) this.allocated.set(id, bytes);
     this.allocatedMeasuredAt = started;
+    this.allocationVersion++;
+  }
+
+  /** A create (bytes) or a delete (null) of a volume: its allocation as of now, kept over a measurement already under way. */
+  private touched(id: string, bytes: number | null): void {
+    this.lastTouched.set(id, ++this.touchTicket);
+    if (bytes === null) this.allocated.delete(id);
+    else this.allocated.set(id, bytes);
     this.allocationVersion++;
   }
 
@@ -238,6 +270,7 @@ export class FilePool implements PoolBackend {
     await this.withSpace(spec.capacityBytes, async () => {
       let metaTmp: string | undefined;
       let madeImage = false;
+      let committed = false;
       try {
         const image = async () => {
           if (!tmp) {
@@ -266,13 +299,13 @@ export class FilePool implements PoolBackend {
         const made = await Promise.allSettled([image(), meta()]);
         for (const m of made) if (m.status === 'rejected') throw m.reason;
         await this.volumes.put(record, metaTmp!, tmp ? () => rename(tmp, imagePath) : undefined); // the commit point
-        // A new sparse image has nothing allocated; a copy has what it copied.
-        this.allocated.set(spec.id, tmp ? statSync(imagePath).blocks * 512 : 0);
-        this.allocationVersion++;
+        committed = true;
+        this.touched(spec.id, tmp ? statSync(imagePath).blocks * 512 : 0); // a new sparse image has nothing allocated
         await syncDir(this.volumesDir);
       } catch (err) {
-        // Only what this call made: an image found in place (refused by newImage) is not this call's.
-        await Promise.all([tmp, madeImage ? imagePath : undefined, metaTmp].map((f) => (f ? rm(f, { force: true }) : undefined)));
+        // Once committed, the volume exists: a retry finds it whole. Before, only what this call made
+        // is removed: an image found in place (refused by newImage) is not this call's.
+        if (!committed) await Promise.all([tmp, madeImage ? imagePath : undefined, metaTmp].map((f) => (f ? rm(f, { force: true }) : undefined)));
         throw err;
       }
     });
@@ -291,6 +324,11 @@ export class FilePool implements PoolBackend {
       if (errno(err) !== 'EEXIST') throw err;
       const loops = await loopsBackedBy(file);
       if (loops.length) throw precondition(`${file} has no volume record but is attached as ${loops.map((l) => l.device).join(', ')}: detach it (losetup -d) before creating this volume again`);
+      // The index said no record; the directory is asked too (another process may have committed one unseen).
+      if (await exists(file.replace(/\.img$/, '.json'))) {
+        this.volumes.forget();
+        throw busy(`volume ${path.basename(file, '.img')} was just committed by another process on this pool; retry`);
+      }
       log.warn('removing an image left without a record before creating the volume again', { image: file });
       await rm(file, { force: true });
       await createSparse(file, bytes);
@@ -303,8 +341,7 @@ export class FilePool implements PoolBackend {
       await syncDir(this.volumesDir);
       await unlinkIfPresent(this.volumeImage(id));
     });
-    this.allocated.delete(id);
-    this.allocationVersion++;
+    this.touched(id, null);
   }
 
   async expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord> {
@@ -460,6 +497,9 @@ export class FilePool implements PoolBackend {
         if (!f.endsWith('.img') || !isId(kind, id) || names.has(`${id}.json`)) continue;
         const image = path.join(dir, f);
         if ((await loopsBackedBy(image)).length) continue;
+        // Asked again right before: another process's create (a rolling update's old pod beside this
+        // one) may have committed its record since the listing.
+        if (await exists(path.join(dir, `${id}.json`))) continue;
         log.warn('removing an image a crash left without metadata', { image });
         await rm(image, { force: true });
       }

@@ -1,4 +1,5 @@
-import { closeSync, openSync, statSync, writeSync, type BigIntStats } from 'node:fs';
+import { closeSync, fstatSync, openSync, statSync, writeSync, type BigIntStats } from 'node:fs';
+import { log } from '../../log.js';
 import { readdir, readFile, rename } from 'node:fs/promises';
 import { unlinkIfPresent } from './atomic.js';
 import path from 'node:path';
@@ -41,6 +42,8 @@ export class RecordIndex<T extends { id: string }> {
   private seen: { commits: number; dirMtimeNs: bigint } | null = null;
   /** This process's commits begun and not yet counted. */
   private inflight = 0;
+  /** Whether two of them were under way at once since the last had ended. */
+  private overlapped = false;
   private readonly changesFile: string;
   /** `.changes`, held open for appends (a commit costs one write, not an open, a write and a close). */
   private changesFd: { fd: number; ino: number } | null = null;
@@ -71,7 +74,7 @@ export class RecordIndex<T extends { id: string }> {
   private countCommit(): void {
     if (!this.changesFd) {
       const fd = openSync(this.changesFile, 'a', 0o600);
-      this.changesFd = { fd, ino: statSync(this.changesFile).ino };
+      this.changesFd = { fd, ino: fstatSync(fd).ino };
     }
     writeSync(this.changesFd.fd, '.');
   }
@@ -88,11 +91,42 @@ export class RecordIndex<T extends { id: string }> {
 
   /**
    * While this process has commits in flight, the directory's mtime moves under it and says nothing:
-   * only the count is compared, and the mtime is taken again when the last of them lands. (A
-   * person's `rm` in that window goes unseen until the next change, as within one clock tick.)
+   * only the count is compared, and the mtime is taken again when the last of them lands. A change
+   * by hand, or by a process killed between its rename and its count, in a window where several of
+   * this process's changes overlapped is caught by a listing of the names made when the window
+   * closes (verifyNames), which makes the next read list the directory if they differ.
    */
   private exact(): boolean {
     return this.seen !== null && this.seen.commits === this.commits() && (this.inflight > 0 || this.seen.dirMtimeNs === this.dirMtimeNs());
+  }
+
+  /** Counts a change of this process beginning; true when another was already under way. */
+  private begin(): void {
+    if (++this.inflight > 1) this.overlapped = true;
+  }
+
+  /** Counts it ended; when the last of overlapping changes ends, the names are checked. */
+  private end(): void {
+    if (--this.inflight > 0 || !this.overlapped) return;
+    this.overlapped = false;
+    void this.verifyNames();
+  }
+
+  /** Lists the directory (names only) and compares it with the index: a difference makes the next read reload. */
+  private async verifyNames(): Promise<void> {
+    if (this.seen === null) return;
+    const seen = this.seen;
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch {
+      this.seen = null;
+      return;
+    }
+    // Only when nothing of this process changed the directory meanwhile (else the next window checks).
+    if (this.seen !== seen && this.inflight > 0) return;
+    const ids = names.filter((f) => f.endsWith('.json') && isId(this.kind, f.slice(0, -5)));
+    if (ids.length !== this.records.size || ids.some((f) => !this.records.has(f.slice(0, -5)))) this.seen = null;
   }
 
   /** The records as the directory holds them now. */
@@ -124,25 +158,38 @@ export class RecordIndex<T extends { id: string }> {
    */
   private async commit(commit: () => Promise<void>, apply: () => void): Promise<void> {
     const wasExact = this.exact();
-    this.inflight++;
+    this.begin();
     try {
       await commit();
     } catch (err) {
-      // Half a change may have landed: the next read lists the directory.
+      // Half a change may have landed: counted all the same (best effort), so that this process's
+      // reads, a reload under way and the other processes all list the directory again.
       this.seen = null;
+      try {
+        this.countCommit();
+      } catch {
+        // the next read lists the directory anyway (seen is null)
+      }
       throw err;
     } finally {
-      this.inflight--;
+      this.end();
     }
-    const before = this.commits();
-    this.countCommit();
-    if (wasExact && this.seen !== null && this.seen.commits === before && this.commits() === before + 1) {
-      apply();
-      this.changes++;
-      this.sortedIds = null;
-      this.seen = { commits: before + 1, dirMtimeNs: this.inflight === 0 ? this.dirMtimeNs() : this.seen.dirMtimeNs };
-    } else {
+    // The change is made: what follows is bookkeeping, which may fail (the count's file) without
+    // undoing it; then the next read lists the directory.
+    try {
+      const before = this.commits();
+      this.countCommit();
+      if (wasExact && this.seen !== null && this.seen.commits === before && this.commits() === before + 1) {
+        apply();
+        this.changes++;
+        this.sortedIds = null;
+        this.seen = { commits: before + 1, dirMtimeNs: this.inflight === 0 ? this.dirMtimeNs() : this.seen.dirMtimeNs };
+      } else {
+        this.seen = null;
+      }
+    } catch (err) {
       this.seen = null;
+      log.warn('counting a commit failed; the pool directory will be listed again', { dir: this.dir, error: String(err) });
     }
   }
 
@@ -153,13 +200,13 @@ export class RecordIndex<T extends { id: string }> {
    */
   async alongside<T>(change: () => Promise<T>): Promise<T> {
     const wasExact = this.exact();
-    this.inflight++;
+    this.begin();
     try {
       return await change();
     } finally {
-      this.inflight--;
       if (!wasExact || this.seen === null || this.seen.commits !== this.commits()) this.seen = null;
-      else if (this.inflight === 0) this.seen = { ...this.seen, dirMtimeNs: this.dirMtimeNs() };
+      else if (this.inflight === 1) this.seen = { ...this.seen, dirMtimeNs: this.dirMtimeNs() };
+      this.end();
     }
   }
 
@@ -239,6 +286,11 @@ export class RecordIndex<T extends { id: string }> {
     this.sortedIds = null;
     this.changes++;
     this.seen = { commits, dirMtimeNs };
+  }
+
+  /** Makes the next read list the directory (a caller found it holds what the index does not). */
+  forget(): void {
+    this.seen = null;
   }
 
   /** A number that changes whenever the records do (read after all()). */
