@@ -24,21 +24,34 @@ export function createExclusive(file: string, mode = 0o600): Promise<number> {
   return fsCall<number>((cb) => fs.open(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode, cb));
 }
 
-export function closeFd(fd: number): Promise<void> {
-  return fsCall<void>((cb) => fs.close(fd, (err) => cb(err, undefined)));
+/**
+ * What a new file costs on the event loop, and why: a thread-pool trip costs a wake-up of a libuv
+ * thread and one of the event loop (on a busy two-core node, the main thread preempted), far more
+ * than these calls on a file just created on a local filesystem: sizing it (ftruncate of an empty
+ * file: the inode only), writing a few hundred bytes to the page cache, closing it. They wait on the
+ * disk only when the journal itself cannot take a change, which the one-byte count of a commit
+ * (record-index.ts) already waits for on the event loop. The open (a directory lookup and an inode
+ * to allocate, which may read the disk), the fsync and the rename stay on libuv's threads.
+ */
+function closeQuietly(fd: number): void {
+  try {
+    fs.closeSync(fd);
+  } catch {
+    // closing after a failure: the failure is what the caller reports
+  }
 }
 
 /** Makes a new sparse file of `bytes` bytes (O_EXCL); removed again if it cannot be sized. */
 export async function createSparse(file: string, bytes: number): Promise<void> {
   const fd = await createExclusive(file);
   try {
-    await fsCall<void>((cb) => fs.ftruncate(fd, bytes, (err) => cb(err, undefined)));
+    fs.ftruncateSync(fd, bytes);
+    fs.closeSync(fd);
   } catch (err) {
-    await closeFd(fd).catch(() => undefined);
+    closeQuietly(fd);
     await unlinkIfPresent(file);
     throw err;
   }
-  await closeFd(fd);
 }
 
 /** Writes `data` to a new temporary file in `tmpDir` and makes it durable; returns its path (none is left when it fails). */
@@ -47,14 +60,14 @@ export async function writeTempSynced(name: string, data: string, tmpDir: string
   const fd = await createExclusive(tmp);
   try {
     const buf = Buffer.from(data);
-    for (let off = 0; off < buf.length; ) off += await fsCall<number>((cb) => fs.write(fd, buf, off, buf.length - off, null, cb));
+    for (let off = 0; off < buf.length; ) off += fs.writeSync(fd, buf, off, buf.length - off);
     await fsCall<void>((cb) => fs.fsync(fd, (err) => cb(err, undefined)));
+    fs.closeSync(fd);
   } catch (err) {
-    await closeFd(fd).catch(() => undefined);
+    closeQuietly(fd);
     await unlinkIfPresent(tmp);
     throw err;
   }
-  await closeFd(fd);
   return tmp;
 }
 

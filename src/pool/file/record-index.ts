@@ -7,6 +7,9 @@ import { Mutex } from 'async-mutex';
 import { errno } from '../../errors.js';
 import { isId, type IdKind } from '../../ids.js';
 
+/** Names are listed after overlapping changes at most this often (verifyNames). */
+const VERIFY_EVERY_MS = 1_000;
+
 /** What a metadata file was when it was read: a rename over it, or a rewrite, changes one of these. */
 interface Signature {
   ino: bigint;
@@ -44,6 +47,8 @@ export class RecordIndex<T extends { id: string }> {
   private inflight = 0;
   /** Whether two of them were under way at once since the last had ended. */
   private overlapped = false;
+  private verifyTimer: NodeJS.Timeout | null = null;
+  private lastVerify = -Infinity;
   private readonly changesFile: string;
   /** `.changes`, held open for appends (a commit costs one write, not an open, a write and a close). */
   private changesFd: { fd: number; ino: number } | null = null;
@@ -105,11 +110,22 @@ export class RecordIndex<T extends { id: string }> {
     if (++this.inflight > 1) this.overlapped = true;
   }
 
-  /** Counts it ended; when the last of overlapping changes ends, the names are checked. */
+  /**
+   * Counts it ended; when the last of overlapping changes ends, the names are checked, at most once
+   * a second (a listing of a thousand names costs the event loop more than a create): a change by
+   * hand in a busy second is seen within the next.
+   */
   private end(): void {
     if (--this.inflight > 0 || !this.overlapped) return;
     this.overlapped = false;
-    void this.verifyNames();
+    if (this.verifyTimer) return;
+    const wait = Math.max(0, this.lastVerify + VERIFY_EVERY_MS - performance.now());
+    this.verifyTimer = setTimeout(() => {
+      this.verifyTimer = null;
+      this.lastVerify = performance.now();
+      void this.verifyNames();
+    }, wait);
+    this.verifyTimer.unref();
   }
 
   /** Lists the directory (names only) and compares it with the index: a difference makes the next read reload. */
