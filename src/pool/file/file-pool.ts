@@ -1,39 +1,24 @@
 import { constants, statfsSync, statSync } from 'node:fs';
-import { access, lstat, mkdir, open, readdir, realpath, rename, rm, stat, statfs, truncate } from 'node:fs/promises';
+import { access, mkdir, open, readdir, realpath, rename, rm, stat, statfs, truncate } from 'node:fs/promises';
 import path from 'node:path';
-import { busy, errno, exhausted, invalid, notFound, precondition } from '../../errors.js';
-import { isId } from '../../ids.js';
+import { errno, exhausted, invalid, notFound } from '../../errors.js';
 import { deviceUsers } from '../../host/in-use.js';
 import { loopsBackedBy } from '../../host/loop.js';
 import { readMounts } from '../../host/mounts.js';
 import type { Condition, CreateSnapshotSpec, CreateVolumeSpec, PoolBackend, PoolCapacity, PoolDescription, PoolTuning, ReadableData, GroupSnapshotRecord, SnapshotRecord, VolumeRecord } from '../backend.js';
-import { createSparse, syncDir, syncFile, unlinkIfPresent, writeTempSynced } from './atomic.js';
-import { log } from '../../log.js';
+import { syncDir, syncFile, unlinkIfPresent, writeTempSynced } from './atomic.js';
 import { Mutex } from 'async-mutex';
 import { formatBytesPair, MiB } from '../../units.js';
 import { RecordIndex } from './record-index.js';
+import { ImageAllocation } from './image-allocation.js';
+import { newImage, sweepImagesWithoutRecords } from './leftovers.js';
 import { FileSnapshotBlocks } from './snapshot-blocks.js';
 import { FileGroupSnapshots } from './group-snapshots.js';
 import { ImageCopies } from './image-copies.js';
 import { IO_LIMIT_PARAMETERS } from '../mutable-parameters.js';
 
-/** Whether anything is at the path (a symlink counts), without following it. */
-async function exists(p: string): Promise<boolean> {
-  return lstat(p).then(
-    () => true,
-    (err: unknown) => {
-      if (errno(err) === 'ENOENT') return false;
-      throw err;
-    },
-  );
-}
-
-/** How long a measurement of the images' allocation stands (capacity()). */
-const ALLOCATION_TTL_MS = 5_000;
 /** Within this share of the pool's size from full, a create measures the allocation first. */
 const NEAR_FULL = 0.1;
-/** Images stat'ed at once when the allocation is measured. */
-const MEASURE_BATCH = 16;
 
 /**
  * The embedded pool: one sparse file per volume in `<pool>/volumes`, one copy per snapshot in
@@ -55,17 +40,9 @@ export class FilePool implements PoolBackend {
   private pendingBytes = 0;
   private readonly spaceCheck = new Mutex();
   private readonly volumes: RecordIndex<VolumeRecord>;
+  /** What the images have allocated, measured at most every few seconds (see capacity()). */
+  private readonly allocated: ImageAllocation;
   private readonly snapshots: RecordIndex<SnapshotRecord>;
-  /** Bytes each volume image had allocated when last measured (see capacity()). */
-  private readonly allocated = new Map<string, number>();
-  private allocatedMeasuredAt = -Infinity;
-  /** Goes up with every change to `allocated`. */
-  private allocationVersion = 0;
-  private unallocatedSum?: { key: string; bytes: number };
-  private measuring: Promise<void> | null = null;
-  /** When each volume was last created or deleted, in tickets (see touched()). */
-  private readonly lastTouched = new Map<string, number>();
-  private touchTicket = 0;
 
   private constructor(
     readonly root: string,
@@ -75,6 +52,7 @@ export class FilePool implements PoolBackend {
     this.snapshotsDir = path.join(root, 'snapshots');
     this.tmpDir = path.join(root, '.tmp');
     this.volumes = new RecordIndex(this.volumesDir, 'vol');
+    this.allocated = new ImageAllocation((id) => this.volumeImage(id), root);
     this.snapshots = new RecordIndex(this.snapshotsDir, 'snap');
     this.copies = new ImageCopies(root, this.tmpDir);
     this.groupsDir = path.join(root, 'groups');
@@ -137,7 +115,7 @@ export class FilePool implements PoolBackend {
   /**
    * Sparse volumes may still grow to their full size: what they may yet take counts as used, so the
    * pool never overcommits. What each image has allocated is re-measured (a stat per image) at most
-   * every ALLOCATION_TTL_MS, so that a call costs the same at a thousand volumes as at none. Between
+   * every few seconds (image-allocation.ts), so that a call costs the same at a thousand volumes as at none. Between
    * measurements a write to a volume lowers the free space the estimate starts from without raising
    * the allocation it subtracts: the figure errs low, never high. Only space given back (a discard,
    * a deleted file outside the pool) goes unseen until the next measurement, and a create that comes
@@ -145,11 +123,10 @@ export class FilePool implements PoolBackend {
    */
   async capacity(opts: { measure?: boolean } = {}): Promise<PoolCapacity> {
     const vols = await this.volumes.all();
-    if (opts.measure) await this.measureAllocation(vols.keys());
-    else if (performance.now() - this.allocatedMeasuredAt > ALLOCATION_TTL_MS) this.measureInBackground(vols.keys());
+    await this.allocated.refresh(vols.keys(), { now: opts.measure === true });
     // statfs reads the superblock's counters in memory: no disk I/O, cheaper than a thread-pool round trip.
     const fs = statfsSync(this.root);
-    const promised = this.pendingBytes + this.unallocated(vols);
+    const promised = this.pendingBytes + this.allocated.unallocated(vols, this.volumes.version);
     return { totalBytes: fs.blocks * fs.bsize, availableBytes: Math.max(0, fs.bavail * fs.bsize - this.reserveBytes - promised) };
   }
 
@@ -176,71 +153,6 @@ export class FilePool implements PoolBackend {
       if (st) out.set(v.id, st.blocks * 512);
     }
     return out;
-  }
-
-  /** What the volumes may still allocate, summed again only when the records or the measurement changed. */
-  private unallocated(vols: ReadonlyMap<string, VolumeRecord>): number {
-    const key = `${this.volumes.version}/${this.allocationVersion}`;
-    if (this.unallocatedSum?.key !== key) {
-      let sum = 0;
-      for (const v of vols.values()) sum += Math.max(0, v.capacityBytes - (this.allocated.get(v.id) ?? 0));
-      this.unallocatedSum = { key, bytes: sum };
-    }
-    return this.unallocatedSum.bytes;
-  }
-
-  /**
-   * A stat per image, on libuv's threads, a few at a time: a thousand images cost the event loop no
-   * more than a few hundred microseconds at once. Creates and deletes meanwhile keep their own entries
-   * (a create's image is counted as unallocated, the safe side, until the next measurement).
-   */
-  private async measureAllocation(ids: Iterable<string>): Promise<void> {
-    const list = [...ids];
-    const started = performance.now();
-    const ticket = this.touchTicket + 1;
-    const measured = new Map<string, number>();
-    for (let i = 0; i < list.length; i += MEASURE_BATCH) {
-      await Promise.all(
-        list.slice(i, i + MEASURE_BATCH).map(async (id) => {
-          try {
-            measured.set(id, (await stat(this.volumeImage(id))).blocks * 512);
-          } catch (err) {
-            if (errno(err) !== 'ENOENT') throw err;
-          }
-        }),
-      );
-    }
-    // A newer measurement already landed: this one is older news.
-    if (started < this.allocatedMeasuredAt) return;
-    // A volume created or deleted since this measurement began keeps what its create or delete set:
-    // a stat taken before it (of an image since removed and made anew) could count a new, empty
-    // image as allocated and report space that is not there.
-    const next = new Map<string, number>();
-    for (const [id, bytes] of measured) if ((this.lastTouched.get(id) ?? -1) < ticket) next.set(id, bytes);
-    for (const [id, at] of this.lastTouched) {
-      if (at < ticket) this.lastTouched.delete(id);
-      else if (this.allocated.has(id)) next.set(id, this.allocated.get(id)!);
-    }
-    this.allocated.clear();
-    for (const [id, bytes] of next) this.allocated.set(id, bytes);
-    this.allocatedMeasuredAt = started;
-    this.allocationVersion++;
-  }
-
-  /** A create (bytes) or a delete (null) of a volume: its allocation as of now, kept over a measurement already under way. */
-  private touched(id: string, bytes: number | null): void {
-    this.lastTouched.set(id, ++this.touchTicket);
-    if (bytes === null) this.allocated.delete(id);
-    else this.allocated.set(id, bytes);
-    this.allocationVersion++;
-  }
-
-  /** One measurement at a time, not awaited: a call uses the last one, which errs low (see capacity()). */
-  private measureInBackground(ids: Iterable<string>): void {
-    if (this.measuring) return;
-    this.measuring = this.measureAllocation(ids)
-      .catch((err: unknown) => log.warn('measuring the images\' allocation failed; the last measurement stands', { pool: this.root, error: String(err) }))
-      .finally(() => (this.measuring = null));
   }
 
   async getVolume(id: string): Promise<VolumeRecord | null> {
@@ -274,7 +186,7 @@ export class FilePool implements PoolBackend {
       try {
         const image = async () => {
           if (!tmp) {
-            await this.volumes.alongside(() => this.newImage(imagePath, spec.capacityBytes));
+            await this.volumes.alongside(() => newImage(imagePath, spec.capacityBytes, () => this.volumes.forget()));
             madeImage = true;
             return;
           }
@@ -300,7 +212,7 @@ export class FilePool implements PoolBackend {
         for (const m of made) if (m.status === 'rejected') throw m.reason;
         await this.volumes.put(record, metaTmp!, tmp ? () => rename(tmp, imagePath) : undefined); // the commit point
         committed = true;
-        this.touched(spec.id, tmp ? statSync(imagePath).blocks * 512 : 0); // a new sparse image has nothing allocated
+        this.allocated.touched(spec.id, tmp ? statSync(imagePath).blocks * 512 : 0); // a new sparse image has nothing allocated
         await syncDir(this.volumesDir);
       } catch (err) {
         // Once committed, the volume exists: a retry finds it whole. Before, only what this call made
@@ -312,36 +224,13 @@ export class FilePool implements PoolBackend {
     return record;
   }
 
-  /**
-   * Makes an empty sparse image at its final name (O_EXCL). One already there has no record (the
-   * caller found none under the volume's lock): a failed create's or a crash's leftover, removed
-   * first unless a loop device still reads it (then nothing is touched: the error says where).
-   */
-  private async newImage(file: string, bytes: number): Promise<void> {
-    try {
-      await createSparse(file, bytes);
-    } catch (err) {
-      if (errno(err) !== 'EEXIST') throw err;
-      const loops = await loopsBackedBy(file);
-      if (loops.length) throw precondition(`${file} has no volume record but is attached as ${loops.map((l) => l.device).join(', ')}: detach it (losetup -d) before creating this volume again`);
-      // The index said no record; the directory is asked too (another process may have committed one unseen).
-      if (await exists(file.replace(/\.img$/, '.json'))) {
-        this.volumes.forget();
-        throw busy(`volume ${path.basename(file, '.img')} was just committed by another process on this pool; retry`);
-      }
-      log.warn('removing an image left without a record before creating the volume again', { image: file });
-      await rm(file, { force: true });
-      await createSparse(file, bytes);
-    }
-  }
-
   async deleteVolume(id: string): Promise<void> {
     // Uncommit first: from here on the volume does not exist, whatever happens to the image.
     await this.volumes.remove(id, async () => {
       await syncDir(this.volumesDir);
       await unlinkIfPresent(this.volumeImage(id));
     });
-    this.touched(id, null);
+    this.allocated.touched(id, null);
   }
 
   async expandVolume(id: string, capacityBytes: number): Promise<VolumeRecord> {
@@ -490,19 +379,7 @@ export class FilePool implements PoolBackend {
     // First: a crash while a group snapshot held filesystems frozen is undone before .tmp (its mark) is cleared.
     await this.groupSnapshots.sweep();
     for (const f of await readdir(this.tmpDir)) await rm(path.join(this.tmpDir, f), { force: true });
-    for (const [dir, kind] of [[this.volumesDir, 'vol'], [this.snapshotsDir, 'snap']] as const) {
-      const names = new Set(await readdir(dir));
-      for (const f of names) {
-        const id = f.slice(0, -4);
-        if (!f.endsWith('.img') || !isId(kind, id) || names.has(`${id}.json`)) continue;
-        const image = path.join(dir, f);
-        if ((await loopsBackedBy(image)).length) continue;
-        // Asked again right before: another process's create (a rolling update's old pod beside this
-        // one) may have committed its record since the listing.
-        if (await exists(path.join(dir, `${id}.json`))) continue;
-        log.warn('removing an image a crash left without metadata', { image });
-        await rm(image, { force: true });
-      }
-    }
+    await sweepImagesWithoutRecords(this.volumesDir, 'vol');
+    await sweepImagesWithoutRecords(this.snapshotsDir, 'snap');
   }
 }
