@@ -145,18 +145,17 @@ describe('RecordIndex', needsRoot(), () => {
     assert.deepEqual((await mine.sorted()).map((r) => r.id), [...recs.slice(1).map((r) => r.id), extra.id].sort());
   });
 
-  it('a file made alongside the records (a new image) keeps it exact; one made outside it, once the clock moved, makes it list again', async () => {
+  it('a file made in the commit (a new image, before its record) keeps it exact; one made outside it, once the clock moved, makes it list again', async () => {
     const index = new RecordIndex<{ id: string; n: number }>(dir, 'vol');
     await index.all();
     assert.equal(index.needsReload, false);
     // Past the clock tick of the last change: a change made now shows in the directory's mtime.
     await pastLastChangeOf(dir);
-    // Eight at once, as eight creates make their images while their records are committed.
+    // Eight at once, as eight creates make their images and commit their records.
     await Promise.all(
       Array.from({ length: 8 }, async (_, i) => {
         const rec = { id: idFor('vol', `side${i}`), n: i };
-        await index.alongside(() => writeFile(path.join(dir, `${rec.id}.img`), ''));
-        await index.put(rec, await staged(rec));
+        await index.put(rec, await staged(rec), () => writeFile(path.join(dir, `${rec.id}.img`), ''));
       }),
     );
     assert.equal(index.needsReload, false, 'its own images and commits keep it exact');
@@ -166,23 +165,28 @@ describe('RecordIndex', needsRoot(), () => {
     await rm(path.join(dir, 'by-hand'));
   });
 
-  it('a record another process renamed in without counting it (killed before its count), while this process\'s changes overlapped, is found', async () => {
-    const index = new RecordIndex<{ id: string; n: number }>(dir, 'vol');
-    await index.all();
-    const peer = { id: idFor('vol', 'uncounted'), n: 7 };
-    const peerTmp = await staged(peer);
-    const mine = Array.from({ length: 8 }, (_, i) => ({ id: idFor('vol', `overlap${i}`), n: i }));
-    const staging = await Promise.all(mine.map((r) => staged(r)));
-    // All eight begin at once; the peer's rename lands while they are under way.
-    const done = Promise.all(mine.map(async (r, i) => {
-      await index.alongside(() => writeFile(path.join(dir, `${r.id}.img`), ''));
-      await index.put(r, staging[i]);
-    }));
-    await rename(peerTmp, path.join(dir, `${peer.id}.json`));
-    await done;
-    // The names are listed when the window closes: wait for that check, not for a time.
-    for (let i = 0; i < 10_000 && !index.needsReload; i++) await new Promise((r) => setImmediate(r));
-    assert.equal(index.needsReload, true, 'the uncounted record is noticed');
-    assert.equal((await index.get(peer.id))?.n, 7);
-  });
+  for (const overlapping of [8, 1]) {
+    it(`a record another process renamed in without counting it (killed before its count) while ${overlapping} of this process's commits were under way is found`, async () => {
+      const index = new RecordIndex<{ id: string; n: number }>(dir, 'vol');
+      await index.all();
+      await pastLastChangeOf(dir);
+      const peer = { id: idFor('vol', `uncounted${overlapping}`), n: 7 };
+      const peerTmp = await staged(peer);
+      const mine = Array.from({ length: overlapping }, (_, i) => ({ id: idFor('vol', `overlap${overlapping}-${i}`), n: i }));
+      const staging = await Promise.all(mine.map((r) => staged(r)));
+      // Every commit holds until the peer's rename has landed: it lands inside their window, where
+      // the directory's mtime is this process's to move (the listing of names must find it).
+      let landed!: () => void;
+      const peerLanded = new Promise<void>((resolve) => (landed = resolve));
+      const done = Promise.all(mine.map((r, i) => index.put(r, staging[i], () => peerLanded)));
+      await rename(peerTmp, path.join(dir, `${peer.id}.json`));
+      landed();
+      await done;
+      // The names are listed within a second of the commits: wait for that check (bounded), not for a time.
+      const deadline = Date.now() + 10_000;
+      while (!index.needsReload && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(index.needsReload, true, 'the uncounted record is noticed');
+      assert.equal((await index.get(peer.id))?.n, 7);
+    });
+  }
 });

@@ -44,11 +44,13 @@ function closeQuietly(fd: number): void {
 /** Makes a new sparse file of `bytes` bytes (O_EXCL); removed again if it cannot be sized. */
 export async function createSparse(file: string, bytes: number): Promise<void> {
   const fd = await createExclusive(file);
+  let open = true;
   try {
     fs.ftruncateSync(fd, bytes);
+    open = false; // closed or not, never closed twice: the number may be another file's by then
     fs.closeSync(fd);
   } catch (err) {
-    closeQuietly(fd);
+    if (open) closeQuietly(fd);
     await unlinkIfPresent(file);
     throw err;
   }
@@ -58,13 +60,15 @@ export async function createSparse(file: string, bytes: number): Promise<void> {
 export async function writeTempSynced(name: string, data: string, tmpDir: string): Promise<string> {
   const tmp = path.join(tmpDir, `${name}.${randomBytes(6).toString('hex')}`);
   const fd = await createExclusive(tmp);
+  let open = true;
   try {
     const buf = Buffer.from(data);
     for (let off = 0; off < buf.length; ) off += fs.writeSync(fd, buf, off, buf.length - off);
     await fsCall<void>((cb) => fs.fsync(fd, (err) => cb(err, undefined)));
+    open = false;
     fs.closeSync(fd);
   } catch (err) {
-    closeQuietly(fd);
+    if (open) closeQuietly(fd);
     await unlinkIfPresent(tmp);
     throw err;
   }

@@ -167,7 +167,7 @@ export class FilePool implements PoolBackend {
     const imagePath = this.volumeImage(spec.id);
     // A copy or a transfer takes a while and is written at a temporary name; a new empty image is
     // made in place (one rename fewer): until its record is renamed in, no volume exists, and the
-    // startup sweep removes an image left without a record by a crash.
+    // startup sweep (or the next create of the name) removes an image a crash left without a record.
     const tmp = spec.fill || spec.source ? path.join(this.tmpDir, `${spec.id}.img`) : null;
     const record: VolumeRecord = {
       id: spec.id,
@@ -184,13 +184,10 @@ export class FilePool implements PoolBackend {
       let madeImage = false;
       let committed = false;
       try {
+        // A copy or a transfer is written and synced under .tmp/ meanwhile; a new empty image is made
+        // at the commit, right before its record (an image without its record exists only that long).
         const image = async () => {
-          if (!tmp) {
-            await this.volumes.alongside(() => newImage(imagePath, spec.capacityBytes, () => this.volumes.forget()));
-            madeImage = true;
-            return;
-          }
-          madeImage = true;
+          if (!tmp) return;
           if (spec.fill) {
             // From another node: an empty sparse image, written by the transfer, synced, then committed like any other.
             const fh = await open(tmp, 'w', 0o600);
@@ -210,7 +207,12 @@ export class FilePool implements PoolBackend {
         // Both settle before either failure is thrown: the cleanup below must know every file they made.
         const made = await Promise.allSettled([image(), meta()]);
         for (const m of made) if (m.status === 'rejected') throw m.reason;
-        await this.volumes.put(record, metaTmp!, tmp ? () => rename(tmp, imagePath) : undefined); // the commit point
+        // The commit point: the image moved in or made, then the record renamed in.
+        await this.volumes.put(record, metaTmp!, async () => {
+          if (tmp) await rename(tmp, imagePath);
+          else await newImage(imagePath, spec.capacityBytes, () => this.volumes.forget());
+          madeImage = true;
+        });
         committed = true;
         this.allocated.touched(spec.id, tmp ? statSync(imagePath).blocks * 512 : 0); // a new sparse image has nothing allocated
         await syncDir(this.volumesDir);

@@ -1,4 +1,4 @@
-import { lstat, readdir, rm } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { busy, errno, precondition } from '../../errors.js';
 import { isId, type IdKind } from '../../ids.js';
@@ -12,9 +12,9 @@ import { createSparse } from './atomic.js';
  * process on the pool, a rolling update's old pod, may have committed one since it was listed).
  */
 
-/** Whether anything is at the path (a symlink counts), without following it. */
+/** Whether a file is at the path (a dangling symlink is none: nothing could be read through it). */
 async function exists(p: string): Promise<boolean> {
-  return lstat(p).then(
+  return stat(p).then(
     () => true,
     (err: unknown) => {
       if (errno(err) === 'ENOENT') return false;

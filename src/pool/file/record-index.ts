@@ -43,12 +43,16 @@ export class RecordIndex<T extends { id: string }> {
   private changes = 0;
   /** The commit count and directory mtime the records are exact for; null: read the directory again. */
   private seen: { commits: number; dirMtimeNs: bigint } | null = null;
-  /** This process's commits begun and not yet counted. */
-  private inflight = 0;
-  /** Whether two of them were under way at once since the last had ended. */
-  private overlapped = false;
+  /** This process's changes begun and not yet counted, by record. */
+  private readonly inflight = new Map<string, number>();
+  /** A change of this process ended since the names were last checked. */
+  private verifyPending = false;
   private verifyTimer: NodeJS.Timeout | null = null;
   private lastVerify = -Infinity;
+  /** While the names are listed: every record this process changes meanwhile (left out of the comparison). */
+  private verifyIgnore: Set<string> | null = null;
+  /** Goes up whenever the index is found stale: a reload begun before does not mark it exact. */
+  private invalidations = 0;
   private readonly changesFile: string;
   /** `.changes`, held open for appends (a commit costs one write, not an open, a write and a close). */
   private changesFd: { fd: number; ino: number } | null = null;
@@ -96,53 +100,63 @@ export class RecordIndex<T extends { id: string }> {
 
   /**
    * While this process has commits in flight, the directory's mtime moves under it and says nothing:
-   * only the count is compared, and the mtime is taken again when the last of them lands. A change
-   * by hand, or by a process killed between its rename and its count, in a window where several of
-   * this process's changes overlapped is caught by a listing of the names made when the window
-   * closes (verifyNames), which makes the next read list the directory if they differ.
+   * only the count is compared, and the mtime is taken again when the last of them lands. What the
+   * mtime could not show meanwhile (a change by hand, or a record renamed in by another process
+   * killed before it counted it) is caught by a listing of the names after this process's changes,
+   * at most once a second (verifyNames): a difference makes the next read list the directory.
    */
   private exact(): boolean {
-    return this.seen !== null && this.seen.commits === this.commits() && (this.inflight > 0 || this.seen.dirMtimeNs === this.dirMtimeNs());
+    return this.seen !== null && this.seen.commits === this.commits() && (this.inflight.size > 0 || this.seen.dirMtimeNs === this.dirMtimeNs());
   }
 
-  /** Counts a change of this process beginning; true when another was already under way. */
-  private begin(): void {
-    if (++this.inflight > 1) this.overlapped = true;
+  /** A change of this process to the record `id` begins. */
+  private begin(id: string): void {
+    this.inflight.set(id, (this.inflight.get(id) ?? 0) + 1);
+    this.verifyIgnore?.add(id);
   }
 
-  /**
-   * Counts it ended; when the last of overlapping changes ends, the names are checked, at most once
-   * a second (a listing of a thousand names costs the event loop more than a create): a change by
-   * hand in a busy second is seen within the next.
-   */
-  private end(): void {
-    if (--this.inflight > 0 || !this.overlapped) return;
-    this.overlapped = false;
-    if (this.verifyTimer) return;
+  /** It ended: the names are checked within a second. */
+  private end(id: string): void {
+    const n = (this.inflight.get(id) ?? 1) - 1;
+    if (n > 0) this.inflight.set(id, n);
+    else this.inflight.delete(id);
+    this.verifyPending = true;
+    this.scheduleVerify();
+  }
+
+  private scheduleVerify(): void {
+    if (this.verifyTimer || !this.verifyPending) return;
     const wait = Math.max(0, this.lastVerify + VERIFY_EVERY_MS - performance.now());
     this.verifyTimer = setTimeout(() => {
       this.verifyTimer = null;
       this.lastVerify = performance.now();
-      void this.verifyNames();
+      void this.verifyNames().finally(() => this.scheduleVerify());
     }, wait);
     this.verifyTimer.unref();
   }
 
-  /** Lists the directory (names only) and compares it with the index: a difference makes the next read reload. */
+  /**
+   * Lists the directory (names only) and compares it with the index, leaving out the records this
+   * process was changing at any time during the listing (their renames may land on either side of it).
+   */
   private async verifyNames(): Promise<void> {
-    if (this.seen === null) return;
-    const seen = this.seen;
+    this.verifyPending = false;
+    if (this.seen === null) return; // the next read lists the directory anyway
+    const ignore = new Set(this.inflight.keys());
+    this.verifyIgnore = ignore;
     let names: string[];
     try {
       names = await readdir(this.dir);
     } catch {
-      this.seen = null;
+      this.forget();
       return;
+    } finally {
+      this.verifyIgnore = null;
     }
-    // Only when nothing of this process changed the directory meanwhile (else the next window checks).
-    if (this.seen !== seen && this.inflight > 0) return;
-    const ids = names.filter((f) => f.endsWith('.json') && isId(this.kind, f.slice(0, -5)));
-    if (ids.length !== this.records.size || ids.some((f) => !this.records.has(f.slice(0, -5)))) this.seen = null;
+    for (const id of this.inflight.keys()) ignore.add(id);
+    const listed = new Set(names.filter((f) => f.endsWith('.json') && isId(this.kind, f.slice(0, -5))).map((f) => f.slice(0, -5)));
+    for (const id of listed) if (!ignore.has(id) && !this.records.has(id)) return this.forget();
+    for (const id of this.records.keys()) if (!ignore.has(id) && !listed.has(id)) return this.forget();
   }
 
   /** The records as the directory holds them now. */
@@ -172,15 +186,15 @@ export class RecordIndex<T extends { id: string }> {
    * overlaps a commit leaves `seen` at its own figures, which the count has passed: the next read
    * lists the directory again.
    */
-  private async commit(commit: () => Promise<void>, apply: () => void): Promise<void> {
+  private async commit(id: string, commit: () => Promise<void>, apply: () => void): Promise<void> {
     const wasExact = this.exact();
-    this.begin();
+    this.begin(id);
     try {
       await commit();
     } catch (err) {
       // Half a change may have landed: counted all the same (best effort), so that this process's
       // reads, a reload under way and the other processes all list the directory again.
-      this.seen = null;
+      this.forget();
       try {
         this.countCommit();
       } catch {
@@ -188,7 +202,7 @@ export class RecordIndex<T extends { id: string }> {
       }
       throw err;
     } finally {
-      this.end();
+      this.end(id);
     }
     // The change is made: what follows is bookkeeping, which may fail (the count's file) without
     // undoing it; then the next read lists the directory.
@@ -199,30 +213,13 @@ export class RecordIndex<T extends { id: string }> {
         apply();
         this.changes++;
         this.sortedIds = null;
-        this.seen = { commits: before + 1, dirMtimeNs: this.inflight === 0 ? this.dirMtimeNs() : this.seen.dirMtimeNs };
+        this.seen = { commits: before + 1, dirMtimeNs: this.inflight.size === 0 ? this.dirMtimeNs() : this.seen.dirMtimeNs };
       } else {
-        this.seen = null;
+        this.forget();
       }
     } catch (err) {
-      this.seen = null;
+      this.forget();
       log.warn('counting a commit failed; the pool directory will be listed again', { dir: this.dir, error: String(err) });
-    }
-  }
-
-  /**
-   * Runs `change`, which adds or removes a file beside the records (a new volume's image, before its
-   * record is committed), so that the directory's mtime moving under it does not read as another
-   * process's change, and the index stays exact.
-   */
-  async alongside<T>(change: () => Promise<T>): Promise<T> {
-    const wasExact = this.exact();
-    this.begin();
-    try {
-      return await change();
-    } finally {
-      if (!wasExact || this.seen === null || this.seen.commits !== this.commits()) this.seen = null;
-      else if (this.inflight === 1) this.seen = { ...this.seen, dirMtimeNs: this.dirMtimeNs() };
-      this.end();
     }
   }
 
@@ -233,6 +230,7 @@ export class RecordIndex<T extends { id: string }> {
   async put(record: T, tmp: string, before: () => Promise<void> = async () => undefined): Promise<void> {
     const file = path.join(this.dir, `${record.id}.json`);
     await this.commit(
+      record.id,
       async () => {
         await before();
         await rename(tmp, file);
@@ -252,6 +250,7 @@ export class RecordIndex<T extends { id: string }> {
    */
   async remove(id: string, afterwards: () => Promise<void> = async () => undefined): Promise<void> {
     await this.commit(
+      id,
       async () => {
         await unlinkIfPresent(path.join(this.dir, `${id}.json`));
         await afterwards();
@@ -267,6 +266,7 @@ export class RecordIndex<T extends { id: string }> {
     // Read the markers before listing: a change made while listing shows up as a mismatch next time.
     const commits = this.commits();
     const dirMtimeNs = this.dirMtimeNs();
+    const invalidations = this.invalidations;
     const ids = (await readdir(this.dir)).filter((f) => f.endsWith('.json') && isId(this.kind, f.slice(0, -5))).map((f) => f.slice(0, -5));
     const present = new Set(ids);
     for (const id of [...this.records.keys()]) {
@@ -301,11 +301,13 @@ export class RecordIndex<T extends { id: string }> {
     });
     this.sortedIds = null;
     this.changes++;
-    this.seen = { commits, dirMtimeNs };
+    // Found stale while listing (forget()): not exact; the next read lists again.
+    this.seen = invalidations === this.invalidations ? { commits, dirMtimeNs } : null;
   }
 
   /** Makes the next read list the directory (a caller found it holds what the index does not). */
   forget(): void {
+    this.invalidations++;
     this.seen = null;
   }
 
