@@ -102,20 +102,25 @@ export async function launchDriver(socket: string, args: string[], opts: { env?:
     logs.push(...lines);
   });
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  const client = connectCsi(`unix://${socket}`);
+  let client = connectCsi(`unix://${socket}`);
   // Generous: under QEMU's TCG emulation node alone takes seconds to load the driver.
   const deadline = Date.now() + 90_000;
+  let last: unknown;
   for (;;) {
     try {
       await stat(socket);
-      await client.probe({});
+      await client.probe({}, { deadline: Date.now() + 10_000 });
       return { proc, client, logs, exited };
-    } catch {
+    } catch (err) {
+      last = err;
+      // A fresh channel for the next try: grpc-js backs off a channel that failed to connect (a
+      // killed driver's socket file refuses until the new process binds it) for longer each time.
+      client.close();
       if (proc.exitCode !== null || Date.now() > deadline) {
-        client.close();
         if (proc.exitCode === null) proc.kill('SIGKILL');
-        throw new Error(`driver did not start (exit ${proc.exitCode}):\n${[...logs, buf].join('\n')}`);
+        throw new Error(`driver did not start (exit ${proc.exitCode}; last probe: ${String(last)}):\n${[...logs, buf].join('\n')}`);
       }
+      client = connectCsi(`unix://${socket}`);
       await new Promise((r) => setTimeout(r, 50));
     }
   }
