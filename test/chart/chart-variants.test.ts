@@ -14,9 +14,13 @@ import { dirPool, startLibvirt, URI, type TestPool } from '../helpers/libvirt.js
 import { rbdPool, startCeph, type TestCeph } from '../helpers/ceph.js';
 import { forgetVg, loopDisks, poolCmd, uniqueVg, type LoopDisks } from '../helpers/lvm.js';
 import { CHART, render, type K8sObject } from '../helpers/manifests.js';
-import { driverContainers, removeWorld, startPod, type DriverContainer, type PodWorld, type RunningPod } from '../helpers/pod-runner.js';
+import { describeEnd, driverContainers, removeWorld, startPod, type DriverContainer, type PodWorld, type RunningPod } from '../helpers/pod-runner.js';
 
 const NAMESPACE = 'vpool-csi';
+/** Bounds, so that a hang fails its step, names it and shows the pods' logs (instead of the file's 30-minute timeout). */
+const READY_MS = 90_000;
+const CALL_MS = 120_000;
+const STEP_MS = 300_000;
 const NODE = 'node-a';
 const example = (file: string) => path.join(CHART, 'examples', file);
 /** Only a VM has an SMBIOS system UUID: what a libvirt node plugin takes as its node ID. */
@@ -51,15 +55,33 @@ async function transferUp(pod: RunningPod): Promise<void> {
     await new Promise((r) => setTimeout(r, 100));
   }
   const port = Number(listen.split(':').pop());
-  const refused = await new Promise<boolean>((resolve) => {
+  const seen = await new Promise<'answered' | 'refused' | 'silent'>((resolve) => {
     const s = tls.connect({ host: pod.podIp, port, rejectUnauthorized: false, minVersion: 'TLSv1.3' }, () => {
       s.write('HEAD /v1/volumes/x HTTP/1.1\r\n\r\n');
     });
-    s.on('data', () => resolve(false));
-    s.on('error', () => resolve(true));
-    s.on('close', () => resolve(true));
+    // A listener that neither answers nor refuses is neither: said, not waited on for ever.
+    s.setTimeout(15_000, () => {
+      resolve('silent');
+      s.destroy();
+    });
+    s.on('data', () => resolve('answered'));
+    s.on('error', () => resolve('refused'));
+    s.on('close', () => resolve('refused'));
   });
-  assert.ok(refused, `${pod.id}: a client without a certificate got an answer`);
+  assert.equal(seen, 'refused', `${pod.id}: a client without a certificate was not refused at the handshake`);
+}
+
+/** `p`, or a failure naming `what` once `ms` have passed (with what `diagnose` tells then): no step of a variant waits for ever. */
+async function within<T>(ms: number, what: string, p: Promise<T>, diagnose: () => string = () => ''): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not done after ${ms / 1000} s\n${diagnose()}`)), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 // Each rendered container of the driver's image runs the real binary with exactly its args and env
@@ -92,13 +114,24 @@ describe('every chart variant starts: each driver container of the render runs u
     caDir = await mkdtemp('/var/tmp/vpool-variants-ca-');
   });
   after(async () => {
-    await fake?.stop();
-    await forgetVg(vg, disks?.devices ?? []);
-    await disks?.release();
-    await libvirtPool?.remove();
-    await cephPool?.remove();
-    await ceph?.stop();
-    if (caDir) await rm(caDir, { recursive: true, force: true });
+    // Each undone whatever another's failure: one left (a Ceph daemon, a loop device) would trip later files.
+    const failed: unknown[] = [];
+    for (const undo of [
+      () => fake?.stop(),
+      () => forgetVg(vg, disks?.devices ?? []),
+      () => disks?.release(),
+      () => libvirtPool?.remove(),
+      () => cephPool?.remove(),
+      () => ceph?.stop(),
+      () => caDir && rm(caDir, { recursive: true, force: true }),
+    ]) {
+      try {
+        await undo();
+      } catch (err) {
+        failed.push(err);
+      }
+    }
+    if (failed.length > 0) throw new AggregateError(failed, 'cleaning up after the variants');
   });
 
   // The examples name hosts' resources (a VG, a hypervisor) that must exist before installing: here, the test's.
@@ -124,10 +157,11 @@ describe('every chart variant starts: each driver container of the render runs u
       then: async (pods) => {
         const controller = pods.find((p) => p.id.startsWith('Deployment/') && p.args.some((a) => a.startsWith('--endpoint=')))!;
         const client = connectCsi(controller.args.find((a) => a.startsWith('--endpoint='))!.slice('--endpoint='.length));
+        const deadline = () => ({ deadline: Date.now() + CALL_MS });
         try {
-          const vol = (await client.createVolume({ name: 'pvc-variant-rwx', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [{ block: {}, access_mode: { mode: 'MULTI_NODE_MULTI_WRITER' } }], parameters: { format: 'raw' } })).volume!;
+          const vol = (await client.createVolume({ name: 'pvc-variant-rwx', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [{ block: {}, access_mode: { mode: 'MULTI_NODE_MULTI_WRITER' } }], parameters: { format: 'raw' } }, deadline())).volume!;
           assert.ok((await ceph.rbd('ls', 'rbd')).split('\n').some((i) => i.startsWith(`${vol.volume_id}.`)), 'an image in Ceph');
-          await client.deleteVolume({ volume_id: vol.volume_id });
+          await client.deleteVolume({ volume_id: vol.volume_id }, deadline());
           assert.deepEqual((await ceph.rbd('ls', 'rbd')).split('\n').filter(Boolean), []);
         } finally {
           client.close();
@@ -171,8 +205,9 @@ describe('every chart variant starts: each driver container of the render runs u
 
   async function outcome(pod: RunningPod, d: DriverContainer, want: Outcome): Promise<void> {
     if ('exits' in want) {
-      const code = await new Promise<number | null>((r) => (pod.proc.exitCode !== null ? r(pod.proc.exitCode) : pod.proc.once('exit', r)));
-      assert.notEqual(code, 0, `${d.id} exited 0 instead of refusing (${want.because})`);
+      // pod.exited settles however it ended, also before this wait began (killed: no exit code at all).
+      const ended = await within(READY_MS, `${d.id} should exit (${want.because})`, pod.exited, pod.tail);
+      assert.ok(ended.signal === null && ended.code !== 0, `${d.id} ${describeEnd(ended)} instead of refusing (${want.because}):\n${pod.tail()}`);
       assert.match(pod.stderr(), want.exits, `${d.id} (${want.because})`);
     } else if ('notReady' in want) {
       assert.match(await pod.ready(want.notReady), want.notReady, d.id);
@@ -198,11 +233,14 @@ describe('every chart variant starts: each driver container of the render runs u
     const world: PodWorld = { root: await mkdtemp('/var/tmp/vpool-variant-'), node: NODE, namespace: NAMESPACE, secrets, apiServer: { host: '127.0.0.1', port: Number(new URL(fake.url).port) }, fake };
     const pods: RunningPod[] = [];
     try {
-      for (const d of containers) pods.push(await startPod(world, d));
+      const logs = () => pods.map((p) => `--- ${p.id} (${p.proc.exitCode ?? p.proc.signalCode ?? 'running'}):\n${p.tail()}`).join('\n');
+      for (const d of containers) pods.push(await within(STEP_MS, `starting ${d.id}`, startPod(world, d)));
       // Together, as a cluster starts them: each pod's outcome is its own.
-      await Promise.all(pods.map((pod, i) => outcome(pod, containers[i], v.outcome?.(containers[i]) ?? { ready: true })));
-      await (then ?? v.then)?.(pods, world);
+      await within(STEP_MS, 'the containers reaching their outcomes', Promise.all(pods.map((pod, i) => outcome(pod, containers[i], v.outcome?.(containers[i]) ?? { ready: true }))), logs);
+      const check = then ?? v.then;
+      if (check) await within(STEP_MS, 'the checks of the running variant', check(pods, world), logs);
     } finally {
+      // Stopped before anything else is undone, whatever failed: a pod left running would keep this file's process alive.
       for (const p of pods) await p.stop();
       await removeWorld(world);
       for (const name of made) fake.delete('secrets', name, NAMESPACE);
@@ -228,14 +266,15 @@ describe('every chart variant starts: each driver container of the render runs u
       const socket = node.args.find((a) => a.startsWith('--endpoint='))!.slice('--endpoint='.length);
       const client = connectCsi(socket);
       try {
-        const vol = (await client.createVolume({ name: 'pvc-variant', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [{ block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }], parameters: {} })).volume!;
+        const deadline = () => ({ deadline: Date.now() + CALL_MS });
+        const vol = (await client.createVolume({ name: 'pvc-variant', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [{ block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }], parameters: {} }, deadline())).volume!;
         // A source this node lacks is asked of the peers: the transfer client is in the context made when the pool opened.
         const missing = idFor('vol', 'pvc-on-no-node');
         await assert.rejects(
-          client.createVolume({ name: 'pvc-restored', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [{ block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }], parameters: {}, volume_content_source: { volume: { volume_id: missing } } }),
+          client.createVolume({ name: 'pvc-restored', capacity_range: { required_bytes: String(8 * MiB) }, volume_capabilities: [{ block: {}, access_mode: { mode: 'SINGLE_NODE_WRITER' } }], parameters: {}, volume_content_source: { volume: { volume_id: missing } } }, deadline()),
           new RegExp(`source volume ${missing} is not on this node, and the request names no claim`),
         );
-        await client.deleteVolume({ volume_id: vol.volume_id });
+        await client.deleteVolume({ volume_id: vol.volume_id }, deadline());
       } finally {
         client.close();
       }

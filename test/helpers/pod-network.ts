@@ -4,7 +4,7 @@ import net from 'node:net';
 import { promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
-const ip = (...args: string[]) => execFileP('ip', args);
+const ip = (...args: string[]) => execFileP('ip', args, { timeout: 30_000 });
 
 export interface PodNetwork {
   /** The network namespace the pod's processes run in (ip netns exec). */
@@ -37,8 +37,13 @@ export async function podNetwork(apiServer: { host: string; port: number }): Pro
   const subnet = await freeSubnet();
   const [hostIp, podIp] = [`${subnet}.1`, `${subnet}.2`];
   let api: net.Server | undefined;
+  const open = new Set<net.Socket>();
   const remove = async () => {
-    if (api) await new Promise<void>((r) => api!.close(() => r()));
+    // close() alone waits for every connection to end: one the pod left open (a watch, a keep-alive)
+    // would hold it for ever. The pod is gone by now: its connections go with it.
+    const closed = api && new Promise<void>((r) => api!.close(() => r()));
+    for (const s of open) s.destroy();
+    await closed;
     await ip('netns', 'del', ns).catch(() => undefined);
     await ip('link', 'del', `${tag}h`).catch(() => undefined);
   };
@@ -53,6 +58,10 @@ export async function podNetwork(apiServer: { host: string; port: number }): Pro
     await ip('-n', ns, 'link', 'set', 'lo', 'up');
     const server = net.createServer((inbound) => {
       const up = net.connect(apiServer.port, apiServer.host);
+      for (const s of [inbound, up]) {
+        open.add(s);
+        s.once('close', () => open.delete(s));
+      }
       inbound.pipe(up).pipe(inbound);
       inbound.on('error', () => up.destroy());
       up.on('error', () => inbound.destroy());

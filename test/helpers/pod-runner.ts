@@ -96,6 +96,14 @@ export interface PodWorld {
   fake?: FakeApiServer;
 }
 
+/** How a process ended: by itself (code), or killed (signal: then Node's exitCode stays null). */
+export interface Ended {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export const describeEnd = (e: Ended) => (e.signal ? `was killed by ${e.signal}` : `exited ${e.code}`);
+
 /** A driver container running as its pod would. */
 export interface RunningPod {
   id: string;
@@ -103,7 +111,11 @@ export interface RunningPod {
   podIp: string;
   args: string[];
   proc: ChildProcess;
+  /** How it ended: an exit code, or the signal that killed it (a crash, the OOM killer). */
+  exited: Promise<Ended>;
   stderr: () => string;
+  /** The end of its log, without the probes' lines: what a failure shows. */
+  tail: () => string;
   /** Where a path of the container is on this host. */
   hostPath(containerPath: string): string;
   /** Resolves when it is ready; with a refusal, when it says that reason instead. Rejects with its stderr if it exits. */
@@ -244,44 +256,47 @@ export async function startPod(world: PodWorld, d: DriverContainer): Promise<Run
     // A failure shows the end of the log: the start and the reason it stopped, not every probe.
     const tail = () => stderr.split('\n').filter((l) => !l.includes('"message":"rpc"') && !l.includes('probe: not ready')).slice(-40).join('\n');
     proc.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
-    const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+    // Settled once, whenever it ends: a wait begun after the end still sees it (a late once('exit') would not).
+    let ended: Ended | null = null;
+    const exited = new Promise<Ended>((r) => proc.once('exit', (code, signal) => r((ended = { code, signal }))));
     const probe = httpProbe(c, network.podIp);
     const pod: RunningPod = {
       id: d.id,
       podIp: network.podIp,
       args,
       proc,
+      exited,
       stderr: () => stderr,
+      tail,
       hostPath,
       async ready(refusal, timeoutMs = 60_000) {
         const deadline = Date.now() + timeoutMs;
-        const client = socket ? connectCsi(`unix://${socket}`) : undefined;
-        try {
-          for (;;) {
-            if (proc.exitCode !== null) throw new Error(`${d.id} exited (${proc.exitCode}) with ${JSON.stringify(args)}:\n${tail()}`);
-            let reason: string | undefined;
-            if (client) {
-              const r = await client.probe({}).catch(() => null);
-              if (r?.ready?.value) return 'ready';
-              // Probe answers only ready or not; the driver logs why (src/csi/identity.ts).
-              if (r) reason = lastProbeReason(stderr);
-            } else if (probe) {
-              const r = await probe();
-              if (r.status === 200) return 'ready';
-              reason = r.body;
-            } else {
-              throw new Error(`${d.id}: neither a CSI --endpoint nor an HTTP probe says when it is ready; teach test/helpers/pod-runner.ts`);
-            }
-            if (refusal && reason && refusal.test(reason)) return reason;
-            if (Date.now() > deadline) throw new Error(`${d.id} not ready after ${timeoutMs} ms (last reason: ${reason ?? 'none'}):\n${tail()}`);
-            await Promise.race([exited, new Promise((r) => setTimeout(r, 100))]);
+        for (;;) {
+          if (ended) throw new Error(`${d.id} ${describeEnd(ended)} with ${JSON.stringify(args)}:\n${tail()}`);
+          let reason: string | undefined;
+          if (socket) {
+            // Each Probe bounded, on a channel of its own: grpc-js backs a channel that failed to connect
+            // (the socket not bound yet) off for longer each time, and a call without a deadline may wait for ever.
+            const client = connectCsi(`unix://${socket}`);
+            const r = await client.probe({}, { deadline: Date.now() + 10_000 }).catch(() => null);
+            client.close();
+            if (r?.ready?.value) return 'ready';
+            // Probe answers only ready or not; the driver logs why (src/csi/identity.ts).
+            if (r) reason = lastProbeReason(stderr);
+          } else if (probe) {
+            const r = await probe();
+            if (r.status === 200) return 'ready';
+            reason = r.body;
+          } else {
+            throw new Error(`${d.id}: neither a CSI --endpoint nor an HTTP probe says when it is ready; teach test/helpers/pod-runner.ts`);
           }
-        } finally {
-          client?.close();
+          if (refusal && reason && refusal.test(reason)) return reason;
+          if (Date.now() > deadline) throw new Error(`${d.id} not ready after ${timeoutMs} ms (last reason: ${reason ?? 'none'}):\n${tail()}`);
+          await Promise.race([exited, new Promise((r) => setTimeout(r, 100))]);
         }
       },
       async stop() {
-        if (proc.exitCode === null) {
+        if (!ended) {
           proc.kill('SIGTERM');
           const killer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
           await exited;

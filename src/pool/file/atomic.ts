@@ -24,15 +24,6 @@ export function createExclusive(file: string, mode = 0o600): Promise<number> {
   return fsCall<number>((cb) => fs.open(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, mode, cb));
 }
 
-/**
- * What a new file costs on the event loop, and why: a thread-pool trip costs a wake-up of a libuv
- * thread and one of the event loop (on a busy two-core node, the main thread preempted), far more
- * than these calls on a file just created on a local filesystem: sizing it (ftruncate of an empty
- * file: the inode only), writing a few hundred bytes to the page cache, closing it. They wait on the
- * disk only when the journal itself cannot take a change, which the one-byte count of a commit
- * (record-index.ts) already waits for on the event loop. The open (a directory lookup and an inode
- * to allocate, which may read the disk), the fsync and the rename stay on libuv's threads.
- */
 function closeQuietly(fd: number): void {
   try {
     fs.closeSync(fd);
@@ -41,7 +32,17 @@ function closeQuietly(fd: number): void {
   }
 }
 
-/** Makes a new sparse file of `bytes` bytes (O_EXCL); removed again if it cannot be sized. */
+/**
+ * What a new file costs on the event loop, and why: a thread-pool trip costs a wake-up of a libuv
+ * thread and one of the event loop (on a busy two-core node, the main thread preempted), far more
+ * than these calls on a file just created on a local filesystem: sizing it (ftruncate of an empty
+ * file: the inode only), writing a few hundred bytes to the page cache, closing it. They wait on the
+ * disk only when the journal itself cannot take a change, which the one-byte count of a commit
+ * (record-index.ts) already waits for on the event loop. The open (a directory lookup and an inode
+ * to allocate, which may read the disk), the fsync and the rename stay on libuv's threads.
+ *
+ * Makes a new sparse file of `bytes` bytes (O_EXCL); removed again if it cannot be sized.
+ */
 export async function createSparse(file: string, bytes: number): Promise<void> {
   const fd = await createExclusive(file);
   let open = true;

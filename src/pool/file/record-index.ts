@@ -7,7 +7,7 @@ import { Mutex } from 'async-mutex';
 import { errno } from '../../errors.js';
 import { isId, type IdKind } from '../../ids.js';
 
-/** Names are listed after overlapping changes at most this often (verifyNames). */
+/** After any change of this process, the names are listed at most this often (verifyNames). */
 const VERIFY_EVERY_MS = 1_000;
 
 /** What a metadata file was when it was read: a rename over it, or a rewrite, changes one of these. */
