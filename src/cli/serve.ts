@@ -26,6 +26,7 @@ import { ServedPool } from './served-pool.js';
 import { PodCgroups } from '../host/cgroup-io.js';
 import { PodIoLimits } from '../driver/node/io-limits.js';
 import { volumeLock } from '../locks.js';
+import { probePool } from '../pool/probe-once.js';
 
 export interface ServeOptions extends BackendFlags {
   mode: string;
@@ -71,7 +72,8 @@ async function startHttp(opts: ServeOptions, pool: ServedPool | undefined, orpha
   const health = async () => {
     const reason = pool?.notServing;
     if (reason) throw new Error(reason);
-    await backend()?.probe();
+    const b = backend();
+    if (b) await probePool(b);
   };
   if (opts.metricsAddress) endpoints.set(opts.metricsAddress, { metrics: createMetrics(backend, orphanCounts) });
   if (opts.healthAddress) endpoints.set(opts.healthAddress, { ...endpoints.get(opts.healthAddress), health });

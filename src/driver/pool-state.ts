@@ -1,4 +1,5 @@
 import { DeviceNotAnswering } from '../errors.js';
+import { probePool } from '../pool/probe-once.js';
 import type { DriverContext, IdentityState } from './context.js';
 
 /** What the pool behind this process can do, in the terms the CSI capability table is built from. */
@@ -43,7 +44,7 @@ export async function notReadyBecause({ ctx, notServing }: IdentityState): Promi
   if (notServing) return { reason: notServing, deviceNotAnswering: false };
   try {
     // A node in hypervisor mode has no pool to ask; it is ready when it can serve its own calls.
-    await ctx.backend?.probe();
+    if (ctx.backend) await probePool(ctx.backend);
     return null;
   } catch (err) {
     return { reason: `pool not usable: ${String(err)}`, deviceNotAnswering: err instanceof DeviceNotAnswering };

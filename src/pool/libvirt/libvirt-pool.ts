@@ -19,6 +19,7 @@ import { attr, child, LibvirtMissingError, parseXml, text } from './virsh.js';
 import { FILE_POOLS, LibvirtStore, type VolumeStore } from './volume-store.js';
 import { cephFailure, CephStore } from './ceph-store.js';
 import { Librbd, type CephIdentity, type CephImages } from './librbd.js';
+import { probePool } from '../probe-once.js';
 import { IO_BURST_PARAMETERS, IO_LIMIT_PARAMETERS, hasIoLimits, ioLimitsOf } from '../mutable-parameters.js';
 import { checkBursts } from './io-tune.js';
 import { LibvirtVolumeLimits, limitParameters } from './volume-limits.js';
@@ -523,7 +524,8 @@ export class LibvirtPool implements PoolBackend {
   async volumeConditions(volumes: readonly VolumeRecord[]): Promise<Condition[]> {
     const now = Date.now();
     if (!this.poolState || now - this.poolState.at > 1000) {
-      this.poolState = { at: now, problem: this.probe().then(() => null, (err: unknown) => (err instanceof Error ? err.message : String(err))) };
+      // Shared with the Probes under way: a slow libvirtd is asked once, not once a second per listing.
+      this.poolState = { at: now, problem: probePool(this).then(() => null, (err: unknown) => (err instanceof Error ? err.message : String(err))) };
     }
     const problem = await this.poolState.problem;
     return volumes.map(() => (problem ? { abnormal: true, message: problem } : { abnormal: false, message: 'volume is healthy' }));
