@@ -45,16 +45,19 @@ function collect<Req, Res>(fn: (argument: Req, options?: grpc.CallOptions) => gr
     });
 }
 
-/** A typed CSI client over a unix socket, for the CLI, the tests and the benchmarks; `signal` cancels every unary call under way. */
-export function connectCsi(endpoint: string, signal?: AbortSignal) {
+/**
+ * A typed CSI client over a unix socket, for the CLI, the tests and the benchmarks; `signal` cancels
+ * every unary call under way; `channel`: grpc-js channel options.
+ */
+export function connectCsi(endpoint: string, signal?: AbortSignal, channel: grpc.ChannelOptions = {}) {
   const csi = loadCsi().csi.v1;
   const address = `unix://${socketPath(endpoint)}`;
   const creds = grpc.credentials.createInsecure();
-  const id = new csi.Identity(address, creds);
-  const ctl = new csi.Controller(address, creds);
-  const node = new csi.Node(address, creds);
-  const meta = new csi.SnapshotMetadata(address, creds);
-  const group = new csi.GroupController(address, creds);
+  const id = new csi.Identity(address, creds, channel);
+  const ctl = new csi.Controller(address, creds, channel);
+  const node = new csi.Node(address, creds, channel);
+  const meta = new csi.SnapshotMetadata(address, creds, channel);
+  const group = new csi.GroupController(address, creds, channel);
   return {
     getPluginInfo: promisify(id.GetPluginInfo.bind(id), signal),
     getPluginCapabilities: promisify(id.GetPluginCapabilities.bind(id), signal),

@@ -48,7 +48,7 @@ export async function startCeph(): Promise<TestCeph> {
     await stop();
     throw err;
   }
-  const run = (cmd: string) => async (...args: string[]) => (await execFileP(cmd, ['-c', conf, ...args], { timeout: 120_000 })).stdout;
+  const run = (cmd: string) => async (...args: string[]) => (await execFileP(cmd, ['-c', conf, ...args], { timeout: 120_000, killSignal: 'SIGKILL' })).stdout;
   const pidOf = async (daemon: string) => Number((await readFile(path.join(dir, 'run', `ceph-${daemon}.pid`), 'utf8')).trim());
   const signal = async (daemon: string, sig: NodeJS.Signals) => {
     const pid = await pidOf(daemon);

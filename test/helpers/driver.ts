@@ -15,6 +15,8 @@ import { readMounts } from '../../src/host/mounts.js';
 const execFileP = promisify(execFile);
 
 /** The launcher operators use (node flags included), so tests measure and run what ships. */
+/** A channel that shares no subchannel (nor its connect backoff) with an earlier one to the same socket. */
+export const FRESH_CHANNEL = { 'grpc.use_local_subchannel_pool': 1 };
 export const BIN = path.join(PROJECT_ROOT, 'vpool-csi');
 
 /** Privileged tests skip when not root, except in CI (VPOOL_TEST_REQUIRE_ROOT=1), where they must run. */
@@ -102,7 +104,7 @@ export async function launchDriver(socket: string, args: string[], opts: { env?:
     logs.push(...lines);
   });
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  let client = connectCsi(`unix://${socket}`);
+  let client = connectCsi(`unix://${socket}`, undefined, FRESH_CHANNEL);
   // Generous: under QEMU's TCG emulation node alone takes seconds to load the driver.
   const deadline = Date.now() + 90_000;
   let last: unknown;
@@ -120,7 +122,7 @@ export async function launchDriver(socket: string, args: string[], opts: { env?:
         if (proc.exitCode === null) proc.kill('SIGKILL');
         throw new Error(`driver did not start (exit ${proc.exitCode}; last probe: ${String(last)}):\n${[...logs, buf].join('\n')}`);
       }
-      client = connectCsi(`unix://${socket}`);
+      client = connectCsi(`unix://${socket}`, undefined, FRESH_CHANNEL);
       await new Promise((r) => setTimeout(r, 50));
     }
   }

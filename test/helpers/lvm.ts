@@ -7,7 +7,7 @@ import { deviceMapperAvailable } from '../../src/pool/lvm/lvm-cli.js';
 
 const execFileP = promisify(execFile);
 /** lvm and losetup answer in seconds; a hung one fails its test instead of holding the file until the runner's timeout. */
-const T = { timeout: 120_000 };
+const T = { timeout: 120_000, killSignal: 'SIGKILL' as const };
 
 /** Sparse files attached as loop devices: disks for a test pool. */
 export interface LoopDisks {

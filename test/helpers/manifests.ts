@@ -19,7 +19,7 @@ export interface K8sObject {
 /** `helm template` of the chart with these --set flags; resolves with the objects, or rejects with helm's error. */
 export async function render(sets: string[] = [], namespace = 'vpool-csi', valueFiles: string[] = [], extra: string[] = []): Promise<K8sObject[]> {
   const args = ['template', 'vpool-csi', CHART, '--include-crds', '--namespace', namespace, ...valueFiles.flatMap((f) => ['-f', f]), ...sets.flatMap((s) => ['--set', s]), ...extra];
-  const { stdout } = await execFileP(HELM, args, { maxBuffer: 32 * 1024 * 1024, timeout: 120_000 });
+  const { stdout } = await execFileP(HELM, args, { maxBuffer: 32 * 1024 * 1024, timeout: 120_000, killSignal: 'SIGKILL' });
   return parseObjects(stdout);
 }
 

@@ -4,7 +4,7 @@ import net from 'node:net';
 import { promisify } from 'node:util';
 
 const execFileP = promisify(execFile);
-const ip = (...args: string[]) => execFileP('ip', args, { timeout: 30_000 });
+const ip = (...args: string[]) => execFileP('ip', args, { timeout: 30_000, killSignal: 'SIGKILL' });
 
 export interface PodNetwork {
   /** The network namespace the pod's processes run in (ip netns exec). */

@@ -6,7 +6,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { parse } from 'yaml';
 import { connectCsi } from '../../src/csi/client.js';
-import { BIN } from './driver.js';
+import { BIN, FRESH_CHANNEL } from './driver.js';
 import { CHART, type K8sObject } from './manifests.js';
 import { podNetwork } from './pod-network.js';
 
@@ -100,9 +100,11 @@ export interface PodWorld {
 export interface Ended {
   code: number | null;
   signal: NodeJS.Signals | null;
+  /** It never started. */
+  spawnError?: string;
 }
 
-export const describeEnd = (e: Ended) => (e.signal ? `was killed by ${e.signal}` : `exited ${e.code}`);
+export const describeEnd = (e: Ended) => (e.spawnError ? `could not be started (${e.spawnError})` : e.signal ? `was killed by ${e.signal}` : `exited ${e.code}`);
 
 /** A driver container running as its pod would. */
 export interface RunningPod {
@@ -258,7 +260,13 @@ export async function startPod(world: PodWorld, d: DriverContainer): Promise<Run
     proc.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
     // Settled once, whenever it ends: a wait begun after the end still sees it (a late once('exit') would not).
     let ended: Ended | null = null;
-    const exited = new Promise<Ended>((r) => proc.once('exit', (code, signal) => r((ended = { code, signal }))));
+    const exited = new Promise<Ended>((r) => {
+      proc.once('exit', (code, signal) => r((ended ??= { code, signal })));
+      // A spawn that fails (EAGAIN) emits no exit: it ends here, said, instead of as an uncaught error.
+      proc.on('error', (err) => {
+        if (proc.pid === undefined) r((ended ??= { code: null, signal: null, spawnError: String(err) }));
+      });
+    });
     const probe = httpProbe(c, network.podIp);
     const pod: RunningPod = {
       id: d.id,
@@ -271,14 +279,18 @@ export async function startPod(world: PodWorld, d: DriverContainer): Promise<Run
       hostPath,
       async ready(refusal, timeoutMs = 60_000) {
         const deadline = Date.now() + timeoutMs;
+        let failure: string | undefined;
         for (;;) {
           if (ended) throw new Error(`${d.id} ${describeEnd(ended)} with ${JSON.stringify(args)}:\n${tail()}`);
           let reason: string | undefined;
           if (socket) {
             // Each Probe bounded, on a channel of its own: grpc-js backs a channel that failed to connect
             // (the socket not bound yet) off for longer each time, and a call without a deadline may wait for ever.
-            const client = connectCsi(`unix://${socket}`);
-            const r = await client.probe({}, { deadline: Date.now() + 10_000 }).catch(() => null);
+            const client = connectCsi(`unix://${socket}`, undefined, FRESH_CHANNEL);
+            const r = await client.probe({}, { deadline: Date.now() + 10_000 }).catch((err: unknown) => {
+              failure = String(err);
+              return null;
+            });
             client.close();
             if (r?.ready?.value) return 'ready';
             // Probe answers only ready or not; the driver logs why (src/csi/identity.ts).
@@ -291,7 +303,7 @@ export async function startPod(world: PodWorld, d: DriverContainer): Promise<Run
             throw new Error(`${d.id}: neither a CSI --endpoint nor an HTTP probe says when it is ready; teach test/helpers/pod-runner.ts`);
           }
           if (refusal && reason && refusal.test(reason)) return reason;
-          if (Date.now() > deadline) throw new Error(`${d.id} not ready after ${timeoutMs} ms (last reason: ${reason ?? 'none'}):\n${tail()}`);
+          if (Date.now() > deadline) throw new Error(`${d.id} not ready after ${timeoutMs} ms (last reason: ${reason ?? failure ?? 'none'}):\n${tail()}`);
           await Promise.race([exited, new Promise((r) => setTimeout(r, 100))]);
         }
       },
@@ -299,9 +311,14 @@ export async function startPod(world: PodWorld, d: DriverContainer): Promise<Run
         if (!ended) {
           proc.kill('SIGTERM');
           const killer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-          await exited;
+          // A process stuck in the kernel (D state) outlives SIGKILL: said, not waited on for ever.
+          const stuck = new Promise<'stuck'>((r) => setTimeout(() => r('stuck'), 40_000).unref());
+          const how = await Promise.race([exited, stuck]);
           clearTimeout(killer);
+          if (how === 'stuck') throw new Error(`${d.id} (pid ${proc.pid}) did not end 30 s after SIGKILL:\n${tail()}`);
         }
+        // A subprocess the driver left (a command under way when it was killed) may hold its stderr: not this process.
+        proc.stderr?.destroy();
         await network.remove();
       },
     };
