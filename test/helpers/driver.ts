@@ -105,12 +105,18 @@ export async function launchDriver(socket: string, args: string[], opts: { env?:
   });
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
   let client = connectCsi(`unix://${socket}`, undefined, FRESH_CHANNEL);
-  // Generous: under QEMU's TCG emulation node alone takes seconds to load the driver.
-  const deadline = Date.now() + 90_000;
+  // Generous: under QEMU's TCG emulation, beside a busy host, node alone takes seconds to load the
+  // driver, and two drivers starting at once in a two-CPU VM have been seen to take 90 s to answer.
+  const started = Date.now();
+  const deadline = started + 180_000;
   let last: unknown;
+  let socketAt: number | undefined;
+  let probes = 0;
   for (;;) {
     try {
       await stat(socket);
+      socketAt ??= Date.now();
+      probes++;
       await client.probe({}, { deadline: Date.now() + 10_000 });
       return { proc, client, logs, exited };
     } catch (err) {
@@ -120,7 +126,8 @@ export async function launchDriver(socket: string, args: string[], opts: { env?:
       client.close();
       if (proc.exitCode !== null || Date.now() > deadline) {
         if (proc.exitCode === null) proc.kill('SIGKILL');
-        throw new Error(`driver did not start (exit ${proc.exitCode}; last probe: ${String(last)}):\n${[...logs, buf].join('\n')}`);
+        const socketSeen = socketAt === undefined ? 'its socket never appeared' : `its socket appeared after ${((socketAt - started) / 1000).toFixed(1)} s; ${probes} Probes failed since`;
+        throw new Error(`driver did not start in ${((Date.now() - started) / 1000).toFixed(0)} s (exit ${proc.exitCode}; ${socketSeen}; last probe: ${String(last)}):\n${[...logs, buf].join('\n')}`);
       }
       client = connectCsi(`unix://${socket}`, undefined, FRESH_CHANNEL);
       await new Promise((r) => setTimeout(r, 50));
