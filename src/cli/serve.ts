@@ -73,7 +73,9 @@ async function startHttp(opts: ServeOptions, pool: ServedPool | undefined, orpha
     const reason = pool?.notServing;
     if (reason) throw new Error(reason);
     const b = backend();
-    if (b) await probePool(b);
+    // No call of its own to end its wait: it answers (503, the reason) before the chart's liveness
+    // probe gives up (timeoutSeconds 10), so the kubelet's event says why.
+    if (b) await probePool(b, { waitMs: 8_000 });
   };
   if (opts.metricsAddress) endpoints.set(opts.metricsAddress, { metrics: createMetrics(backend, orphanCounts) });
   if (opts.healthAddress) endpoints.set(opts.healthAddress, { ...endpoints.get(opts.healthAddress), health });

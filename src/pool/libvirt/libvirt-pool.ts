@@ -524,8 +524,9 @@ export class LibvirtPool implements PoolBackend {
   async volumeConditions(volumes: readonly VolumeRecord[]): Promise<Condition[]> {
     const now = Date.now();
     if (!this.poolState || now - this.poolState.at > 1000) {
-      // Shared with the Probes under way: a slow libvirtd is asked once, not once a second per listing.
-      this.poolState = { at: now, problem: probePool(this).then(() => null, (err: unknown) => (err instanceof Error ? err.message : String(err))) };
+      // Shared with the Probes under way (a slow libvirtd is asked once, not once a second per listing),
+      // and not ended by this listing's end: the answer is kept for the next listing.
+      this.poolState = { at: now, problem: detached(() => probePool(this)).then(() => null, (err: unknown) => (err instanceof Error ? err.message : String(err))) };
     }
     const problem = await this.poolState.problem;
     return volumes.map(() => (problem ? { abnormal: true, message: problem } : { abnormal: false, message: 'volume is healthy' }));
