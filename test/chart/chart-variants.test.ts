@@ -240,6 +240,7 @@ describe('every chart variant starts: each driver container of the render runs u
     }
     const world: PodWorld = { root: await mkdtemp('/var/tmp/vpool-variant-'), node: NODE, namespace: NAMESPACE, secrets, apiServer: { host: '127.0.0.1', port: Number(new URL(fake.url).port) }, fake };
     const pods: RunningPod[] = [];
+    let failed = false;
     try {
       const logs = () => pods.map((p) => `--- ${p.id} (${p.proc.exitCode ?? p.proc.signalCode ?? 'running'}):\n${p.tail()}`).join('\n');
       // Not raced against a bound: a start given up on could still spawn a pod nobody stops (each step of startPod is bounded).
@@ -248,13 +249,19 @@ describe('every chart variant starts: each driver container of the render runs u
       await within(STEP_MS, 'the containers reaching their outcomes', Promise.all(pods.map((pod, i) => outcome(pod, containers[i], v.outcome?.(containers[i]) ?? { ready: true }))), logs);
       const check = then ?? v.then;
       if (check) await within(STEP_MS, 'the checks of the running variant', check(pods, world), logs);
+    } catch (err) {
+      failed = true;
+      throw err;
     } finally {
       // Stopped before anything else is undone, whatever failed: a pod left running would keep this file's process alive.
-      for (const p of pods) await p.stop();
+      const stopped = await Promise.allSettled(pods.map((p) => p.stop()));
       await removeWorld(world);
       for (const name of made) fake.delete('secrets', name, NAMESPACE);
       // The signer's own objects go with the release (helm uninstall leaves them; the next variant is a fresh install).
       for (const [plural, name] of [['secrets', 'vpool-csi-transfer-ca'], ['configmaps', 'vpool-csi-transfer-trust']] as const) if (fake.get(plural, name, NAMESPACE)) fake.delete(plural, name, NAMESPACE);
+      const notStopped = stopped.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
+      // A pod that would not end fails the variant, unless it already failed (its error is the one to see).
+      if (notStopped.length > 0 && !failed) throw new AggregateError(notStopped, 'pods that did not stop');
     }
   }
 

@@ -14,9 +14,9 @@ import { readMounts } from '../../src/host/mounts.js';
 
 const execFileP = promisify(execFile);
 
-/** The launcher operators use (node flags included), so tests measure and run what ships. */
 /** A channel that shares no subchannel (nor its connect backoff) with an earlier one to the same socket. */
 export const FRESH_CHANNEL = { 'grpc.use_local_subchannel_pool': 1 };
+/** The launcher operators use (node flags included), so tests measure and run what ships. */
 export const BIN = path.join(PROJECT_ROOT, 'vpool-csi');
 
 /** Privileged tests skip when not root, except in CI (VPOOL_TEST_REQUIRE_ROOT=1), where they must run. */
@@ -185,15 +185,19 @@ export function pattern(seed: string, bytes: number): Buffer {
 }
 
 /** The gRPC status name an RPC failed with (or 'OK'), for asserting exact codes. */
-export async function codeOf(p: Promise<unknown>): Promise<string> {
-  const { status } = await import('@grpc/grpc-js');
-  try {
-    await p;
-    return 'OK';
-  } catch (err) {
-    const code = (err as { code?: number }).code;
-    return code === undefined ? `not a gRPC error: ${String(err)}` : status[code];
-  }
+export function codeOf(p: Promise<unknown>): Promise<string> {
+  // Handled at once: a call that fails before its turn to be awaited is not an unhandled rejection.
+  const outcome = p.then(
+    () => ({ ok: true as const }),
+    (err: unknown) => ({ ok: false as const, err }),
+  );
+  return (async () => {
+    const { status } = await import('@grpc/grpc-js');
+    const o = await outcome;
+    if (o.ok) return 'OK';
+    const code = (o.err as { code?: number }).code;
+    return code === undefined ? `not a gRPC error: ${String(o.err)}` : status[code];
+  })();
 }
 
 export const MiB = 1024 * 1024;

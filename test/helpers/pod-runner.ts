@@ -308,18 +308,23 @@ export async function startPod(world: PodWorld, d: DriverContainer): Promise<Run
         }
       },
       async stop() {
+        let stuck = false;
         if (!ended) {
           proc.kill('SIGTERM');
           const killer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
           // A process stuck in the kernel (D state) outlives SIGKILL: said, not waited on for ever.
-          const stuck = new Promise<'stuck'>((r) => setTimeout(() => r('stuck'), 40_000).unref());
-          const how = await Promise.race([exited, stuck]);
+          let timer: NodeJS.Timeout | undefined;
+          const late = new Promise<'stuck'>((r) => (timer = setTimeout(() => r('stuck'), 40_000)));
+          stuck = (await Promise.race([exited, late])) === 'stuck';
+          clearTimeout(timer);
           clearTimeout(killer);
-          if (how === 'stuck') throw new Error(`${d.id} (pid ${proc.pid}) did not end 30 s after SIGKILL:\n${tail()}`);
         }
-        // A subprocess the driver left (a command under way when it was killed) may hold its stderr: not this process.
+        // Let go of it whatever became of it, so this process can end: a subprocess the driver left (a
+        // command under way when it was killed) may hold its stderr, and a stuck one its handle.
         proc.stderr?.destroy();
+        proc.unref();
         await network.remove();
+        if (stuck) throw new Error(`${d.id} (pid ${proc.pid}) did not end 30 s after SIGKILL:\n${tail()}`);
       },
     };
     return pod;
